@@ -1,0 +1,6 @@
+//! The syntax layer: the pest grammar, the syntax tree and the parser that builds it.
+
+pub mod ast;
+pub mod parser;
+
+pub use parser::parse;
