@@ -1,10 +1,23 @@
 //! The eflow compiler: from `.eflow` sources to checked, canonical flow IR.
 //!
 //! Layers, each a function of the one before: [`syntax`] (text → tree with spans),
-//! [`names`] (modules, imports, symbols), [`types`] (type checking), [`graph`] (the
-//! flow DAG), [`ir`] (the IR and its emission). [`fmt`] formats syntax trees. The
-//! `eflowc` CLI and the language server are thin front ends over [`analysis`].
+//! [`names`] (each module's names and imports), [`check`] (signatures, types, flow
+//! bodies, bindings), [`graph`] (the flow DAG), [`ir`] (the IR and its emission).
+//! [`fmt`] formats syntax trees. The `eflowc` CLI and the language server are thin
+//! front ends over [`analysis`].
 
+pub mod analysis;
+pub mod check;
 pub mod diagnostics;
+pub mod fmt;
+pub mod graph;
+pub mod ir;
+pub mod names;
+pub mod schedule;
 pub mod source;
+pub mod stdlib;
+pub mod suggest;
 pub mod syntax;
+pub mod types;
+
+pub use analysis::{Analysis, FsLoader, Loader};

@@ -1,1 +1,268 @@
-fn main() {}
+//! `eflowc`: check, compile, format and explain `.eflow` files.
+//!
+//! Exit codes: 0 clean, 1 errors (or warnings with `--deny-warnings`, or files that
+//! `fmt --check` would change), 2 usage or I/O error.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use eflow_compiler::analysis::{Analysis, FsLoader};
+use eflow_compiler::diagnostics::render::{self, Format, RenderOptions};
+use eflow_compiler::diagnostics::{Code, Diagnostic, explain};
+use eflow_compiler::{fmt, ir};
+
+#[derive(Parser)]
+#[command(name = "eflowc", version, about = "The eflow compiler: check, compile and format .eflow flows")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct DiagOpts {
+    /// How to print diagnostics: human (terminal), json, sarif (SARIF 2.1.0, for code
+    /// scanning) or github (workflow commands, for pull request annotations).
+    #[arg(long, value_enum, default_value_t = FormatArg::Human)]
+    format: FormatArg,
+    /// Fail (exit 1) on warnings too.
+    #[arg(long)]
+    deny_warnings: bool,
+    /// Colour in human output.
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    color: Color,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check files and directories (searched for .eflow files) and print diagnostics.
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        diag: DiagOpts,
+    },
+    /// Check, then write the flow IR: to stdout, to one file (-o), or one file per
+    /// flow (--out-dir). Nothing is written if there are errors.
+    Compile {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write all flows as one bundle to this file.
+        #[arg(short = 'o', long, conflicts_with = "out_dir")]
+        output: Option<PathBuf>,
+        /// Write one bundle per flow, `<flow>.json`, into this directory.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        #[command(flatten)]
+        diag: DiagOpts,
+    },
+    /// Format files in place, or with --check list those that are not formatted.
+    Fmt {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Change nothing; exit 1 if any file would change.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Explain a diagnostic code, e.g. `eflowc explain E0200`.
+    Explain {
+        /// A code such as E0200 or W0001.
+        code: String,
+    },
+    /// Print the JSON Schema of the flow IR.
+    Schema,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Human,
+    Json,
+    Sarif,
+    Github,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Check { paths, diag } => {
+            let analysis = analyze(&paths)?;
+            let diags = analysis.diagnostics();
+            print_diagnostics(&analysis, &diags, &diag, false)?;
+            Ok(exit_for(&diags, diag.deny_warnings))
+        }
+        Command::Compile {
+            paths,
+            output,
+            out_dir,
+            diag,
+        } => {
+            let analysis = analyze(&paths)?;
+            let mut diags = analysis.diagnostics();
+            let to_stdout = output.is_none() && out_dir.is_none();
+            let failed = exit_for(&diags, diag.deny_warnings) != ExitCode::SUCCESS;
+            let bundle = if failed {
+                None
+            } else {
+                match ir::emit::emit(&analysis, None) {
+                    Ok(b) => Some(b),
+                    Err(errs) => {
+                        diags.extend(errs);
+                        None
+                    }
+                }
+            };
+            print_diagnostics(&analysis, &diags, &diag, to_stdout)?;
+            let Some(bundle) = bundle else {
+                return Ok(ExitCode::from(1));
+            };
+            if let Some(path) = output {
+                write_atomic(&path, &bundle.to_json())?;
+            } else if let Some(dir) = out_dir {
+                std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+                for flow in &bundle.flows {
+                    let one = ir::emit::emit_one(&bundle, &flow.name);
+                    write_atomic(&dir.join(format!("{}.json", flow.name)), &one.to_json())?;
+                }
+            } else {
+                std::io::stdout()
+                    .write_all(bundle.to_json().as_bytes())
+                    .map_err(|e| format!("cannot write to stdout: {e}"))?;
+            }
+            Ok(exit_for(&diags, diag.deny_warnings))
+        }
+        Command::Fmt { paths, check } => format_files(&paths, check),
+        Command::Explain { code } => match Code::parse(&code) {
+            Some(c) => {
+                println!("{}", explain::render_explain(c));
+                Ok(ExitCode::SUCCESS)
+            }
+            None => Err(format!(
+                "unknown diagnostic code `{code}`; codes look like E0200 or W0001 (see docs/language.md, \"Diagnostics\")"
+            )),
+        },
+        Command::Schema => {
+            print!("{}", ir::schema_json());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn analyze(paths: &[PathBuf]) -> Result<Analysis, String> {
+    Analysis::from_paths(paths, &FsLoader).map_err(|e| e.to_string())
+}
+
+fn exit_for(diags: &[Diagnostic], deny_warnings: bool) -> ExitCode {
+    if diags.iter().any(|d| d.is_error() || deny_warnings) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_diagnostics(analysis: &Analysis, diags: &[Diagnostic], opts: &DiagOpts, stdout_busy: bool) -> Result<(), String> {
+    let format = match opts.format {
+        FormatArg::Human => Format::Human,
+        FormatArg::Json => Format::Json,
+        FormatArg::Sarif => Format::Sarif,
+        FormatArg::Github => Format::Github,
+    };
+    let color = match opts.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let machine = !matches!(format, Format::Human);
+    if !machine && diags.is_empty() {
+        return Ok(());
+    }
+    let render_opts = RenderOptions {
+        color: color && !machine,
+        ..RenderOptions::default()
+    };
+    let text = render::render(format, diags, &analysis.sources, &render_opts);
+    // Machine formats go to stdout so they can be redirected to a file, unless
+    // stdout carries the compiled IR.
+    let result = if machine && !stdout_busy {
+        std::io::stdout().write_all(text.as_bytes())
+    } else {
+        std::io::stderr().write_all(text.as_bytes())
+    };
+    result.map_err(|e| format!("cannot write diagnostics: {e}"))
+}
+
+fn format_files(paths: &[PathBuf], check: bool) -> Result<ExitCode, String> {
+    let mut files = Vec::new();
+    for p in paths {
+        eflow_compiler::analysis::collect_eflow_files(p, &mut files).map_err(|e| e.to_string())?;
+    }
+    let mut unformatted = 0;
+    let mut broken = 0;
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
+        match fmt::format_source(&text) {
+            Ok(formatted) if formatted == text => {}
+            Ok(formatted) => {
+                if check {
+                    println!("{}", f.display());
+                    unformatted += 1;
+                } else {
+                    write_atomic(f, &formatted)?;
+                }
+            }
+            Err(n) => {
+                eprintln!(
+                    "error: `{}` has {n} syntax error{}; run `eflowc check` on it, fix them, then format",
+                    f.display(),
+                    if n == 1 { "" } else { "s" }
+                );
+                broken += 1;
+            }
+        }
+    }
+    if check && unformatted > 0 {
+        eprintln!(
+            "{unformatted} file{} not formatted; run `eflowc fmt` on {}",
+            if unformatted == 1 { " is" } else { "s are" },
+            if unformatted == 1 { "it" } else { "them" }
+        );
+    }
+    Ok(if unformatted > 0 || broken > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Write through a temporary file and rename, so a crash never leaves half a file.
+fn write_atomic(path: &std::path::Path, content: &str) -> Result<(), String> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, content)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot write `{}`: {e}", path.display())
+        })
+}

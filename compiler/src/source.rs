@@ -127,3 +127,10 @@ impl Sources {
         self.files.is_empty()
     }
 }
+
+impl Sources {
+    /// Replace a file's text (an edit in an editor).
+    pub fn replace(&mut self, id: FileId, file: SourceFile) {
+        self.files[id.0 as usize] = file;
+    }
+}

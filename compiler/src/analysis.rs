@@ -1,0 +1,694 @@
+//! The analysis API that `eflowc` and the language server share: load a workspace of
+//! `.eflow` files and their imports, parse, resolve, check, and keep the results so
+//! that one edited file can be re-checked without redoing the rest.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use crate::check::bindings::{CheckedBinding, check_bindings};
+use crate::check::flow::{Callee, CheckedFlow, check_flow};
+use crate::check::sigs::{ItemSig, Scope, TypeResolver, module_sigs};
+use crate::check::{ModuleCx, World};
+use crate::diagnostics::{self, Code, Diagnostic};
+use crate::graph;
+use crate::names::{Namespace, Symbol, own_items};
+use crate::source::{FileId, SourceFile, Sources};
+use crate::stdlib;
+use crate::syntax::{self, ast};
+use crate::types::DefId;
+
+/// Where source text comes from: the disk, or an editor's open buffers over it.
+pub trait Loader {
+    fn read(&self, path: &Path) -> io::Result<String>;
+}
+
+/// Reads files from disk.
+pub struct FsLoader;
+
+impl Loader for FsLoader {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// A problem with the inputs themselves (not their content): exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("cannot read `{path}`: {source}")]
+    Read { path: String, source: io::Error },
+    #[error("no `.eflow` files found in `{0}`")]
+    Empty(String),
+}
+
+/// One file's analysis.
+#[derive(Debug, Clone)]
+pub struct Module {
+    pub file: FileId,
+    /// `std/ml`, `examples/retraining`: the display path without `.eflow`.
+    pub name: String,
+    pub ast: ast::File,
+    pub namespace: Namespace,
+    /// Per item index, for `from … import …` items: the file imported, if found.
+    pub imports: HashMap<usize, FileId>,
+    pub sigs: Vec<ItemSig>,
+    pub flows: Vec<CheckedFlow>,
+    pub bindings: Vec<CheckedBinding>,
+    pub is_std: bool,
+    /// Diagnostics of this module alone: syntax, names, types, its flows' graphs.
+    pub diagnostics: Vec<Diagnostic>,
+    syntax_diagnostics: Vec<Diagnostic>,
+    import_diagnostics: Vec<Diagnostic>,
+}
+
+/// The analysis of a workspace.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub sources: Sources,
+    pub modules: Vec<Module>,
+    /// The files the user asked for (not those only imported).
+    pub roots: Vec<FileId>,
+    /// Diagnostics that involve several modules: recursive subflows, missing bindings.
+    workspace_diagnostics: Vec<Diagnostic>,
+}
+
+impl Analysis {
+    /// Analyse files and directories (searched recursively for `.eflow` files).
+    pub fn from_paths(paths: &[PathBuf], loader: &dyn Loader) -> Result<Analysis, InputError> {
+        let mut files = Vec::new();
+        for p in paths {
+            collect_files(p, &mut files)?;
+        }
+        let mut inputs = Vec::new();
+        for f in files {
+            let text = loader.read(&f).map_err(|source| InputError::Read {
+                path: f.display().to_string(),
+                source,
+            })?;
+            inputs.push((f, text));
+        }
+        Ok(Analysis::from_texts(inputs, loader))
+    }
+
+    /// Analyse files whose text is given; imports are read through `loader`.
+    pub fn from_texts(inputs: Vec<(PathBuf, String)>, loader: &dyn Loader) -> Analysis {
+        let mut a = Analysis {
+            sources: Sources::default(),
+            modules: Vec::new(),
+            roots: Vec::new(),
+            workspace_diagnostics: Vec::new(),
+        };
+        let mut seen = HashSet::new();
+        for (path, text) in inputs {
+            let key = canonical(&path);
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            let id = a.add_file(display_name(&path), Some(key), text, false);
+            a.roots.push(id);
+        }
+        a.load_imports(loader);
+        a.check_all();
+        a
+    }
+
+    fn add_file(&mut self, name: String, path: Option<PathBuf>, text: String, is_std: bool) -> FileId {
+        let (ast, syntax_diagnostics) = syntax::parse(FileId(self.sources.len() as u32), &text);
+        let id = self.sources.add(SourceFile::new(name.clone(), path, text));
+        self.modules.push(Module {
+            file: id,
+            name: name.trim_end_matches(".eflow").to_string(),
+            ast,
+            namespace: Namespace::default(),
+            imports: HashMap::new(),
+            sigs: Vec::new(),
+            flows: Vec::new(),
+            bindings: Vec::new(),
+            is_std,
+            diagnostics: Vec::new(),
+            syntax_diagnostics,
+            import_diagnostics: Vec::new(),
+        });
+        id
+    }
+
+    /// Follow imports until every imported file is loaded.
+    fn load_imports(&mut self, loader: &dyn Loader) {
+        let mut next = 0;
+        while next < self.modules.len() {
+            let file = FileId(next as u32);
+            let mut imports = HashMap::new();
+            let mut diags = Vec::new();
+            let requests: Vec<(usize, ast::StrLit)> = self.modules[next]
+                .ast
+                .items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| match &item.kind {
+                    ast::ItemKind::Import(imp) => Some((i, imp.path.clone())),
+                    _ => None,
+                })
+                .collect();
+            for (i, path) in requests {
+                match self.resolve_import(file, &path.value, loader) {
+                    Ok(target) => {
+                        imports.insert(i, target);
+                    }
+                    Err(why) => diags.push(
+                        Diagnostic::new(
+                            Code::UnresolvedImport,
+                            file,
+                            path.span,
+                            format!("cannot import `{}`: {why}", path.value),
+                        )
+                        .with_label("imported here")
+                        .with_help(import_help(&path.value)),
+                    ),
+                }
+            }
+            self.modules[next].imports = imports;
+            self.modules[next].import_diagnostics = diags;
+            next += 1;
+        }
+    }
+
+    fn resolve_import(&mut self, from: FileId, spec: &str, loader: &dyn Loader) -> Result<FileId, String> {
+        let importer = &self.modules[from.0 as usize];
+        let std_name = if let Some(rest) = spec.strip_prefix("std/") {
+            Some(format!("std/{rest}"))
+        } else if importer.is_std {
+            Some(normalize(&Path::new(&importer.name).parent().unwrap_or(Path::new("std")).join(spec)))
+        } else {
+            None
+        };
+        if let Some(name) = std_name {
+            let Some((name, text)) = stdlib::get(&name) else {
+                let known: Vec<String> = stdlib::FILES
+                    .iter()
+                    .map(|(n, _)| n.trim_end_matches(".eflow").to_string())
+                    .collect();
+                return Err(format!("the standard library has no module `{name}` (it has `{}`)", known.join("`, `")));
+            };
+            if let Some(id) = self.sources.find_name(name) {
+                return Ok(id);
+            }
+            return Ok(self.add_file(name.to_string(), None, text.to_string(), true));
+        }
+        let base = self
+            .sources
+            .get(from)
+            .path
+            .as_ref()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        let mut path = base.join(spec);
+        if path.extension().is_none_or(|e| e != "eflow") {
+            path.set_extension("eflow");
+        }
+        let key = canonical(&path);
+        if let Some(id) = self.sources.find_path(&key) {
+            return Ok(id);
+        }
+        let text = loader.read(&key).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => format!("no file `{}`", display_name(&path)),
+            _ => format!("cannot read `{}`: {e}", display_name(&path)),
+        })?;
+        Ok(self.add_file(display_name(&path), Some(key), text, false))
+    }
+
+    /// Resolve and check everything.
+    fn check_all(&mut self) {
+        for i in 0..self.modules.len() {
+            self.build_namespace(i);
+        }
+        let asts: Vec<&ast::File> = self.modules.iter().map(|m| &m.ast).collect();
+        let namespaces: Vec<Namespace> = self.modules.iter().map(|m| m.namespace.clone()).collect();
+        let scope = Scope {
+            asts: &asts,
+            namespaces: &namespaces,
+        };
+        let mut all_sigs = Vec::new();
+        let mut sig_diags = Vec::new();
+        let mut sig_used = Vec::new();
+        for (i, ns) in namespaces.iter().enumerate() {
+            let cx = ModuleCx::new(FileId(i as u32), ns);
+            all_sigs.push(module_sigs(&scope, &cx));
+            sig_diags.push(cx.diags.into_inner());
+            sig_used.push(cx.used_imports.into_inner());
+        }
+        let mut results = Vec::new();
+        for (i, ns) in namespaces.iter().enumerate() {
+            let world = World {
+                asts: &asts,
+                namespaces: &namespaces,
+                sigs: &all_sigs,
+            };
+            results.push(check_bodies(&scope, &world, FileId(i as u32), ns, std::mem::take(&mut sig_diags[i]), std::mem::take(&mut sig_used[i])));
+        }
+        drop(asts);
+        for (m, (sigs, (flows, bindings, diags))) in self.modules.iter_mut().zip(all_sigs.into_iter().zip(results)) {
+            m.sigs = sigs;
+            m.flows = flows;
+            m.bindings = bindings;
+            m.diagnostics = m
+                .syntax_diagnostics
+                .iter()
+                .chain(&m.import_diagnostics)
+                .cloned()
+                .chain(diags)
+                .collect();
+            if m.is_std {
+                // The standard library is checked by its own tests; its warnings are
+                // not the user's to fix.
+                m.diagnostics.retain(Diagnostic::is_error);
+            }
+        }
+        self.check_workspace();
+    }
+
+    fn build_namespace(&mut self, i: usize) {
+        let file = FileId(i as u32);
+        let mut symbols: HashMap<String, Symbol> = HashMap::new();
+        let mut diags = Vec::new();
+        for (name, sym) in own_items(file, &self.modules[i].ast) {
+            if let Some(prev) = symbols.get(&name) {
+                let ident = ast::Ident { name: name.clone(), span: sym.span };
+                diags.push(crate::check::sigs::duplicate(file, &ident, prev.span, "name"));
+                continue;
+            }
+            symbols.insert(name, sym);
+        }
+        for (idx, item) in self.modules[i].ast.items.iter().enumerate() {
+            let ast::ItemKind::Import(imp) = &item.kind else {
+                continue;
+            };
+            let Some(&target) = self.modules[i].imports.get(&idx) else {
+                continue;
+            };
+            let target_items = own_items(target, &self.modules[target.0 as usize].ast);
+            for n in &imp.names {
+                let Some((_, sym)) = target_items.iter().find(|(name, _)| *name == n.name.name) else {
+                    let help = crate::suggest::did_you_mean(&n.name.name, target_items.iter().map(|(n, _)| n.as_str()))
+                        .unwrap_or_else(|| {
+                            let mut names: Vec<&str> = target_items.iter().map(|(n, _)| n.as_str()).collect();
+                            names.sort();
+                            if names.is_empty() {
+                                "that module defines nothing".to_string()
+                            } else {
+                                format!("it defines `{}`", names.join("`, `"))
+                            }
+                        });
+                    diags.push(
+                        Diagnostic::new(
+                            Code::ImportNotFound,
+                            file,
+                            n.name.span,
+                            format!("`{}` does not define `{}`", imp.path.value, n.name),
+                        )
+                        .with_label("not found in that module")
+                        .with_help(help),
+                    );
+                    continue;
+                };
+                let local = n.local();
+                if let Some(prev) = symbols.get(&local.name) {
+                    diags.push(
+                        Diagnostic::new(
+                            Code::Duplicate,
+                            file,
+                            local.span,
+                            format!("`{}` is already defined in this file", local.name),
+                        )
+                        .with_secondary(file, prev.span, "defined here")
+                        .with_help(format!("import it under another name: `{} as Other{}`", n.name, n.name)),
+                    );
+                    continue;
+                }
+                symbols.insert(
+                    local.name.clone(),
+                    Symbol {
+                        def: sym.def,
+                        kind: sym.kind,
+                        span: local.span,
+                        import: Some(idx),
+                    },
+                );
+            }
+        }
+        let m = &mut self.modules[i];
+        m.namespace = Namespace { symbols };
+        m.import_diagnostics.extend(diags);
+    }
+
+    /// Checks across modules: recursive subflows and missing bindings.
+    fn check_workspace(&mut self) {
+        let mut out = Vec::new();
+        let flows: Vec<(FileId, &CheckedFlow)> = self
+            .modules
+            .iter()
+            .flat_map(|m| m.flows.iter().map(move |f| (m.file, f)))
+            .collect();
+        graph::check_recursion(&flows, &mut out);
+
+        let envs: Vec<&str> = self.environments();
+        let bound: HashSet<(&str, DefId)> = self
+            .modules
+            .iter()
+            .flat_map(|m| m.bindings.iter().map(|b| (b.env.as_str(), b.step)))
+            .collect();
+        for m in self.modules.iter().filter(|m| !m.is_std) {
+            let mut reported = HashSet::new();
+            for f in &m.flows {
+                for n in &f.nodes {
+                    let (Callee::Step(def), Some(kind)) = (n.call.callee, n.call.step_kind) else {
+                        continue;
+                    };
+                    if !matches!(kind, ast::StepKind::Remote | ast::StepKind::Call) {
+                        continue;
+                    }
+                    for env in &envs {
+                        if bound.contains(&(*env, def)) || !reported.insert((def, *env)) {
+                            continue;
+                        }
+                        out.push(
+                            Diagnostic::new(
+                                Code::MissingBinding,
+                                m.file,
+                                n.call.callee_span,
+                                format!("`{}` has no binding in environment `{env}`", n.call.callee_name),
+                            )
+                            .with_label(format!("runs in `{env}` with no connector"))
+                            .with_help(format!(
+                                "add `{} = sim {{ duration: 1m }}` (or `http {{ url: \"…\" }}`) to `bindings {env} {{ … }}`",
+                                n.call.callee_name
+                            )),
+                        );
+                    }
+                }
+            }
+        }
+        self.workspace_diagnostics = out;
+    }
+
+    /// Every environment named by a `bindings` block, sorted.
+    pub fn environments(&self) -> Vec<&str> {
+        let mut envs: Vec<&str> = self
+            .modules
+            .iter()
+            .flat_map(|m| m.bindings.iter().map(|b| b.env.as_str()))
+            .collect();
+        // Environments whose every binding failed to check still exist.
+        for m in &self.modules {
+            for item in &m.ast.items {
+                if let ast::ItemKind::Bindings(b) = &item.kind {
+                    envs.push(&b.env.name);
+                }
+            }
+        }
+        envs.sort();
+        envs.dedup();
+        envs
+    }
+
+    /// Re-check after one file's text changed. Only that file is re-parsed; if its
+    /// imports or the signatures it exports change, the rest is re-checked too,
+    /// otherwise only its bodies are.
+    pub fn update(&mut self, file: FileId, text: String, loader: &dyn Loader) {
+        let i = file.0 as usize;
+        let (ast, syntax_diagnostics) = syntax::parse(file, &text);
+        let old = &self.sources.get(file);
+        let name = old.name.clone();
+        let path = old.path.clone();
+        let imports_of = |f: &ast::File| -> Vec<(String, Vec<String>)> {
+            f.items
+                .iter()
+                .filter_map(|it| match &it.kind {
+                    ast::ItemKind::Import(imp) => Some((
+                        imp.path.value.clone(),
+                        imp.names.iter().map(|n| n.local().name.clone()).collect(),
+                    )),
+                    _ => None,
+                })
+                .collect()
+        };
+        let same_imports = imports_of(&ast) == imports_of(&self.modules[i].ast);
+        self.sources.replace(file, SourceFile::new(name, path, text));
+        let old_items = own_items(file, &self.modules[i].ast);
+        let m = &mut self.modules[i];
+        m.ast = ast;
+        m.syntax_diagnostics = syntax_diagnostics;
+        let same_names = own_items(file, &m.ast) == old_items;
+        if !same_imports {
+            m.import_diagnostics.clear();
+            // Import targets may be new files: reload from this module on.
+            self.reload_imports_of(file, loader);
+            self.check_all();
+            return;
+        }
+        if !same_names {
+            m.import_diagnostics.retain(|d| d.code == Code::UnresolvedImport);
+            self.check_all();
+            return;
+        }
+        self.modules[i].import_diagnostics.retain(|d| d.code == Code::UnresolvedImport);
+        self.build_namespace(i);
+        let asts: Vec<&ast::File> = self.modules.iter().map(|m| &m.ast).collect();
+        let namespaces: Vec<Namespace> = self.modules.iter().map(|m| m.namespace.clone()).collect();
+        let scope = Scope {
+            asts: &asts,
+            namespaces: &namespaces,
+        };
+        let cx = ModuleCx::new(file, &namespaces[i]);
+        let sigs = module_sigs(&scope, &cx);
+        if sigs != self.modules[i].sigs {
+            drop(asts);
+            self.check_all();
+            return;
+        }
+        let sig_diags = cx.diags.into_inner();
+        let used = cx.used_imports.into_inner();
+        let all_sigs: Vec<Vec<ItemSig>> = self.modules.iter().map(|m| m.sigs.clone()).collect();
+        let world = World {
+            asts: &asts,
+            namespaces: &namespaces,
+            sigs: &all_sigs,
+        };
+        let (flows, bindings, diags) = check_bodies(&scope, &world, file, &namespaces[i], sig_diags, used);
+        drop(asts);
+        let m = &mut self.modules[i];
+        m.flows = flows;
+        m.bindings = bindings;
+        m.diagnostics = m
+            .syntax_diagnostics
+            .iter()
+            .chain(&m.import_diagnostics)
+            .cloned()
+            .chain(diags)
+            .collect();
+        self.check_workspace();
+    }
+
+    fn reload_imports_of(&mut self, _file: FileId, loader: &dyn Loader) {
+        self.load_imports(loader);
+    }
+
+    /// Every diagnostic, in reading order.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        let mut all: Vec<Diagnostic> = self
+            .modules
+            .iter()
+            .flat_map(|m| m.diagnostics.iter().cloned())
+            .chain(self.workspace_diagnostics.iter().cloned())
+            .collect();
+        diagnostics::sort(&mut all);
+        all.dedup();
+        all
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.modules.iter().any(|m| m.diagnostics.iter().any(Diagnostic::is_error))
+            || self.workspace_diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn module(&self, file: FileId) -> &Module {
+        &self.modules[file.0 as usize]
+    }
+
+    pub fn flow(&self, def: DefId) -> Option<&CheckedFlow> {
+        self.modules.get(def.file.0 as usize)?.flows.iter().find(|f| f.def == def)
+    }
+
+    /// The bindings of every environment, by environment then step.
+    pub fn bindings(&self) -> BTreeMap<&str, HashMap<DefId, &CheckedBinding>> {
+        let mut out: BTreeMap<&str, HashMap<DefId, &CheckedBinding>> = BTreeMap::new();
+        for m in &self.modules {
+            for b in &m.bindings {
+                out.entry(b.env.as_str()).or_default().entry(b.step).or_insert(b);
+            }
+        }
+        out
+    }
+}
+
+/// Check every flow and bindings block of one module, and its unused imports.
+fn check_bodies(
+    scope: &Scope,
+    world: &World,
+    file: FileId,
+    ns: &Namespace,
+    sig_diags: Vec<Diagnostic>,
+    sig_used: HashSet<usize>,
+) -> (Vec<CheckedFlow>, Vec<CheckedBinding>, Vec<Diagnostic>) {
+    let cx = ModuleCx::new(file, ns);
+    cx.used_imports.borrow_mut().extend(sig_used);
+    let types = TypeResolver { scope, cx: &cx };
+    let ast = scope.asts[file.0 as usize];
+    let mut flows = Vec::new();
+    let mut bindings = Vec::new();
+    for (idx, item) in ast.items.iter().enumerate() {
+        match &item.kind {
+            ast::ItemKind::Flow(decl) => {
+                let def = DefId {
+                    file,
+                    item: idx as u32,
+                };
+                if let Some(f) = check_flow(&cx, world, &types, def, item.doc.as_ref().map(|d| d.text.clone()), decl) {
+                    flows.push(f);
+                }
+            }
+            ast::ItemKind::Bindings(b) => bindings.extend(check_bindings(&cx, world, b)),
+            _ => {}
+        }
+    }
+    let mut diags = sig_diags;
+    diags.extend(cx.diags.take());
+    for f in &flows {
+        graph::check_flow_graph(file, f, &mut diags);
+    }
+    let used = cx.used_imports.borrow();
+    for (idx, item) in ast.items.iter().enumerate() {
+        let ast::ItemKind::Import(imp) = &item.kind else {
+            continue;
+        };
+        if used.contains(&idx) {
+            continue;
+        }
+        // Only names that resolved can be unused; the others have their own error.
+        for n in &imp.names {
+            if ns.get(&n.local().name).is_some_and(|s| s.import == Some(idx)) && !bound_only(ast, &n.local().name) {
+                diags.push(
+                    Diagnostic::new(Code::UnusedImport, file, n.local().span, format!("`{}` is imported but never used", n.local()))
+                        .with_help("remove it from the import"),
+                );
+            }
+        }
+    }
+    drop(used);
+    (flows, bindings, diags)
+}
+
+/// Names used only in bindings are used.
+fn bound_only(ast: &ast::File, name: &str) -> bool {
+    ast.items.iter().any(|it| match &it.kind {
+        ast::ItemKind::Bindings(b) => b.entries.iter().any(|e| e.step.name == name),
+        _ => false,
+    })
+}
+
+fn import_help(spec: &str) -> String {
+    if spec.starts_with("std/") {
+        "standard library modules are imported as `std/<module>`, e.g. `from \"std/ml\" import Dataset`".to_string()
+    } else {
+        "paths are relative to this file's folder, e.g. `from \"./features\" import Refresh`; the `.eflow` extension is optional".to_string()
+    }
+}
+
+/// The `.eflow` files at a path: the file itself, or every one under a directory
+/// (hidden directories and `target` skipped), sorted.
+pub fn collect_eflow_files(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
+    collect_files(p, out)
+}
+
+fn collect_files(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
+    let meta = std::fs::metadata(p).map_err(|source| InputError::Read {
+        path: p.display().to_string(),
+        source,
+    })?;
+    if meta.is_file() {
+        out.push(p.to_path_buf());
+        return Ok(());
+    }
+    let before = out.len();
+    walk(p, out).map_err(|source| InputError::Read {
+        path: p.display().to_string(),
+        source,
+    })?;
+    if out.len() == before {
+        return Err(InputError::Empty(p.display().to_string()));
+    }
+    out[before..].sort();
+    Ok(())
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') || n == "target");
+            if !hidden {
+                walk(&path, out)?;
+            }
+        } else if path.extension().is_some_and(|e| e == "eflow") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// An absolute, normalized path used to recognise the same file twice.
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| {
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(path)
+        };
+        PathBuf::from(normalize(&abs))
+    })
+}
+
+/// Resolve `.` and `..` lexically; `/` separators.
+fn normalize(path: &Path) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut absolute = false;
+    for c in path.components() {
+        match c {
+            Component::RootDir => absolute = true,
+            Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                if parts.last().is_some_and(|p| p != "..") {
+                    parts.pop();
+                } else if !absolute {
+                    parts.push("..".into());
+                }
+            }
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+        }
+    }
+    let joined = parts.join("/");
+    if absolute { format!("/{joined}") } else { joined }
+}
+
+/// How a file is shown to users and in the IR: relative to the working directory
+/// when under it.
+pub fn display_name(path: &Path) -> String {
+    let abs = canonical(path);
+    if let Ok(cwd) = std::env::current_dir().and_then(std::fs::canonicalize)
+        && let Ok(rel) = abs.strip_prefix(&cwd)
+    {
+        return normalize(rel);
+    }
+    normalize(&abs)
+}

@@ -1,0 +1,358 @@
+//! Bindings: which connector carries out a step in an environment, and with what
+//! configuration. The catalogue of connectors and their keys lives here.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::sigs::ItemSig;
+use super::{ModuleCx, World};
+use crate::diagnostics::Code;
+use crate::names::SymbolKind;
+use crate::suggest;
+use crate::syntax::ast::{Binding, BindingsDecl, ExprKind, Span, StepKind};
+use crate::types::{DefId, Ty};
+
+/// A configuration key a connector understands.
+pub struct ConfigKey {
+    pub name: &'static str,
+    pub ty: Ty,
+    pub required: bool,
+    pub doc: &'static str,
+}
+
+pub struct Connector {
+    pub name: &'static str,
+    pub kinds: &'static [StepKind],
+    pub doc: &'static str,
+    pub keys: Vec<ConfigKey>,
+}
+
+/// Every connector the runtime knows.
+pub fn connectors() -> Vec<Connector> {
+    let key = |name, ty, required, doc| ConfigKey {
+        name,
+        ty,
+        required,
+        doc,
+    };
+    vec![
+        Connector {
+            name: "http",
+            kinds: &[StepKind::Remote, StepKind::Call],
+            doc: "POSTs the invocation to a remote system; a remote step completes when the system calls back",
+            keys: vec![
+                key("url", Ty::String, true, "where to POST the invocation"),
+                key("timeout", Ty::Duration, false, "how long to wait for the HTTP response (default 30s)"),
+                key(
+                    "headers",
+                    Ty::Map(Box::new(Ty::String), Box::new(Ty::String)),
+                    false,
+                    "extra request headers",
+                ),
+            ],
+        },
+        Connector {
+            name: "sim",
+            kinds: &[StepKind::Remote, StepKind::Call],
+            doc: "simulated compute for demos, tests and benchmarks: completes after `duration`, fails with probability `failure_rate`",
+            keys: vec![
+                key("duration", Ty::Duration, false, "how long the simulated work takes (default 1s)"),
+                key("failure_rate", Ty::Float, false, "probability from 0 to 1 that an attempt fails (default 0)"),
+                key("seed", Ty::Int, false, "seed for the simulated outcomes"),
+            ],
+        },
+        Connector {
+            name: "registry",
+            kinds: &[StepKind::Call],
+            doc: "the built-in metadata registry: registers models or datasets with their lineage",
+            keys: vec![key("kind", Ty::String, true, "\"model\" or \"dataset\"")],
+        },
+        Connector {
+            name: "approval",
+            kinds: &[StepKind::Approval],
+            doc: "a person's decision through the API, CLI or web UI",
+            keys: vec![
+                key("approvers", Ty::List(Box::new(Ty::String)), false, "who may decide"),
+                key("channel", Ty::String, false, "where to announce the request"),
+            ],
+        },
+    ]
+}
+
+/// One checked binding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedBinding {
+    pub env: String,
+    pub step: DefId,
+    pub connector: String,
+    /// Configuration as JSON values, keys sorted.
+    pub config: BTreeMap<String, serde_json::Value>,
+    pub span: Span,
+}
+
+pub fn check_bindings(cx: &ModuleCx, world: &World, decl: &BindingsDecl) -> Vec<CheckedBinding> {
+    let catalogue = connectors();
+    let mut out = Vec::new();
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    for b in &decl.entries {
+        if let Some(prev) = seen.insert(&b.step.name, b.step.span) {
+            cx.report(
+                cx.error(
+                    Code::Duplicate,
+                    b.step.span,
+                    format!("`{}` is bound twice in environment `{}`", b.step, decl.env),
+                )
+                .with_secondary(cx.file, prev, "first bound here")
+                .with_help("keep one binding per step and environment"),
+            );
+            continue;
+        }
+        if let Some(c) = check_one(cx, world, &catalogue, &decl.env.name, b) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn check_one(
+    cx: &ModuleCx,
+    world: &World,
+    catalogue: &[Connector],
+    env: &str,
+    b: &Binding,
+) -> Option<CheckedBinding> {
+    let step = match cx.lookup(&b.step.name) {
+        Some(sym) if sym.kind == SymbolKind::Step => Some(sym.def),
+        Some(sym) => {
+            cx.report(
+                cx.error(
+                    Code::BindingUnknownStep,
+                    b.step.span,
+                    format!("`{}` is a {}; only steps are bound to connectors", b.step, sym.kind.describe()),
+                )
+                .with_help(if sym.kind == SymbolKind::Flow {
+                    "a flow runs on the engine itself; bind the steps it calls"
+                } else {
+                    "name a step declared with `remote step`, `call step` or `approval step`"
+                }),
+            );
+            None
+        }
+        None => {
+            let candidates = cx
+                .namespace
+                .symbols
+                .iter()
+                .filter(|(_, s)| s.kind == SymbolKind::Step)
+                .map(|(n, _)| n.as_str());
+            let help = suggest::did_you_mean(&b.step.name, candidates)
+                .unwrap_or_else(|| format!("declare or import the step `{}` in this file", b.step));
+            cx.report(
+                cx.error(Code::BindingUnknownStep, b.step.span, format!("binding for unknown step `{}`", b.step))
+                    .with_label("no step of this name here")
+                    .with_help(help),
+            );
+            None
+        }
+    };
+    let Some(connector) = catalogue.iter().find(|c| c.name == b.connector.name) else {
+        let help = suggest::did_you_mean(&b.connector.name, catalogue.iter().map(|c| c.name)).unwrap_or_else(|| {
+            format!(
+                "the connectors are `{}`",
+                catalogue.iter().map(|c| c.name).collect::<Vec<_>>().join("`, `")
+            )
+        });
+        cx.report(
+            cx.error(Code::UnknownConnector, b.connector.span, format!("unknown connector `{}`", b.connector))
+                .with_label("not a connector")
+                .with_help(help),
+        );
+        return None;
+    };
+    if let Some(def) = step
+        && let ItemSig::Step(sig) = world.sig(def)
+        && !connector.kinds.contains(&sig.kind)
+    {
+        let fitting: Vec<&str> = catalogue
+            .iter()
+            .filter(|c| c.kinds.contains(&sig.kind))
+            .map(|c| c.name)
+            .collect();
+        cx.report(
+            cx.error(
+                Code::ConnectorKind,
+                b.connector.span,
+                format!(
+                    "connector `{}` cannot carry out `{}`, a {} step",
+                    connector.name,
+                    b.step,
+                    sig.kind.keyword()
+                ),
+            )
+            .with_label(format!("`{}` is a {} step", b.step, sig.kind.keyword()))
+            .with_help(if fitting.is_empty() {
+                "wait steps are carried out by the engine's timers and need no binding; remove it".to_string()
+            } else {
+                format!("use `{}`", fitting.join("` or `"))
+            }),
+        );
+        return None;
+    }
+    let mut config = BTreeMap::new();
+    let mut ok = true;
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    for entry in &b.config {
+        if let Some(prev) = seen.insert(&entry.key.name, entry.key.span) {
+            cx.report(
+                cx.error(Code::InvalidConfig, entry.key.span, format!("`{}` is given twice", entry.key))
+                    .with_secondary(cx.file, prev, "first given here")
+                    .with_help("remove one of them"),
+            );
+            ok = false;
+            continue;
+        }
+        let Some(key) = connector.keys.iter().find(|k| k.name == entry.key.name) else {
+            let help = suggest::did_you_mean(&entry.key.name, connector.keys.iter().map(|k| k.name)).unwrap_or_else(|| {
+                format!(
+                    "`{}` understands `{}`",
+                    connector.name,
+                    connector.keys.iter().map(|k| k.name).collect::<Vec<_>>().join("`, `")
+                )
+            });
+            cx.report(
+                cx.error(
+                    Code::InvalidConfig,
+                    entry.key.span,
+                    format!("connector `{}` has no setting `{}`", connector.name, entry.key),
+                )
+                .with_label("unknown setting")
+                .with_help(help),
+            );
+            ok = false;
+            continue;
+        };
+        match constant(&entry.value.kind, &key.ty) {
+            Ok(v) => {
+                if let Err(why) = validate(connector.name, key.name, &v) {
+                    cx.report(
+                        cx.error(Code::InvalidConfig, entry.value.span, format!("invalid `{}`: {why}", key.name))
+                            .with_help(key.doc),
+                    );
+                    ok = false;
+                }
+                config.insert(key.name.to_string(), v);
+            }
+            Err(found) => {
+                cx.report(
+                    cx.error(
+                        Code::InvalidConfig,
+                        entry.value.span,
+                        format!("`{}` of connector `{}` expects a `{}`, found {found}", key.name, connector.name, key.ty),
+                    )
+                    .with_label(format!("expected `{}`", key.ty))
+                    .with_help(key.doc),
+                );
+                ok = false;
+            }
+        }
+    }
+    let missing: Vec<&ConfigKey> = connector
+        .keys
+        .iter()
+        .filter(|k| k.required && !seen.contains_key(k.name))
+        .collect();
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|k| format!("`{}` ({})", k.name, k.doc)).collect();
+        let example: Vec<String> = missing.iter().map(|k| format!("{}: …", k.name)).collect();
+        cx.report(
+            cx.error(
+                Code::MissingConfig,
+                b.connector.span,
+                format!("connector `{}` needs {}", connector.name, names.join(", ")),
+            )
+            .with_label("configuration incomplete")
+            .with_help(format!("add `{}` to its `{{ … }}`", example.join(", "))),
+        );
+        ok = false;
+    }
+    match (ok, step) {
+        (true, Some(step)) => Some(CheckedBinding {
+            env: env.to_string(),
+            step,
+            connector: connector.name.to_string(),
+            config,
+            span: b.span,
+        }),
+        _ => None,
+    }
+}
+
+/// A configuration value: a literal of the key's type.
+fn constant(e: &ExprKind, ty: &Ty) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    let found = |e: &ExprKind| -> String {
+        match e {
+            ExprKind::Int(_) => "an Int".into(),
+            ExprKind::Float(_) => "a Float".into(),
+            ExprKind::Str(_) => "a String".into(),
+            ExprKind::Bool(_) => "a Bool".into(),
+            ExprKind::Duration(_) => "a Duration".into(),
+            ExprKind::None => "`none`".into(),
+            ExprKind::List(_) => "a list".into(),
+            ExprKind::Map(_) => "a map".into(),
+            ExprKind::Record { .. } => "a record".into(),
+            ExprKind::Path(_) => "a name (configuration takes literal values only)".into(),
+            _ => "an expression (configuration takes literal values only)".into(),
+        }
+    };
+    match (ty, e) {
+        (Ty::String, ExprKind::Str(s)) => Ok(Value::String(s.clone())),
+        (Ty::Int, ExprKind::Int(i)) => Ok(Value::from(*i)),
+        (Ty::Float, ExprKind::Int(i)) => Ok(Value::from(*i as f64)),
+        (Ty::Float, ExprKind::Float(f)) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .ok_or_else(|| "a number that is not finite".to_string()),
+        (Ty::Bool, ExprKind::Bool(b)) => Ok(Value::Bool(*b)),
+        (Ty::Duration, ExprKind::Duration(ms)) => Ok(Value::from(*ms)),
+        (Ty::List(t), ExprKind::List(items)) => items
+            .iter()
+            .map(|i| constant(&i.kind, t))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        (Ty::Map(_, v), ExprKind::Map(entries)) => {
+            let mut m = serde_json::Map::new();
+            for (k, val) in entries {
+                let ExprKind::Str(k) = &k.kind else {
+                    return Err(format!("a map key that is {}", found(&k.kind)));
+                };
+                m.insert(k.clone(), constant(&val.kind, v)?);
+            }
+            Ok(Value::Object(m))
+        }
+        (_, other) => Err(found(other)),
+    }
+}
+
+fn validate(connector: &str, key: &str, v: &serde_json::Value) -> Result<(), String> {
+    match (connector, key) {
+        ("http", "url") => {
+            let s = v.as_str().unwrap_or("");
+            if !(s.starts_with("http://") || s.starts_with("https://")) || s.len() < 10 {
+                return Err(format!("`{s}` is not an http:// or https:// URL"));
+            }
+        }
+        ("sim", "failure_rate") => {
+            let f = v.as_f64().unwrap_or(-1.0);
+            if !(0.0..=1.0).contains(&f) {
+                return Err(format!("{f} is not a probability between 0 and 1"));
+            }
+        }
+        ("registry", "kind") => {
+            let s = v.as_str().unwrap_or("");
+            if s != "model" && s != "dataset" {
+                return Err(format!("`{s}` is neither \"model\" nor \"dataset\""));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}

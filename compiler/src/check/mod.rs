@@ -1,0 +1,72 @@
+//! Checking: signatures of every item, then flow bodies and bindings.
+//!
+//! [`sigs`] resolves the types every item declares (records' fields, steps' and
+//! flows' parameters); [`flow`] checks flow bodies into [`flow::CheckedFlow`]s,
+//! typed and wired; [`bindings`] checks connector bindings.
+
+pub mod bindings;
+pub mod flow;
+pub mod sigs;
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use crate::diagnostics::{Code, Diagnostic};
+use crate::names::{Namespace, Symbol};
+use crate::source::FileId;
+use crate::syntax::ast::{File, Span};
+use crate::types::DefId;
+
+pub use sigs::{AliasSig, EnumSig, FlowSig, ItemSig, ParamSig, RecordSig, StepSig};
+
+/// What checking one module may read of the whole workspace.
+pub struct World<'a> {
+    pub asts: &'a [&'a File],
+    pub namespaces: &'a [Namespace],
+    pub sigs: &'a [Vec<ItemSig>],
+}
+
+impl World<'_> {
+    pub fn sig(&self, def: DefId) -> &ItemSig {
+        self.sigs
+            .get(def.file.0 as usize)
+            .and_then(|s| s.get(def.item as usize))
+            .unwrap_or(&ItemSig::None)
+    }
+}
+
+/// Per-module checking state: where diagnostics go and which imports were used.
+pub struct ModuleCx<'a> {
+    pub file: FileId,
+    pub namespace: &'a Namespace,
+    pub diags: RefCell<Vec<Diagnostic>>,
+    pub used_imports: RefCell<HashSet<usize>>,
+}
+
+impl<'a> ModuleCx<'a> {
+    pub fn new(file: FileId, namespace: &'a Namespace) -> Self {
+        ModuleCx {
+            file,
+            namespace,
+            diags: RefCell::new(Vec::new()),
+            used_imports: RefCell::new(HashSet::new()),
+        }
+    }
+
+    pub fn report(&self, diag: Diagnostic) {
+        self.diags.borrow_mut().push(diag);
+    }
+
+    pub fn error(&self, code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(code, self.file, span, message)
+    }
+
+    /// Look a name up in the module, marking the import used.
+    pub fn lookup(&self, name: &str) -> Option<&'a Symbol> {
+        let sym = self.namespace.get(name)?;
+        if let Some(i) = sym.import {
+            self.used_imports.borrow_mut().insert(i);
+        }
+        Some(sym)
+    }
+}

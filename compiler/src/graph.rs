@@ -1,0 +1,204 @@
+//! The flow graph: dependency cycles, unreachable and unused steps, and subflows that
+//! call themselves.
+
+use std::collections::{BTreeSet, HashMap};
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::check::flow::{Callee, CheckedFlow, TExprKind};
+use crate::diagnostics::{Code, Diagnostic};
+use crate::source::FileId;
+use crate::types::{DefId, Ty};
+
+/// Check one flow's graph.
+pub fn check_flow_graph(file: FileId, flow: &CheckedFlow, out: &mut Vec<Diagnostic>) {
+    let mut g: DiGraph<usize, ()> = DiGraph::with_capacity(flow.nodes.len(), flow.nodes.len());
+    let idx: Vec<NodeIndex> = (0..flow.nodes.len()).map(|i| g.add_node(i)).collect();
+    for (i, n) in flow.nodes.iter().enumerate() {
+        for &d in &n.deps {
+            g.add_edge(idx[d], idx[i], ());
+        }
+    }
+    for scc in tarjan_scc(&g) {
+        let self_loop = scc.len() == 1 && flow.nodes[g[scc[0]]].deps.contains(&g[scc[0]]);
+        if scc.len() < 2 && !self_loop {
+            continue;
+        }
+        let members: BTreeSet<usize> = scc.iter().map(|&n| g[n]).collect();
+        let path = cycle_path(flow, &members);
+        let first = &flow.nodes[path[0]];
+        let names: Vec<&str> = path.iter().chain(path.first()).map(|&i| flow.nodes[i].name.as_str()).collect();
+        let mut d = Diagnostic::new(
+            Code::Cycle,
+            file,
+            first.name_span,
+            format!("steps depend on each other in a cycle: {}", names.join(" → ")),
+        )
+        .with_label(format!("`{}` waits for `{}`", first.name, flow.nodes[*path.last().unwrap_or(&path[0])].name));
+        for w in path.windows(2) {
+            d = d.with_secondary(
+                file,
+                flow.nodes[w[1]].name_span,
+                format!("`{}` waits for `{}`", flow.nodes[w[1]].name, flow.nodes[w[0]].name),
+            );
+        }
+        d.help = Some("a flow is a graph without cycles: remove one of these dependencies (an argument, an `after` or a `when` condition)".into());
+        out.push(d);
+    }
+
+    // Values used anywhere: arguments, fan-out lists, conditions, `after`, the result.
+    let mut used = BTreeSet::new();
+    let mut used_params: Vec<&str> = Vec::new();
+    for n in &flow.nodes {
+        for (_, a) in &n.call.args {
+            a.nodes(&mut used);
+            a.params(&mut used_params);
+        }
+        if let Some(f) = &n.fan_out {
+            f.over.nodes(&mut used);
+            f.over.params(&mut used_params);
+        }
+        used.extend(n.after.iter().copied());
+    }
+    for c in &flow.conds {
+        c.expr.nodes(&mut used);
+        c.expr.params(&mut used_params);
+    }
+    if let Some(r) = &flow.ret {
+        r.nodes(&mut used);
+        r.params(&mut used_params);
+    }
+    for (i, n) in flow.nodes.iter().enumerate() {
+        if used.contains(&i) || n.name.starts_with('_') || matches!(n.output, Ty::Unit | Ty::Error) {
+            continue;
+        }
+        out.push(
+            Diagnostic::new(
+                Code::UnusedOutput,
+                file,
+                n.name_span,
+                format!("the output of `{}` is never used", n.name),
+            )
+            .with_label(format!("`{}` is `{}`", n.name, n.output))
+            .with_help(format!(
+                "pass it to a step or return it; if the step runs only for its effect, name it `_{}`",
+                n.name
+            )),
+        );
+    }
+    for p in &flow.params {
+        if !p.name.starts_with('_') && !used_params.contains(&p.name.as_str()) {
+            out.push(
+                Diagnostic::new(
+                    Code::UnusedParam,
+                    file,
+                    p.span,
+                    format!("parameter `{}` is never used", p.name),
+                )
+                .with_help(format!("remove it, or name it `_{}` to keep it in the signature", p.name)),
+            );
+        }
+    }
+
+    // A step under a condition that is the constant `false` can never run.
+    for (i, n) in flow.nodes.iter().enumerate() {
+        for g in &n.guards {
+            if let TExprKind::Bool(b) = flow.conds[g.when].expr.kind
+                && b != g.branch
+            {
+                out.push(
+                    Diagnostic::new(
+                        Code::Unreachable,
+                        file,
+                        n.name_span,
+                        format!("`{}` can never run: its condition is always {}", n.name, b),
+                    )
+                    .with_secondary(file, flow.conds[g.when].span, "this condition")
+                    .with_help("remove the step, or change the condition"),
+                );
+                let _ = i;
+                break;
+            }
+        }
+    }
+}
+
+/// One cycle through the strongly connected `members`, as node indices in order.
+fn cycle_path(flow: &CheckedFlow, members: &BTreeSet<usize>) -> Vec<usize> {
+    let Some(&start) = members.iter().next() else {
+        return Vec::new();
+    };
+    // Walk dependencies inside the component until a node repeats.
+    let mut path = vec![start];
+    let mut pos: HashMap<usize, usize> = HashMap::from([(start, 0)]);
+    let mut cur = start;
+    loop {
+        let Some(&next) = flow.nodes[cur].deps.iter().find(|d| members.contains(d)) else {
+            return path;
+        };
+        if let Some(&p) = pos.get(&next) {
+            let mut cycle = path.split_off(p);
+            cycle.reverse();
+            return cycle;
+        }
+        pos.insert(next, path.len());
+        path.push(next);
+        cur = next;
+    }
+}
+
+/// A flow that calls itself, directly or through other flows, would never end.
+pub fn check_recursion(flows: &[(FileId, &CheckedFlow)], out: &mut Vec<Diagnostic>) {
+    let mut g: DiGraph<usize, ()> = DiGraph::new();
+    let mut by_def: HashMap<DefId, NodeIndex> = HashMap::new();
+    for (i, (_, f)) in flows.iter().enumerate() {
+        by_def.insert(f.def, g.add_node(i));
+    }
+    for (_, f) in flows {
+        for n in &f.nodes {
+            if let Callee::Flow(target) = n.call.callee
+                && let Some(&t) = by_def.get(&target)
+            {
+                g.update_edge(by_def[&f.def], t, ());
+            }
+        }
+    }
+    for scc in tarjan_scc(&g) {
+        let members: BTreeSet<usize> = scc.iter().map(|&n| g[n]).collect();
+        let self_call = |i: usize| {
+            flows[i]
+                .1
+                .nodes
+                .iter()
+                .any(|n| n.call.callee == Callee::Flow(flows[i].1.def))
+        };
+        if members.len() < 2 && !members.iter().any(|&i| self_call(i)) {
+            continue;
+        }
+        // Report once per flow in the cycle, at its call into the cycle.
+        for &i in &members {
+            let (file, f) = flows[i];
+            let Some(n) = f.nodes.iter().find(|n| {
+                matches!(n.call.callee, Callee::Flow(t) if members.iter().any(|&m| flows[m].1.def == t))
+            }) else {
+                continue;
+            };
+            let names: Vec<&str> = members.iter().map(|&m| &*flows[m].1.name).collect();
+            out.push(
+                Diagnostic::new(
+                    Code::RecursiveFlow,
+                    file,
+                    n.call.callee_span,
+                    if members.len() == 1 {
+                        format!("flow `{}` calls itself", f.name)
+                    } else {
+                        format!("flows call each other in a cycle: {}", names.join(" → "))
+                    },
+                )
+                .with_label(format!("`{}` calls `{}` here", f.name, n.call.callee_name))
+                .with_help("a run of a subflow must end before its caller does; fan out over a list instead of recursing"),
+            );
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! The flow IR: the contract between the compiler and the runtime.
+//!
+//! These types are the one definition of the IR. Its JSON Schema
+//! (`compiler/schema/ir.schema.json`) is generated from them and committed; a test
+//! fails when it is stale. The JSON is canonical: fields in declaration order, maps
+//! sorted by key, so the same sources always give the same bytes.
+
+pub mod emit;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Bumped on every change the runtime must know about.
+pub const IR_VERSION: u32 = 1;
+
+/// A compiled set of flows: what `eflowc compile` writes and the runtime deploys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    pub ir_version: u32,
+    /// Sorted by name; every subflow a flow calls is in the same bundle.
+    pub flows: Vec<Flow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Flow {
+    pub name: String,
+    /// The module it was defined in, e.g. `examples/retraining`.
+    pub module: String,
+    /// `sha256:<hex>` of this flow's canonical JSON with `hash` set to `""`.
+    pub hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc: Option<String>,
+    pub params: Vec<Param>,
+    /// The result type; absent when the flow returns nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Type>,
+    /// The whole run's deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// Steps, in source order.
+    pub nodes: Vec<Node>,
+    /// `when` conditions; nodes refer to them by index in `guards`.
+    pub conditions: Vec<Expr>,
+    /// The flow's result, evaluated when every node has finished or been skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Expr>,
+    /// Every record and enum the flow's values use, by qualified name.
+    pub types: BTreeMap<String, TypeDef>,
+    /// Every step contract the flow calls, by qualified name (`std/ml.Train`).
+    pub contracts: BTreeMap<String, Contract>,
+    /// Environment → contract → binding.
+    pub bindings: BTreeMap<String, BTreeMap<String, Binding>>,
+    pub source: SourceLoc,
+}
+
+impl Flow {
+    /// The content hash of this flow (its `hash` field is ignored).
+    pub fn compute_hash(&self) -> String {
+        let mut copy = self.clone();
+        copy.hash = String::new();
+        let bytes = serde_json::to_vec(&copy).unwrap_or_default();
+        let digest = Sha256::digest(&bytes);
+        let mut hex = String::with_capacity(71);
+        hex.push_str("sha256:");
+        for b in digest {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        hex
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Param {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: Type,
+    /// The value used when a run is started without this parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+}
+
+/// A type, fully resolved: aliases expanded, records and enums by qualified name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Type {
+    Bool,
+    Int,
+    Float,
+    String,
+    /// Milliseconds, as an integer.
+    Duration,
+    /// RFC 3339 text.
+    Timestamp,
+    List {
+        item: Box<Type>,
+    },
+    Map {
+        key: Box<Type>,
+        value: Box<Type>,
+    },
+    Optional {
+        inner: Box<Type>,
+    },
+    Record {
+        name: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        args: Vec<Type>,
+    },
+    Enum {
+        name: String,
+    },
+    /// A type parameter of a generic contract or record.
+    Param {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TypeDef {
+    Record {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        generics: Vec<String>,
+        fields: Vec<Field>,
+    },
+    Enum {
+        variants: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: Type,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Remote,
+    Call,
+    Approval,
+    Wait,
+}
+
+/// What a step does, without how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Contract {
+    pub kind: StepKind,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generics: Vec<String>,
+    pub params: Vec<ContractParam>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Type>,
+    /// Error names the step may fail with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub raises: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContractParam {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: Type,
+    /// May be left out of a call.
+    pub optional: bool,
+}
+
+/// How a contract is carried out in one environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    /// `http`, `sim` (simulated compute), `registry` or `approval`.
+    pub connector: String,
+    pub config: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// 5, 6 or 7 fields; see `eflow_compiler::schedule`.
+    pub cron: String,
+    /// IANA time zone.
+    pub timezone: String,
+    pub overlap: Overlap,
+    pub catchup: Catchup,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catchup_window_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<u64>,
+    /// Values for the flow's parameters in scheduled runs.
+    pub input: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    Skip,
+    BufferOne,
+    AllowAll,
+    CancelRunning,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Catchup {
+    Skip,
+    Once,
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// The `let` name, unique in the flow.
+    pub id: String,
+    pub call: Call,
+    /// Argument expressions by parameter name.
+    pub inputs: BTreeMap<String, Expr>,
+    /// Set when the node runs `call` once per element of a list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOut>,
+    /// The node runs only if every guard's condition has the given value; otherwise
+    /// it is skipped and its output is absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guards: Vec<Guard>,
+    /// Nodes that must finish (or be skipped) first, by id, in node order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// Per attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// The node's value (after the join, for a fan-out); absent if it produces nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Type>,
+    pub source: SourceLoc,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Call {
+    /// A step contract by qualified name.
+    Step {
+        contract: String,
+        /// For generic contracts: each type parameter's inferred type.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        type_args: BTreeMap<String, Type>,
+    },
+    /// A subflow, by name, in the same bundle.
+    Flow { name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FanOut {
+    /// The list to fan out over.
+    pub over: Expr,
+    /// The name `item` expressions refer to.
+    pub item: String,
+    pub join: Join,
+    /// At most this many children at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "policy", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Join {
+    All,
+    Any,
+    AtLeast { k: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Guard {
+    /// Index into `conditions`.
+    pub condition: usize,
+    pub value: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Total attempts, at least 1.
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub non_retryable: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Backoff {
+    Fixed { delay_ms: u64 },
+    /// Doubles from `initial_ms` up to `max_ms`.
+    Exponential { initial_ms: u64, max_ms: u64 },
+}
+
+/// An expression, evaluated by the runtime over the run's values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Expr {
+    /// A constant: numbers, strings, booleans, `null` for `none`, durations in
+    /// milliseconds, enum values as their name.
+    Literal(serde_json::Value),
+    /// A flow parameter, then fields.
+    Param {
+        name: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        path: Vec<String>,
+    },
+    /// A node's output, then fields; `null` if the node was skipped.
+    Node {
+        id: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        path: Vec<String>,
+    },
+    /// The current element of a fan-out, then fields.
+    Item {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        path: Vec<String>,
+    },
+    /// A field of the run: `id`, `tenant`, `flow`, `version`, `started_at`.
+    Run { field: String },
+    List(Vec<Expr>),
+    /// Entries in source order.
+    Map(Vec<(Expr, Expr)>),
+    Record {
+        #[serde(rename = "type")]
+        ty: String,
+        fields: BTreeMap<String, Expr>,
+    },
+    Not(Box<Expr>),
+    Neg(Box<Expr>),
+    Binary {
+        op: BinOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BinOp {
+    /// `??`: the left value if present, else the right.
+    Coalesce,
+    Or,
+    And,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// Where a flow or node was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceLoc {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+/// The JSON Schema of [`Bundle`], as committed in `compiler/schema/ir.schema.json`.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(Bundle);
+    let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+impl Bundle {
+    /// Canonical JSON: pretty, two-space indented, newline-terminated.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}

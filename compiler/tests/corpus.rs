@@ -1,0 +1,132 @@
+//! Snapshot tests: every `.eflow` file under `tests/corpus/` is checked; its
+//! diagnostics are compared with `<file>.diagnostics`, and for files under `ok/`
+//! (which must have no errors) the IR with `<file>.ir.json`. Run with
+//! `EFLOW_BLESS=1` to write the snapshots after reviewing a change.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use eflow_compiler::analysis::{Analysis, FsLoader};
+use eflow_compiler::diagnostics::Diagnostic;
+use eflow_compiler::ir;
+
+fn corpus_files(dir: &str) -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus").join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", root.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "eflow"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no corpus files in {}", root.display());
+    files
+}
+
+/// A plain, stable rendering: one block per diagnostic.
+fn plain(a: &Analysis, diags: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for d in diags {
+        let src = a.sources.get(d.primary.file);
+        let lc = src.line_col(d.primary.span.start);
+        let _ = writeln!(
+            out,
+            "{}[{}] {}:{}:{}: {}",
+            d.severity.as_str(),
+            d.code,
+            file_name(&src.name),
+            lc.line,
+            lc.col,
+            d.message
+        );
+        if !d.primary.message.is_empty() {
+            let _ = writeln!(out, "  label: {} `{}`", d.primary.message, src.snippet(d.primary.span));
+        }
+        for s in &d.secondary {
+            let ss = a.sources.get(s.file);
+            let lc = ss.line_col(s.span.start);
+            let _ = writeln!(out, "  note {}:{}:{}: {}", file_name(&ss.name), lc.line, lc.col, s.message);
+        }
+        if let Some(h) = &d.help {
+            let _ = writeln!(out, "  help: {h}");
+        }
+    }
+    out
+}
+
+fn file_name(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+fn compare(path: &Path, actual: &str) {
+    if std::env::var_os("EFLOW_BLESS").is_some() {
+        std::fs::write(path, actual).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        return;
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_default();
+    if expected != actual {
+        panic!(
+            "snapshot {} differs (EFLOW_BLESS=1 to update)\n--- expected\n{expected}\n--- actual\n{actual}",
+            path.display()
+        );
+    }
+}
+
+fn analyze(path: &Path) -> Analysis {
+    Analysis::from_paths(&[path.to_path_buf()], &FsLoader).expect("corpus file is readable")
+}
+
+#[test]
+fn invalid_files_report_the_expected_diagnostics() {
+    for file in corpus_files("err") {
+        let a = analyze(&file);
+        let diags = a.diagnostics();
+        assert!(
+            diags.iter().any(Diagnostic::is_error),
+            "{} should have errors",
+            file.display()
+        );
+        compare(&file.with_extension("diagnostics"), &plain(&a, &diags));
+    }
+}
+
+#[test]
+fn valid_files_compile_to_the_expected_ir() {
+    for file in corpus_files("ok") {
+        let a = analyze(&file);
+        let diags = a.diagnostics();
+        assert!(
+            !diags.iter().any(Diagnostic::is_error),
+            "{} should compile:\n{}",
+            file.display(),
+            plain(&a, &diags)
+        );
+        compare(&file.with_extension("diagnostics"), &plain(&a, &diags));
+        let bundle = ir::emit::emit(&a, None).expect("emits");
+        let json = bundle.to_json();
+        // Every flow's hash matches its content.
+        for f in &bundle.flows {
+            assert_eq!(f.hash, f.compute_hash());
+        }
+        // The IR reads back as the same value.
+        let back: ir::Bundle = serde_json::from_str(&json).expect("IR parses back");
+        assert_eq!(back, bundle);
+        compare(&file.with_extension("ir.json"), &json);
+    }
+}
+
+#[test]
+fn examples_compile_without_diagnostics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let a = Analysis::from_paths(&[root], &FsLoader).expect("examples are readable");
+    let diags = a.diagnostics();
+    assert!(diags.is_empty(), "examples have diagnostics:\n{}", plain(&a, &diags));
+    let first = ir::emit::emit(&a, None).expect("emits").to_json();
+    let again = ir::emit::emit(&a, None).expect("emits").to_json();
+    assert_eq!(first, again, "IR is canonical");
+}
+
+#[test]
+fn the_committed_ir_schema_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/ir.schema.json");
+    compare(&path, &ir::schema_json());
+}
