@@ -5,6 +5,7 @@
 //! [`render`]; the language server converts the same values to LSP diagnostics.
 
 pub mod codes;
+pub mod explain;
 pub mod render;
 
 pub use codes::Code;
