@@ -142,16 +142,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     write_atomic(&dir.join(format!("{}.json", flow.name)), &one.to_json())?;
                 }
             } else {
-                std::io::stdout()
-                    .write_all(bundle.to_json().as_bytes())
-                    .map_err(|e| format!("cannot write to stdout: {e}"))?;
+                write_stdout(&bundle.to_json())?;
             }
             Ok(exit_for(&diags, diag.deny_warnings))
         }
         Command::Fmt { paths, check } => format_files(&paths, check),
         Command::Explain { code } => match Code::parse(&code) {
             Some(c) => {
-                println!("{}", explain::render_explain(c));
+                write_stdout(&format!("{}\n", explain::render_explain(c)))?;
                 Ok(ExitCode::SUCCESS)
             }
             None => Err(format!(
@@ -159,7 +157,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             )),
         },
         Command::Schema => {
-            print!("{}", ir::schema_json());
+            write_stdout(&ir::schema_json())?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -200,12 +198,26 @@ fn print_diagnostics(analysis: &Analysis, diags: &[Diagnostic], opts: &DiagOpts,
     let text = render::render(format, diags, &analysis.sources, &render_opts);
     // Machine formats go to stdout so they can be redirected to a file, unless
     // stdout carries the compiled IR.
-    let result = if machine && !stdout_busy {
-        std::io::stdout().write_all(text.as_bytes())
+    if machine && !stdout_busy {
+        write_stdout(&text)
     } else {
-        std::io::stderr().write_all(text.as_bytes())
-    };
-    result.map_err(|e| format!("cannot write diagnostics: {e}"))
+        ignore_broken_pipe(std::io::stderr().write_all(text.as_bytes()))
+            .map_err(|e| format!("cannot write diagnostics: {e}"))
+    }
+}
+
+/// Write to stdout; a reader that went away (`eflowc … | head`) is not an error.
+fn write_stdout(text: &str) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    ignore_broken_pipe(out.write_all(text.as_bytes()).and_then(|_| out.flush()))
+        .map_err(|e| format!("cannot write to stdout: {e}"))
+}
+
+fn ignore_broken_pipe(r: std::io::Result<()>) -> std::io::Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 fn format_files(paths: &[PathBuf], check: bool) -> Result<ExitCode, String> {
@@ -221,7 +233,7 @@ fn format_files(paths: &[PathBuf], check: bool) -> Result<ExitCode, String> {
             Ok(formatted) if formatted == text => {}
             Ok(formatted) => {
                 if check {
-                    println!("{}", f.display());
+                    write_stdout(&format!("{}\n", f.display()))?;
                     unformatted += 1;
                 } else {
                     write_atomic(f, &formatted)?;
