@@ -1,0 +1,409 @@
+//! A small hand-written tokenizer that works beside the pest grammar.
+//!
+//! pest stops at the first error, so the driver needs its own view of the tokens to
+//! split a file into items, to find where to resume after a broken statement, to
+//! describe the token an error is at, to collect comments and to cap nesting depth
+//! before pest recurses. It only has to agree with the grammar on what is a comment,
+//! a string and a bracket; everything else is a word, a number or a punctuation mark.
+
+/// Keywords of the language (design note 0001).
+pub(crate) const KEYWORDS: &[&str] = &[
+    "from",
+    "import",
+    "as",
+    "record",
+    "enum",
+    "type",
+    "remote",
+    "call",
+    "approval",
+    "wait",
+    "step",
+    "flow",
+    "bindings",
+    "let",
+    "when",
+    "else",
+    "for",
+    "in",
+    "join",
+    "all",
+    "any",
+    "at_least",
+    "return",
+    "timeout",
+    "schedule",
+    "timezone",
+    "overlap",
+    "catchup",
+    "within",
+    "jitter",
+    "input",
+    "retry",
+    "backoff",
+    "fixed",
+    "exponential",
+    "non_retryable",
+    "after",
+    "parallel",
+    "raises",
+    "true",
+    "false",
+    "none",
+    "and",
+    "or",
+    "not",
+];
+
+/// Keywords that start a top-level item.
+pub(crate) const ITEM_KEYWORDS: &[&str] = &[
+    "from", "record", "enum", "type", "remote", "call", "approval", "wait", "flow", "bindings",
+];
+
+/// Keywords that start a statement and so are safe places to resume after an error.
+/// `timeout` is left out: it is also a step option, often on its own line.
+pub(crate) const STMT_RESUME_KEYWORDS: &[&str] = &["let", "when", "return", "schedule"];
+
+/// Deepest bracket or type-argument nesting accepted; beyond it the grammar's
+/// recursion (and every later pass over the tree) would risk the stack.
+pub(crate) const MAX_NESTING: usize = 64;
+
+pub(crate) fn is_keyword(word: &str) -> bool {
+    KEYWORDS.contains(&word)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokKind {
+    Word,
+    Number,
+    Str { closed: bool },
+    Punct,
+    Eof,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Token {
+    pub kind: TokKind,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Token {
+    pub(crate) fn text<'a>(&self, src: &'a str) -> &'a str {
+        src.get(self.start..self.end).unwrap_or("")
+    }
+
+    pub(crate) fn is_punct(&self, src: &str, p: &str) -> bool {
+        self.kind == TokKind::Punct && self.text(src) == p
+    }
+
+    pub(crate) fn is_word(&self, src: &str, w: &str) -> bool {
+        self.kind == TokKind::Word && self.text(src) == w
+    }
+}
+
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n' | '\u{FEFF}')
+}
+
+fn is_ident_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// The first offset at or after `pos` that is not whitespace or inside a comment.
+pub(crate) fn skip_trivia(text: &str, mut pos: usize) -> usize {
+    let bytes = text.as_bytes();
+    while pos < bytes.len() {
+        if bytes[pos] == b'/' && bytes.get(pos + 1) == Some(&b'/') {
+            pos = line_end(text, pos);
+            continue;
+        }
+        match text[pos..].chars().next() {
+            Some(c) if is_space(c) => pos += c.len_utf8(),
+            _ => break,
+        }
+    }
+    pos
+}
+
+/// The offset of the `\n` ending the line that contains `pos` (or the text's end).
+fn line_end(text: &str, pos: usize) -> usize {
+    text.as_bytes()[pos..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(text.len(), |i| pos + i)
+}
+
+/// The token starting exactly at `pos` (which must be past any trivia).
+pub(crate) fn token_at(text: &str, pos: usize) -> Token {
+    let bytes = text.as_bytes();
+    let Some(&b) = bytes.get(pos) else {
+        return Token {
+            kind: TokKind::Eof,
+            start: text.len(),
+            end: text.len(),
+        };
+    };
+    let mut end = pos + 1;
+    let kind = if b.is_ascii_alphabetic() || b == b'_' {
+        while end < bytes.len() && is_ident_char(bytes[end]) {
+            end += 1;
+        }
+        TokKind::Word
+    } else if b.is_ascii_digit() {
+        while end < bytes.len() && (is_ident_char(bytes[end]) || bytes[end] == b'.') {
+            end += 1;
+        }
+        TokKind::Number
+    } else if b == b'"' {
+        let mut closed = false;
+        while end < bytes.len() {
+            match bytes[end] {
+                b'"' => {
+                    end += 1;
+                    closed = true;
+                    break;
+                }
+                b'\n' => break,
+                b'\\' if bytes.get(end + 1).is_some_and(|&n| n != b'\n') => end += 2,
+                _ => end += 1,
+            }
+        }
+        // `end` may sit inside a multi-byte char after a `\` pair; move to a boundary.
+        while end < bytes.len() && !text.is_char_boundary(end) {
+            end += 1;
+        }
+        TokKind::Str { closed }
+    } else {
+        let two = text.get(pos..pos + 2).unwrap_or("");
+        if matches!(
+            two,
+            "->" | "==" | "!=" | "<=" | ">=" | "??" | "&&" | "||" | "::"
+        ) {
+            end = pos + 2;
+        } else {
+            end = pos + text[pos..].chars().next().map_or(1, char::len_utf8);
+        }
+        TokKind::Punct
+    };
+    Token {
+        kind,
+        start: pos,
+        end,
+    }
+}
+
+/// The next token at or after `pos`.
+pub(crate) fn next_token(text: &str, pos: usize) -> Token {
+    token_at(text, skip_trivia(text, pos))
+}
+
+/// One top-level piece of a file: an item, or text before the first item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    pub start: usize,
+    pub end: usize,
+    /// The first token past [`MAX_NESTING`], if any.
+    pub too_deep: Option<(usize, usize)>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    pub chunks: Vec<Chunk>,
+    /// `//` comments that are not doc comments, as spans from `//` to the line's end
+    /// (a trailing `\r` excluded).
+    pub comments: Vec<(usize, usize)>,
+    /// `///` lines, likewise.
+    pub doc_lines: Vec<(usize, usize)>,
+}
+
+/// Split a file into item chunks and collect its comments, in one pass.
+///
+/// An item starts at an item keyword that is the first token on its line, at
+/// bracket depth 0, or at any depth when it is in column 0: a missing `}` then
+/// costs only the item that lacks it.
+pub(crate) fn scan(text: &str) -> Scan {
+    let mut out = Scan::default();
+    let bytes = text.as_bytes();
+    let mut pos = 0;
+    let mut starts: Vec<usize> = Vec::new();
+    let mut depth = 0usize;
+    let mut angle = 0usize;
+    let mut too_deep: Vec<Option<(usize, usize)>> = Vec::new();
+    let mut first_on_line = true;
+    loop {
+        // Trivia, recording comments.
+        while pos < bytes.len() {
+            if bytes[pos] == b'/' && bytes.get(pos + 1) == Some(&b'/') {
+                let mut end = line_end(text, pos);
+                if end > pos && bytes[end - 1] == b'\r' {
+                    end -= 1;
+                }
+                let is_doc = bytes.get(pos + 2) == Some(&b'/') && bytes.get(pos + 3) != Some(&b'/');
+                if is_doc {
+                    out.doc_lines.push((pos, end));
+                } else {
+                    out.comments.push((pos, end));
+                }
+                pos = line_end(text, pos);
+                continue;
+            }
+            match text[pos..].chars().next() {
+                Some('\n') => {
+                    first_on_line = true;
+                    pos += 1;
+                }
+                Some(c) if is_space(c) => pos += c.len_utf8(),
+                _ => break,
+            }
+        }
+        let tok = token_at(text, pos);
+        if tok.kind == TokKind::Eof {
+            break;
+        }
+        let word = tok.text(text);
+        let column0 = tok.start == 0 || bytes[tok.start - 1] == b'\n';
+        let item_start = starts.is_empty()
+            || (tok.kind == TokKind::Word
+                && first_on_line
+                && ITEM_KEYWORDS.contains(&word)
+                && (depth == 0 || column0));
+        if item_start {
+            starts.push(tok.start);
+            too_deep.push(None);
+            depth = 0;
+            angle = 0;
+        }
+        first_on_line = false;
+        match (tok.kind, word) {
+            (TokKind::Punct, "(" | "[" | "{") => depth += 1,
+            (TokKind::Punct, ")" | "]" | "}") => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        // Type arguments nest with `<`; anything that cannot appear inside a type
+        // ends the run, so comparisons do not add up.
+        match (tok.kind, word) {
+            (TokKind::Punct, "<") => angle += 1,
+            (TokKind::Punct, ">") => angle = angle.saturating_sub(1),
+            (TokKind::Punct, "," | "?") => {}
+            (TokKind::Word, w) if !matches!(w, "and" | "or" | "not") => {}
+            _ => angle = 0,
+        }
+        if (depth > MAX_NESTING || angle > MAX_NESTING)
+            && let Some(slot @ None) = too_deep.last_mut()
+        {
+            *slot = Some((tok.start, tok.end));
+        }
+        pos = tok.end;
+    }
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(text.len());
+        out.chunks.push(Chunk {
+            start,
+            end,
+            too_deep: too_deep.get(i).copied().flatten(),
+        });
+    }
+    out
+}
+
+/// Where to resume after a broken statement that starts at `from`: the next
+/// statement keyword or the `}` closing the enclosing block, at the same depth.
+/// A `}` closes any `(` or `[` left open inside the statement, so `A(` followed by
+/// the block's `}` still ends the block there. Returns the resume offset and the
+/// end of the last token skipped.
+pub(crate) fn stmt_resume_point(text: &str, from: usize) -> (usize, usize) {
+    let first = next_token(text, from);
+    let mut last_end = first.end.max(from);
+    let mut pos = first.end;
+    let mut open: Vec<u8> = Vec::new();
+    if first.kind == TokKind::Punct && matches!(first.text(text), "(" | "[" | "{") {
+        open.push(first.text(text).as_bytes()[0]);
+    }
+    loop {
+        let tok = next_token(text, pos);
+        let word = tok.text(text);
+        match tok.kind {
+            TokKind::Eof => return (tok.start, last_end),
+            TokKind::Punct if matches!(word, "(" | "[" | "{") => open.push(word.as_bytes()[0]),
+            TokKind::Punct if matches!(word, ")" | "]" | "}") => {
+                let opener = match word {
+                    ")" => b'(',
+                    "]" => b'[',
+                    _ => b'{',
+                };
+                if let Some(i) = open.iter().rposition(|&o| o == opener) {
+                    open.truncate(i);
+                } else if word == "}" {
+                    return (tok.start, last_end);
+                }
+            }
+            TokKind::Word if open.is_empty() && STMT_RESUME_KEYWORDS.contains(&word) => {
+                return (tok.start, last_end);
+            }
+            _ => {}
+        }
+        last_end = tok.end;
+        pos = tok.end;
+    }
+}
+
+/// The innermost `{` in `text[from..]` that is never closed, if any.
+pub(crate) fn unclosed_brace(text: &str, from: usize) -> Option<usize> {
+    let mut open: Vec<usize> = Vec::new();
+    let mut pos = from;
+    loop {
+        let tok = next_token(text, pos);
+        match tok.kind {
+            TokKind::Eof => return open.last().copied(),
+            TokKind::Punct if tok.text(text) == "{" => open.push(tok.start),
+            TokKind::Punct if tok.text(text) == "}" => {
+                open.pop();
+            }
+            _ => {}
+        }
+        pos = tok.end;
+    }
+}
+
+/// The end of the last token before `pos` (for labelling "after this").
+pub(crate) fn prev_token_end(text: &str, from: usize, pos: usize) -> Option<(usize, usize)> {
+    let mut p = from;
+    let mut last = None;
+    loop {
+        let tok = next_token(text, p);
+        if tok.kind == TokKind::Eof || tok.start >= pos {
+            return last;
+        }
+        last = Some((tok.start, tok.end));
+        p = tok.end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_and_comments() {
+        let text = "// hi\nrecord A { a: Int }\n/// doc\nflow F() {\n  let x = A()\n}\n";
+        let s = scan(text);
+        assert_eq!(s.chunks.len(), 2);
+        assert_eq!(&text[s.chunks[0].start..s.chunks[0].start + 6], "record");
+        assert_eq!(&text[s.chunks[1].start..s.chunks[1].start + 4], "flow");
+        assert_eq!(s.comments, vec![(0, 5)]);
+        assert_eq!(s.doc_lines.len(), 1);
+    }
+
+    #[test]
+    fn column_zero_keyword_restarts_after_missing_brace() {
+        let text = "flow F() {\n  let x = A()\nrecord B { b: Int }\n";
+        assert_eq!(scan(text).chunks.len(), 2);
+    }
+
+    #[test]
+    fn strings_hide_comment_markers() {
+        let s = scan("from \"a//b\" import X\n");
+        assert!(s.comments.is_empty());
+    }
+}
