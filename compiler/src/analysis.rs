@@ -54,6 +54,8 @@ pub struct Module {
     pub sigs: Vec<ItemSig>,
     pub flows: Vec<CheckedFlow>,
     pub bindings: Vec<CheckedBinding>,
+    /// Every (environment, step) a binding was written for, valid or not.
+    pub bound: Vec<(String, DefId)>,
     pub is_std: bool,
     /// Diagnostics of this module alone: syntax, names, types, its flows' graphs.
     pub diagnostics: Vec<Diagnostic>,
@@ -112,7 +114,13 @@ impl Analysis {
         a
     }
 
-    fn add_file(&mut self, name: String, path: Option<PathBuf>, text: String, is_std: bool) -> FileId {
+    fn add_file(
+        &mut self,
+        name: String,
+        path: Option<PathBuf>,
+        text: String,
+        is_std: bool,
+    ) -> FileId {
         let (ast, syntax_diagnostics) = syntax::parse(FileId(self.sources.len() as u32), &text);
         let id = self.sources.add(SourceFile::new(name.clone(), path, text));
         self.modules.push(Module {
@@ -124,6 +132,7 @@ impl Analysis {
             sigs: Vec::new(),
             flows: Vec::new(),
             bindings: Vec::new(),
+            bound: Vec::new(),
             is_std,
             diagnostics: Vec::new(),
             syntax_diagnostics,
@@ -172,12 +181,22 @@ impl Analysis {
         }
     }
 
-    fn resolve_import(&mut self, from: FileId, spec: &str, loader: &dyn Loader) -> Result<FileId, String> {
+    fn resolve_import(
+        &mut self,
+        from: FileId,
+        spec: &str,
+        loader: &dyn Loader,
+    ) -> Result<FileId, String> {
         let importer = &self.modules[from.0 as usize];
         let std_name = if let Some(rest) = spec.strip_prefix("std/") {
             Some(format!("std/{rest}"))
         } else if importer.is_std {
-            Some(normalize(&Path::new(&importer.name).parent().unwrap_or(Path::new("std")).join(spec)))
+            Some(normalize(
+                &Path::new(&importer.name)
+                    .parent()
+                    .unwrap_or(Path::new("std"))
+                    .join(spec),
+            ))
         } else {
             None
         };
@@ -187,7 +206,10 @@ impl Analysis {
                     .iter()
                     .map(|(n, _)| n.trim_end_matches(".eflow").to_string())
                     .collect();
-                return Err(format!("the standard library has no module `{name}` (it has `{}`)", known.join("`, `")));
+                return Err(format!(
+                    "the standard library has no module `{name}` (it has `{}`)",
+                    known.join("`, `")
+                ));
             };
             if let Some(id) = self.sources.find_name(name) {
                 return Ok(id);
@@ -243,13 +265,25 @@ impl Analysis {
                 namespaces: &namespaces,
                 sigs: &all_sigs,
             };
-            results.push(check_bodies(&scope, &world, FileId(i as u32), ns, std::mem::take(&mut sig_diags[i]), std::mem::take(&mut sig_used[i])));
+            results.push(check_bodies(
+                &scope,
+                &world,
+                FileId(i as u32),
+                ns,
+                std::mem::take(&mut sig_diags[i]),
+                std::mem::take(&mut sig_used[i]),
+            ));
         }
         drop(asts);
-        for (m, (sigs, (flows, bindings, diags))) in self.modules.iter_mut().zip(all_sigs.into_iter().zip(results)) {
+        for (m, (sigs, (flows, (bindings, bound), diags))) in self
+            .modules
+            .iter_mut()
+            .zip(all_sigs.into_iter().zip(results))
+        {
             m.sigs = sigs;
             m.flows = flows;
             m.bindings = bindings;
+            m.bound = bound;
             m.diagnostics = m
                 .syntax_diagnostics
                 .iter()
@@ -272,8 +306,13 @@ impl Analysis {
         let mut diags = Vec::new();
         for (name, sym) in own_items(file, &self.modules[i].ast) {
             if let Some(prev) = symbols.get(&name) {
-                let ident = ast::Ident { name: name.clone(), span: sym.span };
-                diags.push(crate::check::sigs::duplicate(file, &ident, prev.span, "name"));
+                let ident = ast::Ident {
+                    name: name.clone(),
+                    span: sym.span,
+                };
+                diags.push(crate::check::sigs::duplicate(
+                    file, &ident, prev.span, "name",
+                ));
                 continue;
             }
             symbols.insert(name, sym);
@@ -287,17 +326,22 @@ impl Analysis {
             };
             let target_items = own_items(target, &self.modules[target.0 as usize].ast);
             for n in &imp.names {
-                let Some((_, sym)) = target_items.iter().find(|(name, _)| *name == n.name.name) else {
-                    let help = crate::suggest::did_you_mean(&n.name.name, target_items.iter().map(|(n, _)| n.as_str()))
-                        .unwrap_or_else(|| {
-                            let mut names: Vec<&str> = target_items.iter().map(|(n, _)| n.as_str()).collect();
-                            names.sort();
-                            if names.is_empty() {
-                                "that module defines nothing".to_string()
-                            } else {
-                                format!("it defines `{}`", names.join("`, `"))
-                            }
-                        });
+                let Some((_, sym)) = target_items.iter().find(|(name, _)| *name == n.name.name)
+                else {
+                    let help = crate::suggest::did_you_mean(
+                        &n.name.name,
+                        target_items.iter().map(|(n, _)| n.as_str()),
+                    )
+                    .unwrap_or_else(|| {
+                        let mut names: Vec<&str> =
+                            target_items.iter().map(|(n, _)| n.as_str()).collect();
+                        names.sort();
+                        if names.is_empty() {
+                            "that module defines nothing".to_string()
+                        } else {
+                            format!("it defines `{}`", names.join("`, `"))
+                        }
+                    });
                     diags.push(
                         Diagnostic::new(
                             Code::ImportNotFound,
@@ -320,7 +364,10 @@ impl Analysis {
                             format!("`{}` is already defined in this file", local.name),
                         )
                         .with_secondary(file, prev.span, "defined here")
-                        .with_help(format!("import it under another name: `{} as Other{}`", n.name, n.name)),
+                        .with_help(format!(
+                            "import it under another name: `{} as Other{}`",
+                            n.name, n.name
+                        )),
                     );
                     continue;
                 }
@@ -354,7 +401,7 @@ impl Analysis {
         let bound: HashSet<(&str, DefId)> = self
             .modules
             .iter()
-            .flat_map(|m| m.bindings.iter().map(|b| (b.env.as_str(), b.step)))
+            .flat_map(|m| m.bound.iter().map(|(env, def)| (env.as_str(), *def)))
             .collect();
         for m in self.modules.iter().filter(|m| !m.is_std) {
             let mut reported = HashSet::new();
@@ -432,7 +479,8 @@ impl Analysis {
                 .collect()
         };
         let same_imports = imports_of(&ast) == imports_of(&self.modules[i].ast);
-        self.sources.replace(file, SourceFile::new(name, path, text));
+        self.sources
+            .replace(file, SourceFile::new(name, path, text));
         let old_items = own_items(file, &self.modules[i].ast);
         let m = &mut self.modules[i];
         m.ast = ast;
@@ -446,11 +494,14 @@ impl Analysis {
             return;
         }
         if !same_names {
-            m.import_diagnostics.retain(|d| d.code == Code::UnresolvedImport);
+            m.import_diagnostics
+                .retain(|d| d.code == Code::UnresolvedImport);
             self.check_all();
             return;
         }
-        self.modules[i].import_diagnostics.retain(|d| d.code == Code::UnresolvedImport);
+        self.modules[i]
+            .import_diagnostics
+            .retain(|d| d.code == Code::UnresolvedImport);
         self.build_namespace(i);
         let asts: Vec<&ast::File> = self.modules.iter().map(|m| &m.ast).collect();
         let namespaces: Vec<Namespace> = self.modules.iter().map(|m| m.namespace.clone()).collect();
@@ -473,11 +524,13 @@ impl Analysis {
             namespaces: &namespaces,
             sigs: &all_sigs,
         };
-        let (flows, bindings, diags) = check_bodies(&scope, &world, file, &namespaces[i], sig_diags, used);
+        let (flows, (bindings, bound), diags) =
+            check_bodies(&scope, &world, file, &namespaces[i], sig_diags, used);
         drop(asts);
         let m = &mut self.modules[i];
         m.flows = flows;
         m.bindings = bindings;
+        m.bound = bound;
         m.diagnostics = m
             .syntax_diagnostics
             .iter()
@@ -506,7 +559,9 @@ impl Analysis {
     }
 
     pub fn has_errors(&self) -> bool {
-        self.modules.iter().any(|m| m.diagnostics.iter().any(Diagnostic::is_error))
+        self.modules
+            .iter()
+            .any(|m| m.diagnostics.iter().any(Diagnostic::is_error))
             || self.workspace_diagnostics.iter().any(Diagnostic::is_error)
     }
 
@@ -515,7 +570,11 @@ impl Analysis {
     }
 
     pub fn flow(&self, def: DefId) -> Option<&CheckedFlow> {
-        self.modules.get(def.file.0 as usize)?.flows.iter().find(|f| f.def == def)
+        self.modules
+            .get(def.file.0 as usize)?
+            .flows
+            .iter()
+            .find(|f| f.def == def)
     }
 
     /// The bindings of every environment, by environment then step.
@@ -523,12 +582,23 @@ impl Analysis {
         let mut out: BTreeMap<&str, HashMap<DefId, &CheckedBinding>> = BTreeMap::new();
         for m in &self.modules {
             for b in &m.bindings {
-                out.entry(b.env.as_str()).or_default().entry(b.step).or_insert(b);
+                out.entry(b.env.as_str())
+                    .or_default()
+                    .entry(b.step)
+                    .or_insert(b);
             }
         }
         out
     }
 }
+
+/// A module's checked flows, its valid bindings with every (environment, step)
+/// bound, and its diagnostics.
+type BodyResults = (
+    Vec<CheckedFlow>,
+    (Vec<CheckedBinding>, Vec<(String, DefId)>),
+    Vec<Diagnostic>,
+);
 
 /// Check every flow and bindings block of one module, and its unused imports.
 fn check_bodies(
@@ -538,13 +608,14 @@ fn check_bodies(
     ns: &Namespace,
     sig_diags: Vec<Diagnostic>,
     sig_used: HashSet<usize>,
-) -> (Vec<CheckedFlow>, Vec<CheckedBinding>, Vec<Diagnostic>) {
+) -> BodyResults {
     let cx = ModuleCx::new(file, ns);
     cx.used_imports.borrow_mut().extend(sig_used);
     let types = TypeResolver { scope, cx: &cx };
     let ast = scope.asts[file.0 as usize];
     let mut flows = Vec::new();
     let mut bindings = Vec::new();
+    let mut bound = Vec::new();
     for (idx, item) in ast.items.iter().enumerate() {
         match &item.kind {
             ast::ItemKind::Flow(decl) => {
@@ -552,11 +623,22 @@ fn check_bodies(
                     file,
                     item: idx as u32,
                 };
-                if let Some(f) = check_flow(&cx, world, &types, def, item.doc.as_ref().map(|d| d.text.clone()), decl) {
+                if let Some(f) = check_flow(
+                    &cx,
+                    world,
+                    &types,
+                    def,
+                    item.doc.as_ref().map(|d| d.text.clone()),
+                    decl,
+                ) {
                     flows.push(f);
                 }
             }
-            ast::ItemKind::Bindings(b) => bindings.extend(check_bindings(&cx, world, b)),
+            ast::ItemKind::Bindings(b) => {
+                let (ok, attempted) = check_bindings(&cx, world, b);
+                bindings.extend(ok);
+                bound.extend(attempted);
+            }
             _ => {}
         }
     }
@@ -575,16 +657,25 @@ fn check_bodies(
         }
         // Only names that resolved can be unused; the others have their own error.
         for n in &imp.names {
-            if ns.get(&n.local().name).is_some_and(|s| s.import == Some(idx)) && !bound_only(ast, &n.local().name) {
+            if ns
+                .get(&n.local().name)
+                .is_some_and(|s| s.import == Some(idx))
+                && !bound_only(ast, &n.local().name)
+            {
                 diags.push(
-                    Diagnostic::new(Code::UnusedImport, file, n.local().span, format!("`{}` is imported but never used", n.local()))
-                        .with_help("remove it from the import"),
+                    Diagnostic::new(
+                        Code::UnusedImport,
+                        file,
+                        n.local().span,
+                        format!("`{}` is imported but never used", n.local()),
+                    )
+                    .with_help("remove it from the import"),
                 );
             }
         }
     }
     drop(used);
-    (flows, bindings, diags)
+    (flows, (bindings, bound), diags)
 }
 
 /// Names used only in bindings are used.
@@ -636,7 +727,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
         let path = entry.path();
         let ty = entry.file_type()?;
         if ty.is_dir() {
-            let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') || n == "target");
+            let hidden = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.') || n == "target");
             if !hidden {
                 walk(&path, out)?;
             }
@@ -678,7 +772,11 @@ fn normalize(path: &Path) -> String {
         }
     }
     let joined = parts.join("/");
-    if absolute { format!("/{joined}") } else { joined }
+    if absolute {
+        format!("/{joined}")
+    } else {
+        joined
+    }
 }
 
 /// How a file is shown to users and in the IR: relative to the working directory

@@ -1,2 +1,4 @@
 //! The formatter (placeholder until merged).
-pub fn format_source(text: &str) -> Result<String, usize> { Ok(text.to_string()) }
+pub fn format_source(text: &str) -> Result<String, usize> {
+    Ok(text.to_string())
+}

@@ -28,49 +28,49 @@ pub fn check_flow_graph(file: FileId, flow: &CheckedFlow, out: &mut Vec<Diagnost
         let members: BTreeSet<usize> = scc.iter().map(|&n| g[n]).collect();
         let path = cycle_path(flow, &members);
         let first = &flow.nodes[path[0]];
-        let names: Vec<&str> = path.iter().chain(path.first()).map(|&i| flow.nodes[i].name.as_str()).collect();
+        let names: Vec<&str> = path
+            .iter()
+            .chain(path.first())
+            .map(|&i| flow.nodes[i].name.as_str())
+            .collect();
         let mut d = Diagnostic::new(
             Code::Cycle,
             file,
             first.name_span,
-            format!("steps depend on each other in a cycle: {}", names.join(" → ")),
+            format!(
+                "steps depend on each other in a cycle: {}",
+                names.join(" → ")
+            ),
         )
-        .with_label(format!("`{}` waits for `{}`", first.name, flow.nodes[*path.last().unwrap_or(&path[0])].name));
+        .with_label(format!(
+            "`{}` waits for `{}`",
+            first.name,
+            flow.nodes[*path.last().unwrap_or(&path[0])].name
+        ));
         for w in path.windows(2) {
             d = d.with_secondary(
                 file,
                 flow.nodes[w[1]].name_span,
-                format!("`{}` waits for `{}`", flow.nodes[w[1]].name, flow.nodes[w[0]].name),
+                format!(
+                    "`{}` waits for `{}`",
+                    flow.nodes[w[1]].name, flow.nodes[w[0]].name
+                ),
             );
         }
         d.help = Some("a flow is a graph without cycles: remove one of these dependencies (an argument, an `after` or a `when` condition)".into());
         out.push(d);
     }
 
-    // Values used anywhere: arguments, fan-out lists, conditions, `after`, the result.
-    let mut used = BTreeSet::new();
-    let mut used_params: Vec<&str> = Vec::new();
-    for n in &flow.nodes {
-        for (_, a) in &n.call.args {
-            a.nodes(&mut used);
-            a.params(&mut used_params);
-        }
-        if let Some(f) = &n.fan_out {
-            f.over.nodes(&mut used);
-            f.over.params(&mut used_params);
-        }
-        used.extend(n.after.iter().copied());
-    }
-    for c in &flow.conds {
-        c.expr.nodes(&mut used);
-        c.expr.params(&mut used_params);
-    }
-    if let Some(r) = &flow.ret {
-        r.nodes(&mut used);
-        r.params(&mut used_params);
+    if flow.broken {
+        return;
     }
     for (i, n) in flow.nodes.iter().enumerate() {
-        if used.contains(&i) || n.name.starts_with('_') || matches!(n.output, Ty::Unit | Ty::Error) {
+        if flow.used_nodes.contains(&i)
+            || flow.unreachable.contains(&i)
+            || const_false(flow, n)
+            || n.name.starts_with('_')
+            || matches!(n.output, Ty::Unit | Ty::Error)
+        {
             continue;
         }
         out.push(
@@ -88,7 +88,7 @@ pub fn check_flow_graph(file: FileId, flow: &CheckedFlow, out: &mut Vec<Diagnost
         );
     }
     for p in &flow.params {
-        if !p.name.starts_with('_') && !used_params.contains(&p.name.as_str()) {
+        if !p.name.starts_with('_') && !flow.used_params.contains(&p.name) {
             out.push(
                 Diagnostic::new(
                     Code::UnusedParam,
@@ -96,7 +96,10 @@ pub fn check_flow_graph(file: FileId, flow: &CheckedFlow, out: &mut Vec<Diagnost
                     p.span,
                     format!("parameter `{}` is never used", p.name),
                 )
-                .with_help(format!("remove it, or name it `_{}` to keep it in the signature", p.name)),
+                .with_help(format!(
+                    "remove it, or name it `_{}` to keep it in the signature",
+                    p.name
+                )),
             );
         }
     }
@@ -122,6 +125,12 @@ pub fn check_flow_graph(file: FileId, flow: &CheckedFlow, out: &mut Vec<Diagnost
             }
         }
     }
+}
+
+fn const_false(flow: &CheckedFlow, n: &crate::check::flow::Node) -> bool {
+    n.guards
+        .iter()
+        .any(|g| matches!(flow.conds[g.when].expr.kind, TExprKind::Bool(b) if b != g.branch))
 }
 
 /// One cycle through the strongly connected `members`, as node indices in order.

@@ -14,7 +14,11 @@ use eflow_compiler::diagnostics::{Code, Diagnostic, explain};
 use eflow_compiler::{fmt, ir};
 
 #[derive(Parser)]
-#[command(name = "eflowc", version, about = "The eflow compiler: check, compile and format .eflow flows")]
+#[command(
+    name = "eflowc",
+    version,
+    about = "The eflow compiler: check, compile and format .eflow flows"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -136,7 +140,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             if let Some(path) = output {
                 write_atomic(&path, &bundle.to_json())?;
             } else if let Some(dir) = out_dir {
-                std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
                 for flow in &bundle.flows {
                     let one = ir::emit::emit_one(&bundle, &flow.name);
                     write_atomic(&dir.join(format!("{}.json", flow.name)), &one.to_json())?;
@@ -175,7 +180,12 @@ fn exit_for(diags: &[Diagnostic], deny_warnings: bool) -> ExitCode {
     }
 }
 
-fn print_diagnostics(analysis: &Analysis, diags: &[Diagnostic], opts: &DiagOpts, stdout_busy: bool) -> Result<(), String> {
+fn print_diagnostics(
+    analysis: &Analysis,
+    diags: &[Diagnostic],
+    opts: &DiagOpts,
+    stdout_busy: bool,
+) -> Result<(), String> {
     let format = match opts.format {
         FormatArg::Human => Format::Human,
         FormatArg::Json => Format::Json,
@@ -228,7 +238,8 @@ fn format_files(paths: &[PathBuf], check: bool) -> Result<ExitCode, String> {
     let mut unformatted = 0;
     let mut broken = 0;
     for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
         match fmt::format_source(&text) {
             Ok(formatted) if formatted == text => {}
             Ok(formatted) => {
@@ -265,7 +276,10 @@ fn format_files(paths: &[PathBuf], check: bool) -> Result<ExitCode, String> {
 
 /// Write through a temporary file and rename, so a crash never leaves half a file.
 fn write_atomic(path: &std::path::Path, content: &str) -> Result<(), String> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),

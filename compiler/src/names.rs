@@ -26,7 +26,10 @@ impl SymbolKind {
     }
 
     pub fn is_type(self) -> bool {
-        matches!(self, SymbolKind::Record | SymbolKind::Enum | SymbolKind::Alias)
+        matches!(
+            self,
+            SymbolKind::Record | SymbolKind::Enum | SymbolKind::Alias
+        )
     }
 
     pub fn is_callable(self) -> bool {

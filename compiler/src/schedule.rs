@@ -22,6 +22,9 @@ pub fn parse_cron(expr: &str) -> Result<Cron, String> {
             "expected 5, 6 or 7 fields separated by spaces, found {fields}"
         ));
     }
+    if let Some(problem) = field_problem(expr) {
+        return Err(problem);
+    }
     CronParser::builder()
         .seconds(Seconds::Optional)
         .year(Year::Optional)
@@ -30,10 +33,130 @@ pub fn parse_cron(expr: &str) -> Result<Cron, String> {
         .map_err(|e| lowercase_first(&e.to_string()))
 }
 
+const MONTHS: &[&str] = &[
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const DAYS: &[&str] = &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// A precise message for the first field that is plainly wrong, naming the field:
+/// croner's own errors do not say which field they are about.
+fn field_problem(expr: &str) -> Option<String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let names: &[(&str, u32, u32)] = match fields.len() {
+        5 => &[
+            ("minute", 0, 59),
+            ("hour", 0, 23),
+            ("day-of-month", 1, 31),
+            ("month", 1, 12),
+            ("day-of-week", 0, 7),
+        ],
+        6 => &[
+            ("second", 0, 59),
+            ("minute", 0, 59),
+            ("hour", 0, 23),
+            ("day-of-month", 1, 31),
+            ("month", 1, 12),
+            ("day-of-week", 0, 7),
+        ],
+        _ => &[
+            ("second", 0, 59),
+            ("minute", 0, 59),
+            ("hour", 0, 23),
+            ("day-of-month", 1, 31),
+            ("month", 1, 12),
+            ("day-of-week", 0, 7),
+            ("year", 1970, 2099),
+        ],
+    };
+    for (field, &(name, lo, hi)) in fields.iter().zip(names) {
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (part, None),
+            };
+            if let Some(step) = step
+                && step.parse::<u32>().map_or(true, |n| n == 0)
+            {
+                return Some(format!(
+                    "the {name} field `{field}` has step `/{step}`; a step is a whole number from 1"
+                ));
+            }
+            let special = matches!(name, "day-of-month" | "day-of-week");
+            let value_ok = |v: &str| -> Result<(), String> {
+                let upper = v.to_ascii_uppercase();
+                if upper == "*" || (upper == "?" && special) {
+                    return Ok(());
+                }
+                if name == "month" && MONTHS.contains(&upper.as_str()) {
+                    return Ok(());
+                }
+                if name == "day-of-week" {
+                    let base = upper.trim_end_matches('L');
+                    let base = base.split('#').next().unwrap_or(base);
+                    if DAYS.contains(&base) {
+                        return Ok(());
+                    }
+                    if let Some(d) = upper
+                        .strip_suffix('L')
+                        .or_else(|| upper.split('#').next().filter(|_| upper.contains('#')))
+                        && (d.is_empty()
+                            || d.parse::<u32>().is_ok_and(|n| n <= 7)
+                            || DAYS.contains(&d))
+                    {
+                        return Ok(());
+                    }
+                }
+                if name == "day-of-month"
+                    && (upper == "L"
+                        || upper == "LW"
+                        || upper
+                            .strip_suffix('W')
+                            .is_some_and(|d| d.parse::<u32>().is_ok_and(|n| (1..=31).contains(&n))))
+                {
+                    return Ok(());
+                }
+                match upper.parse::<u32>() {
+                    Ok(n) if (lo..=hi).contains(&n) => Ok(()),
+                    Ok(n) => Err(format!(
+                        "the {name} field `{field}` has {n}, outside {lo}–{hi}"
+                    )),
+                    Err(_) => Err(match name {
+                        "month" => {
+                            format!("the month field `{field}` has `{v}`: use 1–12 or JAN–DEC")
+                        }
+                        "day-of-week" => format!(
+                            "the day-of-week field `{field}` has `{v}`: use 0–7 (0 and 7 are Sunday) or SUN–SAT"
+                        ),
+                        _ => format!(
+                            "the {name} field `{field}` has `{v}`, which is not a number from {lo} to {hi}"
+                        ),
+                    }),
+                }
+            };
+            let ends: Vec<&str> = if range.contains('-') && !range.starts_with('-') {
+                range.splitn(2, '-').collect()
+            } else {
+                vec![range]
+            };
+            for v in ends {
+                if let Err(e) = value_ok(v) {
+                    return Some(e);
+                }
+            }
+        }
+    }
+    None
+}
+
 fn lowercase_first(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect::<String>().trim_end_matches('.').to_string(),
+        Some(f) => f
+            .to_lowercase()
+            .chain(c)
+            .collect::<String>()
+            .trim_end_matches('.')
+            .to_string(),
         None => String::new(),
     }
 }
@@ -42,8 +165,9 @@ fn lowercase_first(s: &str) -> String {
 pub fn parse_timezone(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>().map_err(|_| {
         let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
-        crate::suggest::did_you_mean(name, names)
-            .unwrap_or_else(|| "use an IANA name such as `Europe/Berlin`, `America/New_York` or `UTC`".to_string())
+        crate::suggest::did_you_mean(name, names).unwrap_or_else(|| {
+            "use an IANA name such as `Europe/Berlin`, `America/New_York` or `UTC`".to_string()
+        })
     })
 }
 
@@ -52,7 +176,12 @@ pub fn parse_timezone(name: &str) -> Result<Tz, String> {
 /// Daylight saving time: a local time skipped by a spring-forward gap fires at the
 /// first valid instant after the gap; a local time repeated by a fall-back fires
 /// once, at its first occurrence.
-pub fn next_fire_times(cron: &Cron, tz: Tz, from: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
+pub fn next_fire_times(
+    cron: &Cron,
+    tz: Tz,
+    from: DateTime<Utc>,
+    count: usize,
+) -> Vec<DateTime<Utc>> {
     let start = tz.from_utc_datetime(&from.naive_utc());
     cron.iter_after(start)
         .take(count)
@@ -77,9 +206,24 @@ mod tests {
         ] {
             assert!(parse_cron(ok).is_ok(), "{ok}: {:?}", parse_cron(ok).err());
         }
-        for bad in ["", "* * *", "61 * * * *", "0 3 * * MOO", "a b c d e"] {
+        for bad in [
+            "",
+            "* * *",
+            "61 * * * *",
+            "0 3 * * MOO",
+            "a b c d e",
+            "*/0 * * * *",
+        ] {
             assert!(parse_cron(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_cron("0 3 * * MOO").unwrap_err(),
+            "the day-of-week field `MOO` has `MOO`: use 0–7 (0 and 7 are Sunday) or SUN–SAT"
+        );
+        assert_eq!(
+            parse_cron("0 25 * * *").unwrap_err(),
+            "the hour field `25` has 25, outside 0–23"
+        );
     }
 
     #[test]

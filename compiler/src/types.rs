@@ -34,7 +34,10 @@ pub enum Ty {
         args: Vec<Ty>,
     },
     /// An enum, nominal.
-    Enum { def: DefId, name: Arc<str> },
+    Enum {
+        def: DefId,
+        name: Arc<str>,
+    },
     /// A type parameter of the generic declaration being checked.
     Param(Arc<str>),
     /// The type of `none`: flows into every optional type.
@@ -84,7 +87,9 @@ impl Ty {
                 Ty::Record {
                     def: td, args: ta, ..
                 },
-            ) => sd == td && sa.len() == ta.len() && sa.iter().zip(ta).all(|(s, t)| s.flows_into(t)),
+            ) => {
+                sd == td && sa.len() == ta.len() && sa.iter().zip(ta).all(|(s, t)| s.flows_into(t))
+            }
             _ => false,
         }
     }
@@ -154,7 +159,14 @@ impl Ty {
             (Ty::Optional(p), a) => p.infer(a, map),
             (Ty::List(p), Ty::List(a)) => p.infer(a, map),
             (Ty::Map(pk, pv), Ty::Map(ak, av)) => pk.infer(ak, map) && pv.infer(av, map),
-            (Ty::Record { def: pd, args: pa, .. }, Ty::Record { def: ad, args: aa, .. }) => {
+            (
+                Ty::Record {
+                    def: pd, args: pa, ..
+                },
+                Ty::Record {
+                    def: ad, args: aa, ..
+                },
+            ) => {
                 pd == ad && pa.len() == aa.len() && pa.iter().zip(aa).all(|(p, a)| p.infer(a, map))
             }
             _ => true,
@@ -231,8 +243,10 @@ mod tests {
         assert!(Ty::None.flows_into(&Ty::String.optional()));
         assert!(!Ty::None.flows_into(&Ty::String));
         assert!(Ty::List(Box::new(Ty::Int)).flows_into(&Ty::List(Box::new(Ty::Float))));
-        assert!(!Ty::Map(Box::new(Ty::Int), Box::new(Ty::Int))
-            .flows_into(&Ty::Map(Box::new(Ty::String), Box::new(Ty::Int))));
+        assert!(
+            !Ty::Map(Box::new(Ty::Int), Box::new(Ty::Int))
+                .flows_into(&Ty::Map(Box::new(Ty::String), Box::new(Ty::Int)))
+        );
         assert!(rec(1, vec![Ty::Int]).flows_into(&rec(1, vec![Ty::Float])));
         assert!(!rec(1, vec![]).flows_into(&rec(2, vec![])));
     }

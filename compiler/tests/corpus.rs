@@ -11,7 +11,9 @@ use eflow_compiler::diagnostics::Diagnostic;
 use eflow_compiler::ir;
 
 fn corpus_files(dir: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus").join(dir);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/corpus")
+        .join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", root.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -39,12 +41,24 @@ fn plain(a: &Analysis, diags: &[Diagnostic]) -> String {
             d.message
         );
         if !d.primary.message.is_empty() {
-            let _ = writeln!(out, "  label: {} `{}`", d.primary.message, src.snippet(d.primary.span));
+            let _ = writeln!(
+                out,
+                "  label: {} `{}`",
+                d.primary.message,
+                src.snippet(d.primary.span)
+            );
         }
         for s in &d.secondary {
             let ss = a.sources.get(s.file);
             let lc = ss.line_col(s.span.start);
-            let _ = writeln!(out, "  note {}:{}:{}: {}", file_name(&ss.name), lc.line, lc.col, s.message);
+            let _ = writeln!(
+                out,
+                "  note {}:{}:{}: {}",
+                file_name(&ss.name),
+                lc.line,
+                lc.col,
+                s.message
+            );
         }
         if let Some(h) = &d.help {
             let _ = writeln!(out, "  help: {h}");
@@ -59,7 +73,8 @@ fn file_name(name: &str) -> &str {
 
 fn compare(path: &Path, actual: &str) {
     if std::env::var_os("EFLOW_BLESS").is_some() {
-        std::fs::write(path, actual).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        std::fs::write(path, actual)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         return;
     }
     let expected = std::fs::read_to_string(path).unwrap_or_default();
@@ -119,7 +134,11 @@ fn examples_compile_without_diagnostics() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let a = Analysis::from_paths(&[root], &FsLoader).expect("examples are readable");
     let diags = a.diagnostics();
-    assert!(diags.is_empty(), "examples have diagnostics:\n{}", plain(&a, &diags));
+    assert!(
+        diags.is_empty(),
+        "examples have diagnostics:\n{}",
+        plain(&a, &diags)
+    );
     let first = ir::emit::emit(&a, None).expect("emits").to_json();
     let again = ir::emit::emit(&a, None).expect("emits").to_json();
     assert_eq!(first, again, "IR is canonical");

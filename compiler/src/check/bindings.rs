@@ -41,7 +41,12 @@ pub fn connectors() -> Vec<Connector> {
             doc: "POSTs the invocation to a remote system; a remote step completes when the system calls back",
             keys: vec![
                 key("url", Ty::String, true, "where to POST the invocation"),
-                key("timeout", Ty::Duration, false, "how long to wait for the HTTP response (default 30s)"),
+                key(
+                    "timeout",
+                    Ty::Duration,
+                    false,
+                    "how long to wait for the HTTP response (default 30s)",
+                ),
                 key(
                     "headers",
                     Ty::Map(Box::new(Ty::String), Box::new(Ty::String)),
@@ -55,8 +60,18 @@ pub fn connectors() -> Vec<Connector> {
             kinds: &[StepKind::Remote, StepKind::Call],
             doc: "simulated compute for demos, tests and benchmarks: completes after `duration`, fails with probability `failure_rate`",
             keys: vec![
-                key("duration", Ty::Duration, false, "how long the simulated work takes (default 1s)"),
-                key("failure_rate", Ty::Float, false, "probability from 0 to 1 that an attempt fails (default 0)"),
+                key(
+                    "duration",
+                    Ty::Duration,
+                    false,
+                    "how long the simulated work takes (default 1s)",
+                ),
+                key(
+                    "failure_rate",
+                    Ty::Float,
+                    false,
+                    "probability from 0 to 1 that an attempt fails (default 0)",
+                ),
                 key("seed", Ty::Int, false, "seed for the simulated outcomes"),
             ],
         },
@@ -71,8 +86,18 @@ pub fn connectors() -> Vec<Connector> {
             kinds: &[StepKind::Approval],
             doc: "a person's decision through the API, CLI or web UI",
             keys: vec![
-                key("approvers", Ty::List(Box::new(Ty::String)), false, "who may decide"),
-                key("channel", Ty::String, false, "where to announce the request"),
+                key(
+                    "approvers",
+                    Ty::List(Box::new(Ty::String)),
+                    false,
+                    "who may decide",
+                ),
+                key(
+                    "channel",
+                    Ty::String,
+                    false,
+                    "where to announce the request",
+                ),
             ],
         },
     ]
@@ -89,7 +114,28 @@ pub struct CheckedBinding {
     pub span: Span,
 }
 
-pub fn check_bindings(cx: &ModuleCx, world: &World, decl: &BindingsDecl) -> Vec<CheckedBinding> {
+/// Check a `bindings` block. Returns the bindings that are valid, and every step a
+/// binding was written for (valid or not), so a broken binding is not also
+/// reported as missing.
+pub fn check_bindings(
+    cx: &ModuleCx,
+    world: &World,
+    decl: &BindingsDecl,
+) -> (Vec<CheckedBinding>, Vec<(String, DefId)>) {
+    let attempted = decl
+        .entries
+        .iter()
+        .filter_map(|b| {
+            cx.namespace
+                .get(&b.step.name)
+                .filter(|s| s.kind == SymbolKind::Step)
+                .map(|s| (decl.env.name.clone(), s.def))
+        })
+        .collect();
+    (check_block(cx, world, decl), attempted)
+}
+
+fn check_block(cx: &ModuleCx, world: &World, decl: &BindingsDecl) -> Vec<CheckedBinding> {
     let catalogue = connectors();
     let mut out = Vec::new();
     let mut seen: HashMap<&str, Span> = HashMap::new();
@@ -127,7 +173,11 @@ fn check_one(
                 cx.error(
                     Code::BindingUnknownStep,
                     b.step.span,
-                    format!("`{}` is a {}; only steps are bound to connectors", b.step, sym.kind.describe()),
+                    format!(
+                        "`{}` is a {}; only steps are bound to connectors",
+                        b.step,
+                        sym.kind.describe()
+                    ),
                 )
                 .with_help(if sym.kind == SymbolKind::Flow {
                     "a flow runs on the engine itself; bind the steps it calls"
@@ -147,24 +197,37 @@ fn check_one(
             let help = suggest::did_you_mean(&b.step.name, candidates)
                 .unwrap_or_else(|| format!("declare or import the step `{}` in this file", b.step));
             cx.report(
-                cx.error(Code::BindingUnknownStep, b.step.span, format!("binding for unknown step `{}`", b.step))
-                    .with_label("no step of this name here")
-                    .with_help(help),
+                cx.error(
+                    Code::BindingUnknownStep,
+                    b.step.span,
+                    format!("binding for unknown step `{}`", b.step),
+                )
+                .with_label("no step of this name here")
+                .with_help(help),
             );
             None
         }
     };
     let Some(connector) = catalogue.iter().find(|c| c.name == b.connector.name) else {
-        let help = suggest::did_you_mean(&b.connector.name, catalogue.iter().map(|c| c.name)).unwrap_or_else(|| {
-            format!(
-                "the connectors are `{}`",
-                catalogue.iter().map(|c| c.name).collect::<Vec<_>>().join("`, `")
-            )
-        });
+        let help = suggest::did_you_mean(&b.connector.name, catalogue.iter().map(|c| c.name))
+            .unwrap_or_else(|| {
+                format!(
+                    "the connectors are `{}`",
+                    catalogue
+                        .iter()
+                        .map(|c| c.name)
+                        .collect::<Vec<_>>()
+                        .join("`, `")
+                )
+            });
         cx.report(
-            cx.error(Code::UnknownConnector, b.connector.span, format!("unknown connector `{}`", b.connector))
-                .with_label("not a connector")
-                .with_help(help),
+            cx.error(
+                Code::UnknownConnector,
+                b.connector.span,
+                format!("unknown connector `{}`", b.connector),
+            )
+            .with_label("not a connector")
+            .with_help(help),
         );
         return None;
     };
@@ -182,15 +245,22 @@ fn check_one(
                 Code::ConnectorKind,
                 b.connector.span,
                 format!(
-                    "connector `{}` cannot carry out `{}`, a {} step",
+                    "connector `{}` cannot carry out `{}`, {} {} step",
                     connector.name,
                     b.step,
+                    article(sig.kind),
                     sig.kind.keyword()
                 ),
             )
-            .with_label(format!("`{}` is a {} step", b.step, sig.kind.keyword()))
+            .with_label(format!(
+                "`{}` is {} {} step",
+                b.step,
+                article(sig.kind),
+                sig.kind.keyword()
+            ))
             .with_help(if fitting.is_empty() {
-                "wait steps are carried out by the engine's timers and need no binding; remove it".to_string()
+                "wait steps are carried out by the engine's timers and need no binding; remove it"
+                    .to_string()
             } else {
                 format!("use `{}`", fitting.join("` or `"))
             }),
@@ -203,26 +273,40 @@ fn check_one(
     for entry in &b.config {
         if let Some(prev) = seen.insert(&entry.key.name, entry.key.span) {
             cx.report(
-                cx.error(Code::InvalidConfig, entry.key.span, format!("`{}` is given twice", entry.key))
-                    .with_secondary(cx.file, prev, "first given here")
-                    .with_help("remove one of them"),
+                cx.error(
+                    Code::InvalidConfig,
+                    entry.key.span,
+                    format!("`{}` is given twice", entry.key),
+                )
+                .with_secondary(cx.file, prev, "first given here")
+                .with_help("remove one of them"),
             );
             ok = false;
             continue;
         }
         let Some(key) = connector.keys.iter().find(|k| k.name == entry.key.name) else {
-            let help = suggest::did_you_mean(&entry.key.name, connector.keys.iter().map(|k| k.name)).unwrap_or_else(|| {
-                format!(
-                    "`{}` understands `{}`",
-                    connector.name,
-                    connector.keys.iter().map(|k| k.name).collect::<Vec<_>>().join("`, `")
-                )
-            });
+            let help =
+                suggest::did_you_mean(&entry.key.name, connector.keys.iter().map(|k| k.name))
+                    .unwrap_or_else(|| {
+                        format!(
+                            "`{}` understands `{}`",
+                            connector.name,
+                            connector
+                                .keys
+                                .iter()
+                                .map(|k| k.name)
+                                .collect::<Vec<_>>()
+                                .join("`, `")
+                        )
+                    });
             cx.report(
                 cx.error(
                     Code::InvalidConfig,
                     entry.key.span,
-                    format!("connector `{}` has no setting `{}`", connector.name, entry.key),
+                    format!(
+                        "connector `{}` has no setting `{}`",
+                        connector.name, entry.key
+                    ),
                 )
                 .with_label("unknown setting")
                 .with_help(help),
@@ -234,8 +318,12 @@ fn check_one(
             Ok(v) => {
                 if let Err(why) = validate(connector.name, key.name, &v) {
                     cx.report(
-                        cx.error(Code::InvalidConfig, entry.value.span, format!("invalid `{}`: {why}", key.name))
-                            .with_help(key.doc),
+                        cx.error(
+                            Code::InvalidConfig,
+                            entry.value.span,
+                            format!("invalid `{}`: {why}", key.name),
+                        )
+                        .with_help(key.doc),
                     );
                     ok = false;
                 }
@@ -246,7 +334,10 @@ fn check_one(
                     cx.error(
                         Code::InvalidConfig,
                         entry.value.span,
-                        format!("`{}` of connector `{}` expects a `{}`, found {found}", key.name, connector.name, key.ty),
+                        format!(
+                            "`{}` of connector `{}` expects a `{}`, found {found}",
+                            key.name, connector.name, key.ty
+                        ),
                     )
                     .with_label(format!("expected `{}`", key.ty))
                     .with_help(key.doc),
@@ -261,7 +352,10 @@ fn check_one(
         .filter(|k| k.required && !seen.contains_key(k.name))
         .collect();
     if !missing.is_empty() {
-        let names: Vec<String> = missing.iter().map(|k| format!("`{}` ({})", k.name, k.doc)).collect();
+        let names: Vec<String> = missing
+            .iter()
+            .map(|k| format!("`{}` ({})", k.name, k.doc))
+            .collect();
         let example: Vec<String> = missing.iter().map(|k| format!("{}: …", k.name)).collect();
         cx.report(
             cx.error(
@@ -355,4 +449,12 @@ fn validate(connector: &str, key: &str, v: &serde_json::Value) -> Result<(), Str
         _ => {}
     }
     Ok(())
+}
+
+fn article(kind: StepKind) -> &'static str {
+    if kind == StepKind::Approval {
+        "an"
+    } else {
+        "a"
+    }
 }

@@ -34,7 +34,16 @@ pub struct CheckedFlow {
     pub conds: Vec<Cond>,
     pub ret: Option<TExpr>,
     pub timeout_ms: Option<u64>,
-    pub schedule: Option<CheckedSchedule>,
+    pub schedules: Vec<CheckedSchedule>,
+    /// Parameters and nodes referred to anywhere, even in expressions that failed
+    /// to check, so a typo elsewhere does not also make them look unused.
+    pub used_params: BTreeSet<String>,
+    pub used_nodes: BTreeSet<usize>,
+    /// Nodes already reported as never able to run.
+    pub unreachable: BTreeSet<usize>,
+    /// The body has statements that failed to parse: diagnostics that would only
+    /// repeat that (unused values, a missing return) are left out.
+    pub broken: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,10 +154,16 @@ pub enum TExprKind {
     Item(Vec<String>),
     /// A field of the built-in `run`.
     Run(String),
-    Variant { enum_name: Arc<str>, variant: String },
+    Variant {
+        enum_name: Arc<str>,
+        variant: String,
+    },
     List(Vec<TExpr>),
     Map(Vec<(TExpr, TExpr)>),
-    Record { ty: Ty, fields: Vec<(String, TExpr)> },
+    Record {
+        ty: Ty,
+        fields: Vec<(String, TExpr)>,
+    },
     Not(Box<TExpr>),
     Neg(Box<TExpr>),
     Binary(BinOp, Box<TExpr>, Box<TExpr>),
@@ -205,12 +220,19 @@ impl TExpr {
     }
 }
 
+/// Checked arguments by parameter name.
+type Args = Vec<(String, TExpr)>;
+
 /// The fields of the built-in `run` value.
 pub const RUN_FIELDS: &[(&str, Ty, &str)] = &[
     ("id", Ty::String, "the run's id"),
     ("tenant", Ty::String, "the tenant the run belongs to"),
     ("flow", Ty::String, "the flow's name"),
-    ("version", Ty::Int, "the deployed flow version the run started on"),
+    (
+        "version",
+        Ty::Int,
+        "the deployed flow version the run started on",
+    ),
     ("started_at", Ty::Timestamp, "when the run started"),
 ];
 
@@ -222,6 +244,8 @@ struct Site<'g> {
     condition_of: Option<usize>,
     /// The fan-out variable and its element type, inside a fan-out body.
     item: Option<(&'g str, &'g Ty)>,
+    /// The node whose inputs are being checked, if any.
+    node: Option<usize>,
 }
 
 enum Availability {
@@ -247,8 +271,11 @@ struct FlowCx<'a, 'w> {
     lets: Vec<Pending<'a>>,
     names: HashMap<&'a str, usize>,
     conds: Vec<(&'a Expr, Vec<Guard>, Span)>,
-    /// Nodes a condition is wrapped around, per `when`.
     node_types: Vec<Ty>,
+    used_params: BTreeSet<String>,
+    used_nodes: BTreeSet<usize>,
+    broken: bool,
+    unreachable: BTreeSet<usize>,
 }
 
 pub fn check_flow(
@@ -271,10 +298,14 @@ pub fn check_flow(
         names: HashMap::new(),
         conds: Vec::new(),
         node_types: Vec::new(),
+        used_params: BTreeSet::new(),
+        used_nodes: BTreeSet::new(),
+        broken: false,
+        unreachable: BTreeSet::new(),
     };
     let mut ret = None;
     let mut timeout = None;
-    let mut schedule = None;
+    let mut schedule = Vec::new();
     fcx.collect(&decl.body, &[], &mut ret, &mut timeout, &mut schedule);
 
     for (i, p) in fcx.lets.iter().enumerate() {
@@ -313,6 +344,7 @@ pub fn check_flow(
                 guards: &guards,
                 condition_of: Some(w),
                 item: None,
+                node: None,
             };
             let texpr = fcx.expr(expr, Some(&Ty::Bool), &site);
             if !texpr.ty.flows_into(&Ty::Bool) {
@@ -351,6 +383,7 @@ pub fn check_flow(
                     guards: &[],
                     condition_of: None,
                     item: None,
+                    node: None,
                 };
                 let e = fcx.expr_no_refs(d, &sig_ty, &site, "a parameter default");
                 fcx.expect(&e, &sig_ty, "this parameter's default", Some(p.ty.span));
@@ -361,15 +394,21 @@ pub fn check_flow(
 
     let ret = match (ret, &sig.output) {
         (None, Ty::Unit) => None,
+        (None, _) if fcx.broken => None,
         (None, out) => {
             cx.report(
                 cx.error(
                     Code::MissingReturn,
                     decl.name.span,
-                    format!("flow `{}` declares a result of type `{out}` but never returns one", decl.name),
+                    format!(
+                        "flow `{}` declares a result of type `{out}` but never returns one",
+                        decl.name
+                    ),
                 )
                 .with_label("declares a result")
-                .with_help("add `return <value>` to the flow's body, or remove `-> …` from its signature"),
+                .with_help(
+                    "add `return <value>` to the flow's body, or remove `-> …` from its signature",
+                ),
             );
             None
         }
@@ -378,7 +417,10 @@ pub fn check_flow(
                 cx.error(
                     Code::MissingReturn,
                     e.span,
-                    format!("flow `{}` has no result type but returns a value", decl.name),
+                    format!(
+                        "flow `{}` has no result type but returns a value",
+                        decl.name
+                    ),
                 )
                 .with_label("returned here")
                 .with_help("declare the result type: `flow Name(…) -> Type { … }`"),
@@ -390,15 +432,24 @@ pub fn check_flow(
                 guards: &[],
                 condition_of: None,
                 item: None,
+                node: None,
             };
             let out = out.clone();
             let t = fcx.expr(e, Some(&out), &site);
-            fcx.expect(&t, &out, "the flow's result", decl.output.as_ref().map(|o| o.span));
+            fcx.expect(
+                &t,
+                &out,
+                "the flow's result",
+                decl.output.as_ref().map(|o| o.span),
+            );
             Some(t)
         }
     };
 
-    let schedule = schedule.and_then(|s| fcx.schedule(s, &decl.params));
+    let schedules = schedule
+        .into_iter()
+        .filter_map(|s| fcx.schedule(s, &decl.params))
+        .collect();
 
     Some(CheckedFlow {
         def,
@@ -412,7 +463,11 @@ pub fn check_flow(
         conds,
         ret,
         timeout_ms: timeout,
-        schedule,
+        schedules,
+        used_params: fcx.used_params,
+        used_nodes: fcx.used_nodes,
+        unreachable: fcx.unreachable,
+        broken: fcx.broken,
     })
 }
 
@@ -423,7 +478,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         guards: &[Guard],
         ret: &mut Option<&'a Expr>,
         timeout: &mut Option<u64>,
-        schedule: &mut Option<&'a ast::Schedule>,
+        schedule: &mut Vec<&'a ast::Schedule>,
     ) {
         let cx = self.cx;
         let top = guards.is_empty();
@@ -482,14 +537,22 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         misplaced(stmt.span, "timeout");
                     } else if timeout.is_some() {
                         cx.report(
-                            cx.error(Code::DuplicateOption, stmt.span, "the flow's timeout is set twice")
-                                .with_label("second `timeout`")
-                                .with_help("keep one `timeout`"),
+                            cx.error(
+                                Code::DuplicateOption,
+                                stmt.span,
+                                "the flow's timeout is set twice",
+                            )
+                            .with_label("second `timeout`")
+                            .with_help("keep one `timeout`"),
                         );
                     } else if d.millis == 0 {
                         cx.report(
-                            cx.error(Code::InvalidOption, d.span, "a flow timeout must be longer than zero")
-                                .with_help("write a duration such as `30d`"),
+                            cx.error(
+                                Code::InvalidOption,
+                                d.span,
+                                "a flow timeout must be longer than zero",
+                            )
+                            .with_help("write a duration such as `30d`"),
                         );
                     } else {
                         *timeout = Some(d.millis);
@@ -498,17 +561,11 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 StmtKind::Schedule(s) => {
                     if !top {
                         misplaced(stmt.span, "schedule");
-                    } else if schedule.is_some() {
-                        cx.report(
-                            cx.error(Code::DuplicateOption, stmt.span, "a flow has at most one schedule")
-                                .with_label("second `schedule`")
-                                .with_help("to start runs at several times, combine them in one cron expression, or write a second flow that calls this one"),
-                        );
                     } else {
-                        *schedule = Some(s);
+                        schedule.push(s);
                     }
                 }
-                StmtKind::Error => {}
+                StmtKind::Error => self.broken = true,
             }
         }
     }
@@ -547,12 +604,19 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     cx.error(
                         Code::NotCallable,
                         call.callee.span,
-                        format!("`{}` is a {}, not a step or flow", call.callee.name, kind.describe()),
+                        format!(
+                            "`{}` is a {}, not a step or flow",
+                            call.callee.name,
+                            kind.describe()
+                        ),
                     )
                     .with_label("called here")
                     .with_secondary(sym.def.file, sym.span, "defined here")
                     .with_help(if kind == SymbolKind::Record {
-                        format!("to build a `{0}` value write `{0} {{ field: value }}` as an argument", call.callee.name)
+                        format!(
+                            "to build a `{0}` value write `{0} {{ field: value }}` as an argument",
+                            call.callee.name
+                        )
                     } else {
                         "only steps and flows can be called".to_string()
                     }),
@@ -607,6 +671,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 guards: &guards,
                 condition_of: None,
                 item: None,
+                node: None,
             };
             let over = self.expr(&f.over, None, &site);
             elem_ty = match &over.ty {
@@ -623,7 +688,8 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     d.help = Some(if other.is_optional() {
                         "the value may be absent: give a default with `?? []`".to_string()
                     } else {
-                        "fan out over a `List<…>`, e.g. a step output of type `List<Segment>`".to_string()
+                        "fan out over a `List<…>`, e.g. a step output of type `List<Segment>`"
+                            .to_string()
                     });
                     cx.report(d);
                     Ty::Error
@@ -631,11 +697,17 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             };
             if let JoinPolicy::AtLeast(0) = f.join.policy {
                 cx.report(
-                    cx.error(Code::InvalidOption, f.join.span, "`join at_least 0` waits for nothing")
-                        .with_help("use `join at_least 1` or more, `join any` or `join all`"),
+                    cx.error(
+                        Code::InvalidOption,
+                        f.join.span,
+                        "`join at_least 0` waits for nothing",
+                    )
+                    .with_help("use `join at_least 1` or more, `join any` or `join all`"),
                 );
             }
-            if self.names.contains_key(f.var.name.as_str()) || self.sig.params.iter().any(|q| q.name == f.var.name) {
+            if self.names.contains_key(f.var.name.as_str())
+                || self.sig.params.iter().any(|q| q.name == f.var.name)
+            {
                 cx.report(
                     cx.error(
                         Code::Duplicate,
@@ -660,6 +732,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             guards: &guards,
             condition_of: None,
             item: item_name.map(|n| (n, &elem_ty)),
+            node: Some(i),
         };
         let (args, type_args, out) = match sig {
             Some(ItemSig::Step(s)) => self.step_args(call, s, &site),
@@ -701,23 +774,35 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 for n in names {
                     match self.names.get(n.name.as_str()) {
                         Some(&j) if j == i => cx.report(
-                            cx.error(Code::Cycle, n.span, format!("`{}` cannot run after itself", n.name))
-                                .with_help("remove it from `after`"),
+                            cx.error(
+                                Code::Cycle,
+                                n.span,
+                                format!("`{}` cannot run after itself", n.name),
+                            )
+                            .with_help("remove it from `after`"),
                         ),
                         Some(&j) => {
+                            self.used_nodes.insert(j);
                             after.push(j);
                             deps.insert(j);
                             if let Availability::Exclusive(g) = self.availability(j, &site) {
                                 self.report_exclusive(&let_stmt.name, n, n.span, g);
+                                self.unreachable.insert(i);
                             }
                         }
                         None => {
                             let help = suggest::did_you_mean(&n.name, self.names.keys().copied())
-                                .unwrap_or_else(|| "`after` names other steps of this flow".to_string());
+                                .unwrap_or_else(|| {
+                                    "`after` names other steps of this flow".to_string()
+                                });
                             cx.report(
-                                cx.error(Code::UnknownName, n.span, format!("no step named `{}` in this flow", n.name))
-                                    .with_label("unknown step")
-                                    .with_help(help),
+                                cx.error(
+                                    Code::UnknownName,
+                                    n.span,
+                                    format!("no step named `{}` in this flow", n.name),
+                                )
+                                .with_label("unknown step")
+                                .with_help(help),
                             );
                         }
                     }
@@ -750,7 +835,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         call: &Call,
         s: &StepSig,
         site: &Site,
-    ) -> (Vec<(String, TExpr)>, Vec<(Arc<str>, Ty)>, Ty) {
+    ) -> (Args, Vec<(Arc<str>, Ty)>, Ty) {
         let (args, map, out) = self.args(call, &s.params, &s.generics, &s.output, site);
         let type_args = s
             .generics
@@ -768,7 +853,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         generics: &[Arc<str>],
         output: &Ty,
         site: &Site,
-    ) -> (Vec<(String, TExpr)>, HashMap<Arc<str>, Ty>, Ty) {
+    ) -> (Args, HashMap<Arc<str>, Ty>, Ty) {
         let cx = self.cx;
         let mut given: HashMap<&str, &Arg> = HashMap::new();
         let mut typed = Vec::new();
@@ -776,10 +861,14 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         for a in &call.args {
             if let Some(prev) = given.insert(&a.name.name, a) {
                 cx.report(
-                    cx.error(Code::DuplicateArgument, a.name.span, format!("argument `{}` is given twice", a.name))
-                        .with_label("given again here")
-                        .with_secondary(cx.file, prev.name.span, "first given here")
-                        .with_help("remove one of them"),
+                    cx.error(
+                        Code::DuplicateArgument,
+                        a.name.span,
+                        format!("argument `{}` is given twice", a.name),
+                    )
+                    .with_label("given again here")
+                    .with_secondary(cx.file, prev.name.span, "first given here")
+                    .with_help("remove one of them"),
                 );
                 continue;
             }
@@ -791,21 +880,29 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         format!("`{}` has no parameter named `{}`", call.callee.name, a.name),
                     )
                     .with_label("unknown argument");
-                let expected: Vec<String> = params.iter().map(|p| format!("`{}: {}`", p.name, p.ty)).collect();
+                let expected: Vec<String> = params
+                    .iter()
+                    .map(|p| format!("`{}: {}`", p.name, p.ty))
+                    .collect();
                 d.help = Some(
-                    suggest::did_you_mean(&a.name.name, params.iter().map(|p| p.name.as_str())).unwrap_or_else(|| {
-                        if expected.is_empty() {
-                            format!("`{}` takes no arguments", call.callee.name)
-                        } else {
-                            format!("its parameters are {}", expected.join(", "))
-                        }
-                    }),
+                    suggest::did_you_mean(&a.name.name, params.iter().map(|p| p.name.as_str()))
+                        .unwrap_or_else(|| {
+                            if expected.is_empty() {
+                                format!("`{}` takes no arguments", call.callee.name)
+                            } else {
+                                format!("its parameters are {}", expected.join(", "))
+                            }
+                        }),
                 );
                 cx.report(d);
                 self.expr(&a.value, None, site);
                 continue;
             };
-            let expected = if param.ty.has_params() { None } else { Some(&param.ty) };
+            let expected = if param.ty.has_params() {
+                None
+            } else {
+                Some(&param.ty)
+            };
             let value = self.expr(&a.value, expected, site);
             if param.ty.has_params() {
                 if !param.ty.infer(&value.ty, &mut map) {
@@ -841,7 +938,10 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             .filter(|p| !p.omittable && !given.contains_key(p.name.as_str()))
             .collect();
         if !missing.is_empty() {
-            let list: Vec<String> = missing.iter().map(|p| format!("`{}: {}`", p.name, p.ty)).collect();
+            let list: Vec<String> = missing
+                .iter()
+                .map(|p| format!("`{}: {}`", p.name, p.ty))
+                .collect();
             let example: Vec<String> = missing.iter().map(|p| format!("{}: …", p.name)).collect();
             let mut d = cx
                 .error(
@@ -863,12 +963,20 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         }
         let mut out = output.subst(&map);
         if out.has_params() {
-            let unresolved: Vec<&str> = generics.iter().filter(|g| !map.contains_key(*g)).map(|g| &**g).collect();
+            let unresolved: Vec<&str> = generics
+                .iter()
+                .filter(|g| !map.contains_key(*g))
+                .map(|g| &**g)
+                .collect();
             cx.report(
                 cx.error(
                     Code::CannotInfer,
                     call.callee.span,
-                    format!("cannot infer type parameter `{}` of `{}`", unresolved.join("`, `"), call.callee.name),
+                    format!(
+                        "cannot infer type parameter `{}` of `{}`",
+                        unresolved.join("`, `"),
+                        call.callee.name
+                    ),
                 )
                 .with_label("called here")
                 .with_help("pass the argument that determines it"),
@@ -901,14 +1009,23 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         self.mismatch(value, expected, what, decl_span.map(|s| (self.cx.file, s)));
     }
 
-    fn mismatch(&self, value: &TExpr, expected: &Ty, what: &str, decl: Option<(crate::source::FileId, Span)>) {
+    fn mismatch(
+        &self,
+        value: &TExpr,
+        expected: &Ty,
+        what: &str,
+        decl: Option<(crate::source::FileId, Span)>,
+    ) {
         let cx = self.cx;
         let found = &value.ty;
-        let (code, message, help) = if found.is_optional() && found.unwrap_optional().flows_into(expected) {
+        let (code, message, help) = if found.is_optional()
+            && found.unwrap_optional().flows_into(expected)
+        {
             (
                 Code::MaybeAbsent,
                 format!("{what} expects `{expected}`, but this value may be absent (`{found}`)"),
-                "give a default with `?? value`, or move this step inside the same `when` block".to_string(),
+                "give a default with `?? value`, or move this step inside the same `when` block"
+                    .to_string(),
             )
         } else {
             let help = match (found, expected) {
@@ -933,12 +1050,20 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             .with_label(format!("this is `{found}`"))
             .with_help(help);
         if let Some((file, span)) = decl {
-            d = d.with_secondary(file, span, format!("`{expected}` is expected because of this"));
+            d = d.with_secondary(
+                file,
+                span,
+                format!("`{expected}` is expected because of this"),
+            );
         }
         if let TExprKind::Node(i, _) = &value.kind
             && let Some(p) = self.lets.get(*i)
         {
-            d = d.with_secondary(cx.file, p.let_stmt.name.span, format!("`{}` is defined here", p.let_stmt.name));
+            d = d.with_secondary(
+                cx.file,
+                p.let_stmt.name.span,
+                format!("`{}` is defined here", p.let_stmt.name),
+            );
         }
         cx.report(d);
     }
@@ -966,10 +1091,14 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             };
             if let Some(prev) = seen.insert(key, opt.span) {
                 cx.report(
-                    cx.error(Code::DuplicateOption, opt.span, format!("`{key}` is given twice"))
-                        .with_label("given again here")
-                        .with_secondary(cx.file, prev, "first given here")
-                        .with_help(format!("keep one `{key}`")),
+                    cx.error(
+                        Code::DuplicateOption,
+                        opt.span,
+                        format!("`{key}` is given twice"),
+                    )
+                    .with_label("given again here")
+                    .with_secondary(cx.file, prev, "first given here")
+                    .with_help(format!("keep one `{key}`")),
                 );
                 continue;
             }
@@ -998,9 +1127,13 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     }
                     if n.value < 1 || n.value > 1000 {
                         cx.report(
-                            cx.error(Code::InvalidOption, n.span, format!("`retry {}` is out of range", n.value))
-                                .with_label("the total number of attempts, from 1 to 1000")
-                                .with_help("`retry 3` means: try at most three times in all"),
+                            cx.error(
+                                Code::InvalidOption,
+                                n.span,
+                                format!("`retry {}` is out of range", n.value),
+                            )
+                            .with_label("the total number of attempts, from 1 to 1000")
+                            .with_help("`retry 3` means: try at most three times in all"),
                         );
                     } else {
                         o.retry = Some(n.value as u32);
@@ -1037,7 +1170,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         continue;
                     }
                     for n in names {
-                        if n.name == "Timeout" || raises.iter().any(|r| *r == n.name) {
+                        if n.name == "Timeout" || raises.contains(&n.name) {
                             o.non_retryable.push(n.name.clone());
                             continue;
                         }
@@ -1058,7 +1191,11 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                             cx.error(
                                 Code::UnknownError,
                                 n.span,
-                                format!("`{}` does not raise an error named `{}`", Self::call_name(let_stmt), n.name),
+                                format!(
+                                    "`{}` does not raise an error named `{}`",
+                                    Self::call_name(let_stmt),
+                                    n.name
+                                ),
                             )
                             .with_label("unknown error name")
                             .with_help(help),
@@ -1068,8 +1205,12 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 StepOptionKind::Timeout(d) => {
                     if d.millis == 0 {
                         cx.report(
-                            cx.error(Code::InvalidOption, d.span, "a timeout must be longer than zero")
-                                .with_help("write a duration such as `2h`"),
+                            cx.error(
+                                Code::InvalidOption,
+                                d.span,
+                                "a timeout must be longer than zero",
+                            )
+                            .with_help("write a duration such as `2h`"),
                         );
                     } else {
                         o.timeout_ms = Some(d.millis);
@@ -1079,8 +1220,12 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 StepOptionKind::Parallel(n) => {
                     if !fan_out {
                         cx.report(
-                            cx.error(Code::InvalidOption, opt.span, "`parallel` applies only to a `for` fan-out")
-                                .with_help("remove it, or fan out with `for x in list join all { … }`"),
+                            cx.error(
+                                Code::InvalidOption,
+                                opt.span,
+                                "`parallel` applies only to a `for` fan-out",
+                            )
+                            .with_help("remove it, or fan out with `for x in list join all { … }`"),
                         );
                     } else if n.value < 1 {
                         cx.report(
@@ -1143,7 +1288,11 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         if !nodes.is_empty() || !params.is_empty() {
             self.cx.report(
                 self.cx
-                    .error(Code::InvalidOption, e.span, format!("{what} must be a constant"))
+                    .error(
+                        Code::InvalidOption,
+                        e.span,
+                        format!("{what} must be a constant"),
+                    )
                     .with_label("refers to a step or parameter")
                     .with_help("write a literal value here"),
             );
@@ -1154,7 +1303,11 @@ impl<'a, 'w> FlowCx<'a, 'w> {
 
     fn expr(&mut self, e: &Expr, expected: Option<&Ty>, site: &Site) -> TExpr {
         let cx = self.cx;
-        let mk = |kind, ty| TExpr { kind, ty, span: e.span };
+        let mk = |kind, ty| TExpr {
+            kind,
+            ty,
+            span: e.span,
+        };
         match &e.kind {
             ExprKind::Int(v) => {
                 if expected == Some(&Ty::Float) || expected == Some(&Ty::Float.optional()) {
@@ -1237,8 +1390,12 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 let k = kt.unwrap_or(Ty::String);
                 if !matches!(k, Ty::String | Ty::Int | Ty::Enum { .. } | Ty::Error) {
                     cx.report(
-                        cx.error(Code::InvalidMapKey, e.span, format!("`{k}` cannot be a map key"))
-                            .with_help("map keys must be String, Int or an enum"),
+                        cx.error(
+                            Code::InvalidMapKey,
+                            e.span,
+                            format!("`{k}` cannot be a map key"),
+                        )
+                        .with_help("map keys must be String, Int or an enum"),
                     );
                 }
                 mk(
@@ -1286,7 +1443,15 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         cx.report(d);
     }
 
-    fn binary(&mut self, e: &Expr, op: BinOp, lhs: &Expr, rhs: &Expr, expected: Option<&Ty>, site: &Site) -> TExpr {
+    fn binary(
+        &mut self,
+        e: &Expr,
+        op: BinOp,
+        lhs: &Expr,
+        rhs: &Expr,
+        expected: Option<&Ty>,
+        site: &Site,
+    ) -> TExpr {
         let cx = self.cx;
         let l = self.expr(lhs, None, site);
         match op {
@@ -1309,7 +1474,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                             cx.error(
                                 Code::InvalidOperands,
                                 lhs.span,
-                                format!("the left side of `??` is `{other}`, which is never absent"),
+                                format!(
+                                    "the left side of `??` is `{other}`, which is never absent"
+                                ),
                             )
                             .with_label("never absent")
                             .with_help("remove `?? …`: the default would never be used"),
@@ -1319,7 +1486,11 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 };
                 let r = self.expr(rhs, Some(&inner), site);
                 let ty = if r.ty.flows_into(&inner) {
-                    if r.ty.is_optional() { inner.optional() } else { inner }
+                    if r.ty.is_optional() {
+                        inner.optional()
+                    } else {
+                        inner
+                    }
                 } else if let Some(j) = inner.join(&r.ty) {
                     j
                 } else {
@@ -1345,11 +1516,20 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         }
                     }
                     _ => {
-                        let ordered = |t: &Ty| matches!(t, Ty::Int | Ty::Float | Ty::Duration | Ty::Timestamp | Ty::String | Ty::Error);
+                        let ordered = |t: &Ty| {
+                            matches!(
+                                t,
+                                Ty::Int | Ty::Float | Ty::Duration | Ty::Timestamp | Ty::Error
+                            )
+                        };
                         let numeric = |t: &Ty| matches!(t, Ty::Int | Ty::Float);
                         for side in [&l, &r] {
                             if !ordered(&side.ty) {
-                                self.bad_operand(op.symbol(), side, "numbers, durations, timestamps or strings");
+                                self.bad_operand(
+                                    op.symbol(),
+                                    side,
+                                    "numbers, durations or timestamps",
+                                );
                             }
                         }
                         if ordered(&l.ty)
@@ -1411,8 +1591,12 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 other => {
                     if other != Ty::Error {
                         cx.report(
-                            cx.error(Code::TypeMismatch, name.span, format!("`{}` is `{other}`, not a record", name))
-                                .with_help("only records are built with `Name { field: value }`"),
+                            cx.error(
+                                Code::TypeMismatch,
+                                name.span,
+                                format!("`{}` is `{other}`, not a record", name),
+                            )
+                            .with_help("only records are built with `Name { field: value }`"),
                         );
                     }
                     return TExpr::error(e.span);
@@ -1444,23 +1628,37 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         for f in fields {
             if let Some(prev) = seen.insert(&f.name.name, f.name.span) {
                 cx.report(
-                    cx.error(Code::DuplicateArgument, f.name.span, format!("field `{}` is given twice", f.name))
-                        .with_secondary(cx.file, prev, "first given here")
-                        .with_help("remove one of them"),
+                    cx.error(
+                        Code::DuplicateArgument,
+                        f.name.span,
+                        format!("field `{}` is given twice", f.name),
+                    )
+                    .with_secondary(cx.file, prev, "first given here")
+                    .with_help("remove one of them"),
                 );
                 continue;
             }
             let Some(field) = sig.field(&f.name.name) else {
-                let help = suggest::did_you_mean(&f.name.name, sig.fields.iter().map(|x| x.name.as_str()))
-                    .unwrap_or_else(|| {
-                        let names: Vec<&str> = sig.fields.iter().map(|x| x.name.as_str()).collect();
-                        format!("the fields of `{}` are `{}`", sig.name, names.join("`, `"))
-                    });
+                let help =
+                    suggest::did_you_mean(&f.name.name, sig.fields.iter().map(|x| x.name.as_str()))
+                        .unwrap_or_else(|| {
+                            let names: Vec<&str> =
+                                sig.fields.iter().map(|x| x.name.as_str()).collect();
+                            format!("the fields of `{}` are `{}`", sig.name, names.join("`, `"))
+                        });
                 cx.report(
-                    cx.error(Code::UnknownField, f.name.span, format!("`{}` has no field `{}`", sig.name, f.name))
-                        .with_label("unknown field")
-                        .with_secondary(def.file, self.item_name_span(def), format!("`{}` is defined here", sig.name))
-                        .with_help(help),
+                    cx.error(
+                        Code::UnknownField,
+                        f.name.span,
+                        format!("`{}` has no field `{}`", sig.name, f.name),
+                    )
+                    .with_label("unknown field")
+                    .with_secondary(
+                        def.file,
+                        self.item_name_span(def),
+                        format!("`{}` is defined here", sig.name),
+                    )
+                    .with_help(help),
                 );
                 self.expr(&f.value, None, site);
                 continue;
@@ -1468,7 +1666,11 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             let expected_ty = field.ty.subst(&map);
             let v = self.expr(
                 &f.value,
-                if expected_ty.has_params() { None } else { Some(&expected_ty) },
+                if expected_ty.has_params() {
+                    None
+                } else {
+                    Some(&expected_ty)
+                },
                 site,
             );
             if field.ty.has_params() {
@@ -1476,7 +1678,12 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             }
             let t = field.ty.subst(&map);
             if !t.has_params() {
-                self.expect(&v, &t, &format!("field `{}` of `{}`", field.name, sig.name), None);
+                self.expect(
+                    &v,
+                    &t,
+                    &format!("field `{}` of `{}`", field.name, sig.name),
+                    None,
+                );
             }
             out.push((field.name.clone(), v));
         }
@@ -1491,7 +1698,12 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 cx.error(
                     Code::MissingField,
                     name.span,
-                    format!("`{}` is missing field{} {}", sig.name, if missing.len() == 1 { "" } else { "s" }, missing.join(", ")),
+                    format!(
+                        "`{}` is missing field{} {}",
+                        sig.name,
+                        if missing.len() == 1 { "" } else { "s" },
+                        missing.join(", ")
+                    ),
                 )
                 .with_label("built here")
                 .with_help("give every field that is not optional (`T?`) a value"),
@@ -1502,9 +1714,16 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             .iter()
             .map(|g| map.get(g).cloned().unwrap_or(Ty::Error))
             .collect();
-        let ty = Ty::Record { def, name: rname, args };
+        let ty = Ty::Record {
+            def,
+            name: rname,
+            args,
+        };
         TExpr {
-            kind: TExprKind::Record { ty: ty.clone(), fields: out },
+            kind: TExprKind::Record {
+                ty: ty.clone(),
+                fields: out,
+            },
             ty,
             span: e.span,
         }
@@ -1529,7 +1748,11 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         };
         let rest = &segments[1..];
         let name = first.name.as_str();
-        let mk = |kind, ty| TExpr { kind, ty, span: e.span };
+        let mk = |kind, ty| TExpr {
+            kind,
+            ty,
+            span: e.span,
+        };
 
         if let Some((var, ty)) = site.item
             && var == name
@@ -1538,10 +1761,12 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             return mk(TExprKind::Item(names(rest)), ty);
         }
         if let Some(p) = self.sig.params.iter().find(|p| p.name == name) {
+            self.used_params.insert(p.name.clone());
             let ty = self.fields(p.ty.clone(), rest);
             return mk(TExprKind::Param(name.to_string(), names(rest)), ty);
         }
         if let Some(&i) = self.names.get(name) {
+            self.used_nodes.insert(i);
             let base = self.node_types[i].clone();
             let base = match self.availability(i, site) {
                 Availability::Definite => {
@@ -1558,7 +1783,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                             .with_secondary(cx.file, self.lets[i].let_stmt.name.span, "defined here")
                             .with_help(format!("move `{name}` out of the `when` block so it runs before the condition")),
                         );
-                        Ty::Error
+                        return TExpr::error(e.span);
                     } else {
                         base
                     }
@@ -1581,10 +1806,10 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                             .with_help(if inside {
                                 format!("move `{name}` out of the `when` block so it runs before the condition")
                             } else {
-                                format!("nest this `when` inside the `when` that defines `{name}`, or give a default with `({name}.field ?? value)`")
+                                format!("nest this `when` inside the `when` that defines `{name}`")
                             }),
                         );
-                        Ty::Error
+                        return TExpr::error(e.span);
                     } else {
                         base.optional()
                     }
@@ -1592,13 +1817,20 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 Availability::Exclusive(g) => {
                     let user = self.site_name(site);
                     self.report_exclusive(&user, first, first.span, g);
+                    if let Some(n) = site.node {
+                        self.unreachable.insert(n);
+                    }
                     Ty::Error
                 }
             };
             if base == Ty::Unit && !rest.is_empty() {
                 cx.report(
-                    cx.error(Code::UnknownField, first.span, format!("`{name}` produces nothing"))
-                        .with_help("its step has no output; it can only be used in `after`"),
+                    cx.error(
+                        Code::UnknownField,
+                        first.span,
+                        format!("`{name}` produces nothing"),
+                    )
+                    .with_help("its step has no output; it can only be used in `after`"),
                 );
                 return TExpr::error(e.span);
             }
@@ -1614,12 +1846,20 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 return TExpr::error(e.span);
             };
             let Some((_, ty, _)) = RUN_FIELDS.iter().find(|(n, _, _)| *n == field.name) else {
-                let help = suggest::did_you_mean(&field.name, RUN_FIELDS.iter().map(|(n, _, _)| *n))
-                    .unwrap_or_else(|| "its fields are `id`, `tenant`, `flow`, `version`, `started_at`".to_string());
+                let help =
+                    suggest::did_you_mean(&field.name, RUN_FIELDS.iter().map(|(n, _, _)| *n))
+                        .unwrap_or_else(|| {
+                            "its fields are `id`, `tenant`, `flow`, `version`, `started_at`"
+                                .to_string()
+                        });
                 cx.report(
-                    cx.error(Code::UnknownField, field.span, format!("`run` has no field `{}`", field.name))
-                        .with_label("unknown field")
-                        .with_help(help),
+                    cx.error(
+                        Code::UnknownField,
+                        field.span,
+                        format!("`run` has no field `{}`", field.name),
+                    )
+                    .with_label("unknown field")
+                    .with_help(help),
                 );
                 return TExpr::error(e.span);
             };
@@ -1632,25 +1872,43 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             {
                 let Some(variant) = rest.first() else {
                     cx.report(
-                        cx.error(Code::TypeMismatch, first.span, format!("`{name}` is an enum type, not a value"))
-                            .with_help(format!("pick one of its values: `{name}.{}`", en.variants.first().map(String::as_str).unwrap_or("…"))),
+                        cx.error(
+                            Code::TypeMismatch,
+                            first.span,
+                            format!("`{name}` is an enum type, not a value"),
+                        )
+                        .with_help(format!(
+                            "pick one of its values: `{name}.{}`",
+                            en.variants.first().map(String::as_str).unwrap_or("…")
+                        )),
                     );
                     return TExpr::error(e.span);
                 };
-                if !en.variants.iter().any(|v| *v == variant.name) {
-                    let help = suggest::did_you_mean(&variant.name, en.variants.iter().map(String::as_str))
-                        .unwrap_or_else(|| format!("its values are `{}`", en.variants.join("`, `")));
+                if !en.variants.contains(&variant.name) {
+                    let help = suggest::did_you_mean(
+                        &variant.name,
+                        en.variants.iter().map(String::as_str),
+                    )
+                    .unwrap_or_else(|| format!("its values are `{}`", en.variants.join("`, `")));
                     cx.report(
-                        cx.error(Code::UnknownVariant, variant.span, format!("`{name}` has no value `{}`", variant.name))
-                            .with_label("unknown value")
-                            .with_help(help),
+                        cx.error(
+                            Code::UnknownVariant,
+                            variant.span,
+                            format!("`{name}` has no value `{}`", variant.name),
+                        )
+                        .with_label("unknown value")
+                        .with_help(help),
                     );
                     return TExpr::error(e.span);
                 }
                 if rest.len() > 1 {
                     cx.report(
-                        cx.error(Code::UnknownField, rest[1].span, format!("`{name}.{}` has no fields", variant.name))
-                            .with_help("enum values have no fields"),
+                        cx.error(
+                            Code::UnknownField,
+                            rest[1].span,
+                            format!("`{name}.{}` has no fields", variant.name),
+                        )
+                        .with_help("enum values have no fields"),
                     );
                 }
                 return mk(
@@ -1672,7 +1930,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 )
                 .with_label("used as a value here")
                 .with_help(match sym.kind {
-                    SymbolKind::Step | SymbolKind::Flow => format!("call it in a `let`: `let x = {name}(…)`, then use `x`"),
+                    SymbolKind::Step | SymbolKind::Flow => {
+                        format!("call it in a `let`: `let x = {name}(…)`, then use `x`")
+                    }
                     SymbolKind::Record => format!("build a value with `{name} {{ field: value }}`"),
                     _ => "use a value of this type instead".to_string(),
                 }),
@@ -1688,20 +1948,29 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         let help = suggest::did_you_mean(name, candidates.iter().copied()).unwrap_or_else(|| {
             "values are flow parameters, names defined with `let`, and `run`".to_string()
         });
+        if self.broken {
+            // Most likely defined by the statement that failed to parse.
+            return TExpr::error(e.span);
+        }
         cx.report(
-            cx.error(Code::UnknownName, first.span, format!("unknown name `{name}`"))
-                .with_label("not defined in this flow")
-                .with_help(help),
+            cx.error(
+                Code::UnknownName,
+                first.span,
+                format!("unknown name `{name}`"),
+            )
+            .with_label("not defined in this flow")
+            .with_help(help),
         );
         TExpr::error(e.span)
     }
 
     fn site_name(&self, site: &Site) -> Ident {
-        // Only used in messages; a site is a node or a condition.
-        let _ = site;
-        Ident {
-            name: "this step".to_string(),
-            span: Span::default(),
+        match site.node {
+            Some(i) => self.lets[i].let_stmt.name.clone(),
+            None => Ident {
+                name: "this value".to_string(),
+                span: Span::default(),
+            },
         }
     }
 
@@ -1716,20 +1985,37 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         return Ty::Error;
                     };
                     let Some(field) = sig.field(&f.name) else {
-                        let help = suggest::did_you_mean(&f.name, sig.fields.iter().map(|x| x.name.as_str()))
-                            .unwrap_or_else(|| {
-                                let names: Vec<&str> = sig.fields.iter().map(|x| x.name.as_str()).collect();
-                                format!("the fields of `{name}` are `{}`", names.join("`, `"))
-                            });
+                        let help = suggest::did_you_mean(
+                            &f.name,
+                            sig.fields.iter().map(|x| x.name.as_str()),
+                        )
+                        .unwrap_or_else(|| {
+                            let names: Vec<&str> =
+                                sig.fields.iter().map(|x| x.name.as_str()).collect();
+                            format!("the fields of `{name}` are `{}`", names.join("`, `"))
+                        });
                         cx.report(
-                            cx.error(Code::UnknownField, f.span, format!("`{name}` has no field `{}`", f.name))
-                                .with_label("unknown field")
-                                .with_secondary(def.file, self.item_name_span(*def), format!("`{name}` is defined here"))
-                                .with_help(help),
+                            cx.error(
+                                Code::UnknownField,
+                                f.span,
+                                format!("`{name}` has no field `{}`", f.name),
+                            )
+                            .with_label("unknown field")
+                            .with_secondary(
+                                def.file,
+                                self.item_name_span(*def),
+                                format!("`{name}` is defined here"),
+                            )
+                            .with_help(help),
                         );
                         return Ty::Error;
                     };
-                    let map: HashMap<Arc<str>, Ty> = sig.generics.iter().cloned().zip(args.iter().cloned()).collect();
+                    let map: HashMap<Arc<str>, Ty> = sig
+                        .generics
+                        .iter()
+                        .cloned()
+                        .zip(args.iter().cloned())
+                        .collect();
                     field.ty.subst(&map)
                 }
                 Ty::Optional(inner) => {
@@ -1752,9 +2038,13 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 }
                 other => {
                     cx.report(
-                        cx.error(Code::UnknownField, f.span, format!("`{other}` has no fields"))
-                            .with_label(format!("`.{}` on a `{other}`", f.name))
-                            .with_help("only records have fields"),
+                        cx.error(
+                            Code::UnknownField,
+                            f.span,
+                            format!("`{other}` has no fields"),
+                        )
+                        .with_label(format!("`.{}` on a `{other}`", f.name))
+                        .with_help("only records have fields"),
                     );
                     return Ty::Error;
                 }
@@ -1784,9 +2074,13 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             };
             if let Some(prev) = seen.insert(key, c.span) {
                 cx.report(
-                    cx.error(Code::DuplicateOption, c.span, format!("`{key}` is given twice"))
-                        .with_secondary(cx.file, prev, "first given here")
-                        .with_help(format!("keep one `{key}`")),
+                    cx.error(
+                        Code::DuplicateOption,
+                        c.span,
+                        format!("`{key}` is given twice"),
+                    )
+                    .with_secondary(cx.file, prev, "first given here")
+                    .with_help(format!("keep one `{key}`")),
                 );
                 ok = false;
                 continue;
@@ -1798,9 +2092,13 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         Ok(_) => timezone = tz.value.clone(),
                         Err(help) => {
                             cx.report(
-                                cx.error(Code::UnknownTimezone, tz.span, format!("unknown time zone `{}`", tz.value))
-                                    .with_label("not an IANA time zone name")
-                                    .with_help(help),
+                                cx.error(
+                                    Code::UnknownTimezone,
+                                    tz.span,
+                                    format!("unknown time zone `{}`", tz.value),
+                                )
+                                .with_label("not an IANA time zone name")
+                                .with_help(help),
                             );
                             ok = false;
                         }
@@ -1814,13 +2112,21 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     }
                 }
                 ast::ScheduleClauseKind::Catchup { policy, within: w } => {
-                    if let Some(v) = self.one_of(policy, "catchup", crate::schedule::CATCHUP_POLICIES) {
+                    if let Some(v) =
+                        self.one_of(policy, "catchup", crate::schedule::CATCHUP_POLICIES)
+                    {
                         match (v.as_str(), w) {
                             ("all", Some(d)) if d.millis > 0 => within = Some(d.millis),
                             ("all", _) => {
                                 cx.report(
-                                    cx.error(Code::InvalidOption, c.span, "`catchup all` needs a window")
-                                        .with_help("say how far back to catch up: `catchup all within 7d`"),
+                                    cx.error(
+                                        Code::InvalidOption,
+                                        c.span,
+                                        "`catchup all` needs a window",
+                                    )
+                                    .with_help(
+                                        "say how far back to catch up: `catchup all within 7d`",
+                                    ),
                                 );
                                 ok = false;
                             }
@@ -1844,23 +2150,43 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         guards: &[],
                         condition_of: None,
                         item: None,
+                        node: None,
                     };
                     let mut given: HashMap<&str, Span> = HashMap::new();
                     for a in args {
                         if given.insert(&a.name.name, a.name.span).is_some() {
                             cx.report(
-                                cx.error(Code::DuplicateArgument, a.name.span, format!("input `{}` is given twice", a.name))
-                                    .with_help("remove one of them"),
+                                cx.error(
+                                    Code::DuplicateArgument,
+                                    a.name.span,
+                                    format!("input `{}` is given twice", a.name),
+                                )
+                                .with_help("remove one of them"),
                             );
                             continue;
                         }
-                        let Some(p) = self.sig.params.iter().find(|p| p.name == a.name.name).cloned() else {
-                            let help = suggest::did_you_mean(&a.name.name, self.sig.params.iter().map(|p| p.name.as_str()))
-                                .unwrap_or_else(|| "`input(…)` gives values to the flow's parameters".to_string());
+                        let Some(p) = self
+                            .sig
+                            .params
+                            .iter()
+                            .find(|p| p.name == a.name.name)
+                            .cloned()
+                        else {
+                            let help = suggest::did_you_mean(
+                                &a.name.name,
+                                self.sig.params.iter().map(|p| p.name.as_str()),
+                            )
+                            .unwrap_or_else(|| {
+                                "`input(…)` gives values to the flow's parameters".to_string()
+                            });
                             cx.report(
-                                cx.error(Code::UnknownArgument, a.name.span, format!("the flow has no parameter `{}`", a.name))
-                                    .with_label("unknown parameter")
-                                    .with_help(help),
+                                cx.error(
+                                    Code::UnknownArgument,
+                                    a.name.span,
+                                    format!("the flow has no parameter `{}`", a.name),
+                                )
+                                .with_label("unknown parameter")
+                                .with_help(help),
                             );
                             continue;
                         };
@@ -1888,7 +2214,12 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         let missing: Vec<&ast::Param> = params
             .iter()
             .filter(|p| p.default.is_none() && !given.contains(&p.name.name.as_str()))
-            .filter(|p| self.sig.params.iter().any(|q| q.name == p.name.name && !q.ty.is_optional()))
+            .filter(|p| {
+                self.sig
+                    .params
+                    .iter()
+                    .any(|q| q.name == p.name.name && !q.ty.is_optional())
+            })
             .collect();
         if !missing.is_empty() {
             let names: Vec<String> = missing.iter().map(|p| format!("{}: …", p.name)).collect();
@@ -1899,11 +2230,18 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     format!(
                         "scheduled runs need a value for parameter{} `{}`",
                         if missing.len() == 1 { "" } else { "s" },
-                        missing.iter().map(|p| p.name.name.as_str()).collect::<Vec<_>>().join("`, `")
+                        missing
+                            .iter()
+                            .map(|p| p.name.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join("`, `")
                     ),
                 )
                 .with_secondary(cx.file, missing[0].name.span, "no default here")
-                .with_help(format!("add `input({})` to the schedule, or give the parameter a default", names.join(", "))),
+                .with_help(format!(
+                    "add `input({})` to the schedule, or give the parameter a default",
+                    names.join(", ")
+                )),
             );
             ok = false;
         }
@@ -1927,9 +2265,13 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         let help = suggest::did_you_mean(&id.name, allowed.iter().copied())
             .unwrap_or_else(|| format!("use one of `{}`", allowed.join("`, `")));
         cx.report(
-            cx.error(Code::InvalidOption, id.span, format!("unknown {what} policy `{}`", id.name))
-                .with_label(format!("one of `{}`", allowed.join("`, `")))
-                .with_help(help),
+            cx.error(
+                Code::InvalidOption,
+                id.span,
+                format!("unknown {what} policy `{}`", id.name),
+            )
+            .with_label(format!("one of `{}`", allowed.join("`, `")))
+            .with_help(help),
         );
         None
     }

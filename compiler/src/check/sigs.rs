@@ -8,9 +8,7 @@ use crate::diagnostics::{Code, Diagnostic};
 use crate::names::{Namespace, SymbolKind};
 use crate::source::FileId;
 use crate::suggest;
-use crate::syntax::ast::{
-    File, Ident, ItemKind, Param, Span, StepKind, TypeExpr, TypeExprKind,
-};
+use crate::syntax::ast::{File, Ident, ItemKind, Param, Span, StepKind, TypeExpr, TypeExprKind};
 use crate::types::{DefId, PRIMITIVES, Ty};
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -215,8 +213,12 @@ fn resolve(
         )
         .with_label("not defined or imported here");
         d.help = Some(
-            suggest::did_you_mean(&name.name, candidates)
-                .unwrap_or_else(|| format!("define it with `record {} {{ … }}` or import it with `from \"…\" import {}`", name.name, name.name)),
+            suggest::did_you_mean(&name.name, candidates).unwrap_or_else(|| {
+                format!(
+                    "define it with `record {} {{ … }}` or import it with `from \"…\" import {}`",
+                    name.name, name.name
+                )
+            }),
         );
         report(d);
         return Ty::Error;
@@ -280,7 +282,11 @@ fn resolve(
                     format!("`{}` is a {}, not a type", name.name, kind.describe()),
                 )
                 .with_label("used as a type here")
-                .with_secondary(def.file, sym.span, format!("`{}` is defined here", name.name)),
+                .with_secondary(
+                    def.file,
+                    sym.span,
+                    format!("`{}` is defined here", name.name),
+                ),
             );
             Ty::Error
         }
@@ -332,8 +338,12 @@ pub fn module_sigs(scope: &Scope, cx: &ModuleCx) -> Vec<ItemSig> {
                 }
                 if variants.is_empty() {
                     cx.report(
-                        cx.error(Code::InvalidOption, e.name.span, format!("enum `{}` has no variants", e.name))
-                            .with_help("list its values: `enum Stage { Staging, Production }`"),
+                        cx.error(
+                            Code::InvalidOption,
+                            e.name.span,
+                            format!("enum `{}` has no variants", e.name),
+                        )
+                        .with_help("list its values: `enum Stage { Staging, Production }`"),
                     );
                 }
                 ItemSig::Enum(EnumSig {
@@ -347,7 +357,11 @@ pub fn module_sigs(scope: &Scope, cx: &ModuleCx) -> Vec<ItemSig> {
                 // stack, which starts with this alias.
                 let def = DefId {
                     file: cx.file,
-                    item: ast.items.iter().position(|i| std::ptr::eq(i, item)).unwrap_or(0) as u32,
+                    item: ast
+                        .items
+                        .iter()
+                        .position(|i| std::ptr::eq(i, item))
+                        .unwrap_or(0) as u32,
                 };
                 let ty = resolve(scope, cx.file, Some(cx), &a.ty, &generics, &mut vec![def]);
                 ItemSig::Alias(AliasSig { generics, ty })
@@ -412,7 +426,12 @@ fn generic_names(cx: &ModuleCx, generics: &[Ident]) -> Vec<Arc<str>> {
     out
 }
 
-fn param_sigs(cx: &ModuleCx, tr: &TypeResolver, params: &[Param], generics: &[Arc<str>]) -> Vec<ParamSig> {
+fn param_sigs(
+    cx: &ModuleCx,
+    tr: &TypeResolver,
+    params: &[Param],
+    generics: &[Arc<str>],
+) -> Vec<ParamSig> {
     let mut seen = HashMap::new();
     let mut out = Vec::new();
     for p in params {
@@ -432,7 +451,13 @@ fn param_sigs(cx: &ModuleCx, tr: &TypeResolver, params: &[Param], generics: &[Ar
 }
 
 /// A type parameter that appears only in the output can never be inferred.
-fn unused_generic_in_output(cx: &ModuleCx, generics: &[Ident], params: &[ParamSig], output: &Ty, span: Span) {
+fn unused_generic_in_output(
+    cx: &ModuleCx,
+    generics: &[Ident],
+    params: &[ParamSig],
+    output: &Ty,
+    span: Span,
+) {
     let mut in_params = HashSet::new();
     for p in params {
         collect_params(&p.ty, &mut in_params);
@@ -445,11 +470,17 @@ fn unused_generic_in_output(cx: &ModuleCx, generics: &[Ident], params: &[ParamSi
                 cx.error(
                     Code::CannotInfer,
                     span,
-                    format!("type parameter `{}` appears in the output but in no parameter", g.name),
+                    format!(
+                        "type parameter `{}` appears in the output but in no parameter",
+                        g.name
+                    ),
                 )
                 .with_label("cannot be inferred from the arguments")
                 .with_secondary(cx.file, g.span, "declared here")
-                .with_help(format!("take a parameter of type `{}`, or use a concrete output type", g.name)),
+                .with_help(format!(
+                    "take a parameter of type `{}`, or use a concrete output type",
+                    g.name
+                )),
             );
         }
     }

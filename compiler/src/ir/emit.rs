@@ -64,7 +64,11 @@ pub fn emit(analysis: &Analysis, files: Option<&[FileId]>) -> Result<Bundle, Vec
         return Err(errors);
     }
     let lower = Lower { a: analysis };
-    let mut flows: Vec<Flow> = wanted.iter().filter_map(|d| analysis.flow(*d)).map(|f| lower.flow(f)).collect();
+    let mut flows: Vec<Flow> = wanted
+        .iter()
+        .filter_map(|d| analysis.flow(*d))
+        .map(|f| lower.flow(f))
+        .collect();
     flows.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Bundle {
         ir_version: IR_VERSION,
@@ -159,7 +163,9 @@ impl Lower<'_> {
                 }
                 Type::Enum { name }
             }
-            Ty::Param(n) => Type::Param { name: n.to_string() },
+            Ty::Param(n) => Type::Param {
+                name: n.to_string(),
+            },
         }
     }
 
@@ -234,9 +240,15 @@ impl Lower<'_> {
                         }
                     }
                     Callee::Flow(def) => Call::Flow {
-                        name: self.a.flow(def).map(|sf| sf.name.to_string()).unwrap_or_default(),
+                        name: self
+                            .a
+                            .flow(def)
+                            .map(|sf| sf.name.to_string())
+                            .unwrap_or_default(),
                     },
-                    Callee::Error => Call::Flow { name: String::new() },
+                    Callee::Error => Call::Flow {
+                        name: String::new(),
+                    },
                 };
                 let retryable = matches!(
                     n.call.step_kind,
@@ -256,7 +268,12 @@ impl Lower<'_> {
                 Node {
                     id: n.name.clone(),
                     call,
-                    inputs: n.call.args.iter().map(|(k, v)| (k.clone(), self.expr(v, f))).collect(),
+                    inputs: n
+                        .call
+                        .args
+                        .iter()
+                        .map(|(k, v)| (k.clone(), self.expr(v, f)))
+                        .collect(),
                     fan_out: n.fan_out.as_ref().map(|fo| FanOut {
                         over: self.expr(&fo.over, f),
                         item: fo.var.clone(),
@@ -299,24 +316,32 @@ impl Lower<'_> {
             }
             bindings.insert(env.to_string(), m);
         }
-        let schedule = f.schedule.as_ref().map(|s| Schedule {
-            cron: s.cron.clone(),
-            timezone: s.timezone.clone(),
-            overlap: match s.overlap.as_str() {
-                "buffer_one" => Overlap::BufferOne,
-                "allow_all" => Overlap::AllowAll,
-                "cancel_running" => Overlap::CancelRunning,
-                _ => Overlap::Skip,
-            },
-            catchup: match s.catchup.as_str() {
-                "skip" => Catchup::Skip,
-                "all" => Catchup::All,
-                _ => Catchup::Once,
-            },
-            catchup_window_ms: s.catchup_within_ms,
-            jitter_ms: s.jitter_ms,
-            input: s.input.iter().map(|(k, v)| (k.clone(), constant(v))).collect(),
-        });
+        let schedules = f
+            .schedules
+            .iter()
+            .map(|s| Schedule {
+                cron: s.cron.clone(),
+                timezone: s.timezone.clone(),
+                overlap: match s.overlap.as_str() {
+                    "buffer_one" => Overlap::BufferOne,
+                    "allow_all" => Overlap::AllowAll,
+                    "cancel_running" => Overlap::CancelRunning,
+                    _ => Overlap::Skip,
+                },
+                catchup: match s.catchup.as_str() {
+                    "skip" => Catchup::Skip,
+                    "all" => Catchup::All,
+                    _ => Catchup::Once,
+                },
+                catchup_window_ms: s.catchup_within_ms,
+                jitter_ms: s.jitter_ms,
+                input: s
+                    .input
+                    .iter()
+                    .map(|(k, v)| (k.clone(), constant(v)))
+                    .collect(),
+            })
+            .collect();
         let mut out = Flow {
             name: f.name.to_string(),
             module: self.a.module(file).name.clone(),
@@ -325,7 +350,7 @@ impl Lower<'_> {
             params,
             output,
             timeout_ms: f.timeout_ms,
-            schedule,
+            schedules,
             nodes,
             conditions: f.conds.iter().map(|c| self.expr(&c.expr, f)).collect(),
             result: f.ret.as_ref().map(|r| self.expr(r, f)),
@@ -349,7 +374,9 @@ impl Lower<'_> {
                 path: path.clone(),
             },
             TExprKind::Item(path) => Expr::Item { path: path.clone() },
-            TExprKind::Run(field) => Expr::Run { field: field.clone() },
+            TExprKind::Run(field) => Expr::Run {
+                field: field.clone(),
+            },
             TExprKind::List(items) => Expr::List(items.iter().map(|i| self.expr(i, f)).collect()),
             TExprKind::Map(entries) => Expr::Map(
                 entries
@@ -362,7 +389,10 @@ impl Lower<'_> {
                     Ty::Record { def, .. } => self.qualified(*def),
                     _ => String::new(),
                 },
-                fields: fields.iter().map(|(k, v)| (k.clone(), self.expr(v, f))).collect(),
+                fields: fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), self.expr(v, f)))
+                    .collect(),
             },
             TExprKind::Not(i) => Expr::Not(Box::new(self.expr(i, f))),
             TExprKind::Neg(i) => Expr::Neg(Box::new(self.expr(i, f))),
@@ -391,7 +421,9 @@ pub fn constant(e: &TExpr) -> serde_json::Value {
     use serde_json::Value;
     match &e.kind {
         TExprKind::Int(i) => Value::from(*i),
-        TExprKind::Float(x) => serde_json::Number::from_f64(*x).map(Value::Number).unwrap_or(Value::Null),
+        TExprKind::Float(x) => serde_json::Number::from_f64(*x)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
         TExprKind::Str(s) => Value::String(s.clone()),
         TExprKind::Bool(b) => Value::Bool(*b),
         TExprKind::Duration(ms) => Value::from(*ms),
@@ -409,15 +441,22 @@ pub fn constant(e: &TExpr) -> serde_json::Value {
                 })
                 .collect(),
         ),
-        TExprKind::Record { fields, .. } => {
-            Value::Object(fields.iter().map(|(k, v)| (k.clone(), constant(v))).collect())
-        }
+        TExprKind::Record { fields, .. } => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), constant(v)))
+                .collect(),
+        ),
         TExprKind::Neg(inner) => match constant(inner) {
             Value::Number(n) => n
                 .as_i64()
                 .and_then(i64::checked_neg)
                 .map(Value::from)
-                .or_else(|| n.as_f64().and_then(|x| serde_json::Number::from_f64(-x)).map(Value::Number))
+                .or_else(|| {
+                    n.as_f64()
+                        .and_then(|x| serde_json::Number::from_f64(-x))
+                        .map(Value::Number)
+                })
                 .unwrap_or(Value::Null),
             _ => Value::Null,
         },
@@ -443,6 +482,11 @@ pub fn emit_one(bundle: &Bundle, name: &str) -> Bundle {
     }
     Bundle {
         ir_version: bundle.ir_version,
-        flows: bundle.flows.iter().filter(|f| wanted.contains(&f.name)).cloned().collect(),
+        flows: bundle
+            .flows
+            .iter()
+            .filter(|f| wanted.contains(&f.name))
+            .cloned()
+            .collect(),
     }
 }

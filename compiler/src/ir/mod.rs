@@ -42,8 +42,9 @@ pub struct Flow {
     /// The whole run's deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<Schedule>,
+    /// Each schedule starts runs with its own input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<Schedule>,
     /// Steps, in source order.
     pub nodes: Vec<Node>,
     /// `when` conditions; nodes refer to them by index in `guards`.
@@ -306,9 +307,14 @@ pub struct Retry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Backoff {
-    Fixed { delay_ms: u64 },
+    Fixed {
+        delay_ms: u64,
+    },
     /// Doubles from `initial_ms` up to `max_ms`.
-    Exponential { initial_ms: u64, max_ms: u64 },
+    Exponential {
+        initial_ms: u64,
+        max_ms: u64,
+    },
 }
 
 /// An expression, evaluated by the runtime over the run's values.
@@ -336,7 +342,9 @@ pub enum Expr {
         path: Vec<String>,
     },
     /// A field of the run: `id`, `tenant`, `flow`, `version`, `started_at`.
-    Run { field: String },
+    Run {
+        field: String,
+    },
     List(Vec<Expr>),
     /// Entries in source order.
     Map(Vec<(Expr, Expr)>),
