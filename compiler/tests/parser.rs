@@ -820,6 +820,31 @@ fn broken_statement_becomes_error_and_the_rest_parses() {
 }
 
 #[test]
+fn statement_by_statement_parse_agrees_with_whole_flow_parse() {
+    // A broken last statement sends the flow down the recovering path; everything
+    // before it must come out exactly as the one-go parse gives it.
+    let good = parse_ok(SAMPLE);
+    let cut = SAMPLE.find("    return reg").expect("return");
+    let broken_src = format!("{}    let = \n{}", &SAMPLE[..cut], &SAMPLE[cut..]);
+    let (broken, diags) = parse_err(&broken_src);
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    let (a, b) = (flow_body(&good, 8), flow_body(&broken, 8));
+    assert_eq!(b.len(), a.len() + 1);
+    assert_eq!(a[..5], b[..5]);
+    assert!(matches!(b[5].kind, StmtKind::Error));
+    let ItemKind::Flow(fa) = &good.items[8].kind else {
+        panic!()
+    };
+    let ItemKind::Flow(fb) = &broken.items[8].kind else {
+        panic!()
+    };
+    assert_eq!(
+        (&fa.name, &fa.params, &fa.output),
+        (&fb.name, &fb.params, &fb.output)
+    );
+}
+
+#[test]
 fn recovery_inside_when_blocks() {
     let src =
         "flow F() {\n    when x {\n        let a = A(\n    }\n    let b = B()\n}\nrecord R {}\n";
@@ -1176,7 +1201,11 @@ fn big_file(lines: usize) -> String {
 #[test]
 #[ignore]
 fn timing_100k_lines() {
-    let text = big_file(100_000);
+    let lines = std::env::var("PARSER_BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let text = big_file(lines);
     for _ in 0..3 {
         let t = std::time::Instant::now();
         let (f, d) = parse(FileId(0), &text);

@@ -2,7 +2,7 @@
 //! diagnostics written for people ("expected `:`, found `=`"), with a help line
 //! where the mistake is a common one.
 
-use pest::error::{Error, ErrorVariant, InputLocation};
+use pest::error::{Error, ErrorVariant};
 
 use super::grammar::Rule;
 use super::lexer::{self, ITEM_KEYWORDS, TokKind, Token};
@@ -221,13 +221,8 @@ pub(crate) fn too_deep(file: FileId, span: Span) -> Diagnostic {
         .with_help("split the expression or type into smaller named parts")
 }
 
-/// The diagnostic for a failed pest parse of `site`.
-pub(crate) fn from_pest(site: &Site<'_>, err: &Error<Rule>) -> Diagnostic {
-    let rel = match err.location {
-        InputLocation::Pos(p) => p,
-        InputLocation::Span((s, _)) => s,
-    };
-    let pos = site.base + rel;
+/// The diagnostic for a failed pest parse of `site`, whose error is at byte `pos`.
+pub(crate) fn from_pest(site: &Site<'_>, err: &Error<Rule>, pos: usize) -> Diagnostic {
     let found = found_token(site, pos);
     let positives = match &err.variant {
         ErrorVariant::ParsingError { positives, .. } => positives.clone(),

@@ -1,10 +1,11 @@
-//! A small hand-written tokenizer that works beside the pest grammar.
+//! The hand-written tokenizer that feeds the pest grammar.
 //!
-//! pest stops at the first error, so the driver needs its own view of the tokens to
-//! split a file into items, to find where to resume after a broken statement, to
-//! describe the token an error is at, to collect comments and to cap nesting depth
-//! before pest recurses. It only has to agree with the grammar on what is a comment,
-//! a string and a bracket; everything else is a word, a number or a punctuation mark.
+//! pest parses a string with one character per token (see `grammar.pest` and
+//! [`token_char`]), not the source text: this lexer produces those tokens. The
+//! driver also needs its own view of the tokens because pest stops at the first
+//! error: to split a file into items, to find where to resume after a broken
+//! statement, to describe the token an error is at, to collect comments and to cap
+//! nesting depth before pest recurses.
 
 /// Keywords of the language (design note 0001).
 pub(crate) const KEYWORDS: &[&str] = &[
@@ -151,9 +152,7 @@ pub(crate) fn token_at(text: &str, pos: usize) -> Token {
         }
         TokKind::Word
     } else if b.is_ascii_digit() {
-        while end < bytes.len() && (is_ident_char(bytes[end]) || bytes[end] == b'.') {
-            end += 1;
-        }
+        end = number_end(bytes, pos).1;
         TokKind::Number
     } else if b == b'"' {
         let mut closed = false;
@@ -193,6 +192,137 @@ pub(crate) fn token_at(text: &str, pos: usize) -> Token {
     }
 }
 
+/// Where the number token at `pos` ends, after the longest `digits[.digits][e[±]digits]`
+/// prefix (returned first) and any letters, digits, `_` or `.` glued to it.
+fn number_end(bytes: &[u8], pos: usize) -> (usize, usize) {
+    let digits = |mut i: usize| {
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        i
+    };
+    let is_digit_at = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_digit);
+    let mut end = digits(pos);
+    if bytes.get(end) == Some(&b'.') && is_digit_at(end + 1) {
+        end = digits(end + 1);
+    }
+    if matches!(bytes.get(end), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(bytes.get(end + 1), Some(b'+' | b'-')));
+        if is_digit_at(end + 1 + sign) {
+            end = digits(end + 1 + sign);
+        }
+    }
+    let numeric = end;
+    while end < bytes.len() && (is_ident_char(bytes[end]) || bytes[end] == b'.') {
+        end += 1;
+    }
+    (numeric, end)
+}
+
+/// The character standing for a token in the token string that pest parses
+/// (see `grammar.pest`): classes of tokens are digits, keywords are letters and
+/// punctuation is itself, or another sign for two-character operators.
+pub(crate) fn token_char(text: &str, tok: Token) -> char {
+    let raw = tok.text(text);
+    match tok.kind {
+        TokKind::Eof => '7',
+        TokKind::Str { closed: true } => '3',
+        TokKind::Str { closed: false } => '4',
+        TokKind::Word => match keyword_index(raw) {
+            Some(i) => keyword_char(i),
+            None if raw.as_bytes()[0].is_ascii_uppercase() => '6',
+            None => '5',
+        },
+        TokKind::Number => {
+            let bytes = text.as_bytes();
+            let (numeric, end) = number_end(bytes, tok.start);
+            let head = &text[tok.start..numeric];
+            let tail = &text[numeric..end];
+            let is_float = head.contains(['.', 'e', 'E']);
+            if tail.is_empty() {
+                if is_float { '1' } else { '0' }
+            } else if !is_float && tail.bytes().all(is_ident_char) {
+                // Digits glued to letters: a duration, its units checked later.
+                '2'
+            } else {
+                '7'
+            }
+        }
+        TokKind::Punct => match raw {
+            "(" | ")" | "{" | "}" | "[" | "]" | "," | ":" | "." | "=" | "<" | ">" | "?" | "-" => {
+                raw.chars().next().unwrap_or('7')
+            }
+            "->" => '^',
+            "??" => '$',
+            "==" => '#',
+            "!=" => '!',
+            "<=" => '&',
+            ">=" => '|',
+            _ => '7',
+        },
+    }
+}
+
+/// The position of `word` in [`KEYWORDS`]. A `match` rather than a search: this
+/// runs for every word of every file.
+fn keyword_index(word: &str) -> Option<usize> {
+    let i = match word {
+        "from" => 0,
+        "import" => 1,
+        "as" => 2,
+        "record" => 3,
+        "enum" => 4,
+        "type" => 5,
+        "remote" => 6,
+        "call" => 7,
+        "approval" => 8,
+        "wait" => 9,
+        "step" => 10,
+        "flow" => 11,
+        "bindings" => 12,
+        "let" => 13,
+        "when" => 14,
+        "else" => 15,
+        "for" => 16,
+        "in" => 17,
+        "join" => 18,
+        "all" => 19,
+        "any" => 20,
+        "at_least" => 21,
+        "return" => 22,
+        "timeout" => 23,
+        "schedule" => 24,
+        "timezone" => 25,
+        "overlap" => 26,
+        "catchup" => 27,
+        "within" => 28,
+        "jitter" => 29,
+        "input" => 30,
+        "retry" => 31,
+        "backoff" => 32,
+        "fixed" => 33,
+        "exponential" => 34,
+        "non_retryable" => 35,
+        "after" => 36,
+        "parallel" => 37,
+        "raises" => 38,
+        "true" => 39,
+        "false" => 40,
+        "none" => 41,
+        "and" => 42,
+        "or" => 43,
+        "not" => 44,
+        _ => return None,
+    };
+    Some(i)
+}
+
+/// The character of the `i`-th keyword of [`KEYWORDS`]: `a`–`z`, then `A`–`S`.
+pub(crate) fn keyword_char(i: usize) -> char {
+    let i = i as u8;
+    char::from(if i < 26 { b'a' + i } else { b'A' + (i - 26) })
+}
+
 /// The next token at or after `pos`.
 pub(crate) fn next_token(text: &str, pos: usize) -> Token {
     token_at(text, skip_trivia(text, pos))
@@ -210,6 +340,10 @@ pub(crate) struct Chunk {
 #[derive(Debug, Default)]
 pub(crate) struct Scan {
     pub chunks: Vec<Chunk>,
+    /// Every token of the file, in order.
+    pub tokens: Vec<Token>,
+    /// One character per token (see [`token_char`]): what pest parses.
+    pub token_str: String,
     /// `//` comments that are not doc comments, as spans from `//` to the line's end
     /// (a trailing `\r` excluded).
     pub comments: Vec<(usize, usize)>,
@@ -261,6 +395,8 @@ pub(crate) fn scan(text: &str) -> Scan {
         if tok.kind == TokKind::Eof {
             break;
         }
+        out.tokens.push(tok);
+        out.token_str.push(token_char(text, tok));
         let word = tok.text(text);
         let column0 = tok.start == 0 || bytes[tok.start - 1] == b'\n';
         let item_start = starts.is_empty()
@@ -399,6 +535,16 @@ mod tests {
     fn column_zero_keyword_restarts_after_missing_brace() {
         let text = "flow F() {\n  let x = A()\nrecord B { b: Int }\n";
         assert_eq!(scan(text).chunks.len(), 2);
+    }
+
+    #[test]
+    fn token_string() {
+        let text = "let x = Foo(a: 1, b: 2.5e-3, c: 1h30m, d: \"s\") -> ?? == // c\n 1.5s";
+        assert_eq!(scan(text).token_str, "n5=6(5:0,5:1,5:2,5:3)^$#7");
+        assert_eq!(keyword_char(KEYWORDS.len() - 1), 'S');
+        for (i, k) in KEYWORDS.iter().enumerate() {
+            assert_eq!(keyword_index(k), Some(i), "{k}");
+        }
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Parsing `.eflow` text into the syntax tree, recovering after errors.
 //!
-//! pest stops at its first error, so the grammar is never run on a whole file. The
-//! hand-written scanner in [`lexer`] splits the file into top-level items and pest
-//! parses each one on its own; a flow body is walked statement by statement the
-//! same way. A broken item or statement becomes an `Error` node with one
-//! diagnostic, and parsing goes on with the next one, so one run reports every
-//! independent mistake. Comments never reach the tree through pest: the scanner
+//! The lexer turns the file into tokens, and pest parses a string of one character
+//! per token (see `grammar.pest`); pair positions are token indices, mapped back
+//! to bytes here. pest stops at its first error, so the grammar is never run on a
+//! whole file: the lexer splits the file into top-level items and pest parses each
+//! one on its own. A flow is first parsed in one go; if that fails, its body is
+//! walked statement by statement. A broken item or statement becomes an `Error`
+//! node with one diagnostic and parsing goes on with the next one, so one run
+//! reports every independent mistake. Comments never reach pest: the lexer
 //! collects them, and doc comments are attached by position.
 
 use std::collections::HashMap;
@@ -15,7 +17,7 @@ use pest::iterators::Pair;
 
 use super::errors::{self, Ctx, Site};
 use super::grammar::{EflowParser, Rule};
-use super::lexer::{self, Chunk, ITEM_KEYWORDS, TokKind};
+use super::lexer::{self, Chunk, ITEM_KEYWORDS, TokKind, Token};
 use super::literals;
 use crate::diagnostics::{self, Code, Diagnostic};
 use crate::source::FileId;
@@ -34,22 +36,18 @@ const PARALLEL_MIN_BYTES: usize = 256 * 1024;
 /// Parse one file. Always returns a tree; syntax errors come back as diagnostics.
 pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
     let scan = lexer::scan(text);
-    let mut trivia = scan.comments.clone();
-    trivia.extend_from_slice(&scan.doc_lines);
-    trivia.sort_unstable();
-    let blanked = blank(text, &trivia);
     let docs = DocMap::new(text, &scan.doc_lines);
     let run = |chunks: &[Chunk]| {
         let mut p = Parser {
             file,
             text,
-            src: &blanked,
+            toks: &scan.tokens,
+            token_str: &scan.token_str,
             base: 0,
             diags: Vec::new(),
             docs: &docs,
             used_docs: Vec::new(),
             deep_reported: false,
-            trivia: &trivia,
         };
         let items: Vec<Item> = chunks.iter().map(|c| p.item(c)).collect();
         (items, p.diags, p.used_docs)
@@ -106,19 +104,6 @@ pub fn parse(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
     }
     diagnostics::sort(&mut diags);
     (File { items, comments }, diags)
-}
-
-/// `text` with each comment replaced by as many spaces as it has bytes.
-fn blank(text: &str, comments: &[(usize, usize)]) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut pos = 0;
-    for &(s, e) in comments {
-        out.push_str(&text[pos..s]);
-        out.extend(std::iter::repeat_n(' ', e - s));
-        pos = e;
-    }
-    out.push_str(&text[pos..]);
-    out
 }
 
 fn comment(text: &str, start: usize, end: usize) -> Comment {
@@ -204,9 +189,10 @@ struct Parser<'t> {
     file: FileId,
     /// The file as written: for messages, comments and docs.
     text: &'t str,
-    /// The same with comments blanked out: what pest parses.
-    src: &'t str,
-    /// Offset of the slice the current pest pairs come from.
+    /// The file's tokens, and one character per token: what pest parses.
+    toks: &'t [Token],
+    token_str: &'t str,
+    /// Index of the first token of the input the current pest pairs come from.
     base: usize,
     diags: Vec<Diagnostic>,
     docs: &'t DocMap,
@@ -214,8 +200,6 @@ struct Parser<'t> {
     used_docs: Vec<u32>,
     /// One "too deep" report per item or statement is enough.
     deep_reported: bool,
-    /// All comment spans (`//` and `///`), sorted, to trim them off pair spans.
-    trivia: &'t [(usize, usize)],
 }
 
 type P<'i> = Pair<'i, Rule>;
@@ -283,10 +267,10 @@ impl<'t> Parser<'t> {
         if word == "flow" {
             return self.flow(chunk);
         }
-        let slice = &self.src[chunk.start..chunk.end];
-        match EflowParser::parse(Rule::item, slice) {
+        let (first, input) = self.input(chunk.start, chunk.end);
+        match EflowParser::parse(Rule::item, input) {
             Ok(mut pairs) => {
-                self.base = chunk.start;
+                self.base = first;
                 let built = pairs
                     .next()
                     .ok_or(Malformed)
@@ -307,7 +291,8 @@ impl<'t> Parser<'t> {
             }
             Err(e) => {
                 let site = self.site(chunk.start, chunk.end, Ctx::Item);
-                self.diags.push(errors::from_pest(&site, &e));
+                let at = self.error_pos(&e, first, chunk.end);
+                self.diags.push(errors::from_pest(&site, &e, at));
                 self.error_item(chunk)
             }
         }
@@ -325,20 +310,42 @@ impl<'t> Parser<'t> {
     }
 
     fn flow(&mut self, chunk: &Chunk) -> Item {
-        let slice = &self.src[chunk.start..chunk.end];
-        let head = match EflowParser::parse(Rule::flow_head, slice) {
+        let (first, input) = self.input(chunk.start, chunk.end);
+        if let Ok(mut pairs) = EflowParser::parse(Rule::flow_item, input) {
+            self.base = first;
+            let (diags, docs) = (self.diags.len(), self.used_docs.len());
+            let built = pairs
+                .next()
+                .ok_or(Malformed)
+                .and_then(|p| self.whole_flow(p));
+            if built.is_err() {
+                // Never expected; if it happens, the slow path below reports afresh.
+                self.diags.truncate(diags);
+                self.used_docs.truncate(docs);
+            }
+            if let Ok(flow) = built {
+                let span = Span::new(chunk.start, flow.1);
+                return Item {
+                    doc: self.take_doc(span.start),
+                    kind: ItemKind::Flow(flow.0),
+                    span,
+                };
+            }
+        }
+        let head = match EflowParser::parse(Rule::flow_head, input) {
             Ok(mut pairs) => pairs.next(),
             Err(e) => {
                 let site = self.site(chunk.start, chunk.end, Ctx::Item);
-                self.diags.push(errors::from_pest(&site, &e));
+                let at = self.error_pos(&e, first, chunk.end);
+                self.diags.push(errors::from_pest(&site, &e, at));
                 return self.error_item(chunk);
             }
         };
-        self.base = chunk.start;
+        self.base = first;
         let Some(head) = head else {
             return self.internal(chunk);
         };
-        let head_end = chunk.start + head.as_span().end();
+        let head_end = self.span(&head).end as usize;
         let Ok((name, params, output, open)) = self.flow_head(head) else {
             return self.internal(chunk);
         };
@@ -368,6 +375,66 @@ impl<'t> Parser<'t> {
         }
     }
 
+    /// A flow parsed by `flow_item` in one go, and the end of its last token.
+    fn whole_flow(&mut self, p: P<'_>) -> R<(FlowDecl, usize)> {
+        let mut name = None;
+        let mut params = Vec::new();
+        let mut output = None;
+        let mut body = None;
+        let mut end = 0;
+        for c in p.into_inner() {
+            match c.as_rule() {
+                Rule::type_name => name = Some(self.ident(&c)),
+                Rule::params => params = self.params(c)?,
+                Rule::ret_type => output = Some(self.ret_type(c)?),
+                Rule::block => {
+                    end = self.span(&c).end as usize;
+                    body = Some(self.block_pairs(c)?);
+                }
+                _ => {}
+            }
+        }
+        let flow = FlowDecl {
+            name: name.ok_or(Malformed)?,
+            params,
+            output,
+            body: body.ok_or(Malformed)?,
+        };
+        Ok((flow, end))
+    }
+
+    fn block_pairs(&mut self, p: P<'_>) -> R<Vec<Stmt>> {
+        let mut out = Vec::new();
+        for c in p.into_inner() {
+            if matches!(c.as_rule(), Rule::lbrace | Rule::rbrace) {
+                continue;
+            }
+            self.deep_reported = false;
+            let span = self.span(&c);
+            let kind = if c.as_rule() == Rule::when_stmt {
+                let mut cond = None;
+                let mut blocks = Vec::new();
+                for w in c.into_inner() {
+                    match w.as_rule() {
+                        Rule::expr_nr => cond = Some(self.expr(w)?),
+                        Rule::block => blocks.push(self.block_pairs(w)?),
+                        _ => {}
+                    }
+                }
+                let mut blocks = blocks.into_iter();
+                StmtKind::When(WhenStmt {
+                    cond: cond.ok_or(Malformed)?,
+                    then_body: blocks.next().ok_or(Malformed)?,
+                    else_body: blocks.next(),
+                })
+            } else {
+                self.stmt(c)?
+            };
+            out.push(Stmt { kind, span });
+        }
+        Ok(out)
+    }
+
     #[allow(clippy::type_complexity)]
     fn flow_head(&mut self, head: P<'_>) -> R<(Ident, Vec<Param>, Option<TypeExpr>, usize)> {
         let mut name = None;
@@ -379,7 +446,7 @@ impl<'t> Parser<'t> {
                 Rule::type_name => name = Some(self.ident(&p)),
                 Rule::params => params = self.params(p)?,
                 Rule::ret_type => output = Some(self.ret_type(p)?),
-                Rule::lbrace => open = Some(self.base + p.as_span().start()),
+                Rule::lbrace => open = Some(self.span(&p).start as usize),
                 _ => {}
             }
         }
@@ -464,11 +531,13 @@ impl<'t> Parser<'t> {
         let (limit, last_end) = lexer::stmt_resume_point(&self.text[..end], start);
         let limit = limit.max(start + 1).min(end);
         *pos = limit;
-        let err = match EflowParser::parse(rule, &self.src[start..limit]) {
+        let (first, input) = self.input(start, limit);
+        let err = match EflowParser::parse(rule, input) {
             Ok(mut pairs) => {
                 if let Some(pair) = pairs.next() {
-                    *pos = start + pair.as_span().end();
-                    out.push(self.built_stmt(start, pair));
+                    self.base = first;
+                    *pos = self.span(&pair).end as usize;
+                    out.push(self.built_stmt(first, pair));
                     return;
                 }
                 None
@@ -484,15 +553,16 @@ impl<'t> Parser<'t> {
             return;
         };
         let site = self.site(start, limit, Ctx::Stmt);
-        let diag = errors::from_pest(&site, &e);
+        let at = self.error_pos(&e, first, limit);
+        let diag = errors::from_pest(&site, &e, at);
         let error_at = diag.primary.span.start;
         self.diags.push(diag);
         // A complete statement followed by junk: keep the statement, and skip the
         // junk as an `Error` node.
-        if let Ok(mut pairs) = EflowParser::parse(bare, &self.src[start..limit])
+        if let Ok(mut pairs) = EflowParser::parse(bare, input)
             && let Some(pair) = pairs.next()
         {
-            let stmt = self.built_stmt(start, pair);
+            let stmt = self.built_stmt(first, pair);
             if stmt.span.end <= error_at {
                 let junk = lexer::skip_trivia(&self.text[..limit], stmt.span.end as usize);
                 out.push(stmt);
@@ -511,8 +581,8 @@ impl<'t> Parser<'t> {
         });
     }
 
-    fn built_stmt(&mut self, start: usize, pair: P<'_>) -> Stmt {
-        self.base = start;
+    fn built_stmt(&mut self, first: usize, pair: P<'_>) -> Stmt {
+        self.base = first;
         let span = self.span(&pair);
         match self.stmt(pair) {
             Ok(kind) => Stmt { kind, span },
@@ -529,25 +599,27 @@ impl<'t> Parser<'t> {
         // Bounded like a simple statement's input (see `simple_stmt`).
         let (limit, _) = lexer::stmt_resume_point(&self.text[..end], start);
         let limit = limit.max(start + 1).min(end);
-        let head = match EflowParser::parse(Rule::when_head, &self.src[start..limit]) {
+        let (first, input) = self.input(start, limit);
+        let head = match EflowParser::parse(Rule::when_head, input) {
             Ok(mut pairs) => pairs.next(),
             Err(e) => {
                 let site = self.site(start, limit, Ctx::Stmt);
-                self.diags.push(errors::from_pest(&site, &e));
+                let at = self.error_pos(&e, first, limit);
+                self.diags.push(errors::from_pest(&site, &e, at));
                 return self.skip_stmt(pos, end);
             }
         };
-        self.base = start;
+        self.base = first;
         let Some(head) = head else {
             return self.skip_stmt(pos, end);
         };
-        *pos = start + head.as_span().end();
+        *pos = self.span(&head).end as usize;
         let mut cond = None;
         let mut open = None;
         for p in head.into_inner() {
             match p.as_rule() {
                 Rule::expr_nr => cond = self.expr(p).ok(),
-                Rule::lbrace => open = Some(self.base + p.as_span().start()),
+                Rule::lbrace => open = Some(self.span(&p).start as usize),
                 _ => {}
             }
         }
@@ -571,7 +643,8 @@ impl<'t> Parser<'t> {
         let next = lexer::next_token(&self.text[..end], *pos);
         if next.is_word(self.text, "else") {
             let else_limit = lexer::next_token(&self.text[..end], next.end).end;
-            match EflowParser::parse(Rule::else_head, &self.src[next.start..else_limit]) {
+            let (else_first, else_input) = self.input(next.start, else_limit);
+            match EflowParser::parse(Rule::else_head, else_input) {
                 Ok(_) => {
                     let brace = lexer::next_token(&self.text[..end], next.end);
                     *pos = brace.end;
@@ -584,7 +657,8 @@ impl<'t> Parser<'t> {
                 }
                 Err(e) => {
                     let site = self.site(next.start, else_limit, Ctx::Stmt);
-                    let mut d = errors::from_pest(&site, &e);
+                    let at = self.error_pos(&e, else_first, else_limit);
+                    let mut d = errors::from_pest(&site, &e, at);
                     if d.help.is_none() {
                         d = d.with_help("write `else { when … { … } }` for another condition");
                     }
@@ -606,34 +680,57 @@ impl<'t> Parser<'t> {
     }
 
     // -----------------------------------------------------------------------
-    // Building tree nodes from pairs (offsets relative to `self.base`).
+    // Building tree nodes from pairs (positions are token indices from `self.base`).
 
-    /// A pair's span without trailing trivia: pest spans of rules that end in an
-    /// optional or repeated part include the whitespace and comments skipped
-    /// before trying it.
+    /// Index of the first token at or after byte `offset`.
+    fn token_index(&self, offset: usize) -> usize {
+        self.toks.partition_point(|t| t.start < offset)
+    }
+
+    /// pest's input for the tokens in bytes `from..to`, and its first token's index.
+    fn input(&self, from: usize, to: usize) -> (usize, &'t str) {
+        let first = self.token_index(from);
+        let last = self.token_index(to).max(first);
+        (first, self.token_str.get(first..last).unwrap_or(""))
+    }
+
+    /// The byte offset of a pest error in an input starting at token `first`;
+    /// `limit` when the error is at the end of the input.
+    fn error_pos(&self, e: &pest::error::Error<Rule>, first: usize, limit: usize) -> usize {
+        let rel = match e.location {
+            pest::error::InputLocation::Pos(p) => p,
+            pest::error::InputLocation::Span((s, _)) => s,
+        };
+        self.toks
+            .get(first + rel)
+            .map_or(limit, |t| t.start.min(limit))
+    }
+
+    /// A pair's bytes: from its first token's start to its last token's end.
     fn span(&self, p: &P<'_>) -> Span {
-        let start = self.base + p.as_span().start();
-        let mut end = self.base + p.as_span().end();
-        let bytes = self.text.as_bytes();
-        loop {
-            while end > start && matches!(bytes[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
-                end -= 1;
-            }
-            if end >= start + 3 && &bytes[end - 3..end] == "\u{FEFF}".as_bytes() {
-                end -= 3;
-                continue;
-            }
-            let i = self.trivia.partition_point(|&(s, _)| s < end);
-            match i.checked_sub(1).map(|i| self.trivia[i]) {
-                Some((s, e)) if e >= end && s >= start => end = s,
-                _ => return Span::new(start, end),
-            }
+        let first = self.base + p.as_span().start();
+        let end = self.base + p.as_span().end();
+        match (
+            self.toks.get(first),
+            end.checked_sub(1).and_then(|l| self.toks.get(l)),
+        ) {
+            (Some(a), Some(b)) if end > first => Span::new(a.start, b.end),
+            (Some(a), _) => Span::new(a.start, a.start),
+            _ => Span::new(self.text.len(), self.text.len()),
         }
+    }
+
+    /// The source text of a pair.
+    fn lexeme(&self, p: &P<'_>) -> &'t str {
+        let span = self.span(p);
+        self.text
+            .get(span.start as usize..span.end as usize)
+            .unwrap_or("")
     }
 
     fn ident(&self, p: &P<'_>) -> Ident {
         Ident {
-            name: p.as_str().to_string(),
+            name: self.lexeme(p).to_string(),
             span: self.span(p),
         }
     }
@@ -996,7 +1093,7 @@ impl<'t> Parser<'t> {
             Some(Rule::kw_any) => JoinPolicy::Any,
             Some(Rule::kw_at_least) => {
                 let n = jp.next().ok_or(Malformed)?;
-                match n.as_str().parse::<u64>() {
+                match self.lexeme(&n).parse::<u64>() {
                     Ok(k) => JoinPolicy::AtLeast(k),
                     Err(_) => {
                         self.too_large(&n);
@@ -1107,7 +1204,7 @@ impl<'t> Parser<'t> {
 
     fn str_lit(&mut self, p: &P<'_>) -> StrLit {
         let span = self.span(p);
-        let (value, errs) = literals::unescape(p.as_str());
+        let (value, errs) = literals::unescape(self.lexeme(p));
         for e in errs {
             let s = span.start as usize;
             self.diags.push(
@@ -1131,7 +1228,7 @@ impl<'t> Parser<'t> {
                 Code::InvalidNumber,
                 self.file,
                 span,
-                format!("integer `{}` is too large", p.as_str()),
+                format!("integer `{}` is too large", self.lexeme(p)),
             )
             .with_label("does not fit in 64 bits")
             .with_help(format!("integers range from {} to {}", i64::MIN, i64::MAX)),
@@ -1140,7 +1237,7 @@ impl<'t> Parser<'t> {
 
     fn int(&mut self, p: &P<'_>) -> IntLit {
         let span = self.span(p);
-        let value = match literals::parse_int(p.as_str(), false) {
+        let value = match literals::parse_int(self.lexeme(p), false) {
             Some(v) => v,
             None => {
                 self.too_large(p);
@@ -1153,7 +1250,7 @@ impl<'t> Parser<'t> {
     /// A duration where one is required; an integer there lacks its unit.
     fn duration(&mut self, p: &P<'_>) -> DurationLit {
         let span = self.span(p);
-        let millis = self.duration_value(p.as_str(), span).unwrap_or(0);
+        let millis = self.duration_value(self.lexeme(p), span).unwrap_or(0);
         DurationLit { millis, span }
     }
 
@@ -1259,7 +1356,7 @@ impl<'t> Parser<'t> {
                 Rule::kw_not => nots.push(self.span(&c)),
                 Rule::neg => negs.push(self.span(&c)),
                 Rule::cmp_op => {
-                    cmp = Some(match c.as_str() {
+                    cmp = Some(match self.lexeme(&c) {
                         "==" => BinOp::Eq,
                         "!=" => BinOp::Ne,
                         "<" => BinOp::Lt,
@@ -1323,14 +1420,14 @@ impl<'t> Parser<'t> {
         let span = self.span(&p);
         let leaf = |kind| Ok((Expr { kind, span }, 1));
         match p.as_rule() {
-            Rule::int_lit => match literals::parse_int(p.as_str(), negative) {
+            Rule::int_lit => match literals::parse_int(self.lexeme(&p), negative) {
                 Some(v) => leaf(ExprKind::Int(v)),
                 None => {
                     self.too_large(&p);
                     leaf(ExprKind::Error)
                 }
             },
-            Rule::float_lit => match p.as_str().parse::<f64>() {
+            Rule::float_lit => match self.lexeme(&p).parse::<f64>() {
                 Ok(v) if v.is_finite() => leaf(ExprKind::Float(if negative { -v } else { v })),
                 _ => {
                     self.diags.push(
@@ -1338,14 +1435,14 @@ impl<'t> Parser<'t> {
                             Code::InvalidNumber,
                             self.file,
                             span,
-                            format!("number `{}` is too large", p.as_str()),
+                            format!("number `{}` is too large", self.lexeme(&p)),
                         )
                         .with_label("not a finite 64-bit float"),
                     );
                     leaf(ExprKind::Error)
                 }
             },
-            Rule::duration_lit => match self.duration_value(p.as_str(), span) {
+            Rule::duration_lit => match self.duration_value(self.lexeme(&p), span) {
                 Some(ms) => leaf(ExprKind::Duration(ms)),
                 None => leaf(ExprKind::Error),
             },
