@@ -782,9 +782,11 @@ fn normalize(path: &Path) -> String {
 /// How a file is shown to users and in the IR: relative to the working directory
 /// when under it.
 pub fn display_name(path: &Path) -> String {
+    static CWD: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     let abs = canonical(path);
-    if let Ok(cwd) = std::env::current_dir().and_then(std::fs::canonicalize)
-        && let Ok(rel) = abs.strip_prefix(&cwd)
+    if let Some(cwd) =
+        CWD.get_or_init(|| std::env::current_dir().and_then(std::fs::canonicalize).ok())
+        && let Ok(rel) = abs.strip_prefix(cwd)
     {
         return normalize(rel);
     }
