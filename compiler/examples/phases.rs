@@ -29,6 +29,25 @@ fn main() {
     let t = Instant::now();
     let a = Analysis::from_texts(texts, &FsLoader);
     eprintln!("analyse   {:?} (parse included)", t.elapsed());
+    let mut a = a;
+    // Re-check the largest file after an edit, as an editor would.
+    let (file, _) = a
+        .sources
+        .iter()
+        .max_by_key(|(_, f)| f.text.len())
+        .map(|(id, f)| (id, f.text.len()))
+        .expect("files");
+    let text = a.sources.get(file).text.clone();
+    let t = Instant::now();
+    for i in 0..20 {
+        a.update(file, format!("{text}\n// edit {i}\n"), &FsLoader);
+    }
+    eprintln!(
+        "update    {:?} per edit of {} ({} lines)",
+        t.elapsed() / 20,
+        a.sources.get(file).name,
+        text.lines().count()
+    );
     let t = Instant::now();
     let b = eflow_compiler::ir::emit::emit(&a, None).expect("emit");
     eprintln!("emit      {:?}", t.elapsed());

@@ -363,7 +363,7 @@ impl Lower<'_> {
             bindings,
             source: self.loc(file, f.name_span.start),
         };
-        out.hash = out.compute_hash();
+        out.seal();
         out
     }
 
