@@ -579,6 +579,14 @@ record T {}
 }
 
 #[test]
+fn comments_in_imports() {
+    assert_fmt(
+        "from \"a\" import A, // first\n B // last\nfrom \"b\" import C // c\n",
+        "from \"a\" import\n    A, // first\n    B, // last\nfrom \"b\" import C // c\n",
+    );
+}
+
+#[test]
 fn only_comments() {
     assert_fmt(
         "// just this\n\n\n// and this",
@@ -842,6 +850,25 @@ fn corpus_files_are_stable() {
     }
 }
 
+/// The files with semantic errors parse, so they format like any other.
+#[test]
+fn corpus_error_files_are_stable_or_refused() {
+    let mut files = Vec::new();
+    eflow_files(&root().join("compiler/tests/corpus/err"), &mut files);
+    let mut formatted = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let (_, diags) = parse(FileId(0), &text);
+        if diags.is_empty() {
+            check(&text);
+            formatted += 1;
+        } else {
+            assert!(format_source(&text).is_err(), "{}", f.display());
+        }
+    }
+    assert!(formatted > 0);
+}
+
 #[test]
 fn files_with_syntax_errors_are_left_alone() {
     let text = std::fs::read_to_string(root().join("compiler/tests/corpus/err/syntax.eflow"))
@@ -899,9 +926,16 @@ fn gaps(text: &str) -> Vec<usize> {
                 out.push(i.min(b.len()));
             }
             c if word(c) => {
+                let number = c.is_ascii_digit();
                 while i < b.len() && word(b[i]) {
-                    // `a.b` paths: a gap after the dot is fine too, but keep it simple.
                     i += 1;
+                    // The sign of an exponent, `1e-3`, is part of the number.
+                    if number
+                        && matches!(b[i - 1], b'e' | b'E')
+                        && matches!(b.get(i), Some(b'-' | b'+'))
+                    {
+                        i += 1;
+                    }
                 }
                 out.push(i);
             }
@@ -979,6 +1013,30 @@ proptest! {
         prop_assert_eq!(ir(&path, &mutated), ir(&path, &once));
     }
 
+    /// Spaces and tabs between tokens change nothing at all.
+    #[test]
+    fn spaces_between_tokens_do_not_matter(
+        path in sample_file(),
+        picks in prop::collection::vec(
+            (any::<prop::sample::Index>(), prop_oneof![Just(" ".to_string()), Just("\t  ".to_string())]),
+            1..60,
+        ),
+    ) {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        prop_assert_eq!(fmt(&mutate(&text, &picks)), fmt(&text));
+    }
+
+    /// Token soup: never a panic; whatever parses formats stably.
+    #[test]
+    fn token_soup_never_panics(tokens in prop::collection::vec(prop::sample::select(SOUP), 0..60)) {
+        let text = tokens.concat();
+        if let Ok(once) = format_source(&text) {
+            prop_assert_eq!(format_source(&once), Ok(once.clone()));
+            prop_assert_eq!(tree(&text), tree(&once));
+            prop_assert_eq!(comments(&text), comments(&once));
+        }
+    }
+
     /// Random expressions, written with every parenthesis: the formatter keeps only
     /// the ones precedence needs, and the tree is unchanged.
     #[test]
@@ -994,6 +1052,58 @@ proptest! {
         check(&format!("flow F() {{\n    let {pad} = A({})\n        retry 2\n}}\n", args.join(", ")));
     }
 }
+
+const SOUP: &[&str] = &[
+    "record ",
+    "R",
+    " {",
+    "}",
+    "(",
+    ")",
+    ": ",
+    ", ",
+    "Int",
+    "?",
+    "<",
+    ">",
+    "\nflow ",
+    "F",
+    "let ",
+    "x",
+    " = ",
+    "// c\n",
+    "\n",
+    " ",
+    "/// d\n",
+    "when ",
+    " else ",
+    "[",
+    "]",
+    "1",
+    "\"s\"",
+    "-",
+    "not ",
+    " and ",
+    " ?? ",
+    "return ",
+    "\nbindings ",
+    "sim",
+    "retry 2 ",
+    "5s",
+    "from \"a\" import ",
+    "-> ",
+    "remote step ",
+    "for ",
+    " in ",
+    " join all ",
+    "A",
+    "B",
+    "enum ",
+    "type ",
+    " == ",
+    "0.5",
+    ".",
+];
 
 fn leaf() -> impl Strategy<Value = String> {
     prop_oneof![
