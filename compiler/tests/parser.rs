@@ -31,7 +31,7 @@ approval step Approve<T>(subject: T) -> Bool
 wait step Sleep(d: Duration)
 
 flow Retrain(threshold: Float = 0.8, data: Dataset) -> String? {
-    timeout 14d
+    deadline 14d
     schedule "0 3 * * MON" timezone "Europe/Berlin" overlap skip catchup all within 7d jitter 10m input(threshold: 0.9)
     let model = Train(data: data, epochs: 5) retry 3 backoff exponential(30s, 1h) non_retryable OutOfMemory timeout 6h after a, b
     let trials = for p in [1, 2, 3] join at_least 2 { Train(data: data, epochs: p) } parallel 5 backoff fixed(1m)
@@ -249,7 +249,7 @@ fn flow_statements() {
     assert_eq!(body.len(), 6);
     assert!(matches!(
         body[0].kind,
-        StmtKind::Timeout(DurationLit {
+        StmtKind::Deadline(DurationLit {
             millis: 1_209_600_000,
             ..
         })
@@ -376,6 +376,63 @@ fn flow_statements() {
             ..
         })
     ));
+}
+
+#[test]
+fn deadline_and_step_timeout() {
+    // `timeout` after a call is the step's option, even on its own line; the flow's
+    // limit is `deadline`, wherever it stands among the statements.
+    let src = "flow F() {\n    let a = A()\n        retry 2\n    timeout 1h\n    deadline 3d\n    return a\n}\n";
+    let file = parse_ok(src);
+    let body = flow_body(&file, 0);
+    assert_eq!(body.len(), 3);
+    let StmtKind::Let(a) = &body[0].kind else {
+        panic!()
+    };
+    assert!(matches!(
+        a.options[1].kind,
+        StepOptionKind::Timeout(DurationLit {
+            millis: 3_600_000,
+            ..
+        })
+    ));
+    assert!(matches!(
+        body[1].kind,
+        StmtKind::Deadline(DurationLit {
+            millis: 259_200_000,
+            ..
+        })
+    ));
+    assert_eq!(body[1].span, at(src, "deadline 3d", 0));
+}
+
+#[test]
+fn timeout_as_a_statement_points_to_deadline() {
+    let help =
+        "a flow's overall time limit is written `deadline 14d`; `timeout` applies to one step";
+    // First in the body, after a `return`, a `schedule`, a `deadline` or a `when`.
+    for body in [
+        "    timeout 14d\n    let a = A()\n",
+        "    let a = A()\n    return a\n    timeout 14d\n",
+        "    schedule \"0 3 * * *\" timezone \"UTC\"\n    timeout 14d\n",
+        "    deadline 1d\n    timeout 14d\n",
+        "    when x {\n        let a = A()\n    }\n    timeout 14d\n",
+        "    when x {\n        timeout 14d\n    }\n",
+    ] {
+        let src = format!("flow F() {{\n{body}}}\n");
+        let (file, diags) = parse_err(&src);
+        assert_eq!(diags.len(), 1, "{src}: {diags:#?}");
+        assert_eq!(diags[0].help.as_deref(), Some(help), "{src}");
+        assert_eq!(diags[0].primary.span, at(&src, "timeout", 0), "{src}");
+        // The rest of the flow is kept.
+        assert!(matches!(file.items[0].kind, ItemKind::Flow(_)));
+    }
+    // At the top level, it is not a statement at all.
+    let d = first("timeout 14d\nrecord A {}\n");
+    assert!(
+        d.help.as_deref().unwrap_or("").contains("step option"),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -734,9 +791,9 @@ fn durations() {
 #[test]
 fn invalid_durations() {
     for (src, needle) in [
-        ("timeout 5x", "unknown unit `x`"),
-        ("timeout 5", "has no unit"),
-        ("timeout 99999999999w", "too large"),
+        ("deadline 5x", "unknown unit `x`"),
+        ("deadline 5", "has no unit"),
+        ("deadline 99999999999w", "too large"),
         ("return 3sec", "unknown unit `sec`"),
     ] {
         let text = format!("flow F() {{\n    {src}\n}}\n");
@@ -1106,7 +1163,7 @@ fn messages_never_name_grammar_rules() {
 #[test]
 fn every_keyword_is_reserved() {
     let keywords = "from import as record enum type remote call approval wait step flow \
-        bindings let when else for in join all any at_least return timeout schedule timezone \
+        bindings let when else for in join all any at_least return deadline timeout schedule timezone \
         overlap catchup within jitter input retry backoff fixed exponential non_retryable after \
         parallel raises true false none and or not";
     for kw in keywords.split_whitespace() {

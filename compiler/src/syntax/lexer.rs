@@ -54,6 +54,7 @@ pub(crate) const KEYWORDS: &[&str] = &[
     "and",
     "or",
     "not",
+    "deadline",
 ];
 
 /// Keywords that start a top-level item.
@@ -62,8 +63,8 @@ pub(crate) const ITEM_KEYWORDS: &[&str] = &[
 ];
 
 /// Keywords that start a statement and so are safe places to resume after an error.
-/// `timeout` is left out: it is also a step option, often on its own line.
-pub(crate) const STMT_RESUME_KEYWORDS: &[&str] = &["let", "when", "return", "schedule"];
+/// `timeout` is not one: it is a step option, often on its own line.
+pub(crate) const STMT_RESUME_KEYWORDS: &[&str] = &["let", "when", "return", "deadline", "schedule"];
 
 /// Deepest bracket or type-argument nesting accepted; beyond it the grammar's
 /// recursion (and every later pass over the tree) would risk the stack.
@@ -312,12 +313,13 @@ fn keyword_index(word: &str) -> Option<usize> {
         "and" => 42,
         "or" => 43,
         "not" => 44,
+        "deadline" => 45,
         _ => return None,
     };
     Some(i)
 }
 
-/// The character of the `i`-th keyword of [`KEYWORDS`]: `a`–`z`, then `A`–`S`.
+/// The character of the `i`-th keyword of [`KEYWORDS`]: `a`–`z`, then `A`–`T`.
 pub(crate) fn keyword_char(i: usize) -> char {
     let i = i as u8;
     char::from(if i < 26 { b'a' + i } else { b'A' + (i - 26) })
@@ -541,7 +543,7 @@ mod tests {
     fn token_string() {
         let text = "let x = Foo(a: 1, b: 2.5e-3, c: 1h30m, d: \"s\") -> ?? == // c\n 1.5s";
         assert_eq!(scan(text).token_str, "n5=6(5:0,5:1,5:2,5:3)^$#7");
-        assert_eq!(keyword_char(KEYWORDS.len() - 1), 'S');
+        assert_eq!(keyword_char(KEYWORDS.len() - 1), 'T');
         for (i, k) in KEYWORDS.iter().enumerate() {
             assert_eq!(keyword_index(k), Some(i), "{k}");
         }

@@ -482,11 +482,11 @@ impl<'t> Parser<'t> {
                     *pos = tok.start;
                     stmts.push(self.when_stmt(pos, end));
                 }
-                TokKind::Word if matches!(word, "let" | "return" | "timeout" | "schedule") => {
+                TokKind::Word if matches!(word, "let" | "return" | "deadline" | "schedule") => {
                     let (rule, bare) = match word {
                         "let" => (Rule::let_stmt, Rule::let_bare),
                         "return" => (Rule::return_stmt, Rule::return_bare),
-                        "timeout" => (Rule::timeout_stmt, Rule::timeout_bare),
+                        "deadline" => (Rule::deadline_stmt, Rule::deadline_bare),
                         _ => (Rule::schedule_stmt, Rule::schedule_bare),
                     };
                     *pos = tok.start;
@@ -513,7 +513,7 @@ impl<'t> Parser<'t> {
         }
     }
 
-    /// A `let`, `return`, `timeout` or `schedule` statement at `*pos`, pushed to
+    /// A `let`, `return`, `deadline` or `schedule` statement at `*pos`, pushed to
     /// `out` (with an `Error` node for anything broken).
     fn simple_stmt(
         &mut self,
@@ -1031,9 +1031,9 @@ impl<'t> Parser<'t> {
             Rule::return_stmt | Rule::return_bare => {
                 StmtKind::Return(self.expr(next(&mut p.into_inner(), Rule::expr)?)?)
             }
-            Rule::timeout_stmt | Rule::timeout_bare => {
+            Rule::deadline_stmt | Rule::deadline_bare => {
                 let d = p.into_inner().nth(1).ok_or(Malformed)?;
-                StmtKind::Timeout(self.duration(&d))
+                StmtKind::Deadline(self.duration(&d))
             }
             Rule::schedule_stmt | Rule::schedule_bare => {
                 let mut cron = None;
