@@ -1050,10 +1050,10 @@ fn message_keyword_as_name() {
         d.message,
         "expected a name for the result, found keyword `flow`"
     );
-    let d = first("record A { timeout: Int }\n");
+    let d = first("record A { for: Int }\n");
     assert_eq!(
         d.message,
-        "expected `}` or a field name, found keyword `timeout`"
+        "expected `}` or a field name, found keyword `for`"
     );
 }
 
@@ -1160,22 +1160,276 @@ fn messages_never_name_grammar_rules() {
     }
 }
 
+const RESERVED: &str = "from import record enum flow step bindings let when else for return true false none and or not";
+
+const CONTEXTUAL: &str = "as type remote call approval wait in join all any at_least deadline \
+    schedule timezone overlap catchup within jitter input retry backoff fixed exponential \
+    non_retryable timeout after parallel raises";
+
 #[test]
-fn every_keyword_is_reserved() {
-    let keywords = "from import as record enum type remote call approval wait step flow \
-        bindings let when else for in join all any at_least return deadline timeout schedule timezone \
-        overlap catchup within jitter input retry backoff fixed exponential non_retryable after \
-        parallel raises true false none and or not";
-    for kw in keywords.split_whitespace() {
+fn reserved_keywords_are_not_names() {
+    for kw in RESERVED.split_whitespace() {
         let (_, diags) = parse(FileId(0), &format!("record R {{ {kw}: Int }}\n"));
         assert_eq!(diags.len(), 1, "`{kw}` should be reserved");
         assert!(
             diags[0].message.contains(&format!("keyword `{kw}`")),
+            "{kw}: {}",
+            diags[0].message
+        );
+        assert!(
+            diags[0]
+                .help
+                .as_deref()
+                .unwrap_or("")
+                .contains("reserved keyword"),
             "{kw}"
         );
         // A name that merely starts with a keyword is fine.
         parse_ok(&format!("record R {{ {kw}x: Int, {kw}_: Int }}\n"));
     }
+}
+
+/// Every name of `text` in source order, whatever its role.
+fn all_names(file: &File) -> Vec<String> {
+    let mut out = Vec::new();
+    let expr = |e: &Expr, out: &mut Vec<String>| {
+        if let ExprKind::Path(p) = &e.kind {
+            out.extend(p.iter().map(|i| i.name.clone()));
+        }
+    };
+    for item in &file.items {
+        match &item.kind {
+            ItemKind::Import(i) => {
+                for n in &i.names {
+                    out.push(n.name.name.clone());
+                    out.extend(n.alias.iter().map(|a| a.name.clone()));
+                }
+            }
+            ItemKind::Record(r) => {
+                out.push(r.name.name.clone());
+                out.extend(r.generics.iter().map(|g| g.name.clone()));
+                for f in &r.fields {
+                    out.push(f.name.name.clone());
+                    if let TypeExprKind::Named { name, .. } = &f.ty.kind {
+                        out.push(name.name.clone());
+                    }
+                }
+            }
+            ItemKind::Enum(e) => {
+                out.push(e.name.name.clone());
+                out.extend(e.variants.iter().map(|v| v.name.name.clone()));
+            }
+            ItemKind::Alias(a) => out.push(a.name.name.clone()),
+            ItemKind::Step(st) => {
+                out.push(st.name.name.clone());
+                out.extend(st.params.iter().map(|p| p.name.name.clone()));
+                out.extend(st.raises.iter().map(|r| r.name.clone()));
+            }
+            ItemKind::Flow(f) => {
+                out.push(f.name.name.clone());
+                out.extend(f.params.iter().map(|p| p.name.name.clone()));
+                for stmt in &f.body {
+                    match &stmt.kind {
+                        StmtKind::Let(l) => {
+                            out.push(l.name.name.clone());
+                            let call = match &l.value {
+                                StepExpr::Call(c) => c,
+                                StepExpr::ForEach(fe) => {
+                                    out.push(fe.var.name.clone());
+                                    expr(&fe.over, &mut out);
+                                    &fe.body
+                                }
+                            };
+                            out.push(call.callee.name.clone());
+                            for a in &call.args {
+                                out.push(a.name.name.clone());
+                                expr(&a.value, &mut out);
+                            }
+                            for o in &l.options {
+                                match &o.kind {
+                                    StepOptionKind::After(n) | StepOptionKind::NonRetryable(n) => {
+                                        out.extend(n.iter().map(|i| i.name.clone()));
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                        StmtKind::Return(e) => expr(e, &mut out),
+                        StmtKind::When(w) => expr(&w.cond, &mut out),
+                        StmtKind::Schedule(sc) => {
+                            for c in &sc.clauses {
+                                if let ScheduleClauseKind::Input(args) = &c.kind {
+                                    out.extend(args.iter().map(|a| a.name.name.clone()));
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            ItemKind::Bindings(b) => {
+                out.push(b.env.name.clone());
+                for e in &b.entries {
+                    out.push(e.step.name.clone());
+                    out.push(e.connector.name.clone());
+                    out.extend(e.config.iter().map(|c| c.key.name.clone()));
+                }
+            }
+            ItemKind::Error => out.push("<error>".to_string()),
+        }
+    }
+    out
+}
+
+#[test]
+fn contextual_keywords_are_names_everywhere_a_name_is_expected() {
+    for kw in CONTEXTUAL.split_whitespace() {
+        // `kw` in every role: import, alias, type name, generic, record, field,
+        // variant, enum, step, parameter, error, flow, let, callee, argument, path,
+        // member, fan-out variable and list, `after`, `non_retryable`, schedule input,
+        // environment, binding, connector and configuration key.
+        let src = format!(
+            "from \"./x\" import {kw} as {kw}\n\
+             type {kw} = {kw}<{kw}>\n\
+             record {kw}<{kw}> {{\n    {kw}: {kw},\n}}\n\
+             enum {kw} {{ {kw} }}\n\
+             remote step {kw}({kw}: Int) -> Int raises {kw}\n\
+             flow {kw}({kw}: Int) -> Int {{\n\
+             \x20   schedule \"0 3 * * *\" input({kw}: 1)\n\
+             \x20   let {kw} = {kw}({kw}: {kw}.{kw})\n\
+             \x20       after {kw}\n\
+             \x20       non_retryable {kw}\n\
+             \x20   let {kw} = for {kw} in {kw} join all {{ {kw}({kw}: {kw}) }}\n\
+             \x20   when {kw} {{\n        let {kw} = {kw}()\n    }}\n\
+             \x20   return {kw}\n\
+             }}\n\
+             bindings {kw} {{\n    {kw} = {kw} {{ {kw}: 1 }}\n}}\n"
+        );
+        let file = parse_ok(&src);
+        let names = all_names(&file);
+        assert!(names.iter().all(|n| n == kw), "{kw}: {names:?}");
+        assert_eq!(names.len(), 34, "{kw}: {names:?}");
+    }
+}
+
+#[test]
+fn contextual_keywords_are_still_keywords_where_expected() {
+    // A `let` named like a step option, followed by that option.
+    let src = "flow F() {\n    let retry = A(a: 1)\n        retry 3\n        timeout 5s\n    let after = B(input: retry)\n        after after\n    let timeout = C() timeout 1m\n    deadline 2d\n    schedule \"0 3 * * *\" input(input: 1) timezone \"UTC\"\n    return timeout\n}\n";
+    let file = parse_ok(src);
+    let body = flow_body(&file, 0);
+    let kinds: Vec<&str> = body
+        .iter()
+        .map(|s| match &s.kind {
+            StmtKind::Let(l) => l.name.name.as_str(),
+            StmtKind::Deadline(_) => "<deadline>",
+            StmtKind::Schedule(_) => "<schedule>",
+            StmtKind::Return(_) => "<return>",
+            _ => "<other>",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "retry",
+            "after",
+            "timeout",
+            "<deadline>",
+            "<schedule>",
+            "<return>"
+        ]
+    );
+    let StmtKind::Let(retry) = &body[0].kind else {
+        panic!()
+    };
+    assert!(matches!(
+        retry.options[..],
+        [
+            StepOption {
+                kind: StepOptionKind::Retry(IntLit { value: 3, .. }),
+                ..
+            },
+            StepOption {
+                kind: StepOptionKind::Timeout(_),
+                ..
+            }
+        ]
+    ));
+    let StmtKind::Let(after) = &body[1].kind else {
+        panic!()
+    };
+    assert!(
+        matches!(&after.options[0].kind, StepOptionKind::After(n) if n.len() == 1 && n[0].name == "after")
+    );
+    let StmtKind::Schedule(sched) = &body[4].kind else {
+        panic!()
+    };
+    assert_eq!(sched.clauses.len(), 2);
+
+    // Items that start with a contextual keyword, next to fields named like them in
+    // column 0.
+    let src = "record R {\ntype: String,\ninput: Data,\nremote: Bool,\n}\ntype X = R\ntype Y<T> = List<T>\nremote step S(type: String, wait: Duration) -> R\ncall step C()\napproval step A()\nwait step W()\n";
+    let file = parse_ok(src);
+    assert_eq!(file.items.len(), 7);
+    assert!(matches!(&file.items[0].kind, ItemKind::Record(r) if r.fields.len() == 3));
+    assert!(matches!(file.items[1].kind, ItemKind::Alias(_)));
+    assert!(matches!(file.items[2].kind, ItemKind::Alias(_)));
+    let kinds: Vec<StepKind> = file.items[3..]
+        .iter()
+        .map(|i| match &i.kind {
+            ItemKind::Step(s) => s.kind,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            StepKind::Remote,
+            StepKind::Call,
+            StepKind::Approval,
+            StepKind::Wait
+        ]
+    );
+
+    // Join policies, schedule clauses and backoff kinds.
+    let src = "flow F(all: List<Int>) {\n    let any = for in in all join any { G(x: in) }\n    let a = for x in any join all { G(x: x) } backoff fixed(1s)\n    let b = for x in all join at_least 2 { G(x: x) } parallel 2 backoff exponential(1s, 1m)\n    schedule \"0 3 * * *\" overlap skip catchup all within 1d jitter 5m\n}\n";
+    let file = parse_ok(src);
+    let body = flow_body(&file, 0);
+    let StmtKind::Let(any) = &body[0].kind else {
+        panic!()
+    };
+    assert!(
+        matches!(&any.value, StepExpr::ForEach(f) if f.var.name == "in" && f.join.policy == JoinPolicy::Any)
+    );
+}
+
+#[test]
+fn contextual_keywords_in_messages() {
+    // Not called a keyword where it is merely out of place.
+    let d = first("record A { a: Int timeout }\n");
+    assert_eq!(
+        d.message,
+        "expected one of `}`, `,`, `<` or `?`, found `timeout`"
+    );
+    assert!(!d.help.as_deref().unwrap_or("").contains("reserved"));
+    // A `let` without its keyword, even when the name is a contextual keyword.
+    for name in ["schedule", "deadline", "timeout", "input"] {
+        let d = first(&format!("flow F() {{\n    {name} = Train(data: x)\n}}\n"));
+        assert_eq!(
+            d.help.as_deref(),
+            Some(format!("add `let` to bind a result: `let {name} = …`").as_str()),
+            "{name}"
+        );
+    }
+    // A step kind with a typo: only that item is lost.
+    let (file, diags) = parse_err("remote stpe S()\nrecord R {}\n");
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(diags[0].message, "expected `step`, found `stpe`");
+    assert!(matches!(file.items[1].kind, ItemKind::Record(_)));
+    // A missing `}` before a column-0 alias costs only the record.
+    let (file, diags) = parse_err("record R {\n    a: Int\ntype X = Int\n");
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert!(matches!(file.items[1].kind, ItemKind::Alias(_)));
 }
 
 // ---------------------------------------------------------------------------

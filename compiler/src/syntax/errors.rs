@@ -180,7 +180,7 @@ pub(crate) fn describe(text: &str, tok: Token) -> String {
     };
     match tok.kind {
         TokKind::Eof => "end of file".to_string(),
-        TokKind::Word if lexer::is_keyword(raw) => format!("keyword `{short}`"),
+        TokKind::Word if lexer::is_reserved(raw) => format!("keyword `{short}`"),
         TokKind::Str { .. } => "a string".to_string(),
         _ => format!("`{short}`"),
     }
@@ -311,7 +311,7 @@ fn help(site: &Site<'_>, rules: &[Rule], found: Token, beyond: bool) -> Option<S
     });
     let h = if found.kind == TokKind::Word && f == "timeout" && wants_stmt {
         TIMEOUT_STATEMENT_HELP.to_string()
-    } else if found.kind == TokKind::Word && lexer::is_keyword(f) && has_name {
+    } else if found.kind == TokKind::Word && lexer::is_reserved(f) && has_name {
         format!(
             "`{f}` is a reserved keyword and cannot be used as a name; choose another name, such as `{f}_`"
         )
@@ -319,7 +319,7 @@ fn help(site: &Site<'_>, rules: &[Rule], found: Token, beyond: bool) -> Option<S
         "use `:` here: arguments, fields and entries are written `name: value`".to_string()
     } else if has(Rule::arrow) && f == ":" {
         "write `->` before the result type, not `:`".to_string()
-    } else if has(Rule::arrow) && found.kind == TokKind::Word && !lexer::is_keyword(f) {
+    } else if has(Rule::arrow) && found.kind == TokKind::Word && !lexer::is_reserved(f) {
         format!("the result type follows `->`: `-> {f}`")
     } else if f == "=" && has_operator {
         "use `==` to compare values".to_string()
@@ -416,7 +416,9 @@ pub(crate) fn bad_stmt_start(text: &str, file: FileId, tok: Token, next: Token) 
     let help = match (tok.kind, word) {
         // A step option where no `let` precedes it: most likely the old flow-wide
         // time limit, which is now its own keyword.
-        (TokKind::Word, "timeout") => Some(TIMEOUT_STATEMENT_HELP.to_string()),
+        (TokKind::Word, "timeout") if !next.is_punct(text, "=") => {
+            Some(TIMEOUT_STATEMENT_HELP.to_string())
+        }
         (TokKind::Word, "if") => {
             Some("eflow writes conditions with `when`: `when cond { … }`".to_string())
         }
@@ -425,10 +427,10 @@ pub(crate) fn bad_stmt_start(text: &str, file: FileId, tok: Token, next: Token) 
             "a fan-out is bound with `let`: `let results = for x in xs join all { Step(arg: x) }`"
                 .to_string(),
         ),
-        (TokKind::Word, w) if next.is_punct(text, "=") && !lexer::is_keyword(w) => {
+        (TokKind::Word, w) if next.is_punct(text, "=") && !lexer::is_reserved(w) => {
             Some(format!("add `let` to bind a result: `let {w} = …`"))
         }
-        (TokKind::Word, w) if ITEM_KEYWORDS.contains(&w) => Some(format!(
+        (TokKind::Word, w) if lexer::starts_item(text, tok, true) => Some(format!(
             "`{w}` starts a top-level item; is a `}}` missing before it?"
         )),
         (TokKind::Word, w) => closest(w, &["let", "when", "return", "deadline", "schedule"])

@@ -7,32 +7,41 @@
 //! statement, to describe the token an error is at, to collect comments and to cap
 //! nesting depth before pest recurses.
 
-/// Keywords of the language (design note 0001).
+/// Keywords of the language (design note 0001): the reserved ones first, then the
+/// contextual ones (see [`RESERVED_COUNT`]). The lexer matches words with
+/// `keyword_index`; this list is its specification, checked by a test.
+#[cfg(test)]
 pub(crate) const KEYWORDS: &[&str] = &[
     "from",
     "import",
-    "as",
     "record",
     "enum",
-    "type",
-    "remote",
-    "call",
-    "approval",
-    "wait",
-    "step",
     "flow",
+    "step",
     "bindings",
     "let",
     "when",
     "else",
     "for",
+    "return",
+    "true",
+    "false",
+    "none",
+    "and",
+    "or",
+    "not",
+    "as",
+    "type",
+    "remote",
+    "call",
+    "approval",
+    "wait",
     "in",
     "join",
     "all",
     "any",
     "at_least",
-    "return",
-    "timeout",
+    "deadline",
     "schedule",
     "timezone",
     "overlap",
@@ -45,33 +54,32 @@ pub(crate) const KEYWORDS: &[&str] = &[
     "fixed",
     "exponential",
     "non_retryable",
+    "timeout",
     "after",
     "parallel",
     "raises",
-    "true",
-    "false",
-    "none",
-    "and",
-    "or",
-    "not",
-    "deadline",
 ];
 
-/// Keywords that start a top-level item.
+/// The first this many keywords are reserved: never a name. The others are
+/// keywords only where the grammar expects them and names everywhere else, so that
+/// a field can be called `type` and a parameter `input`. The reserved ones are
+/// those that start items or statements wherever they appear, or are values and
+/// operators inside expressions, where a name would make the grammar ambiguous.
+pub(crate) const RESERVED_COUNT: usize = 18;
+
+/// Words that can start a top-level item. Only `from`, `record`, `enum`, `flow` and
+/// `bindings` are reserved; see [`starts_item`] for the others.
 pub(crate) const ITEM_KEYWORDS: &[&str] = &[
     "from", "record", "enum", "type", "remote", "call", "approval", "wait", "flow", "bindings",
 ];
-
-/// Keywords that start a statement and so are safe places to resume after an error.
-/// `timeout` is not one: it is a step option, often on its own line.
-pub(crate) const STMT_RESUME_KEYWORDS: &[&str] = &["let", "when", "return", "deadline", "schedule"];
 
 /// Deepest bracket or type-argument nesting accepted; beyond it the grammar's
 /// recursion (and every later pass over the tree) would risk the stack.
 pub(crate) const MAX_NESTING: usize = 64;
 
-pub(crate) fn is_keyword(word: &str) -> bool {
-    KEYWORDS.contains(&word)
+/// Whether `word` is a reserved keyword, which can never be a name.
+pub(crate) fn is_reserved(word: &str) -> bool {
+    keyword_index(word).is_some_and(|i| i < RESERVED_COUNT)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,62 +272,62 @@ pub(crate) fn token_char(text: &str, tok: Token) -> char {
     }
 }
 
-/// The position of `word` in [`KEYWORDS`]. A `match` rather than a search: this
+/// The position of `word` in `KEYWORDS`. A `match` rather than a search: this
 /// runs for every word of every file.
 fn keyword_index(word: &str) -> Option<usize> {
     let i = match word {
         "from" => 0,
         "import" => 1,
-        "as" => 2,
-        "record" => 3,
-        "enum" => 4,
-        "type" => 5,
-        "remote" => 6,
-        "call" => 7,
-        "approval" => 8,
-        "wait" => 9,
-        "step" => 10,
-        "flow" => 11,
-        "bindings" => 12,
-        "let" => 13,
-        "when" => 14,
-        "else" => 15,
-        "for" => 16,
-        "in" => 17,
-        "join" => 18,
-        "all" => 19,
-        "any" => 20,
-        "at_least" => 21,
-        "return" => 22,
-        "timeout" => 23,
-        "schedule" => 24,
-        "timezone" => 25,
-        "overlap" => 26,
-        "catchup" => 27,
-        "within" => 28,
-        "jitter" => 29,
-        "input" => 30,
-        "retry" => 31,
-        "backoff" => 32,
-        "fixed" => 33,
-        "exponential" => 34,
-        "non_retryable" => 35,
-        "after" => 36,
-        "parallel" => 37,
-        "raises" => 38,
-        "true" => 39,
-        "false" => 40,
-        "none" => 41,
-        "and" => 42,
-        "or" => 43,
-        "not" => 44,
-        "deadline" => 45,
+        "record" => 2,
+        "enum" => 3,
+        "flow" => 4,
+        "step" => 5,
+        "bindings" => 6,
+        "let" => 7,
+        "when" => 8,
+        "else" => 9,
+        "for" => 10,
+        "return" => 11,
+        "true" => 12,
+        "false" => 13,
+        "none" => 14,
+        "and" => 15,
+        "or" => 16,
+        "not" => 17,
+        "as" => 18,
+        "type" => 19,
+        "remote" => 20,
+        "call" => 21,
+        "approval" => 22,
+        "wait" => 23,
+        "in" => 24,
+        "join" => 25,
+        "all" => 26,
+        "any" => 27,
+        "at_least" => 28,
+        "deadline" => 29,
+        "schedule" => 30,
+        "timezone" => 31,
+        "overlap" => 32,
+        "catchup" => 33,
+        "within" => 34,
+        "jitter" => 35,
+        "input" => 36,
+        "retry" => 37,
+        "backoff" => 38,
+        "fixed" => 39,
+        "exponential" => 40,
+        "non_retryable" => 41,
+        "timeout" => 42,
+        "after" => 43,
+        "parallel" => 44,
+        "raises" => 45,
         _ => return None,
     };
     Some(i)
 }
 
-/// The character of the `i`-th keyword of [`KEYWORDS`]: `a`–`z`, then `A`–`T`.
+/// The character of the `i`-th keyword of `KEYWORDS`: `a`–`z`, then `A`–`T`.
 pub(crate) fn keyword_char(i: usize) -> char {
     let i = i as u8;
     char::from(if i < 26 { b'a' + i } else { b'A' + (i - 26) })
@@ -355,9 +363,9 @@ pub(crate) struct Scan {
 
 /// Split a file into item chunks and collect its comments, in one pass.
 ///
-/// An item starts at an item keyword that is the first token on its line, at
-/// bracket depth 0, or at any depth when it is in column 0: a missing `}` then
-/// costs only the item that lacks it.
+/// An item starts at an item keyword (see [`starts_item`]) that is the first token
+/// on its line, at bracket depth 0, or at any depth when it is in column 0: a
+/// missing `}` then costs only the item that lacks it.
 pub(crate) fn scan(text: &str) -> Scan {
     let mut out = Scan::default();
     let bytes = text.as_bytes();
@@ -404,8 +412,8 @@ pub(crate) fn scan(text: &str) -> Scan {
         let item_start = starts.is_empty()
             || (tok.kind == TokKind::Word
                 && first_on_line
-                && ITEM_KEYWORDS.contains(&word)
-                && (depth == 0 || column0));
+                && (depth == 0 || column0)
+                && starts_item(text, tok, depth == 0));
         if item_start {
             starts.push(tok.start);
             too_deep.push(None);
@@ -476,13 +484,54 @@ pub(crate) fn stmt_resume_point(text: &str, from: usize) -> (usize, usize) {
                     return (tok.start, last_end);
                 }
             }
-            TokKind::Word if open.is_empty() && STMT_RESUME_KEYWORDS.contains(&word) => {
+            TokKind::Word if open.is_empty() && starts_stmt(text, tok) => {
                 return (tok.start, last_end);
             }
             _ => {}
         }
         last_end = tok.end;
         pos = tok.end;
+    }
+}
+
+/// Whether the word `tok`, first on its line, starts a top-level item. The reserved
+/// item keywords always do; the contextual ones only with what must follow them:
+/// `type` a name and then `=` or `<`, a step kind the keyword `step`. So a field
+/// `type: String` in column 0 of a record stays in the record. At bracket depth 0
+/// (`loose`), where a line can start nothing but an item or the rest of one, `type`
+/// or a step kind followed by any name is enough, so that a typo after it (`remote
+/// stpe`) still costs only that item.
+pub(crate) fn starts_item(text: &str, tok: Token, loose: bool) -> bool {
+    let word = tok.text(text);
+    match word {
+        "from" | "record" | "enum" | "flow" | "bindings" => true,
+        "type" | "remote" | "call" | "approval" | "wait" => {
+            let next = next_token(text, tok.end);
+            let next_word = next.text(text);
+            if next.kind != TokKind::Word {
+                return false;
+            }
+            if word == "type" {
+                let after = next_token(text, next.end);
+                !is_reserved(next_word)
+                    && (loose || after.is_punct(text, "=") || after.is_punct(text, "<"))
+            } else {
+                next_word == "step" || (loose && !is_reserved(next_word))
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether the word `tok` starts a statement. `deadline` and `schedule` are
+/// contextual keywords, so inside a broken statement they count only when followed by
+/// their duration or cron string.
+pub(crate) fn starts_stmt(text: &str, tok: Token) -> bool {
+    match tok.text(text) {
+        "let" | "when" | "return" => true,
+        "deadline" => next_token(text, tok.end).kind == TokKind::Number,
+        "schedule" => matches!(next_token(text, tok.end).kind, TokKind::Str { .. }),
+        _ => false,
     }
 }
 
@@ -542,11 +591,28 @@ mod tests {
     #[test]
     fn token_string() {
         let text = "let x = Foo(a: 1, b: 2.5e-3, c: 1h30m, d: \"s\") -> ?? == // c\n 1.5s";
-        assert_eq!(scan(text).token_str, "n5=6(5:0,5:1,5:2,5:3)^$#7");
+        assert_eq!(scan(text).token_str, "h5=6(5:0,5:1,5:2,5:3)^$#7");
         assert_eq!(keyword_char(KEYWORDS.len() - 1), 'T');
         for (i, k) in KEYWORDS.iter().enumerate() {
             assert_eq!(keyword_index(k), Some(i), "{k}");
+            assert_eq!(is_reserved(k), i < RESERVED_COUNT, "{k}");
         }
+        // The grammar's `soft_kw` range starts right after the reserved ones.
+        assert_eq!(keyword_char(RESERVED_COUNT - 1), 'r');
+        assert_eq!(keyword_char(RESERVED_COUNT), 's');
+    }
+
+    #[test]
+    fn contextual_item_keywords_need_their_follower() {
+        let starts = |text: &str| scan(text).chunks.len();
+        // In column 0 inside a record: fields, not items.
+        assert_eq!(starts("record A {\ntype: String,\nwait: Int,\n}\n"), 1);
+        assert_eq!(starts("record A {\ntype X = Int\n"), 2);
+        assert_eq!(starts("record A {\ncall step S()\n"), 2);
+        assert_eq!(starts("record A {\ncall S()\n"), 1);
+        // At depth 0 a name after them is enough.
+        assert_eq!(starts("record A {}\nremote stpe S()\ntype X\n"), 3);
+        assert_eq!(starts("record A {}\ntype = 1\n"), 1);
     }
 
     #[test]

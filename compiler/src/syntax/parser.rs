@@ -482,7 +482,13 @@ impl<'t> Parser<'t> {
                     *pos = tok.start;
                     stmts.push(self.when_stmt(pos, end));
                 }
-                TokKind::Word if matches!(word, "let" | "return" | "deadline" | "schedule") => {
+                // `deadline` and `schedule` are contextual: `schedule = F()` is a
+                // `let` that lacks its keyword, reported below.
+                TokKind::Word
+                    if matches!(word, "let" | "return")
+                        || (matches!(word, "deadline" | "schedule")
+                            && !lexer::next_token(view, tok.end).is_punct(view, "=")) =>
+                {
                     let (rule, bare) = match word {
                         "let" => (Rule::let_stmt, Rule::let_bare),
                         "return" => (Rule::return_stmt, Rule::return_bare),
