@@ -1508,29 +1508,6 @@ fn big_file(lines: usize) -> String {
     s
 }
 
-/// Run with `cargo test --release --test parser -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn timing_100k_lines() {
-    let lines = std::env::var("PARSER_BENCH_LINES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let text = big_file(lines);
-    for _ in 0..3 {
-        let t = std::time::Instant::now();
-        let (f, d) = parse(FileId(0), &text);
-        println!(
-            "{} lines, {} bytes, {} items, {} diagnostics: {:?}",
-            text.lines().count(),
-            text.len(),
-            f.items.len(),
-            d.len(),
-            t.elapsed()
-        );
-    }
-}
-
 mod props {
     use super::*;
     use proptest::prelude::*;
@@ -1586,6 +1563,8 @@ mod props {
             assert!(d.primary.span.start <= d.primary.span.end);
             assert!(d.primary.span.end as usize <= text.len());
             assert!(!d.message.is_empty());
+            // The parser and the grammar that explains its errors agree.
+            assert!(!d.message.starts_with("internal"), "{text:?}: {d:?}");
         }
         for item in &file.items {
             assert!(item.span.end as usize <= text.len());
