@@ -57,7 +57,7 @@ flow Segment{i}(segment: String, data: Data) -> Model {{
 /// The lifecycle of model {i}.
 flow Lifecycle{i}(threshold: Float = 0.8, tenant: String) -> String? {{
     schedule "0 3 * * MON" timezone "Europe/Berlin" overlap skip catchup once input(tenant: "t{i}")
-    timeout 30d
+    deadline 30d
     let data = Refresh{i}(tenant: tenant)
         retry 5
         backoff exponential(30s, 1h)

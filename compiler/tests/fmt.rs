@@ -277,7 +277,7 @@ approval step Approve<T>(subject: T) -> Decision<T>
 fn flows_and_statements() {
     assert_fmt(
         r#"flow F(a: Int = 1) -> Int {
-timeout 30d
+deadline 30d
 let x = A(a: a) retry 3 backoff exponential(30s, 1h) non_retryable E1, E2 timeout 6h after y, z
 let y = B() backoff fixed(90s)
 
@@ -290,7 +290,7 @@ return x
 flow Empty() {}
 "#,
         r#"flow F(a: Int = 1) -> Int {
-    timeout 30d
+    deadline 30d
     let x = A(a: a)
         retry 3
         backoff exponential(30s, 1h)

@@ -27,7 +27,10 @@ fn fuzz_findings_stay_fixed() {
     for f in files {
         let bytes = std::fs::read(&f).expect("read");
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        let a = Analysis::from_texts(vec![(PathBuf::from("/fuzz/input.eflow"), text.clone())], &NoFiles);
+        let a = Analysis::from_texts(
+            vec![(PathBuf::from("/fuzz/input.eflow"), text.clone())],
+            &NoFiles,
+        );
         let diags = a.diagnostics();
         if !a.has_errors() {
             let _ = eflow_compiler::ir::emit::emit(&a, None);

@@ -31,7 +31,7 @@ approval step Approve<T>(subject: T) -> Bool
 wait step Sleep(d: Duration)
 
 flow Retrain(threshold: Float = 0.8, data: Dataset) -> String? {
-    timeout 14d
+    deadline 14d
     schedule "0 3 * * MON" timezone "Europe/Berlin" overlap skip catchup all within 7d jitter 10m input(threshold: 0.9)
     let model = Train(data: data, epochs: 5) retry 3 backoff exponential(30s, 1h) non_retryable OutOfMemory timeout 6h after a, b
     let trials = for p in [1, 2, 3] join at_least 2 { Train(data: data, epochs: p) } parallel 5 backoff fixed(1m)
@@ -249,7 +249,7 @@ fn flow_statements() {
     assert_eq!(body.len(), 6);
     assert!(matches!(
         body[0].kind,
-        StmtKind::Timeout(DurationLit {
+        StmtKind::Deadline(DurationLit {
             millis: 1_209_600_000,
             ..
         })
@@ -376,6 +376,63 @@ fn flow_statements() {
             ..
         })
     ));
+}
+
+#[test]
+fn deadline_and_step_timeout() {
+    // `timeout` after a call is the step's option, even on its own line; the flow's
+    // limit is `deadline`, wherever it stands among the statements.
+    let src = "flow F() {\n    let a = A()\n        retry 2\n    timeout 1h\n    deadline 3d\n    return a\n}\n";
+    let file = parse_ok(src);
+    let body = flow_body(&file, 0);
+    assert_eq!(body.len(), 3);
+    let StmtKind::Let(a) = &body[0].kind else {
+        panic!()
+    };
+    assert!(matches!(
+        a.options[1].kind,
+        StepOptionKind::Timeout(DurationLit {
+            millis: 3_600_000,
+            ..
+        })
+    ));
+    assert!(matches!(
+        body[1].kind,
+        StmtKind::Deadline(DurationLit {
+            millis: 259_200_000,
+            ..
+        })
+    ));
+    assert_eq!(body[1].span, at(src, "deadline 3d", 0));
+}
+
+#[test]
+fn timeout_as_a_statement_points_to_deadline() {
+    let help =
+        "a flow's overall time limit is written `deadline 14d`; `timeout` applies to one step";
+    // First in the body, after a `return`, a `schedule`, a `deadline` or a `when`.
+    for body in [
+        "    timeout 14d\n    let a = A()\n",
+        "    let a = A()\n    return a\n    timeout 14d\n",
+        "    schedule \"0 3 * * *\" timezone \"UTC\"\n    timeout 14d\n",
+        "    deadline 1d\n    timeout 14d\n",
+        "    when x {\n        let a = A()\n    }\n    timeout 14d\n",
+        "    when x {\n        timeout 14d\n    }\n",
+    ] {
+        let src = format!("flow F() {{\n{body}}}\n");
+        let (file, diags) = parse_err(&src);
+        assert_eq!(diags.len(), 1, "{src}: {diags:#?}");
+        assert_eq!(diags[0].help.as_deref(), Some(help), "{src}");
+        assert_eq!(diags[0].primary.span, at(&src, "timeout", 0), "{src}");
+        // The rest of the flow is kept.
+        assert!(matches!(file.items[0].kind, ItemKind::Flow(_)));
+    }
+    // At the top level, it is not a statement at all.
+    let d = first("timeout 14d\nrecord A {}\n");
+    assert!(
+        d.help.as_deref().unwrap_or("").contains("step option"),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -734,9 +791,9 @@ fn durations() {
 #[test]
 fn invalid_durations() {
     for (src, needle) in [
-        ("timeout 5x", "unknown unit `x`"),
-        ("timeout 5", "has no unit"),
-        ("timeout 99999999999w", "too large"),
+        ("deadline 5x", "unknown unit `x`"),
+        ("deadline 5", "has no unit"),
+        ("deadline 99999999999w", "too large"),
         ("return 3sec", "unknown unit `sec`"),
     ] {
         let text = format!("flow F() {{\n    {src}\n}}\n");
@@ -993,10 +1050,10 @@ fn message_keyword_as_name() {
         d.message,
         "expected a name for the result, found keyword `flow`"
     );
-    let d = first("record A { timeout: Int }\n");
+    let d = first("record A { for: Int }\n");
     assert_eq!(
         d.message,
-        "expected `}` or a field name, found keyword `timeout`"
+        "expected `}` or a field name, found keyword `for`"
     );
 }
 
@@ -1103,22 +1160,276 @@ fn messages_never_name_grammar_rules() {
     }
 }
 
+const RESERVED: &str = "from import record enum flow step bindings let when else for return true false none and or not";
+
+const CONTEXTUAL: &str = "as type remote call approval wait in join all any at_least deadline \
+    schedule timezone overlap catchup within jitter input retry backoff fixed exponential \
+    non_retryable timeout after parallel raises";
+
 #[test]
-fn every_keyword_is_reserved() {
-    let keywords = "from import as record enum type remote call approval wait step flow \
-        bindings let when else for in join all any at_least return timeout schedule timezone \
-        overlap catchup within jitter input retry backoff fixed exponential non_retryable after \
-        parallel raises true false none and or not";
-    for kw in keywords.split_whitespace() {
+fn reserved_keywords_are_not_names() {
+    for kw in RESERVED.split_whitespace() {
         let (_, diags) = parse(FileId(0), &format!("record R {{ {kw}: Int }}\n"));
         assert_eq!(diags.len(), 1, "`{kw}` should be reserved");
         assert!(
             diags[0].message.contains(&format!("keyword `{kw}`")),
+            "{kw}: {}",
+            diags[0].message
+        );
+        assert!(
+            diags[0]
+                .help
+                .as_deref()
+                .unwrap_or("")
+                .contains("reserved keyword"),
             "{kw}"
         );
         // A name that merely starts with a keyword is fine.
         parse_ok(&format!("record R {{ {kw}x: Int, {kw}_: Int }}\n"));
     }
+}
+
+/// Every name of `text` in source order, whatever its role.
+fn all_names(file: &File) -> Vec<String> {
+    let mut out = Vec::new();
+    let expr = |e: &Expr, out: &mut Vec<String>| {
+        if let ExprKind::Path(p) = &e.kind {
+            out.extend(p.iter().map(|i| i.name.clone()));
+        }
+    };
+    for item in &file.items {
+        match &item.kind {
+            ItemKind::Import(i) => {
+                for n in &i.names {
+                    out.push(n.name.name.clone());
+                    out.extend(n.alias.iter().map(|a| a.name.clone()));
+                }
+            }
+            ItemKind::Record(r) => {
+                out.push(r.name.name.clone());
+                out.extend(r.generics.iter().map(|g| g.name.clone()));
+                for f in &r.fields {
+                    out.push(f.name.name.clone());
+                    if let TypeExprKind::Named { name, .. } = &f.ty.kind {
+                        out.push(name.name.clone());
+                    }
+                }
+            }
+            ItemKind::Enum(e) => {
+                out.push(e.name.name.clone());
+                out.extend(e.variants.iter().map(|v| v.name.name.clone()));
+            }
+            ItemKind::Alias(a) => out.push(a.name.name.clone()),
+            ItemKind::Step(st) => {
+                out.push(st.name.name.clone());
+                out.extend(st.params.iter().map(|p| p.name.name.clone()));
+                out.extend(st.raises.iter().map(|r| r.name.clone()));
+            }
+            ItemKind::Flow(f) => {
+                out.push(f.name.name.clone());
+                out.extend(f.params.iter().map(|p| p.name.name.clone()));
+                for stmt in &f.body {
+                    match &stmt.kind {
+                        StmtKind::Let(l) => {
+                            out.push(l.name.name.clone());
+                            let call = match &l.value {
+                                StepExpr::Call(c) => c,
+                                StepExpr::ForEach(fe) => {
+                                    out.push(fe.var.name.clone());
+                                    expr(&fe.over, &mut out);
+                                    &fe.body
+                                }
+                            };
+                            out.push(call.callee.name.clone());
+                            for a in &call.args {
+                                out.push(a.name.name.clone());
+                                expr(&a.value, &mut out);
+                            }
+                            for o in &l.options {
+                                match &o.kind {
+                                    StepOptionKind::After(n) | StepOptionKind::NonRetryable(n) => {
+                                        out.extend(n.iter().map(|i| i.name.clone()));
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                        StmtKind::Return(e) => expr(e, &mut out),
+                        StmtKind::When(w) => expr(&w.cond, &mut out),
+                        StmtKind::Schedule(sc) => {
+                            for c in &sc.clauses {
+                                if let ScheduleClauseKind::Input(args) = &c.kind {
+                                    out.extend(args.iter().map(|a| a.name.name.clone()));
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            ItemKind::Bindings(b) => {
+                out.push(b.env.name.clone());
+                for e in &b.entries {
+                    out.push(e.step.name.clone());
+                    out.push(e.connector.name.clone());
+                    out.extend(e.config.iter().map(|c| c.key.name.clone()));
+                }
+            }
+            ItemKind::Error => out.push("<error>".to_string()),
+        }
+    }
+    out
+}
+
+#[test]
+fn contextual_keywords_are_names_everywhere_a_name_is_expected() {
+    for kw in CONTEXTUAL.split_whitespace() {
+        // `kw` in every role: import, alias, type name, generic, record, field,
+        // variant, enum, step, parameter, error, flow, let, callee, argument, path,
+        // member, fan-out variable and list, `after`, `non_retryable`, schedule input,
+        // environment, binding, connector and configuration key.
+        let src = format!(
+            "from \"./x\" import {kw} as {kw}\n\
+             type {kw} = {kw}<{kw}>\n\
+             record {kw}<{kw}> {{\n    {kw}: {kw},\n}}\n\
+             enum {kw} {{ {kw} }}\n\
+             remote step {kw}({kw}: Int) -> Int raises {kw}\n\
+             flow {kw}({kw}: Int) -> Int {{\n\
+             \x20   schedule \"0 3 * * *\" input({kw}: 1)\n\
+             \x20   let {kw} = {kw}({kw}: {kw}.{kw})\n\
+             \x20       after {kw}\n\
+             \x20       non_retryable {kw}\n\
+             \x20   let {kw} = for {kw} in {kw} join all {{ {kw}({kw}: {kw}) }}\n\
+             \x20   when {kw} {{\n        let {kw} = {kw}()\n    }}\n\
+             \x20   return {kw}\n\
+             }}\n\
+             bindings {kw} {{\n    {kw} = {kw} {{ {kw}: 1 }}\n}}\n"
+        );
+        let file = parse_ok(&src);
+        let names = all_names(&file);
+        assert!(names.iter().all(|n| n == kw), "{kw}: {names:?}");
+        assert_eq!(names.len(), 34, "{kw}: {names:?}");
+    }
+}
+
+#[test]
+fn contextual_keywords_are_still_keywords_where_expected() {
+    // A `let` named like a step option, followed by that option.
+    let src = "flow F() {\n    let retry = A(a: 1)\n        retry 3\n        timeout 5s\n    let after = B(input: retry)\n        after after\n    let timeout = C() timeout 1m\n    deadline 2d\n    schedule \"0 3 * * *\" input(input: 1) timezone \"UTC\"\n    return timeout\n}\n";
+    let file = parse_ok(src);
+    let body = flow_body(&file, 0);
+    let kinds: Vec<&str> = body
+        .iter()
+        .map(|s| match &s.kind {
+            StmtKind::Let(l) => l.name.name.as_str(),
+            StmtKind::Deadline(_) => "<deadline>",
+            StmtKind::Schedule(_) => "<schedule>",
+            StmtKind::Return(_) => "<return>",
+            _ => "<other>",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "retry",
+            "after",
+            "timeout",
+            "<deadline>",
+            "<schedule>",
+            "<return>"
+        ]
+    );
+    let StmtKind::Let(retry) = &body[0].kind else {
+        panic!()
+    };
+    assert!(matches!(
+        retry.options[..],
+        [
+            StepOption {
+                kind: StepOptionKind::Retry(IntLit { value: 3, .. }),
+                ..
+            },
+            StepOption {
+                kind: StepOptionKind::Timeout(_),
+                ..
+            }
+        ]
+    ));
+    let StmtKind::Let(after) = &body[1].kind else {
+        panic!()
+    };
+    assert!(
+        matches!(&after.options[0].kind, StepOptionKind::After(n) if n.len() == 1 && n[0].name == "after")
+    );
+    let StmtKind::Schedule(sched) = &body[4].kind else {
+        panic!()
+    };
+    assert_eq!(sched.clauses.len(), 2);
+
+    // Items that start with a contextual keyword, next to fields named like them in
+    // column 0.
+    let src = "record R {\ntype: String,\ninput: Data,\nremote: Bool,\n}\ntype X = R\ntype Y<T> = List<T>\nremote step S(type: String, wait: Duration) -> R\ncall step C()\napproval step A()\nwait step W()\n";
+    let file = parse_ok(src);
+    assert_eq!(file.items.len(), 7);
+    assert!(matches!(&file.items[0].kind, ItemKind::Record(r) if r.fields.len() == 3));
+    assert!(matches!(file.items[1].kind, ItemKind::Alias(_)));
+    assert!(matches!(file.items[2].kind, ItemKind::Alias(_)));
+    let kinds: Vec<StepKind> = file.items[3..]
+        .iter()
+        .map(|i| match &i.kind {
+            ItemKind::Step(s) => s.kind,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            StepKind::Remote,
+            StepKind::Call,
+            StepKind::Approval,
+            StepKind::Wait
+        ]
+    );
+
+    // Join policies, schedule clauses and backoff kinds.
+    let src = "flow F(all: List<Int>) {\n    let any = for in in all join any { G(x: in) }\n    let a = for x in any join all { G(x: x) } backoff fixed(1s)\n    let b = for x in all join at_least 2 { G(x: x) } parallel 2 backoff exponential(1s, 1m)\n    schedule \"0 3 * * *\" overlap skip catchup all within 1d jitter 5m\n}\n";
+    let file = parse_ok(src);
+    let body = flow_body(&file, 0);
+    let StmtKind::Let(any) = &body[0].kind else {
+        panic!()
+    };
+    assert!(
+        matches!(&any.value, StepExpr::ForEach(f) if f.var.name == "in" && f.join.policy == JoinPolicy::Any)
+    );
+}
+
+#[test]
+fn contextual_keywords_in_messages() {
+    // Not called a keyword where it is merely out of place.
+    let d = first("record A { a: Int timeout }\n");
+    assert_eq!(
+        d.message,
+        "expected one of `}`, `,`, `<` or `?`, found `timeout`"
+    );
+    assert!(!d.help.as_deref().unwrap_or("").contains("reserved"));
+    // A `let` without its keyword, even when the name is a contextual keyword.
+    for name in ["schedule", "deadline", "timeout", "input"] {
+        let d = first(&format!("flow F() {{\n    {name} = Train(data: x)\n}}\n"));
+        assert_eq!(
+            d.help.as_deref(),
+            Some(format!("add `let` to bind a result: `let {name} = …`").as_str()),
+            "{name}"
+        );
+    }
+    // A step kind with a typo: only that item is lost.
+    let (file, diags) = parse_err("remote stpe S()\nrecord R {}\n");
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(diags[0].message, "expected `step`, found `stpe`");
+    assert!(matches!(file.items[1].kind, ItemKind::Record(_)));
+    // A missing `}` before a column-0 alias costs only the record.
+    let (file, diags) = parse_err("record R {\n    a: Int\ntype X = Int\n");
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert!(matches!(file.items[1].kind, ItemKind::Alias(_)));
 }
 
 // ---------------------------------------------------------------------------
@@ -1197,29 +1508,6 @@ fn big_file(lines: usize) -> String {
     s
 }
 
-/// Run with `cargo test --release --test parser -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn timing_100k_lines() {
-    let lines = std::env::var("PARSER_BENCH_LINES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let text = big_file(lines);
-    for _ in 0..3 {
-        let t = std::time::Instant::now();
-        let (f, d) = parse(FileId(0), &text);
-        println!(
-            "{} lines, {} bytes, {} items, {} diagnostics: {:?}",
-            text.lines().count(),
-            text.len(),
-            f.items.len(),
-            d.len(),
-            t.elapsed()
-        );
-    }
-}
-
 mod props {
     use super::*;
     use proptest::prelude::*;
@@ -1275,6 +1563,8 @@ mod props {
             assert!(d.primary.span.start <= d.primary.span.end);
             assert!(d.primary.span.end as usize <= text.len());
             assert!(!d.message.is_empty());
+            // The parser and the grammar that explains its errors agree.
+            assert!(!d.message.starts_with("internal"), "{text:?}: {d:?}");
         }
         for item in &file.items {
             assert!(item.span.end as usize <= text.len());

@@ -33,6 +33,7 @@ pub struct CheckedFlow {
     /// `when` conditions; a [`Guard`] refers to one by index.
     pub conds: Vec<Cond>,
     pub ret: Option<TExpr>,
+    /// The flow's `deadline`, in milliseconds (the IR's flow `timeout_ms`).
     pub timeout_ms: Option<u64>,
     pub schedules: Vec<CheckedSchedule>,
     /// Parameters and nodes referred to anywhere, even in expressions that failed
@@ -304,9 +305,9 @@ pub fn check_flow(
         unreachable: BTreeSet::new(),
     };
     let mut ret = None;
-    let mut timeout = None;
+    let mut deadline = None;
     let mut schedule = Vec::new();
-    fcx.collect(&decl.body, &[], &mut ret, &mut timeout, &mut schedule);
+    fcx.collect(&decl.body, &[], &mut ret, &mut deadline, &mut schedule);
 
     for (i, p) in fcx.lets.iter().enumerate() {
         let name = &p.let_stmt.name;
@@ -462,7 +463,7 @@ pub fn check_flow(
         nodes,
         conds,
         ret,
-        timeout_ms: timeout,
+        timeout_ms: deadline,
         schedules,
         used_params: fcx.used_params,
         used_nodes: fcx.used_nodes,
@@ -477,7 +478,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         body: &'a [Stmt],
         guards: &[Guard],
         ret: &mut Option<&'a Expr>,
-        timeout: &mut Option<u64>,
+        deadline: &mut Option<u64>,
         schedule: &mut Vec<&'a ast::Schedule>,
     ) {
         let cx = self.cx;
@@ -508,14 +509,14 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         when: id,
                         branch: true,
                     });
-                    self.collect(&w.then_body, &inner, ret, timeout, schedule);
+                    self.collect(&w.then_body, &inner, ret, deadline, schedule);
                     if let Some(else_body) = &w.else_body {
                         inner.pop();
                         inner.push(Guard {
                             when: id,
                             branch: false,
                         });
-                        self.collect(else_body, &inner, ret, timeout, schedule);
+                        self.collect(else_body, &inner, ret, deadline, schedule);
                     }
                 }
                 StmtKind::Return(e) => {
@@ -532,30 +533,30 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         *ret = Some(e);
                     }
                 }
-                StmtKind::Timeout(d) => {
+                StmtKind::Deadline(d) => {
                     if !top {
-                        misplaced(stmt.span, "timeout");
-                    } else if timeout.is_some() {
+                        misplaced(stmt.span, "deadline");
+                    } else if deadline.is_some() {
                         cx.report(
                             cx.error(
                                 Code::DuplicateOption,
                                 stmt.span,
-                                "the flow's timeout is set twice",
+                                "a flow's deadline is set twice",
                             )
-                            .with_label("second `timeout`")
-                            .with_help("keep one `timeout`"),
+                            .with_label("second `deadline`")
+                            .with_help("keep one `deadline`"),
                         );
                     } else if d.millis == 0 {
                         cx.report(
                             cx.error(
                                 Code::InvalidOption,
                                 d.span,
-                                "a flow timeout must be longer than zero",
+                                "a flow deadline must be longer than zero",
                             )
                             .with_help("write a duration such as `30d`"),
                         );
                     } else {
-                        *timeout = Some(d.millis);
+                        *deadline = Some(d.millis);
                     }
                 }
                 StmtKind::Schedule(s) => {

@@ -1029,10 +1029,10 @@ flow Sweep(datasets: List<String>) -> List<Float> {
 
 const MISPLACED_STATEMENT: &str = r##"
 A statement appears where it has no meaning, for example a `schedule` or the
-flow's `timeout` inside a `when`.
+flow's `deadline` inside a `when`.
 
-Schedules and the flow timeout describe the whole flow, not one branch of it, so they
-belong at the top level of the flow body.
+Schedules and the flow's deadline describe the whole run, not one branch of it, so
+they belong at the top level of the flow body.
 
 Example:
 
@@ -1267,8 +1267,8 @@ const INVALID_OPTION: &str = r##"
 A step option or schedule clause has a value out of range or not among its choices,
 for example `retry 0` (the number of attempts is at least 1), `parallel 0`, `join at_least 0`,
 an `overlap` other than `skip`, `buffer_one`, `allow_all` or `cancel_running`, a
-`catchup` other than `skip`, `once` or `all`, or an `exponential` backoff whose
-maximum is below its initial delay.
+`catchup` other than `skip`, `once` or `all`, an `exponential` backoff whose
+maximum is below its initial delay, or a zero `timeout` or flow `deadline`.
 
 Example:
 
@@ -1295,8 +1295,9 @@ flow Train() -> Float {
 
 const DUPLICATE_OPTION: &str = r##"
 The same option is given twice to one step (`retry`, `backoff`, `timeout`,
-`parallel`, ...), or the same clause twice to one schedule (`timezone`, `overlap`,
-...). `after` and `non_retryable` may list several names, but only once each.
+`parallel`, ...), the same clause twice to one schedule (`timezone`, `overlap`,
+...), or a flow's `deadline` twice. `after` and `non_retryable` may list several
+names, but only once each.
 
 Which value would apply is not obvious to a reader, so eflow asks for one.
 

@@ -543,8 +543,8 @@ impl P<'_> {
                 self.o.push("return ");
                 self.expr(e, indent, 0, Slot::TOP);
             }
-            StmtKind::Timeout(d) => {
-                self.o.push("timeout ");
+            StmtKind::Deadline(d) => {
+                self.o.push("deadline ");
                 self.o.push(&duration_text(d.millis));
             }
             StmtKind::Schedule(s) => {

@@ -240,8 +240,9 @@ pub enum StmtKind {
     When(WhenStmt),
     /// `return expr`
     Return(Expr),
-    /// `timeout 14d`: the whole run's deadline.
-    Timeout(DurationLit),
+    /// `deadline 14d`: how long the whole run may take, counted from its start.
+    /// (`timeout` is a step option: how long one attempt of one step may take.)
+    Deadline(DurationLit),
     Schedule(Schedule),
     /// A statement that failed to parse; its syntax error has been reported.
     Error,

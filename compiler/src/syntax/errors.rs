@@ -67,8 +67,7 @@ fn expectation(rule: Rule, ctx: Ctx) -> Option<(Group, &'static str)> {
         Rule::kw_in => (Token, "`in`"),
         Rule::kw_join => (Token, "`join`"),
         Rule::kw_within => (Token, "`within`"),
-        Rule::kw_timeout => (Statement, "`timeout`"),
-        Rule::kw_let | Rule::kw_when | Rule::kw_return | Rule::kw_schedule => {
+        Rule::kw_let | Rule::kw_when | Rule::kw_return | Rule::kw_deadline | Rule::kw_schedule => {
             (Statement, "a statement")
         }
         Rule::join | Rule::kw_all | Rule::kw_any | Rule::kw_at_least => {
@@ -181,7 +180,7 @@ pub(crate) fn describe(text: &str, tok: Token) -> String {
     };
     match tok.kind {
         TokKind::Eof => "end of file".to_string(),
-        TokKind::Word if lexer::is_keyword(raw) => format!("keyword `{short}`"),
+        TokKind::Word if lexer::is_reserved(raw) => format!("keyword `{short}`"),
         TokKind::Str { .. } => "a string".to_string(),
         _ => format!("`{short}`"),
     }
@@ -258,10 +257,6 @@ fn expected_found(site: &Site<'_>, pos: usize, rules: &[Rule], found: Token) -> 
     if items.len() > 1 {
         items.retain(|(_, t)| *t != "`.`");
     }
-    // `timeout` is both a statement and a step option; "a statement" covers it.
-    if items.iter().any(|(_, t)| *t == "a statement") {
-        items.retain(|(_, t)| *t != "`timeout`");
-    }
     items.sort_by_key(|(g, _)| *g);
     let texts: Vec<&str> = items.iter().map(|(_, t)| *t).collect();
     let expected = one_of(&texts);
@@ -308,7 +303,15 @@ fn help(site: &Site<'_>, rules: &[Rule], found: Token, beyond: bool) -> Option<S
         )
     });
     let is_cmp = matches!(f, "<" | ">" | "<=" | ">=" | "==" | "!=");
-    let h = if found.kind == TokKind::Word && lexer::is_keyword(f) && has_name {
+    let wants_stmt = rules.iter().any(|r| {
+        matches!(
+            r,
+            Rule::kw_let | Rule::kw_when | Rule::kw_return | Rule::kw_deadline | Rule::kw_schedule
+        )
+    });
+    let h = if found.kind == TokKind::Word && f == "timeout" && wants_stmt {
+        TIMEOUT_STATEMENT_HELP.to_string()
+    } else if found.kind == TokKind::Word && lexer::is_reserved(f) && has_name {
         format!(
             "`{f}` is a reserved keyword and cannot be used as a name; choose another name, such as `{f}_`"
         )
@@ -316,7 +319,7 @@ fn help(site: &Site<'_>, rules: &[Rule], found: Token, beyond: bool) -> Option<S
         "use `:` here: arguments, fields and entries are written `name: value`".to_string()
     } else if has(Rule::arrow) && f == ":" {
         "write `->` before the result type, not `:`".to_string()
-    } else if has(Rule::arrow) && found.kind == TokKind::Word && !lexer::is_keyword(f) {
+    } else if has(Rule::arrow) && found.kind == TokKind::Word && !lexer::is_reserved(f) {
         format!("the result type follows `->`: `-> {f}`")
     } else if f == "=" && has_operator {
         "use `==` to compare values".to_string()
@@ -375,9 +378,12 @@ pub(crate) fn bad_item_start(text: &str, file: FileId, tok: Token) -> Diagnostic
                     .to_string(),
             ),
             "import" => Some("imports are written `from \"path\" import Name`".to_string()),
-            "let" | "when" | "return" | "timeout" | "schedule" => {
+            "let" | "when" | "return" | "deadline" | "schedule" => {
                 Some(format!("`{word}` is a statement; it belongs inside a `flow` body"))
             }
+            "timeout" => Some(
+                "`timeout` is a step option and follows a call inside a `flow` body".to_string(),
+            ),
             _ => closest(word, ITEM_KEYWORDS).map(|k| format!("did you mean `{k}`?")),
         }
     } else if word == "}" {
@@ -391,6 +397,10 @@ pub(crate) fn bad_item_start(text: &str, file: FileId, tok: Token) -> Diagnostic
     diag
 }
 
+/// The help for `timeout` where a statement is expected.
+const TIMEOUT_STATEMENT_HELP: &str =
+    "a flow's overall time limit is written `deadline 14d`; `timeout` applies to one step";
+
 /// A statement that does not start with a statement keyword. `next` is the token
 /// after it, to recognise `x = Step(...)` (a missing `let`).
 pub(crate) fn bad_stmt_start(text: &str, file: FileId, tok: Token, next: Token) -> Diagnostic {
@@ -402,8 +412,13 @@ pub(crate) fn bad_stmt_start(text: &str, file: FileId, tok: Token, next: Token) 
         Span::new(tok.start, tok.end),
         format!("expected a statement or `}}`, found {found}"),
     )
-    .with_label("expected `let`, `when`, `return`, `timeout`, `schedule` or `}`");
+    .with_label("expected `let`, `when`, `return`, `deadline`, `schedule` or `}`");
     let help = match (tok.kind, word) {
+        // A step option where no `let` precedes it: most likely the old flow-wide
+        // time limit, which is now its own keyword.
+        (TokKind::Word, "timeout") if !next.is_punct(text, "=") => {
+            Some(TIMEOUT_STATEMENT_HELP.to_string())
+        }
         (TokKind::Word, "if") => {
             Some("eflow writes conditions with `when`: `when cond { … }`".to_string())
         }
@@ -412,13 +427,13 @@ pub(crate) fn bad_stmt_start(text: &str, file: FileId, tok: Token, next: Token) 
             "a fan-out is bound with `let`: `let results = for x in xs join all { Step(arg: x) }`"
                 .to_string(),
         ),
-        (TokKind::Word, w) if next.is_punct(text, "=") && !lexer::is_keyword(w) => {
+        (TokKind::Word, w) if next.is_punct(text, "=") && !lexer::is_reserved(w) => {
             Some(format!("add `let` to bind a result: `let {w} = …`"))
         }
-        (TokKind::Word, w) if ITEM_KEYWORDS.contains(&w) => Some(format!(
+        (TokKind::Word, w) if lexer::starts_item(text, tok, true) => Some(format!(
             "`{w}` starts a top-level item; is a `}}` missing before it?"
         )),
-        (TokKind::Word, w) => closest(w, &["let", "when", "return", "timeout", "schedule"])
+        (TokKind::Word, w) => closest(w, &["let", "when", "return", "deadline", "schedule"])
             .map(|k| format!("did you mean `{k}`?")),
         _ => None,
     };

@@ -1,6 +1,8 @@
-//! The syntax layer: the pest grammar, the syntax tree and the parser that builds it.
+//! The syntax layer: the lexer, the parser that builds the syntax tree, and the pest
+//! grammar that specifies it and explains syntax errors.
 
 pub mod ast;
+mod descent;
 mod errors;
 mod grammar;
 mod lexer;
