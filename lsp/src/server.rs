@@ -325,7 +325,12 @@ impl Server {
     pub(crate) fn diagnostics_by_file(&self) -> HashMap<Url, Vec<lsp_types::Diagnostic>> {
         let ws = &self.ws;
         let mut out: HashMap<Url, Vec<lsp_types::Diagnostic>> = HashMap::new();
-        for m in ws.analysis.modules.iter().filter(|m| !m.is_std) {
+        for m in ws
+            .analysis
+            .modules
+            .iter()
+            .filter(|m| !m.is_std && !ws.is_hidden(m.file))
+        {
             if let Some(url) = ws.url_of(m.file) {
                 out.entry(url).or_default();
             }
@@ -338,7 +343,7 @@ impl Server {
             by_file.entry(d.primary.file).or_default().push(d);
         }
         for (file, diags) in by_file {
-            if ws.db().module(file).is_none_or(|m| m.is_std) {
+            if ws.db().module(file).is_none_or(|m| m.is_std) || ws.is_hidden(file) {
                 continue;
             }
             let Some(url) = ws.url_of(file) else {

@@ -29,6 +29,8 @@ pub struct Document {
     pub version: i32,
 }
 
+use crate::ide::PRELUDE;
+
 /// At most this many files are loaded from the workspace folders, so opening a
 /// file in a huge directory (a home folder) does not read it all.
 const MAX_WORKSPACE_FILES: usize = 5000;
@@ -115,6 +117,11 @@ impl Workspace {
 
     pub fn is_stdlib(&self, path: &Path) -> bool {
         self.stdlib_name(path).is_some()
+    }
+
+    /// Whether a file is the server's own and must not be shown to the user.
+    pub fn is_hidden(&self, file: FileId) -> bool {
+        self.db().is_hidden(file)
     }
 
     pub fn file_of_path(&self, path: &Path) -> Option<FileId> {
@@ -301,7 +308,16 @@ impl Workspace {
         for (p, _) in self.docs.iter().filter(|(p, _)| !self.is_stdlib(p)) {
             paths.insert(p.clone());
         }
-        let mut inputs = Vec::new();
+        let prelude: String = stdlib::FILES
+            .iter()
+            .map(|(name, _)| {
+                format!(
+                    "from \"{}\" import EflowLspLoad\n",
+                    name.trim_end_matches(".eflow")
+                )
+            })
+            .collect();
+        let mut inputs = vec![(PathBuf::from(PRELUDE), prelude)];
         for p in paths {
             let text = match self.docs.get(&p) {
                 Some(d) => d.text.clone(),

@@ -139,6 +139,7 @@ fn errors_in_other_files_are_pushed_too_and_follow_edits() {
     let codes = codes(diags["diagnostics"].as_array().expect("list"));
     assert!(codes.contains(&"E0104".to_string()), "{codes:?}");
     c.change_full(&shared, 3, SHARED);
+    // Cleared once the step is back: the first push for `main` after the fix.
     let diags = c.wait_for("textDocument/publishDiagnostics", |p| {
         p["uri"] == main.as_str()
     });
@@ -160,7 +161,8 @@ fn diagnostics_can_be_pulled() {
         json!({ "textDocument": { "uri": uri } }),
     );
     assert_eq!(report["kind"], "full");
-    assert_eq!(codes(report["items"].as_array().expect("items")), ["E0100"]);
+    let found = codes(report["items"].as_array().expect("items"));
+    assert!(found.contains(&"E0100".to_string()), "{found:?}");
     let id = report["resultId"].clone();
     let again = c.request(
         "textDocument/diagnostic",
@@ -207,8 +209,8 @@ fn hover_shows_types_contracts_and_stdlib_fields() {
     assert!(v.contains("std/ml"), "{v}");
 
     // A field in a path, a parameter, an argument name.
-    let text = MAIN.replace("return model", "return model");
-    let h = c.request("textDocument/hover", at(&uri, pos(&text, "spec: spec)", 7)));
+    let text = MAIN;
+    let h = c.request("textDocument/hover", at(&uri, pos(text, "spec: spec)", 7)));
     assert!(
         h["contents"]["value"]
             .as_str()
@@ -218,7 +220,7 @@ fn hover_shows_types_contracts_and_stdlib_fields() {
     );
     let h = c.request(
         "textDocument/hover",
-        at(&uri, pos(&text, "features: data", 1)),
+        at(&uri, pos(text, "features: data", 1)),
     );
     assert!(
         h["contents"]["value"]
@@ -228,7 +230,7 @@ fn hover_shows_types_contracts_and_stdlib_fields() {
         "{h}"
     );
     // Nothing to say about a keyword.
-    let h = c.request("textDocument/hover", at(&uri, pos(&text, "flow", 1)));
+    let h = c.request("textDocument/hover", at(&uri, pos(text, "flow", 1)));
     assert!(h.is_null(), "{h}");
     c.shutdown();
 }
@@ -647,7 +649,7 @@ fn semantic_tokens_signature_help_and_inlay_hints() {
         json!({ "textDocument": { "uri": main } }),
     );
     let data = legend["data"].as_array().expect("data");
-    assert!(!data.is_empty() && data.len() % 5 == 0);
+    assert!(!data.is_empty() && data.len().is_multiple_of(5));
     // The first token is `from`, a keyword (index 10 in the legend).
     assert_eq!(
         &data[..5],
@@ -741,16 +743,24 @@ fn quick_fixes_for_common_diagnostics() {
         ", Dataset"
     );
 
-    // An unused import.
-    let text = MAIN.replace("import Model, Train", "import Dataset, Model, Train");
+    // An unused import: the whole line goes.
+    let text = MAIN.replace(
+        "from \"./shared\"",
+        "from \"std/approval\" import Approve\nfrom \"./shared\"",
+    );
     c.change_full(&main, 4, &text);
-    let a = actions(&mut c, &main, &text, "Dataset,");
+    let a = actions(&mut c, &main, &text, "Approve");
     let fix = a
         .iter()
-        .find(|a| a["title"] == "Remove unused import `Dataset`")
+        .find(|a| a["title"] == "Remove unused import `Approve`")
         .unwrap_or_else(|| panic!("{a:?}"));
     let edit = &fix["edit"]["changes"][main.as_str()][0];
     assert_eq!(edit["newText"], "");
+    assert_eq!(
+        edit["range"]["start"],
+        pos(&text, "from \"std/approval\"", 0)
+    );
+    assert_eq!(edit["range"]["end"], pos(&text, "from \"./shared\"", 0));
     c.shutdown();
 }
 
@@ -907,9 +917,9 @@ fn incremental_edits_in_utf16_positions() {
             break d;
         }
     };
-    assert_eq!(codes(&diags), ["E0100"]);
+    let unknown = diags.iter().find(|d| d["code"] == "E0100").expect("E0100");
     assert_eq!(
-        diags[0]["range"]["start"],
+        unknown["range"]["start"],
         json!({ "line": 4, "character": 11 })
     );
     let h = c.request(

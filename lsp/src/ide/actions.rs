@@ -61,15 +61,16 @@ pub fn code_actions(db: Db, file: FileId, range: Span) -> Vec<Action> {
                     if def.file == file {
                         continue;
                     }
-                    let fits = match (d.code, db.sig(def)) {
+                    let fits = matches!(
+                        (d.code, db.sig(def)),
                         (
                             Code::UnknownType,
                             Some(ItemSig::Record(_) | ItemSig::Enum(_) | ItemSig::Alias(_)),
-                        ) => true,
-                        (Code::UnknownCallee, Some(ItemSig::Step(_) | ItemSig::Flow(_))) => true,
-                        (Code::UnknownName, Some(ItemSig::Enum(_))) => true,
-                        _ => false,
-                    };
+                        ) | (
+                            Code::UnknownCallee,
+                            Some(ItemSig::Step(_) | ItemSig::Flow(_))
+                        ) | (Code::UnknownName, Some(ItemSig::Enum(_)))
+                    );
                     if !fits {
                         continue;
                     }

@@ -549,10 +549,7 @@ impl<'t> Cursor<'t> {
         if self.last(0) == "." {
             let mut segments = Vec::new();
             let mut k = self.before.len() - 1;
-            loop {
-                let Some(w) = k.checked_sub(1).and_then(|i| self.before.get(i)) else {
-                    break;
-                };
+            while let Some(w) = k.checked_sub(1).and_then(|i| self.before.get(i)) {
                 if w.kind != TokKind::Word {
                     break;
                 }
@@ -595,7 +592,7 @@ impl<'t> Cursor<'t> {
                 path: self.import_path().unwrap_or_default(),
             },
             "raises" | "as" => Context::Nothing,
-            "," if item != ""
+            "," if !item.is_empty()
                 && self
                     .before
                     .iter()
@@ -1149,7 +1146,7 @@ fn importable(
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for other in &req.db.analysis.modules {
-        if other.file == req.file {
+        if other.file == req.file || req.db.is_hidden(other.file) {
             continue;
         }
         for (name, sym) in eflow_compiler::names::own_items(other.file, &other.ast) {
@@ -1229,7 +1226,7 @@ fn top_level(req: &Request, out: &mut Vec<Completion>) {
 fn import_paths(req: &Request, cx: &Cursor, in_string: bool, out: &mut Vec<Completion>) {
     let mut paths: Vec<(String, FileId)> = Vec::new();
     for m in &req.db.analysis.modules {
-        if m.file == req.file {
+        if m.file == req.file || req.db.is_hidden(m.file) {
             continue;
         }
         if let Some(p) = req.db.import_path(req.file, m.file) {

@@ -26,6 +26,11 @@ use eflow_compiler::source::FileId;
 use eflow_compiler::syntax::ast::{self, Span};
 use eflow_compiler::types::{DefId, Ty};
 
+/// A module that exists only in the server's analysis, importing every standard
+/// library module so that completion and quick fixes can offer names from
+/// modules the workspace does not import yet. It is never shown.
+pub const PRELUDE: &str = "/.eflow-lsp/prelude.eflow";
+
 /// Read access to one analysis, with the lookups every feature needs.
 #[derive(Clone, Copy)]
 pub struct Db<'a> {
@@ -39,6 +44,13 @@ impl<'a> Db<'a> {
 
     pub fn module(&self, file: FileId) -> Option<&'a Module> {
         self.analysis.modules.get(file.0 as usize)
+    }
+
+    /// The server's own prelude module.
+    pub fn is_hidden(&self, file: FileId) -> bool {
+        (file.0 as usize) < self.analysis.sources.len()
+            && self.analysis.sources.get(file).path.as_deref()
+                == Some(std::path::Path::new(PRELUDE))
     }
 
     pub fn text(&self, file: FileId) -> &'a str {
@@ -97,7 +109,12 @@ impl<'a> Db<'a> {
     /// modules first.
     pub fn items_named(&self, name: &str) -> Vec<DefId> {
         let mut out = Vec::new();
-        for m in &self.analysis.modules {
+        for m in self
+            .analysis
+            .modules
+            .iter()
+            .filter(|m| !self.is_hidden(m.file))
+        {
             for (i, item) in m.ast.items.iter().enumerate() {
                 if item_ident(item).is_some_and(|id| id.name == name) {
                     out.push(DefId {

@@ -193,7 +193,12 @@ pub fn workspace_symbols(
     query: &str,
 ) -> Vec<(eflow_compiler::source::FileId, Symbol, String)> {
     let mut out = Vec::new();
-    let mut modules: Vec<&Module> = db.analysis.modules.iter().collect();
+    let mut modules: Vec<&Module> = db
+        .analysis
+        .modules
+        .iter()
+        .filter(|m| !db.is_hidden(m.file))
+        .collect();
     modules.sort_by_key(|m| m.is_std);
     for m in modules {
         for s in document_symbols(db, m) {
