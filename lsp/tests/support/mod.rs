@@ -311,6 +311,10 @@ impl Client {
         panic!("server did not exit after `exit`");
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
