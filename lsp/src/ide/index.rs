@@ -193,7 +193,7 @@ impl<'a> Builder<'a> {
                     if let Some(d) = found {
                         self.push(n.name.span, Def::Item(d), false, None);
                         if let Some(a) = &n.alias {
-                            self.push(a.span, Def::Item(d), true, None);
+                            self.push(a.span, Def::Item(d), false, None);
                         }
                     }
                 }
