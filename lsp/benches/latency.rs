@@ -166,20 +166,46 @@ fn main() {
         diag.push(start.elapsed());
     }
 
-    // Completion at `features.` of a flow near the end, right after each edit.
+    // Completion at `features.` of a flow near the end, right after each edit,
+    // as while typing: on a second server with the default 150 ms debounce, so
+    // the diagnostics of the edit are not yet being computed.
     let probe = text.rfind("data: features.holdout").expect("probe") + "data: features.".len();
     let probe_pos = {
         let before = &text[..probe];
         json!({ "line": before.matches('\n').count(), "character": probe - before.rfind('\n').map_or(0, |i| i + 1) })
     };
+    let mut typing = Client::start(fx.dir.path(), support::editor_caps(), json!({}));
+    typing.open(&uri, &text);
+    let _ = typing.diagnostics(&uri);
     let mut completion = Vec::new();
+    let mut tv = 1;
+    for i in 0..rounds {
+        tv += 1;
+        // Type and delete a character in a comment-free spot far from the probe.
+        let r = json!({ "start": edit_pos, "end": edit_pos });
+        let r2 = json!({ "start": edit_pos, "end": { "line": edit_pos["line"], "character": edit_pos["character"].as_u64().unwrap_or(0) + 1 } });
+        if i % 2 == 0 {
+            typing.change_range(&uri, tv, r, "1");
+        } else {
+            typing.change_range(&uri, tv, r2, "");
+        }
+        let start = Instant::now();
+        let r = typing.request("textDocument/completion", at(&uri, probe_pos.clone()));
+        completion.push(start.elapsed());
+        assert!(support::labels(&r).contains(&"holdout".to_string()));
+        // A pause between keystrokes, shorter than the debounce.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Completion while the analysis is being recomputed after an edit (the
+    // request waits for it: the analysis runs on the main thread).
+    let mut completion_busy = Vec::new();
     for _ in 0..rounds {
         edit(&mut c);
         let start = Instant::now();
-        let r = c.request("textDocument/completion", at(&uri, probe_pos.clone()));
-        completion.push(start.elapsed());
-        assert!(support::labels(&r).contains(&"holdout".to_string()));
+        let _ = c.request("textDocument/completion", at(&uri, probe_pos.clone()));
+        completion_busy.push(start.elapsed());
     }
+    typing.shutdown();
     c.backlog.clear();
 
     // Hover on a `let` name, analysis up to date.
@@ -211,7 +237,8 @@ fn main() {
     c.backlog.clear();
 
     report("diagnostics after an edit (push)", &mut diag);
-    report("completion right after an edit", &mut completion);
+    report("completion while typing", &mut completion);
+    report("completion during a re-check", &mut completion_busy);
     report("hover", &mut hover);
     report("hover right after an edit", &mut hover_after_edit);
     let pid = c.pid();
