@@ -959,3 +959,103 @@ fn examples_are_clean_and_every_request_answers_on_every_line() {
     }
     c.shutdown();
 }
+
+/// A small deterministic generator, so a failure can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % n.max(1)
+    }
+}
+
+#[test]
+fn mangled_examples_never_crash_or_hang_the_server() {
+    let fx = support::Fixture::examples();
+    let mut c = start(&fx);
+    let name = "champion_challenger.eflow";
+    let uri = fx.uri(name);
+    let original = fx.text(name);
+    c.open(&uri, &original);
+    let pieces = [
+        "{",
+        "}",
+        "(",
+        ")",
+        "<",
+        ">",
+        "\"",
+        ".",
+        ",",
+        ":",
+        "let x = ",
+        "when ",
+        "for a in b join all {",
+        "record R<T> {",
+        "flow F(",
+        "Train(",
+        "?? ",
+        "😀",
+        "\n",
+        "///",
+        "bindings b { A = sim {",
+    ];
+    let mut rng = Lcg(7);
+    let mut text = original.clone();
+    for version in 2..62 {
+        // Cut a random piece, insert a random fragment.
+        let mut cut = rng.next(text.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut end = (cut + rng.next(40)).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.replace_range(cut..end, pieces[rng.next(pieces.len())]);
+        if version % 10 == 0 {
+            text = original.clone();
+        }
+        c.change_full(&uri, version, &text);
+        let lines = text.lines().count().max(1);
+        for _ in 0..3 {
+            let p = json!({ "line": rng.next(lines + 1), "character": rng.next(60) });
+            for m in [
+                "textDocument/hover",
+                "textDocument/completion",
+                "textDocument/definition",
+                "textDocument/signatureHelp",
+                "textDocument/documentHighlight",
+            ] {
+                let r = c.request_raw(m, at(&uri, p.clone()));
+                assert!(
+                    r.get("error").is_none(),
+                    "{m} at {p} (version {version}): {r}"
+                );
+            }
+            let r = c.request_raw(
+                "textDocument/codeAction",
+                json!({ "textDocument": { "uri": uri }, "range": { "start": p, "end": p }, "context": { "diagnostics": [] } }),
+            );
+            assert!(r.get("error").is_none(), "codeAction: {r}");
+        }
+        for m in [
+            "textDocument/semanticTokens/full",
+            "textDocument/documentSymbol",
+        ] {
+            let r = c.request_raw(m, json!({ "textDocument": { "uri": uri } }));
+            assert!(r.get("error").is_none(), "{m} (version {version}): {r}");
+        }
+        let r = c.request_raw(
+            "textDocument/inlayHint",
+            json!({ "textDocument": { "uri": uri }, "range": { "start": { "line": 0, "character": 0 }, "end": { "line": lines, "character": 0 } } }),
+        );
+        assert!(r.get("error").is_none(), "inlayHint: {r}");
+    }
+    assert!(c.alive());
+    c.shutdown();
+}
