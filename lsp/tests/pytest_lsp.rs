@@ -67,6 +67,8 @@ fn pytest_lsp_drives_every_feature() {
         .arg(manifest.join("tests/e2e"))
         .env("EFLOW_LSP", env!("CARGO_BIN_EXE_eflow-lsp"))
         .env("EFLOW_EXAMPLES", manifest.join("../examples"))
+        // Keep the source tree free of __pycache__.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .env(
             "XDG_CACHE_HOME",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("lsp-e2e-cache"),
