@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::check::bindings::{CheckedBinding, check_bindings};
 use crate::check::flow::{Callee, CheckedFlow, check_flow};
-use crate::check::sigs::{ItemSig, Scope, TypeResolver, module_sigs};
+use crate::check::sigs::{ItemSig, TypeResolver, module_sigs};
 use crate::check::{ModuleCx, World};
 use crate::diagnostics::{self, Code, Diagnostic};
 use crate::graph;
@@ -59,6 +59,10 @@ pub struct Module {
     pub is_std: bool,
     /// Diagnostics of this module alone: syntax, names, types, its flows' graphs.
     pub diagnostics: Vec<Diagnostic>,
+    /// Diagnostics in this module that depend on others: recursive subflows,
+    /// missing bindings.
+    pub workspace_diagnostics: Vec<Diagnostic>,
+    facts: ModuleFacts,
     syntax_diagnostics: Vec<Diagnostic>,
     import_diagnostics: Vec<Diagnostic>,
 }
@@ -70,8 +74,81 @@ pub struct Analysis {
     pub modules: Vec<Module>,
     /// The files the user asked for (not those only imported).
     pub roots: Vec<FileId>,
-    /// Diagnostics that involve several modules: recursive subflows, missing bindings.
-    workspace_diagnostics: Vec<Diagnostic>,
+    /// What the cross-module checks need, kept between edits.
+    index: WorkspaceIndex,
+}
+
+/// Facts about all modules that cross-module checks read.
+#[derive(Debug, Clone, Default)]
+struct WorkspaceIndex {
+    /// Every environment named by a `bindings` block, sorted.
+    envs: Vec<String>,
+    /// Every (environment, step) some binding was written for.
+    bound: HashSet<(String, DefId)>,
+    /// Flow → the flows it calls.
+    calls: HashMap<DefId, Vec<DefId>>,
+}
+
+impl WorkspaceIndex {
+    fn build(modules: &[Module]) -> Self {
+        let mut index = WorkspaceIndex::default();
+        for m in modules {
+            let facts = ModuleFacts::of(m);
+            index.envs.extend(facts.envs);
+            index.bound.extend(facts.bound);
+            index.calls.extend(facts.calls);
+        }
+        index.envs.sort();
+        index.envs.dedup();
+        index
+    }
+}
+
+/// One module's contribution to the [`WorkspaceIndex`]; when an edit leaves it
+/// unchanged, the other modules' cross-module diagnostics stay valid.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModuleFacts {
+    envs: Vec<String>,
+    bound: Vec<(String, DefId)>,
+    calls: Vec<(DefId, Vec<DefId>)>,
+}
+
+impl ModuleFacts {
+    fn of(m: &Module) -> Self {
+        let mut envs: Vec<String> = m
+            .ast
+            .items
+            .iter()
+            .filter_map(|item| match &item.kind {
+                ast::ItemKind::Bindings(b) => Some(b.env.name.clone()),
+                _ => None,
+            })
+            .collect();
+        envs.sort();
+        envs.dedup();
+        let calls = m
+            .flows
+            .iter()
+            .map(|f| {
+                let mut callees: Vec<DefId> = f
+                    .nodes
+                    .iter()
+                    .filter_map(|n| match n.call.callee {
+                        Callee::Flow(d) => Some(d),
+                        _ => None,
+                    })
+                    .collect();
+                callees.sort();
+                callees.dedup();
+                (f.def, callees)
+            })
+            .collect();
+        ModuleFacts {
+            envs,
+            bound: m.bound.clone(),
+            calls,
+        }
+    }
 }
 
 impl Analysis {
@@ -98,7 +175,7 @@ impl Analysis {
             sources: Sources::default(),
             modules: Vec::new(),
             roots: Vec::new(),
-            workspace_diagnostics: Vec::new(),
+            index: WorkspaceIndex::default(),
         };
         let mut seen = HashSet::new();
         for (path, text) in inputs {
@@ -135,6 +212,8 @@ impl Analysis {
             bound: Vec::new(),
             is_std,
             diagnostics: Vec::new(),
+            workspace_diagnostics: Vec::new(),
+            facts: ModuleFacts::default(),
             syntax_diagnostics,
             import_diagnostics: Vec::new(),
         });
@@ -243,59 +322,31 @@ impl Analysis {
         for i in 0..self.modules.len() {
             self.build_namespace(i);
         }
-        let asts: Vec<&ast::File> = self.modules.iter().map(|m| &m.ast).collect();
-        let namespaces: Vec<Namespace> = self.modules.iter().map(|m| m.namespace.clone()).collect();
-        let scope = Scope {
-            asts: &asts,
-            namespaces: &namespaces,
-        };
-        let mut all_sigs = Vec::new();
-        let mut sig_diags = Vec::new();
-        let mut sig_used = Vec::new();
-        for (i, ns) in namespaces.iter().enumerate() {
-            let cx = ModuleCx::new(FileId(i as u32), ns);
-            all_sigs.push(module_sigs(&scope, &cx));
-            sig_diags.push(cx.diags.into_inner());
-            sig_used.push(cx.used_imports.into_inner());
-        }
-        let mut results = Vec::new();
-        for (i, ns) in namespaces.iter().enumerate() {
-            let world = World {
-                asts: &asts,
-                namespaces: &namespaces,
-                sigs: &all_sigs,
-            };
-            results.push(check_bodies(
-                &scope,
-                &world,
-                FileId(i as u32),
-                ns,
-                std::mem::take(&mut sig_diags[i]),
-                std::mem::take(&mut sig_used[i]),
-            ));
-        }
-        drop(asts);
-        for (m, (sigs, (flows, (bindings, bound), diags))) in self
-            .modules
-            .iter_mut()
-            .zip(all_sigs.into_iter().zip(results))
+        // Signatures first, for every module: bodies refer to other modules' ones.
+        let mut sig_results = Vec::with_capacity(self.modules.len());
         {
-            m.sigs = sigs;
-            m.flows = flows;
-            m.bindings = bindings;
-            m.bound = bound;
-            m.diagnostics = m
-                .syntax_diagnostics
-                .iter()
-                .chain(&m.import_diagnostics)
-                .cloned()
-                .chain(diags)
-                .collect();
-            if m.is_std {
-                // The standard library is checked by its own tests; its warnings are
-                // not the user's to fix.
-                m.diagnostics.retain(Diagnostic::is_error);
+            let world = World::new(&self.modules);
+            for m in &self.modules {
+                let cx = ModuleCx::new(m.file, &m.namespace);
+                let sigs = module_sigs(&world, &cx);
+                sig_results.push((sigs, cx.diags.into_inner(), cx.used_imports.into_inner()));
             }
+        }
+        let mut pending = Vec::with_capacity(self.modules.len());
+        for (m, (sigs, diags, used)) in self.modules.iter_mut().zip(sig_results) {
+            m.sigs = sigs;
+            pending.push((diags, used));
+        }
+        let results: Vec<BodyResults> = {
+            let world = World::new(&self.modules);
+            self.modules
+                .iter()
+                .zip(pending)
+                .map(|(m, (diags, used))| check_bodies(world, m.file, &m.namespace, diags, used))
+                .collect()
+        };
+        for (m, results) in self.modules.iter_mut().zip(results) {
+            m.set_results(results);
         }
         self.check_workspace();
     }
@@ -395,21 +446,27 @@ impl Analysis {
 
     /// Checks across modules: recursive subflows and missing bindings.
     fn check_workspace(&mut self) {
-        let mut out = Vec::new();
-        let flows: Vec<(FileId, &CheckedFlow)> = self
-            .modules
-            .iter()
-            .flat_map(|m| m.flows.iter().map(move |f| (m.file, f)))
-            .collect();
-        graph::check_recursion(&flows, &mut out);
+        self.index = WorkspaceIndex::build(&self.modules);
+        for i in 0..self.modules.len() {
+            self.modules[i].facts = ModuleFacts::of(&self.modules[i]);
+            self.check_workspace_of(i);
+        }
+    }
 
-        let envs: Vec<&str> = self.environments();
-        let bound: HashSet<(&str, DefId)> = self
-            .modules
-            .iter()
-            .flat_map(|m| m.bound.iter().map(|(env, def)| (env.as_str(), *def)))
-            .collect();
-        for m in self.modules.iter().filter(|m| !m.is_std) {
+    /// The cross-module diagnostics whose primary place is in module `i`.
+    fn check_workspace_of(&mut self, i: usize) {
+        let m = &self.modules[i];
+        let mut out = Vec::new();
+        let name_of = |d: DefId| {
+            self.modules[d.file.0 as usize]
+                .flows
+                .iter()
+                .find(|f| f.def == d)
+                .map(|f| f.name.to_string())
+                .unwrap_or_default()
+        };
+        graph::check_recursion(m.file, &m.flows, &self.index.calls, name_of, &mut out);
+        if !m.is_std {
             let mut reported = HashSet::new();
             for f in &m.flows {
                 for n in &f.nodes {
@@ -419,8 +476,10 @@ impl Analysis {
                     if !matches!(kind, ast::StepKind::Remote | ast::StepKind::Call) {
                         continue;
                     }
-                    for env in &envs {
-                        if bound.contains(&(*env, def)) || !reported.insert((def, *env)) {
+                    for env in &self.index.envs {
+                        if self.index.bound.contains(&(env.clone(), def))
+                            || !reported.insert((def, env.as_str()))
+                        {
                             continue;
                         }
                         out.push(
@@ -440,7 +499,7 @@ impl Analysis {
                 }
             }
         }
-        self.workspace_diagnostics = out;
+        self.modules[i].workspace_diagnostics = out;
     }
 
     /// Every environment named by a `bindings` block, sorted.
@@ -509,42 +568,31 @@ impl Analysis {
             .import_diagnostics
             .retain(|d| d.code == Code::UnresolvedImport);
         self.build_namespace(i);
-        let asts: Vec<&ast::File> = self.modules.iter().map(|m| &m.ast).collect();
-        let namespaces: Vec<Namespace> = self.modules.iter().map(|m| m.namespace.clone()).collect();
-        let scope = Scope {
-            asts: &asts,
-            namespaces: &namespaces,
+        let (sigs, sig_diags, used) = {
+            let world = World::new(&self.modules);
+            let m = &self.modules[i];
+            let cx = ModuleCx::new(file, &m.namespace);
+            let sigs = module_sigs(&world, &cx);
+            (sigs, cx.diags.into_inner(), cx.used_imports.into_inner())
         };
-        let cx = ModuleCx::new(file, &namespaces[i]);
-        let sigs = module_sigs(&scope, &cx);
         if sigs != self.modules[i].sigs {
-            drop(asts);
+            // What other modules see of this one changed: check them again too.
             self.check_all();
             return;
         }
-        let sig_diags = cx.diags.into_inner();
-        let used = cx.used_imports.into_inner();
-        let all_sigs: Vec<Vec<ItemSig>> = self.modules.iter().map(|m| m.sigs.clone()).collect();
-        let world = World {
-            asts: &asts,
-            namespaces: &namespaces,
-            sigs: &all_sigs,
+        let results = {
+            let world = World::new(&self.modules);
+            let m = &self.modules[i];
+            check_bodies(world, file, &m.namespace, sig_diags, used)
         };
-        let (flows, (bindings, bound), diags) =
-            check_bodies(&scope, &world, file, &namespaces[i], sig_diags, used);
-        drop(asts);
-        let m = &mut self.modules[i];
-        m.flows = flows;
-        m.bindings = bindings;
-        m.bound = bound;
-        m.diagnostics = m
-            .syntax_diagnostics
-            .iter()
-            .chain(&m.import_diagnostics)
-            .cloned()
-            .chain(diags)
-            .collect();
-        self.check_workspace();
+        self.modules[i].set_results(results);
+        let facts = ModuleFacts::of(&self.modules[i]);
+        if facts == self.modules[i].facts {
+            // Nothing other modules' checks read has changed.
+            self.check_workspace_of(i);
+        } else {
+            self.check_workspace();
+        }
     }
 
     fn reload_imports_of(&mut self, _file: FileId, loader: &dyn Loader) {
@@ -557,7 +605,11 @@ impl Analysis {
             .modules
             .iter()
             .flat_map(|m| m.diagnostics.iter().cloned())
-            .chain(self.workspace_diagnostics.iter().cloned())
+            .chain(
+                self.modules
+                    .iter()
+                    .flat_map(|m| m.workspace_diagnostics.iter().cloned()),
+            )
             .collect();
         diagnostics::sort(&mut all);
         all.dedup();
@@ -568,7 +620,10 @@ impl Analysis {
         self.modules
             .iter()
             .any(|m| m.diagnostics.iter().any(Diagnostic::is_error))
-            || self.workspace_diagnostics.iter().any(Diagnostic::is_error)
+            || self
+                .modules
+                .iter()
+                .any(|m| m.workspace_diagnostics.iter().any(Diagnostic::is_error))
     }
 
     pub fn module(&self, file: FileId) -> &Module {
@@ -606,10 +661,43 @@ type BodyResults = (
     Vec<Diagnostic>,
 );
 
+impl Module {
+    fn set_results(&mut self, (flows, (bindings, bound), diags): BodyResults) {
+        self.flows = flows;
+        self.bindings = bindings;
+        self.bound = bound;
+        self.diagnostics = self
+            .syntax_diagnostics
+            .iter()
+            .chain(&self.import_diagnostics)
+            .cloned()
+            .chain(diags)
+            .collect();
+        if self.is_std {
+            // The standard library is checked by its own tests; its warnings are not
+            // the user's to fix.
+            self.diagnostics.retain(Diagnostic::is_error);
+        }
+    }
+}
+
+impl crate::check::Db for Vec<Module> {
+    fn ast(&self, file: FileId) -> &ast::File {
+        &self[file.0 as usize].ast
+    }
+
+    fn namespace(&self, file: FileId) -> &Namespace {
+        &self[file.0 as usize].namespace
+    }
+
+    fn sigs(&self, file: FileId) -> &[ItemSig] {
+        &self[file.0 as usize].sigs
+    }
+}
+
 /// Check every flow and bindings block of one module, and its unused imports.
 fn check_bodies(
-    scope: &Scope,
-    world: &World,
+    world: World,
     file: FileId,
     ns: &Namespace,
     sig_diags: Vec<Diagnostic>,
@@ -617,8 +705,11 @@ fn check_bodies(
 ) -> BodyResults {
     let cx = ModuleCx::new(file, ns);
     cx.used_imports.borrow_mut().extend(sig_used);
-    let types = TypeResolver { scope, cx: &cx };
-    let ast = scope.asts[file.0 as usize];
+    let types = TypeResolver {
+        scope: &world,
+        cx: &cx,
+    };
+    let ast = world.ast(file);
     let mut flows = Vec::new();
     let mut bindings = Vec::new();
     let mut bound = Vec::new();
@@ -631,7 +722,7 @@ fn check_bodies(
                 };
                 if let Some(f) = check_flow(
                     &cx,
-                    world,
+                    &world,
                     &types,
                     def,
                     item.doc.as_ref().map(|d| d.text.clone()),
@@ -641,7 +732,7 @@ fn check_bodies(
                 }
             }
             ast::ItemKind::Bindings(b) => {
-                let (ok, attempted) = check_bindings(&cx, world, b);
+                let (ok, attempted) = check_bindings(&cx, &world, b);
                 bindings.extend(ok);
                 bound.extend(attempted);
             }
@@ -788,9 +879,11 @@ fn normalize(path: &Path) -> String {
 /// How a file is shown to users and in the IR: relative to the working directory
 /// when under it.
 pub fn display_name(path: &Path) -> String {
+    static CWD: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     let abs = canonical(path);
-    if let Ok(cwd) = std::env::current_dir().and_then(std::fs::canonicalize)
-        && let Ok(rel) = abs.strip_prefix(&cwd)
+    if let Some(cwd) =
+        CWD.get_or_init(|| std::env::current_dir().and_then(std::fs::canonicalize).ok())
+        && let Ok(rel) = abs.strip_prefix(cwd)
     {
         return normalize(rel);
     }

@@ -158,56 +158,76 @@ fn cycle_path(flow: &CheckedFlow, members: &BTreeSet<usize>) -> Vec<usize> {
 }
 
 /// A flow that calls itself, directly or through other flows, would never end.
-pub fn check_recursion(flows: &[(FileId, &CheckedFlow)], out: &mut Vec<Diagnostic>) {
-    let mut g: DiGraph<usize, ()> = DiGraph::new();
-    let mut by_def: HashMap<DefId, NodeIndex> = HashMap::new();
-    for (i, (_, f)) in flows.iter().enumerate() {
-        by_def.insert(f.def, g.add_node(i));
-    }
-    for (_, f) in flows {
-        for n in &f.nodes {
-            if let Callee::Flow(target) = n.call.callee
-                && let Some(&t) = by_def.get(&target)
-            {
-                g.update_edge(by_def[&f.def], t, ());
+/// Reports, for each flow of one module that is on a cycle of calls, its call into
+/// the cycle. `calls` maps every flow of the workspace to the flows it calls.
+pub fn check_recursion(
+    file: FileId,
+    flows: &[CheckedFlow],
+    calls: &HashMap<DefId, Vec<DefId>>,
+    name_of: impl Fn(DefId) -> String,
+    out: &mut Vec<Diagnostic>,
+) {
+    for f in flows {
+        let Some(first_calls) = calls.get(&f.def) else {
+            continue;
+        };
+        // Breadth-first from f's callees until f is found again.
+        let mut parent: HashMap<DefId, DefId> = HashMap::new();
+        let mut queue: std::collections::VecDeque<DefId> = std::collections::VecDeque::new();
+        for &c in first_calls {
+            if let std::collections::hash_map::Entry::Vacant(e) = parent.entry(c) {
+                e.insert(f.def);
+                queue.push_back(c);
             }
         }
-    }
-    for scc in tarjan_scc(&g) {
-        let members: BTreeSet<usize> = scc.iter().map(|&n| g[n]).collect();
-        let self_call = |i: usize| {
-            flows[i]
-                .1
-                .nodes
-                .iter()
-                .any(|n| n.call.callee == Callee::Flow(flows[i].1.def))
-        };
-        if members.len() < 2 && !members.iter().any(|&i| self_call(i)) {
+        let mut found = None;
+        while let Some(cur) = queue.pop_front() {
+            if cur == f.def {
+                found = Some(cur);
+                break;
+            }
+            for &next in calls.get(&cur).map(Vec::as_slice).unwrap_or(&[]) {
+                if let std::collections::hash_map::Entry::Vacant(e) = parent.entry(next) {
+                    e.insert(cur);
+                    queue.push_back(next);
+                }
+            }
+        }
+        if found.is_none() {
             continue;
         }
-        // Report once per flow in the cycle, at its call into the cycle.
-        for &i in &members {
-            let (file, f) = flows[i];
-            let Some(n) = f.nodes.iter().find(|n| {
-                matches!(n.call.callee, Callee::Flow(t) if members.iter().any(|&m| flows[m].1.def == t))
-            }) else {
-                continue;
-            };
-            let names: Vec<&str> = members.iter().map(|&m| &*flows[m].1.name).collect();
-            out.push(
-                Diagnostic::new(
-                    Code::RecursiveFlow,
-                    file,
-                    n.call.callee_span,
-                    if members.len() == 1 {
-                        format!("flow `{}` calls itself", f.name)
-                    } else {
-                        format!("flows call each other in a cycle: {}", names.join(" → "))
-                    },
-                )
-                .with_label(format!("`{}` calls `{}` here", f.name, n.call.callee_name))
-                .with_help("a run of a subflow must end before its caller does; fan out over a list instead of recursing"),
-            );
+        // The cycle, from f back to f.
+        let mut path = vec![f.def];
+        let mut cur = parent[&f.def];
+        while cur != f.def && path.len() <= parent.len() {
+            path.push(cur);
+            cur = parent[&cur];
         }
+        path.push(f.def);
+        let len = path.len();
+        path[1..len - 1].reverse();
+        let callee = path.get(1).copied().unwrap_or(f.def);
+        let Some(n) = f
+            .nodes
+            .iter()
+            .find(|n| n.call.callee == Callee::Flow(callee))
+        else {
+            continue;
+        };
+        let names: Vec<String> = path.iter().map(|d| name_of(*d)).collect();
+        out.push(
+            Diagnostic::new(
+                Code::RecursiveFlow,
+                file,
+                n.call.callee_span,
+                if path.len() == 2 {
+                    format!("flow `{}` calls itself", f.name)
+                } else {
+                    format!("flows call each other in a cycle: {}", names.join(" → "))
+                },
+            )
+            .with_label(format!("`{}` calls `{}` here", f.name, n.call.callee_name))
+            .with_help("a run of a subflow must end before its caller does; fan out over a list instead of recursing"),
+        );
     }
 }

@@ -19,5 +19,6 @@ pub mod stdlib;
 pub mod suggest;
 pub mod syntax;
 pub mod types;
+pub mod workload;
 
 pub use analysis::{Analysis, FsLoader, Loader};

@@ -1730,7 +1730,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
     }
 
     fn item_name_span(&self, def: DefId) -> Span {
-        let item = &self.world.asts[def.file.0 as usize].items[def.item as usize];
+        let item = &self.world.ast(def.file).items[def.item as usize];
         match &item.kind {
             ast::ItemKind::Record(r) => r.name.span,
             ast::ItemKind::Enum(r) => r.name.span,

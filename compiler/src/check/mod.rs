@@ -19,19 +19,40 @@ use crate::types::DefId;
 
 pub use sigs::{AliasSig, EnumSig, FlowSig, ItemSig, ParamSig, RecordSig, StepSig};
 
-/// What checking one module may read of the whole workspace.
-pub struct World<'a> {
-    pub asts: &'a [&'a File],
-    pub namespaces: &'a [Namespace],
-    pub sigs: &'a [Vec<ItemSig>],
+/// Read access to every module's syntax tree, names and signatures. The analysis
+/// implements it over its modules, so checking one module borrows the rest
+/// instead of copying them.
+pub trait Db {
+    fn ast(&self, file: FileId) -> &File;
+    fn namespace(&self, file: FileId) -> &Namespace;
+    /// Empty while signatures are being resolved.
+    fn sigs(&self, file: FileId) -> &[ItemSig];
 }
 
-impl World<'_> {
-    pub fn sig(&self, def: DefId) -> &ItemSig {
-        self.sigs
-            .get(def.file.0 as usize)
-            .and_then(|s| s.get(def.item as usize))
+/// What checking one module may read of the whole workspace.
+#[derive(Clone, Copy)]
+pub struct World<'a> {
+    pub db: &'a dyn Db,
+}
+
+impl<'a> World<'a> {
+    pub fn new(db: &'a dyn Db) -> Self {
+        World { db }
+    }
+
+    pub fn sig(&self, def: DefId) -> &'a ItemSig {
+        self.db
+            .sigs(def.file)
+            .get(def.item as usize)
             .unwrap_or(&ItemSig::None)
+    }
+
+    pub fn ast(&self, file: FileId) -> &'a File {
+        self.db.ast(file)
+    }
+
+    pub fn namespace(&self, file: FileId) -> &'a Namespace {
+        self.db.namespace(file)
     }
 }
 

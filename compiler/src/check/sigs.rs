@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use super::ModuleCx;
 use crate::diagnostics::{Code, Diagnostic};
-use crate::names::{Namespace, SymbolKind};
+use crate::names::SymbolKind;
 use crate::source::FileId;
 use crate::suggest;
-use crate::syntax::ast::{File, Ident, ItemKind, Param, Span, StepKind, TypeExpr, TypeExprKind};
+use crate::syntax::ast::{Ident, ItemKind, Param, Span, StepKind, TypeExpr, TypeExprKind};
 use crate::types::{DefId, PRIMITIVES, Ty};
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -80,11 +80,8 @@ pub struct ParamSig {
     pub span: Span,
 }
 
-/// Read access to every module's syntax tree and names, for resolving types.
-pub struct Scope<'a> {
-    pub asts: &'a [&'a File],
-    pub namespaces: &'a [Namespace],
-}
+/// Read access to every module, for resolving types.
+pub type Scope<'a> = super::World<'a>;
 
 /// Resolves type expressions of one module; aliases expand across modules.
 pub struct TypeResolver<'a, 'b> {
@@ -194,7 +191,7 @@ fn resolve(
         }
         _ => {}
     }
-    let ns = &scope.namespaces[file.0 as usize];
+    let ns = scope.namespace(file);
     let Some(sym) = ns.get(&name.name) else {
         let mut candidates: Vec<&str> = ns
             .symbols
@@ -227,7 +224,7 @@ fn resolve(
         cx.used_imports.borrow_mut().insert(i);
     }
     let def = sym.def;
-    let decl = &scope.asts[def.file.0 as usize].items[def.item as usize].kind;
+    let decl = &scope.ast(def.file).items[def.item as usize].kind;
     match (sym.kind, decl) {
         (SymbolKind::Record, ItemKind::Record(r)) => {
             if !arity(r.generics.len()) {
@@ -300,7 +297,7 @@ pub fn name_arc(id: &Ident) -> Arc<str> {
 /// Resolve the signature of every item of one module, reporting problems in the
 /// declarations themselves (duplicate fields, unknown types, …).
 pub fn module_sigs(scope: &Scope, cx: &ModuleCx) -> Vec<ItemSig> {
-    let ast = scope.asts[cx.file.0 as usize];
+    let ast = scope.ast(cx.file);
     let tr = TypeResolver { scope, cx };
     ast.items
         .iter()

@@ -63,7 +63,10 @@ pub fn emit(analysis: &Analysis, files: Option<&[FileId]>) -> Result<Bundle, Vec
     if !errors.is_empty() {
         return Err(errors);
     }
-    let lower = Lower { a: analysis };
+    let lower = Lower {
+        a: analysis,
+        bindings: analysis.bindings(),
+    };
     let mut flows: Vec<Flow> = wanted
         .iter()
         .filter_map(|d| analysis.flow(*d))
@@ -78,6 +81,7 @@ pub fn emit(analysis: &Analysis, files: Option<&[FileId]>) -> Result<Bundle, Vec
 
 struct Lower<'a> {
     a: &'a Analysis,
+    bindings: BTreeMap<&'a str, HashMap<DefId, &'a crate::check::bindings::CheckedBinding>>,
 }
 
 impl Lower<'_> {
@@ -301,7 +305,7 @@ impl Lower<'_> {
             })
             .collect();
         let mut bindings = BTreeMap::new();
-        for (env, by_step) in self.a.bindings() {
+        for (env, by_step) in &self.bindings {
             let mut m = BTreeMap::new();
             for def in &used_steps {
                 if let Some(b) = by_step.get(def) {
@@ -359,7 +363,7 @@ impl Lower<'_> {
             bindings,
             source: self.loc(file, f.name_span.start),
         };
-        out.hash = out.compute_hash();
+        out.seal();
         out
     }
 

@@ -65,15 +65,35 @@ impl Flow {
     /// The content hash of this flow (its `hash` field is ignored).
     pub fn compute_hash(&self) -> String {
         let mut copy = self.clone();
-        copy.hash = String::new();
-        let bytes = serde_json::to_vec(&copy).unwrap_or_default();
-        let digest = Sha256::digest(&bytes);
+        copy.seal();
+        copy.hash
+    }
+
+    /// Set `hash` to the content hash.
+    pub fn seal(&mut self) {
+        /// Feeds serialized bytes straight into the digest, with no buffer.
+        struct HashWriter(Sha256);
+        impl std::io::Write for HashWriter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        self.hash.clear();
+        let mut w = HashWriter(Sha256::new());
+        // Serializing plain data into a writer that cannot fail cannot fail.
+        let _ = serde_json::to_writer(&mut w, &*self);
+        let digest = w.0.finalize();
         let mut hex = String::with_capacity(71);
         hex.push_str("sha256:");
         for b in digest {
-            hex.push_str(&format!("{b:02x}"));
+            use std::fmt::Write;
+            let _ = write!(hex, "{b:02x}");
         }
-        hex
+        self.hash = hex;
     }
 }
 

@@ -1,0 +1,237 @@
+//! The `eflowc` binary, as CI and people run it: every command, output format and
+//! exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn eflowc(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eflowc"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("eflowc runs")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exit code")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const BROKEN: &str = "compiler/tests/corpus/err/types.eflow";
+
+/// A file with one warning (an unused output) and no error.
+fn warning_only(dir: &Path) -> PathBuf {
+    let p = dir.join("warn.eflow");
+    std::fs::write(
+        &p,
+        "remote step Fetch(source: String) -> String\n\nflow F(source: String) {\n    let unused = Fetch(source: source)\n}\n",
+    )
+    .expect("write");
+    p
+}
+
+#[test]
+fn check_clean_examples_exits_0_silently() {
+    let o = eflowc(&["check", "examples"], &root());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+}
+
+#[test]
+fn check_errors_exit_1_with_codes_and_help() {
+    let o = eflowc(&["check", BROKEN], &root());
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert!(err.contains("E0200"), "{err}");
+    assert!(err.contains("help:"), "{err}");
+    assert!(err.contains("types.eflow:"), "{err}");
+    assert!(!err.contains('\u{1b}'), "NO_COLOR output has no escapes");
+}
+
+#[test]
+fn json_format_is_machine_readable() {
+    let o = eflowc(&["check", "--format", "json", BROKEN], &root());
+    assert_eq!(code(&o), 1);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json on stdout");
+    let diags = v["diagnostics"].as_array().expect("diagnostics array");
+    assert!(
+        diags
+            .iter()
+            .any(|d| d["code"] == "E0200" && d["line"].as_u64().is_some())
+    );
+}
+
+#[test]
+fn sarif_format_is_sarif_2_1_0_with_rule_ids() {
+    let o = eflowc(&["check", "--format", "sarif", BROKEN], &root());
+    assert_eq!(code(&o), 1);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("sarif json");
+    assert_eq!(v["version"], "2.1.0");
+    let results = v["runs"][0]["results"].as_array().expect("results");
+    assert!(results.iter().any(|r| r["ruleId"] == "E0200"));
+    let rules = v["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .expect("rules");
+    assert!(rules.iter().any(|r| r["id"] == "E0200"));
+}
+
+#[test]
+fn github_format_prints_workflow_commands_and_a_summary() {
+    let o = eflowc(&["check", "--format", "github", BROKEN], &root());
+    assert_eq!(code(&o), 1);
+    let out = stdout(&o);
+    assert!(
+        out.lines().any(|l| l
+            .starts_with("::error file=compiler/tests/corpus/err/types.eflow,line=")
+            && l.contains("title=E0200::")),
+        "{out}"
+    );
+    assert!(
+        out.trim_end()
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("eflowc: ")),
+        "{out}"
+    );
+}
+
+#[test]
+fn warnings_pass_unless_denied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = warning_only(dir.path());
+    let f = file.to_str().expect("utf-8 path");
+    let o = eflowc(&["check", f], dir.path());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("W0001"));
+    let o = eflowc(&["check", "--deny-warnings", f], dir.path());
+    assert_eq!(code(&o), 1);
+}
+
+#[test]
+fn compile_writes_canonical_ir_to_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("bundle.json");
+    let o = eflowc(
+        &["compile", "examples", "-o", out.to_str().expect("path")],
+        &root(),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let first = std::fs::read(&out).expect("written");
+    let bundle: eflow_compiler::ir::Bundle = serde_json::from_slice(&first).expect("IR");
+    assert!(bundle.flows.iter().any(|f| f.name == "Retrain"));
+    let o = eflowc(
+        &["compile", "examples", "-o", out.to_str().expect("path")],
+        &root(),
+    );
+    assert_eq!(code(&o), 0);
+    assert_eq!(
+        std::fs::read(&out).expect("written"),
+        first,
+        "same sources, same bytes"
+    );
+}
+
+#[test]
+fn compile_to_stdout_and_to_a_directory() {
+    let o = eflowc(&["compile", "examples/retraining.eflow"], &root());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let bundle: eflow_compiler::ir::Bundle =
+        serde_json::from_str(&stdout(&o)).expect("IR on stdout");
+    assert!(bundle.flows.iter().all(|f| f.hash.starts_with("sha256:")));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = eflowc(
+        &[
+            "compile",
+            "examples",
+            "--out-dir",
+            dir.path().to_str().expect("path"),
+        ],
+        &root(),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let retrain =
+        std::fs::read_to_string(dir.path().join("Retrain.json")).expect("one file per flow");
+    let b: eflow_compiler::ir::Bundle = serde_json::from_str(&retrain).expect("IR");
+    assert_eq!(b.flows.iter().filter(|f| f.name == "Retrain").count(), 1);
+}
+
+#[test]
+fn compile_with_errors_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("bundle.json");
+    let o = eflowc(
+        &["compile", BROKEN, "-o", out.to_str().expect("path")],
+        &root(),
+    );
+    assert_eq!(code(&o), 1);
+    assert!(!out.exists());
+    assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn explain_prints_every_code() {
+    for c in eflow_compiler::diagnostics::Code::ALL {
+        let o = eflowc(&["explain", c.as_str()], &root());
+        assert_eq!(code(&o), 0);
+        assert!(stdout(&o).starts_with(c.as_str()), "{}", stdout(&o));
+    }
+    let o = eflowc(&["explain", "e0200"], &root());
+    assert_eq!(code(&o), 0, "codes are case-insensitive");
+    let o = eflowc(&["explain", "E9999"], &root());
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("unknown diagnostic code"));
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    assert_eq!(code(&eflowc(&[], &root())), 2);
+    assert_eq!(code(&eflowc(&["check"], &root())), 2);
+    assert_eq!(
+        code(&eflowc(&["check", "--format", "xml", "examples"], &root())),
+        2
+    );
+    let o = eflowc(&["check", "no/such/file.eflow"], &root());
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("no/such/file.eflow"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = eflowc(&["check", "."], dir.path());
+    assert_eq!(code(&o), 2, "an empty directory is a usage error");
+    assert!(stderr(&o).contains("no `.eflow` files"));
+}
+
+#[test]
+fn schema_is_the_committed_schema() {
+    let o = eflowc(&["schema"], &root());
+    assert_eq!(code(&o), 0);
+    let committed =
+        std::fs::read_to_string(root().join("compiler/schema/ir.schema.json")).expect("schema");
+    assert_eq!(stdout(&o), committed);
+}
+
+#[test]
+fn binary_garbage_is_a_clean_error_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("garbage.eflow");
+    std::fs::write(&p, [0xff, 0xfe, 0x00, b'f', b'l', b'o', b'w']).expect("write");
+    let o = eflowc(&["check", p.to_str().expect("path")], dir.path());
+    assert_eq!(code(&o), 2, "not UTF-8 is an input error");
+    assert!(!stderr(&o).contains("panicked"));
+    std::fs::write(&p, "flow ((((((((((((( { let = }}}} \"").expect("write");
+    let o = eflowc(&["check", p.to_str().expect("path")], dir.path());
+    assert_eq!(code(&o), 1);
+    assert!(!stderr(&o).contains("panicked"));
+}
