@@ -353,6 +353,12 @@ impl Analysis {
 
     fn build_namespace(&mut self, i: usize) {
         let file = FileId(i as u32);
+        // Name diagnostics of a previous run would otherwise stay after a re-check
+        // (`update` re-runs this for every module); only unresolved imports come
+        // from loading, before this.
+        self.modules[i]
+            .import_diagnostics
+            .retain(|d| d.code == Code::UnresolvedImport);
         let mut symbols: HashMap<String, Symbol> = HashMap::new();
         let mut diags = Vec::new();
         for (name, sym) in own_items(file, &self.modules[i].ast) {

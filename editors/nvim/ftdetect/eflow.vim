@@ -1,0 +1,2 @@
+" .eflow files are eflow flows.
+autocmd BufRead,BufNewFile *.eflow setfiletype eflow

@@ -1,0 +1,68 @@
+//! Inlay hints: the inferred type of every `let` and fan-out variable, which the
+//! source never spells out.
+
+use eflow_compiler::analysis::Module;
+use eflow_compiler::syntax::ast::{self, Span};
+use eflow_compiler::types::Ty;
+
+use super::Db;
+
+pub struct InlayHint {
+    pub offset: usize,
+    pub label: String,
+}
+
+pub fn inlay_hints(db: Db, module: &Module, range: Span) -> Vec<InlayHint> {
+    let mut out = Vec::new();
+    for f in &module.flows {
+        for n in &f.nodes {
+            if !range.contains(n.name_span.end as usize) || n.output == Ty::Error {
+                continue;
+            }
+            out.push(InlayHint {
+                offset: n.name_span.end as usize,
+                label: format!(": {}", n.output),
+            });
+            if let Some(fo) = &n.fan_out
+                && let Ty::List(elem) = &fo.over.ty
+                && let Some(var) = for_var(module, n.span)
+            {
+                out.push(InlayHint {
+                    offset: var.end as usize,
+                    label: format!(": {elem}"),
+                });
+            }
+        }
+    }
+    let _ = db;
+    out.sort_by_key(|h| h.offset);
+    out
+}
+
+/// The span of the `for x` variable of the `let` statement at `span`.
+fn for_var(module: &Module, span: Span) -> Option<Span> {
+    fn find(body: &[ast::Stmt], span: Span) -> Option<Span> {
+        for s in body {
+            match &s.kind {
+                ast::StmtKind::Let(l) if s.span == span => {
+                    if let ast::StepExpr::ForEach(f) = &l.value {
+                        return Some(f.var.span);
+                    }
+                }
+                ast::StmtKind::When(w) => {
+                    if let Some(x) = find(&w.then_body, span)
+                        .or_else(|| w.else_body.as_deref().and_then(|e| find(e, span)))
+                    {
+                        return Some(x);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+    module.ast.items.iter().find_map(|i| match &i.kind {
+        ast::ItemKind::Flow(f) if i.span.contains(span.start as usize) => find(&f.body, span),
+        _ => None,
+    })
+}

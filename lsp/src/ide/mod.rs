@@ -1,0 +1,187 @@
+//! Editor features computed from the compiler's analysis: what is at an offset,
+//! types, completion, symbols, highlighting, quick fixes.
+//!
+//! Everything here works in the compiler's terms (files, byte spans, types) and
+//! knows nothing of the protocol; `handlers` converts. Nothing is checked here:
+//! types and errors come from the analysis, so the editor and `eflowc` agree.
+
+pub mod actions;
+pub mod completion;
+pub mod hover;
+pub mod index;
+pub mod inlay;
+pub mod lex;
+pub mod render;
+pub mod semantic;
+pub mod signature;
+pub mod symbols;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use eflow_compiler::analysis::{Analysis, Module};
+use eflow_compiler::check::flow::CheckedFlow;
+use eflow_compiler::check::sigs::{ItemSig, RecordSig};
+use eflow_compiler::source::FileId;
+use eflow_compiler::syntax::ast::{self, Span};
+use eflow_compiler::types::{DefId, Ty};
+
+/// A module that exists only in the server's analysis, importing every standard
+/// library module so that completion and quick fixes can offer names from
+/// modules the workspace does not import yet. It is never shown.
+pub const PRELUDE: &str = "/.eflow-lsp/prelude.eflow";
+
+/// Read access to one analysis, with the lookups every feature needs.
+#[derive(Clone, Copy)]
+pub struct Db<'a> {
+    pub analysis: &'a Analysis,
+}
+
+impl<'a> Db<'a> {
+    pub fn new(analysis: &'a Analysis) -> Self {
+        Db { analysis }
+    }
+
+    pub fn module(&self, file: FileId) -> Option<&'a Module> {
+        self.analysis.modules.get(file.0 as usize)
+    }
+
+    /// The server's own prelude module.
+    pub fn is_hidden(&self, file: FileId) -> bool {
+        (file.0 as usize) < self.analysis.sources.len()
+            && self.analysis.sources.get(file).path.as_deref()
+                == Some(std::path::Path::new(PRELUDE))
+    }
+
+    pub fn text(&self, file: FileId) -> &'a str {
+        if (file.0 as usize) < self.analysis.sources.len() {
+            &self.analysis.sources.get(file).text
+        } else {
+            ""
+        }
+    }
+
+    pub fn item(&self, def: DefId) -> Option<&'a ast::Item> {
+        self.module(def.file)?.ast.items.get(def.item as usize)
+    }
+
+    pub fn sig(&self, def: DefId) -> Option<&'a ItemSig> {
+        self.module(def.file)?.sigs.get(def.item as usize)
+    }
+
+    pub fn record(&self, def: DefId) -> Option<&'a RecordSig> {
+        match self.sig(def)? {
+            ItemSig::Record(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn flow(&self, def: DefId) -> Option<&'a CheckedFlow> {
+        self.module(def.file)?.flows.iter().find(|f| f.def == def)
+    }
+
+    /// The name an item declares and where.
+    pub fn item_name(&self, def: DefId) -> Option<&'a ast::Ident> {
+        item_ident(self.item(def)?)
+    }
+
+    pub fn doc(&self, def: DefId) -> Option<&'a str> {
+        self.item(def)?.doc.as_ref().map(|d| d.text.as_str())
+    }
+
+    /// The type of `ty.field`, with the record's type arguments substituted.
+    pub fn field_type(&self, ty: &Ty, field: &str) -> Option<(DefId, Ty)> {
+        let Ty::Record { def, args, .. } = ty.unwrap_optional() else {
+            return None;
+        };
+        let sig = self.record(*def)?;
+        let f = sig.field(field)?;
+        let map: HashMap<Arc<str>, Ty> = sig
+            .generics
+            .iter()
+            .cloned()
+            .zip(args.iter().cloned())
+            .collect();
+        Some((*def, f.ty.subst(&map)))
+    }
+
+    /// Every top-level item of every module whose name is `name`, workspace
+    /// modules first.
+    pub fn items_named(&self, name: &str) -> Vec<DefId> {
+        let mut out = Vec::new();
+        for m in self
+            .analysis
+            .modules
+            .iter()
+            .filter(|m| !self.is_hidden(m.file))
+        {
+            for (i, item) in m.ast.items.iter().enumerate() {
+                if item_ident(item).is_some_and(|id| id.name == name) {
+                    out.push(DefId {
+                        file: m.file,
+                        item: i as u32,
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|d| self.module(d.file).is_some_and(|m| m.is_std));
+        out
+    }
+
+    /// The import path another file would write for a module: `std/ml` for the
+    /// standard library, a `./`-relative path otherwise.
+    pub fn import_path(&self, from: FileId, target: FileId) -> Option<String> {
+        let m = self.module(target)?;
+        if m.is_std {
+            return Some(m.name.clone());
+        }
+        let from_path = self.analysis.sources.get(from).path.as_ref()?;
+        let to_path = self.analysis.sources.get(target).path.as_ref()?;
+        let from_dir = from_path.parent()?;
+        relative_import(from_dir, to_path)
+    }
+}
+
+/// `./x`, `../shared/x`: `to` relative to the directory `from_dir`, without `.eflow`.
+pub fn relative_import(from_dir: &std::path::Path, to: &std::path::Path) -> Option<String> {
+    let from: Vec<_> = from_dir.components().collect();
+    let stem = to.with_extension("");
+    let target: Vec<_> = stem.components().collect();
+    let common = from.iter().zip(&target).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = Vec::new();
+    for _ in common..from.len() {
+        parts.push("..".to_string());
+    }
+    for c in &target[common..] {
+        parts.push(c.as_os_str().to_str()?.to_string());
+    }
+    let joined = parts.join("/");
+    Some(if joined.starts_with("..") {
+        joined
+    } else {
+        format!("./{joined}")
+    })
+}
+
+pub fn item_ident(item: &ast::Item) -> Option<&ast::Ident> {
+    match &item.kind {
+        ast::ItemKind::Record(r) => Some(&r.name),
+        ast::ItemKind::Enum(e) => Some(&e.name),
+        ast::ItemKind::Alias(a) => Some(&a.name),
+        ast::ItemKind::Step(s) => Some(&s.name),
+        ast::ItemKind::Flow(f) => Some(&f.name),
+        _ => None,
+    }
+}
+
+/// The innermost item of a file containing an offset (doc comment included).
+pub fn item_at(ast: &ast::File, offset: usize) -> Option<(usize, &ast::Item)> {
+    ast.items.iter().enumerate().find(|(_, it)| {
+        let start = it.doc.as_ref().map_or(it.span.start, |d| d.span.start);
+        Span {
+            start,
+            end: it.span.end,
+        }
+        .contains(offset)
+    })
+}
