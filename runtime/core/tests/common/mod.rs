@@ -14,6 +14,108 @@ use eflow_core::{
 };
 use serde_json::Value;
 
+/// Small flows, one per behaviour, shared by the scenario and property tests.
+pub const FLOWS: &str = r#"
+from "std/approval" import Approve
+from "std/time" import Wait, WaitUntil
+
+record Data { uri: String }
+record Score { value: Float }
+
+remote step Fetch(name: String) -> Data raises NotFound
+remote step Train(data: Data) -> Data raises OutOfMemory
+remote step Eval(data: Data) -> Score
+call step Publish(data: Data)
+
+flow Pipeline(name: String, label: String = "y") -> Data {
+    timeout 1h
+    let a = Fetch(name: name)
+    let b = Train(data: a)
+        retry 3
+        backoff exponential(1s, 3s)
+        non_retryable OutOfMemory
+        timeout 10s
+    return b
+}
+
+flow Fixed() -> Data {
+    let a = Fetch(name: "x")
+        retry 3
+        backoff fixed(5s)
+    return a
+}
+
+flow Guarded(min: Float = 0.5) -> Data? {
+    let a = Fetch(name: "x")
+    let s = Eval(data: a)
+    when s.value >= min {
+        let p = Train(data: a)
+    } else {
+        let q = Publish(data: a)
+    }
+    return p
+}
+
+flow Approved() -> Bool {
+    let a = Fetch(name: "x")
+    let d = Approve(subject: a, summary: "ok?")
+    return d.approved
+}
+
+flow Waiting(d: Duration = 1h) -> Timestamp {
+    let w = Wait(duration: d)
+    return w
+}
+
+flow WaitingUntil(t: Timestamp) -> Timestamp {
+    let w = WaitUntil(time: t)
+    return w
+}
+
+flow FanAll(names: List<String>) -> List<Data> {
+    let xs = for n in names join all {
+        Fetch(name: n)
+    }
+        parallel 2
+    return xs
+}
+
+flow FanAny(names: List<String>) -> Data {
+    let x = for n in names join any {
+        Fetch(name: n)
+    }
+    return x
+}
+
+flow FanAtLeast(names: List<String>) -> List<Data> {
+    let xs = for n in names join at_least 2 {
+        Fetch(name: n)
+    }
+        retry 2
+        backoff fixed(1s)
+    return xs
+}
+
+flow Child(name: String) -> Data {
+    timeout 1d
+    let a = Fetch(name: name)
+    return a
+}
+
+flow Parent(names: List<String>) -> List<Data> {
+    let xs = for n in names join all {
+        Child(name: n)
+    }
+    return xs
+}
+
+flow CallOne() -> Data {
+    let c = Child(name: "x")
+        timeout 1m
+    return c
+}
+"#;
+
 /// Compiles one module (imports of `std/...` work) into a bundle.
 pub fn compile_bundle(src: &str) -> Bundle {
     let analysis =
