@@ -6,6 +6,7 @@
 //! tests possible.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use eflow_compiler::ir::{Backoff, Call, Flow, Join, Node, StepKind};
 use serde_json::{Map, Value};
@@ -675,7 +676,7 @@ impl<'a> Cx<'a> {
             return;
         }
         self.cancel_timeout(at, attempt);
-        self.set_slot(at, Slot::Succeeded(output));
+        self.set_slot(at, Slot::Succeeded(Arc::new(output)));
         if self.run.encoded_size() > self.bundle.limits.state_bytes {
             self.set_slot(at, Slot::Running(attempt));
             let err = StepError::new(
@@ -779,7 +780,7 @@ impl<'a> Cx<'a> {
             slots
                 .iter()
                 .filter_map(|s| match s {
-                    Slot::Succeeded(v) => Some(v.clone()),
+                    Slot::Succeeded(v) => Some(Value::clone(v)),
                     _ => None,
                 })
                 .collect()
@@ -818,7 +819,7 @@ impl<'a> Cx<'a> {
                 self.cancel_slots(j);
                 match result {
                     Ok(v) => {
-                        self.run.nodes[j] = NodeState::Single(Slot::Succeeded(v));
+                        self.run.nodes[j] = NodeState::Single(Slot::Succeeded(Arc::new(v)));
                         self.advance();
                     }
                     Err(e) => self.fail_node_now(j, e),

@@ -61,7 +61,7 @@ pub fn eval<'a>(expr: &'a Expr, scope: &Scope<'a>) -> Res<'a> {
                 return err(format!("the flow has no step `{id}`"));
             };
             let v = match scope.run.nodes.get(i) {
-                Some(NodeState::Single(Slot::Succeeded(v))) => v,
+                Some(NodeState::Single(Slot::Succeeded(v))) => &**v,
                 Some(NodeState::Skipped) => &NULL,
                 _ => return err(format!("`{id}` has not finished")),
             };

@@ -5,6 +5,8 @@
 //! result or error. Fan-out items are not stored: the list is re-evaluated from
 //! values that never change once its node started.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -142,7 +144,8 @@ pub enum Slot {
     Running(u32),
     /// This attempt failed; the retry timer starts the next one.
     RetryWait(u32),
-    Succeeded(Value),
+    /// Shared: a transition copies the run, and outputs are most of it.
+    Succeeded(Arc<Value>),
     Failed(StepError),
     Cancelled,
 }

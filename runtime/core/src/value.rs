@@ -24,7 +24,7 @@ pub fn check(value: &Value, ty: &Type, types: &Types, path: &str) -> Result<(), 
         types,
         errors: Vec::new(),
     };
-    c.check(value, ty, path, 0);
+    c.check(value, ty, &Path::Root(path), 0);
     if c.errors.is_empty() {
         Ok(())
     } else {
@@ -37,20 +37,49 @@ const MAX_ERRORS: usize = 8;
 /// Deeper than any real metadata; keeps recursion bounded on hand-written IR.
 const MAX_DEPTH: usize = 64;
 
+/// Where a value sits, rendered only for an error message: checking a valid
+/// value allocates nothing.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root(&'a str),
+    Field(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+    Key(&'a Path<'a>, &'a str),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root(r) => f.write_str(r),
+            Path::Field(p, name) => {
+                let parent = p.to_string();
+                if parent.is_empty() {
+                    f.write_str(name)
+                } else {
+                    write!(f, "{parent}.{name}")
+                }
+            }
+            Path::Index(p, i) => write!(f, "{p}[{i}]"),
+            Path::Key(p, k) => write!(f, "{p}[{k:?}]"),
+        }
+    }
+}
+
 struct Checker<'a> {
     types: &'a Types,
     errors: Vec<String>,
 }
 
 impl Checker<'_> {
-    fn fail(&mut self, path: &str, msg: String) {
+    fn fail(&mut self, path: &Path<'_>, msg: String) {
         if self.errors.len() < MAX_ERRORS {
-            let at = if path.is_empty() { "value" } else { path };
+            let path = path.to_string();
+            let at = if path.is_empty() { "value" } else { &path };
             self.errors.push(format!("{at}: {msg}"));
         }
     }
 
-    fn check(&mut self, v: &Value, ty: &Type, path: &str, depth: usize) {
+    fn check(&mut self, v: &Value, ty: &Type, path: &Path<'_>, depth: usize) {
         if self.errors.len() >= MAX_ERRORS {
             return;
         }
@@ -75,7 +104,7 @@ impl Checker<'_> {
             Type::List { item } => match v.as_array() {
                 Some(items) => {
                     for (i, x) in items.iter().enumerate() {
-                        self.check(x, item, &format!("{path}[{i}]"), depth + 1);
+                        self.check(x, item, &Path::Index(path, i), depth + 1);
                     }
                     true
                 }
@@ -85,7 +114,7 @@ impl Checker<'_> {
                 Some(entries) => {
                     for (k, x) in entries {
                         self.check_key(k, key, path);
-                        self.check(x, value, &format!("{path}[{k:?}]"), depth + 1);
+                        self.check(x, value, &Path::Key(path, k), depth + 1);
                     }
                     true
                 }
@@ -125,7 +154,7 @@ impl Checker<'_> {
         }
     }
 
-    fn check_key(&mut self, k: &str, ty: &Type, path: &str) {
+    fn check_key(&mut self, k: &str, ty: &Type, path: &Path<'_>) {
         let ok = match ty {
             Type::String | Type::Param { .. } => true,
             Type::Int => k.parse::<i64>().is_ok(),
@@ -143,7 +172,14 @@ impl Checker<'_> {
         }
     }
 
-    fn check_record(&mut self, v: &Value, name: &str, args: &[Type], path: &str, depth: usize) {
+    fn check_record(
+        &mut self,
+        v: &Value,
+        name: &str,
+        args: &[Type],
+        path: &Path<'_>,
+        depth: usize,
+    ) {
         let Some(TypeDef::Record { generics, fields }) = self.types.get(name) else {
             self.fail(
                 path,
@@ -164,11 +200,7 @@ impl Checker<'_> {
             }
         }
         for f in fields {
-            let sub = if path.is_empty() {
-                f.name.clone()
-            } else {
-                format!("{path}.{}", f.name)
-            };
+            let sub = Path::Field(path, &f.name);
             let fv = obj.get(&f.name).unwrap_or(&Value::Null);
             if generics.is_empty() {
                 self.check(fv, &f.ty, &sub, depth + 1);
