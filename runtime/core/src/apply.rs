@@ -1,0 +1,1108 @@
+//! `apply`: the pure state machine that folds one event into a run.
+//!
+//! No I/O, no clock, no randomness: `now_ms` is an argument and every consequence
+//! is an `Effect` in the returned `Transition`. The same run, event and time always
+//! give the same transition, which is what makes replay, batching and the property
+//! tests possible.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use eflow_compiler::ir::{Backoff, Call, Flow, Join, Node, StepKind};
+use serde_json::{Map, Value};
+
+use crate::effect::{Effect, EffectKind, Timer};
+use crate::eval::{EvalError, Scope, eval};
+use crate::event::{Event, EventKind, Outcome};
+use crate::state::{NodeState, Parent, Run, RunError, RunStatus, Slot, StepError};
+use crate::time::{format_rfc3339, parse_rfc3339};
+use crate::validate::{FlowIndex, ValidatedBundle};
+use crate::value;
+
+/// The new state and what must happen because of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub run: Run,
+    pub effects: Vec<Effect>,
+}
+
+/// Why an event was not applied. The state is unchanged; the worker records the
+/// rejection and moves on (a `Duplicate` or `Stale` is the normal result of a
+/// redelivery and is not an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// This event was the last one applied.
+    Duplicate,
+    /// The run has finished: nothing changes it any more.
+    Finished,
+    /// Only `Started` (or a cancellation) applies to a run that has not started.
+    NotStarted,
+    /// The run's flow (at its version) is not in this bundle.
+    UnknownFlow { flow: String, version: String },
+    /// What the event names (an attempt, a timer, a child) is no longer awaited:
+    /// a late completion of a timed-out attempt, a cancelled timer that fired
+    /// anyway, a second copy of an event already applied.
+    Stale { reason: String },
+    /// The event does not fit the flow: an unknown node, an index on a plain node.
+    Invalid { reason: String },
+    /// `Started` with input that does not fit the flow's parameters.
+    InvalidInput { errors: Vec<String> },
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::Duplicate => f.write_str("duplicate event"),
+            Rejection::Finished => f.write_str("the run has finished"),
+            Rejection::NotStarted => f.write_str("the run has not started"),
+            Rejection::UnknownFlow { flow, version } => {
+                write!(f, "flow `{flow}` at version {version} is not deployed")
+            }
+            Rejection::Stale { reason } => write!(f, "stale event: {reason}"),
+            Rejection::Invalid { reason } => write!(f, "invalid event: {reason}"),
+            Rejection::InvalidInput { errors } => write!(f, "invalid input: {}", errors.join("; ")),
+        }
+    }
+}
+
+/// Error codes the core itself produces.
+pub mod codes {
+    pub const TIMEOUT: &str = "Timeout";
+    pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+    pub const STATE_TOO_LARGE: &str = "StateTooLarge";
+    pub const INVALID_INPUT: &str = "InvalidInput";
+    pub const INVALID_OUTPUT: &str = "InvalidOutput";
+    pub const EVAL_ERROR: &str = "EvalError";
+    pub const CANCELLED: &str = "Cancelled";
+    pub const JOIN_FAILED: &str = "JoinFailed";
+}
+
+/// Folds `event` into `run` at time `now_ms` (milliseconds since the epoch).
+pub fn apply(
+    bundle: &ValidatedBundle,
+    run: &Run,
+    event: &Event,
+    now_ms: u64,
+) -> Result<Transition, Rejection> {
+    let unknown = || Rejection::UnknownFlow {
+        flow: run.flow.clone(),
+        version: run.version.clone(),
+    };
+    let f = bundle.flow(&run.flow).ok_or_else(unknown)?;
+    if f.flow.hash != run.version || run.nodes.len() != f.flow.nodes.len() {
+        return Err(unknown());
+    }
+    if run.last_event.as_deref() == Some(event.id.as_str()) {
+        return Err(Rejection::Duplicate);
+    }
+    if run.status.is_finished() {
+        return Err(Rejection::Finished);
+    }
+    let mut cx = Cx {
+        flow: f.flow,
+        index: f.index,
+        bundle,
+        run: run.clone(),
+        effects: Vec::new(),
+        now: now_ms,
+    };
+    match &event.kind {
+        EventKind::Started { input } => cx.start(input)?,
+        _ if cx.run.status == RunStatus::Created => {
+            if let EventKind::CancelRequested { reason } = &event.kind {
+                cx.cancel(reason);
+            } else {
+                return Err(Rejection::NotStarted);
+            }
+        }
+        EventKind::StepCompleted {
+            node,
+            index,
+            attempt,
+            output,
+        } => {
+            let at = cx.slot_at(node, *index, false)?;
+            cx.expect_running(at, *attempt)?;
+            cx.succeed(at, *attempt, output.clone());
+        }
+        EventKind::StepFailed {
+            node,
+            index,
+            attempt,
+            error,
+            retryable,
+        } => {
+            let at = cx.slot_at(node, *index, false)?;
+            cx.expect_running(at, *attempt)?;
+            let error = StepError::new(error.code.clone(), error.message.clone());
+            cx.fail_attempt(at, *attempt, error, *retryable, true);
+        }
+        EventKind::ChildFinished {
+            node,
+            index,
+            attempt,
+            outcome,
+        } => {
+            let at = cx.slot_at(node, *index, true)?;
+            cx.expect_running(at, *attempt)?;
+            match outcome {
+                Outcome::Succeeded { output } => cx.succeed(at, *attempt, output.clone()),
+                Outcome::Failed { error } => {
+                    let error = StepError::new(error.code.clone(), error.message.clone());
+                    cx.fail_attempt(at, *attempt, error, true, true);
+                }
+                Outcome::Cancelled => {
+                    let error = StepError::new(codes::CANCELLED, "the child run was cancelled");
+                    cx.fail_attempt(at, *attempt, error, false, true);
+                }
+            }
+        }
+        EventKind::TimerFired { timer } => cx.timer(timer)?,
+        EventKind::CancelRequested { reason } => cx.cancel(reason),
+    }
+    let seq = run.seq;
+    cx.run.seq = seq + 1;
+    cx.run.last_event = Some(event.id.clone());
+    let effects = cx
+        .effects
+        .into_iter()
+        .enumerate()
+        .map(|(n, kind)| Effect {
+            key: format!("{}:{seq}:{n}", run.id),
+            kind,
+        })
+        .collect();
+    Ok(Transition {
+        run: cx.run,
+        effects,
+    })
+}
+
+/// A slot address: a node and, for a fan-out, the child's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct At {
+    node: usize,
+    index: Option<u32>,
+}
+
+/// One transition in the making.
+struct Cx<'a> {
+    flow: &'a Flow,
+    index: &'a FlowIndex,
+    bundle: &'a ValidatedBundle,
+    run: Run,
+    effects: Vec<EffectKind>,
+    now: u64,
+}
+
+fn stale<T>(reason: impl Into<String>) -> Result<T, Rejection> {
+    Err(Rejection::Stale {
+        reason: reason.into(),
+    })
+}
+
+fn invalid<T>(reason: impl Into<String>) -> Result<T, Rejection> {
+    Err(Rejection::Invalid {
+        reason: reason.into(),
+    })
+}
+
+/// The wait before attempt `failed + 1`: fixed, or doubling from the initial
+/// delay after the first failure, capped at the maximum.
+pub fn backoff_ms(backoff: &Backoff, failed: u32) -> u64 {
+    match *backoff {
+        Backoff::Fixed { delay_ms } => delay_ms,
+        Backoff::Exponential { initial_ms, max_ms } => {
+            let shift = failed.saturating_sub(1).min(63);
+            initial_ms.saturating_mul(1u64 << shift).min(max_ms)
+        }
+    }
+}
+
+impl<'a> Cx<'a> {
+    fn node(&self, at: At) -> &'a Node {
+        // `at.node` always comes from the flow's own index.
+        &self.flow.nodes[at.node]
+    }
+
+    fn node_id(&self, at: At) -> String {
+        self.node(at).id.clone()
+    }
+
+    fn scope(&self, item: Option<&'a Value>) -> Scope<'_> {
+        Scope {
+            flow: self.flow,
+            nodes: &self.index.nodes,
+            run: &self.run,
+            item,
+        }
+    }
+
+    fn slot(&self, at: At) -> Option<&Slot> {
+        match (self.run.nodes.get(at.node)?, at.index) {
+            (NodeState::Single(s), None) => Some(s),
+            (NodeState::FanOut(slots), Some(i)) => slots.get(i as usize),
+            _ => None,
+        }
+    }
+
+    fn set_slot(&mut self, at: At, slot: Slot) {
+        match (self.run.nodes.get_mut(at.node), at.index) {
+            (Some(n), None) => *n = NodeState::Single(slot),
+            (Some(NodeState::FanOut(slots)), Some(i)) => {
+                if let Some(s) = slots.get_mut(i as usize) {
+                    *s = slot;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Resolves an event's node and index to a slot of this flow.
+    fn slot_at(&self, node: &str, index: Option<u32>, child: bool) -> Result<At, Rejection> {
+        let Some(&n) = self.index.nodes.get(node) else {
+            return invalid(format!("`{}` has no node `{node}`", self.flow.name));
+        };
+        let ir = &self.flow.nodes[n];
+        match (&ir.fan_out, index) {
+            (Some(_), None) => {
+                return invalid(format!("`{node}` is a fan-out: the event needs an index"));
+            }
+            (None, Some(_)) => {
+                return invalid(format!("`{node}` is not a fan-out: the event has an index"));
+            }
+            _ => {}
+        }
+        let is_flow = matches!(ir.call, Call::Flow { .. });
+        if is_flow != child {
+            return invalid(if child {
+                format!("`{node}` calls a step, not a subflow")
+            } else {
+                format!("`{node}` calls a subflow: its result comes as `child_finished`")
+            });
+        }
+        if !child && self.kind(ir) == Some(StepKind::Wait) {
+            return invalid(format!(
+                "`{node}` is a wait step: it completes when its timer fires"
+            ));
+        }
+        Ok(At { node: n, index })
+    }
+
+    fn expect_running(&self, at: At, attempt: u32) -> Result<(), Rejection> {
+        match self.slot(at) {
+            Some(Slot::Running(a)) if *a == attempt => Ok(()),
+            Some(Slot::Running(a)) => {
+                stale(format!("attempt {attempt} is over; attempt {a} is running"))
+            }
+            Some(other) => stale(format!("no attempt is running ({})", slot_name(other))),
+            None => stale("the node has not started"),
+        }
+    }
+
+    fn kind(&self, n: &Node) -> Option<StepKind> {
+        match &n.call {
+            Call::Step { contract, .. } => self.flow.contracts.get(contract).map(|c| c.kind),
+            Call::Flow { .. } => None,
+        }
+    }
+
+    // ----- starting -----
+
+    fn start(&mut self, input: &Map<String, Value>) -> Result<(), Rejection> {
+        if self.run.status != RunStatus::Created {
+            return Err(Rejection::Duplicate);
+        }
+        self.run.started_at = self.now;
+        self.run.status = RunStatus::Running;
+        let mut errors = Vec::new();
+        for (name, v) in input {
+            match self.flow.params.iter().find(|p| &p.name == name) {
+                Some(p) => {
+                    if let Err(es) = value::check(v, &p.ty, &self.flow.types, name) {
+                        errors.extend(es);
+                    }
+                }
+                None => errors.push(format!(
+                    "`{}` has no parameter `{name}`; it takes {}",
+                    self.flow.name,
+                    self.flow
+                        .params
+                        .iter()
+                        .map(|p| format!("`{}`", p.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        }
+        for p in &self.flow.params {
+            if p.default.is_none() && !input.contains_key(&p.name) && !is_optional(&p.ty) {
+                errors.push(format!(
+                    "the parameter `{}` has no default and must be given",
+                    p.name
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            if self.run.parent.is_none() {
+                return Err(Rejection::InvalidInput { errors });
+            }
+            // A child cannot be refused: its parent waits for it. It fails instead.
+            self.finish_failed(codes::INVALID_INPUT, errors.join("; "), None);
+            return Ok(());
+        }
+        self.run.input = input.clone();
+        if let Some(t) = self.flow.timeout_ms {
+            let due = self.now.saturating_add(t);
+            self.run.deadline = Some(due);
+            self.effects.push(EffectKind::SetTimer {
+                timer: Timer::Deadline,
+                due_at: due,
+            });
+        }
+        self.advance();
+        Ok(())
+    }
+
+    /// Starts every node whose dependencies are settled, skipping those whose
+    /// guards say so, until nothing changes; then finishes the run if all nodes are.
+    fn advance(&mut self) {
+        loop {
+            if self.run.status != RunStatus::Running {
+                return;
+            }
+            let mut progressed = false;
+            for j in 0..self.run.nodes.len() {
+                if !matches!(self.run.nodes[j], NodeState::Pending) {
+                    continue;
+                }
+                let ready = self.index.deps[j]
+                    .iter()
+                    .all(|&d| self.run.nodes.get(d).is_some_and(NodeState::is_settled));
+                if !ready {
+                    continue;
+                }
+                progressed = true;
+                match self.guards_pass(j) {
+                    Ok(true) => self.start_node(j),
+                    Ok(false) => self.run.nodes[j] = NodeState::Skipped,
+                    Err(e) => {
+                        let err = StepError::new(codes::EVAL_ERROR, format!("condition: {e}"));
+                        self.run.nodes[j] = NodeState::Single(Slot::Failed(err.clone()));
+                        self.node_failed(j, err);
+                    }
+                }
+                if self.run.status != RunStatus::Running {
+                    return;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if self.run.nodes.iter().all(NodeState::is_settled) {
+            self.finish_succeeded();
+        }
+    }
+
+    /// Every guard holds. A false guard wins over another's evaluation error: a
+    /// condition nested in a skipped `when` may read values that are absent.
+    fn guards_pass(&self, j: usize) -> Result<bool, EvalError> {
+        let node = &self.flow.nodes[j];
+        let mut first_err = None;
+        for g in &node.guards {
+            let Some(cond) = self.flow.conditions.get(g.condition) else {
+                continue;
+            };
+            match eval(cond, &self.scope(None)).as_deref() {
+                Ok(Value::Bool(b)) if *b == g.value => {}
+                Ok(Value::Bool(_)) => return Ok(false),
+                Ok(other) => {
+                    first_err.get_or_insert(EvalError(format!(
+                        "a condition must be a Bool, got {}",
+                        value::kind_of(other)
+                    )));
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e.clone());
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
+    }
+
+    fn start_node(&mut self, j: usize) {
+        let node = &self.flow.nodes[j];
+        let Some(fo) = &node.fan_out else {
+            self.start_attempt(
+                At {
+                    node: j,
+                    index: None,
+                },
+                1,
+            );
+            return;
+        };
+        let len = match eval(&fo.over, &self.scope(None)).as_deref() {
+            Ok(Value::Array(items)) => items.len(),
+            Ok(other) => {
+                let kind = value::kind_of(other);
+                self.fail_node_now(
+                    j,
+                    StepError::new(
+                        codes::EVAL_ERROR,
+                        format!("a fan-out needs a list, got {kind}"),
+                    ),
+                );
+                return;
+            }
+            Err(e) => {
+                self.fail_node_now(j, StepError::new(codes::EVAL_ERROR, e.0.clone()));
+                return;
+            }
+        };
+        if u32::try_from(len).is_err() {
+            self.fail_node_now(
+                j,
+                StepError::new(codes::INVALID_INPUT, "the fan-out list is too long"),
+            );
+            return;
+        }
+        self.run.nodes[j] = NodeState::FanOut(vec![Slot::Pending; len]);
+        self.fill_fan_out(j);
+        self.join(j);
+    }
+
+    fn fail_node_now(&mut self, j: usize, err: StepError) {
+        self.run.nodes[j] = NodeState::Single(Slot::Failed(err.clone()));
+        self.node_failed(j, err);
+    }
+
+    /// Starts pending children of fan-out `j` while fewer than `parallel` are active.
+    fn fill_fan_out(&mut self, j: usize) {
+        let limit = self.flow.nodes[j]
+            .fan_out
+            .as_ref()
+            .and_then(|f| f.parallel)
+            .unwrap_or(u64::MAX);
+        loop {
+            let NodeState::FanOut(slots) = &self.run.nodes[j] else {
+                return;
+            };
+            let active = slots.iter().filter(|s| s.is_active()).count() as u64;
+            if active >= limit {
+                return;
+            }
+            let Some(i) = slots.iter().position(|s| matches!(s, Slot::Pending)) else {
+                return;
+            };
+            self.start_attempt(
+                At {
+                    node: j,
+                    index: Some(i as u32),
+                },
+                1,
+            );
+            if self.run.status != RunStatus::Running {
+                return;
+            }
+        }
+    }
+
+    /// The current element of a fan-out: the list is re-evaluated rather than
+    /// stored, as every value it reads is settled and never changes.
+    fn item(&self, at: At) -> Result<Option<Value>, EvalError> {
+        let Some(i) = at.index else { return Ok(None) };
+        let Some(fo) = &self.node(at).fan_out else {
+            return Ok(None);
+        };
+        match eval(&fo.over, &self.scope(None))?.as_ref() {
+            Value::Array(items) => Ok(items.get(i as usize).cloned()),
+            other => Err(EvalError(format!(
+                "a fan-out needs a list, got {}",
+                value::kind_of(other)
+            ))),
+        }
+    }
+
+    fn inputs(&self, at: At) -> Result<Map<String, Value>, EvalError> {
+        let item = self.item(at)?;
+        let node = self.node(at);
+        let scope = Scope {
+            flow: self.flow,
+            nodes: &self.index.nodes,
+            run: &self.run,
+            item: item.as_ref(),
+        };
+        let mut out = Map::new();
+        for (name, e) in &node.inputs {
+            out.insert(name.clone(), eval(e, &scope)?.into_owned());
+        }
+        Ok(out)
+    }
+
+    fn start_attempt(&mut self, at: At, attempt: u32) {
+        let inputs = match self.inputs(at) {
+            Ok(i) => i,
+            Err(e) => {
+                self.set_slot(at, Slot::Running(attempt));
+                let err = StepError::new(codes::EVAL_ERROR, format!("inputs: {e}"));
+                self.fail_attempt(at, attempt, err, false, false);
+                return;
+            }
+        };
+        self.set_slot(at, Slot::Running(attempt));
+        let node = self.node(at);
+        let id = node.id.clone();
+        if let Some(t) = node.timeout_ms {
+            self.effects.push(EffectKind::SetTimer {
+                timer: Timer::Timeout {
+                    node: id.clone(),
+                    index: at.index,
+                    attempt,
+                },
+                due_at: self.now.saturating_add(t),
+            });
+        }
+        match &node.call {
+            Call::Flow { name } => {
+                let version = self
+                    .bundle
+                    .flow(name)
+                    .map(|c| c.flow.hash.clone())
+                    .unwrap_or_default();
+                self.effects.push(EffectKind::StartChild {
+                    child: self.child_id(at, attempt),
+                    flow: name.clone(),
+                    version,
+                    parent: Parent {
+                        run: self.run.id.clone(),
+                        node: id,
+                        index: at.index,
+                        attempt,
+                    },
+                    input: inputs,
+                });
+            }
+            Call::Step { contract, .. } => match self.kind(node) {
+                Some(StepKind::Approval) => self.effects.push(EffectKind::RequestApproval {
+                    node: id,
+                    index: at.index,
+                    attempt,
+                    contract: contract.clone(),
+                    inputs,
+                }),
+                Some(StepKind::Wait) => self.start_wait(at, attempt, &inputs),
+                _ => self.effects.push(EffectKind::Invoke {
+                    node: id,
+                    index: at.index,
+                    attempt,
+                    contract: contract.clone(),
+                    inputs,
+                }),
+            },
+        }
+    }
+
+    /// `duration` counts from now; `time` is a moment, and one in the past wakes at once.
+    fn start_wait(&mut self, at: At, attempt: u32, inputs: &Map<String, Value>) {
+        let due = if let Some(d) = inputs.get("duration") {
+            d.as_u64().map(|d| self.now.saturating_add(d))
+        } else {
+            inputs
+                .get("time")
+                .and_then(Value::as_str)
+                .and_then(parse_rfc3339)
+                .map(|t| u64::try_from(t).unwrap_or(0))
+        };
+        let Some(due) = due else {
+            let err = StepError::new(
+                codes::INVALID_INPUT,
+                "a wait needs a `duration` (ms) or a `time` (RFC 3339)",
+            );
+            self.fail_attempt(at, attempt, err, false, true);
+            return;
+        };
+        if due <= self.now {
+            let woke = Value::String(format_rfc3339(self.now));
+            self.succeed(at, attempt, woke);
+            return;
+        }
+        self.effects.push(EffectKind::SetTimer {
+            timer: Timer::Wait {
+                node: self.node_id(at),
+                index: at.index,
+                attempt,
+            },
+            due_at: due,
+        });
+    }
+
+    /// `{parent}.{node}.{attempt}`, or `{parent}.{node}.{index}.{attempt}` in a
+    /// fan-out: deterministic, so a redelivered `StartChild` names the same run,
+    /// and unambiguous, as node ids never start with a digit.
+    fn child_id(&self, at: At, attempt: u32) -> String {
+        match at.index {
+            Some(i) => format!("{}.{}.{i}.{attempt}", self.run.id, self.node(at).id),
+            None => format!("{}.{}.{attempt}", self.run.id, self.node(at).id),
+        }
+    }
+
+    // ----- finishing attempts -----
+
+    fn succeed(&mut self, at: At, attempt: u32, output: Value) {
+        let node = self.node(at);
+        let expected = match (&node.output, &node.fan_out) {
+            (Some(t), Some(fo)) if fo.join != Join::Any => match t {
+                eflow_compiler::ir::Type::List { item } => Some(item.as_ref()),
+                other => Some(other),
+            },
+            (t, _) => t.as_ref(),
+        };
+        // A step without an output keeps nothing: `after` only needs it finished.
+        let output = if expected.is_some() {
+            output
+        } else {
+            Value::Null
+        };
+        if let Some(ty) = expected
+            && let Err(es) = value::check(&output, ty, &self.flow.types, "output")
+        {
+            let err = StepError::new(codes::INVALID_OUTPUT, es.join("; "));
+            self.fail_attempt(at, attempt, err, false, true);
+            return;
+        }
+        self.cancel_timeout(at, attempt);
+        self.set_slot(at, Slot::Succeeded(Arc::new(output)));
+        if self.run.encoded_size() > self.bundle.limits.state_bytes {
+            self.set_slot(at, Slot::Running(attempt));
+            let err = StepError::new(
+                codes::STATE_TOO_LARGE,
+                format!(
+                    "the output would make the run's state larger than {} bytes: return references (URIs), not data",
+                    self.bundle.limits.state_bytes
+                ),
+            );
+            self.fail_attempt(at, attempt, err, false, false);
+            return;
+        }
+        self.slot_done(at);
+    }
+
+    fn cancel_timeout(&mut self, at: At, attempt: u32) {
+        if self.node(at).timeout_ms.is_some() {
+            self.effects.push(EffectKind::CancelTimer {
+                timer: Timer::Timeout {
+                    node: self.node_id(at),
+                    index: at.index,
+                    attempt,
+                },
+            });
+        }
+    }
+
+    /// The attempt failed: retry it if the policy allows, else the slot fails.
+    fn fail_attempt(
+        &mut self,
+        at: At,
+        attempt: u32,
+        error: StepError,
+        retryable: bool,
+        cancel_timeout: bool,
+    ) {
+        if cancel_timeout {
+            self.cancel_timeout(at, attempt);
+        }
+        let node = self.node(at);
+        if let Some(r) = &node.retry
+            && retryable
+            && attempt < r.max_attempts
+            && !r.non_retryable.iter().any(|n| n == &error.code)
+        {
+            let due = self.now.saturating_add(backoff_ms(&r.backoff, attempt));
+            self.set_slot(at, Slot::RetryWait(attempt));
+            self.effects.push(EffectKind::SetTimer {
+                timer: Timer::Retry {
+                    node: node.id.clone(),
+                    index: at.index,
+                    attempt,
+                },
+                due_at: due,
+            });
+            return;
+        }
+        self.set_slot(at, Slot::Failed(error));
+        self.slot_done(at);
+    }
+
+    /// A slot reached a final state: decide the fan-out, or move the run on.
+    fn slot_done(&mut self, at: At) {
+        if at.index.is_some() {
+            self.join(at.node);
+            return;
+        }
+        if let Some(Slot::Failed(err)) = self.slot(at) {
+            let err = err.clone();
+            self.node_failed(at.node, err);
+        } else {
+            self.advance();
+        }
+    }
+
+    /// Decides fan-out `j` under its join policy if it can be decided, else
+    /// starts more children.
+    fn join(&mut self, j: usize) {
+        let Some(fo) = &self.flow.nodes[j].fan_out else {
+            return;
+        };
+        let NodeState::FanOut(slots) = &self.run.nodes[j] else {
+            return;
+        };
+        let total = slots.len() as u64;
+        let ok = slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Succeeded(_)))
+            .count() as u64;
+        let failed = slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Failed(_) | Slot::Cancelled))
+            .count() as u64;
+        let first_failed = || {
+            slots.iter().enumerate().find_map(|(i, s)| match s {
+                Slot::Failed(e) => Some((i, e)),
+                _ => None,
+            })
+        };
+        let outputs = || -> Vec<Value> {
+            slots
+                .iter()
+                .filter_map(|s| match s {
+                    Slot::Succeeded(v) => Some(Value::clone(v)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let decided: Option<Result<Value, StepError>> = match fo.join {
+            // The child's own error, so that queries by error code find it.
+            Join::All if failed > 0 => Some(Err(match first_failed() {
+                Some((i, e)) => StepError::new(
+                    e.code.clone(),
+                    with_detail(format!("child {i} failed"), &e.message),
+                ),
+                None => StepError::new(codes::JOIN_FAILED, "a child was cancelled"),
+            })),
+            Join::All if ok == total => Some(Ok(Value::Array(outputs()))),
+            Join::Any if ok > 0 => Some(Ok(outputs().into_iter().next().unwrap_or(Value::Null))),
+            Join::Any if failed == total => Some(Err(StepError::new(
+                codes::JOIN_FAILED,
+                match first_failed() {
+                    Some((i, e)) => with_detail(
+                        format!("every child failed; child {i} with {}", e.code),
+                        &e.message,
+                    ),
+                    None => "there was nothing to fan out over".into(),
+                },
+            ))),
+            Join::AtLeast { k } if ok + (total - ok - failed) < k => Some(Err(StepError::new(
+                codes::JOIN_FAILED,
+                format!("{failed} of {total} children failed: at least {k} had to succeed"),
+            ))),
+            Join::AtLeast { .. } if ok + failed == total => Some(Ok(Value::Array(outputs()))),
+            _ => None,
+        };
+        match decided {
+            None => self.fill_fan_out(j),
+            Some(result) => {
+                self.cancel_slots(j);
+                match result {
+                    Ok(v) => {
+                        self.run.nodes[j] = NodeState::Single(Slot::Succeeded(Arc::new(v)));
+                        self.advance();
+                    }
+                    Err(e) => self.fail_node_now(j, e),
+                }
+            }
+        }
+    }
+
+    /// Node `j` failed for good: the run fails (no partial results).
+    fn node_failed(&mut self, j: usize, err: StepError) {
+        let id = self.flow.nodes[j].id.clone();
+        let message = with_detail(format!("`{id}` failed with {}", err.code), &err.message);
+        self.finish_failed(&err.code, message, Some(id));
+    }
+
+    // ----- timers -----
+
+    fn timer(&mut self, timer: &Timer) -> Result<(), Rejection> {
+        match timer {
+            Timer::Deadline => {
+                if self.run.deadline.is_none() {
+                    return stale("the run has no deadline");
+                }
+                let limit = self.flow.timeout_ms.unwrap_or(0);
+                // The deadline timer itself fired: nothing to cancel for it.
+                self.run.deadline = None;
+                self.finish_failed(
+                    codes::DEADLINE_EXCEEDED,
+                    format!("the run did not finish within its timeout of {limit} ms"),
+                    None,
+                );
+            }
+            Timer::Retry {
+                node,
+                index,
+                attempt,
+            } => {
+                let at = self.slot_at_any(node, *index)?;
+                match self.slot(at) {
+                    Some(Slot::RetryWait(a)) if a == attempt => {}
+                    _ => {
+                        return stale(format!(
+                            "`{}` is not waiting to retry attempt {attempt}",
+                            timer.id()
+                        ));
+                    }
+                }
+                self.start_attempt(at, attempt + 1);
+                if at.index.is_some() {
+                    self.join(at.node);
+                }
+            }
+            Timer::Timeout {
+                node,
+                index,
+                attempt,
+            } => {
+                let at = self.slot_at_any(node, *index)?;
+                self.expect_running(at, *attempt)?;
+                self.abandon(at, *attempt, false);
+                let limit = self.node(at).timeout_ms.unwrap_or(0);
+                let err = StepError::new(
+                    codes::TIMEOUT,
+                    format!("attempt {attempt} took longer than {limit} ms"),
+                );
+                self.fail_attempt(at, *attempt, err, true, false);
+            }
+            Timer::Wait {
+                node,
+                index,
+                attempt,
+            } => {
+                let at = self.slot_at_any(node, *index)?;
+                if self.kind(self.node(at)) != Some(StepKind::Wait) {
+                    return invalid(format!("`{node}` is not a wait step"));
+                }
+                self.expect_running(at, *attempt)?;
+                let woke = Value::String(format_rfc3339(self.now));
+                self.succeed(at, *attempt, woke);
+            }
+        }
+        Ok(())
+    }
+
+    fn slot_at_any(&self, node: &str, index: Option<u32>) -> Result<At, Rejection> {
+        let Some(&n) = self.index.nodes.get(node) else {
+            return invalid(format!("`{}` has no node `{node}`", self.flow.name));
+        };
+        if self.flow.nodes[n].fan_out.is_some() != index.is_some() {
+            return invalid(format!("the index does not fit `{node}`"));
+        }
+        Ok(At { node: n, index })
+    }
+
+    // ----- ending -----
+
+    /// Tells the outside world that a running attempt is no longer wanted.
+    fn abandon(&mut self, at: At, attempt: u32, with_timeout: bool) {
+        if with_timeout {
+            self.cancel_timeout(at, attempt);
+        }
+        let node = self.node(at);
+        let id = node.id.clone();
+        match &node.call {
+            Call::Flow { .. } => self.effects.push(EffectKind::CancelChild {
+                child: self.child_id(at, attempt),
+            }),
+            Call::Step { .. } if self.kind(node) == Some(StepKind::Wait) => {
+                self.effects.push(EffectKind::CancelTimer {
+                    timer: Timer::Wait {
+                        node: id,
+                        index: at.index,
+                        attempt,
+                    },
+                });
+            }
+            Call::Step { .. } => self.effects.push(EffectKind::CancelStep {
+                node: id,
+                index: at.index,
+                attempt,
+            }),
+        }
+    }
+
+    /// Cancels one active slot: its attempt or its retry timer.
+    fn cancel_slot(&mut self, at: At) {
+        match self.slot(at) {
+            Some(Slot::Running(a)) => {
+                let a = *a;
+                self.abandon(at, a, true);
+            }
+            Some(Slot::RetryWait(a)) => {
+                let a = *a;
+                self.effects.push(EffectKind::CancelTimer {
+                    timer: Timer::Retry {
+                        node: self.node_id(at),
+                        index: at.index,
+                        attempt: a,
+                    },
+                });
+            }
+            _ => return,
+        }
+        self.set_slot(at, Slot::Cancelled);
+    }
+
+    fn cancel_slots(&mut self, j: usize) {
+        let n = match &self.run.nodes[j] {
+            NodeState::FanOut(slots) => slots.len(),
+            _ => 0,
+        };
+        for i in 0..n {
+            self.cancel_slot(At {
+                node: j,
+                index: Some(i as u32),
+            });
+            if let NodeState::FanOut(slots) = &mut self.run.nodes[j]
+                && let Some(s) = slots.get_mut(i)
+                && matches!(s, Slot::Pending)
+            {
+                *s = Slot::Cancelled;
+            }
+        }
+    }
+
+    /// Cancels everything still going: attempts, children, timers.
+    fn cancel_all(&mut self) {
+        for j in 0..self.run.nodes.len() {
+            match &self.run.nodes[j] {
+                NodeState::Single(s) if s.is_active() => self.cancel_slot(At {
+                    node: j,
+                    index: None,
+                }),
+                NodeState::FanOut(_) => self.cancel_slots(j),
+                _ => {}
+            }
+        }
+        if self.run.deadline.take().is_some() {
+            self.effects.push(EffectKind::CancelTimer {
+                timer: Timer::Deadline,
+            });
+        }
+    }
+
+    fn cancel(&mut self, reason: &str) {
+        self.cancel_all();
+        self.run.status = RunStatus::Cancelled;
+        let message = if reason.is_empty() {
+            "cancelled".to_string()
+        } else {
+            reason.to_string()
+        };
+        self.run.error = Some(RunError {
+            code: codes::CANCELLED.into(),
+            message,
+            node: None,
+        });
+        self.effects.push(EffectKind::Finished {
+            status: RunStatus::Cancelled,
+            error: self.run.error.clone(),
+        });
+        self.notify_parent(Outcome::Cancelled);
+    }
+
+    fn finish_failed(&mut self, code: &str, message: String, node: Option<String>) {
+        self.cancel_all();
+        let error = RunError {
+            code: code.into(),
+            message,
+            node,
+        };
+        self.run.status = RunStatus::Failed;
+        self.run.error = Some(error.clone());
+        self.effects.push(EffectKind::Finished {
+            status: RunStatus::Failed,
+            error: Some(error.clone()),
+        });
+        self.notify_parent(Outcome::Failed {
+            error: StepError::new(error.code, error.message),
+        });
+    }
+
+    fn finish_succeeded(&mut self) {
+        let result = match &self.flow.result {
+            None => Ok(Value::Null),
+            Some(e) => eval(e, &self.scope(None)).map(Cow::into_owned),
+        };
+        let result = match result {
+            Ok(v) => v,
+            Err(e) => {
+                self.finish_failed(codes::EVAL_ERROR, format!("result: {e}"), None);
+                return;
+            }
+        };
+        if let Some(ty) = &self.flow.output
+            && let Err(es) = value::check(&result, ty, &self.flow.types, "result")
+        {
+            self.finish_failed(codes::INVALID_OUTPUT, es.join("; "), None);
+            return;
+        }
+        if self.run.deadline.take().is_some() {
+            self.effects.push(EffectKind::CancelTimer {
+                timer: Timer::Deadline,
+            });
+        }
+        self.run.status = RunStatus::Succeeded;
+        self.run.result = (!result.is_null()).then(|| result.clone());
+        self.effects.push(EffectKind::Finished {
+            status: RunStatus::Succeeded,
+            error: None,
+        });
+        self.notify_parent(Outcome::Succeeded { output: result });
+    }
+
+    fn notify_parent(&mut self, outcome: Outcome) {
+        if let Some(parent) = &self.run.parent {
+            self.effects.push(EffectKind::NotifyParent {
+                parent: parent.clone(),
+                outcome,
+            });
+        }
+    }
+}
+
+fn is_optional(ty: &eflow_compiler::ir::Type) -> bool {
+    matches!(ty, eflow_compiler::ir::Type::Optional { .. })
+}
+
+fn with_detail(head: String, detail: &str) -> String {
+    if detail.is_empty() {
+        head
+    } else {
+        format!("{head}: {detail}")
+    }
+}
+
+fn slot_name(s: &Slot) -> &'static str {
+    match s {
+        Slot::Pending => "pending",
+        Slot::Running(_) => "running",
+        Slot::RetryWait(_) => "waiting to retry",
+        Slot::Succeeded(_) => "succeeded",
+        Slot::Failed(_) => "failed",
+        Slot::Cancelled => "cancelled",
+    }
+}

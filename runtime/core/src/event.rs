@@ -1,0 +1,85 @@
+//! The events that drive a run: everything that happens to it comes in as one of these.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::effect::Timer;
+use crate::state::StepError;
+
+/// An event for one run. The id is unique per run (the event log's key); the
+/// engine derives ids of events it makes itself from what they answer, e.g.
+/// the timer or the child, so that a redelivery carries the same id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// Start the run with these parameter values (missing ones take their default).
+    Started {
+        #[serde(default)]
+        input: Map<String, Value>,
+    },
+    /// A connector reports an attempt's output (remote and call steps, approvals).
+    StepCompleted {
+        node: String,
+        /// The child's position, for a fan-out over steps.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<u32>,
+        attempt: u32,
+        #[serde(default)]
+        output: Value,
+    },
+    /// A connector reports that an attempt failed; `retryable: false` means the
+    /// remote system knows that trying again cannot help.
+    StepFailed {
+        node: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<u32>,
+        attempt: u32,
+        error: StepError,
+        retryable: bool,
+    },
+    TimerFired {
+        timer: Timer,
+    },
+    /// A subflow child run (of a call or a fan-out) finished.
+    ChildFinished {
+        node: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<u32>,
+        attempt: u32,
+        outcome: Outcome,
+    },
+    CancelRequested {
+        #[serde(default)]
+        reason: String,
+    },
+}
+
+/// How a child run ended, as its parent learns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded {
+        #[serde(default)]
+        output: Value,
+    },
+    Failed {
+        error: StepError,
+    },
+    Cancelled,
+}
+
+impl Event {
+    pub fn new(id: impl Into<String>, kind: EventKind) -> Self {
+        Self {
+            id: id.into(),
+            kind,
+        }
+    }
+}
