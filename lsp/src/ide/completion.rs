@@ -792,7 +792,7 @@ impl<'t> Cursor<'t> {
                     depth -= 1;
                 }
                 "when" if depth == 0 => return true,
-                "let" | "return" | "schedule" | "timeout" if depth == 0 => return false,
+                "let" | "return" | "schedule" | "deadline" if depth == 0 => return false,
                 _ => {}
             }
         }
@@ -886,7 +886,7 @@ impl<'t> Cursor<'t> {
     /// The last statement before the cursor is a `let` with a complete call, so
     /// step options may follow.
     fn in_let_statement(&self) -> bool {
-        let starts = ["let", "when", "return", "timeout", "schedule", "{", "}"];
+        let starts = ["let", "when", "return", "deadline", "schedule", "{", "}"];
         let Some(k) = self
             .before
             .iter()
@@ -1389,9 +1389,9 @@ fn statements(req: &Request, after_let: bool, out: &mut Vec<Completion>) {
         ),
         ("return", "return $0", "the flow's result"),
         (
-            "timeout",
-            "timeout ${1:7d}",
-            "the run's deadline (flow level) or an attempt's (after a call)",
+            "deadline",
+            "deadline ${1:30d}",
+            "the longest the whole run may take",
         ),
         (
             "schedule",

@@ -544,7 +544,7 @@ impl<'a> Builder<'a> {
                         }
                     }
                 }
-                ast::StmtKind::Timeout(_) | ast::StmtKind::Error => {}
+                ast::StmtKind::Deadline(_) | ast::StmtKind::Error => {}
             }
         }
     }

@@ -30,6 +30,7 @@ pub const KEYWORDS: &[&str] = &[
     "any",
     "at_least",
     "return",
+    "deadline",
     "timeout",
     "schedule",
     "timezone",

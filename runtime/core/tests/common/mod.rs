@@ -28,7 +28,7 @@ remote step Eval(data: Data) -> Score
 call step Publish(data: Data)
 
 flow Pipeline(name: String, label: String = "y") -> Data {
-    timeout 1h
+    deadline 1h
     let a = Fetch(name: name)
     let b = Train(data: a)
         retry 3
@@ -97,7 +97,7 @@ flow FanAtLeast(names: List<String>) -> List<Data> {
 }
 
 flow Child(name: String) -> Data {
-    timeout 1d
+    deadline 1d
     let a = Fetch(name: name)
     return a
 }
