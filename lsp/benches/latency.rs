@@ -48,7 +48,7 @@ flow Retrain{i}(
     }},
     spec: TrainingSpec,
 ) -> ModelVersion? {{
-    timeout 10d
+    deadline 10d
     let snapshot = Load{i}(tenant: run.tenant, source: Input{i} {{ uri: "s3://x", rows: none }})
         retry 5
         non_retryable NotFound
