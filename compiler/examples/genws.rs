@@ -7,6 +7,11 @@ fn main() {
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
     std::fs::create_dir_all(&dir).expect("create dir");
     std::fs::write(dir.join("shared.eflow"), eflow_compiler::workload::SHARED).expect("write");
+    std::fs::write(
+        dir.join("big.eflow"),
+        eflow_compiler::workload::big_module(40),
+    )
+    .expect("write");
     for i in 0..n {
         std::fs::write(
             dir.join(format!("m{i:05}.eflow")),

@@ -161,6 +161,28 @@ fn lowercase_first(s: &str) -> String {
     }
 }
 
+/// Whether a cron expression is valid, remembering answers: a workspace repeats
+/// the same few expressions, and parsing one builds croner's bit sets.
+pub fn check_cron(expr: &str) -> Result<(), String> {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        static SEEN: RefCell<HashMap<String, Result<(), String>>> = RefCell::new(HashMap::new());
+    }
+    SEEN.with(|seen| {
+        if let Some(r) = seen.borrow().get(expr) {
+            return r.clone();
+        }
+        let r = parse_cron(expr).map(|_| ());
+        let mut seen = seen.borrow_mut();
+        if seen.len() > 4096 {
+            seen.clear();
+        }
+        seen.insert(expr.to_string(), r.clone());
+        r
+    })
+}
+
 /// Parse an IANA time zone name; the error is a help line with the closest name.
 pub fn parse_timezone(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>().map_err(|_| {

@@ -2198,7 +2198,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 }
             }
         }
-        match crate::schedule::parse_cron(&s.cron.value) {
+        match crate::schedule::check_cron(&s.cron.value) {
             Ok(_) => {}
             Err(msg) => {
                 cx.report(
