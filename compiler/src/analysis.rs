@@ -83,8 +83,8 @@ pub struct Analysis {
 struct WorkspaceIndex {
     /// Every environment named by a `bindings` block, sorted.
     envs: Vec<String>,
-    /// Every (environment, step) some binding was written for.
-    bound: HashSet<(String, DefId)>,
+    /// Environment → every step some binding was written for in it.
+    bound: HashMap<String, HashSet<DefId>>,
     /// Flow → the flows it calls.
     calls: HashMap<DefId, Vec<DefId>>,
 }
@@ -95,7 +95,9 @@ impl WorkspaceIndex {
         for m in modules {
             let facts = ModuleFacts::of(m);
             index.envs.extend(facts.envs);
-            index.bound.extend(facts.bound);
+            for (env, def) in facts.bound {
+                index.bound.entry(env).or_default().insert(def);
+            }
             index.calls.extend(facts.calls);
         }
         index.envs.sort();
@@ -477,9 +479,12 @@ impl Analysis {
                         continue;
                     }
                     for env in &self.index.envs {
-                        if self.index.bound.contains(&(env.clone(), def))
-                            || !reported.insert((def, env.as_str()))
-                        {
+                        let bound = self
+                            .index
+                            .bound
+                            .get(env)
+                            .is_some_and(|steps| steps.contains(&def));
+                        if bound || !reported.insert((def, env.as_str())) {
                             continue;
                         }
                         out.push(
@@ -503,23 +508,8 @@ impl Analysis {
     }
 
     /// Every environment named by a `bindings` block, sorted.
-    pub fn environments(&self) -> Vec<&str> {
-        let mut envs: Vec<&str> = self
-            .modules
-            .iter()
-            .flat_map(|m| m.bindings.iter().map(|b| b.env.as_str()))
-            .collect();
-        // Environments whose every binding failed to check still exist.
-        for m in &self.modules {
-            for item in &m.ast.items {
-                if let ast::ItemKind::Bindings(b) = &item.kind {
-                    envs.push(&b.env.name);
-                }
-            }
-        }
-        envs.sort();
-        envs.dedup();
-        envs
+    pub fn environments(&self) -> &[String] {
+        &self.index.envs
     }
 
     /// Re-check after one file's text changed. Only that file is re-parsed; if its

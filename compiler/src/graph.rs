@@ -105,7 +105,7 @@ pub fn check_flow_graph(file: FileId, flow: &CheckedFlow, out: &mut Vec<Diagnost
     }
 
     // A step under a condition that is the constant `false` can never run.
-    for (i, n) in flow.nodes.iter().enumerate() {
+    for n in &flow.nodes {
         for g in &n.guards {
             if let TExprKind::Bool(b) = flow.conds[g.when].expr.kind
                 && b != g.branch
@@ -120,7 +120,6 @@ pub fn check_flow_graph(file: FileId, flow: &CheckedFlow, out: &mut Vec<Diagnost
                     .with_secondary(file, flow.conds[g.when].span, "this condition")
                     .with_help("remove the step, or change the condition"),
                 );
-                let _ = i;
                 break;
             }
         }

@@ -42,33 +42,26 @@ const DAYS: &[&str] = &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 /// croner's own errors do not say which field they are about.
 fn field_problem(expr: &str) -> Option<String> {
     let fields: Vec<&str> = expr.split_whitespace().collect();
-    let names: &[(&str, u32, u32)] = match fields.len() {
-        5 => &[
-            ("minute", 0, 59),
-            ("hour", 0, 23),
-            ("day-of-month", 1, 31),
-            ("month", 1, 12),
-            ("day-of-week", 0, 7),
-        ],
-        6 => &[
-            ("second", 0, 59),
-            ("minute", 0, 59),
-            ("hour", 0, 23),
-            ("day-of-month", 1, 31),
-            ("month", 1, 12),
-            ("day-of-week", 0, 7),
-        ],
-        _ => &[
-            ("second", 0, 59),
-            ("minute", 0, 59),
-            ("hour", 0, 23),
-            ("day-of-month", 1, 31),
-            ("month", 1, 12),
-            ("day-of-week", 0, 7),
-            ("year", 1970, 2099),
-        ],
-    };
-    for (field, &(name, lo, hi)) in fields.iter().zip(names) {
+    // The 5-field form; seconds come first in the 6- and 7-field forms, a year last
+    // in the 7-field form.
+    const SECOND: (&str, u32, u32) = ("second", 0, 59);
+    const YEAR: (&str, u32, u32) = ("year", 1970, 2099);
+    const FIVE: [(&str, u32, u32); 5] = [
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day-of-month", 1, 31),
+        ("month", 1, 12),
+        ("day-of-week", 0, 7),
+    ];
+    let mut names: Vec<(&str, u32, u32)> = Vec::with_capacity(7);
+    if fields.len() >= 6 {
+        names.push(SECOND);
+    }
+    names.extend(FIVE);
+    if fields.len() >= 7 {
+        names.push(YEAR);
+    }
+    for (field, &(name, lo, hi)) in fields.iter().zip(&names) {
         for part in field.split(',') {
             let (range, step) = match part.split_once('/') {
                 Some((r, s)) => (r, Some(s)),

@@ -426,7 +426,7 @@ fn on_rename(s: &mut Server, p: RenameParams) -> Result<Option<WorkspaceEdit>, R
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && new.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !crate::ide::lex::is_keyword(new);
+        && !eflow_compiler::syntax::is_reserved(new);
     if !valid {
         return Err(error(
             ErrorCode::InvalidParams,

@@ -19,6 +19,19 @@ pub struct ConfigKey {
     pub doc: &'static str,
 }
 
+impl ConfigKey {
+    /// `` `url: String` (required) — where to POST the invocation ``, for docs.
+    pub fn describe(&self) -> String {
+        format!(
+            "`{}: {}`{} — {}",
+            self.name,
+            self.ty,
+            if self.required { " (required)" } else { "" },
+            self.doc
+        )
+    }
+}
+
 pub struct Connector {
     pub name: &'static str,
     pub kinds: &'static [StepKind],

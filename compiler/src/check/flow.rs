@@ -14,8 +14,8 @@ use crate::diagnostics::Code;
 use crate::names::SymbolKind;
 use crate::suggest;
 use crate::syntax::ast::{
-    self, Arg, BinOp, Call, DurationLit, Expr, ExprKind, FlowDecl, Ident, JoinPolicy, Span,
-    StepExpr, StepKind, StepOptionKind, Stmt, StmtKind, UnaryOp,
+    self, Arg, BinOp, Call, Expr, ExprKind, FlowDecl, Ident, JoinPolicy, Span, StepExpr, StepKind,
+    StepOptionKind, Stmt, StmtKind, UnaryOp,
 };
 use crate::types::{DefId, Ty};
 
@@ -984,7 +984,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             );
             out = Ty::Error;
         }
-        let _ = generics;
         (typed, map, out)
     }
 
@@ -2011,15 +2010,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         );
                         return Ty::Error;
                     };
-                    let map: HashMap<Arc<str>, Ty> = sig
-                        .generics
-                        .iter()
-                        .cloned()
-                        .zip(args.iter().cloned())
-                        .collect();
-                    field.ty.subst(&map)
+                    field.ty.subst(&sig.instantiate(args))
                 }
-                Ty::Optional(inner) => {
+                Ty::Optional(_) => {
                     let prefix: Vec<&str> = rest[..k].iter().map(|i| i.name.as_str()).collect();
                     cx.report(
                         cx.error(
@@ -2034,7 +2027,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                             format!("`{}` is optional; use it where it is known to exist", prefix.join("."))
                         }),
                     );
-                    let _ = inner;
                     return Ty::Error;
                 }
                 other => {
@@ -2064,7 +2056,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         let mut jitter = None;
         let mut input = Vec::new();
         let mut seen: HashMap<&'static str, Span> = HashMap::new();
-        let mut tz_span = None;
         for c in &s.clauses {
             let key = match &c.kind {
                 ast::ScheduleClauseKind::Timezone(_) => "timezone",
@@ -2088,7 +2079,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             }
             match &c.kind {
                 ast::ScheduleClauseKind::Timezone(tz) => {
-                    tz_span = Some(tz.span);
                     match crate::schedule::parse_timezone(&tz.value) {
                         Ok(_) => timezone = tz.value.clone(),
                         Err(help) => {
@@ -2209,7 +2199,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 ok = false;
             }
         }
-        let _ = tz_span;
         // Scheduled runs need a value for every parameter.
         let given: Vec<&str> = input.iter().map(|(n, _)| n.as_str()).collect();
         let missing: Vec<&ast::Param> = params
@@ -2290,9 +2279,4 @@ pub fn join_type(policy: JoinPolicy, child: Ty) -> Ty {
         (JoinPolicy::All | JoinPolicy::AtLeast(_), Ty::Unit) => Ty::Unit,
         (JoinPolicy::All | JoinPolicy::AtLeast(_), t) => Ty::List(Box::new(t)),
     }
-}
-
-#[allow(dead_code)]
-fn duration_ms(d: &DurationLit) -> u64 {
-    d.millis
 }

@@ -33,6 +33,20 @@ impl RecordSig {
     pub fn field(&self, name: &str) -> Option<&FieldSig> {
         self.fields.iter().find(|f| f.name == name)
     }
+
+    /// Each type parameter bound to its argument in the instance `args`.
+    pub fn instantiate(&self, args: &[Ty]) -> HashMap<Arc<str>, Ty> {
+        self.generics
+            .iter()
+            .cloned()
+            .zip(args.iter().cloned())
+            .collect()
+    }
+
+    /// The type of field `name` in the instance of this record with `args`.
+    pub fn field_type(&self, name: &str, args: &[Ty]) -> Option<Ty> {
+        Some(self.field(name)?.ty.subst(&self.instantiate(args)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

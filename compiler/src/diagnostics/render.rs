@@ -486,12 +486,8 @@ struct JsonDiagnostic<'a> {
     code: &'static str,
     severity: &'static str,
     message: &'a str,
-    file: &'a str,
-    span: JsonSpan,
-    line: u32,
-    column: u32,
-    end_line: u32,
-    end_column: u32,
+    #[serde(flatten)]
+    at: JsonPlace<'a>,
     label: Option<&'a str>,
     labels: Vec<JsonLabel<'a>>,
     help: Option<&'a str>,
@@ -499,55 +495,55 @@ struct JsonDiagnostic<'a> {
 
 #[derive(Serialize)]
 struct JsonLabel<'a> {
+    #[serde(flatten)]
+    at: JsonPlace<'a>,
+    message: &'a str,
+}
+
+/// Where a label is: file, byte span and 1-based start and end.
+#[derive(Serialize)]
+struct JsonPlace<'a> {
     file: &'a str,
     span: JsonSpan,
     line: u32,
     column: u32,
     end_line: u32,
     end_column: u32,
-    message: &'a str,
+}
+
+fn json_place<'a>(sources: &'a Sources, label: &Label) -> JsonPlace<'a> {
+    let p = place(sources, label);
+    JsonPlace {
+        file: p.file,
+        span: JsonSpan {
+            start: p.start,
+            end: p.end,
+        },
+        line: p.begin.line,
+        column: p.begin.col,
+        end_line: p.finish.line,
+        end_column: p.finish.col,
+    }
 }
 
 fn render_json(diags: &[Diagnostic], sources: &Sources) -> String {
     let diagnostics = diags
         .iter()
-        .map(|d| {
-            let p = place(sources, &d.primary);
-            JsonDiagnostic {
-                code: d.code.as_str(),
-                severity: d.severity.as_str(),
-                message: &d.message,
-                file: p.file,
-                span: JsonSpan {
-                    start: p.start,
-                    end: p.end,
-                },
-                line: p.begin.line,
-                column: p.begin.col,
-                end_line: p.finish.line,
-                end_column: p.finish.col,
-                label: (!d.primary.message.is_empty()).then_some(d.primary.message.as_str()),
-                labels: d
-                    .secondary
-                    .iter()
-                    .map(|l| {
-                        let p = place(sources, l);
-                        JsonLabel {
-                            file: p.file,
-                            span: JsonSpan {
-                                start: p.start,
-                                end: p.end,
-                            },
-                            line: p.begin.line,
-                            column: p.begin.col,
-                            end_line: p.finish.line,
-                            end_column: p.finish.col,
-                            message: &l.message,
-                        }
-                    })
-                    .collect(),
-                help: d.help.as_deref(),
-            }
+        .map(|d| JsonDiagnostic {
+            code: d.code.as_str(),
+            severity: d.severity.as_str(),
+            message: &d.message,
+            at: json_place(sources, &d.primary),
+            label: (!d.primary.message.is_empty()).then_some(d.primary.message.as_str()),
+            labels: d
+                .secondary
+                .iter()
+                .map(|l| JsonLabel {
+                    at: json_place(sources, l),
+                    message: &l.message,
+                })
+                .collect(),
+            help: d.help.as_deref(),
         })
         .collect();
     let (errors, warnings) = counts(diags);

@@ -319,6 +319,16 @@ impl P<'_> {
     /// Print an expression at the current column of a line indented `indent`, with
     /// `suffix` columns still to follow on its last line: on one line if it fits and
     /// holds no comment, otherwise with its bracketed groups broken.
+    /// One `name: value,` line of a broken group (arguments, record fields,
+    /// configuration entries).
+    pub(super) fn entry(&mut self, name: &str, value: &Expr, indent: usize) {
+        self.o.begin(indent);
+        self.o.push(name);
+        self.o.push(": ");
+        self.expr(value, indent, 1, Slot::TOP);
+        self.o.push(",");
+    }
+
     pub(super) fn expr(&mut self, e: &Expr, indent: usize, suffix: usize, slot: Slot) {
         let flat = self.flat(e, slot);
         let fits = self.o.col() + width(&flat) + suffix <= MAX_WIDTH;
@@ -403,13 +413,7 @@ impl P<'_> {
                     end,
                     indent,
                     |f| (f.span.start as usize, f.span.end as usize),
-                    |p, f, inner| {
-                        p.o.begin(inner);
-                        p.o.push(&f.name.name);
-                        p.o.push(": ");
-                        p.expr(&f.value, inner, 1, Slot::TOP);
-                        p.o.push(",");
-                    },
+                    |p, f, inner| p.entry(&f.name.name, &f.value, inner),
                 );
                 self.o.push("}");
             }

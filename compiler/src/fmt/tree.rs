@@ -390,13 +390,7 @@ impl P<'_> {
             end,
             indent,
             |c| (c.span.start as usize, c.span.end as usize),
-            |p, c, inner| {
-                p.o.begin(inner);
-                p.o.push(&c.key.name);
-                p.o.push(": ");
-                p.expr(&c.value, inner, 1, Slot::TOP);
-                p.o.push(",");
-            },
+            |p, c, inner| p.entry(&c.key.name, &c.value, inner),
         );
         self.o.push("}");
     }
@@ -448,13 +442,7 @@ impl P<'_> {
             end,
             indent,
             |a| (a.span.start as usize, a.span.end as usize),
-            |p, a, inner| {
-                p.o.begin(inner);
-                p.o.push(&a.name.name);
-                p.o.push(": ");
-                p.expr(&a.value, inner, 1, Slot::TOP);
-                p.o.push(",");
-            },
+            |p, a, inner| p.entry(&a.name.name, &a.value, inner),
         );
         self.o.push(")");
     }

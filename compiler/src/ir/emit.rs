@@ -29,13 +29,14 @@ pub fn emit(analysis: &Analysis, files: Option<&[FileId]>) -> Result<Bundle, Vec
     for &f in roots {
         wanted.extend(analysis.module(f).flows.iter().map(|fl| fl.def));
     }
+    let mut seen: std::collections::HashSet<DefId> = wanted.iter().copied().collect();
     // Close over subflows.
     let mut i = 0;
     while i < wanted.len() {
         if let Some(f) = analysis.flow(wanted[i]) {
             for n in &f.nodes {
                 if let Callee::Flow(d) = n.call.callee
-                    && !wanted.contains(&d)
+                    && seen.insert(d)
                 {
                     wanted.push(d);
                 }

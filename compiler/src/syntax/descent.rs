@@ -1159,6 +1159,7 @@ mod agreement {
     use super::super::parser::{DocMap, Parser};
     use super::*;
     use crate::source::FileId;
+    use crate::syntax::lexer::KEYWORDS;
 
     /// Where pest's parse of `rule` over `kinds` ends, if it succeeds.
     fn pest_end(rule: Rule, kinds: &[u8]) -> Option<usize> {
@@ -1235,54 +1236,6 @@ mod agreement {
 
     /// A spelling for each token kind, so that random kind strings become text.
     fn spelling(kind: u8) -> &'static str {
-        const KEYWORDS: &[&str] = &[
-            "from",
-            "import",
-            "record",
-            "enum",
-            "flow",
-            "step",
-            "bindings",
-            "let",
-            "when",
-            "else",
-            "for",
-            "return",
-            "true",
-            "false",
-            "none",
-            "and",
-            "or",
-            "not",
-            "as",
-            "type",
-            "remote",
-            "call",
-            "approval",
-            "wait",
-            "in",
-            "join",
-            "all",
-            "any",
-            "at_least",
-            "deadline",
-            "schedule",
-            "timezone",
-            "overlap",
-            "catchup",
-            "within",
-            "jitter",
-            "input",
-            "retry",
-            "backoff",
-            "fixed",
-            "exponential",
-            "non_retryable",
-            "timeout",
-            "after",
-            "parallel",
-            "raises",
-        ];
         match kind {
             k::INT => "1",
             k::FLOAT => "1.5",

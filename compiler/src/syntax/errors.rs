@@ -504,31 +504,9 @@ fn misspelt_option(rules: &[Rule], word: &str) -> Option<&'static str> {
     closest(word, &candidates)
 }
 
-/// The keyword within edit distance 2 of `word`, if there is exactly one best.
+/// The keyword closest to a misspelled `word`, with the checker's own rule.
 fn closest<'k>(word: &str, candidates: &[&'k str]) -> Option<&'k str> {
-    if word.len() < 2 || word.len() > 20 {
-        return None;
-    }
-    candidates
-        .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .filter(|&(d, _)| d <= 2 && d < word.len())
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+    crate::suggest::closest(word, candidates.iter().copied())
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@
 
 /// Keywords of the language (design note 0001): the reserved ones first, then the
 /// contextual ones (see [`RESERVED_COUNT`]). The lexer matches words with
-/// [`keyword_kind`]; this list is its specification, checked by a test.
-#[cfg(test)]
-pub(crate) const KEYWORDS: &[&str] = &[
+/// [`keyword_kind`]; this list is its specification, checked by a test. Tools
+/// (the language server) read it from here rather than keep their own.
+pub const KEYWORDS: &[&str] = &[
     "from",
     "import",
     "record",
@@ -65,8 +65,7 @@ pub(crate) const KEYWORDS: &[&str] = &[
 /// a field can be called `type` and a parameter `input`. The reserved ones are
 /// those that start items or statements wherever they appear, or are values and
 /// operators inside expressions, where a name would make the grammar ambiguous.
-#[cfg(test)]
-pub(crate) const RESERVED_COUNT: usize = 18;
+pub const RESERVED_COUNT: usize = 18;
 
 /// Words that can start a top-level item. Only `from`, `record`, `enum`, `flow` and
 /// `bindings` are reserved; see [`starts_item`] for the others.
@@ -79,7 +78,7 @@ pub(crate) const ITEM_KEYWORDS: &[&str] = &[
 pub(crate) const MAX_NESTING: usize = 64;
 
 /// Whether `word` is a reserved keyword, which can never be a name.
-pub(crate) fn is_reserved(word: &str) -> bool {
+pub fn is_reserved(word: &str) -> bool {
     keyword_kind(word).is_some_and(kind::is_reserved)
 }
 

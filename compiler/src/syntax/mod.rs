@@ -9,4 +9,5 @@ mod lexer;
 mod literals;
 pub mod parser;
 
+pub use lexer::{KEYWORDS, RESERVED_COUNT, is_reserved};
 pub use parser::parse;

@@ -1746,26 +1746,26 @@ fn fields(req: &Request, scope: &Scope, segments: &[String], out: &mut Vec<Compl
     let Some(sig) = req.db.record(def) else {
         return;
     };
-    let docs: HashMap<String, String> = match req.db.item(def).map(|i| &i.kind) {
-        Some(ast::ItemKind::Record(r)) => r
-            .fields
-            .iter()
-            .filter_map(|f| Some((f.name.name.clone(), f.doc.as_ref()?.text.clone())))
-            .collect(),
-        _ => HashMap::new(),
-    };
-    let map: HashMap<std::sync::Arc<str>, Ty> = sig
-        .generics
-        .iter()
-        .cloned()
-        .zip(args.iter().cloned())
-        .collect();
+    let docs = field_docs(req.db, def);
+    let map = sig.instantiate(args);
     for f in &sig.fields {
         out.push(
             Completion::new(f.name.clone(), Kind::Field)
                 .detail(f.ty.subst(&map).to_string())
                 .doc(docs.get(&f.name).cloned().unwrap_or_default()),
         );
+    }
+}
+
+/// Each field's doc comment, by field name.
+fn field_docs(db: Db, def: DefId) -> HashMap<String, String> {
+    match db.item(def).map(|i| &i.kind) {
+        Some(ast::ItemKind::Record(r)) => r
+            .fields
+            .iter()
+            .filter_map(|f| Some((f.name.name.clone(), f.doc.as_ref()?.text.clone())))
+            .collect(),
+        _ => HashMap::new(),
     }
 }
 
@@ -1806,14 +1806,7 @@ fn record_fields(req: &Request, record: &str, given: &[String], out: &mut Vec<Co
     let Some(sig) = req.db.record(def) else {
         return;
     };
-    let docs: HashMap<String, String> = match req.db.item(def).map(|i| &i.kind) {
-        Some(ast::ItemKind::Record(r)) => r
-            .fields
-            .iter()
-            .filter_map(|f| Some((f.name.name.clone(), f.doc.as_ref()?.text.clone())))
-            .collect(),
-        _ => HashMap::new(),
-    };
+    let docs = field_docs(req.db, def);
     for f in &sig.fields {
         if given.contains(&f.name) {
             continue;
@@ -1903,15 +1896,7 @@ fn connector_names(req: &Request, step: Option<&str>, out: &mut Vec<Completion>)
         let keys: Vec<String> = c
             .keys
             .iter()
-            .map(|k| {
-                format!(
-                    "- `{}: {}`{} — {}",
-                    k.name,
-                    k.ty,
-                    if k.required { " (required)" } else { "" },
-                    k.doc
-                )
-            })
+            .map(|k| format!("- {}", k.describe()))
             .collect();
         out.push(
             Completion::new(c.name, Kind::Connector)

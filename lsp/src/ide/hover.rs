@@ -189,15 +189,7 @@ pub fn describe(db: Db, occ: &Occurrence) -> Option<String> {
             let keys: Vec<String> = c
                 .keys
                 .iter()
-                .map(|k| {
-                    format!(
-                        "- `{}: {}`{} — {}",
-                        k.name,
-                        k.ty,
-                        if k.required { " (required)" } else { "" },
-                        k.doc
-                    )
-                })
+                .map(|k| format!("- {}", k.describe()))
                 .collect();
             parts.push(format!("Configuration:\n\n{}", keys.join("\n")));
         }

@@ -4,59 +4,10 @@
 //! typing), so they look at tokens rather than at the syntax tree. It agrees with
 //! the compiler on what a comment, a string, a word and a number are; it never fails.
 
-/// The language's reserved words (design note 0001, "Lexical"). A test checks that
-/// the parser rejects each of them as a name, so the two lists cannot drift apart.
-pub const KEYWORDS: &[&str] = &[
-    "from",
-    "import",
-    "as",
-    "record",
-    "enum",
-    "type",
-    "remote",
-    "call",
-    "approval",
-    "wait",
-    "step",
-    "flow",
-    "bindings",
-    "let",
-    "when",
-    "else",
-    "for",
-    "in",
-    "join",
-    "all",
-    "any",
-    "at_least",
-    "return",
-    "deadline",
-    "timeout",
-    "schedule",
-    "timezone",
-    "overlap",
-    "catchup",
-    "within",
-    "jitter",
-    "input",
-    "retry",
-    "backoff",
-    "fixed",
-    "exponential",
-    "non_retryable",
-    "after",
-    "parallel",
-    "raises",
-    "true",
-    "false",
-    "none",
-    "and",
-    "or",
-    "not",
-];
-
+/// Whether `word` is one of the language's keywords, reserved or contextual (the
+/// compiler's list), for highlighting and for telling calls from statements.
 pub fn is_keyword(word: &str) -> bool {
-    KEYWORDS.contains(&word)
+    eflow_compiler::syntax::KEYWORDS.contains(&word)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,9 +16,6 @@ pub mod semantic;
 pub mod signature;
 pub mod symbols;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use eflow_compiler::analysis::{Analysis, Module};
 use eflow_compiler::check::flow::CheckedFlow;
 use eflow_compiler::check::sigs::{ItemSig, RecordSig};
@@ -95,14 +92,7 @@ impl<'a> Db<'a> {
             return None;
         };
         let sig = self.record(*def)?;
-        let f = sig.field(field)?;
-        let map: HashMap<Arc<str>, Ty> = sig
-            .generics
-            .iter()
-            .cloned()
-            .zip(args.iter().cloned())
-            .collect();
-        Some((*def, f.ty.subst(&map)))
+        Some((*def, sig.field_type(field, args)?))
     }
 
     /// Every top-level item of every module whose name is `name`, workspace
