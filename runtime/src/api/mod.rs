@@ -1,0 +1,375 @@
+//! The HTTP API under `/v1`: `fn router(service) -> Router`. Handlers only map
+//! requests onto [`Service`] and its errors onto JSON bodies with a stable
+//! code; the OpenAPI document is generated from the handlers and wire types.
+
+pub mod model;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+
+use model::*;
+
+use crate::history::RunQuery;
+use crate::service::{ApiError, Caller, Service};
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// A JSON body whose rejections are API errors.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(json_error(e)),
+        }
+    }
+}
+
+fn json_error(e: JsonRejection) -> ApiError {
+    match e {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+        ),
+        JsonRejection::BytesRejection(_) => ApiError::new(
+            413,
+            "body_too_large",
+            "the body is too large or could not be read",
+        ),
+        e => ApiError::bad_request("invalid_json", format!("the body is not what this endpoint takes: {}", e.body_text())),
+    }
+}
+
+/// Query parameters whose rejections are API errors.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Params(v)),
+            Err(e) => Err(query_error(e)),
+        }
+    }
+}
+
+fn query_error(e: QueryRejection) -> ApiError {
+    ApiError::bad_request("invalid_query", e.body_text())
+}
+
+/// The authenticated caller.
+pub struct Auth(pub Caller);
+
+impl FromRequestParts<Service> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, service: &Service) -> Result<Self, Self::Rejection> {
+        let bearer = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        service.authenticate(bearer).await.map(Auth)
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "eflow",
+        description = "The eflow runtime API: deploy flows, start and follow runs, decide approvals, receive callbacks, manage schedules and tenants. Every error is `{\"error\": {\"code\", \"message\"}}` with a stable code.",
+        version = "1"
+    ),
+    paths(
+        health, create_tenant, list_tenants, purge_tenant, deploy, list_flows, start_run, list_runs,
+        get_run, run_events, cancel_run, list_approvals, decide, callback, list_schedules,
+        pause_schedule, resume_schedule, backfill, list_registry, stats
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn router(service: Service) -> Router {
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/health", get(health))
+        .route("/v1/tenants", post(create_tenant).get(list_tenants))
+        .route("/v1/tenants/{id}", axum::routing::delete(purge_tenant))
+        .route(
+            "/v1/flows",
+            post(deploy)
+                .get(list_flows)
+                .layer(DefaultBodyLimit::max(64 * 1024 * 1024)),
+        )
+        .route("/v1/runs", post(start_run).get(list_runs))
+        .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/runs/{id}/events", get(run_events))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/runs/{id}/approvals/{step}", post(decide))
+        .route("/v1/approvals", get(list_approvals))
+        .route("/v1/callbacks/{token}", post(callback))
+        .route("/v1/schedules", get(list_schedules))
+        .route("/v1/schedules/{id}/pause", post(pause_schedule))
+        .route("/v1/schedules/{id}/resume", post(resume_schedule))
+        .route("/v1/schedules/{id}/backfill", post(backfill))
+        .route("/v1/registry", get(list_registry))
+        .route("/v1/stats", get(stats))
+        .fallback(not_found)
+        .with_state(service)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        404,
+        "no_such_endpoint",
+        "no such endpoint: see /v1/openapi.json for the API",
+    )
+}
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
+    )
+        .into_response()
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    status: String,
+}
+
+/// Is the server up?
+#[utoipa::path(get, path = "/v1/health", responses((status = 200, body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// Create a tenant (admin); returns its first token.
+#[utoipa::path(post, path = "/v1/tenants", request_body = CreateTenant,
+    responses((status = 200, body = TenantCreated), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn create_tenant(State(s): State<Service>, Auth(c): Auth, Body(req): Body<CreateTenant>) -> ApiResult<TenantCreated> {
+    s.create_tenant(&c, req).await.map(Json)
+}
+
+/// The tenants the token may see.
+#[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = Vec<TenantView>)), security(("bearer" = [])))]
+async fn list_tenants(State(s): State<Service>, Auth(c): Auth) -> ApiResult<Vec<TenantView>> {
+    s.tenants(&c).await.map(Json)
+}
+
+/// Delete a tenant and every row of it: flows, runs, events, schedules, approvals, registry, history (admin).
+#[utoipa::path(delete, path = "/v1/tenants/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = PurgeResult), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn purge_tenant(State(s): State<Service>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<PurgeResult> {
+    s.purge_tenant(&c, &id).await.map(Json)
+}
+
+/// Deploy compiled IR or `.eflow` sources as new flow versions.
+#[utoipa::path(post, path = "/v1/flows", request_body = DeployRequest,
+    responses((status = 200, body = DeployResult), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+async fn deploy(State(s): State<Service>, Auth(c): Auth, Body(req): Body<DeployRequest>) -> ApiResult<DeployResult> {
+    s.deploy(&c, req).await.map(Json)
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct TenantParam {
+    tenant: Option<String>,
+}
+
+/// Deployed flow versions.
+#[utoipa::path(get, path = "/v1/flows", params(TenantParam), responses((status = 200, body = Vec<FlowView>)), security(("bearer" = [])))]
+async fn list_flows(State(s): State<Service>, Auth(c): Auth, Params(p): Params<TenantParam>) -> ApiResult<Vec<FlowView>> {
+    s.flows(&c, p.tenant.as_deref()).await.map(Json)
+}
+
+/// Start a run of a deployed flow.
+#[utoipa::path(post, path = "/v1/runs", request_body = StartRun,
+    responses((status = 200, body = RunView), (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)), security(("bearer" = [])))]
+async fn start_run(State(s): State<Service>, Auth(c): Auth, Body(req): Body<StartRun>) -> ApiResult<RunView> {
+    s.start_run(&c, req).await.map(Json)
+}
+
+/// Runs from history, newest first, filtered, a page at a time.
+#[utoipa::path(get, path = "/v1/runs", params(RunFilter), responses((status = 200, body = Page<RunSummary>)), security(("bearer" = [])))]
+async fn list_runs(State(s): State<Service>, Auth(c): Auth, Params(f): Params<RunFilter>) -> ApiResult<Page<RunSummary>> {
+    let time = |v: &Option<String>| -> Result<Option<u64>, ApiError> {
+        v.as_deref()
+            .map(|t| {
+                eflow_core::time::parse_rfc3339(t)
+                    .and_then(|x| u64::try_from(x).ok())
+                    .ok_or_else(|| ApiError::bad_request("invalid_time", format!("`{t}` is not an RFC 3339 time")))
+            })
+            .transpose()
+    };
+    let q = RunQuery {
+        tenant: f.tenant.clone(),
+        flow: f.flow.clone(),
+        version: f.version.clone(),
+        status: f.status.clone(),
+        step: f.step.clone(),
+        error: f.error.clone(),
+        since: time(&f.since)?,
+        until: time(&f.until)?,
+        cursor: f.cursor.clone(),
+        limit: f.limit.unwrap_or(100),
+    };
+    s.list_runs(&c, q).await.map(Json)
+}
+
+/// A run's current state.
+#[utoipa::path(get, path = "/v1/runs/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = RunView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_run(State(s): State<Service>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<RunView> {
+    s.get_run(&c, &id).await.map(Json)
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct EventsParam {
+    /// Events after this sequence number.
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// A run's events, in order.
+#[utoipa::path(get, path = "/v1/runs/{id}/events", params(("id" = String, Path), EventsParam),
+    responses((status = 200, body = Vec<EventView>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn run_events(State(s): State<Service>, Auth(c): Auth, Path(id): Path<String>, Params(p): Params<EventsParam>) -> ApiResult<Vec<EventView>> {
+    s.run_events(&c, &id, p.after, p.limit.unwrap_or(1000)).await.map(Json)
+}
+
+/// Cancel a run and its subflows.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", params(("id" = String, Path)), request_body = CancelRun,
+    responses((status = 200, body = RunView), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn cancel_run(State(s): State<Service>, Auth(c): Auth, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult<RunView> {
+    // The body is optional: an empty one cancels without a reason.
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<CancelRun>(&body)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not what this endpoint takes: {e}")))?
+            .reason
+    };
+    s.cancel_run(&c, &id, reason).await.map(Json)
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsParam {
+    tenant: Option<String>,
+    /// Only those still waiting (default true).
+    pending: Option<bool>,
+}
+
+/// Approvals, oldest first.
+#[utoipa::path(get, path = "/v1/approvals", params(ApprovalsParam), responses((status = 200, body = Vec<ApprovalView>)), security(("bearer" = [])))]
+async fn list_approvals(State(s): State<Service>, Auth(c): Auth, Params(p): Params<ApprovalsParam>) -> ApiResult<Vec<ApprovalView>> {
+    s.approvals(&c, p.tenant.as_deref(), p.pending.unwrap_or(true)).await.map(Json)
+}
+
+/// Approve or reject a waiting approval step.
+#[utoipa::path(post, path = "/v1/runs/{id}/approvals/{step}", params(("id" = String, Path), ("step" = String, Path)), request_body = Decide,
+    responses((status = 200, body = ApprovalView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn decide(State(s): State<Service>, Auth(c): Auth, Path((id, step)): Path<(String, String)>, Body(d): Body<Decide>) -> ApiResult<ApprovalView> {
+    s.decide(&c, &id, &step, d).await.map(Json)
+}
+
+/// A remote system reports an attempt's result. The token in the path (from the invocation's `callback_url`) is the credential.
+#[utoipa::path(post, path = "/v1/callbacks/{token}", params(("token" = String, Path)), request_body = Callback,
+    responses((status = 200, body = CallbackAccepted), (status = 401, body = ErrorBody)))]
+async fn callback(State(s): State<Service>, Path(token): Path<String>, Body(b): Body<Callback>) -> ApiResult<CallbackAccepted> {
+    s.callback(&token, b).await.map(Json)
+}
+
+/// Schedules of deployed flows.
+#[utoipa::path(get, path = "/v1/schedules", params(TenantParam), responses((status = 200, body = Vec<ScheduleView>)), security(("bearer" = [])))]
+async fn list_schedules(State(s): State<Service>, Auth(c): Auth, Params(p): Params<TenantParam>) -> ApiResult<Vec<ScheduleView>> {
+    s.schedules(&c, p.tenant.as_deref()).await.map(Json)
+}
+
+/// Stop a schedule from starting runs.
+#[utoipa::path(post, path = "/v1/schedules/{id}/pause", params(("id" = String, Path)),
+    responses((status = 200, body = ScheduleView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn pause_schedule(State(s): State<Service>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<ScheduleView> {
+    s.pause_schedule(&c, &id, true).await.map(Json)
+}
+
+/// Resume a paused schedule; fire times missed while paused are not started.
+#[utoipa::path(post, path = "/v1/schedules/{id}/resume", params(("id" = String, Path)),
+    responses((status = 200, body = ScheduleView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn resume_schedule(State(s): State<Service>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<ScheduleView> {
+    s.pause_schedule(&c, &id, false).await.map(Json)
+}
+
+/// Start one run per fire time in a range, whatever the catch-up policy.
+#[utoipa::path(post, path = "/v1/schedules/{id}/backfill", params(("id" = String, Path)), request_body = Backfill,
+    responses((status = 200, body = BackfillResult), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+async fn backfill(State(s): State<Service>, Auth(c): Auth, Path(id): Path<String>, Body(b): Body<Backfill>) -> ApiResult<BackfillResult> {
+    s.backfill(&c, &id, b).await.map(Json)
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct RegistryParam {
+    tenant: Option<String>,
+    /// `model` or `dataset`.
+    kind: Option<String>,
+    name: Option<String>,
+}
+
+/// Registered models and datasets with their lineage.
+#[utoipa::path(get, path = "/v1/registry", params(RegistryParam), responses((status = 200, body = Vec<RegistryView>)), security(("bearer" = [])))]
+async fn list_registry(State(s): State<Service>, Auth(c): Auth, Params(p): Params<RegistryParam>) -> ApiResult<Vec<RegistryView>> {
+    s.registry(&c, p.tenant.as_deref(), p.kind.as_deref(), p.name.as_deref()).await.map(Json)
+}
+
+/// Engine counters since the server started (admin).
+#[utoipa::path(get, path = "/v1/stats", responses((status = 200, body = StatsView), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn stats(State(s): State<Service>, Auth(c): Auth) -> ApiResult<StatsView> {
+    s.stats(&c).map(Json)
+}

@@ -1,0 +1,362 @@
+//! The API's wire types: what goes over HTTP, separate from the engine's types.
+//! Their OpenAPI schemas are generated from these definitions.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// An error: a stable code for programs and a message for people.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: `not_found`, `invalid_input`, `quota_active_runs`, …
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Letters, digits, `-`, `_`, `.`.
+    pub id: String,
+    /// Runs in progress at once (default: the server's).
+    #[serde(default)]
+    pub max_active_runs: Option<i64>,
+    /// Starts per second (default: the server's).
+    #[serde(default)]
+    pub max_starts_per_sec: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantView {
+    pub id: String,
+    pub created_at: String,
+    pub max_active_runs: i64,
+    pub max_starts_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantCreated {
+    pub tenant: TenantView,
+    /// The tenant's API token. Shown once: store it.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PurgeResult {
+    pub tenant: String,
+    pub rows_deleted: u64,
+}
+
+/// Deploy compiled IR or `.eflow` sources.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// The tenant (only with an admin token; a tenant's token deploys for itself).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The environment whose bindings the runs use (default `dev`, or the only one).
+    #[serde(default)]
+    pub env: Option<String>,
+    /// The IR as `eflowc compile` writes it.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub ir: Option<Value>,
+    /// Or `.eflow` sources: file name → text.
+    #[serde(default)]
+    pub source: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeployResult {
+    pub tenant: String,
+    pub env: String,
+    pub bundle: String,
+    pub flows: Vec<DeployedFlow>,
+    /// Schedules created or updated.
+    pub schedules: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeployedFlow {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FlowView {
+    pub tenant: String,
+    pub name: String,
+    pub version: String,
+    pub bundle: String,
+    pub deployed_at: String,
+    /// The version new runs start on.
+    pub head: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRun {
+    pub flow: String,
+    /// Only with an admin token.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// A deployed version (default: the latest).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Parameter values by name.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<Value>,
+    /// Your own id for the run: starting the same id twice starts it once.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorView {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StepView {
+    pub id: String,
+    /// pending, running, retry_wait, succeeded, failed, cancelled, skipped, fan_out
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorView>,
+    /// For a fan-out in progress: children per status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub children: Option<BTreeMap<String, u32>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunView {
+    pub id: String,
+    pub tenant: String,
+    pub flow: String,
+    pub version: String,
+    /// created, running, succeeded, failed, cancelled
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[schema(value_type = Object)]
+    pub input: Value,
+    pub steps: Vec<StepView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventView {
+    pub seq: u64,
+    pub id: String,
+    pub at: String,
+    /// The run's status after it.
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub event: Value,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRun {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decide {
+    /// True to approve, false to reject.
+    pub approve: bool,
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Who decides (default: the token's name).
+    #[serde(default)]
+    pub reviewer: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalView {
+    pub run: String,
+    pub step: String,
+    pub attempt: u32,
+    pub tenant: String,
+    pub contract: String,
+    #[schema(value_type = Object)]
+    pub inputs: Value,
+    pub requested_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub decision: Option<Value>,
+}
+
+/// A remote system's report of an attempt: `output` on success, `error` on failure.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Callback {
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    #[serde(default)]
+    pub error: Option<CallbackError>,
+    /// For an error: may trying again help? (default true)
+    #[serde(default)]
+    pub retryable: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackError {
+    /// An error name from the contract's `raises`, or your own.
+    pub code: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CallbackAccepted {
+    pub run: String,
+    pub step: String,
+    pub attempt: u32,
+    /// False when the attempt was no longer awaited (timed out, run ended, sent twice).
+    pub applied: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleView {
+    pub id: String,
+    pub tenant: String,
+    pub flow: String,
+    pub cron: String,
+    pub timezone: String,
+    pub overlap: String,
+    pub catchup: String,
+    pub paused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fire: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_fire: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backfill {
+    /// RFC 3339; fire times from here (inclusive)…
+    pub from: String,
+    /// …to here (inclusive).
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BackfillResult {
+    pub schedule: String,
+    /// The runs started, one per fire time.
+    pub runs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunSummary {
+    pub id: String,
+    pub tenant: String,
+    pub flow: String,
+    pub version: String,
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+}
+
+/// One page of a list; pass `next` as `cursor` for the next page.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Lineage {
+    pub run: String,
+    pub step: String,
+    #[schema(value_type = Object)]
+    pub inputs: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegistryView {
+    pub kind: String,
+    pub name: String,
+    pub version: i64,
+    #[schema(value_type = Object)]
+    pub entry: Value,
+    pub lineage: Lineage,
+    pub registered_at: String,
+}
+
+/// Filters of `GET /v1/runs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunFilter {
+    pub tenant: Option<String>,
+    pub flow: Option<String>,
+    pub version: Option<String>,
+    pub status: Option<String>,
+    /// Runs that failed at this step.
+    pub step: Option<String>,
+    /// Runs that failed with this error code.
+    pub error: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub since: Option<String>,
+    /// Created before (RFC 3339).
+    pub until: Option<String>,
+    pub cursor: Option<String>,
+    /// At most 1000 (default 100).
+    pub limit: Option<u32>,
+}
+
+/// Engine counters since the server started (admin).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatsView {
+    /// Events applied.
+    pub transitions: u64,
+    /// Events refused (duplicates, stale completions).
+    pub rejected: u64,
+    pub commits: u64,
+    /// Runs and subflow children that finished.
+    pub finished: u64,
+    /// Bytes of states, events, timers and outbox rows written.
+    pub bytes_written: u64,
+}

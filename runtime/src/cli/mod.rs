@@ -1,0 +1,777 @@
+//! The `eflow` command line: the server, the client commands, the benchmark.
+
+pub mod client;
+pub mod table;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::api::model::*;
+use client::{Client, seg};
+use table::Table;
+
+#[derive(Debug, Parser)]
+#[command(name = "eflow", version, about = "Run eflow flows: the server, its client, and its benchmark")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// Tables for people.
+    #[default]
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Conn {
+    /// The server (default: the local one).
+    #[arg(long, env = "EFLOW_SERVER", global = true)]
+    pub server: Option<String>,
+    /// The API token (default for the local server: `.eflow/admin-token`).
+    #[arg(long, env = "EFLOW_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    #[arg(long, short, value_enum, default_value_t, global = true)]
+    pub output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process: API, engine, scheduler, history, on SQLite.
+    Serve(ServeArgs),
+    /// Deploy flows: `.eflow` files or directories (compiled here) or compiled IR (`.json`).
+    Deploy {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Whose bindings the runs use (default `dev`, or the only environment).
+        #[arg(long)]
+        env: Option<String>,
+        /// The tenant (with an admin token).
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Deployed flows.
+    Flows {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Start, inspect and cancel runs.
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// Decide an approval step: `eflow approve RUN STEP --approve`.
+    Approve {
+        run: String,
+        step: String,
+        #[arg(long, conflicts_with = "reject", required_unless_present = "reject")]
+        approve: bool,
+        #[arg(long)]
+        reject: bool,
+        #[arg(long)]
+        comment: Option<String>,
+        #[arg(long)]
+        reviewer: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Approvals waiting for a decision.
+    Approvals {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Decided ones too.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Cron schedules.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Tenants and their tokens (admin).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Registered models and datasets with their lineage.
+    Registry {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Measure the engine: N runs of K sequential simulated steps.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where the state lives.
+    #[arg(long, env = "EFLOW_DATA", default_value = client::DEFAULT_DATA)]
+    pub data: PathBuf,
+    /// The API's address (loopback by default).
+    #[arg(long, env = "EFLOW_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+    /// `full`: fsync every commit; `normal`: survive a process crash, not a power loss.
+    #[arg(long, value_enum, default_value_t)]
+    pub durability: crate::store::Durability,
+    /// Engine shards (workers).
+    #[arg(long, default_value_t = 4)]
+    pub shards: u32,
+    /// Where remote systems send callbacks (default: the listen address).
+    #[arg(long, env = "EFLOW_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Also accept this admin token.
+    #[arg(long, env = "EFLOW_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// Start a run of a deployed flow.
+    Start {
+        flow: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Parameter values as a JSON object.
+        #[arg(long)]
+        input: Option<String>,
+        #[arg(long)]
+        version: Option<String>,
+        /// Your id for the run (starting it twice starts it once).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// A run's state, step by step.
+    Get {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Runs, newest first.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        flow: Option<String>,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        /// Runs that failed at this step.
+        #[arg(long)]
+        step: Option<String>,
+        /// Runs that failed with this error code.
+        #[arg(long)]
+        error: Option<String>,
+        /// Created at or after (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Created before (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// From a previous page's `next`.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// A run's events.
+    Events {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Cancel a run and its subflows.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Pause {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Resume {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Start one run per fire time from FROM to TO (RFC 3339, inclusive).
+    Backfill {
+        id: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The next fire times of a cron expression, as the scheduler computes them.
+    Preview {
+        cron: String,
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// Fire times strictly after this (RFC 3339; default now).
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant and print its token.
+    Create {
+        id: String,
+        #[arg(long)]
+        max_active_runs: Option<i64>,
+        #[arg(long)]
+        max_starts_per_sec: Option<f64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a tenant and all its data.
+    Purge {
+        id: String,
+        /// Confirm: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn print<T: Serialize>(output: Output, value: &T, table: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Table => print!("{}", table(value)),
+    }
+    Ok(())
+}
+
+fn client(c: &Conn) -> anyhow::Result<Client> {
+    Client::new(c.server.clone(), c.token.clone())
+}
+
+fn opt(q: &mut Vec<(&'static str, String)>, k: &'static str, v: &Option<String>) {
+    if let Some(v) = v {
+        q.push((k, v.clone()));
+    }
+}
+
+/// Runs a client command (everything but `serve` and `bench`).
+pub async fn run_client(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(_) | Command::Bench(_) => unreachable!("handled by main"),
+        Command::Deploy {
+            paths,
+            env,
+            tenant,
+            conn,
+        } => {
+            let ir = load_ir(&paths)?;
+            let c = client(&conn)?;
+            let r: DeployResult = c
+                .post(
+                    "/v1/flows",
+                    &json!({ "tenant": tenant, "env": env, "ir": ir }),
+                )
+                .await?;
+            print(conn.output, &r, |r| {
+                let mut t = Table::new(vec!["FLOW", "VERSION"]);
+                for f in &r.flows {
+                    t.row(vec![f.name.clone(), f.version.clone()]);
+                }
+                format!(
+                    "deployed to tenant {} (environment {}, bundle {}, {} schedules)\n{}",
+                    r.tenant,
+                    r.env,
+                    r.bundle,
+                    r.schedules,
+                    t.render()
+                )
+            })
+        }
+        Command::Flows { tenant, conn } => {
+            let c = client(&conn)?;
+            let mut q = Vec::new();
+            opt(&mut q, "tenant", &tenant);
+            let r: Vec<FlowView> = c.get("/v1/flows", &q).await?;
+            print(conn.output, &r, |r| {
+                let mut t = Table::new(vec!["TENANT", "FLOW", "VERSION", "HEAD", "DEPLOYED"]);
+                for f in r {
+                    t.row(vec![
+                        f.tenant.clone(),
+                        f.name.clone(),
+                        short(&f.version),
+                        if f.head { "*".into() } else { String::new() },
+                        f.deployed_at.clone(),
+                    ]);
+                }
+                t.render()
+            })
+        }
+        Command::Run(rc) => run_command(rc).await,
+        Command::Approve {
+            run,
+            step,
+            approve,
+            reject: _,
+            comment,
+            reviewer,
+            conn,
+        } => {
+            let c = client(&conn)?;
+            let r: ApprovalView = c
+                .post(
+                    &format!("/v1/runs/{}/approvals/{}", seg(&run), seg(&step)),
+                    &Decide {
+                        approve,
+                        comment,
+                        reviewer,
+                    },
+                )
+                .await?;
+            print(conn.output, &r, |r| {
+                format!(
+                    "{} `{}` of run {}\n",
+                    if approve { "approved" } else { "rejected" },
+                    r.step,
+                    r.run
+                )
+            })
+        }
+        Command::Approvals { tenant, all, conn } => {
+            let c = client(&conn)?;
+            let mut q = vec![("pending", (!all).to_string())];
+            opt(&mut q, "tenant", &tenant);
+            let r: Vec<ApprovalView> = c.get("/v1/approvals", &q).await?;
+            print(conn.output, &r, |r| {
+                let mut t = Table::new(vec!["RUN", "STEP", "TENANT", "REQUESTED", "EXPIRES", "DECIDED"]);
+                for a in r {
+                    t.row(vec![
+                        a.run.clone(),
+                        a.step.clone(),
+                        a.tenant.clone(),
+                        a.requested_at.clone(),
+                        a.expires_at.clone().unwrap_or_default(),
+                        a.decided_at.clone().unwrap_or_default(),
+                    ]);
+                }
+                t.render()
+            })
+        }
+        Command::Schedule(sc) => schedule_command(sc).await,
+        Command::Tenant(tc) => tenant_command(tc).await,
+        Command::Registry {
+            tenant,
+            kind,
+            name,
+            conn,
+        } => {
+            let c = client(&conn)?;
+            let mut q = Vec::new();
+            opt(&mut q, "tenant", &tenant);
+            opt(&mut q, "kind", &kind);
+            opt(&mut q, "name", &name);
+            let r: Vec<RegistryView> = c.get("/v1/registry", &q).await?;
+            print(conn.output, &r, |r| {
+                let mut t = Table::new(vec!["KIND", "NAME", "VERSION", "STAGE", "RUN", "STEP", "REGISTERED"]);
+                for e in r {
+                    t.row(vec![
+                        e.kind.clone(),
+                        e.name.clone(),
+                        e.version.to_string(),
+                        e.entry
+                            .get("stage")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        e.lineage.run.clone(),
+                        e.lineage.step.clone(),
+                        e.registered_at.clone(),
+                    ]);
+                }
+                t.render()
+            })
+        }
+    }
+}
+
+async fn run_command(rc: RunCommand) -> anyhow::Result<()> {
+    match rc {
+        RunCommand::Start {
+            flow,
+            tenant,
+            input,
+            version,
+            id,
+            conn,
+        } => {
+            let input: Option<Value> = input
+                .map(|t| {
+                    serde_json::from_str(&t)
+                        .context("--input must be a JSON object, e.g. '{\"tenant\": \"acme\"}'")
+                })
+                .transpose()?;
+            let c = client(&conn)?;
+            let r: RunView = c
+                .post(
+                    "/v1/runs",
+                    &StartRun {
+                        flow,
+                        tenant,
+                        version,
+                        input,
+                        id,
+                    },
+                )
+                .await?;
+            print(conn.output, &r, run_text)
+        }
+        RunCommand::Get { id, conn } => {
+            let c = client(&conn)?;
+            let r: RunView = c.get(&format!("/v1/runs/{}", seg(&id)), &[]).await?;
+            print(conn.output, &r, run_text)
+        }
+        RunCommand::List {
+            tenant,
+            flow,
+            version,
+            status,
+            step,
+            error,
+            since,
+            until,
+            limit,
+            cursor,
+            conn,
+        } => {
+            let c = client(&conn)?;
+            let mut q = vec![("limit", limit.to_string())];
+            opt(&mut q, "tenant", &tenant);
+            opt(&mut q, "flow", &flow);
+            opt(&mut q, "version", &version);
+            opt(&mut q, "status", &status);
+            opt(&mut q, "step", &step);
+            opt(&mut q, "error", &error);
+            opt(&mut q, "since", &since);
+            opt(&mut q, "until", &until);
+            opt(&mut q, "cursor", &cursor);
+            let r: Page<RunSummary> = c.get("/v1/runs", &q).await?;
+            print(conn.output, &r, |r| {
+                let mut t = Table::new(vec!["RUN", "TENANT", "FLOW", "STATUS", "CREATED", "ERROR"]);
+                for x in &r.items {
+                    t.row(vec![
+                        x.id.clone(),
+                        x.tenant.clone(),
+                        x.flow.clone(),
+                        x.status.clone(),
+                        x.created_at.clone(),
+                        match (&x.error_code, &x.failed_step) {
+                            (Some(c), Some(s)) => format!("{c} at {s}"),
+                            (Some(c), None) => c.clone(),
+                            _ => String::new(),
+                        },
+                    ]);
+                }
+                let mut out = t.render();
+                if let Some(n) = &r.next {
+                    out.push_str(&format!("more: --cursor {n}\n"));
+                }
+                out
+            })
+        }
+        RunCommand::Events { id, conn } => {
+            let c = client(&conn)?;
+            let r: Vec<EventView> = c
+                .get(&format!("/v1/runs/{}/events", seg(&id)), &[])
+                .await?;
+            print(conn.output, &r, |r| {
+                let mut t = Table::new(vec!["SEQ", "AT", "EVENT", "STATUS AFTER"]);
+                for e in r {
+                    t.row(vec![
+                        e.seq.to_string(),
+                        e.at.clone(),
+                        describe_event(&e.event),
+                        e.status.clone(),
+                    ]);
+                }
+                t.render()
+            })
+        }
+        RunCommand::Cancel { id, reason, conn } => {
+            let c = client(&conn)?;
+            let r: RunView = c
+                .post(
+                    &format!("/v1/runs/{}/cancel", seg(&id)),
+                    &CancelRun { reason },
+                )
+                .await?;
+            print(conn.output, &r, run_text)
+        }
+    }
+}
+
+async fn schedule_command(sc: ScheduleCommand) -> anyhow::Result<()> {
+    match sc {
+        ScheduleCommand::List { tenant, conn } => {
+            let c = client(&conn)?;
+            let mut q = Vec::new();
+            opt(&mut q, "tenant", &tenant);
+            let r: Vec<ScheduleView> = c.get("/v1/schedules", &q).await?;
+            print(conn.output, &r, schedules_text)
+        }
+        ScheduleCommand::Pause { id, conn } => {
+            let c = client(&conn)?;
+            let r: ScheduleView = c
+                .post(&format!("/v1/schedules/{}/pause", seg(&id)), &json!({}))
+                .await?;
+            print(conn.output, &vec![r], schedules_text)
+        }
+        ScheduleCommand::Resume { id, conn } => {
+            let c = client(&conn)?;
+            let r: ScheduleView = c
+                .post(&format!("/v1/schedules/{}/resume", seg(&id)), &json!({}))
+                .await?;
+            print(conn.output, &vec![r], schedules_text)
+        }
+        ScheduleCommand::Backfill { id, from, to, conn } => {
+            let c = client(&conn)?;
+            let r: BackfillResult = c
+                .post(
+                    &format!("/v1/schedules/{}/backfill", seg(&id)),
+                    &Backfill { from, to },
+                )
+                .await?;
+            print(conn.output, &r, |r| {
+                let mut s = format!("started {} runs\n", r.runs.len());
+                for id in &r.runs {
+                    s.push_str(id);
+                    s.push('\n');
+                }
+                s
+            })
+        }
+        ScheduleCommand::Preview {
+            cron,
+            tz,
+            from,
+            count,
+        } => {
+            let from_ms = match from {
+                Some(f) => eflow_core::time::parse_rfc3339(&f)
+                    .and_then(|t| u64::try_from(t).ok())
+                    .with_context(|| format!("--from `{f}` is not an RFC 3339 time: write e.g. 2026-03-01T00:00:00Z"))?,
+                None => crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+            };
+            let times = eflow_core::schedule::preview(&cron, &tz, from_ms, count)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for t in times {
+                println!("{}", eflow_core::time::format_rfc3339(t));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn tenant_command(tc: TenantCommand) -> anyhow::Result<()> {
+    match tc {
+        TenantCommand::Create {
+            id,
+            max_active_runs,
+            max_starts_per_sec,
+            conn,
+        } => {
+            let c = client(&conn)?;
+            let r: TenantCreated = c
+                .post(
+                    "/v1/tenants",
+                    &CreateTenant {
+                        id,
+                        max_active_runs,
+                        max_starts_per_sec,
+                    },
+                )
+                .await?;
+            print(conn.output, &r, |r| {
+                format!(
+                    "created tenant {}\ntoken (shown once, store it): {}\n",
+                    r.tenant.id, r.token
+                )
+            })
+        }
+        TenantCommand::List { conn } => {
+            let c = client(&conn)?;
+            let r: Vec<TenantView> = c.get("/v1/tenants", &[]).await?;
+            print(conn.output, &r, |r| {
+                let mut t = Table::new(vec!["TENANT", "CREATED", "MAX ACTIVE RUNS", "MAX STARTS/S"]);
+                for x in r {
+                    t.row(vec![
+                        x.id.clone(),
+                        x.created_at.clone(),
+                        x.max_active_runs.to_string(),
+                        x.max_starts_per_sec.to_string(),
+                    ]);
+                }
+                t.render()
+            })
+        }
+        TenantCommand::Purge { id, yes, conn } => {
+            if !yes {
+                bail!("purging deletes every flow, run, event, schedule and history row of `{id}`: add --yes to confirm");
+            }
+            let c = client(&conn)?;
+            let r: PurgeResult = c.delete(&format!("/v1/tenants/{}", seg(&id))).await?;
+            print(conn.output, &r, |r| {
+                format!("purged tenant {}: {} rows deleted\n", r.tenant, r.rows_deleted)
+            })
+        }
+    }
+}
+
+fn short(v: &str) -> String {
+    v.strip_prefix("sha256:")
+        .map(|h| h.chars().take(12).collect())
+        .unwrap_or_else(|| v.to_string())
+}
+
+fn run_text(r: &RunView) -> String {
+    let mut s = format!(
+        "run {}  {}  flow {} @ {}  tenant {}\n",
+        r.id,
+        r.status,
+        r.flow,
+        short(&r.version),
+        r.tenant
+    );
+    if let Some(e) = &r.error {
+        s.push_str(&format!(
+            "error {}{}: {}\n",
+            e.code,
+            e.step.as_ref().map(|s| format!(" at {s}")).unwrap_or_default(),
+            e.message
+        ));
+    }
+    let mut t = Table::new(vec!["STEP", "STATUS", "ATTEMPT", "DETAIL"]);
+    for st in &r.steps {
+        let detail = match (&st.error, &st.children) {
+            (Some(e), _) => format!("{}: {}", e.code, e.message),
+            (None, Some(c)) => c
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => String::new(),
+        };
+        t.row(vec![
+            st.id.clone(),
+            st.status.clone(),
+            st.attempt.map(|a| a.to_string()).unwrap_or_default(),
+            detail,
+        ]);
+    }
+    s.push_str(&t.render());
+    if let Some(res) = &r.result {
+        s.push_str(&format!("result: {res}\n"));
+    }
+    s
+}
+
+fn schedules_text(r: &Vec<ScheduleView>) -> String {
+    let mut t = Table::new(vec!["SCHEDULE", "CRON", "ZONE", "PAUSED", "NEXT", "LAST"]);
+    for x in r {
+        t.row(vec![
+            x.id.clone(),
+            x.cron.clone(),
+            x.timezone.clone(),
+            if x.paused { "yes".into() } else { "no".into() },
+            x.next_fire.clone().unwrap_or_default(),
+            x.last_fire.clone().unwrap_or_default(),
+        ]);
+    }
+    t.render()
+}
+
+fn describe_event(e: &Value) -> String {
+    let kind = e.get("type").and_then(Value::as_str).unwrap_or("?");
+    match e.get("node").and_then(Value::as_str) {
+        Some(n) => format!("{kind} {n}"),
+        None => match e.get("timer").and_then(|t| t.get("kind")).and_then(Value::as_str) {
+            Some(t) => format!("{kind} {t}"),
+            None => kind.to_string(),
+        },
+    }
+}
+
+/// The IR of the given paths: `.json` files are read as IR; `.eflow` files and
+/// directories are compiled together with the compiler, and any error stops
+/// the deploy with the compiler's own report.
+pub fn load_ir(paths: &[PathBuf]) -> anyhow::Result<Value> {
+    use eflow_compiler::analysis::{Analysis, FsLoader};
+    if paths.len() == 1 && paths[0].extension().is_some_and(|e| e == "json") {
+        let text = std::fs::read_to_string(&paths[0])
+            .with_context(|| format!("cannot read {}", paths[0].display()))?;
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON: compile .eflow files with `eflowc compile`", paths[0].display()));
+    }
+    let analysis = Analysis::from_paths(paths, &FsLoader).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let errors: Vec<_> = analysis
+        .diagnostics()
+        .into_iter()
+        .filter(|d| d.severity == eflow_compiler::diagnostics::Severity::Error)
+        .collect();
+    if !errors.is_empty() {
+        let mut msg = format!("{} error(s); nothing was deployed:\n", errors.len());
+        for d in errors.iter().take(20) {
+            msg.push_str(&format!("  {}: {}\n", d.code, d.message));
+        }
+        msg.push_str("run `eflowc check` on these files for the full report");
+        bail!(msg);
+    }
+    let bundle = eflow_compiler::ir::emit::emit(&analysis, None).map_err(|ds| {
+        anyhow::anyhow!(
+            "{}",
+            ds.iter()
+                .map(|d| format!("{}: {}", d.code, d.message))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    Ok(serde_json::to_value(bundle)?)
+}

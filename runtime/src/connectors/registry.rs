@@ -1,0 +1,129 @@
+//! `registry`: the built-in metadata registry of models and datasets.
+//!
+//! A `call` step bound to it does one of four things, read from its inputs:
+//! - **register** (`name` plus the thing, e.g. `RegisterModel(name, model, …)`):
+//!   stores the next version of `name`, with its lineage: the run and step that
+//!   registered it and every input it was given. The output record is built
+//!   from the inputs by field name, plus `version` (the new number) and
+//!   `registered_at`;
+//! - **promote** (`version` record plus `stage`): moves that version to the stage;
+//! - **retire** (`version` record, no `stage`): moves it to `Archived`;
+//! - **look up** (`name`, optionally `stage`, nothing else): the newest version
+//!   in that stage, or the error `NotFound`.
+//!
+//! Registration is idempotent by the invocation's idempotency key: a
+//! redelivered call returns the version it registered the first time.
+
+use std::collections::BTreeMap;
+
+use eflow_compiler::ir::{Type, TypeDef};
+use eflow_core::StepError;
+use serde_json::{Map, Value};
+
+use crate::store::{self, Store};
+
+pub struct Request<'a> {
+    pub key: &'a str,
+    pub tenant: &'a str,
+    pub kind: &'a str,
+    pub run: &'a str,
+    pub step: &'a str,
+    pub inputs: &'a Map<String, Value>,
+    pub output: Option<&'a Type>,
+    pub types: &'a BTreeMap<String, TypeDef>,
+    pub now: u64,
+}
+
+/// Carries out one registry call; the outer error is the store's, the inner the step's.
+pub async fn register(store: &Store, r: Request<'_>) -> store::Result<Result<Value, StepError>> {
+    let db = store.sqlite();
+    if let Some(Value::Object(version)) = r.inputs.get("version") {
+        let (Some(name), Some(number)) = (
+            version.get("name").and_then(Value::as_str),
+            version.get("version").and_then(Value::as_i64),
+        ) else {
+            return Ok(Err(StepError::new(
+                "InvalidInput",
+                "`version` must be a registered version with `name` and `version`",
+            )));
+        };
+        let stage = r
+            .inputs
+            .get("stage")
+            .and_then(Value::as_str)
+            .unwrap_or("Archived");
+        return Ok(match db.registry_set_stage(r.tenant, r.kind, name, number, stage).await? {
+            Some(entry) => Ok(if r.output.is_some() { entry } else { Value::Null }),
+            None => Err(StepError::new(
+                "NotFound",
+                format!("{} `{name}` has no version {number}", r.kind),
+            )),
+        });
+    }
+    let Some(name) = r.inputs.get("name").and_then(Value::as_str) else {
+        return Ok(Err(StepError::new(
+            "InvalidInput",
+            "a registry step needs a `name` (or a `version` to change)",
+        )));
+    };
+    let is_lookup = r
+        .inputs
+        .keys()
+        .all(|k| k == "name" || k == "stage");
+    if is_lookup {
+        let stage = r.inputs.get("stage").and_then(Value::as_str);
+        let rows = db.registry(r.tenant, Some(r.kind), Some(name)).await?;
+        let found = rows
+            .into_iter()
+            .rev()
+            .find(|row| stage.is_none() || row.entry.get("stage").and_then(Value::as_str) == stage);
+        return Ok(match found {
+            Some(row) => Ok(row.entry),
+            None => Err(StepError::new(
+                "NotFound",
+                format!(
+                    "{} `{name}` has no version{}",
+                    r.kind,
+                    stage.map(|s| format!(" in stage {s}")).unwrap_or_default()
+                ),
+            )),
+        });
+    }
+    let fields = match r.output {
+        Some(Type::Record { name, .. }) => match r.types.get(name) {
+            Some(TypeDef::Record { fields, .. }) => fields.clone(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    let now_text = eflow_core::time::format_rfc3339(r.now);
+    let make = |version: i64| {
+        let mut entry = Map::new();
+        for f in &fields {
+            let v = match f.name.as_str() {
+                "version" => Value::from(version),
+                "registered_at" => Value::String(now_text.clone()),
+                other => r.inputs.get(other).cloned().unwrap_or(match &f.ty {
+                    Type::Optional { .. } => Value::Null,
+                    _ => Value::Null,
+                }),
+            };
+            entry.insert(f.name.clone(), v);
+        }
+        Value::Object(entry)
+    };
+    let row = db
+        .register(
+            r.key,
+            r.tenant,
+            r.kind,
+            name,
+            make,
+            r.run,
+            r.step,
+            &Value::Object(r.inputs.clone()),
+            r.now,
+        )
+        .await?;
+    Ok(Ok(row.entry))
+}

@@ -1,0 +1,172 @@
+//! `sim`: SIMULATED compute, for demos, tests and benchmarks. Nothing is read,
+//! trained or written anywhere: an attempt waits `duration`, then fails with
+//! probability `failure_rate` or succeeds with a made-up output of the step's
+//! output type (URIs under `sim://`). Outcomes are a pure function of the
+//! binding's `seed` and the invocation's idempotency key, so a redelivered
+//! invocation has the same outcome.
+
+use std::collections::BTreeMap;
+
+use eflow_compiler::ir::{Type, TypeDef};
+use eflow_core::StepError;
+use serde_json::{Map, Value, json};
+
+/// The default simulated duration.
+pub const DEFAULT_DURATION_MS: u64 = 1000;
+
+/// What a simulated attempt does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub duration_ms: u64,
+    pub result: Result<Value, StepError>,
+}
+
+/// The outcome of the attempt with idempotency key `key`.
+pub fn outcome(
+    config: &BTreeMap<String, Value>,
+    key: &str,
+    output: Option<&Type>,
+    types: &BTreeMap<String, TypeDef>,
+    now_ms: u64,
+) -> Outcome {
+    let duration_ms = config
+        .get("duration")
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_DURATION_MS);
+    let rate = config
+        .get("failure_rate")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    let seed = config.get("seed").and_then(Value::as_i64).unwrap_or(0) as u64;
+    let mut rng = Rng(fnv(key.as_bytes()) ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let failed = rate > 0.0 && rng.unit() < rate;
+    let result = if failed {
+        Err(StepError::new(
+            "SimulatedFailure",
+            format!("simulated failure (failure_rate {rate})"),
+        ))
+    } else {
+        let at = now_ms + duration_ms;
+        Ok(output.map_or(Value::Null, |ty| {
+            fabricate(ty, types, &mut rng, key, at, &BTreeMap::new(), 0)
+        }))
+    };
+    Outcome {
+        duration_ms,
+        result,
+    }
+}
+
+/// A value of type `ty`: small, plausible, labelled as simulated.
+fn fabricate(
+    ty: &Type,
+    types: &BTreeMap<String, TypeDef>,
+    rng: &mut Rng,
+    key: &str,
+    at_ms: u64,
+    params: &BTreeMap<String, Type>,
+    depth: u32,
+) -> Value {
+    if depth > 8 {
+        return Value::Null;
+    }
+    match ty {
+        Type::Bool => Value::Bool(rng.next() % 2 == 0),
+        Type::Int => json!(rng.next() % 1000),
+        Type::Float => json!((rng.unit() * 1000.0).round() / 1000.0),
+        Type::String => Value::String(format!("sim://{}", key.replace(':', "/"))),
+        Type::Duration => json!(1000 * (1 + rng.next() % 60)),
+        Type::Timestamp => Value::String(eflow_core::time::format_rfc3339(at_ms)),
+        Type::List { item } => Value::Array(
+            (0..2)
+                .map(|_| fabricate(item, types, rng, key, at_ms, params, depth + 1))
+                .collect(),
+        ),
+        Type::Map { value, .. } => {
+            let mut m = Map::new();
+            for k in ["a", "b"] {
+                m.insert(
+                    k.into(),
+                    fabricate(value, types, rng, key, at_ms, params, depth + 1),
+                );
+            }
+            Value::Object(m)
+        }
+        Type::Optional { inner } => fabricate(inner, types, rng, key, at_ms, params, depth + 1),
+        Type::Param { name } => match params.get(name) {
+            Some(t) => fabricate(t, types, rng, key, at_ms, params, depth + 1),
+            None => Value::Null,
+        },
+        Type::Enum { name } => match types.get(name) {
+            Some(TypeDef::Enum { variants }) if !variants.is_empty() => {
+                Value::String(variants[0].clone())
+            }
+            _ => Value::Null,
+        },
+        Type::Record { name, args } => match types.get(name) {
+            Some(TypeDef::Record { generics, fields }) => {
+                let bound: BTreeMap<String, Type> =
+                    generics.iter().cloned().zip(args.iter().cloned()).collect();
+                let mut m = Map::new();
+                for f in fields {
+                    m.insert(
+                        f.name.clone(),
+                        fabricate(&f.ty, types, rng, key, at_ms, &bound, depth + 1),
+                    );
+                }
+                Value::Object(m)
+            }
+            _ => Value::Null,
+        },
+    }
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// splitmix64: a deterministic stream from a seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_reproducible_and_follow_the_rate() {
+        let mut config = BTreeMap::new();
+        config.insert("duration".into(), json!(50));
+        config.insert("failure_rate".into(), json!(0.3));
+        let types = BTreeMap::new();
+        let a = outcome(&config, "r:1:0", Some(&Type::Int), &types, 0);
+        let b = outcome(&config, "r:1:0", Some(&Type::Int), &types, 0);
+        assert_eq!(a, b);
+        assert_eq!(a.duration_ms, 50);
+        let failures = (0..2000)
+            .filter(|i| {
+                outcome(&config, &format!("r:{i}:0"), None, &types, 0)
+                    .result
+                    .is_err()
+            })
+            .count();
+        assert!((450..750).contains(&failures), "{failures} of 2000 failed");
+    }
+}

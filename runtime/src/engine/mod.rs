@@ -1,0 +1,335 @@
+//! The engine: shard workers that fold events into runs, the outbox executor,
+//! and the timer loaders.
+//!
+//! Every run belongs to one shard ([`shard_of`]); one worker owns a shard (a
+//! lease with a fencing token) and applies the shard's inputs in order, in
+//! batches: many transitions, one transaction with the states, the events, the
+//! timers and the outbox. After the commit the worker answers the callers and
+//! hands the outbox to the executor. Nothing is acknowledged before it is
+//! committed, so a crash loses nothing that anyone was told had happened.
+
+mod deployments;
+mod dispatch;
+mod route;
+mod timers;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use eflow_core::{Event, Parent, Rejection, RunStatus};
+use serde_json::{Map, Value};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub use deployments::{Deployed, Deployments};
+pub use dispatch::{CallbackClaim, CallbackKeys};
+pub use route::slot_id;
+pub use worker::status_name;
+
+use crate::clock::SharedClock;
+use crate::store::{self, RunMeta, Store, shard_of};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub shards: u32,
+    /// Timer partitions, each with its own loader.
+    pub partitions: u32,
+    /// At most this many inputs in one transaction.
+    pub batch: usize,
+    /// Runs kept decoded in memory, per shard.
+    pub cache_runs: usize,
+    /// Where remote systems call back: `http://HOST:PORT`.
+    pub public_url: String,
+    /// This process, for leases.
+    pub owner: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            shards: 4,
+            partitions: 4,
+            batch: 1024,
+            cache_runs: 4096,
+            public_url: "http://127.0.0.1:8080".into(),
+            owner: "eflow".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("{0}")]
+    Rejected(Rejection),
+    #[error("run `{0}` does not exist")]
+    NoSuchRun(String),
+    #[error("the engine is shutting down")]
+    Stopped,
+    #[error("bundle `{0}` is not deployed or no longer valid: {1}")]
+    Bundle(String, String),
+}
+
+/// What the caller of an input learns once it is committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub run: String,
+    pub status: RunStatus,
+    /// False when the input changed nothing (a run created earlier with the same id).
+    pub changed: bool,
+}
+
+pub type Reply = oneshot::Sender<Result<Applied, Error>>;
+
+/// Deliver an event to a run.
+#[derive(Debug)]
+pub struct Delivery {
+    pub run: String,
+    pub event: Event,
+    /// The timer row this event comes from: deleted when it is applied or refused.
+    pub timer: Option<String>,
+    /// The outbox row this delivery carries out: deleted with it.
+    pub outbox: Option<i64>,
+    pub reply: Option<Reply>,
+}
+
+/// Create a run and start it. If a run with this id exists, nothing happens.
+#[derive(Debug)]
+pub struct Creation {
+    pub meta: RunMeta,
+    pub flow: String,
+    pub parent: Option<Parent>,
+    pub input: Map<String, Value>,
+    pub outbox: Option<i64>,
+    pub reply: Option<Reply>,
+}
+
+/// Everything a shard worker reacts to.
+#[derive(Debug)]
+pub enum Input {
+    Deliver(Delivery),
+    Create(Creation),
+    /// Outbox rows carried out elsewhere (an accepted HTTP invocation).
+    OutboxDone(Vec<i64>),
+}
+
+/// A run ended: for quotas and schedules.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub run: String,
+    pub tenant: String,
+    pub top_level: bool,
+    pub schedule: Option<String>,
+    pub status: RunStatus,
+}
+
+/// Counters for `eflow bench` and logs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub transitions: AtomicU64,
+    pub commits: AtomicU64,
+    pub rejected: AtomicU64,
+    /// Runs (and subflow children) that finished.
+    pub finished: AtomicU64,
+    pub bytes_written: AtomicU64,
+}
+
+/// A cheap handle on the running engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Vec<mpsc::UnboundedSender<Input>>,
+    partitions: u32,
+    store: Store,
+    deployments: Deployments,
+    stats: Arc<Stats>,
+    committed: Arc<Notify>,
+    timers_changed: Vec<Arc<Notify>>,
+    outbox_pos: AtomicI64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("shards", &self.inner.shards.len())
+            .finish()
+    }
+}
+
+/// What the engine needs from outside.
+pub struct Deps {
+    pub store: Store,
+    pub clock: SharedClock,
+    pub keys: CallbackKeys,
+    pub http: reqwest::Client,
+    pub finished: mpsc::UnboundedSender<Finished>,
+}
+
+impl Engine {
+    /// Starts the workers, the outbox executor and the timer loaders; they stop
+    /// when `shutdown` is cancelled, after finishing the batch in hand. Await the
+    /// returned tasks for a clean stop.
+    pub async fn start(
+        options: Options,
+        deps: Deps,
+        shutdown: CancellationToken,
+    ) -> Result<(Engine, Vec<tokio::task::JoinHandle<()>>), Error> {
+        let store = deps.store.clone();
+        let deployments = Deployments::new(store.clone());
+        let stats = Arc::new(Stats::default());
+        let committed = Arc::new(Notify::new());
+        let timers_changed: Vec<_> = (0..options.partitions.max(1))
+            .map(|_| Arc::new(Notify::new()))
+            .collect();
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..options.shards.max(1) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let outbox_pos = store.sqlite().max_outbox_pos().await?;
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                shards: senders,
+                partitions: options.partitions.max(1),
+                store: store.clone(),
+                deployments: deployments.clone(),
+                stats: stats.clone(),
+                committed: committed.clone(),
+                timers_changed: timers_changed.clone(),
+                outbox_pos: AtomicI64::new(outbox_pos + 1),
+            }),
+        };
+        let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for (shard, rx) in receivers.into_iter().enumerate() {
+            let token = store
+                .sqlite()
+                .acquire_lease(shard as u32, &options.owner, u64::MAX / 2)
+                .await?;
+            let w = worker::Worker::new(
+                shard as u32,
+                token,
+                &options,
+                engine.clone(),
+                deps.clock.clone(),
+                deps.finished.clone(),
+                dispatch_tx.clone(),
+            );
+            tasks.push(tokio::spawn(w.run(rx, shutdown.clone())));
+        }
+        let executor = dispatch::Executor::new(
+            engine.clone(),
+            deps.http.clone(),
+            deps.keys.clone(),
+            deps.clock.clone(),
+            options.public_url.clone(),
+        );
+        // Effects committed before a crash and not carried out yet.
+        let pending = store.sqlite().outbox().await?;
+        tasks.push(tokio::spawn(executor.run(
+            pending,
+            dispatch_rx,
+            shutdown.clone(),
+        )));
+        for partition in 0..options.partitions.max(1) {
+            let loader = timers::Loader::new(
+                partition,
+                engine.clone(),
+                deps.clock.clone(),
+                timers_changed[partition as usize].clone(),
+            );
+            tasks.push(tokio::spawn(loader.run(shutdown.clone())));
+        }
+        Ok((engine, tasks))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn deployments(&self) -> &Deployments {
+        &self.inner.deployments
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.inner.stats
+    }
+
+    /// Woken after every commit (the history consumer waits on it).
+    pub fn committed(&self) -> &Arc<Notify> {
+        &self.inner.committed
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.inner.shards.len() as u32
+    }
+
+    pub fn partition_of(&self, run: &str) -> u32 {
+        shard_of(run, self.inner.partitions)
+    }
+
+    fn next_outbox_pos(&self) -> i64 {
+        self.inner.outbox_pos.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn timers_changed(&self, partition: u32) {
+        if let Some(n) = self.inner.timers_changed.get(partition as usize) {
+            n.notify_one();
+        }
+    }
+
+    /// Queues an input for the run's shard.
+    pub fn send(&self, run: &str, input: Input) -> Result<(), Error> {
+        let shard = shard_of(run, self.inner.shards.len() as u32) as usize;
+        self.inner.shards[shard]
+            .send(input)
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Delivers `event` to `run` and waits until it is committed.
+    pub async fn deliver(&self, run: &str, event: Event) -> Result<Applied, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(
+            run,
+            Input::Deliver(Delivery {
+                run: run.to_string(),
+                event,
+                timer: None,
+                outbox: None,
+                reply: Some(tx),
+            }),
+        )?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Creates and starts a run and waits until it is committed.
+    pub async fn create(
+        &self,
+        meta: RunMeta,
+        flow: String,
+        input: Map<String, Value>,
+    ) -> Result<Applied, Error> {
+        let (tx, rx) = oneshot::channel();
+        let id = meta.id.clone();
+        self.send(
+            &id,
+            Input::Create(Creation {
+                meta,
+                flow,
+                parent: None,
+                input,
+                outbox: None,
+                reply: Some(tx),
+            }),
+        )?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+}

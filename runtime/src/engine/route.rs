@@ -1,0 +1,379 @@
+//! Where each effect of a transition goes: into the same transaction (timers,
+//! approvals, simulated completions), or into the outbox for the executor
+//! (calls to remote systems, deliveries to other runs).
+
+use eflow_compiler::ir::{StepKind, Type};
+use eflow_core::{Effect, EffectKind, Event, EventKind, Parent, Run, StepError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::{Deployed, Engine, Finished};
+use crate::connectors::sim;
+use crate::store::{ApprovalWrite, Commit, RunMeta, TimerWrite};
+
+/// Due work this close is delivered by the worker itself, from memory; the
+/// timer row stays (claimed) in case the process dies first.
+pub const SHORT_MS: u64 = 2_000;
+/// How long past its due time a self-delivered timer stays claimed.
+pub const CLAIM_TTL_MS: u64 = 30_000;
+
+/// What a worker does once its batch is committed.
+#[derive(Debug)]
+pub enum After {
+    /// Deliver `event` to `run` at `due_at` from memory.
+    Inject {
+        run: String,
+        timer: String,
+        due_at: u64,
+        event: Event,
+    },
+    Dispatch(Outbound),
+    Finished(Finished),
+    /// A timer row a loader must learn about.
+    TimerSet { partition: u32 },
+}
+
+/// An outbox row for the executor.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub pos: i64,
+    pub run: String,
+    pub item: OutboxItem,
+}
+
+/// What the executor carries out; stored as JSON in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutboxItem {
+    /// Call a remote system (`http`) or the registry for an attempt.
+    Invoke {
+        tenant: String,
+        bundle: String,
+        connector: String,
+        config: std::collections::BTreeMap<String, Value>,
+        node: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<u32>,
+        attempt: u32,
+        contract: String,
+        kind: StepKind,
+        inputs: Map<String, Value>,
+        key: String,
+    },
+    /// Create and start a subflow child.
+    Create {
+        meta: RunMeta,
+        flow: String,
+        parent: Parent,
+        input: Map<String, Value>,
+    },
+    /// Deliver an event to another run.
+    Deliver { run: String, event: Event },
+}
+
+/// The slot part of timer ids: `train:2`, `trials[3]:1`.
+pub fn slot_id(node: &str, index: Option<u32>, attempt: u32) -> String {
+    match index {
+        Some(i) => format!("{node}[{i}]:{attempt}"),
+        None => format!("{node}:{attempt}"),
+    }
+}
+
+pub struct RouteCx<'a> {
+    pub engine: &'a Engine,
+    pub deployed: &'a Deployed,
+    pub meta: &'a RunMeta,
+    pub run: &'a Run,
+    pub now: u64,
+}
+
+impl RouteCx<'_> {
+    fn timer(
+        &self,
+        commit: &mut Commit,
+        after: &mut Vec<After>,
+        timer: String,
+        due_at: u64,
+        event: Event,
+    ) {
+        let partition = self.engine.partition_of(&self.meta.id);
+        let short = due_at <= self.now + SHORT_MS;
+        commit.timers.push(TimerWrite {
+            run: self.meta.id.clone(),
+            timer: timer.clone(),
+            partition,
+            due_at,
+            claimed_until: if short { due_at + CLAIM_TTL_MS } else { 0 },
+            event: serde_json::to_vec(&event).unwrap_or_default(),
+        });
+        if short {
+            after.push(After::Inject {
+                run: self.meta.id.clone(),
+                timer,
+                due_at,
+                event,
+            });
+        } else {
+            after.push(After::TimerSet { partition });
+        }
+    }
+
+    fn outbox(&self, commit: &mut Commit, after: &mut Vec<After>, item: OutboxItem) {
+        let pos = self.engine.next_outbox_pos();
+        commit.outbox.push((
+            pos,
+            self.meta.id.clone(),
+            serde_json::to_vec(&item).unwrap_or_default(),
+        ));
+        after.push(After::Dispatch(Outbound {
+            pos,
+            run: self.meta.id.clone(),
+            item,
+        }));
+    }
+
+    /// The type a single attempt of `node` produces (an element, for a fan-out).
+    fn attempt_output(&self, node: &str) -> Option<Type> {
+        let f = self.deployed.bundle.flow(&self.run.flow)?;
+        let n = f.flow.nodes.iter().find(|n| n.id == node)?;
+        let out = n.output.clone()?;
+        match (&n.fan_out, out) {
+            (Some(fo), Type::List { item }) if !matches!(fo.join, eflow_compiler::ir::Join::Any) => {
+                Some(*item)
+            }
+            (_, out) => Some(out),
+        }
+    }
+
+    pub fn route(&self, effect: Effect, commit: &mut Commit, after: &mut Vec<After>) {
+        let run_id = &self.meta.id;
+        match effect.kind {
+            EffectKind::Invoke {
+                node,
+                index,
+                attempt,
+                contract,
+                inputs,
+            } => {
+                let binding = self.deployed.binding(&self.run.flow, &contract);
+                let kind = self
+                    .deployed
+                    .bundle
+                    .flow(&self.run.flow)
+                    .and_then(|f| f.flow.contracts.get(&contract))
+                    .map_or(StepKind::Remote, |c| c.kind);
+                let slot = slot_id(&node, index, attempt);
+                match binding {
+                    Some(b) if b.connector == "sim" => {
+                        let types = &self.deployed.bundle.flow(&self.run.flow).map(|f| &f.flow.types);
+                        let empty = Default::default();
+                        let output = self.attempt_output(&node);
+                        let o = sim::outcome(
+                            &b.config,
+                            &effect.key,
+                            output.as_ref(),
+                            types.unwrap_or(&empty),
+                            self.now,
+                        );
+                        let id = format!("sim:{}", effect.key);
+                        let event = match o.result {
+                            Ok(output) => Event::new(
+                                id,
+                                EventKind::StepCompleted {
+                                    node,
+                                    index,
+                                    attempt,
+                                    output,
+                                },
+                            ),
+                            Err(error) => Event::new(
+                                id,
+                                EventKind::StepFailed {
+                                    node,
+                                    index,
+                                    attempt,
+                                    error,
+                                    retryable: true,
+                                },
+                            ),
+                        };
+                        self.timer(commit, after, format!("sim:{slot}"), self.now + o.duration_ms, event);
+                    }
+                    Some(b) => self.outbox(
+                        commit,
+                        after,
+                        OutboxItem::Invoke {
+                            tenant: self.meta.tenant.clone(),
+                            bundle: self.meta.bundle.clone(),
+                            connector: b.connector.clone(),
+                            config: b.config.clone(),
+                            node,
+                            index,
+                            attempt,
+                            contract,
+                            kind,
+                            inputs,
+                            key: effect.key,
+                        },
+                    ),
+                    None => {
+                        let event = Event::new(
+                            format!("nobinding:{}", effect.key),
+                            EventKind::StepFailed {
+                                node,
+                                index,
+                                attempt,
+                                error: StepError::new(
+                                    "NoBinding",
+                                    format!(
+                                        "environment `{}` binds no connector to `{contract}`: add one to its bindings and deploy again",
+                                        self.deployed.env
+                                    ),
+                                ),
+                                retryable: false,
+                            },
+                        );
+                        self.timer(commit, after, format!("sim:{slot}"), self.now, event);
+                    }
+                }
+            }
+            EffectKind::RequestApproval {
+                node,
+                index,
+                attempt,
+                contract,
+                inputs,
+            } => {
+                let step = match index {
+                    Some(i) => format!("{node}[{i}]"),
+                    None => node.clone(),
+                };
+                let expires_at = inputs
+                    .get("expires_after")
+                    .and_then(Value::as_u64)
+                    .map(|ms| self.now.saturating_add(ms));
+                let request = json!({ "inputs": inputs, "key": effect.key });
+                commit.approvals.push(ApprovalWrite {
+                    run: run_id.clone(),
+                    step: step.clone(),
+                    attempt,
+                    tenant: self.meta.tenant.clone(),
+                    contract,
+                    request: serde_json::to_vec(&request).unwrap_or_default(),
+                    requested_at: self.now,
+                    expires_at,
+                });
+                if let Some(at) = expires_at {
+                    let output = json!({
+                        "approved": false,
+                        "outcome": "Expired",
+                        "reviewer": null,
+                        "comment": null,
+                        "decided_at": eflow_core::time::format_rfc3339(at),
+                    });
+                    let event = Event::new(
+                        format!("expired:{}", slot_id(&node, index, attempt)),
+                        EventKind::StepCompleted {
+                            node: node.clone(),
+                            index,
+                            attempt,
+                            output,
+                        },
+                    );
+                    self.timer(
+                        commit,
+                        after,
+                        format!("approval:{}", slot_id(&node, index, attempt)),
+                        at,
+                        event,
+                    );
+                }
+            }
+            EffectKind::CancelStep {
+                node,
+                index,
+                attempt,
+            } => {
+                let slot = slot_id(&node, index, attempt);
+                commit.timers_deleted.push((run_id.clone(), format!("sim:{slot}")));
+                commit
+                    .timers_deleted
+                    .push((run_id.clone(), format!("approval:{slot}")));
+                let step = match index {
+                    Some(i) => format!("{node}[{i}]"),
+                    None => node,
+                };
+                commit
+                    .approvals_closed
+                    .push((run_id.clone(), step, attempt, self.now));
+            }
+            EffectKind::SetTimer { timer, due_at } => {
+                let id = timer.id();
+                let event = Event::new(format!("timer:{id}"), EventKind::TimerFired { timer });
+                self.timer(commit, after, id, due_at, event);
+            }
+            EffectKind::CancelTimer { timer } => {
+                commit.timers_deleted.push((run_id.clone(), timer.id()));
+            }
+            EffectKind::StartChild {
+                child,
+                flow,
+                version: _,
+                parent,
+                input,
+            } => self.outbox(
+                commit,
+                after,
+                OutboxItem::Create {
+                    meta: RunMeta {
+                        id: child,
+                        tenant: self.meta.tenant.clone(),
+                        bundle: self.meta.bundle.clone(),
+                        schedule: None,
+                        parent: Some(run_id.clone()),
+                        created_at: self.now,
+                    },
+                    flow,
+                    parent,
+                    input,
+                },
+            ),
+            EffectKind::CancelChild { child } => self.outbox(
+                commit,
+                after,
+                OutboxItem::Deliver {
+                    run: child,
+                    event: Event::new(
+                        "cancel:parent",
+                        EventKind::CancelRequested {
+                            reason: format!("parent run {run_id} no longer needs it"),
+                        },
+                    ),
+                },
+            ),
+            EffectKind::NotifyParent { parent, outcome } => self.outbox(
+                commit,
+                after,
+                OutboxItem::Deliver {
+                    run: parent.run.clone(),
+                    event: Event::new(
+                        format!("child:{run_id}"),
+                        EventKind::ChildFinished {
+                            node: parent.node,
+                            index: parent.index,
+                            attempt: parent.attempt,
+                            outcome,
+                        },
+                    ),
+                },
+            ),
+            EffectKind::Finished { status, .. } => after.push(After::Finished(Finished {
+                run: run_id.clone(),
+                tenant: self.meta.tenant.clone(),
+                top_level: self.meta.parent.is_none(),
+                schedule: self.meta.schedule.clone(),
+                status,
+            })),
+        }
+    }
+}

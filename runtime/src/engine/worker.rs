@@ -1,0 +1,378 @@
+//! A shard worker: takes a batch of inputs, applies them, commits once, then
+//! answers and hands on the effects.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use eflow_core::{Event, EventKind, Run, RunStatus, apply};
+use lru::LruCache;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::route::{After, Outbound, RouteCx};
+use super::{Applied, Creation, Deployed, Delivery, Engine, Error, Finished, Input, Options, Reply};
+use crate::clock::SharedClock;
+use crate::store::{Commit, EventWrite, RunMeta, RunWrite};
+
+/// A run as the worker holds it.
+#[derive(Clone)]
+struct Held {
+    meta: RunMeta,
+    deployed: Arc<Deployed>,
+    run: Run,
+}
+
+pub struct Worker {
+    shard: u32,
+    lease: i64,
+    batch: usize,
+    engine: Engine,
+    clock: SharedClock,
+    cache: LruCache<String, Held>,
+    finished: mpsc::UnboundedSender<Finished>,
+    dispatch: mpsc::UnboundedSender<Outbound>,
+}
+
+pub fn status_name(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Created => "created",
+        RunStatus::Running => "running",
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+        RunStatus::Cancelled => "cancelled",
+    }
+}
+
+/// One batch in the making.
+#[derive(Default)]
+struct Batch {
+    held: HashMap<String, Held>,
+    /// Runs changed in this batch, in first-change order.
+    dirty: Vec<String>,
+    commit: Commit,
+    after: Vec<After>,
+    replies: Vec<(Reply, Result<Applied, Error>)>,
+    transitions: u64,
+    rejected: u64,
+}
+
+impl Worker {
+    pub fn new(
+        shard: u32,
+        lease: i64,
+        options: &Options,
+        engine: Engine,
+        clock: SharedClock,
+        finished: mpsc::UnboundedSender<Finished>,
+        dispatch: mpsc::UnboundedSender<Outbound>,
+    ) -> Self {
+        Self {
+            shard,
+            lease,
+            batch: options.batch.max(1),
+            engine,
+            clock,
+            cache: LruCache::new(NonZeroUsize::new(options.cache_runs.max(1)).unwrap_or(NonZeroUsize::MIN)),
+            finished,
+            dispatch,
+        }
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>, shutdown: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                x = rx.recv() => x,
+                () = shutdown.cancelled() => None,
+            };
+            let Some(first) = first else { break };
+            let mut inputs = vec![first];
+            while inputs.len() < self.batch {
+                match rx.try_recv() {
+                    Ok(x) => inputs.push(x),
+                    Err(_) => break,
+                }
+            }
+            self.process(inputs).await;
+        }
+        tracing::debug!(shard = self.shard, "worker stopped");
+    }
+
+    async fn load(&mut self, b: &mut Batch, id: &str) -> Result<Option<()>, Error> {
+        if b.held.contains_key(id) {
+            return Ok(Some(()));
+        }
+        if let Some(h) = self.cache.get(id) {
+            b.held.insert(id.to_string(), h.clone());
+            return Ok(Some(()));
+        }
+        let Some((meta, _status, state)) = self.engine.store().sqlite().load_run(id).await? else {
+            return Ok(None);
+        };
+        let run: Run = serde_json::from_slice(&state).map_err(|e| {
+            Error::Store(crate::store::Error::Corrupt {
+                table: "runs",
+                message: format!("run {id}: {e}"),
+            })
+        })?;
+        let deployed = self.engine.deployments().get(&meta.bundle).await?;
+        b.held.insert(id.to_string(), Held { meta, deployed, run });
+        Ok(Some(()))
+    }
+
+    async fn process(&mut self, inputs: Vec<Input>) {
+        let now = self.clock.now_ms();
+        let mut b = Batch::default();
+        for input in inputs {
+            match input {
+                Input::OutboxDone(v) => b.commit.outbox_deleted.extend(v),
+                Input::Create(c) => self.create(&mut b, c, now).await,
+                Input::Deliver(d) => self.deliver(&mut b, d, now).await,
+            }
+        }
+        for id in &b.dirty {
+            let h = &b.held[id];
+            b.commit.runs.push(RunWrite {
+                meta: h.meta.clone(),
+                status: status_name(h.run.status),
+                updated_at: now,
+                state: h.run.encode(),
+            });
+        }
+        if !b.commit.is_empty() {
+            b.commit.lease = Some((self.shard, self.lease));
+            let bytes: usize = b.commit.runs.iter().map(|r| r.state.len()).sum::<usize>()
+                + b.commit.events.iter().map(|e| e.body.len()).sum::<usize>()
+                + b.commit.timers.iter().map(|t| t.event.len()).sum::<usize>()
+                + b.commit.outbox.iter().map(|o| o.2.len()).sum::<usize>();
+            if let Err(e) = self.engine.store().sqlite().commit(&b.commit).await {
+                tracing::error!(shard = self.shard, error = %e, "commit failed; the batch is retried by its senders");
+                for id in &b.dirty {
+                    self.cache.pop(id);
+                }
+                let msg = e.to_string();
+                for (reply, _) in b.replies {
+                    let _ = reply.send(Err(Error::Store(crate::store::Error::Conflict(msg.clone()))));
+                }
+                if matches!(e, crate::store::Error::LeaseLost { .. }) {
+                    // Another worker owns this shard now: stop applying its inputs.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                return;
+            }
+            let stats = self.engine.stats();
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats.bytes_written.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+        let stats = self.engine.stats();
+        stats.transitions.fetch_add(b.transitions, Ordering::Relaxed);
+        stats.rejected.fetch_add(b.rejected, Ordering::Relaxed);
+        for (id, h) in b.held {
+            if h.run.status.is_finished() {
+                self.cache.pop(&id);
+            } else {
+                self.cache.put(id, h);
+            }
+        }
+        for (reply, result) in b.replies {
+            let _ = reply.send(result);
+        }
+        self.engine.committed().notify_waiters();
+        for a in b.after {
+            match a {
+                After::Inject {
+                    run,
+                    timer,
+                    due_at,
+                    event,
+                } => {
+                    let delivery = Input::Deliver(Delivery {
+                        run: run.clone(),
+                        event,
+                        timer: Some(timer),
+                        outbox: None,
+                        reply: None,
+                    });
+                    if due_at <= now {
+                        let _ = self.engine.send(&run, delivery);
+                    } else {
+                        let engine = self.engine.clone();
+                        let wait = Duration::from_millis(due_at - now);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            let _ = engine.send(&run, delivery);
+                        });
+                    }
+                }
+                After::Dispatch(o) => {
+                    let _ = self.dispatch.send(o);
+                }
+                After::Finished(f) => {
+                    self.engine.stats().finished.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.finished.send(f);
+                }
+                After::TimerSet { partition } => self.engine.timers_changed(partition),
+            }
+        }
+    }
+
+    async fn create(&mut self, b: &mut Batch, c: Creation, now: u64) {
+        let id = c.meta.id.clone();
+        match self.load(b, &id).await {
+            Ok(Some(())) => {
+                // Created before (a redelivered start): nothing to do.
+                if let Some(pos) = c.outbox {
+                    b.commit.outbox_deleted.push(pos);
+                }
+                if let Some(reply) = c.reply {
+                    let status = b.held[&id].run.status;
+                    b.replies.push((
+                        reply,
+                        Ok(Applied {
+                            run: id,
+                            status,
+                            changed: false,
+                        }),
+                    ));
+                }
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if let Some(reply) = c.reply {
+                    b.replies.push((reply, Err(e)));
+                }
+                return;
+            }
+        }
+        let deployed = match self.engine.deployments().get(&c.meta.bundle).await {
+            Ok(d) => d,
+            Err(e) => {
+                if let Some(reply) = c.reply {
+                    b.replies.push((reply, Err(e)));
+                }
+                return;
+            }
+        };
+        let Some(flow) = deployed.bundle.flow(&c.flow) else {
+            if let Some(reply) = c.reply {
+                b.replies.push((
+                    reply,
+                    Err(Error::Bundle(
+                        deployed.id.clone(),
+                        format!("it has no flow `{}`", c.flow),
+                    )),
+                ));
+            }
+            return;
+        };
+        let run = Run::new(id.clone(), c.meta.tenant.clone(), flow.flow, c.parent);
+        let event = Event::new("start", EventKind::Started { input: c.input });
+        let held = Held {
+            meta: c.meta,
+            deployed,
+            run,
+        };
+        b.held.insert(id.clone(), held);
+        self.apply_to(b, &id, event, None, c.outbox, c.reply, now);
+    }
+
+    async fn deliver(&mut self, b: &mut Batch, d: Delivery, now: u64) {
+        match self.load(b, &d.run).await {
+            Ok(Some(())) => self.apply_to(b, &d.run, d.event, d.timer, d.outbox, d.reply, now),
+            Ok(None) => {
+                // The run is gone (purged): drop what pointed at it.
+                if let Some(t) = d.timer {
+                    b.commit.timers_deleted.push((d.run.clone(), t));
+                }
+                if let Some(pos) = d.outbox {
+                    b.commit.outbox_deleted.push(pos);
+                }
+                if let Some(reply) = d.reply {
+                    b.replies.push((reply, Err(Error::NoSuchRun(d.run))));
+                }
+            }
+            Err(e) => {
+                if let Some(reply) = d.reply {
+                    b.replies.push((reply, Err(e)));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_to(
+        &mut self,
+        b: &mut Batch,
+        id: &str,
+        event: Event,
+        timer: Option<String>,
+        outbox: Option<i64>,
+        reply: Option<Reply>,
+        now: u64,
+    ) {
+        if let Some(t) = timer {
+            b.commit.timers_deleted.push((id.to_string(), t));
+        }
+        if let Some(pos) = outbox {
+            b.commit.outbox_deleted.push(pos);
+        }
+        let Some(held) = b.held.get(id) else { return };
+        let result = apply(&held.deployed.bundle, &held.run, &event, now);
+        match result {
+            Ok(t) => {
+                b.transitions += 1;
+                let seq = held.run.seq;
+                let cx = RouteCx {
+                    engine: &self.engine,
+                    deployed: &held.deployed,
+                    meta: &held.meta,
+                    run: &t.run,
+                    now,
+                };
+                for effect in t.effects {
+                    cx.route(effect, &mut b.commit, &mut b.after);
+                }
+                b.commit.events.push(EventWrite {
+                    run: id.to_string(),
+                    seq,
+                    id: event.id.clone(),
+                    at: now,
+                    status: status_name(t.run.status),
+                    body: serde_json::to_vec(&event).unwrap_or_default(),
+                });
+                let status = t.run.status;
+                if let Some(h) = b.held.get_mut(id) {
+                    h.run = t.run;
+                }
+                if !b.dirty.iter().any(|d| d == id) {
+                    b.dirty.push(id.to_string());
+                }
+                if let Some(reply) = reply {
+                    b.replies.push((
+                        reply,
+                        Ok(Applied {
+                            run: id.to_string(),
+                            status,
+                            changed: true,
+                        }),
+                    ));
+                }
+            }
+            Err(rejection) => {
+                b.rejected += 1;
+                tracing::debug!(run = %id, event = %event.id, %rejection, "event not applied");
+                if held.run.status == RunStatus::Created && held.run.seq == 0 {
+                    // A start that was refused: nothing of the run is kept.
+                    b.held.remove(id);
+                }
+                if let Some(reply) = reply {
+                    b.replies.push((reply, Err(Error::Rejected(rejection))));
+                }
+            }
+        }
+    }
+}

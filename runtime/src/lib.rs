@@ -1,0 +1,14 @@
+//! The eflow runtime: engine, scheduler, history, stores, connectors, HTTP API
+//! and the `eflow` CLI. See `ARCHITECTURE.md` and `docs/design/0002-runtime-core.md`.
+
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod clock;
+pub mod connectors;
+pub mod engine;
+pub mod history;
+pub mod scheduler;
+pub mod server;
+pub mod service;
+pub mod store;

@@ -1,0 +1,61 @@
+//! `eflow`: the server (`eflow serve`), its client commands and `eflow bench`.
+
+use clap::Parser;
+use eflow_runtime::cli::{Cli, Command};
+use eflow_runtime::server::{Options, Server};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EFLOW_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(match cli.command {
+            Command::Serve(_) => "info,sqlx=warn",
+            _ => "warn,sqlx=warn",
+        })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Bench(args) => eflow_runtime::bench::run(args).await,
+            other => eflow_runtime::cli::run_client(other).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
+    let mut o = Options::new(args.data.clone(), args.listen);
+    o.durability = args.durability;
+    o.shards = args.shards;
+    o.public_url = args.public_url;
+    o.admin_token = args.admin_token;
+    let server = Server::start(o).await?;
+    if server.new_admin_token.is_some() {
+        eprintln!(
+            "eflow: created an admin token in {}; the CLI uses it for this server",
+            args.data.join("admin-token").display()
+        );
+    }
+    eprintln!("eflow: serving the API on http://{} (Ctrl-C stops)", server.addr);
+    tokio::signal::ctrl_c().await?;
+    eprintln!("eflow: stopping: finishing the work in hand");
+    server.stop().await;
+    eprintln!("eflow: stopped");
+    Ok(())
+}

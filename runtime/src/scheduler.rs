@@ -1,0 +1,274 @@
+//! The scheduler: cron schedules of deployed flows start runs.
+//!
+//! Schedules are rows with a `next_due` time and a partition; one loader per
+//! partition claims its due rows (a claim that outlives a crash expires),
+//! decides what to start with the pure policy code of `eflow_core::schedule`,
+//! starts the runs (their ids are derived from the schedule and the fire
+//! time, so a crash between starting and recording cannot start one twice)
+//! and records the next due time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eflow_compiler::ir;
+use eflow_core::schedule::{Compiled, Start, Tick};
+use serde_json::Map;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::model::ScheduleView;
+use crate::clock::SharedClock;
+use crate::engine::{Engine, Finished};
+use crate::store::{RunMeta, ScheduleRow, shard_of};
+
+const CLAIM_MS: u64 = 60_000;
+const IDLE_MS: u64 = 1_000;
+
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: OnceCell<Engine>,
+    clock: SharedClock,
+    partitions: u32,
+}
+
+impl Scheduler {
+    pub fn new(clock: SharedClock, partitions: u32) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                engine: OnceCell::new(),
+                clock,
+                partitions: partitions.max(1),
+            }),
+        }
+    }
+
+    pub fn attach(&self, engine: Engine) {
+        let _ = self.inner.engine.set(engine);
+    }
+
+    fn engine(&self) -> Result<&Engine, String> {
+        self.inner
+            .engine
+            .get()
+            .ok_or_else(|| "the scheduler is not running".to_string())
+    }
+
+    /// A flow was deployed: create or move its schedules. Returns how many it has.
+    pub async fn deployed(&self, tenant: &str, flow: &ir::Flow, bundle: &str, now: u64) -> Result<usize, String> {
+        let engine = self.engine()?;
+        let db = engine.store().sqlite();
+        let mut rows = Vec::new();
+        for (i, s) in flow.schedules.iter().enumerate() {
+            let compiled = Compiled::new(s)?;
+            let id = format!("{tenant}.{}.{i}", flow.name);
+            let existing = db.schedule(&id).await.map_err(|e| e.to_string())?;
+            // A new schedule starts from now; a redeployed one keeps what it handled.
+            let from = existing.as_ref().and_then(|e| e.last_fire).unwrap_or(now);
+            rows.push(ScheduleRow {
+                id: id.clone(),
+                tenant: tenant.into(),
+                flow: flow.name.clone(),
+                bundle: bundle.into(),
+                position: i as u32,
+                spec: serde_json::to_vec(s).unwrap_or_default(),
+                paused: existing.as_ref().is_some_and(|e| e.paused),
+                next_due: compiled.next_due(&id, from),
+                last_fire: Some(from),
+                buffered: existing.as_ref().and_then(|e| e.buffered),
+                partition: shard_of(&id, self.inner.partitions),
+            });
+        }
+        db.replace_schedules(tenant, &flow.name, &rows)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows.len())
+    }
+
+    pub async fn set_paused(&self, s: &ScheduleRow, paused: bool, now: u64) -> Result<(), String> {
+        let engine = self.engine()?;
+        // Resuming does not start what was missed while paused: the next fire is after now.
+        let next = if paused {
+            None
+        } else {
+            spec(s)?.0.next_due(&s.id, now)
+        };
+        engine
+            .store()
+            .sqlite()
+            .set_schedule_paused(&s.id, paused, next)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Starts one run per fire time in [from, to]; returns their ids.
+    pub async fn backfill(&self, s: &ScheduleRow, from: u64, to: u64) -> Result<Vec<String>, String> {
+        let (compiled, input) = spec(s)?;
+        let mut ids = Vec::new();
+        for start in compiled.backfill(&s.id, from, to)? {
+            ids.push(self.start(s, &input, &start).await?);
+        }
+        Ok(ids)
+    }
+
+    async fn start(&self, s: &ScheduleRow, input: &Map<String, serde_json::Value>, start: &Start) -> Result<String, String> {
+        let engine = self.engine()?;
+        let id = start.run_id.clone();
+        let meta = RunMeta {
+            id: id.clone(),
+            tenant: s.tenant.clone(),
+            bundle: s.bundle.clone(),
+            schedule: Some(s.id.clone()),
+            parent: None,
+            created_at: self.inner.clock.now_ms(),
+        };
+        engine
+            .create(meta, s.flow.clone(), input.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    /// The loaders, one per partition, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tasks = Vec::new();
+        for p in 0..self.inner.partitions {
+            let me = self.clone();
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move { me.load(p, stop).await }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    async fn load(&self, partition: u32, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.tick(partition).await {
+                tracing::warn!(partition, error = %e, "scheduler pass failed");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_millis(IDLE_MS)) => {}
+            }
+        }
+    }
+
+    async fn tick(&self, partition: u32) -> Result<(), String> {
+        let engine = self.engine()?;
+        let db = engine.store().sqlite();
+        let now = self.inner.clock.now_ms();
+        let due = db
+            .claim_schedules(partition, now, now + CLAIM_MS, 100)
+            .await
+            .map_err(|e| e.to_string())?;
+        for s in due {
+            let (compiled, input) = match spec(&s) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(schedule = %s.id, error = %e, "unusable schedule");
+                    continue;
+                }
+            };
+            let running = db
+                .active_runs_of_schedule(&s.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let plan = compiled.plan(
+                &s.id,
+                &Tick {
+                    now_ms: now,
+                    processed_through_ms: s.last_fire.unwrap_or(now),
+                    running: running.len() as u32,
+                    buffered: s.buffered,
+                },
+            );
+            if plan.cancel_running {
+                for r in &running {
+                    let _ = engine
+                        .deliver(
+                            r,
+                            eflow_core::Event::new(
+                                "cancel:schedule",
+                                eflow_core::EventKind::CancelRequested {
+                                    reason: "the schedule's overlap policy cancels the running run".into(),
+                                },
+                            ),
+                        )
+                        .await;
+                }
+            }
+            for start in &plan.starts {
+                if let Err(e) = self.start(&s, &input, start).await {
+                    tracing::warn!(schedule = %s.id, error = %e, "scheduled run not started");
+                }
+            }
+            for k in &plan.skipped {
+                tracing::info!(
+                    schedule = %s.id,
+                    first = %crate::service::rfc3339(k.first_ms),
+                    last = %crate::service::rfc3339(k.last_ms),
+                    reason = ?k.reason,
+                    "fire times skipped"
+                );
+            }
+            db.update_schedule(&s.id, Some(plan.processed_through_ms), plan.next_due_ms, plan.buffered)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// A run ended: a schedule holding a buffered start may start it now.
+    pub async fn run_finished(&self, f: &Finished) {
+        let Some(schedule) = &f.schedule else { return };
+        let Ok(engine) = self.engine() else { return };
+        let db = engine.store().sqlite();
+        let Ok(Some(s)) = db.schedule(schedule).await else { return };
+        let Ok((compiled, input)) = spec(&s) else { return };
+        let Ok(running) = db.active_runs_of_schedule(schedule).await else { return };
+        let Some(start) = compiled.on_run_finished(&s.id, running.len() as u32, s.buffered) else {
+            return;
+        };
+        if let Err(e) = self.start(&s, &input, &start).await {
+            tracing::warn!(schedule = %s.id, error = %e, "buffered run not started");
+            return;
+        }
+        let _ = db
+            .update_schedule(&s.id, s.last_fire, s.next_due, None)
+            .await;
+    }
+}
+
+/// The schedule's policy and the input of its runs.
+fn spec(s: &ScheduleRow) -> Result<(Compiled, Map<String, serde_json::Value>), String> {
+    let ir: ir::Schedule = serde_json::from_slice(&s.spec).map_err(|e| e.to_string())?;
+    Ok((Compiled::new(&ir)?, ir.input.into_iter().collect()))
+}
+
+pub fn view(s: &ScheduleRow) -> ScheduleView {
+    let ir: Option<ir::Schedule> = serde_json::from_slice(&s.spec).ok();
+    let text = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    ScheduleView {
+        id: s.id.clone(),
+        tenant: s.tenant.clone(),
+        flow: s.flow.clone(),
+        cron: ir.as_ref().map(|i| i.cron.clone()).unwrap_or_default(),
+        timezone: ir.as_ref().map(|i| i.timezone.clone()).unwrap_or_default(),
+        overlap: ir
+            .as_ref()
+            .map(|i| text(serde_json::to_value(i.overlap).unwrap_or_default()))
+            .unwrap_or_default(),
+        catchup: ir
+            .as_ref()
+            .map(|i| text(serde_json::to_value(i.catchup).unwrap_or_default()))
+            .unwrap_or_default(),
+        paused: s.paused,
+        last_fire: s.last_fire.map(crate::service::rfc3339),
+        next_fire: s.next_due.map(crate::service::rfc3339),
+    }
+}

@@ -1,0 +1,220 @@
+//! One eflow process on the embedded backend: store, engine, scheduler,
+//! history and API, started together and stopped together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::engine::{self, CallbackKeys, Engine};
+use crate::history::History;
+use crate::scheduler::Scheduler;
+use crate::service::{Quotas, Service};
+use crate::store::{Durability, Store};
+
+/// How to run a server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the state lives: `eflow.db`, `history.db`, `admin-token`.
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub durability: Durability,
+    pub shards: u32,
+    pub partitions: u32,
+    pub quotas: Quotas,
+    /// Also accept this admin token (tests, scripted setups).
+    pub admin_token: Option<String>,
+    /// How remote systems reach this server for callbacks (default: the listen address).
+    pub public_url: Option<String>,
+    /// Run the history consumer (off only in benchmarks that measure the engine alone).
+    pub history: bool,
+}
+
+impl Options {
+    pub fn new(data: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            data,
+            listen,
+            durability: Durability::default(),
+            shards: 4,
+            partitions: 4,
+            quotas: Quotas::default(),
+            admin_token: None,
+            public_url: None,
+            history: true,
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub service: Service,
+    /// The admin token made on first start, if this start made it.
+    pub new_admin_token: Option<String>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    store: Store,
+    history: History,
+}
+
+impl Server {
+    pub async fn start(options: Options) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(&options.data)
+            .with_context(|| format!("cannot create the data directory {}", options.data.display()))?;
+        let db = options.data.join("eflow.db");
+        let store = Store::open(&format!("sqlite://{}", db.display()), options.durability)
+            .await
+            .with_context(|| format!("cannot open {}", db.display()))?;
+        let history = History::open(&options.data.join("history.db"))
+            .await
+            .context("cannot open the history database")?;
+        let clock: SharedClock = Arc::new(SystemClock);
+        let key = store
+            .sqlite()
+            .setting_or_insert("callback_key", new_key().as_bytes())
+            .await?;
+        let keys = CallbackKeys::new(key);
+        let listener = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", options.listen))?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let (finished_tx, mut finished_rx) = mpsc::unbounded_channel();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("eflow/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let engine_options = engine::Options {
+            shards: options.shards,
+            partitions: options.partitions,
+            public_url: options
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}")),
+            owner: format!("eflow-{}", std::process::id()),
+            ..engine::Options::default()
+        };
+        let (engine, mut tasks) = Engine::start(
+            engine_options,
+            engine::Deps {
+                store: store.clone(),
+                clock: clock.clone(),
+                keys: keys.clone(),
+                http,
+                finished: finished_tx,
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        let scheduler = Scheduler::new(clock.clone(), options.partitions);
+        scheduler.attach(engine.clone());
+        let service = Service::new(
+            engine.clone(),
+            clock.clone(),
+            keys,
+            history.clone(),
+            scheduler.clone(),
+            options.quotas,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let new_admin_token = service
+            .bootstrap_admin()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(t) = &new_admin_token {
+            let path = options.data.join("admin-token");
+            write_secret(&path, t)?;
+        }
+        if let Some(t) = &options.admin_token {
+            service
+                .add_admin_token(t)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        {
+            let service = service.clone();
+            let scheduler = scheduler.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(f) = finished_rx.recv().await {
+                    service.finished(&f);
+                    scheduler.run_finished(&f).await;
+                }
+            }));
+        }
+        tasks.push(tokio::spawn(scheduler.run(shutdown.clone())));
+        if options.history {
+            tasks.push(tokio::spawn(
+                history.clone().consume(engine.clone(), shutdown.clone()),
+            ));
+        }
+        let app = crate::api::router(service.clone());
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the API server failed");
+            }
+        }));
+        tracing::info!(%addr, data = %options.data.display(), "eflow is serving");
+        Ok(Server {
+            addr,
+            service,
+            new_admin_token,
+            shutdown,
+            tasks,
+            store,
+            history,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        self.service.engine()
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting work, lets every task finish what it holds, closes the databases.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
+        }
+        self.history.close().await;
+        self.store.sqlite().close().await;
+    }
+}
+
+fn new_key() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Writes a file only its owner can read.
+fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,1064 @@
+//! What the API offers, with who may do it: deploy, runs, approvals,
+//! callbacks, schedules, tenants, tokens. The HTTP layer (`api`) only maps
+//! requests and errors onto this.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use eflow_compiler::ir::{Bundle, StepKind};
+use eflow_core::{Event, EventKind, Rejection, Run, RunStatus, StepError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::api::model::*;
+use crate::clock::SharedClock;
+use crate::engine::{self, CallbackKeys, Deployed, Engine, Finished};
+use crate::history::History;
+use crate::scheduler::Scheduler;
+use crate::store::{self, RunMeta, Store, TenantRow};
+
+/// An error for the API: an HTTP status, a stable code and a message that says
+/// what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(400, code, message)
+    }
+    pub fn not_found(what: &str, id: &str) -> Self {
+        Self::new(404, "not_found", format!("{what} `{id}` does not exist"))
+    }
+    pub fn forbidden() -> Self {
+        Self::new(
+            403,
+            "forbidden",
+            "this token may not do that: use a token of the tenant, or an admin token",
+        )
+    }
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::new(
+            500,
+            "internal",
+            "the server failed to do this; it is logged, try again",
+        )
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<engine::Error> for ApiError {
+    fn from(e: engine::Error) -> Self {
+        match e {
+            engine::Error::Rejected(Rejection::InvalidInput { errors }) => ApiError::bad_request(
+                "invalid_input",
+                format!("the input does not fit the flow's parameters: {}", errors.join("; ")),
+            ),
+            engine::Error::Rejected(Rejection::Finished) => {
+                ApiError::new(409, "run_finished", "the run has finished: nothing changes it any more")
+            }
+            engine::Error::Rejected(r) => ApiError::new(409, "rejected", r.to_string()),
+            engine::Error::NoSuchRun(id) => ApiError::not_found("run", &id),
+            engine::Error::Stopped => {
+                ApiError::new(503, "unavailable", "the server is shutting down: try again shortly")
+            }
+            e => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<crate::history::Error> for ApiError {
+    fn from(e: crate::history::Error) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Admin,
+    Tenant(String),
+}
+
+impl Caller {
+    /// The tenant this caller acts for: its own, or for an admin the one named.
+    pub fn tenant<'a>(&'a self, named: Option<&'a str>) -> ApiResult<&'a str> {
+        match (self, named) {
+            (Caller::Tenant(t), None) => Ok(t),
+            (Caller::Tenant(t), Some(n)) if t == n => Ok(t),
+            (Caller::Tenant(_), Some(_)) => Err(ApiError::forbidden()),
+            (Caller::Admin, Some(n)) => Ok(n),
+            (Caller::Admin, None) => Err(ApiError::bad_request(
+                "tenant_required",
+                "an admin token acts for no tenant by itself: name one with `tenant` (`--tenant` in the CLI)",
+            )),
+        }
+    }
+
+    pub fn may_see(&self, tenant: &str) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Tenant(t) => t == tenant,
+        }
+    }
+
+    pub fn admin_only(&self) -> ApiResult<()> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Tenant(_) => Err(ApiError::forbidden()),
+        }
+    }
+}
+
+/// Per-tenant limits when the tenant sets none.
+#[derive(Debug, Clone, Copy)]
+pub struct Quotas {
+    pub max_active_runs: i64,
+    pub max_starts_per_sec: f64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            max_active_runs: 10_000,
+            max_starts_per_sec: 1_000.0,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Usage {
+    active: i64,
+    /// Token bucket for the start rate.
+    tokens: f64,
+    refilled_at: u64,
+    limits: Option<(i64, f64)>,
+}
+
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    store: Store,
+    clock: SharedClock,
+    keys: CallbackKeys,
+    history: History,
+    scheduler: Scheduler,
+    quotas: Quotas,
+    usage: Mutex<HashMap<String, Usage>>,
+}
+
+pub fn token_hash(token: &str) -> String {
+    let d = Sha256::digest(token.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new random token: 32 bytes from the OS, URL-safe.
+pub fn new_token(prefix: &str) -> String {
+    use base64::Engine as _;
+    let bytes: Vec<u8> = (0..2)
+        .flat_map(|_| uuid::Uuid::new_v4().into_bytes())
+        .collect();
+    format!(
+        "{prefix}_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+impl Service {
+    pub async fn new(
+        engine: Engine,
+        clock: SharedClock,
+        keys: CallbackKeys,
+        history: History,
+        scheduler: Scheduler,
+        quotas: Quotas,
+    ) -> ApiResult<Self> {
+        let store = engine.store().clone();
+        let mut usage = HashMap::new();
+        for (tenant, active) in store.sqlite().active_runs_by_tenant().await? {
+            usage.insert(
+                tenant,
+                Usage {
+                    active,
+                    ..Usage::default()
+                },
+            );
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                store,
+                clock,
+                keys,
+                history,
+                scheduler,
+                quotas,
+                usage: Mutex::new(usage),
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn history(&self) -> &History {
+        &self.inner.history
+    }
+
+    fn now(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    fn db(&self) -> &store::SqliteStore {
+        self.inner.store.sqlite()
+    }
+
+    /// A run ended: release its quota.
+    pub fn finished(&self, f: &Finished) {
+        if f.top_level
+            && let Ok(mut u) = self.inner.usage.lock()
+            && let Some(x) = u.get_mut(&f.tenant)
+        {
+            x.active = (x.active - 1).max(0);
+        }
+    }
+
+    // ---- auth ----------------------------------------------------------------
+
+    pub async fn authenticate(&self, bearer: Option<&str>) -> ApiResult<Caller> {
+        let Some(token) = bearer else {
+            return Err(ApiError::new(
+                401,
+                "unauthenticated",
+                "send a token as `Authorization: Bearer TOKEN` (the CLI reads EFLOW_TOKEN)",
+            ));
+        };
+        match self.db().token(&token_hash(token)).await? {
+            Some(None) => Ok(Caller::Admin),
+            Some(Some(t)) => Ok(Caller::Tenant(t)),
+            None => Err(ApiError::new(
+                401,
+                "unauthenticated",
+                "this token is not known: check EFLOW_TOKEN, or create one with `eflow tenant create`",
+            )),
+        }
+    }
+
+    /// Makes an admin token if there is none; returns it (to be shown once).
+    pub async fn bootstrap_admin(&self) -> ApiResult<Option<String>> {
+        if self.db().admin_token_count().await? > 0 {
+            return Ok(None);
+        }
+        let token = new_token("eflow_admin");
+        self.db()
+            .insert_token(&token_hash(&token), None, "admin", self.now())
+            .await?;
+        Ok(Some(token))
+    }
+
+    /// Registers a known admin token (for tests and scripted setups).
+    pub async fn add_admin_token(&self, token: &str) -> ApiResult<()> {
+        if self.db().token(&token_hash(token)).await?.is_none() {
+            self.db()
+                .insert_token(&token_hash(token), None, "admin", self.now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    // ---- tenants -------------------------------------------------------------
+
+    pub async fn create_tenant(&self, caller: &Caller, req: CreateTenant) -> ApiResult<TenantCreated> {
+        caller.admin_only()?;
+        check_name("tenant", &req.id)?;
+        let row = TenantRow {
+            id: req.id.clone(),
+            created_at: self.now(),
+            max_active_runs: req.max_active_runs,
+            max_starts_per_sec: req.max_starts_per_sec,
+        };
+        if !self.db().create_tenant(&row).await? {
+            return Err(ApiError::new(
+                409,
+                "tenant_exists",
+                format!("tenant `{}` exists already", req.id),
+            ));
+        }
+        let token = new_token("eflow");
+        self.db()
+            .insert_token(&token_hash(&token), Some(&req.id), "default", self.now())
+            .await?;
+        if let Ok(mut u) = self.inner.usage.lock() {
+            u.entry(req.id.clone()).or_default().limits = None;
+        }
+        Ok(TenantCreated {
+            tenant: tenant_view(&row, &self.inner.quotas),
+            token,
+        })
+    }
+
+    pub async fn tenants(&self, caller: &Caller) -> ApiResult<Vec<TenantView>> {
+        let rows = self.db().tenants().await?;
+        Ok(rows
+            .iter()
+            .filter(|t| caller.may_see(&t.id))
+            .map(|t| tenant_view(t, &self.inner.quotas))
+            .collect())
+    }
+
+    pub async fn purge_tenant(&self, caller: &Caller, id: &str) -> ApiResult<PurgeResult> {
+        caller.admin_only()?;
+        if self.db().tenant(id).await?.is_none() {
+            return Err(ApiError::not_found("tenant", id));
+        }
+        let rows = self.db().purge_tenant(id).await?;
+        let history_rows = self.inner.history.purge(id).await?;
+        if let Ok(mut u) = self.inner.usage.lock() {
+            u.remove(id);
+        }
+        Ok(PurgeResult {
+            tenant: id.into(),
+            rows_deleted: rows + history_rows,
+        })
+    }
+
+    async fn tenant_exists(&self, id: &str) -> ApiResult<TenantRow> {
+        self.db().tenant(id).await?.ok_or_else(|| {
+            ApiError::not_found("tenant", id)
+        })
+    }
+
+    // ---- flows ---------------------------------------------------------------
+
+    pub async fn deploy(&self, caller: &Caller, req: DeployRequest) -> ApiResult<DeployResult> {
+        let tenant = caller.tenant(req.tenant.as_deref())?.to_string();
+        self.tenant_exists(&tenant).await?;
+        let bundle: Bundle = match (req.ir, req.source) {
+            (Some(ir), None) => serde_json::from_value(ir).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_ir",
+                    format!("the IR does not parse: {e}; compile it with `eflowc compile`"),
+                )
+            })?,
+            (None, Some(files)) => compile_sources(files)?,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "send either `ir` (compiled JSON) or `source` (file name → .eflow text), not both",
+                ));
+            }
+        };
+        let validated = eflow_core::validate(&bundle).map_err(|errors| {
+            ApiError::bad_request(
+                "invalid_ir",
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        if bundle.flows.is_empty() {
+            return Err(ApiError::bad_request("empty_bundle", "the bundle holds no flow"));
+        }
+        let env = pick_env(&bundle, req.env.as_deref())?;
+        let canonical = serde_json::to_vec(&bundle).map_err(ApiError::internal)?;
+        let id = format!("b-{}", &token_hash(&format!("{tenant}\n{env}\n{}", String::from_utf8_lossy(&canonical)))[..24]);
+        let flows: Vec<(String, String)> = bundle
+            .flows
+            .iter()
+            .map(|f| (f.name.clone(), f.hash.clone()))
+            .collect();
+        let now = self.now();
+        self.db()
+            .insert_bundle(&id, &tenant, &env, &canonical, &flows, now)
+            .await?;
+        self.inner.engine.deployments().insert(Arc::new(Deployed {
+            id: id.clone(),
+            tenant: tenant.clone(),
+            env: env.clone(),
+            bundle: validated,
+        }));
+        let mut schedules = 0;
+        for f in &bundle.flows {
+            schedules += self
+                .inner
+                .scheduler
+                .deployed(&tenant, f, &id, now)
+                .await
+                .map_err(|e| ApiError::bad_request("invalid_schedule", e))?;
+        }
+        Ok(DeployResult {
+            tenant,
+            env,
+            bundle: id,
+            flows: bundle
+                .flows
+                .iter()
+                .map(|f| DeployedFlow {
+                    name: f.name.clone(),
+                    version: f.hash.clone(),
+                })
+                .collect(),
+            schedules,
+        })
+    }
+
+    pub async fn flows(&self, caller: &Caller, tenant: Option<&str>) -> ApiResult<Vec<FlowView>> {
+        let t = match caller {
+            Caller::Admin => tenant,
+            Caller::Tenant(_) => Some(caller.tenant(tenant)?),
+        };
+        let rows = self.db().flows(t).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| FlowView {
+                tenant: r.tenant,
+                name: r.name,
+                version: r.version,
+                bundle: r.bundle,
+                deployed_at: rfc3339(r.deployed_at),
+                head: r.head,
+            })
+            .collect())
+    }
+
+    // ---- runs ----------------------------------------------------------------
+
+    fn admit(&self, tenant: &TenantRow) -> ApiResult<()> {
+        let now = self.now();
+        let max_active = tenant
+            .max_active_runs
+            .unwrap_or(self.inner.quotas.max_active_runs);
+        let rate = tenant
+            .max_starts_per_sec
+            .unwrap_or(self.inner.quotas.max_starts_per_sec);
+        let mut usage = self.inner.usage.lock().map_err(ApiError::internal)?;
+        let u = usage.entry(tenant.id.clone()).or_default();
+        if u.refilled_at == 0 {
+            u.tokens = rate.max(1.0);
+            u.refilled_at = now;
+        }
+        let elapsed = now.saturating_sub(u.refilled_at) as f64 / 1000.0;
+        u.tokens = (u.tokens + elapsed * rate).min(rate.max(1.0));
+        u.refilled_at = now;
+        if u.active >= max_active {
+            return Err(ApiError::new(
+                429,
+                "quota_active_runs",
+                format!(
+                    "tenant `{}` has {} runs in progress, its limit: wait for some to finish, or raise `max_active_runs`",
+                    tenant.id, u.active
+                ),
+            ));
+        }
+        if u.tokens < 1.0 {
+            return Err(ApiError::new(
+                429,
+                "quota_start_rate",
+                format!(
+                    "tenant `{}` may start {rate} runs a second: slow down and retry",
+                    tenant.id
+                ),
+            ));
+        }
+        u.tokens -= 1.0;
+        u.active += 1;
+        Ok(())
+    }
+
+    fn release(&self, tenant: &str) {
+        if let Ok(mut u) = self.inner.usage.lock()
+            && let Some(x) = u.get_mut(tenant)
+        {
+            x.active = (x.active - 1).max(0);
+        }
+    }
+
+    pub async fn start_run(&self, caller: &Caller, req: StartRun) -> ApiResult<RunView> {
+        let tenant = caller.tenant(req.tenant.as_deref())?.to_string();
+        let t = self.tenant_exists(&tenant).await?;
+        let flow = self
+            .db()
+            .flow(&tenant, &req.flow, req.version.as_deref())
+            .await?
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "flow",
+                    &match &req.version {
+                        Some(v) => format!("{}@{v}", req.flow),
+                        None => req.flow.clone(),
+                    },
+                )
+            })?;
+        let input = match req.input {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_input",
+                    "`input` must be a JSON object of parameter values",
+                ));
+            }
+        };
+        if let Some(id) = &req.id {
+            check_name("run id", id)?;
+        }
+        self.admit(&t)?;
+        let id = req
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("r-{}", uuid::Uuid::now_v7().simple()));
+        let meta = RunMeta {
+            id: id.clone(),
+            tenant: tenant.clone(),
+            bundle: flow.bundle.clone(),
+            schedule: None,
+            parent: None,
+            created_at: self.now(),
+        };
+        match self.inner.engine.create(meta, flow.name.clone(), input).await {
+            Ok(applied) => {
+                if !applied.changed {
+                    self.release(&tenant);
+                }
+                self.get_run(caller, &id).await
+            }
+            Err(e) => {
+                self.release(&tenant);
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn load_run(&self, caller: &Caller, id: &str) -> ApiResult<(RunMeta, Run)> {
+        let Some((meta, _status, state)) = self.db().load_run(id).await? else {
+            return Err(ApiError::not_found("run", id));
+        };
+        if !caller.may_see(&meta.tenant) {
+            // Another tenant's run is reported as absent, not as forbidden.
+            return Err(ApiError::not_found("run", id));
+        }
+        let run: Run = serde_json::from_slice(&state).map_err(ApiError::internal)?;
+        Ok((meta, run))
+    }
+
+    pub async fn get_run(&self, caller: &Caller, id: &str) -> ApiResult<RunView> {
+        let (meta, run) = self.load_run(caller, id).await?;
+        let deployed = self.inner.engine.deployments().get(&meta.bundle).await?;
+        Ok(run_view(&meta, &run, &deployed))
+    }
+
+    pub async fn run_events(&self, caller: &Caller, id: &str, after: Option<u64>, limit: u32) -> ApiResult<Vec<EventView>> {
+        self.load_run(caller, id).await?;
+        let rows = self.db().events_of(id, after, limit.clamp(1, 1000)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|e| EventView {
+                seq: e.seq,
+                id: e.id,
+                at: rfc3339(e.at),
+                status: e.status,
+                event: e.body,
+            })
+            .collect())
+    }
+
+    pub async fn cancel_run(&self, caller: &Caller, id: &str, reason: Option<String>) -> ApiResult<RunView> {
+        self.load_run(caller, id).await?;
+        let event = Event::new(
+            "cancel",
+            EventKind::CancelRequested {
+                reason: reason.unwrap_or_else(|| "cancelled through the API".into()),
+            },
+        );
+        self.inner.engine.deliver(id, event).await?;
+        self.get_run(caller, id).await
+    }
+
+    // ---- approvals and callbacks -------------------------------------------
+
+    pub async fn approvals(&self, caller: &Caller, tenant: Option<&str>, pending: bool) -> ApiResult<Vec<ApprovalView>> {
+        let t = match caller {
+            Caller::Admin => tenant,
+            Caller::Tenant(_) => Some(caller.tenant(tenant)?),
+        };
+        let rows = self.db().approvals(t, pending).await?;
+        Ok(rows.into_iter().map(approval_view).collect())
+    }
+
+    pub async fn decide(&self, caller: &Caller, run: &str, step: &str, d: Decide) -> ApiResult<ApprovalView> {
+        let (_meta, _run) = self.load_run(caller, run).await?;
+        let Some(row) = self.db().approval(run, step).await? else {
+            return Err(ApiError::not_found("approval", &format!("{run}/{step}")));
+        };
+        if row.decided_at.is_some() {
+            return Err(ApiError::new(
+                409,
+                "already_decided",
+                format!("the approval of `{step}` in run {run} was decided already"),
+            ));
+        }
+        let now = self.now();
+        let reviewer = d.reviewer.clone().unwrap_or_else(|| match caller {
+            Caller::Admin => "admin".into(),
+            Caller::Tenant(t) => format!("token of {t}"),
+        });
+        let output = json!({
+            "approved": d.approve,
+            "outcome": if d.approve { "Approved" } else { "Rejected" },
+            "reviewer": reviewer,
+            "comment": d.comment,
+            "decided_at": rfc3339(now),
+        });
+        if !self
+            .db()
+            .decide_approval(run, step, row.attempt, &output, now)
+            .await?
+        {
+            return Err(ApiError::new(
+                409,
+                "already_decided",
+                format!("the approval of `{step}` in run {run} was decided already"),
+            ));
+        }
+        let (node, index) = split_step(step);
+        let event = Event::new(
+            format!("decision:{step}:{}", row.attempt),
+            EventKind::StepCompleted {
+                node,
+                index,
+                attempt: row.attempt,
+                output,
+            },
+        );
+        match self.inner.engine.deliver(run, event).await {
+            Ok(_) | Err(engine::Error::Rejected(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let row = self
+            .db()
+            .approval(run, step)
+            .await?
+            .ok_or_else(|| ApiError::not_found("approval", step))?;
+        Ok(approval_view(row))
+    }
+
+    /// A remote system reports an attempt's result. The token is the caller's
+    /// credential: it names the attempt and is signed by this server.
+    pub async fn callback(&self, token: &str, body: Callback) -> ApiResult<CallbackAccepted> {
+        let Some(claim) = self.inner.keys.verify(token) else {
+            return Err(ApiError::new(
+                401,
+                "invalid_callback_token",
+                "this callback token was not issued by this server or was altered: use the `callback_url` of the invocation as given",
+            ));
+        };
+        let slot = engine::slot_id(&claim.node, claim.index, claim.attempt);
+        let kind = match (body.output, body.error) {
+            (output, None) => EventKind::StepCompleted {
+                node: claim.node.clone(),
+                index: claim.index,
+                attempt: claim.attempt,
+                output: output.unwrap_or(Value::Null),
+            },
+            (None, Some(e)) => EventKind::StepFailed {
+                node: claim.node.clone(),
+                index: claim.index,
+                attempt: claim.attempt,
+                error: StepError::new(e.code, e.message.unwrap_or_default()),
+                retryable: body.retryable.unwrap_or(true),
+            },
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_callback",
+                    "send `output` for a success or `error` for a failure, not both",
+                ));
+            }
+        };
+        let event = Event::new(format!("callback:{slot}"), kind);
+        let accepted = match self.inner.engine.deliver(&claim.run, event).await {
+            Ok(_) => true,
+            Err(engine::Error::Rejected(_)) => false,
+            Err(engine::Error::NoSuchRun(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(CallbackAccepted {
+            run: claim.run,
+            step: claim.node,
+            attempt: claim.attempt,
+            applied: accepted,
+        })
+    }
+
+    // ---- schedules -----------------------------------------------------------
+
+    pub async fn schedules(&self, caller: &Caller, tenant: Option<&str>) -> ApiResult<Vec<ScheduleView>> {
+        let t = match caller {
+            Caller::Admin => tenant,
+            Caller::Tenant(_) => Some(caller.tenant(tenant)?),
+        };
+        let rows = self.db().schedules(t).await?;
+        Ok(rows.iter().map(crate::scheduler::view).collect())
+    }
+
+    async fn own_schedule(&self, caller: &Caller, id: &str) -> ApiResult<store::ScheduleRow> {
+        match self.db().schedule(id).await? {
+            Some(s) if caller.may_see(&s.tenant) => Ok(s),
+            _ => Err(ApiError::not_found("schedule", id)),
+        }
+    }
+
+    pub async fn pause_schedule(&self, caller: &Caller, id: &str, paused: bool) -> ApiResult<ScheduleView> {
+        let s = self.own_schedule(caller, id).await?;
+        self.inner
+            .scheduler
+            .set_paused(&s, paused, self.now())
+            .await
+            .map_err(ApiError::internal)?;
+        let s = self.own_schedule(caller, id).await?;
+        Ok(crate::scheduler::view(&s))
+    }
+
+    pub async fn backfill(&self, caller: &Caller, id: &str, req: Backfill) -> ApiResult<BackfillResult> {
+        let s = self.own_schedule(caller, id).await?;
+        let from = parse_time(&req.from)?;
+        let to = parse_time(&req.to)?;
+        if to < from {
+            return Err(ApiError::bad_request(
+                "invalid_range",
+                "`to` is before `from`: give the range oldest first",
+            ));
+        }
+        let runs = self
+            .inner
+            .scheduler
+            .backfill(&s, from, to)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_backfill", e))?;
+        Ok(BackfillResult {
+            schedule: id.into(),
+            runs,
+        })
+    }
+
+    pub fn stats(&self, caller: &Caller) -> ApiResult<StatsView> {
+        caller.admin_only()?;
+        let s = self.inner.engine.stats();
+        let get = |x: &std::sync::atomic::AtomicU64| x.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(StatsView {
+            transitions: get(&s.transitions),
+            rejected: get(&s.rejected),
+            commits: get(&s.commits),
+            finished: get(&s.finished),
+            bytes_written: get(&s.bytes_written),
+        })
+    }
+
+    // ---- history and registry ------------------------------------------------
+
+    pub async fn list_runs(&self, caller: &Caller, mut q: crate::history::RunQuery) -> ApiResult<Page<RunSummary>> {
+        match caller {
+            Caller::Admin => {}
+            Caller::Tenant(t) => {
+                if q.tenant.as_deref().is_some_and(|x| x != t) {
+                    return Err(ApiError::forbidden());
+                }
+                q.tenant = Some(t.clone());
+            }
+        }
+        self.inner.history.runs(&q).await.map_err(|e| match e {
+            crate::history::Error::BadCursor => ApiError::bad_request(
+                "invalid_cursor",
+                "the cursor is not one this server gave out: start again without it",
+            ),
+            e => ApiError::internal(e),
+        })
+    }
+
+    pub async fn registry(&self, caller: &Caller, tenant: Option<&str>, kind: Option<&str>, name: Option<&str>) -> ApiResult<Vec<RegistryView>> {
+        let tenant = caller.tenant(tenant)?;
+        let rows = self.db().registry(tenant, kind, name).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RegistryView {
+                kind: r.kind,
+                name: r.name,
+                version: r.version,
+                entry: r.entry,
+                lineage: Lineage {
+                    run: r.run,
+                    step: r.step,
+                    inputs: r.inputs,
+                },
+                registered_at: rfc3339(r.registered_at),
+            })
+            .collect())
+    }
+}
+
+/// `train[3]` → (`train`, Some(3)).
+fn split_step(step: &str) -> (String, Option<u32>) {
+    if let Some(open) = step.find('[')
+        && let Some(i) = step[open + 1..].strip_suffix(']').and_then(|n| n.parse().ok())
+    {
+        return (step[..open].to_string(), Some(i));
+    }
+    (step.to_string(), None)
+}
+
+pub fn rfc3339(ms: u64) -> String {
+    eflow_core::time::format_rfc3339(ms)
+}
+
+fn parse_time(s: &str) -> ApiResult<u64> {
+    eflow_core::time::parse_rfc3339(s)
+        .and_then(|t| u64::try_from(t).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_time",
+                format!("`{s}` is not an RFC 3339 time: write e.g. 2026-03-01T00:00:00Z"),
+            )
+        })
+}
+
+fn check_name(what: &str, id: &str) -> ApiResult<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_name",
+            format!("{what} `{id}` may only use letters, digits, `-`, `_` and `.` (at most 128)"),
+        ))
+    }
+}
+
+fn tenant_view(t: &TenantRow, q: &Quotas) -> TenantView {
+    TenantView {
+        id: t.id.clone(),
+        created_at: rfc3339(t.created_at),
+        max_active_runs: t.max_active_runs.unwrap_or(q.max_active_runs),
+        max_starts_per_sec: t.max_starts_per_sec.unwrap_or(q.max_starts_per_sec),
+    }
+}
+
+fn approval_view(r: store::ApprovalRow) -> ApprovalView {
+    ApprovalView {
+        run: r.run,
+        step: r.step,
+        attempt: r.attempt,
+        tenant: r.tenant,
+        contract: r.contract,
+        inputs: r.request.get("inputs").cloned().unwrap_or(Value::Null),
+        requested_at: rfc3339(r.requested_at),
+        expires_at: r.expires_at.map(rfc3339),
+        decided_at: r.decided_at.map(rfc3339),
+        decision: r.decision,
+    }
+}
+
+pub fn status_text(s: RunStatus) -> String {
+    engine::status_name(s).to_string()
+}
+
+fn run_view(meta: &RunMeta, run: &Run, deployed: &Deployed) -> RunView {
+    let flow = deployed.bundle.flow(&run.flow);
+    let steps = flow
+        .map(|f| {
+            f.flow
+                .nodes
+                .iter()
+                .zip(&run.nodes)
+                .map(|(n, s)| step_view(&n.id, s))
+                .collect()
+        })
+        .unwrap_or_default();
+    RunView {
+        id: run.id.clone(),
+        tenant: run.tenant.clone(),
+        flow: run.flow.clone(),
+        version: run.version.clone(),
+        status: status_text(run.status),
+        parent: meta.parent.clone(),
+        schedule: meta.schedule.clone(),
+        created_at: rfc3339(meta.created_at),
+        started_at: (run.started_at > 0).then(|| rfc3339(run.started_at)),
+        input: Value::Object(run.input.clone()),
+        steps,
+        result: run.result.clone(),
+        error: run.error.as_ref().map(|e| ErrorView {
+            code: e.code.clone(),
+            message: e.message.clone(),
+            step: e.node.clone(),
+        }),
+    }
+}
+
+fn step_view(id: &str, s: &eflow_core::NodeState) -> StepView {
+    use eflow_core::{NodeState, Slot};
+    let slot = |s: &Slot| -> (String, Option<u32>, Option<Value>, Option<ErrorView>) {
+        match s {
+            Slot::Pending => ("pending".into(), None, None, None),
+            Slot::Running(a) => ("running".into(), Some(*a), None, None),
+            Slot::RetryWait(a) => ("retry_wait".into(), Some(*a), None, None),
+            Slot::Succeeded(v) => ("succeeded".into(), None, Some((**v).clone()), None),
+            Slot::Failed(e) => (
+                "failed".into(),
+                None,
+                None,
+                Some(ErrorView {
+                    code: e.code.clone(),
+                    message: e.message.clone(),
+                    step: Some(id.to_string()),
+                }),
+            ),
+            Slot::Cancelled => ("cancelled".into(), None, None, None),
+        }
+    };
+    let (status, attempt, output, error, children) = match s {
+        NodeState::Pending => ("pending".into(), None, None, None, None),
+        NodeState::Skipped => ("skipped".into(), None, None, None, None),
+        NodeState::FanOut(slots) => {
+            let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+            for x in slots {
+                *counts.entry(slot(x).0).or_default() += 1;
+            }
+            ("fan_out".into(), None, None, None, Some(counts))
+        }
+        NodeState::Single(x) => {
+            let (a, b, c, d) = slot(x);
+            (a, b, c, d, None)
+        }
+    };
+    StepView {
+        id: id.to_string(),
+        status,
+        attempt,
+        output,
+        error,
+        children,
+    }
+}
+
+/// The environment whose bindings a deploy uses.
+fn pick_env(bundle: &Bundle, asked: Option<&str>) -> ApiResult<String> {
+    let mut envs: Vec<&String> = bundle
+        .flows
+        .iter()
+        .flat_map(|f| f.bindings.keys())
+        .collect();
+    envs.sort();
+    envs.dedup();
+    let env = match asked {
+        Some(e) => e.to_string(),
+        None if envs.iter().any(|e| *e == "dev") => "dev".into(),
+        None if envs.len() == 1 => envs[0].clone(),
+        None if envs.is_empty() => "default".into(),
+        None => {
+            return Err(ApiError::bad_request(
+                "env_required",
+                format!(
+                    "the flows have bindings for several environments ({}): pick one with `env` (`--env` in the CLI)",
+                    envs.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    };
+    let mut missing = Vec::new();
+    for f in &bundle.flows {
+        for (name, c) in &f.contracts {
+            if matches!(c.kind, StepKind::Remote | StepKind::Call)
+                && f.bindings.get(&env).and_then(|b| b.get(name)).is_none()
+            {
+                missing.push(format!("`{name}` (used by flow `{}`)", f.name));
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_binding",
+            format!(
+                "environment `{env}` binds no connector to {}: add them to `bindings {env}` or deploy with another `env`",
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(env)
+}
+
+/// Compiles `.eflow` sources sent to the server. Imports resolve among the
+/// files sent and the standard library; the server's disk is never read.
+fn compile_sources(files: BTreeMap<String, String>) -> ApiResult<Bundle> {
+    use eflow_compiler::analysis::{Analysis, Loader};
+    struct NoDisk;
+    impl Loader for NoDisk {
+        fn read(&self, path: &std::path::Path) -> std::io::Result<String> {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} was not sent with the deploy", path.display()),
+            ))
+        }
+    }
+    if files.is_empty() {
+        return Err(ApiError::bad_request("empty_source", "`source` holds no file"));
+    }
+    let inputs = files
+        .into_iter()
+        .map(|(name, text)| (std::path::PathBuf::from(name), text))
+        .collect();
+    let analysis = Analysis::from_texts(inputs, &NoDisk);
+    let errors: Vec<String> = analysis
+        .diagnostics()
+        .into_iter()
+        .filter(|d| d.severity == eflow_compiler::diagnostics::Severity::Error)
+        .map(|d| format!("{}: {}", d.code, d.message))
+        .collect();
+    if !errors.is_empty() {
+        return Err(ApiError::bad_request(
+            "compile_error",
+            format!("the source does not compile: {}", errors.join("; ")),
+        ));
+    }
+    eflow_compiler::ir::emit::emit(&analysis, None).map_err(|ds| {
+        ApiError::bad_request(
+            "compile_error",
+            ds.iter()
+                .map(|d| format!("{}: {}", d.code, d.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })
+}

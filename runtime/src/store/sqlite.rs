@@ -1,0 +1,932 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! Writes go through one connection (SQLite has one writer at a time; queueing in
+//! the pool is cheaper than retrying on `SQLITE_BUSY`), reads through a small pool
+//! of their own. A batch is written with multi-row statements: one `INSERT` per
+//! few hundred rows instead of one per row.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{
+    ApprovalRow, Commit, DueTimer, Durability, Error, EventRow, FlowRow, RegistryRow, Result,
+    RunMeta, ScheduleRow, TenantRow,
+};
+
+/// Rows per multi-row statement: well under SQLite's limit of 32,766 bound values.
+const CHUNK: usize = 400;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+fn corrupt(table: &'static str, message: impl Into<String>) -> Error {
+    Error::Corrupt {
+        table,
+        message: message.into(),
+    }
+}
+
+fn json(table: &'static str, bytes: &[u8]) -> Result<serde_json::Value> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(table, e.to_string()))
+}
+
+impl SqliteStore {
+    pub async fn open(path: &str, durability: Durability) -> Result<Self> {
+        if let Some(dir) = Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Db(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { write, read })
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    // ---- the engine's commit -------------------------------------------------
+
+    /// Writes a batch in one transaction.
+    pub async fn commit(&self, c: &Commit) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        if let Some((shard, token)) = c.lease {
+            let done = sqlx::query("UPDATE leases SET expires_at = expires_at WHERE shard = ? AND token = ?")
+                .bind(shard)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() != 1 {
+                return Err(Error::LeaseLost { shard });
+            }
+        }
+        for chunk in c.runs.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO runs (id, tenant, bundle, schedule, parent, status, created_at, updated_at, state) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.meta.id)
+                    .push_bind(&r.meta.tenant)
+                    .push_bind(&r.meta.bundle)
+                    .push_bind(&r.meta.schedule)
+                    .push_bind(&r.meta.parent)
+                    .push_bind(r.status)
+                    .push_bind(r.meta.created_at as i64)
+                    .push_bind(r.updated_at as i64)
+                    .push_bind(&r.state);
+            });
+            q.push(
+                " ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+                 updated_at = excluded.updated_at, state = excluded.state",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in c.events.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO events (run, seq, id, at, status, body) ");
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(&e.run)
+                    .push_bind(e.seq as i64)
+                    .push_bind(&e.id)
+                    .push_bind(e.at as i64)
+                    .push_bind(e.status)
+                    .push_bind(&e.body);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in c.timers_deleted.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("DELETE FROM timers WHERE (run, timer) IN (VALUES ");
+            let mut sep = q.separated(", ");
+            for (run, timer) in chunk {
+                sep.push("(")
+                    .push_bind_unseparated(run)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(timer)
+                    .push_unseparated(")");
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in c.timers.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO timers (run, timer, partition, due_at, claimed_until, event) ",
+            );
+            q.push_values(chunk, |mut b, t| {
+                b.push_bind(&t.run)
+                    .push_bind(&t.timer)
+                    .push_bind(t.partition)
+                    .push_bind(t.due_at as i64)
+                    .push_bind(t.claimed_until as i64)
+                    .push_bind(&t.event);
+            });
+            q.push(
+                " ON CONFLICT (run, timer) DO UPDATE SET partition = excluded.partition, \
+                 due_at = excluded.due_at, claimed_until = excluded.claimed_until, event = excluded.event",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in c.outbox_deleted.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("DELETE FROM outbox WHERE pos IN (");
+            let mut sep = q.separated(", ");
+            for pos in chunk {
+                sep.push_bind(*pos);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in c.outbox.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO outbox (pos, run, effect) ");
+            q.push_values(chunk, |mut b, (pos, run, effect)| {
+                b.push_bind(*pos).push_bind(run).push_bind(effect);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        for a in &c.approvals {
+            sqlx::query(
+                "INSERT INTO approvals (run, step, attempt, tenant, contract, request, requested_at, expires_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(&a.run)
+            .bind(&a.step)
+            .bind(a.attempt)
+            .bind(&a.tenant)
+            .bind(&a.contract)
+            .bind(&a.request)
+            .bind(a.requested_at as i64)
+            .bind(a.expires_at.map(|t| t as i64))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (run, step, attempt, at) in &c.approvals_closed {
+            sqlx::query(
+                "UPDATE approvals SET decided_at = COALESCE(decided_at, ?) WHERE run = ? AND step = ? AND attempt = ?",
+            )
+            .bind(*at as i64)
+            .bind(run)
+            .bind(step)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- runs ----------------------------------------------------------------
+
+    /// A run's routing data, status and encoded state.
+    pub async fn load_run(&self, id: &str) -> Result<Option<(RunMeta, String, Vec<u8>)>> {
+        let row = sqlx::query(
+            "SELECT id, tenant, bundle, schedule, parent, created_at, status, state FROM runs WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| {
+            (
+                RunMeta {
+                    id: r.get(0),
+                    tenant: r.get(1),
+                    bundle: r.get(2),
+                    schedule: r.get(3),
+                    parent: r.get(4),
+                    created_at: r.get::<i64, _>(5) as u64,
+                },
+                r.get(6),
+                r.get(7),
+            )
+        }))
+    }
+
+    /// Top-level runs not finished yet, per tenant: the quota's starting point.
+    pub async fn active_runs_by_tenant(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT tenant, count(*) FROM runs WHERE status IN ('created', 'running') AND parent IS NULL GROUP BY tenant",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub async fn active_runs_of_schedule(&self, schedule: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM runs WHERE schedule = ? AND status IN ('created', 'running')",
+        )
+        .bind(schedule)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    pub async fn events_of(&self, run: &str, after_seq: Option<u64>, limit: u32) -> Result<Vec<EventRow>> {
+        let rows = sqlx::query(
+            "SELECT pos, run, seq, id, at, status, body FROM events WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(run)
+        .bind(after_seq.map_or(-1, |s| s as i64))
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(event_row).collect()
+    }
+
+    /// Events in commit order after `pos`: the history consumer's feed.
+    pub async fn events_after(&self, pos: i64, limit: u32) -> Result<Vec<EventRow>> {
+        let rows = sqlx::query(
+            "SELECT pos, run, seq, id, at, status, body FROM events WHERE pos > ? ORDER BY pos LIMIT ?",
+        )
+        .bind(pos)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(event_row).collect()
+    }
+
+    // ---- timers --------------------------------------------------------------
+
+    /// Claims up to `limit` timers of `partition` due by `until` and not claimed,
+    /// until `claim_until`.
+    pub async fn claim_timers(
+        &self,
+        partition: u32,
+        now: u64,
+        until: u64,
+        claim_until: u64,
+        limit: u32,
+    ) -> Result<Vec<DueTimer>> {
+        let rows = sqlx::query(
+            "UPDATE timers SET claimed_until = ?1 WHERE (run, timer) IN ( \
+               SELECT run, timer FROM timers WHERE partition = ?2 AND due_at <= ?3 AND claimed_until <= ?4 \
+               ORDER BY due_at LIMIT ?5) \
+             RETURNING run, timer, due_at, event",
+        )
+        .bind(claim_until as i64)
+        .bind(partition)
+        .bind(until as i64)
+        .bind(now as i64)
+        .bind(limit)
+        .fetch_all(&self.write)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DueTimer {
+                run: r.get(0),
+                timer: r.get(1),
+                due_at: r.get::<i64, _>(2) as u64,
+                event: r.get(3),
+            })
+            .collect())
+    }
+
+    /// When the next unclaimed timer of `partition` is due.
+    pub async fn next_timer_due(&self, partition: u32) -> Result<Option<u64>> {
+        let due: Option<i64> =
+            sqlx::query_scalar("SELECT min(due_at) FROM timers WHERE partition = ?")
+                .bind(partition)
+                .fetch_one(&self.read)
+                .await?;
+        Ok(due.map(|d| d as u64))
+    }
+
+    pub async fn timer_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM timers")
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    // ---- outbox --------------------------------------------------------------
+
+    pub async fn outbox(&self) -> Result<Vec<(i64, String, Vec<u8>)>> {
+        let rows = sqlx::query("SELECT pos, run, effect FROM outbox ORDER BY pos")
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    pub async fn max_outbox_pos(&self) -> Result<i64> {
+        let max: Option<i64> = sqlx::query_scalar("SELECT max(pos) FROM outbox")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(max.unwrap_or(0))
+    }
+
+    // ---- leases --------------------------------------------------------------
+
+    /// Takes shard `shard` for `owner`, returning the new fencing token: any
+    /// commit still carrying an older token fails.
+    pub async fn acquire_lease(&self, shard: u32, owner: &str, expires_at: u64) -> Result<i64> {
+        let token: i64 = sqlx::query_scalar(
+            "INSERT INTO leases (shard, owner, token, expires_at) VALUES (?1, ?2, 1, ?3) \
+             ON CONFLICT (shard) DO UPDATE SET owner = ?2, token = token + 1, expires_at = ?3 \
+             RETURNING token",
+        )
+        .bind(shard)
+        .bind(owner)
+        .bind(expires_at as i64)
+        .fetch_one(&self.write)
+        .await?;
+        Ok(token)
+    }
+
+    // ---- flows ---------------------------------------------------------------
+
+    /// Stores a bundle and its flow versions; each named flow becomes its name's head.
+    pub async fn insert_bundle(
+        &self,
+        id: &str,
+        tenant: &str,
+        env: &str,
+        ir: &[u8],
+        flows: &[(String, String)],
+        now: u64,
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO bundles (id, tenant, env, ir, deployed_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(tenant)
+        .bind(env)
+        .bind(ir)
+        .bind(now as i64)
+        .execute(&mut *tx)
+        .await?;
+        for (name, version) in flows {
+            sqlx::query("UPDATE flows SET head = 0 WHERE tenant = ? AND name = ?")
+                .bind(tenant)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO flows (tenant, name, version, bundle, deployed_at, head) VALUES (?, ?, ?, ?, ?, 1) \
+                 ON CONFLICT (tenant, name, version) DO UPDATE SET head = 1, bundle = excluded.bundle, \
+                 deployed_at = excluded.deployed_at",
+            )
+            .bind(tenant)
+            .bind(name)
+            .bind(version)
+            .bind(id)
+            .bind(now as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A bundle's environment and IR.
+    pub async fn bundle(&self, id: &str) -> Result<Option<(String, String, Vec<u8>)>> {
+        let row = sqlx::query("SELECT tenant, env, ir FROM bundles WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
+    /// The named flow at `version`, or its head.
+    pub async fn flow(&self, tenant: &str, name: &str, version: Option<&str>) -> Result<Option<FlowRow>> {
+        let row = match version {
+            Some(v) => sqlx::query(
+                "SELECT tenant, name, version, bundle, deployed_at, head FROM flows WHERE tenant = ? AND name = ? AND version = ?",
+            )
+            .bind(tenant)
+            .bind(name)
+            .bind(v),
+            None => sqlx::query(
+                "SELECT tenant, name, version, bundle, deployed_at, head FROM flows WHERE tenant = ? AND name = ? AND head = 1",
+            )
+            .bind(tenant)
+            .bind(name),
+        }
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(flow_row))
+    }
+
+    pub async fn flows(&self, tenant: Option<&str>) -> Result<Vec<FlowRow>> {
+        let rows = match tenant {
+            Some(t) => sqlx::query(
+                "SELECT tenant, name, version, bundle, deployed_at, head FROM flows WHERE tenant = ? ORDER BY name, deployed_at",
+            )
+            .bind(t),
+            None => sqlx::query(
+                "SELECT tenant, name, version, bundle, deployed_at, head FROM flows ORDER BY tenant, name, deployed_at",
+            ),
+        }
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(flow_row).collect())
+    }
+
+    // ---- tenants and tokens --------------------------------------------------
+
+    pub async fn create_tenant(&self, t: &TenantRow) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO tenants (id, created_at, max_active_runs, max_starts_per_sec) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&t.id)
+        .bind(t.created_at as i64)
+        .bind(t.max_active_runs)
+        .bind(t.max_starts_per_sec)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<TenantRow>> {
+        let rows = sqlx::query(
+            "SELECT id, created_at, max_active_runs, max_starts_per_sec FROM tenants ORDER BY id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(tenant_row).collect())
+    }
+
+    pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>> {
+        let row = sqlx::query(
+            "SELECT id, created_at, max_active_runs, max_starts_per_sec FROM tenants WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(tenant_row))
+    }
+
+    /// Deletes every row of `tenant` in every table, the tenant last.
+    pub async fn purge_tenant(&self, tenant: &str) -> Result<u64> {
+        let mut tx = self.write.begin().await?;
+        let mut n = 0;
+        for sql in [
+            "DELETE FROM events WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
+            "DELETE FROM timers WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
+            "DELETE FROM outbox WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
+            "DELETE FROM runs WHERE tenant = ?1",
+            "DELETE FROM approvals WHERE tenant = ?1",
+            "DELETE FROM registry WHERE tenant = ?1",
+            "DELETE FROM schedules WHERE tenant = ?1",
+            "DELETE FROM flows WHERE tenant = ?1",
+            "DELETE FROM bundles WHERE tenant = ?1",
+            "DELETE FROM tokens WHERE tenant = ?1",
+            "DELETE FROM tenants WHERE id = ?1",
+        ] {
+            n += sqlx::query(sql)
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub async fn insert_token(&self, hash: &str, tenant: Option<&str>, name: &str, now: u64) -> Result<()> {
+        sqlx::query("INSERT INTO tokens (hash, tenant, name, created_at) VALUES (?, ?, ?, ?)")
+            .bind(hash)
+            .bind(tenant)
+            .bind(name)
+            .bind(now as i64)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// The token's tenant (`Some(None)` for an admin token), or `None` if unknown.
+    pub async fn token(&self, hash: &str) -> Result<Option<Option<String>>> {
+        let row = sqlx::query("SELECT tenant FROM tokens WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn admin_token_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM tokens WHERE tenant IS NULL")
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    // ---- approvals -----------------------------------------------------------
+
+    pub async fn approvals(&self, tenant: Option<&str>, pending_only: bool) -> Result<Vec<ApprovalRow>> {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT run, step, attempt, tenant, contract, request, requested_at, expires_at, decided_at, decision FROM approvals WHERE 1 = 1",
+        );
+        if let Some(t) = tenant {
+            q.push(" AND tenant = ").push_bind(t);
+        }
+        if pending_only {
+            q.push(" AND decided_at IS NULL");
+        }
+        q.push(" ORDER BY requested_at LIMIT 1000");
+        let rows = q.build().fetch_all(&self.read).await?;
+        rows.into_iter().map(approval_row).collect()
+    }
+
+    /// The newest attempt's approval of `step` in `run`.
+    pub async fn approval(&self, run: &str, step: &str) -> Result<Option<ApprovalRow>> {
+        let row = sqlx::query(
+            "SELECT run, step, attempt, tenant, contract, request, requested_at, expires_at, decided_at, decision \
+             FROM approvals WHERE run = ? AND step = ? ORDER BY attempt DESC LIMIT 1",
+        )
+        .bind(run)
+        .bind(step)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(approval_row).transpose()
+    }
+
+    /// Records a decision unless one was recorded already; true if this one counts.
+    pub async fn decide_approval(
+        &self,
+        run: &str,
+        step: &str,
+        attempt: u32,
+        decision: &serde_json::Value,
+        now: u64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE approvals SET decided_at = ?, decision = ? WHERE run = ? AND step = ? AND attempt = ? AND decided_at IS NULL",
+        )
+        .bind(now as i64)
+        .bind(serde_json::to_vec(decision).unwrap_or_default())
+        .bind(run)
+        .bind(step)
+        .bind(attempt)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- registry ------------------------------------------------------------
+
+    /// Registers the next version of `name`, or returns the entry already
+    /// registered under the same idempotency `key`.
+    pub async fn register(
+        &self,
+        key: &str,
+        tenant: &str,
+        kind: &str,
+        name: &str,
+        make_entry: impl FnOnce(i64) -> serde_json::Value,
+        run: &str,
+        step: &str,
+        inputs: &serde_json::Value,
+        now: u64,
+    ) -> Result<RegistryRow> {
+        let mut tx = self.write.begin().await?;
+        let existing = sqlx::query(
+            "SELECT tenant, kind, name, version, entry, run, step, inputs, registered_at FROM registry WHERE key = ?",
+        )
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(r) = existing {
+            return registry_row(r);
+        }
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT max(version) FROM registry WHERE tenant = ? AND kind = ? AND name = ?",
+        )
+        .bind(tenant)
+        .bind(kind)
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let version = last.unwrap_or(0) + 1;
+        let entry = make_entry(version);
+        sqlx::query(
+            "INSERT INTO registry (tenant, kind, name, version, entry, run, step, key, inputs, registered_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant)
+        .bind(kind)
+        .bind(name)
+        .bind(version)
+        .bind(serde_json::to_vec(&entry).unwrap_or_default())
+        .bind(run)
+        .bind(step)
+        .bind(key)
+        .bind(serde_json::to_vec(inputs).unwrap_or_default())
+        .bind(now as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(RegistryRow {
+            tenant: tenant.into(),
+            kind: kind.into(),
+            name: name.into(),
+            version,
+            entry,
+            run: run.into(),
+            step: step.into(),
+            inputs: inputs.clone(),
+            registered_at: now,
+        })
+    }
+
+    /// Moves a registered version to `stage`; returns the updated entry.
+    pub async fn registry_set_stage(
+        &self,
+        tenant: &str,
+        kind: &str,
+        name: &str,
+        version: i64,
+        stage: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let mut tx = self.write.begin().await?;
+        let entry: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT entry FROM registry WHERE tenant = ? AND kind = ? AND name = ? AND version = ?",
+        )
+        .bind(tenant)
+        .bind(kind)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(entry) = entry else { return Ok(None) };
+        let mut entry = json("registry", &entry)?;
+        if let Some(m) = entry.as_object_mut() {
+            m.insert("stage".into(), serde_json::Value::String(stage.into()));
+        }
+        sqlx::query("UPDATE registry SET entry = ? WHERE tenant = ? AND kind = ? AND name = ? AND version = ?")
+            .bind(serde_json::to_vec(&entry).unwrap_or_default())
+            .bind(tenant)
+            .bind(kind)
+            .bind(name)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(entry))
+    }
+
+    pub async fn registry(&self, tenant: &str, kind: Option<&str>, name: Option<&str>) -> Result<Vec<RegistryRow>> {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT tenant, kind, name, version, entry, run, step, inputs, registered_at FROM registry WHERE tenant = ",
+        );
+        q.push_bind(tenant);
+        if let Some(k) = kind {
+            q.push(" AND kind = ").push_bind(k);
+        }
+        if let Some(n) = name {
+            q.push(" AND name = ").push_bind(n);
+        }
+        q.push(" ORDER BY kind, name, version LIMIT 1000");
+        let rows = q.build().fetch_all(&self.read).await?;
+        rows.into_iter().map(registry_row).collect()
+    }
+
+    // ---- schedules -----------------------------------------------------------
+
+    /// Replaces the schedules of `flow` with `rows` (a new deploy moves them to
+    /// the new bundle, keeping the fire times already handled).
+    pub async fn replace_schedules(&self, tenant: &str, flow: &str, rows: &[ScheduleRow]) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let keep: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let old = sqlx::query("SELECT id FROM schedules WHERE tenant = ? AND flow = ?")
+            .bind(tenant)
+            .bind(flow)
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in old {
+            let id: String = r.get(0);
+            if !keep.contains(&id) {
+                sqlx::query("DELETE FROM schedules WHERE id = ?")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO schedules (id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET bundle = excluded.bundle, position = excluded.position, \
+                 spec = excluded.spec, next_due = excluded.next_due",
+            )
+            .bind(&r.id)
+            .bind(&r.tenant)
+            .bind(&r.flow)
+            .bind(&r.bundle)
+            .bind(r.position)
+            .bind(&r.spec)
+            .bind(r.paused)
+            .bind(r.last_fire.map(|t| t as i64))
+            .bind(r.next_due.map(|t| t as i64))
+            .bind(r.buffered.map(|t| t as i64))
+            .bind(r.partition)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<ScheduleRow>> {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition FROM schedules",
+        );
+        if let Some(t) = tenant {
+            q.push(" WHERE tenant = ").push_bind(t);
+        }
+        q.push(" ORDER BY tenant, flow, position");
+        let rows = q.build().fetch_all(&self.read).await?;
+        Ok(rows.into_iter().map(schedule_row).collect())
+    }
+
+    pub async fn schedule(&self, id: &str) -> Result<Option<ScheduleRow>> {
+        let row = sqlx::query(
+            "SELECT id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition FROM schedules WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(schedule_row))
+    }
+
+    /// Claims the unpaused schedules of `partition` due by `now`.
+    pub async fn claim_schedules(&self, partition: u32, now: u64, claim_until: u64, limit: u32) -> Result<Vec<ScheduleRow>> {
+        let rows = sqlx::query(
+            "UPDATE schedules SET claimed_until = ?1 WHERE id IN ( \
+               SELECT id FROM schedules WHERE partition = ?2 AND paused = 0 AND next_due IS NOT NULL \
+               AND next_due <= ?3 AND claimed_until <= ?3 ORDER BY next_due LIMIT ?4) \
+             RETURNING id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition",
+        )
+        .bind(claim_until as i64)
+        .bind(partition)
+        .bind(now as i64)
+        .bind(limit)
+        .fetch_all(&self.write)
+        .await?;
+        Ok(rows.into_iter().map(schedule_row).collect())
+    }
+
+    /// Records what the scheduler did with a schedule and releases its claim.
+    pub async fn update_schedule(
+        &self,
+        id: &str,
+        last_fire: Option<u64>,
+        next_due: Option<u64>,
+        buffered: Option<u64>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE schedules SET last_fire = ?, next_due = ?, buffered = ?, claimed_until = 0 WHERE id = ?",
+        )
+        .bind(last_fire.map(|t| t as i64))
+        .bind(next_due.map(|t| t as i64))
+        .bind(buffered.map(|t| t as i64))
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_schedule_paused(&self, id: &str, paused: bool, next_due: Option<u64>) -> Result<bool> {
+        let done = sqlx::query("UPDATE schedules SET paused = ?, next_due = COALESCE(?, next_due) WHERE id = ?")
+            .bind(paused)
+            .bind(next_due.map(|t| t as i64))
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- settings ------------------------------------------------------------
+
+    pub async fn setting(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.read)
+            .await?)
+    }
+
+    /// Stores `value` unless the key has one; returns the stored value.
+    pub async fn setting_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.write)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_one(&self.write)
+            .await?)
+    }
+
+    pub async fn run_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM runs")
+            .fetch_one(&self.read)
+            .await?)
+    }
+}
+
+fn event_row(r: sqlx::sqlite::SqliteRow) -> Result<EventRow> {
+    let body: Vec<u8> = r.get(6);
+    Ok(EventRow {
+        pos: r.get(0),
+        run: r.get(1),
+        seq: r.get::<i64, _>(2) as u64,
+        id: r.get(3),
+        at: r.get::<i64, _>(4) as u64,
+        status: r.get(5),
+        body: json("events", &body)?,
+    })
+}
+
+fn flow_row(r: sqlx::sqlite::SqliteRow) -> FlowRow {
+    FlowRow {
+        tenant: r.get(0),
+        name: r.get(1),
+        version: r.get(2),
+        bundle: r.get(3),
+        deployed_at: r.get::<i64, _>(4) as u64,
+        head: r.get::<i64, _>(5) != 0,
+    }
+}
+
+fn tenant_row(r: sqlx::sqlite::SqliteRow) -> TenantRow {
+    TenantRow {
+        id: r.get(0),
+        created_at: r.get::<i64, _>(1) as u64,
+        max_active_runs: r.get(2),
+        max_starts_per_sec: r.get(3),
+    }
+}
+
+fn schedule_row(r: sqlx::sqlite::SqliteRow) -> ScheduleRow {
+    ScheduleRow {
+        id: r.get(0),
+        tenant: r.get(1),
+        flow: r.get(2),
+        bundle: r.get(3),
+        position: r.get::<i64, _>(4) as u32,
+        spec: r.get(5),
+        paused: r.get::<i64, _>(6) != 0,
+        last_fire: r.get::<Option<i64>, _>(7).map(|t| t as u64),
+        next_due: r.get::<Option<i64>, _>(8).map(|t| t as u64),
+        buffered: r.get::<Option<i64>, _>(9).map(|t| t as u64),
+        partition: r.get::<i64, _>(10) as u32,
+    }
+}
+
+fn approval_row(r: sqlx::sqlite::SqliteRow) -> Result<ApprovalRow> {
+    let request: Vec<u8> = r.get(5);
+    let decision: Option<Vec<u8>> = r.get(9);
+    Ok(ApprovalRow {
+        run: r.get(0),
+        step: r.get(1),
+        attempt: r.get::<i64, _>(2) as u32,
+        tenant: r.get(3),
+        contract: r.get(4),
+        request: json("approvals", &request)?,
+        requested_at: r.get::<i64, _>(6) as u64,
+        expires_at: r.get::<Option<i64>, _>(7).map(|t| t as u64),
+        decided_at: r.get::<Option<i64>, _>(8).map(|t| t as u64),
+        decision: decision.map(|d| json("approvals", &d)).transpose()?,
+    })
+}
+
+fn registry_row(r: sqlx::sqlite::SqliteRow) -> Result<RegistryRow> {
+    let entry: Vec<u8> = r.get(4);
+    let inputs: Vec<u8> = r.get(7);
+    Ok(RegistryRow {
+        tenant: r.get(0),
+        kind: r.get(1),
+        name: r.get(2),
+        version: r.get(3),
+        entry: json("registry", &entry)?,
+        run: r.get(5),
+        step: r.get(6),
+        inputs: json("registry", &inputs)?,
+        registered_at: r.get::<i64, _>(8) as u64,
+    })
+}
