@@ -1,4 +1,5 @@
-//! The pure core of the eflow runtime: IR validation, run state, events, effects, `apply`.
+//! The pure core of the eflow runtime: IR validation, run state, events, effects, `apply`,
+//! and the decisions of the scheduler.
 //!
 //! Nothing here does I/O, reads a clock or draws random numbers: the engine
 //! around it loads a run, calls [`apply`] with the event and the time, and commits
@@ -8,6 +9,7 @@ pub mod apply;
 pub mod effect;
 pub mod eval;
 pub mod event;
+pub mod schedule;
 pub mod state;
 pub mod time;
 pub mod validate;

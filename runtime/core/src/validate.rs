@@ -190,6 +190,11 @@ impl Validator {
                 }
             }
         }
+        for (k, sch) in f.schedules.iter().enumerate() {
+            if let Err(e) = crate::schedule::Compiled::new(sch) {
+                self.err(format!("{p}.schedules[{k}]"), e);
+            }
+        }
         let mut nodes = HashMap::new();
         for (j, n) in f.nodes.iter().enumerate() {
             if nodes.insert(n.id.clone(), j).is_some() {

@@ -166,3 +166,24 @@ fn subflow_recursion_is_rejected() {
         "#]],
     );
 }
+
+#[test]
+fn schedules_are_checked() {
+    let schedule = |cron: &str, tz: &str| json!([{"cron": cron, "timezone": tz, "overlap": "skip", "catchup": "once", "input": {}}]);
+    check(
+        |f| f["schedules"] = schedule("0 3 * * *", "Europe/Berlin"),
+        "Fixed",
+        true,
+        expect![[r#"
+            ok
+        "#]],
+    );
+    check(
+        |f| f["schedules"] = schedule("0 3 * * MOO", "Mars/Olympus"),
+        "Fixed",
+        true,
+        expect![[r#"
+            flows[6].schedules[0]: invalid cron expression `0 3 * * MOO`: the day-of-week field `MOO` has `MOO`: use 0–7 (0 and 7 are Sunday) or SUN–SAT
+        "#]],
+    );
+}

@@ -1,0 +1,285 @@
+//! When a cron expression fires, as instants: croner matches local calendar times,
+//! this module turns them into instants across daylight saving time.
+//!
+//! croner is only asked about *local* times, which it is given as UTC values so
+//! that its own DST handling never runs. (Asked with a zone, croner 3.0 fires an
+//! hourly-in-the-repeated-hour job out of order, can return an instant before the
+//! one it was asked to search after, and moves a fixed-time job whose date does
+//! not match into a spring-forward gap; the tests pin our behaviour instead.)
+//!
+//! Every local time that matches the expression is resolved to one instant:
+//!
+//! - a time that exists once is that instant;
+//! - a time repeated when the clocks go back is its first occurrence;
+//! - a time skipped when the clocks go forward is the first instant after the gap.
+//!
+//! This resolution never decreases as the local time increases, so the fire times
+//! are its image of the matching local times, in order, with duplicates (several
+//! skipped times landing on the same instant) counted once. Both searches below
+//! turn an instant into the first local time that resolves after it and then ask
+//! croner for one match: a single step, whatever the zone does.
+
+use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use eflow_compiler::schedule::{parse_cron, parse_timezone};
+
+/// Fire times end with this year: croner stops searching at 5000.
+const LAST_YEAR: i32 = 4999;
+
+/// A cron expression read in a time zone: the nominal fire times of a schedule.
+#[derive(Debug, Clone)]
+pub struct Calendar {
+    cron: Cron,
+    tz: Tz,
+    /// No date of any year from 1970 to [`LAST_YEAR`] matches (`30 2`, or
+    /// `29 2 ? 2025-2099/4`): the searches answer at once instead of letting croner
+    /// walk day by day to the year 5000.
+    never: bool,
+}
+
+impl Calendar {
+    /// Parse `cron` (5, 6 or 7 fields, see `eflow_compiler::schedule`) and the IANA
+    /// zone `tz`; the error says which one is wrong and how.
+    pub fn new(cron: &str, tz: &str) -> Result<Calendar, String> {
+        let parsed =
+            parse_cron(cron).map_err(|e| format!("invalid cron expression `{cron}`: {e}"))?;
+        let zone = parse_timezone(tz).map_err(|e| format!("unknown time zone `{tz}`: {e}"))?;
+        let never = !fires_in_some_year(&parsed);
+        Ok(Calendar {
+            cron: parsed,
+            tz: zone,
+            never,
+        })
+    }
+
+    /// The first fire time strictly after `after_ms`, or `None` if there is none
+    /// (a year in the past, a date that does not exist, or beyond the year 4999).
+    pub fn next_after(&self, after_ms: u64) -> Option<u64> {
+        let x = i64::try_from(after_ms).ok()?;
+        self.next_after_i(x)
+            .and_then(|secs| u64::try_from(secs).ok())
+            .map(|s| s * 1000)
+    }
+
+    /// The first fire time at or after `at_ms`.
+    pub fn next_at_or_after(&self, at_ms: u64) -> Option<u64> {
+        let x = i64::try_from(at_ms).ok()?;
+        self.next_after_i(x - 1)
+            .and_then(|secs| u64::try_from(secs).ok())
+            .map(|s| s * 1000)
+    }
+
+    /// The last fire time at or before `at_ms`, or `None` if there is none since
+    /// 1970.
+    pub fn latest_at_or_before(&self, at_ms: u64) -> Option<u64> {
+        if self.never {
+            return None;
+        }
+        let x = i64::try_from(at_ms).unwrap_or(i64::MAX).min(max_ms() - 1);
+        let limit = self.first_local_after(x)? - chrono::Duration::seconds(1);
+        let found = self
+            .cron
+            .find_previous_occurrence(&Utc.from_utc_datetime(&limit), true)
+            .ok()?
+            .naive_utc();
+        let secs = self.resolve(found);
+        u64::try_from(secs).ok().map(|s| s * 1000)
+    }
+
+    /// The fire times strictly after `after_ms`, in order.
+    pub fn iter_after(&self, after_ms: u64) -> impl Iterator<Item = u64> + '_ {
+        std::iter::successors(self.next_after(after_ms), |&t| self.next_after(t))
+    }
+
+    /// In whole seconds; `x` in milliseconds.
+    fn next_after_i(&self, x: i64) -> Option<i64> {
+        if self.never || x >= max_ms() {
+            return None;
+        }
+        let from = self.first_local_after(x)?;
+        let found = self
+            .cron
+            .find_next_occurrence(&Utc.from_utc_datetime(&from), true)
+            .ok()?
+            .naive_utc();
+        if found.year() > LAST_YEAR {
+            return None;
+        }
+        Some(self.resolve(found))
+    }
+
+    /// The instant a matching local time fires at, in seconds.
+    fn resolve(&self, local: NaiveDateTime) -> i64 {
+        match self.tz.from_local_datetime(&local) {
+            LocalResult::Single(t) => t.timestamp(),
+            LocalResult::Ambiguous(first, _) => first.timestamp(),
+            LocalResult::None => self.gap_end(local),
+        }
+    }
+
+    /// The first instant whose local time is after `local`, a time in a gap: the
+    /// moment the clocks jumped. Found by bisection over two days, because chrono-tz
+    /// does not expose its transitions; local time only decreases at a fall-back,
+    /// and no zone has one within a day of a spring-forward.
+    fn gap_end(&self, local: NaiveDateTime) -> i64 {
+        let guess = local.and_utc().timestamp();
+        // Offsets lie within ±16 h (local mean times included), so these bracket it.
+        let (mut lo, mut hi) = (guess - 86_400, guess + 86_400);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.local(mid) > local {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        hi
+    }
+
+    /// The smallest whole-second local time that resolves to an instant after `x`
+    /// (milliseconds). The local time one second after `x`'s own, except when `x`
+    /// lies in the second pass through a repeated hour: the times of that hour
+    /// resolve to their first pass, before `x`, so the answer is the end of the hour.
+    fn first_local_after(&self, x: i64) -> Option<NaiveDateTime> {
+        let secs = x.div_euclid(1000);
+        let next = self.local(secs) + chrono::Duration::seconds(1);
+        match self.tz.from_local_datetime(&next) {
+            LocalResult::Ambiguous(first, _) if first.timestamp() <= secs => {
+                // The clocks went back between `first` and `secs`: find the instant.
+                let before = self.offset(first.timestamp());
+                let (mut lo, mut hi) = (first.timestamp(), secs);
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    if self.offset(mid) == before {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                Some(self.local(lo) + chrono::Duration::seconds(1))
+            }
+            _ => Some(next),
+        }
+    }
+
+    fn local(&self, secs: i64) -> NaiveDateTime {
+        let utc = DateTime::from_timestamp(secs, 0).unwrap_or_default();
+        utc.with_timezone(&self.tz).naive_local()
+    }
+
+    fn offset(&self, secs: i64) -> i32 {
+        let utc = DateTime::from_timestamp(secs, 0).unwrap_or_default();
+        self.tz
+            .offset_from_utc_datetime(&utc.naive_utc())
+            .fix()
+            .local_minus_utc()
+    }
+}
+
+/// 5000-01-01T00:00:00Z in milliseconds.
+fn max_ms() -> i64 {
+    NaiveDate::from_ymd_opt(LAST_YEAR + 1, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(i64::MAX, |t| t.and_utc().timestamp_millis())
+}
+
+/// Whether some date from 1970 to [`LAST_YEAR`] matches the date fields.
+///
+/// Which days of a year match depends only on whether it is a leap year and on
+/// the weekday of 1 January, so 14 kinds of year are checked, each at most once.
+fn fires_in_some_year(cron: &Cron) -> bool {
+    let p = &cron.pattern;
+    let mut kinds: [Option<bool>; 14] = [None; 14];
+    for year in 1970..=LAST_YEAR {
+        if !p.year_match(year).unwrap_or(false) {
+            continue;
+        }
+        let Some(jan1) = NaiveDate::from_ymd_opt(year, 1, 1) else {
+            continue;
+        };
+        let leap = NaiveDate::from_ymd_opt(year, 2, 29).is_some();
+        let kind = usize::from(leap) * 7 + jan1.weekday().num_days_from_monday() as usize;
+        let ok = *kinds[kind].get_or_insert_with(|| {
+            (1..=12u32).any(|month| {
+                p.month_match(month).unwrap_or(false)
+                    && (1..=31u32).any(|day| {
+                        NaiveDate::from_ymd_opt(year, month, day).is_some()
+                            && p.day_match(year, month, day).unwrap_or(false)
+                    })
+            })
+        });
+        if ok {
+            return true;
+        }
+        if kinds.iter().all(|k| *k == Some(false)) {
+            return false;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> u64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis() as u64
+    }
+
+    fn at(ms: u64) -> String {
+        DateTime::from_timestamp_millis(ms as i64)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
+    #[test]
+    fn impossible_dates_never_fire_and_answer_at_once() {
+        for cron in [
+            "0 0 30 2 *",
+            "0 0 31 4 *",
+            "0 0 31 2,4,6,9,11 *",
+            "0 0 0 30W 2 ?",
+            "0 0 0 29 2 ? 2025-2099/4",
+        ] {
+            let c = Calendar::new(cron, "UTC").unwrap();
+            assert!(c.never, "{cron}");
+            assert_eq!(c.next_after(0), None, "{cron}");
+            assert_eq!(c.latest_at_or_before(u64::MAX), None, "{cron}");
+        }
+        let leap = Calendar::new("0 0 29 2 *", "UTC").unwrap();
+        assert!(!leap.never);
+        assert_eq!(
+            at(leap.next_after(ms("2097-01-01T00:00:00Z")).unwrap()),
+            "2104-02-29T00:00:00Z",
+            "2100 is not a leap year"
+        );
+    }
+
+    #[test]
+    fn the_end_of_time() {
+        let c = Calendar::new("0 0 1 1 *", "UTC").unwrap();
+        assert_eq!(
+            at(c.next_after(ms("4998-06-01T00:00:00Z")).unwrap()),
+            "4999-01-01T00:00:00Z"
+        );
+        assert_eq!(c.next_after(ms("4999-06-01T00:00:00Z")), None);
+        assert_eq!(c.next_after(u64::MAX), None);
+        assert_eq!(
+            at(c.latest_at_or_before(u64::MAX).unwrap()),
+            "4999-01-01T00:00:00Z"
+        );
+        assert_eq!(c.latest_at_or_before(0), Some(0));
+        assert_eq!(c.next_at_or_after(0), Some(0));
+    }
+
+    #[test]
+    fn a_gap_ends_where_the_clocks_jump() {
+        let c = Calendar::new("30 2 * * *", "America/New_York").unwrap();
+        let gap = NaiveDate::from_ymd_opt(2024, 3, 10)
+            .unwrap()
+            .and_hms_opt(2, 30, 0)
+            .unwrap();
+        assert_eq!(c.gap_end(gap) * 1000, ms("2024-03-10T07:00:00Z") as i64);
+    }
+}
