@@ -61,6 +61,9 @@ pub struct BenchArgs {
     /// Embedded: commit durability.
     #[arg(long, value_enum, default_value_t)]
     pub durability: Durability,
+    /// Embedded: do not run the history consumer (measures the engine alone).
+    #[arg(long)]
+    pub no_history: bool,
     /// Embedded: keep the data directory here instead of a temporary one.
     #[arg(long)]
     pub data: Option<std::path::PathBuf>,
@@ -137,6 +140,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             o.durability = args.durability;
             o.shards = args.shards;
             o.admin_token = Some(token.clone());
+            o.history = !args.no_history;
             let s = Server::start(o).await?;
             (Some((s, token)), temp)
         }
@@ -170,8 +174,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let stats0 = stats(&client).await?;
     let bar = indicatif::ProgressBar::new(args.runs);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix:>9} [{bar:40}] {pos}/{len} {per_sec} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>9} [{bar:40}] {pos}/{len} {per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     if args.output == Output::Json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -180,7 +186,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let began = Instant::now();
     let limit = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let errors = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(args.runs as usize)));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(
+        args.runs as usize,
+    )));
     let mut handles = Vec::new();
     for i in 0..args.runs {
         if let Some(rate) = args.rate {
@@ -271,7 +279,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         rss_mb: server.as_ref().and_then(|_| rss_mb("VmRSS:")),
         backend: match &args.server {
             Some(u) => format!("server {u}"),
-            None => format!("embedded SQLite ({:?} durability, {} shards)", args.durability, args.shards),
+            None => format!(
+                "embedded SQLite ({:?} durability, {} shards{})",
+                args.durability,
+                args.shards,
+                if args.no_history { ", no history" } else { "" }
+            ),
         },
     };
     match args.output {
@@ -288,20 +301,45 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn report_text(r: &Report) -> String {
-    let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |x| format!("{x:.1} {unit}"));
+    let opt =
+        |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |x| format!("{x:.1} {unit}"));
     let rows = [
         ("backend", r.backend.clone()),
-        ("runs × steps, tenants", format!("{} × {}, {}", r.runs, r.steps, r.tenants)),
-        ("simulated step duration", format!("{} ms (SIMULATED compute)", r.sim_duration_ms)),
-        ("started / failed to start", format!("{} / {}", r.started, r.start_errors)),
+        (
+            "runs × steps, tenants",
+            format!("{} × {}, {}", r.runs, r.steps, r.tenants),
+        ),
+        (
+            "simulated step duration",
+            format!("{} ms (SIMULATED compute)", r.sim_duration_ms),
+        ),
+        (
+            "started / failed to start",
+            format!("{} / {}", r.started, r.start_errors),
+        ),
         ("completed", r.completed.to_string()),
         ("elapsed", format!("{:.2} s", r.seconds)),
-        ("step transitions/s", format!("{:.0}", r.transitions_per_sec)),
-        ("runs completed/s", format!("{:.0}", r.runs_completed_per_sec)),
+        (
+            "step transitions/s",
+            format!("{:.0}", r.transitions_per_sec),
+        ),
+        (
+            "runs completed/s",
+            format!("{:.0}", r.runs_completed_per_sec),
+        ),
         ("starts/s", format!("{:.0}", r.starts_per_sec)),
-        ("start→first invocation p50", format!("{:.2} ms", r.start_to_first_invocation_p50_ms)),
-        ("start→first invocation p99", format!("{:.2} ms", r.start_to_first_invocation_p99_ms)),
-        ("bytes written/transition", opt(r.bytes_written_per_transition, "B")),
+        (
+            "start→first invocation p50",
+            format!("{:.2} ms", r.start_to_first_invocation_p50_ms),
+        ),
+        (
+            "start→first invocation p99",
+            format!("{:.2} ms", r.start_to_first_invocation_p99_ms),
+        ),
+        (
+            "bytes written/transition",
+            opt(r.bytes_written_per_transition, "B"),
+        ),
         ("peak RSS", opt(r.peak_rss_mb, "MB")),
         ("RSS at end", opt(r.rss_mb, "MB")),
     ];

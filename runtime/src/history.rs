@@ -147,7 +147,8 @@ impl History {
                     tenant
                 }
                 None => {
-                    let Some((meta, _, state)) = engine.store().sqlite().load_run(&e.run).await? else {
+                    let Some((meta, _, state)) = engine.store().sqlite().load_run(&e.run).await?
+                    else {
                         // Purged since: nothing to keep.
                         continue;
                     };
@@ -279,7 +280,10 @@ impl History {
         let next = if items.len() > limit as usize {
             items.truncate(limit as usize);
             let last = &rows[limit as usize - 1];
-            Some(encode_cursor(last.get::<i64, _>(5), &last.get::<String, _>(0)))
+            Some(encode_cursor(
+                last.get::<i64, _>(5),
+                &last.get::<String, _>(0),
+            ))
         } else {
             None
         };

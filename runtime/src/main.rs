@@ -16,7 +16,10 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -52,7 +55,10 @@ async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
             args.data.join("admin-token").display()
         );
     }
-    eprintln!("eflow: serving the API on http://{} (Ctrl-C stops)", server.addr);
+    eprintln!(
+        "eflow: serving the API on http://{} (Ctrl-C stops)",
+        server.addr
+    );
     tokio::signal::ctrl_c().await?;
     eprintln!("eflow: stopping: finishing the work in hand");
     server.stop().await;

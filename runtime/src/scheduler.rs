@@ -58,7 +58,13 @@ impl Scheduler {
     }
 
     /// A flow was deployed: create or move its schedules. Returns how many it has.
-    pub async fn deployed(&self, tenant: &str, flow: &ir::Flow, bundle: &str, now: u64) -> Result<usize, String> {
+    pub async fn deployed(
+        &self,
+        tenant: &str,
+        flow: &ir::Flow,
+        bundle: &str,
+        now: u64,
+    ) -> Result<usize, String> {
         let engine = self.engine()?;
         let db = engine.store().sqlite();
         let mut rows = Vec::new();
@@ -99,14 +105,19 @@ impl Scheduler {
         engine
             .store()
             .sqlite()
-            .set_schedule_paused(&s.id, paused, next)
+            .set_schedule_paused(&s.id, paused, now, next)
             .await
             .map_err(|e| e.to_string())?;
         Ok(())
     }
 
     /// Starts one run per fire time in [from, to]; returns their ids.
-    pub async fn backfill(&self, s: &ScheduleRow, from: u64, to: u64) -> Result<Vec<String>, String> {
+    pub async fn backfill(
+        &self,
+        s: &ScheduleRow,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<String>, String> {
         let (compiled, input) = spec(s)?;
         let mut ids = Vec::new();
         for start in compiled.backfill(&s.id, from, to)? {
@@ -115,7 +126,12 @@ impl Scheduler {
         Ok(ids)
     }
 
-    async fn start(&self, s: &ScheduleRow, input: &Map<String, serde_json::Value>, start: &Start) -> Result<String, String> {
+    async fn start(
+        &self,
+        s: &ScheduleRow,
+        input: &Map<String, serde_json::Value>,
+        start: &Start,
+    ) -> Result<String, String> {
         let engine = self.engine()?;
         let id = start.run_id.clone();
         let meta = RunMeta {
@@ -195,7 +211,8 @@ impl Scheduler {
                             eflow_core::Event::new(
                                 "cancel:schedule",
                                 eflow_core::EventKind::CancelRequested {
-                                    reason: "the schedule's overlap policy cancels the running run".into(),
+                                    reason: "the schedule's overlap policy cancels the running run"
+                                        .into(),
                                 },
                             ),
                         )
@@ -216,9 +233,14 @@ impl Scheduler {
                     "fire times skipped"
                 );
             }
-            db.update_schedule(&s.id, Some(plan.processed_through_ms), plan.next_due_ms, plan.buffered)
-                .await
-                .map_err(|e| e.to_string())?;
+            db.update_schedule(
+                &s.id,
+                Some(plan.processed_through_ms),
+                plan.next_due_ms,
+                plan.buffered,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -228,9 +250,15 @@ impl Scheduler {
         let Some(schedule) = &f.schedule else { return };
         let Ok(engine) = self.engine() else { return };
         let db = engine.store().sqlite();
-        let Ok(Some(s)) = db.schedule(schedule).await else { return };
-        let Ok((compiled, input)) = spec(&s) else { return };
-        let Ok(running) = db.active_runs_of_schedule(schedule).await else { return };
+        let Ok(Some(s)) = db.schedule(schedule).await else {
+            return;
+        };
+        let Ok((compiled, input)) = spec(&s) else {
+            return;
+        };
+        let Ok(running) = db.active_runs_of_schedule(schedule).await else {
+            return;
+        };
         let Some(start) = compiled.on_run_finished(&s.id, running.len() as u32, s.buffered) else {
             return;
         };

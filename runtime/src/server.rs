@@ -65,8 +65,12 @@ pub struct Server {
 
 impl Server {
     pub async fn start(options: Options) -> anyhow::Result<Server> {
-        std::fs::create_dir_all(&options.data)
-            .with_context(|| format!("cannot create the data directory {}", options.data.display()))?;
+        std::fs::create_dir_all(&options.data).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                options.data.display()
+            )
+        })?;
         let db = options.data.join("eflow.db");
         let store = Store::open(&format!("sqlite://{}", db.display()), options.durability)
             .await

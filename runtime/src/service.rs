@@ -71,16 +71,23 @@ impl From<engine::Error> for ApiError {
         match e {
             engine::Error::Rejected(Rejection::InvalidInput { errors }) => ApiError::bad_request(
                 "invalid_input",
-                format!("the input does not fit the flow's parameters: {}", errors.join("; ")),
+                format!(
+                    "the input does not fit the flow's parameters: {}",
+                    errors.join("; ")
+                ),
             ),
-            engine::Error::Rejected(Rejection::Finished) => {
-                ApiError::new(409, "run_finished", "the run has finished: nothing changes it any more")
-            }
+            engine::Error::Rejected(Rejection::Finished) => ApiError::new(
+                409,
+                "run_finished",
+                "the run has finished: nothing changes it any more",
+            ),
             engine::Error::Rejected(r) => ApiError::new(409, "rejected", r.to_string()),
             engine::Error::NoSuchRun(id) => ApiError::not_found("run", &id),
-            engine::Error::Stopped => {
-                ApiError::new(503, "unavailable", "the server is shutting down: try again shortly")
-            }
+            engine::Error::Stopped => ApiError::new(
+                503,
+                "unavailable",
+                "the server is shutting down: try again shortly",
+            ),
             e => ApiError::internal(e),
         }
     }
@@ -170,6 +177,10 @@ struct Inner {
     scheduler: Scheduler,
     quotas: Quotas,
     usage: Mutex<HashMap<String, Usage>>,
+    /// Tenants and the head versions of flows, read on every start: cached,
+    /// and dropped on every change (create, purge, deploy).
+    tenants: Mutex<HashMap<String, TenantRow>>,
+    heads: Mutex<HashMap<(String, String), store::FlowRow>>,
 }
 
 pub fn token_hash(token: &str) -> String {
@@ -219,6 +230,8 @@ impl Service {
                 scheduler,
                 quotas,
                 usage: Mutex::new(usage),
+                tenants: Mutex::default(),
+                heads: Mutex::default(),
             }),
         })
     }
@@ -294,7 +307,11 @@ impl Service {
 
     // ---- tenants -------------------------------------------------------------
 
-    pub async fn create_tenant(&self, caller: &Caller, req: CreateTenant) -> ApiResult<TenantCreated> {
+    pub async fn create_tenant(
+        &self,
+        caller: &Caller,
+        req: CreateTenant,
+    ) -> ApiResult<TenantCreated> {
         caller.admin_only()?;
         check_name("tenant", &req.id)?;
         let row = TenantRow {
@@ -337,7 +354,9 @@ impl Service {
         if self.db().tenant(id).await?.is_none() {
             return Err(ApiError::not_found("tenant", id));
         }
+        self.forget(id);
         let rows = self.db().purge_tenant(id).await?;
+        self.forget(id);
         let history_rows = self.inner.history.purge(id).await?;
         if let Ok(mut u) = self.inner.usage.lock() {
             u.remove(id);
@@ -349,9 +368,59 @@ impl Service {
     }
 
     async fn tenant_exists(&self, id: &str) -> ApiResult<TenantRow> {
-        self.db().tenant(id).await?.ok_or_else(|| {
-            ApiError::not_found("tenant", id)
-        })
+        if let Some(t) = self
+            .inner
+            .tenants
+            .lock()
+            .ok()
+            .and_then(|c| c.get(id).cloned())
+        {
+            return Ok(t);
+        }
+        let t = self
+            .db()
+            .tenant(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("tenant", id))?;
+        if let Ok(mut c) = self.inner.tenants.lock() {
+            c.insert(id.to_string(), t.clone());
+        }
+        Ok(t)
+    }
+
+    fn forget(&self, tenant: &str) {
+        if let Ok(mut c) = self.inner.tenants.lock() {
+            c.remove(tenant);
+        }
+        if let Ok(mut h) = self.inner.heads.lock() {
+            h.retain(|(t, _), _| t != tenant);
+        }
+    }
+
+    async fn head(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> ApiResult<Option<store::FlowRow>> {
+        if version.is_some() {
+            return Ok(self.db().flow(tenant, name, version).await?);
+        }
+        let key = (tenant.to_string(), name.to_string());
+        if let Some(f) = self
+            .inner
+            .heads
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
+            return Ok(Some(f));
+        }
+        let f = self.db().flow(tenant, name, None).await?;
+        if let (Some(f), Ok(mut c)) = (&f, self.inner.heads.lock()) {
+            c.insert(key, f.clone());
+        }
+        Ok(f)
     }
 
     // ---- flows ---------------------------------------------------------------
@@ -385,11 +454,20 @@ impl Service {
             )
         })?;
         if bundle.flows.is_empty() {
-            return Err(ApiError::bad_request("empty_bundle", "the bundle holds no flow"));
+            return Err(ApiError::bad_request(
+                "empty_bundle",
+                "the bundle holds no flow",
+            ));
         }
         let env = pick_env(&bundle, req.env.as_deref())?;
         let canonical = serde_json::to_vec(&bundle).map_err(ApiError::internal)?;
-        let id = format!("b-{}", &token_hash(&format!("{tenant}\n{env}\n{}", String::from_utf8_lossy(&canonical)))[..24]);
+        let id = format!(
+            "b-{}",
+            &token_hash(&format!(
+                "{tenant}\n{env}\n{}",
+                String::from_utf8_lossy(&canonical)
+            ))[..24]
+        );
         let flows: Vec<(String, String)> = bundle
             .flows
             .iter()
@@ -399,6 +477,7 @@ impl Service {
         self.db()
             .insert_bundle(&id, &tenant, &env, &canonical, &flows, now)
             .await?;
+        self.forget(&tenant);
         self.inner.engine.deployments().insert(Arc::new(Deployed {
             id: id.clone(),
             tenant: tenant.clone(),
@@ -505,8 +584,7 @@ impl Service {
         let tenant = caller.tenant(req.tenant.as_deref())?.to_string();
         let t = self.tenant_exists(&tenant).await?;
         let flow = self
-            .db()
-            .flow(&tenant, &req.flow, req.version.as_deref())
+            .head(&tenant, &req.flow, req.version.as_deref())
             .await?
             .ok_or_else(|| {
                 ApiError::not_found(
@@ -543,12 +621,17 @@ impl Service {
             parent: None,
             created_at: self.now(),
         };
-        match self.inner.engine.create(meta, flow.name.clone(), input).await {
+        match self
+            .inner
+            .engine
+            .create(meta, flow.name.clone(), input)
+            .await
+        {
             Ok(applied) => {
                 if !applied.changed {
                     self.release(&tenant);
                 }
-                self.get_run(caller, &id).await
+                Ok(run_view(&applied.meta, &applied.state, &applied.deployed))
             }
             Err(e) => {
                 self.release(&tenant);
@@ -575,7 +658,13 @@ impl Service {
         Ok(run_view(&meta, &run, &deployed))
     }
 
-    pub async fn run_events(&self, caller: &Caller, id: &str, after: Option<u64>, limit: u32) -> ApiResult<Vec<EventView>> {
+    pub async fn run_events(
+        &self,
+        caller: &Caller,
+        id: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> ApiResult<Vec<EventView>> {
         self.load_run(caller, id).await?;
         let rows = self.db().events_of(id, after, limit.clamp(1, 1000)).await?;
         Ok(rows
@@ -590,7 +679,12 @@ impl Service {
             .collect())
     }
 
-    pub async fn cancel_run(&self, caller: &Caller, id: &str, reason: Option<String>) -> ApiResult<RunView> {
+    pub async fn cancel_run(
+        &self,
+        caller: &Caller,
+        id: &str,
+        reason: Option<String>,
+    ) -> ApiResult<RunView> {
         self.load_run(caller, id).await?;
         let event = Event::new(
             "cancel",
@@ -598,13 +692,18 @@ impl Service {
                 reason: reason.unwrap_or_else(|| "cancelled through the API".into()),
             },
         );
-        self.inner.engine.deliver(id, event).await?;
-        self.get_run(caller, id).await
+        let applied = self.inner.engine.deliver(id, event).await?;
+        Ok(run_view(&applied.meta, &applied.state, &applied.deployed))
     }
 
     // ---- approvals and callbacks -------------------------------------------
 
-    pub async fn approvals(&self, caller: &Caller, tenant: Option<&str>, pending: bool) -> ApiResult<Vec<ApprovalView>> {
+    pub async fn approvals(
+        &self,
+        caller: &Caller,
+        tenant: Option<&str>,
+        pending: bool,
+    ) -> ApiResult<Vec<ApprovalView>> {
         let t = match caller {
             Caller::Admin => tenant,
             Caller::Tenant(_) => Some(caller.tenant(tenant)?),
@@ -613,7 +712,13 @@ impl Service {
         Ok(rows.into_iter().map(approval_view).collect())
     }
 
-    pub async fn decide(&self, caller: &Caller, run: &str, step: &str, d: Decide) -> ApiResult<ApprovalView> {
+    pub async fn decide(
+        &self,
+        caller: &Caller,
+        run: &str,
+        step: &str,
+        d: Decide,
+    ) -> ApiResult<ApprovalView> {
         let (_meta, _run) = self.load_run(caller, run).await?;
         let Some(row) = self.db().approval(run, step).await? else {
             return Err(ApiError::not_found("approval", &format!("{run}/{step}")));
@@ -719,7 +824,11 @@ impl Service {
 
     // ---- schedules -----------------------------------------------------------
 
-    pub async fn schedules(&self, caller: &Caller, tenant: Option<&str>) -> ApiResult<Vec<ScheduleView>> {
+    pub async fn schedules(
+        &self,
+        caller: &Caller,
+        tenant: Option<&str>,
+    ) -> ApiResult<Vec<ScheduleView>> {
         let t = match caller {
             Caller::Admin => tenant,
             Caller::Tenant(_) => Some(caller.tenant(tenant)?),
@@ -735,7 +844,12 @@ impl Service {
         }
     }
 
-    pub async fn pause_schedule(&self, caller: &Caller, id: &str, paused: bool) -> ApiResult<ScheduleView> {
+    pub async fn pause_schedule(
+        &self,
+        caller: &Caller,
+        id: &str,
+        paused: bool,
+    ) -> ApiResult<ScheduleView> {
         let s = self.own_schedule(caller, id).await?;
         self.inner
             .scheduler
@@ -746,7 +860,12 @@ impl Service {
         Ok(crate::scheduler::view(&s))
     }
 
-    pub async fn backfill(&self, caller: &Caller, id: &str, req: Backfill) -> ApiResult<BackfillResult> {
+    pub async fn backfill(
+        &self,
+        caller: &Caller,
+        id: &str,
+        req: Backfill,
+    ) -> ApiResult<BackfillResult> {
         let s = self.own_schedule(caller, id).await?;
         let from = parse_time(&req.from)?;
         let to = parse_time(&req.to)?;
@@ -783,7 +902,11 @@ impl Service {
 
     // ---- history and registry ------------------------------------------------
 
-    pub async fn list_runs(&self, caller: &Caller, mut q: crate::history::RunQuery) -> ApiResult<Page<RunSummary>> {
+    pub async fn list_runs(
+        &self,
+        caller: &Caller,
+        mut q: crate::history::RunQuery,
+    ) -> ApiResult<Page<RunSummary>> {
         match caller {
             Caller::Admin => {}
             Caller::Tenant(t) => {
@@ -802,7 +925,13 @@ impl Service {
         })
     }
 
-    pub async fn registry(&self, caller: &Caller, tenant: Option<&str>, kind: Option<&str>, name: Option<&str>) -> ApiResult<Vec<RegistryView>> {
+    pub async fn registry(
+        &self,
+        caller: &Caller,
+        tenant: Option<&str>,
+        kind: Option<&str>,
+        name: Option<&str>,
+    ) -> ApiResult<Vec<RegistryView>> {
         let tenant = caller.tenant(tenant)?;
         let rows = self.db().registry(tenant, kind, name).await?;
         Ok(rows
@@ -826,7 +955,9 @@ impl Service {
 /// `train[3]` → (`train`, Some(3)).
 fn split_step(step: &str) -> (String, Option<u32>) {
     if let Some(open) = step.find('[')
-        && let Some(i) = step[open + 1..].strip_suffix(']').and_then(|n| n.parse().ok())
+        && let Some(i) = step[open + 1..]
+            .strip_suffix(']')
+            .and_then(|n| n.parse().ok())
     {
         return (step[..open].to_string(), Some(i));
     }
@@ -990,7 +1121,10 @@ fn pick_env(bundle: &Bundle, asked: Option<&str>) -> ApiResult<String> {
                 "env_required",
                 format!(
                     "the flows have bindings for several environments ({}): pick one with `env` (`--env` in the CLI)",
-                    envs.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ")
+                    envs.iter()
+                        .map(|e| e.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -1033,7 +1167,10 @@ fn compile_sources(files: BTreeMap<String, String>) -> ApiResult<Bundle> {
         }
     }
     if files.is_empty() {
-        return Err(ApiError::bad_request("empty_source", "`source` holds no file"));
+        return Err(ApiError::bad_request(
+            "empty_source",
+            "`source` holds no file",
+        ));
     }
     let inputs = files
         .into_iter()

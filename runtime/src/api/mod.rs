@@ -59,7 +59,13 @@ fn json_error(e: JsonRejection) -> ApiError {
             "body_too_large",
             "the body is too large or could not be read",
         ),
-        e => ApiError::bad_request("invalid_json", format!("the body is not what this endpoint takes: {}", e.body_text())),
+        e => ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the body is not what this endpoint takes: {}",
+                e.body_text()
+            ),
+        ),
     }
 }
 
@@ -87,12 +93,18 @@ pub struct Auth(pub Caller);
 impl FromRequestParts<Service> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, service: &Service) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        service: &Service,
+    ) -> Result<Self, Self::Rejection> {
         let bearer = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         service.authenticate(bearer).await.map(Auth)
     }
@@ -191,7 +203,11 @@ async fn health() -> Json<Health> {
 /// Create a tenant (admin); returns its first token.
 #[utoipa::path(post, path = "/v1/tenants", request_body = CreateTenant,
     responses((status = 200, body = TenantCreated), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-async fn create_tenant(State(s): State<Service>, Auth(c): Auth, Body(req): Body<CreateTenant>) -> ApiResult<TenantCreated> {
+async fn create_tenant(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Body(req): Body<CreateTenant>,
+) -> ApiResult<TenantCreated> {
     s.create_tenant(&c, req).await.map(Json)
 }
 
@@ -204,14 +220,22 @@ async fn list_tenants(State(s): State<Service>, Auth(c): Auth) -> ApiResult<Vec<
 /// Delete a tenant and every row of it: flows, runs, events, schedules, approvals, registry, history (admin).
 #[utoipa::path(delete, path = "/v1/tenants/{id}", params(("id" = String, Path)),
     responses((status = 200, body = PurgeResult), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-async fn purge_tenant(State(s): State<Service>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<PurgeResult> {
+async fn purge_tenant(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<PurgeResult> {
     s.purge_tenant(&c, &id).await.map(Json)
 }
 
 /// Deploy compiled IR or `.eflow` sources as new flow versions.
 #[utoipa::path(post, path = "/v1/flows", request_body = DeployRequest,
     responses((status = 200, body = DeployResult), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-async fn deploy(State(s): State<Service>, Auth(c): Auth, Body(req): Body<DeployRequest>) -> ApiResult<DeployResult> {
+async fn deploy(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Body(req): Body<DeployRequest>,
+) -> ApiResult<DeployResult> {
     s.deploy(&c, req).await.map(Json)
 }
 
@@ -223,26 +247,43 @@ struct TenantParam {
 
 /// Deployed flow versions.
 #[utoipa::path(get, path = "/v1/flows", params(TenantParam), responses((status = 200, body = Vec<FlowView>)), security(("bearer" = [])))]
-async fn list_flows(State(s): State<Service>, Auth(c): Auth, Params(p): Params<TenantParam>) -> ApiResult<Vec<FlowView>> {
+async fn list_flows(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Params(p): Params<TenantParam>,
+) -> ApiResult<Vec<FlowView>> {
     s.flows(&c, p.tenant.as_deref()).await.map(Json)
 }
 
 /// Start a run of a deployed flow.
 #[utoipa::path(post, path = "/v1/runs", request_body = StartRun,
     responses((status = 200, body = RunView), (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)), security(("bearer" = [])))]
-async fn start_run(State(s): State<Service>, Auth(c): Auth, Body(req): Body<StartRun>) -> ApiResult<RunView> {
+async fn start_run(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Body(req): Body<StartRun>,
+) -> ApiResult<RunView> {
     s.start_run(&c, req).await.map(Json)
 }
 
 /// Runs from history, newest first, filtered, a page at a time.
 #[utoipa::path(get, path = "/v1/runs", params(RunFilter), responses((status = 200, body = Page<RunSummary>)), security(("bearer" = [])))]
-async fn list_runs(State(s): State<Service>, Auth(c): Auth, Params(f): Params<RunFilter>) -> ApiResult<Page<RunSummary>> {
+async fn list_runs(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Params(f): Params<RunFilter>,
+) -> ApiResult<Page<RunSummary>> {
     let time = |v: &Option<String>| -> Result<Option<u64>, ApiError> {
         v.as_deref()
             .map(|t| {
                 eflow_core::time::parse_rfc3339(t)
                     .and_then(|x| u64::try_from(x).ok())
-                    .ok_or_else(|| ApiError::bad_request("invalid_time", format!("`{t}` is not an RFC 3339 time")))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_time",
+                            format!("`{t}` is not an RFC 3339 time"),
+                        )
+                    })
             })
             .transpose()
     };
@@ -264,7 +305,11 @@ async fn list_runs(State(s): State<Service>, Auth(c): Auth, Params(f): Params<Ru
 /// A run's current state.
 #[utoipa::path(get, path = "/v1/runs/{id}", params(("id" = String, Path)),
     responses((status = 200, body = RunView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-async fn get_run(State(s): State<Service>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<RunView> {
+async fn get_run(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<RunView> {
     s.get_run(&c, &id).await.map(Json)
 }
 
@@ -279,20 +324,37 @@ struct EventsParam {
 /// A run's events, in order.
 #[utoipa::path(get, path = "/v1/runs/{id}/events", params(("id" = String, Path), EventsParam),
     responses((status = 200, body = Vec<EventView>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-async fn run_events(State(s): State<Service>, Auth(c): Auth, Path(id): Path<String>, Params(p): Params<EventsParam>) -> ApiResult<Vec<EventView>> {
-    s.run_events(&c, &id, p.after, p.limit.unwrap_or(1000)).await.map(Json)
+async fn run_events(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Params(p): Params<EventsParam>,
+) -> ApiResult<Vec<EventView>> {
+    s.run_events(&c, &id, p.after, p.limit.unwrap_or(1000))
+        .await
+        .map(Json)
 }
 
 /// Cancel a run and its subflows.
 #[utoipa::path(post, path = "/v1/runs/{id}/cancel", params(("id" = String, Path)), request_body = CancelRun,
     responses((status = 200, body = RunView), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-async fn cancel_run(State(s): State<Service>, Auth(c): Auth, Path(id): Path<String>, body: axum::body::Bytes) -> ApiResult<RunView> {
+async fn cancel_run(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<RunView> {
     // The body is optional: an empty one cancels without a reason.
     let reason = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
         serde_json::from_slice::<CancelRun>(&body)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not what this endpoint takes: {e}")))?
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_json",
+                    format!("the body is not what this endpoint takes: {e}"),
+                )
+            })?
             .reason
     };
     s.cancel_run(&c, &id, reason).await.map(Json)
@@ -308,48 +370,80 @@ struct ApprovalsParam {
 
 /// Approvals, oldest first.
 #[utoipa::path(get, path = "/v1/approvals", params(ApprovalsParam), responses((status = 200, body = Vec<ApprovalView>)), security(("bearer" = [])))]
-async fn list_approvals(State(s): State<Service>, Auth(c): Auth, Params(p): Params<ApprovalsParam>) -> ApiResult<Vec<ApprovalView>> {
-    s.approvals(&c, p.tenant.as_deref(), p.pending.unwrap_or(true)).await.map(Json)
+async fn list_approvals(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Params(p): Params<ApprovalsParam>,
+) -> ApiResult<Vec<ApprovalView>> {
+    s.approvals(&c, p.tenant.as_deref(), p.pending.unwrap_or(true))
+        .await
+        .map(Json)
 }
 
 /// Approve or reject a waiting approval step.
 #[utoipa::path(post, path = "/v1/runs/{id}/approvals/{step}", params(("id" = String, Path), ("step" = String, Path)), request_body = Decide,
     responses((status = 200, body = ApprovalView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-async fn decide(State(s): State<Service>, Auth(c): Auth, Path((id, step)): Path<(String, String)>, Body(d): Body<Decide>) -> ApiResult<ApprovalView> {
+async fn decide(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Path((id, step)): Path<(String, String)>,
+    Body(d): Body<Decide>,
+) -> ApiResult<ApprovalView> {
     s.decide(&c, &id, &step, d).await.map(Json)
 }
 
 /// A remote system reports an attempt's result. The token in the path (from the invocation's `callback_url`) is the credential.
 #[utoipa::path(post, path = "/v1/callbacks/{token}", params(("token" = String, Path)), request_body = Callback,
     responses((status = 200, body = CallbackAccepted), (status = 401, body = ErrorBody)))]
-async fn callback(State(s): State<Service>, Path(token): Path<String>, Body(b): Body<Callback>) -> ApiResult<CallbackAccepted> {
+async fn callback(
+    State(s): State<Service>,
+    Path(token): Path<String>,
+    Body(b): Body<Callback>,
+) -> ApiResult<CallbackAccepted> {
     s.callback(&token, b).await.map(Json)
 }
 
 /// Schedules of deployed flows.
 #[utoipa::path(get, path = "/v1/schedules", params(TenantParam), responses((status = 200, body = Vec<ScheduleView>)), security(("bearer" = [])))]
-async fn list_schedules(State(s): State<Service>, Auth(c): Auth, Params(p): Params<TenantParam>) -> ApiResult<Vec<ScheduleView>> {
+async fn list_schedules(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Params(p): Params<TenantParam>,
+) -> ApiResult<Vec<ScheduleView>> {
     s.schedules(&c, p.tenant.as_deref()).await.map(Json)
 }
 
 /// Stop a schedule from starting runs.
 #[utoipa::path(post, path = "/v1/schedules/{id}/pause", params(("id" = String, Path)),
     responses((status = 200, body = ScheduleView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-async fn pause_schedule(State(s): State<Service>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<ScheduleView> {
+async fn pause_schedule(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<ScheduleView> {
     s.pause_schedule(&c, &id, true).await.map(Json)
 }
 
 /// Resume a paused schedule; fire times missed while paused are not started.
 #[utoipa::path(post, path = "/v1/schedules/{id}/resume", params(("id" = String, Path)),
     responses((status = 200, body = ScheduleView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-async fn resume_schedule(State(s): State<Service>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<ScheduleView> {
+async fn resume_schedule(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<ScheduleView> {
     s.pause_schedule(&c, &id, false).await.map(Json)
 }
 
 /// Start one run per fire time in a range, whatever the catch-up policy.
 #[utoipa::path(post, path = "/v1/schedules/{id}/backfill", params(("id" = String, Path)), request_body = Backfill,
     responses((status = 200, body = BackfillResult), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-async fn backfill(State(s): State<Service>, Auth(c): Auth, Path(id): Path<String>, Body(b): Body<Backfill>) -> ApiResult<BackfillResult> {
+async fn backfill(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(b): Body<Backfill>,
+) -> ApiResult<BackfillResult> {
     s.backfill(&c, &id, b).await.map(Json)
 }
 
@@ -364,8 +458,19 @@ struct RegistryParam {
 
 /// Registered models and datasets with their lineage.
 #[utoipa::path(get, path = "/v1/registry", params(RegistryParam), responses((status = 200, body = Vec<RegistryView>)), security(("bearer" = [])))]
-async fn list_registry(State(s): State<Service>, Auth(c): Auth, Params(p): Params<RegistryParam>) -> ApiResult<Vec<RegistryView>> {
-    s.registry(&c, p.tenant.as_deref(), p.kind.as_deref(), p.name.as_deref()).await.map(Json)
+async fn list_registry(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Params(p): Params<RegistryParam>,
+) -> ApiResult<Vec<RegistryView>> {
+    s.registry(
+        &c,
+        p.tenant.as_deref(),
+        p.kind.as_deref(),
+        p.name.as_deref(),
+    )
+    .await
+    .map(Json)
 }
 
 /// Engine counters since the server started (admin).

@@ -62,24 +62,36 @@ impl Client {
         let status = resp.status();
         let bytes = resp.bytes().await?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .with_context(|| format!("the server answered {status} with a body this CLI does not understand"));
+            return serde_json::from_slice(&bytes).with_context(|| {
+                format!("the server answered {status} with a body this CLI does not understand")
+            });
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(e) => bail!("{} ({})", e.error.message, e.error.code),
             Err(_) => bail!(
                 "the server answered {status}: {}",
-                String::from_utf8_lossy(&bytes).chars().take(300).collect::<String>()
+                String::from_utf8_lossy(&bytes)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
             ),
         }
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<T> {
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<T> {
         self.send(self.http.get(format!("{}{path}", self.base)).query(query))
             .await
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
     }

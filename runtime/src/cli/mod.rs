@@ -16,7 +16,11 @@ use client::{Client, seg};
 use table::Table;
 
 #[derive(Debug, Parser)]
-#[command(name = "eflow", version, about = "Run eflow flows: the server, its client, and its benchmark")]
+#[command(
+    name = "eflow",
+    version,
+    about = "Run eflow flows: the server, its client, and its benchmark"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -276,7 +280,11 @@ pub enum TenantCommand {
     },
 }
 
-fn print<T: Serialize>(output: Output, value: &T, table: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+fn print<T: Serialize>(
+    output: Output,
+    value: &T,
+    table: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Output::Table => print!("{}", table(value)),
@@ -382,7 +390,14 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             opt(&mut q, "tenant", &tenant);
             let r: Vec<ApprovalView> = c.get("/v1/approvals", &q).await?;
             print(conn.output, &r, |r| {
-                let mut t = Table::new(vec!["RUN", "STEP", "TENANT", "REQUESTED", "EXPIRES", "DECIDED"]);
+                let mut t = Table::new(vec![
+                    "RUN",
+                    "STEP",
+                    "TENANT",
+                    "REQUESTED",
+                    "EXPIRES",
+                    "DECIDED",
+                ]);
                 for a in r {
                     t.row(vec![
                         a.run.clone(),
@@ -411,7 +426,15 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             opt(&mut q, "name", &name);
             let r: Vec<RegistryView> = c.get("/v1/registry", &q).await?;
             print(conn.output, &r, |r| {
-                let mut t = Table::new(vec!["KIND", "NAME", "VERSION", "STAGE", "RUN", "STEP", "REGISTERED"]);
+                let mut t = Table::new(vec![
+                    "KIND",
+                    "NAME",
+                    "VERSION",
+                    "STAGE",
+                    "RUN",
+                    "STEP",
+                    "REGISTERED",
+                ]);
                 for e in r {
                     t.row(vec![
                         e.kind.clone(),
@@ -519,9 +542,7 @@ async fn run_command(rc: RunCommand) -> anyhow::Result<()> {
         }
         RunCommand::Events { id, conn } => {
             let c = client(&conn)?;
-            let r: Vec<EventView> = c
-                .get(&format!("/v1/runs/{}/events", seg(&id)), &[])
-                .await?;
+            let r: Vec<EventView> = c.get(&format!("/v1/runs/{}/events", seg(&id)), &[]).await?;
             print(conn.output, &r, |r| {
                 let mut t = Table::new(vec!["SEQ", "AT", "EVENT", "STATUS AFTER"]);
                 for e in r {
@@ -597,7 +618,11 @@ async fn schedule_command(sc: ScheduleCommand) -> anyhow::Result<()> {
             let from_ms = match from {
                 Some(f) => eflow_core::time::parse_rfc3339(&f)
                     .and_then(|t| u64::try_from(t).ok())
-                    .with_context(|| format!("--from `{f}` is not an RFC 3339 time: write e.g. 2026-03-01T00:00:00Z"))?,
+                    .with_context(|| {
+                        format!(
+                            "--from `{f}` is not an RFC 3339 time: write e.g. 2026-03-01T00:00:00Z"
+                        )
+                    })?,
                 None => crate::clock::Clock::now_ms(&crate::clock::SystemClock),
             };
             let times = eflow_core::schedule::preview(&cron, &tz, from_ms, count)
@@ -640,7 +665,8 @@ async fn tenant_command(tc: TenantCommand) -> anyhow::Result<()> {
             let c = client(&conn)?;
             let r: Vec<TenantView> = c.get("/v1/tenants", &[]).await?;
             print(conn.output, &r, |r| {
-                let mut t = Table::new(vec!["TENANT", "CREATED", "MAX ACTIVE RUNS", "MAX STARTS/S"]);
+                let mut t =
+                    Table::new(vec!["TENANT", "CREATED", "MAX ACTIVE RUNS", "MAX STARTS/S"]);
                 for x in r {
                     t.row(vec![
                         x.id.clone(),
@@ -654,12 +680,17 @@ async fn tenant_command(tc: TenantCommand) -> anyhow::Result<()> {
         }
         TenantCommand::Purge { id, yes, conn } => {
             if !yes {
-                bail!("purging deletes every flow, run, event, schedule and history row of `{id}`: add --yes to confirm");
+                bail!(
+                    "purging deletes every flow, run, event, schedule and history row of `{id}`: add --yes to confirm"
+                );
             }
             let c = client(&conn)?;
             let r: PurgeResult = c.delete(&format!("/v1/tenants/{}", seg(&id))).await?;
             print(conn.output, &r, |r| {
-                format!("purged tenant {}: {} rows deleted\n", r.tenant, r.rows_deleted)
+                format!(
+                    "purged tenant {}: {} rows deleted\n",
+                    r.tenant, r.rows_deleted
+                )
             })
         }
     }
@@ -684,7 +715,10 @@ fn run_text(r: &RunView) -> String {
         s.push_str(&format!(
             "error {}{}: {}\n",
             e.code,
-            e.step.as_ref().map(|s| format!(" at {s}")).unwrap_or_default(),
+            e.step
+                .as_ref()
+                .map(|s| format!(" at {s}"))
+                .unwrap_or_default(),
             e.message
         ));
     }
@@ -732,7 +766,11 @@ fn describe_event(e: &Value) -> String {
     let kind = e.get("type").and_then(Value::as_str).unwrap_or("?");
     match e.get("node").and_then(Value::as_str) {
         Some(n) => format!("{kind} {n}"),
-        None => match e.get("timer").and_then(|t| t.get("kind")).and_then(Value::as_str) {
+        None => match e
+            .get("timer")
+            .and_then(|t| t.get("kind"))
+            .and_then(Value::as_str)
+        {
             Some(t) => format!("{kind} {t}"),
             None => kind.to_string(),
         },
@@ -747,8 +785,12 @@ pub fn load_ir(paths: &[PathBuf]) -> anyhow::Result<Value> {
     if paths.len() == 1 && paths[0].extension().is_some_and(|e| e == "json") {
         let text = std::fs::read_to_string(&paths[0])
             .with_context(|| format!("cannot read {}", paths[0].display()))?;
-        return serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON: compile .eflow files with `eflowc compile`", paths[0].display()));
+        return serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not JSON: compile .eflow files with `eflowc compile`",
+                paths[0].display()
+            )
+        });
     }
     let analysis = Analysis::from_paths(paths, &FsLoader).map_err(|e| anyhow::anyhow!("{e}"))?;
     let errors: Vec<_> = analysis

@@ -52,13 +52,22 @@ pub async fn register(store: &Store, r: Request<'_>) -> store::Result<Result<Val
             .get("stage")
             .and_then(Value::as_str)
             .unwrap_or("Archived");
-        return Ok(match db.registry_set_stage(r.tenant, r.kind, name, number, stage).await? {
-            Some(entry) => Ok(if r.output.is_some() { entry } else { Value::Null }),
-            None => Err(StepError::new(
-                "NotFound",
-                format!("{} `{name}` has no version {number}", r.kind),
-            )),
-        });
+        return Ok(
+            match db
+                .registry_set_stage(r.tenant, r.kind, name, number, stage)
+                .await?
+            {
+                Some(entry) => Ok(if r.output.is_some() {
+                    entry
+                } else {
+                    Value::Null
+                }),
+                None => Err(StepError::new(
+                    "NotFound",
+                    format!("{} `{name}` has no version {number}", r.kind),
+                )),
+            },
+        );
     }
     let Some(name) = r.inputs.get("name").and_then(Value::as_str) else {
         return Ok(Err(StepError::new(
@@ -66,10 +75,7 @@ pub async fn register(store: &Store, r: Request<'_>) -> store::Result<Result<Val
             "a registry step needs a `name` (or a `version` to change)",
         )));
     };
-    let is_lookup = r
-        .inputs
-        .keys()
-        .all(|k| k == "name" || k == "stage");
+    let is_lookup = r.inputs.keys().all(|k| k == "name" || k == "stage");
     if is_lookup {
         let stage = r.inputs.get("stage").and_then(Value::as_str);
         let rows = db.registry(r.tenant, Some(r.kind), Some(name)).await?;
@@ -112,18 +118,17 @@ pub async fn register(store: &Store, r: Request<'_>) -> store::Result<Result<Val
         }
         Value::Object(entry)
     };
-    let row = db
-        .register(
-            r.key,
-            r.tenant,
-            r.kind,
-            name,
-            make,
-            r.run,
-            r.step,
-            &Value::Object(r.inputs.clone()),
-            r.now,
-        )
-        .await?;
+    let inputs = Value::Object(r.inputs.clone());
+    let entry = store::NewEntry {
+        key: r.key,
+        tenant: r.tenant,
+        kind: r.kind,
+        name,
+        run: r.run,
+        step: r.step,
+        inputs: &inputs,
+        now: r.now,
+    };
+    let row = db.register(&entry, make).await?;
     Ok(Ok(row.entry))
 }

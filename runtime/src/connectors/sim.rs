@@ -71,7 +71,7 @@ fn fabricate(
         return Value::Null;
     }
     match ty {
-        Type::Bool => Value::Bool(rng.next() % 2 == 0),
+        Type::Bool => Value::Bool(rng.next().is_multiple_of(2)),
         Type::Int => json!(rng.next() % 1000),
         Type::Float => json!((rng.unit() * 1000.0).round() / 1000.0),
         Type::String => Value::String(format!("sim://{}", key.replace(':', "/"))),

@@ -54,8 +54,8 @@ impl Deployments {
         let Some((tenant, env, ir)) = self.store.sqlite().bundle(id).await? else {
             return Err(Error::Bundle(id.into(), "no such bundle".into()));
         };
-        let bundle: Bundle = serde_json::from_slice(&ir)
-            .map_err(|e| Error::Bundle(id.into(), e.to_string()))?;
+        let bundle: Bundle =
+            serde_json::from_slice(&ir).map_err(|e| Error::Bundle(id.into(), e.to_string()))?;
         let bundle = eflow_core::validate(&bundle).map_err(|errors| {
             let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
             Error::Bundle(id.into(), text.join("; "))

@@ -21,7 +21,7 @@ use sha2::Sha256;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::route::{OutboxItem, Outbound, slot_id};
+use super::route::{Outbound, OutboxItem, slot_id};
 use super::{Creation, Delivery, Engine, Error, Input};
 use crate::clock::SharedClock;
 use crate::connectors::registry;
@@ -59,8 +59,9 @@ impl CallbackKeys {
     }
 
     fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new_from_slice(b"eflow").expect("any key length is accepted"));
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| {
+            <Hmac<Sha256> as Mac>::new_from_slice(b"eflow").expect("any key length is accepted")
+        });
         m.update(payload);
         m
     }
@@ -135,7 +136,10 @@ impl Executor {
         let me = Arc::new(self);
         let limit = Arc::new(Semaphore::new(CONCURRENCY));
         if !pending.is_empty() {
-            tracing::info!(effects = pending.len(), "carrying out effects left in the outbox");
+            tracing::info!(
+                effects = pending.len(),
+                "carrying out effects left in the outbox"
+            );
         }
         for (pos, run, bytes) in pending {
             match serde_json::from_slice::<OutboxItem>(&bytes) {
@@ -181,7 +185,11 @@ impl Executor {
         }
     }
 
-    async fn send_and_wait(&self, run: &str, make: impl FnOnce(oneshot::Sender<Result<super::Applied, Error>>) -> Input) -> Result<(), Error> {
+    async fn send_and_wait(
+        &self,
+        run: &str,
+        make: impl FnOnce(oneshot::Sender<Result<super::Applied, Error>>) -> Input,
+    ) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         self.engine.send(run, make(tx))?;
         match rx.await.map_err(|_| Error::Stopped)? {
@@ -338,7 +346,10 @@ impl Executor {
         else {
             return Err(Error::Stopped);
         };
-        let url = config.get("url").and_then(Value::as_str).unwrap_or_default();
+        let url = config
+            .get("url")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let timeout = config
             .get("timeout")
             .and_then(Value::as_u64)
@@ -350,7 +361,10 @@ impl Executor {
                 index: *index,
                 attempt: *attempt,
             });
-            format!("{}/v1/callbacks/{token}", self.public_url.trim_end_matches('/'))
+            format!(
+                "{}/v1/callbacks/{token}",
+                self.public_url.trim_end_matches('/')
+            )
         });
         let body = Invocation {
             run: &o.run,
@@ -391,7 +405,11 @@ impl Executor {
         };
         let event = match req.send().await {
             Err(e) => {
-                let code = if e.is_timeout() { "Timeout" } else { "Unreachable" };
+                let code = if e.is_timeout() {
+                    "Timeout"
+                } else {
+                    "Unreachable"
+                };
                 Some(failed(
                     StepError::new(code, format!("POST {url}: {e}")),
                     true,
@@ -423,9 +441,15 @@ impl Executor {
                         None
                     }
                 } else {
-                    let (code, message) = remote_error(&text)
-                        .unwrap_or_else(|| (format!("Http{}", status.as_u16()), text.chars().take(300).collect()));
-                    let retryable = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
+                    let (code, message) = remote_error(&text).unwrap_or_else(|| {
+                        (
+                            format!("Http{}", status.as_u16()),
+                            text.chars().take(300).collect(),
+                        )
+                    });
+                    let retryable = status.is_server_error()
+                        || status.as_u16() == 429
+                        || status.as_u16() == 408;
                     Some(failed(
                         StepError::new(code, format!("POST {url}: {status}: {message}")),
                         retryable,

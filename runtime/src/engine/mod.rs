@@ -74,12 +74,16 @@ pub enum Error {
 }
 
 /// What the caller of an input learns once it is committed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Applied {
     pub run: String,
     pub status: RunStatus,
     /// False when the input changed nothing (a run created earlier with the same id).
     pub changed: bool,
+    /// The run after the input, for an answer that needs no second read.
+    pub meta: RunMeta,
+    pub state: eflow_core::Run,
+    pub deployed: Arc<Deployed>,
 }
 
 pub type Reply = oneshot::Sender<Result<Applied, Error>>;
@@ -195,6 +199,8 @@ impl Engine {
             receivers.push(rx);
         }
         let outbox_pos = store.sqlite().max_outbox_pos().await?;
+        // One process owns the SQLite file: claims left in it died with their process.
+        store.sqlite().release_claims().await?;
         let engine = Engine {
             inner: Arc::new(Inner {
                 shards: senders,

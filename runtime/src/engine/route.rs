@@ -30,7 +30,9 @@ pub enum After {
     Dispatch(Outbound),
     Finished(Finished),
     /// A timer row a loader must learn about.
-    TimerSet { partition: u32 },
+    TimerSet {
+        partition: u32,
+    },
 }
 
 /// An outbox row for the executor.
@@ -138,7 +140,9 @@ impl RouteCx<'_> {
         let n = f.flow.nodes.iter().find(|n| n.id == node)?;
         let out = n.output.clone()?;
         match (&n.fan_out, out) {
-            (Some(fo), Type::List { item }) if !matches!(fo.join, eflow_compiler::ir::Join::Any) => {
+            (Some(fo), Type::List { item })
+                if !matches!(fo.join, eflow_compiler::ir::Join::Any) =>
+            {
                 Some(*item)
             }
             (_, out) => Some(out),
@@ -165,7 +169,11 @@ impl RouteCx<'_> {
                 let slot = slot_id(&node, index, attempt);
                 match binding {
                     Some(b) if b.connector == "sim" => {
-                        let types = &self.deployed.bundle.flow(&self.run.flow).map(|f| &f.flow.types);
+                        let types = &self
+                            .deployed
+                            .bundle
+                            .flow(&self.run.flow)
+                            .map(|f| &f.flow.types);
                         let empty = Default::default();
                         let output = self.attempt_output(&node);
                         let o = sim::outcome(
@@ -197,7 +205,13 @@ impl RouteCx<'_> {
                                 },
                             ),
                         };
-                        self.timer(commit, after, format!("sim:{slot}"), self.now + o.duration_ms, event);
+                        self.timer(
+                            commit,
+                            after,
+                            format!("sim:{slot}"),
+                            self.now + o.duration_ms,
+                            event,
+                        );
                     }
                     Some(b) => self.outbox(
                         commit,
@@ -295,7 +309,9 @@ impl RouteCx<'_> {
                 attempt,
             } => {
                 let slot = slot_id(&node, index, attempt);
-                commit.timers_deleted.push((run_id.clone(), format!("sim:{slot}")));
+                commit
+                    .timers_deleted
+                    .push((run_id.clone(), format!("sim:{slot}")));
                 commit
                     .timers_deleted
                     .push((run_id.clone(), format!("approval:{slot}")));

@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::route::{After, Outbound, RouteCx};
-use super::{Applied, Creation, Deployed, Delivery, Engine, Error, Finished, Input, Options, Reply};
+use super::{
+    Applied, Creation, Delivery, Deployed, Engine, Error, Finished, Input, Options, Reply,
+};
 use crate::clock::SharedClock;
 use crate::store::{Commit, EventWrite, RunMeta, RunWrite};
 
@@ -75,13 +77,19 @@ impl Worker {
             batch: options.batch.max(1),
             engine,
             clock,
-            cache: LruCache::new(NonZeroUsize::new(options.cache_runs.max(1)).unwrap_or(NonZeroUsize::MIN)),
+            cache: LruCache::new(
+                NonZeroUsize::new(options.cache_runs.max(1)).unwrap_or(NonZeroUsize::MIN),
+            ),
             finished,
             dispatch,
         }
     }
 
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>, shutdown: CancellationToken) {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Input>,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let first = tokio::select! {
                 biased;
@@ -119,7 +127,14 @@ impl Worker {
             })
         })?;
         let deployed = self.engine.deployments().get(&meta.bundle).await?;
-        b.held.insert(id.to_string(), Held { meta, deployed, run });
+        b.held.insert(
+            id.to_string(),
+            Held {
+                meta,
+                deployed,
+                run,
+            },
+        );
         Ok(Some(()))
     }
 
@@ -155,7 +170,9 @@ impl Worker {
                 }
                 let msg = e.to_string();
                 for (reply, _) in b.replies {
-                    let _ = reply.send(Err(Error::Store(crate::store::Error::Conflict(msg.clone()))));
+                    let _ = reply.send(Err(Error::Store(crate::store::Error::Conflict(
+                        msg.clone(),
+                    ))));
                 }
                 if matches!(e, crate::store::Error::LeaseLost { .. }) {
                     // Another worker owns this shard now: stop applying its inputs.
@@ -165,10 +182,14 @@ impl Worker {
             }
             let stats = self.engine.stats();
             stats.commits.fetch_add(1, Ordering::Relaxed);
-            stats.bytes_written.fetch_add(bytes as u64, Ordering::Relaxed);
+            stats
+                .bytes_written
+                .fetch_add(bytes as u64, Ordering::Relaxed);
         }
         let stats = self.engine.stats();
-        stats.transitions.fetch_add(b.transitions, Ordering::Relaxed);
+        stats
+            .transitions
+            .fetch_add(b.transitions, Ordering::Relaxed);
         stats.rejected.fetch_add(b.rejected, Ordering::Relaxed);
         for (id, h) in b.held {
             if h.run.status.is_finished() {
@@ -228,13 +249,16 @@ impl Worker {
                     b.commit.outbox_deleted.push(pos);
                 }
                 if let Some(reply) = c.reply {
-                    let status = b.held[&id].run.status;
+                    let h = &b.held[&id];
                     b.replies.push((
                         reply,
                         Ok(Applied {
-                            run: id,
-                            status,
+                            run: id.clone(),
+                            status: h.run.status,
                             changed: false,
+                            meta: h.meta.clone(),
+                            state: h.run.clone(),
+                            deployed: h.deployed.clone(),
                         }),
                     ));
                 }
@@ -345,19 +369,23 @@ impl Worker {
                     body: serde_json::to_vec(&event).unwrap_or_default(),
                 });
                 let status = t.run.status;
+                let reply_state = reply.as_ref().map(|_| t.run.clone());
                 if let Some(h) = b.held.get_mut(id) {
                     h.run = t.run;
                 }
                 if !b.dirty.iter().any(|d| d == id) {
                     b.dirty.push(id.to_string());
                 }
-                if let Some(reply) = reply {
+                if let (Some(reply), Some(state), Some(h)) = (reply, reply_state, b.held.get(id)) {
                     b.replies.push((
                         reply,
                         Ok(Applied {
                             run: id.to_string(),
                             status,
                             changed: true,
+                            meta: h.meta.clone(),
+                            state,
+                            deployed: h.deployed.clone(),
                         }),
                     ));
                 }

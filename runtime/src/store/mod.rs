@@ -10,7 +10,7 @@ mod sqlite;
 
 use serde::{Deserialize, Serialize};
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{NewEntry, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

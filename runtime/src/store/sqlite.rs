@@ -19,6 +19,19 @@ use super::{
     RunMeta, ScheduleRow, TenantRow,
 };
 
+/// A registry entry to add.
+pub struct NewEntry<'a> {
+    /// The registering call's idempotency key.
+    pub key: &'a str,
+    pub tenant: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub run: &'a str,
+    pub step: &'a str,
+    pub inputs: &'a serde_json::Value,
+    pub now: u64,
+}
+
 /// Rows per multi-row statement: well under SQLite's limit of 32,766 bound values.
 const CHUNK: usize = 400;
 
@@ -80,11 +93,13 @@ impl SqliteStore {
     pub async fn commit(&self, c: &Commit) -> Result<()> {
         let mut tx = self.write.begin().await?;
         if let Some((shard, token)) = c.lease {
-            let done = sqlx::query("UPDATE leases SET expires_at = expires_at WHERE shard = ? AND token = ?")
-                .bind(shard)
-                .bind(token)
-                .execute(&mut *tx)
-                .await?;
+            let done = sqlx::query(
+                "UPDATE leases SET expires_at = expires_at WHERE shard = ? AND token = ?",
+            )
+            .bind(shard)
+            .bind(token)
+            .execute(&mut *tx)
+            .await?;
             if done.rows_affected() != 1 {
                 return Err(Error::LeaseLost { shard });
             }
@@ -156,7 +171,8 @@ impl SqliteStore {
             q.build().execute(&mut *tx).await?;
         }
         for chunk in c.outbox_deleted.chunks(CHUNK) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("DELETE FROM outbox WHERE pos IN (");
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("DELETE FROM outbox WHERE pos IN (");
             let mut sep = q.separated(", ");
             for pos in chunk {
                 sep.push_bind(*pos);
@@ -165,7 +181,8 @@ impl SqliteStore {
             q.build().execute(&mut *tx).await?;
         }
         for chunk in c.outbox.chunks(CHUNK) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO outbox (pos, run, effect) ");
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO outbox (pos, run, effect) ");
             q.push_values(chunk, |mut b, (pos, run, effect)| {
                 b.push_bind(*pos).push_bind(run).push_bind(effect);
             });
@@ -248,7 +265,12 @@ impl SqliteStore {
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
-    pub async fn events_of(&self, run: &str, after_seq: Option<u64>, limit: u32) -> Result<Vec<EventRow>> {
+    pub async fn events_of(
+        &self,
+        run: &str,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
             "SELECT pos, run, seq, id, at, status, body FROM events WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?",
         )
@@ -308,6 +330,19 @@ impl SqliteStore {
             .collect())
     }
 
+    /// Releases every claim on timers and schedules. Only for the embedded
+    /// backend at start: one process owns this file, so every claim in it was
+    /// made by a process that is gone.
+    pub async fn release_claims(&self) -> Result<()> {
+        sqlx::query("UPDATE timers SET claimed_until = 0 WHERE claimed_until > 0")
+            .execute(&self.write)
+            .await?;
+        sqlx::query("UPDATE schedules SET claimed_until = 0 WHERE claimed_until > 0")
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
     /// When the next unclaimed timer of `partition` is due.
     pub async fn next_timer_due(&self, partition: u32) -> Result<Option<u64>> {
         let due: Option<i64> =
@@ -330,7 +365,10 @@ impl SqliteStore {
         let rows = sqlx::query("SELECT pos, run, effect FROM outbox ORDER BY pos")
             .fetch_all(&self.read)
             .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 
     pub async fn max_outbox_pos(&self) -> Result<i64> {
@@ -414,7 +452,12 @@ impl SqliteStore {
     }
 
     /// The named flow at `version`, or its head.
-    pub async fn flow(&self, tenant: &str, name: &str, version: Option<&str>) -> Result<Option<FlowRow>> {
+    pub async fn flow(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Option<FlowRow>> {
         let row = match version {
             Some(v) => sqlx::query(
                 "SELECT tenant, name, version, bundle, deployed_at, head FROM flows WHERE tenant = ? AND name = ? AND version = ?",
@@ -509,7 +552,13 @@ impl SqliteStore {
         Ok(n)
     }
 
-    pub async fn insert_token(&self, hash: &str, tenant: Option<&str>, name: &str, now: u64) -> Result<()> {
+    pub async fn insert_token(
+        &self,
+        hash: &str,
+        tenant: Option<&str>,
+        name: &str,
+        now: u64,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO tokens (hash, tenant, name, created_at) VALUES (?, ?, ?, ?)")
             .bind(hash)
             .bind(tenant)
@@ -530,14 +579,20 @@ impl SqliteStore {
     }
 
     pub async fn admin_token_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM tokens WHERE tenant IS NULL")
-            .fetch_one(&self.read)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM tokens WHERE tenant IS NULL")
+                .fetch_one(&self.read)
+                .await?,
+        )
     }
 
     // ---- approvals -----------------------------------------------------------
 
-    pub async fn approvals(&self, tenant: Option<&str>, pending_only: bool) -> Result<Vec<ApprovalRow>> {
+    pub async fn approvals(
+        &self,
+        tenant: Option<&str>,
+        pending_only: bool,
+    ) -> Result<Vec<ApprovalRow>> {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT run, step, attempt, tenant, contract, request, requested_at, expires_at, decided_at, decision FROM approvals WHERE 1 = 1",
         );
@@ -593,21 +648,14 @@ impl SqliteStore {
     /// registered under the same idempotency `key`.
     pub async fn register(
         &self,
-        key: &str,
-        tenant: &str,
-        kind: &str,
-        name: &str,
+        e: &NewEntry<'_>,
         make_entry: impl FnOnce(i64) -> serde_json::Value,
-        run: &str,
-        step: &str,
-        inputs: &serde_json::Value,
-        now: u64,
     ) -> Result<RegistryRow> {
         let mut tx = self.write.begin().await?;
         let existing = sqlx::query(
             "SELECT tenant, kind, name, version, entry, run, step, inputs, registered_at FROM registry WHERE key = ?",
         )
-        .bind(key)
+        .bind(e.key)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(r) = existing {
@@ -616,9 +664,9 @@ impl SqliteStore {
         let last: Option<i64> = sqlx::query_scalar(
             "SELECT max(version) FROM registry WHERE tenant = ? AND kind = ? AND name = ?",
         )
-        .bind(tenant)
-        .bind(kind)
-        .bind(name)
+        .bind(e.tenant)
+        .bind(e.kind)
+        .bind(e.name)
         .fetch_one(&mut *tx)
         .await?;
         let version = last.unwrap_or(0) + 1;
@@ -627,29 +675,29 @@ impl SqliteStore {
             "INSERT INTO registry (tenant, kind, name, version, entry, run, step, key, inputs, registered_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(tenant)
-        .bind(kind)
-        .bind(name)
+        .bind(e.tenant)
+        .bind(e.kind)
+        .bind(e.name)
         .bind(version)
         .bind(serde_json::to_vec(&entry).unwrap_or_default())
-        .bind(run)
-        .bind(step)
-        .bind(key)
-        .bind(serde_json::to_vec(inputs).unwrap_or_default())
-        .bind(now as i64)
+        .bind(e.run)
+        .bind(e.step)
+        .bind(e.key)
+        .bind(serde_json::to_vec(e.inputs).unwrap_or_default())
+        .bind(e.now as i64)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(RegistryRow {
-            tenant: tenant.into(),
-            kind: kind.into(),
-            name: name.into(),
+            tenant: e.tenant.into(),
+            kind: e.kind.into(),
+            name: e.name.into(),
             version,
             entry,
-            run: run.into(),
-            step: step.into(),
-            inputs: inputs.clone(),
-            registered_at: now,
+            run: e.run.into(),
+            step: e.step.into(),
+            inputs: e.inputs.clone(),
+            registered_at: e.now,
         })
     }
 
@@ -689,7 +737,12 @@ impl SqliteStore {
         Ok(Some(entry))
     }
 
-    pub async fn registry(&self, tenant: &str, kind: Option<&str>, name: Option<&str>) -> Result<Vec<RegistryRow>> {
+    pub async fn registry(
+        &self,
+        tenant: &str,
+        kind: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<RegistryRow>> {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT tenant, kind, name, version, entry, run, step, inputs, registered_at FROM registry WHERE tenant = ",
         );
@@ -709,7 +762,12 @@ impl SqliteStore {
 
     /// Replaces the schedules of `flow` with `rows` (a new deploy moves them to
     /// the new bundle, keeping the fire times already handled).
-    pub async fn replace_schedules(&self, tenant: &str, flow: &str, rows: &[ScheduleRow]) -> Result<()> {
+    pub async fn replace_schedules(
+        &self,
+        tenant: &str,
+        flow: &str,
+        rows: &[ScheduleRow],
+    ) -> Result<()> {
         let mut tx = self.write.begin().await?;
         let keep: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let old = sqlx::query("SELECT id FROM schedules WHERE tenant = ? AND flow = ?")
@@ -774,7 +832,13 @@ impl SqliteStore {
     }
 
     /// Claims the unpaused schedules of `partition` due by `now`.
-    pub async fn claim_schedules(&self, partition: u32, now: u64, claim_until: u64, limit: u32) -> Result<Vec<ScheduleRow>> {
+    pub async fn claim_schedules(
+        &self,
+        partition: u32,
+        now: u64,
+        claim_until: u64,
+        limit: u32,
+    ) -> Result<Vec<ScheduleRow>> {
         let rows = sqlx::query(
             "UPDATE schedules SET claimed_until = ?1 WHERE id IN ( \
                SELECT id FROM schedules WHERE partition = ?2 AND paused = 0 AND next_due IS NOT NULL \
@@ -810,23 +874,37 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn set_schedule_paused(&self, id: &str, paused: bool, next_due: Option<u64>) -> Result<bool> {
-        let done = sqlx::query("UPDATE schedules SET paused = ?, next_due = COALESCE(?, next_due) WHERE id = ?")
-            .bind(paused)
-            .bind(next_due.map(|t| t as i64))
-            .bind(id)
-            .execute(&self.write)
-            .await?;
+    /// Pauses or resumes a schedule. Resuming moves the watermark to `now`, so
+    /// fire times missed while paused are not started.
+    pub async fn set_schedule_paused(
+        &self,
+        id: &str,
+        paused: bool,
+        now: u64,
+        next_due: Option<u64>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE schedules SET paused = ?1, next_due = CASE WHEN ?1 THEN next_due ELSE ?2 END, \
+             last_fire = CASE WHEN ?1 THEN last_fire ELSE ?3 END WHERE id = ?4",
+        )
+        .bind(paused)
+        .bind(next_due.map(|t| t as i64))
+        .bind(now as i64)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
     // ---- settings ------------------------------------------------------------
 
     pub async fn setting(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.read)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.read)
+                .await?,
+        )
     }
 
     /// Stores `value` unless the key has one; returns the stored value.
@@ -836,10 +914,12 @@ impl SqliteStore {
             .bind(value)
             .execute(&self.write)
             .await?;
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
-            .bind(key)
-            .fetch_one(&self.write)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+                .bind(key)
+                .fetch_one(&self.write)
+                .await?,
+        )
     }
 
     pub async fn run_count(&self) -> Result<i64> {

@@ -1,0 +1,323 @@
+//! The crash test: `kill -9` the server while thousands of runs are in
+//! flight, start it again on the same data, and check that every run finishes,
+//! that no event was lost or applied twice, and that the remote system never
+//! saw one attempt invoked under two idempotency keys.
+//!
+//! The remote system is a real HTTP server in this test process (it outlives
+//! the killed one): it accepts invocations, remembers each attempt's key, and
+//! calls back a little later, retrying its callback until the eflow server
+//! takes it, as a real remote system does.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+const RUNS: usize = 2_000;
+const STEPS: usize = 3;
+const ADMIN: &str = "crash-test-admin-token";
+
+#[derive(Default)]
+struct Remote {
+    /// (run, step, attempt) → the idempotency keys it was invoked with.
+    keys: Mutex<HashMap<(String, String, u64), HashSet<String>>>,
+    invocations: Mutex<u64>,
+}
+
+async fn invoke(
+    State(remote): State<Arc<Remote>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let key = headers
+        .get("Idempotency-Key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let attempt = (
+        body["run"].as_str().unwrap_or("").to_string(),
+        body["step"].as_str().unwrap_or("").to_string(),
+        body["attempt"].as_u64().unwrap_or(0),
+    );
+    let first = {
+        let mut keys = remote.keys.lock().unwrap();
+        let set = keys.entry(attempt).or_default();
+        let first = set.is_empty();
+        set.insert(key);
+        first
+    };
+    *remote.invocations.lock().unwrap() += 1;
+    // Idempotent: a redelivered invocation starts no new work, but the result
+    // is reported again (the first report may have hit the dead server).
+    let _ = first;
+    let callback = body["callback_url"].as_str().unwrap_or("").to_string();
+    let n = body["inputs"]["n"].as_i64().unwrap_or(0);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let sent = client
+                .post(&callback)
+                .json(&json!({ "output": n + 1 }))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            if let Ok(r) = sent
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    Json(json!({ "accepted": true }))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve(data: &std::path::Path, addr: SocketAddr) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_eflow"))
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", &addr.to_string(), "--admin-token", ADMIN])
+        .env("EFLOW_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start eflow serve")
+}
+
+async fn wait_up(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{base}/v1/health")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not come up at {base}");
+}
+
+fn flow(remote: SocketAddr) -> String {
+    let mut s = String::from("remote step Work(n: Int) -> Int\n\nflow Chain(n: Int) -> Int {\n");
+    let mut prev = "n".to_string();
+    for i in 1..=STEPS {
+        s.push_str(&format!(
+            "    let s{i} = Work(n: {prev})\n        retry 5\n        backoff fixed(100ms)\n"
+        ));
+        prev = format!("s{i}");
+    }
+    s.push_str(&format!(
+        "    return {prev}\n}}\n\nbindings test {{\n    Work = http {{ url: \"http://{remote}/work\", timeout: 5s }}\n}}\n"
+    ));
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_load_loses_nothing_and_doubles_nothing() {
+    let remote = Arc::new(Remote::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let remote_addr = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route("/work", post(invoke))
+        .with_state(remote.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let data = std::env::temp_dir().join(format!(
+        "eflow-crash-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let _ = std::fs::remove_dir_all(&data);
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    let mut server = serve(&data, addr);
+    wait_up(&client, &base).await;
+
+    let auth = format!("Bearer {ADMIN}");
+    let r = client
+        .post(format!("{base}/v1/tenants"))
+        .header("Authorization", &auth)
+        .json(&json!({ "id": "crash", "max_active_runs": 100000, "max_starts_per_sec": 100000.0 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = client
+        .post(format!("{base}/v1/flows"))
+        .header("Authorization", &auth)
+        .json(&json!({ "tenant": "crash", "env": "test", "source": { "chain.eflow": flow(remote_addr) } }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+
+    // Start the runs from several tasks; kill the server part way through.
+    let started = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let client = client.clone();
+        let base = base.clone();
+        let auth = auth.clone();
+        let started = started.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..RUNS).step_by(8) {
+                let id = format!("run-{i}");
+                let r = client
+                    .post(format!("{base}/v1/runs"))
+                    .header("Authorization", &auth)
+                    .json(&json!({ "tenant": "crash", "flow": "Chain", "input": { "n": i }, "id": id }))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => started.lock().unwrap().push(id),
+                    _ => return,
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while started.lock().unwrap().len() < RUNS / 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.kill().expect("kill -9 the server");
+    server.wait().unwrap();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acknowledged: Vec<String> = started.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() >= RUNS / 2,
+        "only {} runs started before the kill",
+        acknowledged.len()
+    );
+
+    // Start again on the same data; start the runs that were never acknowledged
+    // (a start is idempotent by id).
+    let mut server = serve(&data, addr);
+    wait_up(&client, &base).await;
+    for i in 0..RUNS {
+        let id = format!("run-{i}");
+        let r = client
+            .post(format!("{base}/v1/runs"))
+            .header("Authorization", &auth)
+            .json(&json!({ "tenant": "crash", "flow": "Chain", "input": { "n": i }, "id": id }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "restart {id}: {}",
+            r.text().await.unwrap()
+        );
+    }
+
+    // Every run finishes.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut pending: Vec<String> = (0..RUNS).map(|i| format!("run-{i}")).collect();
+    while !pending.is_empty() && Instant::now() < deadline {
+        let mut still = Vec::new();
+        for id in pending {
+            let v: Value = client
+                .get(format!("{base}/v1/runs/{id}"))
+                .header("Authorization", &auth)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            match v["status"].as_str() {
+                Some("succeeded") => {}
+                Some("failed") | Some("cancelled") => panic!("run {id} ended {v}"),
+                _ => still.push(id),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    assert!(
+        pending.is_empty(),
+        "{} runs never finished, e.g. {:?}",
+        pending.len(),
+        &pending[..pending.len().min(5)]
+    );
+
+    // No event lost or applied twice: every run's log is Started and one
+    // completion per step, with sequence numbers 0.., and the result is right.
+    for i in 0..RUNS {
+        let id = format!("run-{i}");
+        let run: Value = client
+            .get(format!("{base}/v1/runs/{id}"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(run["result"], json!(i + STEPS), "result of {id}");
+        let events: Vec<Value> = client
+            .get(format!("{base}/v1/runs/{id}/events"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            (0..seqs.len() as u64).collect::<Vec<_>>(),
+            "gap in {id}'s log"
+        );
+        let completions: Vec<&str> = events
+            .iter()
+            .filter(|e| e["event"]["type"] == "step_completed")
+            .map(|e| e["event"]["node"].as_str().unwrap())
+            .collect();
+        let expected: Vec<String> = (1..=STEPS).map(|s| format!("s{s}")).collect();
+        assert_eq!(completions, expected, "completions of {id}");
+        assert_eq!(events[0]["event"]["type"], "started", "{id}");
+    }
+
+    // The remote system never saw one attempt under two keys.
+    let keys = remote.keys.lock().unwrap();
+    for ((run, step, attempt), set) in keys.iter() {
+        assert_eq!(
+            set.len(),
+            1,
+            "{run} {step} attempt {attempt} was invoked with keys {set:?}"
+        );
+    }
+    assert!(
+        keys.len() >= RUNS * STEPS,
+        "{} attempts invoked",
+        keys.len()
+    );
+    drop(keys);
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+}
