@@ -630,6 +630,14 @@ impl Service {
             Ok(applied) => {
                 if !applied.changed {
                     self.release(&tenant);
+                    if applied.meta.tenant != tenant {
+                        // Run ids are global: say nothing about another tenant's run.
+                        return Err(ApiError::new(
+                            409,
+                            "run_id_taken",
+                            format!("a run with id `{id}` exists already: choose another id"),
+                        ));
+                    }
                 }
                 Ok(run_view(&applied.meta, &applied.state, &applied.deployed))
             }
@@ -897,6 +905,8 @@ impl Service {
             commits: get(&s.commits),
             finished: get(&s.finished),
             bytes_written: get(&s.bytes_written),
+            rss_mb: proc_status_mb("VmRSS:"),
+            peak_rss_mb: proc_status_mb("VmHWM:"),
         })
     }
 
@@ -950,6 +960,14 @@ impl Service {
             })
             .collect())
     }
+}
+
+/// A memory figure of this process from `/proc/self/status`, in MB.
+pub fn proc_status_mb(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 /// `train[3]` → (`train`, Some(3)).

@@ -4,7 +4,7 @@
 
 pub mod model;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -33,39 +33,96 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON body whose rejections are API errors.
+/// A JSON object body whose rejections are API errors. Only an object is
+/// taken: serde would read a JSON array into a struct field by field.
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(e) => Err(json_error(e)),
+        match read_object(req, state, false).await? {
+            Some(v) => Ok(Body(v)),
+            None => Err(ApiError::bad_request(
+                "invalid_json",
+                "the body is empty: send a JSON object",
+            )),
         }
     }
 }
 
-fn json_error(e: JsonRejection) -> ApiError {
-    match e {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            415,
-            "unsupported_media_type",
-            "send the body as JSON with `Content-Type: application/json`",
-        ),
-        JsonRejection::BytesRejection(_) => ApiError::new(
-            413,
-            "body_too_large",
-            "the body is too large or could not be read",
-        ),
-        e => ApiError::bad_request(
+/// Like [`Body`], but an empty body is `None`.
+pub struct MaybeBody<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MaybeBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_object(req, state, true).await.map(MaybeBody)
+    }
+}
+
+async fn read_object<S: Send + Sync, T: DeserializeOwned>(
+    req: Request,
+    state: &S,
+    empty_ok: bool,
+) -> Result<Option<T>, ApiError> {
+    let json_type = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            let v = v.trim();
+            v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+        });
+    let bytes = axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                413,
+                "body_too_large",
+                "the body is too large or could not be read",
+            )
+        })?;
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None if empty_ok => return Ok(None),
+        None => return Ok(None),
+        Some(_) if !json_type => {
+            return Err(ApiError::new(
+                415,
+                "unsupported_media_type",
+                "send the body as JSON with `Content-Type: application/json`",
+            ));
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "the body must be a JSON object",
+            ));
+        }
+    }
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        ApiError::bad_request(
             "invalid_json",
-            format!(
-                "the body is not what this endpoint takes: {}",
-                e.body_text()
-            ),
-        ),
+            format!("the body is not what this endpoint takes: {e}"),
+        )
+    })
+}
+
+/// Path parameters whose rejections are API errors.
+pub struct PathParam<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(PathParam(v)),
+            Err(e) => Err(ApiError::bad_request("invalid_path", e.body_text())),
+        }
     }
 }
 
@@ -168,6 +225,7 @@ pub fn router(service: Service) -> Router {
         .route("/v1/registry", get(list_registry))
         .route("/v1/stats", get(stats))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(service)
 }
 
@@ -176,6 +234,14 @@ async fn not_found() -> ApiError {
         404,
         "no_such_endpoint",
         "no such endpoint: see /v1/openapi.json for the API",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        405,
+        "method_not_allowed",
+        "this endpoint does not take that method: see /v1/openapi.json",
     )
 }
 
@@ -223,7 +289,7 @@ async fn list_tenants(State(s): State<Service>, Auth(c): Auth) -> ApiResult<Vec<
 async fn purge_tenant(
     State(s): State<Service>,
     Auth(c): Auth,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<PurgeResult> {
     s.purge_tenant(&c, &id).await.map(Json)
 }
@@ -308,7 +374,7 @@ async fn list_runs(
 async fn get_run(
     State(s): State<Service>,
     Auth(c): Auth,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<RunView> {
     s.get_run(&c, &id).await.map(Json)
 }
@@ -327,7 +393,7 @@ struct EventsParam {
 async fn run_events(
     State(s): State<Service>,
     Auth(c): Auth,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     Params(p): Params<EventsParam>,
 ) -> ApiResult<Vec<EventView>> {
     s.run_events(&c, &id, p.after, p.limit.unwrap_or(1000))
@@ -341,22 +407,11 @@ async fn run_events(
 async fn cancel_run(
     State(s): State<Service>,
     Auth(c): Auth,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
+    PathParam(id): PathParam<String>,
+    MaybeBody(body): MaybeBody<CancelRun>,
 ) -> ApiResult<RunView> {
     // The body is optional: an empty one cancels without a reason.
-    let reason = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        serde_json::from_slice::<CancelRun>(&body)
-            .map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_json",
-                    format!("the body is not what this endpoint takes: {e}"),
-                )
-            })?
-            .reason
-    };
+    let reason = body.and_then(|b| b.reason);
     s.cancel_run(&c, &id, reason).await.map(Json)
 }
 
@@ -386,7 +441,7 @@ async fn list_approvals(
 async fn decide(
     State(s): State<Service>,
     Auth(c): Auth,
-    Path((id, step)): Path<(String, String)>,
+    PathParam((id, step)): PathParam<(String, String)>,
     Body(d): Body<Decide>,
 ) -> ApiResult<ApprovalView> {
     s.decide(&c, &id, &step, d).await.map(Json)
@@ -397,7 +452,7 @@ async fn decide(
     responses((status = 200, body = CallbackAccepted), (status = 401, body = ErrorBody)))]
 async fn callback(
     State(s): State<Service>,
-    Path(token): Path<String>,
+    PathParam(token): PathParam<String>,
     Body(b): Body<Callback>,
 ) -> ApiResult<CallbackAccepted> {
     s.callback(&token, b).await.map(Json)
@@ -419,7 +474,7 @@ async fn list_schedules(
 async fn pause_schedule(
     State(s): State<Service>,
     Auth(c): Auth,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<ScheduleView> {
     s.pause_schedule(&c, &id, true).await.map(Json)
 }
@@ -430,7 +485,7 @@ async fn pause_schedule(
 async fn resume_schedule(
     State(s): State<Service>,
     Auth(c): Auth,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> ApiResult<ScheduleView> {
     s.pause_schedule(&c, &id, false).await.map(Json)
 }
@@ -441,7 +496,7 @@ async fn resume_schedule(
 async fn backfill(
     State(s): State<Service>,
     Auth(c): Auth,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     Body(b): Body<Backfill>,
 ) -> ApiResult<BackfillResult> {
     s.backfill(&c, &id, b).await.map(Json)

@@ -359,4 +359,9 @@ pub struct StatsView {
     pub finished: u64,
     /// Bytes of states, events, timers and outbox rows written.
     pub bytes_written: u64,
+    /// The server process's resident memory now and at its peak (Linux).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_mb: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mb: Option<f64>,
 }

@@ -1,0 +1,284 @@
+//! The `eflow` binary: `schedule preview` offline, and the client commands
+//! against a server started in the test.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::{Value, json};
+
+const EFLOW: &str = env!("CARGO_BIN_EXE_eflow");
+
+fn eflow(args: &[&str]) -> Output {
+    Command::new(EFLOW)
+        .args(args)
+        .env_remove("EFLOW_SERVER")
+        .env_remove("EFLOW_TOKEN")
+        .env("EFLOW_LOG", "error")
+        .output()
+        .expect("the eflow binary runs")
+}
+
+async fn eflow_async(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        eflow(&args)
+    })
+    .await
+    .expect("the blocking task")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    )
+}
+
+#[test]
+fn preview_follows_new_york_across_the_dst_change() {
+    let o = eflow(&[
+        "schedule",
+        "preview",
+        "0 9 * * MON-FRI",
+        "--tz",
+        "America/New_York",
+        "--from",
+        "2026-03-06T00:00:00Z",
+        "--count",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    let lines: Vec<String> = text(&o.stdout).lines().map(str::to_string).collect();
+    // Friday 6 March, 09:00 EST (UTC-5); clocks go forward on Sunday 8 March;
+    // Monday 9 and Tuesday 10 March, 09:00 EDT (UTC-4).
+    let expected = [
+        "2026-03-06T14:00:00Z",
+        "2026-03-09T13:00:00Z",
+        "2026-03-10T13:00:00Z",
+    ];
+    assert_eq!(lines.len(), 3, "{}", show(&o));
+    for (line, want) in lines.iter().zip(expected) {
+        let got = eflow_core::time::parse_rfc3339(line)
+            .unwrap_or_else(|| panic!("`{line}` is not RFC 3339: {}", show(&o)));
+        let want_ms = eflow_core::time::parse_rfc3339(want).unwrap();
+        assert_eq!(got, want_ms, "`{line}` should be {want}: {}", show(&o));
+    }
+}
+
+#[test]
+fn preview_of_an_expression_that_never_fires_again_prints_nothing() {
+    let o = eflow(&[
+        "schedule",
+        "preview",
+        "0 0 0 1 1 ? 2020",
+        "--from",
+        "2026-01-01T00:00:00Z",
+        "--count",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(text(&o.stdout).trim(), "", "{}", show(&o));
+}
+
+#[test]
+fn preview_refuses_invalid_expressions_and_zones() {
+    for (cron, tz, mention) in [
+        ("not a cron", "UTC", None),
+        ("61 * * * *", "UTC", None),
+        (
+            "0 9 * * MON-FRI",
+            "Mars/Olympus_Mons",
+            Some("Mars/Olympus_Mons"),
+        ),
+    ] {
+        let o = eflow(&["schedule", "preview", cron, "--tz", tz, "--count", "3"]);
+        assert!(
+            !o.status.success(),
+            "`{cron}` in {tz} should fail: {}",
+            show(&o)
+        );
+        let err = text(&o.stderr);
+        assert!(err.contains("error"), "a message on stderr: {}", show(&o));
+        assert!(err.trim().len() > 10, "a clear message: {}", show(&o));
+        if let Some(m) = mention {
+            assert!(err.contains(m), "the message names `{m}`: {}", show(&o));
+        }
+        assert_eq!(
+            text(&o.stdout).trim(),
+            "",
+            "nothing on stdout: {}",
+            show(&o)
+        );
+    }
+    let o = eflow(&["schedule", "preview", "* * * * *", "--from", "last tuesday"]);
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("--from"), "{}", show(&o));
+}
+
+const FLOW: &str = r#"
+remote step Square(x: Int) -> Int
+
+flow Double(x: Int) -> Int {
+    let y = Square(x: x)
+    return y
+}
+
+bindings dev {
+    Square = sim { duration: 50ms, failure_rate: 0.0 }
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_against_a_server() {
+    let s = TestServer::start("cli").await;
+    let server = s.addr();
+    let conn = |v: Vec<&str>| -> Vec<String> {
+        let mut v: Vec<String> = v.into_iter().map(str::to_string).collect();
+        v.extend([
+            "--server".to_string(),
+            server.clone(),
+            "--token".to_string(),
+            ADMIN.to_string(),
+        ]);
+        v
+    };
+
+    // tenant create
+    let o = eflow_async(conn(vec!["tenant", "create", "acme", "-o", "json"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let created: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("JSON: {}", show(&o)));
+    assert_eq!(created["tenant"]["id"], "acme", "{}", show(&o));
+    let token = created["token"].as_str().expect("a token").to_string();
+    // The same again is refused, with the server's message.
+    let o = eflow_async(conn(vec!["tenant", "create", "acme"])).await;
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("tenant_exists"), "{}", show(&o));
+
+    // deploy (as the admin, for the tenant)
+    let file = s.dir.join("double.eflow");
+    std::fs::write(&file, FLOW).expect("write the flow");
+    let file = file.display().to_string();
+    let o = eflow_async(conn(vec![
+        "deploy", &file, "--tenant", "acme", "-o", "json",
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+    let d: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("JSON: {}", show(&o)));
+    assert_eq!(d["tenant"], "acme");
+    assert_eq!(d["flows"][0]["name"], "Double", "{d}");
+    // The table form names the flow.
+    let o = eflow_async(conn(vec!["deploy", &file, "--tenant", "acme"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stdout).contains("Double"), "{}", show(&o));
+    // A file that does not compile deploys nothing.
+    let bad = s.dir.join("bad.eflow");
+    std::fs::write(&bad, "flow Broken( {").expect("write");
+    let o = eflow_async(conn(vec![
+        "deploy",
+        &bad.display().to_string(),
+        "--tenant",
+        "acme",
+    ]))
+    .await;
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("nothing was deployed"),
+        "{}",
+        show(&o)
+    );
+
+    // run start, with the tenant's own token
+    let tenant_conn = |v: Vec<&str>| -> Vec<String> {
+        let mut v: Vec<String> = v.into_iter().map(str::to_string).collect();
+        v.extend([
+            "--server".to_string(),
+            server.clone(),
+            "--token".to_string(),
+            token.clone(),
+        ]);
+        v
+    };
+    let o = eflow_async(tenant_conn(vec![
+        "run",
+        "start",
+        "Double",
+        "--input",
+        r#"{"x": 3}"#,
+        "--id",
+        "cli-run-1",
+        "-o",
+        "json",
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+    let run: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("JSON: {}", show(&o)));
+    assert_eq!(run["id"], "cli-run-1", "{run}");
+    assert_eq!(run["tenant"], "acme");
+    assert_eq!(run["input"], json!({"x": 3}));
+    // Bad input JSON is refused by the CLI itself.
+    let o = eflow_async(tenant_conn(vec![
+        "run", "start", "Double", "--input", "{x: 3",
+    ]))
+    .await;
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("--input"), "{}", show(&o));
+
+    // run get -o json, until it succeeded
+    s.api.wait_finished(&token, "cli-run-1").await;
+    let o = eflow_async(tenant_conn(vec!["run", "get", "cli-run-1", "-o", "json"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let got: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("JSON: {}", show(&o)));
+    assert_eq!(got["status"], "succeeded", "{got}");
+    assert_eq!(got["flow"], "Double");
+    assert_eq!(got["steps"][0]["id"], "y", "{got}");
+    assert_eq!(got["steps"][0]["status"], "succeeded", "{got}");
+    let api_view = s.api.run(&token, "cli-run-1").await;
+    assert_eq!(got, api_view, "the CLI prints what the API returns");
+    // The table form.
+    let o = eflow_async(tenant_conn(vec!["run", "get", "cli-run-1"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stdout).contains("succeeded"), "{}", show(&o));
+    // A run that does not exist.
+    let o = eflow_async(tenant_conn(vec!["run", "get", "nope", "-o", "json"])).await;
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("not_found"), "{}", show(&o));
+    // A wrong token.
+    let o = eflow_async(vec![
+        "run".into(),
+        "get".into(),
+        "cli-run-1".into(),
+        "--server".into(),
+        server.clone(),
+        "--token".into(),
+        "wrong".into(),
+    ])
+    .await;
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("unauthenticated"), "{}", show(&o));
+    // No server there.
+    let o = eflow(&[
+        "run",
+        "get",
+        "x",
+        "--server",
+        "http://127.0.0.1:9",
+        "--token",
+        "t",
+    ]);
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("cannot reach"), "{}", show(&o));
+
+    s.stop().await;
+}

@@ -1,0 +1,359 @@
+//! Shared helpers of the end-to-end tests: a server on a temp data dir and
+//! `127.0.0.1:0`, a JSON client, and polling with a deadline.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use eflow_runtime::server::{Options, Server};
+use eflow_runtime::service::Quotas;
+use serde_json::{Value, json};
+
+pub const ADMIN: &str = "test-admin-token";
+pub const DEADLINE: Duration = Duration::from_secs(30);
+pub const POLL: Duration = Duration::from_millis(50);
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh, unique directory under the system temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "eflow-test-{name}-{}-{nanos}-{n}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A response: status and body (JSON when it parses, else the text as a string).
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+    pub content_type: Option<String>,
+}
+
+impl Resp {
+    /// Panics unless the status is 2xx; returns the body.
+    pub fn ok(self, what: &str) -> Value {
+        assert!(
+            (200..300).contains(&self.status),
+            "{what}: expected success, got {} {}",
+            self.status,
+            self.text
+        );
+        self.body
+    }
+
+    /// The `error.code` of an error body (panics when the body is not `{"error": {"code", "message"}}`).
+    pub fn error_code(&self, what: &str) -> String {
+        let code = self.body.pointer("/error/code").and_then(Value::as_str);
+        let message = self.body.pointer("/error/message").and_then(Value::as_str);
+        match (code, message) {
+            (Some(c), Some(_)) => c.to_string(),
+            _ => panic!(
+                "{what}: expected a JSON error body {{\"error\": {{\"code\", \"message\"}}}}, got {} (content-type {:?}): {:?}",
+                self.status, self.content_type, self.text
+            ),
+        }
+    }
+
+    /// Asserts the status and a JSON error body; returns the error code.
+    pub fn expect_error(&self, status: u16, what: &str) -> String {
+        assert_eq!(
+            self.status, status,
+            "{what}: expected {status}, got {} {}",
+            self.status, self.text
+        );
+        self.error_code(what)
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: String) -> Self {
+        Self {
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
+        let resp = req.send().await.expect("the request reaches the server");
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = resp.bytes().await.expect("read the body");
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::String(text.clone()));
+        Resp {
+            status,
+            body,
+            text,
+            content_type,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, token: Option<&str>, path: &str) -> Resp {
+        let mut r = self.http.get(self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        self.send(r).await
+    }
+
+    pub async fn post(&self, token: Option<&str>, path: &str, body: &Value) -> Resp {
+        let mut r = self.http.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        self.send(r).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Resp {
+        let mut r = self.http.post(self.url(path)).body(body);
+        if let Some(ct) = content_type {
+            r = r.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        self.send(r).await
+    }
+
+    /// Like [`Api::post_raw`], but a transport error (a server that answers
+    /// and closes the connection before reading all of a huge body) is an `Err`.
+    pub async fn try_post_raw(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Resp, String> {
+        // A connection of its own, never pooled: the server may close it
+        // without reading the whole body, and no later request may reuse it.
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut r = http.post(self.url(path)).body(body);
+        if let Some(ct) = content_type {
+            r = r.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let resp = r.send().await.map_err(|e| format!("{e:?}"))?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = resp.bytes().await.map_err(|e| format!("{e:?}"))?;
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::String(text.clone()));
+        Ok(Resp {
+            status,
+            body,
+            text,
+            content_type,
+        })
+    }
+
+    pub async fn delete(&self, token: Option<&str>, path: &str) -> Resp {
+        let mut r = self.http.delete(self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        self.send(r).await
+    }
+
+    // ---- conveniences ----------------------------------------------------
+
+    /// Creates a tenant with the admin token; returns its token.
+    pub async fn create_tenant(&self, id: &str, limits: Value) -> String {
+        let mut body = json!({ "id": id });
+        if let (Some(b), Some(l)) = (body.as_object_mut(), limits.as_object()) {
+            for (k, v) in l {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        let r = self
+            .post(Some(ADMIN), "/v1/tenants", &body)
+            .await
+            .ok("create tenant");
+        r["token"].as_str().expect("a token").to_string()
+    }
+
+    /// Deploys `.eflow` sources (file name → text) with `token`.
+    pub async fn deploy_source(&self, token: &str, files: &[(&str, &str)]) -> Value {
+        let source: BTreeMap<String, String> = files
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        self.post(Some(token), "/v1/flows", &json!({ "source": source }))
+            .await
+            .ok("deploy")
+    }
+
+    pub async fn start(&self, token: &str, flow: &str, input: Value) -> Value {
+        self.post(
+            Some(token),
+            "/v1/runs",
+            &json!({ "flow": flow, "input": input }),
+        )
+        .await
+        .ok(&format!("start {flow}"))
+    }
+
+    pub async fn run(&self, token: &str, id: &str) -> Value {
+        self.get(Some(token), &format!("/v1/runs/{id}"))
+            .await
+            .ok(&format!("get run {id}"))
+    }
+
+    /// Waits until the run's status is one of `statuses`; returns the run.
+    pub async fn wait_status(&self, token: &str, id: &str, statuses: &[&str]) -> Value {
+        let what = format!("run {id} to reach {statuses:?}");
+        let start = Instant::now();
+        loop {
+            let r = self.get(Some(token), &format!("/v1/runs/{id}")).await;
+            if r.status == 200 {
+                let s = r.body["status"].as_str().unwrap_or_default();
+                if statuses.contains(&s) {
+                    return r.body;
+                }
+            }
+            if start.elapsed() > DEADLINE {
+                let last = format!("{} {}", r.status, r.text);
+                panic!("timed out after {DEADLINE:?} waiting for {what}; last answer: {last}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until the run finished (succeeded, failed or cancelled).
+    pub async fn wait_finished(&self, token: &str, id: &str) -> Value {
+        self.wait_status(token, id, &["succeeded", "failed", "cancelled"])
+            .await
+    }
+
+    /// Every run of a history query, following `next`.
+    pub async fn all_runs(&self, token: &str, query: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let mut path = format!("/v1/runs?{query}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page = self.get(Some(token), &path).await.ok(&path);
+            out.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page.get("next").and_then(Value::as_str) {
+                Some(n) => cursor = Some(n.to_string()),
+                None => return out,
+            }
+        }
+        panic!("pagination of {query} did not end");
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `deadline`
+/// with `what` in the message.
+pub async fn poll_until<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A server of its own, in its own temp dir.
+pub struct TestServer {
+    pub server: Server,
+    pub api: Api,
+    pub dir: PathBuf,
+}
+
+impl TestServer {
+    pub async fn start(name: &str) -> Self {
+        Self::start_with(name, |_| {}).await
+    }
+
+    pub async fn start_with(name: &str, tweak: impl FnOnce(&mut Options)) -> Self {
+        let dir = temp_dir(name);
+        let mut o = Options::new(dir.clone(), "127.0.0.1:0".parse().expect("addr"));
+        o.admin_token = Some(ADMIN.to_string());
+        o.quotas = Quotas::default();
+        tweak(&mut o);
+        let server = Server::start(o).await.expect("the server starts");
+        let api = Api::new(format!("http://{}", server.addr));
+        Self { server, api, dir }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("http://{}", self.server.addr)
+    }
+
+    pub async fn stop(self) {
+        self.server.stop().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time.
+pub fn ms(t: &Value) -> i64 {
+    let s = t
+        .as_str()
+        .unwrap_or_else(|| panic!("{t} is not a time string"));
+    eflow_core::time::parse_rfc3339(s).unwrap_or_else(|| panic!("{s} is not RFC 3339"))
+}
+
+/// The ids of runs in a list of summaries.
+pub fn ids(runs: &[Value]) -> Vec<String> {
+    runs.iter()
+        .map(|r| r["id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}

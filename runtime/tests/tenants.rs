@@ -1,0 +1,595 @@
+//! Tenants: isolation between tenants, quotas, purge, authentication.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A flow with an approval and a registry step, a long one, and a schedule
+/// that does not fire during a test.
+const SOURCE: &str = r#"
+from "std/ml" import Model, Evaluation, ModelVersion, RegisterModel, Stage
+from "std/approval" import Approve
+
+remote step TrainIt(name: String) -> Model
+remote step EvalIt(model: Model) -> Evaluation
+remote step Slow(x: Int) -> Int
+
+flow Pipeline(model_name: String) -> ModelVersion? {
+    let model = TrainIt(name: model_name)
+    let eval = EvalIt(model: model)
+    let decision = Approve(subject: eval, summary: "Register the model?")
+    when decision.approved {
+        let version = RegisterModel(name: model_name, model: model, evaluation: eval, stage: Stage.Staging)
+    }
+    return version
+}
+
+flow Long(x: Int = 1) -> Int {
+    schedule "0 0 1 1 *"
+        input(x: 2)
+    let s = Slow(x: x)
+    return s
+}
+
+bindings dev {
+    TrainIt = sim { duration: 50ms, failure_rate: 0.0 }
+    EvalIt = sim { duration: 50ms, failure_rate: 0.0 }
+    Slow = sim { duration: 1h, failure_rate: 0.0 }
+    Approve = approval { approvers: ["me@example.com"], channel: "ui" }
+    RegisterModel = registry { kind: "model" }
+}
+"#;
+
+fn id_of(run: &Value) -> String {
+    run["id"].as_str().expect("a run id").to_string()
+}
+
+/// Everything a tenant has, as its own token sees it.
+struct Fixture {
+    token: String,
+    /// A run waiting for its approval.
+    pending: String,
+    /// A run that registered a model.
+    registered: String,
+    /// A run of `Long`, running.
+    long: String,
+    schedule: String,
+}
+
+async fn wait_pending_approval(api: &Api, token: &str, run: &str) {
+    poll_until(&format!("the approval of {run}"), DEADLINE, || async {
+        let list = api.get(Some(token), "/v1/approvals").await.ok("approvals");
+        list.as_array()?
+            .iter()
+            .any(|a| a["run"] == run)
+            .then_some(())
+    })
+    .await;
+}
+
+async fn fixture(api: &Api, tenant: &str) -> Fixture {
+    let token = api.create_tenant(tenant, json!({})).await;
+    api.deploy_source(&token, &[("flows.eflow", SOURCE)]).await;
+    let registered = id_of(
+        &api.start(&token, "Pipeline", json!({"model_name": "churn"}))
+            .await,
+    );
+    wait_pending_approval(api, &token, &registered).await;
+    api.post(
+        Some(&token),
+        &format!("/v1/runs/{registered}/approvals/decision"),
+        &json!({"approve": true}),
+    )
+    .await
+    .ok("approve");
+    let done = api.wait_finished(&token, &registered).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let pending = id_of(
+        &api.start(&token, "Pipeline", json!({"model_name": "churn"}))
+            .await,
+    );
+    wait_pending_approval(api, &token, &pending).await;
+    let long = id_of(&api.start(&token, "Long", json!({"x": 1})).await);
+    let schedules = api.get(Some(&token), "/v1/schedules").await.ok("schedules");
+    let schedule = schedules[0]["id"].as_str().expect("a schedule").to_string();
+    // History knows the three runs.
+    poll_until(&format!("history of {tenant}"), DEADLINE, || async {
+        (api.all_runs(&token, "limit=100").await.len() == 3).then_some(())
+    })
+    .await;
+    Fixture {
+        token,
+        pending,
+        registered,
+        long,
+        schedule,
+    }
+}
+
+/// Asserts a refusal: 403 or 404 with a JSON error, and none of `secrets` in the body.
+fn refused(r: &Resp, what: &str, secrets: &[&str]) {
+    assert!(
+        r.status == 403 || r.status == 404,
+        "{what}: expected 403 or 404, got {} {}",
+        r.status,
+        r.text
+    );
+    r.error_code(what);
+    for s in secrets {
+        // The id asked for may be echoed in the message; nothing else of B's may appear.
+        assert!(
+            !r.text.contains(s),
+            "{what}: the answer leaks `{s}`: {}",
+            r.text
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_can_neither_see_nor_touch_another() {
+    let s = TestServer::start("isolation").await;
+    let api = &s.api;
+    let a = fixture(api, "alpha").await;
+    let b = fixture(api, "bravo").await;
+    let ta = Some(a.token.as_str());
+    let leaks: Vec<&str> = vec!["bravo", &b.pending, &b.registered, &b.long, &b.schedule];
+
+    // Lists show only A's own things.
+    let flows = api.get(ta, "/v1/flows").await.ok("flows");
+    assert!(
+        flows
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["tenant"] == "alpha"),
+        "{flows}"
+    );
+    let runs = api.all_runs(&a.token, "limit=100").await;
+    assert_eq!(runs.len(), 3);
+    assert!(runs.iter().all(|r| r["tenant"] == "alpha"), "{runs:?}");
+    for path in [
+        "/v1/flows",
+        "/v1/runs",
+        "/v1/approvals",
+        "/v1/schedules",
+        "/v1/registry",
+        "/v1/tenants",
+    ] {
+        let r = api.get(ta, path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        for s in &leaks {
+            assert!(!r.text.contains(s), "{path} leaks `{s}`: {}", r.text);
+        }
+    }
+    let approvals = api.get(ta, "/v1/approvals?pending=false").await;
+    assert!(!approvals.text.contains("bravo"), "{}", approvals.text);
+
+    // Naming B is forbidden.
+    for path in [
+        "/v1/flows?tenant=bravo",
+        "/v1/runs?tenant=bravo",
+        "/v1/approvals?tenant=bravo",
+        "/v1/schedules?tenant=bravo",
+        "/v1/registry?tenant=bravo",
+        "/v1/stats",
+    ] {
+        refused(&api.get(ta, path).await, path, &leaks[1..]);
+    }
+
+    // B's runs are absent for A.
+    for id in [&b.pending, &b.registered, &b.long] {
+        let secrets: Vec<&str> = leaks.iter().copied().filter(|x| x != id).collect();
+        refused(
+            &api.get(ta, &format!("/v1/runs/{id}")).await,
+            "get B's run",
+            &secrets,
+        );
+        refused(
+            &api.get(ta, &format!("/v1/runs/{id}/events")).await,
+            "B's events",
+            &secrets,
+        );
+        refused(
+            &api.post(ta, &format!("/v1/runs/{id}/cancel"), &json!({}))
+                .await,
+            "cancel B's run",
+            &secrets,
+        );
+    }
+    refused(
+        &api.post(
+            ta,
+            &format!("/v1/runs/{}/approvals/decision", b.pending),
+            &json!({"approve": false}),
+        )
+        .await,
+        "decide B's approval",
+        &[],
+    );
+    for action in ["pause", "resume"] {
+        refused(
+            &api.post(
+                ta,
+                &format!("/v1/schedules/{}/{action}", b.schedule),
+                &json!({}),
+            )
+            .await,
+            &format!("{action} B's schedule"),
+            &[],
+        );
+    }
+    refused(
+        &api.post(
+            ta,
+            &format!("/v1/schedules/{}/backfill", b.schedule),
+            &json!({"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}),
+        )
+        .await,
+        "backfill B's schedule",
+        &[],
+    );
+    // Acting for B, or as an admin, is refused.
+    refused(
+        &api.post(ta, "/v1/runs", &json!({"flow": "Long", "tenant": "bravo"}))
+            .await,
+        "start a run for B",
+        &[],
+    );
+    refused(
+        &api.post(
+            ta,
+            "/v1/flows",
+            &json!({"tenant": "bravo", "source": {"f.eflow": SOURCE}}),
+        )
+        .await,
+        "deploy for B",
+        &[],
+    );
+    refused(&api.delete(ta, "/v1/tenants/bravo").await, "purge B", &[]);
+    refused(
+        &api.post(ta, "/v1/tenants", &json!({"id": "charlie"})).await,
+        "create a tenant",
+        &[],
+    );
+    // B's things are as they were.
+    let tb = Some(b.token.as_str());
+    let long = api
+        .get(tb, &format!("/v1/runs/{}", b.long))
+        .await
+        .ok("B's long run");
+    assert_eq!(long["status"], "running", "{long}");
+    let approvals = api.get(tb, "/v1/approvals").await.ok("B's approvals");
+    assert!(
+        approvals
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["run"] == b.pending.as_str()),
+        "B's approval is still pending: {approvals}"
+    );
+    let schedules = api.get(tb, "/v1/schedules").await.ok("B's schedules");
+    assert_eq!(schedules[0]["paused"], false, "{schedules}");
+    let registry = api.get(tb, "/v1/registry").await.ok("B's registry");
+    assert_eq!(registry.as_array().map(Vec::len), Some(1), "{registry}");
+    assert_eq!(registry[0]["lineage"]["run"], b.registered.as_str());
+    let _ = a.pending;
+    s.stop().await;
+}
+
+/// Starting a run with the id of another tenant's run must neither return
+/// that run nor touch it: a run id is unique across tenants, so the start is
+/// refused (or, at worst, a run of the caller's own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_with_another_tenants_run_id_reveals_nothing() {
+    let s = TestServer::start("run-id-takeover").await;
+    let api = &s.api;
+    let ta = api.create_tenant("alpha", json!({})).await;
+    let tb = api.create_tenant("bravo", json!({})).await;
+    api.deploy_source(&ta, &[("flows.eflow", SOURCE)]).await;
+    api.deploy_source(&tb, &[("flows.eflow", SOURCE)]).await;
+    let theirs = id_of(&api.start(&tb, "Long", json!({"x": 7})).await);
+    let r = api
+        .post(
+            Some(&ta),
+            "/v1/runs",
+            &json!({"flow": "Long", "id": theirs, "input": {"x": 1}}),
+        )
+        .await;
+    if r.status == 200 {
+        assert_eq!(
+            r.body["tenant"], "alpha",
+            "tenant alpha started a run with bravo's run id and got bravo's run back: {}",
+            r.text
+        );
+    } else {
+        assert!((400..500).contains(&r.status), "{} {}", r.status, r.text);
+        r.error_code("start with another tenant's run id");
+        assert!(!r.text.contains("bravo"), "{}", r.text);
+    }
+    let b = api.run(&tb, &theirs).await;
+    assert_eq!(b["tenant"], "bravo");
+    assert_eq!(b["status"], "running", "{b}");
+    assert_eq!(b["input"]["x"], 7, "{b}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_on_active_runs() {
+    let s = TestServer::start("quota-active").await;
+    let api = &s.api;
+    let token = api
+        .create_tenant("small", json!({"max_active_runs": 2}))
+        .await;
+    api.deploy_source(&token, &[("flows.eflow", SOURCE)]).await;
+    let r1 = id_of(&api.start(&token, "Long", json!({})).await);
+    let _r2 = id_of(&api.start(&token, "Long", json!({})).await);
+    let third = api
+        .post(Some(&token), "/v1/runs", &json!({"flow": "Long"}))
+        .await;
+    assert_eq!(third.expect_error(429, "a third run"), "quota_active_runs");
+    // Restarting an existing id is not a new run and is not refused for being one... but a new one still is.
+    let fourth = api
+        .post(
+            Some(&token),
+            "/v1/runs",
+            &json!({"flow": "Long", "id": "mine-1"}),
+        )
+        .await;
+    assert_eq!(
+        fourth.expect_error(429, "a fourth run"),
+        "quota_active_runs"
+    );
+    // A run that ends frees its place.
+    api.post(Some(&token), &format!("/v1/runs/{r1}/cancel"), &json!({}))
+        .await
+        .ok("cancel");
+    api.wait_finished(&token, &r1).await;
+    let again = poll_until("a place to be free", DEADLINE, || async {
+        let r = api
+            .post(Some(&token), "/v1/runs", &json!({"flow": "Long"}))
+            .await;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(again.body["status"], "running", "{}", again.text);
+    let refused = api
+        .post(Some(&token), "/v1/runs", &json!({"flow": "Long"}))
+        .await;
+    assert_eq!(
+        refused.expect_error(429, "over the limit again"),
+        "quota_active_runs"
+    );
+    // Another tenant is not limited by this one's quota.
+    let other = api.create_tenant("big", json!({})).await;
+    api.deploy_source(&other, &[("flows.eflow", SOURCE)]).await;
+    for _ in 0..3 {
+        api.start(&other, "Long", json!({})).await;
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_on_start_rate() {
+    let s = TestServer::start("quota-rate").await;
+    let api = &s.api;
+    let token = api
+        .create_tenant("slow", json!({"max_starts_per_sec": 1.0}))
+        .await;
+    api.deploy_source(&token, &[("flows.eflow", SOURCE)]).await;
+    api.start(&token, "Long", json!({})).await;
+    let second = api
+        .post(Some(&token), "/v1/runs", &json!({"flow": "Long"}))
+        .await;
+    assert_eq!(
+        second.expect_error(429, "a second start within a second"),
+        "quota_start_rate"
+    );
+    // The bucket refills.
+    poll_until(
+        "the start rate to allow another start",
+        DEADLINE,
+        || async {
+            let r = api
+                .post(Some(&token), "/v1/runs", &json!({"flow": "Long"}))
+                .await;
+            (r.status == 200).then_some(())
+        },
+    )
+    .await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_removes_every_row_of_a_tenant_only() {
+    let s = TestServer::start("purge").await;
+    let api = &s.api;
+    let gone = fixture(api, "gone").await;
+    let kept = fixture(api, "kept").await;
+    let before = |t: &str| format!("/v1/runs?tenant={t}&limit=100");
+    let kept_runs = api.get(Some(ADMIN), &before("kept")).await.ok("kept runs");
+
+    let r = api
+        .delete(Some(ADMIN), "/v1/tenants/gone")
+        .await
+        .ok("purge");
+    assert_eq!(r["tenant"], "gone");
+    assert!(r["rows_deleted"].as_u64().unwrap_or(0) > 0, "{r}");
+
+    for id in [&gone.pending, &gone.registered, &gone.long] {
+        let r = api.get(Some(ADMIN), &format!("/v1/runs/{id}")).await;
+        assert_eq!(r.expect_error(404, "a purged run"), "not_found");
+        let r = api.get(Some(ADMIN), &format!("/v1/runs/{id}/events")).await;
+        assert_eq!(r.expect_error(404, "a purged run's events"), "not_found");
+    }
+    // Nothing of it is left anywhere, and nothing comes back.
+    for _ in 0..3 {
+        for path in [
+            "/v1/flows?tenant=gone",
+            "/v1/approvals?tenant=gone&pending=false",
+            "/v1/schedules?tenant=gone",
+            "/v1/registry?tenant=gone",
+        ] {
+            let r = api.get(Some(ADMIN), path).await.ok(path);
+            assert_eq!(r, json!([]), "{path} after the purge");
+        }
+        let runs = api.get(Some(ADMIN), &before("gone")).await.ok("runs");
+        assert_eq!(runs["items"], json!([]), "history after the purge: {runs}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let tenants = api.get(Some(ADMIN), "/v1/tenants").await.ok("tenants");
+    assert!(
+        tenants
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["id"] != "gone"),
+        "{tenants}"
+    );
+    // Its token no longer works.
+    let r = api.get(Some(&gone.token), "/v1/flows").await;
+    assert_eq!(
+        r.expect_error(401, "a purged tenant's token"),
+        "unauthenticated"
+    );
+    // Purging twice: the tenant is gone.
+    let r = api.delete(Some(ADMIN), "/v1/tenants/gone").await;
+    assert_eq!(r.expect_error(404, "purge twice"), "not_found");
+
+    // The other tenant is untouched.
+    let tk = Some(kept.token.as_str());
+    assert_eq!(
+        api.get(Some(ADMIN), &before("kept")).await.ok("kept runs")["items"],
+        kept_runs["items"]
+    );
+    let long = api
+        .get(tk, &format!("/v1/runs/{}", kept.long))
+        .await
+        .ok("kept long");
+    assert_eq!(long["status"], "running");
+    let approvals = api.get(tk, "/v1/approvals").await.ok("kept approvals");
+    assert!(
+        approvals
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["run"] == kept.pending.as_str())
+    );
+    assert_eq!(
+        api.get(tk, "/v1/registry")
+            .await
+            .ok("registry")
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        api.get(tk, "/v1/schedules")
+            .await
+            .ok("schedules")
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert!(
+        !api.get(tk, "/v1/flows")
+            .await
+            .ok("flows")
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    api.post(
+        tk,
+        &format!("/v1/runs/{}/approvals/decision", kept.pending),
+        &json!({"approve": true}),
+    )
+    .await
+    .ok("the kept tenant decides");
+    let done = api.wait_finished(&kept.token, &kept.pending).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    // The id can be used again, from scratch.
+    let token = api.create_tenant("gone", json!({})).await;
+    assert_eq!(
+        api.get(Some(&token), "/v1/flows").await.ok("flows"),
+        json!([])
+    );
+    assert_eq!(
+        api.get(Some(&token), "/v1/registry").await.ok("registry"),
+        json!([])
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_requests_get_401_json() {
+    let s = TestServer::start("unauth").await;
+    let api = &s.api;
+    api.create_tenant("acme", json!({})).await;
+    let gets = [
+        "/v1/tenants",
+        "/v1/flows",
+        "/v1/runs",
+        "/v1/runs/x",
+        "/v1/runs/x/events",
+        "/v1/approvals",
+        "/v1/schedules",
+        "/v1/registry",
+        "/v1/stats",
+    ];
+    let posts = [
+        ("/v1/tenants", json!({"id": "evil"})),
+        ("/v1/flows", json!({"source": {"a.eflow": "flow F() {}"}})),
+        ("/v1/runs", json!({"flow": "F"})),
+        ("/v1/runs/x/cancel", json!({})),
+        ("/v1/runs/x/approvals/y", json!({"approve": true})),
+        ("/v1/schedules/x/pause", json!({})),
+        ("/v1/schedules/x/resume", json!({})),
+        (
+            "/v1/schedules/x/backfill",
+            json!({"from": "2026-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}),
+        ),
+    ];
+    for token in [
+        None,
+        Some("not-a-token"),
+        Some(""),
+        Some("eflow_admin_forged"),
+    ] {
+        for path in gets {
+            let r = api.get(token, path).await;
+            assert_eq!(
+                r.expect_error(401, &format!("GET {path} with {token:?}")),
+                "unauthenticated"
+            );
+        }
+        for (path, body) in &posts {
+            let r = api.post(token, path, body).await;
+            assert_eq!(
+                r.expect_error(401, &format!("POST {path} with {token:?}")),
+                "unauthenticated"
+            );
+        }
+        let r = api.delete(token, "/v1/tenants/acme").await;
+        assert_eq!(r.expect_error(401, "DELETE a tenant"), "unauthenticated");
+    }
+    // Another scheme than Bearer is not a token.
+    let r = api
+        .send(
+            api.http
+                .get(format!("{}/v1/flows", s.addr()))
+                .basic_auth("admin", Some(ADMIN)),
+        )
+        .await;
+    assert_eq!(r.expect_error(401, "basic auth"), "unauthenticated");
+    // Nothing was done.
+    let tenants = api.get(Some(ADMIN), "/v1/tenants").await.ok("tenants");
+    assert_eq!(tenants.as_array().map(Vec::len), Some(1), "{tenants}");
+    // Health needs no token.
+    assert_eq!(
+        api.get(None, "/v1/health").await.ok("health")["status"],
+        "ok"
+    );
+    s.stop().await;
+}
