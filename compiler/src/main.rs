@@ -58,6 +58,9 @@ enum Command {
         /// Write one bundle per flow, `<flow>.json`, into this directory.
         #[arg(long)]
         out_dir: Option<PathBuf>,
+        /// Indent the JSON for people to read (the default is compact).
+        #[arg(long)]
+        pretty: bool,
         #[command(flatten)]
         diag: DiagOpts,
     },
@@ -116,6 +119,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             paths,
             output,
             out_dir,
+            pretty,
             diag,
         } => {
             let analysis = analyze(&paths)?;
@@ -125,7 +129,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let bundle = if failed {
                 None
             } else {
-                match ir::emit::emit(&analysis, None) {
+                match ir::emit::emit_sealed(&analysis, None) {
                     Ok(b) => Some(b),
                     Err(errs) => {
                         diags.extend(errs);
@@ -137,17 +141,28 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let Some(bundle) = bundle else {
                 return Ok(ExitCode::from(1));
             };
+            let write_ir = |b: &ir::SealedBundle, w: &mut dyn Write| {
+                if pretty {
+                    b.bundle.write_pretty_json(w)
+                } else {
+                    b.write_json(w)
+                }
+            };
             if let Some(path) = output {
-                write_atomic(&path, &bundle.to_json())?;
+                write_atomic(&path, |w| write_ir(&bundle, w))?;
             } else if let Some(dir) = out_dir {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
-                for flow in &bundle.flows {
-                    let one = ir::emit::emit_one(&bundle, &flow.name);
-                    write_atomic(&dir.join(format!("{}.json", flow.name)), &one.to_json())?;
+                for flow in &bundle.bundle.flows {
+                    let one = bundle.subset(&flow.name);
+                    write_atomic(&dir.join(format!("{}.json", flow.name)), |w| {
+                        write_ir(&one, w)
+                    })?;
                 }
             } else {
-                write_stdout(&bundle.to_json())?;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                ignore_broken_pipe(write_ir(&bundle, &mut out).and_then(|_| out.flush()))
+                    .map_err(|e| format!("cannot write to stdout: {e}"))?;
             }
             Ok(exit_for(&diags, diag.deny_warnings))
         }
@@ -247,7 +262,7 @@ fn format_files(paths: &[PathBuf], check: bool) -> Result<ExitCode, String> {
                     write_stdout(&format!("{}\n", f.display()))?;
                     unformatted += 1;
                 } else {
-                    write_atomic(f, &formatted)?;
+                    write_atomic(f, |w| w.write_all(formatted.as_bytes()))?;
                 }
             }
             Err(n) => {
@@ -275,7 +290,10 @@ fn format_files(paths: &[PathBuf], check: bool) -> Result<ExitCode, String> {
 }
 
 /// Write through a temporary file and rename, so a crash never leaves half a file.
-fn write_atomic(path: &std::path::Path, content: &str) -> Result<(), String> {
+fn write_atomic(
+    path: &std::path::Path,
+    content: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), String> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -285,7 +303,13 @@ fn write_atomic(path: &std::path::Path, content: &str) -> Result<(), String> {
         path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
         std::process::id()
     ));
-    std::fs::write(&tmp, content)
+    std::fs::File::create(&tmp)
+        .and_then(|f| {
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+            content(&mut w)?;
+            w.into_inner().map_err(|e| e.into_error())?;
+            Ok(())
+        })
         .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);

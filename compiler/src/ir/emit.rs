@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{
     Backoff, BinOp, Binding, Bundle, Call, Catchup, Contract, ContractParam, Expr, FanOut, Field,
-    Flow, Guard, IR_VERSION, Join, Node, Overlap, Param, Retry, Schedule, SourceLoc, StepKind,
-    Type, TypeDef,
+    Flow, Guard, IR_VERSION, Join, Node, Overlap, Param, Retry, Schedule, SealedBundle, SourceLoc,
+    StepKind, Type, TypeDef,
 };
 use crate::analysis::Analysis;
 use crate::check::flow::{self, Callee, CheckedFlow, TExpr, TExprKind};
@@ -24,6 +24,14 @@ pub const DEFAULT_BACKOFF: Backoff = Backoff::Exponential {
 /// The flows defined in `files` (all roots when `None`) and every subflow they call.
 /// Call only when the analysis has no errors.
 pub fn emit(analysis: &Analysis, files: Option<&[FileId]>) -> Result<Bundle, Vec<Diagnostic>> {
+    emit_sealed(analysis, files).map(|s| s.bundle)
+}
+
+/// [`emit`], keeping each flow's canonical JSON to write it out.
+pub fn emit_sealed(
+    analysis: &Analysis,
+    files: Option<&[FileId]>,
+) -> Result<SealedBundle, Vec<Diagnostic>> {
     let roots = files.unwrap_or(&analysis.roots);
     let mut wanted: Vec<DefId> = Vec::new();
     for &f in roots {
@@ -74,10 +82,10 @@ pub fn emit(analysis: &Analysis, files: Option<&[FileId]>) -> Result<Bundle, Vec
         .map(|f| lower.flow(f))
         .collect();
     flows.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Bundle {
+    Ok(SealedBundle::new(Bundle {
         ir_version: IR_VERSION,
         flows,
-    })
+    }))
 }
 
 struct Lower<'a> {
@@ -347,7 +355,7 @@ impl Lower<'_> {
                     .collect(),
             })
             .collect();
-        let mut out = Flow {
+        Flow {
             name: f.name.to_string(),
             module: self.a.module(file).name.clone(),
             hash: String::new(),
@@ -363,9 +371,7 @@ impl Lower<'_> {
             contracts,
             bindings,
             source: self.loc(file, f.name_span.start),
-        };
-        out.seal();
-        out
+        }
     }
 
     fn expr(&self, e: &TExpr, f: &CheckedFlow) -> Expr {
@@ -466,32 +472,5 @@ pub fn constant(e: &TExpr) -> serde_json::Value {
             _ => Value::Null,
         },
         _ => Value::Null,
-    }
-}
-
-/// A bundle with one flow and the subflows it calls, for `--out-dir`.
-pub fn emit_one(bundle: &Bundle, name: &str) -> Bundle {
-    let mut wanted = vec![name.to_string()];
-    let mut i = 0;
-    while i < wanted.len() {
-        if let Some(f) = bundle.flows.iter().find(|f| f.name == wanted[i]) {
-            for n in &f.nodes {
-                if let Call::Flow { name } = &n.call
-                    && !wanted.contains(name)
-                {
-                    wanted.push(name.clone());
-                }
-            }
-        }
-        i += 1;
-    }
-    Bundle {
-        ir_version: bundle.ir_version,
-        flows: bundle
-            .flows
-            .iter()
-            .filter(|f| wanted.contains(&f.name))
-            .cloned()
-            .collect(),
     }
 }
