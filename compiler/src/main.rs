@@ -164,6 +164,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 ignore_broken_pipe(write_ir(&bundle, &mut out).and_then(|_| out.flush()))
                     .map_err(|e| format!("cannot write to stdout: {e}"))?;
             }
+            // The process ends here: freeing the analysis and the IR, millions of
+            // small allocations, took a third of the run time (0.1 s for 100,000
+            // lines) for memory the system takes back at exit anyway.
+            std::mem::forget(analysis);
+            std::mem::forget(bundle);
             Ok(exit_for(&diags, diag.deny_warnings))
         }
         Command::Fmt { paths, check } => format_files(&paths, check),
