@@ -56,6 +56,8 @@ fn main() {
     b.write_json(&mut json).expect("write to a Vec");
     eprintln!("json      {:?} ({} bytes)", t.elapsed(), json.len());
     let t = Instant::now();
-    let pretty = b.bundle.to_pretty_json();
-    eprintln!("pretty    {:?} ({} bytes)", t.elapsed(), pretty.len());
+    let pretty = eflow_compiler::ir::emit::emit(&a, None)
+        .expect("emit")
+        .to_pretty_json();
+    eprintln!("emit+pretty {:?} ({} bytes)", t.elapsed(), pretty.len());
 }

@@ -201,6 +201,26 @@ fn compile_writes_compact_ir_and_pretty_ir_on_request() {
     let o = eflowc(&["compile", "--pretty", "examples"], &root());
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o), bundle.to_pretty_json());
+
+    // One file per flow: the same IR, compact or pretty.
+    let compact = tempfile::tempdir().expect("tempdir");
+    let pretty = tempfile::tempdir().expect("tempdir");
+    for (dir, extra) in [(&compact, None), (&pretty, Some("--pretty"))] {
+        let mut args = vec!["compile", "examples", "--out-dir"];
+        args.push(dir.path().to_str().expect("path"));
+        args.extend(extra);
+        let o = eflowc(&args, &root());
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    for f in &bundle.flows {
+        let file = format!("{}.json", f.name);
+        let read = |dir: &tempfile::TempDir| {
+            std::fs::read_to_string(dir.path().join(&file)).expect("one file per flow")
+        };
+        let b: eflow_compiler::ir::Bundle = serde_json::from_str(&read(&compact)).expect("IR");
+        assert_eq!(read(&pretty), b.to_pretty_json());
+        assert_eq!(read(&compact).lines().count(), 1);
+    }
 }
 
 #[test]

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{
     Backoff, BinOp, Binding, Bundle, Call, Catchup, Contract, ContractParam, Expr, FanOut, Field,
-    Flow, Guard, IR_VERSION, Join, Node, Overlap, Param, Retry, Schedule, SealedBundle, SourceLoc,
-    StepKind, Type, TypeDef,
+    Flow, Guard, IR_VERSION, Join, Node, Overlap, Param, Retry, Schedule, SealedBundle, SealedFlow,
+    SourceLoc, StepKind, Type, TypeDef,
 };
 use crate::analysis::Analysis;
 use crate::check::flow::{self, Callee, CheckedFlow, TExpr, TExprKind};
@@ -24,14 +24,41 @@ pub const DEFAULT_BACKOFF: Backoff = Backoff::Exponential {
 /// The flows defined in `files` (all roots when `None`) and every subflow they call.
 /// Call only when the analysis has no errors.
 pub fn emit(analysis: &Analysis, files: Option<&[FileId]>) -> Result<Bundle, Vec<Diagnostic>> {
-    emit_sealed(analysis, files).map(|s| s.bundle)
+    let (lower, flows) = prepare(analysis, files)?;
+    Ok(Bundle {
+        ir_version: IR_VERSION,
+        flows: flows
+            .into_iter()
+            .map(|f| {
+                let mut flow = lower.flow(f);
+                flow.seal();
+                flow
+            })
+            .collect(),
+    })
 }
 
-/// [`emit`], keeping each flow's canonical JSON to write it out.
+/// [`emit`] as canonical JSON: each flow is serialised once, to hash it, and
+/// dropped as soon as it is, so that the whole IR is never held at once.
 pub fn emit_sealed(
     analysis: &Analysis,
     files: Option<&[FileId]>,
 ) -> Result<SealedBundle, Vec<Diagnostic>> {
+    let (lower, flows) = prepare(analysis, files)?;
+    Ok(SealedBundle {
+        ir_version: IR_VERSION,
+        flows: flows
+            .into_iter()
+            .map(|f| SealedFlow::new(lower.flow(f)))
+            .collect(),
+    })
+}
+
+/// The checked flows to emit, sorted by name, and the lowering context.
+fn prepare<'a>(
+    analysis: &'a Analysis,
+    files: Option<&[FileId]>,
+) -> Result<(Lower<'a>, Vec<&'a CheckedFlow>), Vec<Diagnostic>> {
     let roots = files.unwrap_or(&analysis.roots);
     let mut wanted: Vec<DefId> = Vec::new();
     for &f in roots {
@@ -76,16 +103,9 @@ pub fn emit_sealed(
         a: analysis,
         bindings: analysis.bindings(),
     };
-    let mut flows: Vec<Flow> = wanted
-        .iter()
-        .filter_map(|d| analysis.flow(*d))
-        .map(|f| lower.flow(f))
-        .collect();
+    let mut flows: Vec<&CheckedFlow> = by_name.into_values().collect();
     flows.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(SealedBundle::new(Bundle {
-        ir_version: IR_VERSION,
-        flows,
-    }))
+    Ok((lower, flows))
 }
 
 struct Lower<'a> {

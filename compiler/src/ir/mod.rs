@@ -432,68 +432,124 @@ impl Bundle {
         serde_json::to_writer_pretty(&mut *w, self)?;
         w.write_all(b"\n")
     }
+
+    /// The flow named `name` and every subflow it calls, for `--out-dir`.
+    pub fn subset(&self, name: &str) -> Bundle {
+        let wanted = with_subflows(
+            &self.flows,
+            name,
+            |f| &f.name,
+            |f| {
+                f.nodes
+                    .iter()
+                    .filter_map(|n| match &n.call {
+                        Call::Flow { name } => Some(name.as_str()),
+                        Call::Step { .. } => None,
+                    })
+                    .collect()
+            },
+        );
+        Bundle {
+            ir_version: self.ir_version,
+            flows: wanted.into_iter().map(|i| self.flows[i].clone()).collect(),
+        }
+    }
 }
 
-/// A bundle with each flow's canonical JSON, kept from sealing it
-/// ([`Flow::seal_json`]), so that writing the bundle serialises no flow again.
+/// A bundle as its canonical JSON, each flow serialised once, when it was sealed
+/// ([`Flow::seal_json`]); of the flows themselves, only what `--out-dir` needs is
+/// kept.
 #[derive(Debug, Clone)]
 pub struct SealedBundle {
-    pub bundle: Bundle,
-    /// `flows_json[i]` is `bundle.flows[i]`'s canonical JSON.
-    flows_json: Vec<Vec<u8>>,
+    pub ir_version: u32,
+    /// Sorted by name, as in [`Bundle::flows`].
+    pub flows: Vec<SealedFlow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SealedFlow {
+    pub name: String,
+    /// The subflows it calls, by name.
+    pub calls: Vec<String>,
+    /// The flow's canonical JSON, `hash` included.
+    pub json: Box<[u8]>,
+}
+
+impl SealedFlow {
+    pub fn new(mut flow: Flow) -> SealedFlow {
+        let json = flow.seal_json().into_boxed_slice();
+        let mut calls = Vec::new();
+        for n in flow.nodes {
+            if let Call::Flow { name } = n.call
+                && !calls.contains(&name)
+            {
+                calls.push(name);
+            }
+        }
+        SealedFlow {
+            name: flow.name,
+            calls,
+            json,
+        }
+    }
 }
 
 impl SealedBundle {
-    /// Seal every flow of `bundle`.
-    pub fn new(mut bundle: Bundle) -> SealedBundle {
-        let flows_json = bundle.flows.iter_mut().map(Flow::seal_json).collect();
-        SealedBundle { bundle, flows_json }
-    }
-
     /// Canonical JSON, compact and newline-terminated: the same bytes as
-    /// `serde_json::to_writer(w, &self.bundle)` followed by a newline.
+    /// `serde_json::to_writer(w, &bundle)` followed by a newline.
     pub fn write_json(&self, w: &mut (impl Write + ?Sized)) -> io::Result<()> {
-        write!(w, r#"{{"ir_version":{},"flows":["#, self.bundle.ir_version)?;
-        for (i, json) in self.flows_json.iter().enumerate() {
+        write!(w, r#"{{"ir_version":{},"flows":["#, self.ir_version)?;
+        for (i, f) in self.flows.iter().enumerate() {
             if i > 0 {
                 w.write_all(b",")?;
             }
-            w.write_all(json)?;
+            w.write_all(&f.json)?;
         }
         w.write_all(b"]}\n")
     }
 
     /// The flow named `name` and every subflow it calls, for `--out-dir`.
     pub fn subset(&self, name: &str) -> SealedBundle {
-        let flows = &self.bundle.flows;
-        let index: BTreeMap<&str, usize> = flows
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name.as_str(), i))
-            .collect();
-        let mut wanted: Vec<usize> = index.get(name).copied().into_iter().collect();
-        let mut i = 0;
-        while i < wanted.len() {
-            for n in &flows[wanted[i]].nodes {
-                if let Call::Flow { name } = &n.call
-                    && let Some(&j) = index.get(name.as_str())
-                    && !wanted.contains(&j)
-                {
-                    wanted.push(j);
-                }
-            }
-            i += 1;
-        }
-        // Bundle order: by name.
-        wanted.sort_unstable();
+        let wanted = with_subflows(
+            &self.flows,
+            name,
+            |f| &f.name,
+            |f| f.calls.iter().map(String::as_str).collect(),
+        );
         SealedBundle {
-            bundle: Bundle {
-                ir_version: self.bundle.ir_version,
-                flows: wanted.iter().map(|&i| flows[i].clone()).collect(),
-            },
-            flows_json: wanted.iter().map(|&i| self.flows_json[i].clone()).collect(),
+            ir_version: self.ir_version,
+            flows: wanted.into_iter().map(|i| self.flows[i].clone()).collect(),
         }
     }
+}
+
+/// The indices of the flow named `name` and of every subflow it calls, directly or
+/// not, in bundle order.
+fn with_subflows<F>(
+    flows: &[F],
+    name: &str,
+    name_of: impl Fn(&F) -> &String,
+    calls_of: impl Fn(&F) -> Vec<&str>,
+) -> Vec<usize> {
+    let index: BTreeMap<&str, usize> = flows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (name_of(f).as_str(), i))
+        .collect();
+    let mut wanted: Vec<usize> = index.get(name).copied().into_iter().collect();
+    let mut next = 0;
+    while next < wanted.len() {
+        for called in calls_of(&flows[wanted[next]]) {
+            if let Some(&i) = index.get(called)
+                && !wanted.contains(&i)
+            {
+                wanted.push(i);
+            }
+        }
+        next += 1;
+    }
+    wanted.sort_unstable();
+    wanted
 }
 
 #[cfg(test)]
