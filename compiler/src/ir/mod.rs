@@ -85,12 +85,13 @@ impl Flow {
         let mut json = Vec::with_capacity(8 * 1024);
         // Serializing plain data into a `Vec` cannot fail.
         let _ = serde_json::to_writer(&mut json, &*self);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::digest(&json);
         let mut hex = String::with_capacity(71);
         hex.push_str("sha256:");
         for b in digest {
-            use std::fmt::Write;
-            let _ = write!(hex, "{b:02x}");
+            hex.push(char::from(HEX[usize::from(b >> 4)]));
+            hex.push(char::from(HEX[usize::from(b & 0xf)]));
         }
         if let Some(at) = json.windows(EMPTY_HASH.len()).position(|w| w == EMPTY_HASH) {
             let quote = at + EMPTY_HASH.len() - 1;
