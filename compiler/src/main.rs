@@ -113,6 +113,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let analysis = analyze(&paths)?;
             let diags = analysis.diagnostics();
             print_diagnostics(&analysis, &diags, &diag, false)?;
+            // As for `compile`: the process ends here.
+            std::mem::forget(analysis);
             Ok(exit_for(&diags, diag.deny_warnings))
         }
         Command::Compile {
