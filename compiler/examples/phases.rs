@@ -49,9 +49,15 @@ fn main() {
         text.lines().count()
     );
     let t = Instant::now();
-    let b = eflow_compiler::ir::emit::emit(&a, None).expect("emit");
-    eprintln!("emit      {:?}", t.elapsed());
+    let b = eflow_compiler::ir::emit::emit_sealed(&a, None).expect("emit");
+    eprintln!("emit      {:?} (sealing included)", t.elapsed());
     let t = Instant::now();
-    let json = b.to_json();
-    eprintln!("to_json   {:?} ({} bytes)", t.elapsed(), json.len());
+    let mut json = Vec::new();
+    b.write_json(&mut json).expect("write to a Vec");
+    eprintln!("json      {:?} ({} bytes)", t.elapsed(), json.len());
+    let t = Instant::now();
+    let pretty = eflow_compiler::ir::emit::emit(&a, None)
+        .expect("emit")
+        .to_pretty_json();
+    eprintln!("emit+pretty {:?} ({} bytes)", t.elapsed(), pretty.len());
 }

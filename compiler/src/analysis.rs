@@ -92,13 +92,18 @@ struct WorkspaceIndex {
 impl WorkspaceIndex {
     fn build(modules: &[Module]) -> Self {
         let mut index = WorkspaceIndex::default();
-        for m in modules {
-            let facts = ModuleFacts::of(m);
-            index.envs.extend(facts.envs);
-            for (env, def) in facts.bound {
-                index.bound.entry(env).or_default().insert(def);
+        for facts in modules.iter().map(|m| &m.facts) {
+            index.envs.extend(facts.envs.iter().cloned());
+            for (env, def) in &facts.bound {
+                if let Some(defs) = index.bound.get_mut(env) {
+                    defs.insert(*def);
+                } else {
+                    index.bound.insert(env.clone(), HashSet::from([*def]));
+                }
             }
-            index.calls.extend(facts.calls);
+            index
+                .calls
+                .extend(facts.calls.iter().map(|(f, callees)| (*f, callees.clone())));
         }
         index.envs.sort();
         index.envs.dedup();
@@ -185,7 +190,7 @@ impl Analysis {
             if !seen.insert(key.clone()) {
                 continue;
             }
-            let id = a.add_file(display_name(&path), Some(key), text, false);
+            let id = a.add_file(display_canonical(&key), Some(key), text, false);
             a.roots.push(id);
         }
         a.load_imports(loader);
@@ -313,10 +318,10 @@ impl Analysis {
             return Ok(id);
         }
         let text = loader.read(&key).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => format!("no file `{}`", display_name(&path)),
-            _ => format!("cannot read `{}`: {e}", display_name(&path)),
+            io::ErrorKind::NotFound => format!("no file `{}`", display_canonical(&key)),
+            _ => format!("cannot read `{}`: {e}", display_canonical(&key)),
         })?;
-        Ok(self.add_file(display_name(&path), Some(key), text, false))
+        Ok(self.add_file(display_canonical(&key), Some(key), text, false))
     }
 
     /// Resolve and check everything.
@@ -448,9 +453,11 @@ impl Analysis {
 
     /// Checks across modules: recursive subflows and missing bindings.
     fn check_workspace(&mut self) {
+        for m in &mut self.modules {
+            m.facts = ModuleFacts::of(m);
+        }
         self.index = WorkspaceIndex::build(&self.modules);
         for i in 0..self.modules.len() {
-            self.modules[i].facts = ModuleFacts::of(&self.modules[i]);
             self.check_workspace_of(i);
         }
     }
@@ -869,13 +876,18 @@ fn normalize(path: &Path) -> String {
 /// How a file is shown to users and in the IR: relative to the working directory
 /// when under it.
 pub fn display_name(path: &Path) -> String {
+    display_canonical(&canonical(path))
+}
+
+/// [`display_name`] of a path already made canonical (resolving a path costs a
+/// system call per component).
+fn display_canonical(abs: &Path) -> String {
     static CWD: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    let abs = canonical(path);
     if let Some(cwd) =
         CWD.get_or_init(|| std::env::current_dir().and_then(std::fs::canonicalize).ok())
         && let Ok(rel) = abs.strip_prefix(cwd)
     {
         return normalize(rel);
     }
-    normalize(&abs)
+    normalize(abs)
 }

@@ -167,6 +167,60 @@ fn compile_to_stdout_and_to_a_directory() {
         std::fs::read_to_string(dir.path().join("Retrain.json")).expect("one file per flow");
     let b: eflow_compiler::ir::Bundle = serde_json::from_str(&retrain).expect("IR");
     assert_eq!(b.flows.iter().filter(|f| f.name == "Retrain").count(), 1);
+    // Each file holds the flow and the subflows it calls, as in the whole bundle.
+    let o = eflowc(&["compile", "examples"], &root());
+    let all: eflow_compiler::ir::Bundle = serde_json::from_str(&stdout(&o)).expect("IR");
+    for f in &b.flows {
+        assert!(
+            all.flows.contains(f),
+            "{} is as in the whole bundle",
+            f.name
+        );
+    }
+    for n in b.flows.iter().flat_map(|f| &f.nodes) {
+        if let eflow_compiler::ir::Call::Flow { name } = &n.call {
+            assert!(
+                b.flows.iter().any(|f| &f.name == name),
+                "{name} is included"
+            );
+        }
+    }
+}
+
+#[test]
+fn compile_writes_compact_ir_and_pretty_ir_on_request() {
+    let o = eflowc(&["compile", "examples"], &root());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let compact = stdout(&o);
+    assert_eq!(compact.lines().count(), 1, "one line");
+    let bundle: eflow_compiler::ir::Bundle = serde_json::from_str(&compact).expect("IR");
+    assert_eq!(
+        compact,
+        format!("{}\n", serde_json::to_string(&bundle).expect("json"))
+    );
+    let o = eflowc(&["compile", "--pretty", "examples"], &root());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), bundle.to_pretty_json());
+
+    // One file per flow: the same IR, compact or pretty.
+    let compact = tempfile::tempdir().expect("tempdir");
+    let pretty = tempfile::tempdir().expect("tempdir");
+    for (dir, extra) in [(&compact, None), (&pretty, Some("--pretty"))] {
+        let mut args = vec!["compile", "examples", "--out-dir"];
+        args.push(dir.path().to_str().expect("path"));
+        args.extend(extra);
+        let o = eflowc(&args, &root());
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    for f in &bundle.flows {
+        let file = format!("{}.json", f.name);
+        let read = |dir: &tempfile::TempDir| {
+            std::fs::read_to_string(dir.path().join(&file)).expect("one file per flow")
+        };
+        let b: eflow_compiler::ir::Bundle = serde_json::from_str(&read(&compact)).expect("IR");
+        assert_eq!(read(&pretty), b.to_pretty_json());
+        assert_eq!(read(&compact).lines().count(), 1);
+    }
 }
 
 #[test]

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{
     Backoff, BinOp, Binding, Bundle, Call, Catchup, Contract, ContractParam, Expr, FanOut, Field,
-    Flow, Guard, IR_VERSION, Join, Node, Overlap, Param, Retry, Schedule, SourceLoc, StepKind,
-    Type, TypeDef,
+    Flow, Guard, IR_VERSION, Join, Node, Overlap, Param, Retry, Schedule, SealedBundle, SealedFlow,
+    SourceLoc, StepKind, Type, TypeDef,
 };
 use crate::analysis::Analysis;
 use crate::check::flow::{self, Callee, CheckedFlow, TExpr, TExprKind};
@@ -24,6 +24,41 @@ pub const DEFAULT_BACKOFF: Backoff = Backoff::Exponential {
 /// The flows defined in `files` (all roots when `None`) and every subflow they call.
 /// Call only when the analysis has no errors.
 pub fn emit(analysis: &Analysis, files: Option<&[FileId]>) -> Result<Bundle, Vec<Diagnostic>> {
+    let (lower, flows) = prepare(analysis, files)?;
+    Ok(Bundle {
+        ir_version: IR_VERSION,
+        flows: flows
+            .into_iter()
+            .map(|f| {
+                let mut flow = lower.flow(f);
+                flow.seal();
+                flow
+            })
+            .collect(),
+    })
+}
+
+/// [`emit`] as canonical JSON: each flow is serialised once, to hash it, and
+/// dropped as soon as it is, so that the whole IR is never held at once.
+pub fn emit_sealed(
+    analysis: &Analysis,
+    files: Option<&[FileId]>,
+) -> Result<SealedBundle, Vec<Diagnostic>> {
+    let (lower, flows) = prepare(analysis, files)?;
+    Ok(SealedBundle {
+        ir_version: IR_VERSION,
+        flows: flows
+            .into_iter()
+            .map(|f| SealedFlow::new(lower.flow(f)))
+            .collect(),
+    })
+}
+
+/// The checked flows to emit, sorted by name, and the lowering context.
+fn prepare<'a>(
+    analysis: &'a Analysis,
+    files: Option<&[FileId]>,
+) -> Result<(Lower<'a>, Vec<&'a CheckedFlow>), Vec<Diagnostic>> {
     let roots = files.unwrap_or(&analysis.roots);
     let mut wanted: Vec<DefId> = Vec::new();
     for &f in roots {
@@ -68,16 +103,9 @@ pub fn emit(analysis: &Analysis, files: Option<&[FileId]>) -> Result<Bundle, Vec
         a: analysis,
         bindings: analysis.bindings(),
     };
-    let mut flows: Vec<Flow> = wanted
-        .iter()
-        .filter_map(|d| analysis.flow(*d))
-        .map(|f| lower.flow(f))
-        .collect();
+    let mut flows: Vec<&CheckedFlow> = by_name.into_values().collect();
     flows.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Bundle {
-        ir_version: IR_VERSION,
-        flows,
-    })
+    Ok((lower, flows))
 }
 
 struct Lower<'a> {
@@ -347,7 +375,7 @@ impl Lower<'_> {
                     .collect(),
             })
             .collect();
-        let mut out = Flow {
+        Flow {
             name: f.name.to_string(),
             module: self.a.module(file).name.clone(),
             hash: String::new(),
@@ -363,9 +391,7 @@ impl Lower<'_> {
             contracts,
             bindings,
             source: self.loc(file, f.name_span.start),
-        };
-        out.seal();
-        out
+        }
     }
 
     fn expr(&self, e: &TExpr, f: &CheckedFlow) -> Expr {
@@ -466,32 +492,5 @@ pub fn constant(e: &TExpr) -> serde_json::Value {
             _ => Value::Null,
         },
         _ => Value::Null,
-    }
-}
-
-/// A bundle with one flow and the subflows it calls, for `--out-dir`.
-pub fn emit_one(bundle: &Bundle, name: &str) -> Bundle {
-    let mut wanted = vec![name.to_string()];
-    let mut i = 0;
-    while i < wanted.len() {
-        if let Some(f) = bundle.flows.iter().find(|f| f.name == wanted[i]) {
-            for n in &f.nodes {
-                if let Call::Flow { name } = &n.call
-                    && !wanted.contains(name)
-                {
-                    wanted.push(name.clone());
-                }
-            }
-        }
-        i += 1;
-    }
-    Bundle {
-        ir_version: bundle.ir_version,
-        flows: bundle
-            .flows
-            .iter()
-            .filter(|f| wanted.contains(&f.name))
-            .cloned()
-            .collect(),
     }
 }

@@ -8,6 +8,7 @@
 pub mod emit;
 
 use std::collections::BTreeMap;
+use std::io::{self, Write};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -71,29 +72,33 @@ impl Flow {
 
     /// Set `hash` to the content hash.
     pub fn seal(&mut self) {
-        /// Feeds serialized bytes straight into the digest, with no buffer.
-        struct HashWriter(Sha256);
-        impl std::io::Write for HashWriter {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.update(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
+        self.seal_json();
+    }
+
+    /// Set `hash` to the content hash and return this flow's canonical JSON (compact,
+    /// `hash` included): the bytes hashed, so the flow is serialised only once.
+    pub fn seal_json(&mut self) -> Vec<u8> {
+        /// Where the hash goes: `hash` is the third field, after two strings, whose
+        /// quotes are escaped, so this is its first occurrence.
+        const EMPTY_HASH: &[u8] = br#","hash":"""#;
         self.hash.clear();
-        let mut w = HashWriter(Sha256::new());
-        // Serializing plain data into a writer that cannot fail cannot fail.
-        let _ = serde_json::to_writer(&mut w, &*self);
-        let digest = w.0.finalize();
+        let mut json = Vec::with_capacity(8 * 1024);
+        // Serializing plain data into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut json, &*self);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digest = Sha256::digest(&json);
         let mut hex = String::with_capacity(71);
         hex.push_str("sha256:");
         for b in digest {
-            use std::fmt::Write;
-            let _ = write!(hex, "{b:02x}");
+            hex.push(char::from(HEX[usize::from(b >> 4)]));
+            hex.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        if let Some(at) = json.windows(EMPTY_HASH.len()).position(|w| w == EMPTY_HASH) {
+            let quote = at + EMPTY_HASH.len() - 1;
+            json.splice(quote..quote, hex.bytes());
         }
         self.hash = hex;
+        json
     }
 }
 
@@ -415,10 +420,182 @@ pub fn schema_json() -> String {
 }
 
 impl Bundle {
-    /// Canonical JSON: pretty, two-space indented, newline-terminated.
-    pub fn to_json(&self) -> String {
+    /// Canonical JSON, pretty (two-space indented, newline-terminated): for people
+    /// (`eflowc compile --pretty`) and snapshots.
+    pub fn to_pretty_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
         s.push('\n');
         s
+    }
+
+    /// [`Bundle::to_pretty_json`], written to `w`.
+    pub fn write_pretty_json(&self, w: &mut (impl Write + ?Sized)) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut *w, self)?;
+        w.write_all(b"\n")
+    }
+
+    /// The flow named `name` and every subflow it calls, for `--out-dir`.
+    pub fn subset(&self, name: &str) -> Bundle {
+        let wanted = with_subflows(
+            &self.flows,
+            name,
+            |f| &f.name,
+            |f| {
+                f.nodes
+                    .iter()
+                    .filter_map(|n| match &n.call {
+                        Call::Flow { name } => Some(name.as_str()),
+                        Call::Step { .. } => None,
+                    })
+                    .collect()
+            },
+        );
+        Bundle {
+            ir_version: self.ir_version,
+            flows: wanted.into_iter().map(|i| self.flows[i].clone()).collect(),
+        }
+    }
+}
+
+/// A bundle as its canonical JSON, each flow serialised once, when it was sealed
+/// ([`Flow::seal_json`]); of the flows themselves, only what `--out-dir` needs is
+/// kept.
+#[derive(Debug, Clone)]
+pub struct SealedBundle {
+    pub ir_version: u32,
+    /// Sorted by name, as in [`Bundle::flows`].
+    pub flows: Vec<SealedFlow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SealedFlow {
+    pub name: String,
+    /// The subflows it calls, by name.
+    pub calls: Vec<String>,
+    /// The flow's canonical JSON, `hash` included.
+    pub json: Box<[u8]>,
+}
+
+impl SealedFlow {
+    pub fn new(mut flow: Flow) -> SealedFlow {
+        let json = flow.seal_json().into_boxed_slice();
+        let mut calls = Vec::new();
+        for n in flow.nodes {
+            if let Call::Flow { name } = n.call
+                && !calls.contains(&name)
+            {
+                calls.push(name);
+            }
+        }
+        SealedFlow {
+            name: flow.name,
+            calls,
+            json,
+        }
+    }
+}
+
+impl SealedBundle {
+    /// Canonical JSON, compact and newline-terminated: the same bytes as
+    /// `serde_json::to_writer(w, &bundle)` followed by a newline.
+    pub fn write_json(&self, w: &mut (impl Write + ?Sized)) -> io::Result<()> {
+        write!(w, r#"{{"ir_version":{},"flows":["#, self.ir_version)?;
+        for (i, f) in self.flows.iter().enumerate() {
+            if i > 0 {
+                w.write_all(b",")?;
+            }
+            w.write_all(&f.json)?;
+        }
+        w.write_all(b"]}\n")
+    }
+
+    /// The flow named `name` and every subflow it calls, for `--out-dir`.
+    pub fn subset(&self, name: &str) -> SealedBundle {
+        let wanted = with_subflows(
+            &self.flows,
+            name,
+            |f| &f.name,
+            |f| f.calls.iter().map(String::as_str).collect(),
+        );
+        SealedBundle {
+            ir_version: self.ir_version,
+            flows: wanted.into_iter().map(|i| self.flows[i].clone()).collect(),
+        }
+    }
+}
+
+/// The indices of the flow named `name` and of every subflow it calls, directly or
+/// not, in bundle order.
+fn with_subflows<F>(
+    flows: &[F],
+    name: &str,
+    name_of: impl Fn(&F) -> &String,
+    calls_of: impl Fn(&F) -> Vec<&str>,
+) -> Vec<usize> {
+    let index: BTreeMap<&str, usize> = flows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (name_of(f).as_str(), i))
+        .collect();
+    let mut wanted: Vec<usize> = index.get(name).copied().into_iter().collect();
+    let mut next = 0;
+    while next < wanted.len() {
+        for called in calls_of(&flows[wanted[next]]) {
+            if let Some(&i) = index.get(called)
+                && !wanted.contains(&i)
+            {
+                wanted.push(i);
+            }
+        }
+        next += 1;
+    }
+    wanted.sort_unstable();
+    wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flow whose name and module hold the text the hash is spliced after.
+    fn awkward_flow() -> Flow {
+        Flow {
+            name: r#"F","hash":""#.into(),
+            module: r#"m/"hash":"""#.into(),
+            hash: "sha256:stale".into(),
+            doc: Some(r#","hash":"""#.into()),
+            params: Vec::new(),
+            output: None,
+            timeout_ms: None,
+            schedules: Vec::new(),
+            nodes: Vec::new(),
+            conditions: Vec::new(),
+            result: None,
+            types: BTreeMap::new(),
+            contracts: BTreeMap::new(),
+            bindings: BTreeMap::new(),
+            source: SourceLoc {
+                file: "f.eflow".into(),
+                line: 1,
+                column: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn sealed_json_is_the_flows_canonical_json_with_its_hash() {
+        let mut f = awkward_flow();
+        let json = f.seal_json();
+        assert!(f.hash.starts_with("sha256:") && f.hash.len() == 71);
+        assert_eq!(
+            String::from_utf8_lossy(&json),
+            serde_json::to_string(&f).unwrap_or_default()
+        );
+        assert_eq!(f.hash, f.compute_hash());
+        let mut blank = f.clone();
+        blank.hash.clear();
+        let digest = Sha256::digest(serde_json::to_vec(&blank).unwrap_or_default());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(f.hash, format!("sha256:{hex}"));
     }
 }
