@@ -57,7 +57,7 @@ pub struct BenchArgs {
     #[arg(long, env = "EFLOW_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Embedded: engine shards.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 1)]
     pub shards: u32,
     /// Embedded: commit durability.
     #[arg(long, value_enum, default_value_t)]

@@ -143,7 +143,7 @@ impl Scheduler {
             created_at: self.inner.clock.now_ms(),
         };
         engine
-            .create(meta, s.flow.clone(), input.clone())
+            .create(meta, s.flow.clone(), input.clone(), false)
             .await
             .map_err(|e| e.to_string())?;
         Ok(id)

@@ -41,7 +41,7 @@ impl Options {
             data,
             listen,
             durability: Durability::default(),
-            shards: 4,
+            shards: 1,
             partitions: 4,
             quotas: Quotas::default(),
             admin_token: None,

@@ -180,6 +180,8 @@ struct Inner {
     /// Tenants and the head versions of flows, read on every start: cached,
     /// and dropped on every change (create, purge, deploy).
     tenants: Mutex<HashMap<String, TenantRow>>,
+    /// Token hash → caller, for tokens seen; dropped on purge.
+    callers: Mutex<HashMap<String, Caller>>,
     heads: Mutex<HashMap<(String, String), store::FlowRow>>,
 }
 
@@ -231,6 +233,7 @@ impl Service {
                 quotas,
                 usage: Mutex::new(usage),
                 tenants: Mutex::default(),
+                callers: Mutex::default(),
                 heads: Mutex::default(),
             }),
         })
@@ -272,15 +275,31 @@ impl Service {
                 "send a token as `Authorization: Bearer TOKEN` (the CLI reads EFLOW_TOKEN)",
             ));
         };
-        match self.db().token(&token_hash(token)).await? {
-            Some(None) => Ok(Caller::Admin),
-            Some(Some(t)) => Ok(Caller::Tenant(t)),
-            None => Err(ApiError::new(
-                401,
-                "unauthenticated",
-                "this token is not known: check EFLOW_TOKEN, or create one with `eflow tenant create`",
-            )),
+        let hash = token_hash(token);
+        if let Some(c) = self
+            .inner
+            .callers
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&hash).cloned())
+        {
+            return Ok(c);
         }
+        let caller = match self.db().token(&hash).await? {
+            Some(None) => Caller::Admin,
+            Some(Some(t)) => Caller::Tenant(t),
+            None => {
+                return Err(ApiError::new(
+                    401,
+                    "unauthenticated",
+                    "this token is not known: check EFLOW_TOKEN, or create one with `eflow tenant create`",
+                ));
+            }
+        };
+        if let Ok(mut c) = self.inner.callers.lock() {
+            c.insert(hash, caller.clone());
+        }
+        Ok(caller)
     }
 
     /// Makes an admin token if there is none; returns it (to be shown once).
@@ -389,6 +408,9 @@ impl Service {
     }
 
     fn forget(&self, tenant: &str) {
+        if let Ok(mut c) = self.inner.callers.lock() {
+            c.retain(|_, caller| *caller != Caller::Tenant(tenant.to_string()));
+        }
         if let Ok(mut c) = self.inner.tenants.lock() {
             c.remove(tenant);
         }
@@ -609,6 +631,7 @@ impl Service {
             check_name("run id", id)?;
         }
         self.admit(&t)?;
+        let fresh = req.id.is_none();
         let id = req
             .id
             .clone()
@@ -624,7 +647,7 @@ impl Service {
         match self
             .inner
             .engine
-            .create(meta, flow.name.clone(), input)
+            .create(meta, flow.name.clone(), input, fresh)
             .await
         {
             Ok(applied) => {

@@ -94,6 +94,8 @@ fn serve(data: &std::path::Path, addr: SocketAddr) -> Child {
         .args(["serve", "--data"])
         .arg(data)
         .args(["--listen", &addr.to_string(), "--admin-token", ADMIN])
+        // Several shards, so runs and their deliveries cross workers.
+        .args(["--shards", "3"])
         .env("EFLOW_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -131,8 +131,9 @@ pub struct ServeArgs {
     /// `full`: fsync every commit; `normal`: survive a process crash, not a power loss.
     #[arg(long, value_enum, default_value_t)]
     pub durability: crate::store::Durability,
-    /// Engine shards (workers).
-    #[arg(long, default_value_t = 4)]
+    /// Engine shards (workers). SQLite has one writer, so on the embedded
+    /// backend one shard commits the largest batches (see BENCHMARKS.md).
+    #[arg(long, default_value_t = 1)]
     pub shards: u32,
     /// Where remote systems send callbacks (default: the listen address).
     #[arg(long, env = "EFLOW_PUBLIC_URL")]

@@ -210,6 +210,7 @@ impl Executor {
                 self.send_and_wait(&meta.id, |reply| {
                     Input::Create(Creation {
                         meta: meta.clone(),
+                        fresh: false,
                         flow: flow.clone(),
                         parent: Some(parent.clone()),
                         input: input.clone(),

@@ -49,7 +49,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            shards: 4,
+            shards: 1,
             partitions: 4,
             batch: 1024,
             cache_runs: 4096,
@@ -104,6 +104,9 @@ pub struct Delivery {
 #[derive(Debug)]
 pub struct Creation {
     pub meta: RunMeta,
+    /// The id was just made by this server (UUIDv7): no run can have it, so
+    /// the worker skips looking for one.
+    pub fresh: bool,
     pub flow: String,
     pub parent: Option<Parent>,
     pub input: Map<String, Value>,
@@ -316,12 +319,14 @@ impl Engine {
         rx.await.map_err(|_| Error::Stopped)?
     }
 
-    /// Creates and starts a run and waits until it is committed.
+    /// Creates and starts a run and waits until it is committed. `fresh`: the
+    /// id was just generated, so no run can have it.
     pub async fn create(
         &self,
         meta: RunMeta,
         flow: String,
         input: Map<String, Value>,
+        fresh: bool,
     ) -> Result<Applied, Error> {
         let (tx, rx) = oneshot::channel();
         let id = meta.id.clone();
@@ -329,6 +334,7 @@ impl Engine {
             &id,
             Input::Create(Creation {
                 meta,
+                fresh,
                 flow,
                 parent: None,
                 input,

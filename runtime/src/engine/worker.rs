@@ -242,7 +242,12 @@ impl Worker {
 
     async fn create(&mut self, b: &mut Batch, c: Creation, now: u64) {
         let id = c.meta.id.clone();
-        match self.load(b, &id).await {
+        let found = if c.fresh && !b.held.contains_key(&id) {
+            Ok(None)
+        } else {
+            self.load(b, &id).await
+        };
+        match found {
             Ok(Some(())) => {
                 // Created before (a redelivered start): nothing to do.
                 if let Some(pos) = c.outbox {

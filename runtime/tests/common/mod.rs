@@ -327,6 +327,8 @@ impl TestServer {
         let mut o = Options::new(dir.clone(), "127.0.0.1:0".parse().expect("addr"));
         o.admin_token = Some(ADMIN.to_string());
         o.quotas = Quotas::default();
+        // Several shards, so runs, their children and deliveries cross workers.
+        o.shards = 3;
         tweak(&mut o);
         let server = Server::start(o).await.expect("the server starts");
         let api = Api::new(format!("http://{}", server.addr));
