@@ -7,6 +7,7 @@
 //! event log itself: the consumer reads it in commit order from a cursor it
 //! stores with its own writes, so a crash neither loses nor doubles an event.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -104,101 +105,148 @@ impl History {
         }
     }
 
-    /// Reads one batch of new events; returns how many.
+    /// Reads one batch of new events; returns how many. A batch is written
+    /// with a few multi-row statements: one row per run (its last status) and
+    /// one per event.
     pub async fn catch_up(&self, engine: &Engine) -> Result<u32, Error> {
         let cursor: i64 = sqlx::query_scalar("SELECT pos FROM h_cursor WHERE id = 0")
             .fetch_one(&self.pool)
             .await?;
         let events = engine.store().sqlite().events_after(cursor, BATCH).await?;
-        if events.is_empty() {
+        let Some(last) = events.last().map(|e| e.pos) else {
             return Ok(0);
+        };
+        // The runs this batch touches, in first-seen order, with what the
+        // history already knows of them.
+        let mut order: Vec<&str> = Vec::new();
+        let mut runs: HashMap<&str, RunRow> = HashMap::new();
+        for e in &events {
+            if !runs.contains_key(e.run.as_str()) {
+                order.push(&e.run);
+                runs.insert(&e.run, RunRow::default());
+            }
+        }
+        for piece in order.chunks(256) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT id, tenant, flow, version, parent, created_at, status FROM h_runs WHERE id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in piece {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&self.pool).await? {
+                let id: String = r.get(0);
+                if let Some(row) = runs.get_mut(id.as_str()) {
+                    row.known = true;
+                    row.tenant = r.get(1);
+                    row.flow = r.get(2);
+                    row.version = r.get(3);
+                    row.parent = r.get(4);
+                    row.created_at = r.get(5);
+                    row.old_status = r.get(6);
+                }
+            }
+        }
+        for e in &events {
+            if let Some(row) = runs.get_mut(e.run.as_str()) {
+                row.status = e.status.clone();
+                row.updated_at = e.at as i64;
+            }
+        }
+        // New runs and runs that finished: read the engine's row once.
+        for id in &order {
+            let Some(row) = runs.get_mut(id) else {
+                continue;
+            };
+            let finished = matches!(row.status.as_str(), "succeeded" | "failed" | "cancelled");
+            if row.known && !(finished && row.old_status != row.status) {
+                continue;
+            }
+            let Some((meta, _, state)) = engine.store().sqlite().load_run(id).await? else {
+                // Purged since: nothing to keep.
+                row.gone = true;
+                continue;
+            };
+            let run: Option<Run> = serde_json::from_slice(&state).ok();
+            if !row.known {
+                row.tenant = meta.tenant;
+                row.parent = meta.parent;
+                row.created_at = meta.created_at as i64;
+                if let Some(r) = &run {
+                    row.flow = r.flow.clone();
+                    row.version = r.version.clone();
+                }
+            }
+            if finished && let Some(e) = run.and_then(|r| r.error) {
+                row.error_code = Some(e.code);
+                row.failed_step = e.node;
+            }
         }
         let mut tx = self.pool.begin().await?;
-        let mut last = cursor;
-        for e in &events {
-            last = e.pos;
-            let known: Option<(String, String)> =
-                sqlx::query_as("SELECT tenant, status FROM h_runs WHERE id = ?")
-                    .bind(&e.run)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let finished = matches!(e.status.as_str(), "succeeded" | "failed" | "cancelled");
-            let tenant = match known {
-                Some((tenant, status)) => {
-                    if finished && status != e.status {
-                        let (code, step) = self.failure(engine, &e.run).await;
-                        sqlx::query(
-                            "UPDATE h_runs SET status = ?, updated_at = ?, error_code = ?, failed_step = ? WHERE id = ?",
-                        )
-                        .bind(&e.status)
-                        .bind(e.at as i64)
-                        .bind(code)
-                        .bind(step)
-                        .bind(&e.run)
-                        .execute(&mut *tx)
-                        .await?;
-                    } else if status != e.status {
-                        sqlx::query("UPDATE h_runs SET status = ?, updated_at = ? WHERE id = ?")
-                            .bind(&e.status)
-                            .bind(e.at as i64)
-                            .bind(&e.run)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    tenant
-                }
-                None => {
-                    let Some((meta, _, state)) = engine.store().sqlite().load_run(&e.run).await?
-                    else {
-                        // Purged since: nothing to keep.
-                        continue;
-                    };
-                    let run: Option<Run> = serde_json::from_slice(&state).ok();
-                    let (flow, version) = run
-                        .as_ref()
-                        .map(|r| (r.flow.clone(), r.version.clone()))
-                        .unwrap_or_default();
-                    let (code, step) = if finished {
-                        self.failure(engine, &e.run).await
-                    } else {
-                        (None, None)
-                    };
-                    sqlx::query(
-                        "INSERT INTO h_runs (id, tenant, flow, version, status, parent, created_at, updated_at, error_code, failed_step) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        let live: Vec<(&str, &RunRow)> = order
+            .iter()
+            .filter_map(|id| runs.get(id).filter(|r| !r.gone).map(|r| (*id, r)))
+            .collect();
+        for piece in live.chunks(256) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO h_runs (id, tenant, flow, version, status, parent, created_at, updated_at, error_code, failed_step) ",
+            );
+            q.push_values(piece, |mut b, (id, r)| {
+                b.push_bind(*id)
+                    .push_bind(&r.tenant)
+                    .push_bind(&r.flow)
+                    .push_bind(&r.version)
+                    .push_bind(&r.status)
+                    .push_bind(&r.parent)
+                    .push_bind(r.created_at)
+                    .push_bind(r.updated_at)
+                    .push_bind(&r.error_code)
+                    .push_bind(&r.failed_step);
+            });
+            q.push(
+                " ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, \
+                 error_code = COALESCE(excluded.error_code, h_runs.error_code), \
+                 failed_step = COALESCE(excluded.failed_step, h_runs.failed_step)",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        let kept: Vec<&crate::store::EventRow> = events
+            .iter()
+            .filter(|e| runs.get(e.run.as_str()).is_some_and(|r| !r.gone))
+            .collect();
+        for piece in kept.chunks(256) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO h_events (pos, run, seq, tenant, at, kind, step, status, body) ",
+            );
+            q.push_values(piece, |mut b, e| {
+                let tenant = runs
+                    .get(e.run.as_str())
+                    .map(|r| r.tenant.clone())
+                    .unwrap_or_default();
+                b.push_bind(e.pos)
+                    .push_bind(&e.run)
+                    .push_bind(e.seq as i64)
+                    .push_bind(tenant)
+                    .push_bind(e.at as i64)
+                    .push_bind(
+                        e.body
+                            .get("type")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
                     )
-                    .bind(&e.run)
-                    .bind(&meta.tenant)
-                    .bind(flow)
-                    .bind(version)
-                    .bind(&e.status)
-                    .bind(&meta.parent)
-                    .bind(meta.created_at as i64)
-                    .bind(e.at as i64)
-                    .bind(code)
-                    .bind(step)
-                    .execute(&mut *tx)
-                    .await?;
-                    meta.tenant
-                }
-            };
-            let kind = e.body.get("type").and_then(Value::as_str).unwrap_or("");
-            let step = e.body.get("node").and_then(Value::as_str);
-            sqlx::query(
-                "INSERT INTO h_events (pos, run, seq, tenant, at, kind, step, status, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (pos) DO NOTHING",
-            )
-            .bind(e.pos)
-            .bind(&e.run)
-            .bind(e.seq as i64)
-            .bind(&tenant)
-            .bind(e.at as i64)
-            .bind(kind)
-            .bind(step)
-            .bind(&e.status)
-            .bind(serde_json::to_vec(&e.body).unwrap_or_default())
-            .execute(&mut *tx)
-            .await?;
+                    .push_bind(
+                        e.body
+                            .get("node")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                    )
+                    .push_bind(&e.status)
+                    .push_bind(serde_json::to_vec(&e.body).unwrap_or_default());
+            });
+            q.push(" ON CONFLICT (pos) DO NOTHING");
+            q.build().execute(&mut *tx).await?;
         }
         sqlx::query("UPDATE h_cursor SET pos = ? WHERE id = 0")
             .bind(last)
@@ -206,19 +254,6 @@ impl History {
             .await?;
         tx.commit().await?;
         Ok(events.len() as u32)
-    }
-
-    async fn failure(&self, engine: &Engine, run: &str) -> (Option<String>, Option<String>) {
-        let Ok(Some((_, _, state))) = engine.store().sqlite().load_run(run).await else {
-            return (None, None);
-        };
-        let Ok(run) = serde_json::from_slice::<Run>(&state) else {
-            return (None, None);
-        };
-        match run.error {
-            Some(e) => (Some(e.code), e.node),
-            None => (None, None),
-        }
     }
 
     pub async fn runs(&self, q: &RunQuery) -> Result<Page<RunSummary>, Error> {
@@ -279,6 +314,25 @@ impl History {
 }
 
 const BATCH: u32 = 2_000;
+
+/// A run as one batch of the consumer sees it.
+#[derive(Debug, Default)]
+struct RunRow {
+    /// Already in `h_runs`.
+    known: bool,
+    /// Purged from the engine before the history saw it.
+    gone: bool,
+    tenant: String,
+    flow: String,
+    version: String,
+    parent: Option<String>,
+    created_at: i64,
+    old_status: String,
+    status: String,
+    updated_at: i64,
+    error_code: Option<String>,
+    failed_step: Option<String>,
+}
 
 /// The SQL of a run query, newest first, one row more than the page.
 fn runs_query<'a>(q: &'a RunQuery, prefix: &str) -> Result<QueryBuilder<'a, Sqlite>, Error> {
