@@ -112,7 +112,7 @@ impl History {
         let cursor: i64 = sqlx::query_scalar("SELECT pos FROM h_cursor WHERE id = 0")
             .fetch_one(&self.pool)
             .await?;
-        let events = engine.store().sqlite().events_after(cursor, BATCH).await?;
+        let events = engine.store().events_after(cursor, BATCH).await?;
         let Some(last) = events.last().map(|e| e.pos) else {
             return Ok(0);
         };
@@ -163,7 +163,7 @@ impl History {
             if row.known && !(finished && row.old_status != row.status) {
                 continue;
             }
-            let Some((meta, _, state)) = engine.store().sqlite().load_run(id).await? else {
+            let Some((meta, _, state)) = engine.store().load_run(id).await? else {
                 // Purged since: nothing to keep.
                 row.gone = true;
                 continue;

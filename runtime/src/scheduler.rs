@@ -66,7 +66,7 @@ impl Scheduler {
         now: u64,
     ) -> Result<usize, String> {
         let engine = self.engine()?;
-        let db = engine.store().sqlite();
+        let db = engine.store();
         let mut rows = Vec::new();
         for (i, s) in flow.schedules.iter().enumerate() {
             let compiled = Compiled::new(s)?;
@@ -104,7 +104,6 @@ impl Scheduler {
         };
         engine
             .store()
-            .sqlite()
             .set_schedule_paused(&s.id, paused, now, next)
             .await
             .map_err(|e| e.to_string())?;
@@ -176,7 +175,7 @@ impl Scheduler {
 
     async fn tick(&self, partition: u32) -> Result<(), String> {
         let engine = self.engine()?;
-        let db = engine.store().sqlite();
+        let db = engine.store();
         let now = self.inner.clock.now_ms();
         let due = db
             .claim_schedules(partition, now, now + CLAIM_MS, 100)
@@ -249,7 +248,7 @@ impl Scheduler {
     pub async fn run_finished(&self, f: &Finished) {
         let Some(schedule) = &f.schedule else { return };
         let Ok(engine) = self.engine() else { return };
-        let db = engine.store().sqlite();
+        let db = engine.store();
         let Ok(Some(s)) = db.schedule(schedule).await else {
             return;
         };

@@ -80,7 +80,6 @@ impl Server {
             .context("cannot open the history database")?;
         let clock: SharedClock = Arc::new(SystemClock);
         let key = store
-            .sqlite()
             .setting_or_insert("callback_key", new_key().as_bytes())
             .await?;
         let keys = CallbackKeys::new(key);
@@ -194,7 +193,7 @@ impl Server {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
         }
         self.history.close().await;
-        self.store.sqlite().close().await;
+        self.store.close().await;
     }
 }
 

@@ -213,7 +213,7 @@ impl Service {
     ) -> ApiResult<Self> {
         let store = engine.store().clone();
         let mut usage = HashMap::new();
-        for (tenant, active) in store.sqlite().active_runs_by_tenant().await? {
+        for (tenant, active) in store.active_runs_by_tenant().await? {
             usage.insert(
                 tenant,
                 Usage {
@@ -251,8 +251,8 @@ impl Service {
         self.inner.clock.now_ms()
     }
 
-    fn db(&self) -> &store::SqliteStore {
-        self.inner.store.sqlite()
+    fn db(&self) -> &Store {
+        &self.inner.store
     }
 
     /// A run ended: release its quota.

@@ -36,7 +36,7 @@ pub struct Request<'a> {
 
 /// Carries out one registry call; the outer error is the store's, the inner the step's.
 pub async fn register(store: &Store, r: Request<'_>) -> store::Result<Result<Value, StepError>> {
-    let db = store.sqlite();
+    let db = store;
     if let Some(Value::Object(version)) = r.inputs.get("version") {
         let (Some(name), Some(number)) = (
             version.get("name").and_then(Value::as_str),

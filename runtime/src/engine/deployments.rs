@@ -51,7 +51,7 @@ impl Deployments {
         if let Some(d) = self.cache.read().ok().and_then(|c| c.get(id).cloned()) {
             return Ok(d);
         }
-        let Some((tenant, env, ir)) = self.store.sqlite().bundle(id).await? else {
+        let Some((tenant, env, ir)) = self.store.bundle(id).await? else {
             return Err(Error::Bundle(id.into(), "no such bundle".into()));
         };
         let bundle: Bundle =

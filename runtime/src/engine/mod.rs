@@ -201,9 +201,9 @@ impl Engine {
             senders.push(tx);
             receivers.push(rx);
         }
-        let outbox_pos = store.sqlite().max_outbox_pos().await?;
+        let outbox_pos = store.max_outbox_pos().await?;
         // One process owns the SQLite file: claims left in it died with their process.
-        store.sqlite().release_claims().await?;
+        store.release_claims().await?;
         let engine = Engine {
             inner: Arc::new(Inner {
                 shards: senders,
@@ -220,7 +220,6 @@ impl Engine {
         let mut tasks = Vec::new();
         for (shard, rx) in receivers.into_iter().enumerate() {
             let token = store
-                .sqlite()
                 .acquire_lease(shard as u32, &options.owner, u64::MAX / 2)
                 .await?;
             let w = worker::Worker::new(
@@ -242,7 +241,7 @@ impl Engine {
             options.public_url.clone(),
         );
         // Effects committed before a crash and not carried out yet.
-        let pending = store.sqlite().outbox().await?;
+        let pending = store.outbox().await?;
         tasks.push(tokio::spawn(executor.run(
             pending,
             dispatch_rx,

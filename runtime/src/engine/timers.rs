@@ -45,7 +45,6 @@ impl Loader {
             let claimed = self
                 .engine
                 .store()
-                .sqlite()
                 .claim_timers(
                     self.partition,
                     now,

@@ -117,7 +117,7 @@ impl Worker {
             b.held.insert(id.to_string(), h.clone());
             return Ok(Some(()));
         }
-        let Some((meta, _status, state)) = self.engine.store().sqlite().load_run(id).await? else {
+        let Some((meta, _status, state)) = self.engine.store().load_run(id).await? else {
             return Ok(None);
         };
         let run: Run = serde_json::from_slice(&state).map_err(|e| {
@@ -163,7 +163,7 @@ impl Worker {
                 + b.commit.events.iter().map(|e| e.body.len()).sum::<usize>()
                 + b.commit.timers.iter().map(|t| t.event.len()).sum::<usize>()
                 + b.commit.outbox.iter().map(|o| o.2.len()).sum::<usize>();
-            if let Err(e) = self.engine.store().sqlite().commit(&b.commit).await {
+            if let Err(e) = self.engine.store().commit(&b.commit).await {
                 tracing::error!(shard = self.shard, error = %e, "commit failed; the batch is retried by its senders");
                 for id in &b.dirty {
                     self.cache.pop(id);

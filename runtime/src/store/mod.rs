@@ -60,11 +60,94 @@ impl Store {
         Err(Error::Url(url.to_string()))
     }
 
-    pub fn sqlite(&self) -> &SqliteStore {
+    pub async fn close(&self) {
         match self {
-            Store::Sqlite(s) => s,
+            Store::Sqlite(s) => s.close().await,
         }
     }
+}
+
+/// Every operation of the store, forwarded to the backend: callers never
+/// name a backend, so a second one is a new variant, not a rewrite.
+macro_rules! forward {
+    ($($(#[$doc:meta])* pub async fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        impl Store {
+            $(
+                $(#[$doc])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match self {
+                        Store::Sqlite(s) => s.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+forward! {
+    /// Writes a batch in one transaction.
+    pub async fn commit(&self, c: &Commit) -> Result<()>;
+    /// A run's routing data, status and encoded state.
+    pub async fn load_run(&self, id: &str) -> Result<Option<(RunMeta, String, Vec<u8>)>>;
+    /// Top-level runs not finished yet, per tenant: the quota's starting point.
+    pub async fn active_runs_by_tenant(&self) -> Result<Vec<(String, i64)>>;
+    pub async fn active_runs_of_schedule(&self, schedule: &str) -> Result<Vec<String>>;
+    pub async fn events_of(&self, run: &str, after_seq: Option<u64>, limit: u32) -> Result<Vec<EventRow>>;
+    /// Events in commit order after `pos`: the history consumer's feed.
+    pub async fn events_after(&self, pos: i64, limit: u32) -> Result<Vec<EventRow>>;
+    /// Claims up to `limit` timers of `partition` due by `until` and not claimed,
+    /// until `claim_until`.
+    pub async fn claim_timers(&self, partition: u32, now: u64, until: u64, claim_until: u64, limit: u32) -> Result<Vec<DueTimer>>;
+    /// Releases every claim on timers and schedules. Only for the embedded
+    /// backend at start: one process owns this file, so every claim in it was
+    /// made by a process that is gone.
+    pub async fn release_claims(&self) -> Result<()>;
+    pub async fn outbox(&self) -> Result<Vec<(i64, String, Vec<u8>)>>;
+    pub async fn max_outbox_pos(&self) -> Result<i64>;
+    /// Takes shard `shard` for `owner`, returning the new fencing token: any
+    /// commit still carrying an older token fails.
+    pub async fn acquire_lease(&self, shard: u32, owner: &str, expires_at: u64) -> Result<i64>;
+    /// Stores a bundle and its flow versions; each named flow becomes its name's head.
+    pub async fn insert_bundle(&self, id: &str, tenant: &str, env: &str, ir: &[u8], flows: &[(String, String)], now: u64) -> Result<()>;
+    /// A bundle's environment and IR.
+    pub async fn bundle(&self, id: &str) -> Result<Option<(String, String, Vec<u8>)>>;
+    /// The named flow at `version`, or its head.
+    pub async fn flow(&self, tenant: &str, name: &str, version: Option<&str>) -> Result<Option<FlowRow>>;
+    pub async fn flows(&self, tenant: Option<&str>) -> Result<Vec<FlowRow>>;
+    pub async fn create_tenant(&self, t: &TenantRow) -> Result<bool>;
+    pub async fn tenants(&self) -> Result<Vec<TenantRow>>;
+    pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>>;
+    /// Deletes every row of `tenant` in every table, the tenant last.
+    pub async fn purge_tenant(&self, tenant: &str) -> Result<u64>;
+    pub async fn insert_token(&self, hash: &str, tenant: Option<&str>, name: &str, now: u64) -> Result<()>;
+    /// The token's tenant (`Some(None)` for an admin token), or `None` if unknown.
+    pub async fn token(&self, hash: &str) -> Result<Option<Option<String>>>;
+    pub async fn admin_token_count(&self) -> Result<i64>;
+    pub async fn approvals(&self, tenant: Option<&str>, pending_only: bool) -> Result<Vec<ApprovalRow>>;
+    /// The newest attempt's approval of `step` in `run`.
+    pub async fn approval(&self, run: &str, step: &str) -> Result<Option<ApprovalRow>>;
+    /// Records a decision unless one was recorded already; true if this one counts.
+    pub async fn decide_approval(&self, run: &str, step: &str, attempt: u32, decision: &serde_json::Value, now: u64) -> Result<bool>;
+    /// Registers the next version of `name`, or returns the entry already
+    /// registered under the same idempotency `key`.
+    pub async fn register(&self, e: &NewEntry<'_>, make_entry: impl FnOnce(i64) -> serde_json::Value) -> Result<RegistryRow>;
+    /// Moves a registered version to `stage`; returns the updated entry.
+    pub async fn registry_set_stage(&self, tenant: &str, kind: &str, name: &str, version: i64, stage: &str) -> Result<Option<serde_json::Value>>;
+    pub async fn registry(&self, tenant: &str, kind: Option<&str>, name: Option<&str>) -> Result<Vec<RegistryRow>>;
+    /// Replaces the schedules of `flow` with `rows` (a new deploy moves them to
+    /// the new bundle, keeping the fire times already handled).
+    pub async fn replace_schedules(&self, tenant: &str, flow: &str, rows: &[ScheduleRow]) -> Result<()>;
+    pub async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<ScheduleRow>>;
+    pub async fn schedule(&self, id: &str) -> Result<Option<ScheduleRow>>;
+    /// Claims the unpaused schedules of `partition` due by `now`.
+    pub async fn claim_schedules(&self, partition: u32, now: u64, claim_until: u64, limit: u32) -> Result<Vec<ScheduleRow>>;
+    /// Records what the scheduler did with a schedule and releases its claim.
+    pub async fn update_schedule(&self, id: &str, last_fire: Option<u64>, next_due: Option<u64>, buffered: Option<u64>) -> Result<()>;
+    /// Pauses or resumes a schedule. Resuming moves the watermark to `now`, so
+    /// fire times missed while paused are not started.
+    pub async fn set_schedule_paused(&self, id: &str, paused: bool, now: u64, next_due: Option<u64>) -> Result<bool>;
+    /// Stores `value` unless the key has one; returns the stored value.
+    pub async fn setting_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>>;
 }
 
 /// A run row without its state: what the engine needs to route and load it.

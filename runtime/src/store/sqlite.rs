@@ -357,22 +357,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// When the next unclaimed timer of `partition` is due.
-    pub async fn next_timer_due(&self, partition: u32) -> Result<Option<u64>> {
-        let due: Option<i64> =
-            sqlx::query_scalar("SELECT min(due_at) FROM timers WHERE partition = ?")
-                .bind(partition)
-                .fetch_one(&self.read)
-                .await?;
-        Ok(due.map(|d| d as u64))
-    }
-
-    pub async fn timer_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM timers")
-            .fetch_one(&self.read)
-            .await?)
-    }
-
     // ---- outbox --------------------------------------------------------------
 
     pub async fn outbox(&self) -> Result<Vec<(i64, String, Vec<u8>)>> {
@@ -912,15 +896,6 @@ impl SqliteStore {
 
     // ---- settings ------------------------------------------------------------
 
-    pub async fn setting(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
-                .bind(key)
-                .fetch_optional(&self.read)
-                .await?,
-        )
-    }
-
     /// Stores `value` unless the key has one; returns the stored value.
     pub async fn setting_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
         sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING")
@@ -934,12 +909,6 @@ impl SqliteStore {
                 .fetch_one(&self.write)
                 .await?,
         )
-    }
-
-    pub async fn run_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM runs")
-            .fetch_one(&self.read)
-            .await?)
     }
 }
 
