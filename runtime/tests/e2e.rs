@@ -900,10 +900,8 @@ bindings dev {
 "#;
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as i64
+    use eflow_runtime::clock::Clock;
+    eflow_runtime::clock::SystemClock.now_ms() as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

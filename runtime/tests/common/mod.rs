@@ -21,10 +21,10 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh, unique directory under the system temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let nanos = {
+        use eflow_runtime::clock::Clock;
+        eflow_runtime::clock::SystemClock.now_ms()
+    };
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!(
         "eflow-test-{name}-{}-{nanos}-{n}",
