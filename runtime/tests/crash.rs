@@ -323,3 +323,87 @@ async fn kill_9_during_load_loses_nothing_and_doubles_nothing() {
     server.wait().unwrap();
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_cleanly_and_keeps_every_run() {
+    let data = std::env::temp_dir().join(format!(
+        "eflow-sigint-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let _ = std::fs::remove_dir_all(&data);
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    let auth = format!("Bearer {ADMIN}");
+    let mut server = serve(&data, addr);
+    wait_up(&client, &base).await;
+    let source = "remote step Work(n: Int) -> Int\n\nflow Slow(n: Int) -> Int {\n    let a = Work(n: n)\n    return a\n}\n\nbindings test {\n    Work = sim { duration: 1h }\n}\n";
+    for (path, body) in [
+        ("/v1/tenants", json!({ "id": "quiet" })),
+        (
+            "/v1/flows",
+            json!({ "tenant": "quiet", "env": "test", "source": { "slow.eflow": source } }),
+        ),
+    ] {
+        let r = client
+            .post(format!("{base}{path}"))
+            .header("Authorization", &auth)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{path}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    for i in 0..50 {
+        let r = client
+            .post(format!("{base}/v1/runs"))
+            .header("Authorization", &auth)
+            .json(&json!({ "tenant": "quiet", "flow": "Slow", "input": { "n": i }, "id": format!("slow-{i}") }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    // SIGINT, as Ctrl-C sends it.
+    let status = Command::new("kill")
+        .args(["-INT", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(code) = server.try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop within 20 s of Ctrl-C"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(code.success(), "the server exited with {code} after Ctrl-C");
+    // Everything is still there after a restart: the runs wait in their step.
+    let mut server = serve(&data, addr);
+    wait_up(&client, &base).await;
+    for i in 0..50 {
+        let v: Value = client
+            .get(format!("{base}/v1/runs/slow-{i}"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["status"], "running", "slow-{i}: {v}");
+        assert_eq!(v["steps"][0]["status"], "running", "slow-{i}: {v}");
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+}
