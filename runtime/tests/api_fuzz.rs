@@ -8,39 +8,6 @@ mod common;
 use common::*;
 use serde_json::{Map, Value, json};
 
-const SOURCE: &str = r#"
-from "std/ml" import Model, Evaluation, ModelVersion, RegisterModel, Stage
-from "std/approval" import Approve
-
-remote step TrainIt(name: String) -> Model
-remote step EvalIt(model: Model) -> Evaluation
-remote step Slow(x: Int) -> Int
-
-flow Pipeline(model_name: String) -> ModelVersion? {
-    let model = TrainIt(name: model_name)
-    let eval = EvalIt(model: model)
-    let decision = Approve(subject: eval, summary: "Register the model?")
-    when decision.approved {
-        let version = RegisterModel(name: model_name, model: model, evaluation: eval, stage: Stage.Staging)
-    }
-    return version
-}
-
-flow Long(x: Int = 1) -> Int {
-    schedule "0 0 1 1 *"
-    let s = Slow(x: x)
-    return s
-}
-
-bindings dev {
-    TrainIt = sim { duration: 10ms, failure_rate: 0.0 }
-    EvalIt = sim { duration: 10ms, failure_rate: 0.0 }
-    Slow = sim { duration: 1h, failure_rate: 0.0 }
-    Approve = approval { approvers: ["me@example.com"], channel: "ui" }
-    RegisterModel = registry { kind: "model" }
-}
-"#;
-
 /// splitmix64: deterministic test inputs.
 struct Rng(u64);
 

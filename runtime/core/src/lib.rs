@@ -9,6 +9,7 @@ pub mod apply;
 pub mod effect;
 pub mod eval;
 pub mod event;
+pub mod hash;
 pub mod schedule;
 pub mod state;
 pub mod time;

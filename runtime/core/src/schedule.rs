@@ -420,15 +420,8 @@ pub fn jitter_ms(schedule_id: &str, nominal_ms: u64, jitter_ms: u64) -> u64 {
     if jitter_ms == 0 {
         return 0;
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in schedule_id.bytes().chain(nominal_ms.to_le_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^= h >> 31;
-    h % jitter_ms
+    let h = crate::hash::fnv1a(schedule_id.bytes().chain(nominal_ms.to_le_bytes()));
+    crate::hash::mix64(h) % jitter_ms
 }
 
 /// The id of the run a schedule starts for a nominal time, e.g.

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use eflow_compiler::ir::{Type, TypeDef};
 use eflow_core::StepError;
+use eflow_core::hash::{fnv1a, mix64};
 use serde_json::{Map, Value, json};
 
 /// The default simulated duration.
@@ -38,7 +39,7 @@ pub fn outcome(
         .and_then(Value::as_f64)
         .unwrap_or(0.0);
     let seed = config.get("seed").and_then(Value::as_i64).unwrap_or(0) as u64;
-    let mut rng = Rng(fnv(key.as_bytes()) ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut rng = Rng(fnv1a(key.bytes()) ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let failed = rate > 0.0 && rng.unit() < rate;
     let result = if failed {
         Err(StepError::new(
@@ -121,25 +122,13 @@ fn fabricate(
     }
 }
 
-fn fnv(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// splitmix64: a deterministic stream from a seed.
 struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        mix64(self.0)
     }
     fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64

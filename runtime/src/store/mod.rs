@@ -323,10 +323,5 @@ pub struct EventRow {
 /// Which shard owns a run: a stable hash of its id (FNV-1a), so every process
 /// agrees without asking anyone.
 pub fn shard_of(run: &str, shards: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in run.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % u64::from(shards.max(1))) as u32
+    (eflow_core::hash::fnv1a(run.bytes()) % u64::from(shards.max(1))) as u32
 }
