@@ -845,6 +845,7 @@ fn invalid_escape_keeps_the_rest() {
 
 #[test]
 fn two_broken_items_two_errors() {
+    // One error per broken item.
     let src = "record A { a: Int }\n\
                record B { b Int }\n\
                enum C { X, Y }\n\
@@ -857,8 +858,14 @@ fn two_broken_items_two_errors() {
         .iter()
         .map(|i| matches!(i.kind, ItemKind::Error))
         .collect();
-    assert_eq!(kinds, [false, true, false, true, false]);
+    // `B` keeps its name (its broken field is dropped), so uses of `B` do
+    // not cascade; `D` has no output type and is lost.
+    assert_eq!(kinds, [false, false, false, true, false]);
     assert_eq!(file.items[1].span, at(src, "record B { b Int }", 0));
+    match &file.items[1].kind {
+        ItemKind::Record(r) => assert!(r.fields.is_empty()),
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(file.items[4].kind, ItemKind::Flow(_)));
 }
 
@@ -1050,11 +1057,9 @@ fn message_keyword_as_name() {
         d.message,
         "expected a name for the result, found keyword `flow`"
     );
+    // The field alone is reported; the rest of the record is kept.
     let d = first("record A { for: Int }\n");
-    assert_eq!(
-        d.message,
-        "expected `}` or a field name, found keyword `for`"
-    );
+    assert_eq!(d.message, "expected a field name, found keyword `for`");
 }
 
 #[test]
@@ -1613,4 +1618,44 @@ mod props {
             check(&toks.concat());
         }
     }
+}
+
+#[test]
+fn a_broken_field_parameter_or_binding_costs_only_itself() {
+    let src = "record P {\n    x: Int,\n    y: ,\n    z: String,\n}\n\
+               remote step S(a: Int, b: = 3, c: P) -> Int\n\
+               bindings dev {\n    S sim { duration: 1s }\n    T = sim { duration: 1s }\n}\n";
+    let (file, diags) = parse_err(src);
+    let messages: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "expected a type name, found `,`",
+            "expected a type name, found `=`",
+            "expected `=`, found `sim`",
+        ],
+        "{diags:#?}"
+    );
+    match &file.items[0].kind {
+        ItemKind::Record(r) => {
+            let names: Vec<&str> = r.fields.iter().map(|f| f.name.name.as_str()).collect();
+            assert_eq!(names, ["x", "z"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match &file.items[1].kind {
+        ItemKind::Step(s) => {
+            let names: Vec<&str> = s.params.iter().map(|p| p.name.name.as_str()).collect();
+            assert_eq!(names, ["a", "c"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match &file.items[2].kind {
+        ItemKind::Bindings(b) => assert_eq!(b.entries.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    // A whole element followed by junk is still the item's error.
+    let (file, diags) = parse_err("record A { a: Int timeout }\n");
+    assert_eq!(diags.len(), 1);
+    assert!(matches!(file.items[0].kind, ItemKind::Error));
 }

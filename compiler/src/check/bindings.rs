@@ -342,6 +342,8 @@ fn check_one(
                 }
                 config.insert(key.name.to_string(), v);
             }
+            // A literal that did not parse was reported where it was read.
+            Err(_) if matches!(entry.value.kind, ExprKind::Error) => ok = false,
             Err(found) => {
                 cx.report(
                     cx.error(

@@ -64,6 +64,7 @@ struct Mark {
     pos: usize,
     diags: usize,
     docs: usize,
+    broken: usize,
     deep_reported: bool,
 }
 
@@ -177,6 +178,7 @@ impl<'t> Parser<'t> {
             pos: self.pos,
             diags: self.diags.len(),
             docs: self.used_docs.len(),
+            broken: self.broken.len(),
             deep_reported: self.deep_reported,
         }
     }
@@ -185,6 +187,7 @@ impl<'t> Parser<'t> {
         self.pos = m.pos;
         self.diags.truncate(m.diags);
         self.used_docs.truncate(m.docs);
+        self.broken.truncate(m.broken);
         self.deep_reported = m.deep_reported;
     }
 
@@ -227,6 +230,88 @@ impl<'t> Parser<'t> {
         };
         self.expect(close)?;
         Some(out)
+    }
+
+    /// The elements (`rule`) of a comma-separated list up to `close`: fields of
+    /// a record, parameters. Like [`Self::list`]; but when salvaging, a broken
+    /// element is skipped to the next `,` or `close` outside brackets and
+    /// remembered in `broken`, so the rest of the declaration is kept.
+    fn elements<T>(
+        &mut self,
+        rule: Rule,
+        close: u8,
+        mut f: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        if !self.salvage {
+            return self.list(close, f);
+        }
+        let mut out = Vec::new();
+        loop {
+            if self.eat(close) {
+                return Some(out);
+            }
+            let start = self.pos;
+            if start >= self.end {
+                return None;
+            }
+            match self.attempt(&mut f) {
+                Some(x) if matches!(self.peek(), k::COMMA) || self.peek() == close => out.push(x),
+                // A whole element followed by junk: the item's own message
+                // ("expected `,` or `}`") says it best.
+                Some(_) => return None,
+                None => {
+                    self.pos = start;
+                    self.skip_element(close)?;
+                    // An empty element (`a: Int,, b: Int`) is the comma itself.
+                    let stop = self.pos.max(start + 1);
+                    self.broken.push((rule, start, stop));
+                }
+            }
+            if !self.eat(k::COMMA) && self.peek() != close {
+                return None;
+            }
+        }
+    }
+
+    /// Moves to the next `,` or `close` outside brackets; `None` if the
+    /// brackets close first or the input ends.
+    fn skip_element(&mut self, close: u8) -> Option<()> {
+        let mut depth = 0u32;
+        while self.pos < self.end {
+            let t = self.peek();
+            if depth == 0 && (t == k::COMMA || t == close) {
+                return Some(());
+            }
+            match t {
+                k::LPAREN | k::LBRACKET | k::LBRACE => depth += 1,
+                k::RPAREN | k::RBRACKET | k::RBRACE => depth = depth.checked_sub(1)?,
+                _ => {}
+            }
+            self.pos += 1;
+        }
+        None
+    }
+
+    /// Skips a broken binding entry (`Name = connector { … }`): up to the `}`
+    /// closing its first `{`; `None` if there is none before the block ends.
+    fn skip_binding(&mut self) -> Option<()> {
+        let mut depth = 0u32;
+        while self.pos < self.end {
+            let t = self.peek();
+            self.pos += 1;
+            match t {
+                k::LPAREN | k::LBRACKET | k::LBRACE => depth += 1,
+                k::RPAREN | k::RBRACKET => depth = depth.checked_sub(1)?,
+                k::RBRACE => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 {
+                        return Some(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
     }
 
     /// `x?` for an `x` that starts with the token `first`.
@@ -354,7 +439,7 @@ impl<'t> Parser<'t> {
         let name = self.name()?;
         let generics = self.opt(k::LT, Self::generics).unwrap_or_default();
         self.expect(k::LBRACE)?;
-        let fields = self.list(k::RBRACE, Self::field)?;
+        let fields = self.elements(Rule::field_entry, k::RBRACE, Self::field)?;
         Some(RecordDecl {
             name,
             generics,
@@ -479,7 +564,7 @@ impl<'t> Parser<'t> {
 
     fn params(&mut self) -> Option<Vec<Param>> {
         self.expect(k::LPAREN)?;
-        self.list(k::RPAREN, Self::param)
+        self.elements(Rule::param_entry, k::RPAREN, Self::param)
     }
 
     fn param(&mut self) -> Option<Param> {
@@ -511,8 +596,16 @@ impl<'t> Parser<'t> {
         let env = self.name()?;
         self.expect(k::LBRACE)?;
         let mut entries = Vec::new();
-        while let Some(b) = self.attempt(Self::binding) {
-            entries.push(b);
+        loop {
+            if let Some(b) = self.attempt(Self::binding) {
+                entries.push(b);
+            } else if self.salvage && self.peek() != k::RBRACE && self.pos < self.end {
+                let start = self.pos;
+                self.skip_binding()?;
+                self.broken.push((Rule::binding_entry, start, self.pos));
+            } else {
+                break;
+            }
         }
         self.expect(k::RBRACE)?;
         Some(BindingsDecl { env, entries })

@@ -143,6 +143,11 @@ pub(super) struct Parser<'t> {
     pub(super) used_docs: Vec<u32>,
     /// One "too deep" report per item or statement is enough.
     pub(super) deep_reported: bool,
+    /// Salvaging a declaration that did not parse: broken fields, parameters
+    /// and binding entries are skipped and listed in `broken` (the rule and
+    /// the tokens), each to be reported on its own.
+    pub(super) salvage: bool,
+    pub(super) broken: Vec<(Rule, usize, usize)>,
 }
 
 impl<'t> Parser<'t> {
@@ -163,6 +168,8 @@ impl<'t> Parser<'t> {
             docs,
             used_docs: Vec::new(),
             deep_reported: false,
+            salvage: false,
+            broken: Vec::new(),
         }
     }
 
@@ -263,10 +270,32 @@ impl<'t> Parser<'t> {
         if let Some(item) = self.descend(first, last, Self::item_rule) {
             return item;
         }
+        if let Some(item) = self.salvaged(chunk, Self::item_rule) {
+            return item;
+        }
         let site = self.site(chunk.start, chunk.end, Ctx::Item);
         let d = self.grammar_error(Rule::item, first, last, &site);
         self.diags.push(d);
         self.error_item(chunk)
+    }
+
+    /// Parses the chunk again, skipping broken fields, parameters and binding
+    /// entries, each reported on its own: one typo in a record must not
+    /// take the whole record (and every use of it) down with it.
+    fn salvaged<T>(&mut self, chunk: &Chunk, f: impl FnOnce(&mut Self) -> Option<T>) -> Option<T> {
+        let (first, last) = (chunk.toks.start, chunk.toks.end);
+        self.salvage = true;
+        self.broken.clear();
+        let got = self.descend(first, last, f);
+        self.salvage = false;
+        let broken = std::mem::take(&mut self.broken);
+        let got = got.filter(|_| !broken.is_empty())?;
+        let site = self.site(chunk.start, chunk.end, Ctx::Item);
+        for (rule, a, b) in broken {
+            let d = self.grammar_error(rule, a, b, &site);
+            self.diags.push(d);
+        }
+        Some(got)
     }
 
     fn flow(&mut self, chunk: &Chunk) -> Item {
@@ -281,7 +310,10 @@ impl<'t> Parser<'t> {
             };
         }
         // Something in it is broken: the header, then statement by statement.
-        let Some(head) = self.descend(first, last, Self::flow_head) else {
+        let head = self
+            .descend(first, last, Self::flow_head)
+            .or_else(|| self.salvaged(chunk, Self::flow_head));
+        let Some(head) = head else {
             let site = self.site(chunk.start, chunk.end, Ctx::Item);
             let d = self.grammar_error(Rule::flow_head, first, last, &site);
             self.diags.push(d);
