@@ -723,7 +723,14 @@ impl Service {
                 reason: reason.unwrap_or_else(|| "cancelled through the API".into()),
             },
         );
-        let applied = self.inner.engine.deliver(id, event).await?;
+        let applied = match self.inner.engine.deliver(id, event).await {
+            Ok(a) => a,
+            // A second cancel is the redelivery of the first: the run is over.
+            Err(engine::Error::Rejected(Rejection::Duplicate)) => {
+                return Err(engine::Error::Rejected(Rejection::Finished).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(run_view(&applied.meta, &applied.state, &applied.deployed))
     }
 

@@ -365,8 +365,9 @@ impl Compiled {
     }
 
     /// Every nominal fire time from `from_ms` to `to_ms` inclusive, to start now
-    /// whatever the catch-up and overlap policies; an error if the range is empty
-    /// or holds more than [`MAX_BACKFILL`].
+    /// whatever the catch-up and overlap policies; an error if the range ends
+    /// before it begins or holds more than [`MAX_BACKFILL`]. A range without
+    /// a fire time gives no starts.
     pub fn backfill(
         &self,
         schedule_id: &str,
