@@ -775,7 +775,9 @@ fn check_bodies(
 /// Names used only in bindings are used.
 fn bound_only(ast: &ast::File, name: &str) -> bool {
     ast.items.iter().any(|it| match &it.kind {
-        ast::ItemKind::Bindings(b) => b.entries.iter().any(|e| e.step.name == name),
+        ast::ItemKind::Bindings(b) => {
+            b.entries.iter().any(|e| e.step.name == name) || b.broken.iter().any(|s| s.name == name)
+        }
         _ => false,
     })
 }

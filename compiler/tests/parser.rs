@@ -1651,7 +1651,12 @@ fn a_broken_field_parameter_or_binding_costs_only_itself() {
         other => panic!("{other:?}"),
     }
     match &file.items[2].kind {
-        ItemKind::Bindings(b) => assert_eq!(b.entries.len(), 1),
+        ItemKind::Bindings(b) => {
+            assert_eq!(b.entries.len(), 1);
+            // Remembered, so `S` is not also reported as having no binding.
+            let broken: Vec<&str> = b.broken.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(broken, ["S"]);
+        }
         other => panic!("{other:?}"),
     }
     // A whole element followed by junk is still the item's error.

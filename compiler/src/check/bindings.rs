@@ -138,9 +138,11 @@ pub fn check_bindings(
     let attempted = decl
         .entries
         .iter()
-        .filter_map(|b| {
+        .map(|b| &b.step)
+        .chain(&decl.broken)
+        .filter_map(|step| {
             cx.namespace
-                .get(&b.step.name)
+                .get(&step.name)
                 .filter(|s| s.kind == SymbolKind::Step)
                 .map(|s| (decl.env.name.clone(), s.def))
         })

@@ -384,6 +384,9 @@ pub enum ScheduleClauseKind {
 pub struct BindingsDecl {
     pub env: Ident,
     pub entries: Vec<Binding>,
+    /// The steps named by entries that did not parse (each reported as a
+    /// syntax error): not reported again as missing bindings.
+    pub broken: Vec<Ident>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

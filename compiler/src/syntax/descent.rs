@@ -596,11 +596,15 @@ impl<'t> Parser<'t> {
         let env = self.name()?;
         self.expect(k::LBRACE)?;
         let mut entries = Vec::new();
+        let mut broken = Vec::new();
         loop {
             if let Some(b) = self.attempt(Self::binding) {
                 entries.push(b);
             } else if self.salvage && self.peek() != k::RBRACE && self.pos < self.end {
                 let start = self.pos;
+                if is_name(self.peek()) {
+                    broken.push(self.ident(start));
+                }
                 self.skip_binding()?;
                 self.broken.push((Rule::binding_entry, start, self.pos));
             } else {
@@ -608,7 +612,11 @@ impl<'t> Parser<'t> {
             }
         }
         self.expect(k::RBRACE)?;
-        Some(BindingsDecl { env, entries })
+        Some(BindingsDecl {
+            env,
+            entries,
+            broken,
+        })
     }
 
     fn binding(&mut self) -> Option<Binding> {
