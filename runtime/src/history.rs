@@ -36,12 +36,6 @@ pub enum Error {
     BadCursor,
 }
 
-impl From<Error> for crate::store::Error {
-    fn from(e: Error) -> Self {
-        crate::store::Error::Conflict(e.to_string())
-    }
-}
-
 /// What `GET /v1/runs` asks.
 #[derive(Debug, Clone, Default)]
 pub struct RunQuery {

@@ -13,7 +13,6 @@ use std::time::Duration;
 use eflow_compiler::ir;
 use eflow_core::schedule::{Compiled, Start, Tick};
 use serde_json::Map;
-use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::model::ScheduleView;
@@ -30,31 +29,20 @@ pub struct Scheduler {
 }
 
 struct Inner {
-    engine: OnceCell<Engine>,
+    engine: Engine,
     clock: SharedClock,
     partitions: u32,
 }
 
 impl Scheduler {
-    pub fn new(clock: SharedClock, partitions: u32) -> Self {
+    pub fn new(engine: Engine, clock: SharedClock, partitions: u32) -> Self {
         Self {
             inner: Arc::new(Inner {
-                engine: OnceCell::new(),
+                engine,
                 clock,
                 partitions: partitions.max(1),
             }),
         }
-    }
-
-    pub fn attach(&self, engine: Engine) {
-        let _ = self.inner.engine.set(engine);
-    }
-
-    fn engine(&self) -> Result<&Engine, String> {
-        self.inner
-            .engine
-            .get()
-            .ok_or_else(|| "the scheduler is not running".to_string())
     }
 
     /// A flow was deployed: create or move its schedules. Returns how many it has.
@@ -65,7 +53,7 @@ impl Scheduler {
         bundle: &str,
         now: u64,
     ) -> Result<usize, String> {
-        let engine = self.engine()?;
+        let engine = &self.inner.engine;
         let db = engine.store();
         let mut rows = Vec::new();
         for (i, s) in flow.schedules.iter().enumerate() {
@@ -95,7 +83,7 @@ impl Scheduler {
     }
 
     pub async fn set_paused(&self, s: &ScheduleRow, paused: bool, now: u64) -> Result<(), String> {
-        let engine = self.engine()?;
+        let engine = &self.inner.engine;
         // Resuming does not start what was missed while paused: the next fire is after now.
         let next = if paused {
             None
@@ -131,7 +119,7 @@ impl Scheduler {
         input: &Map<String, serde_json::Value>,
         start: &Start,
     ) -> Result<String, String> {
-        let engine = self.engine()?;
+        let engine = &self.inner.engine;
         let id = start.run_id.clone();
         let meta = RunMeta {
             id: id.clone(),
@@ -174,7 +162,7 @@ impl Scheduler {
     }
 
     async fn tick(&self, partition: u32) -> Result<(), String> {
-        let engine = self.engine()?;
+        let engine = &self.inner.engine;
         let db = engine.store();
         let now = self.inner.clock.now_ms();
         let due = db
@@ -247,7 +235,7 @@ impl Scheduler {
     /// A run ended: a schedule holding a buffered start may start it now.
     pub async fn run_finished(&self, f: &Finished) {
         let Some(schedule) = &f.schedule else { return };
-        let Ok(engine) = self.engine() else { return };
+        let engine = &self.inner.engine;
         let db = engine.store();
         let Ok(Some(s)) = db.schedule(schedule).await else {
             return;

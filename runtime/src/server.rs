@@ -114,8 +114,7 @@ impl Server {
             shutdown.clone(),
         )
         .await?;
-        let scheduler = Scheduler::new(clock.clone(), options.partitions);
-        scheduler.attach(engine.clone());
+        let scheduler = Scheduler::new(engine.clone(), clock.clone(), options.partitions);
         let service = Service::new(
             engine.clone(),
             clock.clone(),

@@ -123,6 +123,15 @@ impl Caller {
         }
     }
 
+    /// The tenant a list is limited to: the named one (for an admin, none
+    /// means every tenant), and always its own for a tenant's token.
+    pub fn scope<'a>(&'a self, named: Option<&'a str>) -> ApiResult<Option<&'a str>> {
+        match self {
+            Caller::Admin => Ok(named),
+            Caller::Tenant(_) => self.tenant(named).map(Some),
+        }
+    }
+
     pub fn may_see(&self, tenant: &str) -> bool {
         match self {
             Caller::Admin => true,
@@ -532,10 +541,7 @@ impl Service {
     }
 
     pub async fn flows(&self, caller: &Caller, tenant: Option<&str>) -> ApiResult<Vec<FlowView>> {
-        let t = match caller {
-            Caller::Admin => tenant,
-            Caller::Tenant(_) => Some(caller.tenant(tenant)?),
-        };
+        let t = caller.scope(tenant)?;
         let rows = self.db().flows(t).await?;
         Ok(rows
             .into_iter()
@@ -671,14 +677,17 @@ impl Service {
         }
     }
 
-    async fn load_run(&self, caller: &Caller, id: &str) -> ApiResult<(RunMeta, Run)> {
-        let Some((meta, _status, state)) = self.db().load_run(id).await? else {
-            return Err(ApiError::not_found("run", id));
-        };
-        if !caller.may_see(&meta.tenant) {
+    /// The run's row, if the caller may see it; its state is not decoded.
+    async fn visible_run(&self, caller: &Caller, id: &str) -> ApiResult<(RunMeta, Vec<u8>)> {
+        match self.db().load_run(id).await? {
+            Some((meta, _status, state)) if caller.may_see(&meta.tenant) => Ok((meta, state)),
             // Another tenant's run is reported as absent, not as forbidden.
-            return Err(ApiError::not_found("run", id));
+            _ => Err(ApiError::not_found("run", id)),
         }
+    }
+
+    async fn load_run(&self, caller: &Caller, id: &str) -> ApiResult<(RunMeta, Run)> {
+        let (meta, state) = self.visible_run(caller, id).await?;
         let run: Run = serde_json::from_slice(&state).map_err(ApiError::internal)?;
         Ok((meta, run))
     }
@@ -696,7 +705,7 @@ impl Service {
         after: Option<u64>,
         limit: u32,
     ) -> ApiResult<Vec<EventView>> {
-        self.load_run(caller, id).await?;
+        self.visible_run(caller, id).await?;
         let rows = self.db().events_of(id, after, limit.clamp(1, 1000)).await?;
         Ok(rows
             .into_iter()
@@ -716,7 +725,7 @@ impl Service {
         id: &str,
         reason: Option<String>,
     ) -> ApiResult<RunView> {
-        self.load_run(caller, id).await?;
+        self.visible_run(caller, id).await?;
         let event = Event::new(
             "cancel",
             EventKind::CancelRequested {
@@ -742,10 +751,7 @@ impl Service {
         tenant: Option<&str>,
         pending: bool,
     ) -> ApiResult<Vec<ApprovalView>> {
-        let t = match caller {
-            Caller::Admin => tenant,
-            Caller::Tenant(_) => Some(caller.tenant(tenant)?),
-        };
+        let t = caller.scope(tenant)?;
         let rows = self.db().approvals(t, pending).await?;
         Ok(rows.into_iter().map(approval_view).collect())
     }
@@ -757,7 +763,7 @@ impl Service {
         step: &str,
         d: Decide,
     ) -> ApiResult<ApprovalView> {
-        let (_meta, _run) = self.load_run(caller, run).await?;
+        self.visible_run(caller, run).await?;
         let Some(row) = self.db().approval(run, step).await? else {
             return Err(ApiError::not_found("approval", &format!("{run}/{step}")));
         };
@@ -823,7 +829,7 @@ impl Service {
                 "this callback token was not issued by this server or was altered: use the `callback_url` of the invocation as given",
             ));
         };
-        let slot = engine::slot_id(&claim.node, claim.index, claim.attempt);
+        let slot = eflow_core::slot_id(&claim.node, claim.index, claim.attempt);
         let kind = match (body.output, body.error) {
             (output, None) => EventKind::StepCompleted {
                 node: claim.node.clone(),
@@ -867,10 +873,7 @@ impl Service {
         caller: &Caller,
         tenant: Option<&str>,
     ) -> ApiResult<Vec<ScheduleView>> {
-        let t = match caller {
-            Caller::Admin => tenant,
-            Caller::Tenant(_) => Some(caller.tenant(tenant)?),
-        };
+        let t = caller.scope(tenant)?;
         let rows = self.db().schedules(t).await?;
         Ok(rows.iter().map(crate::scheduler::view).collect())
     }
@@ -947,15 +950,7 @@ impl Service {
         caller: &Caller,
         mut q: crate::history::RunQuery,
     ) -> ApiResult<Page<RunSummary>> {
-        match caller {
-            Caller::Admin => {}
-            Caller::Tenant(t) => {
-                if q.tenant.as_deref().is_some_and(|x| x != t) {
-                    return Err(ApiError::forbidden());
-                }
-                q.tenant = Some(t.clone());
-            }
-        }
+        q.tenant = caller.scope(q.tenant.as_deref())?.map(str::to_string);
         self.inner.history.runs(&q).await.map_err(|e| match e {
             crate::history::Error::BadCursor => ApiError::bad_request(
                 "invalid_cursor",

@@ -103,6 +103,42 @@ fn serve(data: &std::path::Path, addr: SocketAddr) -> Child {
         .expect("start eflow serve")
 }
 
+/// A fresh data directory and a free address for a server of this test.
+fn scratch(name: &str) -> (std::path::PathBuf, SocketAddr) {
+    let data = std::env::temp_dir().join(format!(
+        "eflow-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let _ = std::fs::remove_dir_all(&data);
+    let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    (data, addr)
+}
+
+/// GET with the admin token; the body as JSON.
+async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: &str) -> T {
+    client
+        .get(url)
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// POST a JSON body with the admin token.
+async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> reqwest::Response {
+    client
+        .post(url)
+        .bearer_auth(ADMIN)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn wait_up(client: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -141,34 +177,21 @@ async fn kill_9_during_load_loses_nothing_and_doubles_nothing() {
         .with_state(remote.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let data = std::env::temp_dir().join(format!(
-        "eflow-crash-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    let _ = std::fs::remove_dir_all(&data);
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (data, addr) = scratch("crash");
     let base = format!("http://{addr}");
     let client = reqwest::Client::new();
     let mut server = serve(&data, addr);
     wait_up(&client, &base).await;
 
     let auth = format!("Bearer {ADMIN}");
-    let r = client
-        .post(format!("{base}/v1/tenants"))
-        .header("Authorization", &auth)
-        .json(&json!({ "id": "crash", "max_active_runs": 100000, "max_starts_per_sec": 100000.0 }))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &client,
+        &format!("{base}/v1/tenants"),
+        &json!({ "id": "crash", "max_active_runs": 100000, "max_starts_per_sec": 100000.0 }),
+    )
+    .await;
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    let r = client
-        .post(format!("{base}/v1/flows"))
-        .header("Authorization", &auth)
-        .json(&json!({ "tenant": "crash", "env": "test", "source": { "chain.eflow": flow(remote_addr) } }))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&client, &format!("{base}/v1/flows"), &json!({ "tenant": "crash", "env": "test", "source": { "chain.eflow": flow(remote_addr) } })).await;
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
 
     // Start the runs from several tasks; kill the server part way through.
@@ -217,13 +240,12 @@ async fn kill_9_during_load_loses_nothing_and_doubles_nothing() {
     wait_up(&client, &base).await;
     for i in 0..RUNS {
         let id = format!("run-{i}");
-        let r = client
-            .post(format!("{base}/v1/runs"))
-            .header("Authorization", &auth)
-            .json(&json!({ "tenant": "crash", "flow": "Chain", "input": { "n": i }, "id": id }))
-            .send()
-            .await
-            .unwrap();
+        let r = post_json(
+            &client,
+            &format!("{base}/v1/runs"),
+            &json!({ "tenant": "crash", "flow": "Chain", "input": { "n": i }, "id": id }),
+        )
+        .await;
         assert!(
             r.status().is_success(),
             "restart {id}: {}",
@@ -237,15 +259,7 @@ async fn kill_9_during_load_loses_nothing_and_doubles_nothing() {
     while !pending.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
         for id in pending {
-            let v: Value = client
-                .get(format!("{base}/v1/runs/{id}"))
-                .header("Authorization", &auth)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v: Value = get_json(&client, &format!("{base}/v1/runs/{id}")).await;
             match v["status"].as_str() {
                 Some("succeeded") => {}
                 Some("failed") | Some("cancelled") => panic!("run {id} ended {v}"),
@@ -268,25 +282,9 @@ async fn kill_9_during_load_loses_nothing_and_doubles_nothing() {
     // completion per step, with sequence numbers 0.., and the result is right.
     for i in 0..RUNS {
         let id = format!("run-{i}");
-        let run: Value = client
-            .get(format!("{base}/v1/runs/{id}"))
-            .header("Authorization", &auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let run: Value = get_json(&client, &format!("{base}/v1/runs/{id}")).await;
         assert_eq!(run["result"], json!(i + STEPS), "result of {id}");
-        let events: Vec<Value> = client
-            .get(format!("{base}/v1/runs/{id}/events"))
-            .header("Authorization", &auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let events: Vec<Value> = get_json(&client, &format!("{base}/v1/runs/{id}/events")).await;
         let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
         assert_eq!(
             seqs,
@@ -326,16 +324,9 @@ async fn kill_9_during_load_loses_nothing_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_cleanly_and_keeps_every_run() {
-    let data = std::env::temp_dir().join(format!(
-        "eflow-sigint-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    let _ = std::fs::remove_dir_all(&data);
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (data, addr) = scratch("sigint");
     let base = format!("http://{addr}");
     let client = reqwest::Client::new();
-    let auth = format!("Bearer {ADMIN}");
     let mut server = serve(&data, addr);
     wait_up(&client, &base).await;
     let source = "remote step Work(n: Int) -> Int\n\nflow Slow(n: Int) -> Int {\n    let a = Work(n: n)\n    return a\n}\n\nbindings test {\n    Work = sim { duration: 1h }\n}\n";
@@ -346,13 +337,7 @@ async fn ctrl_c_stops_cleanly_and_keeps_every_run() {
             json!({ "tenant": "quiet", "env": "test", "source": { "slow.eflow": source } }),
         ),
     ] {
-        let r = client
-            .post(format!("{base}{path}"))
-            .header("Authorization", &auth)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = post_json(&client, &format!("{base}{path}"), &body).await;
         assert!(
             r.status().is_success(),
             "{path}: {}",
@@ -360,13 +345,7 @@ async fn ctrl_c_stops_cleanly_and_keeps_every_run() {
         );
     }
     for i in 0..50 {
-        let r = client
-            .post(format!("{base}/v1/runs"))
-            .header("Authorization", &auth)
-            .json(&json!({ "tenant": "quiet", "flow": "Slow", "input": { "n": i }, "id": format!("slow-{i}") }))
-            .send()
-            .await
-            .unwrap();
+        let r = post_json(&client, &format!("{base}/v1/runs"), &json!({ "tenant": "quiet", "flow": "Slow", "input": { "n": i }, "id": format!("slow-{i}") })).await;
         assert!(r.status().is_success());
     }
     // SIGINT, as Ctrl-C sends it.
@@ -391,15 +370,7 @@ async fn ctrl_c_stops_cleanly_and_keeps_every_run() {
     let mut server = serve(&data, addr);
     wait_up(&client, &base).await;
     for i in 0..50 {
-        let v: Value = client
-            .get(format!("{base}/v1/runs/slow-{i}"))
-            .header("Authorization", &auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(&client, &format!("{base}/v1/runs/slow-{i}")).await;
         assert_eq!(v["status"], "running", "slow-{i}: {v}");
         assert_eq!(v["steps"][0]["status"], "running", "slow-{i}: {v}");
     }

@@ -112,27 +112,36 @@ pub enum Timer {
 impl Timer {
     /// A stable text id, unique within the run: `retry:train:2`, `timeout:trials[3]:1`.
     pub fn id(&self) -> String {
-        let slot = |node: &str, index: &Option<u32>, attempt: &u32| match index {
-            Some(i) => format!("{node}[{i}]:{attempt}"),
-            None => format!("{node}:{attempt}"),
-        };
         match self {
             Timer::Deadline => "deadline".into(),
             Timer::Retry {
                 node,
                 index,
                 attempt,
-            } => format!("retry:{}", slot(node, index, attempt)),
+            } => format!("retry:{}", slot_id(node, *index, *attempt)),
             Timer::Timeout {
                 node,
                 index,
                 attempt,
-            } => format!("timeout:{}", slot(node, index, attempt)),
+            } => format!("timeout:{}", slot_id(node, *index, *attempt)),
             Timer::Wait {
                 node,
                 index,
                 attempt,
-            } => format!("wait:{}", slot(node, index, attempt)),
+            } => format!("wait:{}", slot_id(node, *index, *attempt)),
         }
     }
+}
+
+/// A step as people and ids name it: `train`, or `trials[3]` for a child of a fan-out.
+pub fn step_label(node: &str, index: Option<u32>) -> String {
+    match index {
+        Some(i) => format!("{node}[{i}]"),
+        None => node.to_string(),
+    }
+}
+
+/// One attempt of a step, for ids: `train:2`, `trials[3]:1`.
+pub fn slot_id(node: &str, index: Option<u32>, attempt: u32) -> String {
+    format!("{}:{attempt}", step_label(node, index))
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use eflow_compiler::ir::{Binding, Bundle};
+use eflow_compiler::ir::Bundle;
 use eflow_core::ValidatedBundle;
 
 use super::Error;
@@ -17,18 +17,6 @@ pub struct Deployed {
     pub tenant: String,
     pub env: String,
     pub bundle: ValidatedBundle,
-}
-
-impl Deployed {
-    /// How `contract` is carried out in this deployment's environment.
-    pub fn binding(&self, flow: &str, contract: &str) -> Option<&Binding> {
-        self.bundle
-            .flow(flow)?
-            .flow
-            .bindings
-            .get(&self.env)?
-            .get(contract)
-    }
 }
 
 /// A cache of deployed bundles by id. Bundles are immutable, so entries never

@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use eflow_compiler::ir::StepKind;
-use eflow_core::{Event, EventKind, StepError};
+use eflow_core::{Event, EventKind, StepError, slot_id};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,7 +21,7 @@ use sha2::Sha256;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::route::{Outbound, OutboxItem, slot_id};
+use super::route::{Outbound, OutboxItem};
 use super::{Creation, Delivery, Engine, Error, Input};
 use crate::clock::SharedClock;
 use crate::connectors::registry;
@@ -276,21 +276,16 @@ impl Executor {
             .and_then(Value::as_str)
             .unwrap_or("model")
             .to_string();
-        let output_ty = deployed
+        // The contract's output type, and the types it names, from the flow that calls it.
+        let flow = deployed
             .bundle
             .bundle()
             .flows
             .iter()
-            .find_map(|f| f.contracts.get(contract))
-            .and_then(|c| c.output.clone());
-        let types = deployed
-            .bundle
-            .bundle()
-            .flows
-            .iter()
-            .find(|f| f.contracts.contains_key(contract))
-            .map(|f| f.types.clone())
-            .unwrap_or_default();
+            .find(|f| f.contracts.contains_key(contract));
+        let output_ty = flow.and_then(|f| f.contracts.get(contract)?.output.as_ref());
+        let no_types = Default::default();
+        let types = flow.map_or(&no_types, |f| &f.types);
         let result = registry::register(
             self.engine.store(),
             registry::Request {
@@ -300,8 +295,8 @@ impl Executor {
                 run: &o.run,
                 step: node,
                 inputs,
-                output: output_ty.as_ref(),
-                types: &types,
+                output: output_ty,
+                types,
                 now,
             },
         )

@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use deployments::{Deployed, Deployments};
 pub use dispatch::{CallbackClaim, CallbackKeys};
-pub use route::slot_id;
 pub use worker::status_name;
 
 use crate::clock::SharedClock;
@@ -76,8 +75,6 @@ pub enum Error {
 /// What the caller of an input learns once it is committed.
 #[derive(Debug, Clone)]
 pub struct Applied {
-    pub run: String,
-    pub status: RunStatus,
     /// False when the input changed nothing (a run created earlier with the same id).
     pub changed: bool,
     /// The run after the input, for an answer that needs no second read.

@@ -3,7 +3,8 @@
 //! (calls to remote systems, deliveries to other runs).
 
 use eflow_compiler::ir::{StepKind, Type};
-use eflow_core::{Effect, EffectKind, Event, EventKind, Parent, Run, StepError};
+use eflow_core::validate::FlowRef;
+use eflow_core::{Effect, EffectKind, Event, EventKind, Parent, StepError, slot_id, step_label};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -73,23 +74,16 @@ pub enum OutboxItem {
     Deliver { run: String, event: Event },
 }
 
-/// The slot part of timer ids: `train:2`, `trials[3]:1`.
-pub fn slot_id(node: &str, index: Option<u32>, attempt: u32) -> String {
-    match index {
-        Some(i) => format!("{node}[{i}]:{attempt}"),
-        None => format!("{node}:{attempt}"),
-    }
-}
-
 pub struct RouteCx<'a> {
     pub engine: &'a Engine,
     pub deployed: &'a Deployed,
+    /// The run's flow (it exists: `apply` just found it).
+    pub flow: FlowRef<'a>,
     pub meta: &'a RunMeta,
-    pub run: &'a Run,
     pub now: u64,
 }
 
-impl RouteCx<'_> {
+impl<'a> RouteCx<'a> {
     fn timer(
         &self,
         commit: &mut Commit,
@@ -135,17 +129,19 @@ impl RouteCx<'_> {
     }
 
     /// The type a single attempt of `node` produces (an element, for a fan-out).
-    fn attempt_output(&self, node: &str) -> Option<Type> {
-        let f = self.deployed.bundle.flow(&self.run.flow)?;
-        let n = f.flow.nodes.iter().find(|n| n.id == node)?;
-        let out = n.output.clone()?;
-        match (&n.fan_out, out) {
-            (Some(fo), Type::List { item })
+    fn attempt_output(&self, node: &str) -> Option<&'a Type> {
+        let n = self
+            .flow
+            .flow
+            .nodes
+            .get(*self.flow.index.nodes.get(node)?)?;
+        match (&n.fan_out, &n.output) {
+            (Some(fo), Some(Type::List { item }))
                 if !matches!(fo.join, eflow_compiler::ir::Join::Any) =>
             {
-                Some(*item)
+                Some(item)
             }
-            (_, out) => Some(out),
+            (_, out) => out.as_ref(),
         }
     }
 
@@ -159,30 +155,20 @@ impl RouteCx<'_> {
                 contract,
                 inputs,
             } => {
-                let binding = self.deployed.binding(&self.run.flow, &contract);
-                let kind = self
-                    .deployed
-                    .bundle
-                    .flow(&self.run.flow)
-                    .and_then(|f| f.flow.contracts.get(&contract))
+                let flow = self.flow.flow;
+                let binding = flow
+                    .bindings
+                    .get(&self.deployed.env)
+                    .and_then(|b| b.get(&contract));
+                let kind = flow
+                    .contracts
+                    .get(&contract)
                     .map_or(StepKind::Remote, |c| c.kind);
                 let slot = slot_id(&node, index, attempt);
                 match binding {
                     Some(b) if b.connector == "sim" => {
-                        let types = &self
-                            .deployed
-                            .bundle
-                            .flow(&self.run.flow)
-                            .map(|f| &f.flow.types);
-                        let empty = Default::default();
                         let output = self.attempt_output(&node);
-                        let o = sim::outcome(
-                            &b.config,
-                            &effect.key,
-                            output.as_ref(),
-                            types.unwrap_or(&empty),
-                            self.now,
-                        );
+                        let o = sim::outcome(&b.config, &effect.key, output, &flow.types, self.now);
                         let id = format!("sim:{}", effect.key);
                         let event = match o.result {
                             Ok(output) => Event::new(
@@ -258,10 +244,7 @@ impl RouteCx<'_> {
                 contract,
                 inputs,
             } => {
-                let step = match index {
-                    Some(i) => format!("{node}[{i}]"),
-                    None => node.clone(),
-                };
+                let step = step_label(&node, index);
                 let expires_at = inputs
                     .get("expires_after")
                     .and_then(Value::as_u64)
@@ -315,10 +298,7 @@ impl RouteCx<'_> {
                 commit
                     .timers_deleted
                     .push((run_id.clone(), format!("approval:{slot}")));
-                let step = match index {
-                    Some(i) => format!("{node}[{i}]"),
-                    None => node,
-                };
+                let step = step_label(&node, index);
                 commit
                     .approvals_closed
                     .push((run_id.clone(), step, attempt, self.now));

@@ -258,8 +258,6 @@ impl Worker {
                     b.replies.push((
                         reply,
                         Ok(Applied {
-                            run: id.clone(),
-                            status: h.run.status,
                             changed: false,
                             meta: h.meta.clone(),
                             state: h.run.clone(),
@@ -355,15 +353,18 @@ impl Worker {
             Ok(t) => {
                 b.transitions += 1;
                 let seq = held.run.seq;
-                let cx = RouteCx {
-                    engine: &self.engine,
-                    deployed: &held.deployed,
-                    meta: &held.meta,
-                    run: &t.run,
-                    now,
-                };
-                for effect in t.effects {
-                    cx.route(effect, &mut b.commit, &mut b.after);
+                // `apply` found the flow, so this always does.
+                if let Some(flow) = held.deployed.bundle.flow(&t.run.flow) {
+                    let cx = RouteCx {
+                        engine: &self.engine,
+                        deployed: &held.deployed,
+                        flow,
+                        meta: &held.meta,
+                        now,
+                    };
+                    for effect in t.effects {
+                        cx.route(effect, &mut b.commit, &mut b.after);
+                    }
                 }
                 b.commit.events.push(EventWrite {
                     run: id.to_string(),
@@ -373,23 +374,19 @@ impl Worker {
                     status: status_name(t.run.status),
                     body: serde_json::to_vec(&event).unwrap_or_default(),
                 });
-                let status = t.run.status;
-                let reply_state = reply.as_ref().map(|_| t.run.clone());
                 if let Some(h) = b.held.get_mut(id) {
                     h.run = t.run;
                 }
                 if !b.dirty.iter().any(|d| d == id) {
                     b.dirty.push(id.to_string());
                 }
-                if let (Some(reply), Some(state), Some(h)) = (reply, reply_state, b.held.get(id)) {
+                if let (Some(reply), Some(h)) = (reply, b.held.get(id)) {
                     b.replies.push((
                         reply,
                         Ok(Applied {
-                            run: id.to_string(),
-                            status,
                             changed: true,
                             meta: h.meta.clone(),
-                            state,
+                            state: h.run.clone(),
                             deployed: h.deployed.clone(),
                         }),
                     ));
