@@ -89,6 +89,13 @@ pub struct Report {
     pub start_to_first_invocation_p50_ms: f64,
     pub start_to_first_invocation_p99_ms: f64,
     pub bytes_written_per_transition: Option<f64>,
+    /// Events the history had not written when the last run finished.
+    pub history_behind_at_finish: Option<u64>,
+    /// Seconds from the start until the history had written every event, and
+    /// the transitions per second over that span: the rate the whole server
+    /// (engine and history) sustains.
+    pub history_caught_up_seconds: Option<f64>,
+    pub transitions_per_sec_with_history: Option<f64>,
     pub peak_rss_mb: Option<f64>,
     pub rss_mb: Option<f64>,
     pub backend: String,
@@ -246,9 +253,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    bar.finish_and_clear();
     let seconds = began.elapsed().as_secs_f64();
     let s1 = stats(&client).await?;
+    // The history follows the engine's log; a rate it cannot keep up with is
+    // not sustained, so the wait for it is measured too.
+    let mut caught_up = None;
+    if !args.no_wait && s1.history_behind.is_some() {
+        bar.set_prefix("history");
+        bar.set_position(0);
+        bar.set_length(s1.history_behind.unwrap_or(0));
+        loop {
+            let behind = stats(&client).await?.history_behind.unwrap_or(0);
+            bar.set_position(s1.history_behind.unwrap_or(0).saturating_sub(behind));
+            if behind == 0 {
+                caught_up = Some(began.elapsed().as_secs_f64());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    bar.finish_and_clear();
     let transitions = s1.transitions - stats0.transitions;
     let bytes = s1.bytes_written - stats0.bytes_written;
     let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
@@ -269,6 +293,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         start_to_first_invocation_p50_ms: percentile(&lat, 0.50),
         start_to_first_invocation_p99_ms: percentile(&lat, 0.99),
         bytes_written_per_transition: (transitions > 0).then(|| bytes as f64 / transitions as f64),
+        history_behind_at_finish: s1.history_behind,
+        history_caught_up_seconds: caught_up,
+        transitions_per_sec_with_history: caught_up.map(|t| transitions as f64 / t),
         peak_rss_mb: s1.peak_rss_mb,
         rss_mb: s1.rss_mb,
         backend: match &args.server {
@@ -318,6 +345,21 @@ fn report_text(r: &Report) -> String {
             format!("{:.0}", r.transitions_per_sec),
         ),
         (
+            "history behind at finish",
+            r.history_behind_at_finish
+                .map_or("n/a".to_string(), |n| format!("{n} events")),
+        ),
+        (
+            "history caught up after",
+            r.history_caught_up_seconds
+                .map_or("n/a".to_string(), |t| format!("{t:.2} s")),
+        ),
+        (
+            "transitions/s incl. history",
+            r.transitions_per_sec_with_history
+                .map_or("n/a".to_string(), |x| format!("{x:.0}")),
+        ),
+        (
             "runs completed/s",
             format!("{:.0}", r.runs_completed_per_sec),
         ),
@@ -349,6 +391,7 @@ struct Stats {
     transitions: u64,
     finished: u64,
     bytes_written: u64,
+    history_behind: Option<u64>,
     rss_mb: Option<f64>,
     peak_rss_mb: Option<f64>,
 }

@@ -10,11 +10,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use eflow_core::Run;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{QueryBuilder, Row, Sqlite};
@@ -54,6 +55,10 @@ pub struct RunQuery {
 #[derive(Debug, Clone)]
 pub struct History {
     pool: SqlitePool,
+    /// The last engine event position written here, and whether a consumer
+    /// is following the log: for `/v1/stats`.
+    cursor: Arc<AtomicI64>,
+    consuming: Arc<AtomicBool>,
 }
 
 impl History {
@@ -69,7 +74,14 @@ impl History {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/history").run(&pool).await?;
-        Ok(Self { pool })
+        let cursor: i64 = sqlx::query_scalar("SELECT pos FROM h_cursor WHERE id = 0")
+            .fetch_one(&pool)
+            .await?;
+        Ok(Self {
+            pool,
+            cursor: Arc::new(AtomicI64::new(cursor)),
+            consuming: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     pub async fn close(&self) {
@@ -78,6 +90,7 @@ impl History {
 
     /// Follows the engine's event log until `shutdown`.
     pub async fn consume(self, engine: Engine, shutdown: CancellationToken) {
+        self.consuming.store(true, Ordering::Relaxed);
         loop {
             let notified = engine.committed().notified();
             let caught_up = match self.catch_up(&engine).await {
@@ -148,33 +161,47 @@ impl History {
                 row.updated_at = e.at as i64;
             }
         }
-        // New runs and runs that finished: read the engine's row once.
-        for id in &order {
-            let Some(row) = runs.get_mut(id) else {
+        // New runs and runs that finished: read the engine's rows, all at once.
+        let wanted: Vec<&str> = order
+            .iter()
+            .copied()
+            .filter(|id| {
+                runs.get(id).is_some_and(|row| {
+                    let finished =
+                        matches!(row.status.as_str(), "succeeded" | "failed" | "cancelled");
+                    !row.known || (finished && row.old_status != row.status)
+                })
+            })
+            .collect();
+        let mut found = std::collections::HashSet::new();
+        for (meta, _, state) in engine.store().load_runs(&wanted).await? {
+            let Some(row) = runs.get_mut(meta.id.as_str()) else {
                 continue;
             };
-            let finished = matches!(row.status.as_str(), "succeeded" | "failed" | "cancelled");
-            if row.known && !(finished && row.old_status != row.status) {
-                continue;
-            }
-            let Some((meta, _, state)) = engine.store().load_run(id).await? else {
-                // Purged since: nothing to keep.
-                row.gone = true;
-                continue;
-            };
-            let run: Option<Run> = serde_json::from_slice(&state).ok();
+            found.insert(meta.id.clone());
+            // Only a few fields of the state: the rest is skipped, not built.
+            let head: Option<StateHead> = serde_json::from_slice(&state).ok();
             if !row.known {
                 row.tenant = meta.tenant;
                 row.parent = meta.parent;
                 row.created_at = meta.created_at as i64;
-                if let Some(r) = &run {
-                    row.flow = r.flow.clone();
-                    row.version = r.version.clone();
+                if let Some(h) = &head {
+                    row.flow = h.flow.clone();
+                    row.version = h.version.clone();
                 }
             }
-            if finished && let Some(e) = run.and_then(|r| r.error) {
+            let finished = matches!(row.status.as_str(), "succeeded" | "failed" | "cancelled");
+            if finished && let Some(e) = head.and_then(|h| h.error) {
                 row.error_code = Some(e.code);
                 row.failed_step = e.node;
+            }
+        }
+        // Purged since: nothing to keep.
+        for id in wanted {
+            if !found.contains(id)
+                && let Some(row) = runs.get_mut(id)
+            {
+                row.gone = true;
             }
         }
         let mut tx = self.pool.begin().await?;
@@ -247,7 +274,16 @@ impl History {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.cursor.store(last, Ordering::Relaxed);
         Ok(events.len() as u32)
+    }
+
+    /// The engine event position written last, while a consumer follows the
+    /// log; `None` when none does.
+    pub fn position(&self) -> Option<i64> {
+        self.consuming
+            .load(Ordering::Relaxed)
+            .then(|| self.cursor.load(Ordering::Relaxed))
     }
 
     pub async fn runs(&self, q: &RunQuery) -> Result<Page<RunSummary>, Error> {
@@ -308,6 +344,15 @@ impl History {
 }
 
 const BATCH: u32 = 2_000;
+
+/// The fields of a run's state the history keeps.
+#[derive(serde::Deserialize)]
+struct StateHead {
+    flow: String,
+    version: String,
+    #[serde(default)]
+    error: Option<eflow_core::RunError>,
+}
 
 /// A run as one batch of the consumer sees it.
 #[derive(Debug, Default)]

@@ -928,8 +928,15 @@ impl Service {
         })
     }
 
-    pub fn stats(&self, caller: &Caller) -> ApiResult<StatsView> {
+    pub async fn stats(&self, caller: &Caller) -> ApiResult<StatsView> {
         caller.admin_only()?;
+        let history_behind = match self.inner.history.position() {
+            Some(at) => {
+                let head = self.inner.engine.store().max_event_pos().await?;
+                Some(head.saturating_sub(at).max(0) as u64)
+            }
+            None => None,
+        };
         let s = self.inner.engine.stats();
         let get = |x: &std::sync::atomic::AtomicU64| x.load(std::sync::atomic::Ordering::Relaxed);
         Ok(StatsView {
@@ -938,6 +945,7 @@ impl Service {
             commits: get(&s.commits),
             finished: get(&s.finished),
             bytes_written: get(&s.bytes_written),
+            history_behind,
             rss_mb: proc_status_mb("VmRSS:"),
             peak_rss_mb: proc_status_mb("VmHWM:"),
         })

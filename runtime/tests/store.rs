@@ -69,6 +69,29 @@ async fn suite(store: Store) {
     );
     assert!(store.load_run("nope").await.unwrap().is_none());
 
+    // Many runs at once: more than one statement's worth, missing ids left out.
+    let mut c = Commit::default();
+    let many: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
+    for id in &many {
+        c.runs.push(run(id, "bulk", "running", "{}"));
+    }
+    store.commit(&c).await.unwrap();
+    let mut ask: Vec<&str> = many.iter().map(String::as_str).collect();
+    ask.push("nope");
+    ask.push("r1");
+    let mut got: Vec<String> = store
+        .load_runs(&ask)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(m, _, _)| m.id)
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = many.clone();
+    want.push("r1".into());
+    want.sort();
+    assert_eq!(got, want);
+
     // The event log: a run's events in order, all events in commit order.
     let evs = store.events_of("r1", None, 10).await.unwrap();
     assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
@@ -76,6 +99,7 @@ async fn suite(store: Store) {
     let all = store.events_after(0, 10).await.unwrap();
     assert!(all.windows(2).all(|w| w[0].pos < w[1].pos));
     assert_eq!(store.events_after(all[1].pos, 10).await.unwrap().len(), 1);
+    assert_eq!(store.max_event_pos().await.unwrap(), all[2].pos);
 
     // A second event with a run's sequence number is refused, and the whole
     // batch with it: nothing is half-written.

@@ -531,5 +531,5 @@ async fn list_registry(
 /// Engine counters since the server started (admin).
 #[utoipa::path(get, path = "/v1/stats", responses((status = 200, body = StatsView), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
 async fn stats(State(s): State<Service>, Auth(c): Auth) -> ApiResult<StatsView> {
-    s.stats(&c).map(Json)
+    s.stats(&c).await.map(Json)
 }

@@ -359,6 +359,10 @@ pub struct StatsView {
     pub finished: u64,
     /// Bytes of states, events, timers and outbox rows written.
     pub bytes_written: u64,
+    /// Events committed by the engine that the history has not written yet
+    /// (absent when no history consumer runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_behind: Option<u64>,
     /// The server process's resident memory now and at its peak (Linux).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_mb: Option<f64>,

@@ -89,12 +89,17 @@ forward! {
     pub async fn commit(&self, c: &Commit) -> Result<()>;
     /// A run's routing data, status and encoded state.
     pub async fn load_run(&self, id: &str) -> Result<Option<(RunMeta, String, Vec<u8>)>>;
+    /// `load_run` for many runs at once, in no particular order; runs that do
+    /// not exist are left out.
+    pub async fn load_runs(&self, ids: &[&str]) -> Result<Vec<(RunMeta, String, Vec<u8>)>>;
     /// Top-level runs not finished yet, per tenant: the quota's starting point.
     pub async fn active_runs_by_tenant(&self) -> Result<Vec<(String, i64)>>;
     pub async fn active_runs_of_schedule(&self, schedule: &str) -> Result<Vec<String>>;
     pub async fn events_of(&self, run: &str, after_seq: Option<u64>, limit: u32) -> Result<Vec<EventRow>>;
     /// Events in commit order after `pos`: the history consumer's feed.
     pub async fn events_after(&self, pos: i64, limit: u32) -> Result<Vec<EventRow>>;
+    /// The position of the last event committed (0 when there is none).
+    pub async fn max_event_pos(&self) -> Result<i64>;
     /// Claims up to `limit` timers of `partition` due by `until` and not claimed,
     /// until `claim_until`.
     pub async fn claim_timers(&self, partition: u32, now: u64, until: u64, claim_until: u64, limit: u32) -> Result<Vec<DueTimer>>;

@@ -243,20 +243,31 @@ impl SqliteStore {
         .bind(id)
         .fetch_optional(&self.read)
         .await?;
-        Ok(row.map(|r| {
-            (
-                RunMeta {
-                    id: r.get(0),
-                    tenant: r.get(1),
-                    bundle: r.get(2),
-                    schedule: r.get(3),
-                    parent: r.get(4),
-                    created_at: r.get::<i64, _>(5) as u64,
-                },
-                r.get(6),
-                r.get(7),
-            )
-        }))
+        Ok(row.map(loaded_run))
+    }
+
+    /// [`Self::load_run`] for many runs at once, in no particular order;
+    /// runs that do not exist are left out.
+    pub async fn load_runs(&self, ids: &[&str]) -> Result<Vec<(RunMeta, String, Vec<u8>)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for piece in pieces(ids) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT id, tenant, bundle, schedule, parent, created_at, status, state FROM runs WHERE id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in piece {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            out.extend(
+                q.build()
+                    .fetch_all(&self.read)
+                    .await?
+                    .into_iter()
+                    .map(loaded_run),
+            );
+        }
+        Ok(out)
     }
 
     /// Top-level runs not finished yet, per tenant: the quota's starting point.
@@ -367,6 +378,13 @@ impl SqliteStore {
             .into_iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
+    }
+
+    pub async fn max_event_pos(&self) -> Result<i64> {
+        let max: Option<i64> = sqlx::query_scalar("SELECT max(pos) FROM events")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(max.unwrap_or(0))
     }
 
     pub async fn max_outbox_pos(&self) -> Result<i64> {
@@ -910,6 +928,21 @@ impl SqliteStore {
                 .await?,
         )
     }
+}
+
+fn loaded_run(r: sqlx::sqlite::SqliteRow) -> (RunMeta, String, Vec<u8>) {
+    (
+        RunMeta {
+            id: r.get(0),
+            tenant: r.get(1),
+            bundle: r.get(2),
+            schedule: r.get(3),
+            parent: r.get(4),
+            created_at: r.get::<i64, _>(5) as u64,
+        },
+        r.get(6),
+        r.get(7),
+    )
 }
 
 fn event_row(r: sqlx::sqlite::SqliteRow) -> Result<EventRow> {
