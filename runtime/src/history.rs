@@ -33,6 +33,8 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Bus(#[from] crate::bus::Error),
     #[error("invalid cursor")]
     BadCursor,
 }
@@ -92,7 +94,7 @@ impl History {
     pub async fn consume(self, engine: Engine, shutdown: CancellationToken) {
         self.consuming.store(true, Ordering::Relaxed);
         loop {
-            let notified = engine.committed().notified();
+            let notified = engine.bus().next_commit();
             let caught_up = match self.catch_up(&engine).await {
                 Ok(n) => n < BATCH,
                 Err(e) => {
@@ -119,7 +121,7 @@ impl History {
         let cursor: i64 = sqlx::query_scalar("SELECT pos FROM h_cursor WHERE id = 0")
             .fetch_one(&self.pool)
             .await?;
-        let events = engine.store().events_after(cursor, BATCH).await?;
+        let events = engine.bus().events_after(cursor, BATCH).await?;
         let Some(last) = events.last().map(|e| e.pos) else {
             return Ok(0);
         };

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::Bus;
 use crate::clock::{SharedClock, SystemClock};
 use crate::engine::{self, CallbackKeys, Engine};
 use crate::history::History;
@@ -106,6 +107,7 @@ impl Server {
             engine_options,
             engine::Deps {
                 store: store.clone(),
+                bus: Bus::local(options.shards, store.clone()),
                 clock: clock.clone(),
                 keys: keys.clone(),
                 http,

@@ -932,7 +932,13 @@ impl Service {
         caller.admin_only()?;
         let history_behind = match self.inner.history.position() {
             Some(at) => {
-                let head = self.inner.engine.store().max_event_pos().await?;
+                let head = self
+                    .inner
+                    .engine
+                    .bus()
+                    .head()
+                    .await
+                    .map_err(ApiError::internal)?;
                 Some(head.saturating_sub(at).max(0) as u64)
             }
             None => None,

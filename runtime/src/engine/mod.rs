@@ -26,6 +26,7 @@ pub use deployments::{Deployed, Deployments};
 pub use dispatch::{CallbackClaim, CallbackKeys};
 pub use worker::status_name;
 
+use crate::bus::Bus;
 use crate::clock::SharedClock;
 use crate::store::{self, RunMeta, Store, shard_of};
 
@@ -68,6 +69,8 @@ pub enum Error {
     NoSuchRun(String),
     #[error("the engine is shutting down")]
     Stopped,
+    #[error("shard {0} already has a worker (its inbox was taken)")]
+    Inbox(u32),
     #[error("bundle `{0}` is not deployed or no longer valid: {1}")]
     Bundle(String, String),
 }
@@ -148,12 +151,11 @@ pub struct Engine {
 }
 
 struct Inner {
-    shards: Vec<mpsc::UnboundedSender<Input>>,
+    bus: Bus,
     partitions: u32,
     store: Store,
     deployments: Deployments,
     stats: Arc<Stats>,
-    committed: Arc<Notify>,
     timers_changed: Vec<Arc<Notify>>,
     outbox_pos: AtomicI64,
 }
@@ -161,7 +163,7 @@ struct Inner {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("shards", &self.inner.shards.len())
+            .field("shards", &self.inner.bus.shards())
             .finish()
     }
 }
@@ -169,6 +171,8 @@ impl std::fmt::Debug for Engine {
 /// What the engine needs from outside.
 pub struct Deps {
     pub store: Store,
+    /// Carries inputs to the shard workers and tells consumers of commits.
+    pub bus: Bus,
     pub clock: SharedClock,
     pub keys: CallbackKeys,
     pub http: reqwest::Client,
@@ -187,35 +191,32 @@ impl Engine {
         let store = deps.store.clone();
         let deployments = Deployments::new(store.clone());
         let stats = Arc::new(Stats::default());
-        let committed = Arc::new(Notify::new());
         let timers_changed: Vec<_> = (0..options.partitions.max(1))
             .map(|_| Arc::new(Notify::new()))
             .collect();
-        let mut senders = Vec::new();
-        let mut receivers = Vec::new();
-        for _ in 0..options.shards.max(1) {
-            let (tx, rx) = mpsc::unbounded_channel();
-            senders.push(tx);
-            receivers.push(rx);
+        let bus = deps.bus.clone();
+        let mut inboxes = Vec::new();
+        for shard in 0..bus.shards() {
+            let inbox = bus.inbox(shard).ok_or(Error::Inbox(shard))?;
+            inboxes.push(inbox);
         }
         let outbox_pos = store.max_outbox_pos().await?;
         // One process owns the SQLite file: claims left in it died with their process.
         store.release_claims().await?;
         let engine = Engine {
             inner: Arc::new(Inner {
-                shards: senders,
+                bus,
                 partitions: options.partitions.max(1),
                 store: store.clone(),
                 deployments: deployments.clone(),
                 stats: stats.clone(),
-                committed: committed.clone(),
                 timers_changed: timers_changed.clone(),
                 outbox_pos: AtomicI64::new(outbox_pos + 1),
             }),
         };
         let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
         let mut tasks = Vec::new();
-        for (shard, rx) in receivers.into_iter().enumerate() {
+        for (shard, rx) in inboxes.into_iter().enumerate() {
             let token = store
                 .acquire_lease(shard as u32, &options.owner, u64::MAX / 2)
                 .await?;
@@ -268,13 +269,12 @@ impl Engine {
         &self.inner.stats
     }
 
-    /// Woken after every commit (the history consumer waits on it).
-    pub fn committed(&self) -> &Arc<Notify> {
-        &self.inner.committed
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
     }
 
     pub fn shard_count(&self) -> u32 {
-        self.inner.shards.len() as u32
+        self.inner.bus.shards()
     }
 
     pub fn partition_of(&self, run: &str) -> u32 {
@@ -293,10 +293,7 @@ impl Engine {
 
     /// Queues an input for the run's shard.
     pub fn send(&self, run: &str, input: Input) -> Result<(), Error> {
-        let shard = shard_of(run, self.inner.shards.len() as u32) as usize;
-        self.inner.shards[shard]
-            .send(input)
-            .map_err(|_| Error::Stopped)
+        self.inner.bus.send(run, input).map_err(|_| Error::Stopped)
     }
 
     /// Delivers `event` to `run` and waits until it is committed.

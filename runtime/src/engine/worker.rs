@@ -16,6 +16,7 @@ use super::route::{After, Outbound, RouteCx};
 use super::{
     Applied, Creation, Delivery, Deployed, Engine, Error, Finished, Input, Options, Reply,
 };
+use crate::bus::Inbox;
 use crate::clock::SharedClock;
 use crate::store::{Commit, EventWrite, RunMeta, RunWrite};
 
@@ -85,11 +86,7 @@ impl Worker {
         }
     }
 
-    pub async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<Input>,
-        shutdown: CancellationToken,
-    ) {
+    pub async fn run(mut self, mut rx: Inbox, shutdown: CancellationToken) {
         loop {
             let first = tokio::select! {
                 biased;
@@ -100,8 +97,8 @@ impl Worker {
             let mut inputs = vec![first];
             while inputs.len() < self.batch {
                 match rx.try_recv() {
-                    Ok(x) => inputs.push(x),
-                    Err(_) => break,
+                    Some(x) => inputs.push(x),
+                    None => break,
                 }
             }
             self.process(inputs).await;
@@ -201,7 +198,7 @@ impl Worker {
         for (reply, result) in b.replies {
             let _ = reply.send(result);
         }
-        self.engine.committed().notify_waiters();
+        self.engine.bus().committed();
         for a in b.after {
             match a {
                 After::Inject {
