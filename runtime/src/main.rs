@@ -1,13 +1,13 @@
 //! `eflow`: the server (`eflow serve`), its client commands and `eflow bench`.
 
 use clap::Parser;
+use eflow_runtime::cli::{Cli, Command};
+use eflow_runtime::server::{Options, Server};
 
 /// mimalloc: 10-25 % more transitions/s than glibc malloc in `eflow bench`
 /// (BENCHMARKS.md), for a higher but still flat resident floor.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use eflow_runtime::cli::{Cli, Command};
-use eflow_runtime::server::{Options, Server};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
