@@ -9,6 +9,7 @@ pub mod clock;
 pub mod connectors;
 pub mod engine;
 pub mod history;
+pub mod quota;
 pub mod scheduler;
 pub mod server;
 pub mod service;

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::model::ScheduleView;
 use crate::clock::SharedClock;
 use crate::engine::{Engine, Finished};
-use crate::store::{RunMeta, ScheduleRow, shard_of};
+use crate::quota::{Asker, Ledger, Refusal};
+use crate::store::{RunMeta, ScheduleRow, TenantRow, shard_of};
 
 const CLAIM_MS: u64 = 60_000;
 const IDLE_MS: u64 = 1_000;
@@ -32,15 +33,27 @@ struct Inner {
     engine: Engine,
     clock: SharedClock,
     partitions: u32,
+    /// Scheduled runs count among their tenant's active runs.
+    ledger: Arc<Ledger>,
+}
+
+/// Why a backfill started nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Quota(Refusal),
 }
 
 impl Scheduler {
-    pub fn new(engine: Engine, clock: SharedClock, partitions: u32) -> Self {
+    pub fn new(engine: Engine, clock: SharedClock, partitions: u32, ledger: Arc<Ledger>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 engine,
                 clock,
                 partitions: partitions.max(1),
+                ledger,
             }),
         }
     }
@@ -98,27 +111,95 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Starts one run per fire time in [from, to]; returns their ids.
+    /// Starts one run per fire time in [from, to]; returns their ids. A
+    /// request by a client: it pays one token of the start rate, and is
+    /// refused whole when its runs would pass the tenant's active runs.
     pub async fn backfill(
         &self,
         s: &ScheduleRow,
+        tenant: &TenantRow,
         from: u64,
         to: u64,
-    ) -> Result<Vec<String>, String> {
-        let (compiled, input) = spec(s)?;
+    ) -> Result<Vec<String>, BackfillError> {
+        let (compiled, input) = spec(s).map_err(BackfillError::Invalid)?;
+        let starts = compiled
+            .backfill(&s.id, from, to)
+            .map_err(BackfillError::Invalid)?;
+        // Runs of fire times backfilled (or fired) before exist already and
+        // hold their own places: only the new ones need room.
+        let ids: Vec<&str> = starts.iter().map(|s| s.run_id.as_str()).collect();
+        let existing = self
+            .inner
+            .engine
+            .store()
+            .load_runs(&ids)
+            .await
+            .map_err(|e| BackfillError::Invalid(e.to_string()))?
+            .len();
+        let ledger = &self.inner.ledger;
+        let mut pending = (starts.len() - existing) as i64;
+        ledger
+            .admit(tenant, pending, Asker::Request, self.inner.clock.now_ms())
+            .map_err(BackfillError::Quota)?;
         let mut ids = Vec::new();
-        for start in compiled.backfill(&s.id, from, to)? {
-            ids.push(self.start(s, &input, &start).await?);
+        for start in &starts {
+            match self.create(s, &input, start).await {
+                Ok((id, new)) => {
+                    if new {
+                        pending -= 1;
+                    }
+                    ids.push(id);
+                }
+                Err(e) => {
+                    ledger.release(&s.tenant, pending);
+                    return Err(BackfillError::Invalid(e));
+                }
+            }
         }
+        // Places taken for runs that another start created in the meantime.
+        ledger.release(&s.tenant, pending.max(0));
         Ok(ids)
     }
 
+    /// Starts a scheduled run if the tenant's active runs leave room for it.
     async fn start(
         &self,
         s: &ScheduleRow,
         input: &Map<String, serde_json::Value>,
         start: &Start,
     ) -> Result<String, String> {
+        let db = self.inner.engine.store();
+        let tenant = db
+            .tenant(&s.tenant)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("tenant `{}` no longer exists", s.tenant))?;
+        let ledger = &self.inner.ledger;
+        ledger
+            .admit(&tenant, 1, Asker::Schedule, self.inner.clock.now_ms())
+            .map_err(|r| r.to_string())?;
+        match self.create(s, input, start).await {
+            Ok((id, new)) => {
+                if !new {
+                    ledger.release(&s.tenant, 1);
+                }
+                Ok(id)
+            }
+            Err(e) => {
+                ledger.release(&s.tenant, 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates the run of `start`; false when it existed already (its id is
+    /// derived from the schedule and the fire time).
+    async fn create(
+        &self,
+        s: &ScheduleRow,
+        input: &Map<String, serde_json::Value>,
+        start: &Start,
+    ) -> Result<(String, bool), String> {
         let engine = &self.inner.engine;
         let id = start.run_id.clone();
         let meta = RunMeta {
@@ -129,11 +210,11 @@ impl Scheduler {
             parent: None,
             created_at: self.inner.clock.now_ms(),
         };
-        engine
+        let applied = engine
             .create(meta, s.flow.clone(), input.clone(), false)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(id)
+        Ok((id, applied.changed))
     }
 
     /// The loaders, one per partition, until `shutdown`.

@@ -14,8 +14,9 @@ use crate::bus::Bus;
 use crate::clock::{SharedClock, SystemClock};
 use crate::engine::{self, CallbackKeys, Engine};
 use crate::history::History;
+use crate::quota::{Ledger, Quotas};
 use crate::scheduler::Scheduler;
-use crate::service::{Quotas, Service};
+use crate::service::Service;
 use crate::store::{Durability, Store};
 
 /// How to run a server.
@@ -116,14 +117,26 @@ impl Server {
             shutdown.clone(),
         )
         .await?;
-        let scheduler = Scheduler::new(engine.clone(), clock.clone(), options.partitions);
+        let ledger = Arc::new(Ledger::new(
+            options.quotas,
+            store
+                .active_runs_by_tenant()
+                .await
+                .context("cannot count the runs in progress")?,
+        ));
+        let scheduler = Scheduler::new(
+            engine.clone(),
+            clock.clone(),
+            options.partitions,
+            ledger.clone(),
+        );
         let service = Service::new(
             engine.clone(),
             clock.clone(),
             keys,
             history.clone(),
             scheduler.clone(),
-            options.quotas,
+            ledger,
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

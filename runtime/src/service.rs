@@ -15,7 +15,8 @@ use crate::api::model::*;
 use crate::clock::SharedClock;
 use crate::engine::{self, CallbackKeys, Deployed, Engine, Finished};
 use crate::history::History;
-use crate::scheduler::Scheduler;
+use crate::quota::{Asker, Ledger, Refusal};
+use crate::scheduler::{BackfillError, Scheduler};
 use crate::store::{self, RunMeta, Store, TenantRow};
 
 /// An error for the API: an HTTP status, a stable code and a message that says
@@ -147,30 +148,7 @@ impl Caller {
     }
 }
 
-/// Per-tenant limits when the tenant sets none.
-#[derive(Debug, Clone, Copy)]
-pub struct Quotas {
-    pub max_active_runs: i64,
-    pub max_starts_per_sec: f64,
-}
-
-impl Default for Quotas {
-    fn default() -> Self {
-        Self {
-            max_active_runs: 10_000,
-            max_starts_per_sec: 1_000.0,
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Usage {
-    active: i64,
-    /// Token bucket for the start rate.
-    tokens: f64,
-    refilled_at: u64,
-    limits: Option<(i64, f64)>,
-}
+pub use crate::quota::Quotas;
 
 #[derive(Clone)]
 pub struct Service {
@@ -184,8 +162,8 @@ struct Inner {
     keys: CallbackKeys,
     history: History,
     scheduler: Scheduler,
-    quotas: Quotas,
-    usage: Mutex<HashMap<String, Usage>>,
+    /// What each tenant uses of its quotas; shared with the scheduler.
+    ledger: Arc<Ledger>,
     /// Tenants and the head versions of flows, read on every start: cached,
     /// and dropped on every change (create, purge, deploy).
     tenants: Mutex<HashMap<String, TenantRow>>,
@@ -218,19 +196,9 @@ impl Service {
         keys: CallbackKeys,
         history: History,
         scheduler: Scheduler,
-        quotas: Quotas,
+        ledger: Arc<Ledger>,
     ) -> ApiResult<Self> {
         let store = engine.store().clone();
-        let mut usage = HashMap::new();
-        for (tenant, active) in store.active_runs_by_tenant().await? {
-            usage.insert(
-                tenant,
-                Usage {
-                    active,
-                    ..Usage::default()
-                },
-            );
-        }
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
@@ -239,8 +207,7 @@ impl Service {
                 keys,
                 history,
                 scheduler,
-                quotas,
-                usage: Mutex::new(usage),
+                ledger,
                 tenants: Mutex::default(),
                 callers: Mutex::default(),
                 heads: Mutex::default(),
@@ -266,11 +233,8 @@ impl Service {
 
     /// A run ended: release its quota.
     pub fn finished(&self, f: &Finished) {
-        if f.top_level
-            && let Ok(mut u) = self.inner.usage.lock()
-            && let Some(x) = u.get_mut(&f.tenant)
-        {
-            x.active = (x.active - 1).max(0);
+        if f.top_level {
+            self.inner.ledger.release(&f.tenant, 1);
         }
     }
 
@@ -359,11 +323,8 @@ impl Service {
         self.db()
             .insert_token(&token_hash(&token), Some(&req.id), "default", self.now())
             .await?;
-        if let Ok(mut u) = self.inner.usage.lock() {
-            u.entry(req.id.clone()).or_default().limits = None;
-        }
         Ok(TenantCreated {
-            tenant: tenant_view(&row, &self.inner.quotas),
+            tenant: tenant_view(&row, &self.inner.ledger),
             token,
         })
     }
@@ -373,7 +334,7 @@ impl Service {
         Ok(rows
             .iter()
             .filter(|t| caller.may_see(&t.id))
-            .map(|t| tenant_view(t, &self.inner.quotas))
+            .map(|t| tenant_view(t, &self.inner.ledger))
             .collect())
     }
 
@@ -386,9 +347,7 @@ impl Service {
         let rows = self.db().purge_tenant(id).await?;
         self.forget(id);
         let history_rows = self.inner.history.purge(id).await?;
-        if let Ok(mut u) = self.inner.usage.lock() {
-            u.remove(id);
-        }
+        self.inner.ledger.forget(id);
         Ok(PurgeResult {
             tenant: id.into(),
             rows_deleted: rows + history_rows,
@@ -558,54 +517,15 @@ impl Service {
 
     // ---- runs ----------------------------------------------------------------
 
-    fn admit(&self, tenant: &TenantRow) -> ApiResult<()> {
-        let now = self.now();
-        let max_active = tenant
-            .max_active_runs
-            .unwrap_or(self.inner.quotas.max_active_runs);
-        let rate = tenant
-            .max_starts_per_sec
-            .unwrap_or(self.inner.quotas.max_starts_per_sec);
-        let mut usage = self.inner.usage.lock().map_err(ApiError::internal)?;
-        let u = usage.entry(tenant.id.clone()).or_default();
-        if u.refilled_at == 0 {
-            u.tokens = rate.max(1.0);
-            u.refilled_at = now;
-        }
-        let elapsed = now.saturating_sub(u.refilled_at) as f64 / 1000.0;
-        u.tokens = (u.tokens + elapsed * rate).min(rate.max(1.0));
-        u.refilled_at = now;
-        if u.active >= max_active {
-            return Err(ApiError::new(
-                429,
-                "quota_active_runs",
-                format!(
-                    "tenant `{}` has {} runs in progress, its limit: wait for some to finish, or raise `max_active_runs`",
-                    tenant.id, u.active
-                ),
-            ));
-        }
-        if u.tokens < 1.0 {
-            return Err(ApiError::new(
-                429,
-                "quota_start_rate",
-                format!(
-                    "tenant `{}` may start {rate} runs a second: slow down and retry",
-                    tenant.id
-                ),
-            ));
-        }
-        u.tokens -= 1.0;
-        u.active += 1;
-        Ok(())
+    fn admit(&self, tenant: &TenantRow, runs: i64) -> ApiResult<()> {
+        self.inner
+            .ledger
+            .admit(tenant, runs, Asker::Request, self.now())
+            .map_err(quota_error)
     }
 
     fn release(&self, tenant: &str) {
-        if let Ok(mut u) = self.inner.usage.lock()
-            && let Some(x) = u.get_mut(tenant)
-        {
-            x.active = (x.active - 1).max(0);
-        }
+        self.inner.ledger.release(tenant, 1);
     }
 
     pub async fn start_run(&self, caller: &Caller, req: StartRun) -> ApiResult<RunView> {
@@ -636,7 +556,7 @@ impl Service {
         if let Some(id) = &req.id {
             check_name("run id", id)?;
         }
-        self.admit(&t)?;
+        self.admit(&t, 1)?;
         let fresh = req.id.is_none();
         let id = req
             .id
@@ -916,12 +836,16 @@ impl Service {
                 "`to` is before `from`: give the range oldest first",
             ));
         }
+        let t = self.tenant_exists(&s.tenant).await?;
         let runs = self
             .inner
             .scheduler
-            .backfill(&s, from, to)
+            .backfill(&s, &t, from, to)
             .await
-            .map_err(|e| ApiError::bad_request("invalid_backfill", e))?;
+            .map_err(|e| match e {
+                BackfillError::Quota(r) => quota_error(r),
+                BackfillError::Invalid(e) => ApiError::bad_request("invalid_backfill", e),
+            })?;
         Ok(BackfillResult {
             schedule: id.into(),
             runs,
@@ -1052,13 +976,18 @@ fn check_name(what: &str, id: &str) -> ApiResult<()> {
     }
 }
 
-fn tenant_view(t: &TenantRow, q: &Quotas) -> TenantView {
+fn tenant_view(t: &TenantRow, ledger: &Ledger) -> TenantView {
+    let q = ledger.limits(t);
     TenantView {
         id: t.id.clone(),
         created_at: rfc3339(t.created_at),
-        max_active_runs: t.max_active_runs.unwrap_or(q.max_active_runs),
-        max_starts_per_sec: t.max_starts_per_sec.unwrap_or(q.max_starts_per_sec),
+        max_active_runs: q.max_active_runs,
+        max_starts_per_sec: q.max_starts_per_sec,
     }
+}
+
+fn quota_error(r: Refusal) -> ApiError {
+    ApiError::new(429, r.code(), r.to_string())
 }
 
 fn approval_view(r: store::ApprovalRow) -> ApprovalView {

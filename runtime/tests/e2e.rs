@@ -799,15 +799,7 @@ async fn history_filters_and_pagination() {
     })
     .await;
     // Stats say when the history has written everything the engine committed.
-    poll_until(
-        "stats to report the history caught up",
-        DEADLINE,
-        || async {
-            let stats = api.get(Some(ADMIN), "/v1/stats").await;
-            (stats.body["history_behind"] == 0).then_some(())
-        },
-    )
-    .await;
+    api.history_caught_up().await;
 
     let set = |runs: Vec<Value>| ids(&runs).into_iter().collect::<BTreeSet<_>>();
     let failed = api.all_runs(&token, "status=failed").await;

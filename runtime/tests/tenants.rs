@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use serde_json::{Value, json};
 
@@ -330,6 +332,133 @@ async fn quota_on_active_runs() {
     for _ in 0..3 {
         api.start(&other, "Long", json!({})).await;
     }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfilled_runs_count_against_the_quota_and_a_backfill_is_refused_whole() {
+    let s = TestServer::start("quota-backfill").await;
+    let api = &s.api;
+    let token = api
+        .create_tenant("small", json!({"max_active_runs": 3}))
+        .await;
+    api.deploy_source(&token, &[("flows.eflow", SOURCE)]).await;
+    let first = id_of(&api.start(&token, "Long", json!({})).await);
+    let schedules = api.get(Some(&token), "/v1/schedules").await.ok("schedules");
+    let sid = schedules[0]["id"]
+        .as_str()
+        .expect("schedule id")
+        .to_string();
+    let path = format!("/v1/schedules/{sid}/backfill");
+    let (path, tok) = (path.as_str(), token.as_str());
+    let backfill = |from: &'static str, to: &'static str| async move {
+        api.post(Some(tok), path, &json!({"from": from, "to": to}))
+            .await
+    };
+    // "0 0 1 1 *": three fire times from 2020 to 2022; with one run in
+    // progress, three more pass the limit of three: nothing starts.
+    let refused = backfill("2020-01-01T00:00:00Z", "2022-01-01T00:00:00Z").await;
+    assert_eq!(
+        refused.expect_error(429, "a backfill past the limit"),
+        "quota_active_runs"
+    );
+    assert!(refused.text.contains("3 more"), "{}", refused.text);
+    for year in [2020, 2021, 2022] {
+        let nominal = eflow_core::time::parse_rfc3339(&format!("{year}-01-01T00:00:00Z")).unwrap();
+        let rid = eflow_core::schedule::run_id(&sid, nominal as u64);
+        let r = api.get(Some(&token), &format!("/v1/runs/{rid}")).await;
+        assert_eq!(
+            r.status, 404,
+            "a refused backfill started {rid}: {}",
+            r.text
+        );
+    }
+    // Two fit, and then they hold their places.
+    let ok = backfill("2020-01-01T00:00:00Z", "2021-01-01T00:00:00Z")
+        .await
+        .ok("a backfill within the limit");
+    let runs: Vec<String> = ok["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(runs.len(), 2, "{ok}");
+    let over = api
+        .post(Some(&token), "/v1/runs", &json!({"flow": "Long"}))
+        .await;
+    assert_eq!(
+        over.expect_error(429, "a start after the backfill filled the quota"),
+        "quota_active_runs"
+    );
+    // The same range again starts nothing new, so it needs no room.
+    let again = backfill("2020-01-01T00:00:00Z", "2021-01-01T00:00:00Z")
+        .await
+        .ok("the same backfill again");
+    assert_eq!(again["runs"], ok["runs"]);
+    // A backfilled run that ends frees its place.
+    api.post(
+        Some(&token),
+        &format!("/v1/runs/{}/cancel", runs[0]),
+        &json!({}),
+    )
+    .await
+    .ok("cancel");
+    api.wait_finished(&token, &runs[0]).await;
+    poll_until("a place to be free", DEADLINE, || async {
+        let r = api
+            .post(Some(&token), "/v1/runs", &json!({"flow": "Long"}))
+            .await;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(api.run(&token, &first).await["status"], "running");
+    s.stop().await;
+}
+
+/// A schedule that fires every second, each run holding its place for an hour.
+const EVERY_SECOND: &str = r#"
+remote step Hold(x: Int) -> Int
+
+flow Every(x: Int = 1) -> Int {
+    schedule "* * * * * *"
+        overlap allow_all
+        catchup skip
+    let h = Hold(x: x)
+    return h
+}
+
+bindings dev {
+    Hold = sim { duration: 1h, failure_rate: 0.0 }
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_runs_count_against_the_quota_and_fires_past_it_are_skipped() {
+    let s = TestServer::start("quota-schedule").await;
+    let api = &s.api;
+    let token = api
+        .create_tenant("small", json!({"max_active_runs": 2}))
+        .await;
+    api.deploy_source(&token, &[("every.eflow", EVERY_SECOND)])
+        .await;
+    poll_until("the schedule to fill the quota", DEADLINE, || async {
+        let runs = api.all_runs(&token, "flow=Every").await;
+        (runs.len() >= 2).then_some(())
+    })
+    .await;
+    // Fires keep coming every second; none may pass the limit.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    api.history_caught_up().await;
+    let runs = api.all_runs(&token, "flow=Every").await;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let refused = api
+        .post(Some(&token), "/v1/runs", &json!({"flow": "Every"}))
+        .await;
+    assert_eq!(
+        refused.expect_error(429, "a start while scheduled runs fill the quota"),
+        "quota_active_runs"
+    );
     s.stop().await;
 }
 

@@ -271,6 +271,16 @@ impl Api {
             .await
     }
 
+    /// Waits until the history has written every event the engine committed
+    /// (the admin's `/v1/stats`), so that a query sees all of it.
+    pub async fn history_caught_up(&self) {
+        poll_until("the history to catch up", DEADLINE, || async {
+            let stats = self.get(Some(ADMIN), "/v1/stats").await;
+            (stats.body["history_behind"] == 0).then_some(())
+        })
+        .await;
+    }
+
     /// Every run of a history query, following `next`.
     pub async fn all_runs(&self, token: &str, query: &str) -> Vec<Value> {
         let mut out = Vec::new();
