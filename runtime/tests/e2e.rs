@@ -127,6 +127,32 @@ async fn hang(
     (StatusCode::ACCEPTED, Json(json!({"accepted": true})))
 }
 
+/// `/cancel`: takes notice that an attempt is no longer wanted.
+async fn cancel(
+    State(r): State<Remote>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> StatusCode {
+    r.record("/cancel", &headers, &body);
+    StatusCode::NO_CONTENT
+}
+
+/// The attempts of `run` the remote system was told are cancelled, in order.
+fn cancels_of(remote: &Remote, run: &str) -> Vec<u64> {
+    let mut got: Vec<u64> = remote
+        .calls("/cancel")
+        .iter()
+        .filter(|c| c.body["run"] == run)
+        .map(|c| {
+            assert_eq!(c.body["step"], "h", "{}", c.body);
+            assert_eq!(c.body["tenant"], "acme", "{}", c.body);
+            c.body["attempt"].as_u64().expect("attempt")
+        })
+        .collect();
+    got.sort();
+    got
+}
+
 async fn start_remote() -> (Remote, String, tokio::task::JoinHandle<()>) {
     let remote = Remote {
         calls: Arc::default(),
@@ -137,6 +163,7 @@ async fn start_remote() -> (Remote, String, tokio::task::JoinHandle<()>) {
         .route("/work", post(work))
         .route("/lookup", post(lookup))
         .route("/hang", post(hang))
+        .route("/cancel", post(cancel))
         .with_state(remote.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -585,7 +612,7 @@ flow Hangs(x: Int) -> Int {{
 }}
 
 bindings dev {{
-    Hang = http {{ url: "{base}/hang" }}
+    Hang = http {{ url: "{base}/hang", cancel_url: "{base}/cancel" }}
 }}
 "#
     );
@@ -621,6 +648,43 @@ bindings dev {{
     assert_eq!(r.body["applied"], false, "{}", r.body);
     let after = api.run(&token, &id).await;
     assert_eq!(after["status"], "failed", "{after}");
+
+    // The remote system was told of each attempt that timed out.
+    let told = poll_until("cancellations of both attempts", DEADLINE, || async {
+        let got = cancels_of(&remote, &id);
+        (got.len() >= 2).then_some(got)
+    })
+    .await;
+    assert_eq!(told, vec![1, 2]);
+
+    // Cancelling a run tells the remote system of its attempt in flight.
+    let second = api.start(&token, "Hangs", json!({"x": 2})).await;
+    let second = second["id"].as_str().expect("id").to_string();
+    poll_until("the second run's invocation", DEADLINE, || async {
+        remote
+            .calls("/hang")
+            .iter()
+            .any(|c| c.body["run"] == second.as_str())
+            .then_some(())
+    })
+    .await;
+    api.post(
+        Some(&token),
+        &format!("/v1/runs/{second}/cancel"),
+        &json!({}),
+    )
+    .await
+    .ok("cancel");
+    let told = poll_until(
+        "the cancellation of the second run's attempt",
+        DEADLINE,
+        || async {
+            let got = cancels_of(&remote, &second);
+            (!got.is_empty()).then_some(got)
+        },
+    )
+    .await;
+    assert_eq!(told, vec![1]);
     s.stop().await;
     remote_task.abort();
 }

@@ -66,6 +66,12 @@ pub fn connectors() -> Vec<Connector> {
                     false,
                     "extra request headers",
                 ),
+                key(
+                    "cancel_url",
+                    Ty::String,
+                    false,
+                    "where to POST when an attempt is no longer wanted (timed out, run cancelled); best effort",
+                ),
             ],
         },
         Connector {

@@ -16,7 +16,7 @@ use eflow_compiler::ir::StepKind;
 use eflow_core::{Event, EventKind, StepError, slot_id};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,8 @@ use crate::connectors::registry;
 /// At most this many effects are carried out at once.
 const CONCURRENCY: usize = 256;
 const DEFAULT_HTTP_TIMEOUT_MS: u64 = 30_000;
+/// Tries to tell a remote system of a cancellation before giving up.
+const CANCEL_TRIES: u32 = 4;
 
 /// What a callback token names: one attempt of one step of one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +239,65 @@ impl Executor {
                 self.complete(o, event).await
             }
             OutboxItem::Invoke { .. } => self.invoke_http(o).await,
+            OutboxItem::Cancel { .. } => {
+                self.cancel_http(o).await;
+                self.engine.send(&o.run, Input::OutboxDone(vec![o.pos]))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// POSTs `{run, tenant, step, index, attempt}` to the binding's
+    /// `cancel_url`. Best effort: a few tries, then a warning; whatever the
+    /// remote system does, a result it still sends for the attempt is refused
+    /// as stale.
+    async fn cancel_http(&self, o: &Outbound) {
+        let OutboxItem::Cancel {
+            tenant,
+            config,
+            node,
+            index,
+            attempt,
+        } = &o.item
+        else {
+            return;
+        };
+        let Some(url) = config.get("cancel_url").and_then(Value::as_str) else {
+            return;
+        };
+        let timeout = config
+            .get("timeout")
+            .and_then(Value::as_u64)
+            .unwrap_or(DEFAULT_HTTP_TIMEOUT_MS);
+        let mut body = json!({
+            "run": o.run,
+            "tenant": tenant,
+            "step": node,
+            "attempt": attempt,
+        });
+        if let Some(i) = index {
+            body["index"] = json!(i);
+        }
+        let mut delay = Duration::from_millis(200);
+        for tries in 1..=CANCEL_TRIES {
+            let req = with_headers(
+                self.http
+                    .post(url)
+                    .timeout(Duration::from_millis(timeout))
+                    .json(&body),
+                config,
+            );
+            let outcome = match req.send().await {
+                Ok(r) if r.status().is_success() || r.status().is_client_error() => return,
+                Ok(r) => format!("answered {}", r.status()),
+                Err(e) => e.to_string(),
+            };
+            if tries == CANCEL_TRIES {
+                tracing::warn!(run = %o.run, step = %node, attempt, %outcome, "the remote system was not told of the cancellation");
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
         }
     }
 
@@ -373,19 +434,14 @@ impl Executor {
             idempotency_key: key,
             callback_url,
         };
-        let mut req = self
-            .http
-            .post(url)
-            .timeout(Duration::from_millis(timeout))
-            .header("Idempotency-Key", key.as_str())
-            .json(&body);
-        if let Some(Value::Object(headers)) = config.get("headers") {
-            for (k, v) in headers {
-                if let Some(v) = v.as_str() {
-                    req = req.header(k.as_str(), v);
-                }
-            }
-        }
+        let req = with_headers(
+            self.http
+                .post(url)
+                .timeout(Duration::from_millis(timeout))
+                .header("Idempotency-Key", key.as_str())
+                .json(&body),
+            config,
+        );
         let slot = slot_id(node, *index, *attempt);
         let failed = |error: StepError, retryable: bool| {
             Event::new(
@@ -461,6 +517,21 @@ impl Executor {
             }
         }
     }
+}
+
+/// The binding's extra `headers` on a request to its remote system.
+fn with_headers(
+    mut req: reqwest::RequestBuilder,
+    config: &std::collections::BTreeMap<String, Value>,
+) -> reqwest::RequestBuilder {
+    if let Some(Value::Object(headers)) = config.get("headers") {
+        for (k, v) in headers {
+            if let Some(v) = v.as_str() {
+                req = req.header(k.as_str(), v);
+            }
+        }
+    }
+    req
 }
 
 /// `{"error": {"code": "...", "message": "..."}}` from a remote system.

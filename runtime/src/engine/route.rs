@@ -72,6 +72,16 @@ pub enum OutboxItem {
     },
     /// Deliver an event to another run.
     Deliver { run: String, event: Event },
+    /// Tell a remote system (`http` with a `cancel_url`) that an attempt is
+    /// no longer wanted. Best effort: tried a few times, then dropped.
+    Cancel {
+        tenant: String,
+        config: std::collections::BTreeMap<String, Value>,
+        node: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<u32>,
+        attempt: u32,
+    },
 }
 
 pub struct RouteCx<'a> {
@@ -143,6 +153,18 @@ impl<'a> RouteCx<'a> {
             }
             (_, out) => out.as_ref(),
         }
+    }
+
+    /// The binding of a step whose remote system takes cancellations: an
+    /// `http` binding with a `cancel_url`.
+    fn cancel_config(&self, node: &str) -> Option<&'a std::collections::BTreeMap<String, Value>> {
+        let flow = self.flow.flow;
+        let n = flow.nodes.get(*self.flow.index.nodes.get(node)?)?;
+        let eflow_compiler::ir::Call::Step { contract, .. } = &n.call else {
+            return None;
+        };
+        let b = flow.bindings.get(&self.deployed.env)?.get(contract)?;
+        (b.connector == "http" && b.config.contains_key("cancel_url")).then_some(&b.config)
     }
 
     pub fn route(&self, effect: Effect, commit: &mut Commit, after: &mut Vec<After>) {
@@ -302,6 +324,19 @@ impl<'a> RouteCx<'a> {
                 commit
                     .approvals_closed
                     .push((run_id.clone(), step, attempt, self.now));
+                if let Some(config) = self.cancel_config(&node) {
+                    self.outbox(
+                        commit,
+                        after,
+                        OutboxItem::Cancel {
+                            tenant: self.meta.tenant.clone(),
+                            config: config.clone(),
+                            node,
+                            index,
+                            attempt,
+                        },
+                    );
+                }
             }
             EffectKind::SetTimer { timer, due_at } => {
                 let id = timer.id();
