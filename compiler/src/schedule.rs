@@ -6,7 +6,6 @@
 //! of months and days, `?`, `L`, `W` and `#`. Day-of-month and day-of-week combine
 //! with OR, as in Vixie cron.
 
-use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -184,24 +183,6 @@ pub fn parse_timezone(name: &str) -> Result<Tz, String> {
             "use an IANA name such as `Europe/Berlin`, `America/New_York` or `UTC`".to_string()
         })
     })
-}
-
-/// The fire times strictly after `from`, at most `count` of them, in `tz`.
-///
-/// Daylight saving time: a local time skipped by a spring-forward gap fires at the
-/// first valid instant after the gap; a local time repeated by a fall-back fires
-/// once, at its first occurrence.
-pub fn next_fire_times(
-    cron: &Cron,
-    tz: Tz,
-    from: DateTime<Utc>,
-    count: usize,
-) -> Vec<DateTime<Utc>> {
-    let start = tz.from_utc_datetime(&from.naive_utc());
-    cron.iter_after(start)
-        .take(count)
-        .map(|t| t.with_timezone(&Utc))
-        .collect()
 }
 
 #[cfg(test)]
