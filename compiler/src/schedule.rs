@@ -13,8 +13,37 @@ use croner::parser::{CronParser, Seconds, Year};
 pub const OVERLAP_POLICIES: &[&str] = &["skip", "buffer_one", "allow_all", "cancel_running"];
 pub const CATCHUP_POLICIES: &[&str] = &["skip", "once", "all"];
 
+/// Names for common schedules, and the 5-field expression each stands for.
+pub const NICKNAMES: &[(&str, &str)] = &[
+    ("@yearly", "0 0 1 1 *"),
+    ("@annually", "0 0 1 1 *"),
+    ("@monthly", "0 0 1 * *"),
+    ("@weekly", "0 0 * * 0"),
+    ("@daily", "0 0 * * *"),
+    ("@midnight", "0 0 * * *"),
+    ("@hourly", "0 * * * *"),
+];
+
 /// Parse a cron expression; the error says what is wrong, for a person.
 pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+    let expr = match expr.trim() {
+        name if name.starts_with('@') => {
+            let lower = name.to_ascii_lowercase();
+            NICKNAMES
+                .iter()
+                .find(|(n, _)| *n == lower)
+                .map(|(_, e)| *e)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = NICKNAMES.iter().map(|(n, _)| *n).collect();
+                    let hint = crate::suggest::did_you_mean(&lower, names.iter().copied())
+                        .unwrap_or_else(|| {
+                            format!("use one of {}, or write the cron fields", names.join(", "))
+                        });
+                    format!("`{name}` is not a schedule name: {hint}")
+                })?
+        }
+        e => e,
+    };
     let fields = expr.split_whitespace().count();
     if !(5..=7).contains(&fields) {
         return Err(format!(
@@ -199,6 +228,9 @@ mod tests {
             "0 9 15W * *",
             "0 9 * * FRI#3",
             "0 0 0 1 JAN * 2030",
+            "@daily",
+            "@Hourly",
+            " @yearly ",
         ] {
             assert!(parse_cron(ok).is_ok(), "{ok}: {:?}", parse_cron(ok).err());
         }
@@ -219,6 +251,26 @@ mod tests {
         assert_eq!(
             parse_cron("0 25 * * *").unwrap_err(),
             "the hour field `25` has 25, outside 0–23"
+        );
+    }
+
+    #[test]
+    fn schedule_names_stand_for_their_expressions() {
+        for (name, expr) in NICKNAMES {
+            assert_eq!(
+                format!("{:?}", parse_cron(name).unwrap().pattern),
+                format!("{:?}", parse_cron(expr).unwrap().pattern),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            parse_cron("@dialy").unwrap_err(),
+            "`@dialy` is not a schedule name: did you mean `@daily`?"
+        );
+        assert!(
+            parse_cron("@reboot")
+                .unwrap_err()
+                .contains("use one of @yearly")
         );
     }
 

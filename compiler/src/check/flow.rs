@@ -2194,7 +2194,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 cx.report(
                     cx.error(Code::InvalidCron, s.cron.span, format!("invalid cron expression: {msg}"))
                         .with_label("in this expression")
-                        .with_help("5 fields `minute hour day-of-month month day-of-week`, optionally seconds first and a year last; e.g. `0 3 * * MON`"),
+                        .with_help("5 fields `minute hour day-of-month month day-of-week`, optionally seconds first and a year last; e.g. `0 3 * * MON`, or a name such as `@daily`"),
                 );
                 ok = false;
             }
