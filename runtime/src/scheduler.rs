@@ -288,8 +288,16 @@ impl Scheduler {
                 }
             }
             for start in &plan.starts {
-                if let Err(e) = self.start(&s, &input, start).await {
-                    tracing::warn!(schedule = %s.id, error = %e, "scheduled run not started");
+                match self.start(&s, &input, start).await {
+                    Ok(run) => tracing::info!(
+                        schedule = %s.id,
+                        %run,
+                        fire_time = %crate::service::rfc3339(start.nominal_ms),
+                        "scheduled run started"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(schedule = %s.id, error = %e, "scheduled run not started")
+                    }
                 }
             }
             for k in &plan.skipped {

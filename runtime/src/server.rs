@@ -117,13 +117,16 @@ impl Server {
             shutdown.clone(),
         )
         .await?;
-        let ledger = Arc::new(Ledger::new(
-            options.quotas,
-            store
-                .active_runs_by_tenant()
-                .await
-                .context("cannot count the runs in progress")?,
-        ));
+        let active = store
+            .active_runs_by_tenant()
+            .await
+            .context("cannot count the runs in progress")?;
+        tracing::info!(
+            runs = active.iter().map(|(_, n)| n).sum::<i64>(),
+            tenants = active.len(),
+            "runs in progress"
+        );
+        let ledger = Arc::new(Ledger::new(options.quotas, active));
         let scheduler = Scheduler::new(
             engine.clone(),
             clock.clone(),
@@ -180,6 +183,11 @@ impl Server {
                 tracing::error!(error = %e, "the API server failed");
             }
         }));
+        tasks.push(tokio::spawn(report_activity(
+            engine.clone(),
+            options.history.then(|| history.clone()),
+            shutdown.clone(),
+        )));
         tracing::info!(%addr, data = %options.data.display(), "eflow is serving");
         Ok(Server {
             addr,
@@ -208,6 +216,45 @@ impl Server {
         }
         self.history.close().await;
         self.store.close().await;
+    }
+}
+
+/// Every minute in which the engine did something: how much, and how far
+/// behind it the history is.
+async fn report_activity(engine: Engine, history: Option<History>, stop: CancellationToken) {
+    use std::sync::atomic::Ordering::Relaxed;
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+    let stats = engine.stats().clone();
+    let read = || {
+        (
+            stats.transitions.load(Relaxed),
+            stats.finished.load(Relaxed),
+            stats.commits.load(Relaxed),
+        )
+    };
+    let mut last = read();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(EVERY) => {}
+        }
+        let now = read();
+        let transitions = now.0 - last.0;
+        if transitions > 0 {
+            let behind = match history.as_ref().and_then(History::position) {
+                Some(at) => engine.bus().head().await.ok().map(|h| (h - at).max(0)),
+                None => None,
+            };
+            tracing::info!(
+                transitions,
+                per_sec = transitions / EVERY.as_secs(),
+                runs_finished = now.1 - last.1,
+                commits = now.2 - last.2,
+                history_behind = ?behind,
+                "activity in the last minute"
+            );
+        }
+        last = now;
     }
 }
 

@@ -323,6 +323,7 @@ impl Service {
         self.db()
             .insert_token(&token_hash(&token), Some(&req.id), "default", self.now())
             .await?;
+        tracing::info!(tenant = %req.id, "tenant created");
         Ok(TenantCreated {
             tenant: tenant_view(&row, &self.inner.ledger),
             token,
@@ -348,6 +349,7 @@ impl Service {
         self.forget(id);
         let history_rows = self.inner.history.purge(id).await?;
         self.inner.ledger.forget(id);
+        tracing::info!(tenant = %id, rows_deleted = rows + history_rows, "tenant purged");
         Ok(PurgeResult {
             tenant: id.into(),
             rows_deleted: rows + history_rows,
@@ -483,6 +485,19 @@ impl Service {
                 .await
                 .map_err(|e| ApiError::bad_request("invalid_schedule", e))?;
         }
+        tracing::info!(
+            %tenant,
+            %env,
+            bundle = %id,
+            flows = %bundle
+                .flows
+                .iter()
+                .map(|f| format!("{}@{}", f.name, short_version(&f.hash)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            schedules,
+            "deployed"
+        );
         Ok(DeployResult {
             tenant,
             env,
@@ -653,7 +668,10 @@ impl Service {
             },
         );
         let applied = match self.inner.engine.deliver(id, event).await {
-            Ok(a) => a,
+            Ok(a) => {
+                tracing::info!(run = %id, tenant = %a.meta.tenant, "run cancelled through the API");
+                a
+            }
             // A second cancel is the redelivery of the first: the run is over.
             Err(engine::Error::Rejected(Rejection::Duplicate)) => {
                 return Err(engine::Error::Rejected(Rejection::Finished).into());
@@ -731,6 +749,7 @@ impl Service {
             Ok(_) | Err(engine::Error::Rejected(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        tracing::info!(%run, %step, approved = d.approve, %reviewer, "approval decided");
         let row = self
             .db()
             .approval(run, step)
@@ -984,6 +1003,12 @@ fn tenant_view(t: &TenantRow, ledger: &Ledger) -> TenantView {
         max_active_runs: q.max_active_runs,
         max_starts_per_sec: q.max_starts_per_sec,
     }
+}
+
+/// The first characters of a flow version (`sha256:…`), enough to tell versions apart in a log.
+fn short_version(v: &str) -> &str {
+    let hex = v.strip_prefix("sha256:").unwrap_or(v);
+    hex.get(..12).unwrap_or(hex)
 }
 
 fn quota_error(r: Refusal) -> ApiError {

@@ -240,6 +240,12 @@ impl Engine {
         );
         // Effects committed before a crash and not carried out yet.
         let pending = store.outbox().await?;
+        tracing::info!(
+            shards = options.shards.max(1),
+            timer_partitions = options.partitions.max(1),
+            pending_effects = pending.len(),
+            "engine started"
+        );
         tasks.push(tokio::spawn(executor.run(
             pending,
             dispatch_rx,
