@@ -90,17 +90,28 @@ fn free_port() -> u16 {
 }
 
 fn serve(data: &std::path::Path, addr: SocketAddr) -> Child {
+    serve_logging(data, addr, "warn", Stdio::inherit())
+}
+
+fn serve_logging(data: &std::path::Path, addr: SocketAddr, level: &str, log: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_eflow"))
         .args(["serve", "--data"])
         .arg(data)
         .args(["--listen", &addr.to_string(), "--admin-token", ADMIN])
         // Several shards, so runs and their deliveries cross workers.
         .args(["--shards", "3"])
-        .env("EFLOW_LOG", "warn")
+        .env("EFLOW_LOG", level)
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .expect("start eflow serve")
+}
+
+/// Starts a server whose log (at `info`) goes to `log`.
+fn serve_logged(data: &std::path::Path, addr: SocketAddr, log: &std::path::Path) -> Child {
+    std::fs::create_dir_all(data).unwrap();
+    let file = std::fs::File::create(log).expect("create the log file");
+    serve_logging(data, addr, "info", Stdio::from(file))
 }
 
 /// A fresh data directory and a free address for a server of this test.
@@ -327,7 +338,8 @@ async fn ctrl_c_stops_cleanly_and_keeps_every_run() {
     let (data, addr) = scratch("sigint");
     let base = format!("http://{addr}");
     let client = reqwest::Client::new();
-    let mut server = serve(&data, addr);
+    let first_log = data.with_extension("first.log");
+    let mut server = serve_logged(&data, addr, &first_log);
     wait_up(&client, &base).await;
     let source = "remote step Work(n: Int) -> Int\n\nflow Slow(n: Int) -> Int {\n    let a = Work(n: n)\n    return a\n}\n\nbindings test {\n    Work = sim { duration: 1h }\n}\n";
     for (path, body) in [
@@ -366,9 +378,27 @@ async fn ctrl_c_stops_cleanly_and_keeps_every_run() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(code.success(), "the server exited with {code} after Ctrl-C");
+    // The log says what happened, for an operator.
+    let log = std::fs::read_to_string(&first_log).unwrap();
+    for line in [
+        "engine started",
+        "eflow is serving",
+        "tenant created tenant=quiet",
+        "deployed tenant=quiet env=test",
+        "stopping: finishing the work in hand",
+        "eflow: stopped",
+    ] {
+        assert!(log.contains(line), "the log lacks `{line}`:\n{log}");
+    }
     // Everything is still there after a restart: the runs wait in their step.
-    let mut server = serve(&data, addr);
+    let second_log = data.with_extension("second.log");
+    let mut server = serve_logged(&data, addr, &second_log);
     wait_up(&client, &base).await;
+    let log = std::fs::read_to_string(&second_log).unwrap();
+    assert!(
+        log.contains("runs in progress runs=50 tenants=1"),
+        "the restart's log counts the runs it found:\n{log}"
+    );
     for i in 0..50 {
         let v: Value = get_json(&client, &format!("{base}/v1/runs/slow-{i}")).await;
         assert_eq!(v["status"], "running", "slow-{i}: {v}");
@@ -377,4 +407,6 @@ async fn ctrl_c_stops_cleanly_and_keeps_every_run() {
     server.kill().unwrap();
     server.wait().unwrap();
     let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_file(&first_log);
+    let _ = std::fs::remove_file(&second_log);
 }
