@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{QueryBuilder, Row, Sqlite};
 use tokio_util::sync::CancellationToken;
@@ -247,26 +246,17 @@ impl History {
                     .get(e.run.as_str())
                     .map(|r| r.tenant.clone())
                     .unwrap_or_default();
+                // Two fields of the event; the rest is kept as it was stored.
+                let head: EventHead = serde_json::from_slice(&e.body).unwrap_or_default();
                 b.push_bind(e.pos)
                     .push_bind(&e.run)
                     .push_bind(e.seq as i64)
                     .push_bind(tenant)
                     .push_bind(e.at as i64)
-                    .push_bind(
-                        e.body
-                            .get("type")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                    )
-                    .push_bind(
-                        e.body
-                            .get("node")
-                            .and_then(Value::as_str)
-                            .map(str::to_string),
-                    )
+                    .push_bind(head.kind.into_owned())
+                    .push_bind(head.node.map(std::borrow::Cow::into_owned))
                     .push_bind(&e.status)
-                    .push_bind(serde_json::to_vec(&e.body).unwrap_or_default());
+                    .push_bind(&e.body);
             });
             q.push(" ON CONFLICT (pos) DO NOTHING");
             q.build().execute(&mut *tx).await?;
@@ -346,6 +336,15 @@ impl History {
 }
 
 const BATCH: u32 = 2_000;
+
+/// The fields of an event the history indexes.
+#[derive(Default, serde::Deserialize)]
+struct EventHead<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    node: Option<std::borrow::Cow<'a, str>>,
+}
 
 /// The fields of a run's state the history keeps.
 #[derive(serde::Deserialize)]

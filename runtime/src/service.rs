@@ -642,16 +642,17 @@ impl Service {
     ) -> ApiResult<Vec<EventView>> {
         self.visible_run(caller, id).await?;
         let rows = self.db().events_of(id, after, limit.clamp(1, 1000)).await?;
-        Ok(rows
-            .into_iter()
-            .map(|e| EventView {
-                seq: e.seq,
-                id: e.id,
-                at: rfc3339(e.at),
-                status: e.status,
-                event: e.body,
+        rows.into_iter()
+            .map(|e| {
+                Ok(EventView {
+                    event: serde_json::from_slice(&e.body).map_err(ApiError::internal)?,
+                    seq: e.seq,
+                    id: e.id,
+                    at: rfc3339(e.at),
+                    status: e.status,
+                })
             })
-            .collect())
+            .collect()
     }
 
     pub async fn cancel_run(

@@ -322,7 +322,9 @@ pub struct EventRow {
     pub id: String,
     pub at: u64,
     pub status: String,
-    pub body: serde_json::Value,
+    /// The event as stored: compact JSON of an `eflow_core::Event`, decoded
+    /// only by a reader that needs more than a field or two.
+    pub body: Vec<u8>,
 }
 
 /// Which shard owns a run: a stable hash of its id (FNV-1a), so every process

@@ -948,7 +948,6 @@ fn loaded_run(r: sqlx::sqlite::SqliteRow) -> (RunMeta, String, Vec<u8>) {
 }
 
 fn event_row(r: sqlx::sqlite::SqliteRow) -> Result<EventRow> {
-    let body: Vec<u8> = r.get(6);
     Ok(EventRow {
         pos: r.get(0),
         run: r.get(1),
@@ -956,7 +955,7 @@ fn event_row(r: sqlx::sqlite::SqliteRow) -> Result<EventRow> {
         id: r.get(3),
         at: r.get::<i64, _>(4) as u64,
         status: r.get(5),
-        body: json("events", &body)?,
+        body: r.get(6),
     })
 }
 
