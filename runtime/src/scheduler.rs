@@ -44,6 +44,9 @@ pub enum BackfillError {
     Invalid(String),
     #[error(transparent)]
     Quota(Refusal),
+    /// The store or the engine failed; the places taken are given back.
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl Scheduler {
@@ -134,7 +137,7 @@ impl Scheduler {
             .store()
             .load_runs(&ids)
             .await
-            .map_err(|e| BackfillError::Invalid(e.to_string()))?
+            .map_err(|e| BackfillError::Failed(e.to_string()))?
             .len();
         let ledger = &self.inner.ledger;
         let mut pending = (starts.len() - existing) as i64;
@@ -152,7 +155,7 @@ impl Scheduler {
                 }
                 Err(e) => {
                     ledger.release(&s.tenant, pending);
-                    return Err(BackfillError::Invalid(e));
+                    return Err(BackfillError::Failed(e));
                 }
             }
         }

@@ -865,6 +865,7 @@ impl Service {
             .map_err(|e| match e {
                 BackfillError::Quota(r) => quota_error(r),
                 BackfillError::Invalid(e) => ApiError::bad_request("invalid_backfill", e),
+                BackfillError::Failed(e) => ApiError::internal(e),
             })?;
         Ok(BackfillResult {
             schedule: id.into(),
