@@ -35,7 +35,14 @@ struct Inner {
     partitions: u32,
     /// Scheduled runs count among their tenant's active runs.
     ledger: Arc<Ledger>,
+    /// Per schedule: when a start that failed was last logged, and the
+    /// failures since, so that a schedule firing every second while its
+    /// tenant is at its quota logs once a minute, not every second.
+    failures: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
 }
+
+/// At most one warning a minute about one schedule's failed starts.
+const WARN_EVERY_MS: u64 = 60_000;
 
 /// Why a backfill started nothing.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +64,7 @@ impl Scheduler {
                 clock,
                 partitions: partitions.max(1),
                 ledger,
+                failures: Default::default(),
             }),
         }
     }
@@ -298,9 +306,7 @@ impl Scheduler {
                         fire_time = %crate::service::rfc3339(start.nominal_ms),
                         "scheduled run started"
                     ),
-                    Err(e) => {
-                        tracing::warn!(schedule = %s.id, error = %e, "scheduled run not started")
-                    }
+                    Err(e) => self.not_started(&s.id, &e, now),
                 }
             }
             for k in &plan.skipped {
@@ -322,6 +328,21 @@ impl Scheduler {
             .map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    fn not_started(&self, schedule: &str, error: &str, now: u64) {
+        let mut failures = self
+            .inner
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (logged_at, since) = failures.entry(schedule.to_string()).or_insert((0, 0));
+        *since += 1;
+        if now.saturating_sub(*logged_at) >= WARN_EVERY_MS {
+            tracing::warn!(%schedule, %error, failed_starts = *since, "scheduled run not started");
+            *logged_at = now;
+            *since = 0;
+        }
     }
 
     /// A run ended: a schedule holding a buffered start may start it now.
