@@ -11,13 +11,14 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{QueryBuilder, Row, Sqlite};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::model::{Page, RunSummary};
@@ -58,7 +59,7 @@ pub struct History {
     pool: SqlitePool,
     /// The last engine event position written here, and whether a consumer
     /// is following the log: for `/v1/stats`.
-    cursor: Arc<AtomicI64>,
+    cursor: Arc<watch::Sender<i64>>,
     consuming: Arc<AtomicBool>,
 }
 
@@ -80,7 +81,7 @@ impl History {
             .await?;
         Ok(Self {
             pool,
-            cursor: Arc::new(AtomicI64::new(cursor)),
+            cursor: Arc::new(watch::Sender::new(cursor)),
             consuming: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -104,7 +105,7 @@ impl History {
             if caught_up {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = notified => tokio::time::sleep(Duration::from_millis(100)).await,
+                    () = notified => tokio::time::sleep(GATHER).await,
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             } else if shutdown.is_cancelled() {
@@ -266,7 +267,7 @@ impl History {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.cursor.store(last, Ordering::Relaxed);
+        self.cursor.send_replace(last);
         Ok(events.len() as u32)
     }
 
@@ -275,7 +276,18 @@ impl History {
     pub fn position(&self) -> Option<i64> {
         self.consuming
             .load(Ordering::Relaxed)
-            .then(|| self.cursor.load(Ordering::Relaxed))
+            .then(|| *self.cursor.borrow())
+    }
+
+    /// Waits until the consumer has written the engine's events up to `pos`,
+    /// at most `patience`: a list asked for right after a start then shows
+    /// that run. Returns at once when no consumer runs.
+    pub async fn caught_up_to(&self, pos: i64, patience: Duration) {
+        if !self.consuming.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut rx = self.cursor.subscribe();
+        let _ = tokio::time::timeout(patience, rx.wait_for(|at| *at >= pos)).await;
     }
 
     pub async fn runs(&self, q: &RunQuery) -> Result<Page<RunSummary>, Error> {
@@ -336,6 +348,11 @@ impl History {
 }
 
 const BATCH: u32 = 2_000;
+
+/// How long the consumer lets commits gather after being woken, once it has
+/// caught up: long enough for a batch, short enough that `eflow run list`
+/// right after `eflow run start` shows the run.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// The fields of an event the history indexes.
 #[derive(Default, serde::Deserialize)]

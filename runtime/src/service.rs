@@ -150,6 +150,10 @@ impl Caller {
 
 pub use crate::quota::Quotas;
 
+/// How long a run list waits for the history to write what the engine has
+/// committed before it answers with what the history holds.
+const LIST_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct Service {
     inner: Arc<Inner>,
@@ -910,6 +914,18 @@ impl Service {
         mut q: crate::history::RunQuery,
     ) -> ApiResult<Page<RunSummary>> {
         q.tenant = caller.scope(q.tenant.as_deref())?.map(str::to_string);
+        // Read your writes: what the engine committed before this request
+        // is in the answer, unless the history is more than a moment behind.
+        if self.inner.history.position().is_some() {
+            let head = self
+                .inner
+                .engine
+                .bus()
+                .head()
+                .await
+                .map_err(ApiError::internal)?;
+            self.inner.history.caught_up_to(head, LIST_PATIENCE).await;
+        }
         self.inner.history.runs(&q).await.map_err(|e| match e {
             crate::history::Error::BadCursor => ApiError::bad_request(
                 "invalid_cursor",

@@ -817,6 +817,27 @@ bindings dev {
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_run_is_listed_at_once() {
+    let s = TestServer::start("read-your-writes").await;
+    let api = &s.api;
+    let token = api.create_tenant("acme", json!({})).await;
+    api.deploy_source(&token, &[("mixed.eflow", MIXED)]).await;
+    // No polling: a list right after a start answers with what was committed before it.
+    for i in 0..20 {
+        let id = api.start(&token, "Ok", json!({"x": i})).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let listed = api.all_runs(&token, "limit=100").await;
+        assert!(
+            listed.iter().any(|r| r["id"] == id.as_str()),
+            "run {id} is not in the list right after its start: {listed:?}"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_filters_and_pagination() {
     let s = TestServer::start("history").await;
     let api = &s.api;

@@ -332,7 +332,9 @@ async fn start_run(
     s.start_run(&c, req).await.map(Json)
 }
 
-/// Runs from history, newest first, filtered, a page at a time.
+/// Runs from history, newest first, filtered, a page at a time. It holds
+/// every run the engine committed before the request (the history is waited
+/// for, up to a second).
 #[utoipa::path(get, path = "/v1/runs", params(RunFilter), responses((status = 200, body = Page<RunSummary>)), security(("bearer" = [])))]
 async fn list_runs(
     State(s): State<Service>,
