@@ -85,7 +85,10 @@ impl Scheduler {
             let id = format!("{tenant}.{}.{i}", flow.name);
             let existing = db.schedule(&id).await.map_err(|e| e.to_string())?;
             // A new schedule starts from now; a redeployed one keeps what it handled.
-            let from = existing.as_ref().and_then(|e| e.last_fire).unwrap_or(now);
+            let from = existing
+                .as_ref()
+                .and_then(|e| e.handled_through)
+                .unwrap_or(now);
             rows.push(ScheduleRow {
                 id: id.clone(),
                 tenant: tenant.into(),
@@ -95,7 +98,8 @@ impl Scheduler {
                 spec: serde_json::to_vec(s).unwrap_or_default(),
                 paused: existing.as_ref().is_some_and(|e| e.paused),
                 next_due: compiled.next_due(&id, from),
-                last_fire: Some(from),
+                handled_through: Some(from),
+                last_start: existing.as_ref().and_then(|e| e.last_start),
                 buffered: existing.as_ref().and_then(|e| e.buffered),
                 partition: shard_of(&id, self.inner.partitions),
             });
@@ -277,7 +281,7 @@ impl Scheduler {
                 &s.id,
                 &Tick {
                     now_ms: now,
-                    processed_through_ms: s.last_fire.unwrap_or(now),
+                    processed_through_ms: s.handled_through.unwrap_or(now),
                     running: running.len() as u32,
                     buffered: s.buffered,
                 },
@@ -298,14 +302,18 @@ impl Scheduler {
                         .await;
                 }
             }
+            let mut last_start = None;
             for start in &plan.starts {
                 match self.start(&s, &input, start).await {
-                    Ok(run) => tracing::info!(
-                        schedule = %s.id,
-                        %run,
-                        fire_time = %crate::service::rfc3339(start.nominal_ms),
-                        "scheduled run started"
-                    ),
+                    Ok(run) => {
+                        tracing::info!(
+                            schedule = %s.id,
+                            %run,
+                            fire_time = %crate::service::rfc3339(start.nominal_ms),
+                            "scheduled run started"
+                        );
+                        last_start = last_start.max(Some(start.nominal_ms));
+                    }
                     Err(e) => self.not_started(&s.id, &e, now),
                 }
             }
@@ -321,6 +329,7 @@ impl Scheduler {
             db.update_schedule(
                 &s.id,
                 Some(plan.processed_through_ms),
+                last_start,
                 plan.next_due_ms,
                 plan.buffered,
             )
@@ -367,7 +376,13 @@ impl Scheduler {
             return;
         }
         let _ = db
-            .update_schedule(&s.id, s.last_fire, s.next_due, None)
+            .update_schedule(
+                &s.id,
+                s.handled_through,
+                Some(start.nominal_ms),
+                s.next_due,
+                None,
+            )
             .await;
     }
 }
@@ -396,7 +411,7 @@ pub fn view(s: &ScheduleRow) -> ScheduleView {
             .map(|i| text(serde_json::to_value(i.catchup).unwrap_or_default()))
             .unwrap_or_default(),
         paused: s.paused,
-        last_fire: s.last_fire.map(crate::service::rfc3339),
+        last_fire: s.last_start.map(crate::service::rfc3339),
         next_fire: s.next_due.map(crate::service::rfc3339),
     }
 }

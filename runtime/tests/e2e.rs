@@ -1003,6 +1003,10 @@ async fn schedules_start_runs_pause_and_backfill() {
     let sid = sch["id"].as_str().expect("schedule id").to_string();
     assert_eq!(sch["cron"], "* * * * * *", "{sch}");
     assert_eq!(sch["overlap"], "allow_all", "{sch}");
+    assert!(
+        sch.get("last_fire").is_none(),
+        "no run started yet, so no last fire: {sch}"
+    );
 
     // The schedule starts runs, with ids derived from it.
     let started = poll_until("the schedule to start two runs", DEADLINE, || async {
@@ -1010,6 +1014,20 @@ async fn schedules_start_runs_pause_and_backfill() {
         (runs.len() >= 2).then_some(runs)
     })
     .await;
+    let listed = api.get(Some(&token), "/v1/schedules").await.ok("schedules");
+    let last = listed[0]["last_fire"]
+        .as_str()
+        .expect("a last fire once runs started");
+    let last = eflow_core::time::parse_rfc3339(last).unwrap() as u64;
+    assert_eq!(
+        last % 1000,
+        0,
+        "a fire time of `* * * * * *` is a whole second: {last}"
+    );
+    assert!(
+        last as i64 <= now_ms(),
+        "the last fire is not in the future: {listed}"
+    );
     for r in &started {
         let id = r["id"].as_str().unwrap();
         assert!(

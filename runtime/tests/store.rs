@@ -3,8 +3,8 @@
 //! distributed backend adds its line).
 
 use eflow_runtime::store::{
-    ApprovalWrite, Commit, Durability, EventWrite, NewEntry, RunMeta, RunWrite, Store, TenantRow,
-    TimerWrite,
+    ApprovalWrite, Commit, Durability, EventWrite, NewEntry, RunMeta, RunWrite, ScheduleRow, Store,
+    TenantRow, TimerWrite,
 };
 use serde_json::json;
 
@@ -279,6 +279,84 @@ async fn suite(store: Store) {
     assert!(store.tenant("acme").await.unwrap().is_none());
     assert!(store.load_run("o1").await.unwrap().is_some());
     assert_eq!(store.events_of("o1", None, 10).await.unwrap().len(), 1);
+
+    // Schedules: a deploy replaces a flow's schedules; due ones are claimed
+    // once; an update records the watermark and keeps the newest start.
+    let sched = |id: &str, next_due: u64| ScheduleRow {
+        id: id.into(),
+        tenant: "sched".into(),
+        flow: "F".into(),
+        bundle: "b-1".into(),
+        position: 0,
+        spec: b"{}".to_vec(),
+        paused: false,
+        handled_through: Some(100),
+        last_start: None,
+        next_due: Some(next_due),
+        buffered: None,
+        partition: 0,
+    };
+    store
+        .replace_schedules("sched", "F", &[sched("s1", 1_000), sched("s2", 9_000)])
+        .await
+        .unwrap();
+    let due = store.claim_schedules(0, 2_000, 60_000, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["s1"]
+    );
+    assert!(
+        store
+            .claim_schedules(0, 2_000, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .update_schedule("s1", Some(2_000), Some(1_000), Some(3_000), None)
+        .await
+        .unwrap();
+    store
+        .update_schedule("s1", Some(2_500), None, Some(3_000), None)
+        .await
+        .unwrap();
+    store
+        .update_schedule("s1", Some(2_600), Some(500), Some(3_000), None)
+        .await
+        .unwrap();
+    let s1 = store.schedule("s1").await.unwrap().unwrap();
+    assert_eq!(
+        (s1.handled_through, s1.last_start, s1.next_due),
+        (Some(2_600), Some(1_000), Some(3_000))
+    );
+    // A redeploy keeps what it is given and drops schedules no longer declared.
+    let mut again = sched("s1", 4_000);
+    again.last_start = s1.last_start;
+    again.handled_through = s1.handled_through;
+    store
+        .replace_schedules("sched", "F", &[again])
+        .await
+        .unwrap();
+    let all = store.schedules(Some("sched")).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        (all[0].last_start, all[0].next_due),
+        (Some(1_000), Some(4_000))
+    );
+    // Paused schedules are not claimed.
+    assert!(
+        store
+            .set_schedule_paused("s1", true, 5_000, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_schedules(0, 10_000, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.close().await;
 }
 

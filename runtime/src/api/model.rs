@@ -260,8 +260,11 @@ pub struct ScheduleView {
     pub overlap: String,
     pub catchup: String,
     pub paused: bool,
+    /// The fire time of the newest run the schedule started by itself
+    /// (absent until it starts one; backfills do not count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_fire: Option<String>,
+    /// When the next run is due (its fire time plus the jitter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_fire: Option<String>,
 }

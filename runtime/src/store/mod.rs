@@ -147,7 +147,7 @@ forward! {
     /// Claims the unpaused schedules of `partition` due by `now`.
     pub async fn claim_schedules(&self, partition: u32, now: u64, claim_until: u64, limit: u32) -> Result<Vec<ScheduleRow>>;
     /// Records what the scheduler did with a schedule and releases its claim.
-    pub async fn update_schedule(&self, id: &str, last_fire: Option<u64>, next_due: Option<u64>, buffered: Option<u64>) -> Result<()>;
+    pub async fn update_schedule(&self, id: &str, handled_through: Option<u64>, last_start: Option<u64>, next_due: Option<u64>, buffered: Option<u64>) -> Result<()>;
     /// Pauses or resumes a schedule. Resuming moves the watermark to `now`, so
     /// fire times missed while paused are not started.
     pub async fn set_schedule_paused(&self, id: &str, paused: bool, now: u64, next_due: Option<u64>) -> Result<bool>;
@@ -280,7 +280,11 @@ pub struct ScheduleRow {
     pub position: u32,
     pub spec: Vec<u8>,
     pub paused: bool,
-    pub last_fire: Option<u64>,
+    /// Fire times up to here are handled (started or skipped); moved to now
+    /// on deploy and on resume (the `last_fire` column).
+    pub handled_through: Option<u64>,
+    /// The fire time of the newest run the schedule started by itself.
+    pub last_start: Option<u64>,
     pub next_due: Option<u64>,
     pub buffered: Option<u64>,
     pub partition: u32,

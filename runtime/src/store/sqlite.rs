@@ -804,8 +804,8 @@ impl SqliteStore {
         }
         for r in rows {
             sqlx::query(
-                "INSERT INTO schedules (id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                "INSERT INTO schedules (id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition, last_start) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (id) DO UPDATE SET bundle = excluded.bundle, position = excluded.position, \
                  spec = excluded.spec, next_due = excluded.next_due",
             )
@@ -816,10 +816,11 @@ impl SqliteStore {
             .bind(r.position)
             .bind(&r.spec)
             .bind(r.paused)
-            .bind(r.last_fire.map(|t| t as i64))
+            .bind(r.handled_through.map(|t| t as i64))
             .bind(r.next_due.map(|t| t as i64))
             .bind(r.buffered.map(|t| t as i64))
             .bind(r.partition)
+            .bind(r.last_start.map(|t| t as i64))
             .execute(&mut *tx)
             .await?;
         }
@@ -829,7 +830,7 @@ impl SqliteStore {
 
     pub async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<ScheduleRow>> {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition FROM schedules",
+            "SELECT id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition, last_start FROM schedules",
         );
         if let Some(t) = tenant {
             q.push(" WHERE tenant = ").push_bind(t);
@@ -841,7 +842,7 @@ impl SqliteStore {
 
     pub async fn schedule(&self, id: &str) -> Result<Option<ScheduleRow>> {
         let row = sqlx::query(
-            "SELECT id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition FROM schedules WHERE id = ?",
+            "SELECT id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition, last_start FROM schedules WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.read)
@@ -861,7 +862,7 @@ impl SqliteStore {
             "UPDATE schedules SET claimed_until = ?1 WHERE id IN ( \
                SELECT id FROM schedules WHERE partition = ?2 AND paused = 0 AND next_due IS NOT NULL \
                AND next_due <= ?3 AND claimed_until <= ?3 ORDER BY next_due LIMIT ?4) \
-             RETURNING id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition",
+             RETURNING id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition, last_start",
         )
         .bind(claim_until as i64)
         .bind(partition)
@@ -873,17 +874,23 @@ impl SqliteStore {
     }
 
     /// Records what the scheduler did with a schedule and releases its claim.
+    /// `last_start`: the fire time of a run just started, if any (the
+    /// newest one is kept).
     pub async fn update_schedule(
         &self,
         id: &str,
-        last_fire: Option<u64>,
+        handled_through: Option<u64>,
+        last_start: Option<u64>,
         next_due: Option<u64>,
         buffered: Option<u64>,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE schedules SET last_fire = ?, next_due = ?, buffered = ?, claimed_until = 0 WHERE id = ?",
+            "UPDATE schedules SET last_fire = ?1, \
+             last_start = CASE WHEN ?2 IS NULL THEN last_start ELSE max(coalesce(last_start, ?2), ?2) END, \
+             next_due = ?3, buffered = ?4, claimed_until = 0 WHERE id = ?5",
         )
-        .bind(last_fire.map(|t| t as i64))
+        .bind(handled_through.map(|t| t as i64))
+        .bind(last_start.map(|t| t as i64))
         .bind(next_due.map(|t| t as i64))
         .bind(buffered.map(|t| t as i64))
         .bind(id)
@@ -988,7 +995,8 @@ fn schedule_row(r: sqlx::sqlite::SqliteRow) -> ScheduleRow {
         position: r.get::<i64, _>(4) as u32,
         spec: r.get(5),
         paused: r.get::<i64, _>(6) != 0,
-        last_fire: r.get::<Option<i64>, _>(7).map(|t| t as u64),
+        handled_through: r.get::<Option<i64>, _>(7).map(|t| t as u64),
+        last_start: r.get::<Option<i64>, _>(11).map(|t| t as u64),
         next_due: r.get::<Option<i64>, _>(8).map(|t| t as u64),
         buffered: r.get::<Option<i64>, _>(9).map(|t| t as u64),
         partition: r.get::<i64, _>(10) as u32,
