@@ -382,6 +382,194 @@ when d {}
 }
 
 #[test]
+fn long_when_conditions_break_at_their_operators() {
+    assert_fmt(
+        r#"flow F() {
+    when evaluation.metrics.accuracy > baseline.metrics.accuracy and evaluation.metrics.latency_ms < 250 and not decision.rejected { let x = A() }
+}
+"#,
+        r#"flow F() {
+    when evaluation.metrics.accuracy > baseline.metrics.accuracy
+        and evaluation.metrics.latency_ms < 250
+        and not decision.rejected {
+        let x = A()
+    }
+}
+"#,
+    );
+    // Deeper in the flow the continuation lines follow their `when`; an operand
+    // that breaks a group of its own keeps the group's rules; `else` is unchanged.
+    assert_fmt(
+        r#"flow F() {
+    when ready {
+        when candidate.metrics.accuracy >= champion.metrics.accuracy or candidate.labels == ["a-rather-long-label", "and-another-long-label", "and-a-third-one"] {} else { let x = A() }
+    }
+}
+"#,
+        r#"flow F() {
+    when ready {
+        when candidate.metrics.accuracy >= champion.metrics.accuracy
+            or candidate.labels == [
+                "a-rather-long-label",
+                "and-another-long-label",
+                "and-a-third-one",
+            ] {} else {
+            let x = A()
+        }
+    }
+}
+"#,
+    );
+    // `when COND {` of exactly 100 columns fits; one more breaks.
+    let head = "    when a_long_enough_name and ";
+    let when = |n: usize| format!("{head}{} {{", "b".repeat(n));
+    let exact = when(100 - head.len() - " {".len());
+    assert_eq!(exact.len(), 100);
+    let src = format!("flow G() {{\n{exact}\n        let x = A()\n    }}\n}}\n");
+    assert_fmt(&src, &src);
+    let over = when(101 - head.len() - " {".len());
+    let out = check(&format!(
+        "flow G() {{\n{over}\n        let x = A()\n    }}\n}}\n"
+    ));
+    assert!(
+        out.contains("    when a_long_enough_name\n        and bbb"),
+        "{out}"
+    );
+}
+
+#[test]
+fn short_when_conditions_stay_on_one_line() {
+    let src = r#"flow F() {
+    when a.score > 0.9 and b.approved or c.count >= 3 {
+        let x = A()
+    }
+    when not (a and b) or c {}
+}
+"#;
+    assert_fmt(src, src);
+    // Written broken, a condition that fits is joined again.
+    assert_fmt(
+        "flow F() {\n    when a.score > 0.9\n        and b.approved\n        or c.count >= 3 {}\n}\n",
+        "flow F() {\n    when a.score > 0.9 and b.approved or c.count >= 3 {}\n}\n",
+    );
+    // Only a `when` condition is broken at its operators.
+    let long = format!("{} and {}", "a".repeat(60), "b".repeat(60));
+    assert_eq!(ret(&long), long);
+}
+
+#[test]
+fn mixed_and_or_conditions_break_at_the_outermost_chain() {
+    // `or` binds looser: its operands are the lines, each `and` chain whole.
+    assert_fmt(
+        r#"flow F() {
+    when run.attempts > 3 and run.last_error == "timeout" or run.attempts > 10 and run.cancelled or forced {}
+}
+"#,
+        r#"flow F() {
+    when run.attempts > 3 and run.last_error == "timeout"
+        or run.attempts > 10 and run.cancelled
+        or forced {}
+}
+"#,
+    );
+    // Parenthesised groups stay whole on their lines; no parenthesis is added or
+    // dropped (a right operand of the same operator keeps its own).
+    assert_fmt(
+        r#"flow F() {
+    when (champion.metrics.accuracy < 0.5 or champion.stale) and (challenger.ready or forced) and (x and y) {}
+}
+"#,
+        r#"flow F() {
+    when (champion.metrics.accuracy < 0.5 or champion.stale)
+        and (challenger.ready or forced)
+        and (x and y) {}
+}
+"#,
+    );
+    // An `and` chain that is still too long on its line breaks in turn, 4 deeper.
+    assert_fmt(
+        r#"flow F() {
+    when evaluation.metrics.accuracy > baseline.metrics.accuracy and evaluation.metrics.latency_ms < 250 or override.enabled and override.reason != "" {}
+}
+"#,
+        r#"flow F() {
+    when evaluation.metrics.accuracy > baseline.metrics.accuracy
+            and evaluation.metrics.latency_ms < 250
+        or override.enabled and override.reason != "" {}
+}
+"#,
+    );
+    // `??` is looser than `or`: not a chain of conditions, not broken at `or`.
+    let src = format!(
+        "flow F() {{\n    when a_{} or b_{} ?? c {{}}\n}}\n",
+        "a".repeat(50),
+        "b".repeat(50)
+    );
+    assert_fmt(&src, &src);
+}
+
+#[test]
+fn comments_inside_a_wrapped_condition() {
+    let input = r#"flow F() {
+    when evaluation.metrics.accuracy > baseline.metrics.accuracy // better than the baseline
+    // and fast enough
+    and evaluation.metrics.latency_ms < 250 and // not rejected
+    not decision.rejected and decision.reviewer != // anyone
+    "" // last
+    {
+        let x = A()
+    }
+}
+"#;
+    let expected = r#"flow F() {
+    when evaluation.metrics.accuracy > baseline.metrics.accuracy // better than the baseline
+        // and fast enough
+        and evaluation.metrics.latency_ms < 250
+        // not rejected
+        and not decision.rejected
+        // anyone
+        // last
+        and decision.reviewer != "" {
+        let x = A()
+    }
+}
+"#;
+    assert_fmt(input, expected);
+    // A comment after an operand keeps even a short condition broken where it was
+    // written; one after an operator or inside an operand moves above the `when`.
+    assert_fmt(
+        "flow F() {\n    when a // why a\n        and b {}\n}\n",
+        "flow F() {\n    when a // why a\n        and b {}\n}\n",
+    );
+    assert_fmt(
+        "flow F() {\n    when a and // why b\n        b {}\n}\n",
+        "flow F() {\n    // why b\n    when a and b {}\n}\n",
+    );
+    // In a nested chain, after redundant parentheses, a stray `///`.
+    let out = check(
+        r#"flow F() {
+    when (long_enough_name_number_one // one
+    and long_enough_name_number_two) // two
+    /// stray
+    or long_enough_name_number_three and // three
+    long_enough_name_number_four {}
+}
+"#,
+    );
+    assert_eq!(
+        out,
+        r#"flow F() {
+    when long_enough_name_number_one // one
+            and long_enough_name_number_two // two
+        /// stray
+        // three
+        or long_enough_name_number_three and long_enough_name_number_four {}
+}
+"#
+    );
+}
+
+#[test]
 fn schedules() {
     assert_fmt(
         r#"flow F(t: Float) {
@@ -1044,6 +1232,32 @@ proptest! {
         check(&format!("flow F() {{\n    when ({e}) {{\n        let x = A(v: {e})\n    }}\n    return {e}\n}}\n"));
     }
 
+    /// Random `when` conditions, many too long for one line, mixing `and`, `or`,
+    /// `not` and parentheses, with comments, blank lines and stray `///` between
+    /// their tokens, at several depths: formatting is stable and keeps the tree and
+    /// every comment.
+    #[test]
+    fn long_conditions_with_comments_are_stable(
+        cond in condition_source(),
+        depth in 0usize..3,
+        picks in prop::collection::vec((any::<prop::sample::Index>(), filler()), 0..16),
+    ) {
+        let mut text = String::from("flow F() {\n");
+        for d in 0..depth {
+            text.push_str(&format!("{}when w{d} {{\n", "    ".repeat(d + 1)));
+        }
+        let pad = "    ".repeat(depth + 1);
+        text.push_str(&format!("{pad}when {cond} {{\n{pad}    let x = A()\n{pad}}} else {{}}\n"));
+        for d in (0..depth).rev() {
+            text.push_str(&format!("{}}}\n", "    ".repeat(d + 1)));
+        }
+        text.push_str("}\n");
+        let mutated = mutate(&text, &picks);
+        let (_, diags) = parse(FileId(0), &mutated);
+        prop_assume!(diags.is_empty());
+        check(&mutated);
+    }
+
     /// Random calls, lists and literals of every width: breaking is stable.
     #[test]
     fn random_layouts_are_stable(names in prop::collection::vec("n_[a-z]{0,28}", 0..8), indent in 0usize..60) {
@@ -1130,6 +1344,50 @@ fn leaf() -> impl Strategy<Value = String> {
         Just("{}".to_string()),
         Just("R { a: 1 }".to_string()),
     ]
+}
+
+/// One operand of a condition: a name, a comparison, a `not`, of very different
+/// widths (names never collide with a keyword).
+fn condition_leaf() -> impl Strategy<Value = String> {
+    let name = "[a-z]_[a-z_]{0,24}(\\.[a-z]_[a-z_]{0,12}){0,2}";
+    prop_oneof![
+        name,
+        (
+            name,
+            prop_oneof![Just("=="), Just("!="), Just("<"), Just(">=")],
+            prop_oneof![Just("0.5"), Just("250"), Just("\"a label\""), Just("none")]
+        )
+            .prop_map(|(n, op, v)| format!("{n} {op} {v}")),
+        name.prop_map(|n| format!("not {n}")),
+    ]
+}
+
+/// `operands` joined by `and` and `or` as `ops` say, without parentheses (so the
+/// parser's precedence decides the tree).
+fn join_chain(operands: &[String], ops: &[&str]) -> String {
+    let mut s = operands[0].clone();
+    for (o, op) in operands[1..].iter().zip(ops.iter().cycle()) {
+        s.push_str(op);
+        s.push_str(o);
+    }
+    s
+}
+
+/// A chain of `and` and `or` whose operands are leaves, chains, parenthesised
+/// chains and negated ones.
+fn condition_source() -> impl Strategy<Value = String> {
+    let and_or = || prop::collection::vec(prop_oneof![Just(" and "), Just(" or ")], 1..5);
+    let operand = condition_leaf().prop_recursive(2, 16, 4, move |inner| {
+        prop_oneof![
+            (prop::collection::vec(inner.clone(), 2..4), and_or())
+                .prop_map(|(operands, ops)| format!("({})", join_chain(&operands, &ops))),
+            (prop::collection::vec(inner.clone(), 2..4), and_or())
+                .prop_map(|(operands, ops)| join_chain(&operands, &ops)),
+            inner.prop_map(|e| format!("not ({e})")),
+        ]
+    });
+    (prop::collection::vec(operand, 2..7), and_or())
+        .prop_map(|(operands, ops)| join_chain(&operands, &ops))
 }
 
 fn expr_source() -> impl Strategy<Value = String> {

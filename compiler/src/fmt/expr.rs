@@ -96,6 +96,22 @@ fn needs_parens(e: &Expr, slot: Slot) -> bool {
             })
 }
 
+/// The operands of a chain of `op` (which groups from the left): `a and b and c` is
+/// `[a, b, c]`; a right operand that is itself an `op` (`a and (b and c)`) is one.
+fn chain(e: &Expr, op: BinOp) -> Vec<&Expr> {
+    let mut rights = Vec::new();
+    let mut e = e;
+    while let ExprKind::Binary { op: o, lhs, rhs } = &e.kind
+        && *o == op
+    {
+        rights.push(&**rhs);
+        e = lhs;
+    }
+    rights.push(e);
+    rights.reverse();
+    rights
+}
+
 pub(super) fn width(s: &str) -> usize {
     s.chars().count()
 }
@@ -437,6 +453,74 @@ impl P<'_> {
                 self.expr(rhs, indent, suffix, rs);
             }
             _ => self.o.push(&flat),
+        }
+    }
+
+    /// A `when` condition, after `when ` on a line indented `indent` and before ` {`.
+    pub(super) fn condition(&mut self, cond: &Expr, indent: usize) {
+        self.logic(cond, indent, indent + 4, " {".len(), Slot::CONDITION);
+    }
+
+    /// An expression at the current column of a line indented `indent`, `suffix`
+    /// columns still to follow on its last line. When its loosest operator is `and`
+    /// or `or` (outside parentheses), it is broken at the operators of that chain if
+    /// the line would pass 100 columns, or if a comment sits between one of its
+    /// operands and the next operator: the first operand stays where it is, each
+    /// further one starts a line at `inner` with its operator. An operand that is
+    /// itself such a chain (an `and` chain inside an `or` chain) gets the same chance
+    /// on its line, its own lines 4 deeper still; any other operand (a comparison, a
+    /// `not`, a parenthesised group) is printed like any expression.
+    ///
+    /// Comments in a broken chain: one right after an operand, on its line, stays at
+    /// the end of that line; one on its own line before an operator goes on its own
+    /// line before that operator's line; any other (inside an operand, after an
+    /// operator, after the last operand) moves above the line holding it. So every
+    /// comment ends up before an operator's line, where the next pass puts it back
+    /// and which keeps the chain broken, or above the whole statement, where it no
+    /// longer counts: the layout is stable.
+    fn logic(&mut self, e: &Expr, indent: usize, inner: usize, suffix: usize, slot: Slot) {
+        let op = match &e.kind {
+            ExprKind::Binary { op, .. }
+                if matches!(op, BinOp::And | BinOp::Or) && !needs_parens(e, slot) =>
+            {
+                *op
+            }
+            _ => return self.expr(e, indent, suffix, slot),
+        };
+        let operands = chain(e, op);
+        // Where each operator after the first operand is: the next token after the
+        // operand before it, past the `)` of redundant parentheses.
+        let ops: Vec<usize> = operands
+            .windows(2)
+            .map(|w| {
+                self.o
+                    .find(w[0].span.end as usize, op.symbol(), &[")"])
+                    .unwrap_or(w[1].span.start as usize)
+            })
+            .collect();
+        let flat = self.flat(e, slot);
+        let fits = self.o.col() + width(&flat) + suffix <= MAX_WIDTH;
+        let commented = operands
+            .iter()
+            .zip(&ops)
+            .any(|(o, &at)| self.o.has_comment(o.span.end, at as u32));
+        if fits && !commented {
+            return self.expr(e, indent, suffix, slot);
+        }
+        let (first, rest) = operand_slots(op, slot);
+        for (i, o) in operands.iter().enumerate() {
+            let suffix = if i + 1 == operands.len() { suffix } else { 0 };
+            if i == 0 {
+                self.logic(o, indent, inner + 4, suffix, first);
+                continue;
+            }
+            self.o.trailing(operands[i - 1].span.end as usize);
+            self.o.end();
+            self.o.leading(ops[i - 1], inner, false);
+            self.o.begin(inner);
+            self.o.push(op.symbol());
+            self.o.push(" ");
+            self.logic(o, inner, inner + 4, suffix, rest);
         }
     }
 

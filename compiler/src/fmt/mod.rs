@@ -24,6 +24,16 @@
 //!   each on their own line, 4 deeper than `schedule`.
 //! - A fan-out always spans three lines: `for x in xs join all {`, the call, `}`.
 //! - `when cond {`, `} else {`, `}`; an empty block is `{}`.
+//! - A `when` condition whose loosest operator is `and` or `or` stays on the `when`
+//!   line when `when cond {` fits in 100 columns and no comment follows one of its
+//!   operands before the next operator; otherwise it breaks before each operator of
+//!   that outermost chain: the first operand stays after `when`, each further one
+//!   begins a line 4 deeper than the `when` with its operator, and ` {` ends the last
+//!   line. An operand that is itself a chain of the other operator (`and` inside
+//!   `or`) then gets its own chance to fit, and otherwise breaks the same way 4
+//!   deeper still; any other operand, a parenthesised group included, stays on its
+//!   line (its bracketed groups break as usual). Other expressions, and `??`, are
+//!   not broken at operators.
 //! - Operators with one space each side; parentheses only where precedence needs them
 //!   (and around a record literal at the top of a `when` condition).
 //! - Literals in canonical spelling: integers in decimal; floats in the shortest form
@@ -38,7 +48,11 @@
 //!   the element (statement, field, argument, option, …) they preceded, at the end of
 //!   the line they ended, or inside an otherwise empty block. A comment written in the
 //!   middle of an expression or a type, where no line can break, moves to its own line
-//!   just above the line holding that expression.
+//!   just above the line holding that expression. In a broken `when` condition a
+//!   comment right after an operand stays at the end of that operand's line, and one
+//!   on its own line before an operator stays on its own line before that operator's
+//!   line; any other moves above the line holding it (before an operator's line or
+//!   before the `when`), where the next pass leaves it.
 
 mod expr;
 mod out;

@@ -503,7 +503,7 @@ impl P<'_> {
             }
             StmtKind::When(w) => {
                 self.o.push("when ");
-                self.expr(&w.cond, indent, 2, Slot::CONDITION);
+                self.condition(&w.cond, indent);
                 self.o.push(" {");
                 let open = self.o.find(w.cond.span.end as usize, "{", &[")"]);
                 let then_from = w
