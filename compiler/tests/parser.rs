@@ -1069,6 +1069,17 @@ fn message_comparisons_and_operators() {
     assert_eq!(d.help.as_deref(), Some("use `==` to compare values"));
     let d = first("flow F() {\n    return a && b\n}\n");
     assert_eq!(d.help.as_deref(), Some("use `and` for logical and"));
+    for op in ["+", "-", "*", "/", "%"] {
+        let d = first(&format!(
+            "flow F() {{\n    when a {op} b < c {{ return 1 }}\n}}\n"
+        ));
+        assert!(
+            d.help
+                .as_deref()
+                .is_some_and(|h| h.starts_with("eflow expressions have no arithmetic")),
+            "{op}: {d:?}"
+        );
+    }
 }
 
 #[test]

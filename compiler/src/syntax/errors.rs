@@ -331,6 +331,10 @@ fn help(site: &Site<'_>, rules: &[Rule], found: Token, beyond: bool) -> Option<S
         "use `or` for logical or".to_string()
     } else if f == "!" {
         "use `not` for logical negation".to_string()
+    } else if matches!(f, "+" | "-" | "*" | "/" | "%") && has_operator {
+        format!(
+            "eflow expressions have no arithmetic (`{f}`): a flow passes references and decides; compute the value in a step and use its output"
+        )
     } else if f.starts_with('\'') {
         "strings use double quotes: `\"…\"`".to_string()
     } else if has(Rule::rbrace) && beyond {
