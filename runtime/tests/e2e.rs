@@ -887,6 +887,13 @@ async fn history_filters_and_pagination() {
     api.history_caught_up().await;
 
     let set = |runs: Vec<Value>| ids(&runs).into_iter().collect::<BTreeSet<_>>();
+    for (query, code) in [
+        ("status=bogus", "invalid_status"),
+        ("since=yesterday", "invalid_time"),
+    ] {
+        let r = api.get(Some(&token), &format!("/v1/runs?{query}")).await;
+        assert_eq!(r.expect_error(400, query), code);
+    }
     let failed = api.all_runs(&token, "status=failed").await;
     assert_eq!(set(failed.clone()), bad, "status=failed: {failed:?}");
     for r in &failed {

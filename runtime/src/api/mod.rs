@@ -355,6 +355,18 @@ async fn list_runs(
             })
             .transpose()
     };
+    const STATUSES: [&str; 5] = ["created", "running", "succeeded", "failed", "cancelled"];
+    if let Some(st) = f.status.as_deref()
+        && !STATUSES.contains(&st)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_status",
+            format!(
+                "`{st}` is not a run status: use one of {}",
+                STATUSES.join(", ")
+            ),
+        ));
+    }
     let q = RunQuery {
         tenant: f.tenant.clone(),
         flow: f.flow.clone(),

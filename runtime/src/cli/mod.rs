@@ -169,12 +169,16 @@ pub enum RunCommand {
     },
     /// Runs, newest first.
     List {
+        /// Runs of this tenant (an admin token sees every tenant's without it).
         #[arg(long)]
         tenant: Option<String>,
+        /// Runs of this flow.
         #[arg(long)]
         flow: Option<String>,
+        /// Runs of this version of the flow (`sha256:…`, as `eflow flows` shows it).
         #[arg(long)]
         version: Option<String>,
+        /// created, running, succeeded, failed or cancelled.
         #[arg(long)]
         status: Option<String>,
         /// Runs that failed at this step.
@@ -189,6 +193,7 @@ pub enum RunCommand {
         /// Created before (RFC 3339).
         #[arg(long)]
         until: Option<String>,
+        /// Runs a page (at most 1000).
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// From a previous page's `next`.
@@ -215,17 +220,20 @@ pub enum RunCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
+    /// Schedules with their next and last fire times.
     List {
         #[arg(long)]
         tenant: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
+    /// Stop a schedule from starting runs.
     Pause {
         id: String,
         #[command(flatten)]
         conn: Conn,
     },
+    /// Start a paused schedule again, from its next fire time (what it missed while paused is not started).
     Resume {
         id: String,
         #[command(flatten)]
@@ -266,6 +274,7 @@ pub enum TenantCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Tenants with their quotas.
     List {
         #[command(flatten)]
         conn: Conn,
