@@ -1164,7 +1164,12 @@ fn pick_env(bundle: &Bundle, asked: Option<&str>) -> ApiResult<String> {
             if matches!(c.kind, StepKind::Remote | StepKind::Call)
                 && f.bindings.get(&env).and_then(|b| b.get(name)).is_none()
             {
-                missing.push(format!("`{name}` (used by flow `{}`)", f.name));
+                // Bindings name a step as it is written, not its module's path.
+                let (module, step) = name.rsplit_once('.').unwrap_or(("", name));
+                missing.push(format!(
+                    "`{step}` (from `{module}`, used by flow `{}`)",
+                    f.name
+                ));
             }
         }
     }
@@ -1174,7 +1179,7 @@ fn pick_env(bundle: &Bundle, asked: Option<&str>) -> ApiResult<String> {
         return Err(ApiError::bad_request(
             "missing_binding",
             format!(
-                "environment `{env}` binds no connector to {}: add them to `bindings {env}` or deploy with another `env`",
+                "environment `{env}` binds no connector to {}: bind them in `bindings {env}`, or deploy with another `env`",
                 missing.join(", ")
             ),
         ));

@@ -359,6 +359,12 @@ async fn deploy_the_retraining_example() {
         r.expect_error(400, "deploy to an unbound env"),
         "missing_binding"
     );
+    // It names the steps as bindings write them, with their module.
+    let message = r.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("`Train` (from `std/ml`, used by flow `Retrain`)"),
+        "{message}"
+    );
 
     let schedules = api
         .get(Some(ADMIN), "/v1/schedules?tenant=acme")
