@@ -31,6 +31,8 @@ const CONCURRENCY: usize = 256;
 const DEFAULT_HTTP_TIMEOUT_MS: u64 = 30_000;
 /// Tries to tell a remote system of a cancellation before giving up.
 const CANCEL_TRIES: u32 = 4;
+/// The longest a cancellation request may take, whatever the binding's `timeout`.
+const CANCEL_TIMEOUT_MS: u64 = 5_000;
 
 /// What a callback token names: one attempt of one step of one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,10 +267,13 @@ impl Executor {
         let Some(url) = config.get("cancel_url").and_then(Value::as_str) else {
             return;
         };
+        // Short: a remote system slow to take cancellations must not hold the
+        // executor's places that invocations need.
         let timeout = config
             .get("timeout")
             .and_then(Value::as_u64)
-            .unwrap_or(DEFAULT_HTTP_TIMEOUT_MS);
+            .unwrap_or(DEFAULT_HTTP_TIMEOUT_MS)
+            .min(CANCEL_TIMEOUT_MS);
         let mut body = json!({
             "run": o.run,
             "tenant": tenant,
