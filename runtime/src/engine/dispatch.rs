@@ -28,6 +28,14 @@ use crate::connectors::registry;
 
 /// At most this many effects are carried out at once.
 const CONCURRENCY: usize = 256;
+/// And this many cancellations, besides.
+const CANCEL_CONCURRENCY: usize = 32;
+
+/// Places for effects being carried out.
+struct Limits {
+    effects: Arc<Semaphore>,
+    cancels: Arc<Semaphore>,
+}
 const DEFAULT_HTTP_TIMEOUT_MS: u64 = 30_000;
 /// Tries to tell a remote system of a cancellation before giving up.
 const CANCEL_TRIES: u32 = 4;
@@ -138,7 +146,10 @@ impl Executor {
         shutdown: CancellationToken,
     ) {
         let me = Arc::new(self);
-        let limit = Arc::new(Semaphore::new(CONCURRENCY));
+        let limit = Limits {
+            effects: Arc::new(Semaphore::new(CONCURRENCY)),
+            cancels: Arc::new(Semaphore::new(CANCEL_CONCURRENCY)),
+        };
         if !pending.is_empty() {
             tracing::info!(
                 effects = pending.len(),
@@ -164,8 +175,19 @@ impl Executor {
         }
     }
 
-    async fn spawn(self: Arc<Self>, limit: &Arc<Semaphore>, o: Outbound) {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
+    async fn spawn(self: Arc<Self>, limit: &Limits, o: Outbound) {
+        if matches!(o.item, OutboxItem::Cancel { .. }) {
+            // Cancellations wait for places of their own, in their own task:
+            // never in the way of invocations.
+            let cancels = limit.cancels.clone();
+            tokio::spawn(async move {
+                if let Ok(_permit) = cancels.acquire_owned().await {
+                    self.carry_out(o).await;
+                }
+            });
+            return;
+        }
+        let Ok(permit) = limit.effects.clone().acquire_owned().await else {
             return;
         };
         tokio::spawn(async move {
