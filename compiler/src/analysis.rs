@@ -45,7 +45,9 @@ pub enum InputError {
 #[derive(Debug, Clone)]
 pub struct Module {
     pub file: FileId,
-    /// `std/ml`, `examples/retraining`: the display path without `.eflow`.
+    /// `std/ml`, `retraining`, `shared/catalog`: the file's path without
+    /// `.eflow`, from the compiled directory (see [`Analysis::from_paths`]),
+    /// else from the working directory.
     pub name: String,
     pub ast: ast::File,
     pub namespace: Namespace,
@@ -74,6 +76,8 @@ pub struct Analysis {
     pub modules: Vec<Module>,
     /// The files the user asked for (not those only imported).
     pub roots: Vec<FileId>,
+    /// The directory module names are relative to (see [`Analysis::from_paths`]).
+    base: Option<PathBuf>,
     /// What the cross-module checks need, kept between edits.
     index: WorkspaceIndex,
 }
@@ -160,11 +164,18 @@ impl ModuleFacts {
 
 impl Analysis {
     /// Analyse files and directories (searched recursively for `.eflow` files).
+    ///
+    /// Module names (part of every contract's qualified name and of each flow's
+    /// version) are paths from the directory given, or from the closest
+    /// directory holding everything given: the same files get the same names
+    /// and versions wherever the compiler runs. Diagnostics still show paths
+    /// from the working directory.
     pub fn from_paths(paths: &[PathBuf], loader: &dyn Loader) -> Result<Analysis, InputError> {
         let mut files = Vec::new();
         for p in paths {
             collect_files(p, &mut files)?;
         }
+        let base = common_base(paths);
         let mut inputs = Vec::new();
         for f in files {
             let text = loader.read(&f).map_err(|source| InputError::Read {
@@ -173,15 +184,25 @@ impl Analysis {
             })?;
             inputs.push((f, text));
         }
-        Ok(Analysis::from_texts(inputs, loader))
+        Ok(Analysis::analyse(inputs, base, loader))
     }
 
     /// Analyse files whose text is given; imports are read through `loader`.
+    /// Module names are paths from the working directory.
     pub fn from_texts(inputs: Vec<(PathBuf, String)>, loader: &dyn Loader) -> Analysis {
+        Analysis::analyse(inputs, None, loader)
+    }
+
+    fn analyse(
+        inputs: Vec<(PathBuf, String)>,
+        base: Option<PathBuf>,
+        loader: &dyn Loader,
+    ) -> Analysis {
         let mut a = Analysis {
             sources: Sources::default(),
             modules: Vec::new(),
             roots: Vec::new(),
+            base,
             index: WorkspaceIndex::default(),
         };
         let mut seen = HashSet::new();
@@ -206,10 +227,14 @@ impl Analysis {
         is_std: bool,
     ) -> FileId {
         let (ast, syntax_diagnostics) = syntax::parse(FileId(self.sources.len() as u32), &text);
-        let id = self.sources.add(SourceFile::new(name.clone(), path, text));
+        let module = match (&self.base, &path) {
+            (Some(base), Some(p)) if !is_std => relative(base, p),
+            _ => name.clone(),
+        };
+        let id = self.sources.add(SourceFile::new(name, path, text));
         self.modules.push(Module {
             file: id,
-            name: name.trim_end_matches(".eflow").to_string(),
+            name: module.trim_end_matches(".eflow").to_string(),
             ast,
             namespace: Namespace::default(),
             imports: HashMap::new(),
@@ -847,6 +872,49 @@ fn canonical(path: &Path) -> PathBuf {
         };
         PathBuf::from(normalize(&abs))
     })
+}
+
+/// `path` seen from the directory `base`, with `..` where it lies outside.
+fn relative(base: &Path, path: &Path) -> String {
+    let b: Vec<Component> = base.components().collect();
+    let p: Vec<Component> = path.components().collect();
+    let same = b.iter().zip(&p).take_while(|(x, y)| x == y).count();
+    let mut rel = PathBuf::new();
+    for _ in same..b.len() {
+        rel.push("..");
+    }
+    for c in &p[same..] {
+        rel.push(c);
+    }
+    normalize(&rel)
+}
+
+/// The directory that module names are relative to: a directory given, or
+/// the one holding a file given; for several, their closest common ancestor.
+fn common_base(paths: &[PathBuf]) -> Option<PathBuf> {
+    let mut base: Option<PathBuf> = None;
+    for p in paths {
+        let key = canonical(p);
+        let dir = if key.is_dir() {
+            key
+        } else {
+            key.parent()?.to_path_buf()
+        };
+        base = Some(match base {
+            None => dir,
+            Some(b) => {
+                let mut common = PathBuf::new();
+                for (x, y) in b.components().zip(dir.components()) {
+                    if x != y {
+                        break;
+                    }
+                    common.push(x);
+                }
+                common
+            }
+        });
+    }
+    base
 }
 
 /// Resolve `.` and `..` lexically; `/` separators.

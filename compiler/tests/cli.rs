@@ -145,6 +145,43 @@ fn compile_writes_canonical_ir_to_a_file() {
 }
 
 #[test]
+fn the_ir_does_not_depend_on_the_working_directory() {
+    // Module names are part of contract names and of flow versions: the same
+    // sources must give the same IR wherever the compiler runs.
+    let from_root = eflowc(&["compile", "examples"], &root());
+    assert_eq!(code(&from_root), 0, "{}", stderr(&from_root));
+    let from_inside = eflowc(&["compile", "."], &root().join("examples"));
+    assert_eq!(code(&from_inside), 0, "{}", stderr(&from_inside));
+    let from_elsewhere = eflowc(
+        &["compile", root().join("examples").to_str().expect("path")],
+        &std::env::temp_dir(),
+    );
+    assert_eq!(code(&from_elsewhere), 0, "{}", stderr(&from_elsewhere));
+    assert_eq!(stdout(&from_root), stdout(&from_inside));
+    assert_eq!(stdout(&from_root), stdout(&from_elsewhere));
+    let bundle: eflow_compiler::ir::Bundle = serde_json::from_str(&stdout(&from_root)).expect("IR");
+    let retrain = bundle
+        .flows
+        .iter()
+        .find(|f| f.name == "Retrain")
+        .expect("Retrain");
+    assert_eq!(
+        retrain.module, "retraining",
+        "named from the compiled directory"
+    );
+    // A file given alone is named from its directory, as in the directory.
+    let alone = eflowc(&["compile", "examples/retraining.eflow"], &root());
+    let alone: eflow_compiler::ir::Bundle = serde_json::from_str(&stdout(&alone)).expect("IR");
+    let r = alone
+        .flows
+        .iter()
+        .find(|f| f.name == "Retrain")
+        .expect("Retrain");
+    assert_eq!(r.module, "retraining");
+    assert_eq!(r.source.file, "retraining.eflow");
+}
+
+#[test]
 fn compile_to_stdout_and_to_a_directory() {
     let o = eflowc(&["compile", "examples/retraining.eflow"], &root());
     assert_eq!(code(&o), 0, "{}", stderr(&o));

@@ -209,8 +209,15 @@ impl Lower<'_> {
     fn loc(&self, file: FileId, offset: u32) -> SourceLoc {
         let src = self.a.sources.get(file);
         let lc = src.line_col(offset);
+        let m = self.a.module(file);
         SourceLoc {
-            file: src.name.clone(),
+            // The module's path, like its name: the same wherever the compiler
+            // runs, so that a flow's version does not depend on it.
+            file: if m.is_std {
+                src.name.clone()
+            } else {
+                format!("{}.eflow", m.name)
+            },
             line: lc.line,
             column: lc.col,
         }

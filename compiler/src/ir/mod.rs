@@ -30,7 +30,8 @@ pub struct Bundle {
 #[serde(deny_unknown_fields)]
 pub struct Flow {
     pub name: String,
-    /// The module it was defined in, e.g. `examples/retraining`.
+    /// The module it was defined in: its file's path from the compiled
+    /// directory without `.eflow`, e.g. `retraining` or `shared/catalog`.
     pub module: String,
     /// `sha256:<hex>` of this flow's canonical JSON with `hash` set to `""`.
     pub hash: String,
@@ -406,6 +407,7 @@ pub enum BinOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceLoc {
+    /// The file's path from the compiled directory (`retraining.eflow`).
     pub file: String,
     pub line: u32,
     pub column: u32,
