@@ -179,6 +179,15 @@ fn the_ir_does_not_depend_on_the_working_directory() {
         .expect("Retrain");
     assert_eq!(r.module, "retraining");
     assert_eq!(r.source.file, "retraining.eflow");
+    // And it is the same version: its own file's bindings win over those
+    // other files give the same standard step.
+    assert_eq!(r.hash, retrain.hash, "compiled alone or with its directory");
+    let features = &retrain.bindings["dev"]["std/ml.BuildFeatures"];
+    assert_eq!(
+        features.config.get("duration"),
+        Some(&serde_json::json!(20_000)),
+        "retraining.eflow's own binding: {features:?}"
+    );
 }
 
 #[test]

@@ -341,10 +341,15 @@ impl Lower<'_> {
             })
             .collect();
         let mut bindings = BTreeMap::new();
+        let own = &self.a.module(file).bindings;
         for (env, by_step) in &self.bindings {
             let mut m = BTreeMap::new();
             for def in &used_steps {
-                if let Some(b) = by_step.get(def) {
+                // The flow's own file's binding first: another file's only for a
+                // step its file does not bind (a shared bindings file, say), so a
+                // flow does not change with the files compiled beside it.
+                let mine = own.iter().find(|b| b.env == *env && b.step == *def);
+                if let Some(b) = mine.or_else(|| by_step.get(def).copied()) {
                     m.insert(
                         self.qualified(*def),
                         Binding {
