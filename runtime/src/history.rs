@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::model::{Page, RunSummary};
+use crate::bus::Bus;
 use crate::engine::Engine;
 use crate::service::rfc3339;
 
@@ -118,9 +119,9 @@ impl History {
     /// with a few multi-row statements: one row per run (its last status) and
     /// one per event.
     pub async fn catch_up(&self, engine: &Engine) -> Result<u32, Error> {
-        let cursor: i64 = sqlx::query_scalar("SELECT pos FROM h_cursor WHERE id = 0")
-            .fetch_one(&self.pool)
-            .await?;
+        // The stored cursor, as read at open and kept after each write: only
+        // this consumer moves it.
+        let cursor = *self.cursor.borrow();
         let events = engine.bus().events_after(cursor, BATCH).await?;
         let Some(last) = events.last().map(|e| e.pos) else {
             return Ok(0);
@@ -271,23 +272,29 @@ impl History {
         Ok(events.len() as u32)
     }
 
-    /// The engine event position written last, while a consumer follows the
-    /// log; `None` when none does.
-    pub fn position(&self) -> Option<i64> {
-        self.consuming
-            .load(Ordering::Relaxed)
-            .then(|| *self.cursor.borrow())
+    /// Events committed on `bus` that this history has not written yet;
+    /// `None` when no consumer follows the log.
+    pub async fn behind(&self, bus: &Bus) -> Result<Option<u64>, Error> {
+        if !self.consuming.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let head = bus.head().await?;
+        Ok(Some(
+            head.saturating_sub(*self.cursor.borrow()).max(0) as u64
+        ))
     }
 
-    /// Waits until the consumer has written the engine's events up to `pos`,
-    /// at most `patience`: a list asked for right after a start then shows
-    /// that run. Returns at once when no consumer runs.
-    pub async fn caught_up_to(&self, pos: i64, patience: Duration) {
+    /// Waits until this history holds every event committed on `bus` before
+    /// the call, at most `patience`: a list asked for right after a start
+    /// then shows that run. Returns at once when no consumer runs.
+    pub async fn catch_up_with(&self, bus: &Bus, patience: Duration) -> Result<(), Error> {
         if !self.consuming.load(Ordering::Relaxed) {
-            return;
+            return Ok(());
         }
+        let head = bus.head().await?;
         let mut rx = self.cursor.subscribe();
-        let _ = tokio::time::timeout(patience, rx.wait_for(|at| *at >= pos)).await;
+        let _ = tokio::time::timeout(patience, rx.wait_for(|at| *at >= head)).await;
+        Ok(())
     }
 
     pub async fn runs(&self, q: &RunQuery) -> Result<Page<RunSummary>, Error> {

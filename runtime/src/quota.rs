@@ -176,6 +176,7 @@ impl Ledger {
     }
 
     /// The tenant's runs in progress, as counted here.
+    #[cfg(test)]
     pub fn active(&self, tenant: &str) -> i64 {
         let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         usage.get(tenant).map_or(0, |u| u.active)

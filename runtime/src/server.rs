@@ -185,7 +185,7 @@ impl Server {
         }));
         tasks.push(tokio::spawn(report_activity(
             engine.clone(),
-            options.history.then(|| history.clone()),
+            history.clone(),
             shutdown.clone(),
         )));
         tracing::info!(%addr, data = %options.data.display(), "eflow is serving");
@@ -221,7 +221,7 @@ impl Server {
 
 /// Every minute in which the engine did something: how much, and how far
 /// behind it the history is.
-async fn report_activity(engine: Engine, history: Option<History>, stop: CancellationToken) {
+async fn report_activity(engine: Engine, history: History, stop: CancellationToken) {
     use std::sync::atomic::Ordering::Relaxed;
     const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
     let stats = engine.stats().clone();
@@ -241,10 +241,7 @@ async fn report_activity(engine: Engine, history: Option<History>, stop: Cancell
         let now = read();
         let transitions = now.0 - last.0;
         if transitions > 0 {
-            let behind = match history.as_ref().and_then(History::position) {
-                Some(at) => engine.bus().head().await.ok().map(|h| (h - at).max(0)),
-                None => None,
-            };
+            let behind = history.behind(engine.bus()).await.ok().flatten();
             tracing::info!(
                 transitions,
                 per_sec = transitions / EVERY.as_secs(),

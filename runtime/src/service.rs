@@ -879,19 +879,7 @@ impl Service {
 
     pub async fn stats(&self, caller: &Caller) -> ApiResult<StatsView> {
         caller.admin_only()?;
-        let history_behind = match self.inner.history.position() {
-            Some(at) => {
-                let head = self
-                    .inner
-                    .engine
-                    .bus()
-                    .head()
-                    .await
-                    .map_err(ApiError::internal)?;
-                Some(head.saturating_sub(at).max(0) as u64)
-            }
-            None => None,
-        };
+        let history_behind = self.inner.history.behind(self.inner.engine.bus()).await?;
         let s = self.inner.engine.stats();
         let get = |x: &std::sync::atomic::AtomicU64| x.load(std::sync::atomic::Ordering::Relaxed);
         Ok(StatsView {
@@ -916,16 +904,10 @@ impl Service {
         q.tenant = caller.scope(q.tenant.as_deref())?.map(str::to_string);
         // Read your writes: what the engine committed before this request
         // is in the answer, unless the history is more than a moment behind.
-        if self.inner.history.position().is_some() {
-            let head = self
-                .inner
-                .engine
-                .bus()
-                .head()
-                .await
-                .map_err(ApiError::internal)?;
-            self.inner.history.caught_up_to(head, LIST_PATIENCE).await;
-        }
+        self.inner
+            .history
+            .catch_up_with(self.inner.engine.bus(), LIST_PATIENCE)
+            .await?;
         self.inner.history.runs(&q).await.map_err(|e| match e {
             crate::history::Error::BadCursor => ApiError::bad_request(
                 "invalid_cursor",

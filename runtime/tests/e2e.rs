@@ -175,32 +175,7 @@ async fn start_remote() -> (Remote, String, tokio::task::JoinHandle<()>) {
     (remote, format!("http://{addr}"), task)
 }
 
-// ---- approval and registry ---------------------------------------------------
-
-const PIPELINE: &str = r#"
-from "std/ml" import Model, Evaluation, ModelVersion, RegisterModel, Stage
-from "std/approval" import Approve
-
-remote step TrainIt(name: String) -> Model
-remote step EvalIt(model: Model) -> Evaluation
-
-flow Pipeline(model_name: String) -> ModelVersion? {
-    let model = TrainIt(name: model_name)
-    let eval = EvalIt(model: model)
-    let decision = Approve(subject: eval, summary: "Register the model?")
-    when decision.approved {
-        let version = RegisterModel(name: model_name, model: model, evaluation: eval, stage: Stage.Staging)
-    }
-    return version
-}
-
-bindings dev {
-    TrainIt = sim { duration: 100ms, failure_rate: 0.0 }
-    EvalIt = sim { duration: 100ms, failure_rate: 0.0 }
-    Approve = approval { approvers: ["me@example.com"], channel: "ui" }
-    RegisterModel = registry { kind: "model" }
-}
-"#;
+// ---- approval and registry (the `Pipeline` flow of `common::SOURCE`) -----------
 
 async fn wait_approval(api: &Api, token: &str, run: &str) -> Value {
     poll_until(&format!("the approval of run {run}"), DEADLINE, || async {
@@ -220,7 +195,7 @@ async fn approval_then_registry_with_lineage() {
     let api = &s.api;
     let token = api.create_tenant("acme", json!({})).await;
     let d = api
-        .deploy_source(&token, &[("pipeline.eflow", PIPELINE)])
+        .deploy_source(&token, &[("pipeline.eflow", SOURCE)])
         .await;
     assert_eq!(d["tenant"], "acme");
     assert_eq!(d["env"], "dev");

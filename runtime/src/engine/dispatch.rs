@@ -259,7 +259,7 @@ impl Executor {
                 .await
             }
             OutboxItem::Invoke { connector, .. } if connector == "registry" => {
-                let (event, _) = self.register(o).await?;
+                let event = self.register(o).await?;
                 self.complete(o, event).await
             }
             OutboxItem::Invoke { .. } => self.invoke_http(o).await,
@@ -341,7 +341,7 @@ impl Executor {
         .await
     }
 
-    async fn register(&self, o: &Outbound) -> Result<(Event, ()), Error> {
+    async fn register(&self, o: &Outbound) -> Result<Event, Error> {
         let OutboxItem::Invoke {
             tenant,
             bundle,
@@ -411,7 +411,7 @@ impl Executor {
                 },
             ),
         };
-        Ok((event, ()))
+        Ok(event)
     }
 
     async fn invoke_http(&self, o: &Outbound) -> Result<(), Error> {

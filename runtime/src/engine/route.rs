@@ -155,15 +155,27 @@ impl<'a> RouteCx<'a> {
         }
     }
 
+    /// The binding of `contract` in the run's environment.
+    fn binding(&self, contract: &str) -> Option<&'a eflow_compiler::ir::Binding> {
+        self.flow
+            .flow
+            .bindings
+            .get(&self.deployed.env)?
+            .get(contract)
+    }
+
     /// The binding of a step whose remote system takes cancellations: an
     /// `http` binding with a `cancel_url`.
     fn cancel_config(&self, node: &str) -> Option<&'a std::collections::BTreeMap<String, Value>> {
-        let flow = self.flow.flow;
-        let n = flow.nodes.get(*self.flow.index.nodes.get(node)?)?;
+        let n = self
+            .flow
+            .flow
+            .nodes
+            .get(*self.flow.index.nodes.get(node)?)?;
         let eflow_compiler::ir::Call::Step { contract, .. } = &n.call else {
             return None;
         };
-        let b = flow.bindings.get(&self.deployed.env)?.get(contract)?;
+        let b = self.binding(contract)?;
         (b.connector == "http" && b.config.contains_key("cancel_url")).then_some(&b.config)
     }
 
@@ -178,10 +190,7 @@ impl<'a> RouteCx<'a> {
                 inputs,
             } => {
                 let flow = self.flow.flow;
-                let binding = flow
-                    .bindings
-                    .get(&self.deployed.env)
-                    .and_then(|b| b.get(&contract));
+                let binding = self.binding(&contract);
                 let kind = flow
                     .contracts
                     .get(&contract)

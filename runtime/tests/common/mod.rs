@@ -97,22 +97,9 @@ impl Api {
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
-        let resp = req.send().await.expect("the request reaches the server");
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let bytes = resp.bytes().await.expect("read the body");
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::String(text.clone()));
-        Resp {
-            status,
-            body,
-            text,
-            content_type,
-        }
+        try_send(req)
+            .await
+            .expect("the request reaches the server and its answer is read")
     }
 
     fn url(&self, path: &str) -> String {
@@ -120,19 +107,13 @@ impl Api {
     }
 
     pub async fn get(&self, token: Option<&str>, path: &str) -> Resp {
-        let mut r = self.http.get(self.url(path));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        self.send(r).await
+        self.send(bearer(self.http.get(self.url(path)), token))
+            .await
     }
 
     pub async fn post(&self, token: Option<&str>, path: &str, body: &Value) -> Resp {
-        let mut r = self.http.post(self.url(path)).json(body);
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        self.send(r).await
+        self.send(bearer(self.http.post(self.url(path)).json(body), token))
+            .await
     }
 
     pub async fn post_raw(
@@ -146,10 +127,7 @@ impl Api {
         if let Some(ct) = content_type {
             r = r.header(reqwest::header::CONTENT_TYPE, ct);
         }
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        self.send(r).await
+        self.send(bearer(r, token)).await
     }
 
     /// Like [`Api::post_raw`], but a transport error (a server that answers
@@ -172,33 +150,12 @@ impl Api {
         if let Some(ct) = content_type {
             r = r.header(reqwest::header::CONTENT_TYPE, ct);
         }
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        let resp = r.send().await.map_err(|e| format!("{e:?}"))?;
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let bytes = resp.bytes().await.map_err(|e| format!("{e:?}"))?;
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::String(text.clone()));
-        Ok(Resp {
-            status,
-            body,
-            text,
-            content_type,
-        })
+        try_send(bearer(r, token)).await
     }
 
     pub async fn delete(&self, token: Option<&str>, path: &str) -> Resp {
-        let mut r = self.http.delete(self.url(path));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        self.send(r).await
+        self.send(bearer(self.http.delete(self.url(path)), token))
+            .await
     }
 
     // ---- conveniences ----------------------------------------------------
@@ -405,3 +362,31 @@ bindings dev {
     RegisterModel = registry { kind: "model" }
 }
 "#;
+
+/// The request with the token as its bearer credential, if there is one.
+fn bearer(req: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
+    match token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    }
+}
+
+/// Sends the request and reads the whole answer; a transport error is an `Err`.
+async fn try_send(req: reqwest::RequestBuilder) -> Result<Resp, String> {
+    let resp = req.send().await.map_err(|e| format!("{e:?}"))?;
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = resp.bytes().await.map_err(|e| format!("{e:?}"))?;
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::String(text.clone()));
+    Ok(Resp {
+        status,
+        body,
+        text,
+        content_type,
+    })
+}
