@@ -39,7 +39,7 @@ fn workspace(modules: usize) -> (PathBuf, PathBuf) {
 fn compile(dir: &Path) -> (Analysis, ir::SealedBundle) {
     let a = Analysis::from_paths(&[dir.to_path_buf()], &FsLoader).expect("analyse");
     assert!(!a.has_errors(), "{:?}", a.diagnostics().first());
-    let ir = ir::emit::emit_sealed(&a, None).expect("emit");
+    let ir = eflow_compiler::lower::emit_sealed(&a, None).expect("emit");
     ir.write_json(&mut std::io::sink()).expect("write");
     (a, ir)
 }

@@ -49,14 +49,14 @@ fn main() {
         text.lines().count()
     );
     let t = Instant::now();
-    let b = eflow_compiler::ir::emit::emit_sealed(&a, None).expect("emit");
+    let b = eflow_compiler::lower::emit_sealed(&a, None).expect("emit");
     eprintln!("emit      {:?} (sealing included)", t.elapsed());
     let t = Instant::now();
     let mut json = Vec::new();
     b.write_json(&mut json).expect("write to a Vec");
     eprintln!("json      {:?} ({} bytes)", t.elapsed(), json.len());
     let t = Instant::now();
-    let pretty = eflow_compiler::ir::emit::emit(&a, None)
+    let pretty = eflow_compiler::lower::emit(&a, None)
         .expect("emit")
         .to_pretty_json();
     eprintln!("emit+pretty {:?} ({} bytes)", t.elapsed(), pretty.len());

@@ -2,7 +2,7 @@
 //!
 //! Layers, each a function of the one before: [`syntax`] (text → tree with spans),
 //! [`names`] (each module's names and imports), [`check`] (signatures, types, flow
-//! bodies, bindings), [`graph`] (the flow DAG), [`ir`] (the IR and its emission).
+//! bodies, bindings), [`graph`] (the flow DAG), [`lower`] (checked flows to the [`ir`]).
 //! [`fmt`] formats syntax trees. The `eflowc` CLI and the language server are thin
 //! front ends over [`analysis`].
 
@@ -11,14 +11,15 @@ pub mod check;
 pub mod diagnostics;
 pub mod fmt;
 pub mod graph;
-pub mod ir;
+pub mod lower;
 pub mod names;
-pub mod schedule;
 pub mod source;
 pub mod stdlib;
-pub mod suggest;
+use eflow_ir::suggest;
 pub mod syntax;
 pub mod types;
 pub mod workload;
 
 pub use analysis::{Analysis, FsLoader, Loader};
+/// The IR this compiler lowers into: the crate `eflow-ir`, the runtime's contract.
+pub use eflow_ir as ir;

@@ -132,9 +132,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 None
             } else {
                 let emitted = if pretty {
-                    ir::emit::emit(&analysis, None).map(Ir::Pretty)
+                    eflow_compiler::lower::emit(&analysis, None).map(Ir::Pretty)
                 } else {
-                    ir::emit::emit_sealed(&analysis, None).map(Ir::Compact)
+                    eflow_compiler::lower::emit_sealed(&analysis, None).map(Ir::Compact)
                 };
                 match emitted {
                     Ok(ir) => Some(ir),

@@ -318,7 +318,7 @@ fn schema_is_the_committed_schema() {
     let o = eflowc(&["schema"], &root());
     assert_eq!(code(&o), 0);
     let committed =
-        std::fs::read_to_string(root().join("compiler/schema/ir.schema.json")).expect("schema");
+        std::fs::read_to_string(root().join("ir/schema/ir.schema.json")).expect("schema");
     assert_eq!(stdout(&o), committed);
 }
 

@@ -129,7 +129,7 @@ fn corpus_ok_files() -> Vec<PathBuf> {
 /// with the layout (source locations and the content hashes over them) removed.
 fn ir(path: &Path, text: &str) -> Result<serde_json::Value, Vec<String>> {
     let analysis = Analysis::from_texts(vec![(path.to_path_buf(), text.to_string())], &FsLoader);
-    match eflow_compiler::ir::emit::emit(&analysis, None) {
+    match eflow_compiler::lower::emit(&analysis, None) {
         Ok(bundle) => {
             let mut v = serde_json::to_value(&bundle).map_err(|e| vec![e.to_string()])?;
             strip_positions(&mut v);

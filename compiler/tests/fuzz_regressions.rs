@@ -33,7 +33,7 @@ fn fuzz_findings_stay_fixed() {
         );
         let diags = a.diagnostics();
         if !a.has_errors() {
-            let _ = eflow_compiler::ir::emit::emit(&a, None);
+            let _ = eflow_compiler::lower::emit(&a, None);
         }
         for format in [Format::Human, Format::Json, Format::Sarif, Format::Github] {
             let _ = render(format, &diags, &a.sources, &RenderOptions::default());

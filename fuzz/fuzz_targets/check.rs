@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let a = Analysis::from_texts(vec![(PathBuf::from("/fuzz/input.eflow"), text.to_string())], &NoFiles);
     let diags = a.diagnostics();
     if !a.has_errors() {
-        let _ = eflow_compiler::ir::emit::emit(&a, None);
+        let _ = eflow_compiler::lower::emit(&a, None);
     }
     let _ = eflow_compiler::diagnostics::render::render(
         eflow_compiler::diagnostics::render::Format::Human,

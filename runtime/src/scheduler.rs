@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eflow_compiler::ir;
 use eflow_core::schedule::{Compiled, Start, Tick};
+use eflow_ir as ir;
 use serde_json::Map;
 use tokio_util::sync::CancellationToken;
 

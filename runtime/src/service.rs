@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use eflow_compiler::ir::{Bundle, StepKind};
 use eflow_core::{Event, EventKind, Rejection, Run, RunStatus, StepError};
+use eflow_ir::{Bundle, StepKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -1205,7 +1205,7 @@ fn compile_sources(files: BTreeMap<String, String>) -> ApiResult<Bundle> {
             format!("the source does not compile: {}", errors.join("; ")),
         ));
     }
-    eflow_compiler::ir::emit::emit(&analysis, None).map_err(|ds| {
+    eflow_compiler::lower::emit(&analysis, None).map_err(|ds| {
         ApiError::bad_request(
             "compile_error",
             ds.iter()

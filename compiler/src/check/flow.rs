@@ -2079,7 +2079,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             }
             match &c.kind {
                 ast::ScheduleClauseKind::Timezone(tz) => {
-                    match crate::schedule::parse_timezone(&tz.value) {
+                    match eflow_ir::schedule::parse_timezone(&tz.value) {
                         Ok(_) => timezone = tz.value.clone(),
                         Err(help) => {
                             cx.report(
@@ -2096,7 +2096,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     }
                 }
                 ast::ScheduleClauseKind::Overlap(id) => {
-                    if let Some(v) = self.one_of(id, "overlap", crate::schedule::OVERLAP_POLICIES) {
+                    if let Some(v) =
+                        self.one_of(id, "overlap", eflow_ir::schedule::OVERLAP_POLICIES)
+                    {
                         overlap = v;
                     } else {
                         ok = false;
@@ -2104,7 +2106,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 }
                 ast::ScheduleClauseKind::Catchup { policy, within: w } => {
                     if let Some(v) =
-                        self.one_of(policy, "catchup", crate::schedule::CATCHUP_POLICIES)
+                        self.one_of(policy, "catchup", eflow_ir::schedule::CATCHUP_POLICIES)
                     {
                         match (v.as_str(), w) {
                             ("all", Some(d)) if d.millis > 0 => within = Some(d.millis),
@@ -2188,7 +2190,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 }
             }
         }
-        match crate::schedule::check_cron(&s.cron.value) {
+        match eflow_ir::schedule::check_cron(&s.cron.value) {
             Ok(_) => {}
             Err(msg) => {
                 cx.report(

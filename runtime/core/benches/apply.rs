@@ -9,14 +9,13 @@ use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use eflow_compiler::analysis::{Analysis, FsLoader};
-use eflow_compiler::ir;
 use eflow_core::{Event, EventKind, Run, ValidatedBundle, apply, validate};
 use serde_json::{Value, json};
 
 fn bundle() -> ValidatedBundle {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let analysis = Analysis::from_paths(&[root], &FsLoader).expect("examples are readable");
-    let b = ir::emit::emit(&analysis, None).expect("examples compile");
+    let b = eflow_compiler::lower::emit(&analysis, None).expect("examples compile");
     validate(&b).expect("examples validate")
 }
 

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use eflow_compiler::ir::{Backoff, Call, Flow, Join, Node, StepKind};
+use eflow_ir::{Backoff, Call, Flow, Join, Node, StepKind};
 use serde_json::{Map, Value};
 
 use crate::effect::{Effect, EffectKind, Timer};
@@ -657,7 +657,7 @@ impl<'a> Cx<'a> {
         let node = self.node(at);
         let expected = match (&node.output, &node.fan_out) {
             (Some(t), Some(fo)) if fo.join != Join::Any => match t {
-                eflow_compiler::ir::Type::List { item } => Some(item.as_ref()),
+                eflow_ir::Type::List { item } => Some(item.as_ref()),
                 other => Some(other),
             },
             (t, _) => t.as_ref(),
@@ -1084,8 +1084,8 @@ impl<'a> Cx<'a> {
     }
 }
 
-fn is_optional(ty: &eflow_compiler::ir::Type) -> bool {
-    matches!(ty, eflow_compiler::ir::Type::Optional { .. })
+fn is_optional(ty: &eflow_ir::Type) -> bool {
+    matches!(ty, eflow_ir::Type::Optional { .. })
 }
 
 fn with_detail(head: String, detail: &str) -> String {

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use eflow_compiler::ir::{BinOp, Expr, Flow};
+use eflow_ir::{BinOp, Expr, Flow};
 use serde_json::{Map, Value};
 
 use crate::state::{NodeState, Run, Slot};

@@ -72,7 +72,7 @@ mod calendar;
 
 pub use calendar::Calendar;
 
-use eflow_compiler::ir::{Catchup, Overlap, Schedule};
+use eflow_ir::{Catchup, Overlap, Schedule};
 use serde::{Deserialize, Serialize};
 
 /// How late a start may be and still count as on time (on top of the jitter).

@@ -174,7 +174,7 @@ impl Run {
     pub fn new(
         id: impl Into<String>,
         tenant: impl Into<String>,
-        flow: &eflow_compiler::ir::Flow,
+        flow: &eflow_ir::Flow,
         parent: Option<Parent>,
     ) -> Self {
         Self {

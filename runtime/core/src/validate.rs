@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use eflow_compiler::ir::{Backoff, Bundle, Call, Expr, Flow, IR_VERSION, Join, StepKind};
+use eflow_ir::{Backoff, Bundle, Call, Expr, Flow, IR_VERSION, Join, StepKind};
 
 use crate::state::DEFAULT_STATE_LIMIT;
 use crate::value;
@@ -282,7 +282,7 @@ impl Validator {
         f: &Flow,
         p: &str,
         j: usize,
-        n: &eflow_compiler::ir::Node,
+        n: &eflow_ir::Node,
         nodes: &HashMap<String, usize>,
         visible: &HashSet<usize>,
     ) {

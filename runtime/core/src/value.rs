@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use eflow_compiler::ir::{Type, TypeDef};
+use eflow_ir::{Type, TypeDef};
 use serde_json::Value;
 
 use crate::time::parse_rfc3339;
@@ -282,7 +282,7 @@ pub fn kind_of(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eflow_compiler::ir::Field;
+    use eflow_ir::Field;
     use serde_json::json;
 
     fn types() -> Types {

@@ -8,11 +8,11 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use common::{FLOWS, compile, examples, fake_value};
-use eflow_compiler::ir::{Call, Join, StepKind, Type};
 use eflow_core::{
     EffectKind, Event, EventKind, NodeState, Outcome, Rejection, Run, Slot, StepError, Timer,
     ValidatedBundle, apply,
 };
+use eflow_ir::{Call, Join, StepKind, Type};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 

@@ -7,12 +7,12 @@
 
 #![allow(clippy::unwrap_used)] // test scaffolding: a malformed row is a bug in the test
 
-use eflow_compiler::ir::{Catchup, Overlap, Schedule};
 use eflow_core::schedule::{
     Calendar, Compiled, MAX_BACKFILL, MAX_STARTS_PER_PLAN, Plan, SkipReason, Tick, jitter_ms,
     preview, run_id,
 };
 use eflow_core::time::{format_rfc3339, parse_rfc3339};
+use eflow_ir::{Catchup, Overlap, Schedule};
 use expect_test::{Expect, expect};
 use proptest::prelude::*;
 

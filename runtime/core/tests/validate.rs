@@ -5,8 +5,8 @@
 mod common;
 
 use common::{FLOWS, compile_bundle, examples};
-use eflow_compiler::ir::Bundle;
 use eflow_core::validate;
+use eflow_ir::Bundle;
 use expect_test::{Expect, expect};
 use serde_json::{Value, json};
 

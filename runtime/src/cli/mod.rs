@@ -816,7 +816,7 @@ pub fn load_ir(paths: &[PathBuf]) -> anyhow::Result<Value> {
         msg.push_str("run `eflowc check` on these files for the full report");
         bail!(msg);
     }
-    let bundle = eflow_compiler::ir::emit::emit(&analysis, None).map_err(|ds| {
+    let bundle = eflow_compiler::lower::emit(&analysis, None).map_err(|ds| {
         anyhow::anyhow!(
             "{}",
             ds.iter()

@@ -16,8 +16,8 @@
 
 use std::collections::BTreeMap;
 
-use eflow_compiler::ir::{Type, TypeDef};
 use eflow_core::StepError;
+use eflow_ir::{Type, TypeDef};
 use serde_json::{Map, Value};
 
 use crate::store::{self, Store};

@@ -7,9 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use eflow_compiler::ir::{Type, TypeDef};
 use eflow_core::StepError;
 use eflow_core::hash::{fnv1a, mix64};
+use eflow_ir::{Type, TypeDef};
 use serde_json::{Map, Value, json};
 
 /// The default simulated duration.

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use eflow_compiler::ir::Bundle;
 use eflow_core::ValidatedBundle;
+use eflow_ir::Bundle;
 
 use super::Error;
 use crate::store::Store;

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use eflow_compiler::ir::StepKind;
 use eflow_core::{Event, EventKind, StepError, slot_id};
+use eflow_ir::StepKind;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -2,9 +2,9 @@
 //! approvals, simulated completions), or into the outbox for the executor
 //! (calls to remote systems, deliveries to other runs).
 
-use eflow_compiler::ir::{StepKind, Type};
 use eflow_core::validate::FlowRef;
 use eflow_core::{Effect, EffectKind, Event, EventKind, Parent, StepError, slot_id, step_label};
+use eflow_ir::{StepKind, Type};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -146,9 +146,7 @@ impl<'a> RouteCx<'a> {
             .nodes
             .get(*self.flow.index.nodes.get(node)?)?;
         match (&n.fan_out, &n.output) {
-            (Some(fo), Some(Type::List { item }))
-                if !matches!(fo.join, eflow_compiler::ir::Join::Any) =>
-            {
+            (Some(fo), Some(Type::List { item })) if !matches!(fo.join, eflow_ir::Join::Any) => {
                 Some(item)
             }
             (_, out) => out.as_ref(),
@@ -156,7 +154,7 @@ impl<'a> RouteCx<'a> {
     }
 
     /// The binding of `contract` in the run's environment.
-    fn binding(&self, contract: &str) -> Option<&'a eflow_compiler::ir::Binding> {
+    fn binding(&self, contract: &str) -> Option<&'a eflow_ir::Binding> {
         self.flow
             .flow
             .bindings
@@ -172,7 +170,7 @@ impl<'a> RouteCx<'a> {
             .flow
             .nodes
             .get(*self.flow.index.nodes.get(node)?)?;
-        let eflow_compiler::ir::Call::Step { contract, .. } = &n.call else {
+        let eflow_ir::Call::Step { contract, .. } = &n.call else {
             return None;
         };
         let b = self.binding(contract)?;

@@ -22,7 +22,7 @@
 use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
-use eflow_compiler::schedule::{parse_cron, parse_timezone};
+use eflow_ir::schedule::{parse_cron, parse_timezone};
 
 /// Fire times end with this year: croner stops searching at 5000.
 const LAST_YEAR: i32 = 4999;
@@ -39,7 +39,7 @@ pub struct Calendar {
 }
 
 impl Calendar {
-    /// Parse `cron` (5, 6 or 7 fields, see `eflow_compiler::schedule`) and the IANA
+    /// Parse `cron` (5, 6 or 7 fields, see `eflow_ir::schedule`) and the IANA
     /// zone `tz`; the error says which one is wrong and how.
     pub fn new(cron: &str, tz: &str) -> Result<Calendar, String> {
         let parsed =

@@ -7,11 +7,11 @@ use std::fmt::Write;
 use std::path::PathBuf;
 
 use eflow_compiler::analysis::{Analysis, FsLoader};
-use eflow_compiler::ir::{self, Bundle};
 use eflow_core::{
     Effect, EffectKind, Event, EventKind, Outcome, Rejection, Run, StepError, Timer,
     ValidatedBundle, apply, validate,
 };
+use eflow_ir::{self as ir, Bundle};
 use serde_json::Value;
 
 /// Small flows, one per behaviour, shared by the scenario and property tests.
@@ -126,7 +126,7 @@ pub fn compile_bundle(src: &str) -> Bundle {
         .filter(|d| d.severity == eflow_compiler::diagnostics::Severity::Error)
         .collect();
     assert!(errors.is_empty(), "snippet does not compile: {errors:#?}");
-    ir::emit::emit(&analysis, None).expect("emit")
+    eflow_compiler::lower::emit(&analysis, None).expect("emit")
 }
 
 pub fn compile(src: &str) -> ValidatedBundle {
@@ -137,7 +137,8 @@ pub fn compile(src: &str) -> ValidatedBundle {
 pub fn examples() -> ValidatedBundle {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let analysis = Analysis::from_paths(&[root], &FsLoader).expect("examples are readable");
-    validate(&ir::emit::emit(&analysis, None).expect("emit")).expect("examples validate")
+    validate(&eflow_compiler::lower::emit(&analysis, None).expect("emit"))
+        .expect("examples validate")
 }
 
 /// Drives one run with a script and records what happened.

@@ -2,15 +2,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{
-    Backoff, BinOp, Binding, Bundle, Call, Catchup, Contract, ContractParam, Expr, FanOut, Field,
-    Flow, Guard, IR_VERSION, Join, Node, Overlap, Param, Retry, Schedule, SealedBundle, SealedFlow,
-    SourceLoc, StepKind, Type, TypeDef,
-};
 use crate::analysis::Analysis;
 use crate::check::flow::{self, Callee, CheckedFlow, TExpr, TExprKind};
 use crate::check::sigs::ItemSig;
 use crate::diagnostics::{Code, Diagnostic};
+use crate::ir::{
+    Backoff, BinOp, Binding, Bundle, Call, Catchup, Contract, ContractParam, Expr, FanOut, Field,
+    Flow, Guard, IR_VERSION, Join, Node, Overlap, Param, Retry, Schedule, SealedBundle, SealedFlow,
+    SourceLoc, StepKind, Type, TypeDef,
+};
 use crate::source::FileId;
 use crate::syntax::ast::{self, JoinPolicy};
 use crate::types::{DefId, Ty};

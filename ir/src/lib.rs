@@ -1,11 +1,12 @@
 //! The flow IR: the contract between the compiler and the runtime.
 //!
 //! These types are the one definition of the IR. Its JSON Schema
-//! (`compiler/schema/ir.schema.json`) is generated from them and committed; a test
+//! (`ir/schema/ir.schema.json`) is generated from them and committed; a test
 //! fails when it is stale. The JSON is canonical: fields in declaration order, maps
 //! sorted by key, so the same sources always give the same bytes.
 
-pub mod emit;
+pub mod schedule;
+pub mod suggest;
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -413,7 +414,7 @@ pub struct SourceLoc {
     pub column: u32,
 }
 
-/// The JSON Schema of [`Bundle`], as committed in `compiler/schema/ir.schema.json`.
+/// The JSON Schema of [`Bundle`], as committed in `ir/schema/ir.schema.json`.
 pub fn schema_json() -> String {
     let schema = schemars::schema_for!(Bundle);
     let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
