@@ -723,7 +723,7 @@ fn check_bodies(
     file: FileId,
     ns: &Namespace,
     sig_diags: Vec<Diagnostic>,
-    sig_used: HashSet<usize>,
+    sig_used: HashSet<String>,
 ) -> BodyResults {
     let cx = ModuleCx::new(file, ns);
     cx.used_imports.borrow_mut().extend(sig_used);
@@ -766,19 +766,27 @@ fn check_bodies(
     for f in &flows {
         graph::check_flow_graph(file, f, &mut diags);
     }
+    // A name that did not resolve is most often a misspelled use of an import, which
+    // then looks unused: one mistake, one diagnostic, so unused imports wait until
+    // every name resolves.
+    let unresolved = diags.iter().any(|d| {
+        matches!(
+            d.code,
+            Code::UnknownName | Code::UnknownType | Code::UnknownCallee
+        )
+    });
     let used = cx.used_imports.borrow();
-    for (idx, item) in ast.items.iter().enumerate() {
+    for (idx, item) in ast.items.iter().enumerate().filter(|_| !unresolved) {
         let ast::ItemKind::Import(imp) = &item.kind else {
             continue;
         };
-        if used.contains(&idx) {
-            continue;
-        }
-        // Only names that resolved can be unused; the others have their own error.
+        // Each name on its own; only names that resolved can be unused, the others
+        // have their own error.
         for n in &imp.names {
             if ns
                 .get(&n.local().name)
                 .is_some_and(|s| s.import == Some(idx))
+                && !used.contains(&n.local().name)
                 && !bound_only(ast, &n.local().name)
             {
                 diags.push(

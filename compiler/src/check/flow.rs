@@ -546,7 +546,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                             .with_label("second `deadline`")
                             .with_help("keep one `deadline`"),
                         );
-                    } else if d.millis == 0 {
+                    } else if d.millis == 0 && !d.invalid {
                         cx.report(
                             cx.error(
                                 Code::InvalidOption,
@@ -1146,7 +1146,10 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     o.backoff = match b {
                         ast::Backoff::Fixed(d) => Some(Backoff::Fixed { delay_ms: d.millis }),
                         ast::Backoff::Exponential { initial, max } => {
-                            if initial.millis == 0 || initial.millis > max.millis {
+                            if initial.invalid || max.invalid {
+                                // Reported as E0002 already.
+                                None
+                            } else if initial.millis == 0 || initial.millis > max.millis {
                                 cx.report(
                                     cx.error(
                                         Code::InvalidOption,
@@ -1203,7 +1206,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     }
                 }
                 StepOptionKind::Timeout(d) => {
-                    if d.millis == 0 {
+                    if d.invalid {
+                        // Reported as E0002 already.
+                    } else if d.millis == 0 {
                         cx.report(
                             cx.error(
                                 Code::InvalidOption,

@@ -56,12 +56,13 @@ impl<'a> World<'a> {
     }
 }
 
-/// Per-module checking state: where diagnostics go and which imports were used.
+/// Per-module checking state: where diagnostics go and which imported names were
+/// used (by their local name, which is unique in the module).
 pub struct ModuleCx<'a> {
     pub file: FileId,
     pub namespace: &'a Namespace,
     pub diags: RefCell<Vec<Diagnostic>>,
-    pub used_imports: RefCell<HashSet<usize>>,
+    pub used_imports: RefCell<HashSet<String>>,
 }
 
 impl<'a> ModuleCx<'a> {
@@ -85,8 +86,8 @@ impl<'a> ModuleCx<'a> {
     /// Look a name up in the module, marking the import used.
     pub fn lookup(&self, name: &str) -> Option<&'a Symbol> {
         let sym = self.namespace.get(name)?;
-        if let Some(i) = sym.import {
-            self.used_imports.borrow_mut().insert(i);
+        if sym.import.is_some() {
+            self.used_imports.borrow_mut().insert(name.to_owned());
         }
         Some(sym)
     }

@@ -234,8 +234,10 @@ fn resolve(
         report(d);
         return Ty::Error;
     };
-    if let (Some(cx), Some(i)) = (cx, sym.import) {
-        cx.used_imports.borrow_mut().insert(i);
+    if let Some(cx) = cx
+        && sym.import.is_some()
+    {
+        cx.used_imports.borrow_mut().insert(name.name.clone());
     }
     let def = sym.def;
     let decl = &scope.ast(def.file).items[def.item as usize].kind;

@@ -1367,7 +1367,9 @@ const UNUSED_IMPORT: &str = r##"
 An imported name is not used in the file.
 
 Unused imports make a module look as if it depends on more than it does. Remove the
-name (or the whole import).
+name (or the whole import). Each unused name of an import is reported on its own.
+While a name in the file does not resolve (E0100, E0101, E0105), unused imports are
+not reported: a misspelled use is the usual reason an import looks unused.
 
 Example:
 

@@ -421,7 +421,11 @@ pub struct IntLit {
 /// `30s`, `1h30m`, `500ms`, `7d`, `2w`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DurationLit {
+    /// 0 when the literal is invalid, which has been reported (E0002) already.
     pub millis: u64,
+    /// The literal did not parse: checks on its value stay silent, so one mistake
+    /// gives one diagnostic.
+    pub invalid: bool,
     pub span: Span,
 }
 

@@ -947,15 +947,27 @@ impl<'t> Parser<'t> {
 
     /// `duration`, where one is required. An integer is accepted, to be told it lacks
     /// its unit rather than get a syntax error.
+    /// A number with a fraction and a unit (`1.5h`) is taken too, to be told that
+    /// durations have no fractions (E0002) rather than get a syntax error.
     fn duration(&mut self) -> Option<DurationLit> {
-        if !matches!(self.peek(), k::DURATION | k::INT) {
+        let fraction = self.peek() == k::OTHER && {
+            let text = self.lexeme(self.pos);
+            text.starts_with(|c: char| c.is_ascii_digit())
+                && text.contains('.')
+                && text.ends_with(|c: char| c.is_ascii_alphabetic())
+        };
+        if !fraction && !matches!(self.peek(), k::DURATION | k::INT) {
             return None;
         }
         self.pos += 1;
         let i = self.pos - 1;
         let span = self.token_span(i);
-        let millis = self.duration_value(self.lexeme(i), span).unwrap_or(0);
-        Some(DurationLit { millis, span })
+        let millis = self.duration_value(self.lexeme(i), span);
+        Some(DurationLit {
+            millis: millis.unwrap_or(0),
+            invalid: millis.is_none(),
+            span,
+        })
     }
 
     fn duration_value(&mut self, text: &str, span: Span) -> Option<u64> {

@@ -22,6 +22,8 @@ pub(crate) enum DurationError {
     /// Digits only, e.g. `timeout 5`.
     MissingUnit,
     UnknownUnit(String),
+    /// `1.5h`: durations are exact, so a fraction is refused rather than rounded.
+    Fraction,
     TooLarge,
 }
 
@@ -32,6 +34,9 @@ impl DurationError {
             DurationError::UnknownUnit(unit) => {
                 format!("invalid duration `{text}`: unknown unit `{unit}`")
             }
+            DurationError::Fraction => {
+                format!("invalid duration `{text}`: durations have no fractions")
+            }
             DurationError::TooLarge => format!("duration `{text}` is too large"),
         }
     }
@@ -39,6 +44,9 @@ impl DurationError {
 
 /// Milliseconds of a duration such as `1h30m`.
 pub(crate) fn parse_duration(text: &str) -> Result<u64, DurationError> {
+    if text.contains('.') {
+        return Err(DurationError::Fraction);
+    }
     let bytes = text.as_bytes();
     let mut i = 0;
     let mut total: u64 = 0;

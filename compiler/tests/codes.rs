@@ -1,0 +1,112 @@
+//! Every diagnostic code is real: a program in the corpus triggers it, and the
+//! example in its explanation produces exactly that code while the fixed version
+//! does not.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use eflow_compiler::diagnostics::Code;
+use eflow_compiler::diagnostics::explain::explanation;
+use eflow_compiler::{Analysis, FsLoader};
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+}
+
+/// Codes printed in the corpus's `.diagnostics` snapshots (`error[E0200] …`).
+fn codes_in_snapshots() -> BTreeSet<String> {
+    let mut codes = BTreeSet::new();
+    for dir in ["err", "ok"] {
+        let Ok(entries) = std::fs::read_dir(corpus().join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "diagnostics") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                for line in text.lines() {
+                    if let (Some(open), Some(close)) = (line.find('['), line.find(']'))
+                        && open < close
+                        && !line.starts_with(' ')
+                    {
+                        codes.insert(line[open + 1..close].to_owned());
+                    }
+                }
+            }
+        }
+    }
+    codes
+}
+
+#[test]
+fn every_code_is_triggered_by_a_program_in_the_corpus() {
+    let seen = codes_in_snapshots();
+    let missing: Vec<&str> = Code::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .filter(|c| !seen.contains(*c))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "no program in compiler/tests/corpus/err triggers {missing:?}: add one (EFLOW_BLESS=1 writes its snapshot)"
+    );
+}
+
+/// The ```` ```eflow ```` blocks of a text: an explanation's example, then its fix.
+fn eflow_blocks(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```eflow") => current = Some(String::new()),
+            (Some(block), "```") => blocks.push(current.take().unwrap_or_default()),
+            (Some(block), line) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+/// The module the explanations' import examples import from.
+const SHARED_FEATURES: &str = "remote step Refresh() -> Int\nremote step Backfill() -> Int\n";
+
+/// The codes `source` gets, compiled as `example.eflow` beside `shared/features.eflow`.
+fn codes_of(source: &str) -> Vec<Code> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::create_dir(dir.path().join("shared")).expect("mkdir");
+    std::fs::write(dir.path().join("shared/features.eflow"), SHARED_FEATURES).expect("write");
+    let example = dir.path().join("example.eflow");
+    std::fs::write(&example, source).expect("write");
+    let a = Analysis::from_paths(&[example], &FsLoader).expect("the example is readable");
+    a.diagnostics().iter().map(|d| d.code).collect()
+}
+
+#[test]
+fn every_explanation_example_produces_its_code_and_its_fix_does_not() {
+    let mut wrong = Vec::new();
+    for &code in Code::ALL {
+        let blocks = eflow_blocks(explanation(code));
+        let [example, fixed] = blocks.as_slice() else {
+            wrong.push(format!("{code}: expected an example and a fixed version"));
+            continue;
+        };
+        let got = codes_of(example);
+        if !got.contains(&code) {
+            wrong.push(format!("{code}: the example gives {got:?}"));
+        }
+        let after = codes_of(fixed);
+        if after.contains(&code) {
+            wrong.push(format!(
+                "{code}: the fixed version still gives it ({after:?})"
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "explanations out of step with the compiler:\n{}",
+        wrong.join("\n")
+    );
+}
