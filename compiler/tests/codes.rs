@@ -59,7 +59,7 @@ fn eflow_blocks(text: &str) -> Vec<String> {
     for line in text.lines() {
         match (&mut current, line.trim_end()) {
             (None, "```eflow") => current = Some(String::new()),
-            (Some(block), "```") => blocks.push(current.take().unwrap_or_default()),
+            (Some(_), "```") => blocks.extend(current.take()),
             (Some(block), line) => {
                 block.push_str(line);
                 block.push('\n');
