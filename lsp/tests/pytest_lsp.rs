@@ -3,8 +3,9 @@
 //!
 //! The Python side lives in `tests/e2e/`. Its packages are installed into a
 //! virtualenv under the target directory the first time (pinned in
-//! `requirements.txt`). Without Python the test is skipped with a reason, except
-//! in CI (`CI` set), where it fails.
+//! `requirements.txt`). Ignored with the reason when the build found no Python with
+//! `venv` (see `build.rs`; `tests/tools.rs` fails in CI then). If the packages
+//! cannot be installed (no network), it says so and passes outside CI, fails in CI.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,6 +56,10 @@ fn venv() -> Result<PathBuf, String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(eflow_has_python_venv),
+    ignore = "no `python3` with `venv` (Debian: apt-get install -y python3-venv; then `touch lsp/build.rs`)"
+)]
 fn pytest_lsp_drives_every_feature() {
     let python = match venv() {
         Ok(p) => p,
