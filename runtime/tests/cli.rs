@@ -89,6 +89,28 @@ fn preview_of_an_expression_that_never_fires_again_prints_nothing() {
 }
 
 #[test]
+fn output_to_a_reader_that_goes_away_ends_quietly() {
+    // `eflow schedule preview … | head -1`: the pipe closes after the first line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eflow"))
+        .args(["schedule", "preview", "* * * * * *", "--count", "100000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("eflow starts");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(&mut stdout, &mut first).expect("the first line starts");
+    drop(stdout);
+    let o = child.wait_with_output().expect("eflow ends");
+    let err = text(&o.stderr);
+    assert!(
+        !err.contains("panicked"),
+        "no panic on a closed pipe: {err}"
+    );
+    assert!(o.status.success(), "a closed pipe is not an error: {err}");
+}
+
+#[test]
 fn preview_refuses_invalid_expressions_and_zones() {
     for (cron, tz, mention) in [
         ("not a cron", "UTC", None),

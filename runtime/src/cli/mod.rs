@@ -296,10 +296,26 @@ fn print<T: Serialize>(
     table: impl FnOnce(&T) -> String,
 ) -> anyhow::Result<()> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        Output::Table => print!("{}", table(value)),
+        Output::Json => {
+            let mut text = serde_json::to_string_pretty(value)?;
+            text.push('\n');
+            write_stdout(&text)
+        }
+        Output::Table => write_stdout(&table(value)),
     }
-    Ok(())
+}
+
+/// Writes `text` to standard output. A reader that went away (`eflow run list |
+/// head`) ends the output quietly, as for any Unix tool, instead of a panic.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to standard output"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn client(c: &Conn) -> anyhow::Result<Client> {
@@ -638,7 +654,7 @@ async fn schedule_command(sc: ScheduleCommand) -> anyhow::Result<()> {
             let times = eflow_core::schedule::preview(&cron, &tz, from_ms, count)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             for t in times {
-                println!("{}", eflow_core::time::format_rfc3339(t));
+                write_stdout(&format!("{}\n", eflow_core::time::format_rfc3339(t)))?;
             }
             Ok(())
         }
