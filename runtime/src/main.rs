@@ -62,12 +62,32 @@ async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
         );
     }
     eprintln!(
-        "eflow: serving the API on http://{} (Ctrl-C stops)",
+        "eflow: serving the API on http://{} (Ctrl-C or SIGTERM stops)",
         server.addr
     );
-    tokio::signal::ctrl_c().await?;
+    let signal = stop_signal().await?;
+    eprintln!("eflow: {signal} received");
     eprintln!("eflow: stopping: finishing the work in hand");
     server.stop().await;
     eprintln!("eflow: stopped");
     Ok(())
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM, which service managers (systemd, Docker,
+/// Kubernetes) send to stop a process: both stop the server the same clean way.
+async fn stop_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT").map_err(Into::into),
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("Ctrl-C")
+    }
 }

@@ -335,7 +335,17 @@ async fn kill_9_during_load_loses_nothing_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_cleanly_and_keeps_every_run() {
-    let (data, addr) = scratch("sigint");
+    stops_cleanly_and_keeps_every_run("INT").await;
+}
+
+/// systemd, Docker and Kubernetes stop a service with SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_keeps_every_run() {
+    stops_cleanly_and_keeps_every_run("TERM").await;
+}
+
+async fn stops_cleanly_and_keeps_every_run(signal: &str) {
+    let (data, addr) = scratch(&format!("sig{}", signal.to_lowercase()));
     let base = format!("http://{addr}");
     let client = reqwest::Client::new();
     let first_log = data.with_extension("first.log");
@@ -360,9 +370,9 @@ async fn ctrl_c_stops_cleanly_and_keeps_every_run() {
         let r = post_json(&client, &format!("{base}/v1/runs"), &json!({ "tenant": "quiet", "flow": "Slow", "input": { "n": i }, "id": format!("slow-{i}") })).await;
         assert!(r.status().is_success());
     }
-    // SIGINT, as Ctrl-C sends it.
+    // SIGINT, as Ctrl-C sends it, or SIGTERM, as a service manager does.
     let status = Command::new("kill")
-        .args(["-INT", &server.id().to_string()])
+        .args([&format!("-{signal}"), &server.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -373,18 +383,23 @@ async fn ctrl_c_stops_cleanly_and_keeps_every_run() {
         }
         assert!(
             Instant::now() < deadline,
-            "the server did not stop within 20 s of Ctrl-C"
+            "the server did not stop within 20 s of SIG{signal}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(code.success(), "the server exited with {code} after Ctrl-C");
+    assert!(
+        code.success(),
+        "the server exited with {code} after SIG{signal}"
+    );
     // The log says what happened, for an operator.
     let log = std::fs::read_to_string(&first_log).unwrap();
+    let received = format!("SIG{signal} received");
     for line in [
         "engine started",
         "eflow is serving",
         "tenant created tenant=quiet",
         "deployed tenant=quiet env=test",
+        received.as_str(),
         "stopping: finishing the work in hand",
         "eflow: stopped",
     ] {
