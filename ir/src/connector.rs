@@ -227,7 +227,7 @@ impl fmt::Display for ConnectorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConnectorError::UnknownConnector { name } => {
-                write!(f, "unknown connector `{name}`; ")?;
+                write!(f, "unknown connector `{name}`: ")?;
                 match suggest::did_you_mean(name, CATALOGUE.iter().map(|c| c.name)) {
                     Some(help) => f.write_str(&help),
                     None => write!(
@@ -238,7 +238,7 @@ impl fmt::Display for ConnectorError {
                 }
             }
             ConnectorError::UnknownKey { connector, key } => {
-                write!(f, "connector `{connector}` has no setting `{key}`; ")?;
+                write!(f, "connector `{connector}` has no setting `{key}`: ")?;
                 let keys = spec(connector).map_or(&[][..], |c| c.keys);
                 match suggest::did_you_mean(key, keys.iter().map(|k| k.name)) {
                     Some(help) => f.write_str(&help),
@@ -697,11 +697,11 @@ mod tests {
     fn mistakes_are_named() {
         assert_eq!(
             error("htp", json!({})),
-            "unknown connector `htp`; did you mean `http`?"
+            "unknown connector `htp`: did you mean `http`?"
         );
         assert_eq!(
             error("kafka", json!({})),
-            "unknown connector `kafka`; the connectors are `http`, `sim`, `registry`, `approval`"
+            "unknown connector `kafka`: the connectors are `http`, `sim`, `registry`, `approval`"
         );
         assert_eq!(
             error("http", json!({})),
@@ -709,7 +709,7 @@ mod tests {
         );
         assert_eq!(
             error("http", json!({"url": "https://a.example.com", "timout": 1})),
-            "connector `http` has no setting `timout`; did you mean `timeout`?"
+            "connector `http` has no setting `timout`: did you mean `timeout`?"
         );
         assert_eq!(
             error(
