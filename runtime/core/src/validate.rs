@@ -71,9 +71,9 @@ pub struct FlowRef<'a> {
     pub index: &'a FlowIndex,
 }
 
-impl FlowRef<'_> {
+impl<'a> FlowRef<'a> {
     /// The connector bound to `contract` in environment `env`.
-    pub fn connector(&self, env: &str, contract: &str) -> Option<&Connector> {
+    pub fn connector(&self, env: &str, contract: &str) -> Option<&'a Connector> {
         self.index.connectors.get(env)?.get(contract)
     }
 }
