@@ -9,12 +9,12 @@
 //! - `http`: a remote system that is POSTed the invocation and calls back;
 //! - `sim`: simulated compute (always labelled as simulation);
 //! - `registry`: the built-in metadata registry;
-//! - `approval`: people decide through the API and CLI; it has no file: its
-//!   rows are written with the transition (`engine::route`) and decided in
-//!   `service`.
+//! - `approval`: people decide through the API and CLI: the row written with
+//!   the transition and its expiry (decisions are taken in `service`).
 
 use serde_json::{Map, Value};
 
+pub mod approval;
 pub mod http;
 pub mod registry;
 pub mod sim;

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use deployments::{Deployed, Deployments};
 pub use dispatch::{CallbackClaim, CallbackKeys};
+pub(crate) use route::stored_json;
 pub use worker::status_name;
 
 use crate::bus::Bus;

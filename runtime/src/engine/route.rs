@@ -7,11 +7,11 @@ use eflow_core::{Effect, EffectKind, Event, EventKind, Parent, StepError, slot_i
 use eflow_ir::connector::{Connector, HttpConfig, RegistryConfig};
 use eflow_ir::{StepKind, Type};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::{Deployed, Engine, Finished};
-use crate::connectors::sim;
-use crate::store::{ApprovalWrite, Commit, RunMeta, TimerWrite};
+use crate::connectors::{Attempt, approval, sim};
+use crate::store::{Commit, RunMeta, TimerWrite};
 
 /// Due work this close is delivered by the worker itself, from memory; the
 /// timer row stays (claimed) in case the process dies first.
@@ -338,46 +338,23 @@ impl<'a> RouteCx<'a> {
                 contract,
                 inputs,
             } => {
-                let step = step_label(&node, index);
-                let expires_at = inputs
-                    .get("expires_after")
-                    .and_then(Value::as_u64)
-                    .map(|ms| self.now.saturating_add(ms));
-                let request = json!({ "inputs": inputs, "key": effect.key });
-                commit.approvals.push(ApprovalWrite {
-                    run: run_id.clone(),
-                    step: step.clone(),
-                    attempt,
-                    tenant: self.meta.tenant.clone(),
-                    contract,
-                    request: stored_json(&request),
-                    requested_at: self.now,
-                    expires_at,
-                });
-                if let Some(at) = expires_at {
-                    let output = json!({
-                        "approved": false,
-                        "outcome": "Expired",
-                        "reviewer": null,
-                        "comment": null,
-                        "decided_at": eflow_core::time::format_rfc3339(at),
-                    });
-                    let event = Event::new(
-                        format!("expired:{}", slot_id(&node, index, attempt)),
-                        EventKind::StepCompleted {
-                            node: node.clone(),
-                            index,
-                            attempt,
-                            output,
-                        },
-                    );
-                    self.timer(
-                        commit,
-                        after,
-                        format!("approval:{}", slot_id(&node, index, attempt)),
-                        at,
-                        event,
-                    );
+                let (write, expiry) = approval::request(
+                    &Attempt {
+                        run: run_id,
+                        tenant: &self.meta.tenant,
+                        bundle: &self.meta.bundle,
+                        node: &node,
+                        index,
+                        attempt,
+                        contract: &contract,
+                        inputs: &inputs,
+                        key: &effect.key,
+                    },
+                    self.now,
+                );
+                commit.approvals.push(write);
+                if let Some(e) = expiry {
+                    self.timer(commit, after, e.timer, e.due_at, e.event);
                 }
             }
             EffectKind::CancelStep {
@@ -484,6 +461,8 @@ impl<'a> RouteCx<'a> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
 
     use super::*;
 
