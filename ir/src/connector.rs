@@ -85,85 +85,92 @@ const fn key(name: &'static str, ty: KeyType, required: bool, doc: &'static str)
     }
 }
 
-/// Every connector, in the order they are listed to people.
-pub const CATALOGUE: &[Spec] = &[
-    Spec {
-        name: "http",
-        kinds: &[StepKind::Remote, StepKind::Call],
-        doc: "POSTs the invocation to a remote system; a remote step completes when the system calls back",
-        keys: &[
-            key("url", KeyType::String, true, "where to POST the invocation"),
-            key(
-                "timeout",
-                KeyType::Duration,
-                false,
-                "how long to wait for the HTTP response (default 30s)",
-            ),
-            key(
-                "headers",
-                KeyType::StringMap,
-                false,
-                "extra request headers",
-            ),
-            key(
-                "cancel_url",
-                KeyType::String,
-                false,
-                "where to POST when an attempt is no longer wanted (timed out, run cancelled); best effort",
-            ),
-        ],
-    },
-    Spec {
-        name: "sim",
-        kinds: &[StepKind::Remote, StepKind::Call],
-        doc: "simulated compute for demos, tests and benchmarks: completes after `duration`, fails with probability `failure_rate`",
-        keys: &[
-            key(
-                "duration",
-                KeyType::Duration,
-                false,
-                "how long the simulated work takes (default 1s)",
-            ),
-            key(
-                "failure_rate",
-                KeyType::Float,
-                false,
-                "probability from 0 to 1 that an attempt fails (default 0)",
-            ),
-            key(
-                "seed",
-                KeyType::Int,
-                false,
-                "seed for the simulated outcomes",
-            ),
-        ],
-    },
-    Spec {
-        name: "registry",
-        kinds: &[StepKind::Call],
-        doc: "the built-in metadata registry: registers models or datasets with their lineage",
-        keys: &[key(
-            "kind",
+/// `http`: a remote system.
+pub const HTTP: Spec = Spec {
+    name: "http",
+    kinds: &[StepKind::Remote, StepKind::Call],
+    doc: "POSTs the invocation to a remote system; a remote step completes when the system calls back",
+    keys: &[
+        key("url", KeyType::String, true, "where to POST the invocation"),
+        key(
+            "timeout",
+            KeyType::Duration,
+            false,
+            "how long to wait for the HTTP response (default 30s)",
+        ),
+        key(
+            "headers",
+            KeyType::StringMap,
+            false,
+            "extra request headers",
+        ),
+        key(
+            "cancel_url",
             KeyType::String,
-            true,
-            "\"model\" or \"dataset\"",
-        )],
-    },
-    Spec {
-        name: "approval",
-        kinds: &[StepKind::Approval],
-        doc: "a person's decision through the API, CLI or web UI",
-        keys: &[
-            key("approvers", KeyType::StringList, false, "who may decide"),
-            key(
-                "channel",
-                KeyType::String,
-                false,
-                "where to announce the request",
-            ),
-        ],
-    },
-];
+            false,
+            "where to POST when an attempt is no longer wanted (timed out, run cancelled); best effort",
+        ),
+    ],
+};
+
+/// `sim`: simulated compute.
+pub const SIM: Spec = Spec {
+    name: "sim",
+    kinds: &[StepKind::Remote, StepKind::Call],
+    doc: "simulated compute for demos, tests and benchmarks: completes after `duration`, fails with probability `failure_rate`",
+    keys: &[
+        key(
+            "duration",
+            KeyType::Duration,
+            false,
+            "how long the simulated work takes (default 1s)",
+        ),
+        key(
+            "failure_rate",
+            KeyType::Float,
+            false,
+            "probability from 0 to 1 that an attempt fails (default 0)",
+        ),
+        key(
+            "seed",
+            KeyType::Int,
+            false,
+            "seed for the simulated outcomes",
+        ),
+    ],
+};
+
+/// `registry`: the built-in metadata registry.
+pub const REGISTRY: Spec = Spec {
+    name: "registry",
+    kinds: &[StepKind::Call],
+    doc: "the built-in metadata registry: registers models or datasets with their lineage",
+    keys: &[key(
+        "kind",
+        KeyType::String,
+        true,
+        "\"model\" or \"dataset\"",
+    )],
+};
+
+/// `approval`: a person decides.
+pub const APPROVAL: Spec = Spec {
+    name: "approval",
+    kinds: &[StepKind::Approval],
+    doc: "a person's decision through the API, CLI or web UI",
+    keys: &[
+        key("approvers", KeyType::StringList, false, "who may decide"),
+        key(
+            "channel",
+            KeyType::String,
+            false,
+            "where to announce the request",
+        ),
+    ],
+};
+
+/// Every connector, in the order they are listed to people.
+pub const CATALOGUE: &[Spec] = &[HTTP, SIM, REGISTRY, APPROVAL];
 
 /// The connector called `name`, if there is one.
 pub fn spec(name: &str) -> Option<&'static Spec> {
@@ -401,14 +408,12 @@ impl Connector {
 
     /// The connector's entry in the catalogue.
     pub fn spec(&self) -> &'static Spec {
-        let name = match self {
-            Connector::Http(_) => "http",
-            Connector::Sim(_) => "sim",
-            Connector::Registry(_) => "registry",
-            Connector::Approval(_) => "approval",
-        };
-        // The catalogue names every variant; a test checks.
-        spec(name).unwrap_or(&CATALOGUE[0])
+        match self {
+            Connector::Http(_) => &HTTP,
+            Connector::Sim(_) => &SIM,
+            Connector::Registry(_) => &REGISTRY,
+            Connector::Approval(_) => &APPROVAL,
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -488,8 +493,7 @@ impl HttpConfig {
 impl TryFrom<BTreeMap<String, Value>> for HttpConfig {
     type Error = ConnectorError;
     fn try_from(map: BTreeMap<String, Value>) -> Result<Self, Self::Error> {
-        let spec = spec("http").unwrap_or(&CATALOGUE[0]);
-        Ok(HttpConfig::read(&Config::new(spec, &map)?))
+        Ok(HttpConfig::read(&Config::new(&HTTP, &map)?))
     }
 }
 
