@@ -20,8 +20,8 @@ use sha2::Sha256;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::route::{Outbound, OutboxItem, Outgoing, Stored, stored_json};
-use super::{Creation, Delivery, Engine, Error, Input};
+use super::route::{Outbound, OutboxItem, Outgoing};
+use super::{Creation, Delivery, Engine, Error, Input, Stored, stored_json};
 use crate::clock::SharedClock;
 use crate::connectors::{Attempt, http, registry};
 

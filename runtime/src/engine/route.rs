@@ -9,7 +9,7 @@ use eflow_ir::{StepKind, Type};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Deployed, Engine, Finished};
+use super::{Deployed, Engine, Finished, stored_json};
 use crate::connectors::{Attempt, approval, sim};
 use crate::store::{Commit, RunMeta, TimerWrite};
 
@@ -119,24 +119,6 @@ impl TryFrom<Connector> for Outgoing {
         }
     }
 }
-
-/// The JSON of what the engine stores or sends: events, outbox items,
-/// approval requests, callback claims.
-///
-/// It cannot fail, so nothing is ever stored empty: serde_json fails only on a
-/// map whose keys are not strings or on a `Serialize` impl that returns an
-/// error, and these types have neither (maps keyed by `String`, impls derived
-/// or converting infallibly, e.g. a connector into its binding). The trait
-/// keeps it to those types.
-pub(crate) fn stored_json<T: Stored>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("events, outbox items and JSON values serialize infallibly")
-}
-
-/// The types [`stored_json`] takes.
-pub(crate) trait Stored: Serialize {}
-impl Stored for Event {}
-impl Stored for OutboxItem {}
-impl Stored for Value {}
 
 pub struct RouteCx<'a> {
     pub engine: &'a Engine,

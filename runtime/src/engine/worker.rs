@@ -12,7 +12,8 @@ use lru::LruCache;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::route::{After, Outbound, RouteCx, stored_json};
+use super::route::{After, Outbound, RouteCx};
+use super::stored_json;
 use super::{
     Applied, Creation, Delivery, Deployed, Engine, Error, Finished, Input, Options, Reply,
 };
