@@ -5,6 +5,7 @@
 //! fails when it is stale. The JSON is canonical: fields in declaration order, maps
 //! sorted by key, so the same sources always give the same bytes.
 
+pub mod connector;
 pub mod schedule;
 pub mod suggest;
 
@@ -211,6 +212,8 @@ pub struct ContractParam {
 #[serde(deny_unknown_fields)]
 pub struct Binding {
     /// `http`, `sim` (simulated compute), `registry` or `approval`.
+    // The closed set is `connector::CATALOGUE`; `connector::Connector::from_binding`
+    // types a binding. (A plain comment: doc comments go into the committed schema.)
     pub connector: String,
     pub config: BTreeMap<String, serde_json::Value>,
 }

@@ -1134,3 +1134,79 @@ async fn schedules_start_runs_pause_and_backfill() {
     .await;
     s.stop().await;
 }
+
+/// IR naming a connector the runtime does not know, or configuring one wrongly,
+/// is refused at deploy with the binding's path and changes nothing; it is never
+/// sent as `http`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploying_an_unknown_connector_or_a_bad_configuration_is_refused() {
+    let s = TestServer::start("bad-connector").await;
+    let api = &s.api;
+    let token = api.create_tenant("acme", json!({})).await;
+    let file = s.dir.join("pipeline.eflow");
+    std::fs::write(&file, SOURCE).unwrap();
+    let ir = eflow_runtime::cli::load_ir(&[file]).expect("SOURCE compiles");
+    // Rebinds `TrainIt` in `Pipeline` and reseals the hash, as a hand edit would.
+    let edited = |binding: Value| {
+        let mut bundle: eflow_ir::Bundle = serde_json::from_value(ir.clone()).unwrap();
+        let flow = bundle
+            .flows
+            .iter_mut()
+            .find(|f| f.name == "Pipeline")
+            .unwrap();
+        let bindings = flow.bindings.get_mut("dev").unwrap();
+        let contract = bindings
+            .keys()
+            .find(|k| k.ends_with(".TrainIt"))
+            .unwrap()
+            .clone();
+        bindings.insert(contract, serde_json::from_value(binding).unwrap());
+        flow.seal();
+        serde_json::to_value(&bundle).unwrap()
+    };
+    let flows = |api: &Api| {
+        let api = api.clone();
+        let token = token.clone();
+        async move { api.get(Some(&token), "/v1/flows").await.ok("list flows") }
+    };
+    assert_eq!(flows(api).await, json!([]));
+
+    for (binding, expected) in [
+        (
+            json!({"connector": "htp", "config": {"url": "https://train.example.com"}}),
+            "bindings.dev.pipeline.TrainIt: unknown connector `htp`: did you mean `http`?",
+        ),
+        (
+            json!({"connector": "sim", "config": {"duration": 50, "failure_rate": 2.0}}),
+            "bindings.dev.pipeline.TrainIt: invalid `failure_rate` of connector `sim`: 2 is not a probability between 0 and 1",
+        ),
+        (
+            json!({"connector": "http", "config": {"timeout": 1000}}),
+            "bindings.dev.pipeline.TrainIt: connector `http` needs `url` (where to POST the invocation)",
+        ),
+    ] {
+        let r = api
+            .post(Some(&token), "/v1/flows", &json!({"ir": edited(binding)}))
+            .await;
+        assert_eq!(r.expect_error(400, "deploy a bad binding"), "invalid_ir");
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{message}");
+    }
+    // Nothing was deployed, so nothing can start.
+    assert_eq!(flows(api).await, json!([]));
+    let r = api
+        .post(
+            Some(&token),
+            "/v1/runs",
+            &json!({"flow": "Pipeline", "input": {"model_name": "m"}}),
+        )
+        .await;
+    assert!(r.status >= 400, "{}", r.text);
+
+    // The same IR unedited deploys.
+    api.post(Some(&token), "/v1/flows", &json!({"ir": ir}))
+        .await
+        .ok("deploy the compiled IR");
+    assert_ne!(flows(api).await, json!([]));
+    s.stop().await;
+}

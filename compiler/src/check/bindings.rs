@@ -1,17 +1,18 @@
 //! Bindings: which connector carries out a step in an environment, and with what
-//! configuration. The catalogue of connectors and their keys lives here.
+//! configuration, checked against the connectors of `eflow_ir::connector`.
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::sigs::ItemSig;
 use super::{ModuleCx, World};
 use crate::diagnostics::Code;
+use crate::ir::{self, connector::KeyType};
 use crate::names::SymbolKind;
 use crate::suggest;
 use crate::syntax::ast::{Binding, BindingsDecl, ExprKind, Span, StepKind};
 use crate::types::{DefId, Ty};
 
-/// A configuration key a connector understands.
+/// A configuration key a connector understands, typed for the checker.
 pub struct ConfigKey {
     pub name: &'static str,
     pub ty: Ty,
@@ -32,94 +33,55 @@ impl ConfigKey {
     }
 }
 
+/// A connector of `eflow_ir::connector::CATALOGUE`, with the compiler's types.
 pub struct Connector {
     pub name: &'static str,
-    pub kinds: &'static [StepKind],
+    pub kinds: Vec<StepKind>,
     pub doc: &'static str,
     pub keys: Vec<ConfigKey>,
 }
 
-/// Every connector the runtime knows.
+/// Every connector the runtime knows: the IR's catalogue, the one definition
+/// the runtime parses bindings with.
 pub fn connectors() -> Vec<Connector> {
-    let key = |name, ty, required, doc| ConfigKey {
-        name,
-        ty,
-        required,
-        doc,
-    };
-    vec![
-        Connector {
-            name: "http",
-            kinds: &[StepKind::Remote, StepKind::Call],
-            doc: "POSTs the invocation to a remote system; a remote step completes when the system calls back",
-            keys: vec![
-                key("url", Ty::String, true, "where to POST the invocation"),
-                key(
-                    "timeout",
-                    Ty::Duration,
-                    false,
-                    "how long to wait for the HTTP response (default 30s)",
-                ),
-                key(
-                    "headers",
-                    Ty::Map(Box::new(Ty::String), Box::new(Ty::String)),
-                    false,
-                    "extra request headers",
-                ),
-                key(
-                    "cancel_url",
-                    Ty::String,
-                    false,
-                    "where to POST when an attempt is no longer wanted (timed out, run cancelled); best effort",
-                ),
-            ],
-        },
-        Connector {
-            name: "sim",
-            kinds: &[StepKind::Remote, StepKind::Call],
-            doc: "simulated compute for demos, tests and benchmarks: completes after `duration`, fails with probability `failure_rate`",
-            keys: vec![
-                key(
-                    "duration",
-                    Ty::Duration,
-                    false,
-                    "how long the simulated work takes (default 1s)",
-                ),
-                key(
-                    "failure_rate",
-                    Ty::Float,
-                    false,
-                    "probability from 0 to 1 that an attempt fails (default 0)",
-                ),
-                key("seed", Ty::Int, false, "seed for the simulated outcomes"),
-            ],
-        },
-        Connector {
-            name: "registry",
-            kinds: &[StepKind::Call],
-            doc: "the built-in metadata registry: registers models or datasets with their lineage",
-            keys: vec![key("kind", Ty::String, true, "\"model\" or \"dataset\"")],
-        },
-        Connector {
-            name: "approval",
-            kinds: &[StepKind::Approval],
-            doc: "a person's decision through the API, CLI or web UI",
-            keys: vec![
-                key(
-                    "approvers",
-                    Ty::List(Box::new(Ty::String)),
-                    false,
-                    "who may decide",
-                ),
-                key(
-                    "channel",
-                    Ty::String,
-                    false,
-                    "where to announce the request",
-                ),
-            ],
-        },
-    ]
+    ir::connector::CATALOGUE
+        .iter()
+        .map(|c| Connector {
+            name: c.name,
+            kinds: c.kinds.iter().map(|&k| step_kind(k)).collect(),
+            doc: c.doc,
+            keys: c
+                .keys
+                .iter()
+                .map(|k| ConfigKey {
+                    name: k.name,
+                    ty: key_ty(k.ty),
+                    required: k.required,
+                    doc: k.doc,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn key_ty(ty: KeyType) -> Ty {
+    match ty {
+        KeyType::String => Ty::String,
+        KeyType::Int => Ty::Int,
+        KeyType::Float => Ty::Float,
+        KeyType::Duration => Ty::Duration,
+        KeyType::StringList => Ty::List(Box::new(Ty::String)),
+        KeyType::StringMap => Ty::Map(Box::new(Ty::String), Box::new(Ty::String)),
+    }
+}
+
+fn step_kind(kind: ir::StepKind) -> StepKind {
+    match kind {
+        ir::StepKind::Remote => StepKind::Remote,
+        ir::StepKind::Call => StepKind::Call,
+        ir::StepKind::Approval => StepKind::Approval,
+        ir::StepKind::Wait => StepKind::Wait,
+    }
 }
 
 /// One checked binding.
@@ -337,7 +299,7 @@ fn check_one(
         };
         match constant(&entry.value.kind, &key.ty) {
             Ok(v) => {
-                if let Err(why) = validate(connector.name, key.name, &v) {
+                if let Err(why) = ir::connector::check_value(connector.name, key.name, &v) {
                     cx.report(
                         cx.error(
                             Code::InvalidConfig,
@@ -447,31 +409,6 @@ fn constant(e: &ExprKind, ty: &Ty) -> Result<serde_json::Value, String> {
         }
         (_, other) => Err(found(other)),
     }
-}
-
-fn validate(connector: &str, key: &str, v: &serde_json::Value) -> Result<(), String> {
-    match (connector, key) {
-        ("http", "url") => {
-            let s = v.as_str().unwrap_or("");
-            if !(s.starts_with("http://") || s.starts_with("https://")) || s.len() < 10 {
-                return Err(format!("`{s}` is not an http:// or https:// URL"));
-            }
-        }
-        ("sim", "failure_rate") => {
-            let f = v.as_f64().unwrap_or(-1.0);
-            if !(0.0..=1.0).contains(&f) {
-                return Err(format!("{f} is not a probability between 0 and 1"));
-            }
-        }
-        ("registry", "kind") => {
-            let s = v.as_str().unwrap_or("");
-            if s != "model" && s != "dataset" {
-                return Err(format!("`{s}` is neither \"model\" nor \"dataset\""));
-            }
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 fn article(kind: StepKind) -> &'static str {

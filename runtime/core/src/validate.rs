@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use eflow_ir::connector::Connector;
 use eflow_ir::{Backoff, Bundle, Call, Expr, Flow, IR_VERSION, Join, StepKind};
 
 use crate::state::DEFAULT_STATE_LIMIT;
@@ -58,6 +59,9 @@ pub struct FlowIndex {
     pub nodes: HashMap<String, usize>,
     /// `depends_on` as positions.
     pub deps: Vec<Vec<usize>>,
+    /// Environment → contract → its binding, typed: parsed here once, so what
+    /// carries out a step is never guessed from a string later.
+    connectors: HashMap<String, HashMap<String, Connector>>,
 }
 
 /// A flow of a validated bundle with its lookups.
@@ -65,6 +69,13 @@ pub struct FlowIndex {
 pub struct FlowRef<'a> {
     pub flow: &'a Flow,
     pub index: &'a FlowIndex,
+}
+
+impl<'a> FlowRef<'a> {
+    /// The connector bound to `contract` in environment `env`.
+    pub fn connector(&self, env: &str, contract: &str) -> Option<&'a Connector> {
+        self.index.connectors.get(env)?.get(contract)
+    }
 }
 
 impl ValidatedBundle {
@@ -267,11 +278,50 @@ impl Validator {
                 "the flow declares an output type but no result expression",
             );
         }
+        let connectors = self.bindings(&p, f);
         (self.errors.len() == before).then_some(FlowIndex {
             pos: fi,
             nodes,
             deps,
+            connectors,
         })
+    }
+
+    /// Every binding parsed into its connector: a name the runtime does not
+    /// know is an error here, never a guess, and so is a connector that cannot
+    /// carry out the kind of step it is bound to.
+    fn bindings(&mut self, p: &str, f: &Flow) -> HashMap<String, HashMap<String, Connector>> {
+        let mut out = HashMap::new();
+        for (env, bindings) in &f.bindings {
+            let mut typed = HashMap::new();
+            for (contract, b) in bindings {
+                let bp = format!("{p}.bindings.{env}.{contract}");
+                let c = match Connector::from_binding(b) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.err(bp, e.to_string());
+                        continue;
+                    }
+                };
+                if let Some(kind) = f.contracts.get(contract).map(|c| c.kind)
+                    && !c.carries_out(kind)
+                {
+                    self.err(
+                        bp,
+                        format!(
+                            "connector `{}` cannot carry out `{contract}`, {} step: use `{}`",
+                            c.name(),
+                            kind_word(kind),
+                            fitting(kind)
+                        ),
+                    );
+                    continue;
+                }
+                typed.insert(contract.clone(), c);
+            }
+            out.insert(env.clone(), typed);
+        }
+        out
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -557,4 +607,23 @@ impl Validator {
             }
         }
     }
+}
+
+fn kind_word(kind: StepKind) -> &'static str {
+    match kind {
+        StepKind::Remote => "a remote",
+        StepKind::Call => "a call",
+        StepKind::Approval => "an approval",
+        StepKind::Wait => "a wait",
+    }
+}
+
+/// The connectors that carry out steps of `kind`, for a message.
+fn fitting(kind: StepKind) -> String {
+    eflow_ir::connector::CATALOGUE
+        .iter()
+        .filter(|c| c.kinds.contains(&kind))
+        .map(|c| c.name)
+        .collect::<Vec<_>>()
+        .join("` or `")
 }

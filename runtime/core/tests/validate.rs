@@ -187,3 +187,104 @@ fn schedules_are_checked() {
         "#]],
     );
 }
+
+/// Binds the flow's contract `name` (by its unqualified name) in `dev`.
+fn bind(f: &mut Value, name: &str, binding: Value) {
+    let contract = f["contracts"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .find(|k| k.rsplit('.').next() == Some(name))
+        .unwrap()
+        .clone();
+    f["bindings"]["dev"][contract] = binding;
+}
+
+#[test]
+fn bindings_name_a_known_connector_with_a_valid_configuration() {
+    check(
+        |f| {
+            bind(
+                f,
+                "Fetch",
+                json!({"connector": "http", "config": {"url": "https://fetch.example.com", "headers": {"X-Team": "ml"}}}),
+            );
+            bind(
+                f,
+                "Train",
+                json!({"connector": "sim", "config": {"duration": 10}}),
+            );
+        },
+        "Pipeline",
+        true,
+        expect![[r#"
+            ok
+        "#]],
+    );
+    check(
+        |f| {
+            bind(
+                f,
+                "Fetch",
+                json!({"connector": "htp", "config": {"url": "https://fetch.example.com"}}),
+            );
+            bind(f, "Train", json!({"connector": "kafka", "config": {}}));
+        },
+        "Pipeline",
+        true,
+        expect![[r#"
+            flows[9].bindings.dev.t.Fetch: unknown connector `htp`: did you mean `http`?
+            flows[9].bindings.dev.t.Train: unknown connector `kafka`: the connectors are `http`, `sim`, `registry`, `approval`
+        "#]],
+    );
+    check(
+        |f| {
+            bind(f, "Fetch", json!({"connector": "http", "config": {}}));
+            bind(
+                f,
+                "Train",
+                json!({"connector": "http", "config": {"url": "https://train.example.com", "timeout": "30s"}}),
+            );
+        },
+        "Pipeline",
+        true,
+        expect![[r#"
+            flows[9].bindings.dev.t.Fetch: connector `http` needs `url` (where to POST the invocation)
+            flows[9].bindings.dev.t.Train: `timeout` of connector `http` expects a `Duration`, found a string
+        "#]],
+    );
+    check(
+        |f| {
+            bind(
+                f,
+                "Fetch",
+                json!({"connector": "sim", "config": {"sed": 3}}),
+            );
+            bind(
+                f,
+                "Train",
+                json!({"connector": "sim", "config": {"failure_rate": 1.5}}),
+            );
+        },
+        "Pipeline",
+        true,
+        expect![[r#"
+            flows[9].bindings.dev.t.Fetch: connector `sim` has no setting `sed`: did you mean `seed`?
+            flows[9].bindings.dev.t.Train: invalid `failure_rate` of connector `sim`: 1.5 is not a probability between 0 and 1
+        "#]],
+    );
+    check(
+        |f| {
+            bind(
+                f,
+                "Train",
+                json!({"connector": "registry", "config": {"kind": "model"}}),
+            )
+        },
+        "Pipeline",
+        true,
+        expect![[r#"
+            flows[9].bindings.dev.t.Train: connector `registry` cannot carry out `t.Train`, a remote step: use `http` or `sim`
+        "#]],
+    );
+}

@@ -16,11 +16,74 @@
 
 use std::collections::BTreeMap;
 
-use eflow_core::StepError;
+use eflow_core::{Event, EventKind, StepError};
+use eflow_ir::connector::RegistryConfig;
 use eflow_ir::{Type, TypeDef};
 use serde_json::{Map, Value};
 
+use super::Attempt;
+use crate::engine::{self, Engine};
 use crate::store::{self, Store};
+
+/// Carries out one attempt bound to the registry: its result, as the event to
+/// deliver to the run. The error is the engine's (the store failed, the bundle
+/// is gone); the step's own failures are in the event.
+pub async fn invoke(
+    engine: &Engine,
+    config: &RegistryConfig,
+    a: &Attempt<'_>,
+    now: u64,
+) -> Result<Event, engine::Error> {
+    let deployed = engine.deployments().get(a.bundle).await?;
+    // The contract's output type, and the types it names, from the flow that calls it.
+    let flow = deployed
+        .bundle
+        .bundle()
+        .flows
+        .iter()
+        .find(|f| f.contracts.contains_key(a.contract));
+    let output = flow.and_then(|f| f.contracts.get(a.contract)?.output.as_ref());
+    let no_types = BTreeMap::new();
+    let types = flow.map_or(&no_types, |f| &f.types);
+    let result = register(
+        engine.store(),
+        Request {
+            key: a.key,
+            tenant: a.tenant,
+            kind: config.kind.as_str(),
+            run: a.run,
+            step: a.node,
+            inputs: a.inputs,
+            output,
+            types,
+            now,
+        },
+    )
+    .await?;
+    let id = format!("registry:{}", a.key);
+    let (node, index, attempt) = (a.node.to_string(), a.index, a.attempt);
+    Ok(match result {
+        Ok(output) => Event::new(
+            id,
+            EventKind::StepCompleted {
+                node,
+                index,
+                attempt,
+                output,
+            },
+        ),
+        Err(error) => Event::new(
+            id,
+            EventKind::StepFailed {
+                node,
+                index,
+                attempt,
+                error,
+                retryable: false,
+            },
+        ),
+    })
+}
 
 pub struct Request<'a> {
     pub key: &'a str,

@@ -9,11 +9,9 @@ use std::collections::BTreeMap;
 
 use eflow_core::StepError;
 use eflow_core::hash::{fnv1a, mix64};
+use eflow_ir::connector::SimConfig;
 use eflow_ir::{Type, TypeDef};
 use serde_json::{Map, Value, json};
-
-/// The default simulated duration.
-pub const DEFAULT_DURATION_MS: u64 = 1000;
 
 /// What a simulated attempt does.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,21 +22,15 @@ pub struct Outcome {
 
 /// The outcome of the attempt with idempotency key `key`.
 pub fn outcome(
-    config: &BTreeMap<String, Value>,
+    config: &SimConfig,
     key: &str,
     output: Option<&Type>,
     types: &BTreeMap<String, TypeDef>,
     now_ms: u64,
 ) -> Outcome {
-    let duration_ms = config
-        .get("duration")
-        .and_then(Value::as_u64)
-        .unwrap_or(DEFAULT_DURATION_MS);
-    let rate = config
-        .get("failure_rate")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0);
-    let seed = config.get("seed").and_then(Value::as_i64).unwrap_or(0) as u64;
+    let duration_ms = config.duration_ms;
+    let rate = config.failure_rate;
+    let seed = config.seed as u64;
     let mut rng = Rng(fnv1a(key.bytes()) ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let failed = rate > 0.0 && rng.unit() < rate;
     let result = if failed {
@@ -141,9 +133,11 @@ mod tests {
 
     #[test]
     fn outcomes_are_reproducible_and_follow_the_rate() {
-        let mut config = BTreeMap::new();
-        config.insert("duration".into(), json!(50));
-        config.insert("failure_rate".into(), json!(0.3));
+        let config = SimConfig {
+            duration_ms: 50,
+            failure_rate: 0.3,
+            seed: 0,
+        };
         let types = BTreeMap::new();
         let a = outcome(&config, "r:1:0", Some(&Type::Int), &types, 0);
         let b = outcome(&config, "r:1:0", Some(&Type::Int), &types, 0);

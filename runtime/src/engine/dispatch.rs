@@ -12,19 +12,18 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use eflow_core::{Event, EventKind, StepError, slot_id};
+use eflow_core::Event;
 use eflow_ir::StepKind;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::route::{Outbound, OutboxItem};
-use super::{Creation, Delivery, Engine, Error, Input};
+use super::route::{Outbound, OutboxItem, Outgoing};
+use super::{Creation, Delivery, Engine, Error, Input, Stored, stored_json};
 use crate::clock::SharedClock;
-use crate::connectors::registry;
+use crate::connectors::{Attempt, http, registry};
 
 /// At most this many effects are carried out at once.
 const CONCURRENCY: usize = 256;
@@ -36,11 +35,6 @@ struct Limits {
     effects: Arc<Semaphore>,
     cancels: Arc<Semaphore>,
 }
-const DEFAULT_HTTP_TIMEOUT_MS: u64 = 30_000;
-/// Tries to tell a remote system of a cancellation before giving up.
-const CANCEL_TRIES: u32 = 4;
-/// The longest a cancellation request may take, whatever the binding's `timeout`.
-const CANCEL_TIMEOUT_MS: u64 = 5_000;
 
 /// What a callback token names: one attempt of one step of one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +59,8 @@ impl std::fmt::Debug for CallbackKeys {
     }
 }
 
+impl Stored for CallbackClaim {}
+
 impl CallbackKeys {
     pub fn new(key: Vec<u8>) -> Self {
         Self { key: Arc::new(key) }
@@ -79,7 +75,7 @@ impl CallbackKeys {
     }
 
     pub fn sign(&self, claim: &CallbackClaim) -> String {
-        let payload = serde_json::to_vec(claim).unwrap_or_default();
+        let payload = stored_json(claim);
         let tag = self.mac(&payload).finalize().into_bytes();
         format!(
             "{}.{}",
@@ -103,23 +99,6 @@ pub struct Executor {
     keys: CallbackKeys,
     clock: SharedClock,
     public_url: String,
-}
-
-/// What was sent to a remote system.
-#[derive(Debug, Serialize)]
-struct Invocation<'a> {
-    run: &'a str,
-    tenant: &'a str,
-    step: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    index: Option<u32>,
-    attempt: u32,
-    contract: &'a str,
-    inputs: &'a serde_json::Map<String, Value>,
-    idempotency_key: &'a str,
-    /// Absent for a synchronous call: the response is the result.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    callback_url: Option<String>,
 }
 
 impl Executor {
@@ -258,73 +237,92 @@ impl Executor {
                 })
                 .await
             }
-            OutboxItem::Invoke { connector, .. } if connector == "registry" => {
-                let event = self.register(o).await?;
-                self.complete(o, event).await
+            OutboxItem::Invoke {
+                tenant,
+                bundle,
+                connector,
+                node,
+                index,
+                attempt,
+                contract,
+                kind,
+                inputs,
+                key,
+            } => {
+                let a = Attempt {
+                    run: &o.run,
+                    tenant,
+                    bundle,
+                    node,
+                    index: *index,
+                    attempt: *attempt,
+                    contract,
+                    inputs,
+                    key,
+                };
+                let event = match connector {
+                    Outgoing::Http(config) => {
+                        http::invoke(&self.http, config, *kind, &self.invocation(&a, *kind)).await
+                    }
+                    Outgoing::Registry(config) => {
+                        Some(registry::invoke(&self.engine, config, &a, self.clock.now_ms()).await?)
+                    }
+                };
+                match event {
+                    Some(event) => self.complete(o, event).await,
+                    // Accepted: the result comes by callback.
+                    None => {
+                        self.engine.send(&o.run, Input::OutboxDone(vec![o.pos]))?;
+                        Ok(())
+                    }
+                }
             }
-            OutboxItem::Invoke { .. } => self.invoke_http(o).await,
-            OutboxItem::Cancel { .. } => {
-                self.cancel_http(o).await;
+            OutboxItem::Cancel {
+                tenant,
+                http: config,
+                node,
+                index,
+                attempt,
+            } => {
+                let c = http::Cancellation {
+                    run: &o.run,
+                    tenant,
+                    step: node,
+                    index: *index,
+                    attempt: *attempt,
+                };
+                http::cancel(&self.http, config, &c).await;
                 self.engine.send(&o.run, Input::OutboxDone(vec![o.pos]))?;
                 Ok(())
             }
         }
     }
 
-    /// POSTs `{run, tenant, step, index, attempt}` to the binding's
-    /// `cancel_url`. Best effort: a few tries, then a warning; whatever the
-    /// remote system does, a result it still sends for the attempt is refused
-    /// as stale.
-    async fn cancel_http(&self, o: &Outbound) {
-        let OutboxItem::Cancel {
-            tenant,
-            config,
-            node,
-            index,
-            attempt,
-        } = &o.item
-        else {
-            return;
-        };
-        let Some(url) = config.get("cancel_url").and_then(Value::as_str) else {
-            return;
-        };
-        // Short: a remote system slow to take cancellations must not hold the
-        // executor's places that invocations need.
-        let timeout = config
-            .get("timeout")
-            .and_then(Value::as_u64)
-            .unwrap_or(DEFAULT_HTTP_TIMEOUT_MS)
-            .min(CANCEL_TIMEOUT_MS);
-        let mut body = json!({
-            "run": o.run,
-            "tenant": tenant,
-            "step": node,
-            "attempt": attempt,
+    /// What an `http` remote system is sent for an attempt; a remote step's
+    /// carries the signed URL its result comes back to.
+    fn invocation<'a>(&self, a: &Attempt<'a>, kind: StepKind) -> http::Invocation<'a> {
+        let callback_url = (kind != StepKind::Call).then(|| {
+            let token = self.keys.sign(&CallbackClaim {
+                run: a.run.to_string(),
+                node: a.node.to_string(),
+                index: a.index,
+                attempt: a.attempt,
+            });
+            format!(
+                "{}/v1/callbacks/{token}",
+                self.public_url.trim_end_matches('/')
+            )
         });
-        if let Some(i) = index {
-            body["index"] = json!(i);
-        }
-        let mut delay = Duration::from_millis(200);
-        for tries in 1..=CANCEL_TRIES {
-            let req = with_headers(
-                self.http
-                    .post(url)
-                    .timeout(Duration::from_millis(timeout))
-                    .json(&body),
-                config,
-            );
-            let outcome = match req.send().await {
-                Ok(r) if r.status().is_success() || r.status().is_client_error() => return,
-                Ok(r) => format!("answered {}", r.status()),
-                Err(e) => e.to_string(),
-            };
-            if tries == CANCEL_TRIES {
-                tracing::warn!(run = %o.run, step = %node, attempt, %outcome, "the remote system was not told of the cancellation");
-                return;
-            }
-            tokio::time::sleep(delay).await;
-            delay *= 2;
+        http::Invocation {
+            run: a.run,
+            tenant: a.tenant,
+            step: a.node,
+            index: a.index,
+            attempt: a.attempt,
+            contract: a.contract,
+            inputs: a.inputs,
+            idempotency_key: a.key,
+            callback_url,
         }
     }
 
@@ -340,238 +338,6 @@ impl Executor {
         })
         .await
     }
-
-    async fn register(&self, o: &Outbound) -> Result<Event, Error> {
-        let OutboxItem::Invoke {
-            tenant,
-            bundle,
-            config,
-            node,
-            index,
-            attempt,
-            contract,
-            inputs,
-            key,
-            ..
-        } = &o.item
-        else {
-            return Err(Error::Stopped);
-        };
-        let deployed = self.engine.deployments().get(bundle).await?;
-        let now = self.clock.now_ms();
-        let kind = config
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("model")
-            .to_string();
-        // The contract's output type, and the types it names, from the flow that calls it.
-        let flow = deployed
-            .bundle
-            .bundle()
-            .flows
-            .iter()
-            .find(|f| f.contracts.contains_key(contract));
-        let output_ty = flow.and_then(|f| f.contracts.get(contract)?.output.as_ref());
-        let no_types = Default::default();
-        let types = flow.map_or(&no_types, |f| &f.types);
-        let result = registry::register(
-            self.engine.store(),
-            registry::Request {
-                key,
-                tenant,
-                kind: &kind,
-                run: &o.run,
-                step: node,
-                inputs,
-                output: output_ty,
-                types,
-                now,
-            },
-        )
-        .await?;
-        let id = format!("registry:{key}");
-        let event = match result {
-            Ok(output) => Event::new(
-                id,
-                EventKind::StepCompleted {
-                    node: node.clone(),
-                    index: *index,
-                    attempt: *attempt,
-                    output,
-                },
-            ),
-            Err(error) => Event::new(
-                id,
-                EventKind::StepFailed {
-                    node: node.clone(),
-                    index: *index,
-                    attempt: *attempt,
-                    error,
-                    retryable: false,
-                },
-            ),
-        };
-        Ok(event)
-    }
-
-    async fn invoke_http(&self, o: &Outbound) -> Result<(), Error> {
-        let OutboxItem::Invoke {
-            tenant,
-            config,
-            node,
-            index,
-            attempt,
-            contract,
-            kind,
-            inputs,
-            key,
-            ..
-        } = &o.item
-        else {
-            return Err(Error::Stopped);
-        };
-        let url = config
-            .get("url")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let timeout = config
-            .get("timeout")
-            .and_then(Value::as_u64)
-            .unwrap_or(DEFAULT_HTTP_TIMEOUT_MS);
-        let callback_url = (*kind != StepKind::Call).then(|| {
-            let token = self.keys.sign(&CallbackClaim {
-                run: o.run.clone(),
-                node: node.clone(),
-                index: *index,
-                attempt: *attempt,
-            });
-            format!(
-                "{}/v1/callbacks/{token}",
-                self.public_url.trim_end_matches('/')
-            )
-        });
-        let body = Invocation {
-            run: &o.run,
-            tenant,
-            step: node,
-            index: *index,
-            attempt: *attempt,
-            contract,
-            inputs,
-            idempotency_key: key,
-            callback_url,
-        };
-        let req = with_headers(
-            self.http
-                .post(url)
-                .timeout(Duration::from_millis(timeout))
-                .header("Idempotency-Key", key.as_str())
-                .json(&body),
-            config,
-        );
-        let slot = slot_id(node, *index, *attempt);
-        let failed = |error: StepError, retryable: bool| {
-            Event::new(
-                format!("http:{slot}"),
-                EventKind::StepFailed {
-                    node: node.clone(),
-                    index: *index,
-                    attempt: *attempt,
-                    error,
-                    retryable,
-                },
-            )
-        };
-        let event = match req.send().await {
-            Err(e) => {
-                let code = if e.is_timeout() {
-                    "Timeout"
-                } else {
-                    "Unreachable"
-                };
-                Some(failed(
-                    StepError::new(code, format!("POST {url}: {e}")),
-                    true,
-                ))
-            }
-            Ok(resp) => {
-                let status = resp.status();
-                let text = resp.text().await.unwrap_or_default();
-                if status.is_success() {
-                    if *kind == StepKind::Call {
-                        let output = serde_json::from_str::<Value>(&text)
-                            .map(|v| match v {
-                                Value::Object(mut m) if m.contains_key("output") => {
-                                    m.remove("output").unwrap_or(Value::Null)
-                                }
-                                v => v,
-                            })
-                            .unwrap_or(Value::Null);
-                        Some(Event::new(
-                            format!("http:{slot}"),
-                            EventKind::StepCompleted {
-                                node: node.clone(),
-                                index: *index,
-                                attempt: *attempt,
-                                output,
-                            },
-                        ))
-                    } else {
-                        None
-                    }
-                } else {
-                    let (code, message) = remote_error(&text).unwrap_or_else(|| {
-                        (
-                            format!("Http{}", status.as_u16()),
-                            text.chars().take(300).collect(),
-                        )
-                    });
-                    let retryable = status.is_server_error()
-                        || status.as_u16() == 429
-                        || status.as_u16() == 408;
-                    Some(failed(
-                        StepError::new(code, format!("POST {url}: {status}: {message}")),
-                        retryable,
-                    ))
-                }
-            }
-        };
-        match event {
-            Some(event) => self.complete(o, event).await,
-            None => {
-                self.engine.send(&o.run, Input::OutboxDone(vec![o.pos]))?;
-                Ok(())
-            }
-        }
-    }
-}
-
-/// The binding's extra `headers` on a request to its remote system.
-fn with_headers(
-    mut req: reqwest::RequestBuilder,
-    config: &std::collections::BTreeMap<String, Value>,
-) -> reqwest::RequestBuilder {
-    if let Some(Value::Object(headers)) = config.get("headers") {
-        for (k, v) in headers {
-            if let Some(v) = v.as_str() {
-                req = req.header(k.as_str(), v);
-            }
-        }
-    }
-    req
-}
-
-/// `{"error": {"code": "...", "message": "..."}}` from a remote system.
-fn remote_error(text: &str) -> Option<(String, String)> {
-    let v: Value = serde_json::from_str(text).ok()?;
-    let e = v.get("error")?;
-    let code = e.get("code")?.as_str()?.to_string();
-    let message = e
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    Some((code, message))
 }
 
 #[cfg(test)]

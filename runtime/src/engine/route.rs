@@ -4,13 +4,14 @@
 
 use eflow_core::validate::FlowRef;
 use eflow_core::{Effect, EffectKind, Event, EventKind, Parent, StepError, slot_id, step_label};
+use eflow_ir::connector::{Connector, HttpConfig, RegistryConfig};
 use eflow_ir::{StepKind, Type};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use super::{Deployed, Engine, Finished};
-use crate::connectors::sim;
-use crate::store::{ApprovalWrite, Commit, RunMeta, TimerWrite};
+use super::{Deployed, Engine, Finished, stored_json};
+use crate::connectors::{Attempt, approval, sim};
+use crate::store::{Commit, RunMeta, TimerWrite};
 
 /// Due work this close is delivered by the worker itself, from memory; the
 /// timer row stays (claimed) in case the process dies first.
@@ -52,8 +53,9 @@ pub enum OutboxItem {
     Invoke {
         tenant: String,
         bundle: String,
-        connector: String,
-        config: std::collections::BTreeMap<String, Value>,
+        /// Stored as the binding's `connector` and `config` fields.
+        #[serde(flatten)]
+        connector: Outgoing,
         node: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         index: Option<u32>,
@@ -76,12 +78,46 @@ pub enum OutboxItem {
     /// no longer wanted. Best effort: tried a few times, then dropped.
     Cancel {
         tenant: String,
-        config: std::collections::BTreeMap<String, Value>,
+        /// Stored as the binding's `config`.
+        #[serde(rename = "config")]
+        http: HttpConfig,
         node: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         index: Option<u32>,
         attempt: u32,
     },
+}
+
+/// The connectors whose invocations go through the outbox; the others
+/// (`sim`, `approval`) are rows written with the transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Connector", into = "Connector")]
+pub enum Outgoing {
+    Http(HttpConfig),
+    Registry(RegistryConfig),
+}
+
+impl From<Outgoing> for Connector {
+    fn from(o: Outgoing) -> Self {
+        match o {
+            Outgoing::Http(c) => Connector::Http(c),
+            Outgoing::Registry(c) => Connector::Registry(c),
+        }
+    }
+}
+
+impl TryFrom<Connector> for Outgoing {
+    type Error = String;
+    fn try_from(c: Connector) -> Result<Self, Self::Error> {
+        match c {
+            Connector::Http(c) => Ok(Outgoing::Http(c)),
+            Connector::Registry(c) => Ok(Outgoing::Registry(c)),
+            Connector::Sim(_) | Connector::Approval(_) => Err(format!(
+                "connector `{}` is not carried out through the outbox",
+                c.name()
+            )),
+        }
+    }
 }
 
 pub struct RouteCx<'a> {
@@ -110,7 +146,7 @@ impl<'a> RouteCx<'a> {
             partition,
             due_at,
             claimed_until: if short { due_at + CLAIM_TTL_MS } else { 0 },
-            event: serde_json::to_vec(&event).unwrap_or_default(),
+            event: stored_json(&event),
         });
         if short {
             after.push(After::Inject {
@@ -126,11 +162,9 @@ impl<'a> RouteCx<'a> {
 
     fn outbox(&self, commit: &mut Commit, after: &mut Vec<After>, item: OutboxItem) {
         let pos = self.engine.next_outbox_pos();
-        commit.outbox.push((
-            pos,
-            self.meta.id.clone(),
-            serde_json::to_vec(&item).unwrap_or_default(),
-        ));
+        commit
+            .outbox
+            .push((pos, self.meta.id.clone(), stored_json(&item)));
         after.push(After::Dispatch(Outbound {
             pos,
             run: self.meta.id.clone(),
@@ -153,18 +187,15 @@ impl<'a> RouteCx<'a> {
         }
     }
 
-    /// The binding of `contract` in the run's environment.
-    fn binding(&self, contract: &str) -> Option<&'a eflow_ir::Binding> {
-        self.flow
-            .flow
-            .bindings
-            .get(&self.deployed.env)?
-            .get(contract)
+    /// The connector bound to `contract` in the run's environment, parsed
+    /// when the bundle was validated.
+    fn connector(&self, contract: &str) -> Option<&'a Connector> {
+        self.flow.connector(&self.deployed.env, contract)
     }
 
     /// The binding of a step whose remote system takes cancellations: an
     /// `http` binding with a `cancel_url`.
-    fn cancel_config(&self, node: &str) -> Option<&'a std::collections::BTreeMap<String, Value>> {
+    fn cancel_target(&self, node: &str) -> Option<&'a HttpConfig> {
         let n = self
             .flow
             .flow
@@ -173,8 +204,10 @@ impl<'a> RouteCx<'a> {
         let eflow_ir::Call::Step { contract, .. } = &n.call else {
             return None;
         };
-        let b = self.binding(contract)?;
-        (b.connector == "http" && b.config.contains_key("cancel_url")).then_some(&b.config)
+        match self.connector(contract)? {
+            Connector::Http(c) => c.cancel_url.is_some().then_some(c),
+            Connector::Sim(_) | Connector::Registry(_) | Connector::Approval(_) => None,
+        }
     }
 
     pub fn route(&self, effect: Effect, commit: &mut Commit, after: &mut Vec<After>) {
@@ -188,16 +221,15 @@ impl<'a> RouteCx<'a> {
                 inputs,
             } => {
                 let flow = self.flow.flow;
-                let binding = self.binding(&contract);
                 let kind = flow
                     .contracts
                     .get(&contract)
                     .map_or(StepKind::Remote, |c| c.kind);
                 let slot = slot_id(&node, index, attempt);
-                match binding {
-                    Some(b) if b.connector == "sim" => {
+                let outgoing = match self.connector(&contract) {
+                    Some(Connector::Sim(config)) => {
                         let output = self.attempt_output(&node);
-                        let o = sim::outcome(&b.config, &effect.key, output, &flow.types, self.now);
+                        let o = sim::outcome(config, &effect.key, output, &flow.types, self.now);
                         let id = format!("sim:{}", effect.key);
                         let event = match o.result {
                             Ok(output) => Event::new(
@@ -227,15 +259,36 @@ impl<'a> RouteCx<'a> {
                             self.now + o.duration_ms,
                             event,
                         );
+                        return;
                     }
-                    Some(b) => self.outbox(
+                    Some(Connector::Http(config)) => Ok(Outgoing::Http(config.clone())),
+                    Some(Connector::Registry(config)) => Ok(Outgoing::Registry(*config)),
+                    // Validation refuses an approval binding for a remote or
+                    // call step; should one get here, the step fails, it is
+                    // not sent anywhere.
+                    Some(c @ Connector::Approval(_)) => Err(StepError::new(
+                        "NoBinding",
+                        format!(
+                            "connector `{}` cannot carry out `{contract}`: bind it to one that can and deploy again",
+                            c.name()
+                        ),
+                    )),
+                    None => Err(StepError::new(
+                        "NoBinding",
+                        format!(
+                            "environment `{}` binds no connector to `{contract}`: add one to its bindings and deploy again",
+                            self.deployed.env
+                        ),
+                    )),
+                };
+                match outgoing {
+                    Ok(connector) => self.outbox(
                         commit,
                         after,
                         OutboxItem::Invoke {
                             tenant: self.meta.tenant.clone(),
                             bundle: self.meta.bundle.clone(),
-                            connector: b.connector.clone(),
-                            config: b.config.clone(),
+                            connector,
                             node,
                             index,
                             attempt,
@@ -245,20 +298,14 @@ impl<'a> RouteCx<'a> {
                             key: effect.key,
                         },
                     ),
-                    None => {
+                    Err(error) => {
                         let event = Event::new(
                             format!("nobinding:{}", effect.key),
                             EventKind::StepFailed {
                                 node,
                                 index,
                                 attempt,
-                                error: StepError::new(
-                                    "NoBinding",
-                                    format!(
-                                        "environment `{}` binds no connector to `{contract}`: add one to its bindings and deploy again",
-                                        self.deployed.env
-                                    ),
-                                ),
+                                error,
                                 retryable: false,
                             },
                         );
@@ -273,46 +320,23 @@ impl<'a> RouteCx<'a> {
                 contract,
                 inputs,
             } => {
-                let step = step_label(&node, index);
-                let expires_at = inputs
-                    .get("expires_after")
-                    .and_then(Value::as_u64)
-                    .map(|ms| self.now.saturating_add(ms));
-                let request = json!({ "inputs": inputs, "key": effect.key });
-                commit.approvals.push(ApprovalWrite {
-                    run: run_id.clone(),
-                    step: step.clone(),
-                    attempt,
-                    tenant: self.meta.tenant.clone(),
-                    contract,
-                    request: serde_json::to_vec(&request).unwrap_or_default(),
-                    requested_at: self.now,
-                    expires_at,
-                });
-                if let Some(at) = expires_at {
-                    let output = json!({
-                        "approved": false,
-                        "outcome": "Expired",
-                        "reviewer": null,
-                        "comment": null,
-                        "decided_at": eflow_core::time::format_rfc3339(at),
-                    });
-                    let event = Event::new(
-                        format!("expired:{}", slot_id(&node, index, attempt)),
-                        EventKind::StepCompleted {
-                            node: node.clone(),
-                            index,
-                            attempt,
-                            output,
-                        },
-                    );
-                    self.timer(
-                        commit,
-                        after,
-                        format!("approval:{}", slot_id(&node, index, attempt)),
-                        at,
-                        event,
-                    );
+                let (write, expiry) = approval::request(
+                    &Attempt {
+                        run: run_id,
+                        tenant: &self.meta.tenant,
+                        bundle: &self.meta.bundle,
+                        node: &node,
+                        index,
+                        attempt,
+                        contract: &contract,
+                        inputs: &inputs,
+                        key: &effect.key,
+                    },
+                    self.now,
+                );
+                commit.approvals.push(write);
+                if let Some(e) = expiry {
+                    self.timer(commit, after, e.timer, e.due_at, e.event);
                 }
             }
             EffectKind::CancelStep {
@@ -331,13 +355,13 @@ impl<'a> RouteCx<'a> {
                 commit
                     .approvals_closed
                     .push((run_id.clone(), step, attempt, self.now));
-                if let Some(config) = self.cancel_config(&node) {
+                if let Some(http) = self.cancel_target(&node) {
                     self.outbox(
                         commit,
                         after,
                         OutboxItem::Cancel {
                             tenant: self.meta.tenant.clone(),
-                            config: config.clone(),
+                            http: http.clone(),
                             node,
                             index,
                             attempt,
@@ -413,5 +437,68 @@ impl<'a> RouteCx<'a> {
                 status,
             })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// Rows written before connectors were typed are read the same, and rows
+    /// are written in the same shape: the binding's `connector` and `config`.
+    #[test]
+    fn outbox_rows_keep_the_binding_shape() {
+        let invoke = json!({
+            "type": "invoke", "tenant": "acme", "bundle": "b1",
+            "connector": "http",
+            "config": {"url": "https://train.example.com", "timeout": 5000, "headers": {"X-Team": "ml"}},
+            "node": "train", "attempt": 1, "contract": "std/ml.Train", "kind": "remote",
+            "inputs": {"data": "s3://x"}, "key": "r1:3:0"
+        });
+        let item: OutboxItem = serde_json::from_value(invoke.clone()).unwrap();
+        let OutboxItem::Invoke {
+            connector: Outgoing::Http(http),
+            ..
+        } = &item
+        else {
+            panic!("{item:?}");
+        };
+        assert_eq!(http.timeout_ms, 5000);
+        assert_eq!(serde_json::to_value(&item).unwrap(), invoke);
+
+        let registry = json!({
+            "type": "invoke", "tenant": "acme", "bundle": "b1",
+            "connector": "registry", "config": {"kind": "dataset"},
+            "node": "reg", "index": 2, "attempt": 1, "contract": "std/ml.Register", "kind": "call",
+            "inputs": {}, "key": "r1:4:0"
+        });
+        let item: OutboxItem = serde_json::from_value(registry.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&item).unwrap(), registry);
+
+        let cancel = json!({
+            "type": "cancel", "tenant": "acme",
+            "config": {"url": "https://train.example.com", "timeout": 30000, "cancel_url": "https://train.example.com/cancel"},
+            "node": "train", "attempt": 2
+        });
+        let item: OutboxItem = serde_json::from_value(cancel.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&item).unwrap(), cancel);
+        assert_eq!(
+            serde_json::from_slice::<OutboxItem>(&stored_json(&item)).unwrap(),
+            item
+        );
+
+        let mut sim = invoke;
+        sim["connector"] = json!("sim");
+        sim["config"] = json!({});
+        let err = serde_json::from_value::<OutboxItem>(sim).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not carried out through the outbox"),
+            "{err}"
+        );
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::route::{After, Outbound, RouteCx};
+use super::stored_json;
 use super::{
     Applied, Creation, Delivery, Deployed, Engine, Error, Finished, Input, Options, Reply,
 };
@@ -369,7 +370,7 @@ impl Worker {
                     id: event.id.clone(),
                     at: now,
                     status: status_name(t.run.status),
-                    body: serde_json::to_vec(&event).unwrap_or_default(),
+                    body: stored_json(&event),
                 });
                 if let Some(h) = b.held.get_mut(id) {
                     h.run = t.run;
