@@ -125,6 +125,11 @@ fn nothing_stored_is_serialised_with_unwrap_or_default() {
             continue;
         }
         let text = read(&path);
+        // A module's unit tests read what they wrote; only the code above them counts.
+        let text = text
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap_or_default();
         // Join a statement's lines so a chain split over several lines is seen.
         let flat = text.lines().map(str::trim).collect::<Vec<_>>().join(" ");
         for (at, _) in flat.match_indices(".unwrap_or_default()") {

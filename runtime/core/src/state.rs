@@ -200,9 +200,12 @@ impl Run {
         encoded_size(self)
     }
 
-    /// The compact JSON the stores keep.
+    /// The compact JSON the stores keep. It cannot fail, so a state is never
+    /// stored empty: serde_json fails only on a map whose keys are not strings or
+    /// a `Serialize` impl that returns an error, and a run has neither (its maps
+    /// are keyed by `String`, its impls derived).
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        serde_json::to_vec(self).expect("a run's state serializes infallibly")
     }
 }
 
