@@ -12,11 +12,11 @@ use lru::LruCache;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::Inbox;
 use super::route::{After, Outbound, RouteCx};
 use super::{
     Applied, Creation, Delivery, Deployed, Engine, Error, Finished, Input, Options, Reply,
 };
-use crate::bus::Inbox;
 use crate::clock::SharedClock;
 use crate::store::{Commit, EventWrite, RunMeta, RunWrite};
 
