@@ -151,7 +151,9 @@ async fn fold(
     for c in &batch {
         if !runs.contains_key(&c.event.run) {
             order.push(c.event.run.clone());
-            runs.insert(c.event.run.clone(), Folded::default());
+            let mut f = Folded::default();
+            f.record.id.clone_from(&c.event.run);
+            runs.insert(c.event.run.clone(), f);
         }
     }
     let ids: Vec<&str> = order.iter().map(String::as_str).collect();
