@@ -8,7 +8,6 @@
 //! and records the next due time.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use eflow_core::schedule::{Compiled, Start, Tick};
 use eflow_ir as ir;
@@ -246,12 +245,14 @@ impl Scheduler {
 
     async fn load(&self, partition: u32, shutdown: CancellationToken) {
         loop {
+            let now = self.inner.clock.now_ms();
             if let Err(e) = self.tick(partition).await {
                 tracing::warn!(partition, error = %e, "scheduler pass failed");
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(Duration::from_millis(IDLE_MS)) => {}
+                // Nothing falls due before the clock moves on.
+                () = self.inner.clock.sleep_until(now + IDLE_MS) => {}
             }
         }
     }

@@ -218,9 +218,9 @@ impl Worker {
                         let _ = self.engine.send(&run, delivery);
                     } else {
                         let engine = self.engine.clone();
-                        let wait = Duration::from_millis(due_at - now);
+                        let wait = self.clock.sleep_until(due_at);
                         tokio::spawn(async move {
-                            tokio::time::sleep(wait).await;
+                            wait.await;
                             let _ = engine.send(&run, delivery);
                         });
                     }
