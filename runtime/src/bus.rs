@@ -26,7 +26,7 @@
 //! reply channel, and an event stream that the engine publishes to after each
 //! commit. `tests/bus.rs` is the suite both must pass.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc};
@@ -251,12 +251,12 @@ impl LocalEvents {
     /// among them read from their rows in one query.
     async fn after(&self, cursor: i64, limit: u32) -> Result<Vec<Committed>, Error> {
         let events = self.inner.store.events_after(cursor, limit).await?;
-        let mut wanted: Vec<&str> = Vec::new();
-        for e in &events {
-            if carries_head(e) && !wanted.contains(&e.run.as_str()) {
-                wanted.push(&e.run);
-            }
-        }
+        let mut seen = HashSet::new();
+        let wanted: Vec<&str> = events
+            .iter()
+            .filter(|e| carries_head(e) && seen.insert(e.run.as_str()))
+            .map(|e| e.run.as_str())
+            .collect();
         let mut heads = HashMap::with_capacity(wanted.len());
         if !wanted.is_empty() {
             for (meta, _, state) in self.inner.store.load_runs(&wanted).await? {

@@ -145,33 +145,50 @@ async fn fold(
     cursor: i64,
 ) -> Result<HistoryWrite, Error> {
     // The runs this batch touches, in first-seen order, with what the
-    // history already holds of them.
-    let mut order: Vec<String> = Vec::new();
-    let mut runs: HashMap<String, Folded> = HashMap::new();
-    for c in &batch {
-        if !runs.contains_key(&c.event.run) {
-            order.push(c.event.run.clone());
-            let mut f = Folded::default();
-            f.record.id.clone_from(&c.event.run);
-            runs.insert(c.event.run.clone(), f);
-        }
-    }
-    let ids: Vec<&str> = order.iter().map(String::as_str).collect();
-    for held in store.runs_of(&ids).await? {
-        if let Some(f) = runs.get_mut(&held.id) {
-            f.held = Some(held.status.clone());
-            f.record = held;
-        }
+    // history already holds of them; `slots[i]` is event i's run.
+    let mut runs: Vec<Folded> = Vec::new();
+    let slots: Vec<usize> = {
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        batch
+            .iter()
+            .map(|c| {
+                *index.entry(c.event.run.as_str()).or_insert_with(|| {
+                    let mut f = Folded::default();
+                    f.record.id.clone_from(&c.event.run);
+                    runs.push(f);
+                    runs.len() - 1
+                })
+            })
+            .collect()
+    };
+    let held = {
+        let ids: Vec<&str> = runs.iter().map(|f| f.record.id.as_str()).collect();
+        store.runs_of(&ids).await?
+    };
+    let held: Vec<(usize, RunRecord)> = {
+        let index: HashMap<&str, usize> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.record.id.as_str(), i))
+            .collect();
+        held.into_iter()
+            .filter_map(|r| index.get(r.id.as_str()).map(|&i| (i, r)))
+            .collect()
+    };
+    for (i, r) in held {
+        runs[i].held = Some(r.status.clone());
+        runs[i].record = r;
     }
     let mut events = Vec::with_capacity(batch.len());
-    for Committed {
-        event: e,
-        run: head,
-    } in batch
+    for (
+        Committed {
+            event: e,
+            run: head,
+        },
+        slot,
+    ) in batch.into_iter().zip(slots)
     {
-        let Some(f) = runs.get_mut(&e.run) else {
-            continue;
-        };
+        let f = &mut runs[slot];
         // A run's first event and the one that finishes it carry its head;
         // when they come without one, the run was purged from the engine
         // since: nothing of it is kept.
@@ -207,22 +224,28 @@ async fn fold(
             message: err.to_string(),
         })?;
         let (kind, step) = (head.kind.into_owned(), head.node.map(Into::into));
-        events.push(EventRecord {
-            pos: e.pos,
-            tenant: f.record.tenant.clone(),
-            run: e.run,
-            seq: e.seq,
-            at: e.at,
-            kind,
-            step,
-            status: e.status,
-            body: e.body,
-        });
+        events.push((
+            slot,
+            EventRecord {
+                pos: e.pos,
+                tenant: f.record.tenant.clone(),
+                run: e.run,
+                seq: e.seq,
+                at: e.at,
+                kind,
+                step,
+                status: e.status,
+                body: e.body,
+            },
+        ));
     }
-    events.retain(|e| runs.get(&e.run).is_some_and(|f| !f.gone));
-    let runs = order
+    let events = events
         .into_iter()
-        .filter_map(|id| runs.remove(&id))
+        .filter(|(slot, _)| !runs[*slot].gone)
+        .map(|(_, e)| e)
+        .collect();
+    let runs = runs
+        .into_iter()
         .filter(|f| !f.gone)
         .map(|mut f| {
             // A run finishes once: an error already held is not replaced by
