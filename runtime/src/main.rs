@@ -50,6 +50,12 @@ fn main() -> std::process::ExitCode {
 
 async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
     let mut o = Options::new(args.data.clone(), args.listen);
+    if let Some(url) = args.store {
+        o.store = url;
+    }
+    if let Some(url) = args.history_store {
+        o.history_store = url;
+    }
     o.durability = args.durability;
     o.shards = args.shards;
     o.public_url = args.public_url;

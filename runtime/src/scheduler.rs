@@ -8,14 +8,12 @@
 //! and records the next due time.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use eflow_core::schedule::{Compiled, Start, Tick};
 use eflow_ir as ir;
 use serde_json::Map;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::model::ScheduleView;
 use crate::clock::SharedClock;
 use crate::engine::{Engine, Finished};
 use crate::quota::{Asker, Ledger, Refusal};
@@ -95,7 +93,7 @@ impl Scheduler {
                 flow: flow.name.clone(),
                 bundle: bundle.into(),
                 position: i as u32,
-                spec: serde_json::to_vec(s).unwrap_or_default(),
+                spec: serde_json::to_vec(s).map_err(|e| e.to_string())?,
                 paused: existing.as_ref().is_some_and(|e| e.paused),
                 next_due: compiled.next_due(&id, from),
                 handled_through: Some(from),
@@ -247,12 +245,14 @@ impl Scheduler {
 
     async fn load(&self, partition: u32, shutdown: CancellationToken) {
         loop {
+            let now = self.inner.clock.now_ms();
             if let Err(e) = self.tick(partition).await {
                 tracing::warn!(partition, error = %e, "scheduler pass failed");
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(Duration::from_millis(IDLE_MS)) => {}
+                // Nothing falls due before the clock moves on.
+                () = self.inner.clock.sleep_until(now + IDLE_MS) => {}
             }
         }
     }
@@ -309,7 +309,7 @@ impl Scheduler {
                         tracing::info!(
                             schedule = %s.id,
                             %run,
-                            fire_time = %crate::service::rfc3339(start.nominal_ms),
+                            fire_time = %eflow_core::time::format_rfc3339(start.nominal_ms),
                             "scheduled run started"
                         );
                         last_start = last_start.max(Some(start.nominal_ms));
@@ -320,8 +320,8 @@ impl Scheduler {
             for k in &plan.skipped {
                 tracing::info!(
                     schedule = %s.id,
-                    first = %crate::service::rfc3339(k.first_ms),
-                    last = %crate::service::rfc3339(k.last_ms),
+                    first = %eflow_core::time::format_rfc3339(k.first_ms),
+                    last = %eflow_core::time::format_rfc3339(k.last_ms),
                     reason = ?k.reason,
                     "fire times skipped"
                 );
@@ -391,27 +391,4 @@ impl Scheduler {
 fn spec(s: &ScheduleRow) -> Result<(Compiled, Map<String, serde_json::Value>), String> {
     let ir: ir::Schedule = serde_json::from_slice(&s.spec).map_err(|e| e.to_string())?;
     Ok((Compiled::new(&ir)?, ir.input.into_iter().collect()))
-}
-
-pub fn view(s: &ScheduleRow) -> ScheduleView {
-    let ir: Option<ir::Schedule> = serde_json::from_slice(&s.spec).ok();
-    let text = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
-    ScheduleView {
-        id: s.id.clone(),
-        tenant: s.tenant.clone(),
-        flow: s.flow.clone(),
-        cron: ir.as_ref().map(|i| i.cron.clone()).unwrap_or_default(),
-        timezone: ir.as_ref().map(|i| i.timezone.clone()).unwrap_or_default(),
-        overlap: ir
-            .as_ref()
-            .map(|i| text(serde_json::to_value(i.overlap).unwrap_or_default()))
-            .unwrap_or_default(),
-        catchup: ir
-            .as_ref()
-            .map(|i| text(serde_json::to_value(i.catchup).unwrap_or_default()))
-            .unwrap_or_default(),
-        paused: s.paused,
-        last_fire: s.last_start.map(crate::service::rfc3339),
-        next_fire: s.next_due.map(crate::service::rfc3339),
-    }
 }

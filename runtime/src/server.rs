@@ -1,5 +1,8 @@
-//! One eflow process on the embedded backend: store, engine, scheduler,
-//! history and API, started together and stopped together.
+//! One eflow process: store, bus, engine, scheduler, history and API,
+//! started together and stopped together. Which backends it runs on and what
+//! clock it reads are options ([`Options`]): store URLs, a bus URL and a
+//! [`Clock`](crate::clock::Clock); each backend is picked from its URL in one
+//! place (`Store::open`, `Bus::open`, `HistoryStore::open`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,10 +13,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::Bus;
 use crate::clock::{SharedClock, SystemClock};
-use crate::engine::{self, CallbackKeys, Engine};
-use crate::history::History;
+use crate::engine::{self, Bus, CallbackKeys, Engine};
+use crate::history::{History, HistoryStore};
 use crate::quota::{Ledger, Quotas};
 use crate::scheduler::Scheduler;
 use crate::service::Service;
@@ -22,8 +24,18 @@ use crate::store::{Durability, Store};
 /// How to run a server.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Where the state lives: `eflow.db`, `history.db`, `admin-token`.
+    /// Where the server's files live: `admin-token`, and the stores unless
+    /// their URLs name other places.
     pub data: PathBuf,
+    /// The engine's store: `sqlite://PATH` (default `DATA/eflow.db`).
+    pub store: String,
+    /// The history's store: `sqlite://PATH` (default `DATA/history.db`).
+    pub history_store: String,
+    /// The bus: `local`, in-process (the default and, today, the only one).
+    pub bus: String,
+    /// Where every part of the server reads the time: the system clock, or
+    /// a `ManualClock` that tests move by hand.
+    pub clock: SharedClock,
     pub listen: SocketAddr,
     pub durability: Durability,
     pub shards: u32,
@@ -38,8 +50,13 @@ pub struct Options {
 }
 
 impl Options {
+    /// The defaults: everything embedded, the stores in `data`, the system clock.
     pub fn new(data: PathBuf, listen: SocketAddr) -> Self {
         Self {
+            store: sqlite_url(&data.join("eflow.db")),
+            history_store: sqlite_url(&data.join("history.db")),
+            bus: "local".into(),
+            clock: Arc::new(SystemClock),
             data,
             listen,
             durability: Durability::default(),
@@ -73,14 +90,18 @@ impl Server {
                 options.data.display()
             )
         })?;
-        let db = options.data.join("eflow.db");
-        let store = Store::open(&format!("sqlite://{}", db.display()), options.durability)
+        let store = Store::open(&options.store, options.durability)
             .await
-            .with_context(|| format!("cannot open {}", db.display()))?;
-        let history = History::open(&options.data.join("history.db"))
+            .with_context(|| format!("cannot open the store {}", options.store))?;
+        let bus = Bus::open(&options.bus, options.shards, store.clone())
+            .with_context(|| format!("cannot open the bus {}", options.bus))?;
+        let history_store = HistoryStore::open(&options.history_store)
             .await
-            .context("cannot open the history database")?;
-        let clock: SharedClock = Arc::new(SystemClock);
+            .with_context(|| format!("cannot open the history store {}", options.history_store))?;
+        let history = History::new(history_store)
+            .await
+            .context("cannot read the history's cursor")?;
+        let clock = options.clock.clone();
         let key = store
             .setting_or_insert("callback_key", new_key().as_bytes())
             .await?;
@@ -108,7 +129,7 @@ impl Server {
             engine_options,
             engine::Deps {
                 store: store.clone(),
-                bus: Bus::local(options.shards, store.clone()),
+                bus,
                 clock: clock.clone(),
                 keys: keys.clone(),
                 http,
@@ -170,7 +191,9 @@ impl Server {
         tasks.push(tokio::spawn(scheduler.run(shutdown.clone())));
         if options.history {
             tasks.push(tokio::spawn(
-                history.clone().consume(engine.clone(), shutdown.clone()),
+                history
+                    .clone()
+                    .consume(engine.bus().events().clone(), shutdown.clone()),
             ));
         }
         let app = crate::api::router(service.clone());
@@ -241,7 +264,7 @@ async fn report_activity(engine: Engine, history: History, stop: CancellationTok
         let now = read();
         let transitions = now.0 - last.0;
         if transitions > 0 {
-            let behind = history.behind(engine.bus()).await.ok().flatten();
+            let behind = history.behind(engine.bus().events()).await.ok().flatten();
             tracing::info!(
                 transitions,
                 per_sec = transitions / EVERY.as_secs(),
@@ -253,6 +276,11 @@ async fn report_activity(engine: Engine, history: History, stop: CancellationTok
         }
         last = now;
     }
+}
+
+/// The URL of an SQLite file.
+pub fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}", path.display())
 }
 
 fn new_key() -> String {

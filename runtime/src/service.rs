@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use eflow_core::{Event, EventKind, Rejection, Run, RunStatus, StepError};
 use eflow_ir::{Bundle, StepKind};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::api::ApiError;
 use crate::api::model::*;
 use crate::clock::SharedClock;
 use crate::engine::{self, CallbackKeys, Deployed, Engine, Finished};
@@ -18,87 +18,6 @@ use crate::history::History;
 use crate::quota::{Asker, Ledger, Refusal};
 use crate::scheduler::{BackfillError, Scheduler};
 use crate::store::{self, RunMeta, Store, TenantRow};
-
-/// An error for the API: an HTTP status, a stable code and a message that says
-/// what to do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct ApiError {
-    #[serde(skip)]
-    pub status: u16,
-    pub code: String,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code: code.into(),
-            message: message.into(),
-        }
-    }
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
-        Self::new(400, code, message)
-    }
-    pub fn not_found(what: &str, id: &str) -> Self {
-        Self::new(404, "not_found", format!("{what} `{id}` does not exist"))
-    }
-    pub fn forbidden() -> Self {
-        Self::new(
-            403,
-            "forbidden",
-            "this token may not do that: use a token of the tenant, or an admin token",
-        )
-    }
-    pub fn internal(e: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %e, "internal error");
-        Self::new(
-            500,
-            "internal",
-            "the server failed to do this; it is logged, try again",
-        )
-    }
-}
-
-impl From<store::Error> for ApiError {
-    fn from(e: store::Error) -> Self {
-        ApiError::internal(e)
-    }
-}
-
-impl From<engine::Error> for ApiError {
-    fn from(e: engine::Error) -> Self {
-        match e {
-            engine::Error::Rejected(Rejection::InvalidInput { errors }) => ApiError::bad_request(
-                "invalid_input",
-                format!(
-                    "the input does not fit the flow's parameters: {}",
-                    errors.join("; ")
-                ),
-            ),
-            engine::Error::Rejected(Rejection::Finished) => ApiError::new(
-                409,
-                "run_finished",
-                "the run has finished: nothing changes it any more",
-            ),
-            engine::Error::Rejected(r) => ApiError::new(409, "rejected", r.to_string()),
-            engine::Error::NoSuchRun(id) => ApiError::not_found("run", &id),
-            engine::Error::Stopped => ApiError::new(
-                503,
-                "unavailable",
-                "the server is shutting down: try again shortly",
-            ),
-            e => ApiError::internal(e),
-        }
-    }
-}
-
-impl From<crate::history::Error> for ApiError {
-    fn from(e: crate::history::Error) -> Self {
-        ApiError::internal(e)
-    }
-}
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
@@ -819,7 +738,7 @@ impl Service {
     ) -> ApiResult<Vec<ScheduleView>> {
         let t = caller.scope(tenant)?;
         let rows = self.db().schedules(t).await?;
-        Ok(rows.iter().map(crate::scheduler::view).collect())
+        rows.iter().map(schedule_view).collect()
     }
 
     async fn own_schedule(&self, caller: &Caller, id: &str) -> ApiResult<store::ScheduleRow> {
@@ -842,7 +761,7 @@ impl Service {
             .await
             .map_err(ApiError::internal)?;
         let s = self.own_schedule(caller, id).await?;
-        Ok(crate::scheduler::view(&s))
+        schedule_view(&s)
     }
 
     pub async fn backfill(
@@ -879,7 +798,11 @@ impl Service {
 
     pub async fn stats(&self, caller: &Caller) -> ApiResult<StatsView> {
         caller.admin_only()?;
-        let history_behind = self.inner.history.behind(self.inner.engine.bus()).await?;
+        let history_behind = self
+            .inner
+            .history
+            .behind(self.inner.engine.bus().events())
+            .await?;
         let s = self.inner.engine.stats();
         let get = |x: &std::sync::atomic::AtomicU64| x.load(std::sync::atomic::Ordering::Relaxed);
         Ok(StatsView {
@@ -906,14 +829,20 @@ impl Service {
         // is in the answer, unless the history is more than a moment behind.
         self.inner
             .history
-            .catch_up_with(self.inner.engine.bus(), LIST_PATIENCE)
+            .catch_up_with(self.inner.engine.bus().events(), LIST_PATIENCE)
             .await?;
-        self.inner.history.runs(&q).await.map_err(|e| match e {
-            crate::history::Error::BadCursor => ApiError::bad_request(
-                "invalid_cursor",
-                "the cursor is not one this server gave out: start again without it",
-            ),
+        let page = self.inner.history.runs(&q).await.map_err(|e| match e {
+            crate::history::Error::Store(crate::history::store::Error::BadCursor) => {
+                ApiError::bad_request(
+                    "invalid_cursor",
+                    "the cursor is not one this server gave out: start again without it",
+                )
+            }
             e => ApiError::internal(e),
+        })?;
+        Ok(Page {
+            items: page.items.into_iter().map(run_summary).collect(),
+            next: page.next,
         })
     }
 
@@ -962,6 +891,46 @@ fn split_step(step: &str) -> (String, Option<u32>) {
         return (step[..open].to_string(), Some(i));
     }
     (step.to_string(), None)
+}
+
+/// A run of the history as the API shows it.
+fn run_summary(r: crate::history::RunRecord) -> RunSummary {
+    RunSummary {
+        id: r.id,
+        tenant: r.tenant,
+        flow: r.flow,
+        version: r.version,
+        status: r.status,
+        created_at: rfc3339(r.created_at),
+        updated_at: rfc3339(r.updated_at),
+        error_code: r.error_code,
+        failed_step: r.failed_step,
+        parent: r.parent,
+    }
+}
+
+/// A schedule as the API shows it: its policy read from the stored spec.
+fn schedule_view(s: &store::ScheduleRow) -> ApiResult<ScheduleView> {
+    let ir: eflow_ir::Schedule = serde_json::from_slice(&s.spec).map_err(ApiError::internal)?;
+    // The policies' names as they are written in a flow (`allow_all`, `skip`).
+    let name = |v: serde_json::Result<Value>| -> ApiResult<String> {
+        match v.map_err(ApiError::internal)? {
+            Value::String(s) => Ok(s),
+            other => Err(ApiError::internal(format!("a policy named by {other}"))),
+        }
+    };
+    Ok(ScheduleView {
+        id: s.id.clone(),
+        tenant: s.tenant.clone(),
+        flow: s.flow.clone(),
+        overlap: name(serde_json::to_value(ir.overlap))?,
+        catchup: name(serde_json::to_value(ir.catchup))?,
+        cron: ir.cron,
+        timezone: ir.timezone,
+        paused: s.paused,
+        last_fire: s.last_start.map(rfc3339),
+        next_fire: s.next_due.map(rfc3339),
+    })
 }
 
 pub fn rfc3339(ms: u64) -> String {

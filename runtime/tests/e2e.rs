@@ -549,7 +549,7 @@ async fn http_remote_step_retries_then_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_step_completes_after_its_duration() {
-    let s = TestServer::start("wait").await;
+    let (s, clock) = TestServer::start_with_manual_clock("wait", |_| {}).await;
     let api = &s.api;
     let token = api.create_tenant("acme", json!({})).await;
     let src = r#"
@@ -563,13 +563,18 @@ flow Sleepy() -> Timestamp {
     api.deploy_source(&token, &[("sleepy.eflow", src)]).await;
     let run = api.start(&token, "Sleepy", json!({})).await;
     let id = run["id"].as_str().expect("id").to_string();
+    // A millisecond short of its duration, the step still waits.
+    clock.advance(699);
+    api.wait_status(&token, &id, &["running"]).await;
+    clock.advance(1);
     let done = api.wait_finished(&token, &id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     let started = ms(&done["started_at"]);
     let woke = ms(&done["result"]);
-    assert!(
-        woke >= started + 700,
-        "woke at {woke}, started at {started}: {done}"
+    assert_eq!(
+        woke,
+        started + 700,
+        "woke when the clock read its time: {done}"
     );
     s.stop().await;
 }
@@ -974,14 +979,33 @@ bindings dev {
 }
 "#;
 
-fn now_ms() -> i64 {
-    use eflow_runtime::clock::Clock;
-    eflow_runtime::clock::SystemClock.now_ms() as i64
+/// A second schedule, deployed while the ticker is paused: the scheduler
+/// handling its fire times shows it looked while the ticker was paused.
+const WITNESS: &str = r#"
+remote step Look(x: Int) -> Int
+
+flow Witness(x: Int = 1) -> Int {
+    schedule "* * * * * *"
+        overlap allow_all
+        catchup skip
+    let l = Look(x: x)
+    return l
 }
+
+bindings dev {
+    Look = sim { duration: 10ms, failure_rate: 0.0 }
+}
+"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_start_runs_pause_and_backfill() {
-    let s = TestServer::start("schedules").await;
+    // One schedule partition: one loader looks at the ticker and the witness
+    // in the same pass.
+    let (s, clock) = TestServer::start_with_manual_clock("schedules", |o| o.partitions = 1).await;
+    let now_ms = || {
+        use eflow_runtime::clock::Clock;
+        clock.now_ms() as i64
+    };
     let api = &s.api;
     let token = api.create_tenant("acme", json!({})).await;
     let d = api.deploy_source(&token, &[("ticker.eflow", TICKER)]).await;
@@ -996,7 +1020,10 @@ async fn schedules_start_runs_pause_and_backfill() {
         "no run started yet, so no last fire: {sch}"
     );
 
-    // The schedule starts runs, with ids derived from it.
+    // The schedule starts runs, one a second, with ids derived from it.
+    for _ in 0..2 {
+        next_second(api, &token, &clock, &sid).await;
+    }
     let started = poll_until("the schedule to start two runs", DEADLINE, || async {
         let runs = api.all_runs(&token, "flow=Ticker").await;
         (runs.len() >= 2).then_some(runs)
@@ -1037,8 +1064,13 @@ async fn schedules_start_runs_pause_and_backfill() {
         .ok("pause");
     assert_eq!(paused["paused"], true, "{paused}");
     let paused_at = now_ms();
-    // Nothing to poll for: the absence of runs needs time to show.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // The absence of runs shows once the scheduler has looked past their
+    // fire times: the witness's fire times are handled in the same passes.
+    api.deploy_source(&token, &[("witness.eflow", WITNESS)])
+        .await;
+    for _ in 0..3 {
+        next_second(api, &token, &clock, "acme.Witness.0").await;
+    }
     for later in [2000, 3000] {
         let nominal = ((paused_at + later) / 1000 * 1000) as u64;
         let rid = eflow_core::schedule::run_id(&sid, nominal);
@@ -1090,6 +1122,8 @@ async fn schedules_start_runs_pause_and_backfill() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert_eq!(got, expected, "{b}");
+    // Their steps take 10 ms.
+    clock.advance(10);
     for id in &got {
         let run = api.wait_finished(&token, id).await;
         assert_eq!(run["status"], "succeeded", "{run}");
@@ -1125,6 +1159,7 @@ async fn schedules_start_runs_pause_and_backfill() {
         .await
         .ok("resume");
     assert_eq!(r["paused"], false, "{r}");
+    next_second(api, &token, &clock, &sid).await;
     poll_until("a run after the resume", DEADLINE, || async {
         let runs = api.all_runs(&token, "flow=Ticker").await;
         runs.iter()

@@ -2,7 +2,7 @@
 //! the runs and no sort of the matches, so a page costs the same at millions of
 //! runs as at ten. The plans are printed (`--nocapture`) for BENCHMARKS.md.
 
-use eflow_runtime::history::{History, RunQuery};
+use eflow_runtime::history::{HistoryStore, RunQuery};
 
 fn queries() -> Vec<(&'static str, RunQuery)> {
     let t = || Some("acme".to_string());
@@ -89,7 +89,9 @@ fn queries() -> Vec<(&'static str, RunQuery)> {
 async fn run_queries_use_an_index_in_page_order() {
     let dir = std::env::temp_dir().join(format!("eflow-plans-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let history = History::open(&dir.join("history.db")).await.unwrap();
+    let history = HistoryStore::open(&format!("sqlite://{}", dir.join("history.db").display()))
+        .await
+        .unwrap();
     let mut bad = Vec::new();
     for (name, mut q) in queries() {
         q.limit = 100;

@@ -1,12 +1,74 @@
 //! The store's conformance suite: what every backend must do, written once
-//! against the `Store` handle. Each backend runs it (today SQLite; the
-//! distributed backend adds its line).
+//! against the `Store` handle, one test per operation. `store_test_suite!`
+//! expands it for a backend from the function that opens one; adding a
+//! backend is one more line at the bottom.
+
+mod common;
+
+use std::path::PathBuf;
 
 use eflow_runtime::store::{
     ApprovalWrite, Commit, Durability, EventWrite, NewEntry, RunMeta, RunWrite, ScheduleRow, Store,
     TenantRow, TimerWrite,
 };
 use serde_json::json;
+
+/// Expands to a module `$backend` with one `#[tokio::test]` per test of the
+/// suite, each on a fresh store from `$open` (an `async fn() -> (Store, PathBuf)`,
+/// the path a directory removed afterwards).
+macro_rules! store_test_suite {
+    ($backend:ident, $open:ident) => {
+        store_test_suite!(@tests $backend, $open, [
+            open_refuses_an_unknown_scheme,
+            commit_upserts_runs_and_appends_events,
+            commit_is_all_or_nothing,
+            load_run,
+            load_runs,
+            active_runs_by_tenant,
+            active_runs_of_schedule,
+            events_of,
+            events_after_and_max_event_pos,
+            claim_timers,
+            timers_are_one_row_per_name,
+            release_claims,
+            outbox,
+            acquire_lease_fences_older_owners,
+            bundles_and_flows,
+            tenants,
+            purge_tenant,
+            tokens,
+            approvals,
+            register,
+            registry_set_stage,
+            schedules,
+            set_schedule_paused,
+            setting_or_insert,
+        ]);
+    };
+    (@tests $backend:ident, $open:ident, [$($test:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let (store, dir) = super::$open().await;
+                    super::$test(&store).await;
+                    store.close().await;
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            )*
+        }
+    };
+}
+
+store_test_suite!(sqlite, open_sqlite);
+
+async fn open_sqlite() -> (Store, PathBuf) {
+    let dir = common::temp_dir("store");
+    let url = format!("sqlite://{}", dir.join("eflow.db").display());
+    (Store::open(&url, Durability::Full).await.unwrap(), dir)
+}
+
+// ---- fixtures ----------------------------------------------------------------
 
 fn meta(id: &str, tenant: &str) -> RunMeta {
     RunMeta {
@@ -50,35 +112,140 @@ fn timer(run: &str, name: &str, due_at: u64, claimed_until: u64) -> TimerWrite {
     }
 }
 
-/// Everything a backend must do.
-async fn suite(store: Store) {
-    // Runs: an upsert keeps the run's routing data and replaces its state.
+fn tenant(id: &str) -> TenantRow {
+    TenantRow {
+        id: id.into(),
+        created_at: 1,
+        max_active_runs: Some(5),
+        max_starts_per_sec: None,
+    }
+}
+
+fn approval(run: &str, tenant: &str, attempt: u32) -> ApprovalWrite {
+    ApprovalWrite {
+        run: run.into(),
+        step: "ok".into(),
+        attempt,
+        tenant: tenant.into(),
+        contract: "std/approval.Approve".into(),
+        request: b"{\"q\":1}".to_vec(),
+        requested_at: 5 + u64::from(attempt),
+        expires_at: None,
+    }
+}
+
+fn schedule(id: &str, tenant: &str, next_due: u64) -> ScheduleRow {
+    ScheduleRow {
+        id: id.into(),
+        tenant: tenant.into(),
+        flow: "F".into(),
+        bundle: "b-1".into(),
+        position: 0,
+        spec: b"{}".to_vec(),
+        paused: false,
+        handled_through: Some(100),
+        last_start: None,
+        next_due: Some(next_due),
+        buffered: None,
+        partition: 0,
+    }
+}
+
+async fn commit(store: &Store, f: impl FnOnce(&mut Commit)) {
     let mut c = Commit::default();
-    c.runs.push(run("r1", "acme", "running", "{\"v\":1}"));
-    c.events.push(event("r1", 0));
-    c.events.push(event("r1", 1));
+    f(&mut c);
     store.commit(&c).await.unwrap();
-    let mut c = Commit::default();
-    c.runs.push(run("r1", "acme", "succeeded", "{\"v\":2}"));
-    c.events.push(event("r1", 2));
-    store.commit(&c).await.unwrap();
+}
+
+// ---- the suite ---------------------------------------------------------------
+
+async fn open_refuses_an_unknown_scheme(_: &Store) {
+    let err = Store::open("mysql://localhost/eflow", Durability::Full)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("mysql://"), "{err}");
+}
+
+/// An upsert keeps the run's routing data and replaces its status and state.
+async fn commit_upserts_runs_and_appends_events(store: &Store) {
+    commit(store, |c| {
+        c.runs.push(run("r1", "acme", "running", "{\"v\":1}"));
+        c.events.push(event("r1", 0));
+        c.events.push(event("r1", 1));
+    })
+    .await;
+    commit(store, |c| {
+        c.runs.push(run("r1", "acme", "succeeded", "{\"v\":2}"));
+        c.events.push(event("r1", 2));
+    })
+    .await;
     let (m, status, state) = store.load_run("r1").await.unwrap().unwrap();
     assert_eq!(
         (m, status.as_str(), state.as_slice()),
         (meta("r1", "acme"), "succeeded", &b"{\"v\":2}"[..])
     );
-    assert!(store.load_run("nope").await.unwrap().is_none());
+    let evs = store.events_of("r1", None, 10).await.unwrap();
+    assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
+}
 
-    // Many runs at once: more than one statement's worth, missing ids left out.
+/// A second event with a run's sequence number is refused, and the whole
+/// batch with it: nothing is half-written.
+async fn commit_is_all_or_nothing(store: &Store) {
+    commit(store, |c| {
+        c.runs.push(run("r1", "acme", "succeeded", "{}"));
+        c.events.push(event("r1", 0));
+    })
+    .await;
     let mut c = Commit::default();
+    c.runs.push(run("r1", "acme", "failed", "{\"v\":3}"));
+    c.runs.push(run("r9", "acme", "running", "{}"));
+    c.events.push(event("r1", 0));
+    c.timers.push(timer("r1", "t", 1, 0));
+    assert!(store.commit(&c).await.is_err());
+    let (_, status, _) = store.load_run("r1").await.unwrap().unwrap();
+    assert_eq!(status, "succeeded");
+    assert!(store.load_run("r9").await.unwrap().is_none());
+    assert!(
+        store
+            .claim_timers(0, 100, 100, 200, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn load_run(store: &Store) {
+    let mut m = meta("child", "acme");
+    m.parent = Some("parent".into());
+    m.schedule = Some("acme.F.0".into());
+    commit(store, |c| {
+        c.runs.push(RunWrite {
+            meta: m.clone(),
+            status: "running",
+            updated_at: 3,
+            state: b"{\"s\":1}".to_vec(),
+        })
+    })
+    .await;
+    let (got, status, state) = store.load_run("child").await.unwrap().unwrap();
+    assert_eq!(
+        (got, status.as_str(), state),
+        (m, "running", b"{\"s\":1}".to_vec())
+    );
+    assert!(store.load_run("nope").await.unwrap().is_none());
+}
+
+/// More than one statement's worth; missing ids are left out.
+async fn load_runs(store: &Store) {
     let many: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
-    for id in &many {
-        c.runs.push(run(id, "bulk", "running", "{}"));
-    }
-    store.commit(&c).await.unwrap();
+    commit(store, |c| {
+        for id in &many {
+            c.runs.push(run(id, "bulk", "running", "{}"));
+        }
+    })
+    .await;
     let mut ask: Vec<&str> = many.iter().map(String::as_str).collect();
     ask.push("nope");
-    ask.push("r1");
     let mut got: Vec<String> = store
         .load_runs(&ask)
         .await
@@ -87,43 +254,133 @@ async fn suite(store: Store) {
         .map(|(m, _, _)| m.id)
         .collect();
     got.sort();
-    let mut want: Vec<String> = many.clone();
-    want.push("r1".into());
+    let mut want = many.clone();
     want.sort();
     assert_eq!(got, want);
+    assert!(store.load_runs(&[]).await.unwrap().is_empty());
+}
 
-    // The event log: a run's events in order, all events in commit order.
-    let evs = store.events_of("r1", None, 10).await.unwrap();
-    assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
-    assert_eq!(store.events_of("r1", Some(0), 10).await.unwrap().len(), 2);
+/// Top-level runs not finished, per tenant: children and finished runs do not count.
+async fn active_runs_by_tenant(store: &Store) {
+    let mut child = run("c1", "acme", "running", "{}");
+    child.meta.parent = Some("a1".into());
+    commit(store, |c| {
+        c.runs.push(run("a1", "acme", "running", "{}"));
+        c.runs.push(run("a2", "acme", "created", "{}"));
+        c.runs.push(run("a3", "acme", "succeeded", "{}"));
+        c.runs.push(child);
+        c.runs.push(run("o1", "other", "running", "{}"));
+    })
+    .await;
+    let mut got = store.active_runs_by_tenant().await.unwrap();
+    got.sort();
+    assert_eq!(got, vec![("acme".into(), 2), ("other".into(), 1)]);
+}
+
+async fn active_runs_of_schedule(store: &Store) {
+    let scheduled = |id: &str, status| {
+        let mut r = run(id, "acme", status, "{}");
+        r.meta.schedule = Some("acme.F.0".into());
+        r
+    };
+    commit(store, |c| {
+        c.runs.push(scheduled("s1", "running"));
+        c.runs.push(scheduled("s2", "failed"));
+        c.runs.push(run("plain", "acme", "running", "{}"));
+    })
+    .await;
+    assert_eq!(
+        store.active_runs_of_schedule("acme.F.0").await.unwrap(),
+        vec!["s1".to_string()]
+    );
+    assert!(
+        store
+            .active_runs_of_schedule("acme.G.0")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A run's events in order, after a sequence number, at most `limit`.
+async fn events_of(store: &Store) {
+    commit(store, |c| {
+        c.runs.push(run("r1", "acme", "running", "{}"));
+        c.runs.push(run("r2", "acme", "running", "{}"));
+        for seq in 0..4 {
+            c.events.push(event("r1", seq));
+        }
+        c.events.push(event("r2", 0));
+    })
+    .await;
+    let seqs = |evs: Vec<eflow_runtime::store::EventRow>| -> Vec<u64> {
+        evs.iter().map(|e| e.seq).collect()
+    };
+    assert_eq!(
+        seqs(store.events_of("r1", None, 10).await.unwrap()),
+        [0, 1, 2, 3]
+    );
+    assert_eq!(
+        seqs(store.events_of("r1", Some(1), 10).await.unwrap()),
+        [2, 3]
+    );
+    assert_eq!(seqs(store.events_of("r1", None, 2).await.unwrap()), [0, 1]);
+    let e = &store.events_of("r2", None, 10).await.unwrap()[0];
+    assert_eq!(
+        (e.run.as_str(), e.id.as_str(), e.at, e.status.as_str()),
+        ("r2", "e0", 10, "running")
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&e.body).unwrap(),
+        json!({"type": "started", "n": 0})
+    );
+    assert!(store.events_of("nope", None, 10).await.unwrap().is_empty());
+}
+
+/// Every event in commit order after a position; the last position.
+async fn events_after_and_max_event_pos(store: &Store) {
+    assert_eq!(store.max_event_pos().await.unwrap(), 0);
+    commit(store, |c| {
+        c.runs.push(run("r1", "acme", "running", "{}"));
+        c.events.push(event("r1", 0));
+        c.events.push(event("r1", 1));
+    })
+    .await;
+    commit(store, |c| c.events.push(event("r1", 2))).await;
     let all = store.events_after(0, 10).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1, 2]);
     assert!(all.windows(2).all(|w| w[0].pos < w[1].pos));
     assert_eq!(store.events_after(all[1].pos, 10).await.unwrap().len(), 1);
+    assert_eq!(store.events_after(0, 2).await.unwrap().len(), 2);
     assert_eq!(store.max_event_pos().await.unwrap(), all[2].pos);
+}
 
-    // A second event with a run's sequence number is refused, and the whole
-    // batch with it: nothing is half-written.
-    let mut c = Commit::default();
-    c.runs.push(run("r1", "acme", "failed", "{\"v\":3}"));
-    c.events.push(event("r1", 2));
-    assert!(store.commit(&c).await.is_err());
-    let (_, status, _) = store.load_run("r1").await.unwrap().unwrap();
-    assert_eq!(status, "succeeded");
-
-    // Timers: due rows are claimed once; a claim expires; a deleted row is gone.
-    let mut c = Commit::default();
-    c.timers.push(timer("r1", "t-due", 100, 0));
-    c.timers.push(timer("r1", "t-later", 5_000, 0));
-    c.timers.push(timer("r1", "t-claimed", 100, 1_000));
-    store.commit(&c).await.unwrap();
+/// Due rows are claimed once; a claim expires; a deleted row is gone.
+async fn claim_timers(store: &Store) {
+    commit(store, |c| {
+        c.timers.push(timer("r1", "t-due", 100, 0));
+        c.timers.push(timer("r1", "t-later", 5_000, 0));
+        c.timers.push(timer("r1", "t-claimed", 100, 1_000));
+    })
+    .await;
     let got = store.claim_timers(0, 200, 1_200, 2_000, 10).await.unwrap();
     assert_eq!(
         got.iter().map(|t| t.timer.as_str()).collect::<Vec<_>>(),
         vec!["t-due"]
     );
+    assert_eq!((got[0].run.as_str(), got[0].due_at), ("r1", 100));
+    assert_eq!(got[0].event, b"{}".to_vec());
     assert!(
         store
             .claim_timers(0, 300, 1_300, 2_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Another partition's rows are not this loader's.
+    assert!(
+        store
+            .claim_timers(1, 2_500, 3_500, 4_000, 10)
             .await
             .unwrap()
             .is_empty()
@@ -135,48 +392,119 @@ async fn suite(store: Store) {
     let mut names: Vec<_> = again.iter().map(|t| t.timer.clone()).collect();
     names.sort();
     assert_eq!(names, vec!["t-claimed", "t-due"]);
-    let mut c = Commit::default();
-    c.timers_deleted.push(("r1".into(), "t-due".into()));
-    c.timers_deleted.push(("r1".into(), "absent".into()));
-    store.commit(&c).await.unwrap();
-    assert!(
-        store
-            .claim_timers(0, 9_000, 9_000, 9_500, 10)
-            .await
-            .unwrap()
-            .iter()
-            .all(|t| t.timer != "t-due")
-    );
-    // Setting a timer twice is one row.
-    let mut c = Commit::default();
-    c.timers.push(timer("r1", "t-twice", 10, 0));
-    c.timers.push(timer("r1", "t-twice-b", 10, 0));
-    store.commit(&c).await.unwrap();
-    let mut c = Commit::default();
-    c.timers.push(timer("r1", "t-twice", 20, 0));
-    store.commit(&c).await.unwrap();
+    commit(store, |c| {
+        c.timers_deleted.push(("r1".into(), "t-due".into()));
+        c.timers_deleted.push(("r1".into(), "absent".into()));
+    })
+    .await;
+    // Later, every row left is due and its claims have expired: all but the deleted one.
+    let later = store
+        .claim_timers(0, 9_000, 9_000, 9_500, 10)
+        .await
+        .unwrap();
+    let mut names: Vec<_> = later.iter().map(|t| t.timer.as_str()).collect();
+    names.sort();
+    assert_eq!(names, vec!["t-claimed", "t-later"]);
+}
+
+/// Setting a timer twice is one row, with the later due time.
+async fn timers_are_one_row_per_name(store: &Store) {
+    commit(store, |c| {
+        c.timers.push(timer("r1", "t-twice", 10, 0));
+        c.timers.push(timer("r1", "t-twice-b", 10, 0));
+    })
+    .await;
+    commit(store, |c| c.timers.push(timer("r1", "t-twice", 20, 0))).await;
     let twice = store
         .claim_timers(0, 10_000, 10_000, 10_500, 100)
         .await
         .unwrap();
-    assert_eq!(twice.iter().filter(|t| t.timer == "t-twice").count(), 1);
-    store.release_claims().await.unwrap();
+    let ours: Vec<_> = twice.iter().filter(|t| t.timer == "t-twice").collect();
+    assert_eq!(ours.len(), 1);
+    assert_eq!(ours[0].due_at, 20);
+}
 
-    // The outbox: rows come back in position order until deleted.
-    let mut c = Commit::default();
-    c.outbox.push((7, "r1".into(), b"a".to_vec()));
-    c.outbox.push((8, "r1".into(), b"b".to_vec()));
-    store.commit(&c).await.unwrap();
+/// At start every claim is released: claimed timers and schedules are taken again.
+async fn release_claims(store: &Store) {
+    commit(store, |c| c.timers.push(timer("r1", "t", 100, 0))).await;
+    store
+        .replace_schedules("acme", "F", &[schedule("s1", "acme", 1_000)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_timers(0, 200, 200, 60_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .claim_schedules(0, 2_000, 60_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .claim_timers(0, 300, 300, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .claim_schedules(0, 2_000, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.release_claims().await.unwrap();
+    assert_eq!(
+        store
+            .claim_timers(0, 300, 300, 60_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .claim_schedules(0, 2_000, 60_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// Rows come back in position order until deleted.
+async fn outbox(store: &Store) {
+    assert_eq!(store.max_outbox_pos().await.unwrap(), 0);
+    commit(store, |c| {
+        c.outbox.push((8, "r1".into(), b"b".to_vec()));
+        c.outbox.push((7, "r1".into(), b"a".to_vec()));
+    })
+    .await;
     assert_eq!(store.max_outbox_pos().await.unwrap(), 8);
-    let mut c = Commit::default();
-    c.outbox_deleted.push(7);
-    store.commit(&c).await.unwrap();
+    assert_eq!(
+        store.outbox().await.unwrap(),
+        vec![
+            (7, "r1".to_string(), b"a".to_vec()),
+            (8, "r1".to_string(), b"b".to_vec())
+        ]
+    );
+    commit(store, |c| c.outbox_deleted.push(7)).await;
     assert_eq!(
         store.outbox().await.unwrap(),
         vec![(8, "r1".to_string(), b"b".to_vec())]
     );
+}
 
-    // Leases: a newer owner fences out the older one's commits.
+/// A newer owner fences out the older one's commits.
+async fn acquire_lease_fences_older_owners(store: &Store) {
     let old = store.acquire_lease(0, "one", 1).await.unwrap();
     let new = store.acquire_lease(0, "two", 1).await.unwrap();
     assert!(new > old);
@@ -193,33 +521,246 @@ async fn suite(store: Store) {
         ..Commit::default()
     };
     store.commit(&fresh).await.unwrap();
+    assert!(store.load_run("r2").await.unwrap().is_some());
+    // Another shard's lease is its own.
+    let other = store.acquire_lease(1, "one", 1).await.unwrap();
+    let on_other = Commit {
+        lease: Some((1, other)),
+        runs: vec![run("r3", "acme", "running", "{}")],
+        ..Commit::default()
+    };
+    store.commit(&on_other).await.unwrap();
+}
 
-    // Approvals are decided once.
-    let mut c = Commit::default();
-    c.approvals.push(ApprovalWrite {
-        run: "r2".into(),
-        step: "ok".into(),
-        attempt: 1,
-        tenant: "acme".into(),
-        contract: "std/approval.Approve".into(),
-        request: b"{}".to_vec(),
-        requested_at: 5,
-        expires_at: None,
-    });
-    store.commit(&c).await.unwrap();
-    assert_eq!(store.approvals(Some("acme"), true).await.unwrap().len(), 1);
+/// A bundle keeps its IR; each flow it names becomes its name's head, and
+/// older versions stay reachable by version.
+async fn bundles_and_flows(store: &Store) {
+    let flows = |v: &str| vec![("F".to_string(), v.to_string())];
+    store
+        .insert_bundle("b-1", "acme", "dev", b"{\"ir\":1}", &flows("v1"), 10)
+        .await
+        .unwrap();
+    store
+        .insert_bundle("b-2", "acme", "prod", b"{\"ir\":2}", &flows("v2"), 20)
+        .await
+        .unwrap();
+    store
+        .insert_bundle("b-3", "other", "dev", b"{}", &flows("v1"), 30)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.bundle("b-2").await.unwrap(),
+        Some(("acme".into(), "prod".into(), b"{\"ir\":2}".to_vec()))
+    );
+    assert!(store.bundle("nope").await.unwrap().is_none());
+    let head = store.flow("acme", "F", None).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            head.version.as_str(),
+            head.bundle.as_str(),
+            head.head,
+            head.deployed_at
+        ),
+        ("v2", "b-2", true, 20)
+    );
+    let old = store.flow("acme", "F", Some("v1")).await.unwrap().unwrap();
+    assert_eq!((old.bundle.as_str(), old.head), ("b-1", false));
+    assert!(store.flow("acme", "G", None).await.unwrap().is_none());
+    assert!(store.flow("acme", "F", Some("v9")).await.unwrap().is_none());
+    let acme = store.flows(Some("acme")).await.unwrap();
+    assert_eq!(
+        acme.iter().map(|f| f.version.as_str()).collect::<Vec<_>>(),
+        ["v1", "v2"]
+    );
+    assert_eq!(store.flows(None).await.unwrap().len(), 3);
+    // Deploying the old version again makes it the head again.
+    store
+        .insert_bundle("b-4", "acme", "dev", b"{}", &flows("v1"), 40)
+        .await
+        .unwrap();
+    let head = store.flow("acme", "F", None).await.unwrap().unwrap();
+    assert_eq!((head.version.as_str(), head.bundle.as_str()), ("v1", "b-4"));
+}
+
+/// A tenant is created once; tenants are listed by id.
+async fn tenants(store: &Store) {
+    assert!(store.create_tenant(&tenant("zeta")).await.unwrap());
+    assert!(store.create_tenant(&tenant("acme")).await.unwrap());
+    let mut again = tenant("acme");
+    again.max_active_runs = None;
+    assert!(!store.create_tenant(&again).await.unwrap());
+    assert_eq!(store.tenant("acme").await.unwrap(), Some(tenant("acme")));
+    assert!(store.tenant("nope").await.unwrap().is_none());
+    assert_eq!(
+        store.tenants().await.unwrap(),
+        vec![tenant("acme"), tenant("zeta")]
+    );
+}
+
+/// Purging a tenant removes its rows in every table, and only its rows.
+async fn purge_tenant(store: &Store) {
+    for t in ["acme", "other"] {
+        store.create_tenant(&tenant(t)).await.unwrap();
+        store
+            .insert_bundle(
+                &format!("b-{t}"),
+                t,
+                "dev",
+                b"{}",
+                &[("F".into(), "v1".into())],
+                1,
+            )
+            .await
+            .unwrap();
+        store
+            .insert_token(&format!("hash-{t}"), Some(t), "ci", 1)
+            .await
+            .unwrap();
+        store
+            .replace_schedules(t, "F", &[schedule(&format!("{t}.F.0"), t, 1_000)])
+            .await
+            .unwrap();
+        let r = format!("{t}-run");
+        commit(store, |c| {
+            c.runs.push(run(&r, t, "running", "{}"));
+            c.events.push(event(&r, 0));
+            c.timers.push(timer(&r, "t", 100, 0));
+            c.approvals.push(approval(&r, t, 1));
+        })
+        .await;
+    }
+    let inputs = json!({});
+    store
+        .register(
+            &NewEntry {
+                key: "k",
+                tenant: "acme",
+                kind: "model",
+                name: "churn",
+                run: "acme-run",
+                step: "register",
+                inputs: &inputs,
+                now: 1,
+            },
+            |v| json!({ "version": v }),
+        )
+        .await
+        .unwrap();
+    assert!(store.purge_tenant("acme").await.unwrap() >= 9);
+    assert!(store.load_run("acme-run").await.unwrap().is_none());
     assert!(
         store
-            .decide_approval("r2", "ok", 1, &json!({"approved": true}), 6)
+            .events_of("acme-run", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.registry("acme", None, None).await.unwrap().is_empty());
+    assert!(
+        store
+            .approvals(Some("acme"), false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.schedules(Some("acme")).await.unwrap().is_empty());
+    assert!(store.flows(Some("acme")).await.unwrap().is_empty());
+    assert!(store.bundle("b-acme").await.unwrap().is_none());
+    assert!(store.token("hash-acme").await.unwrap().is_none());
+    assert!(store.tenant("acme").await.unwrap().is_none());
+    let timers = store.claim_timers(0, 200, 200, 1_000, 10).await.unwrap();
+    assert_eq!(
+        timers.iter().map(|t| t.run.as_str()).collect::<Vec<_>>(),
+        ["other-run"]
+    );
+    // The other tenant is untouched.
+    assert!(store.load_run("other-run").await.unwrap().is_some());
+    assert_eq!(
+        store.events_of("other-run", None, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store.approvals(Some("other"), false).await.unwrap().len(),
+        1
+    );
+    assert_eq!(store.schedules(Some("other")).await.unwrap().len(), 1);
+    assert_eq!(store.flows(Some("other")).await.unwrap().len(), 1);
+    assert!(store.bundle("b-other").await.unwrap().is_some());
+    assert_eq!(
+        store.token("hash-other").await.unwrap(),
+        Some(Some("other".into()))
+    );
+    assert!(store.tenant("other").await.unwrap().is_some());
+}
+
+/// A token names its tenant, or none for an admin; only admins are counted.
+async fn tokens(store: &Store) {
+    assert_eq!(store.admin_token_count().await.unwrap(), 0);
+    store
+        .insert_token("h-admin", None, "boot", 1)
+        .await
+        .unwrap();
+    store
+        .insert_token("h-acme", Some("acme"), "ci", 2)
+        .await
+        .unwrap();
+    assert_eq!(store.token("h-admin").await.unwrap(), Some(None));
+    assert_eq!(
+        store.token("h-acme").await.unwrap(),
+        Some(Some("acme".into()))
+    );
+    assert_eq!(store.token("h-nope").await.unwrap(), None);
+    assert_eq!(store.admin_token_count().await.unwrap(), 1);
+    // A hash is one token.
+    assert!(
+        store
+            .insert_token("h-acme", None, "again", 3)
+            .await
+            .is_err()
+    );
+}
+
+/// Approvals are listed by tenant and state, the newest attempt is the one
+/// a step awaits, and each is decided once.
+async fn approvals(store: &Store) {
+    commit(store, |c| {
+        c.approvals.push(approval("r2", "acme", 1));
+        c.approvals.push(approval("r2", "acme", 2));
+        c.approvals.push(approval("o1", "other", 1));
+    })
+    .await;
+    assert_eq!(store.approvals(Some("acme"), true).await.unwrap().len(), 2);
+    assert_eq!(store.approvals(None, true).await.unwrap().len(), 3);
+    let newest = store.approval("r2", "ok").await.unwrap().unwrap();
+    assert_eq!(
+        (newest.attempt, newest.tenant.as_str(), &newest.request),
+        (2, "acme", &json!({"q": 1}))
+    );
+    assert!(store.approval("r2", "other-step").await.unwrap().is_none());
+    assert!(
+        store
+            .decide_approval("r2", "ok", 2, &json!({"approved": true}), 6)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .decide_approval("r2", "ok", 1, &json!({"approved": false}), 7)
+            .decide_approval("r2", "ok", 2, &json!({"approved": false}), 7)
             .await
             .unwrap()
     );
+    let decided = store.approval("r2", "ok").await.unwrap().unwrap();
+    assert_eq!(
+        (decided.decided_at, decided.decision),
+        (Some(6), Some(json!({"approved": true})))
+    );
+    assert_eq!(store.approvals(Some("acme"), true).await.unwrap().len(), 1);
+    assert_eq!(store.approvals(Some("acme"), false).await.unwrap().len(), 2);
+    // Closing an approval no longer awaited takes it off the pending list.
+    commit(store, |c| {
+        c.approvals_closed.push(("r2".into(), "ok".into(), 1, 8));
+    })
+    .await;
     assert!(
         store
             .approvals(Some("acme"), true)
@@ -227,77 +768,122 @@ async fn suite(store: Store) {
             .unwrap()
             .is_empty()
     );
+}
 
-    // The registry counts versions per name and is idempotent by key.
+/// The registry counts versions per name and is idempotent by key.
+async fn register(store: &Store) {
     let inputs = json!({"name": "churn"});
-    let entry = |key: &'static str| NewEntry {
+    let entry = |key: &'static str, name: &'static str| NewEntry {
         key,
         tenant: "acme",
         kind: "model",
-        name: "churn",
+        name,
         run: "r2",
         step: "register",
         inputs: &inputs,
         now: 9,
     };
-    let v1 = store
-        .register(&entry("k1"), |v| json!({ "version": v }))
-        .await
-        .unwrap();
-    let again = store
-        .register(&entry("k1"), |v| json!({ "version": v }))
-        .await
-        .unwrap();
-    let v2 = store
-        .register(&entry("k2"), |v| json!({ "version": v }))
-        .await
-        .unwrap();
-    assert_eq!((v1.version, again.version, v2.version), (1, 1, 2));
+    let make = |v: i64| json!({ "version": v });
+    let v1 = store.register(&entry("k1", "churn"), make).await.unwrap();
+    let again = store.register(&entry("k1", "churn"), make).await.unwrap();
+    let v2 = store.register(&entry("k2", "churn"), make).await.unwrap();
+    let other = store.register(&entry("k3", "fraud"), make).await.unwrap();
+    assert_eq!(
+        (v1.version, again.version, v2.version, other.version),
+        (1, 1, 2, 1)
+    );
+    assert_eq!(again, v1);
+    assert_eq!(
+        (v1.entry.clone(), v1.inputs.clone(), v1.registered_at),
+        (json!({"version": 1}), inputs.clone(), 9)
+    );
+    assert_eq!(store.registry("acme", None, None).await.unwrap().len(), 3);
+    assert_eq!(
+        store
+            .registry("acme", Some("model"), Some("churn"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        store
+            .registry("acme", Some("dataset"), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .registry("other", None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
 
-    // Purging a tenant removes its rows and only its rows.
-    for t in ["acme", "other"] {
-        assert!(
-            store
-                .create_tenant(&TenantRow {
-                    id: t.into(),
-                    created_at: 1,
-                    max_active_runs: None,
-                    max_starts_per_sec: None
-                })
-                .await
-                .unwrap()
-        );
+/// Moving a version to a stage rewrites its entry and only its entry.
+async fn registry_set_stage(store: &Store) {
+    let inputs = json!({});
+    for key in ["k1", "k2"] {
+        store
+            .register(
+                &NewEntry {
+                    key,
+                    tenant: "acme",
+                    kind: "model",
+                    name: "churn",
+                    run: "r",
+                    step: "register",
+                    inputs: &inputs,
+                    now: 1,
+                },
+                |v| json!({ "version": v, "stage": "staging" }),
+            )
+            .await
+            .unwrap();
     }
-    let mut c = Commit::default();
-    c.runs.push(run("o1", "other", "running", "{}"));
-    c.events.push(event("o1", 0));
-    store.commit(&c).await.unwrap();
-    store.purge_tenant("acme").await.unwrap();
-    assert!(store.load_run("r1").await.unwrap().is_none());
-    assert!(store.events_of("r1", None, 10).await.unwrap().is_empty());
-    assert!(store.registry("acme", None, None).await.unwrap().is_empty());
-    assert!(store.tenant("acme").await.unwrap().is_none());
-    assert!(store.load_run("o1").await.unwrap().is_some());
-    assert_eq!(store.events_of("o1", None, 10).await.unwrap().len(), 1);
-
-    // Schedules: a deploy replaces a flow's schedules; due ones are claimed
-    // once; an update records the watermark and keeps the newest start.
-    let sched = |id: &str, next_due: u64| ScheduleRow {
-        id: id.into(),
-        tenant: "sched".into(),
-        flow: "F".into(),
-        bundle: "b-1".into(),
-        position: 0,
-        spec: b"{}".to_vec(),
-        paused: false,
-        handled_through: Some(100),
-        last_start: None,
-        next_due: Some(next_due),
-        buffered: None,
-        partition: 0,
+    let moved = store
+        .registry_set_stage("acme", "model", "churn", 1, "production")
+        .await
+        .unwrap();
+    assert_eq!(moved, Some(json!({"version": 1, "stage": "production"})));
+    let rows = store
+        .registry("acme", Some("model"), Some("churn"))
+        .await
+        .unwrap();
+    let stage = |v: i64| {
+        rows.iter()
+            .find(|r| r.version == v)
+            .map(|r| r.entry["stage"].clone())
     };
+    assert_eq!(stage(1), Some(json!("production")));
+    assert_eq!(stage(2), Some(json!("staging")));
+    assert!(
+        store
+            .registry_set_stage("acme", "model", "churn", 9, "production")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A deploy replaces a flow's schedules; due ones are claimed once; an
+/// update records the watermark and keeps the newest start.
+async fn schedules(store: &Store) {
     store
-        .replace_schedules("sched", "F", &[sched("s1", 1_000), sched("s2", 9_000)])
+        .replace_schedules(
+            "sched",
+            "F",
+            &[
+                schedule("s1", "sched", 1_000),
+                schedule("s2", "sched", 9_000),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .replace_schedules("else", "F", &[schedule("e1", "else", 9_000)])
         .await
         .unwrap();
     let due = store.claim_schedules(0, 2_000, 60_000, 10).await.unwrap();
@@ -321,16 +907,26 @@ async fn suite(store: Store) {
         .await
         .unwrap();
     store
-        .update_schedule("s1", Some(2_600), Some(500), Some(3_000), None)
+        .update_schedule("s1", Some(2_600), Some(500), Some(3_000), Some(2))
         .await
         .unwrap();
     let s1 = store.schedule("s1").await.unwrap().unwrap();
     assert_eq!(
-        (s1.handled_through, s1.last_start, s1.next_due),
-        (Some(2_600), Some(1_000), Some(3_000))
+        (s1.handled_through, s1.last_start, s1.next_due, s1.buffered),
+        (Some(2_600), Some(1_000), Some(3_000), Some(2))
+    );
+    assert!(store.schedule("nope").await.unwrap().is_none());
+    // The update released the claim: due again at its next time.
+    assert_eq!(
+        store
+            .claim_schedules(0, 3_000, 60_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
     );
     // A redeploy keeps what it is given and drops schedules no longer declared.
-    let mut again = sched("s1", 4_000);
+    let mut again = schedule("s1", "sched", 4_000);
     again.last_start = s1.last_start;
     again.handled_through = s1.handled_through;
     store
@@ -343,13 +939,22 @@ async fn suite(store: Store) {
         (all[0].last_start, all[0].next_due),
         (Some(1_000), Some(4_000))
     );
-    // Paused schedules are not claimed.
+    assert_eq!(store.schedules(None).await.unwrap().len(), 2);
+}
+
+/// Paused schedules are not claimed; resuming moves the watermark to now.
+async fn set_schedule_paused(store: &Store) {
+    store
+        .replace_schedules("sched", "F", &[schedule("s1", "sched", 1_000)])
+        .await
+        .unwrap();
     assert!(
         store
             .set_schedule_paused("s1", true, 5_000, None)
             .await
             .unwrap()
     );
+    assert!(store.schedule("s1").await.unwrap().unwrap().paused);
     assert!(
         store
             .claim_schedules(0, 10_000, 60_000, 10)
@@ -357,14 +962,45 @@ async fn suite(store: Store) {
             .unwrap()
             .is_empty()
     );
-    store.close().await;
+    assert!(
+        store
+            .set_schedule_paused("s1", false, 11_000, Some(12_000))
+            .await
+            .unwrap()
+    );
+    let s1 = store.schedule("s1").await.unwrap().unwrap();
+    assert_eq!(
+        (s1.paused, s1.handled_through, s1.next_due),
+        (false, Some(11_000), Some(12_000))
+    );
+    assert_eq!(
+        store
+            .claim_schedules(0, 12_000, 60_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        !store
+            .set_schedule_paused("nope", true, 1, None)
+            .await
+            .unwrap()
+    );
 }
 
-#[tokio::test]
-async fn sqlite_conforms() {
-    let dir = std::env::temp_dir().join(format!("eflow-store-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let url = format!("sqlite://{}", dir.join("eflow.db").display());
-    suite(Store::open(&url, Durability::Full).await.unwrap()).await;
-    let _ = std::fs::remove_dir_all(&dir);
+/// The first value stored under a key stays.
+async fn setting_or_insert(store: &Store) {
+    assert_eq!(
+        store.setting_or_insert("key", b"first").await.unwrap(),
+        b"first".to_vec()
+    );
+    assert_eq!(
+        store.setting_or_insert("key", b"second").await.unwrap(),
+        b"first".to_vec()
+    );
+    assert_eq!(
+        store.setting_or_insert("other", b"x").await.unwrap(),
+        b"x".to_vec()
+    );
 }

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::{Value, json};
 
@@ -435,20 +433,24 @@ bindings dev {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_runs_count_against_the_quota_and_fires_past_it_are_skipped() {
-    let s = TestServer::start("quota-schedule").await;
+    let (s, clock) = TestServer::start_with_manual_clock("quota-schedule", |_| {}).await;
     let api = &s.api;
     let token = api
         .create_tenant("small", json!({"max_active_runs": 2}))
         .await;
     api.deploy_source(&token, &[("every.eflow", EVERY_SECOND)])
         .await;
-    poll_until("the schedule to fill the quota", DEADLINE, || async {
-        let runs = api.all_runs(&token, "flow=Every").await;
-        (runs.len() >= 2).then_some(())
-    })
-    .await;
+    let sid = "small.Every.0";
+    // One fire a second: two fill the quota.
+    for _ in 0..2 {
+        next_second(api, &token, &clock, sid).await;
+    }
+    api.history_caught_up().await;
+    assert_eq!(api.all_runs(&token, "flow=Every").await.len(), 2);
     // Fires keep coming every second; none may pass the limit.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for _ in 0..3 {
+        next_second(api, &token, &clock, sid).await;
+    }
     api.history_caught_up().await;
     let runs = api.all_runs(&token, "flow=Every").await;
     assert_eq!(runs.len(), 2, "{runs:?}");
@@ -464,7 +466,7 @@ async fn scheduled_runs_count_against_the_quota_and_fires_past_it_are_skipped() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_on_start_rate() {
-    let s = TestServer::start("quota-rate").await;
+    let (s, clock) = TestServer::start_with_manual_clock("quota-rate", |_| {}).await;
     let api = &s.api;
     let token = api
         .create_tenant("slow", json!({"max_starts_per_sec": 1.0}))
@@ -478,18 +480,17 @@ async fn quota_on_start_rate() {
         second.expect_error(429, "a second start within a second"),
         "quota_start_rate"
     );
-    // The bucket refills.
-    poll_until(
-        "the start rate to allow another start",
-        DEADLINE,
-        || async {
-            let r = api
-                .post(Some(&token), "/v1/runs", &json!({"flow": "Long"}))
-                .await;
-            (r.status == 200).then_some(())
-        },
-    )
-    .await;
+    // The bucket refills with time: not before a second, then at once.
+    clock.advance(900);
+    let early = api
+        .post(Some(&token), "/v1/runs", &json!({"flow": "Long"}))
+        .await;
+    assert_eq!(
+        early.expect_error(429, "a start before the bucket refilled"),
+        "quota_start_rate"
+    );
+    clock.advance(100);
+    api.start(&token, "Long", json!({})).await;
     s.stop().await;
 }
 
@@ -528,7 +529,8 @@ async fn purge_removes_every_row_of_a_tenant_only() {
         }
         let runs = api.get(Some(ADMIN), &before("gone")).await.ok("runs");
         assert_eq!(runs["items"], json!([]), "history after the purge: {runs}");
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // Whatever the engine committed since is in the history before the next look.
+        api.history_caught_up().await;
     }
     let tenants = api.get(Some(ADMIN), "/v1/tenants").await.ok("tenants");
     assert!(

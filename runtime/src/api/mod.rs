@@ -2,11 +2,13 @@
 //! requests onto [`Service`] and its errors onto JSON bodies with a stable
 //! code; the OpenAPI document is generated from the handlers and wire types.
 
+mod error;
 pub mod model;
+
+pub use error::ApiError;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,20 +20,7 @@ use utoipa::OpenApi;
 use model::*;
 
 use crate::history::RunQuery;
-use crate::service::{ApiError, Caller, Service};
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: self.message,
-            },
-        };
-        (status, Json(body)).into_response()
-    }
-}
+use crate::service::{Caller, Service};
 
 /// A JSON object body whose rejections are API errors. Only an object is
 /// taken: serde would read a JSON array into a struct field by field.

@@ -125,6 +125,12 @@ pub struct ServeArgs {
     /// Where the state lives.
     #[arg(long, env = "EFLOW_DATA", default_value = client::DEFAULT_DATA)]
     pub data: PathBuf,
+    /// The engine's store, as a URL: `sqlite://PATH` [default: sqlite://DATA/eflow.db].
+    #[arg(long, env = "EFLOW_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// The history's store, as a URL: `sqlite://PATH` [default: sqlite://DATA/history.db].
+    #[arg(long, env = "EFLOW_HISTORY_STORE", value_name = "URL")]
+    pub history_store: Option<String>,
     /// The API's address (loopback by default).
     #[arg(long, env = "EFLOW_LISTEN", default_value = "127.0.0.1:7700")]
     pub listen: SocketAddr,

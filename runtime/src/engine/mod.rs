@@ -26,9 +26,14 @@ pub use deployments::{Deployed, Deployments};
 pub use dispatch::{CallbackClaim, CallbackKeys};
 pub use worker::status_name;
 
-use crate::bus::Bus;
+use crate::bus;
 use crate::clock::SharedClock;
 use crate::store::{self, RunMeta, Store, shard_of};
+
+/// The bus as the engine uses it: it carries [`Input`]s.
+pub type Bus = bus::Bus<Input>;
+/// Where a shard's worker takes its [`Input`]s from.
+pub type Inbox = bus::Inbox<Input>;
 
 /// Engine settings.
 #[derive(Debug, Clone)]

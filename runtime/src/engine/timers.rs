@@ -75,9 +75,9 @@ impl Loader {
                             let _ = self.engine.send(&t.run, delivery);
                         } else {
                             let engine = self.engine.clone();
-                            let wait = Duration::from_millis(t.due_at - now);
+                            let wait = self.clock.sleep_until(t.due_at);
                             tokio::spawn(async move {
-                                tokio::time::sleep(wait).await;
+                                wait.await;
                                 let _ = engine.send(&t.run, delivery);
                             });
                         }
@@ -98,7 +98,8 @@ impl Loader {
                     // Let a burst of new timers land before looking.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                () = tokio::time::sleep(Duration::from_millis(IDLE_MS)) => {}
+                // Nothing new falls due before the clock moves on.
+                () = self.clock.sleep_until(now + IDLE_MS) => {}
             }
         }
     }

@@ -12,12 +12,12 @@ use lru::LruCache;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::Inbox;
 use super::route::{After, Outbound, RouteCx};
 use super::stored_json;
 use super::{
     Applied, Creation, Delivery, Deployed, Engine, Error, Finished, Input, Options, Reply,
 };
-use crate::bus::Inbox;
 use crate::clock::SharedClock;
 use crate::store::{Commit, EventWrite, RunMeta, RunWrite};
 
@@ -219,9 +219,9 @@ impl Worker {
                         let _ = self.engine.send(&run, delivery);
                     } else {
                         let engine = self.engine.clone();
-                        let wait = Duration::from_millis(due_at - now);
+                        let wait = self.clock.sleep_until(due_at);
                         tokio::spawn(async move {
-                            tokio::time::sleep(wait).await;
+                            wait.await;
                             let _ = engine.send(&run, delivery);
                         });
                     }

@@ -10,7 +10,7 @@ mod sqlite;
 
 use serde::{Deserialize, Serialize};
 
-pub use sqlite::{NewEntry, SqliteStore};
+pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -329,6 +329,28 @@ pub struct EventRow {
     /// The event as stored: compact JSON of an `eflow_core::Event`, decoded
     /// only by a reader that needs more than a field or two.
     pub body: Vec<u8>,
+}
+
+/// A registry entry to add.
+#[derive(Debug, Clone)]
+pub struct NewEntry<'a> {
+    /// The registering call's idempotency key.
+    pub key: &'a str,
+    pub tenant: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub run: &'a str,
+    pub step: &'a str,
+    pub inputs: &'a serde_json::Value,
+    pub now: u64,
+}
+
+/// The JSON text of `value`, for a column. This cannot fail, so there is no
+/// error to drop: a `serde_json::Value` has string keys and nothing whose
+/// serialization can refuse (unlike `to_vec(..).unwrap_or_default()`, which
+/// would store an empty body if it ever did).
+pub fn json_bytes(value: &serde_json::Value) -> Vec<u8> {
+    value.to_string().into_bytes()
 }
 
 /// Which shard owns a run: a stable hash of its id (FNV-1a), so every process

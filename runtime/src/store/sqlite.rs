@@ -15,22 +15,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
-    ApprovalRow, Commit, DueTimer, Durability, Error, EventRow, FlowRow, RegistryRow, Result,
-    RunMeta, ScheduleRow, TenantRow,
+    ApprovalRow, Commit, DueTimer, Durability, Error, EventRow, FlowRow, NewEntry, RegistryRow,
+    Result, RunMeta, ScheduleRow, TenantRow, json_bytes,
 };
-
-/// A registry entry to add.
-pub struct NewEntry<'a> {
-    /// The registering call's idempotency key.
-    pub key: &'a str,
-    pub tenant: &'a str,
-    pub kind: &'a str,
-    pub name: &'a str,
-    pub run: &'a str,
-    pub step: &'a str,
-    pub inputs: &'a serde_json::Value,
-    pub now: u64,
-}
 
 /// Rows per multi-row statement, largest first: well under SQLite's limit of
 /// 32,766 bound values. A batch is cut into pieces of these sizes only, so each
@@ -651,7 +638,7 @@ impl SqliteStore {
             "UPDATE approvals SET decided_at = ?, decision = ? WHERE run = ? AND step = ? AND attempt = ? AND decided_at IS NULL",
         )
         .bind(now as i64)
-        .bind(serde_json::to_vec(decision).unwrap_or_default())
+        .bind(json_bytes(decision))
         .bind(run)
         .bind(step)
         .bind(attempt)
@@ -697,11 +684,11 @@ impl SqliteStore {
         .bind(e.kind)
         .bind(e.name)
         .bind(version)
-        .bind(serde_json::to_vec(&entry).unwrap_or_default())
+        .bind(json_bytes(&entry))
         .bind(e.run)
         .bind(e.step)
         .bind(e.key)
-        .bind(serde_json::to_vec(e.inputs).unwrap_or_default())
+        .bind(json_bytes(e.inputs))
         .bind(e.now as i64)
         .execute(&mut *tx)
         .await?;
@@ -744,7 +731,7 @@ impl SqliteStore {
             m.insert("stage".into(), serde_json::Value::String(stage.into()));
         }
         sqlx::query("UPDATE registry SET entry = ? WHERE tenant = ? AND kind = ? AND name = ? AND version = ?")
-            .bind(serde_json::to_vec(&entry).unwrap_or_default())
+            .bind(json_bytes(&entry))
             .bind(tenant)
             .bind(kind)
             .bind(name)

@@ -6,9 +6,11 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use eflow_runtime::clock::{Clock, ManualClock, SystemClock};
 use eflow_runtime::server::{Options, Server};
 use eflow_runtime::service::Quotas;
 use serde_json::{Value, json};
@@ -21,10 +23,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh, unique directory under the system temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let nanos = {
-        use eflow_runtime::clock::Clock;
-        eflow_runtime::clock::SystemClock.now_ms()
-    };
+    let nanos = SystemClock.now_ms();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!(
         "eflow-test-{name}-{}-{nanos}-{n}",
@@ -258,6 +257,28 @@ impl Api {
     }
 }
 
+/// Moves `clock` on by a second and waits until the scheduler has handled
+/// that time for schedule `id`: its next fire time is past the new now. (A
+/// paused schedule is not handled: pass an unpaused one in the same partition.)
+pub async fn next_second(api: &Api, token: &str, clock: &ManualClock, id: &str) {
+    clock.advance(1000);
+    let now = clock.now_ms() as i64;
+    poll_until(
+        &format!("schedule {id} to handle {now}"),
+        DEADLINE,
+        || async {
+            let list = api.get(Some(token), "/v1/schedules").await.ok("schedules");
+            let s = list.as_array()?.iter().find(|s| s["id"] == id)?.clone();
+            s["next_fire"]
+                .as_str()
+                .and_then(eflow_core::time::parse_rfc3339)
+                .is_some_and(|next| next > now)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `deadline`
 /// with `what` in the message.
 pub async fn poll_until<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
@@ -300,6 +321,23 @@ impl TestServer {
         let server = Server::start(o).await.expect("the server starts");
         let api = Api::new(format!("http://{}", server.addr));
         Self { server, api, dir }
+    }
+
+    /// A server whose time moves only when the test moves `clock`: it
+    /// starts at the current second and a half, so that a fire time of a
+    /// schedule is never the start time itself.
+    pub async fn start_with_manual_clock(
+        name: &str,
+        tweak: impl FnOnce(&mut Options),
+    ) -> (Self, ManualClock) {
+        let clock = ManualClock::new(SystemClock.now_ms() / 1000 * 1000 + 500);
+        let shared = Arc::new(clock.clone());
+        let server = Self::start_with(name, |o| {
+            o.clock = shared;
+            tweak(o)
+        })
+        .await;
+        (server, clock)
     }
 
     pub fn addr(&self) -> String {

@@ -1,0 +1,105 @@
+//! The API's one error: an HTTP status, a stable code and a message, and how
+//! each component's error maps onto it (the body is `{"error": {code, message}}`).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use eflow_core::Rejection;
+use serde::{Deserialize, Serialize};
+
+use super::model::{ErrorBody, ErrorDetail};
+use crate::{engine, history, store};
+
+/// An error for the API: an HTTP status, a stable code and a message that says
+/// what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(400, code, message)
+    }
+    pub fn not_found(what: &str, id: &str) -> Self {
+        Self::new(404, "not_found", format!("{what} `{id}` does not exist"))
+    }
+    pub fn forbidden() -> Self {
+        Self::new(
+            403,
+            "forbidden",
+            "this token may not do that: use a token of the tenant, or an admin token",
+        )
+    }
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::new(
+            500,
+            "internal",
+            "the server failed to do this; it is logged, try again",
+        )
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<engine::Error> for ApiError {
+    fn from(e: engine::Error) -> Self {
+        match e {
+            engine::Error::Rejected(Rejection::InvalidInput { errors }) => ApiError::bad_request(
+                "invalid_input",
+                format!(
+                    "the input does not fit the flow's parameters: {}",
+                    errors.join("; ")
+                ),
+            ),
+            engine::Error::Rejected(Rejection::Finished) => ApiError::new(
+                409,
+                "run_finished",
+                "the run has finished: nothing changes it any more",
+            ),
+            engine::Error::Rejected(r) => ApiError::new(409, "rejected", r.to_string()),
+            engine::Error::NoSuchRun(id) => ApiError::not_found("run", &id),
+            engine::Error::Stopped => ApiError::new(
+                503,
+                "unavailable",
+                "the server is shutting down: try again shortly",
+            ),
+            e => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<history::Error> for ApiError {
+    fn from(e: history::Error) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,231 @@
+//! The history store on SQLite: its own file (`history.db`) in WAL mode,
+//! indexed for the run queries, written with a few multi-row statements a batch.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::store::{Error, HistoryWrite, Result, RunPage, RunQuery, RunRecord};
+
+#[derive(Debug, Clone)]
+pub struct SqliteHistory {
+    pool: SqlitePool,
+}
+
+impl SqliteHistory {
+    pub async fn open(path: &str) -> Result<Self> {
+        if let Some(dir) = std::path::Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Db(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-8192");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/history").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn cursor(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT pos FROM h_cursor WHERE id = 0")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub async fn runs_of(&self, ids: &[&str]) -> Result<Vec<RunRecord>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for piece in ids.chunks(256) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new(format!("{RUN_COLUMNS} FROM h_runs WHERE id IN ("));
+            let mut sep = q.separated(", ");
+            for id in piece {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            out.extend(q.build().fetch_all(&self.pool).await?.iter().map(record));
+        }
+        Ok(out)
+    }
+
+    pub async fn write(&self, batch: &HistoryWrite) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for piece in batch.runs.chunks(256) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO h_runs (id, tenant, flow, version, status, parent, created_at, updated_at, error_code, failed_step) ",
+            );
+            q.push_values(piece, |mut b, r| {
+                b.push_bind(&r.id)
+                    .push_bind(&r.tenant)
+                    .push_bind(&r.flow)
+                    .push_bind(&r.version)
+                    .push_bind(&r.status)
+                    .push_bind(&r.parent)
+                    .push_bind(r.created_at as i64)
+                    .push_bind(r.updated_at as i64)
+                    .push_bind(&r.error_code)
+                    .push_bind(&r.failed_step);
+            });
+            q.push(
+                " ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, \
+                 error_code = COALESCE(excluded.error_code, h_runs.error_code), \
+                 failed_step = COALESCE(excluded.failed_step, h_runs.failed_step)",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        for piece in batch.events.chunks(256) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO h_events (pos, run, seq, tenant, at, kind, step, status, body) ",
+            );
+            q.push_values(piece, |mut b, e| {
+                b.push_bind(e.pos)
+                    .push_bind(&e.run)
+                    .push_bind(e.seq as i64)
+                    .push_bind(&e.tenant)
+                    .push_bind(e.at as i64)
+                    .push_bind(&e.kind)
+                    .push_bind(&e.step)
+                    .push_bind(&e.status)
+                    .push_bind(&e.body);
+            });
+            q.push(" ON CONFLICT (pos) DO NOTHING");
+            q.build().execute(&mut *tx).await?;
+        }
+        sqlx::query("UPDATE h_cursor SET pos = ? WHERE id = 0")
+            .bind(batch.cursor)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn runs(&self, q: &RunQuery) -> Result<RunPage> {
+        let limit = q.limit.clamp(1, 1000) as usize;
+        let mut b = runs_query(q, "")?;
+        let mut items: Vec<RunRecord> = b
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(record)
+            .collect();
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items
+                .last()
+                .map(|last| encode_cursor(last.created_at as i64, &last.id))
+        } else {
+            None
+        };
+        Ok(RunPage { items, next })
+    }
+
+    pub async fn explain_runs(&self, q: &RunQuery) -> Result<Vec<String>> {
+        let mut b = runs_query(q, "EXPLAIN QUERY PLAN ")?;
+        let rows = b.build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(3)).collect())
+    }
+
+    pub async fn purge(&self, tenant: &str) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let a = sqlx::query("DELETE FROM h_events WHERE tenant = ?")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let b = sqlx::query("DELETE FROM h_runs WHERE tenant = ?")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(a + b)
+    }
+}
+
+/// The columns [`record`] reads, in its order.
+const RUN_COLUMNS: &str = "SELECT id, tenant, flow, version, status, created_at, updated_at, error_code, failed_step, parent";
+
+fn record(r: &sqlx::sqlite::SqliteRow) -> RunRecord {
+    RunRecord {
+        id: r.get(0),
+        tenant: r.get(1),
+        flow: r.get(2),
+        version: r.get(3),
+        status: r.get(4),
+        created_at: r.get::<i64, _>(5) as u64,
+        updated_at: r.get::<i64, _>(6) as u64,
+        error_code: r.get(7),
+        failed_step: r.get(8),
+        parent: r.get(9),
+    }
+}
+
+/// The SQL of a run query, newest first, one row more than the page.
+fn runs_query<'a>(q: &'a RunQuery, prefix: &str) -> Result<QueryBuilder<'a, Sqlite>> {
+    let limit = q.limit.clamp(1, 1000);
+    let mut b: QueryBuilder<Sqlite> =
+        QueryBuilder::new(format!("{prefix}{RUN_COLUMNS} FROM h_runs WHERE 1 = 1"));
+    if let Some(t) = &q.tenant {
+        b.push(" AND tenant = ").push_bind(t);
+    }
+    if let Some(f) = &q.flow {
+        b.push(" AND flow = ").push_bind(f);
+    }
+    if let Some(v) = &q.version {
+        b.push(" AND version = ").push_bind(v);
+    }
+    if let Some(s) = &q.status {
+        b.push(" AND status = ").push_bind(s);
+    }
+    if let Some(s) = &q.step {
+        b.push(" AND failed_step = ").push_bind(s);
+    }
+    if let Some(e) = &q.error {
+        b.push(" AND error_code = ").push_bind(e);
+    }
+    if let Some(t) = q.since {
+        b.push(" AND created_at >= ").push_bind(t as i64);
+    }
+    if let Some(t) = q.until {
+        b.push(" AND created_at < ").push_bind(t as i64);
+    }
+    if let Some(c) = &q.cursor {
+        let (at, id) = decode_cursor(c).ok_or(Error::BadCursor)?;
+        b.push(" AND (created_at < ")
+            .push_bind(at)
+            .push(" OR (created_at = ")
+            .push_bind(at)
+            .push(" AND id < ")
+            .push_bind(id)
+            .push("))");
+    }
+    b.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(i64::from(limit) + 1);
+    Ok(b)
+}
+
+fn encode_cursor(at: i64, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{at}|{id}"))
+}
+
+fn decode_cursor(c: &str) -> Option<(i64, String)> {
+    let bytes = URL_SAFE_NO_PAD.decode(c).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (at, id) = text.split_once('|')?;
+    Some((at.parse().ok()?, id.to_string()))
+}

@@ -1,0 +1,145 @@
+//! The history's store: runs and events as the history keeps them, its
+//! cursor in the event stream, and the queries of `GET /v1/runs`.
+//!
+//! [`HistoryStore`] is a cheap, cloneable handle picked from a URL in one
+//! place ([`HistoryStore::open`]), like the engine's `store::Store`; the
+//! backend behind it is SQLite (`history.db`, embedded). It is the history's
+//! own: the engine never reads it, and the history reads nothing else but the
+//! bus. `tests/history_store.rs` is the suite every backend passes.
+
+use super::sqlite::SqliteHistory;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("history database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("history migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid cursor")]
+    BadCursor,
+    #[error("unsupported history store URL `{0}`: use sqlite://PATH")]
+    Url(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The history store handle.
+#[derive(Debug, Clone)]
+pub enum HistoryStore {
+    Sqlite(SqliteHistory),
+}
+
+impl HistoryStore {
+    /// Opens (creating and migrating) the history store at `url`: `sqlite://PATH`.
+    pub async fn open(url: &str) -> Result<HistoryStore> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(HistoryStore::Sqlite(SqliteHistory::open(path).await?));
+        }
+        Err(Error::Url(url.to_string()))
+    }
+
+    pub async fn close(&self) {
+        match self {
+            HistoryStore::Sqlite(s) => s.close().await,
+        }
+    }
+}
+
+/// Every operation of the history store, forwarded to the backend.
+macro_rules! forward {
+    ($($(#[$doc:meta])* pub async fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        impl HistoryStore {
+            $(
+                $(#[$doc])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match self {
+                        HistoryStore::Sqlite(s) => s.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+forward! {
+    /// The position in the event stream of the last event written (0 at first).
+    pub async fn cursor(&self) -> Result<i64>;
+    /// The runs among `ids` that the store holds, in no particular order.
+    pub async fn runs_of(&self, ids: &[&str]) -> Result<Vec<RunRecord>>;
+    /// Writes a batch and moves the cursor, in one transaction. A run already
+    /// held keeps its tenant, flow, version, parent and creation time and its
+    /// error unless the batch has one; an event already held is kept as it is.
+    pub async fn write(&self, batch: &HistoryWrite) -> Result<()>;
+    /// A page of runs, newest first; `next` continues after its last run.
+    pub async fn runs(&self, q: &RunQuery) -> Result<RunPage>;
+    /// How the backend answers `q`: for BENCHMARKS.md and a test that every
+    /// filter reads through an index in page order.
+    pub async fn explain_runs(&self, q: &RunQuery) -> Result<Vec<String>>;
+    /// Deletes every run and event of `tenant`; returns how many rows.
+    pub async fn purge(&self, tenant: &str) -> Result<u64>;
+}
+
+/// What `GET /v1/runs` asks.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub tenant: Option<String>,
+    pub flow: Option<String>,
+    pub version: Option<String>,
+    pub status: Option<String>,
+    pub step: Option<String>,
+    pub error: Option<String>,
+    pub since: Option<u64>,
+    pub until: Option<u64>,
+    pub cursor: Option<String>,
+    pub limit: u32,
+}
+
+/// A run as the history keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunRecord {
+    pub id: String,
+    pub tenant: String,
+    pub flow: String,
+    pub version: String,
+    pub status: String,
+    pub parent: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub error_code: Option<String>,
+    pub failed_step: Option<String>,
+}
+
+/// An event as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Its position in the event stream.
+    pub pos: i64,
+    pub run: String,
+    pub seq: u64,
+    pub tenant: String,
+    pub at: u64,
+    /// The event's type (`started`, `step_failed`, …).
+    pub kind: String,
+    /// The step it concerns, if any.
+    pub step: Option<String>,
+    pub status: String,
+    /// The event as the engine stored it.
+    pub body: Vec<u8>,
+}
+
+/// One batch of the consumer: written in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryWrite {
+    pub runs: Vec<RunRecord>,
+    pub events: Vec<EventRecord>,
+    /// The stream position of the batch's last event.
+    pub cursor: i64,
+}
+
+/// A page of runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPage {
+    pub items: Vec<RunRecord>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<String>,
+}

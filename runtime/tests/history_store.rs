@@ -1,0 +1,330 @@
+//! The history store's conformance suite: what every backend must do,
+//! written once against the `HistoryStore` handle, one test per operation.
+//! `history_store_test_suite!` expands it for a backend from the function
+//! that opens one; adding a backend is one more line.
+
+mod common;
+
+use std::path::PathBuf;
+
+use eflow_runtime::history::{EventRecord, HistoryStore, HistoryWrite, RunQuery, RunRecord};
+
+macro_rules! history_store_test_suite {
+    ($backend:ident, $open:ident) => {
+        history_store_test_suite!(@tests $backend, $open, [
+            open_refuses_an_unknown_scheme,
+            write_moves_the_cursor,
+            write_keeps_what_a_run_was_first_written_with,
+            write_keeps_an_event_once,
+            runs_of,
+            runs_filters,
+            runs_pages_newest_first,
+            runs_refuses_a_cursor_it_did_not_give,
+            explain_runs,
+            purge,
+        ]);
+    };
+    (@tests $backend:ident, $open:ident, [$($test:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let (store, dir) = super::$open().await;
+                    super::$test(&store).await;
+                    store.close().await;
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            )*
+        }
+    };
+}
+
+history_store_test_suite!(sqlite, open_sqlite);
+
+async fn open_sqlite() -> (HistoryStore, PathBuf) {
+    let dir = common::temp_dir("history-store");
+    let url = format!("sqlite://{}", dir.join("history.db").display());
+    (HistoryStore::open(&url).await.unwrap(), dir)
+}
+
+// ---- fixtures ----------------------------------------------------------------
+
+fn record(id: &str, tenant: &str, status: &str, created_at: u64) -> RunRecord {
+    RunRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        flow: "Train".into(),
+        version: "v1".into(),
+        status: status.into(),
+        parent: None,
+        created_at,
+        updated_at: created_at + 1,
+        error_code: None,
+        failed_step: None,
+    }
+}
+
+fn event(pos: i64, run: &str, tenant: &str) -> EventRecord {
+    EventRecord {
+        pos,
+        run: run.into(),
+        seq: pos as u64,
+        tenant: tenant.into(),
+        at: 100 + pos as u64,
+        kind: "started".into(),
+        step: None,
+        status: "running".into(),
+        body: format!("{{\"type\":\"started\",\"pos\":{pos}}}").into_bytes(),
+    }
+}
+
+async fn write(store: &HistoryStore, runs: Vec<RunRecord>, events: Vec<EventRecord>, cursor: i64) {
+    store
+        .write(&HistoryWrite {
+            runs,
+            events,
+            cursor,
+        })
+        .await
+        .unwrap();
+}
+
+fn query(f: impl FnOnce(&mut RunQuery)) -> RunQuery {
+    let mut q = RunQuery {
+        limit: 100,
+        ..RunQuery::default()
+    };
+    f(&mut q);
+    q
+}
+
+async fn ids(store: &HistoryStore, q: RunQuery) -> Vec<String> {
+    store
+        .runs(&q)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+// ---- the suite ---------------------------------------------------------------
+
+async fn open_refuses_an_unknown_scheme(_: &HistoryStore) {
+    let err = HistoryStore::open("postgres-but-misspelt://x")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("postgres-but-misspelt://"),
+        "{err}"
+    );
+}
+
+async fn write_moves_the_cursor(store: &HistoryStore) {
+    assert_eq!(store.cursor().await.unwrap(), 0);
+    write(
+        store,
+        vec![record("r1", "acme", "running", 1)],
+        vec![event(1, "r1", "acme")],
+        1,
+    )
+    .await;
+    assert_eq!(store.cursor().await.unwrap(), 1);
+    // A batch of events the history keeps none of still moves it.
+    write(store, vec![], vec![], 5).await;
+    assert_eq!(store.cursor().await.unwrap(), 5);
+}
+
+/// A run written again takes the new status and time, keeps its tenant,
+/// flow, version, parent and creation time, and keeps an error it has
+/// unless the new write brings one.
+async fn write_keeps_what_a_run_was_first_written_with(store: &HistoryStore) {
+    let mut first = record("r1", "acme", "running", 1);
+    first.parent = Some("p".into());
+    write(store, vec![first.clone()], vec![], 1).await;
+    let mut failed = record("r1", "else", "failed", 99);
+    failed.flow = "Other".into();
+    failed.updated_at = 50;
+    failed.error_code = Some("Timeout".into());
+    failed.failed_step = Some("train".into());
+    write(store, vec![failed], vec![], 2).await;
+    let mut later = record("r1", "acme", "failed", 1);
+    later.updated_at = 60;
+    write(store, vec![later], vec![], 3).await;
+    let got = store.runs_of(&["r1"]).await.unwrap();
+    let want = RunRecord {
+        status: "failed".into(),
+        updated_at: 60,
+        error_code: Some("Timeout".into()),
+        failed_step: Some("train".into()),
+        ..first
+    };
+    assert_eq!(got, vec![want]);
+}
+
+/// An event is kept once by its stream position: written again, it stays as it was.
+async fn write_keeps_an_event_once(store: &HistoryStore) {
+    write(
+        store,
+        vec![record("r1", "acme", "running", 1)],
+        vec![event(1, "r1", "acme")],
+        1,
+    )
+    .await;
+    let mut again = event(1, "r1", "acme");
+    again.kind = "changed".into();
+    write(store, vec![], vec![again, event(2, "r1", "acme")], 2).await;
+    // The events go with their tenant: purging counts each once.
+    assert_eq!(store.purge("acme").await.unwrap(), 3);
+}
+
+async fn runs_of(store: &HistoryStore) {
+    let many: Vec<RunRecord> = (0..300)
+        .map(|i| record(&format!("m{i:03}"), "acme", "running", i))
+        .collect();
+    write(store, many.clone(), vec![], 1).await;
+    let mut ask: Vec<String> = many.iter().map(|r| r.id.clone()).collect();
+    ask.push("nope".into());
+    let ask: Vec<&str> = ask.iter().map(String::as_str).collect();
+    let mut got = store.runs_of(&ask).await.unwrap();
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(got, many);
+    assert!(store.runs_of(&[]).await.unwrap().is_empty());
+}
+
+/// Each filter of `GET /v1/runs` keeps only the runs it names.
+async fn runs_filters(store: &HistoryStore) {
+    let mut failed = record("f1", "acme", "failed", 30);
+    failed.error_code = Some("Timeout".into());
+    failed.failed_step = Some("train".into());
+    let mut v2 = record("v2", "acme", "succeeded", 20);
+    v2.version = "v2".into();
+    let mut other_flow = record("o1", "acme", "running", 10);
+    other_flow.flow = "Serve".into();
+    write(
+        store,
+        vec![failed, v2, other_flow, record("x1", "else", "failed", 40)],
+        vec![],
+        1,
+    )
+    .await;
+    let acme = |f: fn(&mut RunQuery)| {
+        query(|q| {
+            q.tenant = Some("acme".into());
+            f(q)
+        })
+    };
+    assert_eq!(ids(store, acme(|_| {})).await, ["f1", "v2", "o1"]);
+    assert_eq!(ids(store, query(|_| {})).await, ["x1", "f1", "v2", "o1"]);
+    assert_eq!(
+        ids(store, acme(|q| q.flow = Some("Train".into()))).await,
+        ["f1", "v2"]
+    );
+    assert_eq!(
+        ids(store, acme(|q| q.version = Some("v2".into()))).await,
+        ["v2"]
+    );
+    assert_eq!(
+        ids(store, acme(|q| q.status = Some("failed".into()))).await,
+        ["f1"]
+    );
+    assert_eq!(
+        ids(store, query(|q| q.status = Some("failed".into()))).await,
+        ["x1", "f1"]
+    );
+    assert_eq!(
+        ids(store, acme(|q| q.error = Some("Timeout".into()))).await,
+        ["f1"]
+    );
+    assert_eq!(
+        ids(store, acme(|q| q.step = Some("train".into()))).await,
+        ["f1"]
+    );
+    assert_eq!(
+        ids(
+            store,
+            acme(|q| {
+                q.since = Some(10);
+                q.until = Some(30);
+            })
+        )
+        .await,
+        ["v2", "o1"]
+    );
+}
+
+/// Pages are newest first; `next` continues after the last run of a page,
+/// also among runs created at the same time.
+async fn runs_pages_newest_first(store: &HistoryStore) {
+    let runs: Vec<RunRecord> = (0..7)
+        .map(|i| record(&format!("r{i}"), "acme", "running", 100 + i / 2))
+        .collect();
+    write(store, runs, vec![], 1).await;
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .runs(&query(|q| {
+                q.limit = 3;
+                q.cursor = cursor.clone();
+            }))
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.into_iter().map(|r| r.id));
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["r6", "r5", "r4", "r3", "r2", "r1", "r0"]);
+}
+
+async fn runs_refuses_a_cursor_it_did_not_give(store: &HistoryStore) {
+    let err = store
+        .runs(&query(|q| q.cursor = Some("not a cursor".into())))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, eflow_runtime::history::store::Error::BadCursor),
+        "{err}"
+    );
+}
+
+/// The backend says how it answers a query (the plans themselves are the
+/// SQLite backend's concern: `tests/history_plans.rs`).
+async fn explain_runs(store: &HistoryStore) {
+    let plan = store
+        .explain_runs(&query(|q| q.tenant = Some("acme".into())))
+        .await
+        .unwrap();
+    assert!(!plan.is_empty());
+}
+
+/// Purging a tenant removes its runs and events, and only its.
+async fn purge(store: &HistoryStore) {
+    write(
+        store,
+        vec![
+            record("a1", "acme", "running", 1),
+            record("o1", "else", "running", 2),
+        ],
+        vec![
+            event(1, "a1", "acme"),
+            event(2, "a1", "acme"),
+            event(3, "o1", "else"),
+        ],
+        3,
+    )
+    .await;
+    assert_eq!(store.purge("acme").await.unwrap(), 3);
+    assert_eq!(ids(store, query(|_| {})).await, ["o1"]);
+    assert_eq!(store.purge("acme").await.unwrap(), 0);
+    assert_eq!(store.purge("else").await.unwrap(), 2);
+    assert_eq!(
+        store.cursor().await.unwrap(),
+        3,
+        "purging does not move the cursor"
+    );
+}
