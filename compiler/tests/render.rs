@@ -268,7 +268,8 @@ fn json_exact() {
           "message": "in this call"
         }
       ],
-      "help": "write an integer such as `2`"
+      "help": "write an integer such as `2`",
+      "fixes": []
     },
     {
       "code": "W0001",
@@ -285,7 +286,8 @@ fn json_exact() {
       "end_column": 2,
       "label": null,
       "labels": [],
-      "help": null
+      "help": null,
+      "fixes": []
     }
   ],
   "summary": {

@@ -7,7 +7,6 @@ use super::sigs::ItemSig;
 use super::{ModuleCx, World};
 use crate::diagnostics::Code;
 use crate::names::SymbolKind;
-use crate::suggest;
 use crate::syntax::ast::{Binding, BindingsDecl, ExprKind, Span, StepKind};
 use crate::types::{DefId, Ty};
 
@@ -215,8 +214,6 @@ fn check_one(
                 .iter()
                 .filter(|(_, s)| s.kind == SymbolKind::Step)
                 .map(|(n, _)| n.as_str());
-            let help = suggest::did_you_mean(&b.step.name, candidates)
-                .unwrap_or_else(|| format!("declare or import the step `{}` in this file", b.step));
             cx.report(
                 cx.error(
                     Code::BindingUnknownStep,
@@ -224,23 +221,24 @@ fn check_one(
                     format!("binding for unknown step `{}`", b.step),
                 )
                 .with_label("no step of this name here")
-                .with_help(help),
+                .with_did_you_mean(&b.step.name, candidates, || {
+                    format!("declare or import the step `{}` in this file", b.step)
+                }),
             );
             None
         }
     };
     let Some(connector) = catalogue.iter().find(|c| c.name == b.connector.name) else {
-        let help = suggest::did_you_mean(&b.connector.name, catalogue.iter().map(|c| c.name))
-            .unwrap_or_else(|| {
-                format!(
-                    "the connectors are `{}`",
-                    catalogue
-                        .iter()
-                        .map(|c| c.name)
-                        .collect::<Vec<_>>()
-                        .join("`, `")
-                )
-            });
+        let help = || {
+            format!(
+                "the connectors are `{}`",
+                catalogue
+                    .iter()
+                    .map(|c| c.name)
+                    .collect::<Vec<_>>()
+                    .join("`, `")
+            )
+        };
         cx.report(
             cx.error(
                 Code::UnknownConnector,
@@ -248,7 +246,11 @@ fn check_one(
                 format!("unknown connector `{}`", b.connector),
             )
             .with_label("not a connector")
-            .with_help(help),
+            .with_did_you_mean(
+                &b.connector.name,
+                catalogue.iter().map(|c| c.name),
+                help,
+            ),
         );
         return None;
     };
@@ -306,20 +308,18 @@ fn check_one(
             continue;
         }
         let Some(key) = connector.keys.iter().find(|k| k.name == entry.key.name) else {
-            let help =
-                suggest::did_you_mean(&entry.key.name, connector.keys.iter().map(|k| k.name))
-                    .unwrap_or_else(|| {
-                        format!(
-                            "`{}` understands `{}`",
-                            connector.name,
-                            connector
-                                .keys
-                                .iter()
-                                .map(|k| k.name)
-                                .collect::<Vec<_>>()
-                                .join("`, `")
-                        )
-                    });
+            let help = || {
+                format!(
+                    "`{}` understands `{}`",
+                    connector.name,
+                    connector
+                        .keys
+                        .iter()
+                        .map(|k| k.name)
+                        .collect::<Vec<_>>()
+                        .join("`, `")
+                )
+            };
             cx.report(
                 cx.error(
                     Code::InvalidConfig,
@@ -330,7 +330,11 @@ fn check_one(
                     ),
                 )
                 .with_label("unknown setting")
-                .with_help(help),
+                .with_did_you_mean(
+                    &entry.key.name,
+                    connector.keys.iter().map(|k| k.name),
+                    help,
+                ),
             );
             ok = false;
             continue;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use super::sigs::{FlowSig, ItemSig, ParamSig, StepSig, TypeResolver};
 use super::{ModuleCx, World};
-use crate::diagnostics::Code;
+use crate::diagnostics::{Code, Fix};
 use crate::names::SymbolKind;
-use crate::suggest;
+use crate::source::FileId;
 use crate::syntax::ast::{
     self, Arg, BinOp, Call, Expr, ExprKind, FlowDecl, Ident, JoinPolicy, Span, StepExpr, StepKind,
     StepOptionKind, Stmt, StmtKind, UnaryOp,
@@ -277,6 +277,61 @@ struct FlowCx<'a, 'w> {
     used_nodes: BTreeSet<usize>,
     broken: bool,
     unreachable: BTreeSet<usize>,
+    missing_args: Vec<MissingArgs>,
+}
+
+/// A call reported for missing arguments, waiting for its fix.
+struct MissingArgs {
+    /// Its diagnostic, by index in the module's list.
+    diag: usize,
+    /// Where arguments go, and whether after another argument.
+    at: (u32, bool),
+    params: Vec<ParamSig>,
+}
+
+impl MissingArgs {
+    /// Fill each missing parameter with the flow's value of the same name and a
+    /// fitting type, else its first value of a fitting type, else the parameter's
+    /// name (for the user to replace).
+    fn fix(&self, file: FileId, flow_params: &[ParamSig], nodes: &[Node]) -> Fix {
+        let values: Vec<(&str, &Ty)> = flow_params
+            .iter()
+            .map(|p| (p.name.as_str(), &p.ty))
+            .chain(nodes.iter().map(|n| (n.name.as_str(), &n.output)))
+            .collect();
+        let args: Vec<String> = self
+            .params
+            .iter()
+            .map(|p| {
+                let value = values
+                    .iter()
+                    .find(|(n, t)| *n == p.name && t.flows_into(&p.ty))
+                    .or_else(|| {
+                        values.iter().find(|(_, t)| {
+                            **t != Ty::Error && !p.ty.has_params() && t.flows_into(&p.ty)
+                        })
+                    })
+                    .map_or(p.name.as_str(), |(n, _)| n);
+                format!("{}: {value}", p.name)
+            })
+            .collect();
+        let names: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
+        let (at, after_arg) = self.at;
+        Fix::edit(
+            format!(
+                "Add missing argument{} `{}`",
+                if names.len() == 1 { "" } else { "s" },
+                names.join("`, `")
+            ),
+            file,
+            Span { start: at, end: at },
+            if after_arg {
+                format!(", {}", args.join(", "))
+            } else {
+                args.join(", ")
+            },
+        )
+    }
 }
 
 pub fn check_flow(
@@ -303,6 +358,7 @@ pub fn check_flow(
         used_nodes: BTreeSet::new(),
         broken: false,
         unreachable: BTreeSet::new(),
+        missing_args: Vec::new(),
     };
     let mut ret = None;
     let mut deadline = None;
@@ -452,6 +508,11 @@ pub fn check_flow(
         .filter_map(|s| fcx.schedule(s, &decl.params))
         .collect();
 
+    for m in &fcx.missing_args {
+        let fix = m.fix(cx.file, &sig.params, &nodes);
+        cx.diags.borrow_mut()[m.diag].fixes.push(fix);
+    }
+
     Some(CheckedFlow {
         def,
         name: sig.name.clone(),
@@ -580,12 +641,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 .iter()
                 .filter(|(_, s)| s.kind.is_callable())
                 .map(|(n, _)| n.as_str());
-            let help = suggest::did_you_mean(&call.callee.name, candidates).unwrap_or_else(|| {
-                format!(
-                    "declare it (`remote step {}(…) -> …`) or import it (`from \"…\" import {}`)",
-                    call.callee.name, call.callee.name
-                )
-            });
             cx.report(
                 cx.error(
                     Code::UnknownCallee,
@@ -593,7 +648,12 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     format!("unknown step or flow `{}`", call.callee.name),
                 )
                 .with_label("not defined or imported here")
-                .with_help(help),
+                .with_did_you_mean(&call.callee.name, candidates, || {
+                    format!(
+                        "declare it (`remote step {}(…) -> …`) or import it (`from \"…\" import {}`)",
+                        call.callee.name, call.callee.name
+                    )
+                }),
             );
             return (Callee::Error, None);
         };
@@ -792,10 +852,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                             }
                         }
                         None => {
-                            let help = suggest::did_you_mean(&n.name, self.names.keys().copied())
-                                .unwrap_or_else(|| {
-                                    "`after` names other steps of this flow".to_string()
-                                });
                             cx.report(
                                 cx.error(
                                     Code::UnknownName,
@@ -803,7 +859,11 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                                     format!("no step named `{}` in this flow", n.name),
                                 )
                                 .with_label("unknown step")
-                                .with_help(help),
+                                .with_did_you_mean(
+                                    &n.name,
+                                    self.names.keys().copied(),
+                                    || "`after` names other steps of this flow".to_string(),
+                                ),
                             );
                         }
                     }
@@ -874,28 +934,29 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 continue;
             }
             let Some(param) = params.iter().find(|p| p.name == a.name.name) else {
-                let mut d = cx
-                    .error(
-                        Code::UnknownArgument,
-                        a.name.span,
-                        format!("`{}` has no parameter named `{}`", call.callee.name, a.name),
-                    )
-                    .with_label("unknown argument");
                 let expected: Vec<String> = params
                     .iter()
                     .map(|p| format!("`{}: {}`", p.name, p.ty))
                     .collect();
-                d.help = Some(
-                    suggest::did_you_mean(&a.name.name, params.iter().map(|p| p.name.as_str()))
-                        .unwrap_or_else(|| {
+                cx.report(
+                    cx.error(
+                        Code::UnknownArgument,
+                        a.name.span,
+                        format!("`{}` has no parameter named `{}`", call.callee.name, a.name),
+                    )
+                    .with_label("unknown argument")
+                    .with_did_you_mean(
+                        &a.name.name,
+                        params.iter().map(|p| p.name.as_str()),
+                        || {
                             if expected.is_empty() {
                                 format!("`{}` takes no arguments", call.callee.name)
                             } else {
                                 format!("its parameters are {}", expected.join(", "))
                             }
-                        }),
+                        },
+                    ),
                 );
-                cx.report(d);
                 self.expr(&a.value, None, site);
                 continue;
             };
@@ -961,6 +1022,16 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 d = d.with_secondary(sym.def.file, missing[0].span, "parameter declared here");
             }
             cx.report(d);
+            // Its fix picks values by type, known for every step once the flow is checked.
+            self.missing_args.push(MissingArgs {
+                diag: cx.diags.borrow().len() - 1,
+                at: match call.args.last() {
+                    Some(last) => (last.span.end, true),
+                    // Just before the closing parenthesis, which ends every call.
+                    None => (call.span.end.saturating_sub(1), false),
+                },
+                params: missing.into_iter().cloned().collect(),
+            });
         }
         let mut out = output.subst(&map);
         if out.has_params() {
@@ -1176,17 +1247,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         }
                         let mut candidates: Vec<&str> = raises.iter().map(String::as_str).collect();
                         candidates.push("Timeout");
-                        let help = suggest::did_you_mean(&n.name, candidates.iter().copied()).unwrap_or_else(|| {
-                            if raises.is_empty() {
-                                format!(
-                                    "`{}` declares no errors; add `raises {}` to its declaration, or use `Timeout`",
-                                    Self::call_name(let_stmt),
-                                    n.name
-                                )
-                            } else {
-                                format!("its errors are `{}`", candidates.join("`, `"))
-                            }
-                        });
                         cx.report(
                             cx.error(
                                 Code::UnknownError,
@@ -1198,7 +1258,17 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                                 ),
                             )
                             .with_label("unknown error name")
-                            .with_help(help),
+                            .with_did_you_mean(&n.name, candidates.iter().copied(), || {
+                                if raises.is_empty() {
+                                    format!(
+                                        "`{}` declares no errors; add `raises {}` to its declaration, or use `Timeout`",
+                                        Self::call_name(let_stmt),
+                                        n.name
+                                    )
+                                } else {
+                                    format!("its errors are `{}`", candidates.join("`, `"))
+                                }
+                            }),
                         );
                     }
                 }
@@ -1639,13 +1709,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 continue;
             }
             let Some(field) = sig.field(&f.name.name) else {
-                let help =
-                    suggest::did_you_mean(&f.name.name, sig.fields.iter().map(|x| x.name.as_str()))
-                        .unwrap_or_else(|| {
-                            let names: Vec<&str> =
-                                sig.fields.iter().map(|x| x.name.as_str()).collect();
-                            format!("the fields of `{}` are `{}`", sig.name, names.join("`, `"))
-                        });
                 cx.report(
                     cx.error(
                         Code::UnknownField,
@@ -1658,7 +1721,15 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         self.item_name_span(def),
                         format!("`{}` is defined here", sig.name),
                     )
-                    .with_help(help),
+                    .with_did_you_mean(
+                        &f.name.name,
+                        sig.fields.iter().map(|x| x.name.as_str()),
+                        || {
+                            let names: Vec<&str> =
+                                sig.fields.iter().map(|x| x.name.as_str()).collect();
+                            format!("the fields of `{}` are `{}`", sig.name, names.join("`, `"))
+                        },
+                    ),
                 );
                 self.expr(&f.value, None, site);
                 continue;
@@ -1846,12 +1917,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 return TExpr::error(e.span);
             };
             let Some((_, ty, _)) = RUN_FIELDS.iter().find(|(n, _, _)| *n == field.name) else {
-                let help =
-                    suggest::did_you_mean(&field.name, RUN_FIELDS.iter().map(|(n, _, _)| *n))
-                        .unwrap_or_else(|| {
-                            "its fields are `id`, `tenant`, `flow`, `version`, `started_at`"
-                                .to_string()
-                        });
                 cx.report(
                     cx.error(
                         Code::UnknownField,
@@ -1859,7 +1924,14 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         format!("`run` has no field `{}`", field.name),
                     )
                     .with_label("unknown field")
-                    .with_help(help),
+                    .with_did_you_mean(
+                        &field.name,
+                        RUN_FIELDS.iter().map(|(n, _, _)| *n),
+                        || {
+                            "its fields are `id`, `tenant`, `flow`, `version`, `started_at`"
+                                .to_string()
+                        },
+                    ),
                 );
                 return TExpr::error(e.span);
             };
@@ -1885,11 +1957,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     return TExpr::error(e.span);
                 };
                 if !en.variants.contains(&variant.name) {
-                    let help = suggest::did_you_mean(
-                        &variant.name,
-                        en.variants.iter().map(String::as_str),
-                    )
-                    .unwrap_or_else(|| format!("its values are `{}`", en.variants.join("`, `")));
                     cx.report(
                         cx.error(
                             Code::UnknownVariant,
@@ -1897,7 +1964,11 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                             format!("`{name}` has no value `{}`", variant.name),
                         )
                         .with_label("unknown value")
-                        .with_help(help),
+                        .with_did_you_mean(
+                            &variant.name,
+                            en.variants.iter().map(String::as_str),
+                            || format!("its values are `{}`", en.variants.join("`, `")),
+                        ),
                     );
                     return TExpr::error(e.span);
                 }
@@ -1945,9 +2016,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             candidates.push(var);
         }
         candidates.push("run");
-        let help = suggest::did_you_mean(name, candidates.iter().copied()).unwrap_or_else(|| {
-            "values are flow parameters, names defined with `let`, and `run`".to_string()
-        });
         if self.broken {
             // Most likely defined by the statement that failed to parse.
             return TExpr::error(e.span);
@@ -1959,7 +2027,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 format!("unknown name `{name}`"),
             )
             .with_label("not defined in this flow")
-            .with_help(help),
+            .with_did_you_mean(name, candidates.iter().copied(), || {
+                "values are flow parameters, names defined with `let`, and `run`".to_string()
+            }),
         );
         TExpr::error(e.span)
     }
@@ -1985,15 +2055,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         return Ty::Error;
                     };
                     let Some(field) = sig.field(&f.name) else {
-                        let help = suggest::did_you_mean(
-                            &f.name,
-                            sig.fields.iter().map(|x| x.name.as_str()),
-                        )
-                        .unwrap_or_else(|| {
-                            let names: Vec<&str> =
-                                sig.fields.iter().map(|x| x.name.as_str()).collect();
-                            format!("the fields of `{name}` are `{}`", names.join("`, `"))
-                        });
                         cx.report(
                             cx.error(
                                 Code::UnknownField,
@@ -2006,7 +2067,15 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                                 self.item_name_span(*def),
                                 format!("`{name}` is defined here"),
                             )
-                            .with_help(help),
+                            .with_did_you_mean(
+                                &f.name,
+                                sig.fields.iter().map(|x| x.name.as_str()),
+                                || {
+                                    let names: Vec<&str> =
+                                        sig.fields.iter().map(|x| x.name.as_str()).collect();
+                                    format!("the fields of `{name}` are `{}`", names.join("`, `"))
+                                },
+                            ),
                         );
                         return Ty::Error;
                     };
@@ -2165,13 +2234,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                             .find(|p| p.name == a.name.name)
                             .cloned()
                         else {
-                            let help = suggest::did_you_mean(
-                                &a.name.name,
-                                self.sig.params.iter().map(|p| p.name.as_str()),
-                            )
-                            .unwrap_or_else(|| {
-                                "`input(…)` gives values to the flow's parameters".to_string()
-                            });
                             cx.report(
                                 cx.error(
                                     Code::UnknownArgument,
@@ -2179,7 +2241,14 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                                     format!("the flow has no parameter `{}`", a.name),
                                 )
                                 .with_label("unknown parameter")
-                                .with_help(help),
+                                .with_did_you_mean(
+                                    &a.name.name,
+                                    self.sig.params.iter().map(|p| p.name.as_str()),
+                                    || {
+                                        "`input(…)` gives values to the flow's parameters"
+                                            .to_string()
+                                    },
+                                ),
                             );
                             continue;
                         };
@@ -2254,8 +2323,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             return Some(id.name.clone());
         }
         let cx = self.cx;
-        let help = suggest::did_you_mean(&id.name, allowed.iter().copied())
-            .unwrap_or_else(|| format!("use one of `{}`", allowed.join("`, `")));
         cx.report(
             cx.error(
                 Code::InvalidOption,
@@ -2263,7 +2330,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 format!("unknown {what} policy `{}`", id.name),
             )
             .with_label(format!("one of `{}`", allowed.join("`, `")))
-            .with_help(help),
+            .with_did_you_mean(&id.name, allowed.iter().copied(), || {
+                format!("use one of `{}`", allowed.join("`, `"))
+            }),
         );
         None
     }

@@ -7,7 +7,6 @@ use super::ModuleCx;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::names::SymbolKind;
 use crate::source::FileId;
-use crate::suggest;
 use crate::syntax::ast::{Ident, ItemKind, Param, Span, StepKind, TypeExpr, TypeExprKind};
 use crate::types::{DefId, PRIMITIVES, Ty};
 
@@ -216,22 +215,21 @@ fn resolve(
         candidates.extend(PRIMITIVES.iter().map(|(n, _)| *n));
         candidates.extend(["List", "Map"]);
         candidates.extend(generics.iter().map(|g| &**g));
-        let mut d = Diagnostic::new(
-            Code::UnknownType,
-            file,
-            name.span,
-            format!("unknown type `{}`", name.name),
-        )
-        .with_label("not defined or imported here");
-        d.help = Some(
-            suggest::did_you_mean(&name.name, candidates).unwrap_or_else(|| {
+        report(
+            Diagnostic::new(
+                Code::UnknownType,
+                file,
+                name.span,
+                format!("unknown type `{}`", name.name),
+            )
+            .with_label("not defined or imported here")
+            .with_did_you_mean(&name.name, candidates, || {
                 format!(
                     "define it with `record {} {{ … }}` or import it with `from \"…\" import {}`",
                     name.name, name.name
                 )
             }),
         );
-        report(d);
         return Ty::Error;
     };
     if let (Some(cx), Some(i)) = (cx, sym.import) {

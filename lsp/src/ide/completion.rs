@@ -1099,40 +1099,8 @@ fn import_edit(req: &Request, target: FileId, name: &str) -> Option<(Span, Strin
 /// The edit that imports `name` from module `target` into `file`: added to an
 /// existing import of that module, or as a new import after the others.
 pub fn add_import(db: Db, file: FileId, target: FileId, name: &str) -> Option<(Span, String)> {
-    let path = db.import_path(file, target)?;
-    let m = db.module(file)?;
-    let imports: Vec<&ast::Item> = m
-        .ast
-        .items
-        .iter()
-        .filter(|i| matches!(i.kind, ast::ItemKind::Import(_)))
-        .collect();
-    for it in &imports {
-        if let ast::ItemKind::Import(imp) = &it.kind
-            && imp.path.value.trim_end_matches(".eflow") == path
-            && let Some(last) = imp.names.last()
-        {
-            let end = last.alias.as_ref().unwrap_or(&last.name).span.end;
-            return Some((Span { start: end, end }, format!(", {name}")));
-        }
-    }
-    if let Some(last) = imports.last() {
-        let end = last.span.end;
-        return Some((
-            Span { start: end, end },
-            format!("\nfrom \"{path}\" import {name}"),
-        ));
-    }
-    let at = m
-        .ast
-        .items
-        .first()
-        .map(|i| i.doc.as_ref().map_or(i.span.start, |d| d.span.start))
-        .unwrap_or(0);
-    Some((
-        Span { start: at, end: at },
-        format!("from \"{path}\" import {name}\n\n"),
-    ))
+    let edit = db.analysis.import_edit(file, target, name)?;
+    Some((edit.span, edit.text))
 }
 
 /// Items other modules declare that this file could import, by kind.
