@@ -8,11 +8,12 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::check::bindings::{CheckedBinding, check_bindings};
 use crate::check::flow::{Callee, CheckedFlow, check_flow};
-use crate::check::sigs::{ItemSig, TypeResolver, module_sigs};
+use crate::check::sigs::{ItemSig, TypeResolver, constant_names, module_sigs};
 use crate::check::{ModuleCx, World};
 use crate::diagnostics::{self, Code, Diagnostic, Edit, Fix};
 use crate::graph;
 use crate::names::{Namespace, Symbol, SymbolKind, own_items};
+use crate::semantics::{self, Def, Resolution, Semantics};
 use crate::source::{FileId, SourceFile, Sources};
 use crate::stdlib;
 use crate::syntax::ast::Span;
@@ -65,6 +66,11 @@ pub struct Module {
     /// Diagnostics in this module that depend on others: recursive subflows,
     /// missing bindings.
     pub workspace_diagnostics: Vec<Diagnostic>,
+    /// What every name in this module resolves to, by position (read it
+    /// through [`Analysis::semantics`]).
+    pub(crate) resolutions: Vec<Resolution>,
+    /// The names of its imports, resolved with its namespace.
+    import_resolutions: Vec<Resolution>,
     facts: ModuleFacts,
     syntax_diagnostics: Vec<Diagnostic>,
     import_diagnostics: Vec<Diagnostic>,
@@ -246,6 +252,8 @@ impl Analysis {
             is_std,
             diagnostics: Vec::new(),
             workspace_diagnostics: Vec::new(),
+            resolutions: Vec::new(),
+            import_resolutions: Vec::new(),
             facts: ModuleFacts::default(),
             syntax_diagnostics,
             import_diagnostics: Vec::new(),
@@ -362,7 +370,7 @@ impl Analysis {
             for m in &self.modules {
                 let cx = ModuleCx::new(m.file, &m.namespace);
                 let sigs = module_sigs(&world, &cx);
-                sig_results.push((sigs, cx.diags.into_inner(), cx.used_imports.into_inner()));
+                sig_results.push((sigs, cx.diags.take(), cx.into_resolved()));
             }
         }
         let mut pending = Vec::with_capacity(self.modules.len());
@@ -400,6 +408,7 @@ impl Analysis {
             .retain(|d| d.code == Code::UnresolvedImport);
         let mut symbols: HashMap<String, Symbol> = HashMap::new();
         let mut diags = Vec::new();
+        let mut resolved = Vec::new();
         for (name, sym) in own_items(file, &self.modules[i].ast) {
             if let Some(prev) = symbols.get(&name) {
                 let ident = ast::Ident {
@@ -420,6 +429,12 @@ impl Analysis {
             let Some(&target) = self.modules[i].imports.get(&idx) else {
                 continue;
             };
+            resolved.push(Resolution {
+                span: imp.path.span,
+                def: Def::Module(target),
+                decl: false,
+                ty: None,
+            });
             let target_items = own_items(target, &self.modules[target.0 as usize].ast);
             for n in &imp.names {
                 let Some((_, sym)) = target_items.iter().find(|(name, _)| *name == n.name.name)
@@ -450,6 +465,14 @@ impl Analysis {
                     );
                     continue;
                 };
+                for name in [Some(&n.name), n.alias.as_ref()].into_iter().flatten() {
+                    resolved.push(Resolution {
+                        span: name.span,
+                        def: Def::Item(sym.def),
+                        decl: false,
+                        ty: None,
+                    });
+                }
                 let local = n.local();
                 if let Some(prev) = symbols.get(&local.name) {
                     diags.push(
@@ -481,6 +504,7 @@ impl Analysis {
         let m = &mut self.modules[i];
         m.namespace = Namespace { symbols };
         m.import_diagnostics.extend(diags);
+        m.import_resolutions = resolved;
     }
 
     /// Checks across modules: recursive subflows and missing bindings.
@@ -667,6 +691,11 @@ impl Analysis {
         Some(edit(at, format!("from \"{path}\" import {name}\n\n")))
     }
 
+    /// What every name resolves to: the semantic model.
+    pub fn semantics(&self) -> Semantics<'_> {
+        Semantics::new(self)
+    }
+
     /// Every environment named by a `bindings` block, sorted.
     pub fn environments(&self) -> &[String] {
         &self.index.envs
@@ -723,7 +752,7 @@ impl Analysis {
             let m = &self.modules[i];
             let cx = ModuleCx::new(file, &m.namespace);
             let sigs = module_sigs(&world, &cx);
-            (sigs, cx.diags.into_inner(), cx.used_imports.into_inner())
+            (sigs, cx.diags.take(), cx.into_resolved())
         };
         if sigs != self.modules[i].sigs {
             // What other modules see of this one changed: check them again too.
@@ -811,10 +840,18 @@ type BodyResults = (
     Vec<CheckedFlow>,
     (Vec<CheckedBinding>, Vec<(String, DefId)>),
     Vec<Diagnostic>,
+    Vec<Resolution>,
 );
 
 impl Module {
-    fn set_results(&mut self, (flows, (bindings, bound), diags): BodyResults) {
+    fn set_results(&mut self, (flows, (bindings, bound), diags, resolutions): BodyResults) {
+        self.resolutions = self
+            .import_resolutions
+            .iter()
+            .cloned()
+            .chain(resolutions)
+            .collect();
+        semantics::normalize(&mut self.resolutions);
         self.flows = flows;
         self.bindings = bindings;
         self.bound = bound;
@@ -854,10 +891,11 @@ fn check_bodies(
     text: &str,
     ns: &Namespace,
     sig_diags: Vec<Diagnostic>,
-    sig_used: HashSet<usize>,
+    (sig_used, sig_resolutions): (HashSet<usize>, Vec<Resolution>),
 ) -> BodyResults {
     let cx = ModuleCx::new(file, ns);
     cx.used_imports.borrow_mut().extend(sig_used);
+    cx.resolutions.borrow_mut().extend(sig_resolutions);
     let types = TypeResolver {
         scope: &world,
         cx: &cx,
@@ -882,6 +920,12 @@ fn check_bodies(
                     decl,
                 ) {
                     flows.push(f);
+                }
+            }
+            ast::ItemKind::Step(s) => {
+                // Nothing checks a step's defaults; their names still resolve.
+                for d in s.params.iter().filter_map(|p| p.default.as_ref()) {
+                    constant_names(&cx, &world, d);
                 }
             }
             ast::ItemKind::Bindings(b) => {
@@ -934,7 +978,7 @@ fn check_bodies(
         }
     }
     drop(used);
-    (flows, (bindings, bound), diags)
+    (flows, (bindings, bound), diags, cx.resolutions.into_inner())
 }
 
 /// What to delete to remove the `pos`th name of an import: the name and a comma

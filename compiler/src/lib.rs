@@ -13,6 +13,7 @@ pub mod fmt;
 pub mod graph;
 pub mod lower;
 pub mod names;
+pub mod semantics;
 pub mod source;
 pub mod stdlib;
 use eflow_ir::suggest;

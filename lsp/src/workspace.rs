@@ -5,12 +5,10 @@
 //! date when a feature needs it ([`Workspace::refresh`]), so a burst of keystrokes
 //! costs one re-check, not one per keystroke.
 
-use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Component, Path, PathBuf};
-use std::rc::Rc;
 
 use eflow_compiler::analysis::{Analysis, Loader};
 use eflow_compiler::source::FileId;
@@ -20,7 +18,6 @@ use lsp_types::{TextDocumentContentChangeEvent, Url};
 use crate::convert::{FileMap, LineIndex};
 use crate::ide::Db;
 use crate::ide::completion::FlowMemory;
-use crate::ide::index::{Def, FileIndex, index_file};
 
 /// An open editor buffer.
 pub struct Document {
@@ -47,7 +44,6 @@ pub struct Workspace {
     rebuild: bool,
     /// Bumped whenever the analysis changes.
     pub generation: u64,
-    indexes: RefCell<HashMap<FileId, Rc<FileIndex>>>,
 }
 
 /// Reads open buffers first, then the disk.
@@ -74,7 +70,6 @@ impl Workspace {
             dirty: BTreeSet::new(),
             rebuild: true,
             generation: 0,
-            indexes: RefCell::new(HashMap::new()),
         };
         ws.refresh();
         ws
@@ -268,7 +263,6 @@ impl Workspace {
             }
         }
         self.generation += 1;
-        self.indexes.borrow_mut().clear();
         let _ = catch_unwind(AssertUnwindSafe(|| {
             let db = Db::new(&self.analysis);
             self.memory.remember(db);
@@ -330,38 +324,6 @@ impl Workspace {
         }
         let overlay = Overlay(&self.docs);
         self.analysis = Analysis::from_texts(inputs, &overlay);
-    }
-
-    /// The index of a file, built once per analysis.
-    pub fn index(&self, file: FileId) -> Rc<FileIndex> {
-        if let Some(ix) = self.indexes.borrow().get(&file) {
-            return ix.clone();
-        }
-        let ix = Rc::new(index_file(self.db(), file));
-        self.indexes.borrow_mut().insert(file, ix.clone());
-        ix
-    }
-
-    /// Every occurrence of `def` in the workspace and the standard library.
-    pub fn occurrences(&self, def: &Def) -> Vec<(FileId, crate::ide::index::Occurrence)> {
-        let mut out = Vec::new();
-        for m in &self.analysis.modules {
-            // A local name lives in its own file.
-            let local_file = match def {
-                Def::Local { flow, .. } => Some(flow.file),
-                Def::ForVar { file, .. } => Some(*file),
-                Def::Generic { owner, .. } => Some(owner.file),
-                _ => None,
-            };
-            if local_file.is_some_and(|f| f != m.file) {
-                continue;
-            }
-            let ix = self.index(m.file);
-            for o in ix.occurrences.iter().filter(|o| o.def == *def) {
-                out.push((m.file, o.clone()));
-            }
-        }
-        out
     }
 }
 

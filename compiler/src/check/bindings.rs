@@ -7,6 +7,7 @@ use super::sigs::ItemSig;
 use super::{ModuleCx, World};
 use crate::diagnostics::Code;
 use crate::names::SymbolKind;
+use crate::semantics::Def;
 use crate::syntax::ast::{Binding, BindingsDecl, ExprKind, Span, StepKind};
 use crate::types::{DefId, Ty};
 
@@ -160,6 +161,7 @@ fn check_block(cx: &ModuleCx, world: &World, decl: &BindingsDecl) -> Vec<Checked
     let mut out = Vec::new();
     let mut seen: HashMap<&str, Span> = HashMap::new();
     for b in &decl.entries {
+        resolve_names(cx, world, &catalogue, b);
         if let Some(prev) = seen.insert(&b.step.name, b.step.span) {
             cx.report(
                 cx.error(
@@ -483,5 +485,35 @@ fn article(kind: StepKind) -> &'static str {
         "an"
     } else {
         "a"
+    }
+}
+
+/// Record what a binding's names refer to: its step, its connector, the
+/// connector's settings and the names in their values.
+fn resolve_names(cx: &ModuleCx, world: &World, catalogue: &[Connector], b: &Binding) {
+    if let Some(sym) = cx.namespace.get(&b.step.name) {
+        cx.resolve(b.step.span, Def::Item(sym.def), None);
+    }
+    let connector = catalogue.iter().find(|c| c.name == b.connector.name);
+    if connector.is_some() {
+        cx.resolve(
+            b.connector.span,
+            Def::Connector(b.connector.name.clone()),
+            None,
+        );
+    }
+    for entry in &b.config {
+        if let Some(key) = connector.and_then(|c| c.keys.iter().find(|k| k.name == entry.key.name))
+        {
+            cx.resolve(
+                entry.key.span,
+                Def::ConnectorKey {
+                    connector: b.connector.name.clone(),
+                    key: entry.key.name.clone(),
+                },
+                Some(key.ty.clone()),
+            );
+        }
+        super::sigs::constant_names(cx, world, &entry.value);
     }
 }

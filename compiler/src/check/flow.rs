@@ -12,6 +12,7 @@ use super::sigs::{FlowSig, ItemSig, ParamSig, StepSig, TypeResolver};
 use super::{ModuleCx, World};
 use crate::diagnostics::{Code, Fix};
 use crate::names::SymbolKind;
+use crate::semantics::Def;
 use crate::source::FileId;
 use crate::syntax::ast::{
     self, Arg, BinOp, Call, Expr, ExprKind, FlowDecl, Ident, JoinPolicy, Span, StepExpr, StepKind,
@@ -244,7 +245,7 @@ struct Site<'g> {
     /// Set when checking a `when` condition: the `when` it belongs to.
     condition_of: Option<usize>,
     /// The fan-out variable and its element type, inside a fan-out body.
-    item: Option<(&'g str, &'g Ty)>,
+    item: Option<(&'g Ident, &'g Ty)>,
     /// The node whose inputs are being checked, if any.
     node: Option<usize>,
 }
@@ -266,6 +267,7 @@ struct Pending<'a> {
 
 struct FlowCx<'a, 'w> {
     cx: &'a ModuleCx<'w>,
+    def: DefId,
     world: &'a World<'a>,
     types: &'a TypeResolver<'a, 'w>,
     sig: &'a FlowSig,
@@ -278,6 +280,16 @@ struct FlowCx<'a, 'w> {
     broken: bool,
     unreachable: BTreeSet<usize>,
     missing_args: Vec<MissingArgs>,
+    /// References to `let`s, resolved once every step's output type is known.
+    local_refs: Vec<LocalRef>,
+}
+
+/// A path that starts with a `let`'s name.
+struct LocalRef {
+    name: Ident,
+    rest: Vec<Ident>,
+    /// The type of the whole path.
+    ty: Ty,
 }
 
 /// A call reported for missing arguments, waiting for its fix.
@@ -347,6 +359,7 @@ pub fn check_flow(
     };
     let mut fcx = FlowCx {
         cx,
+        def,
         world,
         types,
         sig,
@@ -359,6 +372,7 @@ pub fn check_flow(
         broken: false,
         unreachable: BTreeSet::new(),
         missing_args: Vec::new(),
+        local_refs: Vec::new(),
     };
     let mut ret = None;
     let mut deadline = None;
@@ -511,6 +525,38 @@ pub fn check_flow(
     for m in &fcx.missing_args {
         let fix = m.fix(cx.file, &sig.params, &nodes);
         cx.diags.borrow_mut()[m.diag].fixes.push(fix);
+    }
+    for n in &nodes {
+        cx.declare(
+            n.name_span,
+            Def::Local {
+                flow: def,
+                name: n.name.clone(),
+            },
+            Some(n.output.clone()),
+        );
+    }
+    for r in std::mem::take(&mut fcx.local_refs) {
+        let declared = nodes
+            .iter()
+            .find(|n| n.name == r.name.name)
+            .map(|n| &n.output);
+        let ty = if r.rest.is_empty() {
+            Some(r.ty)
+        } else {
+            declared.map(|t| t.unwrap_optional().clone())
+        };
+        cx.resolve(
+            r.name.span,
+            Def::Local {
+                flow: def,
+                name: r.name.name.clone(),
+            },
+            ty.clone(),
+        );
+        if let Some(t) = ty {
+            fcx.resolve_fields(t, &r.rest);
+        }
     }
 
     Some(CheckedFlow {
@@ -778,7 +824,15 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     .with_help("give the fan-out variable a name of its own"),
                 );
             }
-            item_name = Some(f.var.name.as_str());
+            item_name = Some(&f.var);
+            cx.declare(
+                f.var.span,
+                Def::ForVar {
+                    file: cx.file,
+                    decl: f.var.span,
+                },
+                matches!(over.ty, Ty::List(_)).then(|| elem_ty.clone()),
+            );
             fan_out = Some(FanOut {
                 var: f.var.name.clone(),
                 over,
@@ -813,6 +867,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             Some(f) => join_type(f.join, out),
             None => out,
         };
+        if let Callee::Step(d) | Callee::Flow(d) = callee {
+            cx.resolve(call.callee.span, Def::Item(d), Some(output.clone()));
+        }
         let step_kind = match sig {
             Some(ItemSig::Step(s)) => Some(s.kind),
             _ => None,
@@ -833,6 +890,16 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         for opt in &let_stmt.options {
             if let StepOptionKind::After(names) = &opt.kind {
                 for n in names {
+                    if self.names.contains_key(n.name.as_str()) {
+                        cx.resolve(
+                            n.span,
+                            Def::Local {
+                                flow: self.def,
+                                name: n.name.clone(),
+                            },
+                            None,
+                        );
+                    }
                     match self.names.get(n.name.as_str()) {
                         Some(&j) if j == i => cx.report(
                             cx.error(
@@ -919,7 +986,21 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         let mut given: HashMap<&str, &Arg> = HashMap::new();
         let mut typed = Vec::new();
         let mut map: HashMap<Arc<str>, Ty> = HashMap::new();
+        let owner = cx
+            .namespace
+            .get(&call.callee.name)
+            .filter(|s| s.kind.is_callable());
         for a in &call.args {
+            if let (Some(owner), Some(p)) = (owner, params.iter().find(|p| p.name == a.name.name)) {
+                cx.resolve(
+                    a.name.span,
+                    Def::Param {
+                        owner: owner.def,
+                        name: p.name.clone(),
+                    },
+                    Some(p.ty.clone()),
+                );
+            }
             if let Some(prev) = given.insert(&a.name.name, a) {
                 cx.report(
                     cx.error(
@@ -1241,6 +1322,23 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         continue;
                     }
                     for n in names {
+                        if n.name == "Timeout" {
+                            cx.resolve(n.span, Def::Builtin("Timeout".into()), None);
+                        } else if raises.contains(&n.name)
+                            && let Some(step) = cx
+                                .namespace
+                                .get(Self::call_name(let_stmt))
+                                .filter(|s| s.kind == SymbolKind::Step)
+                        {
+                            cx.resolve(
+                                n.span,
+                                Def::ErrorName {
+                                    step: step.def,
+                                    name: n.name.clone(),
+                                },
+                                None,
+                            );
+                        }
                         if n.name == "Timeout" || raises.contains(&n.name) {
                             o.non_retryable.push(n.name.clone());
                             continue;
@@ -1473,7 +1571,11 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     Ty::Map(Box::new(k), Box::new(vt.unwrap_or(Ty::Error))),
                 )
             }
-            ExprKind::Record { name, fields } => self.record_lit(e, name, fields, expected, site),
+            ExprKind::Record { name, fields } => {
+                let t = self.record_lit(e, name, fields, expected, site);
+                self.resolve_record_lit(name, fields, &t.ty);
+                t
+            }
             ExprKind::Unary { op, expr } => {
                 let inner = self.expr(expr, None, site);
                 match op {
@@ -1493,7 +1595,14 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 }
             }
             ExprKind::Binary { op, lhs, rhs } => self.binary(e, *op, lhs, rhs, expected, site),
-            ExprKind::Path(segments) => self.path(e, segments, site),
+            ExprKind::Path(segments) => {
+                let refs = self.local_refs.len();
+                let t = self.path(e, segments, site);
+                if let Some(r) = self.local_refs.get_mut(refs) {
+                    r.ty = t.ty.clone();
+                }
+                t
+            }
         }
     }
 
@@ -1826,17 +1935,40 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         };
 
         if let Some((var, ty)) = site.item
-            && var == name
+            && var.name == name
         {
+            self.resolve_path_start(
+                first,
+                Def::ForVar {
+                    file: cx.file,
+                    decl: var.span,
+                },
+                ty,
+                rest,
+            );
             let ty = self.fields(ty.clone(), rest);
             return mk(TExprKind::Item(names(rest)), ty);
         }
         if let Some(p) = self.sig.params.iter().find(|p| p.name == name) {
+            self.resolve_path_start(
+                first,
+                Def::Param {
+                    owner: self.def,
+                    name: name.to_string(),
+                },
+                &p.ty,
+                rest,
+            );
             self.used_params.insert(p.name.clone());
             let ty = self.fields(p.ty.clone(), rest);
             return mk(TExprKind::Param(name.to_string(), names(rest)), ty);
         }
         if let Some(&i) = self.names.get(name) {
+            self.local_refs.push(LocalRef {
+                name: first.clone(),
+                rest: rest.to_vec(),
+                ty: Ty::Error,
+            });
             self.used_nodes.insert(i);
             let base = self.node_types[i].clone();
             let base = match self.availability(i, site) {
@@ -1909,6 +2041,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             return mk(TExprKind::Node(i, names(rest)), ty);
         }
         if name == "run" {
+            cx.resolve(first.span, Def::Run, None);
             let Some(field) = rest.first() else {
                 cx.report(
                     cx.error(Code::TypeMismatch, first.span, "`run` is not a value on its own")
@@ -1935,10 +2068,17 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 );
                 return TExpr::error(e.span);
             };
+            cx.resolve(
+                field.span,
+                Def::RunField(field.name.clone()),
+                Some(ty.clone()),
+            );
+            self.resolve_fields(ty.clone(), &rest[1..]);
             let ty = self.fields(ty.clone(), &rest[1..]);
             return mk(TExprKind::Run(field.name.clone()), ty);
         }
         if let Some(sym) = cx.lookup(name) {
+            cx.resolve(first.span, Def::Item(sym.def), None);
             if sym.kind == SymbolKind::Enum
                 && let ItemSig::Enum(en) = self.world.sig(sym.def)
             {
@@ -1972,6 +2112,17 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     );
                     return TExpr::error(e.span);
                 }
+                cx.resolve(
+                    variant.span,
+                    Def::Variant {
+                        en: sym.def,
+                        name: variant.name.clone(),
+                    },
+                    Some(Ty::Enum {
+                        def: sym.def,
+                        name: en.name.clone(),
+                    }),
+                );
                 if rest.len() > 1 {
                     cx.report(
                         cx.error(
@@ -2013,7 +2164,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         let mut candidates: Vec<&str> = self.sig.params.iter().map(|p| p.name.as_str()).collect();
         candidates.extend(self.names.keys().copied());
         if let Some((var, _)) = site.item {
-            candidates.push(var);
+            candidates.push(&var.name);
         }
         candidates.push("run");
         if self.broken {
@@ -2032,6 +2183,82 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             }),
         );
         TExpr::error(e.span)
+    }
+
+    /// Record the first name of a path to a value declared as `declared`: the
+    /// value's own type when the path is just the name, else the type its fields
+    /// are read from.
+    fn resolve_path_start(&self, first: &Ident, def: Def, declared: &Ty, rest: &[Ident]) {
+        let ty = if rest.is_empty() {
+            declared.clone()
+        } else {
+            declared.unwrap_optional().clone()
+        };
+        self.cx.resolve(first.span, def, Some(ty.clone()));
+        self.resolve_fields(ty, rest);
+    }
+
+    /// Record each `.field` of a path read from a value of type `ty`, as far as
+    /// the fields exist.
+    fn resolve_fields(&self, mut ty: Ty, rest: &[Ident]) {
+        for f in rest {
+            let Ty::Record { def, args, .. } = ty.unwrap_optional() else {
+                return;
+            };
+            let ItemSig::Record(sig) = self.world.sig(*def) else {
+                return;
+            };
+            let Some(next) = sig.field_type(&f.name, args) else {
+                return;
+            };
+            self.cx.resolve(
+                f.span,
+                Def::Field {
+                    record: *def,
+                    name: f.name.clone(),
+                },
+                Some(next.clone()),
+            );
+            ty = next;
+        }
+    }
+
+    /// Record a record literal's name and fields, once its type is known.
+    fn resolve_record_lit(&self, name: &Ident, fields: &[ast::FieldInit], ty: &Ty) {
+        let cx = self.cx;
+        let sym = cx.namespace.get(&name.name);
+        if let Some(s) = sym {
+            cx.resolve(name.span, Def::Item(s.def), Some(ty.clone()));
+        }
+        let record = match ty {
+            Ty::Record { def, .. } => Some(*def),
+            _ => sym.filter(|s| s.kind == SymbolKind::Record).map(|s| s.def),
+        };
+        let Some(record) = record else {
+            return;
+        };
+        let ItemSig::Record(sig) = self.world.sig(record) else {
+            return;
+        };
+        for f in fields {
+            let Some(declared) = sig.field(&f.name.name) else {
+                continue;
+            };
+            let field_ty = match ty {
+                Ty::Record { def, args, .. } if *def == record => {
+                    sig.field_type(&f.name.name, args)
+                }
+                _ => None,
+            };
+            cx.resolve(
+                f.name.span,
+                Def::Field {
+                    record,
+                    name: f.name.name.clone(),
+                },
+                Some(field_ty.unwrap_or_else(|| declared.ty.clone())),
+            );
+        }
     }
 
     fn site_name(&self, site: &Site) -> Ident {
@@ -2252,6 +2479,14 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                             );
                             continue;
                         };
+                        cx.resolve(
+                            a.name.span,
+                            Def::Param {
+                                owner: self.def,
+                                name: p.name.clone(),
+                            },
+                            Some(p.ty.clone()),
+                        );
                         let v = self.expr_no_refs(&a.value, &p.ty, &site, "a schedule input");
                         self.expect(&v, &p.ty, &format!("parameter `{}`", p.name), None);
                         input.push((a.name.name.clone(), v));

@@ -7,8 +7,9 @@ use eflow_compiler::syntax::ast::{self, Span};
 use eflow_compiler::types::Ty;
 
 use super::Db;
-use super::index::{Def, FileIndex, Occurrence};
 use super::render;
+use eflow_compiler::semantics::{Def, Resolution};
+use eflow_compiler::source::FileId;
 
 pub struct Hover {
     pub span: Span,
@@ -19,8 +20,8 @@ fn code(s: &str) -> String {
     format!("```eflow\n{s}\n```")
 }
 
-pub fn hover(db: Db, index: &FileIndex, offset: usize) -> Option<Hover> {
-    let occ = index.at(offset)?;
+pub fn hover(db: Db, file: FileId, offset: usize) -> Option<Hover> {
+    let occ = db.analysis.semantics().definition_at(file, offset)?;
     let markdown = describe(db, occ)?;
     Some(Hover {
         span: occ.span,
@@ -29,7 +30,7 @@ pub fn hover(db: Db, index: &FileIndex, offset: usize) -> Option<Hover> {
 }
 
 /// Markdown describing what an occurrence refers to.
-pub fn describe(db: Db, occ: &Occurrence) -> Option<String> {
+pub fn describe(db: Db, occ: &Resolution) -> Option<String> {
     let ty = |t: &Option<Ty>| {
         t.as_ref()
             .map(|t| t.to_string())

@@ -8,7 +8,6 @@
 pub mod actions;
 pub mod completion;
 pub mod hover;
-pub mod index;
 pub mod inlay;
 pub mod lex;
 pub mod render;
