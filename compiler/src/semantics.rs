@@ -11,7 +11,17 @@
 use crate::analysis::Analysis;
 use crate::source::FileId;
 use crate::syntax::ast::Span;
-use crate::types::{DefId, Ty};
+
+// What the model's answers are made of: the checker's read-only results (item
+// signatures, checked flows, types, the connector catalogue). The layers that
+// produce them are private.
+pub use crate::check::bindings::{CheckedBinding, ConfigKey, Connector, connectors};
+pub use crate::check::flow::{Callee, CheckedFlow, RUN_FIELDS};
+pub use crate::check::sigs::{
+    AliasSig, EnumSig, FieldSig, FlowSig, ItemSig, ParamSig, RecordSig, StepSig,
+};
+pub use crate::names::{Namespace, Symbol, SymbolKind};
+pub use crate::types::{DefId, PRIMITIVES, Ty};
 
 /// Something a name can refer to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -141,6 +151,14 @@ impl<'a> Semantics<'a> {
                 .iter()
                 .find(|o| o.span.end as usize == offset && !o.span.is_empty())
         })
+    }
+
+    /// The items a file declares itself, by name, in order.
+    pub fn own_items(&self, file: FileId) -> Vec<(String, Symbol)> {
+        self.analysis
+            .modules
+            .get(file.0 as usize)
+            .map_or_else(Vec::new, |m| crate::names::own_items(file, &m.ast))
     }
 
     /// Every place `def` is declared or used, in the workspace and the standard

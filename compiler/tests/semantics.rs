@@ -131,7 +131,7 @@ fn every_renamable_use_has_a_declaration() {
     eflow_files(&root.join("tests/corpus/ok"), &mut files);
     let mut checked = 0;
     for f in files {
-        let a = Analysis::from_paths(&[f.clone()], &FsLoader).expect("readable");
+        let a = Analysis::from_paths(std::slice::from_ref(&f), &FsLoader).expect("readable");
         let model = a.semantics();
         for m in &a.modules {
             for r in model.resolutions(m.file) {

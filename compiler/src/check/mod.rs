@@ -18,7 +18,7 @@ use crate::source::FileId;
 use crate::syntax::ast::{File, Span};
 use crate::types::{DefId, Ty};
 
-pub use sigs::{AliasSig, EnumSig, FlowSig, ItemSig, ParamSig, RecordSig, StepSig};
+pub use sigs::ItemSig;
 
 /// Read access to every module's syntax tree, names and signatures. The analysis
 /// implements it over its modules, so checking one module borrows the rest

@@ -7,14 +7,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use eflow_compiler::check::bindings::connectors;
-use eflow_compiler::check::flow::RUN_FIELDS;
-use eflow_compiler::check::sigs::ItemSig;
 use eflow_compiler::ir::schedule::{CATCHUP_POLICIES, OVERLAP_POLICIES};
-use eflow_compiler::names::SymbolKind;
+use eflow_compiler::semantics::ItemSig;
+use eflow_compiler::semantics::RUN_FIELDS;
+use eflow_compiler::semantics::SymbolKind;
+use eflow_compiler::semantics::connectors;
+use eflow_compiler::semantics::{DefId, PRIMITIVES, Ty};
 use eflow_compiler::source::FileId;
 use eflow_compiler::syntax::ast::{self, Span, StepKind};
-use eflow_compiler::types::{DefId, PRIMITIVES, Ty};
 
 use super::Db;
 use super::hover::builtin_doc;
@@ -134,7 +134,7 @@ impl FlowMemory {
     }
 }
 
-fn flow_info(f: &eflow_compiler::check::flow::CheckedFlow) -> FlowInfo {
+fn flow_info(f: &eflow_compiler::semantics::CheckedFlow) -> FlowInfo {
     FlowInfo {
         params: f
             .params
@@ -1117,7 +1117,7 @@ fn importable(
         if other.file == req.file || req.db.is_hidden(other.file) {
             continue;
         }
-        for (name, sym) in eflow_compiler::names::own_items(other.file, &other.ast) {
+        for (name, sym) in req.db.analysis.semantics().own_items(other.file) {
             if !want(sym.kind) || m.namespace.get(&name).is_some() || !seen.insert(name.clone()) {
                 continue;
             }
@@ -1215,8 +1215,11 @@ fn import_paths(req: &Request, cx: &Cursor, in_string: bool, out: &mut Vec<Compl
         let names: Vec<String> = req
             .db
             .module(file)
-            .map(|m| {
-                eflow_compiler::names::own_items(file, &m.ast)
+            .map(|_| {
+                req.db
+                    .analysis
+                    .semantics()
+                    .own_items(file)
                     .into_iter()
                     .map(|(n, _)| n)
                     .collect()
@@ -1266,7 +1269,7 @@ fn import_names(req: &Request, path: &str, out: &mut Vec<Completion>) {
         })
         .flatten()
         .collect();
-    for (name, sym) in eflow_compiler::names::own_items(target.file, &target.ast) {
+    for (name, sym) in req.db.analysis.semantics().own_items(target.file) {
         if already.contains(&name) {
             continue;
         }

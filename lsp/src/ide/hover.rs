@@ -1,10 +1,10 @@
 //! Hover: what a name is, its type, and the documentation its declaration carries.
 
-use eflow_compiler::check::bindings::connectors;
-use eflow_compiler::check::flow::RUN_FIELDS;
-use eflow_compiler::check::sigs::ItemSig;
+use eflow_compiler::semantics::ItemSig;
+use eflow_compiler::semantics::RUN_FIELDS;
+use eflow_compiler::semantics::Ty;
+use eflow_compiler::semantics::connectors;
 use eflow_compiler::syntax::ast::{self, Span};
-use eflow_compiler::types::Ty;
 
 use super::Db;
 use super::render;
@@ -123,8 +123,8 @@ pub fn describe(db: Db, occ: &Resolution) -> Option<String> {
                     "the output of"
                 };
                 parts.push(format!("{how} `{}`", n.call.callee_name));
-                if let eflow_compiler::check::flow::Callee::Step(d)
-                | eflow_compiler::check::flow::Callee::Flow(d) = n.call.callee
+                if let eflow_compiler::semantics::Callee::Step(d)
+                | eflow_compiler::semantics::Callee::Flow(d) = n.call.callee
                     && let Some(doc) = db.doc(d)
                 {
                     parts.push(doc.lines().next().unwrap_or("").to_string());

@@ -16,11 +16,11 @@ pub mod signature;
 pub mod symbols;
 
 use eflow_compiler::analysis::{Analysis, Module};
-use eflow_compiler::check::flow::CheckedFlow;
-use eflow_compiler::check::sigs::{ItemSig, RecordSig};
+use eflow_compiler::semantics::CheckedFlow;
+use eflow_compiler::semantics::{DefId, Ty};
+use eflow_compiler::semantics::{ItemSig, RecordSig};
 use eflow_compiler::source::FileId;
 use eflow_compiler::syntax::ast::{self, Span};
-use eflow_compiler::types::{DefId, Ty};
 
 /// A module that exists only in the server's analysis, importing every standard
 /// library module so that completion and quick fixes can offer names from

@@ -1,8 +1,8 @@
 //! Declarations as text for hovers, completion details and signature help, written
 //! the way the user wrote them (type names as in the source, aliases kept).
 
+use eflow_compiler::semantics::DefId;
 use eflow_compiler::syntax::ast::{self, Param};
-use eflow_compiler::types::DefId;
 
 use super::Db;
 

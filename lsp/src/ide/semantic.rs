@@ -2,7 +2,7 @@
 //! so a step, a type, a parameter and a field look different even though the
 //! grammar cannot tell them apart.
 
-use eflow_compiler::check::sigs::ItemSig;
+use eflow_compiler::semantics::ItemSig;
 use eflow_compiler::syntax::ast::Span;
 
 use super::Db;
