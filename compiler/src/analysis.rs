@@ -14,11 +14,18 @@ use crate::diagnostics::{self, Code, Diagnostic, Edit, Fix};
 use crate::graph;
 use crate::names::{Namespace, Symbol, SymbolKind, own_items};
 use crate::semantics::{self, Def, Resolution, Semantics};
-use crate::source::{FileId, SourceFile, Sources};
 use crate::stdlib;
 use crate::syntax::ast::Span;
 use crate::syntax::{self, ast};
 use crate::types::DefId;
+
+pub use crate::source::{FileId, LineCol, SourceFile, Sources};
+
+/// Every module of the standard library, embedded in the compiler: its file
+/// name (`std/ml.eflow`) and its source.
+pub fn standard_library() -> &'static [(&'static str, &'static str)] {
+    crate::stdlib::FILES
+}
 
 /// Where source text comes from: the disk, or an editor's open buffers over it.
 pub trait Loader {

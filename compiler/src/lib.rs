@@ -15,12 +15,11 @@ pub(crate) mod graph;
 pub mod lower;
 pub(crate) mod names;
 pub mod semantics;
-pub mod source;
-pub mod stdlib;
+pub(crate) mod source;
+pub(crate) mod stdlib;
 use eflow_ir::suggest;
 pub mod syntax;
 pub(crate) mod types;
-pub mod workload;
 
 pub use analysis::{Analysis, FsLoader, Loader};
 /// The IR this compiler lowers into: the crate `eflow-ir`, the runtime's contract.

@@ -1,9 +1,9 @@
 //! Rendering diagnostics in every format, from hand-made diagnostics and sources.
 
+use eflow_compiler::analysis::{FileId, SourceFile, Sources};
 use eflow_compiler::diagnostics::explain::{explanation, render_explain};
 use eflow_compiler::diagnostics::render::{Format, MAX_SARIF_RESULTS, RenderOptions, render};
 use eflow_compiler::diagnostics::{Code, Diagnostic};
-use eflow_compiler::source::{FileId, SourceFile, Sources};
 use eflow_compiler::syntax::ast::Span;
 use serde_json::Value;
 

@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use eflow_compiler::analysis::FileId;
 use eflow_compiler::analysis::{Analysis, FsLoader};
 use eflow_compiler::semantics::Def;
-use eflow_compiler::source::FileId;
 
 const SOURCE: &str = r#"from "std/ml" import Model
 

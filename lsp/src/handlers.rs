@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use eflow_compiler::source::FileId;
+use eflow_compiler::analysis::FileId;
 use eflow_compiler::syntax::ast::Span;
 use lsp_server::{ErrorCode, Request, ResponseError};
 use lsp_types::request::{self as req, Request as _};

@@ -10,9 +10,8 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Component, Path, PathBuf};
 
+use eflow_compiler::analysis::FileId;
 use eflow_compiler::analysis::{Analysis, Loader};
-use eflow_compiler::source::FileId;
-use eflow_compiler::stdlib;
 use lsp_types::{TextDocumentContentChangeEvent, Url};
 
 use crate::convert::{FileMap, LineIndex};
@@ -302,7 +301,7 @@ impl Workspace {
         for (p, _) in self.docs.iter().filter(|(p, _)| !self.is_stdlib(p)) {
             paths.insert(p.clone());
         }
-        let prelude: String = stdlib::FILES
+        let prelude: String = eflow_compiler::analysis::standard_library()
             .iter()
             .map(|(name, _)| {
                 format!(
@@ -390,7 +389,7 @@ pub fn normalize(path: &Path) -> PathBuf {
 fn write_stdlib() -> Option<PathBuf> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    stdlib::FILES.hash(&mut h);
+    eflow_compiler::analysis::standard_library().hash(&mut h);
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
@@ -398,7 +397,7 @@ fn write_stdlib() -> Option<PathBuf> {
     let dir = base
         .join("eflow-lsp")
         .join(format!("stdlib-{:016x}", h.finish()));
-    for (name, text) in stdlib::FILES {
+    for (name, text) in eflow_compiler::analysis::standard_library() {
         let path = dir.join(name);
         if std::fs::read_to_string(&path).is_ok_and(|t| t == *text) {
             continue;

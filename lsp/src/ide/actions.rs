@@ -1,8 +1,8 @@
 //! Quick fixes: the fixes the compiler attached to the diagnostics at a range
 //! (a misspelled name, a missing argument, a name to import, an unused import).
 
+use eflow_compiler::analysis::FileId;
 use eflow_compiler::diagnostics::Diagnostic;
-use eflow_compiler::source::FileId;
 use eflow_compiler::syntax::ast::Span;
 
 use super::Db;

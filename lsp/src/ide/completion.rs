@@ -7,13 +7,13 @@
 
 use std::collections::{HashMap, HashSet};
 
+use eflow_compiler::analysis::FileId;
 use eflow_compiler::ir::schedule::{CATCHUP_POLICIES, OVERLAP_POLICIES};
 use eflow_compiler::semantics::ItemSig;
 use eflow_compiler::semantics::RUN_FIELDS;
 use eflow_compiler::semantics::SymbolKind;
 use eflow_compiler::semantics::connectors;
 use eflow_compiler::semantics::{DefId, PRIMITIVES, Ty};
-use eflow_compiler::source::FileId;
 use eflow_compiler::syntax::ast::{self, Span, StepKind};
 
 use super::Db;

@@ -8,8 +8,8 @@ use eflow_compiler::syntax::ast::{self, Span};
 
 use super::Db;
 use super::render;
+use eflow_compiler::analysis::FileId;
 use eflow_compiler::semantics::{Def, Resolution};
-use eflow_compiler::source::FileId;
 
 pub struct Hover {
     pub span: Span,

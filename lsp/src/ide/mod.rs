@@ -15,11 +15,11 @@ pub mod semantic;
 pub mod signature;
 pub mod symbols;
 
+use eflow_compiler::analysis::FileId;
 use eflow_compiler::analysis::{Analysis, Module};
 use eflow_compiler::semantics::CheckedFlow;
 use eflow_compiler::semantics::{DefId, Ty};
 use eflow_compiler::semantics::{ItemSig, RecordSig};
-use eflow_compiler::source::FileId;
 use eflow_compiler::syntax::ast::{self, Span};
 
 /// A module that exists only in the server's analysis, importing every standard

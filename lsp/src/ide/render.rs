@@ -7,7 +7,7 @@ use eflow_compiler::syntax::ast::{self, Param};
 use super::Db;
 
 /// The source text of a node, squeezed onto one line.
-pub fn snippet(db: Db, file: eflow_compiler::source::FileId, span: ast::Span) -> String {
+pub fn snippet(db: Db, file: eflow_compiler::analysis::FileId, span: ast::Span) -> String {
     let text = db.text(file);
     let s = text
         .get(span.start as usize..span.end as usize)

@@ -92,7 +92,7 @@ pub fn tokens(db: Db, text: &str, resolved: &[Resolution]) -> Vec<(Span, u32, u3
 }
 
 fn classify(db: Db, def: &Def) -> Option<(u32, u32)> {
-    let std = |file: eflow_compiler::source::FileId| {
+    let std = |file: eflow_compiler::analysis::FileId| {
         if db.module(file).is_some_and(|m| m.is_std) {
             DEFAULT_LIBRARY
         } else {

@@ -191,7 +191,7 @@ pub fn fuzzy_match(query: &str, name: &str) -> bool {
 pub fn workspace_symbols(
     db: Db,
     query: &str,
-) -> Vec<(eflow_compiler::source::FileId, Symbol, String)> {
+) -> Vec<(eflow_compiler::analysis::FileId, Symbol, String)> {
     let mut out = Vec::new();
     let mut modules: Vec<&Module> = db
         .analysis
