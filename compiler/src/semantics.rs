@@ -115,9 +115,10 @@ pub struct Resolution {
 }
 
 /// Sort a module's table by position; a name resolved twice (a type checked
-/// with the signatures and again in a body) is kept once.
+/// with the signatures and again in a body, a record literal's name as a type
+/// and as a value) is kept once, with its type when one of them has it.
 pub(crate) fn normalize(table: &mut Vec<Resolution>) {
-    table.sort_by_key(|o| (o.span.start, o.span.end));
+    table.sort_by_key(|o| (o.span.start, o.span.end, o.ty.is_none()));
     table.dedup_by(|a, b| a.span == b.span && a.def == b.def);
 }
 
