@@ -3,7 +3,9 @@
 //!
 //! Everything here works in the compiler's terms (files, byte spans, types) and
 //! knows nothing of the protocol; `handlers` converts. Nothing is checked here:
-//! types and errors come from the analysis, so the editor and `eflowc` agree.
+//! types, errors, their fixes and what each name refers to come from the
+//! analysis, so the editor and `eflowc` agree. Completion alone works out what
+//! is in scope, on text the checker may not accept yet.
 
 pub mod actions;
 pub mod completion;
