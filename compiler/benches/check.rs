@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use eflow_compiler::analysis::{Analysis, FsLoader};
-use eflow_compiler::{ir, workload};
+use eflow_compiler::ir;
+
+#[path = "support/workload.rs"]
+mod workload;
 
 /// Writes the workspace once; returns its directory and the big file's path.
 fn workspace(modules: usize) -> (PathBuf, PathBuf) {

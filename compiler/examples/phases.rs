@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
+use eflow_compiler::analysis::FileId;
 use eflow_compiler::analysis::{Analysis, FsLoader};
-use eflow_compiler::source::FileId;
 
 fn main() {
     let dir = std::path::PathBuf::from(

@@ -8,15 +8,24 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::check::bindings::{CheckedBinding, check_bindings};
 use crate::check::flow::{Callee, CheckedFlow, check_flow};
-use crate::check::sigs::{ItemSig, TypeResolver, module_sigs};
+use crate::check::sigs::{ItemSig, TypeResolver, constant_names, module_sigs};
 use crate::check::{ModuleCx, World};
-use crate::diagnostics::{self, Code, Diagnostic};
+use crate::diagnostics::{self, Code, Diagnostic, Edit, Fix};
 use crate::graph;
-use crate::names::{Namespace, Symbol, own_items};
-use crate::source::{FileId, SourceFile, Sources};
+use crate::names::{Namespace, Symbol, SymbolKind, own_items};
+use crate::semantics::{self, Def, Resolution, Semantics};
 use crate::stdlib;
+use crate::syntax::ast::Span;
 use crate::syntax::{self, ast};
 use crate::types::DefId;
+
+pub use crate::source::{FileId, LineCol, SourceFile, Sources};
+
+/// Every module of the standard library, embedded in the compiler: its file
+/// name (`std/ml.eflow`) and its source.
+pub fn standard_library() -> &'static [(&'static str, &'static str)] {
+    crate::stdlib::FILES
+}
 
 /// Where source text comes from: the disk, or an editor's open buffers over it.
 pub trait Loader {
@@ -64,6 +73,11 @@ pub struct Module {
     /// Diagnostics in this module that depend on others: recursive subflows,
     /// missing bindings.
     pub workspace_diagnostics: Vec<Diagnostic>,
+    /// What every name in this module resolves to, by position (read it
+    /// through [`Analysis::semantics`]).
+    pub(crate) resolutions: Vec<Resolution>,
+    /// The names of its imports, resolved with its namespace.
+    import_resolutions: Vec<Resolution>,
     facts: ModuleFacts,
     syntax_diagnostics: Vec<Diagnostic>,
     import_diagnostics: Vec<Diagnostic>,
@@ -245,6 +259,8 @@ impl Analysis {
             is_std,
             diagnostics: Vec::new(),
             workspace_diagnostics: Vec::new(),
+            resolutions: Vec::new(),
+            import_resolutions: Vec::new(),
             facts: ModuleFacts::default(),
             syntax_diagnostics,
             import_diagnostics: Vec::new(),
@@ -361,7 +377,7 @@ impl Analysis {
             for m in &self.modules {
                 let cx = ModuleCx::new(m.file, &m.namespace);
                 let sigs = module_sigs(&world, &cx);
-                sig_results.push((sigs, cx.diags.into_inner(), cx.used_imports.into_inner()));
+                sig_results.push((sigs, cx.diags.take(), cx.into_resolved()));
             }
         }
         let mut pending = Vec::with_capacity(self.modules.len());
@@ -374,11 +390,17 @@ impl Analysis {
             self.modules
                 .iter()
                 .zip(pending)
-                .map(|(m, (diags, used))| check_bodies(world, m.file, &m.namespace, diags, used))
+                .map(|(m, (diags, used))| {
+                    let text = &self.sources.get(m.file).text;
+                    check_bodies(world, m.file, text, &m.namespace, diags, used)
+                })
                 .collect()
         };
         for (m, results) in self.modules.iter_mut().zip(results) {
             m.set_results(results);
+        }
+        for i in 0..self.modules.len() {
+            self.add_import_fixes(i);
         }
         self.check_workspace();
     }
@@ -393,6 +415,7 @@ impl Analysis {
             .retain(|d| d.code == Code::UnresolvedImport);
         let mut symbols: HashMap<String, Symbol> = HashMap::new();
         let mut diags = Vec::new();
+        let mut resolved = Vec::new();
         for (name, sym) in own_items(file, &self.modules[i].ast) {
             if let Some(prev) = symbols.get(&name) {
                 let ident = ast::Ident {
@@ -413,15 +436,17 @@ impl Analysis {
             let Some(&target) = self.modules[i].imports.get(&idx) else {
                 continue;
             };
+            resolved.push(Resolution {
+                span: imp.path.span,
+                def: Def::Module(target),
+                decl: false,
+                ty: None,
+            });
             let target_items = own_items(target, &self.modules[target.0 as usize].ast);
             for n in &imp.names {
                 let Some((_, sym)) = target_items.iter().find(|(name, _)| *name == n.name.name)
                 else {
-                    let help = crate::suggest::did_you_mean(
-                        &n.name.name,
-                        target_items.iter().map(|(n, _)| n.as_str()),
-                    )
-                    .unwrap_or_else(|| {
+                    let help = || {
                         let mut names: Vec<&str> =
                             target_items.iter().map(|(n, _)| n.as_str()).collect();
                         names.sort();
@@ -430,7 +455,7 @@ impl Analysis {
                         } else {
                             format!("it defines `{}`", names.join("`, `"))
                         }
-                    });
+                    };
                     diags.push(
                         Diagnostic::new(
                             Code::ImportNotFound,
@@ -439,10 +464,22 @@ impl Analysis {
                             format!("`{}` does not define `{}`", imp.path.value, n.name),
                         )
                         .with_label("not found in that module")
-                        .with_help(help),
+                        .with_did_you_mean(
+                            &n.name.name,
+                            target_items.iter().map(|(n, _)| n.as_str()),
+                            help,
+                        ),
                     );
                     continue;
                 };
+                for name in [Some(&n.name), n.alias.as_ref()].into_iter().flatten() {
+                    resolved.push(Resolution {
+                        span: name.span,
+                        def: Def::Item(sym.def),
+                        decl: false,
+                        ty: None,
+                    });
+                }
                 let local = n.local();
                 if let Some(prev) = symbols.get(&local.name) {
                     diags.push(
@@ -474,6 +511,7 @@ impl Analysis {
         let m = &mut self.modules[i];
         m.namespace = Namespace { symbols };
         m.import_diagnostics.extend(diags);
+        m.import_resolutions = resolved;
     }
 
     /// Checks across modules: recursive subflows and missing bindings.
@@ -539,6 +577,132 @@ impl Analysis {
         self.modules[i].workspace_diagnostics = out;
     }
 
+    /// The fixes of module `i`'s unknown names that another module defines:
+    /// import it from there. They need every module, so they are added once the
+    /// module's bodies are checked.
+    fn add_import_fixes(&mut self, i: usize) {
+        let file = FileId(i as u32);
+        let mut fixes = Vec::new();
+        for (k, d) in self.modules[i].diagnostics.iter().enumerate() {
+            let fits = |kind: SymbolKind| match d.code {
+                Code::UnknownType => kind.is_type(),
+                Code::UnknownCallee => kind.is_callable(),
+                Code::UnknownName => kind == SymbolKind::Enum,
+                _ => false,
+            };
+            if !matches!(
+                d.code,
+                Code::UnknownType | Code::UnknownCallee | Code::UnknownName
+            ) || d.primary.file != file
+            {
+                continue;
+            }
+            let text = &self.sources.get(file).text;
+            let Some(written) =
+                text.get(d.primary.span.start as usize..d.primary.span.end as usize)
+            else {
+                continue;
+            };
+            for def in self.items_named(written) {
+                let kind = own_items(def.file, &self.modules[def.file.0 as usize].ast)
+                    .into_iter()
+                    .find(|(_, s)| s.def == def)
+                    .map(|(_, s)| s.kind);
+                if def.file == file || !kind.is_some_and(fits) {
+                    continue;
+                }
+                if let (Some(edit), Some(from)) = (
+                    self.import_edit(file, def.file, written),
+                    self.import_path(file, def.file),
+                ) {
+                    fixes.push((
+                        k,
+                        Fix {
+                            title: format!("Import `{written}` from \"{from}\""),
+                            edits: vec![edit],
+                            preferred: true,
+                        },
+                    ));
+                }
+            }
+        }
+        for (k, fix) in fixes {
+            self.modules[i].diagnostics[k].fixes.push(fix);
+        }
+    }
+
+    /// Every top-level item named `name`, in every module, the workspace's
+    /// modules before the standard library's.
+    pub fn items_named(&self, name: &str) -> Vec<DefId> {
+        let mut out: Vec<DefId> = self
+            .modules
+            .iter()
+            .flat_map(|m| own_items(m.file, &m.ast))
+            .filter(|(n, _)| n == name)
+            .map(|(_, s)| s.def)
+            .collect();
+        out.sort_by_key(|d| self.modules[d.file.0 as usize].is_std);
+        out
+    }
+
+    /// The import path `from` would write for the module `target`: `std/ml` for
+    /// the standard library, a `./`-relative path otherwise.
+    pub fn import_path(&self, from: FileId, target: FileId) -> Option<String> {
+        let m = self.modules.get(target.0 as usize)?;
+        if m.is_std {
+            return Some(m.name.clone());
+        }
+        let from_path = self.sources.get(from).path.as_ref()?;
+        let to_path = self.sources.get(target).path.as_ref()?;
+        relative_import(from_path.parent()?, to_path)
+    }
+
+    /// The edit that imports `name` from `target` into `file`: added to an
+    /// import of that module, else a new import after the others, else a new
+    /// import at the top.
+    pub fn import_edit(&self, file: FileId, target: FileId, name: &str) -> Option<Edit> {
+        let path = self.import_path(file, target)?;
+        let m = self.modules.get(file.0 as usize)?;
+        let edit = |at: u32, text: String| Edit {
+            file,
+            span: Span { start: at, end: at },
+            text,
+        };
+        let imports: Vec<&ast::Item> = m
+            .ast
+            .items
+            .iter()
+            .filter(|i| matches!(i.kind, ast::ItemKind::Import(_)))
+            .collect();
+        for it in &imports {
+            if let ast::ItemKind::Import(imp) = &it.kind
+                && imp.path.value.trim_end_matches(".eflow") == path
+                && let Some(last) = imp.names.last()
+            {
+                let end = last.alias.as_ref().unwrap_or(&last.name).span.end;
+                return Some(edit(end, format!(", {name}")));
+            }
+        }
+        if let Some(last) = imports.last() {
+            return Some(edit(
+                last.span.end,
+                format!("\nfrom \"{path}\" import {name}"),
+            ));
+        }
+        let at = m
+            .ast
+            .items
+            .first()
+            .map(|i| i.doc.as_ref().map_or(i.span.start, |d| d.span.start))
+            .unwrap_or(0);
+        Some(edit(at, format!("from \"{path}\" import {name}\n\n")))
+    }
+
+    /// What every name resolves to: the semantic model.
+    pub fn semantics(&self) -> Semantics<'_> {
+        Semantics::new(self)
+    }
+
     /// Every environment named by a `bindings` block, sorted.
     pub fn environments(&self) -> &[String] {
         &self.index.envs
@@ -595,7 +759,7 @@ impl Analysis {
             let m = &self.modules[i];
             let cx = ModuleCx::new(file, &m.namespace);
             let sigs = module_sigs(&world, &cx);
-            (sigs, cx.diags.into_inner(), cx.used_imports.into_inner())
+            (sigs, cx.diags.take(), cx.into_resolved())
         };
         if sigs != self.modules[i].sigs {
             // What other modules see of this one changed: check them again too.
@@ -605,9 +769,11 @@ impl Analysis {
         let results = {
             let world = World::new(&self.modules);
             let m = &self.modules[i];
-            check_bodies(world, file, &m.namespace, sig_diags, used)
+            let text = &self.sources.get(file).text;
+            check_bodies(world, file, text, &m.namespace, sig_diags, used)
         };
         self.modules[i].set_results(results);
+        self.add_import_fixes(i);
         let facts = ModuleFacts::of(&self.modules[i]);
         if facts == self.modules[i].facts {
             // Nothing other modules' checks read has changed.
@@ -681,10 +847,18 @@ type BodyResults = (
     Vec<CheckedFlow>,
     (Vec<CheckedBinding>, Vec<(String, DefId)>),
     Vec<Diagnostic>,
+    Vec<Resolution>,
 );
 
 impl Module {
-    fn set_results(&mut self, (flows, (bindings, bound), diags): BodyResults) {
+    fn set_results(&mut self, (flows, (bindings, bound), diags, resolutions): BodyResults) {
+        self.resolutions = self
+            .import_resolutions
+            .iter()
+            .cloned()
+            .chain(resolutions)
+            .collect();
+        semantics::normalize(&mut self.resolutions);
         self.flows = flows;
         self.bindings = bindings;
         self.bound = bound;
@@ -721,12 +895,14 @@ impl crate::check::Db for Vec<Module> {
 fn check_bodies(
     world: World,
     file: FileId,
+    text: &str,
     ns: &Namespace,
     sig_diags: Vec<Diagnostic>,
-    sig_used: HashSet<String>,
+    (sig_used, sig_resolutions): (HashSet<String>, Vec<Resolution>),
 ) -> BodyResults {
     let cx = ModuleCx::new(file, ns);
     cx.used_imports.borrow_mut().extend(sig_used);
+    cx.resolutions.borrow_mut().extend(sig_resolutions);
     let types = TypeResolver {
         scope: &world,
         cx: &cx,
@@ -751,6 +927,12 @@ fn check_bodies(
                     decl,
                 ) {
                     flows.push(f);
+                }
+            }
+            ast::ItemKind::Step(s) => {
+                // Nothing checks a step's defaults; their names still resolve.
+                for d in s.params.iter().filter_map(|p| p.default.as_ref()) {
+                    constant_names(&cx, &world, d);
                 }
             }
             ast::ItemKind::Bindings(b) => {
@@ -782,7 +964,7 @@ fn check_bodies(
         };
         // Each name on its own; only names that resolved can be unused, the others
         // have their own error.
-        for n in &imp.names {
+        for (pos, n) in imp.names.iter().enumerate() {
             if ns
                 .get(&n.local().name)
                 .is_some_and(|s| s.import == Some(idx))
@@ -796,13 +978,46 @@ fn check_bodies(
                         n.local().span,
                         format!("`{}` is imported but never used", n.local()),
                     )
-                    .with_help("remove it from the import"),
+                    .with_help("remove it from the import")
+                    .with_fix(Fix {
+                        preferred: false,
+                        ..Fix::edit(
+                            format!("Remove unused import `{}`", n.local().name),
+                            file,
+                            unused_import_span(text, item, imp, pos),
+                            "",
+                        )
+                    }),
                 );
             }
         }
     }
     drop(used);
-    (flows, (bindings, bound), diags)
+    (flows, (bindings, bound), diags, cx.resolutions.into_inner())
+}
+
+/// What to delete to remove the `pos`th name of an import: the name and a comma
+/// beside it, or the whole line when it is the only one.
+fn unused_import_span(text: &str, item: &ast::Item, imp: &ast::Import, pos: usize) -> Span {
+    let n = &imp.names[pos];
+    let name_span = n.name.span.to(n.local().span);
+    if imp.names.len() == 1 {
+        let mut end = item.span.end as usize;
+        if text.get(end..end + 1) == Some("\n") {
+            end += 1;
+        }
+        Span::new(item.span.start as usize, end)
+    } else if pos + 1 < imp.names.len() {
+        Span {
+            start: name_span.start,
+            end: imp.names[pos + 1].name.span.start,
+        }
+    } else {
+        Span {
+            start: imp.names[pos - 1].local().span.end,
+            end: name_span.end,
+        }
+    }
 }
 
 /// Names used only in bindings are used.
@@ -812,6 +1027,27 @@ fn bound_only(ast: &ast::File, name: &str) -> bool {
             b.entries.iter().any(|e| e.step.name == name) || b.broken.iter().any(|s| s.name == name)
         }
         _ => false,
+    })
+}
+
+/// `./x`, `../shared/x`: `to` relative to the directory `from_dir`, without `.eflow`.
+pub fn relative_import(from_dir: &Path, to: &Path) -> Option<String> {
+    let from: Vec<_> = from_dir.components().collect();
+    let stem = to.with_extension("");
+    let target: Vec<_> = stem.components().collect();
+    let common = from.iter().zip(&target).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = Vec::new();
+    for _ in common..from.len() {
+        parts.push("..".to_string());
+    }
+    for c in &target[common..] {
+        parts.push(c.as_os_str().to_str()?.to_string());
+    }
+    let joined = parts.join("/");
+    Some(if joined.starts_with("..") {
+        joined
+    } else {
+        format!("./{joined}")
     })
 }
 

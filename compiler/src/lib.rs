@@ -1,24 +1,25 @@
 //! The eflow compiler: from `.eflow` sources to checked, canonical flow IR.
 //!
 //! Layers, each a function of the one before: [`syntax`] (text → tree with spans),
-//! [`names`] (each module's names and imports), [`check`] (signatures, types, flow
-//! bodies, bindings), [`graph`] (the flow DAG), [`lower`] (checked flows to the [`ir`]).
+//! `names` (each module's names and imports), `check` (signatures, types, flow
+//! bodies, bindings), `graph` (the flow DAG), [`lower`] (checked flows to the [`ir`]).
 //! [`fmt`] formats syntax trees. The `eflowc` CLI and the language server are thin
-//! front ends over [`analysis`].
+//! front ends over [`analysis`]; what the checker resolved and typed is read
+//! through the semantic model, [`semantics`], not through the private layers.
 
 pub mod analysis;
-pub mod check;
+pub(crate) mod check;
 pub mod diagnostics;
 pub mod fmt;
-pub mod graph;
+pub(crate) mod graph;
 pub mod lower;
-pub mod names;
-pub mod source;
-pub mod stdlib;
+pub(crate) mod names;
+pub mod semantics;
+pub(crate) mod source;
+pub(crate) mod stdlib;
 use eflow_ir::suggest;
 pub mod syntax;
-pub mod types;
-pub mod workload;
+pub(crate) mod types;
 
 pub use analysis::{Analysis, FsLoader, Loader};
 /// The IR this compiler lowers into: the crate `eflow-ir`, the runtime's contract.

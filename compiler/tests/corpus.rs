@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use eflow_compiler::analysis::{Analysis, FsLoader};
-use eflow_compiler::diagnostics::Diagnostic;
+use eflow_compiler::diagnostics::{Code, Diagnostic, Fix};
 use eflow_compiler::ir;
 
 fn corpus_files(dir: &str) -> Vec<PathBuf> {
@@ -62,6 +62,9 @@ fn plain(a: &Analysis, diags: &[Diagnostic]) -> String {
         }
         if let Some(h) = &d.help {
             let _ = writeln!(out, "  help: {h}");
+        }
+        for f in &d.fixes {
+            let _ = writeln!(out, "  fix: {}", f.title);
         }
     }
     out
@@ -159,4 +162,62 @@ fn examples_compile_without_diagnostics() {
         out
     };
     assert_eq!(json(&a), json(&a), "IR is canonical");
+}
+
+/// `text` with a fix's edits applied (they are disjoint: apply from the end).
+fn apply(text: &str, fix: &Fix) -> String {
+    let mut edits: Vec<_> = fix.edits.iter().collect();
+    edits.sort_by_key(|e| std::cmp::Reverse(e.span.start));
+    let mut out = text.to_string();
+    for e in edits {
+        out.replace_range(e.span.start as usize..e.span.end as usize, &e.text);
+    }
+    out
+}
+
+#[test]
+fn every_fix_makes_its_diagnostic_go_away() {
+    let mut fixed: Vec<Code> = Vec::new();
+    for file in corpus_files("err").into_iter().chain(corpus_files("ok")) {
+        let a = analyze(&file);
+        for d in a.diagnostics() {
+            let same = |x: &Diagnostic| x.code == d.code && x.message == d.message;
+            for fix in &d.fixes {
+                assert!(
+                    fix.edits.iter().all(|e| e.file == d.primary.file),
+                    "{}: `{}` edits another file",
+                    file.display(),
+                    fix.title
+                );
+                let src = a.sources.get(d.primary.file);
+                let path = src.path.clone().expect("corpus files are on disk");
+                let after = Analysis::from_texts(vec![(path, apply(&src.text, fix))], &FsLoader);
+                let before = a.diagnostics().iter().filter(|x| same(x)).count();
+                let now = after.diagnostics().iter().filter(|x| same(x)).count();
+                assert!(
+                    now < before,
+                    "{}: `{}` leaves `{}` ({}):\n{}",
+                    file.display(),
+                    fix.title,
+                    d.message,
+                    d.code,
+                    plain(&after, &after.diagnostics())
+                );
+                fixed.push(d.code);
+            }
+        }
+    }
+    fixed.sort();
+    fixed.dedup();
+    // Every kind of fix the compiler makes is exercised.
+    for code in [
+        Code::UnknownName,
+        Code::UnknownType,
+        Code::UnknownCallee,
+        Code::UnknownField,
+        Code::MissingArgument,
+        Code::UnusedImport,
+    ] {
+        assert!(fixed.contains(&code), "no fix for {code} in the corpus");
+    }
 }

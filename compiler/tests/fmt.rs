@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use eflow_compiler::analysis::FileId;
 use eflow_compiler::analysis::{Analysis, FsLoader};
 use eflow_compiler::fmt::format_source;
-use eflow_compiler::source::FileId;
 use eflow_compiler::syntax::parse;
 use proptest::prelude::*;
 

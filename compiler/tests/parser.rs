@@ -1,7 +1,7 @@
 //! Integration tests of the parser: every construct, spans, comments, literals,
 //! error recovery, error messages, and robustness on arbitrary input.
 
-use eflow_compiler::source::FileId;
+use eflow_compiler::analysis::FileId;
 use eflow_compiler::syntax::{ast::*, parse};
 
 const SAMPLE: &str = r#"// The retraining pipeline.

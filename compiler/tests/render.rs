@@ -1,11 +1,11 @@
 //! Rendering diagnostics in every format, from hand-made diagnostics and sources.
 
+use eflow_compiler::analysis::{FileId, SourceFile, Sources};
 use eflow_compiler::diagnostics::explain::{explanation, render_explain};
 use eflow_compiler::diagnostics::render::{Format, MAX_SARIF_RESULTS, RenderOptions, render};
-use eflow_compiler::diagnostics::{Code, Diagnostic};
-use eflow_compiler::source::{FileId, SourceFile, Sources};
+use eflow_compiler::diagnostics::{Code, Diagnostic, Fix};
 use eflow_compiler::syntax::ast::Span;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const TRAIN: &str = "from \"./lib\" import Model\n\nflow Train(n: Int) -> Model {\n  let m = Fit(data: \"données\", n: 1.5)\n  return m\n}\n";
 const LIB: &str = "record Model { name: String }\nremote step Fit(data: String, n: Int) -> Model\n";
@@ -268,7 +268,8 @@ fn json_exact() {
           "message": "in this call"
         }
       ],
-      "help": "write an integer such as `2`"
+      "help": "write an integer such as `2`",
+      "fixes": []
     },
     {
       "code": "W0001",
@@ -285,7 +286,8 @@ fn json_exact() {
       "end_column": 2,
       "label": null,
       "labels": [],
-      "help": null
+      "help": null,
+      "fixes": []
     }
   ],
   "summary": {
@@ -574,6 +576,19 @@ fn sarif_kind(kind: &str) -> (&'static [&'static str], &'static [&'static str]) 
                 "properties",
             ],
         ),
+        "fix" => (
+            &["artifactChanges"],
+            &["description", "artifactChanges", "properties"],
+        ),
+        "artifactChange" => (
+            &["artifactLocation", "replacements"],
+            &["artifactLocation", "replacements", "properties"],
+        ),
+        "replacement" => (
+            &["deletedRegion"],
+            &["deletedRegion", "insertedContent", "properties"],
+        ),
+        "artifactContent" => (&[], &["text", "binary", "rendered", "properties"]),
         other => panic!("no such SARIF kind {other}"),
     }
 }
@@ -702,6 +717,29 @@ fn check_sarif(log: &Value) {
         if let Some(related) = result.get("relatedLocations") {
             for (j, loc) in related.as_array().expect("array").iter().enumerate() {
                 check_location(loc, &format!("{p}.relatedLocations[{j}]"));
+            }
+        }
+        for (j, fix) in result
+            .get("fixes")
+            .map_or(&[][..], |f| f.as_array().expect("fixes array"))
+            .iter()
+            .enumerate()
+        {
+            let p = format!("{p}.fixes[{j}]");
+            check_object(fix, "fix", &p);
+            if let Some(d) = fix.get("description") {
+                check_object(d, "message", &format!("{p}.description"));
+            }
+            for change in fix["artifactChanges"].as_array().expect("array") {
+                check_object(change, "artifactChange", &p);
+                check_object(&change["artifactLocation"], "artifact", &p);
+                for r in change["replacements"].as_array().expect("array") {
+                    check_object(r, "replacement", &p);
+                    check_object(&r["deletedRegion"], "region", &p);
+                    if let Some(c) = r.get("insertedContent") {
+                        check_object(c, "artifactContent", &p);
+                    }
+                }
             }
         }
         let prints = result["partialFingerprints"]
@@ -1095,4 +1133,34 @@ fn explain_output() {
         let text = render_explain(code);
         assert!(text.starts_with(&format!("{}: {}\n\n", code.as_str(), code.title())));
     }
+}
+
+#[test]
+fn fixes_in_json_and_sarif() {
+    let f = fixture();
+    let d = mismatch(&f).with_fix(Fix::edit("Write `2`", f.train, at(TRAIN, "1.5"), "2"));
+    let json: Value = serde_json::from_str(&render_all(Format::Json, std::slice::from_ref(&d), &f))
+        .expect("JSON");
+    let fix = &json["diagnostics"][0]["fixes"][0];
+    assert_eq!(fix["title"], "Write `2`");
+    assert_eq!(fix["preferred"], true);
+    let edit = &fix["edits"][0];
+    assert_eq!(edit["file"], "flows/train.eflow");
+    assert_eq!(edit["text"], "2");
+    assert_eq!(
+        (&edit["span"]["start"], &edit["span"]["end"]),
+        (&json!(92), &json!(95))
+    );
+    assert_eq!((&edit["line"], &edit["column"]), (&json!(4), &json!(35)));
+
+    let log = sarif(&[d], &f);
+    check_sarif(&log);
+    let fix = &log["runs"][0]["results"][0]["fixes"][0];
+    assert_eq!(fix["description"]["text"], "Write `2`");
+    let change = &fix["artifactChanges"][0];
+    assert_eq!(change["artifactLocation"]["uri"], "flows/train.eflow");
+    let r = &change["replacements"][0];
+    assert_eq!(r["insertedContent"]["text"], "2");
+    assert_eq!(r["deletedRegion"]["startColumn"], 35);
+    assert_eq!(r["deletedRegion"]["endColumn"], 38);
 }

@@ -221,7 +221,7 @@ pub struct Binding {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
-    /// 5, 6 or 7 fields; see `eflow_compiler::schedule`.
+    /// 5, 6 or 7 fields; see `eflow_ir::schedule`.
     pub cron: String,
     /// IANA time zone.
     pub timezone: String,

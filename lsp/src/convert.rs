@@ -71,8 +71,8 @@ impl<'t> LineIndex<'t> {
 
 /// Where the text of a file comes from for conversions, and its address.
 pub trait FileMap {
-    fn text(&self, file: eflow_compiler::source::FileId) -> &str;
-    fn url(&self, file: eflow_compiler::source::FileId) -> Option<Url>;
+    fn text(&self, file: eflow_compiler::analysis::FileId) -> &str;
+    fn url(&self, file: eflow_compiler::analysis::FileId) -> Option<Url>;
 }
 
 /// The protocol form of one compiler diagnostic: the same code and message; the

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use eflow_compiler::source::FileId;
+use eflow_compiler::analysis::FileId;
 use eflow_compiler::syntax::ast::Span;
 use lsp_server::{ErrorCode, Request, ResponseError};
 use lsp_types::request::{self as req, Request as _};
@@ -11,9 +11,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::convert::{self, LineIndex};
-use crate::ide::index::{Def, Occurrence};
 use crate::ide::{actions, completion, hover, inlay, semantic, signature, symbols};
 use crate::server::{ClientCaps, Config, Server, error};
+use eflow_compiler::semantics::{Def, Resolution};
 
 type Answer = Result<Value, ResponseError>;
 
@@ -191,8 +191,7 @@ fn markup(s: &Server, markdown: String) -> MarkupContent {
 fn on_hover(s: &mut Server, p: HoverParams) -> Option<Hover> {
     let pp = p.text_document_position_params;
     let (file, offset) = locate(s, &pp.text_document.uri, pp.position)?;
-    let index = s.ws.index(file);
-    let h = hover::hover(s.ws.db(), &index, offset)?;
+    let h = hover::hover(s.ws.db(), file, offset)?;
     Some(Hover {
         contents: HoverContents::Markup(markup(s, h.markdown)),
         range: Some(range_in(s, file, h.span)),
@@ -318,9 +317,13 @@ fn on_completion(s: &mut Server, p: CompletionParams) -> Option<CompletionRespon
     }))
 }
 
-fn occurrence_at(s: &mut Server, uri: &Url, pos: Position) -> Option<(FileId, Occurrence)> {
+fn occurrence_at(s: &mut Server, uri: &Url, pos: Position) -> Option<(FileId, Resolution)> {
     let (file, offset) = locate(s, uri, pos)?;
-    let occ = s.ws.index(file).at(offset)?.clone();
+    let occ =
+        s.ws.analysis
+            .semantics()
+            .definition_at(file, offset)?
+            .clone();
     Some((file, occ))
 }
 
@@ -335,7 +338,9 @@ fn on_definition(s: &mut Server, p: GotoDefinitionParams) -> Option<GotoDefiniti
         )?));
     }
     let decls: Vec<Location> =
-        s.ws.occurrences(&occ.def)
+        s.ws.analysis
+            .semantics()
+            .references_to(&occ.def)
             .into_iter()
             .filter(|(_, o)| o.decl)
             .filter_map(|(f, o)| location(s, f, o.span))
@@ -352,7 +357,9 @@ fn on_references(s: &mut Server, p: ReferenceParams) -> Option<Vec<Location>> {
     let (_, occ) = occurrence_at(s, &pp.text_document.uri, pp.position)?;
     let include_decl = p.context.include_declaration;
     Some(
-        s.ws.occurrences(&occ.def)
+        s.ws.analysis
+            .semantics()
+            .references_to(&occ.def)
             .into_iter()
             .filter(|(_, o)| include_decl || !o.decl)
             .filter_map(|(f, o)| location(s, f, o.span))
@@ -363,10 +370,10 @@ fn on_references(s: &mut Server, p: ReferenceParams) -> Option<Vec<Location>> {
 fn on_highlight(s: &mut Server, p: DocumentHighlightParams) -> Option<Vec<DocumentHighlight>> {
     let pp = p.text_document_position_params;
     let (file, occ) = occurrence_at(s, &pp.text_document.uri, pp.position)?;
-    let index = s.ws.index(file);
     Some(
-        index
-            .occurrences
+        s.ws.analysis
+            .semantics()
+            .resolutions(file)
             .iter()
             .filter(|o| o.def == occ.def)
             .map(|o| DocumentHighlight {
@@ -386,7 +393,7 @@ fn rename_target(
     s: &mut Server,
     uri: &Url,
     pos: Position,
-) -> Result<(FileId, Occurrence), ResponseError> {
+) -> Result<(FileId, Resolution), ResponseError> {
     let (file, occ) = occurrence_at(s, uri, pos)
         .ok_or_else(|| error(ErrorCode::RequestFailed, "there is nothing to rename here"))?;
     if !occ.def.renamable() {
@@ -396,7 +403,9 @@ fn rename_target(
         ));
     }
     let in_std =
-        s.ws.occurrences(&occ.def)
+        s.ws.analysis
+            .semantics()
+            .references_to(&occ.def)
             .iter()
             .any(|(f, o)| o.decl && s.ws.db().module(*f).is_some_and(|m| m.is_std));
     if in_std {
@@ -441,7 +450,9 @@ fn on_rename(s: &mut Server, p: RenameParams) -> Result<Option<WorkspaceEdit>, R
         .unwrap_or("")
         .to_string();
     let declared: Option<String> =
-        s.ws.occurrences(&occ.def)
+        s.ws.analysis
+            .semantics()
+            .references_to(&occ.def)
             .iter()
             .find(|(_, o)| o.decl)
             .and_then(|(f, o)| {
@@ -452,7 +463,7 @@ fn on_rename(s: &mut Server, p: RenameParams) -> Result<Option<WorkspaceEdit>, R
     // A name imported under another name (`as`) is renamed in its file only.
     let only_here = declared.is_some_and(|d| d != old);
     let mut changes: HashMap<Url, Vec<TextEdit>> = HashMap::new();
-    for (f, o) in s.ws.occurrences(&occ.def) {
+    for (f, o) in s.ws.analysis.semantics().references_to(&occ.def) {
         if only_here && f != file {
             continue;
         }
@@ -602,7 +613,7 @@ fn on_semantic_tokens(
     let text = s.ws.db().text(file);
     let index = LineIndex::new(text);
     let only = range.map(|r| index.span(r));
-    let toks = semantic::tokens(s.ws.db(), text, &s.ws.index(file));
+    let toks = semantic::tokens(s.ws.db(), text, s.ws.analysis.semantics().resolutions(file));
     let mut data = Vec::new();
     let (mut line, mut col) = (0u32, 0u32);
     for (span, ty, mods) in toks {

@@ -336,7 +336,7 @@ impl Server {
             }
         }
         let mut by_file: HashMap<
-            eflow_compiler::source::FileId,
+            eflow_compiler::analysis::FileId,
             Vec<eflow_compiler::diagnostics::Diagnostic>,
         > = HashMap::new();
         for d in ws.analysis.diagnostics() {

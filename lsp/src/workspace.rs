@@ -5,22 +5,18 @@
 //! date when a feature needs it ([`Workspace::refresh`]), so a burst of keystrokes
 //! costs one re-check, not one per keystroke.
 
-use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Component, Path, PathBuf};
-use std::rc::Rc;
 
+use eflow_compiler::analysis::FileId;
 use eflow_compiler::analysis::{Analysis, Loader};
-use eflow_compiler::source::FileId;
-use eflow_compiler::stdlib;
 use lsp_types::{TextDocumentContentChangeEvent, Url};
 
 use crate::convert::{FileMap, LineIndex};
 use crate::ide::Db;
 use crate::ide::completion::FlowMemory;
-use crate::ide::index::{Def, FileIndex, index_file};
 
 /// An open editor buffer.
 pub struct Document {
@@ -47,7 +43,6 @@ pub struct Workspace {
     rebuild: bool,
     /// Bumped whenever the analysis changes.
     pub generation: u64,
-    indexes: RefCell<HashMap<FileId, Rc<FileIndex>>>,
 }
 
 /// Reads open buffers first, then the disk.
@@ -74,7 +69,6 @@ impl Workspace {
             dirty: BTreeSet::new(),
             rebuild: true,
             generation: 0,
-            indexes: RefCell::new(HashMap::new()),
         };
         ws.refresh();
         ws
@@ -268,7 +262,6 @@ impl Workspace {
             }
         }
         self.generation += 1;
-        self.indexes.borrow_mut().clear();
         let _ = catch_unwind(AssertUnwindSafe(|| {
             let db = Db::new(&self.analysis);
             self.memory.remember(db);
@@ -308,7 +301,7 @@ impl Workspace {
         for (p, _) in self.docs.iter().filter(|(p, _)| !self.is_stdlib(p)) {
             paths.insert(p.clone());
         }
-        let prelude: String = stdlib::FILES
+        let prelude: String = eflow_compiler::analysis::standard_library()
             .iter()
             .map(|(name, _)| {
                 format!(
@@ -330,38 +323,6 @@ impl Workspace {
         }
         let overlay = Overlay(&self.docs);
         self.analysis = Analysis::from_texts(inputs, &overlay);
-    }
-
-    /// The index of a file, built once per analysis.
-    pub fn index(&self, file: FileId) -> Rc<FileIndex> {
-        if let Some(ix) = self.indexes.borrow().get(&file) {
-            return ix.clone();
-        }
-        let ix = Rc::new(index_file(self.db(), file));
-        self.indexes.borrow_mut().insert(file, ix.clone());
-        ix
-    }
-
-    /// Every occurrence of `def` in the workspace and the standard library.
-    pub fn occurrences(&self, def: &Def) -> Vec<(FileId, crate::ide::index::Occurrence)> {
-        let mut out = Vec::new();
-        for m in &self.analysis.modules {
-            // A local name lives in its own file.
-            let local_file = match def {
-                Def::Local { flow, .. } => Some(flow.file),
-                Def::ForVar { file, .. } => Some(*file),
-                Def::Generic { owner, .. } => Some(owner.file),
-                _ => None,
-            };
-            if local_file.is_some_and(|f| f != m.file) {
-                continue;
-            }
-            let ix = self.index(m.file);
-            for o in ix.occurrences.iter().filter(|o| o.def == *def) {
-                out.push((m.file, o.clone()));
-            }
-        }
-        out
     }
 }
 
@@ -428,7 +389,7 @@ pub fn normalize(path: &Path) -> PathBuf {
 fn write_stdlib() -> Option<PathBuf> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    stdlib::FILES.hash(&mut h);
+    eflow_compiler::analysis::standard_library().hash(&mut h);
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
@@ -436,7 +397,7 @@ fn write_stdlib() -> Option<PathBuf> {
     let dir = base
         .join("eflow-lsp")
         .join(format!("stdlib-{:016x}", h.finish()));
-    for (name, text) in stdlib::FILES {
+    for (name, text) in eflow_compiler::analysis::standard_library() {
         let path = dir.join(name);
         if std::fs::read_to_string(&path).is_ok_and(|t| t == *text) {
             continue;

@@ -8,7 +8,7 @@ use super::{ModuleCx, World};
 use crate::diagnostics::Code;
 use crate::ir::{self, connector::KeyType};
 use crate::names::SymbolKind;
-use crate::suggest;
+use crate::semantics::Def;
 use crate::syntax::ast::{Binding, BindingsDecl, ExprKind, Span, StepKind};
 use crate::types::{DefId, Ty};
 
@@ -123,6 +123,7 @@ fn check_block(cx: &ModuleCx, world: &World, decl: &BindingsDecl) -> Vec<Checked
     let mut out = Vec::new();
     let mut seen: HashMap<&str, Span> = HashMap::new();
     for b in &decl.entries {
+        resolve_names(cx, world, &catalogue, b);
         if let Some(prev) = seen.insert(&b.step.name, b.step.span) {
             cx.report(
                 cx.error(
@@ -177,8 +178,6 @@ fn check_one(
                 .iter()
                 .filter(|(_, s)| s.kind == SymbolKind::Step)
                 .map(|(n, _)| n.as_str());
-            let help = suggest::did_you_mean(&b.step.name, candidates)
-                .unwrap_or_else(|| format!("declare or import the step `{}` in this file", b.step));
             cx.report(
                 cx.error(
                     Code::BindingUnknownStep,
@@ -186,23 +185,24 @@ fn check_one(
                     format!("binding for unknown step `{}`", b.step),
                 )
                 .with_label("no step of this name here")
-                .with_help(help),
+                .with_did_you_mean(&b.step.name, candidates, || {
+                    format!("declare or import the step `{}` in this file", b.step)
+                }),
             );
             None
         }
     };
     let Some(connector) = catalogue.iter().find(|c| c.name == b.connector.name) else {
-        let help = suggest::did_you_mean(&b.connector.name, catalogue.iter().map(|c| c.name))
-            .unwrap_or_else(|| {
-                format!(
-                    "the connectors are `{}`",
-                    catalogue
-                        .iter()
-                        .map(|c| c.name)
-                        .collect::<Vec<_>>()
-                        .join("`, `")
-                )
-            });
+        let help = || {
+            format!(
+                "the connectors are `{}`",
+                catalogue
+                    .iter()
+                    .map(|c| c.name)
+                    .collect::<Vec<_>>()
+                    .join("`, `")
+            )
+        };
         cx.report(
             cx.error(
                 Code::UnknownConnector,
@@ -210,7 +210,11 @@ fn check_one(
                 format!("unknown connector `{}`", b.connector),
             )
             .with_label("not a connector")
-            .with_help(help),
+            .with_did_you_mean(
+                &b.connector.name,
+                catalogue.iter().map(|c| c.name),
+                help,
+            ),
         );
         return None;
     };
@@ -268,20 +272,18 @@ fn check_one(
             continue;
         }
         let Some(key) = connector.keys.iter().find(|k| k.name == entry.key.name) else {
-            let help =
-                suggest::did_you_mean(&entry.key.name, connector.keys.iter().map(|k| k.name))
-                    .unwrap_or_else(|| {
-                        format!(
-                            "`{}` understands `{}`",
-                            connector.name,
-                            connector
-                                .keys
-                                .iter()
-                                .map(|k| k.name)
-                                .collect::<Vec<_>>()
-                                .join("`, `")
-                        )
-                    });
+            let help = || {
+                format!(
+                    "`{}` understands `{}`",
+                    connector.name,
+                    connector
+                        .keys
+                        .iter()
+                        .map(|k| k.name)
+                        .collect::<Vec<_>>()
+                        .join("`, `")
+                )
+            };
             cx.report(
                 cx.error(
                     Code::InvalidConfig,
@@ -292,7 +294,11 @@ fn check_one(
                     ),
                 )
                 .with_label("unknown setting")
-                .with_help(help),
+                .with_did_you_mean(
+                    &entry.key.name,
+                    connector.keys.iter().map(|k| k.name),
+                    help,
+                ),
             );
             ok = false;
             continue;
@@ -416,5 +422,35 @@ fn article(kind: StepKind) -> &'static str {
         "an"
     } else {
         "a"
+    }
+}
+
+/// Record what a binding's names refer to: its step, its connector, the
+/// connector's settings and the names in their values.
+fn resolve_names(cx: &ModuleCx, world: &World, catalogue: &[Connector], b: &Binding) {
+    if let Some(sym) = cx.namespace.get(&b.step.name) {
+        cx.resolve(b.step.span, Def::Item(sym.def), None);
+    }
+    let connector = catalogue.iter().find(|c| c.name == b.connector.name);
+    if connector.is_some() {
+        cx.resolve(
+            b.connector.span,
+            Def::Connector(b.connector.name.clone()),
+            None,
+        );
+    }
+    for entry in &b.config {
+        if let Some(key) = connector.and_then(|c| c.keys.iter().find(|k| k.name == entry.key.name))
+        {
+            cx.resolve(
+                entry.key.span,
+                Def::ConnectorKey {
+                    connector: b.connector.name.clone(),
+                    key: entry.key.name.clone(),
+                },
+                Some(key.ty.clone()),
+            );
+        }
+        super::sigs::constant_names(cx, world, &entry.value);
     }
 }

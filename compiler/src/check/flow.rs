@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use super::sigs::{FlowSig, ItemSig, ParamSig, StepSig, TypeResolver};
 use super::{ModuleCx, World};
-use crate::diagnostics::Code;
+use crate::diagnostics::{Code, Fix};
 use crate::names::SymbolKind;
-use crate::suggest;
+use crate::semantics::Def;
+use crate::source::FileId;
 use crate::syntax::ast::{
     self, Arg, BinOp, Call, Expr, ExprKind, FlowDecl, Ident, JoinPolicy, Span, StepExpr, StepKind,
     StepOptionKind, Stmt, StmtKind, UnaryOp,
@@ -244,7 +245,7 @@ struct Site<'g> {
     /// Set when checking a `when` condition: the `when` it belongs to.
     condition_of: Option<usize>,
     /// The fan-out variable and its element type, inside a fan-out body.
-    item: Option<(&'g str, &'g Ty)>,
+    item: Option<(&'g Ident, &'g Ty)>,
     /// The node whose inputs are being checked, if any.
     node: Option<usize>,
 }
@@ -266,6 +267,7 @@ struct Pending<'a> {
 
 struct FlowCx<'a, 'w> {
     cx: &'a ModuleCx<'w>,
+    def: DefId,
     world: &'a World<'a>,
     types: &'a TypeResolver<'a, 'w>,
     sig: &'a FlowSig,
@@ -277,6 +279,71 @@ struct FlowCx<'a, 'w> {
     used_nodes: BTreeSet<usize>,
     broken: bool,
     unreachable: BTreeSet<usize>,
+    missing_args: Vec<MissingArgs>,
+    /// References to `let`s, resolved once every step's output type is known.
+    local_refs: Vec<LocalRef>,
+}
+
+/// A path that starts with a `let`'s name.
+struct LocalRef {
+    name: Ident,
+    rest: Vec<Ident>,
+    /// The type of the whole path.
+    ty: Ty,
+}
+
+/// A call reported for missing arguments, waiting for its fix.
+struct MissingArgs {
+    /// Its diagnostic, by index in the module's list.
+    diag: usize,
+    /// Where arguments go, and whether after another argument.
+    at: (u32, bool),
+    params: Vec<ParamSig>,
+}
+
+impl MissingArgs {
+    /// Fill each missing parameter with the flow's value of the same name and a
+    /// fitting type, else its first value of a fitting type, else the parameter's
+    /// name (for the user to replace).
+    fn fix(&self, file: FileId, flow_params: &[ParamSig], nodes: &[Node]) -> Fix {
+        let values: Vec<(&str, &Ty)> = flow_params
+            .iter()
+            .map(|p| (p.name.as_str(), &p.ty))
+            .chain(nodes.iter().map(|n| (n.name.as_str(), &n.output)))
+            .collect();
+        let args: Vec<String> = self
+            .params
+            .iter()
+            .map(|p| {
+                let value = values
+                    .iter()
+                    .find(|(n, t)| *n == p.name && t.flows_into(&p.ty))
+                    .or_else(|| {
+                        values.iter().find(|(_, t)| {
+                            **t != Ty::Error && !p.ty.has_params() && t.flows_into(&p.ty)
+                        })
+                    })
+                    .map_or(p.name.as_str(), |(n, _)| n);
+                format!("{}: {value}", p.name)
+            })
+            .collect();
+        let names: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
+        let (at, after_arg) = self.at;
+        Fix::edit(
+            format!(
+                "Add missing argument{} `{}`",
+                if names.len() == 1 { "" } else { "s" },
+                names.join("`, `")
+            ),
+            file,
+            Span { start: at, end: at },
+            if after_arg {
+                format!(", {}", args.join(", "))
+            } else {
+                args.join(", ")
+            },
+        )
+    }
 }
 
 pub fn check_flow(
@@ -292,6 +359,7 @@ pub fn check_flow(
     };
     let mut fcx = FlowCx {
         cx,
+        def,
         world,
         types,
         sig,
@@ -303,6 +371,8 @@ pub fn check_flow(
         used_nodes: BTreeSet::new(),
         broken: false,
         unreachable: BTreeSet::new(),
+        missing_args: Vec::new(),
+        local_refs: Vec::new(),
     };
     let mut ret = None;
     let mut deadline = None;
@@ -452,6 +522,43 @@ pub fn check_flow(
         .filter_map(|s| fcx.schedule(s, &decl.params))
         .collect();
 
+    for m in &fcx.missing_args {
+        let fix = m.fix(cx.file, &sig.params, &nodes);
+        cx.diags.borrow_mut()[m.diag].fixes.push(fix);
+    }
+    for n in &nodes {
+        cx.declare(
+            n.name_span,
+            Def::Local {
+                flow: def,
+                name: n.name.clone(),
+            },
+            Some(n.output.clone()),
+        );
+    }
+    for r in std::mem::take(&mut fcx.local_refs) {
+        let declared = nodes
+            .iter()
+            .find(|n| n.name == r.name.name)
+            .map(|n| &n.output);
+        let ty = if r.rest.is_empty() {
+            Some(r.ty)
+        } else {
+            declared.map(|t| t.unwrap_optional().clone())
+        };
+        cx.resolve(
+            r.name.span,
+            Def::Local {
+                flow: def,
+                name: r.name.name.clone(),
+            },
+            ty.clone(),
+        );
+        if let Some(t) = ty {
+            fcx.resolve_fields(t, &r.rest);
+        }
+    }
+
     Some(CheckedFlow {
         def,
         name: sig.name.clone(),
@@ -580,12 +687,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 .iter()
                 .filter(|(_, s)| s.kind.is_callable())
                 .map(|(n, _)| n.as_str());
-            let help = suggest::did_you_mean(&call.callee.name, candidates).unwrap_or_else(|| {
-                format!(
-                    "declare it (`remote step {}(…) -> …`) or import it (`from \"…\" import {}`)",
-                    call.callee.name, call.callee.name
-                )
-            });
             cx.report(
                 cx.error(
                     Code::UnknownCallee,
@@ -593,7 +694,12 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     format!("unknown step or flow `{}`", call.callee.name),
                 )
                 .with_label("not defined or imported here")
-                .with_help(help),
+                .with_did_you_mean(&call.callee.name, candidates, || {
+                    format!(
+                        "declare it (`remote step {}(…) -> …`) or import it (`from \"…\" import {}`)",
+                        call.callee.name, call.callee.name
+                    )
+                }),
             );
             return (Callee::Error, None);
         };
@@ -718,7 +824,15 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     .with_help("give the fan-out variable a name of its own"),
                 );
             }
-            item_name = Some(f.var.name.as_str());
+            item_name = Some(&f.var);
+            cx.declare(
+                f.var.span,
+                Def::ForVar {
+                    file: cx.file,
+                    decl: f.var.span,
+                },
+                matches!(over.ty, Ty::List(_)).then(|| elem_ty.clone()),
+            );
             fan_out = Some(FanOut {
                 var: f.var.name.clone(),
                 over,
@@ -753,6 +867,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             Some(f) => join_type(f.join, out),
             None => out,
         };
+        if let Callee::Step(d) | Callee::Flow(d) = callee {
+            cx.resolve(call.callee.span, Def::Item(d), Some(output.clone()));
+        }
         let step_kind = match sig {
             Some(ItemSig::Step(s)) => Some(s.kind),
             _ => None,
@@ -773,6 +890,16 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         for opt in &let_stmt.options {
             if let StepOptionKind::After(names) = &opt.kind {
                 for n in names {
+                    if self.names.contains_key(n.name.as_str()) {
+                        cx.resolve(
+                            n.span,
+                            Def::Local {
+                                flow: self.def,
+                                name: n.name.clone(),
+                            },
+                            None,
+                        );
+                    }
                     match self.names.get(n.name.as_str()) {
                         Some(&j) if j == i => cx.report(
                             cx.error(
@@ -792,10 +919,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                             }
                         }
                         None => {
-                            let help = suggest::did_you_mean(&n.name, self.names.keys().copied())
-                                .unwrap_or_else(|| {
-                                    "`after` names other steps of this flow".to_string()
-                                });
                             cx.report(
                                 cx.error(
                                     Code::UnknownName,
@@ -803,7 +926,11 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                                     format!("no step named `{}` in this flow", n.name),
                                 )
                                 .with_label("unknown step")
-                                .with_help(help),
+                                .with_did_you_mean(
+                                    &n.name,
+                                    self.names.keys().copied(),
+                                    || "`after` names other steps of this flow".to_string(),
+                                ),
                             );
                         }
                     }
@@ -859,7 +986,21 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         let mut given: HashMap<&str, &Arg> = HashMap::new();
         let mut typed = Vec::new();
         let mut map: HashMap<Arc<str>, Ty> = HashMap::new();
+        let owner = cx
+            .namespace
+            .get(&call.callee.name)
+            .filter(|s| s.kind.is_callable());
         for a in &call.args {
+            if let (Some(owner), Some(p)) = (owner, params.iter().find(|p| p.name == a.name.name)) {
+                cx.resolve(
+                    a.name.span,
+                    Def::Param {
+                        owner: owner.def,
+                        name: p.name.clone(),
+                    },
+                    Some(p.ty.clone()),
+                );
+            }
             if let Some(prev) = given.insert(&a.name.name, a) {
                 cx.report(
                     cx.error(
@@ -874,28 +1015,29 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 continue;
             }
             let Some(param) = params.iter().find(|p| p.name == a.name.name) else {
-                let mut d = cx
-                    .error(
-                        Code::UnknownArgument,
-                        a.name.span,
-                        format!("`{}` has no parameter named `{}`", call.callee.name, a.name),
-                    )
-                    .with_label("unknown argument");
                 let expected: Vec<String> = params
                     .iter()
                     .map(|p| format!("`{}: {}`", p.name, p.ty))
                     .collect();
-                d.help = Some(
-                    suggest::did_you_mean(&a.name.name, params.iter().map(|p| p.name.as_str()))
-                        .unwrap_or_else(|| {
+                cx.report(
+                    cx.error(
+                        Code::UnknownArgument,
+                        a.name.span,
+                        format!("`{}` has no parameter named `{}`", call.callee.name, a.name),
+                    )
+                    .with_label("unknown argument")
+                    .with_did_you_mean(
+                        &a.name.name,
+                        params.iter().map(|p| p.name.as_str()),
+                        || {
                             if expected.is_empty() {
                                 format!("`{}` takes no arguments", call.callee.name)
                             } else {
                                 format!("its parameters are {}", expected.join(", "))
                             }
-                        }),
+                        },
+                    ),
                 );
-                cx.report(d);
                 self.expr(&a.value, None, site);
                 continue;
             };
@@ -961,6 +1103,16 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 d = d.with_secondary(sym.def.file, missing[0].span, "parameter declared here");
             }
             cx.report(d);
+            // Its fix picks values by type, known for every step once the flow is checked.
+            self.missing_args.push(MissingArgs {
+                diag: cx.diags.borrow().len() - 1,
+                at: match call.args.last() {
+                    Some(last) => (last.span.end, true),
+                    // Just before the closing parenthesis, which ends every call.
+                    None => (call.span.end.saturating_sub(1), false),
+                },
+                params: missing.into_iter().cloned().collect(),
+            });
         }
         let mut out = output.subst(&map);
         if out.has_params() {
@@ -1173,23 +1325,29 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         continue;
                     }
                     for n in names {
+                        if n.name == "Timeout" {
+                            cx.resolve(n.span, Def::Builtin("Timeout".into()), None);
+                        } else if raises.contains(&n.name)
+                            && let Some(step) = cx
+                                .namespace
+                                .get(Self::call_name(let_stmt))
+                                .filter(|s| s.kind == SymbolKind::Step)
+                        {
+                            cx.resolve(
+                                n.span,
+                                Def::ErrorName {
+                                    step: step.def,
+                                    name: n.name.clone(),
+                                },
+                                None,
+                            );
+                        }
                         if n.name == "Timeout" || raises.contains(&n.name) {
                             o.non_retryable.push(n.name.clone());
                             continue;
                         }
                         let mut candidates: Vec<&str> = raises.iter().map(String::as_str).collect();
                         candidates.push("Timeout");
-                        let help = suggest::did_you_mean(&n.name, candidates.iter().copied()).unwrap_or_else(|| {
-                            if raises.is_empty() {
-                                format!(
-                                    "`{}` declares no errors; add `raises {}` to its declaration, or use `Timeout`",
-                                    Self::call_name(let_stmt),
-                                    n.name
-                                )
-                            } else {
-                                format!("its errors are `{}`", candidates.join("`, `"))
-                            }
-                        });
                         cx.report(
                             cx.error(
                                 Code::UnknownError,
@@ -1201,7 +1359,17 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                                 ),
                             )
                             .with_label("unknown error name")
-                            .with_help(help),
+                            .with_did_you_mean(&n.name, candidates.iter().copied(), || {
+                                if raises.is_empty() {
+                                    format!(
+                                        "`{}` declares no errors; add `raises {}` to its declaration, or use `Timeout`",
+                                        Self::call_name(let_stmt),
+                                        n.name
+                                    )
+                                } else {
+                                    format!("its errors are `{}`", candidates.join("`, `"))
+                                }
+                            }),
                         );
                     }
                 }
@@ -1408,7 +1576,11 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     Ty::Map(Box::new(k), Box::new(vt.unwrap_or(Ty::Error))),
                 )
             }
-            ExprKind::Record { name, fields } => self.record_lit(e, name, fields, expected, site),
+            ExprKind::Record { name, fields } => {
+                let t = self.record_lit(e, name, fields, expected, site);
+                self.resolve_record_lit(name, fields, &t.ty);
+                t
+            }
             ExprKind::Unary { op, expr } => {
                 let inner = self.expr(expr, None, site);
                 match op {
@@ -1428,7 +1600,14 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 }
             }
             ExprKind::Binary { op, lhs, rhs } => self.binary(e, *op, lhs, rhs, expected, site),
-            ExprKind::Path(segments) => self.path(e, segments, site),
+            ExprKind::Path(segments) => {
+                let refs = self.local_refs.len();
+                let t = self.path(e, segments, site);
+                if let Some(r) = self.local_refs.get_mut(refs) {
+                    r.ty = t.ty.clone();
+                }
+                t
+            }
         }
     }
 
@@ -1644,13 +1823,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 continue;
             }
             let Some(field) = sig.field(&f.name.name) else {
-                let help =
-                    suggest::did_you_mean(&f.name.name, sig.fields.iter().map(|x| x.name.as_str()))
-                        .unwrap_or_else(|| {
-                            let names: Vec<&str> =
-                                sig.fields.iter().map(|x| x.name.as_str()).collect();
-                            format!("the fields of `{}` are `{}`", sig.name, names.join("`, `"))
-                        });
                 cx.report(
                     cx.error(
                         Code::UnknownField,
@@ -1663,7 +1835,15 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         self.item_name_span(def),
                         format!("`{}` is defined here", sig.name),
                     )
-                    .with_help(help),
+                    .with_did_you_mean(
+                        &f.name.name,
+                        sig.fields.iter().map(|x| x.name.as_str()),
+                        || {
+                            let names: Vec<&str> =
+                                sig.fields.iter().map(|x| x.name.as_str()).collect();
+                            format!("the fields of `{}` are `{}`", sig.name, names.join("`, `"))
+                        },
+                    ),
                 );
                 self.expr(&f.value, None, site);
                 continue;
@@ -1760,17 +1940,40 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         };
 
         if let Some((var, ty)) = site.item
-            && var == name
+            && var.name == name
         {
+            self.resolve_path_start(
+                first,
+                Def::ForVar {
+                    file: cx.file,
+                    decl: var.span,
+                },
+                ty,
+                rest,
+            );
             let ty = self.fields(ty.clone(), rest);
             return mk(TExprKind::Item(names(rest)), ty);
         }
         if let Some(p) = self.sig.params.iter().find(|p| p.name == name) {
+            self.resolve_path_start(
+                first,
+                Def::Param {
+                    owner: self.def,
+                    name: name.to_string(),
+                },
+                &p.ty,
+                rest,
+            );
             self.used_params.insert(p.name.clone());
             let ty = self.fields(p.ty.clone(), rest);
             return mk(TExprKind::Param(name.to_string(), names(rest)), ty);
         }
         if let Some(&i) = self.names.get(name) {
+            self.local_refs.push(LocalRef {
+                name: first.clone(),
+                rest: rest.to_vec(),
+                ty: Ty::Error,
+            });
             self.used_nodes.insert(i);
             let base = self.node_types[i].clone();
             let base = match self.availability(i, site) {
@@ -1843,6 +2046,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             return mk(TExprKind::Node(i, names(rest)), ty);
         }
         if name == "run" {
+            cx.resolve(first.span, Def::Run, None);
             let Some(field) = rest.first() else {
                 cx.report(
                     cx.error(Code::TypeMismatch, first.span, "`run` is not a value on its own")
@@ -1851,12 +2055,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 return TExpr::error(e.span);
             };
             let Some((_, ty, _)) = RUN_FIELDS.iter().find(|(n, _, _)| *n == field.name) else {
-                let help =
-                    suggest::did_you_mean(&field.name, RUN_FIELDS.iter().map(|(n, _, _)| *n))
-                        .unwrap_or_else(|| {
-                            "its fields are `id`, `tenant`, `flow`, `version`, `started_at`"
-                                .to_string()
-                        });
                 cx.report(
                     cx.error(
                         Code::UnknownField,
@@ -1864,14 +2062,28 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         format!("`run` has no field `{}`", field.name),
                     )
                     .with_label("unknown field")
-                    .with_help(help),
+                    .with_did_you_mean(
+                        &field.name,
+                        RUN_FIELDS.iter().map(|(n, _, _)| *n),
+                        || {
+                            "its fields are `id`, `tenant`, `flow`, `version`, `started_at`"
+                                .to_string()
+                        },
+                    ),
                 );
                 return TExpr::error(e.span);
             };
+            cx.resolve(
+                field.span,
+                Def::RunField(field.name.clone()),
+                Some(ty.clone()),
+            );
+            self.resolve_fields(ty.clone(), &rest[1..]);
             let ty = self.fields(ty.clone(), &rest[1..]);
             return mk(TExprKind::Run(field.name.clone()), ty);
         }
         if let Some(sym) = cx.lookup(name) {
+            cx.resolve(first.span, Def::Item(sym.def), None);
             if sym.kind == SymbolKind::Enum
                 && let ItemSig::Enum(en) = self.world.sig(sym.def)
             {
@@ -1890,11 +2102,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     return TExpr::error(e.span);
                 };
                 if !en.variants.contains(&variant.name) {
-                    let help = suggest::did_you_mean(
-                        &variant.name,
-                        en.variants.iter().map(String::as_str),
-                    )
-                    .unwrap_or_else(|| format!("its values are `{}`", en.variants.join("`, `")));
                     cx.report(
                         cx.error(
                             Code::UnknownVariant,
@@ -1902,10 +2109,25 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                             format!("`{name}` has no value `{}`", variant.name),
                         )
                         .with_label("unknown value")
-                        .with_help(help),
+                        .with_did_you_mean(
+                            &variant.name,
+                            en.variants.iter().map(String::as_str),
+                            || format!("its values are `{}`", en.variants.join("`, `")),
+                        ),
                     );
                     return TExpr::error(e.span);
                 }
+                cx.resolve(
+                    variant.span,
+                    Def::Variant {
+                        en: sym.def,
+                        name: variant.name.clone(),
+                    },
+                    Some(Ty::Enum {
+                        def: sym.def,
+                        name: en.name.clone(),
+                    }),
+                );
                 if rest.len() > 1 {
                     cx.report(
                         cx.error(
@@ -1947,12 +2169,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         let mut candidates: Vec<&str> = self.sig.params.iter().map(|p| p.name.as_str()).collect();
         candidates.extend(self.names.keys().copied());
         if let Some((var, _)) = site.item {
-            candidates.push(var);
+            candidates.push(&var.name);
         }
         candidates.push("run");
-        let help = suggest::did_you_mean(name, candidates.iter().copied()).unwrap_or_else(|| {
-            "values are flow parameters, names defined with `let`, and `run`".to_string()
-        });
         if self.broken {
             // Most likely defined by the statement that failed to parse.
             return TExpr::error(e.span);
@@ -1964,9 +2183,87 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 format!("unknown name `{name}`"),
             )
             .with_label("not defined in this flow")
-            .with_help(help),
+            .with_did_you_mean(name, candidates.iter().copied(), || {
+                "values are flow parameters, names defined with `let`, and `run`".to_string()
+            }),
         );
         TExpr::error(e.span)
+    }
+
+    /// Record the first name of a path to a value declared as `declared`: the
+    /// value's own type when the path is just the name, else the type its fields
+    /// are read from.
+    fn resolve_path_start(&self, first: &Ident, def: Def, declared: &Ty, rest: &[Ident]) {
+        let ty = if rest.is_empty() {
+            declared.clone()
+        } else {
+            declared.unwrap_optional().clone()
+        };
+        self.cx.resolve(first.span, def, Some(ty.clone()));
+        self.resolve_fields(ty, rest);
+    }
+
+    /// Record each `.field` of a path read from a value of type `ty`, as far as
+    /// the fields exist.
+    fn resolve_fields(&self, mut ty: Ty, rest: &[Ident]) {
+        for f in rest {
+            let Ty::Record { def, args, .. } = ty.unwrap_optional() else {
+                return;
+            };
+            let ItemSig::Record(sig) = self.world.sig(*def) else {
+                return;
+            };
+            let Some(next) = sig.field_type(&f.name, args) else {
+                return;
+            };
+            self.cx.resolve(
+                f.span,
+                Def::Field {
+                    record: *def,
+                    name: f.name.clone(),
+                },
+                Some(next.clone()),
+            );
+            ty = next;
+        }
+    }
+
+    /// Record a record literal's name and fields, once its type is known.
+    fn resolve_record_lit(&self, name: &Ident, fields: &[ast::FieldInit], ty: &Ty) {
+        let cx = self.cx;
+        let sym = cx.namespace.get(&name.name);
+        if let Some(s) = sym {
+            cx.resolve(name.span, Def::Item(s.def), Some(ty.clone()));
+        }
+        let record = match ty {
+            Ty::Record { def, .. } => Some(*def),
+            _ => sym.filter(|s| s.kind == SymbolKind::Record).map(|s| s.def),
+        };
+        let Some(record) = record else {
+            return;
+        };
+        let ItemSig::Record(sig) = self.world.sig(record) else {
+            return;
+        };
+        for f in fields {
+            let Some(declared) = sig.field(&f.name.name) else {
+                continue;
+            };
+            let field_ty = match ty {
+                Ty::Record { def, args, .. } if *def == record => {
+                    sig.field_type(&f.name.name, args)
+                }
+                _ => None,
+            };
+            cx.resolve(
+                f.name.span,
+                Def::Field {
+                    record,
+                    name: f.name.name.clone(),
+                },
+                Some(field_ty.unwrap_or_else(|| declared.ty.clone())),
+            );
+        }
     }
 
     fn site_name(&self, site: &Site) -> Ident {
@@ -1990,15 +2287,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         return Ty::Error;
                     };
                     let Some(field) = sig.field(&f.name) else {
-                        let help = suggest::did_you_mean(
-                            &f.name,
-                            sig.fields.iter().map(|x| x.name.as_str()),
-                        )
-                        .unwrap_or_else(|| {
-                            let names: Vec<&str> =
-                                sig.fields.iter().map(|x| x.name.as_str()).collect();
-                            format!("the fields of `{name}` are `{}`", names.join("`, `"))
-                        });
                         cx.report(
                             cx.error(
                                 Code::UnknownField,
@@ -2011,7 +2299,15 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                                 self.item_name_span(*def),
                                 format!("`{name}` is defined here"),
                             )
-                            .with_help(help),
+                            .with_did_you_mean(
+                                &f.name,
+                                sig.fields.iter().map(|x| x.name.as_str()),
+                                || {
+                                    let names: Vec<&str> =
+                                        sig.fields.iter().map(|x| x.name.as_str()).collect();
+                                    format!("the fields of `{name}` are `{}`", names.join("`, `"))
+                                },
+                            ),
                         );
                         return Ty::Error;
                     };
@@ -2170,13 +2466,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                             .find(|p| p.name == a.name.name)
                             .cloned()
                         else {
-                            let help = suggest::did_you_mean(
-                                &a.name.name,
-                                self.sig.params.iter().map(|p| p.name.as_str()),
-                            )
-                            .unwrap_or_else(|| {
-                                "`input(…)` gives values to the flow's parameters".to_string()
-                            });
                             cx.report(
                                 cx.error(
                                     Code::UnknownArgument,
@@ -2184,10 +2473,25 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                                     format!("the flow has no parameter `{}`", a.name),
                                 )
                                 .with_label("unknown parameter")
-                                .with_help(help),
+                                .with_did_you_mean(
+                                    &a.name.name,
+                                    self.sig.params.iter().map(|p| p.name.as_str()),
+                                    || {
+                                        "`input(…)` gives values to the flow's parameters"
+                                            .to_string()
+                                    },
+                                ),
                             );
                             continue;
                         };
+                        cx.resolve(
+                            a.name.span,
+                            Def::Param {
+                                owner: self.def,
+                                name: p.name.clone(),
+                            },
+                            Some(p.ty.clone()),
+                        );
                         let v = self.expr_no_refs(&a.value, &p.ty, &site, "a schedule input");
                         self.expect(&v, &p.ty, &format!("parameter `{}`", p.name), None);
                         input.push((a.name.name.clone(), v));
@@ -2259,8 +2563,6 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             return Some(id.name.clone());
         }
         let cx = self.cx;
-        let help = suggest::did_you_mean(&id.name, allowed.iter().copied())
-            .unwrap_or_else(|| format!("use one of `{}`", allowed.join("`, `")));
         cx.report(
             cx.error(
                 Code::InvalidOption,
@@ -2268,7 +2570,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 format!("unknown {what} policy `{}`", id.name),
             )
             .with_label(format!("one of `{}`", allowed.join("`, `")))
-            .with_help(help),
+            .with_did_you_mean(&id.name, allowed.iter().copied(), || {
+                format!("use one of `{}`", allowed.join("`, `"))
+            }),
         );
         None
     }

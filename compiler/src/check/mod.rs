@@ -13,11 +13,12 @@ use std::collections::HashSet;
 
 use crate::diagnostics::{Code, Diagnostic};
 use crate::names::{Namespace, Symbol};
+use crate::semantics::{Def, Resolution};
 use crate::source::FileId;
 use crate::syntax::ast::{File, Span};
-use crate::types::DefId;
+use crate::types::{DefId, Ty};
 
-pub use sigs::{AliasSig, EnumSig, FlowSig, ItemSig, ParamSig, RecordSig, StepSig};
+pub use sigs::ItemSig;
 
 /// Read access to every module's syntax tree, names and signatures. The analysis
 /// implements it over its modules, so checking one module borrows the rest
@@ -63,6 +64,8 @@ pub struct ModuleCx<'a> {
     pub namespace: &'a Namespace,
     pub diags: RefCell<Vec<Diagnostic>>,
     pub used_imports: RefCell<HashSet<String>>,
+    /// Every name resolved so far: the module's part of the semantic model.
+    pub resolutions: RefCell<Vec<Resolution>>,
 }
 
 impl<'a> ModuleCx<'a> {
@@ -72,6 +75,7 @@ impl<'a> ModuleCx<'a> {
             namespace,
             diags: RefCell::new(Vec::new()),
             used_imports: RefCell::new(HashSet::new()),
+            resolutions: RefCell::new(Vec::new()),
         }
     }
 
@@ -81,6 +85,33 @@ impl<'a> ModuleCx<'a> {
 
     pub fn error(&self, code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(code, self.file, span, message)
+    }
+
+    /// Record that the name at `span` refers to `def` (naming a value of type `ty`).
+    pub fn resolve(&self, span: Span, def: Def, ty: Option<Ty>) {
+        self.record(span, def, false, ty);
+    }
+
+    /// Record that `span` declares `def`.
+    pub fn declare(&self, span: Span, def: Def, ty: Option<Ty>) {
+        self.record(span, def, true, ty);
+    }
+
+    fn record(&self, span: Span, def: Def, decl: bool, ty: Option<Ty>) {
+        self.resolutions.borrow_mut().push(Resolution {
+            span,
+            def,
+            decl,
+            ty,
+        });
+    }
+
+    /// The imported names used and the names resolved, for the next layer to go on from.
+    pub fn into_resolved(self) -> (HashSet<String>, Vec<Resolution>) {
+        (
+            self.used_imports.into_inner(),
+            self.resolutions.into_inner(),
+        )
     }
 
     /// Look a name up in the module, marking the import used.

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use super::ModuleCx;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::names::SymbolKind;
+use crate::semantics::Def;
 use crate::source::FileId;
-use crate::suggest;
-use crate::syntax::ast::{Ident, ItemKind, Param, Span, StepKind, TypeExpr, TypeExprKind};
+use crate::syntax::ast::{
+    self, Expr, ExprKind, Ident, ItemKind, Param, Span, StepKind, TypeExpr, TypeExprKind,
+};
 use crate::types::{DefId, PRIMITIVES, Ty};
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -161,11 +163,36 @@ fn resolve(
         );
         false
     };
+    let record = |def: Def| {
+        if let Some(cx) = cx {
+            cx.resolve(name.span, def, None);
+        }
+    };
     if let Some(g) = generics.iter().find(|g| ***g == *name.name) {
+        // The type parameter of the item the type is written in.
+        if let Some(owner) = scope
+            .ast(file)
+            .items
+            .iter()
+            .position(|it| it.span.contains(name.span.start as usize))
+        {
+            record(Def::Generic {
+                owner: DefId {
+                    file,
+                    item: owner as u32,
+                },
+                name: name.name.clone(),
+            });
+        }
         if !arity(0) {
             return Ty::Error;
         }
         return Ty::Param(g.clone());
+    }
+    if PRIMITIVES.iter().any(|(n, _)| *n == name.name)
+        || matches!(name.name.as_str(), "List" | "Map")
+    {
+        record(Def::Builtin(name.name.clone()));
     }
     if let Some((_, ty)) = PRIMITIVES.iter().find(|(n, _)| *n == name.name) {
         if !arity(0) {
@@ -216,24 +243,24 @@ fn resolve(
         candidates.extend(PRIMITIVES.iter().map(|(n, _)| *n));
         candidates.extend(["List", "Map"]);
         candidates.extend(generics.iter().map(|g| &**g));
-        let mut d = Diagnostic::new(
-            Code::UnknownType,
-            file,
-            name.span,
-            format!("unknown type `{}`", name.name),
-        )
-        .with_label("not defined or imported here");
-        d.help = Some(
-            suggest::did_you_mean(&name.name, candidates).unwrap_or_else(|| {
+        report(
+            Diagnostic::new(
+                Code::UnknownType,
+                file,
+                name.span,
+                format!("unknown type `{}`", name.name),
+            )
+            .with_label("not defined or imported here")
+            .with_did_you_mean(&name.name, candidates, || {
                 format!(
                     "define it with `record {} {{ … }}` or import it with `from \"…\" import {}`",
                     name.name, name.name
                 )
             }),
         );
-        report(d);
         return Ty::Error;
     };
+    record(Def::Item(sym.def));
     if let Some(cx) = cx
         && sym.import.is_some()
     {
@@ -315,7 +342,8 @@ pub fn name_arc(id: &Ident) -> Arc<str> {
 pub fn module_sigs(scope: &Scope, cx: &ModuleCx) -> Vec<ItemSig> {
     let ast = scope.ast(cx.file);
     let tr = TypeResolver { scope, cx };
-    ast.items
+    let sigs: Vec<ItemSig> = ast
+        .items
         .iter()
         .map(|item| match &item.kind {
             ItemKind::Record(r) => {
@@ -423,7 +451,210 @@ pub fn module_sigs(scope: &Scope, cx: &ModuleCx) -> Vec<ItemSig> {
             }
             ItemKind::Import(_) | ItemKind::Bindings(_) | ItemKind::Error => ItemSig::None,
         })
-        .collect()
+        .collect();
+    for (i, (item, sig)) in ast.items.iter().zip(&sigs).enumerate() {
+        declare_item(
+            cx,
+            DefId {
+                file: cx.file,
+                item: i as u32,
+            },
+            item,
+            sig,
+        );
+    }
+    sigs
+}
+
+/// Record what an item declares: its name, type parameters, fields, variants,
+/// parameters and error names, with their types.
+fn declare_item(cx: &ModuleCx, def: DefId, item: &ast::Item, sig: &ItemSig) {
+    let generics = |gs: &[Ident]| {
+        for g in gs {
+            cx.declare(
+                g.span,
+                Def::Generic {
+                    owner: def,
+                    name: g.name.clone(),
+                },
+                None,
+            );
+        }
+    };
+    let params = |ps: &[Param], sigs: &[ParamSig]| {
+        for p in ps {
+            let ty = sigs
+                .iter()
+                .find(|s| s.name == p.name.name)
+                .map(|s| s.ty.clone());
+            cx.declare(
+                p.name.span,
+                Def::Param {
+                    owner: def,
+                    name: p.name.name.clone(),
+                },
+                ty,
+            );
+        }
+    };
+    match (&item.kind, sig) {
+        (ItemKind::Record(r), _) => {
+            cx.declare(r.name.span, Def::Item(def), None);
+            generics(&r.generics);
+            for f in &r.fields {
+                let ty = match sig {
+                    ItemSig::Record(s) => s.field(&f.name.name).map(|x| x.ty.clone()),
+                    _ => None,
+                };
+                cx.declare(
+                    f.name.span,
+                    Def::Field {
+                        record: def,
+                        name: f.name.name.clone(),
+                    },
+                    ty,
+                );
+            }
+        }
+        (ItemKind::Enum(e), _) => {
+            cx.declare(e.name.span, Def::Item(def), None);
+            for v in &e.variants {
+                cx.declare(
+                    v.name.span,
+                    Def::Variant {
+                        en: def,
+                        name: v.name.name.clone(),
+                    },
+                    Some(Ty::Enum {
+                        def,
+                        name: name_arc(&e.name),
+                    }),
+                );
+            }
+        }
+        (ItemKind::Alias(a), _) => {
+            cx.declare(a.name.span, Def::Item(def), None);
+            generics(&a.generics);
+        }
+        (ItemKind::Step(s), sig) => {
+            cx.declare(s.name.span, Def::Item(def), None);
+            generics(&s.generics);
+            match sig {
+                ItemSig::Step(sig) => params(&s.params, &sig.params),
+                _ => params(&s.params, &[]),
+            }
+            for r in &s.raises {
+                cx.declare(
+                    r.span,
+                    Def::ErrorName {
+                        step: def,
+                        name: r.name.clone(),
+                    },
+                    None,
+                );
+            }
+        }
+        (ItemKind::Flow(f), sig) => {
+            cx.declare(f.name.span, Def::Item(def), None);
+            // Defaults are checked, and their names recorded, with the body.
+            for p in &f.params {
+                let ty = match sig {
+                    ItemSig::Flow(sig) => sig
+                        .params
+                        .iter()
+                        .find(|s| s.name == p.name.name)
+                        .map(|s| s.ty.clone()),
+                    _ => None,
+                };
+                cx.declare(
+                    p.name.span,
+                    Def::Param {
+                        owner: def,
+                        name: p.name.name.clone(),
+                    },
+                    ty,
+                );
+            }
+        }
+        (ItemKind::Bindings(b), _) => {
+            cx.declare(b.env.span, Def::Env(b.env.name.clone()), None);
+        }
+        (ItemKind::Import(_) | ItemKind::Error, _) => {}
+    }
+}
+
+/// Record the names in a constant outside a flow (a step parameter's default, a
+/// binding's setting), which nothing else checks: enum values and record
+/// literals.
+pub(crate) fn constant_names(cx: &ModuleCx, scope: &Scope, e: &Expr) {
+    match &e.kind {
+        ExprKind::Path(segments) => {
+            let Some(first) = segments.first() else {
+                return;
+            };
+            let Some(sym) = cx.namespace.get(&first.name) else {
+                return;
+            };
+            cx.resolve(first.span, Def::Item(sym.def), None);
+            if let (Some(v), ItemSig::Enum(en)) = (segments.get(1), scope.sig(sym.def))
+                && sym.kind == SymbolKind::Enum
+                && en.variants.contains(&v.name)
+            {
+                cx.resolve(
+                    v.span,
+                    Def::Variant {
+                        en: sym.def,
+                        name: v.name.clone(),
+                    },
+                    Some(Ty::Enum {
+                        def: sym.def,
+                        name: en.name.clone(),
+                    }),
+                );
+            }
+        }
+        ExprKind::Record { name, fields } => {
+            let sym = cx.namespace.get(&name.name);
+            if let Some(s) = sym {
+                cx.resolve(name.span, Def::Item(s.def), None);
+            }
+            for f in fields {
+                if let Some(s) = sym.filter(|s| s.kind == SymbolKind::Record)
+                    && let ItemSig::Record(r) = scope.sig(s.def)
+                    && let Some(field) = r.field(&f.name.name)
+                {
+                    cx.resolve(
+                        f.name.span,
+                        Def::Field {
+                            record: s.def,
+                            name: f.name.name.clone(),
+                        },
+                        Some(field.ty.clone()),
+                    );
+                }
+                constant_names(cx, scope, &f.value);
+            }
+        }
+        ExprKind::List(items) => items.iter().for_each(|i| constant_names(cx, scope, i)),
+        ExprKind::Map(entries) => {
+            for (k, v) in entries {
+                constant_names(cx, scope, k);
+                constant_names(cx, scope, v);
+            }
+        }
+        ExprKind::Unary { expr, .. } => constant_names(cx, scope, expr),
+        ExprKind::Binary { lhs, rhs, .. } => {
+            constant_names(cx, scope, lhs);
+            constant_names(cx, scope, rhs);
+        }
+        ExprKind::Int(_)
+        | ExprKind::Float(_)
+        | ExprKind::Str(_)
+        | ExprKind::Bool(_)
+        | ExprKind::Duration(_)
+        | ExprKind::None
+        | ExprKind::Error => {}
+    }
 }
 
 fn generic_names(cx: &ModuleCx, generics: &[Ident]) -> Vec<Arc<str>> {

@@ -49,6 +49,48 @@ pub struct Diagnostic {
     pub secondary: Vec<Label>,
     /// What to do about it.
     pub help: Option<String>,
+    /// Edits that fix it, set where it is reported; the language server offers
+    /// them as quick fixes and `--format json` prints them.
+    pub fixes: Vec<Fix>,
+}
+
+/// One way to fix a diagnostic: edits applied together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fix {
+    /// What it does, for a menu: ``Change `x` to `y` ``.
+    pub title: String,
+    /// Disjoint edits, in any order.
+    pub edits: Vec<Edit>,
+    /// Safe to apply without looking (an editor's preferred quick fix).
+    pub preferred: bool,
+}
+
+/// Replace the text at `span` in `file` with `text` (an empty span inserts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    pub file: FileId,
+    pub span: Span,
+    pub text: String,
+}
+
+impl Fix {
+    /// A fix of one edit.
+    pub fn edit(
+        title: impl Into<String>,
+        file: FileId,
+        span: Span,
+        text: impl Into<String>,
+    ) -> Self {
+        Fix {
+            title: title.into(),
+            edits: vec![Edit {
+                file,
+                span,
+                text: text.into(),
+            }],
+            preferred: true,
+        }
+    }
 }
 
 impl Diagnostic {
@@ -65,6 +107,7 @@ impl Diagnostic {
             },
             secondary: Vec::new(),
             help: None,
+            fixes: Vec::new(),
         }
     }
 
@@ -85,6 +128,35 @@ impl Diagnostic {
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
+        self
+    }
+
+    pub fn with_fix(mut self, fix: Fix) -> Self {
+        self.fixes.push(fix);
+        self
+    }
+
+    /// For a misspelled name at the primary span: the help `did you mean `x`?`
+    /// and the fix that writes `x` there, when a candidate is close enough;
+    /// else the help `otherwise` gives.
+    pub fn with_did_you_mean<'c>(
+        mut self,
+        written: &str,
+        candidates: impl IntoIterator<Item = &'c str>,
+        otherwise: impl FnOnce() -> String,
+    ) -> Self {
+        match crate::suggest::closest(written, candidates) {
+            Some(name) => {
+                self.help = Some(format!("did you mean `{name}`?"));
+                self.fixes.push(Fix::edit(
+                    format!("Change `{written}` to `{name}`"),
+                    self.primary.file,
+                    self.primary.span,
+                    name,
+                ));
+            }
+            None => self.help = Some(otherwise()),
+        }
         self
     }
 

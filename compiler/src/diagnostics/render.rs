@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::explain;
-use super::{Code, Diagnostic, Label, Severity};
+use super::{Code, Diagnostic, Edit, Fix, Label, Severity};
 use crate::source::{FileId, LineCol, SourceFile, Sources};
 
 /// The output formats of `eflowc check --format`.
@@ -119,7 +119,12 @@ impl Default for RenderOptions {
 ///                        "label": "…" | null,                 // primary label text
 ///                        "labels": [ { "file", "span", "line", "column",
 ///                                      "end_line", "end_column", "message" } ],
-///                        "help": "…" | null } ],
+///                        "help": "…" | null,
+///                        "fixes": [ { "title": "Change `x` to `y`",
+///                                     "preferred": true,   // safe to apply unseen
+///                                     "edits": [ { "file", "span", "line", "column",
+///                                                  "end_line", "end_column",
+///                                                  "text": "…" } ] } ] } ],
 ///     "summary": { "errors": 1, "warnings": 0 } }
 ///   ```
 /// - **sarif**: one SARIF 2.1.0 log with one run, at most [`MAX_SARIF_RESULTS`]
@@ -491,6 +496,21 @@ struct JsonDiagnostic<'a> {
     label: Option<&'a str>,
     labels: Vec<JsonLabel<'a>>,
     help: Option<&'a str>,
+    fixes: Vec<JsonFix<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonFix<'a> {
+    title: &'a str,
+    preferred: bool,
+    edits: Vec<JsonEdit<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonEdit<'a> {
+    #[serde(flatten)]
+    at: JsonPlace<'a>,
+    text: &'a str,
 }
 
 #[derive(Serialize)]
@@ -526,6 +546,15 @@ fn json_place<'a>(sources: &'a Sources, label: &Label) -> JsonPlace<'a> {
     }
 }
 
+/// Where an edit goes, as a label without text.
+fn edit_label(e: &Edit) -> Label {
+    Label {
+        file: e.file,
+        span: e.span,
+        message: String::new(),
+    }
+}
+
 fn render_json(diags: &[Diagnostic], sources: &Sources) -> String {
     let diagnostics = diags
         .iter()
@@ -544,6 +573,22 @@ fn render_json(diags: &[Diagnostic], sources: &Sources) -> String {
                 })
                 .collect(),
             help: d.help.as_deref(),
+            fixes: d
+                .fixes
+                .iter()
+                .map(|f| JsonFix {
+                    title: &f.title,
+                    preferred: f.preferred,
+                    edits: f
+                        .edits
+                        .iter()
+                        .map(|e| JsonEdit {
+                            at: json_place(sources, &edit_label(e)),
+                            text: &e.text,
+                        })
+                        .collect(),
+                })
+                .collect(),
         })
         .collect();
     let (errors, warnings) = counts(diags);
@@ -617,6 +662,30 @@ fn sarif_location(p: &Place<'_>) -> Value {
             },
         },
     })
+}
+
+/// A SARIF `fix`: one artifact change per edit.
+fn sarif_fix(sources: &Sources, fix: &Fix) -> Value {
+    let changes: Vec<Value> = fix
+        .edits
+        .iter()
+        .map(|e| {
+            let p = place(sources, &edit_label(e));
+            json!({
+                "artifactLocation": artifact_location(p.file),
+                "replacements": [{
+                    "deletedRegion": {
+                        "startLine": p.begin.line,
+                        "startColumn": p.begin.col,
+                        "endLine": p.finish.line,
+                        "endColumn": p.finish.col,
+                    },
+                    "insertedContent": { "text": e.text },
+                }],
+            })
+        })
+        .collect();
+    json!({ "description": { "text": fix.title }, "artifactChanges": changes })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -718,6 +787,9 @@ fn render_sarif(diags: &[Diagnostic], sources: &Sources, opts: &RenderOptions) -
             });
             if !related.is_empty() {
                 result["relatedLocations"] = Value::Array(related);
+            }
+            if !d.fixes.is_empty() {
+                result["fixes"] = d.fixes.iter().map(|f| sarif_fix(sources, f)).collect();
             }
             result
         })

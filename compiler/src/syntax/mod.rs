@@ -7,7 +7,7 @@ mod errors;
 mod grammar;
 mod lexer;
 mod literals;
-pub mod parser;
+mod parser;
 
 pub use lexer::{KEYWORDS, RESERVED_COUNT, is_reserved};
 pub use parser::parse;

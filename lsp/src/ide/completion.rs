@@ -7,14 +7,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use eflow_compiler::check::bindings::connectors;
-use eflow_compiler::check::flow::RUN_FIELDS;
-use eflow_compiler::check::sigs::ItemSig;
+use eflow_compiler::analysis::FileId;
 use eflow_compiler::ir::schedule::{CATCHUP_POLICIES, OVERLAP_POLICIES};
-use eflow_compiler::names::SymbolKind;
-use eflow_compiler::source::FileId;
+use eflow_compiler::semantics::ItemSig;
+use eflow_compiler::semantics::RUN_FIELDS;
+use eflow_compiler::semantics::SymbolKind;
+use eflow_compiler::semantics::connectors;
+use eflow_compiler::semantics::{DefId, PRIMITIVES, Ty};
 use eflow_compiler::syntax::ast::{self, Span, StepKind};
-use eflow_compiler::types::{DefId, PRIMITIVES, Ty};
 
 use super::Db;
 use super::hover::builtin_doc;
@@ -134,7 +134,7 @@ impl FlowMemory {
     }
 }
 
-fn flow_info(f: &eflow_compiler::check::flow::CheckedFlow) -> FlowInfo {
+fn flow_info(f: &eflow_compiler::semantics::CheckedFlow) -> FlowInfo {
     FlowInfo {
         params: f
             .params
@@ -1099,40 +1099,8 @@ fn import_edit(req: &Request, target: FileId, name: &str) -> Option<(Span, Strin
 /// The edit that imports `name` from module `target` into `file`: added to an
 /// existing import of that module, or as a new import after the others.
 pub fn add_import(db: Db, file: FileId, target: FileId, name: &str) -> Option<(Span, String)> {
-    let path = db.import_path(file, target)?;
-    let m = db.module(file)?;
-    let imports: Vec<&ast::Item> = m
-        .ast
-        .items
-        .iter()
-        .filter(|i| matches!(i.kind, ast::ItemKind::Import(_)))
-        .collect();
-    for it in &imports {
-        if let ast::ItemKind::Import(imp) = &it.kind
-            && imp.path.value.trim_end_matches(".eflow") == path
-            && let Some(last) = imp.names.last()
-        {
-            let end = last.alias.as_ref().unwrap_or(&last.name).span.end;
-            return Some((Span { start: end, end }, format!(", {name}")));
-        }
-    }
-    if let Some(last) = imports.last() {
-        let end = last.span.end;
-        return Some((
-            Span { start: end, end },
-            format!("\nfrom \"{path}\" import {name}"),
-        ));
-    }
-    let at = m
-        .ast
-        .items
-        .first()
-        .map(|i| i.doc.as_ref().map_or(i.span.start, |d| d.span.start))
-        .unwrap_or(0);
-    Some((
-        Span { start: at, end: at },
-        format!("from \"{path}\" import {name}\n\n"),
-    ))
+    let edit = db.analysis.import_edit(file, target, name)?;
+    Some((edit.span, edit.text))
 }
 
 /// Items other modules declare that this file could import, by kind.
@@ -1149,7 +1117,7 @@ fn importable(
         if other.file == req.file || req.db.is_hidden(other.file) {
             continue;
         }
-        for (name, sym) in eflow_compiler::names::own_items(other.file, &other.ast) {
+        for (name, sym) in req.db.analysis.semantics().own_items(other.file) {
             if !want(sym.kind) || m.namespace.get(&name).is_some() || !seen.insert(name.clone()) {
                 continue;
             }
@@ -1247,8 +1215,11 @@ fn import_paths(req: &Request, cx: &Cursor, in_string: bool, out: &mut Vec<Compl
         let names: Vec<String> = req
             .db
             .module(file)
-            .map(|m| {
-                eflow_compiler::names::own_items(file, &m.ast)
+            .map(|_| {
+                req.db
+                    .analysis
+                    .semantics()
+                    .own_items(file)
                     .into_iter()
                     .map(|(n, _)| n)
                     .collect()
@@ -1298,7 +1269,7 @@ fn import_names(req: &Request, path: &str, out: &mut Vec<Completion>) {
         })
         .flatten()
         .collect();
-    for (name, sym) in eflow_compiler::names::own_items(target.file, &target.ast) {
+    for (name, sym) in req.db.analysis.semantics().own_items(target.file) {
         if already.contains(&name) {
             continue;
         }

@@ -1,14 +1,15 @@
 //! Hover: what a name is, its type, and the documentation its declaration carries.
 
-use eflow_compiler::check::bindings::connectors;
-use eflow_compiler::check::flow::RUN_FIELDS;
-use eflow_compiler::check::sigs::ItemSig;
+use eflow_compiler::semantics::ItemSig;
+use eflow_compiler::semantics::RUN_FIELDS;
+use eflow_compiler::semantics::Ty;
+use eflow_compiler::semantics::connectors;
 use eflow_compiler::syntax::ast::{self, Span};
-use eflow_compiler::types::Ty;
 
 use super::Db;
-use super::index::{Def, FileIndex, Occurrence};
 use super::render;
+use eflow_compiler::analysis::FileId;
+use eflow_compiler::semantics::{Def, Resolution};
 
 pub struct Hover {
     pub span: Span,
@@ -19,8 +20,8 @@ fn code(s: &str) -> String {
     format!("```eflow\n{s}\n```")
 }
 
-pub fn hover(db: Db, index: &FileIndex, offset: usize) -> Option<Hover> {
-    let occ = index.at(offset)?;
+pub fn hover(db: Db, file: FileId, offset: usize) -> Option<Hover> {
+    let occ = db.analysis.semantics().definition_at(file, offset)?;
     let markdown = describe(db, occ)?;
     Some(Hover {
         span: occ.span,
@@ -29,7 +30,7 @@ pub fn hover(db: Db, index: &FileIndex, offset: usize) -> Option<Hover> {
 }
 
 /// Markdown describing what an occurrence refers to.
-pub fn describe(db: Db, occ: &Occurrence) -> Option<String> {
+pub fn describe(db: Db, occ: &Resolution) -> Option<String> {
     let ty = |t: &Option<Ty>| {
         t.as_ref()
             .map(|t| t.to_string())
@@ -122,8 +123,8 @@ pub fn describe(db: Db, occ: &Occurrence) -> Option<String> {
                     "the output of"
                 };
                 parts.push(format!("{how} `{}`", n.call.callee_name));
-                if let eflow_compiler::check::flow::Callee::Step(d)
-                | eflow_compiler::check::flow::Callee::Flow(d) = n.call.callee
+                if let eflow_compiler::semantics::Callee::Step(d)
+                | eflow_compiler::semantics::Callee::Flow(d) = n.call.callee
                     && let Some(doc) = db.doc(d)
                 {
                     parts.push(doc.lines().next().unwrap_or("").to_string());

@@ -2,8 +2,8 @@
 //! source never spells out.
 
 use eflow_compiler::analysis::Module;
+use eflow_compiler::semantics::Ty;
 use eflow_compiler::syntax::ast::{self, Span};
-use eflow_compiler::types::Ty;
 
 use super::Db;
 

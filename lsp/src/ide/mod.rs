@@ -3,12 +3,13 @@
 //!
 //! Everything here works in the compiler's terms (files, byte spans, types) and
 //! knows nothing of the protocol; `handlers` converts. Nothing is checked here:
-//! types and errors come from the analysis, so the editor and `eflowc` agree.
+//! types, errors, their fixes and what each name refers to come from the
+//! analysis, so the editor and `eflowc` agree. Completion alone works out what
+//! is in scope, on text the checker may not accept yet.
 
 pub mod actions;
 pub mod completion;
 pub mod hover;
-pub mod index;
 pub mod inlay;
 pub mod lex;
 pub mod render;
@@ -16,12 +17,12 @@ pub mod semantic;
 pub mod signature;
 pub mod symbols;
 
+use eflow_compiler::analysis::FileId;
 use eflow_compiler::analysis::{Analysis, Module};
-use eflow_compiler::check::flow::CheckedFlow;
-use eflow_compiler::check::sigs::{ItemSig, RecordSig};
-use eflow_compiler::source::FileId;
+use eflow_compiler::semantics::CheckedFlow;
+use eflow_compiler::semantics::{DefId, Ty};
+use eflow_compiler::semantics::{ItemSig, RecordSig};
 use eflow_compiler::syntax::ast::{self, Span};
-use eflow_compiler::types::{DefId, Ty};
 
 /// A module that exists only in the server's analysis, importing every standard
 /// library module so that completion and quick fixes can offer names from
@@ -98,59 +99,14 @@ impl<'a> Db<'a> {
     /// Every top-level item of every module whose name is `name`, workspace
     /// modules first.
     pub fn items_named(&self, name: &str) -> Vec<DefId> {
-        let mut out = Vec::new();
-        for m in self
-            .analysis
-            .modules
-            .iter()
-            .filter(|m| !self.is_hidden(m.file))
-        {
-            for (i, item) in m.ast.items.iter().enumerate() {
-                if item_ident(item).is_some_and(|id| id.name == name) {
-                    out.push(DefId {
-                        file: m.file,
-                        item: i as u32,
-                    });
-                }
-            }
-        }
-        out.sort_by_key(|d| self.module(d.file).is_some_and(|m| m.is_std));
-        out
+        self.analysis.items_named(name)
     }
 
     /// The import path another file would write for a module: `std/ml` for the
     /// standard library, a `./`-relative path otherwise.
     pub fn import_path(&self, from: FileId, target: FileId) -> Option<String> {
-        let m = self.module(target)?;
-        if m.is_std {
-            return Some(m.name.clone());
-        }
-        let from_path = self.analysis.sources.get(from).path.as_ref()?;
-        let to_path = self.analysis.sources.get(target).path.as_ref()?;
-        let from_dir = from_path.parent()?;
-        relative_import(from_dir, to_path)
+        self.analysis.import_path(from, target)
     }
-}
-
-/// `./x`, `../shared/x`: `to` relative to the directory `from_dir`, without `.eflow`.
-pub fn relative_import(from_dir: &std::path::Path, to: &std::path::Path) -> Option<String> {
-    let from: Vec<_> = from_dir.components().collect();
-    let stem = to.with_extension("");
-    let target: Vec<_> = stem.components().collect();
-    let common = from.iter().zip(&target).take_while(|(a, b)| a == b).count();
-    let mut parts: Vec<String> = Vec::new();
-    for _ in common..from.len() {
-        parts.push("..".to_string());
-    }
-    for c in &target[common..] {
-        parts.push(c.as_os_str().to_str()?.to_string());
-    }
-    let joined = parts.join("/");
-    Some(if joined.starts_with("..") {
-        joined
-    } else {
-        format!("./{joined}")
-    })
 }
 
 pub fn item_ident(item: &ast::Item) -> Option<&ast::Ident> {

@@ -1,13 +1,13 @@
 //! Declarations as text for hovers, completion details and signature help, written
 //! the way the user wrote them (type names as in the source, aliases kept).
 
+use eflow_compiler::semantics::DefId;
 use eflow_compiler::syntax::ast::{self, Param};
-use eflow_compiler::types::DefId;
 
 use super::Db;
 
 /// The source text of a node, squeezed onto one line.
-pub fn snippet(db: Db, file: eflow_compiler::source::FileId, span: ast::Span) -> String {
+pub fn snippet(db: Db, file: eflow_compiler::analysis::FileId, span: ast::Span) -> String {
     let text = db.text(file);
     let s = text
         .get(span.start as usize..span.end as usize)

@@ -2,12 +2,12 @@
 //! so a step, a type, a parameter and a field look different even though the
 //! grammar cannot tell them apart.
 
-use eflow_compiler::check::sigs::ItemSig;
+use eflow_compiler::semantics::ItemSig;
 use eflow_compiler::syntax::ast::Span;
 
 use super::Db;
-use super::index::{Def, FileIndex};
 use super::lex::{TokKind, is_keyword, tokenize};
+use eflow_compiler::semantics::{Def, Resolution};
 
 /// Token types, in the order of the legend the server announces.
 pub const TYPES: &[&str] = &[
@@ -54,8 +54,8 @@ const DOCUMENTATION: u32 = 2;
 const DEFAULT_LIBRARY: u32 = 4;
 
 /// (span, type, modifiers) for every token worth colouring, in order.
-pub fn tokens(db: Db, text: &str, index: &FileIndex) -> Vec<(Span, u32, u32)> {
-    let mut occ = index.occurrences.iter().peekable();
+pub fn tokens(db: Db, text: &str, resolved: &[Resolution]) -> Vec<(Span, u32, u32)> {
+    let mut occ = resolved.iter().peekable();
     let mut out = Vec::new();
     for t in tokenize(text) {
         let span = Span::new(t.start, t.end);
@@ -92,7 +92,7 @@ pub fn tokens(db: Db, text: &str, index: &FileIndex) -> Vec<(Span, u32, u32)> {
 }
 
 fn classify(db: Db, def: &Def) -> Option<(u32, u32)> {
-    let std = |file: eflow_compiler::source::FileId| {
+    let std = |file: eflow_compiler::analysis::FileId| {
         if db.module(file).is_some_and(|m| m.is_std) {
             DEFAULT_LIBRARY
         } else {

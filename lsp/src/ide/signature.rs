@@ -1,7 +1,7 @@
 //! Signature help: the contract of the step or flow whose call the cursor is in.
 
-use eflow_compiler::source::FileId;
-use eflow_compiler::types::DefId;
+use eflow_compiler::analysis::FileId;
+use eflow_compiler::semantics::DefId;
 
 use super::Db;
 use super::lex::{TokKind, is_keyword, tokenize};

@@ -1,8 +1,8 @@
 //! Document symbols (the outline) and workspace symbols.
 
 use eflow_compiler::analysis::Module;
+use eflow_compiler::semantics::DefId;
 use eflow_compiler::syntax::ast::{self, Span};
-use eflow_compiler::types::DefId;
 
 use super::Db;
 use super::render;
@@ -156,7 +156,7 @@ pub fn document_symbols(db: Db, module: &Module) -> Vec<Symbol> {
 
 fn lets(
     body: &[ast::Stmt],
-    checked: Option<&eflow_compiler::check::flow::CheckedFlow>,
+    checked: Option<&eflow_compiler::semantics::CheckedFlow>,
     out: &mut Vec<Symbol>,
 ) {
     for s in body {
@@ -191,7 +191,7 @@ pub fn fuzzy_match(query: &str, name: &str) -> bool {
 pub fn workspace_symbols(
     db: Db,
     query: &str,
-) -> Vec<(eflow_compiler::source::FileId, Symbol, String)> {
+) -> Vec<(eflow_compiler::analysis::FileId, Symbol, String)> {
     let mut out = Vec::new();
     let mut modules: Vec<&Module> = db
         .analysis
