@@ -12,6 +12,7 @@
 //! - `approval`: people decide through the API and CLI: the row written with
 //!   the transition and its expiry (decisions are taken in `service`).
 
+use eflow_core::{Event, EventKind, StepError};
 use serde_json::{Map, Value};
 
 pub mod approval;
@@ -34,4 +35,32 @@ pub struct Attempt<'a> {
     pub inputs: &'a Map<String, Value>,
     /// The invocation's idempotency key.
     pub key: &'a str,
+}
+
+/// The event that reports an attempt's result: its output, or its error, which
+/// the connector says is worth retrying or not.
+pub fn result_event(
+    id: String,
+    node: String,
+    index: Option<u32>,
+    attempt: u32,
+    result: Result<Value, StepError>,
+    retryable: bool,
+) -> Event {
+    let kind = match result {
+        Ok(output) => EventKind::StepCompleted {
+            node,
+            index,
+            attempt,
+            output,
+        },
+        Err(error) => EventKind::StepFailed {
+            node,
+            index,
+            attempt,
+            error,
+            retryable,
+        },
+    };
+    Event::new(id, kind)
 }

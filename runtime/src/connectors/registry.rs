@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use eflow_core::{Event, EventKind, StepError};
+use eflow_core::{Event, StepError};
 use eflow_ir::connector::RegistryConfig;
 use eflow_ir::{Type, TypeDef};
 use serde_json::{Map, Value};
@@ -62,27 +62,7 @@ pub async fn invoke(
     .await?;
     let id = format!("registry:{}", a.key);
     let (node, index, attempt) = (a.node.to_string(), a.index, a.attempt);
-    Ok(match result {
-        Ok(output) => Event::new(
-            id,
-            EventKind::StepCompleted {
-                node,
-                index,
-                attempt,
-                output,
-            },
-        ),
-        Err(error) => Event::new(
-            id,
-            EventKind::StepFailed {
-                node,
-                index,
-                attempt,
-                error,
-                retryable: false,
-            },
-        ),
-    })
+    Ok(super::result_event(id, node, index, attempt, result, false))
 }
 
 pub struct Request<'a> {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{Deployed, Engine, Finished, stored_json};
-use crate::connectors::{Attempt, approval, sim};
+use crate::connectors::{self, Attempt, approval, sim};
 use crate::store::{Commit, RunMeta, TimerWrite};
 
 /// Due work this close is delivered by the worker itself, from memory; the
@@ -231,27 +231,8 @@ impl<'a> RouteCx<'a> {
                         let output = self.attempt_output(&node);
                         let o = sim::outcome(config, &effect.key, output, &flow.types, self.now);
                         let id = format!("sim:{}", effect.key);
-                        let event = match o.result {
-                            Ok(output) => Event::new(
-                                id,
-                                EventKind::StepCompleted {
-                                    node,
-                                    index,
-                                    attempt,
-                                    output,
-                                },
-                            ),
-                            Err(error) => Event::new(
-                                id,
-                                EventKind::StepFailed {
-                                    node,
-                                    index,
-                                    attempt,
-                                    error,
-                                    retryable: true,
-                                },
-                            ),
-                        };
+                        let event =
+                            connectors::result_event(id, node, index, attempt, o.result, true);
                         self.timer(
                             commit,
                             after,
