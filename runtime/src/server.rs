@@ -84,7 +84,13 @@ pub struct Server {
 
 impl Server {
     pub async fn start(options: Options) -> anyhow::Result<Server> {
-        std::fs::create_dir_all(&options.data).with_context(|| {
+        // The data directory holds secrets (the admin token, the stores with the
+        // callback-signing key): only its owner may enter it.
+        let mut data_dir = std::fs::DirBuilder::new();
+        data_dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut data_dir, 0o700);
+        data_dir.create(&options.data).with_context(|| {
             format!(
                 "cannot create the data directory {}",
                 options.data.display()

@@ -688,3 +688,40 @@ async fn unauthenticated_requests_get_401_json() {
     );
     s.stop().await;
 }
+
+/// The data directory holds the admin token and the stores with the
+/// callback-signing key and token hashes: on first start it is created for its
+/// owner only, and so is every file in it.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_and_its_secrets_are_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = temp_dir("secrets");
+    let data = root.join("data");
+    let o = eflow_runtime::server::Options::new(data.clone(), "127.0.0.1:0".parse().expect("addr"));
+    let server = eflow_runtime::server::Server::start(o)
+        .await
+        .expect("the server starts");
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    let mut files: Vec<_> = std::fs::read_dir(&data)
+        .expect("readable")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for name in ["admin-token", "eflow.db", "history.db"] {
+        assert!(files.contains(&data.join(name)), "{name} in {files:?}");
+    }
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(root);
+}

@@ -18,11 +18,7 @@ pub struct SqliteHistory {
 
 impl SqliteHistory {
     pub async fn open(path: &str) -> Result<Self> {
-        if let Some(dir) = std::path::Path::new(path).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Db(sqlx::Error::Io(e)))?;
-        }
+        crate::store::create_private(path).map_err(|e| Error::Db(sqlx::Error::Io(e)))?;
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)

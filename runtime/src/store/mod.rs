@@ -7,6 +7,8 @@
 //! changes, in one transaction.
 
 mod sqlite;
+/// Also for the history's SQLite file, which holds tenants' data too.
+pub(crate) use sqlite::create_private;
 
 use serde::{Deserialize, Serialize};
 

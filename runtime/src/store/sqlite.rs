@@ -56,13 +56,35 @@ fn json(table: &'static str, bytes: &[u8]) -> Result<serde_json::Value> {
     serde_json::from_slice(bytes).map_err(|e| corrupt(table, e.to_string()))
 }
 
+/// Creates the database file at `path`, and its folder, readable by their owner
+/// only (0600, 0700), unless they exist: the store holds the callback-signing key
+/// and token hashes, and SQLite gives its `-wal` and `-shm` files the database
+/// file's mode.
+pub(crate) fn create_private(path: &str) -> std::io::Result<()> {
+    let path = Path::new(path);
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    match file.open(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
 impl SqliteStore {
     pub async fn open(path: &str, durability: Durability) -> Result<Self> {
-        if let Some(dir) = Path::new(path).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Db(sqlx::Error::Io(e)))?;
-        }
+        create_private(path).map_err(|e| Error::Db(sqlx::Error::Io(e)))?;
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
