@@ -207,6 +207,14 @@ pub fn check_cron(expr: &str) -> Result<(), String> {
 /// Parse an IANA time zone name; the error is a help line with the closest name.
 pub fn parse_timezone(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>().map_err(|_| {
+        if let Some(zone) = usual_zone(name) {
+            // `PST` is closest to `EST` by spelling, a zone five hours away: an
+            // abbreviation gets the zone people mean by it, never a look-alike.
+            return format!(
+                "`{name}` is an abbreviation, not a time zone: write the place, e.g. `{zone}`, \
+                 which follows its daylight saving time"
+            );
+        }
         let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
         crate::suggest::did_you_mean(name, names).unwrap_or_else(|| {
             "use an IANA name such as `Europe/Berlin`, `America/New_York` or `UTC`".to_string()
@@ -214,9 +222,108 @@ pub fn parse_timezone(name: &str) -> Result<Tz, String> {
     })
 }
 
+/// Abbreviations of time zones, and the IANA zone they usually stand for.
+const ABBREVIATIONS: &[(&str, &str)] = &[
+    ("PST", "America/Los_Angeles"),
+    ("PDT", "America/Los_Angeles"),
+    ("PT", "America/Los_Angeles"),
+    ("MST", "America/Denver"),
+    ("MDT", "America/Denver"),
+    ("MT", "America/Denver"),
+    ("CST", "America/Chicago"),
+    ("CDT", "America/Chicago"),
+    ("CT", "America/Chicago"),
+    ("EST", "America/New_York"),
+    ("EDT", "America/New_York"),
+    ("ET", "America/New_York"),
+    ("AKST", "America/Anchorage"),
+    ("AKDT", "America/Anchorage"),
+    ("HST", "Pacific/Honolulu"),
+    ("BST", "Europe/London"),
+    ("CET", "Europe/Paris"),
+    ("CEST", "Europe/Paris"),
+    ("EET", "Europe/Athens"),
+    ("EEST", "Europe/Athens"),
+    ("WET", "Europe/Lisbon"),
+    ("WEST", "Europe/Lisbon"),
+    ("MSK", "Europe/Moscow"),
+    ("IST", "Asia/Kolkata"),
+    ("JST", "Asia/Tokyo"),
+    ("KST", "Asia/Seoul"),
+    ("SGT", "Asia/Singapore"),
+    ("HKT", "Asia/Hong_Kong"),
+    ("AEST", "Australia/Sydney"),
+    ("AEDT", "Australia/Sydney"),
+    ("NZST", "Pacific/Auckland"),
+    ("NZDT", "Pacific/Auckland"),
+];
+
+/// The zone an abbreviation such as `PST` usually stands for.
+fn usual_zone(name: &str) -> Option<&'static str> {
+    let upper = name.trim().to_ascii_uppercase();
+    ABBREVIATIONS
+        .iter()
+        .find(|(a, _)| *a == upper)
+        .map(|(_, zone)| *zone)
+}
+
+/// Why a zone that exists is still a poor choice, if it is: a fixed offset or a
+/// legacy name (`EST`, `EST5EDT`, `Etc/GMT+5`, `Japan`) rather than a place
+/// (`Area/Location`) whose rules, daylight saving included, the zone database
+/// keeps up to date. `UTC` is fine.
+pub fn zone_warning(name: &str) -> Option<String> {
+    let name = name.trim();
+    if matches!(name, "UTC" | "Etc/UTC") || name.parse::<Tz>().is_err() {
+        return None;
+    }
+    if name.contains('/') && !name.starts_with("Etc/") {
+        return None;
+    }
+    let place = usual_zone(name)
+        .map(|zone| format!("`{zone}`"))
+        .unwrap_or_else(|| "a place such as `America/New_York` or `Europe/Berlin`".into());
+    Some(format!(
+        "`{name}` is a fixed offset or a legacy zone name: runs fire by it all year, \
+         so where the clocks change they fire an hour off for half the year; use {place}, \
+         or `UTC` if that is what is meant"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_abbreviation_is_told_its_place_and_every_place_is_a_zone() {
+        for (abbreviation, zone) in ABBREVIATIONS {
+            assert!(parse_timezone(zone).is_ok(), "{zone}");
+            assert_eq!(zone_warning(zone), None, "{zone}");
+            if let Err(help) = parse_timezone(abbreviation) {
+                assert!(help.contains(zone), "{abbreviation}: {help}");
+            }
+        }
+        let help = parse_timezone("pst").err().unwrap_or_default();
+        assert!(help.contains("America/Los_Angeles"), "{help}");
+        assert!(!help.contains("EST"), "no look-alike: {help}");
+    }
+
+    #[test]
+    fn fixed_offsets_and_legacy_names_are_warned_about_places_are_not() {
+        for name in ["EST", "MST", "HST", "EST5EDT", "Etc/GMT+5", "Japan", "GMT"] {
+            assert!(zone_warning(name).is_some(), "{name}");
+        }
+        for name in [
+            "UTC",
+            "Etc/UTC",
+            "Europe/Berlin",
+            "America/New_York",
+            "Nowhere/Land",
+        ] {
+            assert_eq!(zone_warning(name), None, "{name}");
+        }
+        let why = zone_warning("EST").unwrap_or_default();
+        assert!(why.contains("America/New_York"), "{why}");
+    }
 
     #[test]
     fn accepts_the_documented_forms() {

@@ -2381,7 +2381,20 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             match &c.kind {
                 ast::ScheduleClauseKind::Timezone(tz) => {
                     match eflow_ir::schedule::parse_timezone(&tz.value) {
-                        Ok(_) => timezone = tz.value.clone(),
+                        Ok(_) => {
+                            if let Some(why) = eflow_ir::schedule::zone_warning(&tz.value) {
+                                cx.report(
+                                    cx.error(
+                                        Code::LegacyTimezone,
+                                        tz.span,
+                                        format!("`{}` is not a place's time zone", tz.value),
+                                    )
+                                    .with_label("a fixed offset or a legacy name")
+                                    .with_help(why),
+                                );
+                            }
+                            timezone = tz.value.clone();
+                        }
                         Err(help) => {
                             cx.report(
                                 cx.error(

@@ -91,6 +91,7 @@ codes! {
     UnusedImport = "W0002", Warning, "unused import";
     MissingBinding = "W0003", Warning, "step has no binding in an environment";
     UnusedParam = "W0004", Warning, "unused parameter";
+    LegacyTimezone = "W0005", Warning, "fixed-offset or legacy time zone";
 }
 
 impl Code {

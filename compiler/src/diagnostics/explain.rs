@@ -63,6 +63,7 @@ pub fn explanation(code: Code) -> &'static str {
         Code::UnusedImport => UNUSED_IMPORT,
         Code::MissingBinding => MISSING_BINDING,
         Code::UnusedParam => UNUSED_PARAM,
+        Code::LegacyTimezone => LEGACY_TIMEZONE,
     }
 }
 
@@ -1464,6 +1465,42 @@ remote step Fit(epochs: Int) -> Float
 flow Train(epochs: Int) -> Float {
   let loss = Fit(epochs: epochs)
   return loss
+}
+```
+"##;
+
+const LEGACY_TIMEZONE: &str = r##"
+A schedule's time zone is a fixed offset or a legacy name (`EST`, `MST`, `HST`,
+`EST5EDT`, `Etc/GMT+5`, `Japan`), not a place.
+
+`EST` is UTC−5 all year: a schedule meant for New York fires an hour early for the
+half of the year New York is on daylight saving time. Name the place
+(`Area/Location`, e.g. `America/New_York`), whose rules the zone database keeps,
+or `UTC` when that is what is meant.
+
+Example:
+
+```eflow
+remote step Refresh() -> Int
+
+flow Nightly() -> Int {
+  schedule "0 2 * * *"
+    timezone "EST"
+  let rows = Refresh()
+  return rows
+}
+```
+
+Fixed:
+
+```eflow
+remote step Refresh() -> Int
+
+flow Nightly() -> Int {
+  schedule "0 2 * * *"
+    timezone "America/New_York"
+  let rows = Refresh()
+  return rows
 }
 ```
 "##;
