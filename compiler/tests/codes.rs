@@ -9,6 +9,10 @@ use eflow_compiler::diagnostics::Code;
 use eflow_compiler::diagnostics::explain::explanation;
 use eflow_compiler::{Analysis, FsLoader};
 
+#[path = "support/blocks.rs"]
+mod blocks;
+use blocks::eflow_blocks;
+
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
 }
@@ -50,24 +54,6 @@ fn every_code_is_triggered_by_a_program_in_the_corpus() {
         missing.is_empty(),
         "no program in compiler/tests/corpus/err triggers {missing:?}: add one (EFLOW_BLESS=1 writes its snapshot)"
     );
-}
-
-/// The ```` ```eflow ```` blocks of a text: an explanation's example, then its fix.
-fn eflow_blocks(text: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        match (&mut current, line.trim_end()) {
-            (None, "```eflow") => current = Some(String::new()),
-            (Some(_), "```") => blocks.extend(current.take()),
-            (Some(block), line) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    blocks
 }
 
 /// The module the explanations' import examples import from.

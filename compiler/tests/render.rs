@@ -1,5 +1,9 @@
 //! Rendering diagnostics in every format, from hand-made diagnostics and sources.
 
+#[path = "support/blocks.rs"]
+mod blocks;
+use blocks::eflow_blocks;
+
 use eflow_compiler::analysis::{FileId, SourceFile, Sources};
 use eflow_compiler::diagnostics::explain::{explanation, render_explain};
 use eflow_compiler::diagnostics::render::{Format, MAX_SARIF_RESULTS, RenderOptions, render};
@@ -1072,28 +1076,6 @@ fn no_span_makes_any_format_panic() {
 }
 
 // --- Explanations -------------------------------------------------------------------
-
-/// The fenced `eflow` blocks of an explanation.
-fn eflow_blocks(text: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        match (&mut current, line.trim_end()) {
-            (None, "```eflow") => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), line) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    assert!(current.is_none(), "unclosed block in:\n{text}");
-    blocks
-}
 
 #[test]
 fn every_code_is_explained_with_an_example_and_its_fix() {

@@ -267,13 +267,13 @@ fn usual_zone(name: &str) -> Option<&'static str> {
         .map(|(_, zone)| *zone)
 }
 
-/// Why a zone that exists is still a poor choice, if it is: a fixed offset or a
+/// Why a zone [`parse_timezone`] gave is still a poor choice, if it is: a fixed offset or a
 /// legacy name (`EST`, `EST5EDT`, `Etc/GMT+5`, `Japan`) rather than a place
 /// (`Area/Location`) whose rules, daylight saving included, the zone database
 /// keeps up to date. `UTC` is fine.
-pub fn zone_warning(name: &str) -> Option<String> {
-    let name = name.trim();
-    if matches!(name, "UTC" | "Etc/UTC") || name.parse::<Tz>().is_err() {
+pub fn zone_warning(zone: Tz) -> Option<String> {
+    let name = zone.name();
+    if matches!(name, "UTC" | "Etc/UTC") {
         return None;
     }
     if name.contains('/') && !name.starts_with("Etc/") {
@@ -296,8 +296,8 @@ mod tests {
     #[test]
     fn an_abbreviation_is_told_its_place_and_every_place_is_a_zone() {
         for (abbreviation, zone) in ABBREVIATIONS {
-            assert!(parse_timezone(zone).is_ok(), "{zone}");
-            assert_eq!(zone_warning(zone), None, "{zone}");
+            let parsed = parse_timezone(zone).unwrap_or_else(|e| panic!("{zone}: {e}"));
+            assert_eq!(zone_warning(parsed), None, "{zone}");
             if let Err(help) = parse_timezone(abbreviation) {
                 assert!(help.contains(zone), "{abbreviation}: {help}");
             }
@@ -309,19 +309,18 @@ mod tests {
 
     #[test]
     fn fixed_offsets_and_legacy_names_are_warned_about_places_are_not() {
+        let warning = |name: &str| {
+            zone_warning(parse_timezone(name).unwrap_or_else(|e| panic!("{name}: {e}")))
+        };
         for name in ["EST", "MST", "HST", "EST5EDT", "Etc/GMT+5", "Japan", "GMT"] {
-            assert!(zone_warning(name).is_some(), "{name}");
+            assert!(warning(name).is_some(), "{name}");
         }
-        for name in [
-            "UTC",
-            "Etc/UTC",
-            "Europe/Berlin",
-            "America/New_York",
-            "Nowhere/Land",
-        ] {
-            assert_eq!(zone_warning(name), None, "{name}");
+        for name in ["UTC", "Etc/UTC", "Europe/Berlin", "America/New_York"] {
+            assert_eq!(warning(name), None, "{name}");
         }
-        let why = zone_warning("EST").unwrap_or_default();
+        // An unknown zone is an error, not a warning.
+        assert!(parse_timezone("Nowhere/Land").is_err());
+        let why = warning("EST").unwrap_or_default();
         assert!(why.contains("America/New_York"), "{why}");
     }
 

@@ -2381,8 +2381,8 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             match &c.kind {
                 ast::ScheduleClauseKind::Timezone(tz) => {
                     match eflow_ir::schedule::parse_timezone(&tz.value) {
-                        Ok(_) => {
-                            if let Some(why) = eflow_ir::schedule::zone_warning(&tz.value) {
+                        Ok(zone) => {
+                            if let Some(why) = eflow_ir::schedule::zone_warning(zone) {
                                 cx.report(
                                     cx.error(
                                         Code::LegacyTimezone,

@@ -350,20 +350,7 @@ impl Engine {
     }
 }
 
-/// The JSON of what the engine stores or sends: events, outbox items,
-/// approval requests, callback claims.
-///
-/// It cannot fail, so nothing is ever stored empty: serde_json fails only on a
-/// map whose keys are not strings or on a `Serialize` impl that returns an
-/// error, and these types have neither (maps keyed by `String`, impls derived
-/// or converting infallibly, e.g. a connector into its binding). The trait
-/// keeps it to those types.
-pub(crate) fn stored_json<T: Stored>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("events, outbox items and JSON values serialize infallibly")
-}
-
-/// The types [`stored_json`] takes.
-pub(crate) trait Stored: serde::Serialize {}
+// What the engine stores or sends is serialized by the store port's one helper.
+pub(crate) use crate::store::{Stored, stored_json};
 impl Stored for eflow_core::Event {}
 impl Stored for route::OutboxItem {}
-impl Stored for serde_json::Value {}

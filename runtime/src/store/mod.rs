@@ -347,13 +347,21 @@ pub struct NewEntry<'a> {
     pub now: u64,
 }
 
-/// The JSON text of `value`, for a column. This cannot fail, so there is no
-/// error to drop: a `serde_json::Value` has string keys and nothing whose
-/// serialization can refuse (unlike `to_vec(..).unwrap_or_default()`, which
-/// would store an empty body if it ever did).
-pub fn json_bytes(value: &serde_json::Value) -> Vec<u8> {
-    value.to_string().into_bytes()
+/// The JSON of what is stored or sent: events, outbox items, approval requests
+/// and decisions, registry entries, callback claims.
+///
+/// It cannot fail, so nothing is ever stored empty (as `to_vec(..)
+/// .unwrap_or_default()` would if it ever did): serde_json fails only on a map
+/// whose keys are not strings or on a `Serialize` impl that returns an error, and
+/// the types that implement [`Stored`] have neither (maps keyed by `String`, impls
+/// derived or converting infallibly). The trait keeps it to those types.
+pub(crate) fn stored_json<T: Stored + ?Sized>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("stored types serialize infallibly")
 }
+
+/// The types [`stored_json`] takes.
+pub(crate) trait Stored: serde::Serialize {}
+impl Stored for serde_json::Value {}
 
 /// Which shard owns a run: a stable hash of its id (FNV-1a), so every process
 /// agrees without asking anyone.

@@ -16,7 +16,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
     ApprovalRow, Commit, DueTimer, Durability, Error, EventRow, FlowRow, NewEntry, RegistryRow,
-    Result, RunMeta, ScheduleRow, TenantRow, json_bytes,
+    Result, RunMeta, ScheduleRow, TenantRow, stored_json,
 };
 
 /// Rows per multi-row statement, largest first: well under SQLite's limit of
@@ -660,7 +660,7 @@ impl SqliteStore {
             "UPDATE approvals SET decided_at = ?, decision = ? WHERE run = ? AND step = ? AND attempt = ? AND decided_at IS NULL",
         )
         .bind(now as i64)
-        .bind(json_bytes(decision))
+        .bind(stored_json(decision))
         .bind(run)
         .bind(step)
         .bind(attempt)
@@ -706,11 +706,11 @@ impl SqliteStore {
         .bind(e.kind)
         .bind(e.name)
         .bind(version)
-        .bind(json_bytes(&entry))
+        .bind(stored_json(&entry))
         .bind(e.run)
         .bind(e.step)
         .bind(e.key)
-        .bind(json_bytes(e.inputs))
+        .bind(stored_json(e.inputs))
         .bind(e.now as i64)
         .execute(&mut *tx)
         .await?;
@@ -753,7 +753,7 @@ impl SqliteStore {
             m.insert("stage".into(), serde_json::Value::String(stage.into()));
         }
         sqlx::query("UPDATE registry SET entry = ? WHERE tenant = ? AND kind = ? AND name = ? AND version = ?")
-            .bind(json_bytes(&entry))
+            .bind(stored_json(&entry))
             .bind(tenant)
             .bind(kind)
             .bind(name)
