@@ -648,17 +648,8 @@ impl Service {
             "comment": d.comment,
             "decided_at": rfc3339(now),
         });
-        if !self
-            .db()
-            .decide_approval(run, step, row.attempt, &output, now)
-            .await?
-        {
-            return Err(ApiError::new(
-                409,
-                "already_decided",
-                format!("the approval of `{step}` in run {run} was decided already"),
-            ));
-        }
+        // The decision is the step's completion: the worker commits the
+        // approval row's decision with the transition it makes, or neither.
         let (node, index) = split_step(step);
         let event = Event::new(
             format!("decision:{step}:{}", row.attempt),
@@ -670,7 +661,16 @@ impl Service {
             },
         );
         match self.inner.engine.deliver(run, event).await {
-            Ok(_) | Err(engine::Error::Rejected(_)) => {}
+            Ok(_) => {}
+            Err(engine::Error::Rejected(_) | engine::Error::NoSuchRun(_)) => {
+                return Err(ApiError::new(
+                    409,
+                    "already_decided",
+                    format!(
+                        "the approval of `{step}` in run {run} was decided already, expired, or is no longer awaited"
+                    ),
+                ));
+            }
             Err(e) => return Err(e.into()),
         }
         tracing::info!(%run, %step, approved = d.approve, %reviewer, "approval decided");

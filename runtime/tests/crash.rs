@@ -89,12 +89,35 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn serve(data: &std::path::Path, addr: SocketAddr) -> Child {
+/// A server process, killed when dropped, so a failing test leaves none behind.
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(data: &std::path::Path, addr: SocketAddr) -> Proc {
     serve_logging(data, addr, "warn", Stdio::inherit())
 }
 
-fn serve_logging(data: &std::path::Path, addr: SocketAddr, level: &str, log: Stdio) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_eflow"))
+fn serve_logging(data: &std::path::Path, addr: SocketAddr, level: &str, log: Stdio) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_eflow"))
         .args(["serve", "--data"])
         .arg(data)
         .args(["--listen", &addr.to_string(), "--admin-token", ADMIN])
@@ -104,11 +127,12 @@ fn serve_logging(data: &std::path::Path, addr: SocketAddr, level: &str, log: Std
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("start eflow serve")
+        .expect("start eflow serve");
+    Proc(child)
 }
 
 /// Starts a server whose log (at `info`) goes to `log`.
-fn serve_logged(data: &std::path::Path, addr: SocketAddr, log: &std::path::Path) -> Child {
+fn serve_logged(data: &std::path::Path, addr: SocketAddr, log: &std::path::Path) -> Proc {
     std::fs::create_dir_all(data).unwrap();
     let file = std::fs::File::create(log).expect("create the log file");
     serve_logging(data, addr, "info", Stdio::from(file))
@@ -424,4 +448,163 @@ async fn stops_cleanly_and_keeps_every_run(signal: &str) {
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_file(&first_log);
     let _ = std::fs::remove_file(&second_log);
+}
+
+/// Creates a tenant and deploys `source` in it with the admin token.
+async fn tenant_with(client: &reqwest::Client, base: &str, tenant: &str, source: &str) {
+    for (path, body) in [
+        (
+            "/v1/tenants",
+            json!({ "id": tenant, "max_active_runs": 100000, "max_starts_per_sec": 100000.0 }),
+        ),
+        (
+            "/v1/flows",
+            json!({ "tenant": tenant, "env": "test", "source": { "flow.eflow": source } }),
+        ),
+    ] {
+        let r = post_json(client, &format!("{base}{path}"), &body).await;
+        assert!(
+            r.status().is_success(),
+            "{path}: {}",
+            r.text().await.unwrap()
+        );
+    }
+}
+
+/// Waits until every run in `ids` has `status` (or fails the test).
+async fn wait_all(client: &reqwest::Client, base: &str, ids: &[String], status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut pending: Vec<String> = ids.to_vec();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for id in pending {
+            let v: Value = get_json(client, &format!("{base}/v1/runs/{id}")).await;
+            if v["status"] != status {
+                still.push(id);
+            }
+        }
+        pending = still;
+        assert!(
+            pending.is_empty() || Instant::now() < deadline,
+            "{} runs never became {status}, e.g. {:?}",
+            pending.len(),
+            &pending[..pending.len().min(5)]
+        );
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+const GATE: &str = "from \"std/approval\" import Approve\n\nflow Gate(n: Int) -> Bool {\n    let d = Approve(subject: n, summary: \"Go on?\")\n    return d.approved\n}\n\nbindings test {\n    Approve = approval { channel: \"ui\" }\n}\n";
+
+/// A decision answered 200 has moved its run on, whenever the server dies:
+/// the decision and the transition it makes are one commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_decisions_loses_no_decision() {
+    const N: usize = 300;
+    let (data, addr) = scratch("decisions");
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    let mut server = serve(&data, addr);
+    wait_up(&client, &base).await;
+    tenant_with(&client, &base, "gate", GATE).await;
+    let ids: Vec<String> = (0..N).map(|i| format!("gate-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let r = post_json(
+            &client,
+            &format!("{base}/v1/runs"),
+            &json!({ "tenant": "gate", "flow": "Gate", "input": { "n": i }, "id": id }),
+        )
+        .await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    // Every run waits for its decision.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending: Vec<Value> =
+            get_json(&client, &format!("{base}/v1/approvals?tenant=gate")).await;
+        if pending.len() == N {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} approvals pending",
+            pending.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Decide from several tasks (approve the even runs, reject the odd ones);
+    // kill the server part way through.
+    let decided = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let mut tasks = Vec::new();
+    for w in 0..6 {
+        let (client, base, decided) = (client.clone(), base.clone(), decided.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (w..N).step_by(6) {
+                let r = client
+                    .post(format!("{base}/v1/runs/gate-{i}/approvals/d"))
+                    .bearer_auth(ADMIN)
+                    .json(&json!({ "approve": i % 2 == 0 }))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => decided.lock().unwrap().push(i),
+                    _ => return,
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while decided.lock().unwrap().len() < N / 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    server.kill().expect("kill -9 the server");
+    server.wait().unwrap();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let answered: Vec<usize> = decided.lock().unwrap().clone();
+    assert!(answered.len() >= N / 3, "only {} decided", answered.len());
+
+    let mut server = serve(&data, addr);
+    wait_up(&client, &base).await;
+    // Every decision answered before the kill moved its run on.
+    let answered_ids: Vec<String> = answered.iter().map(|i| format!("gate-{i}")).collect();
+    wait_all(&client, &base, &answered_ids, "succeeded").await;
+    for &i in &answered {
+        let v: Value = get_json(&client, &format!("{base}/v1/runs/gate-{i}")).await;
+        assert_eq!(v["result"], json!(i % 2 == 0), "gate-{i}: {v}");
+    }
+    // Each other approval is either still pending, and can be decided now, or
+    // was decided (its answer lost in the kill) and its run moved on: none is
+    // stored as decided with its run still waiting.
+    let pending: Vec<Value> = get_json(&client, &format!("{base}/v1/approvals?tenant=gate")).await;
+    let pending: HashSet<String> = pending
+        .iter()
+        .map(|a| a["run"].as_str().unwrap().to_string())
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let v: Value = get_json(&client, &format!("{base}/v1/runs/{id}")).await;
+        if pending.contains(id) {
+            assert_eq!(v["status"], "running", "{id} is pending: {v}");
+            let r = post_json(
+                &client,
+                &format!("{base}/v1/runs/{id}/approvals/d"),
+                &json!({ "approve": i % 2 == 0 }),
+            )
+            .await;
+            assert!(r.status().is_success(), "{id}: {}", r.text().await.unwrap());
+        } else {
+            assert_ne!(
+                v["status"], "running",
+                "{id} left the pending list but waits: {v}"
+            );
+        }
+    }
+    wait_all(&client, &base, &ids, "succeeded").await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
 }

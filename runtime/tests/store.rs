@@ -8,8 +8,8 @@ mod common;
 use std::path::PathBuf;
 
 use eflow_runtime::store::{
-    ApprovalWrite, Commit, Durability, EventWrite, NewEntry, RunMeta, RunWrite, ScheduleRow, Store,
-    TenantRow, TimerWrite,
+    ApprovalClose, ApprovalWrite, Commit, Durability, EventWrite, NewEntry, RunMeta, RunWrite,
+    ScheduleRow, Store, TenantRow, TimerWrite,
 };
 use serde_json::json;
 
@@ -769,18 +769,18 @@ async fn approvals(store: &Store) {
         (2, "acme", &json!({"q": 1}))
     );
     assert!(store.approval("r2", "other-step").await.unwrap().is_none());
-    assert!(
-        store
-            .decide_approval("r2", "ok", 2, &json!({"approved": true}), 6)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .decide_approval("r2", "ok", 2, &json!({"approved": false}), 7)
-            .await
-            .unwrap()
-    );
+    // A decision is committed with the transition its step's completion makes;
+    // the first close of a row wins.
+    commit(store, |c| {
+        c.approvals_closed
+            .push(close("r2", 2, 6, Some(json!({"approved": true}))))
+    })
+    .await;
+    commit(store, |c| {
+        c.approvals_closed
+            .push(close("r2", 2, 7, Some(json!({"approved": false}))))
+    })
+    .await;
     let decided = store.approval("r2", "ok").await.unwrap().unwrap();
     assert_eq!(
         (decided.decided_at, decided.decision),
@@ -790,7 +790,7 @@ async fn approvals(store: &Store) {
     assert_eq!(store.approvals(Some("acme"), false).await.unwrap().len(), 2);
     // Closing an approval no longer awaited takes it off the pending list.
     commit(store, |c| {
-        c.approvals_closed.push(("r2".into(), "ok".into(), 1, 8));
+        c.approvals_closed.push(close("r2", 1, 8, None));
     })
     .await;
     assert!(
@@ -800,6 +800,16 @@ async fn approvals(store: &Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+fn close(run: &str, attempt: u32, at: u64, decision: Option<serde_json::Value>) -> ApprovalClose {
+    ApprovalClose {
+        run: run.into(),
+        step: "ok".into(),
+        attempt,
+        at,
+        decision: decision.map(|d| serde_json::to_vec(&d).unwrap()),
+    }
 }
 
 /// The registry counts versions per name and is idempotent by key.

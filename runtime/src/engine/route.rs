@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::{Deployed, Engine, Finished, stored_json};
 use crate::connectors::{self, Attempt, approval, sim};
-use crate::store::{Commit, RunMeta, TimerWrite};
+use crate::store::{ApprovalClose, Commit, RunMeta, TimerWrite};
 
 /// Due work this close is delivered by the worker itself, from memory; the
 /// timer row stays (claimed) in case the process dies first.
@@ -193,9 +193,9 @@ impl<'a> RouteCx<'a> {
         self.flow.connector(&self.deployed.env, contract)
     }
 
-    /// The binding of a step whose remote system takes cancellations: an
-    /// `http` binding with a `cancel_url`.
-    fn cancel_target(&self, node: &str) -> Option<&'a HttpConfig> {
+    /// The connector a step node is carried out by; `None` for nodes that
+    /// are not steps (subflow calls, waits).
+    fn step_connector(&self, node: &str) -> Option<&'a Connector> {
         let n = self
             .flow
             .flow
@@ -204,9 +204,40 @@ impl<'a> RouteCx<'a> {
         let eflow_ir::Call::Step { contract, .. } = &n.call else {
             return None;
         };
-        match self.connector(contract)? {
+        self.connector(contract)
+    }
+
+    /// The binding of a step whose remote system takes cancellations: an
+    /// `http` binding with a `cancel_url`.
+    fn cancel_target(&self, node: &str) -> Option<&'a HttpConfig> {
+        match self.step_connector(node)? {
             Connector::Http(c) => c.cancel_url.is_some().then_some(c),
             Connector::Sim(_) | Connector::Registry(_) | Connector::Approval(_) => None,
+        }
+    }
+
+    /// What an applied event changes besides the run: the completion of an
+    /// approval step (a reviewer's decision or its expiry) decides its row in
+    /// the same transaction, so a decision is never stored without moving the
+    /// run on, nor the run moved on without it.
+    pub fn applied(&self, event: &Event, commit: &mut Commit) {
+        let EventKind::StepCompleted {
+            node,
+            index,
+            attempt,
+            output,
+        } = &event.kind
+        else {
+            return;
+        };
+        if matches!(self.step_connector(node), Some(Connector::Approval(_))) {
+            commit.approvals_closed.push(ApprovalClose {
+                run: self.meta.id.clone(),
+                step: step_label(node, *index),
+                attempt: *attempt,
+                at: self.now,
+                decision: Some(stored_json(output)),
+            });
         }
     }
 
@@ -332,10 +363,13 @@ impl<'a> RouteCx<'a> {
                 commit
                     .timers_deleted
                     .push((run_id.clone(), format!("approval:{slot}")));
-                let step = step_label(&node, index);
-                commit
-                    .approvals_closed
-                    .push((run_id.clone(), step, attempt, self.now));
+                commit.approvals_closed.push(ApprovalClose {
+                    run: run_id.clone(),
+                    step: step_label(&node, index),
+                    attempt,
+                    at: self.now,
+                    decision: None,
+                });
                 if let Some(http) = self.cancel_target(&node) {
                     self.outbox(
                         commit,

@@ -360,6 +360,7 @@ impl Worker {
                         meta: &held.meta,
                         now,
                     };
+                    cx.applied(&event, &mut b.commit);
                     for effect in t.effects {
                         cx.route(effect, &mut b.commit, &mut b.after);
                     }

@@ -133,8 +133,6 @@ forward! {
     pub async fn approvals(&self, tenant: Option<&str>, pending_only: bool) -> Result<Vec<ApprovalRow>>;
     /// The newest attempt's approval of `step` in `run`.
     pub async fn approval(&self, run: &str, step: &str) -> Result<Option<ApprovalRow>>;
-    /// Records a decision unless one was recorded already; true if this one counts.
-    pub async fn decide_approval(&self, run: &str, step: &str, attempt: u32, decision: &serde_json::Value, now: u64) -> Result<bool>;
     /// Registers the next version of `name`, or returns the entry already
     /// registered under the same idempotency `key`.
     pub async fn register(&self, e: &NewEntry<'_>, make_entry: impl FnOnce(i64) -> serde_json::Value) -> Result<RegistryRow>;
@@ -228,8 +226,20 @@ pub struct Commit {
     pub outbox: Vec<(i64, String, Vec<u8>)>,
     pub outbox_deleted: Vec<i64>,
     pub approvals: Vec<ApprovalWrite>,
-    /// (run, step, attempt) of approvals no longer awaited.
-    pub approvals_closed: Vec<(String, String, u32, u64)>,
+    /// Approvals decided or no longer awaited.
+    pub approvals_closed: Vec<ApprovalClose>,
+}
+
+/// An approval that is decided (its step completed: a reviewer's decision or
+/// its expiry, committed with the transition it makes) or no longer awaited
+/// (its step was cancelled: no decision). The first close of a row wins.
+#[derive(Debug, Clone)]
+pub struct ApprovalClose {
+    pub run: String,
+    pub step: String,
+    pub attempt: u32,
+    pub at: u64,
+    pub decision: Option<Vec<u8>>,
 }
 
 impl Commit {

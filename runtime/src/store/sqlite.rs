@@ -231,14 +231,16 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        for (run, step, attempt, at) in &c.approvals_closed {
+        for a in &c.approvals_closed {
             sqlx::query(
-                "UPDATE approvals SET decided_at = COALESCE(decided_at, ?) WHERE run = ? AND step = ? AND attempt = ?",
+                "UPDATE approvals SET decided_at = ?, decision = ? \
+                 WHERE run = ? AND step = ? AND attempt = ? AND decided_at IS NULL",
             )
-            .bind(*at as i64)
-            .bind(run)
-            .bind(step)
-            .bind(attempt)
+            .bind(a.at as i64)
+            .bind(&a.decision)
+            .bind(&a.run)
+            .bind(&a.step)
+            .bind(a.attempt)
             .execute(&mut *tx)
             .await?;
         }
@@ -645,28 +647,6 @@ impl SqliteStore {
         .fetch_optional(&self.read)
         .await?;
         row.map(approval_row).transpose()
-    }
-
-    /// Records a decision unless one was recorded already; true if this one counts.
-    pub async fn decide_approval(
-        &self,
-        run: &str,
-        step: &str,
-        attempt: u32,
-        decision: &serde_json::Value,
-        now: u64,
-    ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE approvals SET decided_at = ?, decision = ? WHERE run = ? AND step = ? AND attempt = ? AND decided_at IS NULL",
-        )
-        .bind(now as i64)
-        .bind(stored_json(decision))
-        .bind(run)
-        .bind(step)
-        .bind(attempt)
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 
     // ---- registry ------------------------------------------------------------
