@@ -811,3 +811,65 @@ async fn the_data_directory_and_its_secrets_are_its_owners_only() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(root);
 }
+
+/// The children of a run with a chosen id carry that id, as the tenant sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subflows_of_a_chosen_run_id_are_named_after_it() {
+    const FAN: &str = r#"
+remote step Square(x: Int) -> Int
+
+flow Sub(x: Int) -> Int {
+    let y = Square(x: x)
+    return y
+}
+
+flow Fan(xs: List<Int>) -> List<Int> {
+    let ys = for x in xs join all {
+        Sub(x: x)
+    }
+    return ys
+}
+
+bindings dev {
+    Square = sim { duration: 50ms, failure_rate: 0.0 }
+}
+"#;
+    let s = TestServer::start("run-id-children").await;
+    let api = &s.api;
+    let ta = api.create_tenant("alpha", json!({})).await;
+    let tb = api.create_tenant("bravo", json!({})).await;
+    for t in [&ta, &tb] {
+        api.deploy_source(t, &[("fan.eflow", FAN)]).await;
+        api.post(
+            Some(t),
+            "/v1/runs",
+            &json!({"flow": "Fan", "id": "fan", "input": {"xs": [1, 2]}}),
+        )
+        .await
+        .ok("start fan");
+    }
+    for (t, tenant) in [(&ta, "alpha"), (&tb, "bravo")] {
+        let done = api.wait_finished(t, "fan").await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let child = api.run(t, "fan.ys.1.1").await;
+        assert_eq!(child["parent"], "fan", "{child}");
+        assert_eq!(child["tenant"], tenant, "{child}");
+        assert_eq!(child["input"]["x"], 2, "{child}");
+        let events = api.get(Some(t), "/v1/runs/fan/events").await.ok("events");
+        let finished: Vec<&str> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"]["type"] == "child_finished")
+            .filter_map(|e| e["id"].as_str())
+            .collect();
+        assert!(finished.contains(&"child:fan.ys.0.1"), "{events}");
+        let subs = poll_until("history to list the children", DEADLINE, || async {
+            let runs = api.all_runs(t, "flow=Sub").await;
+            (runs.len() == 2).then_some(runs)
+        })
+        .await;
+        assert!(subs.iter().all(|r| r["parent"] == "fan"), "{subs:?}");
+    }
+    s.stop().await;
+}
