@@ -115,6 +115,8 @@ pub struct StartRun {
     #[schema(value_type = Option<Object>)]
     pub input: Option<Value>,
     /// Your own id for the run: starting the same id twice starts it once.
+    /// Ids are the tenant's own (another tenant may use the same); an admin
+    /// sees and names such a run `TENANT:ID`.
     #[serde(default)]
     pub id: Option<String>,
 }

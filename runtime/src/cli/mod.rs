@@ -164,7 +164,7 @@ pub enum RunCommand {
         input: Option<String>,
         #[arg(long)]
         version: Option<String>,
-        /// Your id for the run (starting it twice starts it once).
+        /// Your id for the run (starting it twice starts it once; your tenant's own, as `TENANT:ID` to an admin).
         #[arg(long)]
         id: Option<String>,
         #[command(flatten)]
