@@ -170,14 +170,30 @@ impl Server {
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let new_admin_token = service
-            .bootstrap_admin()
+        // The file first, the row second: a token nobody can read is never
+        // stored, so a start that cannot write it leaves none behind, and the
+        // next start makes one again.
+        let new_admin_token = if service
+            .admin_token_needed()
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if let Some(t) = &new_admin_token {
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+        {
+            let token = crate::service::new_token("eflow_admin");
             let path = options.data.join("admin-token");
-            write_secret(&path, t)?;
-        }
+            write_secret(&path, &token).with_context(|| {
+                format!(
+                    "cannot write the admin token to {}: make that path a file this user can write (or start with another --data), then start again; no admin token was made",
+                    path.display()
+                )
+            })?;
+            service
+                .add_admin_token(&token)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some(token)
+        } else {
+            None
+        };
         if let Some(t) = &options.admin_token {
             service
                 .add_admin_token(t)
@@ -298,7 +314,7 @@ fn new_key() -> String {
 }
 
 /// Writes a file only its owner can read.
-fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);

@@ -19,11 +19,24 @@ use crate::quota::{Asker, Ledger, Refusal};
 use crate::scheduler::{BackfillError, Scheduler};
 use crate::store::{self, RunMeta, Store, TenantRow};
 
+mod tokens;
+
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// Who is calling.
+/// Who is calling: what its token may act for, and whose token it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
+pub struct Caller {
+    pub scope: Scope,
+    /// The token's id (`t-…`), as the token list shows it.
+    pub token: String,
+    /// The token's name: whose it is (`alice@example.com`, `ci`). This, and
+    /// never a name in a request body, is who did what the caller does.
+    pub name: String,
+}
+
+/// What a token may act for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
     Admin,
     Tenant(String),
 }
@@ -31,12 +44,12 @@ pub enum Caller {
 impl Caller {
     /// The tenant this caller acts for: its own, or for an admin the one named.
     pub fn tenant<'a>(&'a self, named: Option<&'a str>) -> ApiResult<&'a str> {
-        match (self, named) {
-            (Caller::Tenant(t), None) => Ok(t),
-            (Caller::Tenant(t), Some(n)) if t == n => Ok(t),
-            (Caller::Tenant(_), Some(_)) => Err(ApiError::forbidden()),
-            (Caller::Admin, Some(n)) => Ok(n),
-            (Caller::Admin, None) => Err(ApiError::bad_request(
+        match (&self.scope, named) {
+            (Scope::Tenant(t), None) => Ok(t),
+            (Scope::Tenant(t), Some(n)) if t == n => Ok(t),
+            (Scope::Tenant(_), Some(_)) => Err(ApiError::forbidden()),
+            (Scope::Admin, Some(n)) => Ok(n),
+            (Scope::Admin, None) => Err(ApiError::bad_request(
                 "tenant_required",
                 "an admin token acts for no tenant by itself: name one with `tenant` (`--tenant` in the CLI)",
             )),
@@ -46,25 +59,48 @@ impl Caller {
     /// The tenant a list is limited to: the named one (for an admin, none
     /// means every tenant), and always its own for a tenant's token.
     pub fn scope<'a>(&'a self, named: Option<&'a str>) -> ApiResult<Option<&'a str>> {
-        match self {
-            Caller::Admin => Ok(named),
-            Caller::Tenant(_) => self.tenant(named).map(Some),
+        match self.scope {
+            Scope::Admin => Ok(named),
+            Scope::Tenant(_) => self.tenant(named).map(Some),
         }
     }
 
     pub fn may_see(&self, tenant: &str) -> bool {
-        match self {
-            Caller::Admin => true,
-            Caller::Tenant(t) => t == tenant,
+        match &self.scope {
+            Scope::Admin => true,
+            Scope::Tenant(t) => t == tenant,
         }
     }
 
     pub fn admin_only(&self) -> ApiResult<()> {
-        match self {
-            Caller::Admin => Ok(()),
-            Caller::Tenant(_) => Err(ApiError::forbidden()),
+        match self.scope {
+            Scope::Admin => Ok(()),
+            Scope::Tenant(_) => Err(ApiError::forbidden()),
         }
     }
+
+    /// A stored run id as this caller names it: a tenant sees the ids it
+    /// chose without the `TENANT:` their stored key starts with
+    /// ([`client_run_key`]); an admin sees stored ids as they are.
+    pub fn shown_run(&self, id: &str) -> String {
+        match &self.scope {
+            Scope::Tenant(t) => id
+                .strip_prefix(t.as_str())
+                .and_then(|rest| rest.strip_prefix(':'))
+                .unwrap_or(id)
+                .to_string(),
+            Scope::Admin => id.to_string(),
+        }
+    }
+}
+
+/// The stored id of a run whose id a client chose: `TENANT:ID`. Each tenant
+/// chooses its ids on its own: tenant B's `x` neither blocks nor finds tenant
+/// A's. Neither a tenant nor a client's id holds a `:` ([`check_name`]), and
+/// ids the server makes (`r-…`, a schedule's, a child's `PARENT.step.N`) start
+/// with neither, so no two keys meet.
+pub fn client_run_key(tenant: &str, id: &str) -> String {
+    format!("{tenant}:{id}")
 }
 
 pub use crate::quota::Quotas;
@@ -90,8 +126,9 @@ struct Inner {
     /// Tenants and the head versions of flows, read on every start: cached,
     /// and dropped on every change (create, purge, deploy).
     tenants: Mutex<HashMap<String, TenantRow>>,
-    /// Token hash → caller, for tokens seen; dropped on purge.
-    callers: Mutex<HashMap<String, Caller>>,
+    /// Token hash → caller and when its token expires, for tokens seen;
+    /// dropped on purge, revocation and rotation.
+    callers: Mutex<HashMap<String, (Caller, Option<u64>)>>,
     heads: Mutex<HashMap<(String, String), store::FlowRow>>,
 }
 
@@ -161,65 +198,6 @@ impl Service {
         }
     }
 
-    // ---- auth ----------------------------------------------------------------
-
-    pub async fn authenticate(&self, bearer: Option<&str>) -> ApiResult<Caller> {
-        let Some(token) = bearer else {
-            return Err(ApiError::new(
-                401,
-                "unauthenticated",
-                "send a token as `Authorization: Bearer TOKEN` (the CLI reads EFLOW_TOKEN)",
-            ));
-        };
-        let hash = token_hash(token);
-        if let Some(c) = self
-            .inner
-            .callers
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&hash).cloned())
-        {
-            return Ok(c);
-        }
-        let caller = match self.db().token(&hash).await? {
-            Some(None) => Caller::Admin,
-            Some(Some(t)) => Caller::Tenant(t),
-            None => {
-                return Err(ApiError::new(
-                    401,
-                    "unauthenticated",
-                    "this token is not known: check EFLOW_TOKEN, or create one with `eflow tenant create`",
-                ));
-            }
-        };
-        if let Ok(mut c) = self.inner.callers.lock() {
-            c.insert(hash, caller.clone());
-        }
-        Ok(caller)
-    }
-
-    /// Makes an admin token if there is none; returns it (to be shown once).
-    pub async fn bootstrap_admin(&self) -> ApiResult<Option<String>> {
-        if self.db().admin_token_count().await? > 0 {
-            return Ok(None);
-        }
-        let token = new_token("eflow_admin");
-        self.db()
-            .insert_token(&token_hash(&token), None, "admin", self.now())
-            .await?;
-        Ok(Some(token))
-    }
-
-    /// Registers a known admin token (for tests and scripted setups).
-    pub async fn add_admin_token(&self, token: &str) -> ApiResult<()> {
-        if self.db().token(&token_hash(token)).await?.is_none() {
-            self.db()
-                .insert_token(&token_hash(token), None, "admin", self.now())
-                .await?;
-        }
-        Ok(())
-    }
-
     // ---- tenants -------------------------------------------------------------
 
     pub async fn create_tenant(
@@ -242,9 +220,8 @@ impl Service {
                 format!("tenant `{}` exists already", req.id),
             ));
         }
-        let token = new_token("eflow");
-        self.db()
-            .insert_token(&token_hash(&token), Some(&req.id), "default", self.now())
+        let (_, token) = self
+            .insert_new_token(Some(&req.id), "default", None)
             .await?;
         tracing::info!(tenant = %req.id, "tenant created");
         Ok(TenantCreated {
@@ -302,7 +279,7 @@ impl Service {
 
     fn forget(&self, tenant: &str) {
         if let Ok(mut c) = self.inner.callers.lock() {
-            c.retain(|_, caller| *caller != Caller::Tenant(tenant.to_string()));
+            c.retain(|_, (caller, _)| caller.scope != Scope::Tenant(tenant.to_string()));
         }
         if let Ok(mut c) = self.inner.tenants.lock() {
             c.remove(tenant);
@@ -496,10 +473,10 @@ impl Service {
         }
         self.admit(&t, 1)?;
         let fresh = req.id.is_none();
-        let id = req
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("r-{}", uuid::Uuid::now_v7().simple()));
+        let id = match &req.id {
+            Some(id) => client_run_key(&tenant, id),
+            None => format!("r-{}", uuid::Uuid::now_v7().simple()),
+        };
         let meta = RunMeta {
             id: id.clone(),
             tenant: tenant.clone(),
@@ -517,16 +494,11 @@ impl Service {
             Ok(applied) => {
                 if !applied.changed {
                     self.release(&tenant);
-                    if applied.meta.tenant != tenant {
-                        // Run ids are global: say nothing about another tenant's run.
-                        return Err(ApiError::new(
-                            409,
-                            "run_id_taken",
-                            format!("a run with id `{id}` exists already: choose another id"),
-                        ));
-                    }
                 }
-                Ok(run_view(&applied.meta, &applied.state, &applied.deployed))
+                Ok(shown_run_view(
+                    caller,
+                    run_view(&applied.meta, &applied.state, &applied.deployed),
+                ))
             }
             Err(e) => {
                 self.release(&tenant);
@@ -536,12 +508,27 @@ impl Service {
     }
 
     /// The run's row, if the caller may see it; its state is not decoded.
+    /// A tenant names a run by the id it chose or the id the server made
+    /// (its own chosen ids first); an admin by the stored id.
     async fn visible_run(&self, caller: &Caller, id: &str) -> ApiResult<(RunMeta, Vec<u8>)> {
-        match self.db().load_run(id).await? {
-            Some((meta, _status, state)) if caller.may_see(&meta.tenant) => Ok((meta, state)),
-            // Another tenant's run is reported as absent, not as forbidden.
-            _ => Err(ApiError::not_found("run", id)),
+        let chosen = match &caller.scope {
+            Scope::Tenant(t) if !id.contains(':') => Some(client_run_key(t, id)),
+            _ => None,
+        };
+        for key in chosen.as_deref().into_iter().chain([id]) {
+            if let Some((meta, _status, state)) = self.db().load_run(key).await?
+                && caller.may_see(&meta.tenant)
+            {
+                return Ok((meta, state));
+            }
         }
+        // Another tenant's run is reported as absent, not as forbidden.
+        Err(ApiError::not_found("run", id))
+    }
+
+    /// The stored id of the run `id` names for this caller, if it may see it.
+    pub async fn run_key(&self, caller: &Caller, id: &str) -> ApiResult<String> {
+        Ok(self.visible_run(caller, id).await?.0.id)
     }
 
     async fn load_run(&self, caller: &Caller, id: &str) -> ApiResult<(RunMeta, Run)> {
@@ -553,7 +540,7 @@ impl Service {
     pub async fn get_run(&self, caller: &Caller, id: &str) -> ApiResult<RunView> {
         let (meta, run) = self.load_run(caller, id).await?;
         let deployed = self.inner.engine.deployments().get(&meta.bundle).await?;
-        Ok(run_view(&meta, &run, &deployed))
+        Ok(shown_run_view(caller, run_view(&meta, &run, &deployed)))
     }
 
     pub async fn run_events(
@@ -563,14 +550,27 @@ impl Service {
         after: Option<u64>,
         limit: u32,
     ) -> ApiResult<Vec<EventView>> {
-        self.visible_run(caller, id).await?;
-        let rows = self.db().events_of(id, after, limit.clamp(1, 1000)).await?;
+        let (meta, _) = self.visible_run(caller, id).await?;
+        let rows = self
+            .db()
+            .events_of(&meta.id, after, limit.clamp(1, 1000))
+            .await?;
+        // A child's result names the child (`child:RUN`): by the id the caller sees.
+        let shown_event_id = |id: &str| match id.strip_prefix("child:") {
+            Some(run) => format!("child:{}", caller.shown_run(run)),
+            None => id.to_string(),
+        };
         rows.into_iter()
             .map(|e| {
+                let mut event: Value =
+                    serde_json::from_slice(&e.body).map_err(ApiError::internal)?;
+                if let Some(Value::String(id)) = event.get_mut("id") {
+                    *id = shown_event_id(id);
+                }
                 Ok(EventView {
-                    event: serde_json::from_slice(&e.body).map_err(ApiError::internal)?,
+                    event,
                     seq: e.seq,
-                    id: e.id,
+                    id: shown_event_id(&e.id),
                     at: rfc3339(e.at),
                     status: e.status,
                 })
@@ -584,7 +584,8 @@ impl Service {
         id: &str,
         reason: Option<String>,
     ) -> ApiResult<RunView> {
-        self.visible_run(caller, id).await?;
+        let (meta, _) = self.visible_run(caller, id).await?;
+        let id = meta.id.as_str();
         let event = Event::new(
             "cancel",
             EventKind::CancelRequested {
@@ -602,7 +603,10 @@ impl Service {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(run_view(&applied.meta, &applied.state, &applied.deployed))
+        Ok(shown_run_view(
+            caller,
+            run_view(&applied.meta, &applied.state, &applied.deployed),
+        ))
     }
 
     // ---- approvals and callbacks -------------------------------------------
@@ -615,7 +619,10 @@ impl Service {
     ) -> ApiResult<Vec<ApprovalView>> {
         let t = caller.scope(tenant)?;
         let rows = self.db().approvals(t, pending).await?;
-        Ok(rows.into_iter().map(approval_view).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| shown_approval(caller, approval_view(r)))
+            .collect())
     }
 
     pub async fn decide(
@@ -636,11 +643,30 @@ impl Service {
                 format!("the approval of `{step}` in run {run} was decided already"),
             ));
         }
+        // Who may decide was fixed when the approval was asked for; the
+        // reviewer is the token's name, never a name in the request.
+        let approvers = approvers_of(&row);
+        if let Scope::Tenant(_) = caller.scope
+            && !approvers.is_empty()
+            && !approvers.contains(&caller.name)
+        {
+            return Err(ApiError::new(
+                403,
+                "not_an_approver",
+                format!(
+                    "the approval of `{step}` may be decided by {} and this token is `{}`: decide with a token made for one of them (an admin makes one with `eflow token create NAME --tenant {}`)",
+                    approvers
+                        .iter()
+                        .map(|a| format!("`{a}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    caller.name,
+                    row.tenant,
+                ),
+            ));
+        }
         let now = self.now();
-        let reviewer = d.reviewer.clone().unwrap_or_else(|| match caller {
-            Caller::Admin => "admin".into(),
-            Caller::Tenant(t) => format!("token of {t}"),
-        });
+        let reviewer = caller.name.clone();
         let output = json!({
             "approved": d.approve,
             "outcome": if d.approve { "Approved" } else { "Rejected" },
@@ -841,7 +867,16 @@ impl Service {
             e => ApiError::internal(e),
         })?;
         Ok(Page {
-            items: page.items.into_iter().map(run_summary).collect(),
+            items: page
+                .items
+                .into_iter()
+                .map(|r| {
+                    let mut r = run_summary(r);
+                    r.id = caller.shown_run(&r.id);
+                    r.parent = r.parent.map(|p| caller.shown_run(&p));
+                    r
+                })
+                .collect(),
             next: page.next,
         })
     }
@@ -863,7 +898,7 @@ impl Service {
                 version: r.version,
                 entry: r.entry,
                 lineage: Lineage {
-                    run: r.run,
+                    run: caller.shown_run(&r.run),
                     step: r.step,
                     inputs: r.inputs,
                 },
@@ -984,8 +1019,37 @@ fn quota_error(r: Refusal) -> ApiError {
     ApiError::new(429, r.code(), r.to_string())
 }
 
+/// A run as this caller names it: its id and its parent's ([`Caller::shown_run`]).
+fn shown_run_view(caller: &Caller, mut v: RunView) -> RunView {
+    v.id = caller.shown_run(&v.id);
+    v.parent = v.parent.map(|p| caller.shown_run(&p));
+    v
+}
+
+/// An approval with its run as this caller names it.
+pub fn shown_approval(caller: &Caller, mut v: ApprovalView) -> ApprovalView {
+    v.run = caller.shown_run(&v.run);
+    v
+}
+
+/// Who may decide an approval, as stored with its request (empty: any token
+/// of its tenant).
+fn approvers_of(r: &store::ApprovalRow) -> Vec<String> {
+    r.request
+        .get("approvers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn approval_view(r: store::ApprovalRow) -> ApprovalView {
     ApprovalView {
+        approvers: approvers_of(&r),
         run: r.run,
         step: r.step,
         attempt: r.attempt,

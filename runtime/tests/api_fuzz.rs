@@ -138,7 +138,7 @@ impl Fixture {
             },
             Endpoint {
                 path: format!("/v1/runs/{}/approvals/decision", self.pending),
-                fields: &["approve", "comment", "reviewer"],
+                fields: &["approve", "comment"],
             },
             Endpoint {
                 path: "/v1/callbacks/eyJydW4iOiJ4In0.AAAA".into(),
@@ -627,6 +627,13 @@ async fn openapi_lists_every_route() {
         ("/v1/schedules/{id}/backfill", &["post"]),
         ("/v1/registry", &["get"]),
         ("/v1/stats", &["get"]),
+        ("/v1/whoami", &["get"]),
+        ("/v1/tenants/{id}/tokens", &["get", "post"]),
+        ("/v1/tenants/{id}/tokens/{token}", &["delete"]),
+        ("/v1/tenants/{id}/tokens/{token}/rotate", &["post"]),
+        ("/v1/admin/tokens", &["get", "post"]),
+        ("/v1/admin/tokens/{token}", &["delete"]),
+        ("/v1/admin/tokens/{token}/rotate", &["post"]),
     ];
     for (path, methods) in routes {
         let p = paths.get(*path).unwrap_or_else(|| {

@@ -194,8 +194,13 @@ async fn approval_then_registry_with_lineage() {
     let s = TestServer::start("approval").await;
     let api = &s.api;
     let token = api.create_tenant("acme", json!({})).await;
+    // Only `me@example.com` may decide.
+    let source = SOURCE.replace(
+        "approval { channel: \"ui\" }",
+        "approval { approvers: [\"me@example.com\"], channel: \"ui\" }",
+    );
     let d = api
-        .deploy_source(&token, &[("pipeline.eflow", SOURCE)])
+        .deploy_source(&token, &[("pipeline.eflow", &source)])
         .await;
     assert_eq!(d["tenant"], "acme");
     assert_eq!(d["env"], "dev");
@@ -215,19 +220,61 @@ async fn approval_then_registry_with_lineage() {
     let running = api.run(&token, &id).await;
     assert_eq!(running["status"], "running", "{running}");
 
-    let decided = api
+    // Who may decide is the binding's approvers: the tenant's default token
+    // may not, a token made for an approver may, and is the reviewer recorded.
+    assert_eq!(
+        approval["approvers"],
+        json!(["me@example.com"]),
+        "{approval}"
+    );
+    let refused = api
         .post(
             Some(&token),
+            &format!("/v1/runs/{id}/approvals/decision"),
+            &json!({"approve": true}),
+        )
+        .await;
+    assert_eq!(
+        refused.expect_error(403, "not an approver"),
+        "not_an_approver"
+    );
+    let impostor = api
+        .post(
+            Some(&token),
+            &format!("/v1/runs/{id}/approvals/decision"),
+            &json!({"approve": true, "reviewer": "me@example.com"}),
+        )
+        .await;
+    assert_eq!(
+        impostor.expect_error(400, "a reviewer named in the body"),
+        "invalid_json"
+    );
+    let me = api
+        .post(
+            Some(ADMIN),
+            "/v1/tenants/acme/tokens",
+            &json!({"name": "me@example.com"}),
+        )
+        .await
+        .ok("a token for an approver");
+    let me = me["secret"].as_str().expect("a secret").to_string();
+    let decided = api
+        .post(
+            Some(&me),
             &format!("/v1/runs/{id}/approvals/decision"),
             &json!({"approve": true, "comment": "looks good"}),
         )
         .await
         .ok("approve");
     assert!(decided.get("decided_at").is_some(), "{decided}");
+    assert_eq!(
+        decided["decision"]["reviewer"], "me@example.com",
+        "{decided}"
+    );
     // Deciding twice is refused.
     let again = api
         .post(
-            Some(&token),
+            Some(&me),
             &format!("/v1/runs/{id}/approvals/decision"),
             &json!({"approve": false}),
         )
@@ -259,7 +306,7 @@ async fn approval_then_registry_with_lineage() {
     let id2 = run["id"].as_str().expect("run id").to_string();
     wait_approval(api, &token, &id2).await;
     api.post(
-        Some(&token),
+        Some(&me),
         &format!("/v1/runs/{id2}/approvals/decision"),
         &json!({"approve": false, "comment": "no"}),
     )

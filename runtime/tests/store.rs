@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use eflow_runtime::store::{
     ApprovalClose, ApprovalWrite, Commit, Durability, EventWrite, NewEntry, RunMeta, RunWrite,
-    ScheduleRow, Store, TenantRow, TimerWrite,
+    ScheduleRow, Store, TenantRow, TimerWrite, TokenRow,
 };
 use serde_json::json;
 
@@ -38,6 +38,9 @@ macro_rules! store_test_suite {
             tenants,
             purge_tenant,
             tokens,
+            tokens_by_owner,
+            revoke_token,
+            rotate_token,
             approvals,
             register,
             registry_set_stage,
@@ -645,7 +648,7 @@ async fn purge_tenant(store: &Store) {
             .await
             .unwrap();
         store
-            .insert_token(&format!("hash-{t}"), Some(t), "ci", 1)
+            .insert_token(&token(&format!("t-{t}"), Some(t), 1, None))
             .await
             .unwrap();
         store
@@ -698,7 +701,7 @@ async fn purge_tenant(store: &Store) {
     assert!(store.schedules(Some("acme")).await.unwrap().is_empty());
     assert!(store.flows(Some("acme")).await.unwrap().is_empty());
     assert!(store.bundle("b-acme").await.unwrap().is_none());
-    assert!(store.token("hash-acme").await.unwrap().is_none());
+    assert!(store.token("hash-t-acme").await.unwrap().is_none());
     assert!(store.tenant("acme").await.unwrap().is_none());
     let timers = store.claim_timers(0, 200, 200, 1_000, 10).await.unwrap();
     assert_eq!(
@@ -719,37 +722,134 @@ async fn purge_tenant(store: &Store) {
     assert_eq!(store.flows(Some("other")).await.unwrap().len(), 1);
     assert!(store.bundle("b-other").await.unwrap().is_some());
     assert_eq!(
-        store.token("hash-other").await.unwrap(),
-        Some(Some("other".into()))
+        store.token("hash-t-other").await.unwrap(),
+        Some(token("t-other", Some("other"), 1, None))
     );
     assert!(store.tenant("other").await.unwrap().is_some());
 }
 
-/// A token names its tenant, or none for an admin; only admins are counted.
+/// A token row with id `id` and hash `hash-ID`.
+fn token(id: &str, tenant: Option<&str>, created_at: u64, expires_at: Option<u64>) -> TokenRow {
+    TokenRow {
+        id: id.into(),
+        hash: format!("hash-{id}"),
+        tenant: tenant.map(str::to_string),
+        name: format!("{id}@example.com"),
+        last4: "wxyz".into(),
+        created_at,
+        expires_at,
+    }
+}
+
+/// A token is found by its hash and by its id, names its tenant (none for an
+/// admin), and only admin tokens not expired are counted.
 async fn tokens(store: &Store) {
-    assert_eq!(store.admin_token_count().await.unwrap(), 0);
-    store
-        .insert_token("h-admin", None, "boot", 1)
-        .await
-        .unwrap();
-    store
-        .insert_token("h-acme", Some("acme"), "ci", 2)
-        .await
-        .unwrap();
-    assert_eq!(store.token("h-admin").await.unwrap(), Some(None));
+    assert_eq!(store.admin_token_count(10).await.unwrap(), 0);
+    let admin = token("t-admin", None, 1, None);
+    let acme = token("t-acme", Some("acme"), 2, Some(100));
+    store.insert_token(&admin).await.unwrap();
+    store.insert_token(&acme).await.unwrap();
     assert_eq!(
-        store.token("h-acme").await.unwrap(),
-        Some(Some("acme".into()))
+        store.token("hash-t-admin").await.unwrap(),
+        Some(admin.clone())
     );
-    assert_eq!(store.token("h-nope").await.unwrap(), None);
-    assert_eq!(store.admin_token_count().await.unwrap(), 1);
-    // A hash is one token.
-    assert!(
+    assert_eq!(
+        store.token("hash-t-acme").await.unwrap(),
+        Some(acme.clone())
+    );
+    assert_eq!(store.token("hash-nope").await.unwrap(), None);
+    assert_eq!(store.token_by_id("t-acme").await.unwrap(), Some(acme));
+    assert_eq!(store.token_by_id("t-nope").await.unwrap(), None);
+    assert_eq!(store.admin_token_count(10).await.unwrap(), 1);
+    store
+        .insert_token(&token("t-admin2", None, 3, Some(50)))
+        .await
+        .unwrap();
+    assert_eq!(store.admin_token_count(49).await.unwrap(), 2);
+    assert_eq!(
+        store.admin_token_count(50).await.unwrap(),
+        1,
+        "expired at 50"
+    );
+    // A hash is one token, and so is an id.
+    let mut again = token("t-other", None, 3, None);
+    again.hash = "hash-t-acme".into();
+    assert!(store.insert_token(&again).await.is_err());
+    let mut again = token("t-acme", None, 3, None);
+    again.hash = "hash-fresh".into();
+    assert!(store.insert_token(&again).await.is_err());
+}
+
+/// The tokens of a tenant, or the admin tokens, oldest first; nobody else's.
+async fn tokens_by_owner(store: &Store) {
+    for t in [
+        token("t-b", Some("acme"), 2, None),
+        token("t-a", Some("acme"), 1, Some(9)),
+        token("t-c", Some("other"), 1, None),
+        token("t-d", None, 1, None),
+    ] {
+        store.insert_token(&t).await.unwrap();
+    }
+    let ids = |rows: Vec<TokenRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.tokens(Some("acme")).await.unwrap()),
+        ["t-a", "t-b"]
+    );
+    assert_eq!(ids(store.tokens(Some("other")).await.unwrap()), ["t-c"]);
+    assert_eq!(ids(store.tokens(None).await.unwrap()), ["t-d"]);
+    assert!(store.tokens(Some("nobody")).await.unwrap().is_empty());
+}
+
+/// Revoking deletes the token: it is found by neither hash nor id.
+async fn revoke_token(store: &Store) {
+    store
+        .insert_token(&token("t-a", Some("acme"), 1, None))
+        .await
+        .unwrap();
+    assert!(store.revoke_token("t-a").await.unwrap());
+    assert!(!store.revoke_token("t-a").await.unwrap(), "gone already");
+    assert_eq!(store.token("hash-t-a").await.unwrap(), None);
+    assert_eq!(store.token_by_id("t-a").await.unwrap(), None);
+}
+
+/// Rotating adds the new token and deletes the old one, or lets it expire
+/// (never later than it would have); nothing is added for an unknown token.
+async fn rotate_token(store: &Store) {
+    store
+        .insert_token(&token("t-a", Some("acme"), 1, None))
+        .await
+        .unwrap();
+    let b = token("t-b", Some("acme"), 5, None);
+    assert!(store.rotate_token("t-a", None, &b).await.unwrap());
+    assert_eq!(store.token_by_id("t-a").await.unwrap(), None);
+    assert_eq!(store.token("hash-t-b").await.unwrap(), Some(b));
+    // With a grace period the old one expires then.
+    let c = token("t-c", Some("acme"), 6, None);
+    assert!(store.rotate_token("t-b", Some(100), &c).await.unwrap());
+    assert_eq!(
         store
-            .insert_token("h-acme", None, "again", 3)
+            .token_by_id("t-b")
             .await
-            .is_err()
+            .unwrap()
+            .and_then(|r| r.expires_at),
+        Some(100)
     );
+    assert!(store.token_by_id("t-c").await.unwrap().is_some());
+    // A grace period never makes a token live longer than it would have.
+    let d = token("t-d", Some("acme"), 7, None);
+    assert!(store.rotate_token("t-b", Some(500), &d).await.unwrap());
+    assert_eq!(
+        store
+            .token_by_id("t-b")
+            .await
+            .unwrap()
+            .and_then(|r| r.expires_at),
+        Some(100)
+    );
+    // An unknown token: nothing is added.
+    let e = token("t-e", Some("acme"), 8, None);
+    assert!(!store.rotate_token("t-nope", None, &e).await.unwrap());
+    assert_eq!(store.token_by_id("t-e").await.unwrap(), None);
 }
 
 /// Approvals are listed by tenant and state, the newest attempt is the one

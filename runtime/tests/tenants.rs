@@ -241,40 +241,126 @@ async fn a_tenant_can_neither_see_nor_touch_another() {
     s.stop().await;
 }
 
-/// Starting a run with the id of another tenant's run must neither return
-/// that run nor touch it: a run id is unique across tenants, so the start is
-/// refused (or, at worst, a run of the caller's own).
+/// Run ids a client chooses are its tenant's own: tenant B may use an id
+/// tenant A uses, gets a run of its own (no refusal that would say A's run
+/// exists), and each tenant sees, cancels and reads the events of only its
+/// own run under that id. An admin names them `TENANT:ID`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn starting_with_another_tenants_run_id_reveals_nothing() {
-    let s = TestServer::start("run-id-takeover").await;
+async fn client_chosen_run_ids_are_per_tenant() {
+    let s = TestServer::start("run-id-per-tenant").await;
     let api = &s.api;
     let ta = api.create_tenant("alpha", json!({})).await;
     let tb = api.create_tenant("bravo", json!({})).await;
     api.deploy_source(&ta, &[("flows.eflow", SOURCE)]).await;
     api.deploy_source(&tb, &[("flows.eflow", SOURCE)]).await;
+    let start = |token: &str, id: &str, x: i64| {
+        let token = token.to_string();
+        let body = json!({"flow": "Long", "id": id, "input": {"x": x}});
+        async move { api.post(Some(&token), "/v1/runs", &body).await }
+    };
+    let a = start(&ta, "nightly-1", 1)
+        .await
+        .ok("alpha starts nightly-1");
+    let b = start(&tb, "nightly-1", 2)
+        .await
+        .ok("bravo starts nightly-1");
+    assert_eq!(
+        (a["id"].as_str(), a["tenant"].as_str()),
+        (Some("nightly-1"), Some("alpha"))
+    );
+    assert_eq!(
+        (b["id"].as_str(), b["tenant"].as_str()),
+        (Some("nightly-1"), Some("bravo"))
+    );
+    assert_eq!(b["input"]["x"], 2, "bravo got its own run: {b}");
+    // Starting the same id again is the same run, per tenant.
+    let again = start(&tb, "nightly-1", 99).await.ok("bravo again");
+    assert_eq!(again["input"]["x"], 2, "{again}");
+    // Each sees its own under the id.
+    assert_eq!(api.run(&ta, "nightly-1").await["input"]["x"], 1);
+    assert_eq!(api.run(&tb, "nightly-1").await["input"]["x"], 2);
+
+    // An id another tenant's run got from the server is free too.
     let theirs = id_of(&api.start(&tb, "Long", json!({"x": 7})).await);
-    let r = api
+    let mine = start(&ta, &theirs, 3)
+        .await
+        .ok("alpha takes bravo's generated id");
+    assert_eq!(mine["tenant"], "alpha", "{mine}");
+    assert_eq!(mine["id"], theirs.as_str(), "{mine}");
+    assert_eq!(mine["input"]["x"], 3, "{mine}");
+    let b = api.run(&tb, &theirs).await;
+    assert_eq!(
+        (b["tenant"].as_str(), b["input"]["x"].as_i64()),
+        (Some("bravo"), Some(7))
+    );
+
+    // Cancelling and events touch the caller's own run only.
+    api.post(Some(&ta), "/v1/runs/nightly-1/cancel", &json!({}))
+        .await
+        .ok("alpha cancels its nightly-1");
+    api.wait_status(&ta, "nightly-1", &["cancelled"]).await;
+    assert_eq!(api.run(&tb, "nightly-1").await["status"], "running");
+    let events = api
+        .get(Some(&tb), "/v1/runs/nightly-1/events")
+        .await
+        .ok("bravo's events");
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["event"]["type"] != "cancel_requested"),
+        "{events}"
+    );
+
+    // History lists each tenant's run under the id it chose.
+    api.history_caught_up().await;
+    for (token, tenant) in [(&ta, "alpha"), (&tb, "bravo")] {
+        let runs = api.all_runs(token, "limit=100").await;
+        assert!(ids(&runs).contains(&"nightly-1".to_string()), "{runs:?}");
+        assert!(runs.iter().all(|r| r["tenant"] == tenant), "{runs:?}");
+    }
+    // The admin sees both, qualified by tenant, and names them so.
+    let runs = api.all_runs(ADMIN, "limit=100").await;
+    let all = ids(&runs);
+    for id in ["alpha:nightly-1", "bravo:nightly-1"] {
+        assert!(all.contains(&id.to_string()), "{all:?}");
+    }
+    assert_eq!(api.run(ADMIN, "bravo:nightly-1").await["input"]["x"], 2);
+    // A tenant cannot reach another's through the qualified form.
+    let r = api.get(Some(&ta), "/v1/runs/bravo:nightly-1").await;
+    refused(&r, "alpha names bravo's qualified id", &["\"x\": 2"]);
+    s.stop().await;
+}
+
+/// A run with a chosen id is decided, listed and registered under that id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chosen_run_id_is_the_one_approvals_and_the_registry_show() {
+    let s = TestServer::start("run-id-approvals").await;
+    let api = &s.api;
+    let ta = api.create_tenant("alpha", json!({})).await;
+    api.deploy_source(&ta, &[("flows.eflow", SOURCE)]).await;
+    api.post(
+        Some(&ta),
+        "/v1/runs",
+        &json!({"flow": "Pipeline", "id": "churn-1", "input": {"model_name": "churn"}}),
+    )
+    .await
+    .ok("start churn-1");
+    wait_pending_approval(api, &ta, "churn-1").await;
+    let decided = api
         .post(
             Some(&ta),
-            "/v1/runs",
-            &json!({"flow": "Long", "id": theirs, "input": {"x": 1}}),
+            "/v1/runs/churn-1/approvals/decision",
+            &json!({"approve": true}),
         )
-        .await;
-    if r.status == 200 {
-        assert_eq!(
-            r.body["tenant"], "alpha",
-            "tenant alpha started a run with bravo's run id and got bravo's run back: {}",
-            r.text
-        );
-    } else {
-        assert!((400..500).contains(&r.status), "{} {}", r.status, r.text);
-        r.error_code("start with another tenant's run id");
-        assert!(!r.text.contains("bravo"), "{}", r.text);
-    }
-    let b = api.run(&tb, &theirs).await;
-    assert_eq!(b["tenant"], "bravo");
-    assert_eq!(b["status"], "running", "{b}");
-    assert_eq!(b["input"]["x"], 7, "{b}");
+        .await
+        .ok("decide");
+    assert_eq!(decided["run"], "churn-1", "{decided}");
+    let done = api.wait_finished(&ta, "churn-1").await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let reg = api.get(Some(&ta), "/v1/registry").await.ok("registry");
+    assert_eq!(reg[0]["lineage"]["run"], "churn-1", "{reg}");
     s.stop().await;
 }
 
@@ -724,4 +810,66 @@ async fn the_data_directory_and_its_secrets_are_its_owners_only() {
     }
     server.stop().await;
     let _ = std::fs::remove_dir_all(root);
+}
+
+/// The children of a run with a chosen id carry that id, as the tenant sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subflows_of_a_chosen_run_id_are_named_after_it() {
+    const FAN: &str = r#"
+remote step Square(x: Int) -> Int
+
+flow Sub(x: Int) -> Int {
+    let y = Square(x: x)
+    return y
+}
+
+flow Fan(xs: List<Int>) -> List<Int> {
+    let ys = for x in xs join all {
+        Sub(x: x)
+    }
+    return ys
+}
+
+bindings dev {
+    Square = sim { duration: 50ms, failure_rate: 0.0 }
+}
+"#;
+    let s = TestServer::start("run-id-children").await;
+    let api = &s.api;
+    let ta = api.create_tenant("alpha", json!({})).await;
+    let tb = api.create_tenant("bravo", json!({})).await;
+    for t in [&ta, &tb] {
+        api.deploy_source(t, &[("fan.eflow", FAN)]).await;
+        api.post(
+            Some(t),
+            "/v1/runs",
+            &json!({"flow": "Fan", "id": "fan", "input": {"xs": [1, 2]}}),
+        )
+        .await
+        .ok("start fan");
+    }
+    for (t, tenant) in [(&ta, "alpha"), (&tb, "bravo")] {
+        let done = api.wait_finished(t, "fan").await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let child = api.run(t, "fan.ys.1.1").await;
+        assert_eq!(child["parent"], "fan", "{child}");
+        assert_eq!(child["tenant"], tenant, "{child}");
+        assert_eq!(child["input"]["x"], 2, "{child}");
+        let events = api.get(Some(t), "/v1/runs/fan/events").await.ok("events");
+        let finished: Vec<&str> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"]["type"] == "child_finished")
+            .filter_map(|e| e["id"].as_str())
+            .collect();
+        assert!(finished.contains(&"child:fan.ys.0.1"), "{events}");
+        let subs = poll_until("history to list the children", DEADLINE, || async {
+            let runs = api.all_runs(t, "flow=Sub").await;
+            (runs.len() == 2).then_some(runs)
+        })
+        .await;
+        assert!(subs.iter().all(|r| r["parent"] == "fan"), "{subs:?}");
+    }
+    s.stop().await;
 }

@@ -168,7 +168,9 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
     paths(
         health, create_tenant, list_tenants, purge_tenant, deploy, list_flows, start_run, list_runs,
         get_run, run_events, cancel_run, list_approvals, decide, callback, list_schedules,
-        pause_schedule, resume_schedule, backfill, list_registry, stats
+        pause_schedule, resume_schedule, backfill, list_registry, stats,
+        whoami, list_tenant_tokens, create_tenant_token, revoke_tenant_token, rotate_tenant_token,
+        list_admin_tokens, create_admin_token, revoke_admin_token, rotate_admin_token
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&Security)
@@ -213,6 +215,28 @@ pub fn router(service: Service) -> Router {
         .route("/v1/schedules/{id}/backfill", post(backfill))
         .route("/v1/registry", get(list_registry))
         .route("/v1/stats", get(stats))
+        .route("/v1/whoami", get(whoami))
+        .route(
+            "/v1/tenants/{id}/tokens",
+            get(list_tenant_tokens).post(create_tenant_token),
+        )
+        .route(
+            "/v1/tenants/{id}/tokens/{token}",
+            axum::routing::delete(revoke_tenant_token),
+        )
+        .route(
+            "/v1/tenants/{id}/tokens/{token}/rotate",
+            post(rotate_tenant_token),
+        )
+        .route(
+            "/v1/admin/tokens",
+            get(list_admin_tokens).post(create_admin_token),
+        )
+        .route(
+            "/v1/admin/tokens/{token}",
+            axum::routing::delete(revoke_admin_token),
+        )
+        .route("/v1/admin/tokens/{token}/rotate", post(rotate_admin_token))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(service)
@@ -447,7 +471,11 @@ async fn decide(
     PathParam((id, step)): PathParam<(String, String)>,
     Body(d): Body<Decide>,
 ) -> ApiResult<ApprovalView> {
-    s.decide(&c, &id, &step, d).await.map(Json)
+    // A tenant names the run by its own id: decide on the stored one, show the tenant's.
+    let run = s.run_key(&c, &id).await?;
+    s.decide(&c, &run, &step, d)
+        .await
+        .map(|v| Json(crate::service::shown_approval(&c, v)))
 }
 
 /// A remote system reports an attempt's result. The token in the path (from the invocation's `callback_url`) is the credential.
@@ -535,4 +563,100 @@ async fn list_registry(
 #[utoipa::path(get, path = "/v1/stats", responses((status = 200, body = StatsView), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
 async fn stats(State(s): State<Service>, Auth(c): Auth) -> ApiResult<StatsView> {
     s.stats(&c).await.map(Json)
+}
+
+/// The caller, as its token says: the token's id and name, and the tenant it acts for.
+#[utoipa::path(get, path = "/v1/whoami", responses((status = 200, body = Whoami), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+async fn whoami(State(s): State<Service>, Auth(c): Auth) -> ApiResult<Whoami> {
+    s.whoami(&c).await.map(Json)
+}
+
+/// A tenant's tokens (the admin, or a token of the tenant): never a secret.
+#[utoipa::path(get, path = "/v1/tenants/{id}/tokens", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<TokenView>), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn list_tenant_tokens(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    PathParam(id): PathParam<String>,
+) -> ApiResult<Vec<TokenView>> {
+    s.tokens(&c, Some(&id)).await.map(Json)
+}
+
+/// Make a token for a tenant (admin); its secret is in the answer, once.
+#[utoipa::path(post, path = "/v1/tenants/{id}/tokens", params(("id" = String, Path)), request_body = CreateToken,
+    responses((status = 200, body = TokenCreated), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn create_tenant_token(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    PathParam(id): PathParam<String>,
+    Body(req): Body<CreateToken>,
+) -> ApiResult<TokenCreated> {
+    s.create_token(&c, Some(&id), req).await.map(Json)
+}
+
+/// Revoke a tenant's token (the admin, or the token itself).
+#[utoipa::path(delete, path = "/v1/tenants/{id}/tokens/{token}", params(("id" = String, Path), ("token" = String, Path)),
+    responses((status = 200, body = TokenView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn revoke_tenant_token(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    PathParam((id, token)): PathParam<(String, String)>,
+) -> ApiResult<TokenView> {
+    s.revoke_token(&c, Some(&id), &token).await.map(Json)
+}
+
+/// Replace a tenant's token with a new secret (the admin, or the token itself).
+#[utoipa::path(post, path = "/v1/tenants/{id}/tokens/{token}/rotate", params(("id" = String, Path), ("token" = String, Path)), request_body = RotateToken,
+    responses((status = 200, body = TokenCreated), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn rotate_tenant_token(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    PathParam((id, token)): PathParam<(String, String)>,
+    MaybeBody(req): MaybeBody<RotateToken>,
+) -> ApiResult<TokenCreated> {
+    s.rotate_token(&c, Some(&id), &token, req.unwrap_or_default())
+        .await
+        .map(Json)
+}
+
+/// The admin tokens (admin).
+#[utoipa::path(get, path = "/v1/admin/tokens", responses((status = 200, body = Vec<TokenView>), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn list_admin_tokens(State(s): State<Service>, Auth(c): Auth) -> ApiResult<Vec<TokenView>> {
+    s.tokens(&c, None).await.map(Json)
+}
+
+/// Make an admin token (admin); its secret is in the answer, once.
+#[utoipa::path(post, path = "/v1/admin/tokens", request_body = CreateToken,
+    responses((status = 200, body = TokenCreated), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn create_admin_token(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Body(req): Body<CreateToken>,
+) -> ApiResult<TokenCreated> {
+    s.create_token(&c, None, req).await.map(Json)
+}
+
+/// Revoke an admin token (admin); the last one that works is refused.
+#[utoipa::path(delete, path = "/v1/admin/tokens/{token}", params(("token" = String, Path)),
+    responses((status = 200, body = TokenView), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn revoke_admin_token(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    PathParam(token): PathParam<String>,
+) -> ApiResult<TokenView> {
+    s.revoke_token(&c, None, &token).await.map(Json)
+}
+
+/// Replace an admin token with a new secret (admin).
+#[utoipa::path(post, path = "/v1/admin/tokens/{token}/rotate", params(("token" = String, Path)), request_body = RotateToken,
+    responses((status = 200, body = TokenCreated), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn rotate_admin_token(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    PathParam(token): PathParam<String>,
+    MaybeBody(req): MaybeBody<RotateToken>,
+) -> ApiResult<TokenCreated> {
+    s.rotate_token(&c, None, &token, req.unwrap_or_default())
+        .await
+        .map(Json)
 }

@@ -115,6 +115,8 @@ pub struct StartRun {
     #[schema(value_type = Option<Object>)]
     pub input: Option<Value>,
     /// Your own id for the run: starting the same id twice starts it once.
+    /// Ids are the tenant's own (another tenant may use the same); an admin
+    /// sees and names such a run `TENANT:ID`.
     #[serde(default)]
     pub id: Option<String>,
 }
@@ -194,9 +196,6 @@ pub struct Decide {
     pub approve: bool,
     #[serde(default)]
     pub comment: Option<String>,
-    /// Who decides (default: the token's name).
-    #[serde(default)]
-    pub reviewer: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -208,6 +207,10 @@ pub struct ApprovalView {
     pub contract: String,
     #[schema(value_type = Object)]
     pub inputs: Value,
+    /// Whose tokens may decide (token names): the binding's `approvers` and the
+    /// step's. Empty: any token of the tenant. An admin token may always decide.
+    #[serde(default)]
+    pub approvers: Vec<String>,
     pub requested_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
@@ -371,4 +374,73 @@ pub struct StatsView {
     pub rss_mb: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_mb: Option<f64>,
+}
+
+/// A new token: whose it is, and optionally when it expires.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Whose token it is (`alice@example.com`, `ci`): the identity recorded
+    /// for what is done with it, e.g. the reviewer of an approval.
+    pub name: String,
+    /// Expires this long after it is made: `30d`, `12h`, `90m`.
+    #[serde(default)]
+    pub expires_in: Option<String>,
+    /// Expires at this time (RFC 3339). Not with `expires_in`.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// How to rotate a token; every field is optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateToken {
+    /// How long the old secret keeps working (`10m`); without it, it stops at once.
+    #[serde(default)]
+    pub grace: Option<String>,
+    /// The new token's lifetime (default: the old one's, if it had one).
+    #[serde(default)]
+    pub expires_in: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// A token as lists show it: never its secret or its hash.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    /// `t-…`: how to name it to revoke or rotate it.
+    pub id: String,
+    /// Absent for an admin token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub name: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    pub expired: bool,
+    /// The secret's last four characters (absent for tokens made before they were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last4: Option<String>,
+}
+
+/// A token just made (created or rotated): the secret is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    pub token: TokenView,
+    pub secret: String,
+}
+
+/// The caller, as its token says.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Whoami {
+    /// The token's id.
+    pub token: String,
+    /// The token's name: who the server records as doing what this token does.
+    pub name: String,
+    /// The tenant the token acts for; absent for an admin token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub admin: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }

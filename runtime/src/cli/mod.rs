@@ -84,8 +84,6 @@ pub enum Command {
         reject: bool,
         #[arg(long)]
         comment: Option<String>,
-        #[arg(long)]
-        reviewer: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -105,6 +103,9 @@ pub enum Command {
     /// Tenants and their tokens (admin).
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// API tokens: list, create, revoke, rotate (a tenant's, or `--admin`).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Registered models and datasets with their lineage.
     Registry {
         #[arg(long)]
@@ -161,7 +162,7 @@ pub enum RunCommand {
         input: Option<String>,
         #[arg(long)]
         version: Option<String>,
-        /// Your id for the run (starting it twice starts it once).
+        /// Your id for the run (starting it twice starts it once; your tenant's own, as `TENANT:ID` to an admin).
         #[arg(long)]
         id: Option<String>,
         #[command(flatten)]
@@ -296,6 +297,73 @@ pub enum TenantCommand {
     },
 }
 
+/// Whose tokens a `token` command is about.
+#[derive(Debug, Args)]
+pub struct TokenOwner {
+    /// The tenant whose tokens (default: the tenant of the token in use).
+    #[arg(long, conflicts_with = "admin")]
+    pub tenant: Option<String>,
+    /// The admin tokens.
+    #[arg(long)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Tokens with their names and expiry, never their secrets.
+    List {
+        #[command(flatten)]
+        owner: TokenOwner,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Make a token (admin) and print its secret, once.
+    Create {
+        /// Whose token it is (`alice@example.com`, `ci`): who the server records as acting with it.
+        name: String,
+        #[command(flatten)]
+        owner: TokenOwner,
+        /// Expires this long from now (`30d`, `12h`).
+        #[arg(long, conflicts_with = "expires_at")]
+        expires_in: Option<String>,
+        /// Expires at this time (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Revoke a token: it stops working at once.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        owner: TokenOwner,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Replace a token with a new secret (same name and tenant) and print it.
+    Rotate {
+        id: String,
+        #[command(flatten)]
+        owner: TokenOwner,
+        /// How long the old secret keeps working (`10m`; default: it stops at once).
+        #[arg(long)]
+        grace: Option<String>,
+        /// The new token's lifetime (default: the old one's).
+        #[arg(long, conflicts_with = "expires_at")]
+        expires_in: Option<String>,
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// Write the new admin secret to DATA/admin-token, where the CLI reads it for the local server.
+        #[arg(long, requires = "admin")]
+        save: bool,
+        /// The server's data directory, for --save.
+        #[arg(long, env = "EFLOW_DATA", default_value = client::DEFAULT_DATA)]
+        data: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
 fn print<T: Serialize>(
     output: Output,
     value: &T,
@@ -393,18 +461,13 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             approve,
             reject: _,
             comment,
-            reviewer,
             conn,
         } => {
             let c = client(&conn)?;
             let r: ApprovalView = c
                 .post(
                     &format!("/v1/runs/{}/approvals/{}", seg(&run), seg(&step)),
-                    &Decide {
-                        approve,
-                        comment,
-                        reviewer,
-                    },
+                    &Decide { approve, comment },
                 )
                 .await?;
             print(conn.output, &r, |r| {
@@ -445,6 +508,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
         }
         Command::Schedule(sc) => schedule_command(sc).await,
         Command::Tenant(tc) => tenant_command(tc).await,
+        Command::Token(tc) => token_command(tc).await,
         Command::Registry {
             tenant,
             kind,
@@ -724,6 +788,125 @@ async fn tenant_command(tc: TenantCommand) -> anyhow::Result<()> {
                     r.tenant, r.rows_deleted
                 )
             })
+        }
+    }
+}
+
+/// The API path of the tokens of `owner`; without `--tenant` or `--admin`,
+/// the tenant of the token in use.
+async fn tokens_path(c: &Client, owner: &TokenOwner) -> anyhow::Result<String> {
+    if owner.admin {
+        return Ok("/v1/admin/tokens".into());
+    }
+    let tenant = match &owner.tenant {
+        Some(t) => t.clone(),
+        None => {
+            let me: Whoami = c.get("/v1/whoami", &[]).await?;
+            me.tenant.context(
+                "an admin token has no tenant of its own: add --tenant TENANT, or --admin for the admin tokens",
+            )?
+        }
+    };
+    Ok(format!("/v1/tenants/{}/tokens", seg(&tenant)))
+}
+
+fn tokens_text(r: &Vec<TokenView>) -> String {
+    let mut t = Table::new(vec![
+        "TOKEN", "NAME", "TENANT", "CREATED", "EXPIRES", "LAST4",
+    ]);
+    for x in r {
+        t.row(vec![
+            x.id.clone(),
+            x.name.clone(),
+            x.tenant.clone().unwrap_or_else(|| "(admin)".into()),
+            x.created_at.clone(),
+            match (&x.expires_at, x.expired) {
+                (Some(e), true) => format!("{e} (expired)"),
+                (Some(e), false) => e.clone(),
+                (None, _) => "never".into(),
+            },
+            x.last4.clone().unwrap_or_default(),
+        ]);
+    }
+    t.render()
+}
+
+fn token_created_text(verb: &str, r: &TokenCreated) -> String {
+    format!(
+        "{verb} token {} ({})\nsecret (shown once, store it): {}\n",
+        r.token.id, r.token.name, r.secret
+    )
+}
+
+async fn token_command(tc: TokenCommand) -> anyhow::Result<()> {
+    match tc {
+        TokenCommand::List { owner, conn } => {
+            let c = client(&conn)?;
+            let path = tokens_path(&c, &owner).await?;
+            let r: Vec<TokenView> = c.get(&path, &[]).await?;
+            print(conn.output, &r, tokens_text)
+        }
+        TokenCommand::Create {
+            name,
+            owner,
+            expires_in,
+            expires_at,
+            conn,
+        } => {
+            let c = client(&conn)?;
+            let path = tokens_path(&c, &owner).await?;
+            let r: TokenCreated = c
+                .post(
+                    &path,
+                    &CreateToken {
+                        name,
+                        expires_in,
+                        expires_at,
+                    },
+                )
+                .await?;
+            print(conn.output, &r, |r| token_created_text("created", r))
+        }
+        TokenCommand::Revoke { id, owner, conn } => {
+            let c = client(&conn)?;
+            let path = tokens_path(&c, &owner).await?;
+            let r: TokenView = c.delete(&format!("{path}/{}", seg(&id))).await?;
+            print(conn.output, &r, |r| {
+                format!("revoked token {} ({})\n", r.id, r.name)
+            })
+        }
+        TokenCommand::Rotate {
+            id,
+            owner,
+            grace,
+            expires_in,
+            expires_at,
+            save,
+            data,
+            conn,
+        } => {
+            let c = client(&conn)?;
+            let path = tokens_path(&c, &owner).await?;
+            let r: TokenCreated = c
+                .post(
+                    &format!("{path}/{}/rotate", seg(&id)),
+                    &RotateToken {
+                        grace,
+                        expires_in,
+                        expires_at,
+                    },
+                )
+                .await?;
+            // Printed first: if it cannot be saved, the secret is not lost.
+            print(conn.output, &r, |r| token_created_text("rotated: new", r))?;
+            if save {
+                let file = data.join("admin-token");
+                crate::server::write_secret(&file, &r.secret).with_context(|| {
+                    "the token was rotated, but its new secret (printed above) could not be saved: store it yourself"
+                })?;
+                eprintln!("eflow: saved the new admin token to {}", file.display());
+            }
+            Ok(())
         }
     }
 }

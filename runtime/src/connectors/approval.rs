@@ -3,11 +3,15 @@
 //! CLI (`service`), or its `expires_after` passes: then a timer row completes
 //! it with outcome `Expired`.
 //!
-//! The binding's `approvers` and `channel` are shown to reviewers; nothing here
-//! reads them.
+//! Who may decide is fixed when the approval is asked for: the binding's
+//! `approvers` and the step's own `approvers` input, stored with the request
+//! (the service checks the deciding token's name against them). The binding's
+//! `channel` is shown to reviewers.
 
 use eflow_core::{Event, EventKind, slot_id, step_label};
 use serde_json::{Value, json};
+
+use eflow_ir::connector::ApprovalConfig;
 
 use super::Attempt;
 use crate::engine::stored_json;
@@ -21,14 +25,44 @@ pub struct Expiry {
     pub event: Event,
 }
 
+/// Who may decide: the binding's approvers, then the step's own, each once.
+/// Empty: anyone with a token of the tenant.
+pub fn approvers(
+    config: Option<&ApprovalConfig>,
+    inputs: &serde_json::Map<String, Value>,
+) -> Vec<String> {
+    let mut all: Vec<String> = config.map(|c| c.approvers.clone()).unwrap_or_default();
+    for a in inputs
+        .get("approvers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !all.iter().any(|x| x == a) {
+            all.push(a.to_string());
+        }
+    }
+    all
+}
+
 /// The approval row for an attempt, and its expiry if the step has one.
-pub fn request(a: &Attempt<'_>, now: u64) -> (ApprovalWrite, Option<Expiry>) {
+pub fn request(
+    a: &Attempt<'_>,
+    config: Option<&ApprovalConfig>,
+    now: u64,
+) -> (ApprovalWrite, Option<Expiry>) {
     let expires_at = a
         .inputs
         .get("expires_after")
         .and_then(Value::as_u64)
         .map(|ms| now.saturating_add(ms));
-    let request = json!({ "inputs": a.inputs, "key": a.key });
+    let request = json!({
+        "inputs": a.inputs,
+        "key": a.key,
+        "approvers": approvers(config, a.inputs),
+        "channel": config.and_then(|c| c.channel.clone()),
+    });
     let write = ApprovalWrite {
         run: a.run.to_string(),
         step: step_label(a.node, a.index),
@@ -78,6 +112,21 @@ mod tests {
     }
 
     #[test]
+    fn approvers_are_the_bindings_then_the_steps_each_once() {
+        let config = ApprovalConfig {
+            approvers: vec!["lead@x".into(), "ops@x".into()],
+            channel: None,
+        };
+        let mut inputs = Map::new();
+        inputs.insert("approvers".into(), json!(["ops@x", "me@x"]));
+        assert_eq!(
+            approvers(Some(&config), &inputs),
+            ["lead@x", "ops@x", "me@x"]
+        );
+        assert!(approvers(None, &Map::new()).is_empty());
+    }
+
+    #[test]
     fn a_request_with_expires_after_gets_its_expiry() {
         let mut inputs = Map::new();
         inputs.insert("summary".into(), json!("Register?"));
@@ -93,7 +142,7 @@ mod tests {
             inputs: &inputs,
             key: "r1:4:0",
         };
-        let (write, expiry) = request(&a, 1_000);
+        let (write, expiry) = request(&a, None, 1_000);
         assert_eq!(write.expires_at, Some(61_000));
         assert_eq!(stored_inputs(&write), inputs);
         let expiry = expiry.expect("an expiry");
@@ -109,6 +158,7 @@ mod tests {
                 inputs: &without,
                 ..a
             },
+            None,
             1_000,
         );
         assert_eq!(write.expires_at, None);

@@ -332,6 +332,10 @@ impl<'a> RouteCx<'a> {
                 contract,
                 inputs,
             } => {
+                let config = match self.connector(&contract) {
+                    Some(Connector::Approval(c)) => Some(c),
+                    _ => None,
+                };
                 let (write, expiry) = approval::request(
                     &Attempt {
                         run: run_id,
@@ -344,6 +348,7 @@ impl<'a> RouteCx<'a> {
                         inputs: &inputs,
                         key: &effect.key,
                     },
+                    config,
                     self.now,
                 );
                 commit.approvals.push(write);

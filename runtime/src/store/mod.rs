@@ -126,10 +126,21 @@ forward! {
     pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>>;
     /// Deletes every row of `tenant` in every table, the tenant last.
     pub async fn purge_tenant(&self, tenant: &str) -> Result<u64>;
-    pub async fn insert_token(&self, hash: &str, tenant: Option<&str>, name: &str, now: u64) -> Result<()>;
-    /// The token's tenant (`Some(None)` for an admin token), or `None` if unknown.
-    pub async fn token(&self, hash: &str) -> Result<Option<Option<String>>>;
-    pub async fn admin_token_count(&self) -> Result<i64>;
+    /// Adds a token; fails if its hash or id is taken.
+    pub async fn insert_token(&self, t: &TokenRow) -> Result<()>;
+    /// The token whose secret has this hash, expired or not.
+    pub async fn token(&self, hash: &str) -> Result<Option<TokenRow>>;
+    pub async fn token_by_id(&self, id: &str) -> Result<Option<TokenRow>>;
+    /// The tokens of `tenant`, or the admin tokens for `None`, oldest first.
+    pub async fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenRow>>;
+    /// Deletes a token; false if there was none with this id.
+    pub async fn revoke_token(&self, id: &str) -> Result<bool>;
+    /// Adds `new` in place of token `old`, in one transaction: `old` is deleted,
+    /// or with `old_until` expires then (or earlier, if it expires earlier).
+    /// False, and nothing added, if there is no token `old`.
+    pub async fn rotate_token(&self, old: &str, old_until: Option<u64>, new: &TokenRow) -> Result<bool>;
+    /// Admin tokens not expired at `now`.
+    pub async fn admin_token_count(&self, now: u64) -> Result<i64>;
     pub async fn approvals(&self, tenant: Option<&str>, pending_only: bool) -> Result<Vec<ApprovalRow>>;
     /// The newest attempt's approval of `step` in `run`.
     pub async fn approval(&self, run: &str, step: &str) -> Result<Option<ApprovalRow>>;
@@ -281,6 +292,23 @@ pub struct TenantRow {
     pub created_at: u64,
     pub max_active_runs: Option<i64>,
     pub max_starts_per_sec: Option<f64>,
+}
+
+/// An API token. Its secret is stored only as a hash; the last four characters
+/// are kept to tell tokens apart in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRow {
+    /// `t-…`: how the API and the CLI name the token.
+    pub id: String,
+    pub hash: String,
+    /// `None` for an admin token.
+    pub tenant: Option<String>,
+    /// Whose token it is (`alice@example.com`, `ci`): the identity recorded
+    /// for what is done with it.
+    pub name: String,
+    pub last4: String,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

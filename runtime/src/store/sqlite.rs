@@ -16,7 +16,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
     ApprovalRow, Commit, DueTimer, Durability, Error, EventRow, FlowRow, NewEntry, RegistryRow,
-    Result, RunMeta, ScheduleRow, TenantRow, stored_json,
+    Result, RunMeta, ScheduleRow, TenantRow, TokenRow, stored_json,
 };
 
 /// Rows per multi-row statement, largest first: well under SQLite's limit of
@@ -581,38 +581,87 @@ impl SqliteStore {
         Ok(n)
     }
 
-    pub async fn insert_token(
-        &self,
-        hash: &str,
-        tenant: Option<&str>,
-        name: &str,
-        now: u64,
-    ) -> Result<()> {
-        sqlx::query("INSERT INTO tokens (hash, tenant, name, created_at) VALUES (?, ?, ?, ?)")
-            .bind(hash)
-            .bind(tenant)
-            .bind(name)
-            .bind(now as i64)
-            .execute(&self.write)
-            .await?;
+    /// Adds a token; fails if its hash or id is taken.
+    pub async fn insert_token(&self, t: &TokenRow) -> Result<()> {
+        insert_token(t).execute(&self.write).await?;
         Ok(())
     }
 
-    /// The token's tenant (`Some(None)` for an admin token), or `None` if unknown.
-    pub async fn token(&self, hash: &str) -> Result<Option<Option<String>>> {
-        let row = sqlx::query("SELECT tenant FROM tokens WHERE hash = ?")
-            .bind(hash)
-            .fetch_optional(&self.read)
-            .await?;
-        Ok(row.map(|r| r.get(0)))
+    /// The token whose secret has this hash, expired or not.
+    pub async fn token(&self, hash: &str) -> Result<Option<TokenRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(token_row))
     }
 
-    pub async fn admin_token_count(&self) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM tokens WHERE tenant IS NULL")
-                .fetch_one(&self.read)
-                .await?,
+    pub async fn token_by_id(&self, id: &str) -> Result<Option<TokenRow>> {
+        let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(token_row))
+    }
+
+    /// The tokens of `tenant`, or the admin tokens for `None`, oldest first.
+    pub async fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant IS ? ORDER BY created_at, id"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(token_row).collect())
+    }
+
+    /// Deletes a token; false if there was none with this id.
+    pub async fn revoke_token(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM tokens WHERE id = ?")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Adds `new` in place of token `old`, in one transaction: `old` is
+    /// deleted, or with `old_until` expires then (or earlier, if it expires
+    /// earlier). False, and nothing added, if there is no token `old`.
+    pub async fn rotate_token(
+        &self,
+        old: &str,
+        old_until: Option<u64>,
+        new: &TokenRow,
+    ) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let done = match old_until {
+            None => sqlx::query("DELETE FROM tokens WHERE id = ?").bind(old),
+            Some(t) => sqlx::query(
+                "UPDATE tokens SET expires_at = min(coalesce(expires_at, ?1), ?1) WHERE id = ?2",
+            )
+            .bind(t as i64)
+            .bind(old),
+        }
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_token(new).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Admin tokens not expired at `now`.
+    pub async fn admin_token_count(&self, now: u64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM tokens WHERE tenant IS NULL AND (expires_at IS NULL OR expires_at > ?)",
         )
+        .bind(now as i64)
+        .fetch_one(&self.read)
+        .await?)
     }
 
     // ---- approvals -----------------------------------------------------------
@@ -963,6 +1012,33 @@ fn flow_row(r: sqlx::sqlite::SqliteRow) -> FlowRow {
         bundle: r.get(3),
         deployed_at: r.get::<i64, _>(4) as u64,
         head: r.get::<i64, _>(5) != 0,
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, hash, tenant, name, last4, created_at, expires_at";
+
+fn insert_token(t: &TokenRow) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO tokens (id, hash, tenant, name, last4, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&t.id)
+    .bind(&t.hash)
+    .bind(&t.tenant)
+    .bind(&t.name)
+    .bind(&t.last4)
+    .bind(t.created_at as i64)
+    .bind(t.expires_at.map(|x| x as i64))
+}
+
+fn token_row(r: sqlx::sqlite::SqliteRow) -> TokenRow {
+    TokenRow {
+        id: r.get(0),
+        hash: r.get(1),
+        tenant: r.get(2),
+        name: r.get(3),
+        last4: r.get(4),
+        created_at: r.get::<i64, _>(5) as u64,
+        expires_at: r.get::<Option<i64>, _>(6).map(|t| t as u64),
     }
 }
 

@@ -396,7 +396,7 @@ bindings dev {
     TrainIt = sim { duration: 50ms, failure_rate: 0.0 }
     EvalIt = sim { duration: 50ms, failure_rate: 0.0 }
     Slow = sim { duration: 1h, failure_rate: 0.0 }
-    Approve = approval { approvers: ["me@example.com"], channel: "ui" }
+    Approve = approval { channel: "ui" }
     RegisterModel = registry { kind: "model" }
 }
 "#;
