@@ -98,6 +98,8 @@ fn serve_logging(data: &std::path::Path, addr: SocketAddr, level: &str, log: Std
         .args(["serve", "--data"])
         .arg(data)
         .args(["--listen", &addr.to_string(), "--admin-token", ADMIN])
+        // The remote system of these tests listens on loopback.
+        .args(["--allow-egress", "127.0.0.1"])
         // Several shards, so runs and their deliveries cross workers.
         .args(["--shards", "3"])
         .env("EFLOW_LOG", level)

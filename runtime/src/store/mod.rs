@@ -126,6 +126,8 @@ forward! {
     pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>>;
     /// Deletes every row of `tenant` in every table, the tenant last.
     pub async fn purge_tenant(&self, tenant: &str) -> Result<u64>;
+    /// Replaces `tenant`'s egress rules; false if there is no such tenant.
+    pub async fn set_tenant_egress(&self, tenant: &str, rules: &[String]) -> Result<bool>;
     pub async fn insert_token(&self, hash: &str, tenant: Option<&str>, name: &str, now: u64) -> Result<()>;
     /// The token's tenant (`Some(None)` for an admin token), or `None` if unknown.
     pub async fn token(&self, hash: &str) -> Result<Option<Option<String>>>;
@@ -271,6 +273,10 @@ pub struct TenantRow {
     pub created_at: u64,
     pub max_active_runs: Option<i64>,
     pub max_starts_per_sec: Option<f64>,
+    /// Egress rules the admin set: what the tenant's `http` bindings may reach
+    /// besides the public internet and the server's rules (see `egress`).
+    #[serde(default)]
+    pub allow_egress: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
