@@ -14,12 +14,13 @@
 //! resolver), and proxies from the environment are not used (a proxy would
 //! resolve the name where the policy cannot see it).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use lru::LruCache;
 
 use crate::store::Store;
 
@@ -208,16 +209,19 @@ impl std::fmt::Display for Refused {
             })
             .collect();
         let what = if self.literal {
-            format!("the address {}", addrs[0])
-        } else if addrs.is_empty() {
-            format!("`{}`, which resolves to no address", self.host)
+            format!("the address {}", addrs.join(", "))
         } else {
-            format!("`{}`, which resolves to {}", self.host, addrs.join(", "))
+            format!("`{}`, which resolves to {},", self.host, addrs.join(", "))
         };
+        // The rule to suggest: an IPv4 address where there is one (`localhost`
+        // is `127.0.0.1` more often than `::1`), else the first address.
         let allow = self
             .addrs
-            .first()
-            .map(|ip| canonical(*ip).to_string())
+            .iter()
+            .map(|ip| canonical(*ip))
+            .find(IpAddr::is_ipv4)
+            .or_else(|| self.addrs.first().copied())
+            .map(|ip| canonical(ip).to_string())
             .unwrap_or_else(|| self.host.clone());
         write!(
             f,
@@ -317,6 +321,14 @@ impl reqwest::dns::Resolve for PolicyResolver {
         Box::pin(async move {
             let found: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if found.is_empty() {
+                // Not the policy's doing: a name without addresses, tried again later.
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("`{host}` resolves to no address"),
+                );
+                return Err(Box::new(e) as Box<_>);
+            }
             if policy.allows_name(&host) {
                 return Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs);
             }
@@ -360,8 +372,13 @@ struct Inner {
     server: Policy,
     store: Store,
     max_answer_bytes: u64,
-    clients: Mutex<HashMap<Policy, reqwest::Client>>,
+    /// The most recently used clients; one evicted is built again when needed.
+    clients: Mutex<LruCache<Policy, reqwest::Client>>,
 }
+
+/// Clients kept: one per distinct policy in use (the server's, and one per
+/// tenant with rules of its own).
+const CLIENTS: NonZeroUsize = NonZeroUsize::new(256).expect("not zero");
 
 impl std::fmt::Debug for Egress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -387,7 +404,8 @@ impl Egress {
     /// cannot build one does not start.
     pub fn new(server: Policy, store: Store, max_answer_bytes: u64) -> Result<Self, Error> {
         let client = build_client(&server)?;
-        let clients = HashMap::from([(server.clone(), client)]);
+        let mut clients = LruCache::new(CLIENTS);
+        clients.put(server.clone(), client);
         Ok(Self {
             inner: Arc::new(Inner {
                 server,
@@ -428,7 +446,7 @@ impl Egress {
             return Ok(c.clone());
         }
         let client = build_client(policy)?;
-        clients.insert(policy.clone(), client.clone());
+        clients.put(policy.clone(), client.clone());
         Ok(client)
     }
 }
@@ -518,6 +536,37 @@ mod tests {
             let e = Rule::parse(bad).unwrap_err();
             assert!(e.contains("10.0.0.0/8"), "{bad}: {e}");
         }
+    }
+
+    /// The resolver hands on only the allowed addresses a name resolves to,
+    /// and refuses the name when none is.
+    #[tokio::test]
+    async fn the_resolver_filters_what_a_name_resolves_to() {
+        use reqwest::dns::Resolve;
+        let resolve = |rules: &[&str]| {
+            let r = PolicyResolver {
+                policy: Policy::parse(rules).unwrap(),
+            };
+            r.resolve("localhost".parse().unwrap())
+        };
+        let refused = match resolve(&[]).await {
+            Err(e) => e.to_string(),
+            Ok(addrs) => panic!("refused, not {:?}", addrs.collect::<Vec<_>>()),
+        };
+        assert!(
+            refused.contains("`localhost`, which resolves to"),
+            "{refused}"
+        );
+        assert!(refused.contains("--allow-egress 127.0.0.1"), "{refused}");
+        let addrs: Vec<SocketAddr> = resolve(&["127.0.0.1"]).await.unwrap().collect();
+        assert!(!addrs.is_empty());
+        assert!(
+            addrs.iter().all(|a| a.ip() == ip("127.0.0.1")),
+            "only the allowed address: {addrs:?}"
+        );
+        // A rule naming the host trusts whatever it resolves to.
+        let addrs: Vec<SocketAddr> = resolve(&["localhost"]).await.unwrap().collect();
+        assert!(addrs.iter().any(|a| a.ip().is_loopback()), "{addrs:?}");
     }
 
     #[test]
