@@ -136,11 +136,13 @@ pub async fn invoke(
             ));
         }
         Err(Read::Failed(e)) => {
+            let code = if e.is_timeout() {
+                "Timeout"
+            } else {
+                "Unreachable"
+            };
             return Some(failed(
-                StepError::new(
-                    "Unreachable",
-                    format!("POST {url}: reading the answer: {e}"),
-                ),
+                StepError::new(code, format!("POST {url}: reading the answer: {e}")),
                 true,
             ));
         }
