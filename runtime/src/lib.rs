@@ -7,6 +7,7 @@ pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod connectors;
+pub mod egress;
 pub mod engine;
 pub mod history;
 pub mod quota;

@@ -60,6 +60,8 @@ async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
     o.shards = args.shards;
     o.public_url = args.public_url;
     o.admin_token = args.admin_token;
+    o.allow_egress = args.allow_egress;
+    o.max_answer_bytes = args.max_answer_bytes;
     let server = Server::start(o).await?;
     if server.new_admin_token.is_some() {
         eprintln!(

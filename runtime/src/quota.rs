@@ -193,6 +193,7 @@ mod tests {
             created_at: 0,
             max_active_runs: max_active,
             max_starts_per_sec: rate,
+            allow_egress: Vec::new(),
         }
     }
 

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{SharedClock, SystemClock};
+use crate::egress::{Egress, Policy};
 use crate::engine::{self, Bus, CallbackKeys, Engine};
 use crate::history::{History, HistoryStore};
 use crate::quota::{Ledger, Quotas};
@@ -47,7 +48,17 @@ pub struct Options {
     pub public_url: Option<String>,
     /// Run the history consumer (off only in benchmarks that measure the engine alone).
     pub history: bool,
+    /// What every tenant's `http` bindings may reach besides the public
+    /// internet: networks (`10.0.0.0/8`), addresses (`127.0.0.1`), host names
+    /// (`models.internal`) and domains (`*.internal`). Loopback, link-local
+    /// and private addresses are refused unless a rule allows them.
+    pub allow_egress: Vec<String>,
+    /// The most bytes read of a remote system's answer (default 4 MiB).
+    pub max_answer_bytes: u64,
 }
+
+/// The default of [`Options::max_answer_bytes`].
+pub const DEFAULT_MAX_ANSWER_BYTES: u64 = 4 * 1024 * 1024;
 
 impl Options {
     /// The defaults: everything embedded, the stores in `data`, the system clock.
@@ -66,6 +77,8 @@ impl Options {
             admin_token: None,
             public_url: None,
             history: true,
+            allow_egress: Vec::new(),
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         }
     }
 }
@@ -84,6 +97,8 @@ pub struct Server {
 
 impl Server {
     pub async fn start(options: Options) -> anyhow::Result<Server> {
+        let egress_policy = Policy::parse(&options.allow_egress)
+            .map_err(|e| anyhow::anyhow!("--allow-egress: {e}"))?;
         // The data directory holds secrets (the admin token, the stores with the
         // callback-signing key): only its owner may enter it.
         let mut data_dir = std::fs::DirBuilder::new();
@@ -118,9 +133,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let (finished_tx, mut finished_rx) = mpsc::unbounded_channel();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("eflow/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let egress = Egress::new(egress_policy, store.clone(), options.max_answer_bytes)?;
         let engine_options = engine::Options {
             shards: options.shards,
             partitions: options.partitions,
@@ -138,7 +151,7 @@ impl Server {
                 bus,
                 clock: clock.clone(),
                 keys: keys.clone(),
-                http,
+                egress,
                 finished: finished_tx,
             },
             shutdown.clone(),

@@ -212,6 +212,7 @@ impl Service {
             created_at: self.now(),
             max_active_runs: req.max_active_runs,
             max_starts_per_sec: req.max_starts_per_sec,
+            allow_egress: egress_rules(&req.allow_egress)?,
         };
         if !self.db().create_tenant(&row).await? {
             return Err(ApiError::new(
@@ -237,6 +238,29 @@ impl Service {
             .filter(|t| caller.may_see(&t.id))
             .map(|t| tenant_view(t, &self.inner.ledger))
             .collect())
+    }
+
+    /// Changes a tenant's settings (admin): today its egress rules.
+    pub async fn update_tenant(
+        &self,
+        caller: &Caller,
+        id: &str,
+        req: UpdateTenant,
+    ) -> ApiResult<TenantView> {
+        caller.admin_only()?;
+        if let Some(rules) = &req.allow_egress {
+            let rules = egress_rules(rules)?;
+            if !self.db().set_tenant_egress(id, &rules).await? {
+                return Err(ApiError::not_found("tenant", id));
+            }
+            tracing::info!(tenant = %id, allow_egress = ?rules, "tenant egress rules set");
+        }
+        let row = self
+            .db()
+            .tenant(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("tenant", id))?;
+        Ok(tenant_view(&row, &self.inner.ledger))
     }
 
     pub async fn purge_tenant(&self, caller: &Caller, id: &str) -> ApiResult<PurgeResult> {
@@ -1006,7 +1030,17 @@ fn tenant_view(t: &TenantRow, ledger: &Ledger) -> TenantView {
         created_at: rfc3339(t.created_at),
         max_active_runs: q.max_active_runs,
         max_starts_per_sec: q.max_starts_per_sec,
+        allow_egress: t.allow_egress.clone(),
     }
+}
+
+/// Egress rules as an admin wrote them, checked and written the one way
+/// (`127.0.0.1`, `10.0.0.0/8`, `*.internal`); a bad one is a 400 that says
+/// what a rule looks like.
+fn egress_rules(rules: &[String]) -> ApiResult<Vec<String>> {
+    crate::egress::Policy::parse(rules)
+        .map(|p| p.rules())
+        .map_err(|e| ApiError::new(400, "invalid_egress_rule", e))
 }
 
 /// The first characters of a flow version (`sha256:…`), enough to tell versions apart in a log.

@@ -612,7 +612,7 @@ async fn openapi_lists_every_route() {
     let routes: &[(&str, &[&str])] = &[
         ("/v1/health", &["get"]),
         ("/v1/tenants", &["get", "post"]),
-        ("/v1/tenants/{id}", &["delete"]),
+        ("/v1/tenants/{id}", &["delete", "patch"]),
         ("/v1/flows", &["get", "post"]),
         ("/v1/runs", &["get", "post"]),
         ("/v1/runs/{id}", &["get"]),

@@ -249,6 +249,7 @@ async fn events_carry_the_run_head_on_first_and_final_events(bus: Bus<Marker>, s
             created_at: 1,
             max_active_runs: None,
             max_starts_per_sec: None,
+            allow_egress: Vec::new(),
         })
         .await
         .unwrap();

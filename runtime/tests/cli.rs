@@ -184,6 +184,28 @@ async fn client_commands_against_a_server() {
     let o = eflow_async(conn(vec!["tenant", "create", "acme"])).await;
     assert!(!o.status.success(), "{}", show(&o));
     assert!(text(&o.stderr).contains("tenant_exists"), "{}", show(&o));
+    // With egress rules, set by the admin (docs/security.md).
+    let o = eflow_async(conn(vec![
+        "tenant",
+        "create",
+        "lab",
+        "--allow-egress",
+        "127.0.0.1",
+        "--allow-egress",
+        "*.internal",
+        "-o",
+        "json",
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+    let lab: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("JSON: {}", show(&o)));
+    assert_eq!(
+        lab["tenant"]["allow_egress"],
+        serde_json::json!(["127.0.0.1", "*.internal"]),
+        "{}",
+        show(&o)
+    );
 
     // deploy (as the admin, for the tenant)
     let file = s.dir.join("double.eflow");

@@ -121,6 +121,8 @@ fn serve_logging(data: &std::path::Path, addr: SocketAddr, level: &str, log: Std
         .args(["serve", "--data"])
         .arg(data)
         .args(["--listen", &addr.to_string(), "--admin-token", ADMIN])
+        // The remote system of these tests listens on loopback.
+        .args(["--allow-egress", "127.0.0.1"])
         // Several shards, so runs and their deliveries cross workers.
         .args(["--shards", "3"])
         .env("EFLOW_LOG", level)
@@ -294,7 +296,7 @@ async fn kill_9_during_load_loses_nothing_and_doubles_nothing() {
     while !pending.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
         for id in pending {
-            let v: Value = get_json(&client, &format!("{base}/v1/runs/{id}")).await;
+            let v: Value = get_json(&client, &format!("{base}/v1/runs/crash:{id}")).await;
             match v["status"].as_str() {
                 Some("succeeded") => {}
                 Some("failed") | Some("cancelled") => panic!("run {id} ended {v}"),
@@ -317,9 +319,10 @@ async fn kill_9_during_load_loses_nothing_and_doubles_nothing() {
     // completion per step, with sequence numbers 0.., and the result is right.
     for i in 0..RUNS {
         let id = format!("run-{i}");
-        let run: Value = get_json(&client, &format!("{base}/v1/runs/{id}")).await;
+        let run: Value = get_json(&client, &format!("{base}/v1/runs/crash:{id}")).await;
         assert_eq!(run["result"], json!(i + STEPS), "result of {id}");
-        let events: Vec<Value> = get_json(&client, &format!("{base}/v1/runs/{id}/events")).await;
+        let events: Vec<Value> =
+            get_json(&client, &format!("{base}/v1/runs/crash:{id}/events")).await;
         let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
         assert_eq!(
             seqs,
@@ -439,7 +442,7 @@ async fn stops_cleanly_and_keeps_every_run(signal: &str) {
         "the restart's log counts the runs it found:\n{log}"
     );
     for i in 0..50 {
-        let v: Value = get_json(&client, &format!("{base}/v1/runs/slow-{i}")).await;
+        let v: Value = get_json(&client, &format!("{base}/v1/runs/quiet:slow-{i}")).await;
         assert_eq!(v["status"], "running", "slow-{i}: {v}");
         assert_eq!(v["steps"][0]["status"], "running", "slow-{i}: {v}");
     }
@@ -510,6 +513,8 @@ async fn kill_9_during_decisions_loses_no_decision() {
     wait_up(&client, &base).await;
     tenant_with(&client, &base, "gate", GATE).await;
     let ids: Vec<String> = (0..N).map(|i| format!("gate-{i}")).collect();
+    // The admin names a chosen id by its tenant: `gate:gate-0`.
+    let stored: Vec<String> = ids.iter().map(|id| format!("gate:{id}")).collect();
     for (i, id) in ids.iter().enumerate() {
         let r = post_json(
             &client,
@@ -544,7 +549,7 @@ async fn kill_9_during_decisions_loses_no_decision() {
         tasks.push(tokio::spawn(async move {
             for i in (w..N).step_by(6) {
                 let r = client
-                    .post(format!("{base}/v1/runs/gate-{i}/approvals/d"))
+                    .post(format!("{base}/v1/runs/gate:gate-{i}/approvals/d"))
                     .bearer_auth(ADMIN)
                     .json(&json!({ "approve": i % 2 == 0 }))
                     .send()
@@ -571,10 +576,10 @@ async fn kill_9_during_decisions_loses_no_decision() {
     let mut server = serve(&data, addr);
     wait_up(&client, &base).await;
     // Every decision answered before the kill moved its run on.
-    let answered_ids: Vec<String> = answered.iter().map(|i| format!("gate-{i}")).collect();
+    let answered_ids: Vec<String> = answered.iter().map(|i| format!("gate:gate-{i}")).collect();
     wait_all(&client, &base, &answered_ids, "succeeded").await;
     for &i in &answered {
-        let v: Value = get_json(&client, &format!("{base}/v1/runs/gate-{i}")).await;
+        let v: Value = get_json(&client, &format!("{base}/v1/runs/gate:gate-{i}")).await;
         assert_eq!(v["result"], json!(i % 2 == 0), "gate-{i}: {v}");
     }
     // Each other approval is either still pending, and can be decided now, or
@@ -586,12 +591,12 @@ async fn kill_9_during_decisions_loses_no_decision() {
         .map(|a| a["run"].as_str().unwrap().to_string())
         .collect();
     for (i, id) in ids.iter().enumerate() {
-        let v: Value = get_json(&client, &format!("{base}/v1/runs/{id}")).await;
-        if pending.contains(id) {
+        let v: Value = get_json(&client, &format!("{base}/v1/runs/gate:{id}")).await;
+        if pending.contains(&format!("gate:{id}")) {
             assert_eq!(v["status"], "running", "{id} is pending: {v}");
             let r = post_json(
                 &client,
-                &format!("{base}/v1/runs/{id}/approvals/d"),
+                &format!("{base}/v1/runs/gate:{id}/approvals/d"),
                 &json!({ "approve": i % 2 == 0 }),
             )
             .await;
@@ -603,7 +608,7 @@ async fn kill_9_during_decisions_loses_no_decision() {
             );
         }
     }
-    wait_all(&client, &base, &ids, "succeeded").await;
+    wait_all(&client, &base, &stored, "succeeded").await;
     server.kill().unwrap();
     server.wait().unwrap();
     let _ = std::fs::remove_dir_all(&data);

@@ -88,6 +88,7 @@ async fn the_history_keeps_what_the_stream_carries() {
             created_at: 1,
             max_active_runs: None,
             max_starts_per_sec: None,
+            allow_egress: Vec::new(),
         })
         .await
         .unwrap();

@@ -36,6 +36,7 @@ macro_rules! store_test_suite {
             acquire_lease_fences_older_owners,
             bundles_and_flows,
             tenants,
+            set_tenant_egress,
             purge_tenant,
             tokens,
             tokens_by_owner,
@@ -122,6 +123,7 @@ fn tenant(id: &str) -> TenantRow {
         created_at: 1,
         max_active_runs: Some(5),
         max_starts_per_sec: None,
+        allow_egress: Vec::new(),
     }
 }
 
@@ -630,6 +632,39 @@ async fn tenants(store: &Store) {
         store.tenants().await.unwrap(),
         vec![tenant("acme"), tenant("zeta")]
     );
+}
+
+/// A tenant is created with its egress rules; setting them replaces them whole,
+/// for that tenant only; an unknown tenant is told apart.
+async fn set_tenant_egress(store: &Store) {
+    let mut acme = tenant("acme");
+    acme.allow_egress = vec!["127.0.0.1".into(), "*.internal".into()];
+    assert!(store.create_tenant(&acme).await.unwrap());
+    assert!(store.create_tenant(&tenant("other")).await.unwrap());
+    assert_eq!(store.tenant("acme").await.unwrap(), Some(acme.clone()));
+
+    let rules = vec!["10.0.0.0/8".to_string()];
+    assert!(store.set_tenant_egress("acme", &rules).await.unwrap());
+    let got = store.tenant("acme").await.unwrap().unwrap();
+    assert_eq!(got.allow_egress, rules);
+    assert_eq!(
+        got.max_active_runs, acme.max_active_runs,
+        "nothing else changes"
+    );
+    assert_eq!(store.tenant("other").await.unwrap(), Some(tenant("other")));
+
+    assert!(store.set_tenant_egress("acme", &[]).await.unwrap());
+    assert!(
+        store
+            .tenant("acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .allow_egress
+            .is_empty()
+    );
+    assert!(!store.set_tenant_egress("nope", &rules).await.unwrap());
+    assert!(store.tenant("nope").await.unwrap().is_none());
 }
 
 /// Purging a tenant removes its rows in every table, and only its rows.

@@ -178,6 +178,58 @@ pub fn apply(
     })
 }
 
+/// The event to apply and log in place of `event` when it carries a step
+/// output the run's state cannot hold, so that no log ever holds a body larger
+/// than the state limit: a completion whose output alone is larger than
+/// `limits.state_bytes` becomes the attempt's `StateTooLarge` failure, not
+/// retried, naming the output's size and the limit; the output of a step that
+/// declares none (which `apply` does not keep) becomes `null`. `None`: apply
+/// and log `event` as it is.
+pub fn refuse_oversized(bundle: &ValidatedBundle, run: &Run, event: &Event) -> Option<Event> {
+    let EventKind::StepCompleted {
+        node,
+        index,
+        attempt,
+        output,
+    } = &event.kind
+    else {
+        return None;
+    };
+    let limit = bundle.limits.state_bytes;
+    let size = crate::state::encoded_size(output);
+    if size <= limit {
+        return None;
+    }
+    let f = bundle.flow(&run.flow)?;
+    let declares_output = f
+        .index
+        .nodes
+        .get(node)
+        .is_some_and(|&n| f.flow.nodes[n].output.is_some());
+    let kind = if declares_output {
+        EventKind::StepFailed {
+            node: node.clone(),
+            index: *index,
+            attempt: *attempt,
+            error: StepError::new(
+                codes::STATE_TOO_LARGE,
+                format!(
+                    "the output is {size} bytes, more than the {limit} bytes the run's state may hold: return references (URIs), not data"
+                ),
+            ),
+            retryable: false,
+        }
+    } else {
+        EventKind::StepCompleted {
+            node: node.clone(),
+            index: *index,
+            attempt: *attempt,
+            output: Value::Null,
+        }
+    };
+    Some(Event::new(event.id.clone(), kind))
+}
+
 /// A slot address: a node and, for a fan-out, the child's position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct At {

@@ -701,3 +701,65 @@ fn cancellation_cancels_children_and_timers() {
         "#]],
     );
 }
+
+#[test]
+fn an_output_the_state_cannot_hold_is_refused_before_it_is_logged() {
+    use eflow_core::apply::refuse_oversized;
+    use eflow_core::{Event, EventKind};
+    use serde_json::json;
+
+    let b = bundle();
+    let limit = b.limits.state_bytes;
+    let mut d = Driver::new(b, "Pipeline");
+    d.script(r#"start {"name": "n1"}"#);
+    let completed = |node: &str, output: serde_json::Value| {
+        Event::new(
+            "e2",
+            EventKind::StepCompleted {
+                node: node.into(),
+                index: None,
+                attempt: 1,
+                output,
+            },
+        )
+    };
+    let small = completed("a", json!({"uri": "s3://x"}));
+    assert_eq!(refuse_oversized(b, &d.run, &small), None, "kept as it is");
+
+    let huge = completed("a", json!({"uri": "x".repeat(limit)}));
+    let size = eflow_core::state::encoded_size(&json!({"uri": "x".repeat(limit)}));
+    let refused = refuse_oversized(b, &d.run, &huge).expect("refused");
+    assert_eq!(
+        refused.id, "e2",
+        "the same id, so a redelivery is a duplicate"
+    );
+    match refused.kind {
+        EventKind::StepFailed {
+            node,
+            attempt,
+            error,
+            retryable,
+            ..
+        } => {
+            assert_eq!((node.as_str(), attempt, retryable), ("a", 1, false));
+            assert_eq!(error.code, "StateTooLarge");
+            assert!(
+                error.message.contains(&format!("is {size} bytes"))
+                    && error.message.contains(&format!("{limit} bytes")),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("a failure, not {other:?}"),
+    }
+
+    // A step that declares no output keeps none: its huge answer becomes `null`.
+    let mut g = Driver::new(b, "Guarded");
+    g.script("start {}");
+    let publish = completed("q", json!("x".repeat(limit + 1)));
+    let kept = refuse_oversized(b, &g.run, &publish).expect("rewritten");
+    assert!(
+        matches!(&kept.kind, EventKind::StepCompleted { output, .. } if output.is_null()),
+        "{kept:?}"
+    );
+}

@@ -166,7 +166,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
         version = "1"
     ),
     paths(
-        health, create_tenant, list_tenants, purge_tenant, deploy, list_flows, start_run, list_runs,
+        health, create_tenant, list_tenants, update_tenant, purge_tenant, deploy, list_flows, start_run, list_runs,
         get_run, run_events, cancel_run, list_approvals, decide, callback, list_schedules,
         pause_schedule, resume_schedule, backfill, list_registry, stats,
         whoami, list_tenant_tokens, create_tenant_token, revoke_tenant_token, rotate_tenant_token,
@@ -195,7 +195,10 @@ pub fn router(service: Service) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/health", get(health))
         .route("/v1/tenants", post(create_tenant).get(list_tenants))
-        .route("/v1/tenants/{id}", axum::routing::delete(purge_tenant))
+        .route(
+            "/v1/tenants/{id}",
+            axum::routing::delete(purge_tenant).patch(update_tenant),
+        )
         .route(
             "/v1/flows",
             post(deploy)
@@ -294,6 +297,18 @@ async fn create_tenant(
 #[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = Vec<TenantView>)), security(("bearer" = [])))]
 async fn list_tenants(State(s): State<Service>, Auth(c): Auth) -> ApiResult<Vec<TenantView>> {
     s.tenants(&c).await.map(Json)
+}
+
+/// Change a tenant (admin): its egress rules (`allow_egress`), replaced whole.
+#[utoipa::path(patch, path = "/v1/tenants/{id}", params(("id" = String, Path)), request_body = UpdateTenant,
+    responses((status = 200, body = TenantView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn update_tenant(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    PathParam(id): PathParam<String>,
+    Body(req): Body<UpdateTenant>,
+) -> ApiResult<TenantView> {
+    s.update_tenant(&c, &id, req).await.map(Json)
 }
 
 /// Delete a tenant and every row of it: flows, runs, events, schedules, approvals, registry, history (admin).

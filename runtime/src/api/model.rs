@@ -31,6 +31,20 @@ pub struct CreateTenant {
     /// Starts per second (default: the server's).
     #[serde(default)]
     pub max_starts_per_sec: Option<f64>,
+    /// What the tenant's `http` bindings may reach besides the public internet
+    /// and the server's `--allow-egress` rules: networks (`10.0.0.0/8`),
+    /// addresses (`127.0.0.1`), host names (`models.internal`), domains (`*.internal`).
+    #[serde(default)]
+    pub allow_egress: Vec<String>,
+}
+
+/// Change a tenant (admin): each field given replaces the tenant's.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    /// The tenant's egress rules, replacing its previous ones (`[]` removes them).
+    #[serde(default)]
+    pub allow_egress: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -39,6 +53,8 @@ pub struct TenantView {
     pub created_at: String,
     pub max_active_runs: i64,
     pub max_starts_per_sec: f64,
+    /// The tenant's own egress rules (the server's apply too).
+    pub allow_egress: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

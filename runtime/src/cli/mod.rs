@@ -148,6 +148,21 @@ pub struct ServeArgs {
     /// Also accept this admin token.
     #[arg(long, env = "EFLOW_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Let every tenant's `http` bindings reach this network (`10.0.0.0/8`),
+    /// address (`127.0.0.1`), host (`models.internal`) or domain
+    /// (`*.internal`) besides the public internet; repeatable. Loopback,
+    /// link-local and private addresses are refused unless allowed.
+    #[arg(
+        long,
+        env = "EFLOW_ALLOW_EGRESS",
+        value_name = "CIDR|HOST",
+        value_delimiter = ','
+    )]
+    pub allow_egress: Vec<String>,
+    /// The most bytes of a remote system's answer read; a larger answer fails
+    /// the attempt with `AnswerTooLarge`.
+    #[arg(long, env = "EFLOW_MAX_ANSWER_BYTES", value_name = "BYTES", default_value_t = crate::server::DEFAULT_MAX_ANSWER_BYTES)]
+    pub max_answer_bytes: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,6 +293,10 @@ pub enum TenantCommand {
         max_active_runs: Option<i64>,
         #[arg(long)]
         max_starts_per_sec: Option<f64>,
+        /// Let the tenant's `http` bindings reach this network, address,
+        /// host or `*.domain` besides the public internet; repeatable.
+        #[arg(long, value_name = "CIDR|HOST")]
+        allow_egress: Vec<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -737,6 +756,7 @@ async fn tenant_command(tc: TenantCommand) -> anyhow::Result<()> {
             id,
             max_active_runs,
             max_starts_per_sec,
+            allow_egress,
             conn,
         } => {
             let c = client(&conn)?;
@@ -747,6 +767,7 @@ async fn tenant_command(tc: TenantCommand) -> anyhow::Result<()> {
                         id,
                         max_active_runs,
                         max_starts_per_sec,
+                        allow_egress,
                     },
                 )
                 .await?;

@@ -24,6 +24,7 @@ use super::route::{Outbound, OutboxItem, Outgoing};
 use super::{Creation, Delivery, Engine, Error, Input, Stored, stored_json};
 use crate::clock::SharedClock;
 use crate::connectors::{Attempt, http, registry};
+use crate::egress::Egress;
 
 /// At most this many effects are carried out at once.
 const CONCURRENCY: usize = 256;
@@ -95,7 +96,7 @@ impl CallbackKeys {
 
 pub struct Executor {
     engine: Engine,
-    http: reqwest::Client,
+    egress: Egress,
     keys: CallbackKeys,
     clock: SharedClock,
     public_url: String,
@@ -104,14 +105,14 @@ pub struct Executor {
 impl Executor {
     pub fn new(
         engine: Engine,
-        http: reqwest::Client,
+        egress: Egress,
         keys: CallbackKeys,
         clock: SharedClock,
         public_url: String,
     ) -> Self {
         Self {
             engine,
-            http,
+            egress,
             keys,
             clock,
             public_url,
@@ -262,7 +263,8 @@ impl Executor {
                 };
                 let event = match connector {
                     Outgoing::Http(config) => {
-                        http::invoke(&self.http, config, *kind, &self.invocation(&a, *kind)).await
+                        let way = self.egress.way(tenant).await?;
+                        http::invoke(&way, config, *kind, &self.invocation(&a, *kind)).await
                     }
                     Outgoing::Registry(config) => {
                         Some(registry::invoke(&self.engine, config, &a, self.clock.now_ms()).await?)
@@ -291,7 +293,8 @@ impl Executor {
                     index: *index,
                     attempt: *attempt,
                 };
-                http::cancel(&self.http, config, &c).await;
+                let way = self.egress.way(tenant).await?;
+                http::cancel(&way, config, &c).await;
                 self.engine.send(&o.run, Input::OutboxDone(vec![o.pos]))?;
                 Ok(())
             }

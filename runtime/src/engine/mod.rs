@@ -68,6 +68,8 @@ impl Default for Options {
 pub enum Error {
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error(transparent)]
+    Egress(#[from] crate::egress::Error),
     #[error("{0}")]
     Rejected(Rejection),
     #[error("run `{0}` does not exist")]
@@ -180,7 +182,8 @@ pub struct Deps {
     pub bus: Bus,
     pub clock: SharedClock,
     pub keys: CallbackKeys,
-    pub http: reqwest::Client,
+    /// How `http` calls go out: the egress policy and its clients.
+    pub egress: crate::egress::Egress,
     pub finished: mpsc::UnboundedSender<Finished>,
 }
 
@@ -238,7 +241,7 @@ impl Engine {
         }
         let executor = dispatch::Executor::new(
             engine.clone(),
-            deps.http.clone(),
+            deps.egress.clone(),
             deps.keys.clone(),
             deps.clock.clone(),
             options.public_url.clone(),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use eflow_core::apply::refuse_oversized;
 use eflow_core::{Event, EventKind, Run, RunStatus, apply};
 use lru::LruCache;
 use tokio::sync::mpsc;
@@ -346,6 +347,8 @@ impl Worker {
             b.commit.outbox_deleted.push(pos);
         }
         let Some(held) = b.held.get(id) else { return };
+        // An output the state cannot hold is refused before any log holds it.
+        let event = refuse_oversized(&held.deployed.bundle, &held.run, &event).unwrap_or(event);
         let result = apply(&held.deployed.bundle, &held.run, &event, now);
         match result {
             Ok(t) => {

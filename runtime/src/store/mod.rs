@@ -126,6 +126,8 @@ forward! {
     pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>>;
     /// Deletes every row of `tenant` in every table, the tenant last.
     pub async fn purge_tenant(&self, tenant: &str) -> Result<u64>;
+    /// Replaces `tenant`'s egress rules; false if there is no such tenant.
+    pub async fn set_tenant_egress(&self, tenant: &str, rules: &[String]) -> Result<bool>;
     /// Adds a token; fails if its hash or id is taken.
     pub async fn insert_token(&self, t: &TokenRow) -> Result<()>;
     /// The token whose secret has this hash, expired or not.
@@ -292,6 +294,10 @@ pub struct TenantRow {
     pub created_at: u64,
     pub max_active_runs: Option<i64>,
     pub max_starts_per_sec: Option<f64>,
+    /// Egress rules the admin set: what the tenant's `http` bindings may reach
+    /// besides the public internet and the server's rules (see `egress`).
+    #[serde(default)]
+    pub allow_egress: Vec<String>,
 }
 
 /// An API token. Its secret is stored only as a hash; the last four characters

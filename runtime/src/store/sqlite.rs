@@ -524,12 +524,13 @@ impl SqliteStore {
 
     pub async fn create_tenant(&self, t: &TenantRow) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO tenants (id, created_at, max_active_runs, max_starts_per_sec) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO tenants (id, created_at, max_active_runs, max_starts_per_sec, allow_egress) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(&t.id)
         .bind(t.created_at as i64)
         .bind(t.max_active_runs)
         .bind(t.max_starts_per_sec)
+        .bind(egress_json(&t.allow_egress))
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -537,21 +538,30 @@ impl SqliteStore {
 
     pub async fn tenants(&self) -> Result<Vec<TenantRow>> {
         let rows = sqlx::query(
-            "SELECT id, created_at, max_active_runs, max_starts_per_sec FROM tenants ORDER BY id",
+            "SELECT id, created_at, max_active_runs, max_starts_per_sec, allow_egress FROM tenants ORDER BY id",
         )
         .fetch_all(&self.read)
         .await?;
-        Ok(rows.into_iter().map(tenant_row).collect())
+        rows.into_iter().map(tenant_row).collect()
     }
 
     pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>> {
         let row = sqlx::query(
-            "SELECT id, created_at, max_active_runs, max_starts_per_sec FROM tenants WHERE id = ?",
+            "SELECT id, created_at, max_active_runs, max_starts_per_sec, allow_egress FROM tenants WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.read)
         .await?;
-        Ok(row.map(tenant_row))
+        row.map(tenant_row).transpose()
+    }
+
+    pub async fn set_tenant_egress(&self, tenant: &str, rules: &[String]) -> Result<bool> {
+        let done = sqlx::query("UPDATE tenants SET allow_egress = ? WHERE id = ?")
+            .bind(egress_json(rules))
+            .bind(tenant)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Deletes every row of `tenant` in every table, the tenant last.
@@ -1042,13 +1052,24 @@ fn token_row(r: sqlx::sqlite::SqliteRow) -> TokenRow {
     }
 }
 
-fn tenant_row(r: sqlx::sqlite::SqliteRow) -> TenantRow {
-    TenantRow {
-        id: r.get(0),
+fn tenant_row(r: sqlx::sqlite::SqliteRow) -> Result<TenantRow> {
+    let id: String = r.get(0);
+    let allow_egress = serde_json::from_str(r.get::<&str, _>(4)).map_err(|e| Error::Corrupt {
+        table: "tenants",
+        message: format!("allow_egress of {id}: {e}"),
+    })?;
+    Ok(TenantRow {
+        id,
         created_at: r.get::<i64, _>(1) as u64,
         max_active_runs: r.get(2),
         max_starts_per_sec: r.get(3),
-    }
+        allow_egress,
+    })
+}
+
+/// A tenant's egress rules as the `allow_egress` column holds them: a JSON array.
+fn egress_json(rules: &[String]) -> String {
+    serde_json::Value::from(rules.to_vec()).to_string()
 }
 
 fn schedule_row(r: sqlx::sqlite::SqliteRow) -> ScheduleRow {

@@ -317,6 +317,9 @@ impl TestServer {
         o.quotas = Quotas::default();
         // Several shards, so runs, their children and deliveries cross workers.
         o.shards = 3;
+        // The tests' remote systems listen on loopback, which the egress
+        // policy refuses unless allowed (`eflow serve --allow-egress 127.0.0.1`).
+        o.allow_egress = vec!["127.0.0.1".into()];
         tweak(&mut o);
         let server = Server::start(o).await.expect("the server starts");
         let api = Api::new(format!("http://{}", server.addr));
