@@ -147,6 +147,16 @@ pub struct ServeArgs {
     /// Also accept this admin token.
     #[arg(long, env = "EFLOW_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// HTTP connections open at once; more wait until one closes.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// How long a request's head may take to arrive; a connection idle this
+    /// long between requests is closed.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// How long a request's whole body may take to arrive.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub body_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
