@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
@@ -55,6 +56,8 @@ pub struct Options {
     pub allow_egress: Vec<String>,
     /// The most bytes read of a remote system's answer (default 4 MiB).
     pub max_answer_bytes: u64,
+    /// What the HTTP edge lets a client hold: connections, time, bytes.
+    pub http: HttpLimits,
 }
 
 /// The default of [`Options::max_answer_bytes`].
@@ -79,6 +82,38 @@ impl Options {
             history: true,
             allow_egress: Vec::new(),
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            http: HttpLimits::default(),
+        }
+    }
+}
+
+/// What one client may hold of the HTTP edge before it sent a credential:
+/// each bound keeps slow or idle connections from growing the server.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Connections open at once; more wait in the listen queue until one closes.
+    pub max_connections: usize,
+    /// How long a request's head (request line and headers) may take to
+    /// arrive, counted from when the server waits for it: a connection idle
+    /// between requests for this long is closed.
+    pub header_timeout: Duration,
+    /// How long a request's whole body may take to arrive (408 after it).
+    pub body_timeout: Duration,
+    /// The longest request target (path and query) in bytes (414 beyond).
+    pub max_uri_bytes: usize,
+    /// The largest request head (request line and headers) in bytes: the
+    /// most a connection buffers before its request is read.
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -231,16 +266,13 @@ impl Server {
                     .consume(engine.bus().events().clone(), shutdown.clone()),
             ));
         }
-        let app = crate::api::router(service.clone());
-        let stop = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the API server failed");
-            }
-        }));
+        let app = crate::api::router(service.clone(), &options.http);
+        tasks.push(tokio::spawn(serve(
+            listener,
+            app,
+            options.http,
+            shutdown.clone(),
+        )));
         tasks.push(tokio::spawn(report_activity(
             engine.clone(),
             history.clone(),
@@ -274,6 +306,63 @@ impl Server {
         }
         self.history.close().await;
         self.store.close().await;
+    }
+}
+
+/// Serves the API on `listener` within `limits` until `stop`, then lets the
+/// requests in progress finish (for at most 10 s).
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: HttpLimits,
+    stop: CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        // hyper refuses a buffer under 8 KiB.
+        .max_buf_size(limits.max_header_bytes.max(8 * 1024));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        // A connection is accepted only when it may be served: past the
+        // bound, clients wait in the listen queue, not in memory.
+        let permit = tokio::select! {
+            () = stop.cancelled() => break,
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, a connection reset before it
+                    // was accepted: wait a little rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client that goes away or times out is the normal end of a connection.
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(10)) => {}
     }
 }
 

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::api::ApiError;
 use crate::api::model::*;
 use crate::clock::SharedClock;
-use crate::engine::{self, CallbackKeys, Deployed, Engine, Finished};
+use crate::engine::{self, CallbackClaim, CallbackKeys, Deployed, Engine, Finished};
 use crate::history::History;
 use crate::quota::{Asker, Ledger, Refusal};
 use crate::scheduler::{BackfillError, Scheduler};
@@ -734,49 +734,87 @@ impl Service {
 
     /// A remote system reports an attempt's result. The token is the caller's
     /// credential: it names the attempt and is signed by this server.
-    pub async fn callback(&self, token: &str, body: Callback) -> ApiResult<CallbackAccepted> {
-        let Some(claim) = self.inner.keys.verify(token) else {
-            return Err(ApiError::new(
+    /// The attempt a callback token names, checked before anything else of
+    /// the request is read: a request without a valid token costs no body.
+    pub fn callback_claim(&self, token: &str) -> ApiResult<CallbackClaim> {
+        self.inner.keys.verify(token).ok_or_else(|| {
+            ApiError::new(
                 401,
                 "invalid_callback_token",
                 "this callback token was not issued by this server or was altered: use the `callback_url` of the invocation as given",
-            ));
-        };
-        let slot = eflow_core::slot_id(&claim.node, claim.index, claim.attempt);
-        let kind = match (body.output, body.error) {
-            (output, None) => EventKind::StepCompleted {
-                node: claim.node.clone(),
-                index: claim.index,
-                attempt: claim.attempt,
-                output: output.unwrap_or(Value::Null),
+            )
+        })
+    }
+
+    pub async fn callback(
+        &self,
+        claim: CallbackClaim,
+        body: Callback,
+    ) -> ApiResult<CallbackAccepted> {
+        let kind = callback_event(&claim, body)?;
+        let id = format!(
+            "callback:{}",
+            eflow_core::slot_id(&claim.node, claim.index, claim.attempt)
+        );
+        let completes = matches!(kind, EventKind::StepCompleted { .. });
+        let event = Event::new(id.clone(), kind.clone());
+        let (status, reason) = match self.inner.engine.deliver(&claim.run, event).await {
+            Ok(applied) => match refused_output(&applied.state, &applied.deployed, &claim) {
+                Some(e) if completes => (CallbackStatus::InvalidOutput, Some(e.message)),
+                _ => (CallbackStatus::Applied, None),
             },
-            (None, Some(e)) => EventKind::StepFailed {
-                node: claim.node.clone(),
-                index: claim.index,
-                attempt: claim.attempt,
-                error: StepError::new(e.code, e.message.unwrap_or_default()),
-                retryable: body.retryable.unwrap_or(true),
-            },
-            (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request(
-                    "invalid_callback",
-                    "send `output` for a success or `error` for a failure, not both",
-                ));
-            }
-        };
-        let event = Event::new(format!("callback:{slot}"), kind);
-        let accepted = match self.inner.engine.deliver(&claim.run, event).await {
-            Ok(_) => true,
-            Err(engine::Error::Rejected(_)) => false,
-            Err(engine::Error::NoSuchRun(_)) => false,
+            Err(engine::Error::Rejected(r)) => self.earlier_callback(&claim, &id, &kind, r).await?,
+            Err(engine::Error::NoSuchRun(_)) => (
+                CallbackStatus::Stale,
+                Some("the run no longer exists".to_string()),
+            ),
             Err(e) => return Err(e.into()),
         };
         Ok(CallbackAccepted {
             run: claim.run,
             step: claim.node,
             attempt: claim.attempt,
-            applied: accepted,
+            applied: matches!(
+                status,
+                CallbackStatus::Applied | CallbackStatus::AlreadyApplied
+            ),
+            status,
+            reason,
         })
+    }
+
+    /// A callback the engine refused: the same one applied before (a resend),
+    /// or a result the attempt no longer awaits.
+    async fn earlier_callback(
+        &self,
+        claim: &CallbackClaim,
+        id: &str,
+        kind: &EventKind,
+        rejection: Rejection,
+    ) -> ApiResult<(CallbackStatus, Option<String>)> {
+        let Some(row) = self.db().event(&claim.run, id).await? else {
+            return Ok((CallbackStatus::Stale, Some(rejection.to_string())));
+        };
+        let earlier: Event = serde_json::from_slice(&row.body).map_err(ApiError::internal)?;
+        if &earlier.kind != kind {
+            return Ok((
+                CallbackStatus::Stale,
+                Some("a different result for this attempt was applied first".to_string()),
+            ));
+        }
+        if matches!(kind, EventKind::StepCompleted { .. })
+            && let Some((meta, _, state)) = self.db().load_run(&claim.run).await?
+        {
+            let run: Run = serde_json::from_slice(&state).map_err(ApiError::internal)?;
+            let deployed = self.inner.engine.deployments().get(&meta.bundle).await?;
+            if let Some(e) = refused_output(&run, &deployed, claim).filter(|e| {
+                e.code == eflow_core::apply::codes::INVALID_OUTPUT
+                    || e.code == eflow_core::apply::codes::STATE_TOO_LARGE
+            }) {
+                return Ok((CallbackStatus::InvalidOutput, Some(e.message)));
+            }
+        }
+        Ok((CallbackStatus::AlreadyApplied, None))
     }
 
     // ---- schedules -----------------------------------------------------------
@@ -1050,7 +1088,13 @@ fn short_version(v: &str) -> &str {
 }
 
 fn quota_error(r: Refusal) -> ApiError {
-    ApiError::new(429, r.code(), r.to_string())
+    // A start rate frees a start every 1/rate seconds; runs in progress end
+    // when they end, so the client asks again soon.
+    let retry_after = match &r {
+        Refusal::StartRate { rate, .. } if *rate > 0.0 => (1.0 / rate).ceil() as u64,
+        _ => 1,
+    };
+    ApiError::too_many(r.code(), r.to_string(), retry_after)
 }
 
 /// A run as this caller names it: its id and its parent's ([`Caller::shown_run`]).
@@ -1281,4 +1325,64 @@ fn compile_sources(files: BTreeMap<String, String>) -> ApiResult<Bundle> {
                 .join("; "),
         )
     })
+}
+
+/// Longest error code a callback may report.
+pub const MAX_CALLBACK_ERROR_CODE: usize = 128;
+
+/// The event a callback body reports; a body that reports nothing, or both a
+/// success and a failure, or an unusable error code is refused whole.
+fn callback_event(claim: &CallbackClaim, body: Callback) -> ApiResult<EventKind> {
+    let invalid = |m: &str| ApiError::bad_request("invalid_callback", m);
+    match (body.output, body.error) {
+        (None, None) => Err(invalid(
+            "the body reports nothing: send `{\"output\": VALUE}` for a success (`null` for a step without an output) or `{\"error\": {\"code\": NAME}}` for a failure",
+        )),
+        (Some(_), Some(_)) => Err(invalid(
+            "send `output` for a success or `error` for a failure, not both",
+        )),
+        (Some(_), None) if body.retryable.is_some() => Err(invalid(
+            "`retryable` goes with an `error`, not with an `output`",
+        )),
+        (Some(output), None) => Ok(EventKind::StepCompleted {
+            node: claim.node.clone(),
+            index: claim.index,
+            attempt: claim.attempt,
+            output,
+        }),
+        (None, Some(e)) => {
+            if e.code.is_empty()
+                || e.code.len() > MAX_CALLBACK_ERROR_CODE
+                || e.code.chars().any(char::is_control)
+            {
+                return Err(invalid(&format!(
+                    "`error.code` must be 1 to {MAX_CALLBACK_ERROR_CODE} bytes without control characters: send the error's name, the details in `error.message`"
+                )));
+            }
+            Ok(EventKind::StepFailed {
+                node: claim.node.clone(),
+                index: claim.index,
+                attempt: claim.attempt,
+                error: StepError::new(e.code, e.message.unwrap_or_default()),
+                retryable: body.retryable.unwrap_or(true),
+            })
+        }
+    }
+}
+
+/// The error of the claimed attempt's slot when it failed, which after the
+/// completion was applied means its output was refused.
+fn refused_output(run: &Run, deployed: &Deployed, claim: &CallbackClaim) -> Option<StepError> {
+    use eflow_core::{NodeState, Slot};
+    let flow = deployed.bundle.flow(&run.flow)?;
+    let pos = flow.flow.nodes.iter().position(|n| n.id == claim.node)?;
+    let slot = match (run.nodes.get(pos)?, claim.index) {
+        (NodeState::FanOut(slots), Some(i)) => slots.get(i as usize)?,
+        (NodeState::Single(s), _) => s,
+        _ => return None,
+    };
+    match slot {
+        Slot::Failed(e) => Some(e.clone()),
+        _ => None,
+    }
 }

@@ -27,6 +27,7 @@ macro_rules! store_test_suite {
             active_runs_by_tenant,
             active_runs_of_schedule,
             events_of,
+            event_by_id,
             events_after_and_max_event_pos,
             event_positions_are_never_reused,
             claim_timers,
@@ -306,6 +307,25 @@ async fn active_runs_of_schedule(store: &Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// One event of a run by its id; another run's event of that id is not it.
+async fn event_by_id(store: &Store) {
+    commit(store, |c| {
+        c.runs.push(run("r1", "acme", "running", "{}"));
+        c.runs.push(run("r2", "acme", "running", "{}"));
+        c.events.push(event("r1", 0));
+        c.events.push(event("r1", 1));
+    })
+    .await;
+    let e = store
+        .event("r1", "e1")
+        .await
+        .unwrap()
+        .expect("r1's event e1");
+    assert_eq!((e.run.as_str(), e.seq, e.id.as_str()), ("r1", 1, "e1"));
+    assert!(store.event("r2", "e1").await.unwrap().is_none());
+    assert!(store.event("r1", "e9").await.unwrap().is_none());
 }
 
 /// A run's events in order, after a sequence number, at most `limit`.

@@ -19,7 +19,14 @@ pub struct ApiError {
     pub status: u16,
     pub code: String,
     pub message: String,
+    /// For a 429: how many seconds to wait before trying again (`Retry-After`).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
+
+/// The longest message an error answers with: what a client echoes into a
+/// path or body comes back cut, not whole.
+pub const MAX_MESSAGE: usize = 1024;
 
 impl ApiError {
     pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
@@ -27,6 +34,14 @@ impl ApiError {
             status,
             code: code.into(),
             message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// A 429 that tells the client when to try again.
+    pub fn too_many(code: &str, message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(429, code, message)
         }
     }
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
@@ -94,12 +109,28 @@ impl From<history::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut message = self.message;
+        if message.len() > MAX_MESSAGE {
+            let mut cut = MAX_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,
-                message: self.message,
+                message,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let secs = self.retry_after.unwrap_or(1).max(1);
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }

@@ -19,7 +19,9 @@ use utoipa::OpenApi;
 
 use model::*;
 
+use crate::engine::CallbackClaim;
 use crate::history::RunQuery;
+use crate::server::HttpLimits;
 use crate::service::{Caller, Service};
 
 /// A JSON object body whose rejections are API errors. Only an object is
@@ -65,15 +67,35 @@ async fn read_object<S: Send + Sync, T: DeserializeOwned>(
             let v = v.trim();
             v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
         });
-    let bytes = axum::body::Bytes::from_request(req, state)
-        .await
-        .map_err(|_| {
+    let deadline = req.extensions().get::<BodyTimeout>().map(|t| t.0);
+    let read = axum::body::Bytes::from_request(req, state);
+    let read = match deadline {
+        Some(d) => tokio::time::timeout(d, read).await.map_err(|_| {
+            ApiError::new(
+                408,
+                "body_timeout",
+                format!(
+                    "the body did not arrive within {}: send it at once, or ask the operator for a longer body timeout",
+                    humantime::format_duration(d)
+                ),
+            )
+        })?,
+        None => read.await,
+    };
+    let bytes = read.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 413,
                 "body_too_large",
-                "the body is too large or could not be read",
+                "the body is larger than this endpoint takes: send references (URIs), not data",
             )
-        })?;
+        } else {
+            ApiError::bad_request(
+                "body_unreadable",
+                "the body could not be read to its end: send it again",
+            )
+        }
+    })?;
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         None if empty_ok => return Ok(None),
@@ -99,6 +121,47 @@ async fn read_object<S: Send + Sync, T: DeserializeOwned>(
             format!("the body is not what this endpoint takes: {e}"),
         )
     })
+}
+
+/// How long a request's body may take to arrive, from [`HttpLimits`]: a
+/// request extension, so that the body extractors find it.
+#[derive(Debug, Clone, Copy)]
+struct BodyTimeout(std::time::Duration);
+
+/// Refuses a request target longer than the limit before anything else runs.
+async fn check_uri(
+    State(max): State<usize>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > max {
+        return ApiError::new(
+            414,
+            "uri_too_long",
+            format!(
+                "the request target is {len} bytes, more than {max}: send long values in a JSON body"
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The attempt a callback's path token names, verified before the body is
+/// read: a request without a valid token costs no body.
+pub struct CallbackToken(pub CallbackClaim);
+
+impl FromRequestParts<Service> for CallbackToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        service: &Service,
+    ) -> Result<Self, Self::Rejection> {
+        let PathParam(token) = PathParam::<String>::from_request_parts(parts, service).await?;
+        service.callback_claim(&token).map(CallbackToken)
+    }
 }
 
 /// Path parameters whose rejections are API errors.
@@ -173,9 +236,95 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
         list_admin_tokens, create_admin_token, revoke_admin_token, rotate_admin_token
     ),
     components(schemas(ErrorBody, ErrorDetail)),
-    modifiers(&Security)
+    modifiers(&Security, &Errors)
 )]
 pub struct ApiDoc;
+
+/// Documents the errors every operation can answer by what it takes (a
+/// token, a path, a query, a body), each with the error body; a 429 with its
+/// `Retry-After`. The handlers name only the errors of their own operation.
+struct Errors;
+
+impl utoipa::Modify for Errors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for op in ops.into_iter().flatten() {
+                let mut statuses = vec![414];
+                let secured = op.security.is_some();
+                let params = op.parameters.as_deref().unwrap_or_default();
+                if secured {
+                    statuses.extend([401, 403, 404, 500]);
+                }
+                if path.contains('{') || params.iter().any(|p| p.parameter_in == ParameterIn::Query)
+                {
+                    statuses.push(400);
+                }
+                if op.request_body.is_some() {
+                    statuses.extend([400, 408, 413, 415, 500, 503]);
+                }
+                let documented = op
+                    .responses
+                    .responses
+                    .keys()
+                    .filter_map(|k| k.parse::<u16>().ok());
+                statuses.extend(documented.filter(|s| *s >= 400).collect::<Vec<_>>());
+                for status in statuses {
+                    op.responses
+                        .responses
+                        .insert(status.to_string(), error_response(status));
+                }
+            }
+        }
+    }
+}
+
+fn error_response(status: u16) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let description = match status {
+        400 => "The request is malformed: the message says what to change",
+        401 => "No token, or one this server does not know",
+        403 => "The token may not do this",
+        404 => "No such resource visible to this token",
+        408 => "The body did not arrive in time",
+        409 => "The resource's state does not allow this now",
+        413 => "The body is too large",
+        414 => "The request target (path and query) is too long",
+        415 => "The body is not JSON",
+        429 => "A quota is reached: try again after `Retry-After` seconds",
+        503 => "The server is shutting down: try again shortly",
+        _ => "The server failed; it is logged",
+    };
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build(),
+    );
+    if status == 429 {
+        response = response.header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(1)),
+                )
+                .description(Some("Seconds to wait before trying again"))
+                .build(),
+        );
+    }
+    utoipa::openapi::RefOr::T(response.build())
+}
 
 struct Security;
 
@@ -190,7 +339,7 @@ impl utoipa::Modify for Security {
     }
 }
 
-pub fn router(service: Service) -> Router {
+pub fn router(service: Service, limits: &HttpLimits) -> Router {
     Router::new()
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/health", get(health))
@@ -243,6 +392,11 @@ pub fn router(service: Service) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(service)
+        .layer(axum::Extension(BodyTimeout(limits.body_timeout)))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.max_uri_bytes,
+            check_uri,
+        ))
 }
 
 async fn not_found() -> ApiError {
@@ -334,6 +488,7 @@ async fn deploy(
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct TenantParam {
     tenant: Option<String>,
@@ -351,7 +506,7 @@ async fn list_flows(
 
 /// Start a run of a deployed flow.
 #[utoipa::path(post, path = "/v1/runs", request_body = StartRun,
-    responses((status = 200, body = RunView), (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = RunView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)), security(("bearer" = [])))]
 async fn start_run(
     State(s): State<Service>,
     Auth(c): Auth,
@@ -422,6 +577,7 @@ async fn get_run(
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EventsParam {
     /// Events after this sequence number.
@@ -458,6 +614,7 @@ async fn cancel_run(
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ApprovalsParam {
     tenant: Option<String>,
@@ -498,10 +655,10 @@ async fn decide(
     responses((status = 200, body = CallbackAccepted), (status = 401, body = ErrorBody)))]
 async fn callback(
     State(s): State<Service>,
-    PathParam(token): PathParam<String>,
+    CallbackToken(claim): CallbackToken,
     Body(b): Body<Callback>,
 ) -> ApiResult<CallbackAccepted> {
-    s.callback(&token, b).await.map(Json)
+    s.callback(claim, b).await.map(Json)
 }
 
 /// Schedules of deployed flows.
@@ -538,7 +695,7 @@ async fn resume_schedule(
 
 /// Start one run per fire time in a range, whatever the catch-up policy.
 #[utoipa::path(post, path = "/v1/schedules/{id}/backfill", params(("id" = String, Path)), request_body = Backfill,
-    responses((status = 200, body = BackfillResult), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = BackfillResult), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)), security(("bearer" = [])))]
 async fn backfill(
     State(s): State<Service>,
     Auth(c): Auth,
@@ -549,6 +706,7 @@ async fn backfill(
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct RegistryParam {
     tenant: Option<String>,

@@ -153,7 +153,7 @@ pub struct StepView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorView>,
@@ -181,7 +181,7 @@ pub struct RunView {
     pub input: Value,
     pub steps: Vec<StepView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorView>,
@@ -233,16 +233,19 @@ pub struct ApprovalView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub decision: Option<Value>,
 }
 
-/// A remote system's report of an attempt: `output` on success, `error` on failure.
+/// A remote system's report of an attempt: `output` on success, `error` on
+/// failure; exactly one of them.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Callback {
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    /// The attempt's output, any JSON value of the contract's output type
+    /// (`null` for a step without an output). Present, even as `null`, means success.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Value>)]
     pub output: Option<Value>,
     #[serde(default)]
     pub error: Option<CallbackError>,
@@ -251,13 +254,40 @@ pub struct Callback {
     pub retryable: Option<bool>,
 }
 
+/// A field that is there, even as `null`, is `Some`: `{"output": null}` is a
+/// success without an output, `{}` is no report at all.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallbackError {
-    /// An error name from the contract's `raises`, or your own.
+    /// An error name from the contract's `raises`, or your own: 1 to 128
+    /// bytes, no control characters.
     pub code: String,
+    /// For people; longer than 512 bytes, it is cut there.
     #[serde(default)]
     pub message: Option<String>,
+}
+
+/// What became of a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackStatus {
+    /// This callback's result is now the attempt's result.
+    Applied,
+    /// The same result for this attempt was applied before (a resent
+    /// callback): nothing more to do.
+    AlreadyApplied,
+    /// The attempt no longer awaits a result (it timed out, was cancelled or
+    /// retried, the run ended), or a different result for it came first:
+    /// this one changed nothing.
+    Stale,
+    /// The output does not fit the contract's output type (or would make the
+    /// run's state too large): the attempt failed with `InvalidOutput`
+    /// (`StateTooLarge`) instead, without retries.
+    InvalidOutput,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -265,8 +295,13 @@ pub struct CallbackAccepted {
     pub run: String,
     pub step: String,
     pub attempt: u32,
-    /// False when the attempt was no longer awaited (timed out, run ended, sent twice).
+    /// True exactly when `status` is `applied` or `already_applied`: the
+    /// result sent is the attempt's result.
     pub applied: bool,
+    pub status: CallbackStatus,
+    /// Why, for `stale` and `invalid_output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -350,6 +385,7 @@ pub struct RegistryView {
 
 /// Filters of `GET /v1/runs`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunFilter {
     pub tenant: Option<String>,

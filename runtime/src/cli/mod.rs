@@ -163,6 +163,16 @@ pub struct ServeArgs {
     /// the attempt with `AnswerTooLarge`.
     #[arg(long, env = "EFLOW_MAX_ANSWER_BYTES", value_name = "BYTES", default_value_t = crate::server::DEFAULT_MAX_ANSWER_BYTES)]
     pub max_answer_bytes: u64,
+    /// HTTP connections open at once; more wait until one closes.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// How long a request's head may take to arrive; a connection idle this
+    /// long between requests is closed.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// How long a request's whole body may take to arrive.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub body_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]

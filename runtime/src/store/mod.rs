@@ -98,6 +98,9 @@ forward! {
     pub async fn active_runs_by_tenant(&self) -> Result<Vec<(String, i64)>>;
     pub async fn active_runs_of_schedule(&self, schedule: &str) -> Result<Vec<String>>;
     pub async fn events_of(&self, run: &str, after_seq: Option<u64>, limit: u32) -> Result<Vec<EventRow>>;
+    /// The event of `run` with this id, if it was applied: how a redelivered
+    /// callback tells "already applied" from "stale".
+    pub async fn event(&self, run: &str, id: &str) -> Result<Option<EventRow>>;
     /// Events in commit order after `pos`: the history consumer's feed.
     pub async fn events_after(&self, pos: i64, limit: u32) -> Result<Vec<EventRow>>;
     /// The position of the last event committed (0 when there is none).

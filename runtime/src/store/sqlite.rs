@@ -320,6 +320,17 @@ impl SqliteStore {
         rows.into_iter().map(event_row).collect()
     }
 
+    pub async fn event(&self, run: &str, id: &str) -> Result<Option<EventRow>> {
+        let row = sqlx::query(
+            "SELECT pos, run, seq, id, at, status, body FROM events WHERE run = ? AND id = ? LIMIT 1",
+        )
+        .bind(run)
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(event_row).transpose()
+    }
+
     /// Events in commit order after `pos`: the history consumer's feed.
     pub async fn events_after(&self, pos: i64, limit: u32) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(

@@ -1,0 +1,251 @@
+//! The callback contract over real HTTP: what a remote system learns from the
+//! answer to its callback (applied, already applied, stale, invalid output),
+//! bodies that report nothing or nonsense are refused whole, and the token is
+//! checked before the body is read.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use common::*;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A remote system that accepts every invocation and never calls back by
+/// itself: the test sends the callbacks.
+async fn start_remote() -> (Arc<Mutex<Vec<Value>>>, String) {
+    async fn work(
+        State(calls): State<Arc<Mutex<Vec<Value>>>>,
+        Json(b): Json<Value>,
+    ) -> Json<Value> {
+        calls.lock().unwrap().push(b);
+        Json(json!({"accepted": true}))
+    }
+    let calls: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = Router::new()
+        .route("/work", post(work))
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the remote system");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (calls, format!("http://{addr}"))
+}
+
+/// A tenant with `Works(x) -> Int` deployed, a run of it waiting for its
+/// callback: (server, token, run id, callback url).
+async fn waiting_run(name: &str) -> (TestServer, String, String, String) {
+    let (calls, base) = start_remote().await;
+    let s = TestServer::start(name).await;
+    let token = s.api.create_tenant("acme", json!({})).await;
+    let src = format!(
+        r#"
+remote step Work(x: Int) -> Int
+
+flow Works(x: Int) -> Int {{
+    let w = Work(x: x)
+    return w
+}}
+
+bindings dev {{
+    Work = http {{ url: "{base}/work" }}
+}}
+"#
+    );
+    s.api.deploy_source(&token, &[("works.eflow", &src)]).await;
+    let run = s.api.start(&token, "Works", json!({"x": 4})).await;
+    let id = run["id"].as_str().expect("id").to_string();
+    let url = poll_until("the invocation of Work", DEADLINE, || async {
+        let calls = calls.lock().unwrap();
+        calls
+            .iter()
+            .find(|c| c["run"] == id.as_str())
+            .and_then(|c| c["callback_url"].as_str())
+            .map(str::to_string)
+    })
+    .await;
+    (s, token, id, url)
+}
+
+async fn call_back(api: &Api, url: &str, body: &Value) -> Resp {
+    api.send(api.http.post(url).json(body)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_callback_is_already_applied_and_a_different_one_stale() {
+    let (s, token, id, url) = waiting_run("callback-status").await;
+    let api = &s.api;
+
+    let r = call_back(api, &url, &json!({"output": 40})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["status"], "applied", "{}", r.body);
+    assert_eq!(r.body["applied"], true, "{}", r.body);
+    assert_eq!(r.body["run"], id.as_str(), "{}", r.body);
+    assert_eq!(r.body["step"], "w", "{}", r.body);
+    assert_eq!(r.body["attempt"], 1, "{}", r.body);
+    let done = api.wait_finished(&token, &id).await;
+    assert_eq!(done["result"], 40, "{done}");
+
+    // The same callback again (the remote system lost the first answer):
+    // idempotent success.
+    let r = call_back(api, &url, &json!({"output": 40})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["status"], "already_applied", "{}", r.body);
+    assert_eq!(r.body["applied"], true, "{}", r.body);
+
+    // A different result for the same attempt came too late: stale, not applied.
+    for body in [
+        json!({"output": 41}),
+        json!({"error": {"code": "Boom", "message": "late"}}),
+    ] {
+        let r = call_back(api, &url, &body).await;
+        assert_eq!(r.status, 200, "{body}: {}", r.text);
+        assert_eq!(r.body["status"], "stale", "{body}: {}", r.body);
+        assert_eq!(r.body["applied"], false, "{body}: {}", r.body);
+        assert!(r.body["reason"].is_string(), "{body}: {}", r.body);
+    }
+    let after = api.run(&token, &id).await;
+    assert_eq!(after["result"], 40, "nothing changed: {after}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_of_the_wrong_type_is_not_applied() {
+    let (s, token, id, url) = waiting_run("callback-invalid-output").await;
+    let api = &s.api;
+    let r = call_back(api, &url, &json!({"output": "forty"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["status"], "invalid_output", "{}", r.body);
+    assert_eq!(r.body["applied"], false, "{}", r.body);
+    assert!(
+        r.body["reason"].as_str().is_some_and(|m| !m.is_empty()),
+        "says why: {}",
+        r.body
+    );
+    let done = api.wait_finished(&token, &id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "InvalidOutput", "{done}");
+    // Sent again, it is answered the same way, not as applied.
+    let r = call_back(api, &url, &json!({"output": "forty"})).await;
+    assert_eq!(r.body["status"], "invalid_output", "{}", r.body);
+    assert_eq!(r.body["applied"], false, "{}", r.body);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_or_malformed_callbacks_are_400_and_change_nothing() {
+    let (s, token, id, url) = waiting_run("callback-malformed").await;
+    let api = &s.api;
+    let long_code = "E".repeat(129);
+    let bodies: Vec<(&str, Option<&str>, Vec<u8>)> = vec![
+        ("an empty body", Some("application/json"), vec![]),
+        ("no content type", None, vec![]),
+        ("an empty object", Some("application/json"), b"{}".to_vec()),
+        (
+            "only retryable",
+            Some("application/json"),
+            br#"{"retryable": false}"#.to_vec(),
+        ),
+        ("not JSON", Some("application/json"), b"{output: 1".to_vec()),
+        (
+            "output and error",
+            Some("application/json"),
+            br#"{"output": 1, "error": {"code": "X"}}"#.to_vec(),
+        ),
+        (
+            "retryable with an output",
+            Some("application/json"),
+            br#"{"output": 1, "retryable": true}"#.to_vec(),
+        ),
+        (
+            "an empty error code",
+            Some("application/json"),
+            br#"{"error": {"code": ""}}"#.to_vec(),
+        ),
+        (
+            "a 129-byte error code",
+            Some("application/json"),
+            serde_json::to_vec(&json!({"error": {"code": long_code}})).unwrap(),
+        ),
+        (
+            "a control character in the code",
+            Some("application/json"),
+            br#"{"error": {"code": "a\nb"}}"#.to_vec(),
+        ),
+        (
+            "an unknown field",
+            Some("application/json"),
+            br#"{"output": 1, "status": "ok"}"#.to_vec(),
+        ),
+    ];
+    for (what, ct, body) in bodies {
+        let r = api
+            .post_raw(None, &url.replace(&api.base, ""), ct, body)
+            .await;
+        r.expect_error(400, what);
+    }
+    let run = api.run(&token, &id).await;
+    assert_eq!(run["status"], "running", "nothing changed: {run}");
+    assert_eq!(run["steps"][0]["status"], "running", "{run}");
+    assert_eq!(run["steps"][0]["attempt"], 1, "{run}");
+
+    // An error message is kept to 512 bytes, whatever was sent.
+    let r = call_back(
+        api,
+        &url,
+        &json!({"error": {"code": "Boom", "message": "x".repeat(100_000)}, "retryable": false}),
+    )
+    .await;
+    assert_eq!(r.body["status"], "applied", "{}", r.body);
+    let done = api.wait_finished(&token, &id).await;
+    let message = done["steps"][0]["error"]["message"]
+        .as_str()
+        .expect("the step's error message");
+    assert!(message.len() <= 512 + '…'.len_utf8(), "{}", message.len());
+    assert_eq!(done["error"]["code"], "Boom", "{done}");
+    s.stop().await;
+}
+
+/// A callback with a forged token is refused before its body is read: the
+/// server answers 401 while the client has sent only the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_checked_before_the_body_is_read() {
+    let s = TestServer::start("callback-token-first").await;
+    let mut conn = tokio::net::TcpStream::connect(s.server.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/callbacks/eyJydW4iOiJ4In0.AAAA HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n",
+        s.server.addr
+    );
+    conn.write_all(head.as_bytes())
+        .await
+        .expect("send the head");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let n = conn.read(&mut buf).await.expect("read");
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer);
+            if n == 0 || text.contains("invalid_callback_token") {
+                break;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    assert!(
+        read.is_ok(),
+        "no answer before the body was sent: the server waits for the body of an unauthenticated callback ({text:?})"
+    );
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(text.contains("invalid_callback_token"), "{text}");
+    s.stop().await;
+}
