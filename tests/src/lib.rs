@@ -2,6 +2,8 @@
 //! server process in a directory of its own, the CLI beside it, the language server
 //! over stdio), with no library of eflow's linked in.
 
+pub mod chaos;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -37,7 +39,25 @@ pub fn bin(name: &str) -> PathBuf {
                 Some("debug") | None => "dev".to_string(),
                 Some(other) => other.to_string(),
             };
-            let status = Command::new(cargo)
+            // Without the variables cargo set for this test: build scripts
+            // that watch them (ring's watches CARGO_MANIFEST_DIR) would see
+            // them change and rebuild, here and again in the next `cargo test`.
+            let mut command = Command::new(cargo);
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                if key == "CARGO_MANIFEST_DIR"
+                    || key == "CARGO_MANIFEST_PATH"
+                    || key == "CARGO_CRATE_NAME"
+                    || key == "CARGO_PRIMARY_PACKAGE"
+                    || key == "CARGO_TARGET_TMPDIR"
+                    || key == "CARGO_RUSTC_CURRENT_DIR"
+                    || key.starts_with("CARGO_PKG_")
+                    || key.starts_with("CARGO_BIN_")
+                {
+                    command.env_remove(key.as_ref());
+                }
+            }
+            let status = command
                 .current_dir(repo())
                 .args(["build", "--quiet", "--profile", &profile, "--bins"])
                 .args([
