@@ -104,6 +104,9 @@ pub struct HttpLimits {
     /// The largest request head (request line and headers) in bytes: the
     /// most a connection buffers before its request is read.
     pub max_header_bytes: usize,
+    /// The largest deploy request (`POST /v1/flows`) in bytes (413 beyond);
+    /// other requests take at most 2 MiB.
+    pub max_deploy_bytes: usize,
 }
 
 impl Default for HttpLimits {
@@ -114,6 +117,7 @@ impl Default for HttpLimits {
             body_timeout: Duration::from_secs(60),
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 64 * 1024,
+            max_deploy_bytes: 8 * 1024 * 1024,
         }
     }
 }

@@ -390,8 +390,28 @@ impl Service {
             .map(|f| (f.name.clone(), f.hash.clone()))
             .collect();
         let now = self.now();
+        // Every schedule is worked out before anything is written: the
+        // bundle, its flows' heads and their schedules commit together.
+        let mut schedules = Vec::new();
+        for f in &bundle.flows {
+            let rows = self
+                .inner
+                .scheduler
+                .rows_for(&tenant, f, &id, now)
+                .await
+                .map_err(|e| ApiError::bad_request("invalid_schedule", e))?;
+            schedules.push((f.name.clone(), rows));
+        }
         self.db()
-            .insert_bundle(&id, &tenant, &env, &canonical, &flows, now)
+            .deploy(&store::Deployment {
+                bundle: &id,
+                tenant: &tenant,
+                env: &env,
+                ir: &canonical,
+                flows: &flows,
+                schedules: &schedules,
+                now,
+            })
             .await?;
         self.forget(&tenant);
         self.inner.engine.deployments().insert(Arc::new(Deployed {
@@ -400,15 +420,7 @@ impl Service {
             env: env.clone(),
             bundle: validated,
         }));
-        let mut schedules = 0;
-        for f in &bundle.flows {
-            schedules += self
-                .inner
-                .scheduler
-                .deployed(&tenant, f, &id, now)
-                .await
-                .map_err(|e| ApiError::bad_request("invalid_schedule", e))?;
-        }
+        let schedules: usize = schedules.iter().map(|(_, rows)| rows.len()).sum();
         tracing::info!(
             %tenant,
             %env,

@@ -613,3 +613,118 @@ async fn kill_9_during_decisions_loses_no_decision() {
     server.wait().unwrap();
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// The `i`th schedule of version `k`: a cron of its own for every version.
+fn cron_of(k: usize, i: usize) -> String {
+    format!("{} {i} {} {} *", k % 60, k / 60 % 28 + 1, k / 1680 % 12 + 1)
+}
+
+/// Version `k` of a bundle of three scheduled flows: every schedule of
+/// version `k` has a cron of that version's, and flow `A` has `k % 3 + 1`
+/// schedules.
+fn versioned(k: usize) -> String {
+    let mut s = String::from("remote step Work(n: Int) -> Int\n\n");
+    for f in ["A", "B", "C"] {
+        s.push_str(&format!("flow {f}(n: Int = {k}) -> Int {{\n"));
+        let count = if f == "A" { k % 3 + 1 } else { 1 };
+        for i in 0..count {
+            s.push_str(&format!("    schedule \"{}\"\n", cron_of(k, i)));
+        }
+        s.push_str("    let w = Work(n: n)\n    return w\n}\n\n");
+    }
+    s.push_str("bindings test {\n    Work = sim { duration: 1s }\n}\n");
+    s
+}
+
+/// A deploy is all or nothing: after a kill -9 during a stream of deploys,
+/// every flow's head is one version and its schedules are that version's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_deploys_leaves_one_whole_deployment() {
+    let (data, addr) = scratch("deploys");
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    let mut version = 1;
+    // bundle id → version, for every deploy that was answered.
+    let mut bundles: HashMap<String, usize> = HashMap::new();
+    let mut server = serve(&data, addr);
+    wait_up(&client, &base).await;
+    tenant_with(&client, &base, "dep", &versioned(0)).await;
+    for round in 0..4 {
+        // Deploy new versions back to back; kill the server part way through.
+        let deploying = {
+            let (client, base) = (client.clone(), base.clone());
+            let first = version;
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                for k in first..first + 1000 {
+                    let body = json!({ "tenant": "dep", "env": "test", "source": { "flow.eflow": versioned(k) } });
+                    match client
+                        .post(format!("{base}/v1/flows"))
+                        .bearer_auth(ADMIN)
+                        .json(&body)
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().is_success() => {
+                            let v: Value = r.json().await.unwrap();
+                            answered.push((v["bundle"].as_str().unwrap().to_string(), k));
+                        }
+                        Ok(r) => panic!("deploy {k}: {}", r.text().await.unwrap()),
+                        Err(_) => return (answered, k),
+                    }
+                }
+                (answered, first + 1000)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300 + 170 * round)).await;
+        server.kill().expect("kill -9 the server");
+        server.wait().unwrap();
+        let (answered, in_flight) = deploying.await.unwrap();
+        assert!(
+            !answered.is_empty(),
+            "round {round}: no deploy was answered"
+        );
+        bundles.extend(answered);
+        version = in_flight + 1;
+
+        server = serve(&data, addr);
+        wait_up(&client, &base).await;
+        let flows: Vec<Value> = get_json(&client, &format!("{base}/v1/flows?tenant=dep")).await;
+        let heads: Vec<&Value> = flows.iter().filter(|f| f["head"] == true).collect();
+        assert_eq!(heads.len(), 3, "round {round}: heads {heads:?}");
+        let bundle = heads[0]["bundle"].as_str().unwrap();
+        assert!(
+            heads.iter().all(|h| h["bundle"] == bundle),
+            "round {round}: the flows' heads are in different bundles: {heads:?}"
+        );
+        // The head is an answered deploy's, or the one the kill cut short.
+        let k = bundles.get(bundle).copied().unwrap_or(in_flight);
+        let schedules: Vec<Value> =
+            get_json(&client, &format!("{base}/v1/schedules?tenant=dep")).await;
+        let mut got: Vec<(String, String)> = schedules
+            .iter()
+            .map(|s| {
+                (
+                    s["flow"].as_str().unwrap().to_string(),
+                    s["cron"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        got.sort();
+        let mut want: Vec<(String, String)> = Vec::new();
+        for f in ["A", "B", "C"] {
+            let count = if f == "A" { k % 3 + 1 } else { 1 };
+            for i in 0..count {
+                want.push((f.to_string(), cron_of(k, i)));
+            }
+        }
+        want.sort();
+        assert_eq!(
+            got, want,
+            "round {round}: the schedules are not version {k}'s"
+        );
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -8,8 +8,8 @@ mod common;
 use std::path::PathBuf;
 
 use eflow_runtime::store::{
-    ApprovalClose, ApprovalWrite, Commit, Durability, EventWrite, NewEntry, RunMeta, RunWrite,
-    ScheduleRow, Store, TenantRow, TimerWrite, TokenRow,
+    ApprovalClose, ApprovalWrite, Commit, Deployment, Durability, EventWrite, NewEntry, RunMeta,
+    RunWrite, ScheduleRow, Store, TenantRow, TimerWrite, TokenRow,
 };
 use serde_json::json;
 
@@ -484,8 +484,7 @@ async fn timers_are_one_row_per_name(store: &Store) {
 /// At start every claim is released: claimed timers and schedules are taken again.
 async fn release_claims(store: &Store) {
     commit(store, |c| c.timers.push(timer("r1", "t", 100, 0))).await;
-    store
-        .replace_schedules("acme", "F", &[schedule("s1", "acme", 1_000)])
+    replace_schedules(store, "acme", "F", &[schedule("s1", "acme", 1_000)])
         .await
         .unwrap();
     assert_eq!(
@@ -593,16 +592,21 @@ async fn acquire_lease_fences_older_owners(store: &Store) {
 /// older versions stay reachable by version.
 async fn bundles_and_flows(store: &Store) {
     let flows = |v: &str| vec![("F".to_string(), v.to_string())];
-    store
-        .insert_bundle("b-1", "acme", "dev", b"{\"ir\":1}", &flows("v1"), 10)
+    insert_bundle(store, "b-1", "acme", "dev", b"{\"ir\":1}", &flows("v1"), 10)
         .await
         .unwrap();
-    store
-        .insert_bundle("b-2", "acme", "prod", b"{\"ir\":2}", &flows("v2"), 20)
-        .await
-        .unwrap();
-    store
-        .insert_bundle("b-3", "other", "dev", b"{}", &flows("v1"), 30)
+    insert_bundle(
+        store,
+        "b-2",
+        "acme",
+        "prod",
+        b"{\"ir\":2}",
+        &flows("v2"),
+        20,
+    )
+    .await
+    .unwrap();
+    insert_bundle(store, "b-3", "other", "dev", b"{}", &flows("v1"), 30)
         .await
         .unwrap();
     assert_eq!(
@@ -631,8 +635,7 @@ async fn bundles_and_flows(store: &Store) {
     );
     assert_eq!(store.flows(None).await.unwrap().len(), 3);
     // Deploying the old version again makes it the head again.
-    store
-        .insert_bundle("b-4", "acme", "dev", b"{}", &flows("v1"), 40)
+    insert_bundle(store, "b-4", "acme", "dev", b"{}", &flows("v1"), 40)
         .await
         .unwrap();
     let head = store.flow("acme", "F", None).await.unwrap().unwrap();
@@ -687,27 +690,69 @@ async fn set_tenant_egress(store: &Store) {
     assert!(store.tenant("nope").await.unwrap().is_none());
 }
 
+/// Deploys a bundle and its flows, without schedules.
+async fn insert_bundle(
+    store: &Store,
+    bundle: &str,
+    tenant: &str,
+    env: &str,
+    ir: &[u8],
+    flows: &[(String, String)],
+    now: u64,
+) -> Result<(), eflow_runtime::store::Error> {
+    store
+        .deploy(&Deployment {
+            bundle,
+            tenant,
+            env,
+            ir,
+            flows,
+            schedules: &[],
+            now,
+        })
+        .await
+}
+
+/// Deploys `rows` as the schedules of `flow` (with an empty bundle).
+async fn replace_schedules(
+    store: &Store,
+    tenant: &str,
+    flow: &str,
+    rows: &[ScheduleRow],
+) -> Result<(), eflow_runtime::store::Error> {
+    store
+        .deploy(&Deployment {
+            bundle: &format!("b-{tenant}-schedules"),
+            tenant,
+            env: "dev",
+            ir: b"{}",
+            flows: &[],
+            schedules: &[(flow.to_string(), rows.to_vec())],
+            now: 0,
+        })
+        .await
+}
+
 /// Purging a tenant removes its rows in every table, and only its rows.
 async fn purge_tenant(store: &Store) {
     for t in ["acme", "other"] {
         store.create_tenant(&tenant(t)).await.unwrap();
-        store
-            .insert_bundle(
-                &format!("b-{t}"),
-                t,
-                "dev",
-                b"{}",
-                &[("F".into(), "v1".into())],
-                1,
-            )
-            .await
-            .unwrap();
+        insert_bundle(
+            store,
+            &format!("b-{t}"),
+            t,
+            "dev",
+            b"{}",
+            &[("F".into(), "v1".into())],
+            1,
+        )
+        .await
+        .unwrap();
         store
             .insert_token(&token(&format!("t-{t}"), Some(t), 1, None))
             .await
             .unwrap();
-        store
-            .replace_schedules(t, "F", &[schedule(&format!("{t}.F.0"), t, 1_000)])
+        replace_schedules(store, t, "F", &[schedule(&format!("{t}.F.0"), t, 1_000)])
             .await
             .unwrap();
         let r = format!("{t}-run");
@@ -1068,19 +1113,18 @@ async fn registry_set_stage(store: &Store) {
 /// A deploy replaces a flow's schedules; due ones are claimed once; an
 /// update records the watermark and keeps the newest start.
 async fn schedules(store: &Store) {
-    store
-        .replace_schedules(
-            "sched",
-            "F",
-            &[
-                schedule("s1", "sched", 1_000),
-                schedule("s2", "sched", 9_000),
-            ],
-        )
-        .await
-        .unwrap();
-    store
-        .replace_schedules("else", "F", &[schedule("e1", "else", 9_000)])
+    replace_schedules(
+        store,
+        "sched",
+        "F",
+        &[
+            schedule("s1", "sched", 1_000),
+            schedule("s2", "sched", 9_000),
+        ],
+    )
+    .await
+    .unwrap();
+    replace_schedules(store, "else", "F", &[schedule("e1", "else", 9_000)])
         .await
         .unwrap();
     let due = store.claim_schedules(0, 2_000, 60_000, 10).await.unwrap();
@@ -1126,8 +1170,7 @@ async fn schedules(store: &Store) {
     let mut again = schedule("s1", "sched", 4_000);
     again.last_start = s1.last_start;
     again.handled_through = s1.handled_through;
-    store
-        .replace_schedules("sched", "F", &[again])
+    replace_schedules(store, "sched", "F", &[again])
         .await
         .unwrap();
     let all = store.schedules(Some("sched")).await.unwrap();
@@ -1141,8 +1184,7 @@ async fn schedules(store: &Store) {
 
 /// Paused schedules are not claimed; resuming moves the watermark to now.
 async fn set_schedule_paused(store: &Store) {
-    store
-        .replace_schedules("sched", "F", &[schedule("s1", "sched", 1_000)])
+    replace_schedules(store, "sched", "F", &[schedule("s1", "sched", 1_000)])
         .await
         .unwrap();
     assert!(
