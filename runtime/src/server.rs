@@ -222,6 +222,10 @@ impl Server {
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+        service
+            .finish_purges()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot finish an interrupted tenant purge: {e}"))?;
         // The file first, the row second: a token nobody can read is never
         // stored, so a start that cannot write it leaves none behind, and the
         // next start makes one again.

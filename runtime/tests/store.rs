@@ -39,6 +39,7 @@ macro_rules! store_test_suite {
             tenants,
             set_tenant_egress,
             purge_tenant,
+            purges,
             tokens,
             tokens_by_owner,
             revoke_token,
@@ -733,6 +734,38 @@ async fn replace_schedules(
         .await
 }
 
+/// A purge is recorded from its beginning to its end; meanwhile the tenant
+/// cannot be created again, and a tenant being purged registers nothing.
+async fn purges(store: &Store) {
+    assert!(
+        !store.begin_purge("acme", 1).await.unwrap(),
+        "no such tenant"
+    );
+    store.create_tenant(&tenant("acme")).await.unwrap();
+    assert!(store.begin_purge("acme", 2).await.unwrap());
+    assert_eq!(store.pending_purges().await.unwrap(), ["acme"]);
+    let entry = NewEntry {
+        key: "k1",
+        tenant: "acme",
+        kind: "model",
+        name: "churn",
+        run: "r1",
+        step: "reg",
+        inputs: &json!({}),
+        now: 3,
+    };
+    assert!(store.register(&entry, |_| json!({})).await.is_err());
+    store.purge_tenant("acme").await.unwrap();
+    // Until the purge ends the id is neither free nor a tenant; beginning it
+    // again (a retried purge) is allowed.
+    assert!(!store.create_tenant(&tenant("acme")).await.unwrap());
+    assert!(store.tenant("acme").await.unwrap().is_none());
+    assert!(store.begin_purge("acme", 4).await.unwrap());
+    store.end_purge("acme").await.unwrap();
+    assert!(store.pending_purges().await.unwrap().is_empty());
+    assert!(store.create_tenant(&tenant("acme")).await.unwrap());
+}
+
 /// Purging a tenant removes its rows in every table, and only its rows.
 async fn purge_tenant(store: &Store) {
     for t in ["acme", "other"] {
@@ -1014,6 +1047,19 @@ fn close(run: &str, attempt: u32, at: u64, decision: Option<serde_json::Value>) 
 
 /// The registry counts versions per name and is idempotent by key.
 async fn register(store: &Store) {
+    // Only a live tenant registers.
+    let early = NewEntry {
+        key: "k0",
+        tenant: "acme",
+        kind: "model",
+        name: "churn",
+        run: "r1",
+        step: "reg",
+        inputs: &json!({}),
+        now: 1,
+    };
+    assert!(store.register(&early, |_| json!({})).await.is_err());
+    store.create_tenant(&tenant("acme")).await.unwrap();
     let inputs = json!({"name": "churn"});
     let entry = |key: &'static str, name: &'static str| NewEntry {
         key,
@@ -1066,6 +1112,7 @@ async fn register(store: &Store) {
 
 /// Moving a version to a stage rewrites its entry and only its entry.
 async fn registry_set_stage(store: &Store) {
+    store.create_tenant(&tenant("acme")).await.unwrap();
     let inputs = json!({});
     for key in ["k1", "k2"] {
         store

@@ -128,8 +128,16 @@ forward! {
     pub async fn create_tenant(&self, t: &TenantRow) -> Result<bool>;
     pub async fn tenants(&self) -> Result<Vec<TenantRow>>;
     pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>>;
-    /// Deletes every row of `tenant` in every table, the tenant last.
+    /// Records that `tenant`'s purge began (kept until [`Store::end_purge`]);
+    /// false if there is no such tenant and no purge of it pending.
+    pub async fn begin_purge(&self, tenant: &str, now: u64) -> Result<bool>;
+    /// Deletes every row of `tenant` in every table, the tenant last; the
+    /// purge's own record stays.
     pub async fn purge_tenant(&self, tenant: &str) -> Result<u64>;
+    /// The purge of `tenant` is over: every store holds nothing of it.
+    pub async fn end_purge(&self, tenant: &str) -> Result<()>;
+    /// Tenants whose purge began and did not end.
+    pub async fn pending_purges(&self) -> Result<Vec<String>>;
     /// Replaces `tenant`'s egress rules; false if there is no such tenant.
     pub async fn set_tenant_egress(&self, tenant: &str, rules: &[String]) -> Result<bool>;
     /// Adds a token; fails if its hash or id is taken.

@@ -531,7 +531,9 @@ impl SqliteStore {
 
     pub async fn create_tenant(&self, t: &TenantRow) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO tenants (id, created_at, max_active_runs, max_starts_per_sec, allow_egress) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO tenants (id, created_at, max_active_runs, max_starts_per_sec, allow_egress) \
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM purges WHERE tenant = ?1) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(&t.id)
         .bind(t.created_at as i64)
@@ -572,6 +574,42 @@ impl SqliteStore {
     }
 
     /// Deletes every row of `tenant` in every table, the tenant last.
+    pub async fn begin_purge(&self, tenant: &str, now: u64) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let known: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM tenants WHERE id = ?1 UNION ALL SELECT 1 FROM purges WHERE tenant = ?1",
+        )
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if known.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO purges (tenant, started_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(tenant)
+            .bind(now as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn end_purge(&self, tenant: &str) -> Result<()> {
+        sqlx::query("DELETE FROM purges WHERE tenant = ?")
+            .bind(tenant)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn pending_purges(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT tenant FROM purges ORDER BY started_at")
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
     pub async fn purge_tenant(&self, tenant: &str) -> Result<u64> {
         let mut tx = self.write.begin().await?;
         let mut n = 0;
@@ -733,6 +771,19 @@ impl SqliteStore {
         .await?;
         if let Some(r) = existing {
             return registry_row(r);
+        }
+        // A call carried out while its tenant was purged registers nothing.
+        let live: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM tenants WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM purges WHERE tenant = ?1)",
+        )
+        .bind(e.tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if live.is_none() {
+            return Err(Error::Conflict(format!(
+                "tenant `{}` does not exist or is being purged",
+                e.tenant
+            )));
         }
         let last: Option<i64> = sqlx::query_scalar(
             "SELECT max(version) FROM registry WHERE tenant = ? AND kind = ? AND name = ?",
