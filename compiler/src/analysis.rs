@@ -548,7 +548,10 @@ impl Analysis {
                     if !matches!(kind, ast::StepKind::Remote | ast::StepKind::Call) {
                         continue;
                     }
-                    for env in &self.index.envs {
+                    // The environments of the flow's own file: another file
+                    // compiled with it can bind its steps, but never adds an
+                    // environment it must be bound in.
+                    for env in &m.facts.envs {
                         let bound = self
                             .index
                             .bound

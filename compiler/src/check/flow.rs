@@ -248,6 +248,9 @@ struct Site<'g> {
     item: Option<(&'g Ident, &'g Ty)>,
     /// The node whose inputs are being checked, if any.
     node: Option<usize>,
+    /// Paths known not to be `none` here besides those of `guards`: what the left
+    /// side of an `and` (or `or`) tested, for its right side.
+    narrowed: Vec<Vec<String>>,
 }
 
 enum Availability {
@@ -274,10 +277,18 @@ struct FlowCx<'a, 'w> {
     lets: Vec<Pending<'a>>,
     names: HashMap<&'a str, usize>,
     conds: Vec<(&'a Expr, Vec<Guard>, Span)>,
+    /// Per `when`, the paths its condition proves are not `none`: in its `else`
+    /// block (`[0]`) and in its block (`[1]`).
+    narrows: Vec<[Vec<Vec<String>>; 2]>,
     node_types: Vec<Ty>,
     used_params: BTreeSet<String>,
     used_nodes: BTreeSet<usize>,
     broken: bool,
+    /// A `return` was found inside a `when` (reported as misplaced).
+    misplaced_return: bool,
+    /// Expressions of statements reported as misplaced or repeated: the names
+    /// they read count as used, so that the one mistake is the one diagnostic.
+    rejected: Vec<&'a Expr>,
     unreachable: BTreeSet<usize>,
     missing_args: Vec<MissingArgs>,
     /// References to `let`s, resolved once every step's output type is known.
@@ -366,10 +377,13 @@ pub fn check_flow(
         lets: Vec::new(),
         names: HashMap::new(),
         conds: Vec::new(),
+        narrows: Vec::new(),
         node_types: Vec::new(),
         used_params: BTreeSet::new(),
         used_nodes: BTreeSet::new(),
         broken: false,
+        misplaced_return: false,
+        rejected: Vec::new(),
         unreachable: BTreeSet::new(),
         missing_args: Vec::new(),
         local_refs: Vec::new(),
@@ -405,6 +419,10 @@ pub fn check_flow(
         fcx.names.insert(&name.name, i);
     }
 
+    for e in std::mem::take(&mut fcx.rejected) {
+        fcx.mention(e);
+    }
+
     // Output types first, so references can be typed in any order.
     fcx.node_types = fcx.lets.iter().map(|p| fcx.output_type(p)).collect();
 
@@ -416,6 +434,7 @@ pub fn check_flow(
                 condition_of: Some(w),
                 item: None,
                 node: None,
+                narrowed: Vec::new(),
             };
             let texpr = fcx.expr(expr, Some(&Ty::Bool), &site);
             if !texpr.ty.flows_into(&Ty::Bool) {
@@ -455,6 +474,7 @@ pub fn check_flow(
                     condition_of: None,
                     item: None,
                     node: None,
+                    narrowed: Vec::new(),
                 };
                 let e = fcx.expr_no_refs(d, &sig_ty, &site, "a parameter default");
                 fcx.expect(&e, &sig_ty, "this parameter's default", Some(p.ty.span));
@@ -465,7 +485,7 @@ pub fn check_flow(
 
     let ret = match (ret, &sig.output) {
         (None, Ty::Unit) => None,
-        (None, _) if fcx.broken => None,
+        (None, _) if fcx.broken || fcx.misplaced_return => None,
         (None, out) => {
             cx.report(
                 cx.error(
@@ -504,6 +524,7 @@ pub fn check_flow(
                 condition_of: None,
                 item: None,
                 node: None,
+                narrowed: Vec::new(),
             };
             let out = out.clone();
             let t = fcx.expr(e, Some(&out), &site);
@@ -611,6 +632,10 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 StmtKind::When(w) => {
                     let id = self.conds.len();
                     self.conds.push((&w.cond, guards.to_vec(), w.cond.span));
+                    let (mut otherwise, mut then) = (Vec::new(), Vec::new());
+                    narrowed_by(&w.cond, false, &mut otherwise);
+                    narrowed_by(&w.cond, true, &mut then);
+                    self.narrows.push([otherwise, then]);
                     let mut inner = guards.to_vec();
                     inner.push(Guard {
                         when: id,
@@ -629,9 +654,14 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 StmtKind::Return(e) => {
                     if !top {
                         misplaced(stmt.span, "return");
+                        // The flow does return, in the wrong place: that is the
+                        // one mistake, not also a missing `return` or unused values.
+                        self.misplaced_return = true;
+                        self.rejected.push(e);
                     } else if let Some(prev) = ret {
+                        self.rejected.push(e);
                         cx.report(
-                            cx.error(Code::MisplacedStatement, stmt.span, "a flow returns once")
+                            cx.error(Code::MissingReturn, stmt.span, "a flow returns once")
                                 .with_label("second `return`")
                                 .with_secondary(cx.file, prev.span, "first `return`")
                                 .with_help("keep one `return`; to choose between values use `??` or a `when` with optional outputs"),
@@ -669,12 +699,44 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 StmtKind::Schedule(s) => {
                     if !top {
                         misplaced(stmt.span, "schedule");
+                        for c in &s.clauses {
+                            if let ast::ScheduleClauseKind::Input(args) = &c.kind {
+                                self.rejected.extend(args.iter().map(|a| &a.value));
+                            }
+                        }
                     } else {
                         schedule.push(s);
                     }
                 }
                 StmtKind::Error => self.broken = true,
             }
+        }
+    }
+
+    /// Count the parameters and `let`s that `e` reads as used, without checking it.
+    fn mention(&mut self, e: &Expr) {
+        match &e.kind {
+            ExprKind::Path(p) => {
+                if let Some(first) = p.first() {
+                    if let Some(&i) = self.names.get(first.name.as_str()) {
+                        self.used_nodes.insert(i);
+                    } else if self.sig.params.iter().any(|q| q.name == first.name) {
+                        self.used_params.insert(first.name.clone());
+                    }
+                }
+            }
+            ExprKind::List(items) => items.iter().for_each(|x| self.mention(x)),
+            ExprKind::Map(entries) => entries.iter().for_each(|(k, v)| {
+                self.mention(k);
+                self.mention(v)
+            }),
+            ExprKind::Record { fields, .. } => fields.iter().for_each(|f| self.mention(&f.value)),
+            ExprKind::Unary { expr, .. } => self.mention(expr),
+            ExprKind::Binary { lhs, rhs, .. } => {
+                self.mention(lhs);
+                self.mention(rhs)
+            }
+            _ => {}
         }
     }
 
@@ -779,6 +841,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 condition_of: None,
                 item: None,
                 node: None,
+                narrowed: Vec::new(),
             };
             let over = self.expr(&f.over, None, &site);
             elem_ty = match &over.ty {
@@ -848,6 +911,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             condition_of: None,
             item: item_name.map(|n| (n, &elem_ty)),
             node: Some(i),
+            narrowed: Vec::new(),
         };
         let (args, type_args, out) = match sig {
             Some(ItemSig::Step(s)) => self.step_args(call, s, &site),
@@ -1640,7 +1704,11 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         let l = self.expr(lhs, None, site);
         match op {
             BinOp::And | BinOp::Or => {
-                let r = self.expr(rhs, Some(&Ty::Bool), site);
+                // The right side is evaluated only when the left is true (`and`)
+                // or false (`or`), so it may use what that proves.
+                let mut inner = site.clone();
+                narrowed_by(lhs, op == BinOp::And, &mut inner.narrowed);
+                let r = self.expr(rhs, Some(&Ty::Bool), &inner);
                 for side in [&l, &r] {
                     if !side.ty.flows_into(&Ty::Bool) {
                         self.bad_operand(op.symbol(), side, "Bool operands");
@@ -1872,6 +1940,23 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             }
             out.push((field.name.clone(), v));
         }
+        // An optional field left out is `none`, written out so that the step
+        // receiving the record sees every field.
+        for f in &sig.fields {
+            if f.ty.is_optional() && !seen.contains_key(f.name.as_str()) {
+                out.push((
+                    f.name.clone(),
+                    TExpr {
+                        kind: TExprKind::None,
+                        ty: Ty::None,
+                        span: Span {
+                            start: e.span.end,
+                            end: e.span.end,
+                        },
+                    },
+                ));
+            }
+        }
         let missing: Vec<String> = sig
             .fields
             .iter()
@@ -1891,7 +1976,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     ),
                 )
                 .with_label("built here")
-                .with_help("give every field that is not optional (`T?`) a value"),
+                .with_help("give every field that is not optional (`T?`) a value; an optional field left out is `none`"),
             );
         }
         let args: Vec<Ty> = sig
@@ -1965,7 +2050,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 rest,
             );
             self.used_params.insert(p.name.clone());
-            let ty = self.fields(p.ty.clone(), rest);
+            let ty = self.fields_at(p.ty.clone(), first, rest, site);
             return mk(TExprKind::Param(name.to_string(), names(rest)), ty);
         }
         if let Some(&i) = self.names.get(name) {
@@ -1997,25 +2082,18 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     }
                 }
                 Availability::Conditional => {
-                    if let Some(w) = site.condition_of {
-                        let inside = self.lets[i].guards.iter().any(|g| g.when == w);
+                    if let Some(w) = site.condition_of
+                        && self.lets[i].guards.iter().any(|g| g.when == w)
+                    {
                         cx.report(
                             cx.error(
                                 Code::ConditionNotAvailable,
                                 first.span,
-                                if inside {
-                                    format!("this condition uses `{name}`, which runs only after the condition holds")
-                                } else {
-                                    format!("this condition uses `{name}`, which may not be available: it is produced only inside another `when`")
-                                },
+                                format!("this condition uses `{name}`, which runs only after the condition holds"),
                             )
                             .with_label(format!("`{name}` may not exist when this condition is evaluated"))
                             .with_secondary(cx.file, self.lets[i].let_stmt.name.span, "defined here")
-                            .with_help(if inside {
-                                format!("move `{name}` out of the `when` block so it runs before the condition")
-                            } else {
-                                format!("nest this `when` inside the `when` that defines `{name}`")
-                            }),
+                            .with_help(format!("move `{name}` out of the `when` block so it runs before the condition")),
                         );
                         return TExpr::error(e.span);
                     } else {
@@ -2042,7 +2120,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 );
                 return TExpr::error(e.span);
             }
-            let ty = self.fields(base, rest);
+            let ty = self.fields_at(base, first, rest, site);
             return mk(TExprKind::Node(i, names(rest)), ty);
         }
         if name == "run" {
@@ -2276,10 +2354,40 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         }
     }
 
+    /// Whether the path `first.rest…` is known not to be `none` at `site`: a
+    /// `when` around it, or the left side of its `and`, tested it with `!= none`.
+    fn is_narrowed(&self, site: &Site, first: &Ident, rest: &[Ident]) -> bool {
+        let same = |p: &Vec<String>| {
+            p.len() == rest.len() + 1
+                && p[0] == first.name
+                && p[1..].iter().zip(rest).all(|(a, b)| *a == b.name)
+        };
+        site.narrowed.iter().any(same)
+            || site
+                .guards
+                .iter()
+                .any(|g| self.narrows[g.when][usize::from(g.branch)].iter().any(same))
+    }
+
+    /// The type of the path `first.rest…` to a value of type `ty`, where every
+    /// prefix of it tested with `!= none` around `site` is not optional.
+    fn fields_at(&self, ty: Ty, first: &Ident, rest: &[Ident], site: &Site) -> Ty {
+        self.fields_narrowed(ty, rest, &|k| self.is_narrowed(site, first, &rest[..k]))
+    }
+
     /// The type after following `.field` accesses.
-    fn fields(&self, mut ty: Ty, rest: &[Ident]) -> Ty {
+    fn fields(&self, ty: Ty, rest: &[Ident]) -> Ty {
+        self.fields_narrowed(ty, rest, &|_| false)
+    }
+
+    /// The type after following `.field` accesses, where `narrowed(k)` says that
+    /// the value read after `k` of them is known not to be `none`.
+    fn fields_narrowed(&self, mut ty: Ty, rest: &[Ident], narrowed: &dyn Fn(usize) -> bool) -> Ty {
         let cx = self.cx;
         for (k, f) in rest.iter().enumerate() {
+            if narrowed(k) {
+                ty = ty.unwrap_optional().clone();
+            }
             ty = match &ty {
                 Ty::Error => return Ty::Error,
                 Ty::Record { def, args, name } => {
@@ -2343,6 +2451,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     return Ty::Error;
                 }
             };
+        }
+        if narrowed(rest.len()) {
+            ty = ty.unwrap_optional().clone();
         }
         ty
     }
@@ -2458,6 +2569,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         condition_of: None,
                         item: None,
                         node: None,
+                        narrowed: Vec::new(),
                     };
                     let mut given: HashMap<&str, Span> = HashMap::new();
                     for a in args {
@@ -2588,6 +2700,33 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             }),
         );
         None
+    }
+}
+
+/// The paths `cond` proves are not `none` when it is `holds`: `x != none` when
+/// true, `x == none` when false, both sides of an `and` when true and of an `or`
+/// when false, and `not` turns it around.
+fn narrowed_by(cond: &Expr, holds: bool, out: &mut Vec<Vec<String>>) {
+    match &cond.kind {
+        ExprKind::Binary { op, lhs, rhs } => match (op, holds) {
+            (BinOp::And, true) | (BinOp::Or, false) => {
+                narrowed_by(lhs, holds, out);
+                narrowed_by(rhs, holds, out);
+            }
+            (BinOp::Ne, true) | (BinOp::Eq, false) => {
+                let path = match (&lhs.kind, &rhs.kind) {
+                    (ExprKind::Path(p), ExprKind::None) | (ExprKind::None, ExprKind::Path(p)) => p,
+                    _ => return,
+                };
+                out.push(path.iter().map(|i| i.name.clone()).collect());
+            }
+            _ => {}
+        },
+        ExprKind::Unary {
+            op: UnaryOp::Not,
+            expr,
+        } => narrowed_by(expr, !holds, out),
+        _ => {}
     }
 }
 
