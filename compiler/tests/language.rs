@@ -352,3 +352,78 @@ fn a_misplaced_or_second_return_is_one_diagnostic() {
         );
     }
 }
+
+/// `text` with the first fix of its first diagnostic applied.
+fn apply_first_fix(text: &str) -> String {
+    let diags = check(text);
+    let fix = diags.iter().find_map(|d| d.fixes.first()).expect("a fix");
+    let mut edits: Vec<_> = fix.edits.iter().collect();
+    edits.sort_by_key(|e| std::cmp::Reverse(e.span.start));
+    let mut out = text.to_string();
+    for e in edits {
+        out.replace_range(e.span.start as usize..e.span.end as usize, &e.text);
+    }
+    out
+}
+
+#[test]
+fn a_fallback_in_a_comparison_is_one_error_whose_fix_is_the_parentheses() {
+    for op in [">=", ">", "<", "<=", "==", "!="] {
+        for tail in ["", " and go", " or go"] {
+            let program = format!(
+                "record M {{ auc: Float? }}\nremote step Eval() -> M\n\nflow F(min: Float, go: Bool) -> Bool {{\n    let m = Eval()\n    return m.auc ?? 0.0 {op} min{tail}\n}}\n"
+            );
+            assert_eq!(errors(&program), vec![Code::TypeMismatch], "in\n{program}");
+            let fixed = apply_first_fix(&program);
+            assert_eq!(errors(&fixed), Vec::<Code>::new(), "in\n{fixed}");
+        }
+    }
+}
+
+#[test]
+fn an_item_that_fails_to_parse_still_declares_its_name_and_uses_its_imports() {
+    // Each declaration, broken: a missing `}`, a missing `->`; used as a type
+    // (`T`) or called (`C`), and reading an import.
+    let broken = [
+        ("record Spec {\n    rate: Dataset,\n", "T"),
+        ("enum Spec {\n    Dataset,\n    B\n", "T"),
+        ("remote step Spec(rate: Dataset) Float\n", "C"),
+        (
+            "flow Spec(rate: Dataset) Float {\n    let x = Fit()\n    return x\n}\n",
+            "C",
+        ),
+    ];
+    for (item, used) in broken {
+        let body = if used == "T" {
+            "flow Other(s: Spec) -> Float {\n    let b = Fit()\n    return b\n}\n"
+        } else {
+            "flow Other() -> Float {\n    let b = Spec(rate: 1.0)\n    return b\n}\n"
+        };
+        let program = format!(
+            "from \"std/ml\" import Dataset\n\n{item}\nremote step Fit() -> Float\n\n{body}"
+        );
+        let got = check(&program);
+        let errors: Vec<Code> = got
+            .iter()
+            .filter(|d| d.is_error() || d.code == Code::UnusedImport)
+            .map(|d| d.code)
+            .collect();
+        assert_eq!(errors, vec![Code::Syntax], "in\n{program}");
+    }
+}
+
+#[test]
+fn digit_separators_are_one_error_whose_fix_removes_them() {
+    for (lit, param) in [
+        ("1_000", "Int"),
+        ("1_000_000", "Int"),
+        ("10_000ms", "Duration"),
+    ] {
+        let program = format!(
+            "remote step Fit(x: {param}) -> Float\n\nflow F() -> Float {{\n    let l = Fit(x: {lit})\n    return l\n}}\n"
+        );
+        assert_eq!(codes(&program), vec![Code::InvalidNumber], "in\n{program}");
+        let fixed = apply_first_fix(&program);
+        assert_eq!(codes(&fixed), Vec::<Code>::new(), "in\n{fixed}");
+    }
+}

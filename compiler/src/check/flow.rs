@@ -1050,6 +1050,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         let mut given: HashMap<&str, &Arg> = HashMap::new();
         let mut typed = Vec::new();
         let mut map: HashMap<Arc<str>, Ty> = HashMap::new();
+        // An argument for a generic parameter was reported as not fitting it: the
+        // type parameters it would determine are not also "cannot infer".
+        let mut wrong_generic = false;
         let owner = cx
             .namespace
             .get(&call.callee.name)
@@ -1112,7 +1115,36 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             };
             let value = self.expr(&a.value, expected, site);
             if param.ty.has_params() {
-                if !param.ty.infer(&value.ty, &mut map) {
+                let mut alone = HashMap::new();
+                let fits_alone = param.ty.infer(&value.ty, &mut alone) && {
+                    let t = param.ty.subst(&alone);
+                    has_error(&value.ty) || (!t.has_params() && value.ty.flows_into(&t))
+                };
+                if !fits_alone {
+                    // Not of the parameter's shape, whatever its type arguments.
+                    wrong_generic = true;
+                    cx.report(
+                        cx.error(
+                            Code::TypeMismatch,
+                            a.value.span,
+                            format!(
+                                "argument `{}` of `{}` expects `{}`, found `{}`",
+                                a.name, call.callee.name, param.ty, value.ty
+                            ),
+                        )
+                        .with_label(format!("this is `{}`", value.ty))
+                        .with_help(format!(
+                            "pass a `{}`, with any type for {}",
+                            param.ty,
+                            generics
+                                .iter()
+                                .map(|g| format!("`{g}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    );
+                } else if !param.ty.infer(&value.ty, &mut map) {
+                    wrong_generic = true;
                     let bound = param.ty.subst(&map);
                     cx.report(
                         cx.error(
@@ -1179,7 +1211,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             });
         }
         let mut out = output.subst(&map);
-        if out.has_params() {
+        if out.has_params() && wrong_generic {
+            out = Ty::Error;
+        } else if out.has_params() {
             let unresolved: Vec<&str> = generics
                 .iter()
                 .filter(|g| !map.contains_key(*g))
@@ -1245,7 +1279,17 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             )
         } else {
             let help = match (found, expected) {
-                (Ty::Float, Ty::Int) => "a Float does not flow into an Int: declare the parameter as `Float`".to_string(),
+                // Only a parameter the user can edit can be declared otherwise.
+                (Ty::Float, Ty::Int)
+                    if what.starts_with("argument")
+                        && decl.is_some_and(|(f, _)| !self.world.db.is_std(f)) =>
+                {
+                    "a Float does not flow into an Int: pass an Int, or declare the parameter as `Float`".to_string()
+                }
+                (Ty::Float, Ty::Int) => {
+                    "a Float does not flow into an Int, and eflow never rounds: pass an Int"
+                        .to_string()
+                }
                 (Ty::Record { name: a, .. }, Ty::Record { name: b, .. }) if a == b => {
                     "the type arguments differ; see the record's declaration".to_string()
                 }
@@ -1717,6 +1761,10 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 self.bin(e, op, l, r, Ty::Bool)
             }
             BinOp::Coalesce => {
+                if let Some(d) = self.coalesce_precedence(e, lhs, rhs, &l, site) {
+                    cx.report(d);
+                    return TExpr::error(e.span);
+                }
                 let inner = match &l.ty {
                     Ty::Optional(t) => (**t).clone(),
                     Ty::None => expected.cloned().unwrap_or(Ty::Error),
@@ -1805,6 +1853,75 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 self.bin(e, op, l, r, Ty::Bool)
             }
         }
+    }
+
+    /// `a ?? b >= c` reads as `a ?? (b >= c)`, since `??` binds loosest: when
+    /// that cannot be meant (`a` is not an optional `Bool`), say so, with the
+    /// parenthesised form as the fix, instead of two confusing type errors.
+    fn coalesce_precedence(
+        &mut self,
+        e: &Expr,
+        lhs: &Expr,
+        rhs: &Expr,
+        l: &TExpr,
+        site: &Site,
+    ) -> Option<crate::diagnostics::Diagnostic> {
+        // The operand `b` that was meant as the fallback: the leftmost of the
+        // right side, and the operator right after it.
+        let (mut op, mut inner) = match &rhs.kind {
+            ExprKind::Binary { op, lhs, .. } => (*op, &**lhs),
+            _ => return None,
+        };
+        while let ExprKind::Binary { op: o, lhs, .. } = &inner.kind {
+            (op, inner) = (*o, &**lhs);
+        }
+        if matches!(op, BinOp::Coalesce)
+            || matches!(l.ty.unwrap_optional(), Ty::Bool | Ty::Error)
+            || !matches!(l.ty, Ty::Optional(_))
+        {
+            return None;
+        }
+        // Still check the right side, for its names and their own mistakes.
+        self.expr(rhs, None, site);
+        let op = op.symbol();
+        let cx = self.cx;
+        let file = cx.file;
+        Some(
+            cx.error(
+                Code::TypeMismatch,
+                e.span,
+                format!(
+                    "`??` binds more loosely than `{op}`: this reads as `a ?? (b {op} …)`, a fallback of type `Bool` for a `{}`",
+                    l.ty
+                ),
+            )
+            .with_label(format!("the fallback here is the whole `… {op} …`"))
+            .with_help(format!(
+                "put the fallback in parentheses: `(a ?? b) {op} c`"
+            ))
+            .with_fix(Fix {
+                title: format!("Put `??` in parentheses before `{op}`"),
+                edits: vec![
+                    crate::diagnostics::Edit {
+                        file,
+                        span: Span {
+                            start: lhs.span.start,
+                            end: lhs.span.start,
+                        },
+                        text: "(".into(),
+                    },
+                    crate::diagnostics::Edit {
+                        file,
+                        span: Span {
+                            start: inner.span.end,
+                            end: inner.span.end,
+                        },
+                        text: ")".into(),
+                    },
+                ],
+                preferred: true,
+            }),
+        )
     }
 
     fn bin(&self, e: &Expr, op: BinOp, l: TExpr, r: TExpr, ty: Ty) -> TExpr {
@@ -2727,6 +2844,17 @@ fn narrowed_by(cond: &Expr, holds: bool, out: &mut Vec<Vec<String>>) {
             expr,
         } => narrowed_by(expr, !holds, out),
         _ => {}
+    }
+}
+
+/// Whether `ty` has a part that is not known (an empty `[]`, an error).
+fn has_error(ty: &Ty) -> bool {
+    match ty {
+        Ty::Error | Ty::None => true,
+        Ty::List(t) | Ty::Optional(t) => has_error(t),
+        Ty::Map(k, v) => has_error(k) || has_error(v),
+        Ty::Record { args, .. } => args.iter().any(has_error),
+        _ => false,
     }
 }
 
