@@ -304,7 +304,14 @@ impl Scheduler {
             for start in &plan.starts {
                 match self.start(&s, &input, start).await {
                     Ok(run) => {
-                        tracing::info!(
+                        // One line per start would be thousands a second at
+                        // scale: the minute's summary counts them.
+                        self.inner
+                            .engine
+                            .stats()
+                            .scheduled_starts
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(
                             schedule = %s.id,
                             %run,
                             fire_time = %eflow_core::time::format_rfc3339(start.nominal_ms),

@@ -385,6 +385,7 @@ async fn report_activity(engine: Engine, history: History, stop: CancellationTok
             stats.transitions.load(Relaxed),
             stats.finished.load(Relaxed),
             stats.commits.load(Relaxed),
+            stats.scheduled_starts.load(Relaxed),
         )
     };
     let mut last = read();
@@ -402,6 +403,7 @@ async fn report_activity(engine: Engine, history: History, stop: CancellationTok
                 per_sec = transitions / EVERY.as_secs(),
                 runs_finished = now.1 - last.1,
                 commits = now.2 - last.2,
+                scheduled_starts = now.3 - last.3,
                 history_behind = ?behind,
                 "activity in the last minute"
             );

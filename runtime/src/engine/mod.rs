@@ -159,6 +159,8 @@ pub struct Stats {
     /// Runs (and subflow children) that finished.
     pub finished: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// Runs the scheduler started (fires, not backfills).
+    pub scheduled_starts: AtomicU64,
 }
 
 /// A cheap handle on the running engine.
