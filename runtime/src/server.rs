@@ -150,6 +150,20 @@ impl Server {
                 options.data.display()
             )
         })?;
+        // A directory made before (by hand, or by an older eflow) keeps its
+        // mode: say so when others may read what is in it.
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(&options.data) {
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    data = %options.data.display(),
+                    mode = %format!("{mode:03o}"),
+                    "the data directory may be read by other users of this machine; it holds the admin token and the callback-signing key: `chmod 700 {}`",
+                    options.data.display()
+                );
+            }
+        }
         let store = Store::open(&options.store, options.durability)
             .await
             .with_context(|| format!("cannot open the store {}", options.store))?;

@@ -1035,3 +1035,27 @@ async fn purge_with_runs_in_flight_leaves_nothing_even_after_kill_9() {
     }
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// A data directory made before with a mode others may read is kept (it is
+/// the operator's), and the server says so.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_others_may_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let (data, addr) = scratch("open-dir");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = data.with_extension("log");
+    let client = reqwest::Client::new();
+    let mut server = serve_logged(&data, addr, &log);
+    wait_up(&client, &format!("http://{addr}")).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("the data directory may be read by other users") && text.contains("mode=755"),
+        "no warning about the data directory's mode:\n{text}"
+    );
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_file(&log);
+}
