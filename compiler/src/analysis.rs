@@ -548,7 +548,10 @@ impl Analysis {
                     if !matches!(kind, ast::StepKind::Remote | ast::StepKind::Call) {
                         continue;
                     }
-                    for env in &self.index.envs {
+                    // The environments of the flow's own file: another file
+                    // compiled with it can bind its steps, but never adds an
+                    // environment it must be bound in.
+                    for env in &m.facts.envs {
                         let bound = self
                             .index
                             .bound
@@ -889,6 +892,10 @@ impl crate::check::Db for Vec<Module> {
     fn sigs(&self, file: FileId) -> &[ItemSig] {
         &self[file.0 as usize].sigs
     }
+
+    fn is_std(&self, file: FileId) -> bool {
+        self[file.0 as usize].is_std
+    }
 }
 
 /// Check every flow and bindings block of one module, and its unused imports.
@@ -948,6 +955,10 @@ fn check_bodies(
     for f in &flows {
         graph::check_flow_graph(file, f, &mut diags);
     }
+    // What failed to parse still declares and uses names: its uses are not
+    // missing names, and the imports it reads are not unused.
+    let broken = Broken::of(text, ast);
+    diags.retain(|d| !broken.hides(text, d));
     // A name that did not resolve is most often a misspelled use of an import, which
     // then looks unused: one mistake, one diagnostic, so unused imports wait until
     // every name resolves.
@@ -969,6 +980,7 @@ fn check_bodies(
                 .get(&n.local().name)
                 .is_some_and(|s| s.import == Some(idx))
                 && !used.contains(&n.local().name)
+                && !broken.words.contains(&n.local().name)
                 && !bound_only(ast, &n.local().name)
             {
                 diags.push(
@@ -994,6 +1006,72 @@ fn check_bodies(
     }
     drop(used);
     (flows, (bindings, bound), diags, cx.resolutions.into_inner())
+}
+
+/// The words of a module's items and statements that failed to parse.
+struct Broken {
+    /// Every word in them: names they would have used.
+    words: HashSet<String>,
+    /// The names they would have declared (`record Spec {` … without its `}`).
+    declared: HashSet<String>,
+}
+
+impl Broken {
+    fn of(text: &str, ast: &ast::File) -> Broken {
+        let mut spans = Vec::new();
+        for item in &ast.items {
+            match &item.kind {
+                ast::ItemKind::Error => spans.push(item.span),
+                ast::ItemKind::Flow(f) => broken_stmts(&f.body, &mut spans),
+                _ => {}
+            }
+        }
+        let mut broken = Broken {
+            words: HashSet::new(),
+            declared: HashSet::new(),
+        };
+        for span in spans {
+            let part = text
+                .get(span.start as usize..span.end as usize)
+                .unwrap_or("");
+            let words: Vec<&str> = part
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| !w.is_empty())
+                .collect();
+            for pair in words.windows(2) {
+                if matches!(pair[0], "record" | "enum" | "type" | "step" | "flow") {
+                    broken.declared.insert(pair[1].to_string());
+                }
+            }
+            broken.words.extend(words.into_iter().map(str::to_string));
+        }
+        broken
+    }
+
+    /// `d` only repeats that a broken item did not declare a name.
+    fn hides(&self, text: &str, d: &Diagnostic) -> bool {
+        matches!(
+            d.code,
+            Code::UnknownName | Code::UnknownType | Code::UnknownCallee
+        ) && text
+            .get(d.primary.span.start as usize..d.primary.span.end as usize)
+            .is_some_and(|name| self.declared.contains(name))
+    }
+}
+
+fn broken_stmts(body: &[ast::Stmt], out: &mut Vec<Span>) {
+    for st in body {
+        match &st.kind {
+            ast::StmtKind::Error => out.push(st.span),
+            ast::StmtKind::When(w) => {
+                broken_stmts(&w.then_body, out);
+                if let Some(e) = &w.else_body {
+                    broken_stmts(e, out);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// What to delete to remove the `pos`th name of an import: the name and a comma

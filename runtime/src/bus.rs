@@ -154,9 +154,18 @@ impl<I> Bus<I> {
 
     /// Queues `input` for the worker of `run`'s shard.
     pub fn send(&self, run: &str, input: I) -> Result<(), Error> {
-        let shard = self.shard_of(run);
+        self.send_to(self.shard_of(run), input)
+    }
+
+    /// Queues `input` for the worker of `shard`: for what every worker must
+    /// see, in order with the inputs sent before it (a tenant's purge).
+    pub fn send_to(&self, shard: u32, input: I) -> Result<(), Error> {
         match self {
-            Bus::Local(b) => b.inner.senders[shard as usize]
+            Bus::Local(b) => b
+                .inner
+                .senders
+                .get(shard as usize)
+                .ok_or(Error::Closed(shard))?
                 .send(input)
                 .map_err(|_| Error::Closed(shard)),
         }

@@ -65,6 +65,7 @@ async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
     o.http.max_connections = args.max_connections;
     o.http.header_timeout = args.header_timeout;
     o.http.body_timeout = args.body_timeout;
+    o.http.max_deploy_bytes = args.max_deploy_bytes;
     let server = Server::start(o).await?;
     if server.new_admin_token.is_some() {
         eprintln!(

@@ -68,21 +68,22 @@ impl Scheduler {
     }
 
     /// A flow was deployed: create or move its schedules. Returns how many it has.
-    pub async fn deployed(
+    /// The schedule rows of a flow being deployed in `bundle`: a new schedule
+    /// starts from now, a redeployed one keeps what it handled. Reads only;
+    /// the deploy writes them with the bundle, in one transaction.
+    pub async fn rows_for(
         &self,
         tenant: &str,
         flow: &ir::Flow,
         bundle: &str,
         now: u64,
-    ) -> Result<usize, String> {
-        let engine = &self.inner.engine;
-        let db = engine.store();
+    ) -> Result<Vec<ScheduleRow>, String> {
+        let db = self.inner.engine.store();
         let mut rows = Vec::new();
         for (i, s) in flow.schedules.iter().enumerate() {
             let compiled = Compiled::new(s)?;
             let id = format!("{tenant}.{}.{i}", flow.name);
             let existing = db.schedule(&id).await.map_err(|e| e.to_string())?;
-            // A new schedule starts from now; a redeployed one keeps what it handled.
             let from = existing
                 .as_ref()
                 .and_then(|e| e.handled_through)
@@ -102,10 +103,7 @@ impl Scheduler {
                 partition: shard_of(&id, self.inner.partitions),
             });
         }
-        db.replace_schedules(tenant, &flow.name, &rows)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(rows.len())
+        Ok(rows)
     }
 
     pub async fn set_paused(&self, s: &ScheduleRow, paused: bool, now: u64) -> Result<(), String> {
@@ -306,7 +304,14 @@ impl Scheduler {
             for start in &plan.starts {
                 match self.start(&s, &input, start).await {
                     Ok(run) => {
-                        tracing::info!(
+                        // One line per start would be thousands a second at
+                        // scale: the minute's summary counts them.
+                        self.inner
+                            .engine
+                            .stats()
+                            .scheduled_starts
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(
                             schedule = %s.id,
                             %run,
                             fire_time = %eflow_core::time::format_rfc3339(start.nominal_ms),

@@ -104,6 +104,9 @@ pub struct HttpLimits {
     /// The largest request head (request line and headers) in bytes: the
     /// most a connection buffers before its request is read.
     pub max_header_bytes: usize,
+    /// The largest deploy request (`POST /v1/flows`) in bytes (413 beyond);
+    /// other requests take at most 2 MiB.
+    pub max_deploy_bytes: usize,
 }
 
 impl Default for HttpLimits {
@@ -114,6 +117,7 @@ impl Default for HttpLimits {
             body_timeout: Duration::from_secs(60),
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 64 * 1024,
+            max_deploy_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -146,6 +150,20 @@ impl Server {
                 options.data.display()
             )
         })?;
+        // A directory made before (by hand, or by an older eflow) keeps its
+        // mode: say so when others may read what is in it.
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(&options.data) {
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    data = %options.data.display(),
+                    mode = %format!("{mode:03o}"),
+                    "the data directory may be read by other users of this machine; it holds the admin token and the callback-signing key: `chmod 700 {}`",
+                    options.data.display()
+                );
+            }
+        }
         let store = Store::open(&options.store, options.durability)
             .await
             .with_context(|| format!("cannot open the store {}", options.store))?;
@@ -218,6 +236,10 @@ impl Server {
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+        service
+            .finish_purges()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot finish an interrupted tenant purge: {e}"))?;
         // The file first, the row second: a token nobody can read is never
         // stored, so a start that cannot write it leaves none behind, and the
         // next start makes one again.
@@ -377,6 +399,7 @@ async fn report_activity(engine: Engine, history: History, stop: CancellationTok
             stats.transitions.load(Relaxed),
             stats.finished.load(Relaxed),
             stats.commits.load(Relaxed),
+            stats.scheduled_starts.load(Relaxed),
         )
     };
     let mut last = read();
@@ -394,6 +417,7 @@ async fn report_activity(engine: Engine, history: History, stop: CancellationTok
                 per_sec = transitions / EVERY.as_secs(),
                 runs_finished = now.1 - last.1,
                 commits = now.2 - last.2,
+                scheduled_starts = now.3 - last.3,
                 history_behind = ?behind,
                 "activity in the last minute"
             );

@@ -215,12 +215,24 @@ impl Service {
             allow_egress: egress_rules(&req.allow_egress)?,
         };
         if !self.db().create_tenant(&row).await? {
+            if self.db().pending_purges().await?.contains(&req.id) {
+                return Err(ApiError::new(
+                    409,
+                    "purge_in_progress",
+                    format!(
+                        "tenant `{}` is being purged: create it again once the purge answered",
+                        req.id
+                    ),
+                ));
+            }
             return Err(ApiError::new(
                 409,
                 "tenant_exists",
                 format!("tenant `{}` exists already", req.id),
             ));
         }
+        // The id may be a purged tenant's: its new runs are applied again.
+        self.inner.engine.resume_tenant(&req.id);
         let (_, token) = self
             .insert_new_token(Some(&req.id), "default", None)
             .await?;
@@ -265,19 +277,41 @@ impl Service {
 
     pub async fn purge_tenant(&self, caller: &Caller, id: &str) -> ApiResult<PurgeResult> {
         caller.admin_only()?;
-        if self.db().tenant(id).await?.is_none() {
+        if !self.db().begin_purge(id, self.now()).await? {
             return Err(ApiError::not_found("tenant", id));
         }
+        let rows_deleted = self.finish_purge(id).await?;
+        tracing::info!(tenant = %id, rows_deleted, "tenant purged");
+        Ok(PurgeResult {
+            tenant: id.into(),
+            rows_deleted,
+        })
+    }
+
+    /// Carries out a purge that began ([`store::Store::begin_purge`]): stops
+    /// the tenant's runs in every worker (nothing of it is applied, created or
+    /// carried out from then on, so nothing is written back), deletes its
+    /// rows from the engine's store, then from the history (no later batch
+    /// of the stream holds any), and only then ends the purge. A server that
+    /// died part way finishes it on its next start ([`Service::finish_purges`]).
+    async fn finish_purge(&self, id: &str) -> ApiResult<u64> {
         self.forget(id);
+        self.inner.engine.stop_tenant(id).await?;
         let rows = self.db().purge_tenant(id).await?;
         self.forget(id);
         let history_rows = self.inner.history.purge(id).await?;
+        self.db().end_purge(id).await?;
         self.inner.ledger.forget(id);
-        tracing::info!(tenant = %id, rows_deleted = rows + history_rows, "tenant purged");
-        Ok(PurgeResult {
-            tenant: id.into(),
-            rows_deleted: rows + history_rows,
-        })
+        Ok(rows + history_rows)
+    }
+
+    /// Finishes the purges a stopped server left unfinished.
+    pub async fn finish_purges(&self) -> ApiResult<()> {
+        for id in self.db().pending_purges().await? {
+            let rows_deleted = self.finish_purge(&id).await?;
+            tracing::info!(tenant = %id, rows_deleted, "an interrupted purge finished");
+        }
+        Ok(())
     }
 
     async fn tenant_exists(&self, id: &str) -> ApiResult<TenantRow> {
@@ -390,8 +424,28 @@ impl Service {
             .map(|f| (f.name.clone(), f.hash.clone()))
             .collect();
         let now = self.now();
+        // Every schedule is worked out before anything is written: the
+        // bundle, its flows' heads and their schedules commit together.
+        let mut schedules = Vec::new();
+        for f in &bundle.flows {
+            let rows = self
+                .inner
+                .scheduler
+                .rows_for(&tenant, f, &id, now)
+                .await
+                .map_err(|e| ApiError::bad_request("invalid_schedule", e))?;
+            schedules.push((f.name.clone(), rows));
+        }
         self.db()
-            .insert_bundle(&id, &tenant, &env, &canonical, &flows, now)
+            .deploy(&store::Deployment {
+                bundle: &id,
+                tenant: &tenant,
+                env: &env,
+                ir: &canonical,
+                flows: &flows,
+                schedules: &schedules,
+                now,
+            })
             .await?;
         self.forget(&tenant);
         self.inner.engine.deployments().insert(Arc::new(Deployed {
@@ -400,15 +454,7 @@ impl Service {
             env: env.clone(),
             bundle: validated,
         }));
-        let mut schedules = 0;
-        for f in &bundle.flows {
-            schedules += self
-                .inner
-                .scheduler
-                .deployed(&tenant, f, &id, now)
-                .await
-                .map_err(|e| ApiError::bad_request("invalid_schedule", e))?;
-        }
+        let schedules: usize = schedules.iter().map(|(_, rows)| rows.len()).sum();
         tracing::info!(
             %tenant,
             %env,

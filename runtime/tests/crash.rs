@@ -613,3 +613,449 @@ async fn kill_9_during_decisions_loses_no_decision() {
     server.wait().unwrap();
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// The `i`th schedule of version `k`: a cron of its own for every version.
+fn cron_of(k: usize, i: usize) -> String {
+    format!("{} {i} {} {} *", k % 60, k / 60 % 28 + 1, k / 1680 % 12 + 1)
+}
+
+/// Version `k` of a bundle of three scheduled flows: every schedule of
+/// version `k` has a cron of that version's, and flow `A` has `k % 3 + 1`
+/// schedules.
+fn versioned(k: usize) -> String {
+    let mut s = String::from("remote step Work(n: Int) -> Int\n\n");
+    for f in ["A", "B", "C"] {
+        s.push_str(&format!("flow {f}(n: Int = {k}) -> Int {{\n"));
+        let count = if f == "A" { k % 3 + 1 } else { 1 };
+        for i in 0..count {
+            s.push_str(&format!("    schedule \"{}\"\n", cron_of(k, i)));
+        }
+        s.push_str("    let w = Work(n: n)\n    return w\n}\n\n");
+    }
+    s.push_str("bindings test {\n    Work = sim { duration: 1s }\n}\n");
+    s
+}
+
+/// A deploy is all or nothing: after a kill -9 during a stream of deploys,
+/// every flow's head is one version and its schedules are that version's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_deploys_leaves_one_whole_deployment() {
+    let (data, addr) = scratch("deploys");
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    let mut version = 1;
+    // bundle id → version, for every deploy that was answered.
+    let mut bundles: HashMap<String, usize> = HashMap::new();
+    let mut server = serve(&data, addr);
+    wait_up(&client, &base).await;
+    tenant_with(&client, &base, "dep", &versioned(0)).await;
+    for round in 0..4 {
+        // Deploy new versions back to back; kill the server part way through.
+        let deploying = {
+            let (client, base) = (client.clone(), base.clone());
+            let first = version;
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                for k in first..first + 1000 {
+                    let body = json!({ "tenant": "dep", "env": "test", "source": { "flow.eflow": versioned(k) } });
+                    match client
+                        .post(format!("{base}/v1/flows"))
+                        .bearer_auth(ADMIN)
+                        .json(&body)
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().is_success() => {
+                            let v: Value = r.json().await.unwrap();
+                            answered.push((v["bundle"].as_str().unwrap().to_string(), k));
+                        }
+                        Ok(r) => panic!("deploy {k}: {}", r.text().await.unwrap()),
+                        Err(_) => return (answered, k),
+                    }
+                }
+                (answered, first + 1000)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300 + 170 * round)).await;
+        server.kill().expect("kill -9 the server");
+        server.wait().unwrap();
+        let (answered, in_flight) = deploying.await.unwrap();
+        assert!(
+            !answered.is_empty(),
+            "round {round}: no deploy was answered"
+        );
+        bundles.extend(answered);
+        version = in_flight + 1;
+
+        server = serve(&data, addr);
+        wait_up(&client, &base).await;
+        let flows: Vec<Value> = get_json(&client, &format!("{base}/v1/flows?tenant=dep")).await;
+        let heads: Vec<&Value> = flows.iter().filter(|f| f["head"] == true).collect();
+        assert_eq!(heads.len(), 3, "round {round}: heads {heads:?}");
+        let bundle = heads[0]["bundle"].as_str().unwrap();
+        assert!(
+            heads.iter().all(|h| h["bundle"] == bundle),
+            "round {round}: the flows' heads are in different bundles: {heads:?}"
+        );
+        // The head is an answered deploy's, or the one the kill cut short.
+        let k = bundles.get(bundle).copied().unwrap_or(in_flight);
+        let schedules: Vec<Value> =
+            get_json(&client, &format!("{base}/v1/schedules?tenant=dep")).await;
+        let mut got: Vec<(String, String)> = schedules
+            .iter()
+            .map(|s| {
+                (
+                    s["flow"].as_str().unwrap().to_string(),
+                    s["cron"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        got.sort();
+        let mut want: Vec<(String, String)> = Vec::new();
+        for f in ["A", "B", "C"] {
+            let count = if f == "A" { k % 3 + 1 } else { 1 };
+            for i in 0..count {
+                want.push((f.to_string(), cron_of(k, i)));
+            }
+        }
+        want.sort();
+        assert_eq!(
+            got, want,
+            "round {round}: the schedules are not version {k}'s"
+        );
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Rows of every table of the SQLite database at `path` in which any column
+/// holds `marker`: (table, count).
+async fn rows_holding(path: &std::path::Path, marker: &str) -> Vec<(String, i64)> {
+    use sqlx::Row;
+    let url = format!("sqlite://{}?mode=ro", path.display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .expect("open the database");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut found = Vec::new();
+    for t in tables {
+        let columns: Vec<String> = sqlx::query(&format!("PRAGMA table_info(\"{t}\")"))
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>(1))
+            .collect();
+        let test = columns
+            .iter()
+            .map(|c| format!("instr(CAST(\"{c}\" AS TEXT), ?1) > 0"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{t}\" WHERE {test}"))
+            .bind(marker)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if n > 0 {
+            found.push((t, n));
+        }
+    }
+    pool.close().await;
+    found
+}
+
+fn doomed_source(remote: SocketAddr) -> String {
+    format!(
+        r#"from "std/approval" import Approve
+
+remote step Work(n: Int) -> Int
+remote step Quick(n: Int) -> Int
+
+flow Child(n: Int) -> Int {{
+    let q = Quick(n: n)
+    return q
+}}
+
+flow Mixed(n: Int) -> Int {{
+    let a = Work(n: n)
+        retry 3
+        backoff fixed(100ms)
+    let q = Quick(n: a)
+    let b = Work(n: q)
+    let c = Quick(n: b)
+    let d = Work(n: c)
+    let e = Quick(n: d)
+    return e
+}}
+
+flow Fan(xs: List<Int>) -> List<Int> {{
+    let ys = for x in xs join all {{
+        Child(n: x)
+    }}
+        parallel 5
+    return ys
+}}
+
+flow Gate(n: Int = 1) -> Bool {{
+    schedule "* * * * * *"
+        overlap allow_all
+    let d = Approve(subject: n, summary: "Go on?")
+    return d.approved
+}}
+
+bindings test {{
+    Work = http {{ url: "http://{remote}/work", timeout: 5s }}
+    Quick = sim {{ duration: 300ms }}
+    Approve = approval {{ channel: "ui" }}
+}}
+"#
+    )
+}
+
+/// A purge with runs in flight (remote calls out and calling back, timers
+/// due, children running, approvals waiting, a schedule firing every second)
+/// leaves nothing of the tenant in any table of either database, after it
+/// answers and after a kill -9 right after; the tenant id created again sees
+/// nothing of the old one, and the other tenant keeps everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_with_runs_in_flight_leaves_nothing_even_after_kill_9() {
+    const DOOMED: &str = "zq-doomed";
+    let remote = Arc::new(Remote::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let remote_addr = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route("/work", post(invoke))
+        .with_state(remote.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (data, addr) = scratch("purge");
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    let mut server = serve(&data, addr);
+    wait_up(&client, &base).await;
+    for t in [DOOMED, "kept"] {
+        tenant_with(&client, &base, t, &doomed_source(remote_addr)).await;
+    }
+    let start = |tenant: &str, flow: &str, id: String, input: Value| {
+        let (client, base) = (client.clone(), base.clone());
+        let body = json!({ "tenant": tenant, "flow": flow, "id": id, "input": input });
+        async move {
+            let r = client
+                .post(format!("{base}/v1/runs"))
+                .bearer_auth(ADMIN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    };
+    for t in [DOOMED, "kept"] {
+        for i in 0..60 {
+            start(t, "Mixed", format!("m-{i}"), json!({ "n": i })).await;
+        }
+        for i in 0..10 {
+            start(
+                t,
+                "Fan",
+                format!("f-{i}"),
+                json!({ "xs": (0..30).collect::<Vec<_>>() }),
+            )
+            .await;
+        }
+        for i in 0..20 {
+            start(t, "Gate", format!("g-{i}"), json!({ "n": i })).await;
+        }
+    }
+    // Let work get going: calls out, callbacks coming in, children starting,
+    // the schedule firing.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let r = client
+        .delete(format!("{base}/v1/tenants/{DOOMED}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "purge: {}",
+        r.text().await.unwrap()
+    );
+    server
+        .kill()
+        .expect("kill -9 right after the purge answered");
+    server.wait().unwrap();
+    for db in ["eflow.db", "history.db"] {
+        let left = rows_holding(&data.join(db), DOOMED).await;
+        assert!(left.is_empty(), "after the purge, {db} holds {left:?}");
+    }
+
+    // Again, on a server that keeps running: remote systems still call back
+    // for the purged runs, the schedule would fire, timers come due.
+    let mut server = serve(&data, addr);
+    wait_up(&client, &base).await;
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let r = client
+        .delete(format!("{base}/v1/tenants/{DOOMED}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "a second purge: {}",
+        r.text().await.unwrap()
+    );
+    // The id created again sees nothing of the old tenant.
+    let r = post_json(
+        &client,
+        &format!("{base}/v1/tenants"),
+        &json!({ "id": DOOMED }),
+    )
+    .await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let created: Value = r.json().await.unwrap();
+    let token = created["token"].as_str().unwrap();
+    for path in ["/v1/runs/m-1", "/v1/runs/m-1/events", "/v1/runs/f-1"] {
+        let r = client
+            .get(format!("{base}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}: {}", r.text().await.unwrap());
+    }
+    for path in [
+        "/v1/runs",
+        "/v1/approvals",
+        "/v1/flows",
+        "/v1/schedules",
+        "/v1/registry",
+    ] {
+        let v: Value = client
+            .get(format!("{base}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = v.get("items").unwrap_or(&v);
+        assert_eq!(items, &json!([]), "{path} of the new tenant: {v}");
+    }
+    // The id runs again, and is purged with runs in flight on a server that
+    // keeps running: nothing of it is written back afterwards.
+    let r = post_json(
+        &client,
+        &format!("{base}/v1/flows"),
+        &json!({ "tenant": DOOMED, "env": "test", "source": { "flow.eflow": doomed_source(remote_addr) } }),
+    )
+    .await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    for i in 0..60 {
+        start(DOOMED, "Mixed", format!("m-{i}"), json!({ "n": i })).await;
+    }
+    for i in 0..10 {
+        start(
+            DOOMED,
+            "Fan",
+            format!("f-{i}"),
+            json!({ "xs": (0..30).collect::<Vec<_>>() }),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let r = client
+        .delete(format!("{base}/v1/tenants/{DOOMED}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "purge: {}",
+        r.text().await.unwrap()
+    );
+    // Remote systems call back, timers come due, children finish: none of it
+    // lands.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for id in ["m-1", "f-1", "f-1.ys.1"] {
+        let r = client
+            .get(format!("{base}/v1/runs/{DOOMED}:{id}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            404,
+            "{id} after the purge: {}",
+            r.text().await.unwrap()
+        );
+    }
+    let r = client
+        .delete(format!("{base}/v1/tenants/{DOOMED}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "a purge after the purge: {}",
+        r.text().await.unwrap()
+    );
+
+    // The other tenant lost nothing: its runs finish.
+    let kept: Vec<String> = (0..60)
+        .map(|i| format!("kept:m-{i}"))
+        .chain((0..10).map(|i| format!("kept:f-{i}")))
+        .collect();
+    wait_all(&client, &base, &kept, "succeeded").await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    for db in ["eflow.db", "history.db"] {
+        let left = rows_holding(&data.join(db), DOOMED).await;
+        assert!(
+            left.is_empty(),
+            "after the second purge, {db} holds {left:?}"
+        );
+        assert!(
+            !rows_holding(&data.join(db), "kept").await.is_empty(),
+            "{db} lost the other tenant"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// A data directory made before with a mode others may read is kept (it is
+/// the operator's), and the server says so.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_others_may_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let (data, addr) = scratch("open-dir");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = data.with_extension("log");
+    let client = reqwest::Client::new();
+    let mut server = serve_logged(&data, addr, &log);
+    wait_up(&client, &format!("http://{addr}")).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("the data directory may be read by other users") && text.contains("mode=755"),
+        "no warning about the data directory's mode:\n{text}"
+    );
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_file(&log);
+}

@@ -1292,3 +1292,34 @@ async fn deploying_an_unknown_connector_or_a_bad_configuration_is_refused() {
     assert_ne!(flows(api).await, json!([]));
     s.stop().await;
 }
+
+/// A deploy larger than `--max-deploy-bytes` is refused whole (413), and one
+/// under it is deployed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_over_the_size_limit_is_413_and_deploys_nothing() {
+    let s = TestServer::start_with("deploy-limit", |o| {
+        o.http.max_deploy_bytes = 64 * 1024;
+    })
+    .await;
+    let api = &s.api;
+    let token = api.create_tenant("acme", json!({})).await;
+    // The same flow, padded with a comment past the limit.
+    let padded = format!("// {}\n{SOURCE}", "x".repeat(80 * 1024));
+    let r = api
+        .post(
+            Some(&token),
+            "/v1/flows",
+            &json!({"source": {"pipeline.eflow": padded}}),
+        )
+        .await;
+    assert_eq!(
+        r.expect_error(413, "a deploy over the limit"),
+        "body_too_large"
+    );
+    let flows = api.get(Some(&token), "/v1/flows").await.ok("flows");
+    assert_eq!(flows, json!([]), "nothing was deployed");
+    api.deploy_source(&token, &[("pipeline.eflow", SOURCE)])
+        .await;
+    let flows = api.get(Some(&token), "/v1/flows").await.ok("flows");
+    assert!(!flows.as_array().unwrap().is_empty(), "{flows}");
+}

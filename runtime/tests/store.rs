@@ -8,8 +8,8 @@ mod common;
 use std::path::PathBuf;
 
 use eflow_runtime::store::{
-    ApprovalClose, ApprovalWrite, Commit, Durability, EventWrite, NewEntry, RunMeta, RunWrite,
-    ScheduleRow, Store, TenantRow, TimerWrite, TokenRow,
+    ApprovalClose, ApprovalWrite, Commit, Deployment, Durability, EventWrite, NewEntry, RunMeta,
+    RunWrite, ScheduleRow, Store, TenantRow, TimerWrite, TokenRow,
 };
 use serde_json::json;
 
@@ -39,6 +39,7 @@ macro_rules! store_test_suite {
             tenants,
             set_tenant_egress,
             purge_tenant,
+            purges,
             tokens,
             tokens_by_owner,
             revoke_token,
@@ -484,8 +485,7 @@ async fn timers_are_one_row_per_name(store: &Store) {
 /// At start every claim is released: claimed timers and schedules are taken again.
 async fn release_claims(store: &Store) {
     commit(store, |c| c.timers.push(timer("r1", "t", 100, 0))).await;
-    store
-        .replace_schedules("acme", "F", &[schedule("s1", "acme", 1_000)])
+    replace_schedules(store, "acme", "F", &[schedule("s1", "acme", 1_000)])
         .await
         .unwrap();
     assert_eq!(
@@ -593,16 +593,21 @@ async fn acquire_lease_fences_older_owners(store: &Store) {
 /// older versions stay reachable by version.
 async fn bundles_and_flows(store: &Store) {
     let flows = |v: &str| vec![("F".to_string(), v.to_string())];
-    store
-        .insert_bundle("b-1", "acme", "dev", b"{\"ir\":1}", &flows("v1"), 10)
+    insert_bundle(store, "b-1", "acme", "dev", b"{\"ir\":1}", &flows("v1"), 10)
         .await
         .unwrap();
-    store
-        .insert_bundle("b-2", "acme", "prod", b"{\"ir\":2}", &flows("v2"), 20)
-        .await
-        .unwrap();
-    store
-        .insert_bundle("b-3", "other", "dev", b"{}", &flows("v1"), 30)
+    insert_bundle(
+        store,
+        "b-2",
+        "acme",
+        "prod",
+        b"{\"ir\":2}",
+        &flows("v2"),
+        20,
+    )
+    .await
+    .unwrap();
+    insert_bundle(store, "b-3", "other", "dev", b"{}", &flows("v1"), 30)
         .await
         .unwrap();
     assert_eq!(
@@ -631,8 +636,7 @@ async fn bundles_and_flows(store: &Store) {
     );
     assert_eq!(store.flows(None).await.unwrap().len(), 3);
     // Deploying the old version again makes it the head again.
-    store
-        .insert_bundle("b-4", "acme", "dev", b"{}", &flows("v1"), 40)
+    insert_bundle(store, "b-4", "acme", "dev", b"{}", &flows("v1"), 40)
         .await
         .unwrap();
     let head = store.flow("acme", "F", None).await.unwrap().unwrap();
@@ -687,27 +691,101 @@ async fn set_tenant_egress(store: &Store) {
     assert!(store.tenant("nope").await.unwrap().is_none());
 }
 
+/// Deploys a bundle and its flows, without schedules.
+async fn insert_bundle(
+    store: &Store,
+    bundle: &str,
+    tenant: &str,
+    env: &str,
+    ir: &[u8],
+    flows: &[(String, String)],
+    now: u64,
+) -> Result<(), eflow_runtime::store::Error> {
+    store
+        .deploy(&Deployment {
+            bundle,
+            tenant,
+            env,
+            ir,
+            flows,
+            schedules: &[],
+            now,
+        })
+        .await
+}
+
+/// Deploys `rows` as the schedules of `flow` (with an empty bundle).
+async fn replace_schedules(
+    store: &Store,
+    tenant: &str,
+    flow: &str,
+    rows: &[ScheduleRow],
+) -> Result<(), eflow_runtime::store::Error> {
+    store
+        .deploy(&Deployment {
+            bundle: &format!("b-{tenant}-schedules"),
+            tenant,
+            env: "dev",
+            ir: b"{}",
+            flows: &[],
+            schedules: &[(flow.to_string(), rows.to_vec())],
+            now: 0,
+        })
+        .await
+}
+
+/// A purge is recorded from its beginning to its end; meanwhile the tenant
+/// cannot be created again, and a tenant being purged registers nothing.
+async fn purges(store: &Store) {
+    assert!(
+        !store.begin_purge("acme", 1).await.unwrap(),
+        "no such tenant"
+    );
+    store.create_tenant(&tenant("acme")).await.unwrap();
+    assert!(store.begin_purge("acme", 2).await.unwrap());
+    assert_eq!(store.pending_purges().await.unwrap(), ["acme"]);
+    let entry = NewEntry {
+        key: "k1",
+        tenant: "acme",
+        kind: "model",
+        name: "churn",
+        run: "r1",
+        step: "reg",
+        inputs: &json!({}),
+        now: 3,
+    };
+    assert!(store.register(&entry, |_| json!({})).await.is_err());
+    store.purge_tenant("acme").await.unwrap();
+    // Until the purge ends the id is neither free nor a tenant; beginning it
+    // again (a retried purge) is allowed.
+    assert!(!store.create_tenant(&tenant("acme")).await.unwrap());
+    assert!(store.tenant("acme").await.unwrap().is_none());
+    assert!(store.begin_purge("acme", 4).await.unwrap());
+    store.end_purge("acme").await.unwrap();
+    assert!(store.pending_purges().await.unwrap().is_empty());
+    assert!(store.create_tenant(&tenant("acme")).await.unwrap());
+}
+
 /// Purging a tenant removes its rows in every table, and only its rows.
 async fn purge_tenant(store: &Store) {
     for t in ["acme", "other"] {
         store.create_tenant(&tenant(t)).await.unwrap();
-        store
-            .insert_bundle(
-                &format!("b-{t}"),
-                t,
-                "dev",
-                b"{}",
-                &[("F".into(), "v1".into())],
-                1,
-            )
-            .await
-            .unwrap();
+        insert_bundle(
+            store,
+            &format!("b-{t}"),
+            t,
+            "dev",
+            b"{}",
+            &[("F".into(), "v1".into())],
+            1,
+        )
+        .await
+        .unwrap();
         store
             .insert_token(&token(&format!("t-{t}"), Some(t), 1, None))
             .await
             .unwrap();
-        store
-            .replace_schedules(t, "F", &[schedule(&format!("{t}.F.0"), t, 1_000)])
+        replace_schedules(store, t, "F", &[schedule(&format!("{t}.F.0"), t, 1_000)])
             .await
             .unwrap();
         let r = format!("{t}-run");
@@ -969,6 +1047,19 @@ fn close(run: &str, attempt: u32, at: u64, decision: Option<serde_json::Value>) 
 
 /// The registry counts versions per name and is idempotent by key.
 async fn register(store: &Store) {
+    // Only a live tenant registers.
+    let early = NewEntry {
+        key: "k0",
+        tenant: "acme",
+        kind: "model",
+        name: "churn",
+        run: "r1",
+        step: "reg",
+        inputs: &json!({}),
+        now: 1,
+    };
+    assert!(store.register(&early, |_| json!({})).await.is_err());
+    store.create_tenant(&tenant("acme")).await.unwrap();
     let inputs = json!({"name": "churn"});
     let entry = |key: &'static str, name: &'static str| NewEntry {
         key,
@@ -1021,6 +1112,7 @@ async fn register(store: &Store) {
 
 /// Moving a version to a stage rewrites its entry and only its entry.
 async fn registry_set_stage(store: &Store) {
+    store.create_tenant(&tenant("acme")).await.unwrap();
     let inputs = json!({});
     for key in ["k1", "k2"] {
         store
@@ -1068,19 +1160,18 @@ async fn registry_set_stage(store: &Store) {
 /// A deploy replaces a flow's schedules; due ones are claimed once; an
 /// update records the watermark and keeps the newest start.
 async fn schedules(store: &Store) {
-    store
-        .replace_schedules(
-            "sched",
-            "F",
-            &[
-                schedule("s1", "sched", 1_000),
-                schedule("s2", "sched", 9_000),
-            ],
-        )
-        .await
-        .unwrap();
-    store
-        .replace_schedules("else", "F", &[schedule("e1", "else", 9_000)])
+    replace_schedules(
+        store,
+        "sched",
+        "F",
+        &[
+            schedule("s1", "sched", 1_000),
+            schedule("s2", "sched", 9_000),
+        ],
+    )
+    .await
+    .unwrap();
+    replace_schedules(store, "else", "F", &[schedule("e1", "else", 9_000)])
         .await
         .unwrap();
     let due = store.claim_schedules(0, 2_000, 60_000, 10).await.unwrap();
@@ -1126,8 +1217,7 @@ async fn schedules(store: &Store) {
     let mut again = schedule("s1", "sched", 4_000);
     again.last_start = s1.last_start;
     again.handled_through = s1.handled_through;
-    store
-        .replace_schedules("sched", "F", &[again])
+    replace_schedules(store, "sched", "F", &[again])
         .await
         .unwrap();
     let all = store.schedules(Some("sched")).await.unwrap();
@@ -1141,8 +1231,7 @@ async fn schedules(store: &Store) {
 
 /// Paused schedules are not claimed; resuming moves the watermark to now.
 async fn set_schedule_paused(store: &Store) {
-    store
-        .replace_schedules("sched", "F", &[schedule("s1", "sched", 1_000)])
+    replace_schedules(store, "sched", "F", &[schedule("s1", "sched", 1_000)])
         .await
         .unwrap();
     assert!(

@@ -248,6 +248,9 @@ struct Site<'g> {
     item: Option<(&'g Ident, &'g Ty)>,
     /// The node whose inputs are being checked, if any.
     node: Option<usize>,
+    /// Paths known not to be `none` here besides those of `guards`: what the left
+    /// side of an `and` (or `or`) tested, for its right side.
+    narrowed: Vec<Vec<String>>,
 }
 
 enum Availability {
@@ -274,10 +277,18 @@ struct FlowCx<'a, 'w> {
     lets: Vec<Pending<'a>>,
     names: HashMap<&'a str, usize>,
     conds: Vec<(&'a Expr, Vec<Guard>, Span)>,
+    /// Per `when`, the paths its condition proves are not `none`: in its `else`
+    /// block (`[0]`) and in its block (`[1]`).
+    narrows: Vec<[Vec<Vec<String>>; 2]>,
     node_types: Vec<Ty>,
     used_params: BTreeSet<String>,
     used_nodes: BTreeSet<usize>,
     broken: bool,
+    /// A `return` was found inside a `when` (reported as misplaced).
+    misplaced_return: bool,
+    /// Expressions of statements reported as misplaced or repeated: the names
+    /// they read count as used, so that the one mistake is the one diagnostic.
+    rejected: Vec<&'a Expr>,
     unreachable: BTreeSet<usize>,
     missing_args: Vec<MissingArgs>,
     /// References to `let`s, resolved once every step's output type is known.
@@ -366,10 +377,13 @@ pub fn check_flow(
         lets: Vec::new(),
         names: HashMap::new(),
         conds: Vec::new(),
+        narrows: Vec::new(),
         node_types: Vec::new(),
         used_params: BTreeSet::new(),
         used_nodes: BTreeSet::new(),
         broken: false,
+        misplaced_return: false,
+        rejected: Vec::new(),
         unreachable: BTreeSet::new(),
         missing_args: Vec::new(),
         local_refs: Vec::new(),
@@ -405,6 +419,10 @@ pub fn check_flow(
         fcx.names.insert(&name.name, i);
     }
 
+    for e in std::mem::take(&mut fcx.rejected) {
+        fcx.mention(e);
+    }
+
     // Output types first, so references can be typed in any order.
     fcx.node_types = fcx.lets.iter().map(|p| fcx.output_type(p)).collect();
 
@@ -416,6 +434,7 @@ pub fn check_flow(
                 condition_of: Some(w),
                 item: None,
                 node: None,
+                narrowed: Vec::new(),
             };
             let texpr = fcx.expr(expr, Some(&Ty::Bool), &site);
             if !texpr.ty.flows_into(&Ty::Bool) {
@@ -455,6 +474,7 @@ pub fn check_flow(
                     condition_of: None,
                     item: None,
                     node: None,
+                    narrowed: Vec::new(),
                 };
                 let e = fcx.expr_no_refs(d, &sig_ty, &site, "a parameter default");
                 fcx.expect(&e, &sig_ty, "this parameter's default", Some(p.ty.span));
@@ -465,7 +485,7 @@ pub fn check_flow(
 
     let ret = match (ret, &sig.output) {
         (None, Ty::Unit) => None,
-        (None, _) if fcx.broken => None,
+        (None, _) if fcx.broken || fcx.misplaced_return => None,
         (None, out) => {
             cx.report(
                 cx.error(
@@ -504,6 +524,7 @@ pub fn check_flow(
                 condition_of: None,
                 item: None,
                 node: None,
+                narrowed: Vec::new(),
             };
             let out = out.clone();
             let t = fcx.expr(e, Some(&out), &site);
@@ -611,6 +632,10 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 StmtKind::When(w) => {
                     let id = self.conds.len();
                     self.conds.push((&w.cond, guards.to_vec(), w.cond.span));
+                    let (mut otherwise, mut then) = (Vec::new(), Vec::new());
+                    narrowed_by(&w.cond, false, &mut otherwise);
+                    narrowed_by(&w.cond, true, &mut then);
+                    self.narrows.push([otherwise, then]);
                     let mut inner = guards.to_vec();
                     inner.push(Guard {
                         when: id,
@@ -629,9 +654,14 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 StmtKind::Return(e) => {
                     if !top {
                         misplaced(stmt.span, "return");
+                        // The flow does return, in the wrong place: that is the
+                        // one mistake, not also a missing `return` or unused values.
+                        self.misplaced_return = true;
+                        self.rejected.push(e);
                     } else if let Some(prev) = ret {
+                        self.rejected.push(e);
                         cx.report(
-                            cx.error(Code::MisplacedStatement, stmt.span, "a flow returns once")
+                            cx.error(Code::MissingReturn, stmt.span, "a flow returns once")
                                 .with_label("second `return`")
                                 .with_secondary(cx.file, prev.span, "first `return`")
                                 .with_help("keep one `return`; to choose between values use `??` or a `when` with optional outputs"),
@@ -669,12 +699,44 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 StmtKind::Schedule(s) => {
                     if !top {
                         misplaced(stmt.span, "schedule");
+                        for c in &s.clauses {
+                            if let ast::ScheduleClauseKind::Input(args) = &c.kind {
+                                self.rejected.extend(args.iter().map(|a| &a.value));
+                            }
+                        }
                     } else {
                         schedule.push(s);
                     }
                 }
                 StmtKind::Error => self.broken = true,
             }
+        }
+    }
+
+    /// Count the parameters and `let`s that `e` reads as used, without checking it.
+    fn mention(&mut self, e: &Expr) {
+        match &e.kind {
+            ExprKind::Path(p) => {
+                if let Some(first) = p.first() {
+                    if let Some(&i) = self.names.get(first.name.as_str()) {
+                        self.used_nodes.insert(i);
+                    } else if self.sig.params.iter().any(|q| q.name == first.name) {
+                        self.used_params.insert(first.name.clone());
+                    }
+                }
+            }
+            ExprKind::List(items) => items.iter().for_each(|x| self.mention(x)),
+            ExprKind::Map(entries) => entries.iter().for_each(|(k, v)| {
+                self.mention(k);
+                self.mention(v)
+            }),
+            ExprKind::Record { fields, .. } => fields.iter().for_each(|f| self.mention(&f.value)),
+            ExprKind::Unary { expr, .. } => self.mention(expr),
+            ExprKind::Binary { lhs, rhs, .. } => {
+                self.mention(lhs);
+                self.mention(rhs)
+            }
+            _ => {}
         }
     }
 
@@ -779,6 +841,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 condition_of: None,
                 item: None,
                 node: None,
+                narrowed: Vec::new(),
             };
             let over = self.expr(&f.over, None, &site);
             elem_ty = match &over.ty {
@@ -848,6 +911,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             condition_of: None,
             item: item_name.map(|n| (n, &elem_ty)),
             node: Some(i),
+            narrowed: Vec::new(),
         };
         let (args, type_args, out) = match sig {
             Some(ItemSig::Step(s)) => self.step_args(call, s, &site),
@@ -986,6 +1050,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         let mut given: HashMap<&str, &Arg> = HashMap::new();
         let mut typed = Vec::new();
         let mut map: HashMap<Arc<str>, Ty> = HashMap::new();
+        // An argument for a generic parameter was reported as not fitting it: the
+        // type parameters it would determine are not also "cannot infer".
+        let mut wrong_generic = false;
         let owner = cx
             .namespace
             .get(&call.callee.name)
@@ -1048,7 +1115,36 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             };
             let value = self.expr(&a.value, expected, site);
             if param.ty.has_params() {
-                if !param.ty.infer(&value.ty, &mut map) {
+                let mut alone = HashMap::new();
+                let fits_alone = param.ty.infer(&value.ty, &mut alone) && {
+                    let t = param.ty.subst(&alone);
+                    has_error(&value.ty) || (!t.has_params() && value.ty.flows_into(&t))
+                };
+                if !fits_alone {
+                    // Not of the parameter's shape, whatever its type arguments.
+                    wrong_generic = true;
+                    cx.report(
+                        cx.error(
+                            Code::TypeMismatch,
+                            a.value.span,
+                            format!(
+                                "argument `{}` of `{}` expects `{}`, found `{}`",
+                                a.name, call.callee.name, param.ty, value.ty
+                            ),
+                        )
+                        .with_label(format!("this is `{}`", value.ty))
+                        .with_help(format!(
+                            "pass a `{}`, with any type for {}",
+                            param.ty,
+                            generics
+                                .iter()
+                                .map(|g| format!("`{g}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    );
+                } else if !param.ty.infer(&value.ty, &mut map) {
+                    wrong_generic = true;
                     let bound = param.ty.subst(&map);
                     cx.report(
                         cx.error(
@@ -1115,7 +1211,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             });
         }
         let mut out = output.subst(&map);
-        if out.has_params() {
+        if out.has_params() && wrong_generic {
+            out = Ty::Error;
+        } else if out.has_params() {
             let unresolved: Vec<&str> = generics
                 .iter()
                 .filter(|g| !map.contains_key(*g))
@@ -1181,7 +1279,17 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             )
         } else {
             let help = match (found, expected) {
-                (Ty::Float, Ty::Int) => "a Float does not flow into an Int: declare the parameter as `Float`".to_string(),
+                // Only a parameter the user can edit can be declared otherwise.
+                (Ty::Float, Ty::Int)
+                    if what.starts_with("argument")
+                        && decl.is_some_and(|(f, _)| !self.world.db.is_std(f)) =>
+                {
+                    "a Float does not flow into an Int: pass an Int, or declare the parameter as `Float`".to_string()
+                }
+                (Ty::Float, Ty::Int) => {
+                    "a Float does not flow into an Int, and eflow never rounds: pass an Int"
+                        .to_string()
+                }
                 (Ty::Record { name: a, .. }, Ty::Record { name: b, .. }) if a == b => {
                     "the type arguments differ; see the record's declaration".to_string()
                 }
@@ -1640,7 +1748,11 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         let l = self.expr(lhs, None, site);
         match op {
             BinOp::And | BinOp::Or => {
-                let r = self.expr(rhs, Some(&Ty::Bool), site);
+                // The right side is evaluated only when the left is true (`and`)
+                // or false (`or`), so it may use what that proves.
+                let mut inner = site.clone();
+                narrowed_by(lhs, op == BinOp::And, &mut inner.narrowed);
+                let r = self.expr(rhs, Some(&Ty::Bool), &inner);
                 for side in [&l, &r] {
                     if !side.ty.flows_into(&Ty::Bool) {
                         self.bad_operand(op.symbol(), side, "Bool operands");
@@ -1649,6 +1761,10 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 self.bin(e, op, l, r, Ty::Bool)
             }
             BinOp::Coalesce => {
+                if let Some(d) = self.coalesce_precedence(e, lhs, rhs, &l, site) {
+                    cx.report(d);
+                    return TExpr::error(e.span);
+                }
                 let inner = match &l.ty {
                     Ty::Optional(t) => (**t).clone(),
                     Ty::None => expected.cloned().unwrap_or(Ty::Error),
@@ -1737,6 +1853,75 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 self.bin(e, op, l, r, Ty::Bool)
             }
         }
+    }
+
+    /// `a ?? b >= c` reads as `a ?? (b >= c)`, since `??` binds loosest: when
+    /// that cannot be meant (`a` is not an optional `Bool`), say so, with the
+    /// parenthesised form as the fix, instead of two confusing type errors.
+    fn coalesce_precedence(
+        &mut self,
+        e: &Expr,
+        lhs: &Expr,
+        rhs: &Expr,
+        l: &TExpr,
+        site: &Site,
+    ) -> Option<crate::diagnostics::Diagnostic> {
+        // The operand `b` that was meant as the fallback: the leftmost of the
+        // right side, and the operator right after it.
+        let (mut op, mut inner) = match &rhs.kind {
+            ExprKind::Binary { op, lhs, .. } => (*op, &**lhs),
+            _ => return None,
+        };
+        while let ExprKind::Binary { op: o, lhs, .. } = &inner.kind {
+            (op, inner) = (*o, &**lhs);
+        }
+        if matches!(op, BinOp::Coalesce)
+            || matches!(l.ty.unwrap_optional(), Ty::Bool | Ty::Error)
+            || !matches!(l.ty, Ty::Optional(_))
+        {
+            return None;
+        }
+        // Still check the right side, for its names and their own mistakes.
+        self.expr(rhs, None, site);
+        let op = op.symbol();
+        let cx = self.cx;
+        let file = cx.file;
+        Some(
+            cx.error(
+                Code::TypeMismatch,
+                e.span,
+                format!(
+                    "`??` binds more loosely than `{op}`: this reads as `a ?? (b {op} …)`, a fallback of type `Bool` for a `{}`",
+                    l.ty
+                ),
+            )
+            .with_label(format!("the fallback here is the whole `… {op} …`"))
+            .with_help(format!(
+                "put the fallback in parentheses: `(a ?? b) {op} c`"
+            ))
+            .with_fix(Fix {
+                title: format!("Put `??` in parentheses before `{op}`"),
+                edits: vec![
+                    crate::diagnostics::Edit {
+                        file,
+                        span: Span {
+                            start: lhs.span.start,
+                            end: lhs.span.start,
+                        },
+                        text: "(".into(),
+                    },
+                    crate::diagnostics::Edit {
+                        file,
+                        span: Span {
+                            start: inner.span.end,
+                            end: inner.span.end,
+                        },
+                        text: ")".into(),
+                    },
+                ],
+                preferred: true,
+            }),
+        )
     }
 
     fn bin(&self, e: &Expr, op: BinOp, l: TExpr, r: TExpr, ty: Ty) -> TExpr {
@@ -1872,6 +2057,23 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             }
             out.push((field.name.clone(), v));
         }
+        // An optional field left out is `none`, written out so that the step
+        // receiving the record sees every field.
+        for f in &sig.fields {
+            if f.ty.is_optional() && !seen.contains_key(f.name.as_str()) {
+                out.push((
+                    f.name.clone(),
+                    TExpr {
+                        kind: TExprKind::None,
+                        ty: Ty::None,
+                        span: Span {
+                            start: e.span.end,
+                            end: e.span.end,
+                        },
+                    },
+                ));
+            }
+        }
         let missing: Vec<String> = sig
             .fields
             .iter()
@@ -1891,7 +2093,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     ),
                 )
                 .with_label("built here")
-                .with_help("give every field that is not optional (`T?`) a value"),
+                .with_help("give every field that is not optional (`T?`) a value; an optional field left out is `none`"),
             );
         }
         let args: Vec<Ty> = sig
@@ -1965,7 +2167,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 rest,
             );
             self.used_params.insert(p.name.clone());
-            let ty = self.fields(p.ty.clone(), rest);
+            let ty = self.fields_at(p.ty.clone(), first, rest, site);
             return mk(TExprKind::Param(name.to_string(), names(rest)), ty);
         }
         if let Some(&i) = self.names.get(name) {
@@ -1997,25 +2199,18 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     }
                 }
                 Availability::Conditional => {
-                    if let Some(w) = site.condition_of {
-                        let inside = self.lets[i].guards.iter().any(|g| g.when == w);
+                    if let Some(w) = site.condition_of
+                        && self.lets[i].guards.iter().any(|g| g.when == w)
+                    {
                         cx.report(
                             cx.error(
                                 Code::ConditionNotAvailable,
                                 first.span,
-                                if inside {
-                                    format!("this condition uses `{name}`, which runs only after the condition holds")
-                                } else {
-                                    format!("this condition uses `{name}`, which may not be available: it is produced only inside another `when`")
-                                },
+                                format!("this condition uses `{name}`, which runs only after the condition holds"),
                             )
                             .with_label(format!("`{name}` may not exist when this condition is evaluated"))
                             .with_secondary(cx.file, self.lets[i].let_stmt.name.span, "defined here")
-                            .with_help(if inside {
-                                format!("move `{name}` out of the `when` block so it runs before the condition")
-                            } else {
-                                format!("nest this `when` inside the `when` that defines `{name}`")
-                            }),
+                            .with_help(format!("move `{name}` out of the `when` block so it runs before the condition")),
                         );
                         return TExpr::error(e.span);
                     } else {
@@ -2042,7 +2237,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 );
                 return TExpr::error(e.span);
             }
-            let ty = self.fields(base, rest);
+            let ty = self.fields_at(base, first, rest, site);
             return mk(TExprKind::Node(i, names(rest)), ty);
         }
         if name == "run" {
@@ -2276,10 +2471,40 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         }
     }
 
+    /// Whether the path `first.rest…` is known not to be `none` at `site`: a
+    /// `when` around it, or the left side of its `and`, tested it with `!= none`.
+    fn is_narrowed(&self, site: &Site, first: &Ident, rest: &[Ident]) -> bool {
+        let same = |p: &Vec<String>| {
+            p.len() == rest.len() + 1
+                && p[0] == first.name
+                && p[1..].iter().zip(rest).all(|(a, b)| *a == b.name)
+        };
+        site.narrowed.iter().any(same)
+            || site
+                .guards
+                .iter()
+                .any(|g| self.narrows[g.when][usize::from(g.branch)].iter().any(same))
+    }
+
+    /// The type of the path `first.rest…` to a value of type `ty`, where every
+    /// prefix of it tested with `!= none` around `site` is not optional.
+    fn fields_at(&self, ty: Ty, first: &Ident, rest: &[Ident], site: &Site) -> Ty {
+        self.fields_narrowed(ty, rest, &|k| self.is_narrowed(site, first, &rest[..k]))
+    }
+
     /// The type after following `.field` accesses.
-    fn fields(&self, mut ty: Ty, rest: &[Ident]) -> Ty {
+    fn fields(&self, ty: Ty, rest: &[Ident]) -> Ty {
+        self.fields_narrowed(ty, rest, &|_| false)
+    }
+
+    /// The type after following `.field` accesses, where `narrowed(k)` says that
+    /// the value read after `k` of them is known not to be `none`.
+    fn fields_narrowed(&self, mut ty: Ty, rest: &[Ident], narrowed: &dyn Fn(usize) -> bool) -> Ty {
         let cx = self.cx;
         for (k, f) in rest.iter().enumerate() {
+            if narrowed(k) {
+                ty = ty.unwrap_optional().clone();
+            }
             ty = match &ty {
                 Ty::Error => return Ty::Error,
                 Ty::Record { def, args, name } => {
@@ -2343,6 +2568,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     return Ty::Error;
                 }
             };
+        }
+        if narrowed(rest.len()) {
+            ty = ty.unwrap_optional().clone();
         }
         ty
     }
@@ -2458,6 +2686,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                         condition_of: None,
                         item: None,
                         node: None,
+                        narrowed: Vec::new(),
                     };
                     let mut given: HashMap<&str, Span> = HashMap::new();
                     for a in args {
@@ -2588,6 +2817,44 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             }),
         );
         None
+    }
+}
+
+/// The paths `cond` proves are not `none` when it is `holds`: `x != none` when
+/// true, `x == none` when false, both sides of an `and` when true and of an `or`
+/// when false, and `not` turns it around.
+fn narrowed_by(cond: &Expr, holds: bool, out: &mut Vec<Vec<String>>) {
+    match &cond.kind {
+        ExprKind::Binary { op, lhs, rhs } => match (op, holds) {
+            (BinOp::And, true) | (BinOp::Or, false) => {
+                narrowed_by(lhs, holds, out);
+                narrowed_by(rhs, holds, out);
+            }
+            (BinOp::Ne, true) | (BinOp::Eq, false) => {
+                let path = match (&lhs.kind, &rhs.kind) {
+                    (ExprKind::Path(p), ExprKind::None) | (ExprKind::None, ExprKind::Path(p)) => p,
+                    _ => return,
+                };
+                out.push(path.iter().map(|i| i.name.clone()).collect());
+            }
+            _ => {}
+        },
+        ExprKind::Unary {
+            op: UnaryOp::Not,
+            expr,
+        } => narrowed_by(expr, !holds, out),
+        _ => {}
+    }
+}
+
+/// Whether `ty` has a part that is not known (an empty `[]`, an error).
+fn has_error(ty: &Ty) -> bool {
+    match ty {
+        Ty::Error | Ty::None => true,
+        Ty::List(t) | Ty::Optional(t) => has_error(t),
+        Ty::Map(k, v) => has_error(k) || has_error(v),
+        Ty::Record { args, .. } => args.iter().any(has_error),
+        _ => false,
     }
 }
 

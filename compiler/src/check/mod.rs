@@ -28,6 +28,8 @@ pub trait Db {
     fn namespace(&self, file: FileId) -> &Namespace;
     /// Empty while signatures are being resolved.
     fn sigs(&self, file: FileId) -> &[ItemSig];
+    /// A module of the standard library, which users cannot change.
+    fn is_std(&self, file: FileId) -> bool;
 }
 
 /// What checking one module may read of the whole workspace.

@@ -724,8 +724,8 @@ flow Release(model: String) -> Bool {
 "##;
 
 const MISSING_FIELD: &str = r##"
-A record literal does not give every field of the record. Fields have no defaults; an
-optional field (`T?`) can be given `none`.
+A record literal does not give every field of the record that is not optional.
+Fields have no defaults, except that an optional field (`T?`) left out is `none`.
 
 Example:
 
@@ -787,8 +787,8 @@ flow Rows() -> List<Float> {
 "##;
 
 const MISSING_RETURN: &str = r##"
-A flow that declares a result type (`-> T`) has no `return`, or a flow without a
-result type has one.
+A flow that declares a result type (`-> T`) has no `return`, a flow without a
+result type has one, or a flow has a second `return`.
 
 The result of a flow is part of its contract with the callers and the runtime: it
 must be produced exactly when it is declared.
@@ -1397,7 +1397,9 @@ flow Daily() -> Int {
 
 const MISSING_BINDING: &str = r##"
 A step used by a flow has no binding in one of the environments that a `bindings`
-block defines, so the flow cannot run there. `wait` steps need no binding.
+block of the flow's own file names, in that file or any other compiled with it, so
+the flow cannot run there. `wait` steps need no binding; an environment named only
+by another file's `bindings` is that file's concern.
 
 This is a warning because a flow may be meant to run only in some environments;
 deploying to an environment with unbound steps fails.

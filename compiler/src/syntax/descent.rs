@@ -22,7 +22,7 @@ use super::lexer::Token;
 use super::lexer::kind::{self as k, is_name, is_word};
 use super::literals;
 use super::parser::Parser;
-use crate::diagnostics::{Code, Diagnostic};
+use crate::diagnostics::{Code, Diagnostic, Fix};
 
 /// Deepest expression tree accepted. Brackets are capped at
 /// [`super::lexer::MAX_NESTING`] before parsing; this also bounds long operator
@@ -971,6 +971,31 @@ impl<'t> Parser<'t> {
     }
 
     fn duration_value(&mut self, text: &str, span: Span) -> Option<u64> {
+        // `1_000_000`: digit separators, which eflow does not have; not a unit `_`.
+        let plain = text.replace('_', "");
+        if plain.len() < text.len()
+            && plain.starts_with(|c: char| c.is_ascii_digit())
+            && (plain.bytes().all(|b| b.is_ascii_digit())
+                || literals::parse_duration(&plain).is_ok())
+        {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::InvalidNumber,
+                    self.file,
+                    span,
+                    format!("`{text}`: numbers have no `_` separators"),
+                )
+                .with_label("`_` between digits")
+                .with_help(format!("write `{plain}`"))
+                .with_fix(Fix::edit(
+                    format!("Write `{plain}`"),
+                    self.file,
+                    span,
+                    plain.clone(),
+                )),
+            );
+            return None;
+        }
         match literals::parse_duration(text) {
             Ok(ms) => Some(ms),
             Err(e) => {

@@ -309,8 +309,29 @@ fn help(site: &Site<'_>, rules: &[Rule], found: Token, beyond: bool) -> Option<S
             Rule::kw_let | Rule::kw_when | Rule::kw_return | Rule::kw_deadline | Rule::kw_schedule
         )
     });
+    // A keyword that starts a statement or an item, first on its line, where a
+    // bracket could close: the bracket is what is missing, not a `,` or a name.
+    let starts_line = text
+        .get(..found.start)
+        .unwrap_or("")
+        .trim_end_matches([' ', '\t', '\r'])
+        .ends_with('\n');
+    let closer = [
+        (Rule::rparen, ")"),
+        (Rule::rbracket, "]"),
+        (Rule::rbrace, "}"),
+    ]
+    .into_iter()
+    .find(|(r, _)| has(*r))
+    .map(|(_, c)| c);
     let h = if found.kind == TokKind::Word && f == "timeout" && wants_stmt {
         TIMEOUT_STATEMENT_HELP.to_string()
+    } else if let Some(c) =
+        closer.filter(|_| found.kind == TokKind::Word && starts_line && STARTERS.contains(&f))
+    {
+        format!("add the missing `{c}` before this line")
+    } else if found.kind == TokKind::Word && STEP_OPTIONS.contains(&f) && wants_stmt {
+        step_option_help(f)
     } else if found.kind == TokKind::Word && lexer::is_reserved(f) && has_name {
         format!(
             "`{f}` is a reserved keyword and cannot be used as a name; choose another name, such as `{f}_`"
@@ -362,6 +383,21 @@ fn help(site: &Site<'_>, rules: &[Rule], found: Token, beyond: bool) -> Option<S
         return None;
     };
     Some(h)
+}
+
+/// Words that start a statement or an item when they begin a line.
+const STARTERS: &[&str] = &[
+    "let", "when", "return", "deadline", "schedule", "from", "record", "enum", "flow", "bindings",
+    "remote", "call", "approval", "wait",
+];
+
+/// Step options: they follow the call they apply to.
+const STEP_OPTIONS: &[&str] = &["retry", "backoff", "non_retryable", "after", "parallel"];
+
+fn step_option_help(option: &str) -> String {
+    format!(
+        "`{option}` is a step option: put it on the lines right after the `let … = Step(…)` it applies to"
+    )
 }
 
 /// An item that does not start with an item keyword.
@@ -422,6 +458,9 @@ pub(crate) fn bad_stmt_start(text: &str, file: FileId, tok: Token, next: Token) 
         // time limit, which is now its own keyword.
         (TokKind::Word, "timeout") if !next.is_punct(text, "=") => {
             Some(TIMEOUT_STATEMENT_HELP.to_string())
+        }
+        (TokKind::Word, w) if STEP_OPTIONS.contains(&w) && !next.is_punct(text, "=") => {
+            Some(step_option_help(w))
         }
         (TokKind::Word, "if") => {
             Some("eflow writes conditions with `when`: `when cond { … }`".to_string())

@@ -90,6 +90,7 @@ impl From<engine::Error> for ApiError {
             ),
             engine::Error::Rejected(r) => ApiError::new(409, "rejected", r.to_string()),
             engine::Error::NoSuchRun(id) => ApiError::not_found("run", &id),
+            engine::Error::TenantStopped(t) => ApiError::not_found("tenant", &t),
             engine::Error::Stopped => ApiError::new(
                 503,
                 "unavailable",

@@ -352,7 +352,7 @@ pub fn router(service: Service, limits: &HttpLimits) -> Router {
             "/v1/flows",
             post(deploy)
                 .get(list_flows)
-                .layer(DefaultBodyLimit::max(64 * 1024 * 1024)),
+                .layer(DefaultBodyLimit::max(limits.max_deploy_bytes)),
         )
         .route("/v1/runs", post(start_run).get(list_runs))
         .route("/v1/runs/{id}", get(get_run))

@@ -173,6 +173,9 @@ pub struct ServeArgs {
     /// How long a request's whole body may take to arrive.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub body_timeout: std::time::Duration,
+    /// The largest deploy request in bytes (`POST /v1/flows`); a larger one is 413.
+    #[arg(long, env = "EFLOW_MAX_DEPLOY_BYTES", value_name = "BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_deploy_bytes: usize,
 }
 
 #[derive(Debug, Subcommand)]

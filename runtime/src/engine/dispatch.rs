@@ -178,7 +178,19 @@ impl Executor {
 
     async fn carry_out(&self, o: Outbound) {
         let mut delay = Duration::from_millis(200);
+        let tenant = match &o.item {
+            OutboxItem::Invoke { tenant, .. } | OutboxItem::Cancel { tenant, .. } => {
+                Some(tenant.as_str())
+            }
+            OutboxItem::Create { meta, .. } => Some(meta.tenant.as_str()),
+            // Its run's worker refuses it if the run's tenant is being purged.
+            OutboxItem::Deliver { .. } => None,
+        };
         loop {
+            // A purge deletes the row: nothing of the tenant is carried out.
+            if tenant.is_some_and(|t| self.engine.is_stopped(t)) {
+                return;
+            }
             match self.try_once(&o).await {
                 Ok(()) => return,
                 Err(Error::Stopped) => return,

@@ -14,8 +14,9 @@ mod route;
 mod timers;
 mod worker;
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use eflow_core::{Event, Parent, Rejection, RunStatus};
 use serde_json::{Map, Value};
@@ -80,6 +81,8 @@ pub enum Error {
     Inbox(u32),
     #[error("bundle `{0}` is not deployed or no longer valid: {1}")]
     Bundle(String, String),
+    #[error("tenant `{0}` is being purged")]
+    TenantStopped(String),
 }
 
 /// What the caller of an input learns once it is committed.
@@ -128,6 +131,13 @@ pub enum Input {
     Create(Creation),
     /// Outbox rows carried out elsewhere (an accepted HTTP invocation).
     OutboxDone(Vec<i64>),
+    /// A tenant is being purged: from now on the worker applies nothing to
+    /// its runs and creates none, and drops them from its cache. Answered
+    /// once everything the worker applied before is committed.
+    StopTenant {
+        tenant: String,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A run ended: for quotas and schedules.
@@ -149,6 +159,8 @@ pub struct Stats {
     /// Runs (and subflow children) that finished.
     pub finished: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// Runs the scheduler started (fires, not backfills).
+    pub scheduled_starts: AtomicU64,
 }
 
 /// A cheap handle on the running engine.
@@ -165,6 +177,9 @@ struct Inner {
     stats: Arc<Stats>,
     timers_changed: Vec<Arc<Notify>>,
     outbox_pos: AtomicI64,
+    /// Tenants being purged (or purged): nothing of theirs is applied,
+    /// created or carried out.
+    stopped: RwLock<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -220,6 +235,7 @@ impl Engine {
                 stats: stats.clone(),
                 timers_changed: timers_changed.clone(),
                 outbox_pos: AtomicI64::new(outbox_pos + 1),
+                stopped: RwLock::default(),
             }),
         };
         let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
@@ -303,6 +319,50 @@ impl Engine {
         if let Some(n) = self.inner.timers_changed.get(partition as usize) {
             n.notify_one();
         }
+    }
+
+    /// Stops `tenant`'s runs before its purge: from the return on, no worker
+    /// applies or creates anything of the tenant and the executor carries out
+    /// none of its effects, so nothing of it is written back after the purge
+    /// deletes it. Waits until every worker committed what it applied before.
+    pub async fn stop_tenant(&self, tenant: &str) -> Result<(), Error> {
+        if let Ok(mut s) = self.inner.stopped.write() {
+            s.insert(tenant.to_string());
+        }
+        let mut acks = Vec::new();
+        for shard in 0..self.shard_count() {
+            let (tx, rx) = oneshot::channel();
+            self.inner
+                .bus
+                .send_to(
+                    shard,
+                    Input::StopTenant {
+                        tenant: tenant.to_string(),
+                        reply: tx,
+                    },
+                )
+                .map_err(|_| Error::Stopped)?;
+            acks.push(rx);
+        }
+        for rx in acks {
+            rx.await.map_err(|_| Error::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// A tenant id purged before is created again: its runs are applied.
+    pub fn resume_tenant(&self, tenant: &str) {
+        if let Ok(mut s) = self.inner.stopped.write() {
+            s.remove(tenant);
+        }
+    }
+
+    /// Whether `tenant` is being purged.
+    pub fn is_stopped(&self, tenant: &str) -> bool {
+        self.inner
+            .stopped
+            .read()
+            .is_ok_and(|s| !s.is_empty() && s.contains(tenant))
     }
 
     /// Queues an input for the run's shard.

@@ -60,6 +60,8 @@ struct Batch {
     commit: Commit,
     after: Vec<After>,
     replies: Vec<(Reply, Result<Applied, Error>)>,
+    /// Tenants to stop, answered once this batch is committed.
+    stops: Vec<(String, tokio::sync::oneshot::Sender<()>)>,
     transitions: u64,
     rejected: u64,
 }
@@ -113,12 +115,19 @@ impl Worker {
             return Ok(Some(()));
         }
         if let Some(h) = self.cache.get(id) {
+            if self.engine.is_stopped(&h.meta.tenant) {
+                return Ok(None);
+            }
             b.held.insert(id.to_string(), h.clone());
             return Ok(Some(()));
         }
         let Some((meta, _status, state)) = self.engine.store().load_run(id).await? else {
             return Ok(None);
         };
+        // A run of a tenant being purged is gone already, as far as inputs go.
+        if self.engine.is_stopped(&meta.tenant) {
+            return Ok(None);
+        }
         let run: Run = serde_json::from_slice(&state).map_err(|e| {
             Error::Store(crate::store::Error::Corrupt {
                 table: "runs",
@@ -143,6 +152,7 @@ impl Worker {
         for input in inputs {
             match input {
                 Input::OutboxDone(v) => b.commit.outbox_deleted.extend(v),
+                Input::StopTenant { tenant, reply } => b.stops.push((tenant, reply)),
                 Input::Create(c) => self.create(&mut b, c, now).await,
                 Input::Deliver(d) => self.deliver(&mut b, d, now).await,
             }
@@ -173,6 +183,7 @@ impl Worker {
                         msg.clone(),
                     ))));
                 }
+                self.stop(b.stops);
                 if matches!(e, crate::store::Error::LeaseLost { .. }) {
                     // Another worker owns this shard now: stop applying its inputs.
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -200,6 +211,7 @@ impl Worker {
         for (reply, result) in b.replies {
             let _ = reply.send(result);
         }
+        self.stop(b.stops);
         self.engine.bus().committed();
         for a in b.after {
             match a {
@@ -239,8 +251,35 @@ impl Worker {
         }
     }
 
+    /// Drops the stopped tenants' runs from the cache and answers each stop:
+    /// everything applied before it is committed (or was not written at all).
+    fn stop(&mut self, stops: Vec<(String, tokio::sync::oneshot::Sender<()>)>) {
+        for (tenant, reply) in stops {
+            let gone: Vec<String> = self
+                .cache
+                .iter()
+                .filter(|(_, h)| h.meta.tenant == tenant)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in gone {
+                self.cache.pop(&id);
+            }
+            let _ = reply.send(());
+        }
+    }
+
     async fn create(&mut self, b: &mut Batch, c: Creation, now: u64) {
         let id = c.meta.id.clone();
+        if self.engine.is_stopped(&c.meta.tenant) {
+            if let Some(pos) = c.outbox {
+                b.commit.outbox_deleted.push(pos);
+            }
+            if let Some(reply) = c.reply {
+                b.replies
+                    .push((reply, Err(Error::TenantStopped(c.meta.tenant.clone()))));
+            }
+            return;
+        }
         let found = if c.fresh && !b.held.contains_key(&id) {
             Ok(None)
         } else {

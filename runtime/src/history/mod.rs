@@ -41,6 +41,10 @@ pub struct History {
     /// is following the stream: for `/v1/stats`.
     cursor: Arc<watch::Sender<i64>>,
     consuming: Arc<AtomicBool>,
+    /// Held by a batch from its read to its write, and by a purge: a batch
+    /// read before a tenant's rows left the engine is written before the
+    /// purge deletes them here, never after.
+    writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl History {
@@ -51,6 +55,7 @@ impl History {
             store,
             cursor: Arc::new(watch::Sender::new(cursor)),
             consuming: Arc::new(AtomicBool::new(false)),
+            writing: Arc::default(),
         })
     }
 
@@ -91,6 +96,7 @@ impl History {
     pub async fn catch_up(&self, events: &Events) -> Result<u32, Error> {
         // The stored cursor, as read at open and kept after each write: only
         // this consumer moves it.
+        let _writing = self.writing.lock().await;
         let cursor = *self.cursor.borrow();
         let batch = events.after(cursor, BATCH).await?;
         let Some(last) = batch.last().map(|c| c.event.pos) else {
@@ -132,7 +138,10 @@ impl History {
         Ok(self.store.runs(q).await?)
     }
 
+    /// Deletes every run and event of `tenant`. Called once the tenant's rows
+    /// left the engine's store, so no later batch of the stream holds any.
     pub async fn purge(&self, tenant: &str) -> Result<u64, Error> {
+        let _writing = self.writing.lock().await;
         Ok(self.store.purge(tenant).await?)
     }
 }

@@ -117,8 +117,9 @@ forward! {
     /// Takes shard `shard` for `owner`, returning the new fencing token: any
     /// commit still carrying an older token fails.
     pub async fn acquire_lease(&self, shard: u32, owner: &str, expires_at: u64) -> Result<i64>;
-    /// Stores a bundle and its flow versions; each named flow becomes its name's head.
-    pub async fn insert_bundle(&self, id: &str, tenant: &str, env: &str, ir: &[u8], flows: &[(String, String)], now: u64) -> Result<()>;
+    /// Deploys in one transaction: the bundle, its flow versions (each its
+    /// name's head) and each flow's schedules, or nothing.
+    pub async fn deploy(&self, d: &Deployment<'_>) -> Result<()>;
     /// A bundle's environment and IR.
     pub async fn bundle(&self, id: &str) -> Result<Option<(String, String, Vec<u8>)>>;
     /// The named flow at `version`, or its head.
@@ -127,8 +128,16 @@ forward! {
     pub async fn create_tenant(&self, t: &TenantRow) -> Result<bool>;
     pub async fn tenants(&self) -> Result<Vec<TenantRow>>;
     pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>>;
-    /// Deletes every row of `tenant` in every table, the tenant last.
+    /// Records that `tenant`'s purge began (kept until [`Store::end_purge`]);
+    /// false if there is no such tenant and no purge of it pending.
+    pub async fn begin_purge(&self, tenant: &str, now: u64) -> Result<bool>;
+    /// Deletes every row of `tenant` in every table, the tenant last; the
+    /// purge's own record stays.
     pub async fn purge_tenant(&self, tenant: &str) -> Result<u64>;
+    /// The purge of `tenant` is over: every store holds nothing of it.
+    pub async fn end_purge(&self, tenant: &str) -> Result<()>;
+    /// Tenants whose purge began and did not end.
+    pub async fn pending_purges(&self) -> Result<Vec<String>>;
     /// Replaces `tenant`'s egress rules; false if there is no such tenant.
     pub async fn set_tenant_egress(&self, tenant: &str, rules: &[String]) -> Result<bool>;
     /// Adds a token; fails if its hash or id is taken.
@@ -155,9 +164,6 @@ forward! {
     /// Moves a registered version to `stage`; returns the updated entry.
     pub async fn registry_set_stage(&self, tenant: &str, kind: &str, name: &str, version: i64, stage: &str) -> Result<Option<serde_json::Value>>;
     pub async fn registry(&self, tenant: &str, kind: Option<&str>, name: Option<&str>) -> Result<Vec<RegistryRow>>;
-    /// Replaces the schedules of `flow` with `rows` (a new deploy moves them to
-    /// the new bundle, keeping the fire times already handled).
-    pub async fn replace_schedules(&self, tenant: &str, flow: &str, rows: &[ScheduleRow]) -> Result<()>;
     pub async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<ScheduleRow>>;
     pub async fn schedule(&self, id: &str) -> Result<Option<ScheduleRow>>;
     /// Claims the unpaused schedules of `partition` due by `now`.
@@ -269,6 +275,21 @@ impl Commit {
             && self.approvals.is_empty()
             && self.approvals_closed.is_empty()
     }
+}
+
+/// One deploy, written whole or not at all.
+#[derive(Debug, Clone)]
+pub struct Deployment<'a> {
+    pub bundle: &'a str,
+    pub tenant: &'a str,
+    pub env: &'a str,
+    pub ir: &'a [u8],
+    /// (name, version) of each flow of the bundle: each becomes its name's head.
+    pub flows: &'a [(String, String)],
+    /// Each flow's schedules: they replace the ones the flow had (a new deploy
+    /// moves them to the new bundle, keeping the fire times already handled).
+    pub schedules: &'a [(String, Vec<ScheduleRow>)],
+    pub now: u64,
 }
 
 /// A due timer a loader claimed.

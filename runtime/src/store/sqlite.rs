@@ -15,8 +15,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
-    ApprovalRow, Commit, DueTimer, Durability, Error, EventRow, FlowRow, NewEntry, RegistryRow,
-    Result, RunMeta, ScheduleRow, TenantRow, TokenRow, stored_json,
+    ApprovalRow, Commit, Deployment, DueTimer, Durability, Error, EventRow, FlowRow, NewEntry,
+    RegistryRow, Result, RunMeta, ScheduleRow, TenantRow, TokenRow, stored_json,
 };
 
 /// Rows per multi-row statement, largest first: well under SQLite's limit of
@@ -438,30 +438,23 @@ impl SqliteStore {
 
     // ---- flows ---------------------------------------------------------------
 
-    /// Stores a bundle and its flow versions; each named flow becomes its name's head.
-    pub async fn insert_bundle(
-        &self,
-        id: &str,
-        tenant: &str,
-        env: &str,
-        ir: &[u8],
-        flows: &[(String, String)],
-        now: u64,
-    ) -> Result<()> {
+    /// Deploys in one transaction: the bundle, its flow versions (each its
+    /// name's head) and each flow's schedules, or nothing.
+    pub async fn deploy(&self, d: &Deployment<'_>) -> Result<()> {
         let mut tx = self.write.begin().await?;
         sqlx::query(
             "INSERT INTO bundles (id, tenant, env, ir, deployed_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
-        .bind(id)
-        .bind(tenant)
-        .bind(env)
-        .bind(ir)
-        .bind(now as i64)
+        .bind(d.bundle)
+        .bind(d.tenant)
+        .bind(d.env)
+        .bind(d.ir)
+        .bind(d.now as i64)
         .execute(&mut *tx)
         .await?;
-        for (name, version) in flows {
+        for (name, version) in d.flows {
             sqlx::query("UPDATE flows SET head = 0 WHERE tenant = ? AND name = ?")
-                .bind(tenant)
+                .bind(d.tenant)
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
@@ -470,13 +463,16 @@ impl SqliteStore {
                  ON CONFLICT (tenant, name, version) DO UPDATE SET head = 1, bundle = excluded.bundle, \
                  deployed_at = excluded.deployed_at",
             )
-            .bind(tenant)
+            .bind(d.tenant)
             .bind(name)
             .bind(version)
-            .bind(id)
-            .bind(now as i64)
+            .bind(d.bundle)
+            .bind(d.now as i64)
             .execute(&mut *tx)
             .await?;
+        }
+        for (flow, rows) in d.schedules {
+            replace_schedules(&mut tx, d.tenant, flow, rows).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -535,7 +531,9 @@ impl SqliteStore {
 
     pub async fn create_tenant(&self, t: &TenantRow) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO tenants (id, created_at, max_active_runs, max_starts_per_sec, allow_egress) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO tenants (id, created_at, max_active_runs, max_starts_per_sec, allow_egress) \
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM purges WHERE tenant = ?1) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(&t.id)
         .bind(t.created_at as i64)
@@ -576,6 +574,42 @@ impl SqliteStore {
     }
 
     /// Deletes every row of `tenant` in every table, the tenant last.
+    pub async fn begin_purge(&self, tenant: &str, now: u64) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let known: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM tenants WHERE id = ?1 UNION ALL SELECT 1 FROM purges WHERE tenant = ?1",
+        )
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if known.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO purges (tenant, started_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(tenant)
+            .bind(now as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn end_purge(&self, tenant: &str) -> Result<()> {
+        sqlx::query("DELETE FROM purges WHERE tenant = ?")
+            .bind(tenant)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn pending_purges(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT tenant FROM purges ORDER BY started_at")
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
     pub async fn purge_tenant(&self, tenant: &str) -> Result<u64> {
         let mut tx = self.write.begin().await?;
         let mut n = 0;
@@ -738,6 +772,19 @@ impl SqliteStore {
         if let Some(r) = existing {
             return registry_row(r);
         }
+        // A call carried out while its tenant was purged registers nothing.
+        let live: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM tenants WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM purges WHERE tenant = ?1)",
+        )
+        .bind(e.tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if live.is_none() {
+            return Err(Error::Conflict(format!(
+                "tenant `{}` does not exist or is being purged",
+                e.tenant
+            )));
+        }
         let last: Option<i64> = sqlx::query_scalar(
             "SELECT max(version) FROM registry WHERE tenant = ? AND kind = ? AND name = ?",
         )
@@ -836,56 +883,6 @@ impl SqliteStore {
     }
 
     // ---- schedules -----------------------------------------------------------
-
-    /// Replaces the schedules of `flow` with `rows` (a new deploy moves them to
-    /// the new bundle, keeping the fire times already handled).
-    pub async fn replace_schedules(
-        &self,
-        tenant: &str,
-        flow: &str,
-        rows: &[ScheduleRow],
-    ) -> Result<()> {
-        let mut tx = self.write.begin().await?;
-        let keep: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-        let old = sqlx::query("SELECT id FROM schedules WHERE tenant = ? AND flow = ?")
-            .bind(tenant)
-            .bind(flow)
-            .fetch_all(&mut *tx)
-            .await?;
-        for r in old {
-            let id: String = r.get(0);
-            if !keep.contains(&id) {
-                sqlx::query("DELETE FROM schedules WHERE id = ?")
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        for r in rows {
-            sqlx::query(
-                "INSERT INTO schedules (id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition, last_start) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (id) DO UPDATE SET bundle = excluded.bundle, position = excluded.position, \
-                 spec = excluded.spec, next_due = excluded.next_due",
-            )
-            .bind(&r.id)
-            .bind(&r.tenant)
-            .bind(&r.flow)
-            .bind(&r.bundle)
-            .bind(r.position)
-            .bind(&r.spec)
-            .bind(r.paused)
-            .bind(r.handled_through.map(|t| t as i64))
-            .bind(r.next_due.map(|t| t as i64))
-            .bind(r.buffered.map(|t| t as i64))
-            .bind(r.partition)
-            .bind(r.last_start.map(|t| t as i64))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
 
     pub async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<ScheduleRow>> {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -1061,6 +1058,53 @@ fn token_row(r: sqlx::sqlite::SqliteRow) -> TokenRow {
         created_at: r.get::<i64, _>(5) as u64,
         expires_at: r.get::<Option<i64>, _>(6).map(|t| t as u64),
     }
+}
+
+/// Replaces the schedules of `flow` with `rows`, in the deploy's transaction.
+async fn replace_schedules(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    tenant: &str,
+    flow: &str,
+    rows: &[ScheduleRow],
+) -> Result<()> {
+    let keep: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let old = sqlx::query("SELECT id FROM schedules WHERE tenant = ? AND flow = ?")
+        .bind(tenant)
+        .bind(flow)
+        .fetch_all(&mut **tx)
+        .await?;
+    for r in old {
+        let id: String = r.get(0);
+        if !keep.contains(&id) {
+            sqlx::query("DELETE FROM schedules WHERE id = ?")
+                .bind(&id)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    for r in rows {
+        sqlx::query(
+            "INSERT INTO schedules (id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition, last_start) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET bundle = excluded.bundle, position = excluded.position, \
+             spec = excluded.spec, next_due = excluded.next_due",
+        )
+        .bind(&r.id)
+        .bind(&r.tenant)
+        .bind(&r.flow)
+        .bind(&r.bundle)
+        .bind(r.position)
+        .bind(&r.spec)
+        .bind(r.paused)
+        .bind(r.handled_through.map(|t| t as i64))
+        .bind(r.next_due.map(|t| t as i64))
+        .bind(r.buffered.map(|t| t as i64))
+        .bind(r.partition)
+        .bind(r.last_start.map(|t| t as i64))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 fn tenant_row(r: sqlx::sqlite::SqliteRow) -> Result<TenantRow> {
