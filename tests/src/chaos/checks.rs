@@ -279,6 +279,17 @@ async fn check_runs(
                 for v in log_violations(stored, &a.body) {
                     world.violation(v);
                 }
+                let failed = a
+                    .body
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e["event"]["type"] == "step_failed")
+                    .count();
+                world
+                    .counters
+                    .failed_attempts
+                    .fetch_add(failed as u64, Ordering::Relaxed);
             }
             other => world.violation(format!("answer: events of {stored}: {}", show(&other))),
         }

@@ -95,6 +95,7 @@ pub struct Report {
     pub deploys: u64,
     pub purges: u64,
     pub invocations: u64,
+    pub failed_attempts: u64,
     pub violations: Vec<String>,
     /// The server's data directory and log, kept when something was found.
     pub dir: PathBuf,
@@ -106,7 +107,7 @@ impl fmt::Display for Report {
             f,
             "seed {}: {} s of load, {} runs started ({} acknowledged), {} runs checked, \
              {} kills ({} SIGKILL, {} SIGTERM), {} restarts, {} decisions, {} deploys, \
-             {} purges, {} remote invocations, {} violations",
+             {} purges, {} remote invocations, {} failed attempts retried, {} violations",
             self.seed,
             self.seconds,
             self.starts,
@@ -120,6 +121,7 @@ impl fmt::Display for Report {
             self.deploys,
             self.purges,
             self.invocations,
+            self.failed_attempts,
             self.violations.len()
         )
     }
@@ -404,6 +406,8 @@ struct Counters {
     decisions: AtomicU64,
     deploys: AtomicU64,
     purges: AtomicU64,
+    /// Failed attempts in the checked logs (retried after).
+    failed_attempts: AtomicU64,
 }
 
 struct World {
@@ -725,6 +729,7 @@ async fn seed_async(seed: u64, seconds: u64) -> Report {
     report.deploys = world.counters.deploys.load(Ordering::Relaxed);
     report.purges = world.counters.purges.load(Ordering::Relaxed);
     report.invocations = remote.invocations.load(Ordering::Relaxed);
+    report.failed_attempts = world.counters.failed_attempts.load(Ordering::Relaxed);
     report.violations = lock(&world.violations).clone();
     if report.violations.is_empty() {
         let _ = std::fs::remove_dir_all(&dir);

@@ -1,5 +1,8 @@
 //! The remote system of the fault suite: it accepts the `http` steps'
-//! invocations and calls back later, again until the server takes it.
+//! invocations and calls back later, again until the server takes it. The
+//! first attempt of one step in four of the `Remote` flow's runs fails
+//! (retryably), so retries, their timers and second attempts are under the
+//! kills too.
 
 use super::*;
 
@@ -33,6 +36,11 @@ pub(super) async fn invoke(
         .bytes()
         .fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(b))
         % 200;
+    let report = if attempt.0.contains(":remote-") && attempt.2 == 1 && delay % 4 == 0 {
+        json!({ "error": { "code": "Flaky", "message": "the chaos remote fails once" }, "retryable": true })
+    } else {
+        json!({ "output": output })
+    };
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(10 + delay)).await;
         let client = reqwest::Client::new();
@@ -40,13 +48,18 @@ pub(super) async fn invoke(
         while Instant::now() < deadline {
             let sent = client
                 .post(&callback)
-                .json(&json!({ "output": output }))
+                .json(&report)
                 .timeout(Duration::from_secs(10))
                 .send()
                 .await;
             if let Ok(r) = sent {
                 let status = r.status().as_u16();
                 if r.status().is_success() {
+                    let answer: Value = r.json().await.unwrap_or_default();
+                    if answer["status"] == "invalid_output" {
+                        lock(&remote.refused)
+                            .push(format!("the callback of {attempt:?} was answered {answer}"));
+                    }
                     return;
                 }
                 if (400..500).contains(&status) && status != 408 && status != 429 {
