@@ -311,7 +311,9 @@ fn help(site: &Site<'_>, rules: &[Rule], found: Token, beyond: bool) -> Option<S
     });
     // A keyword that starts a statement or an item, first on its line, where a
     // bracket could close: the bracket is what is missing, not a `,` or a name.
-    let starts_line = text.get(..found.start).unwrap_or("")
+    let starts_line = text
+        .get(..found.start)
+        .unwrap_or("")
         .trim_end_matches([' ', '\t', '\r'])
         .ends_with('\n');
     let closer = [
