@@ -32,12 +32,67 @@ pub trait Loader {
     fn read(&self, path: &Path) -> io::Result<String>;
 }
 
-/// Reads files from disk.
+/// Reads files from disk. A file that is not UTF-8 is an [`io::ErrorKind::InvalidData`]
+/// error holding a [`NotUtf8`], which the analysis reports as E0005 in that file.
 pub struct FsLoader;
 
 impl Loader for FsLoader {
     fn read(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
+        String::from_utf8(std::fs::read(path)?)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, NotUtf8::new(e)))
+    }
+}
+
+/// A file that is not valid UTF-8, as a [`Loader`] reports it (the inner error of
+/// its `io::Error`). The analysis reports it as a diagnostic at the first invalid
+/// byte instead of failing, so every output format says which file and where.
+#[derive(Debug, thiserror::Error)]
+#[error("not valid UTF-8: byte {byte:#04x} at offset {valid_up_to}")]
+pub struct NotUtf8 {
+    /// The offset of the first invalid byte; `text` is the file up to there.
+    pub valid_up_to: usize,
+    /// The first invalid byte.
+    pub byte: u8,
+    /// The file with every invalid sequence replaced by U+FFFD, to show it.
+    pub text: String,
+}
+
+impl NotUtf8 {
+    pub fn new(e: std::string::FromUtf8Error) -> NotUtf8 {
+        let valid_up_to = e.utf8_error().valid_up_to();
+        let bytes = e.into_bytes();
+        NotUtf8 {
+            valid_up_to,
+            byte: bytes[valid_up_to],
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+}
+
+/// A file's text as loaded: its text, or for a file that is not UTF-8, its
+/// replaced text and where the first invalid byte is.
+struct Loaded {
+    text: String,
+    not_utf8: Option<(usize, u8)>,
+}
+
+/// Read a file through `loader`; a file that is not UTF-8 is loaded, to be reported.
+fn load(loader: &dyn Loader, path: &Path) -> io::Result<Loaded> {
+    match loader.read(path) {
+        Ok(text) => Ok(Loaded {
+            text,
+            not_utf8: None,
+        }),
+        Err(e) => match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<NotUtf8>())
+        {
+            Some(n) => Ok(Loaded {
+                text: n.text.clone(),
+                not_utf8: Some((n.valid_up_to, n.byte)),
+            }),
+            None => Err(e),
+        },
     }
 }
 
@@ -192,11 +247,11 @@ impl Analysis {
         let base = common_base(paths);
         let mut inputs = Vec::new();
         for f in files {
-            let text = loader.read(&f).map_err(|source| InputError::Read {
+            let loaded = load(loader, &f).map_err(|source| InputError::Read {
                 path: f.display().to_string(),
                 source,
             })?;
-            inputs.push((f, text));
+            inputs.push((f, loaded));
         }
         Ok(Analysis::analyse(inputs, base, loader))
     }
@@ -204,11 +259,23 @@ impl Analysis {
     /// Analyse files whose text is given; imports are read through `loader`.
     /// Module names are paths from the working directory.
     pub fn from_texts(inputs: Vec<(PathBuf, String)>, loader: &dyn Loader) -> Analysis {
+        let inputs = inputs
+            .into_iter()
+            .map(|(path, text)| {
+                (
+                    path,
+                    Loaded {
+                        text,
+                        not_utf8: None,
+                    },
+                )
+            })
+            .collect();
         Analysis::analyse(inputs, None, loader)
     }
 
     fn analyse(
-        inputs: Vec<(PathBuf, String)>,
+        inputs: Vec<(PathBuf, Loaded)>,
         base: Option<PathBuf>,
         loader: &dyn Loader,
     ) -> Analysis {
@@ -237,10 +304,19 @@ impl Analysis {
         &mut self,
         name: String,
         path: Option<PathBuf>,
-        text: String,
+        Loaded { text, not_utf8 }: Loaded,
         is_std: bool,
     ) -> FileId {
-        let (ast, syntax_diagnostics) = syntax::parse(FileId(self.sources.len() as u32), &text);
+        let file = FileId(self.sources.len() as u32);
+        // A file that is not UTF-8 is not parsed: its one diagnostic says where it
+        // stops being text, and everything it would declare counts as declared.
+        let (ast, syntax_diagnostics) = match not_utf8 {
+            None => syntax::parse(file, &text),
+            Some((at, byte)) => (
+                ast::File::default(),
+                vec![not_utf8_diagnostic(file, at, byte)],
+            ),
+        };
         let module = match (&self.base, &path) {
             (Some(base), Some(p)) if !is_std => relative(base, p),
             _ => name.clone(),
@@ -341,7 +417,11 @@ impl Analysis {
             if let Some(id) = self.sources.find_name(name) {
                 return Ok(id);
             }
-            return Ok(self.add_file(name.to_string(), None, text.to_string(), true));
+            let text = Loaded {
+                text: text.to_string(),
+                not_utf8: None,
+            };
+            return Ok(self.add_file(name.to_string(), None, text, true));
         }
         let base = self
             .sources
@@ -358,7 +438,7 @@ impl Analysis {
         if let Some(id) = self.sources.find_path(&key) {
             return Ok(id);
         }
-        let text = loader.read(&key).map_err(|e| match e.kind() {
+        let text = load(loader, &key).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => format!("no file `{}`", display_canonical(&key)),
             _ => format!("cannot read `{}`: {e}", display_canonical(&key)),
         })?;
@@ -414,6 +494,7 @@ impl Analysis {
             .import_diagnostics
             .retain(|d| d.code == Code::UnresolvedImport);
         let mut symbols: HashMap<String, Symbol> = HashMap::new();
+        let mut broken_names = HashSet::new();
         let mut diags = Vec::new();
         let mut resolved = Vec::new();
         for (name, sym) in own_items(file, &self.modules[i].ast) {
@@ -443,9 +524,20 @@ impl Analysis {
                 ty: None,
             });
             let target_items = own_items(target, &self.modules[target.0 as usize].ast);
+            let mut target_broken = None;
             for n in &imp.names {
                 let Some((_, sym)) = target_items.iter().find(|(name, _)| *name == n.name.name)
                 else {
+                    // An item of the other file that failed to parse (or a file that
+                    // is not UTF-8) may declare it: its own error says what is wrong.
+                    let t = &self.modules[target.0 as usize];
+                    let broken = target_broken
+                        .get_or_insert_with(|| Broken::of(&self.sources.get(target).text, &t.ast));
+                    let unreadable = t.syntax_diagnostics.iter().any(|d| d.code == Code::NotUtf8);
+                    if unreadable || broken.declared.contains(&n.name.name) {
+                        broken_names.insert(n.local().name.clone());
+                        continue;
+                    }
                     let help = || {
                         let mut names: Vec<&str> =
                             target_items.iter().map(|(n, _)| n.as_str()).collect();
@@ -509,7 +601,10 @@ impl Analysis {
             }
         }
         let m = &mut self.modules[i];
-        m.namespace = Namespace { symbols };
+        m.namespace = Namespace {
+            symbols,
+            broken: broken_names,
+        };
         m.import_diagnostics.extend(diags);
         m.import_resolutions = resolved;
     }
@@ -957,7 +1052,8 @@ fn check_bodies(
     }
     // What failed to parse still declares and uses names: its uses are not
     // missing names, and the imports it reads are not unused.
-    let broken = Broken::of(text, ast);
+    let mut broken = Broken::of(text, ast);
+    broken.declared.extend(ns.broken.iter().cloned());
     diags.retain(|d| !broken.hides(text, d));
     // A name that did not resolve is most often a misspelled use of an import, which
     // then looks unused: one mistake, one diagnostic, so unused imports wait until
@@ -1006,6 +1102,22 @@ fn check_bodies(
     }
     drop(used);
     (flows, (bindings, bound), diags, cx.resolutions.into_inner())
+}
+
+/// E0005 at the first byte of a file that is not UTF-8.
+fn not_utf8_diagnostic(file: FileId, at: usize, byte: u8) -> Diagnostic {
+    // In the text shown, the invalid sequence is one U+FFFD.
+    let span = Span::new(at, at + '\u{FFFD}'.len_utf8());
+    Diagnostic::new(
+        Code::NotUtf8,
+        file,
+        span,
+        format!("this file is not UTF-8: byte {byte:#04x} cannot start or continue a character"),
+    )
+    .with_label("not UTF-8")
+    .with_help(
+        "eflow source is UTF-8: convert the file (for a Latin-1 file, `iconv -f latin1 -t utf-8`) or save it as UTF-8 in your editor",
+    )
 }
 
 /// The words of a module's items and statements that failed to parse.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use eflow_compiler::analysis::{Analysis, FsLoader};
+use eflow_compiler::analysis::{Analysis, FsLoader, Loader};
 use eflow_compiler::diagnostics::render::{self, Format, RenderOptions};
 use eflow_compiler::diagnostics::{Code, Diagnostic, explain};
 use eflow_compiler::{fmt, ir};
@@ -287,8 +287,18 @@ fn format_files(paths: &[PathBuf], check: bool) -> Result<ExitCode, String> {
     let mut unformatted = 0;
     let mut broken = 0;
     for f in &files {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
+        let text = match FsLoader.read(f) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                eprintln!(
+                    "error: `{}` is not UTF-8 ({e}); run `eflowc check` on it, convert it to UTF-8, then format",
+                    f.display()
+                );
+                broken += 1;
+                continue;
+            }
+            Err(e) => return Err(format!("cannot read `{}`: {e}", f.display())),
+        };
         match fmt::format_source(&text) {
             Ok(formatted) if formatted == text => {}
             Ok(formatted) => {

@@ -52,6 +52,10 @@ pub struct Symbol {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Namespace {
     pub symbols: HashMap<String, Symbol>,
+    /// Names imported from another file that an item there which failed to parse
+    /// (or a file that is not UTF-8) may declare: they resolve to nothing, and
+    /// their uses are not reported, that file's error is.
+    pub broken: std::collections::HashSet<String>,
 }
 
 impl Namespace {

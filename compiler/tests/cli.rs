@@ -328,10 +328,92 @@ fn binary_garbage_is_a_clean_error_not_a_panic() {
     let p = dir.path().join("garbage.eflow");
     std::fs::write(&p, [0xff, 0xfe, 0x00, b'f', b'l', b'o', b'w']).expect("write");
     let o = eflowc(&["check", p.to_str().expect("path")], dir.path());
-    assert_eq!(code(&o), 2, "not UTF-8 is an input error");
+    assert_eq!(code(&o), 1, "not UTF-8 is an error in the file (E0005)");
+    assert!(stderr(&o).contains("E0005"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"));
     std::fs::write(&p, "flow ((((((((((((( { let = }}}} \"").expect("write");
     let o = eflowc(&["check", p.to_str().expect("path")], dir.path());
     assert_eq!(code(&o), 1);
     assert!(!stderr(&o).contains("panicked"));
+}
+
+/// A folder of flows where one file was saved as Latin-1.
+fn folder_with_latin1(dir: &Path) {
+    std::fs::create_dir(dir.join("flows")).expect("mkdir");
+    std::fs::write(
+        dir.join("flows/ok.eflow"),
+        "remote step Fit() -> Float\n\nflow F() -> Float {\n    let x = Fit()\n    return x\n}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("flows/latin1.eflow"),
+        b"remote step Score() -> Float\n// Mod\xe8le\n",
+    )
+    .expect("write");
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_e0005_in_every_format_with_exit_1() {
+    // On the old code: exit 2 and nothing on stdout, so `> eflow.sarif` was empty.
+    let dir = tempfile::tempdir().expect("tempdir");
+    folder_with_latin1(dir.path());
+    for format in ["human", "json", "sarif", "github"] {
+        let o = eflowc(&["check", "--format", format, "flows"], dir.path());
+        assert_eq!(code(&o), 1, "{format}: {}", stderr(&o));
+        let out = if format == "human" {
+            stderr(&o)
+        } else {
+            stdout(&o)
+        };
+        match format {
+            "human" => assert!(
+                out.contains("E0005") && out.contains("latin1.eflow:2:7"),
+                "{out}"
+            ),
+            "json" => {
+                let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+                let d = &v["diagnostics"][0];
+                assert_eq!(
+                    (&d["code"], &d["file"], &d["line"], &d["column"]),
+                    (
+                        &serde_json::json!("E0005"),
+                        &serde_json::json!("flows/latin1.eflow"),
+                        &serde_json::json!(2),
+                        &serde_json::json!(7)
+                    ),
+                    "{out}"
+                );
+            }
+            "sarif" => {
+                let v: serde_json::Value = serde_json::from_str(&out).expect("sarif");
+                let r = &v["runs"][0]["results"][0];
+                assert_eq!(r["ruleId"], "E0005", "{out}");
+                let region = &r["locations"][0]["physicalLocation"]["region"];
+                assert_eq!(
+                    (&region["startLine"], &region["startColumn"]),
+                    (&serde_json::json!(2), &serde_json::json!(7))
+                );
+            }
+            _ => assert!(
+                out.lines().any(
+                    |l| l.starts_with("::error file=flows/latin1.eflow,line=2,col=7,")
+                        && l.contains("title=E0005::")
+                ),
+                "{out}"
+            ),
+        }
+    }
+    // `fmt` formats the others, leaves it as it is and says why.
+    let before = std::fs::read(dir.path().join("flows/latin1.eflow")).expect("read");
+    let o = eflowc(&["fmt", "flows"], dir.path());
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("latin1.eflow` is not UTF-8"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("flows/latin1.eflow")).expect("read"),
+        before
+    );
 }

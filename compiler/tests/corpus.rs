@@ -181,6 +181,19 @@ fn every_fix_makes_its_diagnostic_go_away() {
     for file in corpus_files("err").into_iter().chain(corpus_files("ok")) {
         let a = analyze(&file);
         for d in a.diagnostics() {
+            // A did-you-mean names its replacement: it comes with the fix that
+            // writes it, so the property below covers it.
+            assert!(
+                !d.help
+                    .as_deref()
+                    .is_some_and(|h| h.contains("did you mean"))
+                    || !d.fixes.is_empty(),
+                "{}: `{}` ({}) suggests without a fix: {:?}",
+                file.display(),
+                d.message,
+                d.code,
+                d.help
+            );
             let same = |x: &Diagnostic| x.code == d.code && x.message == d.message;
             for fix in &d.fixes {
                 assert!(
@@ -211,6 +224,7 @@ fn every_fix_makes_its_diagnostic_go_away() {
     fixed.dedup();
     // Every kind of fix the compiler makes is exercised.
     for code in [
+        Code::Syntax,
         Code::UnknownName,
         Code::UnknownType,
         Code::UnknownCallee,

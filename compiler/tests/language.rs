@@ -427,3 +427,105 @@ fn digit_separators_are_one_error_whose_fix_removes_them() {
         assert_eq!(codes(&fixed), Vec::<Code>::new(), "in\n{fixed}");
     }
 }
+
+/// The diagnostics of `main.eflow`, importing `other.eflow` whose bytes are given.
+fn check_with_other(main: &str, other: &[u8]) -> Vec<(String, Code, u32, u32)> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("other.eflow"), other).expect("write");
+    std::fs::write(dir.path().join("main.eflow"), main).expect("write");
+    let a = Analysis::from_paths(&[dir.path().join("main.eflow")], &FsLoader).expect("readable");
+    a.diagnostics()
+        .iter()
+        .map(|d| {
+            let src = a.sources.get(d.primary.file);
+            let lc = src.line_col(d.primary.span.start);
+            let name = src.name.rsplit('/').next().unwrap_or_default().to_string();
+            (name, d.code, lc.line, lc.col)
+        })
+        .collect()
+}
+
+#[test]
+fn a_name_imported_from_a_declaration_that_failed_to_parse_counts_as_declared() {
+    // The same broken declarations as in one file, now in the imported file: the
+    // only diagnostic is that file's syntax error, none where they are imported
+    // and used (on the old code: E0104 at the import, then unknown names).
+    let broken = [
+        ("record Spec {\n    rate: Float,\n", "T"),
+        ("enum Spec {\n    A,\n    B\n", "T"),
+        ("remote step Spec(rate: Float) Float\n", "C"),
+        (
+            "flow Spec(rate: Float) Float {\n    let x = Fit()\n    return x\n}\n",
+            "C",
+        ),
+    ];
+    for (item, used) in broken {
+        let other = format!("{item}\nremote step Fit() -> Float\n");
+        let body = if used == "T" {
+            "flow Other(s: Spec) -> Float {\n    let b = Fit()\n    return b\n}\n"
+        } else {
+            "flow Other() -> Float {\n    let b = Spec(rate: 1.0)\n    return b\n}\n"
+        };
+        let fit = if used == "T" { ", Fit" } else { "" };
+        for import in [format!("Spec{fit}"), format!("Spec as Renamed{fit}")] {
+            let body = if import.contains("Renamed") {
+                body.replace("Spec", "Renamed")
+            } else {
+                body.to_string()
+            };
+            let main = format!("from \"other\" import {import}\n\n{body}");
+            let got = check_with_other(&main, other.as_bytes());
+            // The flow leaves `s` unused (W0004): only errors and unused imports count.
+            let codes: Vec<(&str, Code)> = got
+                .iter()
+                .filter(|(_, c, ..)| c.severity().as_str() == "error" || *c == Code::UnusedImport)
+                .map(|(f, c, ..)| (f.as_str(), *c))
+                .collect();
+            assert_eq!(
+                codes,
+                vec![("other.eflow", Code::Syntax)],
+                "in\n{main}\nimporting\n{other}"
+            );
+        }
+    }
+    // A name the other file does not mention at all is still not found.
+    let got = check_with_other(
+        "from \"other\" import Nothing\n",
+        b"record Spec {\n    rate: Float,\n",
+    );
+    assert!(
+        got.iter()
+            .any(|(f, c, ..)| f == "main.eflow" && *c == Code::ImportNotFound),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_one_error_at_its_first_invalid_byte() {
+    // Wherever the invalid byte is (a comment, a string, a name, the first or last
+    // byte), whatever it is (Latin-1, a lone continuation byte, a truncated
+    // sequence), the file is one E0005 at that byte, and what other files import
+    // from it counts as declared.
+    let cases: [(&[u8], u32, u32); 6] = [
+        (b"// Mod\xe8le\nremote step Fit() -> Float\n", 1, 7),
+        (b"remote step Fit() -> Float\n// \x80\n", 2, 4),
+        (b"\xffremote step Fit() -> Float\n", 1, 1),
+        (
+            b"remote step Fit(p: String = \"caf\xe9\") -> Float\n",
+            1,
+            33,
+        ),
+        (b"remote step Fit() -> Float\n\xe2\x82", 2, 1),
+        (b"remote step Fi\xc3t() -> Float\n", 1, 15),
+    ];
+    let main =
+        "from \"other\" import Fit\n\nflow F() -> Float {\n    let x = Fit()\n    return x\n}\n";
+    for (other, line, col) in cases {
+        let got = check_with_other(main, other);
+        assert_eq!(
+            got,
+            vec![("other.eflow".to_string(), Code::NotUtf8, line, col)],
+            "for {other:?}"
+        );
+    }
+}

@@ -215,10 +215,23 @@ pub fn parse_timezone(name: &str) -> Result<Tz, String> {
                  which follows its daylight saving time"
             );
         }
-        let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
-        crate::suggest::did_you_mean(name, names).unwrap_or_else(|| {
-            "use an IANA name such as `Europe/Berlin`, `America/New_York` or `UTC`".to_string()
-        })
+        match timezone_suggestion(name) {
+            Some(zone) => format!("did you mean `{zone}`?"),
+            None => {
+                "use an IANA name such as `Europe/Berlin`, `America/New_York` or `UTC`".to_string()
+            }
+        }
+    })
+}
+
+/// The zone to write instead of `name`, which is not one: the zone an abbreviation
+/// usually stands for, else the closest name.
+pub fn timezone_suggestion(name: &str) -> Option<&'static str> {
+    if name.parse::<Tz>().is_ok() {
+        return None;
+    }
+    usual_zone(name).or_else(|| {
+        crate::suggest::closest(name, chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()))
     })
 }
 

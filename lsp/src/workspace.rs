@@ -52,7 +52,8 @@ impl Loader for Overlay<'_> {
     fn read(&self, path: &Path) -> io::Result<String> {
         match self.0.get(&normalize(path)) {
             Some(d) => Ok(d.text.clone()),
-            None => std::fs::read_to_string(path),
+            // The compiler's reader: a file that is not UTF-8 is its E0005.
+            None => eflow_compiler::FsLoader.read(path),
         }
     }
 }

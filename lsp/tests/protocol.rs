@@ -1059,3 +1059,29 @@ fn mangled_examples_never_crash_or_hang_the_server() {
     assert!(c.alive());
     c.shutdown();
 }
+
+#[test]
+fn a_file_that_is_not_utf8_is_one_diagnostic_and_its_names_count_as_declared() {
+    let main = "from \"./latin1\" import Score\n\nflow F() -> Float {\n    let s = Score()\n    return s\n}\n";
+    let fx = Fixture::new(&[("main.eflow", main)]);
+    std::fs::write(
+        fx.dir.path().join("latin1.eflow"),
+        b"// Mod\xe8le\nremote step Score() -> Float\n",
+    )
+    .expect("write");
+    let mut c = start(&fx);
+    let main_uri = fx.uri("main.eflow");
+    let latin1 = fx.uri("latin1.eflow");
+    c.open(&main_uri, main);
+    assert_eq!(c.diagnostics(&main_uri), Vec::<Value>::new());
+    let pushed = c.wait_for("textDocument/publishDiagnostics", |p| {
+        p["uri"] == latin1.as_str()
+    });
+    let diags = pushed["diagnostics"].as_array().expect("list");
+    assert_eq!(codes(diags), vec!["E0005"]);
+    assert_eq!(
+        diags[0]["range"]["start"],
+        json!({ "line": 0, "character": 6 })
+    );
+    c.shutdown();
+}

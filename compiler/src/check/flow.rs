@@ -2624,15 +2624,25 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                             timezone = tz.value.clone();
                         }
                         Err(help) => {
-                            cx.report(
-                                cx.error(
+                            let mut d = cx
+                                .error(
                                     Code::UnknownTimezone,
                                     tz.span,
                                     format!("unknown time zone `{}`", tz.value),
                                 )
                                 .with_label("not an IANA time zone name")
-                                .with_help(help),
-                            );
+                                .with_help(help);
+                            // The zone the help names, written in.
+                            if let Some(zone) = eflow_ir::schedule::timezone_suggestion(&tz.value) {
+                                let file = d.primary.file;
+                                d = d.with_fix(Fix::edit(
+                                    format!("Change `{}` to `{zone}`", tz.value),
+                                    file,
+                                    tz.span,
+                                    format!("\"{zone}\""),
+                                ));
+                            }
+                            cx.report(d);
                             ok = false;
                         }
                     }

@@ -44,6 +44,7 @@ codes! {
     InvalidDuration = "E0002", Error, "invalid duration";
     InvalidNumber = "E0003", Error, "invalid number";
     InvalidEscape = "E0004", Error, "invalid string escape";
+    NotUtf8 = "E0005", Error, "file is not UTF-8";
     // Names.
     UnknownName = "E0100", Error, "unknown name";
     UnknownType = "E0101", Error, "unknown type";

@@ -21,6 +21,7 @@ pub fn explanation(code: Code) -> &'static str {
         Code::InvalidDuration => INVALID_DURATION,
         Code::InvalidNumber => INVALID_NUMBER,
         Code::InvalidEscape => INVALID_ESCAPE,
+        Code::NotUtf8 => NOT_UTF8,
         Code::UnknownName => UNKNOWN_NAME,
         Code::UnknownType => UNKNOWN_TYPE,
         Code::Duplicate => DUPLICATE,
@@ -192,6 +193,33 @@ flow Count(path: String = "models\\v2\\weights.bin") -> Int {
   let rows = Load(path: path)
   return rows
 }
+```
+"##;
+
+const NOT_UTF8: &str = r##"
+A file is not UTF-8: it has a byte that cannot start or continue a UTF-8
+character, most often because an editor saved it in a legacy encoding such as
+Latin-1 (ISO-8859-1) or Windows-1252, where `è` is the one byte `0xE8`.
+
+eflow source is always UTF-8. The file is not read any further: the diagnostic
+points at the first invalid byte, and names the file declares are not reported as
+missing where other files import them. It is reported like any other error, in
+every output format, so a CI job that writes SARIF or annotations still says which
+file and where instead of failing with no output.
+
+Example:
+
+```eflow
+// Modèle de churn, saved as Latin-1
+remote step Fit(epochs: Int) -> Float
+```
+
+Fixed, the same text converted to UTF-8 (`iconv -f latin1 -t utf-8`, or "save
+with encoding" in an editor):
+
+```eflow
+// Modèle de churn, saved as UTF-8
+remote step Fit(epochs: Int) -> Float
 ```
 "##;
 

@@ -147,16 +147,26 @@ impl Diagnostic {
     ) -> Self {
         match crate::suggest::closest(written, candidates) {
             Some(name) => {
-                self.help = Some(format!("did you mean `{name}`?"));
-                self.fixes.push(Fix::edit(
-                    format!("Change `{written}` to `{name}`"),
-                    self.primary.file,
-                    self.primary.span,
-                    name,
-                ));
+                let span = self.primary.span;
+                self.with_replacement(written, name, span)
             }
-            None => self.help = Some(otherwise()),
+            None => {
+                self.help = Some(otherwise());
+                self
+            }
         }
+    }
+
+    /// Help "did you mean `name`?" and the fix that writes `name` over `written`
+    /// at `span`: a did-you-mean always comes with the edit it suggests.
+    pub fn with_replacement(mut self, written: &str, name: &str, span: Span) -> Self {
+        self.help = Some(format!("did you mean `{name}`?"));
+        self.fixes.push(Fix::edit(
+            format!("Change `{written}` to `{name}`"),
+            self.primary.file,
+            span,
+            name,
+        ));
         self
     }
 

@@ -285,10 +285,22 @@ fn expected_found(site: &Site<'_>, pos: usize, rules: &[Rule], found: Token) -> 
             "this `{` is not closed",
         );
     }
-    if let Some(help) = help(site, rules, found, beyond) {
-        diag = diag.with_help(help);
+    let misspelt = (found.kind == TokKind::Word)
+        .then(|| misspelt_option(rules, found.text(site.text)))
+        .flatten();
+    match (help(site, rules, found, beyond), misspelt) {
+        (Some(help), Some(k)) if help == did_you_mean(k) => {
+            let span = Span::new(found.start, found.end);
+            diag = diag.with_replacement(found.text(site.text), k, span);
+        }
+        (Some(help), _) => diag = diag.with_help(help),
+        (None, _) => {}
     }
     diag
+}
+
+fn did_you_mean(k: &str) -> String {
+    format!("did you mean `{k}`?")
 }
 
 fn help(site: &Site<'_>, rules: &[Rule], found: Token, beyond: bool) -> Option<String> {
@@ -376,7 +388,7 @@ fn help(site: &Site<'_>, rules: &[Rule], found: Token, beyond: bool) -> Option<S
         .then(|| misspelt_option(rules, f))
         .flatten()
     {
-        format!("did you mean `{k}`?")
+        did_you_mean(k)
     } else if site.ctx == Ctx::Stmt && rules == [Rule::lparen] && found.kind != TokKind::Punct {
         "`let` binds the result of a step or flow call, such as `Train(data: features)`".to_string()
     } else {
@@ -424,7 +436,12 @@ pub(crate) fn bad_item_start(text: &str, file: FileId, tok: Token) -> Diagnostic
             "timeout" => Some(
                 "`timeout` is a step option and follows a call inside a `flow` body".to_string(),
             ),
-            _ => closest(word, ITEM_KEYWORDS).map(|k| format!("did you mean `{k}`?")),
+            _ => {
+                if let Some(k) = closest(word, ITEM_KEYWORDS) {
+                    return diag.with_replacement(word, k, Span::new(tok.start, tok.end));
+                }
+                None
+            }
         }
     } else if word == "}" {
         Some("this `}` has no matching `{`".to_string())
@@ -476,8 +493,12 @@ pub(crate) fn bad_stmt_start(text: &str, file: FileId, tok: Token, next: Token) 
         (TokKind::Word, w) if lexer::starts_item(text, tok, true) => Some(format!(
             "`{w}` starts a top-level item; is a `}}` missing before it?"
         )),
-        (TokKind::Word, w) => closest(w, &["let", "when", "return", "deadline", "schedule"])
-            .map(|k| format!("did you mean `{k}`?")),
+        (TokKind::Word, w) => {
+            if let Some(k) = closest(w, &["let", "when", "return", "deadline", "schedule"]) {
+                return diag.with_replacement(w, k, Span::new(tok.start, tok.end));
+            }
+            None
+        }
         _ => None,
     };
     if let Some(h) = help {
