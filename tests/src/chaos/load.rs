@@ -4,6 +4,11 @@
 use super::checks::log_violations;
 use super::*;
 
+/// One load worker. Each turn is a seeded choice: start a run (30 % `Remote`,
+/// 15 % `Gate`, 8 % `Sleep`, 10 % `Fan`, in a stable tenant, under an id of
+/// its own), decide a gate (20 %), send an unanswered start again (7 %),
+/// redeploy a tenant's flows changed (4 %), or move the purged tenant's
+/// lifecycle on (6 %); then a pause of 10–60 ms.
 pub(super) async fn driver(world: Arc<World>, w: u64, mut rng: Rng) {
     let mut k = 0u64;
     while !world.stopped() {
@@ -331,6 +336,8 @@ async fn sees_nothing_old(world: &World, id: &str, token: &str) {
 
 // ---- the kills ---------------------------------------------------------------------
 
+/// Kills the server every 1.5–5 s (seeded) and starts it again on the same
+/// data and address, then checks what is cheap to check.
 pub(super) async fn killer(world: Arc<World>, mut rng: Rng) {
     loop {
         let until = Instant::now() + Duration::from_millis(rng.range(1500, 5000));

@@ -296,12 +296,11 @@ struct Tracked {
 
 // ---- the remote system -------------------------------------------------------------
 
-/// The remote system the `http` steps call: it accepts an invocation, remembers
-/// each attempt's idempotency key, and calls back a little later with `n + 1`,
-/// again until the eflow server takes it, as a real remote system does.
 /// An attempt as the remote system is told it: run, step, attempt, index.
 type Attempt = (String, String, u64, Option<u64>);
 
+/// What the remote system the `http` steps call (`remote.rs`) saw: each
+/// attempt's idempotency keys, and callbacks the server refused.
 #[derive(Default)]
 struct Remote {
     /// (run, step, attempt, index) → the keys it was invoked with.
