@@ -52,6 +52,11 @@ pub(super) async fn finish(world: &World) -> u64 {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // The last deploy of each tenant is its head.
+    for tenant in STABLE {
+        last_deploy_is_head(world, tenant).await;
+    }
+
     // No new scheduled runs from here on.
     for tenant in STABLE {
         let list = world
@@ -70,9 +75,10 @@ pub(super) async fn finish(world: &World) -> u64 {
                 Vec::new()
             }
         };
-        if ids.is_empty() {
+        if ids.len() != 1 {
             world.violation(format!(
-                "schedule: {tenant} has no schedule: {}",
+                "schedule: {tenant} has {} schedules, not its one: {}",
+                ids.len(),
                 show(&list)
             ));
         }
@@ -139,6 +145,66 @@ pub(super) async fn finish(world: &World) -> u64 {
     check_runs(world, &tracked, &all).await;
     check_remote(world);
     all.len() as u64
+}
+
+/// Deploys the tenant's flows changed once more, until it is answered: each
+/// flow's one head is then the version that deploy answered.
+async fn last_deploy_is_head(world: &World, tenant: &str) {
+    let generation = {
+        let mut g = lock(&world.generations);
+        let e = g.entry(tenant.to_string()).or_default();
+        *e += 1;
+        *e
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let deployed = loop {
+        match world.deploy(tenant, &world.token(tenant), generation).await {
+            Ok(a) if a.ok() => break a.body,
+            Ok(a) if a.status < 500 => {
+                world.violation(format!(
+                    "answer: the last deploy in {tenant}: {} {}",
+                    a.status, a.body
+                ));
+                return;
+            }
+            _ if Instant::now() > deadline => {
+                world.violation(format!(
+                    "answer: the last deploy in {tenant} was never answered"
+                ));
+                return;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let flows = match world
+        .get_steady(&format!("/v1/flows?tenant={tenant}"), ADMIN)
+        .await
+    {
+        Ok(a) if a.ok() => a.body,
+        other => {
+            world.violation(format!("answer: flows of {tenant}: {}", show(&other)));
+            return;
+        }
+    };
+    if deployed["flows"].as_array().is_none_or(|f| f.len() != 6) {
+        world.violation(format!(
+            "answer: the last deploy in {tenant} lists no six flows: {deployed}"
+        ));
+    }
+    for f in deployed["flows"].as_array().into_iter().flatten() {
+        let heads: Vec<&Value> = flows
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["name"] == f["name"] && v["head"] == true)
+            .collect();
+        if heads.len() != 1 || heads[0]["version"] != f["version"] {
+            world.violation(format!(
+                "deploy: in {tenant}, {} was deployed last as {} and its heads are {heads:?}",
+                f["name"], f["version"]
+            ));
+        }
+    }
 }
 
 /// Every run of the stable tenants: the history's summary of each, once the
