@@ -109,6 +109,9 @@ pub struct Executor {
     clock: SharedClock,
     public_url: String,
     ledger: Arc<Ledger>,
+    /// Children being created, with the cancellations of them that came
+    /// meanwhile: carried out once the child exists, never before it.
+    creating: std::sync::Mutex<HashMap<String, Vec<Outbound>>>,
 }
 
 /// Child starts waiting for a place in their tenant's quota: per tenant, the
@@ -200,6 +203,7 @@ impl Executor {
             clock,
             public_url,
             ledger,
+            creating: std::sync::Mutex::default(),
         }
     }
 
@@ -270,6 +274,10 @@ impl Executor {
             let _ = self.engine.send(&o.run, Input::OutboxDone(vec![o.pos]));
             return;
         }
+        let o = match self.defer_cancel(o) {
+            Some(o) => o,
+            None => return,
+        };
         let Some((tenant, parent, child)) = child_start(&o) else {
             self.clone().spawn(limit, o).await;
             return;
@@ -321,6 +329,7 @@ impl Executor {
             if let Some(o) = start {
                 if let Some(child) = child_of(&o) {
                     waiting.children.remove(child);
+                    self.creating().insert(child.to_string(), Vec::new());
                 }
                 self.clone().spawn(limit, o).await;
             }
@@ -369,7 +378,38 @@ impl Executor {
         });
     }
 
+    fn creating(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Outbound>>> {
+        self.creating.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps a cancellation of a child being created until it exists
+    /// (else it would find no run and be dropped, and the child would run
+    /// on); gives back every other row.
+    fn defer_cancel(&self, o: Outbound) -> Option<Outbound> {
+        if let OutboxItem::Deliver { run, event } = &o.item
+            && matches!(event.kind, EventKind::CancelRequested { .. })
+            && let Some(deferred) = self.creating().get_mut(run)
+        {
+            deferred.push(o);
+            return None;
+        }
+        Some(o)
+    }
+
+    /// Carries out a row, then, for a child's creation, the cancellations
+    /// of the child that came meanwhile.
     async fn carry_out(&self, o: Outbound) {
+        let child = child_of(&o).map(str::to_string);
+        self.carry_out_one(o).await;
+        if let Some(child) = child {
+            let deferred = self.creating().remove(&child).unwrap_or_default();
+            for cancel in deferred {
+                self.carry_out_one(cancel).await;
+            }
+        }
+    }
+
+    async fn carry_out_one(&self, o: Outbound) {
         let mut delay = Duration::from_millis(200);
         loop {
             match self.try_once(&o).await {
