@@ -125,3 +125,59 @@ impl Deployments {
         self.cache().put(d, size.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn deployed(id: &str) -> Arc<Deployed> {
+        let mut flow: eflow_ir::Flow = serde_json::from_value(json!({
+            "name": "F", "module": "m", "hash": "",
+            "params": [], "output": {"kind": "int"},
+            "nodes": [{"id": "s0", "call": {"step": {"contract": "m.Work"}}, "inputs": {},
+                "retry": {"max_attempts": 1, "backoff": {"kind": "exponential", "initial_ms": 10000, "max_ms": 600000}},
+                "output": {"kind": "int"}, "source": {"file": "m.eflow", "line": 1, "column": 1}}],
+            "conditions": [], "result": {"node": {"id": "s0"}}, "types": {},
+            "contracts": {"m.Work": {"kind": "remote", "params": [], "output": {"kind": "int"}}},
+            "bindings": {"test": {"m.Work": {"connector": "sim", "config": {"duration": 1000}}}},
+            "source": {"file": "m.eflow", "line": 1, "column": 1}
+        }))
+        .unwrap();
+        flow.hash = flow.compute_hash();
+        let bundle: Bundle =
+            serde_json::from_value(json!({"ir_version": 1, "flows": [flow]})).unwrap();
+        Arc::new(Deployed {
+            id: id.into(),
+            tenant: "acme".into(),
+            env: "test".into(),
+            bundle: eflow_core::validate(&bundle).unwrap(),
+        })
+    }
+
+    #[test]
+    fn the_least_recently_used_bundles_go_past_the_byte_limit() {
+        let mut c = Cache {
+            entries: LruCache::unbounded(),
+            bytes: 0,
+            max_bytes: 100,
+        };
+        c.put(deployed("a"), 40);
+        c.put(deployed("b"), 40);
+        assert!(c.entries.get("a").is_some(), "a is used again");
+        c.put(deployed("c"), 40);
+        assert!(c.entries.contains("a") && c.entries.contains("c"));
+        assert!(!c.entries.contains("b"), "b was the least recently used");
+        assert_eq!(c.bytes, 80);
+        // Larger than the whole cache: never kept, and nothing dropped for it.
+        c.put(deployed("huge"), 101);
+        assert!(!c.entries.contains("huge"));
+        assert_eq!(c.bytes, 80);
+        // The same bundle again replaces itself.
+        c.put(deployed("a"), 60);
+        assert_eq!((c.entries.len(), c.bytes), (2, 100));
+    }
+}
