@@ -62,6 +62,7 @@ async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
     o.admin_token = args.admin_token;
     o.allow_egress = args.allow_egress;
     o.max_answer_bytes = args.max_answer_bytes;
+    o.bundle_cache_bytes = args.bundle_cache_bytes;
     o.http.max_connections = args.max_connections;
     o.http.header_timeout = args.header_timeout;
     o.http.body_timeout = args.body_timeout;

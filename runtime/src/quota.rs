@@ -1,20 +1,29 @@
-//! Per-tenant quotas: how many top-level runs a tenant may have in progress,
-//! and how fast its requests may start them.
+//! Per-tenant quotas: how many runs a tenant may have in progress, its
+//! subflow children included, and how fast its requests may start them.
 //!
-//! One [`Ledger`] counts every way a run starts: an API start, a backfill and
-//! a schedule's fire. A run that ends gives its place back, whatever started
-//! it, so the count stays true. The policy:
+//! One [`Ledger`] counts every way a run starts: an API start, a backfill, a
+//! schedule's fire and a parent's child start (a subflow call, each child of
+//! a fan-out). A run that ends gives its place back, whatever started it, so
+//! the count stays true. The policy:
 //!
-//! - **Active runs:** every top-level run counts, however it started. A start
+//! - **Active runs:** every run counts, top-level or child. A top-level start
 //!   that would pass the limit is refused: the API answers 429
 //!   `quota_active_runs`; a backfill is refused whole (it never starts part of
-//!   its range); a schedule's fire is skipped, with a warning in the log.
+//!   its range); a schedule's fire is skipped, with a warning in the log. A
+//!   child start that would pass it waits (its outbox row stays) until a run
+//!   of the tenant ends: the parent's fan-out goes slower, it does not fail.
+//!   One exception keeps parents from waiting on each other forever when
+//!   they hold every place: a parent with no child in progress may always
+//!   start one, so the count passes the limit by at most one child per such
+//!   parent.
 //! - **Start rate:** a token bucket per tenant, one token per API request that
-//!   starts runs (a start, a backfill). A schedule's fires take none: they are
-//!   declared in the deployed flow, not sent by a client.
+//!   starts runs (a start, a backfill). A schedule's fires and child starts
+//!   take none: they are declared in the deployed flow, not sent by a client.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+use tokio::sync::Notify;
 
 use crate::store::TenantRow;
 
@@ -38,7 +47,7 @@ impl Default for Quotas {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Refusal {
     #[error(
-        "tenant `{tenant}` has {active} runs in progress and may have {limit}; {asked} more would pass it: wait for some to finish, or raise `max_active_runs`"
+        "tenant `{tenant}` has {active} runs in progress (subflow children included) and may have {limit}; {asked} more would pass it: wait for some to finish, or raise `max_active_runs`"
     )]
     ActiveRuns {
         tenant: String,
@@ -67,9 +76,27 @@ pub enum Asker {
     Schedule,
 }
 
+/// What became of a child start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildStart {
+    /// It has a place: create the child.
+    Admitted,
+    /// The tenant is at its limit: try again when a run of it ends.
+    Wait,
+    /// The ledger does not know the tenant's limit yet (a restart, a purge):
+    /// read its row, [`Ledger::learn`] it and ask again.
+    UnknownTenant,
+}
+
 #[derive(Debug, Default)]
 struct Usage {
+    /// Runs in progress, children included.
     active: i64,
+    /// Children in progress (admitted and not ended) per parent run; only
+    /// parents with at least one.
+    children: HashMap<String, i64>,
+    /// The tenant's limit on active runs, once its row was seen.
+    max_active_runs: Option<i64>,
     /// Token bucket for the start rate.
     tokens: f64,
     refilled_at: u64,
@@ -80,26 +107,29 @@ struct Usage {
 pub struct Ledger {
     defaults: Quotas,
     usage: Mutex<HashMap<String, Usage>>,
+    /// Told each time places may have been given back.
+    freed: Notify,
 }
 
 impl Ledger {
-    /// `active`: each tenant's top-level runs in progress (from the store, at start).
-    pub fn new(defaults: Quotas, active: impl IntoIterator<Item = (String, i64)>) -> Self {
-        let usage = active
-            .into_iter()
-            .map(|(tenant, active)| {
-                (
-                    tenant,
-                    Usage {
-                        active,
-                        ..Usage::default()
-                    },
-                )
-            })
-            .collect();
+    /// `active`: the runs in progress (from the store, at start) per tenant
+    /// and parent (`None`: top-level runs).
+    pub fn new(
+        defaults: Quotas,
+        active: impl IntoIterator<Item = (String, Option<String>, i64)>,
+    ) -> Self {
+        let mut usage: HashMap<String, Usage> = HashMap::new();
+        for (tenant, parent, n) in active {
+            let u = usage.entry(tenant).or_default();
+            u.active += n;
+            if let Some(parent) = parent {
+                *u.children.entry(parent).or_default() += n;
+            }
+        }
         Self {
             defaults,
             usage: Mutex::new(usage),
+            freed: Notify::new(),
         }
     }
 
@@ -119,6 +149,10 @@ impl Ledger {
         }
     }
 
+    fn usage(&self) -> std::sync::MutexGuard<'_, HashMap<String, Usage>> {
+        self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Takes `runs` places among the tenant's active runs, and for a request
     /// one token of its start rate; all or nothing. Give back with
     /// [`Self::release`] the places of runs that did not start after all.
@@ -131,8 +165,9 @@ impl Ledger {
     ) -> Result<(), Refusal> {
         let limits = self.limits(tenant);
         let rate = limits.max_starts_per_sec;
-        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let mut usage = self.usage();
         let u = usage.entry(tenant.id.clone()).or_default();
+        u.max_active_runs = Some(limits.max_active_runs);
         if u.refilled_at == 0 {
             u.tokens = rate.max(1.0);
             u.refilled_at = now_ms;
@@ -161,25 +196,88 @@ impl Ledger {
         Ok(())
     }
 
-    /// `runs` of the tenant ended, or were admitted and did not start.
-    pub fn release(&self, tenant: &str, runs: i64) {
-        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(u) = usage.get_mut(tenant) {
-            u.active = (u.active - runs).max(0);
+    /// Records the tenant's limits, for child starts (which come without the
+    /// tenant's row).
+    pub fn learn(&self, tenant: &TenantRow) {
+        let limit = self.limits(tenant).max_active_runs;
+        self.usage()
+            .entry(tenant.id.clone())
+            .or_default()
+            .max_active_runs = Some(limit);
+    }
+
+    /// Whether the tenant's limits were seen (else [`Self::learn`] them).
+    pub fn knows(&self, tenant: &str) -> bool {
+        self.usage()
+            .get(tenant)
+            .is_some_and(|u| u.max_active_runs.is_some())
+    }
+
+    /// Takes a place for a child of `parent`: under the limit, or past it
+    /// when the parent has no child in progress (see the module's policy).
+    /// An admitted child gives its place back with [`Self::finished`].
+    pub fn admit_child(&self, tenant: &str, parent: &str) -> ChildStart {
+        let mut usage = self.usage();
+        let Some(u) = usage.get_mut(tenant) else {
+            return ChildStart::UnknownTenant;
+        };
+        let Some(limit) = u.max_active_runs else {
+            return ChildStart::UnknownTenant;
+        };
+        if u.active >= limit && u.children.contains_key(parent) {
+            return ChildStart::Wait;
         }
+        u.active += 1;
+        *u.children.entry(parent.to_string()).or_default() += 1;
+        ChildStart::Admitted
+    }
+
+    /// A run of the tenant ended (`parent`: the run that started it, for a
+    /// child), or a child admitted did not start after all.
+    pub fn finished(&self, tenant: &str, parent: Option<&str>) {
+        {
+            let mut usage = self.usage();
+            if let Some(u) = usage.get_mut(tenant) {
+                u.active = (u.active - 1).max(0);
+                if let Some(p) = parent
+                    && let Some(n) = u.children.get_mut(p)
+                {
+                    *n -= 1;
+                    if *n <= 0 {
+                        u.children.remove(p);
+                    }
+                }
+            }
+        }
+        self.freed.notify_one();
+    }
+
+    /// `runs` top-level runs of the tenant were admitted and did not start.
+    pub fn release(&self, tenant: &str, runs: i64) {
+        {
+            let mut usage = self.usage();
+            if let Some(u) = usage.get_mut(tenant) {
+                u.active = (u.active - runs).max(0);
+            }
+        }
+        self.freed.notify_one();
     }
 
     /// Forgets a purged tenant.
     pub fn forget(&self, tenant: &str) {
-        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        usage.remove(tenant);
+        self.usage().remove(tenant);
+        self.freed.notify_one();
     }
 
-    /// The tenant's runs in progress, as counted here.
-    #[cfg(test)]
+    /// Notified when places may have been given back (a run ended, a tenant
+    /// was purged): child starts that wait try again.
+    pub fn freed(&self) -> &Notify {
+        &self.freed
+    }
+
+    /// The tenant's runs in progress, children included, as counted here.
     pub fn active(&self, tenant: &str) -> i64 {
-        let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        usage.get(tenant).map_or(0, |u| u.active)
+        self.usage().get(tenant).map_or(0, |u| u.active)
     }
 }
 
@@ -199,7 +297,7 @@ mod tests {
 
     #[test]
     fn active_runs_are_admitted_up_to_the_limit_all_or_nothing() {
-        let l = Ledger::new(Quotas::default(), [("acme".to_string(), 1)]);
+        let l = Ledger::new(Quotas::default(), [("acme".to_string(), None, 1)]);
         let t = tenant(Some(5), Some(1000.0));
         assert!(matches!(
             l.admit(&t, 5, Asker::Request, 1),
@@ -235,12 +333,42 @@ mod tests {
 
     #[test]
     fn release_never_goes_below_zero_and_forget_drops_the_tenant() {
-        let l = Ledger::new(Quotas::default(), [("acme".to_string(), 1)]);
+        let l = Ledger::new(Quotas::default(), [("acme".to_string(), None, 1)]);
         l.release("acme", 3);
         assert_eq!(l.active("acme"), 0);
         l.release("nobody", 1);
         l.admit(&tenant(None, None), 2, Asker::Schedule, 1).unwrap();
         l.forget("acme");
         assert_eq!(l.active("acme"), 0);
+    }
+
+    #[test]
+    fn children_count_wait_at_the_limit_and_a_parent_without_one_may_start_one() {
+        let l = Ledger::new(
+            Quotas::default(),
+            [
+                ("acme".to_string(), None, 2),
+                ("acme".to_string(), Some("p1".to_string()), 1),
+            ],
+        );
+        assert_eq!(l.active("acme"), 3);
+        assert_eq!(l.admit_child("acme", "p1"), ChildStart::UnknownTenant);
+        l.learn(&tenant(Some(4), None));
+        assert_eq!(l.admit_child("acme", "p1"), ChildStart::Admitted);
+        assert_eq!(l.admit_child("acme", "p1"), ChildStart::Wait);
+        // p2 has no child in progress: it may start one past the limit, so
+        // parents that hold every place still go on.
+        assert_eq!(l.admit_child("acme", "p2"), ChildStart::Admitted);
+        assert_eq!(l.admit_child("acme", "p2"), ChildStart::Wait);
+        assert_eq!(l.active("acme"), 5);
+        let t = tenant(Some(4), None);
+        assert!(l.admit(&t, 1, Asker::Request, 1).is_err(), "children count");
+        l.finished("acme", Some("p1"));
+        l.finished("acme", Some("p1"));
+        assert_eq!(l.active("acme"), 3);
+        assert_eq!(l.admit_child("acme", "p2"), ChildStart::Admitted);
+        assert_eq!(l.admit_child("acme", "p2"), ChildStart::Wait);
+        l.forget("acme");
+        assert_eq!(l.admit_child("acme", "p2"), ChildStart::UnknownTenant);
     }
 }

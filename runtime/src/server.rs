@@ -56,6 +56,10 @@ pub struct Options {
     pub allow_egress: Vec<String>,
     /// The most bytes read of a remote system's answer (default 4 MiB).
     pub max_answer_bytes: u64,
+    /// How many bytes of deployed bundles (their IR JSON) the engine keeps
+    /// decoded in memory (default 256 MiB); the least recently used are
+    /// dropped past it and read from the store again when needed.
+    pub bundle_cache_bytes: u64,
     /// What the HTTP edge lets a client hold: connections, time, bytes.
     pub http: HttpLimits,
 }
@@ -82,6 +86,7 @@ impl Options {
             history: true,
             allow_egress: Vec::new(),
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            bundle_cache_bytes: engine::DEFAULT_BUNDLE_CACHE_BYTES,
             http: HttpLimits::default(),
         }
     }
@@ -195,8 +200,24 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| format!("http://{addr}")),
             owner: format!("eflow-{}", std::process::id()),
+            bundle_cache_bytes: options.bundle_cache_bytes,
             ..engine::Options::default()
         };
+        // Before the engine: child starts left in the outbox take places too.
+        let active = store
+            .active_runs()
+            .await
+            .context("cannot count the runs in progress")?;
+        tracing::info!(
+            runs = active.iter().map(|(_, _, n)| n).sum::<i64>(),
+            tenants = active
+                .iter()
+                .map(|(t, _, _)| t.as_str())
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            "runs in progress"
+        );
+        let ledger = Arc::new(Ledger::new(options.quotas, active));
         let (engine, mut tasks) = Engine::start(
             engine_options,
             engine::Deps {
@@ -206,20 +227,11 @@ impl Server {
                 keys: keys.clone(),
                 egress,
                 finished: finished_tx,
+                ledger: ledger.clone(),
             },
             shutdown.clone(),
         )
         .await?;
-        let active = store
-            .active_runs_by_tenant()
-            .await
-            .context("cannot count the runs in progress")?;
-        tracing::info!(
-            runs = active.iter().map(|(_, n)| n).sum::<i64>(),
-            tenants = active.len(),
-            "runs in progress"
-        );
-        let ledger = Arc::new(Ledger::new(options.quotas, active));
         let scheduler = Scheduler::new(
             engine.clone(),
             clock.clone(),

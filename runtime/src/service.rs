@@ -191,11 +191,9 @@ impl Service {
         &self.inner.store
     }
 
-    /// A run ended: release its quota.
+    /// A run ended (a child too): release its quota.
     pub fn finished(&self, f: &Finished) {
-        if f.top_level {
-            self.inner.ledger.release(&f.tenant, 1);
-        }
+        self.inner.ledger.finished(&f.tenant, f.parent.as_deref());
     }
 
     // ---- tenants -------------------------------------------------------------
@@ -1113,6 +1111,7 @@ fn tenant_view(t: &TenantRow, ledger: &Ledger) -> TenantView {
         id: t.id.clone(),
         created_at: rfc3339(t.created_at),
         max_active_runs: q.max_active_runs,
+        active_runs: ledger.active(&t.id),
         max_starts_per_sec: q.max_starts_per_sec,
         allow_egress: t.allow_egress.clone(),
     }

@@ -24,7 +24,7 @@ macro_rules! store_test_suite {
             commit_is_all_or_nothing,
             load_run,
             load_runs,
-            active_runs_by_tenant,
+            active_runs,
             active_runs_of_schedule,
             events_of,
             event_by_id,
@@ -268,8 +268,8 @@ async fn load_runs(store: &Store) {
     assert!(store.load_runs(&[]).await.unwrap().is_empty());
 }
 
-/// Top-level runs not finished, per tenant: children and finished runs do not count.
-async fn active_runs_by_tenant(store: &Store) {
+/// Runs not finished, per tenant and parent: finished runs do not count.
+async fn active_runs(store: &Store) {
     let mut child = run("c1", "acme", "running", "{}");
     child.meta.parent = Some("a1".into());
     commit(store, |c| {
@@ -280,9 +280,16 @@ async fn active_runs_by_tenant(store: &Store) {
         c.runs.push(run("o1", "other", "running", "{}"));
     })
     .await;
-    let mut got = store.active_runs_by_tenant().await.unwrap();
+    let mut got = store.active_runs().await.unwrap();
     got.sort();
-    assert_eq!(got, vec![("acme".into(), 2), ("other".into(), 1)]);
+    assert_eq!(
+        got,
+        vec![
+            ("acme".into(), None, 2),
+            ("acme".into(), Some("a1".into()), 1),
+            ("other".into(), None, 1)
+        ]
+    );
 }
 
 async fn active_runs_of_schedule(store: &Store) {

@@ -52,6 +52,9 @@ pub struct TenantView {
     pub id: String,
     pub created_at: String,
     pub max_active_runs: i64,
+    /// The tenant's runs in progress now, subflow children included: what
+    /// counts against `max_active_runs`.
+    pub active_runs: i64,
     pub max_starts_per_sec: f64,
     /// The tenant's own egress rules (the server's apply too).
     pub allow_egress: Vec<String>,

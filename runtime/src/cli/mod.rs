@@ -163,6 +163,11 @@ pub struct ServeArgs {
     /// the attempt with `AnswerTooLarge`.
     #[arg(long, env = "EFLOW_MAX_ANSWER_BYTES", value_name = "BYTES", default_value_t = crate::server::DEFAULT_MAX_ANSWER_BYTES)]
     pub max_answer_bytes: u64,
+    /// How many bytes of deployed bundles (their IR JSON) are kept decoded in
+    /// memory; the least recently used are dropped past it and read from the
+    /// store again when a run needs them.
+    #[arg(long, env = "EFLOW_BUNDLE_CACHE_BYTES", value_name = "BYTES", default_value_t = crate::engine::DEFAULT_BUNDLE_CACHE_BYTES)]
+    pub bundle_cache_bytes: u64,
     /// HTTP connections open at once; more wait until one closes.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,

@@ -6,13 +6,20 @@
 //! core refuses an event it has applied), child runs have deterministic ids,
 //! registry entries are keyed by the invocation's idempotency key, and remote
 //! systems receive the same `Idempotency-Key` header on every retry.
+//!
+//! A child start takes a place in its tenant's quota of active runs first
+//! ([`Ledger::admit_child`]); when the tenant has none free, the start waits
+//! here, its outbox row kept, until a run of the tenant ends. Waiting starts
+//! hold no place among the effects being carried out, and a parent's
+//! cancellation of a child still waiting drops the start.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use eflow_core::Event;
+use eflow_core::{Event, EventKind};
 use eflow_ir::StepKind;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -25,6 +32,7 @@ use super::{Creation, Delivery, Engine, Error, Input, Stored, stored_json};
 use crate::clock::SharedClock;
 use crate::connectors::{Attempt, http, registry};
 use crate::egress::Egress;
+use crate::quota::{ChildStart, Ledger};
 
 /// At most this many effects are carried out at once.
 const CONCURRENCY: usize = 256;
@@ -100,6 +108,83 @@ pub struct Executor {
     keys: CallbackKeys,
     clock: SharedClock,
     public_url: String,
+    ledger: Arc<Ledger>,
+    /// Children being created, with the cancellations of them that came
+    /// meanwhile: carried out once the child exists, never before it.
+    creating: std::sync::Mutex<HashMap<String, Vec<Outbound>>>,
+}
+
+/// Child starts waiting for a place in their tenant's quota: per tenant, the
+/// parents with starts waiting, served in turn; per parent, its starts in
+/// the order they came.
+#[derive(Default)]
+struct Waiting {
+    tenants: HashMap<String, VecDeque<String>>,
+    parents: HashMap<String, VecDeque<Outbound>>,
+    /// Child id → its parent, to find a start whose child was cancelled.
+    children: HashMap<String, String>,
+}
+
+impl Waiting {
+    fn push(&mut self, tenant: &str, parent: &str, child: &str, o: Outbound) {
+        let starts = self.parents.entry(parent.to_string()).or_default();
+        if starts.is_empty() {
+            self.tenants
+                .entry(tenant.to_string())
+                .or_default()
+                .push_back(parent.to_string());
+        }
+        starts.push_back(o);
+        self.children.insert(child.to_string(), parent.to_string());
+    }
+
+    fn has_tenant(&self, tenant: &str) -> bool {
+        self.tenants.contains_key(tenant)
+    }
+
+    /// Takes out the waiting start of `child`, if it waits.
+    fn remove_child(&mut self, child: &str) -> Option<Outbound> {
+        let parent = self.children.remove(child)?;
+        let starts = self.parents.get_mut(&parent)?;
+        let at = starts.iter().position(|o| child_of(o) == Some(child))?;
+        let o = starts.remove(at);
+        if starts.is_empty() {
+            self.parents.remove(&parent);
+            for parents in self.tenants.values_mut() {
+                parents.retain(|p| *p != parent);
+            }
+            self.tenants.retain(|_, parents| !parents.is_empty());
+        }
+        o
+    }
+
+    /// Takes out every waiting start of a tenant.
+    fn remove_tenant(&mut self, tenant: &str) -> Vec<Outbound> {
+        let mut out = Vec::new();
+        for parent in self.tenants.remove(tenant).unwrap_or_default() {
+            for o in self.parents.remove(&parent).unwrap_or_default() {
+                if let Some(child) = child_of(&o) {
+                    self.children.remove(child);
+                }
+                out.push(o);
+            }
+        }
+        out
+    }
+}
+
+/// The child a start creates, and its tenant and parent.
+fn child_start(o: &Outbound) -> Option<(&str, &str, &str)> {
+    match &o.item {
+        OutboxItem::Create { meta, parent, .. } => {
+            Some((meta.tenant.as_str(), parent.run.as_str(), meta.id.as_str()))
+        }
+        _ => None,
+    }
+}
+
+fn child_of(o: &Outbound) -> Option<&str> {
+    child_start(o).map(|(_, _, child)| child)
 }
 
 impl Executor {
@@ -109,6 +194,7 @@ impl Executor {
         keys: CallbackKeys,
         clock: SharedClock,
         public_url: String,
+        ledger: Arc<Ledger>,
     ) -> Self {
         Self {
             engine,
@@ -116,6 +202,8 @@ impl Executor {
             keys,
             clock,
             public_url,
+            ledger,
+            creating: std::sync::Mutex::default(),
         }
     }
 
@@ -136,22 +224,136 @@ impl Executor {
                 "carrying out effects left in the outbox"
             );
         }
+        let mut waiting = Waiting::default();
         for (pos, run, bytes) in pending {
             match serde_json::from_slice::<OutboxItem>(&bytes) {
-                Ok(item) => me.clone().spawn(&limit, Outbound { pos, run, item }).await,
+                Ok(item) => {
+                    me.take(&limit, &mut waiting, Outbound { pos, run, item })
+                        .await;
+                }
                 Err(e) => {
                     tracing::error!(pos, error = %e, "unreadable outbox row dropped");
                     let _ = me.engine.send(&run, Input::OutboxDone(vec![pos]));
                 }
             }
         }
+        let ledger = me.ledger.clone();
         loop {
-            let next = tokio::select! {
-                x = rx.recv() => x,
-                () = shutdown.cancelled() => None,
+            // Rows in hand first: a cancellation of a waiting child, committed
+            // with its parent's end, is seen before the places that end frees.
+            tokio::select! {
+                biased;
+                x = rx.recv() => match x {
+                    Some(o) => me.take(&limit, &mut waiting, o).await,
+                    None => break,
+                },
+                () = ledger.freed().notified() => {
+                    let tenants: Vec<String> = waiting.tenants.keys().cloned().collect();
+                    for tenant in tenants {
+                        me.start_waiting(&limit, &mut waiting, &tenant).await;
+                    }
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    /// Carries out an outbox row, or keeps a child start waiting for a place
+    /// in its tenant's quota.
+    async fn take(self: &Arc<Self>, limit: &Limits, waiting: &mut Waiting, o: Outbound) {
+        if let OutboxItem::Deliver { run, event } = &o.item
+            && matches!(event.kind, EventKind::CancelRequested { .. })
+            && let Some(start) = waiting.remove_child(run)
+        {
+            // The parent no longer needs a child that never started: neither
+            // the start nor the cancellation is carried out.
+            tracing::debug!(child = %run, "a waiting child start was cancelled");
+            let _ = self
+                .engine
+                .send(&start.run, Input::OutboxDone(vec![start.pos]));
+            let _ = self.engine.send(&o.run, Input::OutboxDone(vec![o.pos]));
+            return;
+        }
+        let o = match self.defer_cancel(o) {
+            Some(o) => o,
+            None => return,
+        };
+        let Some((tenant, parent, child)) = child_start(&o) else {
+            self.clone().spawn(limit, o).await;
+            return;
+        };
+        let (tenant, parent, child) = (tenant.to_string(), parent.to_string(), child.to_string());
+        // Behind the starts already waiting, in turn.
+        waiting.push(&tenant, &parent, &child, o);
+        self.start_waiting(limit, waiting, &tenant).await;
+    }
+
+    /// Starts the tenant's waiting children while it has places, one parent
+    /// after the other.
+    async fn start_waiting(self: &Arc<Self>, limit: &Limits, waiting: &mut Waiting, tenant: &str) {
+        if !waiting.has_tenant(tenant) || !self.knows(tenant).await {
+            // The tenant is gone (purged with its runs and outbox rows).
+            for o in waiting.remove_tenant(tenant) {
+                let _ = self.engine.send(&o.run, Input::OutboxDone(vec![o.pos]));
+            }
+            return;
+        }
+        loop {
+            let Some(parents) = waiting.tenants.get_mut(tenant) else {
+                return;
             };
-            let Some(o) = next else { break };
-            me.clone().spawn(&limit, o).await;
+            let mut admitted = None;
+            for _ in 0..parents.len() {
+                let Some(parent) = parents.pop_front() else {
+                    break;
+                };
+                if self.ledger.admit_child(tenant, &parent) == ChildStart::Admitted {
+                    admitted = Some(parent);
+                    break;
+                }
+                parents.push_back(parent);
+            }
+            let Some(parent) = admitted else { return };
+            let Some(starts) = waiting.parents.get_mut(&parent) else {
+                continue;
+            };
+            let start = starts.pop_front();
+            if starts.is_empty() {
+                waiting.parents.remove(&parent);
+                if waiting.tenants.get(tenant).is_some_and(VecDeque::is_empty) {
+                    waiting.tenants.remove(tenant);
+                }
+            } else if let Some(parents) = waiting.tenants.get_mut(tenant) {
+                parents.push_back(parent);
+            }
+            if let Some(o) = start {
+                if let Some(child) = child_of(&o) {
+                    waiting.children.remove(child);
+                    self.creating().insert(child.to_string(), Vec::new());
+                }
+                self.clone().spawn(limit, o).await;
+            }
+        }
+    }
+
+    /// Whether the ledger knows the tenant's limit, reading its row if it
+    /// does not yet; false when the tenant does not exist.
+    async fn knows(&self, tenant: &str) -> bool {
+        if self.ledger.knows(tenant) {
+            return true;
+        }
+        loop {
+            match self.engine.store().tenant(tenant).await {
+                Ok(Some(row)) => {
+                    self.ledger.learn(&row);
+                    return true;
+                }
+                Ok(None) => return false,
+                Err(e) => {
+                    tracing::warn!(%tenant, error = %e, "cannot read a tenant's quota; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
         }
     }
 
@@ -176,7 +378,38 @@ impl Executor {
         });
     }
 
+    fn creating(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Outbound>>> {
+        self.creating.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps a cancellation of a child being created until it exists
+    /// (else it would find no run and be dropped, and the child would run
+    /// on); gives back every other row.
+    fn defer_cancel(&self, o: Outbound) -> Option<Outbound> {
+        if let OutboxItem::Deliver { run, event } = &o.item
+            && matches!(event.kind, EventKind::CancelRequested { .. })
+            && let Some(deferred) = self.creating().get_mut(run)
+        {
+            deferred.push(o);
+            return None;
+        }
+        Some(o)
+    }
+
+    /// Carries out a row, then, for a child's creation, the cancellations
+    /// of the child that came meanwhile.
     async fn carry_out(&self, o: Outbound) {
+        let child = child_of(&o).map(str::to_string);
+        self.carry_out_one(o).await;
+        if let Some(child) = child {
+            let deferred = self.creating().remove(&child).unwrap_or_default();
+            for cancel in deferred {
+                self.carry_out_one(cancel).await;
+            }
+        }
+    }
+
+    async fn carry_out_one(&self, o: Outbound) {
         let mut delay = Duration::from_millis(200);
         let tenant = match &o.item {
             OutboxItem::Invoke { tenant, .. } | OutboxItem::Cancel { tenant, .. } => {
@@ -225,7 +458,9 @@ impl Executor {
                 parent,
                 input,
             } => {
-                self.send_and_wait(&meta.id, |reply| {
+                let (reply, answer) = oneshot::channel();
+                self.engine.send(
+                    &meta.id,
                     Input::Create(Creation {
                         meta: meta.clone(),
                         fresh: false,
@@ -234,9 +469,18 @@ impl Executor {
                         input: input.clone(),
                         outbox: pos,
                         reply: Some(reply),
-                    })
-                })
-                .await
+                    }),
+                )?;
+                match answer.await.map_err(|_| Error::Stopped)? {
+                    // A new child: its place is given back when it ends.
+                    Ok(a) if a.changed => Ok(()),
+                    // Created before, or refused: no new run took the place.
+                    Ok(_) | Err(Error::Rejected(_)) | Err(Error::NoSuchRun(_)) => {
+                        self.ledger.finished(&meta.tenant, Some(&parent.run));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
             }
             OutboxItem::Deliver { run, event } => {
                 self.send_and_wait(run, |reply| {

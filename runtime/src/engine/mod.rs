@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-pub use deployments::{Deployed, Deployments};
+pub use deployments::{DEFAULT_BUNDLE_CACHE_BYTES, Deployed, Deployments};
 pub use dispatch::{CallbackClaim, CallbackKeys};
 pub use worker::status_name;
 
@@ -50,6 +50,10 @@ pub struct Options {
     pub public_url: String,
     /// This process, for leases.
     pub owner: String,
+    /// The deployed bundles kept decoded in memory, in bytes of their IR
+    /// JSON; the least recently used are dropped past it, and read from
+    /// the store again when needed.
+    pub bundle_cache_bytes: u64,
 }
 
 impl Default for Options {
@@ -61,6 +65,7 @@ impl Default for Options {
             cache_runs: 4096,
             public_url: "http://127.0.0.1:8080".into(),
             owner: "eflow".into(),
+            bundle_cache_bytes: deployments::DEFAULT_BUNDLE_CACHE_BYTES,
         }
     }
 }
@@ -146,6 +151,9 @@ pub struct Finished {
     pub run: String,
     pub tenant: String,
     pub top_level: bool,
+    /// The run that started it, for a subflow child: its place in the
+    /// tenant's quota is counted against that parent too.
+    pub parent: Option<String>,
     pub schedule: Option<String>,
     pub status: RunStatus,
 }
@@ -200,6 +208,8 @@ pub struct Deps {
     /// How `http` calls go out: the egress policy and its clients.
     pub egress: crate::egress::Egress,
     pub finished: mpsc::UnboundedSender<Finished>,
+    /// The tenants' quotas: a child start waits for a place in its tenant's.
+    pub ledger: Arc<crate::quota::Ledger>,
 }
 
 impl Engine {
@@ -212,7 +222,7 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Result<(Engine, Vec<tokio::task::JoinHandle<()>>), Error> {
         let store = deps.store.clone();
-        let deployments = Deployments::new(store.clone());
+        let deployments = Deployments::new(store.clone(), options.bundle_cache_bytes);
         let stats = Arc::new(Stats::default());
         let timers_changed: Vec<_> = (0..options.partitions.max(1))
             .map(|_| Arc::new(Notify::new()))
@@ -261,6 +271,7 @@ impl Engine {
             deps.keys.clone(),
             deps.clock.clone(),
             options.public_url.clone(),
+            deps.ledger.clone(),
         );
         // Effects committed before a crash and not carried out yet.
         let pending = store.outbox().await?;

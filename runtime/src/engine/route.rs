@@ -453,6 +453,7 @@ impl<'a> RouteCx<'a> {
                 run: run_id.clone(),
                 tenant: self.meta.tenant.clone(),
                 top_level: self.meta.parent.is_none(),
+                parent: self.meta.parent.clone(),
                 schedule: self.meta.schedule.clone(),
                 status,
             })),

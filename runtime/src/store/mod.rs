@@ -94,8 +94,9 @@ forward! {
     /// `load_run` for many runs at once, in no particular order; runs that do
     /// not exist are left out.
     pub async fn load_runs(&self, ids: &[&str]) -> Result<Vec<(RunMeta, String, Vec<u8>)>>;
-    /// Top-level runs not finished yet, per tenant: the quota's starting point.
-    pub async fn active_runs_by_tenant(&self) -> Result<Vec<(String, i64)>>;
+    /// Runs not finished yet, per tenant and parent (`None`: top-level
+    /// runs): the quota's starting point.
+    pub async fn active_runs(&self) -> Result<Vec<(String, Option<String>, i64)>>;
     pub async fn active_runs_of_schedule(&self, schedule: &str) -> Result<Vec<String>>;
     pub async fn events_of(&self, run: &str, after_seq: Option<u64>, limit: u32) -> Result<Vec<EventRow>>;
     /// The event of `run` with this id, if it was applied: how a redelivered

@@ -25,7 +25,7 @@ use super::{
 /// connection's statement cache instead of being parsed again per batch.
 /// Read at every start: answered from the covering index `runs_tenant_active`
 /// alone (a test checks the plan), not from a million rows.
-const ACTIVE_RUNS_BY_TENANT: &str = "SELECT tenant, count(*) FROM runs WHERE status IN ('created', 'running') AND parent IS NULL GROUP BY tenant";
+const ACTIVE_RUNS: &str = "SELECT tenant, parent, count(*) FROM runs WHERE status IN ('created', 'running') GROUP BY tenant, parent";
 
 const PIECES: [usize; 5] = [256, 64, 16, 4, 1];
 
@@ -285,12 +285,14 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Top-level runs not finished yet, per tenant: the quota's starting point.
-    pub async fn active_runs_by_tenant(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query(ACTIVE_RUNS_BY_TENANT)
-            .fetch_all(&self.read)
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    /// Runs not finished yet, per tenant and parent (`None`: top-level
+    /// runs): the quota's starting point.
+    pub async fn active_runs(&self) -> Result<Vec<(String, Option<String>, i64)>> {
+        let rows = sqlx::query(ACTIVE_RUNS).fetch_all(&self.read).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 
     pub async fn active_runs_of_schedule(&self, schedule: &str) -> Result<Vec<String>> {
@@ -1203,7 +1205,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {ACTIVE_RUNS_BY_TENANT}"))
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {ACTIVE_RUNS}"))
             .fetch_all(&store.read)
             .await
             .unwrap()
