@@ -1016,7 +1016,13 @@ impl Service {
 
 /// A memory figure of this process from `/proc/self/status`, in MB.
 pub fn proc_status_mb(field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    process_status_mb("self", field)
+}
+
+/// A field of `/proc/PROCESS/status` in MB (`VmRSS:`, `VmHWM:`); `process` is
+/// `self` or a pid.
+pub fn process_status_mb(process: &str, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)

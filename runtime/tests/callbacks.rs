@@ -5,43 +5,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
-use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use common::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A remote system that accepts every invocation and never calls back by
-/// itself: the test sends the callbacks.
-async fn start_remote() -> (Arc<Mutex<Vec<Value>>>, String) {
-    async fn work(
-        State(calls): State<Arc<Mutex<Vec<Value>>>>,
-        Json(b): Json<Value>,
-    ) -> Json<Value> {
-        calls.lock().unwrap().push(b);
-        Json(json!({"accepted": true}))
-    }
-    let calls: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let app = Router::new()
-        .route("/work", post(work))
-        .with_state(calls.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the remote system");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (calls, format!("http://{addr}"))
-}
-
 /// A tenant with `Works(x) -> Int` deployed, a run of it waiting for its
 /// callback: (server, token, run id, callback url).
 async fn waiting_run(name: &str) -> (TestServer, String, String, String) {
-    let (calls, base) = start_remote().await;
+    let (calls, base) = accepting_remote().await;
     let s = TestServer::start(name).await;
     let token = s.api.create_tenant("acme", json!({})).await;
     let src = format!(

@@ -3,80 +3,14 @@
 //! idle connections are closed after the header timeout, and the number of
 //! connections it holds is bounded.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::DEADLINE;
+use common::binary::{eflow, proc_mb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const ADMIN: &str = "test-admin-token";
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// The `eflow serve` process of a test, killed when the test ends.
-struct Eflow {
-    child: Child,
-    addr: SocketAddr,
-    data: std::path::PathBuf,
-}
-
-impl Drop for Eflow {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts the binary with `flags` and waits until it answers.
-async fn eflow(name: &str, flags: &[&str]) -> Eflow {
-    let port = free_port();
-    let data = std::env::temp_dir().join(format!("eflow-{name}-{}-{port}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_eflow"))
-        .args(["serve", "--data"])
-        .arg(&data)
-        .args(["--listen", &addr.to_string(), "--admin-token", ADMIN])
-        .args(flags)
-        .env("EFLOW_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start eflow serve");
-    let server = Eflow { child, addr, data };
-    let client = reqwest::Client::new();
-    let start = Instant::now();
-    loop {
-        let url = format!("http://{addr}/v1/health");
-        if let Ok(r) = client.get(&url).send().await
-            && r.status().is_success()
-        {
-            return server;
-        }
-        assert!(start.elapsed() < DEADLINE, "eflow did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A field of `/proc/PID/status` in MB (`VmRSS`, `VmHWM`).
-fn proc_mb(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    kb / 1024.0
-}
 
 /// Sockets the process holds open (its listener and its connections).
 fn sockets(pid: u32) -> usize {

@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use common::binary::{eflow, proc_mb};
 use common::*;
 use eflow_runtime::clock::{Clock, ManualClock, SystemClock};
 use eflow_runtime::server::{Options, Server};
@@ -420,60 +419,6 @@ async fn a_cancelled_or_purged_parent_leaves_no_waiting_start_behind() {
 }
 
 // ---- the deployed-bundle cache, against the real binary ---------------------
-
-/// The `eflow serve` process of a test, killed when the test ends.
-struct Eflow {
-    child: Child,
-    addr: SocketAddr,
-    data: PathBuf,
-}
-
-impl Drop for Eflow {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
-async fn eflow(name: &str, flags: &[&str]) -> Eflow {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let data = std::env::temp_dir().join(format!("eflow-{name}-{}-{port}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let child = Command::new(env!("CARGO_BIN_EXE_eflow"))
-        .args(["serve", "--data"])
-        .arg(&data)
-        .args(["--listen", &addr.to_string(), "--admin-token", ADMIN])
-        .args(flags)
-        .env("EFLOW_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start eflow serve");
-    let server = Eflow { child, addr, data };
-    let url = format!("http://{addr}/v1/health");
-    poll_until("eflow to answer", DEADLINE, || async {
-        let r = reqwest::get(&url).await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
-    server
-}
-
-/// `VmRSS` or `VmHWM` of a process, in MB.
-fn proc_mb(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    kb / 1024.0
-}
 
 /// The IR of a bundle of about `mb` MB: one flow of a chain of steps;
 /// `n` makes it distinct.

@@ -7,36 +7,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use common::*;
 use serde_json::{Value, json};
-
-/// A remote system that accepts every invocation; the test calls back.
-async fn start_remote() -> (Arc<Mutex<Vec<Value>>>, String) {
-    async fn work(
-        State(calls): State<Arc<Mutex<Vec<Value>>>>,
-        Json(b): Json<Value>,
-    ) -> Json<Value> {
-        calls.lock().unwrap().push(b);
-        Json(json!({"accepted": true}))
-    }
-    let calls: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let app = Router::new()
-        .route("/work", post(work))
-        .with_state(calls.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the remote system");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (calls, format!("http://{addr}"))
-}
 
 /// The document and what the answers checked against it showed.
 struct Spec {
@@ -110,7 +83,7 @@ impl Spec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_matches_the_openapi_document() {
-    let (calls, base) = start_remote().await;
+    let (calls, base) = accepting_remote().await;
     let s = TestServer::start_with("openapi-exact", |o| {
         o.http.body_timeout = std::time::Duration::from_secs(1);
     })

@@ -150,7 +150,6 @@ pub enum Input {
 pub struct Finished {
     pub run: String,
     pub tenant: String,
-    pub top_level: bool,
     /// The run that started it, for a subflow child: its place in the
     /// tenant's quota is counted against that parent too.
     pub parent: Option<String>,

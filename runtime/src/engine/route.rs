@@ -452,7 +452,6 @@ impl<'a> RouteCx<'a> {
             EffectKind::Finished { status, .. } => after.push(After::Finished(Finished {
                 run: run_id.clone(),
                 tenant: self.meta.tenant.clone(),
-                top_level: self.meta.parent.is_none(),
                 parent: self.meta.parent.clone(),
                 schedule: self.meta.schedule.clone(),
                 status,

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod binary;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -430,4 +432,30 @@ async fn try_send(req: reqwest::RequestBuilder) -> Result<Resp, String> {
         text,
         content_type,
     })
+}
+
+/// A remote system that accepts every invocation (`POST /work`), records its
+/// body and never calls back by itself: the test sends the callbacks. Its
+/// calls and its base URL.
+pub async fn accepting_remote() -> (Arc<std::sync::Mutex<Vec<Value>>>, String) {
+    use axum::extract::State;
+    async fn work(
+        State(calls): State<Arc<std::sync::Mutex<Vec<Value>>>>,
+        axum::Json(b): axum::Json<Value>,
+    ) -> axum::Json<Value> {
+        calls.lock().unwrap().push(b);
+        axum::Json(json!({"accepted": true}))
+    }
+    let calls: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let app = axum::Router::new()
+        .route("/work", axum::routing::post(work))
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the remote system");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (calls, format!("http://{addr}"))
 }
