@@ -617,6 +617,7 @@ async fn openapi_lists_every_route() {
         ("/v1/runs", &["get", "post"]),
         ("/v1/runs/{id}", &["get"]),
         ("/v1/runs/{id}/events", &["get"]),
+        ("/v1/runs/{id}/steps/{step}/results", &["get"]),
         ("/v1/runs/{id}/cancel", &["post"]),
         ("/v1/runs/{id}/approvals/{step}", &["post"]),
         ("/v1/approvals", &["get"]),
