@@ -1059,3 +1059,82 @@ async fn a_data_directory_others_may_read_is_warned_about() {
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_file(&log);
 }
+
+const WIDE: &str = "remote step Tick(n: Int) -> Int\n\nflow Echo(x: Int) -> Int {\n    let _t = Tick(n: x)\n    return x\n}\n\nflow Wide(xs: List<Int>) -> Int {\n    let ys = for x in xs join all {\n        Echo(x: x)\n    }\n        parallel 100\n    return 0\n}\n\nbindings test {\n    Tick = sim { duration: 50ms, failure_rate: 0.0 }\n}\n";
+
+/// A fan-out wider than a batch of starts, killed three times while its
+/// children run: it finishes with exactly one child per element, each on its
+/// first attempt, and every result stored once, in input order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_fan_out_leaves_one_child_per_element() {
+    const N: usize = 2_000;
+    let (data, addr) = scratch("fanout-crash");
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    let mut server = serve(&data, addr);
+    wait_up(&client, &base).await;
+    tenant_with(&client, &base, "wide", WIDE).await;
+    let xs: Vec<usize> = (0..N).map(|i| (i * 7919) % N).collect();
+    let r = post_json(
+        &client,
+        &format!("{base}/v1/runs"),
+        &json!({ "tenant": "wide", "flow": "Wide", "id": "w", "input": { "xs": xs } }),
+    )
+    .await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let id = "wide:w".to_string();
+    let mut killed_while_running = 0;
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400 + 300 * round)).await;
+        let run: Value = get_json(&client, &format!("{base}/v1/runs/{id}")).await;
+        if run["status"] == "running" {
+            killed_while_running += 1;
+        }
+        server.kill().unwrap();
+        server.wait().unwrap();
+        server = serve(&data, addr);
+        wait_up(&client, &base).await;
+    }
+    assert!(
+        killed_while_running > 0,
+        "the fan-out ended before any kill"
+    );
+    wait_all(&client, &base, std::slice::from_ref(&id), "succeeded").await;
+
+    let mut got: Vec<Value> = Vec::new();
+    loop {
+        let after = got
+            .last()
+            .map(|r| format!("&after={}", r["index"]))
+            .unwrap_or_default();
+        let page: Vec<Value> = get_json(
+            &client,
+            &format!("{base}/v1/runs/{id}/steps/ys/results?limit=1000{after}"),
+        )
+        .await;
+        if page.is_empty() {
+            break;
+        }
+        got.extend(page);
+    }
+    assert_eq!(got.len(), N, "one result per element");
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r["index"], i, "{r}");
+        assert_eq!(r["output"], xs[i], "element {i}");
+    }
+    // Children are named by parent, node, index and attempt: every element has
+    // its first attempt, finished, and none a second.
+    for i in 0..N {
+        let first: Value = get_json(&client, &format!("{base}/v1/runs/{id}.ys.{i}.1")).await;
+        assert_eq!(first["status"], "succeeded", "child {i}: {first}");
+        let r = client
+            .get(format!("{base}/v1/runs/{id}.ys.{i}.2"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "child {i} ran twice");
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}
