@@ -326,3 +326,52 @@ async fn client_commands_against_a_server() {
 
     s.stop().await;
 }
+
+/// Every `$ eflow schedule preview …` example in `docs/language.md`, run as
+/// written: it prints exactly the lines the reference shows under it.
+#[test]
+fn the_references_preview_examples_print_what_it_shows() {
+    let reference =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/language.md"))
+            .expect("docs/language.md");
+    let mut examples: Vec<(String, Vec<String>)> = Vec::new();
+    // The example whose output the lines that follow are, in this block.
+    let mut current: Option<usize> = None;
+    for line in reference.lines() {
+        if line.starts_with("```") {
+            current = None;
+        } else if let Some(command) = line.strip_prefix("$ eflow ") {
+            examples.push((command.to_string(), Vec::new()));
+            current = Some(examples.len() - 1);
+        } else if let Some(i) = current {
+            examples[i].1.push(line.to_string());
+        }
+    }
+    examples.retain(|(c, _)| c.starts_with("schedule preview"));
+    assert!(examples.len() >= 3, "{examples:?}");
+    for (command, want) in examples {
+        // Words, with single quotes around the cron expression.
+        let mut args = Vec::new();
+        let mut rest = command.as_str();
+        loop {
+            rest = rest.trim_start();
+            if rest.is_empty() {
+                break;
+            }
+            if let Some(r) = rest.strip_prefix('\'') {
+                let (quoted, after) = r.split_once('\'').expect("a closing quote");
+                args.push(quoted.to_string());
+                rest = after;
+            } else {
+                let end = rest.find(' ').unwrap_or(rest.len());
+                args.push(rest[..end].to_string());
+                rest = &rest[end..];
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = eflow(&args);
+        assert!(o.status.success(), "eflow {command}: {}", show(&o));
+        let got: Vec<String> = text(&o.stdout).lines().map(str::to_string).collect();
+        assert_eq!(got, want, "eflow {command}");
+    }
+}
