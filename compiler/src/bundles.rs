@@ -114,6 +114,11 @@ pub fn load(paths: &[PathBuf]) -> Result<Bundle, Error> {
 
 /// Sources compiled together; any error is [`Error::Diagnostics`].
 pub fn compile(paths: &[PathBuf]) -> Result<Bundle, Error> {
+    analyse(paths).map(|(_, bundle)| bundle)
+}
+
+/// [`compile`], with the analysis (its sources, to show places in them).
+pub fn analyse(paths: &[PathBuf]) -> Result<(Analysis, Bundle), Error> {
     let analysis = Analysis::from_paths(paths, &FsLoader)?;
     let errors: Vec<Diagnostic> = analysis
         .diagnostics()
@@ -123,7 +128,8 @@ pub fn compile(paths: &[PathBuf]) -> Result<Bundle, Error> {
     if !errors.is_empty() {
         return Err(Error::Diagnostics(errors));
     }
-    crate::lower::emit(&analysis, None).map_err(Error::Diagnostics)
+    let bundle = crate::lower::emit(&analysis, None).map_err(Error::Diagnostics)?;
+    Ok((analysis, bundle))
 }
 
 /// IR files as one bundle: every flow of every file once, sorted by name. A flow

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use eflow_ir::{Bundle, Call, Contract, Flow, Type, TypeDef};
 
-use crate::analysis::{Analysis, FsLoader, SourceFile, Sources};
+use crate::analysis::{SourceFile, Sources};
 use crate::bundles::{self, Given};
-use crate::diagnostics::{Code, Diagnostic, Label, Severity};
+use crate::diagnostics::{Code, Diagnostic, Label};
 use crate::syntax::ast::Span;
 
 /// One side of a diff: its bundle, and where each flow is written (in its source
@@ -35,16 +35,7 @@ impl Side {
     }
 
     fn sources(paths: &[PathBuf]) -> Result<Side, bundles::Error> {
-        let analysis = Analysis::from_paths(paths, &FsLoader)?;
-        let errors: Vec<Diagnostic> = analysis
-            .diagnostics()
-            .into_iter()
-            .filter(|d| d.severity == Severity::Error)
-            .collect();
-        if !errors.is_empty() {
-            return Err(bundles::Error::Diagnostics(errors));
-        }
-        let bundle = crate::lower::emit(&analysis, None).map_err(bundles::Error::Diagnostics)?;
+        let (analysis, bundle) = bundles::analyse(paths)?;
         let mut files = Vec::new();
         let mut index = BTreeMap::new();
         let mut places = BTreeMap::new();

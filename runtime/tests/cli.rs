@@ -375,3 +375,93 @@ fn the_references_preview_examples_print_what_it_shows() {
         assert_eq!(got, want, "eflow {command}");
     }
 }
+
+const GUARDED: &str = r#"
+remote step Work(n: Float) -> Int
+
+flow Nightly(n: Float = 1.0) -> Int {
+    schedule "0 2 * * *"
+    let w = Work(n: n)
+    return w
+}
+
+bindings dev {
+    Work = sim { duration: 1h, failure_rate: 0.0 }
+}
+"#;
+
+/// `eflow deploy` runs `eflowc diff`'s check against the deployed versions: a
+/// breaking change is refused, listing what breaks, the runs in progress and the
+/// schedules, and deploys nothing; `--allow-breaking` deploys it; a compatible
+/// change deploys without asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_refuses_breaking_changes_unless_allowed() {
+    let s = TestServer::start("breaking").await;
+    let server = s.addr();
+    let conn = |v: Vec<&str>| -> Vec<String> {
+        let mut v: Vec<String> = v.into_iter().map(str::to_string).collect();
+        v.extend([
+            "--server".into(),
+            server.clone(),
+            "--token".into(),
+            ADMIN.into(),
+        ]);
+        v
+    };
+    let o = eflow_async(conn(vec!["tenant", "create", "acme"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let write = |name: &str, text: &str| {
+        let p = s.dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    };
+    let v1 = write("v1.eflow", GUARDED);
+    let o = eflow_async(conn(vec!["deploy", &v1, "--tenant", "acme"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let o = eflow_async(conn(vec![
+        "run", "start", "Nightly", "--tenant", "acme", "--input", "{}",
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+    let flows = |o: Output| text(&o.stdout);
+    let before = flows(eflow_async(conn(vec!["flows", "--tenant", "acme", "-o", "json"])).await);
+
+    // A narrowed input: refused, saying what, for whom, the run and the schedule.
+    let v2 = write("v2.eflow", &GUARDED.replace("n: Float = 1.0", "n: Int = 1"));
+    let o = eflow_async(conn(vec!["deploy", &v2, "--tenant", "acme"])).await;
+    assert!(!o.status.success(), "{}", show(&o));
+    let err = text(&o.stderr);
+    for want in [
+        "breaking_change",
+        "B0002",
+        "parameter `n` of flow `Nightly`",
+        "1 run(s) in progress",
+        "acme.Nightly.0",
+        "--allow-breaking",
+    ] {
+        assert!(err.contains(want), "{want}: {}", show(&o));
+    }
+    let after = flows(eflow_async(conn(vec!["flows", "--tenant", "acme", "-o", "json"])).await);
+    assert_eq!(before, after, "nothing was deployed");
+
+    // Allowed: deployed.
+    let o = eflow_async(conn(vec![
+        "deploy",
+        &v2,
+        "--tenant",
+        "acme",
+        "--allow-breaking",
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+
+    // A compatible change (a step's input) needs no flag.
+    let v3 = write(
+        "v3.eflow",
+        &GUARDED
+            .replace("n: Float = 1.0", "n: Int = 1")
+            .replace("Work(n: n)", "Work(n: 2.0)"),
+    );
+    let o = eflow_async(conn(vec!["deploy", &v3, "--tenant", "acme"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+}

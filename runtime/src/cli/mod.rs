@@ -62,6 +62,11 @@ pub enum Command {
         /// The tenant (with an admin token).
         #[arg(long)]
         tenant: Option<String>,
+        /// Deploy even if a flow changes in a way that breaks its callers, its
+        /// schedules or its steps' remote systems (the server refuses otherwise,
+        /// listing what would break).
+        #[arg(long)]
+        allow_breaking: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -448,6 +453,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             paths,
             env,
             tenant,
+            allow_breaking,
             conn,
         } => {
             let ir = load_ir(&paths)?;
@@ -455,7 +461,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             let r: DeployResult = c
                 .post(
                     "/v1/flows",
-                    &json!({ "tenant": tenant, "env": env, "ir": ir }),
+                    &json!({ "tenant": tenant, "env": env, "ir": ir, "allow_breaking": allow_breaking }),
                 )
                 .await?;
             print(conn.output, &r, |r| {

@@ -98,6 +98,8 @@ forward! {
     /// runs): the quota's starting point.
     pub async fn active_runs(&self) -> Result<Vec<(String, Option<String>, i64)>>;
     pub async fn active_runs_of_schedule(&self, schedule: &str) -> Result<Vec<String>>;
+    /// How many of a tenant's runs on a bundle are not finished yet.
+    pub async fn active_runs_of_bundle(&self, tenant: &str, bundle: &str) -> Result<i64>;
     pub async fn events_of(&self, run: &str, after_seq: Option<u64>, limit: u32) -> Result<Vec<EventRow>>;
     /// The event of `run` with this id, if it was applied: how a redelivered
     /// callback tells "already applied" from "stale".
