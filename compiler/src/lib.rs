@@ -6,10 +6,14 @@
 //! [`fmt`] formats syntax trees. The `eflowc` CLI and the language server are thin
 //! front ends over [`analysis`]; what the checker resolved and typed is read
 //! through the semantic model, [`semantics`], not through the private layers.
+//! [`bundles`] reads what a command is given (IR files or sources) as one bundle;
+//! [`diff`] says what changed between two and whom it breaks.
 
 pub mod analysis;
+pub mod bundles;
 pub(crate) mod check;
 pub mod diagnostics;
+pub mod diff;
 pub mod fmt;
 pub(crate) mod graph;
 pub mod lower;

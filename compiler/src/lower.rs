@@ -9,7 +9,7 @@ use crate::diagnostics::{Code, Diagnostic};
 use crate::ir::{
     Backoff, BinOp, Binding, Bundle, Call, Catchup, Contract, ContractParam, Expr, FanOut, Field,
     Flow, Guard, IR_VERSION, Join, Node, Overlap, Param, Retry, Schedule, SealedBundle, SealedFlow,
-    SourceLoc, StepKind, Type, TypeDef,
+    SourceLoc, SourceMap, StepKind, Type, TypeDef,
 };
 use crate::source::FileId;
 use crate::syntax::ast::{self, JoinPolicy};
@@ -336,7 +336,6 @@ impl Lower<'_> {
                     retry,
                     timeout_ms: n.options.timeout_ms,
                     output: self.out_ty(&n.output, &mut types),
-                    source: self.loc(file, n.name_span.start),
                 }
             })
             .collect();
@@ -387,11 +386,18 @@ impl Lower<'_> {
                     .collect(),
             })
             .collect();
+        let source_map = SourceMap {
+            flow: Some(self.loc(file, f.name_span.start)),
+            nodes: f
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), self.loc(file, n.name_span.start)))
+                .collect(),
+        };
         Flow {
             name: f.name.to_string(),
             module: self.a.module(file).name.clone(),
             hash: String::new(),
-            doc: f.doc.clone(),
             params,
             output,
             timeout_ms: f.timeout_ms,
@@ -402,7 +408,8 @@ impl Lower<'_> {
             types,
             contracts,
             bindings,
-            source: self.loc(file, f.name_span.start),
+            doc: f.doc.clone(),
+            source_map,
         }
     }
 

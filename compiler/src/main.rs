@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use eflow_compiler::analysis::{Analysis, FsLoader, Loader};
 use eflow_compiler::diagnostics::render::{self, Format, RenderOptions};
-use eflow_compiler::diagnostics::{Code, Diagnostic, explain};
+use eflow_compiler::diagnostics::{Code, Diagnostic, Severity, explain};
 use eflow_compiler::{fmt, ir};
 
 #[derive(Parser)]
@@ -71,6 +71,18 @@ enum Command {
         /// Change nothing; exit 1 if any file would change.
         #[arg(long)]
         check: bool,
+    },
+    /// Print the changes from OLD to NEW (each a folder or file of sources or of
+    /// compiled IR) and whom each breaks; exit 1 if any is breaking.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// human, json, sarif or github, as for `check`.
+        #[arg(long, value_enum, default_value_t = FormatArg::Human)]
+        format: FormatArg,
+        /// Colour in human output.
+        #[arg(long, value_enum, default_value_t = Color::Auto)]
+        color: Color,
     },
     /// Explain a diagnostic code, e.g. `eflowc explain E0200`.
     Explain {
@@ -170,6 +182,42 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(exit_for(&diags, diag.deny_warnings))
         }
         Command::Fmt { paths, check } => format_files(&paths, check),
+        Command::Diff {
+            old,
+            new,
+            format,
+            color,
+        } => {
+            use eflow_compiler::diff::{Side, report};
+            let read = |which: &str, p: &PathBuf| {
+                Side::read(p).map_err(|e| match e {
+                    eflow_compiler::bundles::Error::Diagnostics(d) => format!(
+                        "{which} `{}` has {} error(s): run `eflowc check {}`",
+                        p.display(),
+                        d.len(),
+                        p.display()
+                    ),
+                    e => format!("{which}: {e}"),
+                })
+            };
+            let (before, after) = (read("OLD", &old)?, read("NEW", &new)?);
+            let (diags, sources) = report(&before, &after);
+            let opts = DiagOpts {
+                format,
+                deny_warnings: false,
+                color,
+            };
+            print_rendered(&diags, &sources, &opts, false)?;
+            let breaking = diags.iter().any(|d| d.severity == Severity::Error);
+            if matches!(format, FormatArg::Human) && diags.is_empty() {
+                eprintln!("no changes");
+            }
+            Ok(if breaking {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Explain { code } => match Code::parse(&code) {
             Some(c) => {
                 write_stdout(&format!("{}\n", explain::render_explain(c)))?;
@@ -235,6 +283,15 @@ fn print_diagnostics(
     opts: &DiagOpts,
     stdout_busy: bool,
 ) -> Result<(), String> {
+    print_rendered(diags, &analysis.sources, opts, stdout_busy)
+}
+
+fn print_rendered(
+    diags: &[Diagnostic],
+    sources: &eflow_compiler::analysis::Sources,
+    opts: &DiagOpts,
+    stdout_busy: bool,
+) -> Result<(), String> {
     let format = match opts.format {
         FormatArg::Human => Format::Human,
         FormatArg::Json => Format::Json,
@@ -254,7 +311,7 @@ fn print_diagnostics(
         color: color && !machine,
         ..RenderOptions::default()
     };
-    let text = render::render(format, diags, &analysis.sources, &render_opts);
+    let text = render::render(format, diags, sources, &render_opts);
     // Machine formats go to stdout so they can be redirected to a file, unless
     // stdout carries the compiled IR.
     if machine && !stdout_busy {

@@ -178,7 +178,10 @@ fn the_ir_does_not_depend_on_the_working_directory() {
         .find(|f| f.name == "Retrain")
         .expect("Retrain");
     assert_eq!(r.module, "retraining");
-    assert_eq!(r.source.file, "retraining.eflow");
+    assert_eq!(
+        r.source_map.flow.as_ref().map(|l| l.file.as_str()),
+        Some("retraining.eflow")
+    );
     // And it is the same version: its own file's bindings win over those
     // other files give the same standard step.
     assert_eq!(r.hash, retrain.hash, "compiled alone or with its directory");
@@ -416,4 +419,63 @@ fn a_file_that_is_not_utf8_is_e0005_in_every_format_with_exit_1() {
         std::fs::read(dir.path().join("flows/latin1.eflow")).expect("read"),
         before
     );
+}
+
+/// Each flow's version in the bundle `eflowc compile DIR` prints.
+fn versions_of(dir: &Path) -> Vec<(String, String)> {
+    let o = eflowc(&["compile", "."], dir);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let b: eflow_compiler::ir::Bundle = serde_json::from_str(&stdout(&o)).expect("IR");
+    b.flows.into_iter().map(|f| (f.name, f.hash)).collect()
+}
+
+#[test]
+fn comments_blank_lines_and_eflowc_fmt_keep_every_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut files = Vec::new();
+    eflow_compiler::analysis::collect_eflow_files(&root().join("examples"), &mut files)
+        .expect("examples");
+    for f in &files {
+        let rel = f
+            .strip_prefix(root().join("examples"))
+            .expect("under examples");
+        let to = dir.path().join(rel);
+        std::fs::create_dir_all(to.parent().expect("a parent")).expect("mkdir");
+        std::fs::copy(f, &to).expect("copy");
+    }
+    let before = versions_of(dir.path());
+    assert!(before.len() > 5, "{before:?}");
+    // Every line of every file moved down, comments and blank lines added.
+    for f in &files {
+        let to = dir
+            .path()
+            .join(f.strip_prefix(root().join("examples")).expect("rel"));
+        let text = std::fs::read_to_string(&to).expect("read");
+        let moved: String = text
+            .lines()
+            .map(|l| match l {
+                "" => "\n// a comment\n\n".to_string(),
+                l if l.starts_with("    ") => format!("\n{l}   // why\n"),
+                l => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&to, format!("// A new header.\n\n\n{moved}")).expect("write");
+    }
+    assert_eq!(versions_of(dir.path()), before, "comments and blank lines");
+    let o = eflowc(&["fmt", "."], dir.path());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(versions_of(dir.path()), before, "after eflowc fmt");
+    // A retry count is behaviour: that flow alone has a new version.
+    let retraining = dir.path().join("retraining.eflow");
+    let text = std::fs::read_to_string(&retraining).expect("read");
+    assert!(text.contains("retry 3"), "{text}");
+    std::fs::write(&retraining, text.replacen("retry 3", "retry 4", 1)).expect("write");
+    let after = versions_of(dir.path());
+    let changed: Vec<&str> = after
+        .iter()
+        .zip(&before)
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.0.as_str())
+        .collect();
+    assert_eq!(changed, ["Retrain"]);
 }

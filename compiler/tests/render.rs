@@ -1083,7 +1083,9 @@ fn every_code_is_explained_with_an_example_and_its_fix() {
         let text = explanation(code);
         assert!(!text.trim().is_empty(), "{code}");
         assert!(text.contains("Example"), "{code}: no example");
-        assert!(text.contains("Fixed"), "{code}: no fixed version");
+        // A change `eflowc diff` reports shows the old version and the changed one.
+        let second = if code.is_change() { "Changed" } else { "Fixed" };
+        assert!(text.contains(second), "{code}: no {second} version");
         let blocks = eflow_blocks(text);
         assert_eq!(blocks.len(), 2, "{code}: an example and a fixed version");
         assert_ne!(blocks[0], blocks[1], "{code}");

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Bumped on every change the runtime must know about.
-pub const IR_VERSION: u32 = 1;
+pub const IR_VERSION: u32 = 2;
 
 /// A compiled set of flows: what `eflowc compile` writes and the runtime deploys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -35,10 +35,10 @@ pub struct Flow {
     /// The module it was defined in: its file's path from the compiled
     /// directory without `.eflow`, e.g. `retraining` or `shared/catalog`.
     pub module: String,
-    /// `sha256:<hex>` of this flow's canonical JSON with `hash` set to `""`.
+    /// The flow's version: `sha256:<hex>` of this flow's canonical JSON with
+    /// `hash` set to `""` and without `doc` and `source_map`, so it covers what
+    /// the flow does and never where its text sits or what its comments say.
     pub hash: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub doc: Option<String>,
     pub params: Vec<Param>,
     /// The result type; absent when the flow returns nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,7 +62,21 @@ pub struct Flow {
     pub contracts: BTreeMap<String, Contract>,
     /// Environment → contract → binding.
     pub bindings: BTreeMap<String, BTreeMap<String, Binding>>,
-    pub source: SourceLoc,
+    /// The flow's doc comment. Outside the hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc: Option<String>,
+    /// Where the flow and its steps were written. Outside the hash.
+    #[serde(default, skip_serializing_if = "SourceMap::is_empty")]
+    pub source_map: SourceMap,
+}
+
+/// What [`Flow`] holds outside its hash, serialised as its last fields.
+#[derive(Serialize)]
+struct Unhashed<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    doc: &'a Option<String>,
+    #[serde(skip_serializing_if = "SourceMap::is_empty")]
+    source_map: &'a SourceMap,
 }
 
 impl Flow {
@@ -79,12 +93,15 @@ impl Flow {
     }
 
     /// Set `hash` to the content hash and return this flow's canonical JSON (compact,
-    /// `hash` included): the bytes hashed, so the flow is serialised only once.
+    /// `hash` included): the bytes hashed followed by the unhashed last fields, so
+    /// the flow is serialised only once.
     pub fn seal_json(&mut self) -> Vec<u8> {
         /// Where the hash goes: `hash` is the third field, after two strings, whose
         /// quotes are escaped, so this is its first occurrence.
         const EMPTY_HASH: &[u8] = br#","hash":"""#;
         self.hash.clear();
+        let doc = self.doc.take();
+        let source_map = std::mem::take(&mut self.source_map);
         let mut json = Vec::with_capacity(8 * 1024);
         // Serializing plain data into a `Vec` cannot fail.
         let _ = serde_json::to_writer(&mut json, &*self);
@@ -101,6 +118,19 @@ impl Flow {
             json.splice(quote..quote, hex.bytes());
         }
         self.hash = hex;
+        self.doc = doc;
+        self.source_map = source_map;
+        if self.doc.is_some() || !self.source_map.is_empty() {
+            let tail = serde_json::to_vec(&Unhashed {
+                doc: &self.doc,
+                source_map: &self.source_map,
+            })
+            .unwrap_or_default();
+            // `{...}` + `{"doc":...}` → `{...,"doc":...}`.
+            json.pop();
+            json.push(b',');
+            json.extend_from_slice(&tail[1..]);
+        }
         json
     }
 }
@@ -278,7 +308,6 @@ pub struct Node {
     /// The node's value (after the join, for a fan-out); absent if it produces nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Type>,
-    pub source: SourceLoc,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -407,7 +436,26 @@ pub enum BinOp {
     Ge,
 }
 
-/// Where a flow or node was written.
+/// Where a flow and its nodes were written: for people reading errors and
+/// histories, outside the flow's hash, so formatting never makes a new version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceMap {
+    /// Where the flow's name was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<SourceLoc>,
+    /// Where each node's name was written, by node id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<String, SourceLoc>,
+}
+
+impl SourceMap {
+    pub fn is_empty(&self) -> bool {
+        self.flow.is_none() && self.nodes.is_empty()
+    }
+}
+
+/// A place in a source file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceLoc {
@@ -569,7 +617,6 @@ mod tests {
             name: r#"F","hash":""#.into(),
             module: r#"m/"hash":"""#.into(),
             hash: "sha256:stale".into(),
-            doc: Some(r#","hash":"""#.into()),
             params: Vec::new(),
             output: None,
             timeout_ms: None,
@@ -580,11 +627,19 @@ mod tests {
             types: BTreeMap::new(),
             contracts: BTreeMap::new(),
             bindings: BTreeMap::new(),
-            source: SourceLoc {
-                file: "f.eflow".into(),
-                line: 1,
-                column: 1,
+            doc: Some(r#","hash":"""#.into()),
+            source_map: SourceMap {
+                flow: Some(loc(1)),
+                nodes: BTreeMap::from([("n".into(), loc(2))]),
             },
+        }
+    }
+
+    fn loc(line: u32) -> SourceLoc {
+        SourceLoc {
+            file: "f.eflow".into(),
+            line,
+            column: 1,
         }
     }
 
@@ -600,8 +655,32 @@ mod tests {
         assert_eq!(f.hash, f.compute_hash());
         let mut blank = f.clone();
         blank.hash.clear();
+        blank.doc = None;
+        blank.source_map = SourceMap::default();
         let digest = Sha256::digest(serde_json::to_vec(&blank).unwrap_or_default());
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(f.hash, format!("sha256:{hex}"));
+    }
+
+    #[test]
+    fn the_doc_and_the_source_map_are_outside_the_hash() {
+        let f = awkward_flow();
+        let mut moved = f.clone();
+        moved.doc = None;
+        moved.source_map.flow = Some(loc(40));
+        moved.source_map.nodes.clear();
+        assert_eq!(f.compute_hash(), moved.compute_hash());
+        let mut bare = f.clone();
+        bare.doc = None;
+        bare.source_map = SourceMap::default();
+        let json = bare.seal_json();
+        assert_eq!(
+            String::from_utf8_lossy(&json),
+            serde_json::to_string(&bare).unwrap_or_default()
+        );
+        assert_eq!(bare.hash, f.compute_hash());
+        let mut other = f.clone();
+        other.timeout_ms = Some(1);
+        assert_ne!(other.compute_hash(), f.compute_hash());
     }
 }

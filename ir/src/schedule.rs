@@ -4,11 +4,179 @@
 //! Cron syntax is croner's: 5 fields (minute hour day-of-month month day-of-week),
 //! or 6 with seconds first, or 7 with a year last; `*`, lists, ranges, steps, names
 //! of months and days, `?`, `L`, `W` and `#`. Day-of-month and day-of-week combine
-//! with OR, as in Vixie cron.
+//! with OR, as in Vixie cron. Quartz's day-of-month forms croner lacks, `L-n` and
+//! `LW`, are matched here ([`DaysOfMonth`]), also in lists with the others
+//! (`1W,15,LW`).
 
+use chrono::{Datelike, NaiveDate, Weekday};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
+
+/// A parsed cron expression.
+#[derive(Debug, Clone)]
+pub struct CronExpr {
+    /// croner's pattern. When [`CronExpr::days`] is set, its day-of-month and
+    /// day-of-week fields are both `*`: it finds the times, `days` the dates.
+    pub cron: Cron,
+    /// The dates, when the day-of-month field uses `L-n` or `LW`.
+    pub days: Option<DaysOfMonth>,
+    /// The hour field is a wildcard or a step (`*`, `*/2`, `8-18/2`): the
+    /// expression fires by elapsed time, in both passes of a repeated hour.
+    pub interval: bool,
+}
+
+impl CronExpr {
+    /// Whether the expression's date fields match this date (month and year
+    /// included).
+    pub fn date_matches(&self, year: i32, month: u32, day: u32) -> bool {
+        let p = &self.cron.pattern;
+        p.year_match(year).unwrap_or(false)
+            && p.month_match(month).unwrap_or(false)
+            && match &self.days {
+                Some(days) => days.matches(year, month, day),
+                None => p.day_match(year, month, day).unwrap_or(false),
+            }
+    }
+}
+
+/// A day-of-month field with Quartz's forms, and the day-of-week field it is
+/// combined with (OR) when that one is not `*` or `?`.
+#[derive(Debug, Clone)]
+pub struct DaysOfMonth {
+    parts: Vec<DayOfMonth>,
+    /// The expression with `?` for its day of month: matches the day-of-week field.
+    weekdays: Option<Box<Cron>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DayOfMonth {
+    /// Every day from `first` to `last`, every `step`th.
+    Days { first: u32, last: u32, step: u32 },
+    /// `L`, `L-n`: `n` days before the last day of the month.
+    Last(u32),
+    /// `LW`: the last weekday (Monday to Friday) of the month.
+    LastWeekday,
+    /// `nW`: the weekday nearest day `n`, in the same month.
+    NearestWeekday(u32),
+}
+
+impl DaysOfMonth {
+    pub fn matches(&self, year: i32, month: u32, day: u32) -> bool {
+        let Some(date) = NaiveDate::from_ymd_opt(year, month, day) else {
+            return false;
+        };
+        let last = days_in_month(year, month);
+        let weekday = |d: u32| {
+            NaiveDate::from_ymd_opt(year, month, d)
+                .is_some_and(|x| !matches!(x.weekday(), Weekday::Sat | Weekday::Sun))
+        };
+        let on = self.parts.iter().any(|part| match *part {
+            DayOfMonth::Days { first, last, step } => {
+                (first..=last).contains(&day) && (day - first).is_multiple_of(step)
+            }
+            DayOfMonth::Last(n) => last.checked_sub(n) == Some(day),
+            DayOfMonth::LastWeekday => (1..=last).rev().find(|&d| weekday(d)) == Some(day),
+            DayOfMonth::NearestWeekday(n) => {
+                n <= last && nearest_weekday(year, month, n, last) == Some(day)
+            }
+        });
+        on || self.weekdays.as_ref().is_some_and(|w| {
+            w.pattern
+                .day_match(date.year(), date.month(), date.day())
+                .unwrap_or(false)
+        })
+    }
+}
+
+fn days_in_month(year: i32, month: u32) -> u32 {
+    (28..=31)
+        .rev()
+        .find(|&d| NaiveDate::from_ymd_opt(year, month, d).is_some())
+        .unwrap_or(28)
+}
+
+/// The weekday nearest day `n` of the month, never in another month: a Saturday
+/// moves to the Friday before (the Monday after on the 1st), a Sunday to the
+/// Monday after (the Friday before on the last day).
+fn nearest_weekday(year: i32, month: u32, n: u32, last: u32) -> Option<u32> {
+    let date = NaiveDate::from_ymd_opt(year, month, n)?;
+    Some(match date.weekday() {
+        Weekday::Sat if n == 1 => 3,
+        Weekday::Sat => n - 1,
+        Weekday::Sun if n == last => n - 2,
+        Weekday::Sun => n + 1,
+        _ => n,
+    })
+}
+
+/// Whether a day-of-month field uses a form croner lacks.
+fn quartz_days(field: &str) -> bool {
+    field.split(',').any(|part| {
+        let upper = part.to_ascii_uppercase();
+        upper == "LW" || upper.starts_with("L-")
+    })
+}
+
+/// The day-of-month field `field` with Quartz's forms, or what is wrong with it.
+fn parse_days(field: &str) -> Result<Vec<DayOfMonth>, String> {
+    let bad =
+        |part: &str, why: &str| format!("the day-of-month field `{field}` has `{part}`: {why}");
+    let day = |part: &str, v: &str| -> Result<u32, String> {
+        match v.parse::<u32>() {
+            Ok(n) if (1..=31).contains(&n) => Ok(n),
+            _ => Err(bad(part, "a day is a number from 1 to 31")),
+        }
+    };
+    let mut out = Vec::new();
+    for part in field.split(',') {
+        let upper = part.to_ascii_uppercase();
+        let parsed = if upper == "L" {
+            DayOfMonth::Last(0)
+        } else if upper == "LW" {
+            DayOfMonth::LastWeekday
+        } else if let Some(n) = upper.strip_prefix("L-") {
+            match n.parse::<u32>() {
+                Ok(n) if n <= 30 => DayOfMonth::Last(n),
+                _ => {
+                    return Err(bad(
+                        part,
+                        "`L-n` is `n` days before the last day, `n` from 0 to 30",
+                    ));
+                }
+            }
+        } else if let Some(n) = upper.strip_suffix('W') {
+            DayOfMonth::NearestWeekday(day(part, n)?)
+        } else {
+            let (range, step) = match upper.split_once('/') {
+                Some((r, s)) => match s.parse::<u32>() {
+                    Ok(s) if s >= 1 => (r, s),
+                    _ => return Err(bad(part, "a step is a whole number from 1")),
+                },
+                None => (upper.as_str(), 1),
+            };
+            let (first, last) = match range {
+                "*" | "?" => (1, 31),
+                r => match r.split_once('-') {
+                    Some((a, b)) => (day(part, a)?, day(part, b)?),
+                    None if step > 1 => (day(part, r)?, 31),
+                    None => (day(part, r)?, day(part, r)?),
+                },
+            };
+            if first > last {
+                return Err(bad(part, "a range goes from the smaller day to the larger"));
+            }
+            DayOfMonth::Days { first, last, step }
+        };
+        out.push(parsed);
+    }
+    Ok(out)
+}
+
+/// Whether the hour field makes the expression an interval (a wildcard or a step).
+fn interval_hours(field: &str) -> bool {
+    field.contains('*') || field.contains('/')
+}
 
 pub const OVERLAP_POLICIES: &[&str] = &["skip", "buffer_one", "allow_all", "cancel_running"];
 pub const CATCHUP_POLICIES: &[&str] = &["skip", "once", "all"];
@@ -25,7 +193,7 @@ pub const NICKNAMES: &[(&str, &str)] = &[
 ];
 
 /// Parse a cron expression; the error says what is wrong, for a person.
-pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+pub fn parse_cron(expr: &str) -> Result<CronExpr, String> {
     let expr = match expr.trim() {
         name if name.starts_with('@') => {
             let lower = name.to_ascii_lowercase();
@@ -53,6 +221,36 @@ pub fn parse_cron(expr: &str) -> Result<Cron, String> {
     if let Some(problem) = field_problem(expr) {
         return Err(problem);
     }
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let hour = usize::from(fields.len() >= 6) + 1;
+    let (dom, dow) = (hour + 1, hour + 3);
+    let interval = interval_hours(fields[hour]);
+    if !quartz_days(fields[dom]) {
+        return Ok(CronExpr {
+            cron: croner(expr)?,
+            days: None,
+            interval,
+        });
+    }
+    let parts = parse_days(fields[dom])?;
+    let with = |day_of_month: &str, day_of_week: &str| {
+        let mut f = fields.clone();
+        f[dom] = day_of_month;
+        f[dow] = day_of_week;
+        croner(&f.join(" "))
+    };
+    let weekdays = match fields[dow] {
+        "*" | "?" => None,
+        _ => Some(Box::new(with("?", fields[dow])?)),
+    };
+    Ok(CronExpr {
+        cron: with("*", "*")?,
+        days: Some(DaysOfMonth { parts, weekdays }),
+        interval,
+    })
+}
+
+fn croner(expr: &str) -> Result<Cron, String> {
     CronParser::builder()
         .seconds(Seconds::Optional)
         .year(Year::Optional)
@@ -91,6 +289,10 @@ fn field_problem(expr: &str) -> Option<String> {
     }
     for (field, &(name, lo, hi)) in fields.iter().zip(&names) {
         for part in field.split(',') {
+            if name == "day-of-month" && part.to_ascii_uppercase().starts_with("L-") {
+                // `L-n`: checked with the other Quartz forms, by `parse_days`.
+                continue;
+            }
             let (range, step) = match part.split_once('/') {
                 Some((r, s)) => (r, Some(s)),
                 None => (part, None),
@@ -347,6 +549,11 @@ mod tests {
             "0 9 15W * *",
             "0 9 * * FRI#3",
             "0 0 0 1 JAN * 2030",
+            "0 4 L-2 * ?",
+            "0 18 LW * ?",
+            "0 9 1W,15,LW * ?",
+            "0 0 9 L-0,L-30,1-5/2 * ? 2030",
+            "0 9 LW * MON",
             "@daily",
             "@Hourly",
             " @yearly ",
@@ -360,6 +567,9 @@ mod tests {
             "0 3 * * MOO",
             "a b c d e",
             "*/0 * * * *",
+            "0 0 L-31 * ?",
+            "0 0 LW,0 * ?",
+            "0 0 LW,5-2 * ?",
         ] {
             assert!(parse_cron(bad).is_err(), "{bad}");
         }
@@ -374,11 +584,28 @@ mod tests {
     }
 
     #[test]
+    fn an_interval_is_a_wildcard_or_a_step_in_the_hour_field() {
+        for (cron, interval) in [
+            ("*/30 * * * *", true),
+            ("0 */2 * * *", true),
+            ("0 8-18/2 * * *", true),
+            ("0 0 * * * ?", true),
+            ("@hourly", true),
+            ("30 1 * * *", false),
+            ("0 9-17 * * *", false),
+            ("0 0 1,2 * * ?", false),
+            ("@daily", false),
+        ] {
+            assert_eq!(parse_cron(cron).unwrap().interval, interval, "{cron}");
+        }
+    }
+
+    #[test]
     fn schedule_names_stand_for_their_expressions() {
         for (name, expr) in NICKNAMES {
             assert_eq!(
-                format!("{:?}", parse_cron(name).unwrap().pattern),
-                format!("{:?}", parse_cron(expr).unwrap().pattern),
+                format!("{:?}", parse_cron(name).unwrap().cron.pattern),
+                format!("{:?}", parse_cron(expr).unwrap().cron.pattern),
                 "{name}"
             );
         }

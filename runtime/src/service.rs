@@ -410,6 +410,9 @@ impl Service {
                 "the bundle holds no flow",
             ));
         }
+        if !req.allow_breaking {
+            self.refuse_breaking(&tenant, &bundle).await?;
+        }
         let env = pick_env(&bundle, req.env.as_deref())?;
         let canonical = serde_json::to_vec(&bundle).map_err(ApiError::internal)?;
         let id = format!(
@@ -483,6 +486,89 @@ impl Service {
                 .collect(),
             schedules,
         })
+    }
+
+    /// Refuses a deploy that breaks a deployed flow's users (`eflowc diff`'s
+    /// breaking changes from each flow's head to its new version), saying what
+    /// breaks, how many runs are in progress on the head's bundle and which
+    /// schedules start the flow.
+    async fn refuse_breaking(&self, tenant: &str, bundle: &Bundle) -> ApiResult<()> {
+        let mut lines = Vec::new();
+        let mut schedules = None;
+        for f in &bundle.flows {
+            let Some(head) = self.db().flow(tenant, &f.name, None).await? else {
+                continue;
+            };
+            if head.version == f.hash {
+                continue;
+            }
+            let deployed = self
+                .inner
+                .engine
+                .deployments()
+                .get(&head.bundle)
+                .await
+                .map_err(ApiError::internal)?;
+            let Some(old) = deployed.bundle.flow(&f.name) else {
+                continue;
+            };
+            let one = |flow: &eflow_ir::Flow| Bundle {
+                ir_version: bundle.ir_version,
+                flows: vec![flow.clone()],
+            };
+            let changes: Vec<_> = eflow_compiler::diff::diff(&one(old.flow), &one(f))
+                .into_iter()
+                .filter(|c| c.is_breaking())
+                .collect();
+            if changes.is_empty() {
+                continue;
+            }
+            let running = self
+                .db()
+                .active_runs_of_bundle(tenant, &head.bundle)
+                .await?;
+            if schedules.is_none() {
+                schedules = Some(self.db().schedules(Some(tenant)).await?);
+            }
+            let ids: Vec<&str> = schedules
+                .iter()
+                .flatten()
+                .filter(|s| s.flow == f.name)
+                .map(|s| s.id.as_str())
+                .collect();
+            let mut line = format!(
+                "flow `{}` ({} run(s) in progress on its deployed bundle {}; schedules: {}):",
+                f.name,
+                running,
+                head.bundle,
+                if ids.is_empty() {
+                    "none".to_string()
+                } else {
+                    ids.join(", ")
+                }
+            );
+            for c in changes {
+                line.push_str(&format!(
+                    " {} {}, {};",
+                    c.code,
+                    c.message,
+                    c.breaks.unwrap_or_default()
+                ));
+            }
+            lines.push(line);
+        }
+        if lines.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            409,
+            "breaking_change",
+            format!(
+                "the deploy would break what depends on the deployed flows: {} \
+                 Nothing was deployed; deploy with `--allow-breaking` (`allow_breaking: true`) to deploy anyway",
+                lines.join(" ")
+            ),
+        ))
     }
 
     pub async fn flows(&self, caller: &Caller, tenant: Option<&str>) -> ApiResult<Vec<FlowView>> {

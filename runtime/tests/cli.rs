@@ -326,3 +326,142 @@ async fn client_commands_against_a_server() {
 
     s.stop().await;
 }
+
+/// Every `$ eflow schedule preview …` example in `docs/language.md`, run as
+/// written: it prints exactly the lines the reference shows under it.
+#[test]
+fn the_references_preview_examples_print_what_it_shows() {
+    let reference =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/language.md"))
+            .expect("docs/language.md");
+    let mut examples: Vec<(String, Vec<String>)> = Vec::new();
+    // The example whose output the lines that follow are, in this block.
+    let mut current: Option<usize> = None;
+    for line in reference.lines() {
+        if line.starts_with("```") {
+            current = None;
+        } else if let Some(command) = line.strip_prefix("$ eflow ") {
+            examples.push((command.to_string(), Vec::new()));
+            current = Some(examples.len() - 1);
+        } else if let Some(i) = current {
+            examples[i].1.push(line.to_string());
+        }
+    }
+    examples.retain(|(c, _)| c.starts_with("schedule preview"));
+    assert!(examples.len() >= 3, "{examples:?}");
+    for (command, want) in examples {
+        // Words, with single quotes around the cron expression.
+        let mut args = Vec::new();
+        let mut rest = command.as_str();
+        loop {
+            rest = rest.trim_start();
+            if rest.is_empty() {
+                break;
+            }
+            if let Some(r) = rest.strip_prefix('\'') {
+                let (quoted, after) = r.split_once('\'').expect("a closing quote");
+                args.push(quoted.to_string());
+                rest = after;
+            } else {
+                let end = rest.find(' ').unwrap_or(rest.len());
+                args.push(rest[..end].to_string());
+                rest = &rest[end..];
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = eflow(&args);
+        assert!(o.status.success(), "eflow {command}: {}", show(&o));
+        let got: Vec<String> = text(&o.stdout).lines().map(str::to_string).collect();
+        assert_eq!(got, want, "eflow {command}");
+    }
+}
+
+const GUARDED: &str = r#"
+remote step Work(n: Float) -> Int
+
+flow Nightly(n: Float = 1.0) -> Int {
+    schedule "0 2 * * *"
+    let w = Work(n: n)
+    return w
+}
+
+bindings dev {
+    Work = sim { duration: 1h, failure_rate: 0.0 }
+}
+"#;
+
+/// `eflow deploy` runs `eflowc diff`'s check against the deployed versions: a
+/// breaking change is refused, listing what breaks, the runs in progress and the
+/// schedules, and deploys nothing; `--allow-breaking` deploys it; a compatible
+/// change deploys without asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_refuses_breaking_changes_unless_allowed() {
+    let s = TestServer::start("breaking").await;
+    let server = s.addr();
+    let conn = |v: Vec<&str>| -> Vec<String> {
+        let mut v: Vec<String> = v.into_iter().map(str::to_string).collect();
+        v.extend([
+            "--server".into(),
+            server.clone(),
+            "--token".into(),
+            ADMIN.into(),
+        ]);
+        v
+    };
+    let o = eflow_async(conn(vec!["tenant", "create", "acme"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let write = |name: &str, text: &str| {
+        let p = s.dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    };
+    let v1 = write("v1.eflow", GUARDED);
+    let o = eflow_async(conn(vec!["deploy", &v1, "--tenant", "acme"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let o = eflow_async(conn(vec![
+        "run", "start", "Nightly", "--tenant", "acme", "--input", "{}",
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+    let flows = |o: Output| text(&o.stdout);
+    let before = flows(eflow_async(conn(vec!["flows", "--tenant", "acme", "-o", "json"])).await);
+
+    // A narrowed input: refused, saying what, for whom, the run and the schedule.
+    let v2 = write("v2.eflow", &GUARDED.replace("n: Float = 1.0", "n: Int = 1"));
+    let o = eflow_async(conn(vec!["deploy", &v2, "--tenant", "acme"])).await;
+    assert!(!o.status.success(), "{}", show(&o));
+    let err = text(&o.stderr);
+    for want in [
+        "breaking_change",
+        "B0002",
+        "parameter `n` of flow `Nightly`",
+        "1 run(s) in progress",
+        "acme.Nightly.0",
+        "--allow-breaking",
+    ] {
+        assert!(err.contains(want), "{want}: {}", show(&o));
+    }
+    let after = flows(eflow_async(conn(vec!["flows", "--tenant", "acme", "-o", "json"])).await);
+    assert_eq!(before, after, "nothing was deployed");
+
+    // Allowed: deployed.
+    let o = eflow_async(conn(vec![
+        "deploy",
+        &v2,
+        "--tenant",
+        "acme",
+        "--allow-breaking",
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+
+    // A compatible change (a step's input) needs no flag.
+    let v3 = write(
+        "v3.eflow",
+        &GUARDED
+            .replace("n: Float = 1.0", "n: Int = 1")
+            .replace("Work(n: n)", "Work(n: 2.0)"),
+    );
+    let o = eflow_async(conn(vec!["deploy", &v3, "--tenant", "acme"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+}

@@ -431,9 +431,16 @@ fn large_ir(n: usize, mb: usize) -> Value {
                 "call": {"step": {"contract": "big.Work"}},
                 "inputs": {"n": {"param": {"name": "n"}}},
                 "retry": {"max_attempts": 1, "backoff": {"kind": "exponential", "initial_ms": 10000, "max_ms": 600000}},
-                "output": {"kind": "int"},
-                "source": {"file": "big.eflow", "line": i + 5, "column": 9}
+                "output": {"kind": "int"}
             })
+        })
+        .collect();
+    let positions: serde_json::Map<String, Value> = (0..steps)
+        .map(|i| {
+            (
+                format!("s{i}"),
+                json!({"file": "big.eflow", "line": i + 5, "column": 9}),
+            )
         })
         .collect();
     let flow = json!({
@@ -448,11 +455,11 @@ fn large_ir(n: usize, mb: usize) -> Value {
             "types": {},
             "contracts": {"big.Work": {"kind": "remote", "params": [{"name": "n", "type": {"kind": "int"}, "optional": false}], "output": {"kind": "int"}}},
             "bindings": {"test": {"big.Work": {"connector": "sim", "config": {"duration": 1000 + n}}}},
-            "source": {"file": "big.eflow", "line": 3, "column": 6}
+            "source_map": {"flow": {"file": "big.eflow", "line": 3, "column": 6}, "nodes": positions}
     });
     let mut flow: eflow_ir::Flow = serde_json::from_value(flow).expect("a flow");
     flow.hash = flow.compute_hash();
-    json!({"ir_version": 1, "flows": [flow]})
+    json!({"ir_version": eflow_ir::IR_VERSION, "flows": [flow]})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,7 @@ macro_rules! store_test_suite {
             load_runs,
             active_runs,
             active_runs_of_schedule,
+            active_runs_of_bundle,
             events_of,
             event_by_id,
             events_after_and_max_event_pos,
@@ -315,6 +316,24 @@ async fn active_runs_of_schedule(store: &Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+async fn active_runs_of_bundle(store: &Store) {
+    let on = |id: &str, tenant: &str, bundle: &str, status| {
+        let mut r = run(id, tenant, status, "{}");
+        r.meta.bundle = bundle.into();
+        r
+    };
+    commit(store, |c| {
+        c.runs.push(on("a1", "acme", "b-1", "running"));
+        c.runs.push(on("a2", "acme", "b-1", "created"));
+        c.runs.push(on("a3", "acme", "b-1", "succeeded"));
+        c.runs.push(on("a4", "acme", "b-2", "running"));
+        c.runs.push(on("o1", "other", "b-1", "running"));
+    })
+    .await;
+    assert_eq!(store.active_runs_of_bundle("acme", "b-1").await.unwrap(), 2);
+    assert_eq!(store.active_runs_of_bundle("acme", "b-3").await.unwrap(), 0);
 }
 
 /// One event of a run by its id; another run's event of that id is not it.

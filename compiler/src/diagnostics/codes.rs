@@ -93,9 +93,21 @@ codes! {
     MissingBinding = "W0003", Warning, "step has no binding in an environment";
     UnusedParam = "W0004", Warning, "unused parameter";
     LegacyTimezone = "W0005", Warning, "fixed-offset or legacy time zone";
+    // Changes between two bundles (`eflowc diff`): breaking, then compatible.
+    FlowRemoved = "B0001", Error, "flow removed";
+    InputNarrowed = "B0002", Error, "flow input narrowed";
+    ResultChanged = "B0003", Error, "flow result changed";
+    ContractChanged = "B0004", Error, "step contract changed";
+    BindingMoved = "B0005", Error, "binding moved to another connector";
+    Compatible = "C0001", Warning, "compatible change";
 }
 
 impl Code {
+    /// A change `eflowc diff` reports, not a problem `check` finds.
+    pub fn is_change(self) -> bool {
+        matches!(self.as_str().as_bytes().first(), Some(b'B' | b'C'))
+    }
+
     pub fn parse(s: &str) -> Option<Code> {
         let s = s.trim();
         Code::ALL

@@ -65,6 +65,12 @@ pub fn explanation(code: Code) -> &'static str {
         Code::MissingBinding => MISSING_BINDING,
         Code::UnusedParam => UNUSED_PARAM,
         Code::LegacyTimezone => LEGACY_TIMEZONE,
+        Code::FlowRemoved => FLOW_REMOVED,
+        Code::InputNarrowed => INPUT_NARROWED,
+        Code::ResultChanged => RESULT_CHANGED,
+        Code::ContractChanged => CONTRACT_CHANGED,
+        Code::BindingMoved => BINDING_MOVED,
+        Code::Compatible => COMPATIBLE,
     }
 }
 
@@ -1530,6 +1536,187 @@ flow Nightly() -> Int {
   schedule "0 2 * * *"
     timezone "America/New_York"
   let rows = Refresh()
+  return rows
+}
+```
+"##;
+
+// --- Changes between two bundles (`eflowc diff OLD NEW`) ----------------------------
+//
+// The first example is the old version, the second the new one.
+
+const FLOW_REMOVED: &str = r##"
+A flow of the old bundle is not in the new one. API callers that start it, its
+schedules (they stop with it) and flows deployed before that call it as a subflow
+break.
+
+Example:
+
+```eflow
+remote step Refresh() -> Int
+
+flow Nightly() -> Int {
+  schedule "0 2 * * *"
+  let rows = Refresh()
+  return rows
+}
+```
+
+Changed:
+
+```eflow
+remote step Refresh() -> Int
+```
+"##;
+
+const INPUT_NARROWED: &str = r##"
+A flow accepts fewer inputs than before: a parameter without a default was added,
+a parameter was removed, lost its default, or its type accepts fewer values (`Int?`
+to `Int`, a record with a new required field). Schedules' inputs and API callers
+that start it as before are refused. Give a new parameter a default, or keep the
+old type.
+
+Example:
+
+```eflow
+remote step Refresh(table: String) -> Int
+
+flow Nightly(table: String) -> Int {
+  let rows = Refresh(table: table)
+  return rows
+}
+```
+
+Changed:
+
+```eflow
+remote step Refresh(table: String) -> Int
+
+flow Nightly(table: String, limit: Int) -> Int {
+  let rows = Refresh(table: table)
+  return rows
+}
+```
+"##;
+
+const RESULT_CHANGED: &str = r##"
+A flow's result type changed, so that what it returns is not what callers read
+before: flows calling it as a subflow and API callers reading runs' results break.
+A result that becomes optional, or whose type accepts more values, is compatible
+only for those who give it; for those who read it, it is a change too.
+
+Example:
+
+```eflow
+remote step Refresh() -> Int
+
+flow Nightly() -> Int {
+  let rows = Refresh()
+  return rows
+}
+```
+
+Changed:
+
+```eflow
+remote step Refresh() -> String
+
+flow Nightly() -> String {
+  let rows = Refresh()
+  return rows
+}
+```
+"##;
+
+const CONTRACT_CHANGED: &str = r##"
+A step contract's inputs, output or kind changed. The remote systems that implement
+it (what its bindings call) receive different inputs or must answer with a
+different output: they break until they are changed with it.
+
+Example:
+
+```eflow
+remote step Refresh(table: String) -> Int
+
+flow Nightly() -> Int {
+  let rows = Refresh(table: "events")
+  return rows
+}
+```
+
+Changed:
+
+```eflow
+remote step Refresh(table: String, since: String) -> Int
+
+flow Nightly() -> Int {
+  let rows = Refresh(table: "events", since: "2026-01-01")
+  return rows
+}
+```
+"##;
+
+const BINDING_MOVED: &str = r##"
+A step's binding in an environment moved to another connector (from `sim` to
+`http`, say): runs in that environment call a different system, and steps waiting
+on the old one when the new version is deployed are not answered by the new one.
+
+Example:
+
+```eflow
+remote step Refresh() -> Int
+
+flow Nightly() -> Int {
+  let rows = Refresh()
+  return rows
+}
+
+bindings prod {
+  Refresh = sim { duration: 1s }
+}
+```
+
+Changed:
+
+```eflow
+remote step Refresh() -> Int
+
+flow Nightly() -> Int {
+  let rows = Refresh()
+  return rows
+}
+
+bindings prod {
+  Refresh = http { url: "https://refresh.example.com/run" }
+}
+```
+"##;
+
+const COMPATIBLE: &str = r##"
+A change that breaks no one: a flow added, a parameter added with a default, an
+input that accepts more values than before, steps, retries, timeouts, schedules or
+bindings' configuration changed. The flow gets a new version; runs in progress
+finish on the version they started with.
+
+Example:
+
+```eflow
+remote step Refresh() -> Int
+
+flow Nightly() -> Int {
+  let rows = Refresh()
+  return rows
+}
+```
+
+Changed:
+
+```eflow
+remote step Refresh() -> Int
+
+flow Nightly() -> Int {
+  let rows = Refresh()
+    retry 3
   return rows
 }
 ```

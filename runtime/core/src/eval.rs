@@ -280,7 +280,7 @@ mod tests {
                 {"name": "t", "type": {"kind": "float"}, "default": 0.8}
             ],
             "nodes": [], "conditions": [], "types": {}, "contracts": {}, "bindings": {},
-            "source": {"file": "f", "line": 1, "column": 1}
+            "source_map": {"flow": {"file": "f", "line": 1, "column": 1}}
         }))
         .unwrap()
     }

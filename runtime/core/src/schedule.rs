@@ -11,10 +11,10 @@
 //! A schedule's *nominal* fire times are the instants its cron expression matches
 //! in its time zone ([`Calendar`]). A local time skipped when the clocks go forward
 //! fires at the first instant after the gap; a local time repeated when they go
-//! back fires once, at its first occurrence. This holds for every expression, also
-//! `*/15 * * * *`, which therefore fires four times fewer on the night the clocks go
-//! back and coalesces the skipped quarter-hours into one start on the night they go
-//! forward.
+//! back fires once, at its first occurrence, unless the expression is an
+//! *interval* (a wildcard or a step in the hour field, `*/15 * * * *`): that fires
+//! by elapsed time, in both passes of a repeated hour. Either way the skipped
+//! quarter-hours of the night the clocks go forward become one start.
 //!
 //! # The state a schedule keeps
 //!

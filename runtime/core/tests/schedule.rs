@@ -273,17 +273,18 @@ fn robfig_next_across_dst_in_new_york() {
                 "0 0 2 * * ?",
                 &["2012-03-11T03:00:00-04:00"],
             ),
-            // eflow differs: robfig fires a repeated time twice (01:30 EST, 01:00 EST);
+            // eflow differs: robfig fires a repeated fixed time twice (01:30 EST);
             // eflow only at its first occurrence, EDT.
             (
                 "2012-11-04T01:45:00-04:00",
                 "0 30 1 04 Nov ?",
                 &["2013-11-04T01:30:00-05:00"],
             ),
+            // An interval fires by elapsed time: 01:00 again in EST.
             (
                 "2012-11-04T01:00:00-04:00",
                 "0 0 * * * ?",
-                &["2012-11-04T02:00:00-05:00"],
+                &["2012-11-04T01:00:00-05:00"],
             ),
             (
                 "2012-11-04T01:00:00-04:00",
@@ -509,12 +510,21 @@ fn cronexpr_next() {
 }
 
 #[test]
-fn cronexpr_rejects_what_eflow_does_not_support() {
-    // cronexpr's `LW` (last weekday of the month) is not in croner.
-    let err = Calendar::new("0 0 LW * *", "UTC").unwrap_err();
-    assert!(
-        err.starts_with("invalid cron expression `0 0 LW * *`"),
-        "{err}"
+fn cronexpr_last_weekday() {
+    // cronexpr's `LW`: the last weekday of the month.
+    check_next(
+        "gorhill/cronexpr LW",
+        "UTC",
+        &[(
+            "2013-08-31T00:00:00Z",
+            "0 0 LW * *",
+            &[
+                "2013-09-30T00:00:00Z",
+                "2013-10-31T00:00:00Z",
+                "2013-11-29T00:00:00Z",
+                "2013-12-31T00:00:00Z",
+            ],
+        )],
     );
 }
 
@@ -545,14 +555,16 @@ fn cronexpr_dst() {
                     "2014-03-09T06:00:00-07:00",
                 ],
             ),
+            // eflow differs: an interval (a wildcard hour) fires by elapsed time,
+            // so 01:00 fires in both passes, PDT and PST, as in Spring and croniter.
             (
                 "2014-11-02T00:00:00-07:00",
                 "0 0 * * * * *",
                 &[
                     "2014-11-02T01:00:00-07:00",
+                    "2014-11-02T01:00:00-08:00",
                     "2014-11-02T02:00:00-08:00",
                     "2014-11-02T03:00:00-08:00",
-                    "2014-11-02T04:00:00-08:00",
                 ],
             ),
             // eflow differs: cronexpr moves each skipped quarter past the gap
@@ -684,14 +696,16 @@ fn cronexpr_dst() {
                     "2015-04-09T01:45:00+10:30",
                 ],
             ),
+            // eflow differs: an interval fires by elapsed time, so the repeated
+            // half hour's 01:30 fires again at +10:30.
             (
                 "2015-04-05T00:30:00+11:00",
                 "0 30 * * * * *",
                 &[
                     "2015-04-05T01:30:00+11:00",
+                    "2015-04-05T01:30:00+10:30",
                     "2015-04-05T02:30:00+10:30",
                     "2015-04-05T03:30:00+10:30",
-                    "2015-04-05T04:30:00+10:30",
                 ],
             ),
             (
@@ -699,9 +713,9 @@ fn cronexpr_dst() {
                 "0 */30 * * * * *",
                 &[
                     "2015-04-05T01:30:00+11:00",
+                    "2015-04-05T01:30:00+10:30",
                     "2015-04-05T02:00:00+10:30",
                     "2015-04-05T02:30:00+10:30",
-                    "2015-04-05T03:00:00+10:30",
                 ],
             ),
         ],
@@ -1087,13 +1101,14 @@ fn croniter_dst() {
         &[(
             "2013-10-27T02:00:00+03:00",
             "*/30 * * * *",
-            // eflow differs: croniter fires 03:00 and 03:30 again in +02; eflow once.
+            // An interval fires by elapsed time: 03:00 and 03:30 again in +02, as
+            // croniter does.
             &[
                 "2013-10-27T02:30:00+03:00",
                 "2013-10-27T03:00:00+03:00",
                 "2013-10-27T03:30:00+03:00",
-                "2013-10-27T04:00:00+02:00",
-                "2013-10-27T04:30:00+02:00",
+                "2013-10-27T03:00:00+02:00",
+                "2013-10-27T03:30:00+02:00",
             ],
         )],
     );
@@ -1884,5 +1899,209 @@ proptest! {
             buffered = plan.buffered;
             done = plan.processed_through_ms;
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Repeated hours and Quartz's day-of-month forms.
+// ---------------------------------------------------------------------------
+
+/// Zones whose clocks go back, some by half an hour, some at midnight.
+const FALL_BACK_ZONES: &[&str] = &[
+    "America/New_York",
+    "Europe/London",
+    "Europe/Athens",
+    "Australia/Sydney",
+    "Australia/Lord_Howe",
+    "America/Sao_Paulo",
+    "America/Santiago",
+];
+/// A wildcard or a step in the hour field.
+const INTERVALS: &[&str] = &[
+    "*/30 * * * *",
+    "0 * * * *",
+    "15 */2 * * *",
+    "*/20 0-6/1 * * *",
+    "0 */10 * * * ?",
+    "@hourly",
+];
+/// Fixed hours.
+const FIXED: &[&str] = &[
+    "30 1 * * *",
+    "0,30 0,1,2,3 * * *",
+    "45 23 * * *",
+    "0 0 * * *",
+];
+
+/// The first instant (seconds) in `year` at which the zone's offset decreases.
+fn fall_back(zone: chrono_tz::Tz, year: i32) -> Option<i64> {
+    use chrono::{Offset, TimeZone};
+    let offset = |s: i64| {
+        zone.offset_from_utc_datetime(&chrono::DateTime::from_timestamp(s, 0).unwrap().naive_utc())
+            .fix()
+            .local_minus_utc()
+    };
+    let start = chrono::NaiveDate::from_ymd_opt(year, 1, 1)?
+        .and_hms_opt(0, 0, 0)?
+        .and_utc()
+        .timestamp();
+    let mut at = start;
+    while at < start + 366 * 86_400 {
+        if offset(at + 1800) < offset(at) {
+            let (mut lo, mut hi) = (at, at + 1800);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if offset(mid) == offset(at) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            return Some(hi);
+        }
+        at += 1800;
+    }
+    None
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Around every fall-back: an interval fires at every instant whose wall time
+    /// matches, in both passes of the repeated period; a fixed time fires only at
+    /// its first occurrence. Checked minute by minute against the zone's wall
+    /// clock, and the two searches agree between the fire times.
+    #[test]
+    fn intervals_fire_by_elapsed_time_and_fixed_times_once_when_the_clocks_go_back(
+        zone in prop::sample::select(FALL_BACK_ZONES),
+        year in 2000i32..2040,
+        interval in any::<bool>(),
+        pick in any::<prop::sample::Index>(),
+        probe in 0u64..1_000_000,
+    ) {
+        use chrono::{LocalResult, TimeZone};
+        let tz: chrono_tz::Tz = zone.parse().unwrap();
+        let Some(back) = fall_back(tz, year) else {
+            return Err(TestCaseError::reject("no fall-back that year"));
+        };
+        let cron = if interval { pick.get(INTERVALS) } else { pick.get(FIXED) };
+        let parsed = eflow_ir::schedule::parse_cron(cron).unwrap();
+        prop_assert_eq!(parsed.interval, interval);
+        let (from, to) = (back - 8 * 3600, back + 8 * 3600);
+        let mut want = Vec::new();
+        for t in (from..=to).step_by(60) {
+            let utc = chrono::DateTime::from_timestamp(t, 0).unwrap();
+            let local = utc.with_timezone(&tz).naive_local();
+            let matches = parsed
+                .cron
+                .is_time_matching(&chrono::Utc.from_utc_datetime(&local))
+                .unwrap();
+            let first = match tz.from_local_datetime(&local) {
+                LocalResult::Ambiguous(a, _) => a.timestamp() == t,
+                _ => true,
+            };
+            if matches && (interval || first) {
+                want.push(t as u64 * 1000);
+            }
+        }
+        let c = Calendar::new(cron, zone).unwrap();
+        let got: Vec<u64> = c
+            .iter_after(from as u64 * 1000 - 1)
+            .take_while(|&t| t <= to as u64 * 1000)
+            .collect();
+        prop_assert_eq!(&got, &want, "{} in {} around {}", cron, zone, format_rfc3339(back as u64 * 1000));
+        for pair in got.windows(2) {
+            let x = pair[0] + probe % (pair[1] - pair[0]);
+            prop_assert_eq!(c.next_after(x), Some(pair[1]));
+            prop_assert_eq!(c.latest_at_or_before(x), Some(pair[0]));
+            prop_assert_eq!(c.latest_at_or_before(pair[1]), Some(pair[1]));
+        }
+    }
+}
+
+/// Quartz's day-of-month forms, as their definitions say.
+const DAY_FORMS: &[&str] = &[
+    "1W", "15", "LW", "L", "L-3", "L-0", "10-12", "31W", "*/10", "15W", "L-30", "2",
+];
+
+/// The days of `month` that `form` names, by its definition.
+fn days_of(form: &str, year: i32, month: u32) -> Vec<u32> {
+    use chrono::Datelike;
+    let last = (28..=31)
+        .rev()
+        .find(|&d| chrono::NaiveDate::from_ymd_opt(year, month, d).is_some())
+        .unwrap();
+    let weekday = |d: u32| {
+        let w = chrono::NaiveDate::from_ymd_opt(year, month, d)
+            .unwrap()
+            .weekday();
+        !matches!(w, chrono::Weekday::Sat | chrono::Weekday::Sun)
+    };
+    match form {
+        "L" => vec![last],
+        "LW" => vec![(1..=last).rev().find(|&d| weekday(d)).unwrap()],
+        f if f.starts_with("L-") => {
+            let n: u32 = f[2..].parse().unwrap();
+            last.checked_sub(n)
+                .filter(|&d| d >= 1)
+                .into_iter()
+                .collect()
+        }
+        f if f.ends_with('W') => {
+            let n: u32 = f[..f.len() - 1].parse().unwrap();
+            if n > last {
+                return vec![];
+            }
+            // The weekday closest to day n within the month, the earlier on a tie.
+            let best = (1..=last)
+                .filter(|&d| weekday(d))
+                .min_by_key(|&d| (d.abs_diff(n), d))
+                .unwrap();
+            vec![best]
+        }
+        "*/10" => vec![1, 11, 21, 31]
+            .into_iter()
+            .filter(|&d| d <= last)
+            .collect(),
+        "10-12" => vec![10, 11, 12],
+        n => vec![n.parse().unwrap()],
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A day-of-month list of Quartz's forms fires on the union of the days each
+    /// names, by its definition, at the time given in the schedule's zone.
+    #[test]
+    fn day_of_month_lists_fire_on_the_days_their_forms_name(
+        forms in prop::sample::subsequence(DAY_FORMS, 1..5),
+        zone in prop::sample::select(ZONES),
+        year in 2000i32..2040,
+    ) {
+        use chrono::TimeZone;
+        let list = forms.join(",");
+        let cron = format!("0 30 2 {list} * ?");
+        let c = Calendar::new(&cron, zone).unwrap();
+        let tz: chrono_tz::Tz = zone.parse().unwrap();
+        let start = tz.with_ymd_and_hms(year, 1, 1, 0, 0, 0).earliest().unwrap().timestamp_millis() as u64;
+        let mut want = Vec::new();
+        for month in 1..=12 {
+            let mut days: Vec<u32> = forms.iter().flat_map(|f| days_of(f, year, month)).collect();
+            days.sort_unstable();
+            days.dedup();
+            want.extend(days.into_iter().map(|d| (month, d)));
+        }
+        let got: Vec<(u32, u32)> = c
+            .iter_after(start)
+            .map(|t| {
+                use chrono::Datelike;
+                let local = chrono::DateTime::from_timestamp_millis(t as i64).unwrap().with_timezone(&tz);
+                (local.year(), local.month(), local.day())
+            })
+            .take_while(|&(y, _, _)| y == year)
+            .map(|(_, m, d)| (m, d))
+            .collect();
+        prop_assert_eq!(got, want, "{}", cron);
     }
 }

@@ -42,7 +42,7 @@ fn version_and_hash_are_checked() {
     let mut b = compile_bundle(FLOWS);
     b.ir_version = 99;
     let errs = validate(&b).unwrap_err();
-    expect![[r#"ir_version: this runtime reads IR version 1, the bundle is version 99: compile it with a matching eflowc"#]]
+    expect![[r#"ir_version: this runtime reads IR version 2, the bundle is version 99: compile it with a matching eflowc"#]]
         .assert_eq(&errs[0].to_string());
     check(
         |f| f["params"][0]["name"] = json!("renamed"),

@@ -479,7 +479,7 @@ async fn purge_tenant(
 
 /// Deploy compiled IR or `.eflow` sources as new flow versions.
 #[utoipa::path(post, path = "/v1/flows", request_body = DeployRequest,
-    responses((status = 200, body = DeployResult), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = DeployResult), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 async fn deploy(
     State(s): State<Service>,
     Auth(c): Auth,

@@ -90,6 +90,12 @@ pub struct DeployRequest {
     /// Or `.eflow` sources: file name → text.
     #[serde(default)]
     pub source: Option<BTreeMap<String, String>>,
+    /// Deploy even if a flow changes in a way that breaks its callers, its
+    /// schedules or the remote systems of its steps (`eflowc diff`'s breaking
+    /// changes against the deployed version); refused with 409
+    /// `breaking_change` otherwise.
+    #[serde(default)]
+    pub allow_breaking: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

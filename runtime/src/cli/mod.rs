@@ -51,7 +51,8 @@ pub struct Conn {
 pub enum Command {
     /// Run everything in one process: API, engine, scheduler, history, on SQLite.
     Serve(ServeArgs),
-    /// Deploy flows: `.eflow` files or directories (compiled here) or compiled IR (`.json`).
+    /// Deploy flows as one bundle: `.eflow` files or directories (compiled here), or
+    /// compiled IR: `.json` files or a directory of them (`eflowc compile --out-dir`).
     Deploy {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -61,6 +62,11 @@ pub enum Command {
         /// The tenant (with an admin token).
         #[arg(long)]
         tenant: Option<String>,
+        /// Deploy even if a flow changes in a way that breaks its callers, its
+        /// schedules or its steps' remote systems (the server refuses otherwise,
+        /// listing what would break).
+        #[arg(long)]
+        allow_breaking: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -447,6 +453,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             paths,
             env,
             tenant,
+            allow_breaking,
             conn,
         } => {
             let ir = load_ir(&paths)?;
@@ -454,7 +461,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             let r: DeployResult = c
                 .post(
                     "/v1/flows",
-                    &json!({ "tenant": tenant, "env": env, "ir": ir }),
+                    &json!({ "tenant": tenant, "env": env, "ir": ir, "allow_breaking": allow_breaking }),
                 )
                 .await?;
             print(conn.output, &r, |r| {
@@ -1039,43 +1046,23 @@ fn describe_event(e: &Value) -> String {
     }
 }
 
-/// The IR of the given paths: `.json` files are read as IR; `.eflow` files and
-/// directories are compiled together with the compiler, and any error stops
-/// the deploy with the compiler's own report.
+/// The IR of the given paths, as one bundle (one atomic deploy): `.json` files
+/// (or a folder of them, as `eflowc compile --out-dir` writes) are read as IR
+/// and united; `.eflow` files and folders of them are compiled together, and
+/// any error stops the deploy with the compiler's own report.
 pub fn load_ir(paths: &[PathBuf]) -> anyhow::Result<Value> {
-    use eflow_compiler::analysis::{Analysis, FsLoader};
-    if paths.len() == 1 && paths[0].extension().is_some_and(|e| e == "json") {
-        let text = std::fs::read_to_string(&paths[0])
-            .with_context(|| format!("cannot read {}", paths[0].display()))?;
-        return serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} is not JSON: compile .eflow files with `eflowc compile`",
-                paths[0].display()
-            )
-        });
-    }
-    let analysis = Analysis::from_paths(paths, &FsLoader).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let errors: Vec<_> = analysis
-        .diagnostics()
-        .into_iter()
-        .filter(|d| d.severity == eflow_compiler::diagnostics::Severity::Error)
-        .collect();
-    if !errors.is_empty() {
-        let mut msg = format!("{} error(s); nothing was deployed:\n", errors.len());
-        for d in errors.iter().take(20) {
-            msg.push_str(&format!("  {}: {}\n", d.code, d.message));
+    use eflow_compiler::bundles::{Error, load};
+    let bundle = match load(paths) {
+        Ok(b) => b,
+        Err(Error::Diagnostics(errors)) => {
+            let mut msg = format!("{} error(s); nothing was deployed:\n", errors.len());
+            for d in errors.iter().take(20) {
+                msg.push_str(&format!("  {}: {}\n", d.code, d.message));
+            }
+            msg.push_str("run `eflowc check` on these files for the full report");
+            bail!(msg);
         }
-        msg.push_str("run `eflowc check` on these files for the full report");
-        bail!(msg);
-    }
-    let bundle = eflow_compiler::lower::emit(&analysis, None).map_err(|ds| {
-        anyhow::anyhow!(
-            "{}",
-            ds.iter()
-                .map(|d| format!("{}: {}", d.code, d.message))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+        Err(e) => bail!("{e}; nothing was deployed"),
+    };
     Ok(serde_json::to_value(bundle)?)
 }

@@ -140,16 +140,16 @@ mod tests {
             "params": [], "output": {"kind": "int"},
             "nodes": [{"id": "s0", "call": {"step": {"contract": "m.Work"}}, "inputs": {},
                 "retry": {"max_attempts": 1, "backoff": {"kind": "exponential", "initial_ms": 10000, "max_ms": 600000}},
-                "output": {"kind": "int"}, "source": {"file": "m.eflow", "line": 1, "column": 1}}],
+                "output": {"kind": "int"}}],
             "conditions": [], "result": {"node": {"id": "s0"}}, "types": {},
             "contracts": {"m.Work": {"kind": "remote", "params": [], "output": {"kind": "int"}}},
-            "bindings": {"test": {"m.Work": {"connector": "sim", "config": {"duration": 1000}}}},
-            "source": {"file": "m.eflow", "line": 1, "column": 1}
+            "bindings": {"test": {"m.Work": {"connector": "sim", "config": {"duration": 1000}}}}
         }))
         .unwrap();
         flow.hash = flow.compute_hash();
         let bundle: Bundle =
-            serde_json::from_value(json!({"ir_version": 1, "flows": [flow]})).unwrap();
+            serde_json::from_value(json!({"ir_version": eflow_ir::IR_VERSION, "flows": [flow]}))
+                .unwrap();
         Arc::new(Deployed {
             id: id.into(),
             tenant: "acme".into(),

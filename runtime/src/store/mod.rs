@@ -101,6 +101,8 @@ forward! {
     /// Up to `limit` stored outputs of fan-out `node` of `run`, with their
     /// index, in input order, after index `after`.
     pub async fn fanout_results(&self, run: &str, node: &str, after: Option<u32>, limit: u32) -> Result<Vec<(u32, Vec<u8>)>>;
+    /// How many of a tenant's runs on a bundle are not finished yet.
+    pub async fn active_runs_of_bundle(&self, tenant: &str, bundle: &str) -> Result<i64>;
     pub async fn events_of(&self, run: &str, after_seq: Option<u64>, limit: u32) -> Result<Vec<EventRow>>;
     /// The event of `run` with this id, if it was applied: how a redelivered
     /// callback tells "already applied" from "stale".

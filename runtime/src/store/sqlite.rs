@@ -342,6 +342,18 @@ impl SqliteStore {
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
+    pub async fn active_runs_of_bundle(&self, tenant: &str, bundle: &str) -> Result<i64> {
+        // The tenant's partial index of unfinished runs, then the bundle.
+        let row = sqlx::query(
+            "SELECT count(*) FROM runs WHERE tenant = ? AND bundle = ? AND status IN ('created', 'running')",
+        )
+        .bind(tenant)
+        .bind(bundle)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(row.get(0))
+    }
+
     pub async fn events_of(
         &self,
         run: &str,

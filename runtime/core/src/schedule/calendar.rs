@@ -18,11 +18,21 @@
 //! skipped times landing on the same instant) counted once. Both searches below
 //! turn an instant into the first local time that resolves after it and then ask
 //! croner for one match: a single step, whatever the zone does.
+//!
+//! An *interval* (a wildcard or a step in the hour field, `*/30 * * * *`) fires
+//! by elapsed time: a repeated time also fires at its second occurrence, as in
+//! Spring and croniter. Those second occurrences lie within the length of the
+//! repeated period of the search's starting point (a second occurrence before the
+//! next first occurrence is of a time whose first occurrence was at or before it),
+//! so the searches look for them only in the repeated periods near it.
+//!
+//! Dates come from croner, except for Quartz's `L-n` and `LW`
+//! ([`eflow_ir::schedule::DaysOfMonth`]): croner then finds the times on any day,
+//! and a day that does not match is skipped whole.
 
 use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
-use croner::Cron;
-use eflow_ir::schedule::{parse_cron, parse_timezone};
+use eflow_ir::schedule::{CronExpr, parse_cron, parse_timezone};
 
 /// Fire times end with this year: croner stops searching at 5000.
 const LAST_YEAR: i32 = 4999;
@@ -30,7 +40,7 @@ const LAST_YEAR: i32 = 4999;
 /// A cron expression read in a time zone: the nominal fire times of a schedule.
 #[derive(Debug, Clone)]
 pub struct Calendar {
-    cron: Cron,
+    cron: CronExpr,
     tz: Tz,
     /// No date of any year from 1970 to [`LAST_YEAR`] matches (`30 2`, or
     /// `29 2 ? 2025-2099/4`): the searches answer at once instead of letting croner
@@ -78,12 +88,29 @@ impl Calendar {
         }
         let x = i64::try_from(at_ms).unwrap_or(i64::MAX).min(max_ms() - 1);
         let limit = self.first_local_after(x)? - chrono::Duration::seconds(1);
-        let found = self
-            .cron
-            .find_previous_occurrence(&Utc.from_utc_datetime(&limit), true)
-            .ok()?
-            .naive_utc();
-        let secs = self.resolve(found);
+        let first = self.previous_local(limit).map(|found| self.resolve(found));
+        let second = if self.cron.interval {
+            // A second occurrence after `first` is of a time whose first
+            // occurrence was at or before it: near `first`.
+            let around = first.unwrap_or(x.div_euclid(1000));
+            let secs = x.div_euclid(1000);
+            self.second_passes(around)
+                .into_iter()
+                .filter(|pass| pass.start <= secs)
+                .filter_map(|pass| {
+                    let until = (pass.local_end() - chrono::Duration::seconds(1))
+                        .min(pass.local + chrono::Duration::seconds(secs - pass.start));
+                    let found = self.previous_local(until)?;
+                    (found >= pass.local).then(|| pass.start + (found - pass.local).num_seconds())
+                })
+                .max()
+        } else {
+            None
+        };
+        let secs = match (first, second) {
+            (Some(a), Some(b)) => a.max(b),
+            (a, b) => a.or(b)?,
+        };
         u64::try_from(secs).ok().map(|s| s * 1000)
     }
 
@@ -97,16 +124,109 @@ impl Calendar {
         if self.never || x >= max_ms() {
             return None;
         }
-        let from = self.first_local_after(x)?;
-        let found = self
-            .cron
-            .find_next_occurrence(&Utc.from_utc_datetime(&from), true)
-            .ok()?
-            .naive_utc();
-        if found.year() > LAST_YEAR {
-            return None;
+        let first = self
+            .first_local_after(x)
+            .and_then(|from| self.next_local(from))
+            .map(|found| self.resolve(found));
+        if !self.cron.interval {
+            return first;
         }
-        Some(self.resolve(found))
+        let second = self
+            .second_passes(x.div_euclid(1000))
+            .into_iter()
+            .filter_map(|pass| {
+                // From the local time of `x` in this pass, or the pass's start.
+                let secs = x.div_euclid(1000);
+                let from = if secs >= pass.start {
+                    pass.local + chrono::Duration::seconds(secs - pass.start + 1)
+                } else {
+                    pass.local
+                };
+                let found = self.next_local(from)?;
+                let at = pass.start + (found - pass.local).num_seconds();
+                (found < pass.local_end() && at * 1000 > x).then_some(at)
+            })
+            .min();
+        match (first, second) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The first matching local time at or after `from`.
+    fn next_local(&self, mut from: NaiveDateTime) -> Option<NaiveDateTime> {
+        loop {
+            let found = self
+                .cron
+                .cron
+                .find_next_occurrence(&Utc.from_utc_datetime(&from), true)
+                .ok()?
+                .naive_utc();
+            if found.year() > LAST_YEAR {
+                return None;
+            }
+            if self.day_matches(found) {
+                return Some(found);
+            }
+            from = found.date().succ_opt()?.and_hms_opt(0, 0, 0)?;
+        }
+    }
+
+    /// The last matching local time at or before `until`.
+    fn previous_local(&self, mut until: NaiveDateTime) -> Option<NaiveDateTime> {
+        loop {
+            let found = self
+                .cron
+                .cron
+                .find_previous_occurrence(&Utc.from_utc_datetime(&until), true)
+                .ok()?
+                .naive_utc();
+            if self.day_matches(found) {
+                return Some(found);
+            }
+            until = found.date().and_hms_opt(0, 0, 0)? - chrono::Duration::seconds(1);
+        }
+    }
+
+    /// Whether the day of a time croner found matches Quartz's day-of-month forms
+    /// (always, without them: croner matched it).
+    fn day_matches(&self, t: NaiveDateTime) -> bool {
+        self.cron
+            .days
+            .as_ref()
+            .is_none_or(|d| d.matches(t.year(), t.month(), t.day()))
+    }
+
+    /// The repeated periods (clocks going back) whose second pass could hold the
+    /// next or latest fire time around `secs`: those beginning within a day and
+    /// two hours of it. Found by stepping through offsets every 3 hours and
+    /// bisecting where one decreases.
+    fn second_passes(&self, secs: i64) -> Vec<SecondPass> {
+        const REACH: i64 = 26 * 3600;
+        const STEP: i64 = 3 * 3600;
+        let mut out = Vec::new();
+        let mut at = secs - REACH;
+        while at < secs + REACH {
+            let (before, after) = (self.offset(at), self.offset(at + STEP));
+            if after < before {
+                let (mut lo, mut hi) = (at, at + STEP);
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    if self.offset(mid) == before {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                out.push(SecondPass {
+                    start: hi,
+                    local: self.local(hi),
+                    length: i64::from(before - after),
+                });
+            }
+            at += STEP;
+        }
+        out
     }
 
     /// The instant a matching local time fires at, in seconds.
@@ -177,6 +297,21 @@ impl Calendar {
     }
 }
 
+/// The second pass through a repeated period: from the instant the clocks went
+/// back, `length` seconds during which the local times from `local` repeat.
+#[derive(Debug, Clone, Copy)]
+struct SecondPass {
+    start: i64,
+    local: NaiveDateTime,
+    length: i64,
+}
+
+impl SecondPass {
+    fn local_end(&self) -> NaiveDateTime {
+        self.local + chrono::Duration::seconds(self.length)
+    }
+}
+
 /// 5000-01-01T00:00:00Z in milliseconds.
 fn max_ms() -> i64 {
     NaiveDate::from_ymd_opt(LAST_YEAR + 1, 1, 1)
@@ -188,8 +323,8 @@ fn max_ms() -> i64 {
 ///
 /// Which days of a year match depends only on whether it is a leap year and on
 /// the weekday of 1 January, so 14 kinds of year are checked, each at most once.
-fn fires_in_some_year(cron: &Cron) -> bool {
-    let p = &cron.pattern;
+fn fires_in_some_year(cron: &CronExpr) -> bool {
+    let p = &cron.cron.pattern;
     let mut kinds: [Option<bool>; 14] = [None; 14];
     for year in 1970..=LAST_YEAR {
         if !p.year_match(year).unwrap_or(false) {
@@ -202,11 +337,10 @@ fn fires_in_some_year(cron: &Cron) -> bool {
         let kind = usize::from(leap) * 7 + jan1.weekday().num_days_from_monday() as usize;
         let ok = *kinds[kind].get_or_insert_with(|| {
             (1..=12u32).any(|month| {
-                p.month_match(month).unwrap_or(false)
-                    && (1..=31u32).any(|day| {
-                        NaiveDate::from_ymd_opt(year, month, day).is_some()
-                            && p.day_match(year, month, day).unwrap_or(false)
-                    })
+                (1..=31u32).any(|day| {
+                    NaiveDate::from_ymd_opt(year, month, day).is_some()
+                        && cron.date_matches(year, month, day)
+                })
             })
         });
         if ok {
