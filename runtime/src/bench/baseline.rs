@@ -15,8 +15,11 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::store::Durability;
 
-/// How long each of the two measures runs.
-const SPAN: Duration = Duration::from_secs(1);
+/// Each measure is taken in windows of this length and its median window
+/// kept: on a shared machine one window can be slowed by other work.
+const WINDOW: Duration = Duration::from_millis(250);
+const FSYNC_WINDOWS: usize = 4;
+const SQLITE_WINDOWS: usize = 8;
 /// Bytes of one row: what `eflow bench` wrote per transition (state, event,
 /// outbox row; BENCHMARKS.md), so a row stands for a transition.
 pub const ROW_BYTES: usize = 580;
@@ -25,11 +28,15 @@ pub const BATCH_ROWS: usize = 100;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Baseline {
-    /// `write` + `fdatasync` of 512 bytes per second, one after another.
+    /// `write` + `fdatasync` of 512 bytes per second, one after another
+    /// (the median of 4 windows of 250 ms; the slowest and fastest beside it).
     pub fsync_per_sec: f64,
+    pub fsync_per_sec_range: [f64; 2],
     /// Rows of `sqlite_row_bytes` committed per second, `sqlite_batch_rows`
-    /// to a transaction, WAL journal, `synchronous` as the store's.
+    /// to a transaction, WAL journal, `synchronous` as the store's (the
+    /// median of 8 windows of 250 ms; the slowest and fastest beside it).
     pub sqlite_rows_per_sec: f64,
+    pub sqlite_rows_per_sec_range: [f64; 2],
     pub sqlite_row_bytes: usize,
     pub sqlite_batch_rows: usize,
     pub sqlite_synchronous: String,
@@ -38,14 +45,16 @@ pub struct Baseline {
 impl Baseline {
     /// Measures in `dir` (the bench's data directory), removing what it wrote.
     pub async fn measure(dir: &Path, durability: Durability) -> anyhow::Result<Baseline> {
-        let fsync_per_sec = {
+        let fsync = {
             let dir = dir.to_path_buf();
             tokio::task::spawn_blocking(move || fsync_rate(&dir)).await??
         };
-        let sqlite_rows_per_sec = sqlite_rate(dir, durability).await?;
+        let sqlite = sqlite_rate(dir, durability).await?;
         Ok(Baseline {
-            fsync_per_sec,
-            sqlite_rows_per_sec,
+            fsync_per_sec: fsync.median(),
+            fsync_per_sec_range: fsync.range(),
+            sqlite_rows_per_sec: sqlite.median(),
+            sqlite_rows_per_sec_range: sqlite.range(),
             sqlite_row_bytes: ROW_BYTES,
             sqlite_batch_rows: BATCH_ROWS,
             sqlite_synchronous: synchronous(durability).to_string(),
@@ -65,24 +74,70 @@ fn synchronous(durability: Durability) -> &'static str {
     }
 }
 
-fn fsync_rate(dir: &Path) -> anyhow::Result<f64> {
+/// Rates measured window by window.
+struct Windows {
+    rates: Vec<f64>,
+    count: u64,
+    began: Instant,
+}
+
+impl Windows {
+    fn start() -> Windows {
+        Windows {
+            rates: Vec::new(),
+            count: 0,
+            began: Instant::now(),
+        }
+    }
+
+    /// Counts `n` more; `true` when the window is full and a new one begins.
+    fn add(&mut self, n: u64) -> bool {
+        self.count += n;
+        let secs = self.began.elapsed();
+        if secs < WINDOW {
+            return false;
+        }
+        self.rates.push(self.count as f64 / secs.as_secs_f64());
+        self.count = 0;
+        self.began = Instant::now();
+        true
+    }
+
+    fn sorted(&self) -> Vec<f64> {
+        let mut r = self.rates.clone();
+        r.sort_by(f64::total_cmp);
+        r
+    }
+
+    fn median(&self) -> f64 {
+        super::percentile(&self.sorted(), 0.5)
+    }
+
+    fn range(&self) -> [f64; 2] {
+        let r = self.sorted();
+        [
+            r.first().copied().unwrap_or(0.0),
+            r.last().copied().unwrap_or(0.0),
+        ]
+    }
+}
+
+fn fsync_rate(dir: &Path) -> anyhow::Result<Windows> {
     let path = dir.join("baseline-fsync");
     let mut file = std::fs::File::create(&path)?;
     let block = [7u8; 512];
-    let began = Instant::now();
-    let mut n = 0u64;
-    while began.elapsed() < SPAN {
+    let mut w = Windows::start();
+    while w.rates.len() < FSYNC_WINDOWS {
         file.write_all(&block)?;
         file.sync_data()?;
-        n += 1;
+        w.add(1);
     }
-    let secs = began.elapsed().as_secs_f64();
     drop(file);
     std::fs::remove_file(&path)?;
-    Ok(n as f64 / secs)
+    Ok(w)
 }
 
-async fn sqlite_rate(dir: &Path, durability: Durability) -> anyhow::Result<f64> {
+async fn sqlite_rate(dir: &Path, durability: Durability) -> anyhow::Result<Windows> {
     let path = dir.join("baseline.db");
     // The store's pragmas (store/sqlite.rs), through the same driver.
     let mut conn = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
@@ -100,9 +155,9 @@ async fn sqlite_rate(dir: &Path, durability: Durability) -> anyhow::Result<f64> 
         .execute(&mut conn)
         .await?;
     let body = vec![42u8; ROW_BYTES];
-    let began = Instant::now();
+    let mut w = Windows::start();
     let mut n = 0u64;
-    while began.elapsed() < SPAN {
+    while w.rates.len() < SQLITE_WINDOWS {
         let mut tx = conn.begin().await?;
         for _ in 0..BATCH_ROWS {
             sqlx::query("INSERT INTO rows (id, body) VALUES (?, ?)")
@@ -113,11 +168,11 @@ async fn sqlite_rate(dir: &Path, durability: Durability) -> anyhow::Result<f64> 
             n += 1;
         }
         tx.commit().await?;
+        w.add(BATCH_ROWS as u64);
     }
-    let secs = began.elapsed().as_secs_f64();
     conn.close().await?;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(dir.join(format!("baseline.db{suffix}")));
     }
-    Ok(n as f64 / secs)
+    Ok(w)
 }

@@ -610,13 +610,18 @@ fn baseline_rows(b: &Baseline, what: &str, ratio: f64) -> Vec<(&'static str, Str
     vec![
         (
             "baseline: fsync/s (data dir)",
-            format!("{:.0}", b.fsync_per_sec),
+            format!(
+                "{:.0} (windows {:.0}–{:.0})",
+                b.fsync_per_sec, b.fsync_per_sec_range[0], b.fsync_per_sec_range[1]
+            ),
         ),
         (
             "baseline: SQLite rows/s",
             format!(
-                "{:.0} ({} B rows, {} a commit, synchronous={})",
+                "{:.0} (windows {:.0}–{:.0}; {} B rows, {} a commit, synchronous={})",
                 b.sqlite_rows_per_sec,
+                b.sqlite_rows_per_sec_range[0],
+                b.sqlite_rows_per_sec_range[1],
                 b.sqlite_row_bytes,
                 b.sqlite_batch_rows,
                 b.sqlite_synchronous
