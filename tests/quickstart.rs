@@ -25,22 +25,38 @@ fn the_readme_quickstart_runs_end_to_end() {
         "Retrain",
         "--tenant",
         "acme",
+        "--id",
+        "churn-1",
         "--input",
         r#"{"model_name": "churn", "threshold": 0}"#,
     ]);
-    let runs = server.json(&["run", "list"]);
-    let run = runs["items"][0]["id"]
-        .as_str()
-        .expect("the run is listed")
-        .to_owned();
+    // The README's run, named as an admin names a tenant's run.
+    let run = "acme:churn-1".to_owned();
     assert!(
         started.contains(&run),
         "`run start` names the run:\n{started}"
     );
+    let runs = server.json(&["run", "list"]);
+    assert_eq!(runs["items"][0]["id"], run.as_str(), "{runs}");
     assert!(server.ok(&["run", "list"]).contains(&run));
 
-    // The run waits for a person about a minute and a half in (simulated steps).
+    // The run waits for a person about a minute and a half in (simulated steps,
+    // whose outcomes follow from the run's id: the README's id meets no simulated
+    // failure, so a retry here means the README's promise no longer holds).
     let pending = wait_for("the approval", Duration::from_secs(300), || {
+        let r = server.json(&["run", "get", &run]);
+        let retried = r["steps"].as_array().and_then(|steps| {
+            steps
+                .iter()
+                .find(|s| s["attempt"].as_u64().is_some_and(|a| a > 1) || s["status"] == "failed")
+                .cloned()
+        });
+        assert!(
+            retried.is_none(),
+            "the README's run met a simulated failure, so it would not reach its approval in \
+             about 1.5 minutes: pick an id in README.md whose simulated steps all succeed: {}",
+            retried.unwrap_or_default()
+        );
         let approvals = server.json(&["approvals"]);
         approvals
             .as_array()

@@ -105,6 +105,9 @@ pub fn client_run_key(tenant: &str, id: &str) -> String {
 
 pub use crate::quota::Quotas;
 
+/// The longest joined list a run's view shows whole.
+const RESULTS_SHOWN: usize = 1_000;
+
 /// How long a run list waits for the history to write what the engine has
 /// committed before it answers with what the history holds.
 const LIST_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -608,7 +611,80 @@ impl Service {
     pub async fn get_run(&self, caller: &Caller, id: &str) -> ApiResult<RunView> {
         let (meta, run) = self.load_run(caller, id).await?;
         let deployed = self.inner.engine.deployments().get(&meta.bundle).await?;
-        Ok(shown_run_view(caller, run_view(&meta, &run, &deployed)))
+        let mut view = run_view(&meta, &run, &deployed);
+        // A joined list lives beside the state: shown whole up to a size.
+        for (node, state) in deployed
+            .bundle
+            .flow(&run.flow)
+            .map(|f| f.flow.nodes.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .zip(&run.nodes)
+        {
+            let eflow_core::NodeState::Single(eflow_core::Slot::Results(n)) = state else {
+                continue;
+            };
+            if *n as usize > RESULTS_SHOWN {
+                continue;
+            }
+            let rows = self
+                .inner
+                .engine
+                .store()
+                .fanout_results(&meta.id, &node.id, None, RESULTS_SHOWN as u32)
+                .await?;
+            let list = rows
+                .iter()
+                .map(|(_, r)| serde_json::from_slice(r))
+                .collect::<Result<Vec<Value>, _>>()
+                .map_err(ApiError::internal)?;
+            if let Some(step) = view.steps.iter_mut().find(|s| s.id == node.id) {
+                step.output = Some(Value::Array(list));
+            }
+        }
+        Ok(shown_run_view(caller, view))
+    }
+
+    /// A page of fan-out `step`'s results: the outputs of its children that
+    /// succeeded, in input order, after index `after`.
+    pub async fn step_results(
+        &self,
+        caller: &Caller,
+        id: &str,
+        step: &str,
+        after: Option<u32>,
+        limit: u32,
+    ) -> ApiResult<Vec<ResultView>> {
+        let (meta, run) = self.load_run(caller, id).await?;
+        let deployed = self.inner.engine.deployments().get(&meta.bundle).await?;
+        let node = deployed
+            .bundle
+            .flow(&run.flow)
+            .and_then(|f| f.flow.nodes.iter().find(|n| n.id == step));
+        match node {
+            None => return Err(ApiError::not_found("step", step)),
+            Some(n) if n.fan_out.is_none() => {
+                return Err(ApiError::bad_request(
+                    "not_a_fan_out",
+                    format!("`{step}` is not a fan-out: its output is in the run's view"),
+                ));
+            }
+            Some(_) => {}
+        }
+        let rows = self
+            .inner
+            .engine
+            .store()
+            .fanout_results(&meta.id, step, after, limit.clamp(1, 1000))
+            .await?;
+        rows.into_iter()
+            .map(|(index, r)| {
+                Ok(ResultView {
+                    index,
+                    output: serde_json::from_slice(&r).map_err(ApiError::internal)?,
+                })
+            })
+            .collect()
     }
 
     pub async fn run_events(
@@ -1218,7 +1294,7 @@ fn run_view(meta: &RunMeta, run: &Run, deployed: &Deployed) -> RunView {
         schedule: meta.schedule.clone(),
         created_at: rfc3339(meta.created_at),
         started_at: (run.started_at > 0).then(|| rfc3339(run.started_at)),
-        input: Value::Object(run.input.clone()),
+        input: Value::Object((*run.input).clone()),
         steps,
         result: run.result.clone(),
         error: run.error.as_ref().map(|e| ErrorView {
@@ -1237,6 +1313,8 @@ fn step_view(id: &str, s: &eflow_core::NodeState) -> StepView {
             Slot::Running(a) => ("running".into(), Some(*a), None, None),
             Slot::RetryWait(a) => ("retry_wait".into(), Some(*a), None, None),
             Slot::Succeeded(v) => ("succeeded".into(), None, Some((**v).clone()), None),
+            // The joined list is stored beside the state: `get_run` reads it.
+            Slot::Results(_) => ("succeeded".into(), None, None, None),
             Slot::Failed(e) => (
                 "failed".into(),
                 None,
@@ -1253,16 +1331,32 @@ fn step_view(id: &str, s: &eflow_core::NodeState) -> StepView {
     let (status, attempt, output, error, children) = match s {
         NodeState::Pending => ("pending".into(), None, None, None, None),
         NodeState::Skipped => ("skipped".into(), None, None, None, None),
-        NodeState::FanOut(slots) => {
-            let mut counts: BTreeMap<String, u32> = BTreeMap::new();
-            for x in slots {
-                *counts.entry(slot(x).0).or_default() += 1;
-            }
+        NodeState::FanOut(fo) => {
+            let retrying = fo
+                .slots
+                .values()
+                .filter(|s| matches!(s, Slot::RetryWait(_)))
+                .count() as u32;
+            let counts: BTreeMap<String, u32> = [
+                ("pending", fo.len - fo.next),
+                ("running", fo.active() - retrying),
+                ("retry_wait", retrying),
+                ("succeeded", fo.succeeded),
+                ("failed", fo.failed),
+            ]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.to_string(), n))
+            .collect();
             ("fan_out".into(), None, None, None, Some(counts))
         }
         NodeState::Single(x) => {
             let (a, b, c, d) = slot(x);
-            (a, b, c, d, None)
+            let children = match x {
+                Slot::Results(n) => Some(BTreeMap::from([("succeeded".to_string(), *n)])),
+                _ => None,
+            };
+            (a, b, c, d, children)
         }
     };
     StepView {
@@ -1427,13 +1521,14 @@ fn refused_output(run: &Run, deployed: &Deployed, claim: &CallbackClaim) -> Opti
     use eflow_core::{NodeState, Slot};
     let flow = deployed.bundle.flow(&run.flow)?;
     let pos = flow.flow.nodes.iter().position(|n| n.id == claim.node)?;
-    let slot = match (run.nodes.get(pos)?, claim.index) {
-        (NodeState::FanOut(slots), Some(i)) => slots.get(i as usize)?,
-        (NodeState::Single(s), _) => s,
-        _ => return None,
-    };
-    match slot {
-        Slot::Failed(e) => Some(e.clone()),
+    match (run.nodes.get(pos)?, claim.index) {
+        // A fan-out keeps its latest failure, or was decided by this one.
+        (NodeState::FanOut(fo), Some(i)) => fo
+            .last_failure
+            .as_ref()
+            .filter(|(at, _)| *at == i)
+            .map(|(_, e)| e.clone()),
+        (NodeState::Single(Slot::Failed(e)), _) => Some(e.clone()),
         _ => None,
     }
 }

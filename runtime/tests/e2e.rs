@@ -780,6 +780,72 @@ async fn fan_out_over_subflows_joins_all() {
     s.stop().await;
 }
 
+const WIDE: &str = r#"
+flow Echo(x: Int) -> Int {
+    return x
+}
+
+flow Wide(xs: List<Int>) -> Int {
+    let ys = for x in xs join all {
+        Echo(x: x)
+    }
+    return 0
+}
+"#;
+
+/// Wider than one batch of starts (1,000) and than the results a run's view
+/// shows whole: every child's result is stored once, in input order, and read
+/// back a page at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_fan_out_stores_every_result_in_input_order() {
+    const N: i64 = 3_000;
+    let s = TestServer::start("wide-fanout").await;
+    let api = &s.api;
+    let token = api.create_tenant("acme", json!({})).await;
+    api.deploy_source(&token, &[("wide.eflow", WIDE)]).await;
+    // Distinct values in a scrambled order, so that input order is checkable.
+    let xs: Vec<i64> = (0..N).map(|i| (i * 7919) % N).collect();
+    let run = api.start(&token, "Wide", json!({ "xs": xs })).await;
+    let id = run["id"].as_str().expect("id").to_string();
+    let done = api.wait_finished(&token, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let step = &done["steps"][0];
+    assert_eq!(step["status"], "succeeded", "{step}");
+    assert_eq!(step["children"]["succeeded"], N, "{step}");
+    assert!(
+        step.get("output").is_none(),
+        "too long to show whole: {step}"
+    );
+
+    let mut got = Vec::new();
+    let mut after: Option<u64> = None;
+    loop {
+        let path = match after {
+            Some(a) => format!("/v1/runs/{id}/steps/ys/results?limit=700&after={a}"),
+            None => format!("/v1/runs/{id}/steps/ys/results?limit=700"),
+        };
+        let page = api.get(Some(&token), &path).await.ok("a page of results");
+        let items = page.as_array().expect("a list").clone();
+        let Some(last) = items.last() else { break };
+        after = last["index"].as_u64();
+        got.extend(items);
+    }
+    assert_eq!(got.len(), N as usize);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r["index"], i as u64, "{r}");
+        assert_eq!(
+            r["output"], xs[i],
+            "child {i}'s result is element {i} of the join"
+        );
+    }
+    // Not a fan-out, not a step: clear answers.
+    let other = api
+        .get(Some(&token), &format!("/v1/runs/{id}/steps/nope/results"))
+        .await;
+    other.expect_error(404, "results of a step the flow does not have");
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_parent_cancels_its_children() {
     let s = TestServer::start("cancel-children").await;

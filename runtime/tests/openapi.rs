@@ -275,6 +275,33 @@ bindings dev {{
     }
     let r = api.get(t, &format!("/v1/runs/{long}/events?after=x")).await;
     spec.check("get", "/v1/runs/{id}/events", &r); // 400
+    // A fan-out's results, a page at a time.
+    api.post(
+        t,
+        "/v1/flows",
+        &json!({"source": {"fan.eflow": "flow Echo(x: Int) -> Int {\n    return x\n}\n\nflow Fan(xs: List<Int>) -> List<Int> {\n    let ys = for x in xs join all {\n        Echo(x: x)\n    }\n    return ys\n}\n"}}),
+    )
+    .await
+    .ok("deploy a fan-out");
+    let r = api
+        .post(
+            t,
+            "/v1/runs",
+            &json!({"flow": "Fan", "input": {"xs": [3, 1, 2]}}),
+        )
+        .await;
+    let fan = r.body["id"].as_str().expect("run id").to_string();
+    api.wait_finished(&token, &fan).await;
+    for path in [
+        format!("/v1/runs/{fan}/steps/ys/results"),
+        format!("/v1/runs/{fan}/steps/ys/results?after=0&limit=1"),
+        format!("/v1/runs/{fan}/steps/nope/results"), // 404
+        format!("/v1/runs/{long}/steps/s/results"),   // 400: not a fan-out
+        format!("/v1/runs/{fan}/steps/ys/results?after=x"), // 400
+    ] {
+        let r = api.get(t, &path).await;
+        spec.check("get", "/v1/runs/{id}/steps/{step}/results", &r);
+    }
     // 414: a request target over the limit.
     let r = api
         .get(t, &format!("/v1/runs?flow={}", "a".repeat(9000)))

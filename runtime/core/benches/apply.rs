@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use eflow_compiler::analysis::{Analysis, FsLoader};
-use eflow_core::{Event, EventKind, Run, ValidatedBundle, apply, validate};
+use eflow_core::{Event, EventKind, Run, ValidatedBundle, Values, apply, validate};
 use serde_json::{Value, json};
 
 fn bundle() -> ValidatedBundle {
@@ -94,7 +94,7 @@ fn events() -> Vec<EventKind> {
 fn drive(b: &ValidatedBundle, start: &Run, events: &[Event]) -> Run {
     let mut run = start.clone();
     for (i, e) in events.iter().enumerate() {
-        match apply(b, &run, e, 1_000 + i as u64) {
+        match apply(b, &run, e, 1_000 + i as u64, &Values::default()) {
             Ok(t) => run = t.run,
             Err(r) => panic!("event {i} rejected: {r}"),
         }
@@ -121,7 +121,7 @@ fn bench(c: &mut Criterion) {
     let mut run = start.clone();
     let mut sizes = Vec::new();
     for (i, e) in events.iter().enumerate() {
-        let t = apply(&b, &run, e, 1_000 + i as u64).expect("event applies");
+        let t = apply(&b, &run, e, 1_000 + i as u64, &Values::default()).expect("event applies");
         run = t.run;
         sizes.push(run.encoded_size());
     }

@@ -6,6 +6,8 @@
 //! tests possible.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use eflow_ir::{Backoff, Call, Flow, Join, Node, StepKind};
@@ -14,7 +16,9 @@ use serde_json::{Map, Value};
 use crate::effect::{Effect, EffectKind, Timer};
 use crate::eval::{EvalError, Scope, eval};
 use crate::event::{Event, EventKind, Outcome};
-use crate::state::{NodeState, Parent, Run, RunError, RunStatus, Slot, StepError};
+use crate::state::{
+    Child, FanOut, NodeState, Parent, Run, RunError, RunStatus, Slot, StepError, Values,
+};
 use crate::time::{format_rfc3339, parse_rfc3339};
 use crate::validate::{FlowIndex, ValidatedBundle};
 use crate::value;
@@ -47,6 +51,9 @@ pub enum Rejection {
     Invalid { reason: String },
     /// `Started` with input that does not fit the flow's parameters.
     InvalidInput { errors: Vec<String> },
+    /// The transition reads the joined lists of these fan-outs, which the given
+    /// `Values` lack: load them and apply the same event again.
+    Needs { results: Vec<String> },
 }
 
 impl std::fmt::Display for Rejection {
@@ -61,6 +68,9 @@ impl std::fmt::Display for Rejection {
             Rejection::Stale { reason } => write!(f, "stale event: {reason}"),
             Rejection::Invalid { reason } => write!(f, "invalid event: {reason}"),
             Rejection::InvalidInput { errors } => write!(f, "invalid input: {}", errors.join("; ")),
+            Rejection::Needs { results } => {
+                write!(f, "needs the results of {}", results.join(", "))
+            }
         }
     }
 }
@@ -77,12 +87,27 @@ pub mod codes {
     pub const JOIN_FAILED: &str = "JoinFailed";
 }
 
+/// How many children of a fan-out one transition starts at most; the timer
+/// `FanOut` starts the next batch at once, so that no commit writes a million rows.
+pub const START_BATCH: u32 = 1_000;
+
+/// How many children of a fan-out without `parallel` run at once.
+pub const DEFAULT_WINDOW: u32 = 10_000;
+
+/// How far past its oldest unfinished child a fan-out starts children: its
+/// state keeps a bit per child in between, so this bounds it (16 KB).
+pub const MAX_SPAN: u32 = 65_536;
+
 /// Folds `event` into `run` at time `now_ms` (milliseconds since the epoch).
+/// `values` holds what the state refers to but does not hold (the joined lists
+/// of decided fan-outs); a transition that reads one it lacks is
+/// `Rejection::Needs`.
 pub fn apply(
     bundle: &ValidatedBundle,
     run: &Run,
     event: &Event,
     now_ms: u64,
+    values: &Values,
 ) -> Result<Transition, Rejection> {
     let unknown = || Rejection::UnknownFlow {
         flow: run.flow.clone(),
@@ -105,6 +130,10 @@ pub fn apply(
         run: run.clone(),
         effects: Vec::new(),
         now: now_ms,
+        values,
+        needs: RefCell::default(),
+        filling: false,
+        started: 0,
     };
     match &event.kind {
         EventKind::Started { input } => cx.start(input)?,
@@ -159,6 +188,12 @@ pub fn apply(
         }
         EventKind::TimerFired { timer } => cx.timer(timer)?,
         EventKind::CancelRequested { reason } => cx.cancel(reason),
+    }
+    let needs = cx.needs.take();
+    if !needs.is_empty() {
+        return Err(Rejection::Needs {
+            results: needs.into_iter().collect(),
+        });
     }
     let seq = run.seq;
     cx.run.seq = seq + 1;
@@ -245,6 +280,13 @@ struct Cx<'a> {
     run: Run,
     effects: Vec<EffectKind>,
     now: u64,
+    values: &'a Values,
+    /// Joined lists an evaluation read that `values` lacks.
+    needs: RefCell<BTreeSet<String>>,
+    /// A fan-out is starting children: a child that ends at once does not start more.
+    filling: bool,
+    /// Children this transition started, of every fan-out: at most `START_BATCH`.
+    started: u32,
 }
 
 fn stale<T>(reason: impl Into<String>) -> Result<T, Rejection> {
@@ -287,13 +329,21 @@ impl<'a> Cx<'a> {
             nodes: &self.index.nodes,
             run: &self.run,
             item,
+            values: self.values,
+            needs: &self.needs,
         }
     }
 
-    fn slot(&self, at: At) -> Option<&Slot> {
+    /// The slot at `at`; `None` for a node not started, or a child that is done
+    /// (its outcome is counted, not kept).
+    fn slot(&self, at: At) -> Option<Slot> {
         match (self.run.nodes.get(at.node)?, at.index) {
-            (NodeState::Single(s), None) => Some(s),
-            (NodeState::FanOut(slots), Some(i)) => slots.get(i as usize),
+            (NodeState::Single(s), None) => Some(s.clone()),
+            (NodeState::FanOut(fo), Some(i)) => match fo.child(i) {
+                Child::NotStarted => Some(Slot::Pending),
+                Child::Active(s) => Some(s),
+                Child::Done => None,
+            },
             _ => None,
         }
     }
@@ -301,11 +351,7 @@ impl<'a> Cx<'a> {
     fn set_slot(&mut self, at: At, slot: Slot) {
         match (self.run.nodes.get_mut(at.node), at.index) {
             (Some(n), None) => *n = NodeState::Single(slot),
-            (Some(NodeState::FanOut(slots)), Some(i)) => {
-                if let Some(s) = slots.get_mut(i as usize) {
-                    *s = slot;
-                }
-            }
+            (Some(NodeState::FanOut(fo)), Some(i)) => fo.set(i, slot),
             _ => {}
         }
     }
@@ -343,11 +389,12 @@ impl<'a> Cx<'a> {
 
     fn expect_running(&self, at: At, attempt: u32) -> Result<(), Rejection> {
         match self.slot(at) {
-            Some(Slot::Running(a)) if *a == attempt => Ok(()),
+            Some(Slot::Running(a)) if a == attempt => Ok(()),
             Some(Slot::Running(a)) => {
                 stale(format!("attempt {attempt} is over; attempt {a} is running"))
             }
-            Some(other) => stale(format!("no attempt is running ({})", slot_name(other))),
+            Some(other) => stale(format!("no attempt is running ({})", slot_name(&other))),
+            None if at.index.is_some() => stale("the child is done"),
             None => stale("the node has not started"),
         }
     }
@@ -403,7 +450,7 @@ impl<'a> Cx<'a> {
             self.finish_failed(codes::INVALID_INPUT, errors.join("; "), None);
             return Ok(());
         }
-        self.run.input = input.clone();
+        self.run.input = Arc::new(input.clone());
         if let Some(t) = self.flow.timeout_ms {
             let due = self.now.saturating_add(t);
             self.run.deadline = Some(due);
@@ -523,7 +570,7 @@ impl<'a> Cx<'a> {
             );
             return;
         }
-        self.run.nodes[j] = NodeState::FanOut(vec![Slot::Pending; len]);
+        self.run.nodes[j] = NodeState::FanOut(FanOut::new(len as u32));
         self.fill_fan_out(j);
         self.join(j);
     }
@@ -533,34 +580,59 @@ impl<'a> Cx<'a> {
         self.node_failed(j, err);
     }
 
-    /// Starts pending children of fan-out `j` while fewer than `parallel` are active.
+    /// Starts children of fan-out `j` from its cursor while fewer than its window
+    /// (`parallel`, else `DEFAULT_WINDOW`) are active, at most `START_BATCH` in
+    /// this transition; when the window has room for more, the `FanOut` timer
+    /// starts the next batch at once.
     fn fill_fan_out(&mut self, j: usize) {
-        let limit = self.flow.nodes[j]
+        if self.filling {
+            return;
+        }
+        self.filling = true;
+        let window = self.flow.nodes[j]
             .fan_out
             .as_ref()
             .and_then(|f| f.parallel)
-            .unwrap_or(u64::MAX);
-        loop {
-            let NodeState::FanOut(slots) = &self.run.nodes[j] else {
-                return;
-            };
-            let active = slots.iter().filter(|s| s.is_active()).count() as u64;
-            if active >= limit {
-                return;
+            .map_or(DEFAULT_WINDOW, |p| u32::try_from(p).unwrap_or(u32::MAX));
+        while let NodeState::FanOut(fo) = &self.run.nodes[j] {
+            if fo.active() >= window || fo.next >= fo.len || fo.next - fo.low >= MAX_SPAN {
+                break;
             }
-            let Some(i) = slots.iter().position(|s| matches!(s, Slot::Pending)) else {
-                return;
-            };
+            if self.started >= START_BATCH {
+                self.continue_fan_out(j);
+                break;
+            }
+            let i = fo.next;
             self.start_attempt(
                 At {
                     node: j,
-                    index: Some(i as u32),
+                    index: Some(i),
                 },
                 1,
             );
+            self.started += 1;
             if self.run.status != RunStatus::Running {
-                return;
+                break;
             }
+        }
+        self.filling = false;
+    }
+
+    /// Sets fan-out `j`'s `FanOut` timer, due now, unless it is set.
+    fn continue_fan_out(&mut self, j: usize) {
+        let seq = self.run.seq;
+        let NodeState::FanOut(fo) = &mut self.run.nodes[j] else {
+            return;
+        };
+        if fo.timer.is_none() {
+            fo.timer = Some(seq);
+            self.effects.push(EffectKind::SetTimer {
+                timer: Timer::FanOut {
+                    node: self.flow.nodes[j].id.clone(),
+                    seq,
+                },
+                due_at: self.now,
+            });
         }
     }
 
@@ -588,6 +660,8 @@ impl<'a> Cx<'a> {
             nodes: &self.index.nodes,
             run: &self.run,
             item: item.as_ref(),
+            values: self.values,
+            needs: &self.needs,
         };
         let mut out = Map::new();
         for (name, e) in &node.inputs {
@@ -728,6 +802,26 @@ impl<'a> Cx<'a> {
             return;
         }
         self.cancel_timeout(at, attempt);
+        if let Some(i) = at.index {
+            // A child's output goes to the results (`join any` keeps the first).
+            let join = node.fan_out.as_ref().map(|f| f.join);
+            if join == Some(Join::Any) {
+                if let NodeState::FanOut(fo) = &mut self.run.nodes[at.node]
+                    && fo.first.is_none()
+                {
+                    fo.first = Some(Arc::new(output));
+                }
+            } else {
+                self.effects.push(EffectKind::StoreResult {
+                    node: node.id.clone(),
+                    index: i,
+                    output,
+                });
+            }
+            self.set_slot(at, Slot::Succeeded(Arc::new(Value::Null)));
+            self.slot_done(at);
+            return;
+        }
         self.set_slot(at, Slot::Succeeded(Arc::new(output)));
         if self.run.encoded_size() > self.bundle.limits.state_bytes {
             self.set_slot(at, Slot::Running(attempt));
@@ -797,7 +891,6 @@ impl<'a> Cx<'a> {
             return;
         }
         if let Some(Slot::Failed(err)) = self.slot(at) {
-            let err = err.clone();
             self.node_failed(at.node, err);
         } else {
             self.advance();
@@ -805,52 +898,41 @@ impl<'a> Cx<'a> {
     }
 
     /// Decides fan-out `j` under its join policy if it can be decided, else
-    /// starts more children.
+    /// starts more children. A joined list of stored results is decided by the
+    /// `FanOut` timer (`collect`), in a transition of its own, so that every
+    /// result is committed before a later step reads the list.
     fn join(&mut self, j: usize) {
+        self.decide(j, false);
+    }
+
+    fn decide(&mut self, j: usize, collect: bool) {
         let Some(fo) = &self.flow.nodes[j].fan_out else {
             return;
         };
-        let NodeState::FanOut(slots) = &self.run.nodes[j] else {
+        let NodeState::FanOut(state) = &self.run.nodes[j] else {
             return;
         };
-        let total = slots.len() as u64;
-        let ok = slots
-            .iter()
-            .filter(|s| matches!(s, Slot::Succeeded(_)))
-            .count() as u64;
-        let failed = slots
-            .iter()
-            .filter(|s| matches!(s, Slot::Failed(_) | Slot::Cancelled))
-            .count() as u64;
-        let first_failed = || {
-            slots.iter().enumerate().find_map(|(i, s)| match s {
-                Slot::Failed(e) => Some((i, e)),
-                _ => None,
-            })
-        };
-        let outputs = || -> Vec<Value> {
-            slots
-                .iter()
-                .filter_map(|s| match s {
-                    Slot::Succeeded(v) => Some(Value::clone(v)),
-                    _ => None,
-                })
-                .collect()
-        };
-        let decided: Option<Result<Value, StepError>> = match fo.join {
+        let total = u64::from(state.len);
+        let ok = u64::from(state.succeeded);
+        let failed = u64::from(state.failed);
+        let last_failed = state.last_failure.clone();
+        let joined = || Slot::Results(state.succeeded);
+        let decided: Option<Result<Slot, StepError>> = match fo.join {
             // The child's own error, so that queries by error code find it.
-            Join::All if failed > 0 => Some(Err(match first_failed() {
+            Join::All if failed > 0 => Some(Err(match &last_failed {
                 Some((i, e)) => StepError::new(
                     e.code.clone(),
                     with_detail(format!("child {i} failed"), &e.message),
                 ),
                 None => StepError::new(codes::JOIN_FAILED, "a child was cancelled"),
             })),
-            Join::All if ok == total => Some(Ok(Value::Array(outputs()))),
-            Join::Any if ok > 0 => Some(Ok(outputs().into_iter().next().unwrap_or(Value::Null))),
+            Join::All if ok == total => Some(Ok(joined())),
+            Join::Any if ok > 0 => Some(Ok(Slot::Succeeded(
+                state.first.clone().unwrap_or_else(|| Arc::new(Value::Null)),
+            ))),
             Join::Any if failed == total => Some(Err(StepError::new(
                 codes::JOIN_FAILED,
-                match first_failed() {
+                match &last_failed {
                     Some((i, e)) => with_detail(
                         format!("every child failed; child {i} with {}", e.code),
                         &e.message,
@@ -862,16 +944,17 @@ impl<'a> Cx<'a> {
                 codes::JOIN_FAILED,
                 format!("{failed} of {total} children failed: at least {k} had to succeed"),
             ))),
-            Join::AtLeast { .. } if ok + failed == total => Some(Ok(Value::Array(outputs()))),
+            Join::AtLeast { .. } if ok + failed == total => Some(Ok(joined())),
             _ => None,
         };
         match decided {
             None => self.fill_fan_out(j),
+            Some(Ok(Slot::Results(n))) if n > 0 && !collect => self.continue_fan_out(j),
             Some(result) => {
                 self.cancel_slots(j);
                 match result {
-                    Ok(v) => {
-                        self.run.nodes[j] = NodeState::Single(Slot::Succeeded(Arc::new(v)));
+                    Ok(slot) => {
+                        self.run.nodes[j] = NodeState::Single(slot);
                         self.advance();
                     }
                     Err(e) => self.fail_node_now(j, e),
@@ -911,7 +994,7 @@ impl<'a> Cx<'a> {
             } => {
                 let at = self.slot_at_any(node, *index)?;
                 match self.slot(at) {
-                    Some(Slot::RetryWait(a)) if a == attempt => {}
+                    Some(Slot::RetryWait(a)) if a == *attempt => {}
                     _ => {
                         return stale(format!(
                             "`{}` is not waiting to retry attempt {attempt}",
@@ -951,6 +1034,19 @@ impl<'a> Cx<'a> {
                 self.expect_running(at, *attempt)?;
                 let woke = Value::String(format_rfc3339(self.now));
                 self.succeed(at, *attempt, woke);
+            }
+            Timer::FanOut { node, seq } => {
+                let Some(&j) = self.index.nodes.get(node) else {
+                    return invalid(format!("`{}` has no node `{node}`", self.flow.name));
+                };
+                let NodeState::FanOut(fo) = &mut self.run.nodes[j] else {
+                    return stale(format!("`{node}` is not fanning out"));
+                };
+                if fo.timer != Some(*seq) {
+                    return stale(format!("`{}` is not the fan-out's timer", timer.id()));
+                }
+                fo.timer = None;
+                self.decide(j, true);
             }
         }
         Ok(())
@@ -999,12 +1095,8 @@ impl<'a> Cx<'a> {
     /// Cancels one active slot: its attempt or its retry timer.
     fn cancel_slot(&mut self, at: At) {
         match self.slot(at) {
-            Some(Slot::Running(a)) => {
-                let a = *a;
-                self.abandon(at, a, true);
-            }
+            Some(Slot::Running(a)) => self.abandon(at, a, true),
             Some(Slot::RetryWait(a)) => {
-                let a = *a;
                 self.effects.push(EffectKind::CancelTimer {
                     timer: Timer::Retry {
                         node: self.node_id(at),
@@ -1018,22 +1110,25 @@ impl<'a> Cx<'a> {
         self.set_slot(at, Slot::Cancelled);
     }
 
+    /// Cancels fan-out `j`'s active children; those never started never start.
     fn cancel_slots(&mut self, j: usize) {
-        let n = match &self.run.nodes[j] {
-            NodeState::FanOut(slots) => slots.len(),
-            _ => 0,
+        let active: Vec<u32> = match &self.run.nodes[j] {
+            NodeState::FanOut(fo) => fo.active_children().map(|(i, _)| i).collect(),
+            _ => return,
         };
-        for i in 0..n {
+        for i in active {
             self.cancel_slot(At {
                 node: j,
-                index: Some(i as u32),
+                index: Some(i),
             });
-            if let NodeState::FanOut(slots) = &mut self.run.nodes[j]
-                && let Some(s) = slots.get_mut(i)
-                && matches!(s, Slot::Pending)
-            {
-                *s = Slot::Cancelled;
-            }
+        }
+        if let NodeState::FanOut(fo) = &self.run.nodes[j]
+            && let Some(seq) = fo.timer
+        {
+            let node = self.flow.nodes[j].id.clone();
+            self.effects.push(EffectKind::CancelTimer {
+                timer: Timer::FanOut { node, seq },
+            });
         }
     }
 
@@ -1153,7 +1248,7 @@ fn slot_name(s: &Slot) -> &'static str {
         Slot::Pending => "pending",
         Slot::Running(_) => "running",
         Slot::RetryWait(_) => "waiting to retry",
-        Slot::Succeeded(_) => "succeeded",
+        Slot::Succeeded(_) | Slot::Results(_) => "succeeded",
         Slot::Failed(_) => "failed",
         Slot::Cancelled => "cancelled",
     }

@@ -71,6 +71,13 @@ pub enum EffectKind {
         parent: Parent,
         outcome: Outcome,
     },
+    /// Keep child `index`'s output among fan-out `node`'s results, in the same
+    /// commit as the state that counts it.
+    StoreResult {
+        node: String,
+        index: u32,
+        output: Value,
+    },
     /// The run ended: for history, quotas and schedules' overlap policies.
     Finished {
         status: RunStatus,
@@ -107,6 +114,10 @@ pub enum Timer {
         index: Option<u32>,
         attempt: u32,
     },
+    /// Fan-out `node` goes on at once: the next batch of children starts, or its
+    /// stored results are joined. `seq` is the sequence number of the event that
+    /// set it: each one is a timer (and an event) of its own.
+    FanOut { node: String, seq: u64 },
 }
 
 impl Timer {
@@ -129,6 +140,7 @@ impl Timer {
                 index,
                 attempt,
             } => format!("wait:{}", slot_id(node, *index, *attempt)),
+            Timer::FanOut { node, seq } => format!("fan_out:{node}:{seq}"),
         }
     }
 }

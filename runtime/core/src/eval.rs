@@ -6,13 +6,14 @@
 //! the IR was validated, but the values come from outside.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use eflow_ir::{BinOp, Expr, Flow};
 use serde_json::{Map, Value};
 
-use crate::state::{NodeState, Run, Slot};
+use crate::state::{NodeState, Run, Slot, Values};
 use crate::time::{format_rfc3339, parse_rfc3339};
 use crate::value::kind_of;
 
@@ -24,6 +25,11 @@ pub struct Scope<'a> {
     pub run: &'a Run,
     /// The current element, inside a fan-out.
     pub item: Option<&'a Value>,
+    /// What the state refers to but does not hold (joined lists).
+    pub values: &'a Values,
+    /// Joined lists an expression read that `values` lacks: the caller loads
+    /// them and evaluates again.
+    pub needs: &'a RefCell<BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +48,7 @@ fn err<T>(msg: impl Into<String>) -> Result<T, EvalError> {
 }
 
 static NULL: Value = Value::Null;
+static NO_RESULTS: Value = Value::Array(Vec::new());
 
 pub fn eval<'a>(expr: &'a Expr, scope: &Scope<'a>) -> Res<'a> {
     match expr {
@@ -62,6 +69,14 @@ pub fn eval<'a>(expr: &'a Expr, scope: &Scope<'a>) -> Res<'a> {
             };
             let v = match scope.run.nodes.get(i) {
                 Some(NodeState::Single(Slot::Succeeded(v))) => &**v,
+                Some(NodeState::Single(Slot::Results(0))) => &NO_RESULTS,
+                Some(NodeState::Single(Slot::Results(_))) => match scope.values.results.get(id) {
+                    Some(v) => &**v,
+                    None => {
+                        scope.needs.borrow_mut().insert(id.clone());
+                        return err(format!("the results of `{id}` are not loaded"));
+                    }
+                },
                 Some(NodeState::Skipped) => &NULL,
                 _ => return err(format!("`{id}` has not finished")),
             };
@@ -273,15 +288,19 @@ mod tests {
     fn run_eval(x: Value) -> Result<Value, EvalError> {
         let flow = empty_flow();
         let mut run = Run::new("r1", "acme", &flow, None);
-        run.input
+        std::sync::Arc::make_mut(&mut run.input)
             .insert("p".into(), json!({"a": {"b": 3}, "n": null}));
         run.started_at = 1_700_000_000_000;
         let nodes = HashMap::new();
+        let values = Values::default();
+        let needs = RefCell::default();
         let scope = Scope {
             flow: &flow,
             nodes: &nodes,
             run: &run,
             item: None,
+            values: &values,
+            needs: &needs,
         };
         eval(&e(x), &scope).map(Cow::into_owned)
     }

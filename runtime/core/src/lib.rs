@@ -19,5 +19,7 @@ pub mod value;
 pub use apply::{Rejection, Transition, apply, backoff_ms};
 pub use effect::{Effect, EffectKind, Timer, slot_id, step_label};
 pub use event::{Event, EventKind, Outcome};
-pub use state::{NodeState, Parent, Run, RunError, RunStatus, Slot, StepError};
+pub use state::{
+    Child, FanOut, NodeState, Parent, Run, RunError, RunStatus, Slot, StepError, Values,
+};
 pub use validate::{Limits, ValidatedBundle, ValidationError, validate};

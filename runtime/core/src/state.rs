@@ -3,8 +3,11 @@
 //! Only what cannot be recomputed from the flow IR is kept: the inputs the caller
 //! gave (defaults come from the IR when read), one compact entry per node, the
 //! result or error. Fan-out items are not stored: the list is re-evaluated from
-//! values that never change once its node started.
+//! values that never change once its node started. A fan-out keeps counters and
+//! a window, never an entry per element; its children's outputs are stored
+//! beside the state (see `docs/design/0003-fan-out-at-scale.md`).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -32,8 +35,9 @@ pub struct Run {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<u64>,
     /// The parameters the caller gave; the others take their IR default when read.
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub input: Map<String, Value>,
+    /// Shared: every transition copies the run, and never changes its input.
+    #[serde(default, skip_serializing_if = "no_input")]
+    pub input: Arc<Map<String, Value>>,
     /// One per IR node, in the flow's node order.
     pub nodes: Vec<NodeState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,9 +131,9 @@ pub enum NodeState {
     Pending,
     /// A guard was false: its output is absent (`null`).
     Skipped,
-    /// A fan-out in progress: one slot per element of the list. Replaced by a
-    /// `Single` slot holding the joined output (or the error) when it is decided.
-    FanOut(Vec<Slot>),
+    /// A fan-out in progress. Replaced by a `Single` slot holding the joined
+    /// output (or the error) when it is decided.
+    FanOut(FanOut),
     /// A step or subflow call, or a decided fan-out. Serialized as the slot itself.
     #[serde(untagged)]
     Single(Slot),
@@ -146,6 +150,9 @@ pub enum Slot {
     RetryWait(u32),
     /// Shared: a transition copies the run, and outputs are most of it.
     Succeeded(Arc<Value>),
+    /// A decided `join all` or `join at_least`: succeeded, and its output is the
+    /// list of the fan-out's `count` stored results, in input order.
+    Results(u32),
     Failed(StepError),
     Cancelled,
 }
@@ -155,8 +162,201 @@ impl Slot {
         matches!(self, Slot::Running(_) | Slot::RetryWait(_))
     }
     pub fn is_done(&self) -> bool {
-        matches!(self, Slot::Succeeded(_) | Slot::Failed(_) | Slot::Cancelled)
+        matches!(
+            self,
+            Slot::Succeeded(_) | Slot::Results(_) | Slot::Failed(_) | Slot::Cancelled
+        )
     }
+}
+
+/// A fan-out in progress: a cursor, a window of active children and counters.
+/// Its size grows with the window (`next - low`), never with `len`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FanOut {
+    /// The number of elements of the list.
+    pub len: u32,
+    /// Children `0..next` have started.
+    pub next: u32,
+    /// Every child below `low` is done.
+    pub low: u32,
+    /// Which children of `low..next` are done: bit `k` is child `low + k`.
+    #[serde(default, with = "hex_bits", skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<u64>,
+    /// Active children of `low..next` that are not running their first attempt;
+    /// every other active child is `Running(1)`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub slots: BTreeMap<u32, Slot>,
+    #[serde(default)]
+    pub succeeded: u32,
+    /// Children that failed for good or were cancelled.
+    #[serde(default)]
+    pub failed: u32,
+    /// The latest child to fail, and its error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<(u32, StepError)>,
+    /// `join any`: the first success, kept until the node is decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<Arc<Value>>,
+    /// The `FanOut` timer that is set and has not fired: the sequence number
+    /// of the event that set it, which makes its id unique.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer: Option<u64>,
+}
+
+/// Where child `i` of a fan-out stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Child {
+    NotStarted,
+    Active(Slot),
+    Done,
+}
+
+impl FanOut {
+    pub fn new(len: u32) -> Self {
+        Self {
+            len,
+            next: 0,
+            low: 0,
+            done: Vec::new(),
+            slots: BTreeMap::new(),
+            succeeded: 0,
+            failed: 0,
+            last_failure: None,
+            first: None,
+            timer: None,
+        }
+    }
+
+    /// Children started and not done.
+    pub fn active(&self) -> u32 {
+        self.next - self.succeeded - self.failed
+    }
+
+    pub fn child(&self, i: u32) -> Child {
+        if i >= self.next {
+            Child::NotStarted
+        } else if i < self.low || self.is_done(i) {
+            Child::Done
+        } else {
+            Child::Active(self.slots.get(&i).cloned().unwrap_or(Slot::Running(1)))
+        }
+    }
+
+    fn is_done(&self, i: u32) -> bool {
+        let k = (i - self.low) as usize;
+        self.done
+            .get(k / 64)
+            .is_some_and(|w| w >> (k % 64) & 1 == 1)
+    }
+
+    /// The active children, in index order.
+    pub fn active_children(&self) -> impl Iterator<Item = (u32, Slot)> + '_ {
+        (self.low..self.next).filter_map(|i| match self.child(i) {
+            Child::Active(s) => Some((i, s)),
+            _ => None,
+        })
+    }
+
+    /// Child `i` (started, or the next to start) is now in `slot`. A done slot
+    /// is counted; its output is the caller's to keep.
+    pub fn set(&mut self, i: u32, slot: Slot) {
+        if i >= self.len || i < self.low || (i < self.next && self.is_done(i)) {
+            return;
+        }
+        if i >= self.next {
+            self.next = i + 1;
+        }
+        match slot {
+            Slot::Running(1) => {
+                self.slots.remove(&i);
+            }
+            Slot::Pending => {}
+            Slot::Running(_) | Slot::RetryWait(_) => {
+                self.slots.insert(i, slot);
+            }
+            Slot::Succeeded(_) | Slot::Results(_) | Slot::Failed(_) | Slot::Cancelled => {
+                self.slots.remove(&i);
+                match slot {
+                    Slot::Failed(e) => {
+                        self.failed += 1;
+                        self.last_failure = Some((i, e));
+                    }
+                    Slot::Cancelled => self.failed += 1,
+                    _ => self.succeeded += 1,
+                }
+                let k = (i - self.low) as usize;
+                if self.done.len() <= k / 64 {
+                    self.done.resize(k / 64 + 1, 0);
+                }
+                self.done[k / 64] |= 1 << (k % 64);
+                self.compact();
+            }
+        }
+    }
+
+    /// Moves `low` past the done children at the bottom of the window.
+    fn compact(&mut self) {
+        let mut shift = 0usize;
+        for w in &self.done {
+            let ones = w.trailing_ones() as usize;
+            shift += ones;
+            if ones < 64 {
+                break;
+            }
+        }
+        if shift == 0 {
+            return;
+        }
+        self.low += shift as u32;
+        let (words, bits) = (shift / 64, shift % 64);
+        self.done.drain(..words.min(self.done.len()));
+        if bits > 0 {
+            for k in 0..self.done.len() {
+                let hi = self.done.get(k + 1).copied().unwrap_or(0);
+                self.done[k] = (self.done[k] >> bits) | (hi << (64 - bits));
+            }
+        }
+        while self.done.last() == Some(&0) {
+            self.done.pop();
+        }
+    }
+}
+
+/// A bitmap as hex digits, four bits each, lowest first: `"f1"` is bits 0–3 and 4.
+mod hex_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(words: &[u64], s: S) -> Result<S::Ok, S::Error> {
+        let mut out = String::with_capacity(words.len() * 16);
+        for w in words {
+            for n in 0..16 {
+                let d = (w >> (4 * n)) & 0xf;
+                out.push(char::from_digit(d as u32, 16).unwrap_or('0'));
+            }
+        }
+        let trimmed = out.trim_end_matches('0');
+        s.serialize_str(trimmed)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut words = vec![0u64; text.len().div_ceil(16)];
+        for (n, c) in text.chars().enumerate() {
+            let digit = c
+                .to_digit(16)
+                .ok_or_else(|| serde::de::Error::custom(format!("`{c}` is not a hex digit")))?;
+            words[n / 16] |= u64::from(digit) << (4 * (n % 16));
+        }
+        Ok(words)
+    }
+}
+
+/// Values a run's state refers to but does not hold, loaded by the engine and
+/// given to `apply`: the joined lists of decided fan-outs, by node id. They never
+/// change once written, so `apply` stays a function of its inputs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Values {
+    pub results: HashMap<String, Arc<Value>>,
 }
 
 impl NodeState {
@@ -164,7 +364,7 @@ impl NodeState {
     pub fn is_settled(&self) -> bool {
         matches!(
             self,
-            NodeState::Skipped | NodeState::Single(Slot::Succeeded(_))
+            NodeState::Skipped | NodeState::Single(Slot::Succeeded(_) | Slot::Results(_))
         )
     }
 }
@@ -186,7 +386,7 @@ impl Run {
             status: RunStatus::Created,
             started_at: 0,
             deadline: None,
-            input: Map::new(),
+            input: Arc::default(),
             nodes: vec![NodeState::Pending; flow.nodes.len()],
             result: None,
             error: None,
@@ -207,6 +407,10 @@ impl Run {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a run's state serializes infallibly")
     }
+}
+
+fn no_input(input: &Arc<Map<String, Value>>) -> bool {
+    input.is_empty()
 }
 
 /// The length of `v`'s compact JSON, counted as it is written.

@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, OnceLock};
 
 use common::{FLOWS, compile, examples, fake_value};
 use eflow_core::{
     EffectKind, Event, EventKind, NodeState, Outcome, Rejection, Run, Slot, StepError, Timer,
-    ValidatedBundle, apply,
+    Transition, ValidatedBundle, Values, apply,
 };
 use eflow_ir::{Call, Join, StepKind, Type};
 use proptest::prelude::*;
@@ -49,13 +49,9 @@ fn possible(b: &ValidatedBundle, run: &Run, seed: u64) -> Vec<EventKind> {
     let mut out = Vec::new();
     for (j, (node, state)) in f.nodes.iter().zip(&run.nodes).enumerate() {
         let _ = j;
-        let slots: Vec<(Option<u32>, &Slot)> = match state {
-            NodeState::Single(s) => vec![(None, s)],
-            NodeState::FanOut(ss) => ss
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (Some(i as u32), s))
-                .collect(),
+        let slots: Vec<(Option<u32>, Slot)> = match state {
+            NodeState::Single(s) => vec![(None, s.clone())],
+            NodeState::FanOut(fo) => fo.active_children().map(|(i, s)| (Some(i), s)).collect(),
             _ => continue,
         };
         let out_ty = match (&node.output, &node.fan_out) {
@@ -87,7 +83,7 @@ fn possible(b: &ValidatedBundle, run: &Run, seed: u64) -> Vec<EventKind> {
             let id = node.id.clone();
             match slot {
                 Slot::Running(a) => {
-                    let attempt = *a;
+                    let attempt = a;
                     match kind {
                         None => {
                             out.push(EventKind::ChildFinished {
@@ -146,7 +142,7 @@ fn possible(b: &ValidatedBundle, run: &Run, seed: u64) -> Vec<EventKind> {
                     timer: Timer::Retry {
                         node: id.clone(),
                         index,
-                        attempt: *a,
+                        attempt: a,
                     },
                 }),
                 _ => {}
@@ -154,6 +150,62 @@ fn possible(b: &ValidatedBundle, run: &Run, seed: u64) -> Vec<EventKind> {
         }
     }
     out
+}
+
+/// What the engine keeps beside the runs: the fan-outs' stored results, and the
+/// joined lists loaded for `apply`.
+#[derive(Default)]
+struct World {
+    results: BTreeMap<String, BTreeMap<u32, Value>>,
+    values: Values,
+}
+
+impl World {
+    /// `apply` as the engine's worker calls it: loading what a transition
+    /// needs and applying again, then keeping the results it stores.
+    fn apply(
+        &mut self,
+        b: &ValidatedBundle,
+        run: &Run,
+        ev: &Event,
+        now: u64,
+    ) -> Result<Transition, Rejection> {
+        loop {
+            match apply(b, run, ev, now, &self.values) {
+                Err(Rejection::Needs { results }) => {
+                    for node in results {
+                        let list = self
+                            .results
+                            .get(&node)
+                            .map(|r| r.values().cloned().collect())
+                            .unwrap_or_default();
+                        self.values
+                            .results
+                            .insert(node, Arc::new(Value::Array(list)));
+                    }
+                }
+                Ok(t) => {
+                    for e in &t.effects {
+                        if let EffectKind::StoreResult {
+                            node,
+                            index,
+                            output,
+                        } = &e.kind
+                        {
+                            let kept = self
+                                .results
+                                .entry(node.clone())
+                                .or_default()
+                                .insert(*index, output.clone());
+                            assert!(kept.is_none(), "{node}[{index}] stored twice");
+                        }
+                    }
+                    return Ok(t);
+                }
+                Err(r) => return Err(r),
+            }
+        }
+    }
 }
 
 /// What the timer store would hold after these effects.
@@ -182,8 +234,9 @@ proptest! {
         let b = &bundles()[*bi];
         let f = b.flow(name).unwrap().flow;
         let mut run = Run::new("r", "t", f, None);
+        let mut world = World::default();
         let start = Event::new("e0", EventKind::Started { input: input(b, name, seeds[0]) });
-        let t = match apply(b, &run, &start, 1_000) {
+        let t = match world.apply(b, &run, &start, 1_000) {
             Ok(t) => t,
             Err(Rejection::InvalidInput { .. }) => return Ok(()),
             Err(r) => panic!("start rejected: {r}"),
@@ -199,6 +252,7 @@ proptest! {
             }
             now += seed % 10_000;
             let mut options = possible(b, &run, seed);
+            options.extend(armed.iter().filter(|t| matches!(t, Timer::FanOut { .. })).map(|t| EventKind::TimerFired { timer: t.clone() }));
             if step == cancel_at {
                 options = vec![EventKind::CancelRequested { reason: "test".into() }];
             } else if options.is_empty() {
@@ -211,11 +265,11 @@ proptest! {
                 prop_assert!(armed.contains(timer), "fired {} which was never set", timer.id());
             }
             let ev = Event::new(format!("e{}", step + 1), kind);
-            let t = apply(b, &run, &ev, now).map_err(|r| TestCaseError::fail(format!("rejected {ev:?}: {r}")))?;
+            let t = world.apply(b, &run, &ev, now).map_err(|r| TestCaseError::fail(format!("rejected {ev:?}: {r}")))?;
             // Applying it again is a no-op, and so is any earlier event.
-            prop_assert_eq!(apply(b, &t.run, &ev, now), Err(Rejection::Duplicate));
+            prop_assert_eq!(world.apply(b, &t.run, &ev, now), Err(Rejection::Duplicate));
             let old = &history[seed as usize % history.len()];
-            prop_assert!(apply(b, &t.run, old, now).is_err(), "old event {old:?} applied again");
+            prop_assert!(world.apply(b, &t.run, old, now).is_err(), "old event {old:?} applied again");
             prop_assert!(t.run.encoded_size() <= b.limits.state_bytes);
             let finishes = t.effects.iter().filter(|e| matches!(e.kind, EffectKind::Finished { .. })).count();
             prop_assert_eq!(finishes, usize::from(t.run.status.is_finished()));
@@ -231,7 +285,7 @@ proptest! {
         // Nothing changes a finished run, and it leaves no timer behind.
         prop_assert!(armed.is_empty(), "timers left: {armed:?}");
         for kind in possible(b, &run, 1).into_iter().chain([EventKind::CancelRequested { reason: String::new() }, EventKind::TimerFired { timer: Timer::Deadline }]) {
-            prop_assert_eq!(apply(b, &run, &Event::new("late", kind), now), Err(Rejection::Finished));
+            prop_assert_eq!(world.apply(b, &run, &Event::new("late", kind), now), Err(Rejection::Finished));
         }
     }
 
@@ -242,18 +296,19 @@ proptest! {
         let b = &bundles()[*bi];
         let f = b.flow(name).unwrap().flow;
         let mut run = Run::new("r", "t", f, None);
-        if let Ok(t) = apply(b, &run, &Event::new("s", EventKind::Started { input: input(b, name, seed) }), 0) {
+        let mut world = World::default();
+        if let Ok(t) = world.apply(b, &run, &Event::new("s", EventKind::Started { input: input(b, name, seed) }), 0) {
             run = t.run;
         }
         for i in 0..steps {
             let mut opts = possible(b, &run, seed.wrapping_add(i as u64));
             if opts.is_empty() { break; }
             let k = opts.swap_remove((seed as usize).wrapping_add(i) % opts.len());
-            if let Ok(t) = apply(b, &run, &Event::new(format!("p{i}"), k), 10) { run = t.run; }
+            if let Ok(t) = world.apply(b, &run, &Event::new(format!("p{i}"), k), 10) { run = t.run; }
         }
         let node_names: Vec<String> = f.nodes.iter().map(|n| n.id.clone()).collect();
         let event = retarget(event, &node_names, seed);
-        let _ = apply(b, &run, &event, seed);
+        let _ = world.apply(b, &run, &event, seed);
     }
 }
 

@@ -456,11 +456,17 @@ fn fan_out_all_respects_parallel_and_keeps_input_order() {
               invoke xs[0]#1 t.Fetch {"name":"x"}
               invoke xs[1]#1 t.Fetch {"name":"y"}
             > ok xs[1] 1 {"uri": "y"}
+              store_result xs[1] {"uri":"y"}
               invoke xs[2]#1 t.Fetch {"name":"z"}
             > ok xs[2] 1 {"uri": "z"}
+              store_result xs[2] {"uri":"z"}
             > ok xs[0] 1 {"uri": "x"}
+              store_result xs[0] {"uri":"x"}
+              set_timer fan_out:xs:3 at 1000
+            > (fires fan_out:xs:3)
+              (loads the results of xs)
               finished "succeeded"
-            = {"input":{"names":["x","y","z"]},"last_event":"e4","nodes":[{"succeeded":[{"uri":"x"},{"uri":"y"},{"uri":"z"}]}],"result":[{"uri":"x"},{"uri":"y"},{"uri":"z"}],"seq":4,"started_at":1000,"status":"succeeded"}
+            = {"input":{"names":["x","y","z"]},"last_event":"e5","nodes":[{"results":3}],"result":[{"uri":"x"},{"uri":"y"},{"uri":"z"}],"seq":5,"started_at":1000,"status":"succeeded"}
         "#]],
     );
 }
@@ -491,10 +497,10 @@ fn fan_out_over_an_empty_list_succeeds_at_once_for_all() {
         "FanAll",
         r#"start {"names": []}"#,
         expect![[r#"
-        > start {"names": []}
-          finished "succeeded"
-        = {"input":{"names":[]},"last_event":"e1","nodes":[{"succeeded":[]}],"result":[],"seq":1,"started_at":1000,"status":"succeeded"}
-    "#]],
+            > start {"names": []}
+              finished "succeeded"
+            = {"input":{"names":[]},"last_event":"e1","nodes":[{"results":0}],"result":[],"seq":1,"started_at":1000,"status":"succeeded"}
+        "#]],
     );
 }
 
@@ -535,8 +541,8 @@ fn fan_out_any_takes_the_first_success_and_cancels_the_rest() {
               invoke x[1]#1 t.Fetch {"name":"y"}
             > fail x[0] 1 NotFound
             > fail x[1] 1 NotFound
-              finished "failed" {"code":"JoinFailed","message":"`x` failed with JoinFailed: every child failed; child 0 with NotFound","node":"x"}
-            = {"error":{"code":"JoinFailed","message":"`x` failed with JoinFailed: every child failed; child 0 with NotFound","node":"x"},"input":{"names":["x","y"]},"last_event":"e3","nodes":[{"failed":{"code":"JoinFailed","message":"every child failed; child 0 with NotFound"}}],"seq":3,"started_at":1000,"status":"failed"}
+              finished "failed" {"code":"JoinFailed","message":"`x` failed with JoinFailed: every child failed; child 1 with NotFound","node":"x"}
+            = {"error":{"code":"JoinFailed","message":"`x` failed with JoinFailed: every child failed; child 1 with NotFound","node":"x"},"input":{"names":["x","y"]},"last_event":"e3","nodes":[{"failed":{"code":"JoinFailed","message":"every child failed; child 1 with NotFound"}}],"seq":3,"started_at":1000,"status":"failed"}
         "#]],
     );
 }
@@ -586,10 +592,15 @@ fn fan_out_at_least_succeeds_with_the_successful_outputs_in_order() {
               invoke xs[1]#1 t.Fetch {"name":"y"}
               invoke xs[2]#1 t.Fetch {"name":"z"}
             > ok xs[2] 1 {"uri": "z"}
+              store_result xs[2] {"uri":"z"}
             > fail xs[1] 1 NotFound fatal
             > ok xs[0] 1 {"uri": "x"}
+              store_result xs[0] {"uri":"x"}
+              set_timer fan_out:xs:3 at 1000
+            > (fires fan_out:xs:3)
+              (loads the results of xs)
               finished "succeeded"
-            = {"input":{"names":["x","y","z"]},"last_event":"e4","nodes":[{"succeeded":[{"uri":"x"},{"uri":"z"}]}],"result":[{"uri":"x"},{"uri":"z"}],"seq":4,"started_at":1000,"status":"succeeded"}
+            = {"input":{"names":["x","y","z"]},"last_event":"e5","nodes":[{"results":2}],"result":[{"uri":"x"},{"uri":"z"}],"seq":5,"started_at":1000,"status":"succeeded"}
         "#]],
     );
 }
@@ -608,9 +619,14 @@ fn subflow_fan_out_starts_children_and_joins_their_results() {
               start_child r1.xs.0.1 Child {"name":"x"}
               start_child r1.xs.1.1 Child {"name":"y"}
             > child xs[0] 1 ok {"uri": "x"}
+              store_result xs[0] {"uri":"x"}
             > child xs[1] 1 ok {"uri": "y"}
+              store_result xs[1] {"uri":"y"}
+              set_timer fan_out:xs:2 at 1000
+            > (fires fan_out:xs:2)
+              (loads the results of xs)
               finished "succeeded"
-            = {"input":{"names":["x","y"]},"last_event":"e3","nodes":[{"succeeded":[{"uri":"x"},{"uri":"y"}]}],"result":[{"uri":"x"},{"uri":"y"}],"seq":3,"started_at":1000,"status":"succeeded"}
+            = {"input":{"names":["x","y"]},"last_event":"e4","nodes":[{"results":2}],"result":[{"uri":"x"},{"uri":"y"}],"seq":4,"started_at":1000,"status":"succeeded"}
         "#]],
     );
 }
@@ -690,6 +706,7 @@ fn cancellation_cancels_children_and_timers() {
               start_child r1.xs.0.1 Child {"name":"x"}
               start_child r1.xs.1.1 Child {"name":"y"}
             > child xs[0] 1 ok {"uri": "x"}
+              store_result xs[0] {"uri":"x"}
             > cancel by ann
               cancel_child r1.xs.1.1
               finished "cancelled" {"code":"Cancelled","message":"by ann"}
@@ -697,7 +714,7 @@ fn cancellation_cancels_children_and_timers() {
               rejected: the run has finished
             > cancel again
               rejected: the run has finished
-            = {"error":{"code":"Cancelled","message":"by ann"},"input":{"names":["x","y"]},"last_event":"e3","nodes":[{"fan_out":[{"succeeded":{"uri":"x"}},"cancelled"]}],"seq":3,"started_at":1000,"status":"cancelled"}
+            = {"error":{"code":"Cancelled","message":"by ann"},"input":{"names":["x","y"]},"last_event":"e3","nodes":[{"fan_out":{"failed":1,"len":2,"low":2,"next":2,"succeeded":1}}],"seq":3,"started_at":1000,"status":"cancelled"}
         "#]],
     );
 }

@@ -230,7 +230,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
     ),
     paths(
         health, create_tenant, list_tenants, update_tenant, purge_tenant, deploy, list_flows, start_run, list_runs,
-        get_run, run_events, cancel_run, list_approvals, decide, callback, list_schedules,
+        get_run, run_events, step_results, cancel_run, list_approvals, decide, callback, list_schedules,
         pause_schedule, resume_schedule, backfill, list_registry, stats,
         whoami, list_tenant_tokens, create_tenant_token, revoke_tenant_token, rotate_tenant_token,
         list_admin_tokens, create_admin_token, revoke_admin_token, rotate_admin_token
@@ -357,6 +357,7 @@ pub fn router(service: Service, limits: &HttpLimits) -> Router {
         .route("/v1/runs", post(start_run).get(list_runs))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/events", get(run_events))
+        .route("/v1/runs/{id}/steps/{step}/results", get(step_results))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/runs/{id}/approvals/{step}", post(decide))
         .route("/v1/approvals", get(list_approvals))
@@ -595,6 +596,30 @@ async fn run_events(
     Params(p): Params<EventsParam>,
 ) -> ApiResult<Vec<EventView>> {
     s.run_events(&c, &id, p.after, p.limit.unwrap_or(1000))
+        .await
+        .map(Json)
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct ResultsParam {
+    /// Results after this index.
+    after: Option<u32>,
+    /// At most this many (1 to 1,000; 1,000 when left out).
+    limit: Option<u32>,
+}
+
+/// A fan-out's results: the outputs of its children that succeeded, in input order, a page at a time.
+#[utoipa::path(get, path = "/v1/runs/{id}/steps/{step}/results", params(("id" = String, Path), ("step" = String, Path), ResultsParam),
+    responses((status = 200, body = Vec<ResultView>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn step_results(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    PathParam((id, step)): PathParam<(String, String)>,
+    Params(p): Params<ResultsParam>,
+) -> ApiResult<Vec<ResultView>> {
+    s.step_results(&c, &id, &step, p.after, p.limit.unwrap_or(1000))
         .await
         .map(Json)
 }

@@ -190,6 +190,15 @@ pub struct RunView {
     pub error: Option<ErrorView>,
 }
 
+/// The output of child `index` of a fan-out, which succeeded.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResultView {
+    pub index: u32,
+    /// Any JSON value of the child's output type.
+    #[schema(value_type = Value)]
+    pub output: Value,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventView {
     pub seq: u64,

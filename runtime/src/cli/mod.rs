@@ -986,11 +986,19 @@ fn run_text(r: &RunView) -> String {
     for st in &r.steps {
         let detail = match (&st.error, &st.children) {
             (Some(e), _) => format!("{}: {}", e.code, e.message),
-            (None, Some(c)) => c
-                .iter()
-                .map(|(k, v)| format!("{v} {k}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            (None, Some(c)) => {
+                let total: u32 = c.values().sum();
+                let done: u32 = ["succeeded", "failed"]
+                    .iter()
+                    .filter_map(|k| c.get(*k))
+                    .sum();
+                let counts = c
+                    .iter()
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("{done} of {total} done: {counts}")
+            }
             _ => String::new(),
         };
         t.row(vec![

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::{Deployed, Engine, Finished, stored_json};
 use crate::connectors::{self, Attempt, approval, sim};
-use crate::store::{ApprovalClose, Commit, RunMeta, TimerWrite};
+use crate::store::{ApprovalClose, Commit, ResultWrite, RunMeta, TimerWrite};
 
 /// Due work this close is delivered by the worker itself, from memory; the
 /// timer row stays (claimed) in case the process dies first.
@@ -449,6 +449,16 @@ impl<'a> RouteCx<'a> {
                     ),
                 },
             ),
+            EffectKind::StoreResult {
+                node,
+                index,
+                output,
+            } => commit.results.push(ResultWrite {
+                run: run_id.clone(),
+                node,
+                index,
+                output: stored_json(&output),
+            }),
             EffectKind::Finished { status, .. } => after.push(After::Finished(Finished {
                 run: run_id.clone(),
                 tenant: self.meta.tenant.clone(),

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use eflow_core::apply::refuse_oversized;
-use eflow_core::{Event, EventKind, Run, RunStatus, apply};
+use eflow_core::{Event, EventKind, Rejection, Run, RunStatus, Values, apply};
 use lru::LruCache;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,12 +22,14 @@ use super::{
 use crate::clock::SharedClock;
 use crate::store::{Commit, EventWrite, RunMeta, RunWrite};
 
-/// A run as the worker holds it.
+/// A run as the worker holds it, with the joined lists its state refers to
+/// that a transition has needed so far.
 #[derive(Clone)]
 struct Held {
     meta: RunMeta,
     deployed: Arc<Deployed>,
     run: Run,
+    values: Values,
 }
 
 pub struct Worker {
@@ -141,6 +143,7 @@ impl Worker {
                 meta,
                 deployed,
                 run,
+                values: Values::default(),
             },
         );
         Ok(Some(()))
@@ -340,14 +343,19 @@ impl Worker {
             meta: c.meta,
             deployed,
             run,
+            values: Values::default(),
         };
         b.held.insert(id.clone(), held);
-        self.apply_to(b, &id, event, None, c.outbox, c.reply, now);
+        self.apply_to(b, &id, event, None, c.outbox, c.reply, now)
+            .await;
     }
 
     async fn deliver(&mut self, b: &mut Batch, d: Delivery, now: u64) {
         match self.load(b, &d.run).await {
-            Ok(Some(())) => self.apply_to(b, &d.run, d.event, d.timer, d.outbox, d.reply, now),
+            Ok(Some(())) => {
+                self.apply_to(b, &d.run, d.event, d.timer, d.outbox, d.reply, now)
+                    .await;
+            }
             Ok(None) => {
                 // The run is gone (purged): drop what pointed at it.
                 if let Some(t) = d.timer {
@@ -368,8 +376,34 @@ impl Worker {
         }
     }
 
+    /// Loads the joined lists of fan-outs `nodes` of run `id` into its `Held`.
+    async fn load_results(&self, b: &mut Batch, id: &str, nodes: &[String]) -> Result<(), Error> {
+        for node in nodes {
+            let rows = self
+                .engine
+                .store()
+                .fanout_results(id, node, None, u32::MAX)
+                .await?;
+            let mut list = Vec::with_capacity(rows.len());
+            for (_, row) in rows {
+                list.push(serde_json::from_slice(&row).map_err(|e| {
+                    Error::Store(crate::store::Error::Corrupt {
+                        table: "fanout_results",
+                        message: format!("run {id}, fan-out {node}: {e}"),
+                    })
+                })?);
+            }
+            if let Some(h) = b.held.get_mut(id) {
+                h.values
+                    .results
+                    .insert(node.clone(), Arc::new(serde_json::Value::Array(list)));
+            }
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
-    fn apply_to(
+    async fn apply_to(
         &mut self,
         b: &mut Batch,
         id: &str,
@@ -388,7 +422,22 @@ impl Worker {
         let Some(held) = b.held.get(id) else { return };
         // An output the state cannot hold is refused before any log holds it.
         let event = refuse_oversized(&held.deployed.bundle, &held.run, &event).unwrap_or(event);
-        let result = apply(&held.deployed.bundle, &held.run, &event, now);
+        let mut result = apply(&held.deployed.bundle, &held.run, &event, now, &held.values);
+        // A transition that reads joined lists not loaded yet: load them, then
+        // apply the same event again (they never change once written). Each
+        // round loads at least one more, so this ends.
+        while let Err(Rejection::Needs { results }) = &result {
+            let results = results.clone();
+            if let Err(e) = self.load_results(b, id, &results).await {
+                if let Some(reply) = reply {
+                    b.replies.push((reply, Err(e)));
+                }
+                return;
+            }
+            let Some(h) = b.held.get(id) else { return };
+            result = apply(&h.deployed.bundle, &h.run, &event, now, &h.values);
+        }
+        let Some(held) = b.held.get(id) else { return };
         match result {
             Ok(t) => {
                 b.transitions += 1;

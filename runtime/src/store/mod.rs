@@ -98,6 +98,9 @@ forward! {
     /// runs): the quota's starting point.
     pub async fn active_runs(&self) -> Result<Vec<(String, Option<String>, i64)>>;
     pub async fn active_runs_of_schedule(&self, schedule: &str) -> Result<Vec<String>>;
+    /// Up to `limit` stored outputs of fan-out `node` of `run`, with their
+    /// index, in input order, after index `after`.
+    pub async fn fanout_results(&self, run: &str, node: &str, after: Option<u32>, limit: u32) -> Result<Vec<(u32, Vec<u8>)>>;
     pub async fn events_of(&self, run: &str, after_seq: Option<u64>, limit: u32) -> Result<Vec<EventRow>>;
     /// The event of `run` with this id, if it was applied: how a redelivered
     /// callback tells "already applied" from "stale".
@@ -251,6 +254,18 @@ pub struct Commit {
     pub approvals: Vec<ApprovalWrite>,
     /// Approvals decided or no longer awaited.
     pub approvals_closed: Vec<ApprovalClose>,
+    /// Outputs of fan-out children, kept beside their parent's state.
+    pub results: Vec<ResultWrite>,
+}
+
+/// Child `index`'s output of fan-out `node` of `run`. Written once: a second
+/// write of the same child is ignored.
+#[derive(Debug, Clone)]
+pub struct ResultWrite {
+    pub run: String,
+    pub node: String,
+    pub index: u32,
+    pub output: Vec<u8>,
 }
 
 /// An approval that is decided (its step completed: a reviewer's decision or
@@ -275,6 +290,7 @@ impl Commit {
             && self.outbox_deleted.is_empty()
             && self.approvals.is_empty()
             && self.approvals_closed.is_empty()
+            && self.results.is_empty()
     }
 }
 

@@ -244,8 +244,45 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        for chunk in pieces(&c.results) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO fanout_results (run, node, idx, output) ");
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.run)
+                    .push_bind(&r.node)
+                    .push_bind(r.index)
+                    .push_bind(&r.output);
+            });
+            q.push(" ON CONFLICT (run, node, idx) DO NOTHING");
+            q.build().execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Up to `limit` stored outputs of fan-out `node` of `run`, with their
+    /// index, in input order, after index `after`.
+    pub async fn fanout_results(
+        &self,
+        run: &str,
+        node: &str,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<(u32, Vec<u8>)>> {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT idx, output FROM fanout_results WHERE run = ? AND node = ? AND idx > ? \
+             ORDER BY idx LIMIT ?",
+        )
+        .bind(run)
+        .bind(node)
+        .bind(after.map_or(-1, i64::from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(i, o)| (u32::try_from(i).unwrap_or(u32::MAX), o))
+            .collect())
     }
 
     // ---- runs ----------------------------------------------------------------
@@ -619,6 +656,7 @@ impl SqliteStore {
             "DELETE FROM events WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
             "DELETE FROM timers WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
             "DELETE FROM outbox WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
+            "DELETE FROM fanout_results WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
             "DELETE FROM runs WHERE tenant = ?1",
             "DELETE FROM approvals WHERE tenant = ?1",
             "DELETE FROM registry WHERE tenant = ?1",

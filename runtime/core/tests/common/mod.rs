@@ -3,13 +3,15 @@
 // Test scaffolding: a malformed script is a bug in the test and should panic there.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use eflow_compiler::analysis::{Analysis, FsLoader};
 use eflow_core::{
     Effect, EffectKind, Event, EventKind, Outcome, Rejection, Run, StepError, Timer,
-    ValidatedBundle, apply, validate,
+    ValidatedBundle, Values, apply, validate,
 };
 use eflow_ir::{self as ir, Bundle};
 use serde_json::Value;
@@ -149,6 +151,10 @@ pub struct Driver<'a> {
     pub seq: u64,
     pub log: String,
     pub last: Option<Event>,
+    /// The fan-outs' stored results, as the engine keeps them: node → index → output.
+    pub results: BTreeMap<String, BTreeMap<u32, Value>>,
+    /// The joined lists loaded for `apply`, as the engine's worker keeps them.
+    pub values: Values,
 }
 
 impl<'a> Driver<'a> {
@@ -161,6 +167,8 @@ impl<'a> Driver<'a> {
             seq: 0,
             log: String::new(),
             last: None,
+            results: BTreeMap::new(),
+            values: Values::default(),
         }
     }
 
@@ -172,7 +180,7 @@ impl<'a> Driver<'a> {
     /// Runs a script, one command per line:
     /// `start {json}`, `at MS`, `ok NODE[I] ATTEMPT {json}`, `fail NODE[I] ATTEMPT CODE [fatal]`,
     /// `child NODE[I] ATTEMPT ok {json} | fail CODE | cancelled`,
-    /// `fire deadline | retry NODE[I] A | timeout NODE[I] A | wait NODE[I] A`,
+    /// `fire deadline | retry NODE[I] A | timeout NODE[I] A | wait NODE[I] A | fan_out NODE SEQ`,
     /// `cancel REASON`, `again` (redeliver the last event).
     pub fn script(&mut self, script: &str) -> &mut Self {
         for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -242,6 +250,11 @@ impl<'a> Driver<'a> {
                 let p: Vec<&str> = rest.split(' ').collect();
                 let timer = if p[0] == "deadline" {
                     Timer::Deadline
+                } else if p[0] == "fan_out" {
+                    Timer::FanOut {
+                        node: p[1].to_string(),
+                        seq: p[2].parse().unwrap(),
+                    }
                 } else {
                     let (node, index) = slot(p[1]);
                     let attempt = p[2].parse().unwrap();
@@ -277,17 +290,63 @@ impl<'a> Driver<'a> {
         self.deliver(ev);
     }
 
+    /// Applies `ev` as the engine's worker does: loads the joined lists a
+    /// transition needs and applies it again, keeps the results it stores, and
+    /// fires a `FanOut` timer due now at once.
     fn deliver(&mut self, ev: Event) {
-        match apply(self.bundle, &self.run, &ev, self.now) {
-            Ok(t) => {
-                for e in &t.effects {
-                    writeln!(self.log, "  {}", render(e)).unwrap();
+        let mut due_now = Vec::new();
+        loop {
+            match apply(self.bundle, &self.run, &ev, self.now, &self.values) {
+                Ok(t) => {
+                    for e in &t.effects {
+                        writeln!(self.log, "  {}", render(e)).unwrap();
+                        match &e.kind {
+                            EffectKind::StoreResult {
+                                node,
+                                index,
+                                output,
+                            } => {
+                                self.results
+                                    .entry(node.clone())
+                                    .or_default()
+                                    .insert(*index, output.clone());
+                            }
+                            EffectKind::SetTimer {
+                                timer: timer @ Timer::FanOut { .. },
+                                due_at,
+                            } if *due_at <= self.now => due_now.push(timer.clone()),
+                            _ => {}
+                        }
+                    }
+                    self.run = t.run;
                 }
-                self.run = t.run;
+                Err(Rejection::Needs { results }) => {
+                    for node in results {
+                        writeln!(self.log, "  (loads the results of {node})").unwrap();
+                        let list = self
+                            .results
+                            .get(&node)
+                            .map(|r| r.values().cloned().collect())
+                            .unwrap_or_default();
+                        self.values
+                            .results
+                            .insert(node, Arc::new(Value::Array(list)));
+                    }
+                    continue;
+                }
+                Err(r) => writeln!(self.log, "  rejected: {}", render_rejection(&r)).unwrap(),
             }
-            Err(r) => writeln!(self.log, "  rejected: {}", render_rejection(&r)).unwrap(),
+            break;
         }
         self.last = Some(ev);
+        for timer in due_now {
+            writeln!(self.log, "> (fires {})", timer.id()).unwrap();
+            self.seq += 1;
+            let next = Event::new(format!("e{}", self.seq), EventKind::TimerFired { timer });
+            let last = self.last.take();
+            self.deliver(next);
+            self.last = last;
+        }
     }
 
     /// The transcript and the final state.
@@ -377,6 +436,11 @@ pub fn render(e: &Effect) -> String {
                 j(outcome)
             )
         }
+        EffectKind::StoreResult {
+            node,
+            index,
+            output,
+        } => format!("store_result {node}[{index}] {}", j(output)),
         EffectKind::Finished { status, error } => match error {
             Some(e) => format!("finished {} {}", j(status), j(e)),
             None => format!("finished {}", j(status)),
