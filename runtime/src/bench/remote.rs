@@ -124,10 +124,10 @@ impl Remote {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<String> {
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/invoke") => self.invoke(req).await,
-            (&Method::GET, "/stats") => answer(
-                StatusCode::OK,
-                serde_json::to_string(&self.stats()).unwrap_or_default(),
-            ),
+            (&Method::GET, "/stats") => match serde_json::to_string(&self.stats()) {
+                Ok(body) => answer(StatusCode::OK, body),
+                Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            },
             _ => answer(StatusCode::NOT_FOUND, String::new()),
         }
     }
