@@ -236,6 +236,18 @@ impl Setup {
                 (t.clone(), Some(t))
             }
         };
+        let started = Setup::start(args, dir, temp.clone()).await;
+        if let (Err(_), Some(t)) = (&started, temp) {
+            let _ = std::fs::remove_dir_all(t);
+        }
+        started
+    }
+
+    async fn start(
+        args: &BenchArgs,
+        dir: std::path::PathBuf,
+        temp: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Setup> {
         // Before anything else runs, on the disk the server writes to (with
         // `--server`: this machine's temporary directory).
         let baseline = Baseline::measure(&dir, args.durability)
