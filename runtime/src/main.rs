@@ -36,6 +36,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Bench(args) => eflow_runtime::bench::run(args).await,
+            Command::BenchRemote(args) => eflow_runtime::bench::remote::serve(args).await,
             other => eflow_runtime::cli::run_client(other).await,
         }
     });

@@ -123,8 +123,12 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Measure the engine: N runs of K sequential simulated steps.
+    /// Measure the engine: N runs of K sequential steps (`sim` or `http`), or
+    /// one fan-out over N subflows, beside the machine's own baseline.
     Bench(crate::bench::BenchArgs),
+    /// The remote system `eflow bench --connector http` starts in a child process.
+    #[command(hide = true)]
+    BenchRemote(crate::bench::remote::RemoteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -448,7 +452,9 @@ fn opt(q: &mut Vec<(&'static str, String)>, k: &'static str, v: &Option<String>)
 /// Runs a client command (everything but `serve` and `bench`).
 pub async fn run_client(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(_) | Command::Bench(_) => unreachable!("handled by main"),
+        Command::Serve(_) | Command::Bench(_) | Command::BenchRemote(_) => {
+            unreachable!("handled by main")
+        }
         Command::Deploy {
             paths,
             env,

@@ -1,0 +1,776 @@
+//! `eflow bench`: N runs of a flow of K sequential steps across T tenants,
+//! through the HTTP API, or (`--fanout N`) one run fanning out over N
+//! subflows of one step. Steps run on the `sim` connector (SIMULATED
+//! compute: nothing is computed, each step only waits `--sim-duration`) or,
+//! with `--connector http`, on a remote system the bench starts in a child
+//! process (`remote.rs`) that is invoked and calls back over real HTTP on
+//! loopback.
+//!
+//! Every run first measures the machine's baseline in its data directory
+//! (`baseline.rs`) and reports eflow's figures beside it and as a ratio.
+//!
+//! By default it starts a fresh embedded server in a temporary directory;
+//! `--server URL` measures a running one (with an admin token). It reports
+//! step transitions per second (events applied by the engine), runs completed
+//! per second, the start-to-first-invocation latency (a start returns when
+//! the run's `Started` transition and its first step's invocation are
+//! committed, so the start request's round trip is that latency), bytes
+//! written per transition, the server's CPU per step (embedded: the process's
+//! CPU less the bench's own load-generating threads, `cpu.rs`), and the
+//! server's resident memory (embedded, the server and this client share one
+//! process, so the figure includes the client).
+
+pub mod baseline;
+pub mod cpu;
+mod fanout;
+pub mod remote;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::api::model::{DeployResult, StartRun, TenantCreated};
+use crate::cli::Output;
+use crate::cli::client::Client;
+use crate::server::{Options, Server};
+use crate::store::Durability;
+use baseline::Baseline;
+use remote::{RemoteProcess, RemoteStats};
+
+/// Names the threads that start runs, so their CPU is not counted as the
+/// embedded server's (15 bytes at most: the kernel cuts thread names there).
+const LOAD_THREADS: &str = "bench-load";
+
+/// What the bench's steps are bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum BenchConnector {
+    /// SIMULATED compute: each step only waits `--sim-duration`, in the server.
+    #[default]
+    Sim,
+    /// A remote system (`eflow bench-remote`, a child process) invoked and
+    /// calling back over real HTTP on loopback.
+    Http,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Runs to start.
+    #[arg(long, default_value_t = 10_000)]
+    pub runs: u64,
+    /// Sequential steps per run.
+    #[arg(long, default_value_t = 5)]
+    pub steps: u32,
+    /// Tenants the runs are spread over.
+    #[arg(long, default_value_t = 10)]
+    pub tenants: u32,
+    /// What the steps are bound to: `sim` (simulated) or `http` (a remote
+    /// system on loopback, in a child process; the server must allow egress
+    /// to 127.0.0.1, which the bench grants the tenants it creates).
+    #[arg(long, value_enum, default_value_t)]
+    pub connector: BenchConnector,
+    /// Instead of `--runs`: one run fanning out over N subflows of one step
+    /// each (`join all`); reports children/s and the parent's state size.
+    #[arg(long)]
+    pub fanout: Option<u64>,
+    /// With `--fanout`: give up when no child has finished for this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub stall_after: Duration,
+    /// How long each simulated step takes.
+    #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+    pub sim_duration: Duration,
+    /// Starts per second (default: as fast as the server takes them).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Start requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Do not wait for runs to finish (to measure many waiting runs).
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Measure this server instead of a fresh embedded one.
+    #[arg(long, env = "EFLOW_SERVER")]
+    pub server: Option<String>,
+    /// An admin token of `--server`.
+    #[arg(long, env = "EFLOW_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Embedded: engine shards.
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
+    /// Embedded: commit durability (also the baseline's SQLite `synchronous`).
+    #[arg(long, value_enum, default_value_t)]
+    pub durability: Durability,
+    /// Embedded: do not run the history consumer (measures the engine alone).
+    #[arg(long)]
+    pub no_history: bool,
+    /// Embedded: keep the data directory here instead of a temporary one.
+    #[arg(long)]
+    pub data: Option<std::path::PathBuf>,
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub connector: String,
+    pub runs: u64,
+    pub steps: u32,
+    pub tenants: u32,
+    pub sim_duration_ms: u64,
+    pub started: u64,
+    pub start_errors: u64,
+    pub completed: u64,
+    pub seconds: f64,
+    pub transitions: u64,
+    pub transitions_per_sec: f64,
+    /// Steps of the runs that completed, per second.
+    pub steps_per_sec: f64,
+    pub runs_completed_per_sec: f64,
+    pub starts_per_sec: f64,
+    pub start_to_first_invocation_p50_ms: f64,
+    pub start_to_first_invocation_p99_ms: f64,
+    pub bytes_written_per_transition: Option<f64>,
+    /// Events the history had not written when the last run finished.
+    pub history_behind_at_finish: Option<u64>,
+    /// Seconds from the start until the history had written every event, and
+    /// the transitions per second over that span: the rate the whole server
+    /// (engine and history) sustains.
+    pub history_caught_up_seconds: Option<f64>,
+    pub transitions_per_sec_with_history: Option<f64>,
+    /// Embedded: the server's CPU (the process's, less the bench's
+    /// load-generating threads) from the first start to the end.
+    pub server_cpu_seconds: Option<f64>,
+    pub server_cpu_ms_per_step: Option<f64>,
+    pub peak_rss_mb: Option<f64>,
+    pub rss_mb: Option<f64>,
+    pub backend: String,
+    /// With `--connector http`: what the remote system saw and spent.
+    pub remote: Option<RemoteReport>,
+    pub baseline: Baseline,
+    /// `transitions_per_sec` (with history when measured) for each 1,000
+    /// baseline SQLite rows per second.
+    pub transitions_per_sec_per_1000_baseline_rows: f64,
+    /// `steps_per_sec` for each 1,000 baseline SQLite rows per second.
+    pub steps_per_sec_per_1000_baseline_rows: f64,
+}
+
+/// The remote system of `--connector http`, from its own `/stats` and `/proc`.
+#[derive(Debug, Serialize)]
+pub struct RemoteReport {
+    #[serde(flatten)]
+    pub stats: RemoteStats,
+    pub cpu_ms_per_step: Option<f64>,
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// The binding of the bench's `Work` step.
+fn binding(connector: BenchConnector, sim_ms: u64, remote: Option<&RemoteProcess>) -> String {
+    match (connector, remote) {
+        (BenchConnector::Http, Some(r)) => {
+            format!("http {{ url: \"http://{}/invoke\" }}", r.addr)
+        }
+        _ => format!("sim {{ duration: {sim_ms}ms }}"),
+    }
+}
+
+/// The benchmark flow: K sequential remote steps, each fed the previous output.
+pub fn flow_source(steps: u32, binding: &str) -> String {
+    let mut s = String::from(
+        "// eflow bench: with `sim`, SIMULATED compute (each step only waits);\n\
+         // with `http`, the bench's remote system answers n + 1.\n\n\
+         /// One unit of work.\nremote step Work(n: Int) -> Int\n\n\
+         flow Bench(n: Int = 0) -> Int {\n",
+    );
+    let mut prev = "n".to_string();
+    for i in 1..=steps.max(1) {
+        s.push_str(&format!("    let s{i} = Work(n: {prev})\n"));
+        prev = format!("s{i}");
+    }
+    s.push_str(&format!(
+        "    return {prev}\n}}\n\nbindings bench {{\n    Work = {binding}\n}}\n"
+    ));
+    s
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    percentile_by(sorted, p).copied().unwrap_or(0.0)
+}
+
+/// The `p` quantile (0..=1) of sorted values, nearest rank.
+fn percentile_by<T>(sorted: &[T], p: f64) -> Option<&T> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i.min(sorted.len() - 1))
+}
+
+/// What a bench run set up: the server, its tenants, the remote system.
+struct Setup {
+    server: Option<(Server, String)>,
+    temp: Option<std::path::PathBuf>,
+    base: String,
+    token: Option<String>,
+    /// For the bench's own reads (`/v1/stats`); starts use their own client.
+    client: Arc<Client>,
+    tenants: Vec<String>,
+    remote: Option<RemoteProcess>,
+    baseline: Baseline,
+}
+
+impl Setup {
+    async fn new(args: &BenchArgs) -> anyhow::Result<Setup> {
+        let (dir, temp) = match &args.data {
+            Some(d) => {
+                std::fs::create_dir_all(d)
+                    .with_context(|| format!("creating the data directory {}", d.display()))?;
+                (d.clone(), None)
+            }
+            None => {
+                let t = tempdir()?;
+                (t.clone(), Some(t))
+            }
+        };
+        let started = Setup::start(args, dir, temp.clone()).await;
+        if let (Err(_), Some(t)) = (&started, temp) {
+            let _ = std::fs::remove_dir_all(t);
+        }
+        started
+    }
+
+    async fn start(
+        args: &BenchArgs,
+        dir: std::path::PathBuf,
+        temp: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Setup> {
+        // Before anything else runs, on the disk the server writes to (with
+        // `--server`: this machine's temporary directory).
+        let baseline = Baseline::measure(&dir, args.durability)
+            .await
+            .context("measuring the machine's baseline")?;
+        let remote = match args.connector {
+            BenchConnector::Http => Some(RemoteProcess::spawn()?),
+            BenchConnector::Sim => None,
+        };
+        let server = match &args.server {
+            Some(_) => None,
+            None => {
+                let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
+                let mut o = Options::new(dir, "127.0.0.1:0".parse()?);
+                o.durability = args.durability;
+                o.shards = args.shards;
+                o.admin_token = Some(token.clone());
+                o.history = !args.no_history;
+                Some((Server::start(o).await?, token))
+            }
+        };
+        let (base, token) = match (&server, &args.server) {
+            (Some((s, t)), _) => (format!("http://{}", s.addr), Some(t.clone())),
+            (_, Some(url)) => (url.clone(), args.token.clone()),
+            (None, None) => unreachable!("embedded unless --server"),
+        };
+        let client = Arc::new(Client::new(Some(base.clone()), token.clone())?);
+        let stamp = uuid::Uuid::now_v7().simple().to_string();
+        let count = if args.fanout.is_some() {
+            1
+        } else {
+            args.tenants.max(1)
+        };
+        let tenants: Vec<String> = (0..count)
+            .map(|i| format!("bench-{}-{i}", &stamp[..12]))
+            .collect();
+        let setup = Setup {
+            server,
+            temp,
+            base,
+            token,
+            client,
+            tenants,
+            remote,
+            baseline,
+        };
+        // Tenants of an embedded server are stopped with it, whatever happens.
+        if let Err(e) = setup.create_tenants(args).await {
+            setup.finish().await;
+            return Err(e);
+        }
+        Ok(setup)
+    }
+
+    async fn create_tenants(&self, args: &BenchArgs) -> anyhow::Result<()> {
+        // The remote system listens on loopback, which `http` steps may not
+        // reach unless allowed.
+        let egress: Vec<&str> = match args.connector {
+            BenchConnector::Http => vec!["127.0.0.1"],
+            BenchConnector::Sim => vec![],
+        };
+        for t in &self.tenants {
+            let _: TenantCreated = self
+                .client
+                .post(
+                    "/v1/tenants",
+                    &json!({
+                        "id": t,
+                        "max_active_runs": 10_000_000,
+                        "max_starts_per_sec": 1_000_000.0,
+                        "allow_egress": egress,
+                    }),
+                )
+                .await
+                .context("creating the benchmark's tenants (needs an admin token)")?;
+        }
+        Ok(())
+    }
+
+    async fn deploy(&self, files: &[(&str, String)]) -> anyhow::Result<()> {
+        let source: serde_json::Map<String, serde_json::Value> = files
+            .iter()
+            .map(|(name, text)| (name.to_string(), json!(text)))
+            .collect();
+        for t in &self.tenants {
+            let _: DeployResult = self
+                .client
+                .post(
+                    "/v1/flows",
+                    &json!({ "tenant": t, "env": "bench", "source": source }),
+                )
+                .await
+                .context("deploying the benchmark's flow")?;
+        }
+        Ok(())
+    }
+
+    fn binding(&self, args: &BenchArgs) -> String {
+        binding(
+            args.connector,
+            args.sim_duration.as_millis() as u64,
+            self.remote.as_ref(),
+        )
+    }
+
+    fn backend(&self, args: &BenchArgs) -> String {
+        match &args.server {
+            Some(u) => format!("server {u}"),
+            None => format!(
+                "embedded SQLite ({:?} durability, {} shards{})",
+                args.durability,
+                args.shards,
+                if args.no_history { ", no history" } else { "" }
+            ),
+        }
+    }
+
+    /// The embedded server's CPU seconds so far: the process's, less the
+    /// bench's load-generating threads (the remote system has its own process).
+    fn server_cpu(&self) -> Option<f64> {
+        self.server.as_ref()?;
+        Some(cpu::seconds("self")? - cpu::threads_seconds(LOAD_THREADS)?)
+    }
+
+    async fn finish(self) {
+        if let Some((s, _)) = self.server {
+            s.stop().await;
+        }
+        drop(self.remote);
+        if let Some(t) = self.temp {
+            let _ = std::fs::remove_dir_all(t);
+        }
+    }
+}
+
+/// The remote system's figures after a workload of `steps` steps.
+async fn remote_report(
+    remote: Option<&RemoteProcess>,
+    cpu_before: Option<f64>,
+    steps: u64,
+) -> anyhow::Result<Option<RemoteReport>> {
+    let Some(r) = remote else {
+        return Ok(None);
+    };
+    let stats = r
+        .stats(&reqwest::Client::new())
+        .await
+        .context("reading the remote system's stats")?;
+    let pid = r.pid().to_string();
+    let cpu = cpu::seconds(&pid)
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    Ok(Some(RemoteReport {
+        stats,
+        cpu_ms_per_step: cpu.filter(|_| steps > 0).map(|c| c * 1000.0 / steps as f64),
+        peak_rss_mb: crate::service::process_status_mb(&pid, "VmHWM:"),
+    }))
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let setup = Setup::new(&args).await?;
+    // A separate runtime for starting runs: its threads are named, so their
+    // CPU is taken out of the embedded server's.
+    let load = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(LOAD_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the bench's load threads")?;
+    let result = match args.fanout {
+        Some(n) => fanout::run(&args, &setup, n).await.and_then(|r| {
+            match args.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                Output::Table => print!("{}", fanout::report_text(&r)),
+            }
+            // Reported above; the exit status says it too.
+            match r.failure {
+                Some(f) => Err(anyhow::anyhow!(f)),
+                None => Ok(()),
+            }
+        }),
+        None => runs(&args, &setup, load.handle()).await.and_then(|r| {
+            match args.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                Output::Table => print!("{}", report_text(&r)),
+            }
+            Ok(())
+        }),
+    };
+    load.shutdown_background();
+    setup.finish().await;
+    result
+}
+
+/// `--runs N`: N runs of K sequential steps.
+async fn runs(
+    args: &BenchArgs,
+    setup: &Setup,
+    load: &tokio::runtime::Handle,
+) -> anyhow::Result<Report> {
+    setup
+        .deploy(&[("bench.eflow", flow_source(args.steps, &setup.binding(args)))])
+        .await?;
+    let client = setup.client.clone();
+    let starter = Arc::new(Client::new(Some(setup.base.clone()), setup.token.clone())?);
+    let tenants = &setup.tenants;
+    let stats0 = stats(&client).await?;
+    let bar = progress_bar(args.runs, args.output);
+    bar.set_prefix("starting");
+    let cpu0 = setup.server_cpu();
+    let remote_cpu0 = setup
+        .remote
+        .as_ref()
+        .and_then(|r| cpu::seconds(&r.pid().to_string()));
+    let began = Instant::now();
+    let limit = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let errors = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(
+        args.runs as usize,
+    )));
+    // Tasks are not kept: a finished task's handle would hold its memory, and
+    // the benchmark must not grow with the number of runs it starts.
+    for i in 0..args.runs {
+        if let Some(rate) = args.rate {
+            let due = began + Duration::from_secs_f64(i as f64 / rate.max(0.001));
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let permit = limit.clone().acquire_owned().await?;
+        let client = starter.clone();
+        let tenant = tenants[(i % tenants.len() as u64) as usize].clone();
+        let errors = errors.clone();
+        let latencies = latencies.clone();
+        let bar = bar.clone();
+        load.spawn(async move {
+            let t0 = Instant::now();
+            let r: anyhow::Result<serde_json::Value> = client
+                .post(
+                    "/v1/runs",
+                    &StartRun {
+                        flow: "Bench".into(),
+                        tenant: Some(tenant),
+                        version: None,
+                        input: Some(json!({ "n": i })),
+                        id: None,
+                    },
+                )
+                .await;
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            match r {
+                Ok(_) => {
+                    if let Ok(mut l) = latencies.lock() {
+                        l.push(ms);
+                    }
+                }
+                Err(e) => {
+                    if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("start failed: {e}");
+                    }
+                }
+            }
+            bar.inc(1);
+            drop(permit);
+        });
+    }
+    // Every start has finished when every permit is back.
+    let _all = limit.acquire_many(args.concurrency.max(1) as u32).await?;
+    let start_secs = began.elapsed().as_secs_f64();
+    let started = args.runs - errors.load(Ordering::Relaxed);
+    let mut completed = 0;
+    if !args.no_wait {
+        bar.set_prefix("finishing");
+        bar.set_position(0);
+        bar.set_length(started);
+        loop {
+            let s = stats(&client).await?;
+            completed = s.finished - stats0.finished;
+            bar.set_position(completed.min(started));
+            if completed >= started {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    let cpu1 = setup.server_cpu();
+    let s1 = stats(&client).await?;
+    let steps_done = completed * u64::from(args.steps.max(1));
+    let remote = remote_report(setup.remote.as_ref(), remote_cpu0, steps_done).await?;
+    // The history follows the engine's log; a rate it cannot keep up with is
+    // not sustained, so the wait for it is measured too.
+    let mut caught_up = None;
+    if !args.no_wait && s1.history_behind.is_some() {
+        bar.set_prefix("history");
+        bar.set_position(0);
+        bar.set_length(s1.history_behind.unwrap_or(0));
+        loop {
+            let behind = stats(&client).await?.history_behind.unwrap_or(0);
+            bar.set_position(s1.history_behind.unwrap_or(0).saturating_sub(behind));
+            if behind == 0 {
+                caught_up = Some(began.elapsed().as_secs_f64());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    bar.finish_and_clear();
+    let transitions = s1.transitions - stats0.transitions;
+    let bytes = s1.bytes_written - stats0.bytes_written;
+    let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let server_cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
+    let transitions_per_sec = transitions as f64 / seconds;
+    let with_history = caught_up.map(|t| transitions as f64 / t);
+    let steps_per_sec = steps_done as f64 / seconds;
+    Ok(Report {
+        connector: format!("{:?}", args.connector).to_lowercase(),
+        runs: args.runs,
+        steps: args.steps,
+        tenants: args.tenants,
+        sim_duration_ms: args.sim_duration.as_millis() as u64,
+        started,
+        start_errors: errors.load(Ordering::Relaxed),
+        completed,
+        seconds,
+        transitions,
+        transitions_per_sec,
+        steps_per_sec,
+        runs_completed_per_sec: completed as f64 / seconds,
+        starts_per_sec: started as f64 / start_secs,
+        start_to_first_invocation_p50_ms: percentile(&lat, 0.50),
+        start_to_first_invocation_p99_ms: percentile(&lat, 0.99),
+        bytes_written_per_transition: (transitions > 0).then(|| bytes as f64 / transitions as f64),
+        history_behind_at_finish: s1.history_behind,
+        history_caught_up_seconds: caught_up,
+        transitions_per_sec_with_history: with_history,
+        server_cpu_seconds: server_cpu,
+        server_cpu_ms_per_step: server_cpu
+            .filter(|_| steps_done > 0)
+            .map(|c| c * 1000.0 / steps_done as f64),
+        peak_rss_mb: s1.peak_rss_mb,
+        rss_mb: s1.rss_mb,
+        backend: setup.backend(args),
+        remote,
+        transitions_per_sec_per_1000_baseline_rows: setup
+            .baseline
+            .ratio(with_history.unwrap_or(transitions_per_sec)),
+        steps_per_sec_per_1000_baseline_rows: setup.baseline.ratio(steps_per_sec),
+        baseline: setup.baseline.clone(),
+    })
+}
+
+fn progress_bar(len: u64, output: Output) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>9} [{bar:40}] {pos}/{len} {per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if output == Output::Json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+fn opt(v: Option<f64>, unit: &str) -> String {
+    v.map_or("n/a".to_string(), |x| format!("{x:.1} {unit}"))
+}
+
+/// The machine's baseline rows of every report, and eflow's figure as a ratio.
+fn baseline_rows(b: &Baseline, what: &str, ratio: f64) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "baseline: fsync/s (data dir)",
+            format!(
+                "{:.0} (windows {:.0}–{:.0})",
+                b.fsync_per_sec, b.fsync_per_sec_range[0], b.fsync_per_sec_range[1]
+            ),
+        ),
+        (
+            "baseline: SQLite rows/s",
+            format!(
+                "{:.0} (windows {:.0}–{:.0}; {} B rows, {} a commit, synchronous={})",
+                b.sqlite_rows_per_sec,
+                b.sqlite_rows_per_sec_range[0],
+                b.sqlite_rows_per_sec_range[1],
+                b.sqlite_row_bytes,
+                b.sqlite_batch_rows,
+                b.sqlite_synchronous
+            ),
+        ),
+        ("per 1,000 baseline rows/s", format!("{ratio:.1} {what}/s")),
+    ]
+}
+
+fn table(rows: Vec<(&str, String)>) -> String {
+    let mut t = crate::cli::table::Table::new(vec!["MEASURE", "VALUE"]);
+    for (k, v) in rows {
+        t.row(vec![k.to_string(), v]);
+    }
+    t.render()
+}
+
+fn report_text(r: &Report) -> String {
+    let mut rows = vec![
+        ("backend", r.backend.clone()),
+        (
+            "connector",
+            match r.connector.as_str() {
+                "sim" => format!("sim, {} ms a step (SIMULATED compute)", r.sim_duration_ms),
+                _ => "http, remote system on loopback (bench-remote)".to_string(),
+            },
+        ),
+        (
+            "runs × steps, tenants",
+            format!("{} × {}, {}", r.runs, r.steps, r.tenants),
+        ),
+        (
+            "started / failed to start",
+            format!("{} / {}", r.started, r.start_errors),
+        ),
+        ("completed", r.completed.to_string()),
+        ("elapsed", format!("{:.2} s", r.seconds)),
+        (
+            "step transitions/s",
+            format!("{:.0}", r.transitions_per_sec),
+        ),
+        ("steps/s", format!("{:.0}", r.steps_per_sec)),
+        (
+            "history behind at finish",
+            r.history_behind_at_finish
+                .map_or("n/a".to_string(), |n| format!("{n} events")),
+        ),
+        (
+            "history caught up after",
+            r.history_caught_up_seconds
+                .map_or("n/a".to_string(), |t| format!("{t:.2} s")),
+        ),
+        (
+            "transitions/s incl. history",
+            r.transitions_per_sec_with_history
+                .map_or("n/a".to_string(), |x| format!("{x:.0}")),
+        ),
+        (
+            "runs completed/s",
+            format!("{:.0}", r.runs_completed_per_sec),
+        ),
+        ("starts/s", format!("{:.0}", r.starts_per_sec)),
+        (
+            "start→first invocation p50",
+            format!("{:.2} ms", r.start_to_first_invocation_p50_ms),
+        ),
+        (
+            "start→first invocation p99",
+            format!("{:.2} ms", r.start_to_first_invocation_p99_ms),
+        ),
+        (
+            "bytes written/transition",
+            opt(r.bytes_written_per_transition, "B"),
+        ),
+        (
+            "server CPU/step",
+            r.server_cpu_ms_per_step
+                .map_or("n/a".to_string(), |x| format!("{x:.3} ms")),
+        ),
+        ("server peak RSS", opt(r.peak_rss_mb, "MB")),
+        ("server RSS at end", opt(r.rss_mb, "MB")),
+    ];
+    if let Some(remote) = &r.remote {
+        let s = &remote.stats;
+        rows.extend([
+            (
+                "remote: invocations / callbacks",
+                format!(
+                    "{} / {} ({} failed)",
+                    s.invocations, s.callbacks, s.callbacks_failed
+                ),
+            ),
+            (
+                "callback→next invocation p50",
+                format!("{:.2} ms", s.callback_to_next_invocation_p50_ms),
+            ),
+            (
+                "callback→next invocation p99",
+                format!("{:.2} ms", s.callback_to_next_invocation_p99_ms),
+            ),
+            (
+                "remote: CPU/step",
+                remote
+                    .cpu_ms_per_step
+                    .map_or("n/a".to_string(), |x| format!("{x:.3} ms")),
+            ),
+            ("remote: peak RSS", opt(remote.peak_rss_mb, "MB")),
+        ]);
+    }
+    rows.extend(baseline_rows(
+        &r.baseline,
+        "transitions",
+        r.transitions_per_sec_per_1000_baseline_rows,
+    ));
+    table(rows)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Stats {
+    transitions: u64,
+    finished: u64,
+    bytes_written: u64,
+    history_behind: Option<u64>,
+    rss_mb: Option<f64>,
+    peak_rss_mb: Option<f64>,
+}
+
+async fn stats(client: &Client) -> anyhow::Result<Stats> {
+    client.get("/v1/stats", &[]).await
+}
+
+fn tempdir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("eflow-bench-{}", uuid::Uuid::now_v7().simple()));
+    let mut builder = std::fs::DirBuilder::new();
+    // The server keeps its admin token and signing key here: the owner's alone.
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.recursive(true).create(&dir)?;
+    Ok(dir)
+}

@@ -1,0 +1,290 @@
+//! The remote system of `eflow bench --connector http`, run as the hidden
+//! `eflow bench-remote` in a child process so its CPU is not the server's.
+//!
+//! It speaks the `http` connector's protocol (docs/connectors.md): each
+//! invocation POSTed to `/invoke` is accepted at once (202), then its result,
+//! the input `n` plus one, is POSTed to the invocation's `callback_url`, again
+//! until the server answers 200. A call step (no `callback_url`) gets its
+//! output in the answer. `GET /stats` reports what it did and, per run, the
+//! time from sending a callback to receiving that run's next invocation.
+//! It serves until its standard input closes (its parent ended) or it is killed.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// Largest invocation read: the bench's are tens of bytes.
+const MAX_INVOCATION_BYTES: usize = 1 << 20;
+/// Times a callback is sent before it is counted as failed.
+const CALLBACK_TRIES: u32 = 20;
+
+#[derive(Debug, Args, Clone)]
+pub struct RemoteArgs {
+    /// Where to listen; the address bound is printed on the first line of stdout.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+}
+
+/// What the remote system did, as `GET /stats` answers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RemoteStats {
+    pub invocations: u64,
+    /// Callbacks the server answered 200.
+    pub callbacks: u64,
+    /// Callbacks given up after every try.
+    pub callbacks_failed: u64,
+    /// Invocations that could not be read.
+    pub bad_invocations: u64,
+    /// From sending a run's callback to receiving its next invocation, ms.
+    pub callback_to_next_invocation_p50_ms: f64,
+    pub callback_to_next_invocation_p99_ms: f64,
+    pub callback_to_next_invocation_samples: u64,
+}
+
+#[derive(Deserialize)]
+struct Invocation {
+    run: String,
+    #[serde(default)]
+    index: Option<u32>,
+    #[serde(default)]
+    inputs: Map<String, Value>,
+    #[serde(default)]
+    callback_url: Option<String>,
+}
+
+struct Remote {
+    client: reqwest::Client,
+    invocations: AtomicU64,
+    callbacks: AtomicU64,
+    callbacks_failed: AtomicU64,
+    bad_invocations: AtomicU64,
+    /// When each run's (or fan-out child's) last callback was sent.
+    sent: Mutex<HashMap<(String, Option<u32>), Instant>>,
+    /// Callback to next invocation, microseconds.
+    gaps_us: Mutex<Vec<u64>>,
+}
+
+/// `eflow bench-remote`: serves until stdin closes.
+pub async fn serve(args: RemoteArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    println!("{}", listener.local_addr()?);
+    // The parent reads the address from the first line.
+    std::io::Write::flush(&mut std::io::stdout())?;
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        std::process::exit(0);
+    });
+    let remote = Arc::new(Remote {
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build()?,
+        invocations: AtomicU64::new(0),
+        callbacks: AtomicU64::new(0),
+        callbacks_failed: AtomicU64::new(0),
+        bad_invocations: AtomicU64::new(0),
+        sent: Mutex::new(HashMap::new()),
+        gaps_us: Mutex::new(Vec::new()),
+    });
+    loop {
+        let (socket, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("bench-remote: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let remote = remote.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let remote = remote.clone();
+                async move { Ok::<_, Infallible>(remote.handle(req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(socket), service)
+                .await;
+        });
+    }
+}
+
+impl Remote {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<String> {
+        match (req.method(), req.uri().path()) {
+            (&Method::POST, "/invoke") => self.invoke(req).await,
+            (&Method::GET, "/stats") => match serde_json::to_string(&self.stats()) {
+                Ok(body) => answer(StatusCode::OK, body),
+                Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            },
+            _ => answer(StatusCode::NOT_FOUND, String::new()),
+        }
+    }
+
+    async fn invoke(self: Arc<Self>, req: Request<Incoming>) -> Response<String> {
+        let arrived = Instant::now();
+        let body = axum::body::Body::new(req.into_body());
+        let inv = match axum::body::to_bytes(body, MAX_INVOCATION_BYTES).await {
+            Ok(bytes) => serde_json::from_slice::<Invocation>(&bytes).ok(),
+            Err(_) => None,
+        };
+        let Some(inv) = inv else {
+            self.bad_invocations.fetch_add(1, Ordering::Relaxed);
+            return answer(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": { "code": "BadInvocation", "message": "not an eflow invocation" } })
+                    .to_string(),
+            );
+        };
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+        let key = (inv.run, inv.index);
+        let before = self.sent.lock().ok().and_then(|mut s| s.remove(&key));
+        if let (Some(t), Ok(mut gaps)) = (before, self.gaps_us.lock()) {
+            gaps.push(arrived.duration_since(t).as_micros() as u64);
+        }
+        let output = json!({ "output": output_of(&inv.inputs) });
+        let Some(url) = inv.callback_url else {
+            return answer(StatusCode::OK, output.to_string());
+        };
+        tokio::spawn(self.callback(key, url, output.to_string()));
+        answer(StatusCode::ACCEPTED, String::new())
+    }
+
+    /// Sends the result until the server answers 200 (a resent callback is
+    /// answered `already_applied`), as the protocol asks.
+    async fn callback(self: Arc<Self>, key: (String, Option<u32>), url: String, body: String) {
+        for attempt in 0..CALLBACK_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
+            }
+            // Stamped before sending: the next invocation can arrive before
+            // the callback's answer does.
+            if let Ok(mut s) = self.sent.lock() {
+                s.insert(key.clone(), Instant::now());
+            }
+            let sent = self
+                .client
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status() == StatusCode::OK => {
+                    self.callbacks.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Ok(r) if r.status().is_client_error() => {
+                    eprintln!("bench-remote: callback refused: {}", r.status());
+                    break;
+                }
+                _ => {}
+            }
+        }
+        self.callbacks_failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stats(&self) -> RemoteStats {
+        let mut gaps = self.gaps_us.lock().map(|g| g.clone()).unwrap_or_default();
+        gaps.sort_unstable();
+        let ms = |p: f64| {
+            super::percentile_by(&gaps, p)
+                .map(|us| *us as f64 / 1000.0)
+                .unwrap_or(0.0)
+        };
+        RemoteStats {
+            invocations: self.invocations.load(Ordering::Relaxed),
+            callbacks: self.callbacks.load(Ordering::Relaxed),
+            callbacks_failed: self.callbacks_failed.load(Ordering::Relaxed),
+            bad_invocations: self.bad_invocations.load(Ordering::Relaxed),
+            callback_to_next_invocation_p50_ms: ms(0.50),
+            callback_to_next_invocation_p99_ms: ms(0.99),
+            callback_to_next_invocation_samples: gaps.len() as u64,
+        }
+    }
+}
+
+/// The bench's steps take `n: Int` and return `n + 1`; anything else gets `null`.
+fn output_of(inputs: &Map<String, Value>) -> Value {
+    match inputs.get("n").and_then(Value::as_i64) {
+        Some(n) => json!(n.wrapping_add(1)),
+        None => Value::Null,
+    }
+}
+
+fn answer(status: StatusCode, body: String) -> Response<String> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The remote system as the bench holds it: a child process, killed when dropped.
+pub struct RemoteProcess {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl RemoteProcess {
+    /// Starts `eflow bench-remote` (this same binary) and reads its address.
+    pub fn spawn() -> anyhow::Result<RemoteProcess> {
+        use anyhow::Context;
+        use std::io::BufRead;
+        let exe = std::env::current_exe().context("finding this binary to start bench-remote")?;
+        let mut child = std::process::Command::new(exe)
+            .arg("bench-remote")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .context("starting `eflow bench-remote`")?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("bench-remote's stdout")?;
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = match line.trim().parse() {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("`eflow bench-remote` did not print its address (got {line:?})");
+            }
+        };
+        Ok(RemoteProcess { child, addr })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub async fn stats(&self, client: &reqwest::Client) -> anyhow::Result<RemoteStats> {
+        let url = format!("http://{}/stats", self.addr);
+        Ok(client
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+}
+
+impl Drop for RemoteProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,125 @@
+//! `eflow bench` as users run it (the real binary, an embedded server, a real
+//! remote system over loopback HTTP), at a tiny size: the report's fields are
+//! present and its counts match what was asked. Timings are not checked.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs `eflow bench ARGS -o json`; returns its exit success and its report.
+fn bench(args: &[&str]) -> (bool, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_eflow"))
+        .arg("bench")
+        .args(args)
+        .args(["-o", "json"])
+        .env("EFLOW_LOG", "warn")
+        .output()
+        .expect("run eflow bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "eflow bench {args:?} printed no JSON report ({e}): stdout {stdout:?}, stderr {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), report)
+}
+
+fn num(r: &Value, path: &str) -> f64 {
+    r.pointer(path)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("no number at {path} in {r:#}"))
+}
+
+fn count(r: &Value, path: &str) -> u64 {
+    r.pointer(path)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no count at {path} in {r:#}"))
+}
+
+/// The baseline is measured in every run and eflow's figure is given as a ratio to it.
+fn check_baseline(r: &Value, per_sec: f64, ratio_field: &str) {
+    let rows = num(r, "/baseline/sqlite_rows_per_sec");
+    assert!(num(r, "/baseline/fsync_per_sec") > 0.0, "{r:#}");
+    assert!(rows > 0.0, "{r:#}");
+    assert_eq!(count(r, "/baseline/sqlite_row_bytes"), 580);
+    assert_eq!(r["baseline"]["sqlite_synchronous"], "FULL");
+    let ratio = num(r, &format!("/{ratio_field}"));
+    let expected = per_sec / (rows / 1000.0);
+    assert!(
+        (ratio - expected).abs() <= expected * 1e-9 + 1e-9,
+        "{ratio_field} {ratio} is not {per_sec} per 1,000 of {rows}"
+    );
+}
+
+#[test]
+fn http_connector_runs_every_step_through_the_remote_system() {
+    let (ok, r) = bench(&[
+        "--connector",
+        "http",
+        "--runs",
+        "24",
+        "--steps",
+        "3",
+        "--tenants",
+        "2",
+    ]);
+    assert!(ok, "the bench failed: {r:#}");
+    assert_eq!(r["connector"], "http");
+    assert_eq!(count(&r, "/started"), 24);
+    assert_eq!(count(&r, "/start_errors"), 0);
+    assert_eq!(count(&r, "/completed"), 24);
+    // Each run: started, then one completion per step.
+    assert_eq!(count(&r, "/transitions"), 24 * 4);
+    // Every step went out to the remote system and came back by callback.
+    assert_eq!(count(&r, "/remote/invocations"), 24 * 3);
+    assert_eq!(count(&r, "/remote/callbacks"), 24 * 3);
+    assert_eq!(count(&r, "/remote/callbacks_failed"), 0);
+    assert_eq!(count(&r, "/remote/bad_invocations"), 0);
+    // A gap is measured between each callback and the same run's next step.
+    assert_eq!(
+        count(&r, "/remote/callback_to_next_invocation_samples"),
+        24 * 2
+    );
+    let p50 = num(&r, "/remote/callback_to_next_invocation_p50_ms");
+    let p99 = num(&r, "/remote/callback_to_next_invocation_p99_ms");
+    assert!(0.0 < p50 && p50 <= p99, "p50 {p50}, p99 {p99}");
+    assert!(num(&r, "/server_cpu_ms_per_step") >= 0.0);
+    assert!(num(&r, "/remote/cpu_ms_per_step") >= 0.0);
+    assert!(num(&r, "/remote/peak_rss_mb") > 0.0);
+    assert!(num(&r, "/peak_rss_mb") > 0.0);
+    let steps_per_sec = num(&r, "/steps_per_sec");
+    let seconds = num(&r, "/seconds");
+    assert!(
+        (steps_per_sec * seconds - 72.0).abs() < 1e-6,
+        "steps/s × seconds is the 72 steps"
+    );
+    check_baseline(&r, steps_per_sec, "steps_per_sec_per_1000_baseline_rows");
+}
+
+#[test]
+fn fanout_joins_every_child_and_reads_the_parents_state() {
+    for connector in ["sim", "http"] {
+        let (ok, r) = bench(&["--fanout", "30", "--connector", connector]);
+        assert!(ok, "the {connector} fan-out failed: {r:#}");
+        assert_eq!(r["connector"], connector);
+        assert_eq!(r["status"], "succeeded", "{r:#}");
+        assert_eq!(r["failure"], Value::Null);
+        assert_eq!(count(&r, "/fanout"), 30);
+        assert_eq!(count(&r, "/children_finished"), 30);
+        assert_eq!(count(&r, "/result_len"), 30);
+        assert!(r["run"].as_str().is_some_and(|id| !id.is_empty()), "{r:#}");
+        // Parent and children each start and complete at least once.
+        assert!(count(&r, "/transitions") >= 2 * 31, "{r:#}");
+        let largest = count(&r, "/parent_state_bytes_max");
+        let last = count(&r, "/parent_state_bytes_last");
+        assert!(0 < last && last <= largest, "{r:#}");
+        assert!(num(&r, "/peak_rss_mb") > 0.0);
+        let per_sec = num(&r, "/children_per_sec");
+        assert!(
+            (per_sec * num(&r, "/seconds") - 30.0).abs() < 1e-6,
+            "children/s × seconds is the 30 children"
+        );
+        check_baseline(&r, per_sec, "children_per_sec_per_1000_baseline_rows");
+    }
+}
