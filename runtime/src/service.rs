@@ -19,6 +19,7 @@ use crate::quota::{Asker, Ledger, Refusal};
 use crate::scheduler::{BackfillError, Scheduler};
 use crate::store::{self, RunMeta, Store, TenantRow};
 
+mod schedules;
 mod tokens;
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -104,6 +105,7 @@ pub fn client_run_key(tenant: &str, id: &str) -> String {
 }
 
 pub use crate::quota::Quotas;
+pub use schedules::MAX_PAGE as MAX_SCHEDULE_PAGE;
 
 /// How long a run list waits for the history to write what the engine has
 /// committed before it answers with what the history holds.
@@ -1077,6 +1079,10 @@ fn schedule_view(s: &store::ScheduleRow) -> ApiResult<ScheduleView> {
         paused: s.paused,
         last_fire: s.last_start.map(rfc3339),
         next_fire: s.next_due.map(rfc3339),
+        declared: s.declared,
+        key: s.key.clone(),
+        version: s.version.clone(),
+        input: Value::Object(ir.input.into_iter().collect()),
     })
 }
 
