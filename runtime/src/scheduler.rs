@@ -47,6 +47,10 @@ struct Inner {
     lateness: Lateness,
 }
 
+/// A start a plan made: the position of its schedule in the claimed batch,
+/// the schedule's input (shared by its starts) and the start.
+type PlannedStart = (usize, Arc<Map<String, serde_json::Value>>, Start);
+
 /// At most one warning a minute about one schedule's failed starts.
 const WARN_EVERY_MS: u64 = 60_000;
 
@@ -393,7 +397,7 @@ impl Scheduler {
     async fn start_batch(
         &self,
         due: &[ScheduleRow],
-        starts: Vec<(usize, Arc<Map<String, serde_json::Value>>, Start)>,
+        starts: Vec<PlannedStart>,
         now: u64,
     ) -> Result<HashMap<String, u64>, String> {
         let engine = &self.inner.engine;

@@ -37,6 +37,11 @@ const CLAIM_SCHEDULES: &str = "UPDATE schedules SET claimed_until = ?1 WHERE id 
     SELECT id FROM schedules WHERE partition = ?2 AND paused = 0 AND next_due IS NOT NULL \
     AND next_due <= ?3 AND claimed_until <= ?3 ORDER BY next_due LIMIT ?4)";
 
+/// At start: every claim on schedules released, found through the index
+/// `schedules_claimed` (a test reads the plan).
+const RELEASE_SCHEDULE_CLAIMS: &str =
+    "UPDATE schedules SET claimed_until = 0 WHERE claimed_until > 0";
+
 /// What a loader did with a schedule; releases its claim.
 const UPDATE_SCHEDULE: &str = "UPDATE schedules SET last_fire = ?1, \
     last_start = CASE WHEN ?2 IS NULL THEN last_start ELSE max(coalesce(last_start, ?2), ?2) END, \
@@ -403,7 +408,7 @@ impl SqliteStore {
         sqlx::query("UPDATE timers SET claimed_until = 0 WHERE claimed_until > 0")
             .execute(&self.write)
             .await?;
-        sqlx::query("UPDATE schedules SET claimed_until = 0 WHERE claimed_until > 0")
+        sqlx::query(RELEASE_SCHEDULE_CLAIMS)
             .execute(&self.write)
             .await?;
         Ok(())
@@ -1393,6 +1398,97 @@ mod tests {
             let flat: Vec<usize> = got.concat();
             assert_eq!(flat, rows, "{n}");
         }
+    }
+
+    /// The scheduler's queries over many schedules: a loader's claim is a
+    /// range scan of `schedules_due` (its partition, due by now, in due
+    /// order), and releasing claims at start reads `schedules_claimed` only.
+    #[tokio::test]
+    async fn a_loaders_claim_is_an_index_range_scan() {
+        let dir = std::env::temp_dir().join(format!("eflow-claim-plan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(
+            &dir.join("eflow.db").display().to_string(),
+            Durability::Normal,
+        )
+        .await
+        .unwrap();
+        let rows: Vec<ScheduleRow> = (0..50_000u64)
+            .map(|i| ScheduleRow {
+                id: format!("s-{i:06}"),
+                tenant: format!("t{}", i % 10),
+                flow: "F".into(),
+                bundle: "b".into(),
+                position: 0,
+                spec: b"{}".to_vec(),
+                paused: i % 17 == 0,
+                handled_through: Some(0),
+                last_start: None,
+                next_due: Some(1_000 + i % 1_000),
+                buffered: None,
+                partition: (i % 4) as u32,
+                declared: false,
+                key: Some(format!("k{}", i % 100)),
+                version: None,
+                created_at: Some(0),
+            })
+            .collect();
+        store.insert_schedules(&rows).await.unwrap();
+        sqlx::query("ANALYZE").execute(&store.write).await.unwrap();
+        let plan = |sql: String| {
+            let store = store.clone();
+            async move {
+                sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .bind(70_000i64)
+                    .bind(2i64)
+                    .bind(1_500i64)
+                    .bind(1_000i64)
+                    .fetch_all(&store.write)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<String, _>(3))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let claim = plan(CLAIM_SCHEDULES.to_string()).await;
+        assert!(
+            claim
+                .iter()
+                .any(|d| d.starts_with("SEARCH schedules USING INDEX schedules_due (partition=? AND next_due>? AND next_due<?)")),
+            "{claim:?}"
+        );
+        assert!(
+            !claim.iter().any(|d| d.starts_with("SCAN schedules")),
+            "{claim:?}"
+        );
+        let release = plan(RELEASE_SCHEDULE_CLAIMS.to_string()).await;
+        assert!(
+            release
+                .iter()
+                .any(|d| d.contains("INDEX schedules_claimed")),
+            "{release:?}"
+        );
+        // And it claims what the plan says: partition 2's due rows, the
+        // oldest due first.
+        let first = store.claim_schedules(2, 1_010, 70_000, 10).await.unwrap();
+        let rest = store
+            .claim_schedules(2, 1_010, 70_000, 10_000)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 10);
+        assert!(!rest.is_empty());
+        for s in first.iter().chain(&rest) {
+            assert!(
+                s.partition == 2 && !s.paused && s.next_due <= Some(1_010),
+                "{s:?}"
+            );
+        }
+        let newest_first = first.iter().filter_map(|s| s.next_due).max();
+        assert!(rest.iter().all(|s| s.next_due >= newest_first));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
