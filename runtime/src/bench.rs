@@ -70,6 +70,9 @@ pub struct BenchArgs {
     pub data: Option<std::path::PathBuf>,
     #[arg(long, short, value_enum, default_value_t)]
     pub output: Output,
+    /// `--schedules N`: the scheduler benchmark (`bench_schedules`).
+    #[command(flatten)]
+    pub schedule: crate::bench_schedules::ScheduleBenchArgs,
 }
 
 #[derive(Debug, Serialize)]

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_schedules;
 pub mod bus;
 pub mod cli;
 pub mod clock;

@@ -35,6 +35,9 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Bench(args) if args.schedule.schedules.is_some() => {
+                eflow_runtime::bench_schedules::run(args).await
+            }
             Command::Bench(args) => eflow_runtime::bench::run(args).await,
             other => eflow_runtime::cli::run_client(other).await,
         }

@@ -185,6 +185,10 @@ impl Service {
         &self.inner.history
     }
 
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.inner.scheduler
+    }
+
     fn now(&self) -> u64 {
         self.inner.clock.now_ms()
     }

@@ -12,6 +12,7 @@ use crate::api::model::ErrorBody;
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
 pub const DEFAULT_DATA: &str = ".eflow";
 
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: Option<String>,
