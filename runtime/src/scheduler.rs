@@ -314,6 +314,7 @@ impl Scheduler {
         if due.is_empty() {
             return Ok(0);
         }
+
         let ids: Vec<&str> = due.iter().map(|s| s.id.as_str()).collect();
         let mut running: HashMap<String, Vec<String>> = HashMap::new();
         for (schedule, run) in db
@@ -409,8 +410,8 @@ impl Scheduler {
         }
         // Run ids are derived from the schedule and the fire time: a run
         // that exists was started before a crash (or by a backfill) and is
-        // not handed to the engine again. The others are not `fresh`: the
-        // engine still checks each, since a backfill may start one meanwhile.
+        // not handed to the engine again; the others are `fresh`, which
+        // spares the engine a read each.
         let ids: Vec<&str> = starts.iter().map(|(_, _, s)| s.run_id.as_str()).collect();
         let existing: HashSet<String> = db
             .existing_runs(&ids)
@@ -455,17 +456,30 @@ impl Scheduler {
                 parent: None,
                 created_at: self.inner.clock.now_ms(),
             };
-            let engine = engine.clone();
-            let flow = s.flow.clone();
-            creating.spawn(async move {
-                let r = engine.create(meta, flow, (*input).clone(), false).await;
-                (i, start, r)
-            });
+            creating.spawn(create(
+                engine.clone(),
+                meta,
+                s.flow.clone(),
+                input,
+                true,
+                i,
+                start,
+            ));
         }
         while let Some(done) = creating.join_next().await {
-            let Ok((i, start, r)) = done else { continue };
+            let Ok(Created {
+                i,
+                start,
+                meta,
+                input,
+                fresh,
+                result,
+            }) = done
+            else {
+                continue;
+            };
             let s = &due[i];
-            match r {
+            match result {
                 Ok(applied) => {
                     if !applied.changed {
                         ledger.release(&s.tenant, 1);
@@ -488,6 +502,20 @@ impl Scheduler {
                     );
                     let t = started.entry(s.id.clone()).or_insert(start.nominal_ms);
                     *t = (*t).max(start.nominal_ms);
+                }
+                // A fresh start's commit fails whole if a backfill made the
+                // same run meanwhile (the run's first event is taken): once
+                // more, not fresh, and the engine finds the run.
+                Err(_) if fresh => {
+                    creating.spawn(create(
+                        engine.clone(),
+                        meta,
+                        s.flow.clone(),
+                        input,
+                        false,
+                        i,
+                        start,
+                    ));
                 }
                 Err(e) => {
                     ledger.release(&s.tenant, 1);
@@ -556,6 +584,39 @@ impl Scheduler {
 fn spec(s: &ScheduleRow) -> Result<(Compiled, Map<String, serde_json::Value>), String> {
     let ir: ir::Schedule = serde_json::from_slice(&s.spec).map_err(|e| e.to_string())?;
     Ok((Compiled::new(&ir)?, ir.input.into_iter().collect()))
+}
+
+/// A scheduled run handed to the engine, and what came of it.
+struct Created {
+    i: usize,
+    start: Start,
+    meta: RunMeta,
+    input: Arc<Map<String, serde_json::Value>>,
+    fresh: bool,
+    result: Result<crate::engine::Applied, crate::engine::Error>,
+}
+
+/// Creates the run of `start` (of the schedule at position `i` of a batch).
+async fn create(
+    engine: Engine,
+    meta: RunMeta,
+    flow: String,
+    input: Arc<Map<String, serde_json::Value>>,
+    fresh: bool,
+    i: usize,
+    start: Start,
+) -> Created {
+    let result = engine
+        .create(meta.clone(), flow, (*input).clone(), fresh)
+        .await;
+    Created {
+        i,
+        start,
+        meta,
+        input,
+        fresh,
+        result,
+    }
 }
 
 /// Lateness of scheduled starts in whole milliseconds, counted in buckets of
