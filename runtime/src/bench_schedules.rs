@@ -276,30 +276,21 @@ async fn store_daily(server: &Server, tenant: &str, m: u64) -> anyhow::Result<()
                 jitter_ms: None,
                 input: [("n".to_string(), json!(j))].into_iter().collect(),
             };
-            let row = ScheduleRow {
-                id: format!("s-stored-{j:09}"),
-                tenant: tenant.to_string(),
-                flow: "Tick".into(),
-                bundle: flow.bundle.clone(),
-                position: 0,
-                spec: serde_json::to_vec(&spec)?,
-                paused: false,
-                handled_through: Some(now),
-                last_start: None,
-                next_due: None,
-                buffered: None,
-                partition: 0,
-                declared: false,
+            let row = service
+                .scheduler()
+                .made_row(
+                    format!("s-stored-{j:09}"),
+                    tenant,
+                    "Tick",
+                    flow.bundle.clone(),
+                    &spec,
+                    now,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            rows.push(ScheduleRow {
                 key: Some(format!("stored-{j}")),
-                version: None,
-                created_at: Some(now),
-            };
-            rows.push(
-                service
-                    .scheduler()
-                    .api_row(row)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
-            );
+                ..row
+            });
         }
         db.insert_schedules(&rows).await?;
         i += rows.len() as u64;

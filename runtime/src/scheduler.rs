@@ -123,6 +123,38 @@ impl Scheduler {
         Ok(rows)
     }
 
+    /// A new schedule made through the API, of `flow` in `bundle`, due
+    /// from `now` on: not paused, with no key and following the head (set
+    /// those after).
+    pub fn made_row(
+        &self,
+        id: String,
+        tenant: &str,
+        flow: &str,
+        bundle: String,
+        spec: &ir::Schedule,
+        now: u64,
+    ) -> Result<ScheduleRow, String> {
+        self.api_row(ScheduleRow {
+            id,
+            tenant: tenant.to_string(),
+            flow: flow.to_string(),
+            bundle,
+            position: 0,
+            spec: serde_json::to_vec(spec).map_err(|e| e.to_string())?,
+            paused: false,
+            handled_through: Some(now),
+            last_start: None,
+            next_due: None,
+            buffered: None,
+            partition: 0,
+            declared: false,
+            key: None,
+            version: None,
+            created_at: Some(now),
+        })
+    }
+
     /// `row`, a schedule made through the API, with its partition and when
     /// it is next due after the fire times it has handled.
     pub fn api_row(&self, mut row: ScheduleRow) -> Result<ScheduleRow, String> {

@@ -68,28 +68,16 @@ impl Service {
             .await?;
         let now = self.now();
         let id = format!("s-{}", uuid::Uuid::now_v7().simple());
-        let row = self
-            .inner
-            .scheduler
-            .api_row(ScheduleRow {
-                id,
-                tenant: tenant.clone(),
-                flow,
-                bundle,
-                position: 0,
-                spec: serde_json::to_vec(&spec).map_err(ApiError::internal)?,
-                paused: req.paused.unwrap_or(false),
-                handled_through: Some(now),
-                last_start: None,
-                next_due: None,
-                buffered: None,
-                partition: 0,
-                declared: false,
-                key: req.key.filter(|k| !k.is_empty()),
-                version,
-                created_at: Some(now),
-            })
-            .map_err(|e| ApiError::bad_request("invalid_schedule", e))?;
+        let row = ScheduleRow {
+            paused: req.paused.unwrap_or(false),
+            key: req.key.filter(|k| !k.is_empty()),
+            version,
+            ..self
+                .inner
+                .scheduler
+                .made_row(id, &tenant, &flow, bundle, &spec, now)
+                .map_err(|e| ApiError::bad_request("invalid_schedule", e))?
+        };
         let limit = self.inner.ledger.defaults().max_schedules;
         if !self.db().insert_schedule(&row, limit).await? {
             return Err(ApiError::new(
