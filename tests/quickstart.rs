@@ -95,8 +95,24 @@ fn the_readme_quickstart_runs_end_to_end() {
             .contains("churn")
     );
 
+    let made = server.ok(&[
+        "schedule",
+        "create",
+        "Retrain",
+        "0 3 * * *",
+        "--tenant",
+        "acme",
+        "--key",
+        "churn",
+        "--input",
+        r#"{"model_name": "churn", "threshold": 0}"#,
+    ]);
+    assert!(made.contains("churn"), "{made}");
     let schedules = server.ok(&["schedule", "list"]);
     assert!(schedules.contains("Retrain"), "{schedules}");
+    let by_key = server.json(&["schedule", "list", "--key", "churn"]);
+    assert_eq!(by_key.as_array().map(Vec::len), Some(1), "{by_key}");
+    assert_eq!(by_key[0]["declared"], false, "{by_key}");
     let preview = server.ok(&[
         "schedule",
         "preview",

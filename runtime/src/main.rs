@@ -35,6 +35,9 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Bench(args) if args.schedule.schedules.is_some() => {
+                eflow_runtime::bench::schedules::run(args).await
+            }
             Command::Bench(args) => eflow_runtime::bench::run(args).await,
             Command::BenchRemote(args) => eflow_runtime::bench::remote::serve(args).await,
             other => eflow_runtime::cli::run_client(other).await,
@@ -68,6 +71,7 @@ async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
     o.http.header_timeout = args.header_timeout;
     o.http.body_timeout = args.body_timeout;
     o.http.max_deploy_bytes = args.max_deploy_bytes;
+    o.quotas.max_schedules = args.max_schedules_per_tenant;
     let server = Server::start(o).await?;
     if server.new_admin_token.is_some() {
         eprintln!(

@@ -32,13 +32,20 @@ use crate::store::TenantRow;
 pub struct Quotas {
     pub max_active_runs: i64,
     pub max_starts_per_sec: f64,
+    /// The most schedules a tenant may have (declared ones count); making
+    /// one more through the API is refused.
+    pub max_schedules: u64,
 }
+
+/// The default of [`Quotas::max_schedules`].
+pub const DEFAULT_MAX_SCHEDULES: u64 = 100_000;
 
 impl Default for Quotas {
     fn default() -> Self {
         Self {
             max_active_runs: 10_000,
             max_starts_per_sec: 1_000.0,
+            max_schedules: DEFAULT_MAX_SCHEDULES,
         }
     }
 }
@@ -146,6 +153,7 @@ impl Ledger {
             max_starts_per_sec: tenant
                 .max_starts_per_sec
                 .unwrap_or(self.defaults.max_starts_per_sec),
+            max_schedules: self.defaults.max_schedules,
         }
     }
 

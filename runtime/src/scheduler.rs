@@ -7,7 +7,9 @@
 //! time, so a crash between starting and recording cannot start one twice)
 //! and records the next due time.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use eflow_core::schedule::{Compiled, Start, Tick};
 use eflow_ir as ir;
@@ -17,10 +19,15 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::engine::{Engine, Finished};
 use crate::quota::{Asker, Ledger, Refusal};
-use crate::store::{RunMeta, ScheduleRow, TenantRow, shard_of};
+use crate::store::{RunMeta, ScheduleRow, ScheduleUpdate, TenantRow, shard_of};
 
 const CLAIM_MS: u64 = 60_000;
+/// A loader looks for new due schedules at least this often…
 const IDLE_MS: u64 = 1_000;
+/// …and at most this often when schedules are due back to back.
+const MIN_IDLE_MS: u64 = 5;
+/// Schedules claimed, planned, started and recorded together.
+const CLAIM_BATCH: u32 = 1_000;
 
 #[derive(Clone)]
 pub struct Scheduler {
@@ -37,7 +44,12 @@ struct Inner {
     /// failures since, so that a schedule firing every second while its
     /// tenant is at its quota logs once a minute, not every second.
     failures: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    lateness: Lateness,
 }
+
+/// A start a plan made: the position of its schedule in the claimed batch,
+/// the schedule's input (shared by its starts) and the start.
+type PlannedStart = (usize, Arc<Map<String, serde_json::Value>>, Start);
 
 /// At most one warning a minute about one schedule's failed starts.
 const WARN_EVERY_MS: u64 = 60_000;
@@ -63,6 +75,7 @@ impl Scheduler {
                 partitions: partitions.max(1),
                 ledger,
                 failures: Default::default(),
+                lateness: Lateness::default(),
             }),
         }
     }
@@ -101,9 +114,54 @@ impl Scheduler {
                 last_start: existing.as_ref().and_then(|e| e.last_start),
                 buffered: existing.as_ref().and_then(|e| e.buffered),
                 partition: shard_of(&id, self.inner.partitions),
+                declared: true,
+                key: None,
+                version: None,
+                created_at: None,
             });
         }
         Ok(rows)
+    }
+
+    /// A new schedule made through the API, of `flow` in `bundle`, due
+    /// from `now` on: not paused, with no key and following the head (set
+    /// those after).
+    pub fn made_row(
+        &self,
+        id: String,
+        tenant: &str,
+        flow: &str,
+        bundle: String,
+        spec: &ir::Schedule,
+        now: u64,
+    ) -> Result<ScheduleRow, String> {
+        self.api_row(ScheduleRow {
+            id,
+            tenant: tenant.to_string(),
+            flow: flow.to_string(),
+            bundle,
+            position: 0,
+            spec: serde_json::to_vec(spec).map_err(|e| e.to_string())?,
+            paused: false,
+            handled_through: Some(now),
+            last_start: None,
+            next_due: None,
+            buffered: None,
+            partition: 0,
+            declared: false,
+            key: None,
+            version: None,
+            created_at: Some(now),
+        })
+    }
+
+    /// `row`, a schedule made through the API, with its partition and when
+    /// it is next due after the fire times it has handled.
+    pub fn api_row(&self, mut row: ScheduleRow) -> Result<ScheduleRow, String> {
+        let (compiled, _) = spec(&row)?;
+        row.partition = shard_of(&row.id, self.inner.partitions);
+        row.next_due = compiled.next_due(&row.id, row.handled_through.unwrap_or(0));
+        Ok(row)
     }
 
     pub async fn set_paused(&self, s: &ScheduleRow, paused: bool, now: u64) -> Result<(), String> {
@@ -241,51 +299,85 @@ impl Scheduler {
         }
     }
 
+    /// One partition's loader: a pass per batch of due schedules, back to
+    /// back while full batches come; then asleep until the partition's next
+    /// due time (at most [`IDLE_MS`], so that schedules made meanwhile are seen).
     async fn load(&self, partition: u32, shutdown: CancellationToken) {
         loop {
-            let now = self.inner.clock.now_ms();
-            if let Err(e) = self.tick(partition).await {
-                tracing::warn!(partition, error = %e, "scheduler pass failed");
+            let claimed = match self.tick(partition).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(partition, error = %e, "scheduler pass failed");
+                    0
+                }
+            };
+            if claimed >= CLAIM_BATCH as usize && !shutdown.is_cancelled() {
+                continue;
             }
+            let now = self.inner.clock.now_ms();
+            let next = self
+                .inner
+                .engine
+                .store()
+                .next_schedule_due(partition, now)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(u64::MAX);
+            let wake = next.clamp(now + MIN_IDLE_MS, now + IDLE_MS);
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                // Nothing falls due before the clock moves on.
-                () = self.inner.clock.sleep_until(now + IDLE_MS) => {}
+                () = self.inner.clock.sleep_until(wake) => {}
             }
         }
     }
 
-    async fn tick(&self, partition: u32) -> Result<(), String> {
+    /// Claims a batch of due schedules of `partition`, plans each, starts
+    /// every run the plans make at once (the engine commits them together)
+    /// and records the schedules in one transaction. Returns how many it claimed.
+    async fn tick(&self, partition: u32) -> Result<usize, String> {
         let engine = &self.inner.engine;
         let db = engine.store();
         let now = self.inner.clock.now_ms();
         let due = db
-            .claim_schedules(partition, now, now + CLAIM_MS, 100)
+            .claim_schedules(partition, now, now + CLAIM_MS, CLAIM_BATCH)
             .await
             .map_err(|e| e.to_string())?;
-        for s in due {
-            let (compiled, input) = match spec(&s) {
+        if due.is_empty() {
+            return Ok(0);
+        }
+
+        let ids: Vec<&str> = due.iter().map(|s| s.id.as_str()).collect();
+        let mut running: HashMap<String, Vec<String>> = HashMap::new();
+        for (schedule, run) in db
+            .active_runs_of_schedules(&ids)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            running.entry(schedule).or_default().push(run);
+        }
+        let mut updates = Vec::with_capacity(due.len());
+        let mut starts = Vec::new();
+        for (i, s) in due.iter().enumerate() {
+            let (compiled, input) = match spec(s) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(schedule = %s.id, error = %e, "unusable schedule");
                     continue;
                 }
             };
-            let running = db
-                .active_runs_of_schedule(&s.id)
-                .await
-                .map_err(|e| e.to_string())?;
+            let runs = running.get(&s.id).map_or(&[][..], Vec::as_slice);
             let plan = compiled.plan(
                 &s.id,
                 &Tick {
                     now_ms: now,
                     processed_through_ms: s.handled_through.unwrap_or(now),
-                    running: running.len() as u32,
+                    running: runs.len() as u32,
                     buffered: s.buffered,
                 },
             );
             if plan.cancel_running {
-                for r in &running {
+                for r in runs {
                     let _ = engine
                         .deliver(
                             r,
@@ -300,28 +392,6 @@ impl Scheduler {
                         .await;
                 }
             }
-            let mut last_start = None;
-            for start in &plan.starts {
-                match self.start(&s, &input, start).await {
-                    Ok(run) => {
-                        // One line per start would be thousands a second at
-                        // scale: the minute's summary counts them.
-                        self.inner
-                            .engine
-                            .stats()
-                            .scheduled_starts
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::debug!(
-                            schedule = %s.id,
-                            %run,
-                            fire_time = %eflow_core::time::format_rfc3339(start.nominal_ms),
-                            "scheduled run started"
-                        );
-                        last_start = last_start.max(Some(start.nominal_ms));
-                    }
-                    Err(e) => self.not_started(&s.id, &e, now),
-                }
-            }
             for k in &plan.skipped {
                 tracing::info!(
                     schedule = %s.id,
@@ -331,17 +401,167 @@ impl Scheduler {
                     "fire times skipped"
                 );
             }
-            db.update_schedule(
-                &s.id,
-                Some(plan.processed_through_ms),
-                last_start,
-                plan.next_due_ms,
-                plan.buffered,
-            )
+            let input = Arc::new(input);
+            for start in plan.starts {
+                starts.push((i, input.clone(), start));
+            }
+            updates.push(ScheduleUpdate {
+                id: s.id.clone(),
+                handled_through: Some(plan.processed_through_ms),
+                last_start: None,
+                next_due: plan.next_due_ms,
+                buffered: plan.buffered,
+            });
+        }
+        let started = self.start_batch(&due, starts, now).await?;
+        for u in &mut updates {
+            u.last_start = started.get(&u.id).copied();
+        }
+        db.update_schedules(&updates)
             .await
             .map_err(|e| e.to_string())?;
+        Ok(due.len())
+    }
+
+    /// Starts the runs of many schedules' plans together: each start is
+    /// admitted by its tenant's quota, the runs are handed to the engine all
+    /// at once (its workers commit many in one transaction) and awaited.
+    /// Returns the newest fire time started per schedule.
+    async fn start_batch(
+        &self,
+        due: &[ScheduleRow],
+        starts: Vec<PlannedStart>,
+        now: u64,
+    ) -> Result<HashMap<String, u64>, String> {
+        let engine = &self.inner.engine;
+        let db = engine.store();
+        let ledger = &self.inner.ledger;
+        let mut started = HashMap::new();
+        if starts.is_empty() {
+            return Ok(started);
         }
-        Ok(())
+        // Run ids are derived from the schedule and the fire time: a run
+        // that exists was started before a crash (or by a backfill) and is
+        // not handed to the engine again; the others are `fresh`, which
+        // spares the engine a read each.
+        let ids: Vec<&str> = starts.iter().map(|(_, _, s)| s.run_id.as_str()).collect();
+        let existing: HashSet<String> = db
+            .existing_runs(&ids)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        let mut tenants: HashMap<&str, Option<TenantRow>> = HashMap::new();
+        let mut creating = tokio::task::JoinSet::new();
+        for (i, input, start) in starts {
+            let s = &due[i];
+            if existing.contains(&start.run_id) {
+                let t = started.entry(s.id.clone()).or_insert(start.nominal_ms);
+                *t = (*t).max(start.nominal_ms);
+                continue;
+            }
+            let tenant = match tenants.get(s.tenant.as_str()) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = db.tenant(&s.tenant).await.map_err(|e| e.to_string())?;
+                    tenants.insert(&s.tenant, t.clone());
+                    t
+                }
+            };
+            let Some(tenant) = tenant else {
+                self.not_started(
+                    &s.id,
+                    &format!("tenant `{}` no longer exists", s.tenant),
+                    now,
+                );
+                continue;
+            };
+            if let Err(r) = ledger.admit(&tenant, 1, Asker::Schedule, self.inner.clock.now_ms()) {
+                self.not_started(&s.id, &r.to_string(), now);
+                continue;
+            }
+            let meta = RunMeta {
+                id: start.run_id.clone(),
+                tenant: s.tenant.clone(),
+                bundle: s.bundle.clone(),
+                schedule: Some(s.id.clone()),
+                parent: None,
+                created_at: self.inner.clock.now_ms(),
+            };
+            creating.spawn(create(
+                engine.clone(),
+                meta,
+                s.flow.clone(),
+                input,
+                true,
+                i,
+                start,
+            ));
+        }
+        while let Some(done) = creating.join_next().await {
+            let Ok(Created {
+                i,
+                start,
+                meta,
+                input,
+                fresh,
+                result,
+            }) = done
+            else {
+                continue;
+            };
+            let s = &due[i];
+            match result {
+                Ok(applied) => {
+                    if !applied.changed {
+                        ledger.release(&s.tenant, 1);
+                    }
+                    let at = self.inner.clock.now_ms();
+                    self.inner
+                        .lateness
+                        .record(at.saturating_sub(start.start_at_ms));
+                    // One line per start would be thousands a second at
+                    // scale: the minute's summary counts them.
+                    engine
+                        .stats()
+                        .scheduled_starts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(
+                        schedule = %s.id,
+                        run = %start.run_id,
+                        fire_time = %eflow_core::time::format_rfc3339(start.nominal_ms),
+                        "scheduled run started"
+                    );
+                    let t = started.entry(s.id.clone()).or_insert(start.nominal_ms);
+                    *t = (*t).max(start.nominal_ms);
+                }
+                // A fresh start's commit fails whole if a backfill made the
+                // same run meanwhile (the run's first event is taken): once
+                // more, not fresh, and the engine finds the run.
+                Err(_) if fresh => {
+                    creating.spawn(create(
+                        engine.clone(),
+                        meta,
+                        s.flow.clone(),
+                        input,
+                        false,
+                        i,
+                        start,
+                    ));
+                }
+                Err(e) => {
+                    ledger.release(&s.tenant, 1);
+                    self.not_started(&s.id, &e.to_string(), now);
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    /// How late scheduled runs were committed since the server started:
+    /// from when each was due (its fire time plus jitter) to its commit.
+    pub fn lateness(&self) -> &Lateness {
+        &self.inner.lateness
     }
 
     fn not_started(&self, schedule: &str, error: &str, now: u64) {
@@ -396,4 +616,93 @@ impl Scheduler {
 fn spec(s: &ScheduleRow) -> Result<(Compiled, Map<String, serde_json::Value>), String> {
     let ir: ir::Schedule = serde_json::from_slice(&s.spec).map_err(|e| e.to_string())?;
     Ok((Compiled::new(&ir)?, ir.input.into_iter().collect()))
+}
+
+/// A scheduled run handed to the engine, and what came of it.
+struct Created {
+    i: usize,
+    start: Start,
+    meta: RunMeta,
+    input: Arc<Map<String, serde_json::Value>>,
+    fresh: bool,
+    result: Result<crate::engine::Applied, crate::engine::Error>,
+}
+
+/// Creates the run of `start` (of the schedule at position `i` of a batch).
+async fn create(
+    engine: Engine,
+    meta: RunMeta,
+    flow: String,
+    input: Arc<Map<String, serde_json::Value>>,
+    fresh: bool,
+    i: usize,
+    start: Start,
+) -> Created {
+    let result = engine
+        .create(meta.clone(), flow, (*input).clone(), fresh)
+        .await;
+    Created {
+        i,
+        start,
+        meta,
+        input,
+        fresh,
+        result,
+    }
+}
+
+/// Lateness of scheduled starts in whole milliseconds, counted in buckets of
+/// 1 ms up to a minute (later ones in the last): percentiles without keeping
+/// one value per start.
+pub struct Lateness {
+    buckets: Box<[AtomicU64]>,
+}
+
+const LATENESS_BUCKETS: usize = 60_001;
+
+impl Default for Lateness {
+    fn default() -> Self {
+        Self {
+            buckets: (0..LATENESS_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl Lateness {
+    fn record(&self, ms: u64) {
+        let i = (ms as usize).min(LATENESS_BUCKETS - 1);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts so far, to subtract from a later [`Lateness::snapshot`].
+    pub fn snapshot(&self) -> Vec<u64> {
+        self.buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The `p` percentile (0–1) in ms of the starts since `before` (a
+    /// snapshot), and how many there were; `None` if there were none.
+    pub fn percentile_since(&self, before: &[u64], p: f64) -> Option<(u64, u64)> {
+        let now = self.snapshot();
+        let counts: Vec<u64> = now
+            .iter()
+            .zip(before.iter().chain(std::iter::repeat(&0)))
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64 * p).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (ms, n) in counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some((ms as u64, total));
+            }
+        }
+        None
+    }
 }

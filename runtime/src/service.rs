@@ -19,6 +19,7 @@ use crate::quota::{Asker, Ledger, Refusal};
 use crate::scheduler::{BackfillError, Scheduler};
 use crate::store::{self, RunMeta, Store, TenantRow};
 
+mod schedules;
 mod tokens;
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -104,6 +105,7 @@ pub fn client_run_key(tenant: &str, id: &str) -> String {
 }
 
 pub use crate::quota::Quotas;
+pub use schedules::MAX_PAGE as MAX_SCHEDULE_PAGE;
 
 /// The longest joined list a run's view shows whole.
 const RESULTS_SHOWN: usize = 1_000;
@@ -184,6 +186,10 @@ impl Service {
 
     pub fn history(&self) -> &History {
         &self.inner.history
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.inner.scheduler
     }
 
     fn now(&self) -> u64 {
@@ -1239,6 +1245,10 @@ fn schedule_view(s: &store::ScheduleRow) -> ApiResult<ScheduleView> {
         paused: s.paused,
         last_fire: s.last_start.map(rfc3339),
         next_fire: s.next_due.map(rfc3339),
+        declared: s.declared,
+        key: s.key.clone(),
+        version: s.version.clone(),
+        input: Value::Object(ir.input.into_iter().collect()),
     })
 }
 

@@ -423,6 +423,39 @@ bindings dev {{
         spec.check("post", "/v1/schedules/{id}/backfill", &r);
     }
 
+    // ---- schedules made through the API ----
+    let r = api
+        .post(
+            t,
+            "/v1/schedules",
+            &json!({"flow": "Works", "cron": "@daily", "key": "cust-1", "input": {"x": 1}}),
+        )
+        .await;
+    spec.check("post", "/v1/schedules", &r); // 200
+    let made = r.body["id"].as_str().expect("a schedule id").to_string();
+    for body in [
+        json!({"flow": "Works", "cron": "61 * * * *", "input": {"x": 1}}), // 400
+        json!({"flow": "Nope", "cron": "@daily"}),                         // 404
+    ] {
+        let r = api.post(t, "/v1/schedules", &body).await;
+        spec.check("post", "/v1/schedules", &r);
+    }
+    let r = api.get(t, "/v1/schedules?key=cust-1&limit=1").await;
+    spec.check("get", "/v1/schedules", &r);
+    for (id, body) in [
+        (made.as_str(), json!({"cron": "@hourly"})), // 200
+        (made.as_str(), json!({"timezone": "Mars/Olympus"})), // 400
+        ("nope", json!({"cron": "@hourly"})),        // 404
+        (schedule.as_str(), json!({"cron": "@hourly"})), // 409: declared
+    ] {
+        let r = api.patch(t, &format!("/v1/schedules/{id}"), &body).await;
+        spec.check("patch", "/v1/schedules/{id}", &r);
+    }
+    for id in [schedule.as_str(), made.as_str(), made.as_str()] {
+        let r = api.delete(t, &format!("/v1/schedules/{id}")).await;
+        spec.check("delete", "/v1/schedules/{id}", &r); // 409, 200, 404
+    }
+
     // ---- egress rules, tokens, whoami ----
     for (tok, id, body) in [
         (admin, "acme", json!({"allow_egress": ["10.0.0.0/8"]})), // 200

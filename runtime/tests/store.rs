@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use eflow_runtime::store::{
     ApprovalClose, ApprovalWrite, Commit, Deployment, Durability, EventWrite, NewEntry, RunMeta,
-    RunWrite, ScheduleRow, Store, TenantRow, TimerWrite, TokenRow,
+    RunWrite, ScheduleQuery, ScheduleRow, ScheduleUpdate, Store, TenantRow, TimerWrite, TokenRow,
 };
 use serde_json::json;
 
@@ -50,6 +50,9 @@ macro_rules! store_test_suite {
             registry_set_stage,
             schedules,
             set_schedule_paused,
+            schedules_made_through_the_api,
+            schedule_pages,
+            schedules_in_batches,
             setting_or_insert,
         ]);
     };
@@ -157,6 +160,21 @@ fn schedule(id: &str, tenant: &str, next_due: u64) -> ScheduleRow {
         next_due: Some(next_due),
         buffered: None,
         partition: 0,
+        declared: true,
+        key: None,
+        version: None,
+        created_at: None,
+    }
+}
+
+/// A schedule made through the API.
+fn api_schedule(id: &str, tenant: &str, flow: &str, key: Option<&str>) -> ScheduleRow {
+    ScheduleRow {
+        flow: flow.into(),
+        declared: false,
+        key: key.map(str::to_string),
+        created_at: Some(50),
+        ..schedule(id, tenant, 5_000)
     }
 }
 
@@ -1314,5 +1332,234 @@ async fn setting_or_insert(store: &Store) {
     assert_eq!(
         store.setting_or_insert("other", b"x").await.unwrap(),
         b"x".to_vec()
+    );
+}
+
+/// Schedules made through the API: held to a per-tenant limit, redefined,
+/// deleted; a deploy leaves them, and moves those not pinned to its bundle.
+async fn schedules_made_through_the_api(store: &Store) {
+    let a = api_schedule("s-a", "acme", "F", Some("cust-1"));
+    let mut pinned = api_schedule("s-b", "acme", "F", None);
+    pinned.version = Some("v1".into());
+    assert!(store.insert_schedule(&a, 2).await.unwrap());
+    assert!(store.insert_schedule(&pinned, 2).await.unwrap());
+    assert!(
+        !store
+            .insert_schedule(&api_schedule("s-c", "acme", "F", None), 2)
+            .await
+            .unwrap(),
+        "a third passes the limit of 2"
+    );
+    assert!(store.schedule("s-c").await.unwrap().is_none());
+    assert!(
+        store
+            .insert_schedule(&api_schedule("s-c", "else", "F", None), 2)
+            .await
+            .unwrap(),
+        "another tenant's count is its own"
+    );
+    assert_eq!(store.schedule("s-a").await.unwrap().unwrap(), a);
+
+    // A deploy of F replaces its declared schedules only, and moves the
+    // unpinned API-made ones to the new bundle.
+    store
+        .deploy(&Deployment {
+            bundle: "b-2",
+            tenant: "acme",
+            env: "dev",
+            ir: b"{}",
+            flows: &[("F".to_string(), "v2".to_string())],
+            schedules: &[("F".to_string(), vec![schedule("acme.F.0", "acme", 1)])],
+            now: 10,
+        })
+        .await
+        .unwrap();
+    let a2 = store.schedule("s-a").await.unwrap().unwrap();
+    assert_eq!(a2.bundle, "b-2");
+    let b2 = store.schedule("s-b").await.unwrap().unwrap();
+    assert_eq!(b2.bundle, "b-1", "pinned to its version");
+    assert_eq!(store.schedules(Some("acme")).await.unwrap().len(), 3);
+
+    // Redefined: what it is and when it is next due; what it started stays.
+    store
+        .update_schedule("s-a", Some(4_000), Some(4_000), Some(5_000), Some(4_500))
+        .await
+        .unwrap();
+    let mut changed = a2.clone();
+    changed.spec = b"{\"changed\":1}".to_vec();
+    changed.key = Some("cust-2".into());
+    changed.version = Some("v2".into());
+    changed.paused = true;
+    changed.handled_through = Some(6_000);
+    changed.next_due = Some(7_000);
+    assert!(store.redefine_schedule(&changed).await.unwrap());
+    let got = store.schedule("s-a").await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        ScheduleRow {
+            last_start: Some(4_000),
+            buffered: None,
+            ..changed.clone()
+        }
+    );
+    let mut nope = changed.clone();
+    nope.id = "s-nope".into();
+    assert!(!store.redefine_schedule(&nope).await.unwrap());
+
+    assert!(store.delete_schedule("s-a").await.unwrap());
+    assert!(!store.delete_schedule("s-a").await.unwrap());
+    assert!(store.schedule("s-a").await.unwrap().is_none());
+}
+
+/// Pages in id order, filtered by tenant, key and flow, after a cursor.
+async fn schedule_pages(store: &Store) {
+    let mut rows = Vec::new();
+    for i in 0..7 {
+        let key = if i % 2 == 0 {
+            Some("even")
+        } else {
+            Some("odd")
+        };
+        let flow = if i < 4 { "F" } else { "G" };
+        rows.push(api_schedule(&format!("s-{i}"), "acme", flow, key));
+    }
+    rows.push(api_schedule("s-x", "else", "F", Some("even")));
+    store.insert_schedules(&rows).await.unwrap();
+    let page = |tenant: Option<&str>,
+                key: Option<&str>,
+                flow: Option<&str>,
+                after: Option<&str>,
+                limit| {
+        let q = ScheduleQuery {
+            tenant: tenant.map(str::to_string),
+            key: key.map(str::to_string),
+            flow: flow.map(str::to_string),
+            after: after.map(str::to_string),
+            limit,
+        };
+        async move {
+            store
+                .schedule_page(&q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        page(Some("acme"), Some("even"), None, None, 2).await,
+        ["s-0", "s-2"]
+    );
+    assert_eq!(
+        page(Some("acme"), Some("even"), None, Some("s-2"), 2).await,
+        ["s-4", "s-6"]
+    );
+    assert!(
+        page(Some("acme"), Some("even"), None, Some("s-6"), 2)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        page(Some("acme"), None, Some("G"), None, 10).await,
+        ["s-4", "s-5", "s-6"]
+    );
+    assert_eq!(
+        page(None, Some("even"), Some("F"), None, 10).await,
+        ["s-0", "s-2", "s-x"]
+    );
+    assert_eq!(page(None, None, None, Some("s-6"), 10).await, ["s-x"]);
+}
+
+/// A loader's batch: the runs of many schedules in one read, which runs
+/// exist, many schedules recorded in one transaction, the next due time.
+async fn schedules_in_batches(store: &Store) {
+    store
+        .insert_schedules(&[
+            schedule("s1", "acme", 3_000),
+            schedule("s2", "acme", 2_000),
+            schedule("s3", "acme", 9_000),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.next_schedule_due(0, 0).await.unwrap(), Some(2_000));
+    assert_eq!(store.next_schedule_due(1, 0).await.unwrap(), None);
+    let claimed = store.claim_schedules(0, 3_000, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(
+        store.next_schedule_due(0, 3_000).await.unwrap(),
+        Some(9_000),
+        "claimed ones are not waited for"
+    );
+    let mut a = meta("r1", "acme");
+    a.schedule = Some("s1".into());
+    let mut b = meta("r2", "acme");
+    b.schedule = Some("s2".into());
+    let mut c = meta("r3", "acme");
+    c.schedule = Some("s2".into());
+    commit(store, |x| {
+        x.runs.push(RunWrite {
+            meta: a,
+            ..run("r1", "acme", "running", "{}")
+        });
+        x.runs.push(RunWrite {
+            meta: b,
+            ..run("r2", "acme", "succeeded", "{}")
+        });
+        x.runs.push(RunWrite {
+            meta: c,
+            ..run("r3", "acme", "created", "{}")
+        });
+    })
+    .await;
+    let mut active = store
+        .active_runs_of_schedules(&["s1", "s2", "s3"])
+        .await
+        .unwrap();
+    active.sort();
+    assert_eq!(
+        active,
+        [
+            ("s1".to_string(), "r1".to_string()),
+            ("s2".to_string(), "r3".to_string())
+        ]
+    );
+    let mut existing = store.existing_runs(&["r1", "r2", "nope"]).await.unwrap();
+    existing.sort();
+    assert_eq!(existing, ["r1", "r2"]);
+    store
+        .update_schedules(&[
+            ScheduleUpdate {
+                id: "s1".into(),
+                handled_through: Some(3_000),
+                last_start: Some(3_000),
+                next_due: Some(4_000),
+                buffered: None,
+            },
+            ScheduleUpdate {
+                id: "s2".into(),
+                handled_through: Some(3_000),
+                last_start: None,
+                next_due: Some(5_000),
+                buffered: Some(2_000),
+            },
+        ])
+        .await
+        .unwrap();
+    let s1 = store.schedule("s1").await.unwrap().unwrap();
+    assert_eq!(
+        (s1.handled_through, s1.last_start, s1.next_due),
+        (Some(3_000), Some(3_000), Some(4_000))
+    );
+    let s2 = store.schedule("s2").await.unwrap().unwrap();
+    assert_eq!((s2.next_due, s2.buffered), (Some(5_000), Some(2_000)));
+    // Recorded releases the claims.
+    assert_eq!(
+        store
+            .claim_schedules(0, 5_000, 60_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
     );
 }

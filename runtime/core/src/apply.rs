@@ -414,34 +414,9 @@ impl<'a> Cx<'a> {
         }
         self.run.started_at = self.now;
         self.run.status = RunStatus::Running;
-        let mut errors = Vec::new();
-        for (name, v) in input {
-            match self.flow.params.iter().find(|p| &p.name == name) {
-                Some(p) => {
-                    if let Err(es) = value::check(v, &p.ty, &self.flow.types, name) {
-                        errors.extend(es);
-                    }
-                }
-                None => errors.push(format!(
-                    "`{}` has no parameter `{name}`; it takes {}",
-                    self.flow.name,
-                    self.flow
-                        .params
-                        .iter()
-                        .map(|p| format!("`{}`", p.name))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            }
-        }
-        for p in &self.flow.params {
-            if p.default.is_none() && !input.contains_key(&p.name) && !is_optional(&p.ty) {
-                errors.push(format!(
-                    "the parameter `{}` has no default and must be given",
-                    p.name
-                ));
-            }
-        }
+        let errors = crate::input::check_input(self.flow, input)
+            .err()
+            .unwrap_or_default();
         if !errors.is_empty() {
             if self.run.parent.is_none() {
                 return Err(Rejection::InvalidInput { errors });
@@ -1229,10 +1204,6 @@ impl<'a> Cx<'a> {
             });
         }
     }
-}
-
-fn is_optional(ty: &eflow_ir::Type) -> bool {
-    matches!(ty, eflow_ir::Type::Optional { .. })
 }
 
 fn with_detail(head: String, detail: &str) -> String {

@@ -10,6 +10,7 @@ pub mod effect;
 pub mod eval;
 pub mod event;
 pub mod hash;
+pub mod input;
 pub mod schedule;
 pub mod state;
 pub mod time;

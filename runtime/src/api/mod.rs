@@ -231,7 +231,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
     paths(
         health, create_tenant, list_tenants, update_tenant, purge_tenant, deploy, list_flows, start_run, list_runs,
         get_run, run_events, step_results, cancel_run, list_approvals, decide, callback, list_schedules,
-        pause_schedule, resume_schedule, backfill, list_registry, stats,
+        create_schedule, update_schedule, delete_schedule, pause_schedule, resume_schedule, backfill, list_registry, stats,
         whoami, list_tenant_tokens, create_tenant_token, revoke_tenant_token, rotate_tenant_token,
         list_admin_tokens, create_admin_token, revoke_admin_token, rotate_admin_token
     ),
@@ -362,7 +362,11 @@ pub fn router(service: Service, limits: &HttpLimits) -> Router {
         .route("/v1/runs/{id}/approvals/{step}", post(decide))
         .route("/v1/approvals", get(list_approvals))
         .route("/v1/callbacks/{token}", post(callback))
-        .route("/v1/schedules", get(list_schedules))
+        .route("/v1/schedules", get(list_schedules).post(create_schedule))
+        .route(
+            "/v1/schedules/{id}",
+            axum::routing::patch(update_schedule).delete(delete_schedule),
+        )
         .route("/v1/schedules/{id}/pause", post(pause_schedule))
         .route("/v1/schedules/{id}/resume", post(resume_schedule))
         .route("/v1/schedules/{id}/backfill", post(backfill))
@@ -686,14 +690,52 @@ async fn callback(
     s.callback(claim, b).await.map(Json)
 }
 
-/// Schedules of deployed flows.
-#[utoipa::path(get, path = "/v1/schedules", params(TenantParam), responses((status = 200, body = Vec<ScheduleView>)), security(("bearer" = [])))]
+/// Schedules of deployed flows, declared and made through the API, in id
+/// order, a page at a time: pass the last `id` of a page as `cursor` for the next.
+#[utoipa::path(get, path = "/v1/schedules", params(ScheduleFilter), responses((status = 200, body = Vec<ScheduleView>)), security(("bearer" = [])))]
 async fn list_schedules(
     State(s): State<Service>,
     Auth(c): Auth,
-    Params(p): Params<TenantParam>,
+    Params(f): Params<ScheduleFilter>,
 ) -> ApiResult<Vec<ScheduleView>> {
-    s.schedules(&c, p.tenant.as_deref()).await.map(Json)
+    s.schedule_page(&c, f).await.map(Json)
+}
+
+/// Make a schedule of a deployed flow: its own cron, zone, policies, input and key.
+#[utoipa::path(post, path = "/v1/schedules", request_body = ScheduleRequest,
+    responses((status = 200, body = ScheduleView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn create_schedule(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Body(b): Body<ScheduleRequest>,
+) -> ApiResult<ScheduleView> {
+    s.create_schedule(&c, b).await.map(Json)
+}
+
+/// Change a schedule made through the API: the fields given replace its own.
+#[utoipa::path(patch, path = "/v1/schedules/{id}", params(("id" = String, Path)), request_body = ScheduleRequest,
+    responses((status = 200, body = ScheduleView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn update_schedule(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    PathParam(id): PathParam<String>,
+    Body(b): Body<ScheduleRequest>,
+) -> ApiResult<ScheduleView> {
+    s.update_schedule(&c, &id, b).await.map(Json)
+}
+
+/// Delete a schedule made through the API (the runs it started stay); answers what it was.
+#[utoipa::path(delete, path = "/v1/schedules/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = ScheduleView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn delete_schedule(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    PathParam(id): PathParam<String>,
+) -> ApiResult<ScheduleView> {
+    s.delete_schedule(&c, &id).await.map(Json)
 }
 
 /// Stop a schedule from starting runs.

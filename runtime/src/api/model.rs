@@ -339,6 +339,90 @@ pub struct ScheduleView {
     /// When the next run is due (its fire time plus the jitter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_fire: Option<String>,
+    /// Declared by a `schedule` statement of the flow (the deployment owns
+    /// it); false for one made through the API.
+    #[serde(default)]
+    pub declared: bool,
+    /// What a schedule made through the API belongs to (a customer, a model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The flow version the schedule is pinned to; absent, its runs start
+    /// on the flow's head version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The input of its runs.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub input: Value,
+}
+
+/// A schedule to make (`POST /v1/schedules`: `flow` and `cron` needed) or
+/// a change to one made through the API (`PATCH /v1/schedules/{id}`: the
+/// fields given replace the schedule's; its tenant and flow stay). Runs of a
+/// deployed flow on a cron schedule, with the policies of a flow's
+/// `schedule` statement, checked the same way.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRequest {
+    /// The tenant; a tenant's token acts for its own, an admin names one (on create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// A deployed flow of the tenant (on create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// Pin the schedule to this flow version; without it its runs start on
+    /// the flow's head version at each fire. `head` follows the head again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// What the schedule belongs to (a customer, a model): lists filter by
+    /// it. In a change, `""` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// 5 fields (minute hour day-of-month month day-of-week), 6 with seconds
+    /// first, 7 with a year last, or a name such as `@daily`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// An IANA time zone (default `UTC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// `skip` (the default), `buffer_one`, `allow_all` or `cancel_running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<String>,
+    /// `once` (the default), `skip` or `all` (with `catchup_within`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catchup: Option<String>,
+    /// For `catchup all`: how far back missed fire times start (`7d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catchup_within: Option<String>,
+    /// Each fire time's start is delayed by a stable amount below this
+    /// (`10s`; `0s` for none, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<String>,
+    /// Values of the flow's parameters for its runs, checked against them as
+    /// a run's input is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<Value>,
+    /// Whether it starts no runs (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+}
+
+/// Filters and paging of `GET /v1/schedules`: in id order, `limit` at a time;
+/// the next page starts after the last id of this one (`cursor`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleFilter {
+    pub tenant: Option<String>,
+    /// Schedules with this key.
+    pub key: Option<String>,
+    /// Schedules of this flow.
+    pub flow: Option<String>,
+    /// The `id` of the last schedule of the page before.
+    pub cursor: Option<String>,
+    /// At most 1000 (default 1000).
+    pub limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

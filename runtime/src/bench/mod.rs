@@ -24,6 +24,7 @@ pub mod baseline;
 pub mod cpu;
 mod fanout;
 pub mod remote;
+pub mod schedules;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,6 +114,9 @@ pub struct BenchArgs {
     pub data: Option<std::path::PathBuf>,
     #[arg(long, short, value_enum, default_value_t)]
     pub output: Output,
+    /// `--schedules N`: the scheduler benchmark (`schedules.rs`).
+    #[command(flatten)]
+    pub schedule: schedules::ScheduleBenchArgs,
 }
 
 #[derive(Debug, Serialize)]

@@ -12,6 +12,7 @@ use crate::api::model::ErrorBody;
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
 pub const DEFAULT_DATA: &str = ".eflow";
 
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: Option<String>,
@@ -93,6 +94,15 @@ impl Client {
         body: &B,
     ) -> anyhow::Result<T> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(body))
             .await
     }
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::api::model::*;
+use crate::service::MAX_SCHEDULE_PAGE as MAX_PAGE;
 use client::{Client, seg};
 use table::Table;
 
@@ -188,6 +189,10 @@ pub struct ServeArgs {
     /// How long a request's whole body may take to arrive.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub body_timeout: std::time::Duration,
+    /// The most schedules a tenant may have (declared ones count); making one
+    /// more through the API is refused (429).
+    #[arg(long, env = "EFLOW_MAX_SCHEDULES_PER_TENANT", value_name = "N", default_value_t = crate::quota::DEFAULT_MAX_SCHEDULES)]
+    pub max_schedules_per_tenant: u64,
     /// The largest deploy request in bytes (`POST /v1/flows`); a larger one is 413.
     #[arg(long, env = "EFLOW_MAX_DEPLOY_BYTES", value_name = "BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_deploy_bytes: usize,
@@ -268,12 +273,111 @@ pub enum RunCommand {
     },
 }
 
+/// What `eflow schedule create` and `update` say about a schedule.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// An IANA time zone (default UTC).
+    #[arg(long)]
+    pub tz: Option<String>,
+    /// skip (default), buffer_one, allow_all or cancel_running.
+    #[arg(long)]
+    pub overlap: Option<String>,
+    /// once (default), skip or all (with --catchup-within).
+    #[arg(long)]
+    pub catchup: Option<String>,
+    /// For `--catchup all`: how far back missed fire times start (`7d`).
+    #[arg(long)]
+    pub catchup_within: Option<String>,
+    /// Delay each start by a stable amount below this (`10s`).
+    #[arg(long)]
+    pub jitter: Option<String>,
+    /// The runs' parameter values, as a JSON object.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// What the schedule belongs to (a customer, a model); `""` removes it in an update.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Pin to this flow version (`head` follows the head again).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Start no runs until resumed.
+    #[arg(long)]
+    pub paused: bool,
+}
+
+impl ScheduleArgs {
+    fn request(self, cron: Option<String>) -> anyhow::Result<ScheduleRequest> {
+        let input = match self.input {
+            Some(i) => Some(serde_json::from_str(&i).with_context(|| {
+                format!("--input `{i}` is not JSON: give an object, e.g. '{{\"n\": 1}}'")
+            })?),
+            None => None,
+        };
+        Ok(ScheduleRequest {
+            version: self.version,
+            key: self.key,
+            cron,
+            timezone: self.tz,
+            overlap: self.overlap,
+            catchup: self.catchup,
+            catchup_within: self.catchup_within,
+            jitter: self.jitter,
+            input,
+            paused: self.paused.then_some(true),
+            ..ScheduleRequest::default()
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
-    /// Schedules with their next and last fire times.
+    /// Schedules with their next and last fire times, in id order.
     List {
         #[arg(long)]
         tenant: Option<String>,
+        /// Only the schedules with this key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Only the schedules of this flow.
+        #[arg(long)]
+        flow: Option<String>,
+        /// At most this many (default: every page).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Start after this schedule id (the last of the page before).
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Make a schedule of a deployed flow (it follows the flow's head version unless --version pins it).
+    Create {
+        flow: String,
+        /// The cron expression: 5 fields, 6 with seconds first, 7 with a year last, or `@daily`, ….
+        cron: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        spec: ScheduleArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Change a schedule made with `create`: the options given replace its own.
+    Update {
+        id: String,
+        #[arg(long)]
+        cron: Option<String>,
+        #[command(flatten)]
+        spec: ScheduleArgs,
+        /// Start runs again (`--paused` stops them).
+        #[arg(long, conflicts_with = "paused")]
+        resumed: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a schedule made with `create` (the runs it started stay).
+    Delete {
+        id: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -717,12 +821,74 @@ async fn run_command(rc: RunCommand) -> anyhow::Result<()> {
 
 async fn schedule_command(sc: ScheduleCommand) -> anyhow::Result<()> {
     match sc {
-        ScheduleCommand::List { tenant, conn } => {
+        ScheduleCommand::List {
+            tenant,
+            key,
+            flow,
+            limit,
+            mut cursor,
+            conn,
+        } => {
             let c = client(&conn)?;
-            let mut q = Vec::new();
-            opt(&mut q, "tenant", &tenant);
-            let r: Vec<ScheduleView> = c.get("/v1/schedules", &q).await?;
-            print(conn.output, &r, schedules_text)
+            let mut all: Vec<ScheduleView> = Vec::new();
+            // Page after page, each after the last id of the one before.
+            loop {
+                let want = limit.map_or(MAX_PAGE, |l| {
+                    (l as usize - all.len()).min(MAX_PAGE as usize) as u32
+                });
+                if want == 0 {
+                    break;
+                }
+                let mut q = vec![("limit", want.to_string())];
+                opt(&mut q, "tenant", &tenant);
+                opt(&mut q, "key", &key);
+                opt(&mut q, "flow", &flow);
+                opt(&mut q, "cursor", &cursor);
+                let page: Vec<ScheduleView> = c.get("/v1/schedules", &q).await?;
+                let full = page.len() as u32 == want;
+                cursor = page.last().map(|s| s.id.clone());
+                all.extend(page);
+                if !full {
+                    break;
+                }
+            }
+            print(conn.output, &all, schedules_text)
+        }
+        ScheduleCommand::Create {
+            flow,
+            cron,
+            tenant,
+            spec,
+            conn,
+        } => {
+            let c = client(&conn)?;
+            let mut req = spec.request(Some(cron))?;
+            req.flow = Some(flow);
+            req.tenant = tenant;
+            let r: ScheduleView = c.post("/v1/schedules", &req).await?;
+            print(conn.output, &vec![r], schedules_text)
+        }
+        ScheduleCommand::Update {
+            id,
+            cron,
+            spec,
+            resumed,
+            conn,
+        } => {
+            let c = client(&conn)?;
+            let mut req = spec.request(cron)?;
+            if resumed {
+                req.paused = Some(false);
+            }
+            let r: ScheduleView = c
+                .patch(&format!("/v1/schedules/{}", seg(&id)), &req)
+                .await?;
+            print(conn.output, &vec![r], schedules_text)
+        }
+        ScheduleCommand::Delete { id, conn } => {
+            let c = client(&conn)?;
+            let r: ScheduleView = c.delete(&format!("/v1/schedules/{}", seg(&id))).await?;
+            print(conn.output, &vec![r], schedules_text)
         }
         ScheduleCommand::Pause { id, conn } => {
             let c = client(&conn)?;
@@ -1023,10 +1189,14 @@ fn run_text(r: &RunView) -> String {
 }
 
 fn schedules_text(r: &Vec<ScheduleView>) -> String {
-    let mut t = Table::new(vec!["SCHEDULE", "CRON", "ZONE", "PAUSED", "NEXT", "LAST"]);
+    let mut t = Table::new(vec![
+        "SCHEDULE", "FLOW", "KEY", "CRON", "ZONE", "PAUSED", "NEXT", "LAST",
+    ]);
     for x in r {
         t.row(vec![
             x.id.clone(),
+            x.flow.clone(),
+            x.key.clone().unwrap_or_default(),
             x.cron.clone(),
             x.timezone.clone(),
             if x.paused { "yes".into() } else { "no".into() },

@@ -179,6 +179,26 @@ forward! {
     /// Pauses or resumes a schedule. Resuming moves the watermark to `now`, so
     /// fire times missed while paused are not started.
     pub async fn set_schedule_paused(&self, id: &str, paused: bool, now: u64, next_due: Option<u64>) -> Result<bool>;
+    /// Adds a schedule made through the API unless its tenant has
+    /// `max_per_tenant` schedules already (false then, nothing added).
+    pub async fn insert_schedule(&self, row: &ScheduleRow, max_per_tenant: u64) -> Result<bool>;
+    /// Adds many schedules in one transaction, with no limit (for tools that fill a store).
+    pub async fn insert_schedules(&self, rows: &[ScheduleRow]) -> Result<()>;
+    /// Replaces a schedule's flow version, spec, key, pause and next due
+    /// time, releasing any claim; false if there is no such schedule.
+    pub async fn redefine_schedule(&self, row: &ScheduleRow) -> Result<bool>;
+    /// Deletes a schedule (its runs stay); false if there was none.
+    pub async fn delete_schedule(&self, id: &str) -> Result<bool>;
+    /// One page of schedules in id order, after `q.after`.
+    pub async fn schedule_page(&self, q: &ScheduleQuery) -> Result<Vec<ScheduleRow>>;
+    /// [`Store::update_schedule`] for many schedules, in one transaction.
+    pub async fn update_schedules(&self, updates: &[ScheduleUpdate]) -> Result<()>;
+    /// The runs in progress of each of `schedules`, as (schedule, run).
+    pub async fn active_runs_of_schedules(&self, schedules: &[&str]) -> Result<Vec<(String, String)>>;
+    /// Which of `runs` exist.
+    pub async fn existing_runs(&self, runs: &[&str]) -> Result<Vec<String>>;
+    /// When the first unpaused schedule of `partition` not claimed at `now` is due.
+    pub async fn next_schedule_due(&self, partition: u32, now: u64) -> Result<Option<u64>>;
     /// Stores `value` unless the key has one; returns the stored value.
     pub async fn setting_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>>;
 }
@@ -377,6 +397,37 @@ pub struct ScheduleRow {
     pub next_due: Option<u64>,
     pub buffered: Option<u64>,
     pub partition: u32,
+    /// Declared by a flow's `schedule` statement (owned by its deployment,
+    /// replaced by the next); false for one made through the API.
+    pub declared: bool,
+    /// What a schedule made through the API belongs to (a customer, a model).
+    pub key: Option<String>,
+    /// The flow version a schedule made through the API is pinned to; `None`
+    /// follows the flow's head.
+    pub version: Option<String>,
+    /// When a schedule made through the API was made.
+    pub created_at: Option<u64>,
+}
+
+/// Which schedules a page holds: filters, and the id the page starts after.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleQuery {
+    pub tenant: Option<String>,
+    pub key: Option<String>,
+    pub flow: Option<String>,
+    /// The last id of the page before.
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// What the scheduler did with one schedule (see [`Store::update_schedules`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleUpdate {
+    pub id: String,
+    pub handled_through: Option<u64>,
+    pub last_start: Option<u64>,
+    pub next_due: Option<u64>,
+    pub buffered: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,7 +16,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
     ApprovalRow, Commit, Deployment, DueTimer, Durability, Error, EventRow, FlowRow, NewEntry,
-    RegistryRow, Result, RunMeta, ScheduleRow, TenantRow, TokenRow, stored_json,
+    RegistryRow, Result, RunMeta, ScheduleQuery, ScheduleRow, ScheduleUpdate, TenantRow, TokenRow,
+    stored_json,
 };
 
 /// Rows per multi-row statement, largest first: well under SQLite's limit of
@@ -26,6 +27,25 @@ use super::{
 /// Read at every start: answered from the covering index `runs_tenant_active`
 /// alone (a test checks the plan), not from a million rows.
 const ACTIVE_RUNS: &str = "SELECT tenant, parent, count(*) FROM runs WHERE status IN ('created', 'running') GROUP BY tenant, parent";
+
+/// The columns [`schedule_row`] reads, in its order.
+const SCHEDULE_COLUMNS: &str = "id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition, last_start, declared, key, version, created_at";
+
+/// A loader's claim of its partition's due schedules, oldest due first: a
+/// range scan of the index `schedules_due` (a test reads the plan).
+const CLAIM_SCHEDULES: &str = "UPDATE schedules SET claimed_until = ?1 WHERE id IN ( \
+    SELECT id FROM schedules WHERE partition = ?2 AND paused = 0 AND next_due IS NOT NULL \
+    AND next_due <= ?3 AND claimed_until <= ?3 ORDER BY next_due LIMIT ?4)";
+
+/// At start: every claim on schedules released, found through the index
+/// `schedules_claimed` (a test reads the plan).
+const RELEASE_SCHEDULE_CLAIMS: &str =
+    "UPDATE schedules SET claimed_until = 0 WHERE claimed_until > 0";
+
+/// What a loader did with a schedule; releases its claim.
+const UPDATE_SCHEDULE: &str = "UPDATE schedules SET last_fire = ?1, \
+    last_start = CASE WHEN ?2 IS NULL THEN last_start ELSE max(coalesce(last_start, ?2), ?2) END, \
+    next_due = ?3, buffered = ?4, claimed_until = 0 WHERE id = ?5";
 
 const PIECES: [usize; 5] = [256, 64, 16, 4, 1];
 
@@ -437,7 +457,7 @@ impl SqliteStore {
         sqlx::query("UPDATE timers SET claimed_until = 0 WHERE claimed_until > 0")
             .execute(&self.write)
             .await?;
-        sqlx::query("UPDATE schedules SET claimed_until = 0 WHERE claimed_until > 0")
+        sqlx::query(RELEASE_SCHEDULE_CLAIMS)
             .execute(&self.write)
             .await?;
         Ok(())
@@ -519,6 +539,17 @@ impl SqliteStore {
             .bind(version)
             .bind(d.bundle)
             .bind(d.now as i64)
+            .execute(&mut *tx)
+            .await?;
+            // Schedules made through the API follow their flow's head unless
+            // pinned to a version.
+            sqlx::query(
+                "UPDATE schedules SET bundle = ?1 WHERE tenant = ?2 AND flow = ?3 \
+                 AND declared = 0 AND version IS NULL",
+            )
+            .bind(d.bundle)
+            .bind(d.tenant)
+            .bind(name)
             .execute(&mut *tx)
             .await?;
         }
@@ -937,9 +968,8 @@ impl SqliteStore {
     // ---- schedules -----------------------------------------------------------
 
     pub async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<ScheduleRow>> {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition, last_start FROM schedules",
-        );
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {SCHEDULE_COLUMNS} FROM schedules"));
         if let Some(t) = tenant {
             q.push(" WHERE tenant = ").push_bind(t);
         }
@@ -949,9 +979,9 @@ impl SqliteStore {
     }
 
     pub async fn schedule(&self, id: &str) -> Result<Option<ScheduleRow>> {
-        let row = sqlx::query(
-            "SELECT id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition, last_start FROM schedules WHERE id = ?",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = ?"
+        ))
         .bind(id)
         .fetch_optional(&self.read)
         .await?;
@@ -966,18 +996,13 @@ impl SqliteStore {
         claim_until: u64,
         limit: u32,
     ) -> Result<Vec<ScheduleRow>> {
-        let rows = sqlx::query(
-            "UPDATE schedules SET claimed_until = ?1 WHERE id IN ( \
-               SELECT id FROM schedules WHERE partition = ?2 AND paused = 0 AND next_due IS NOT NULL \
-               AND next_due <= ?3 AND claimed_until <= ?3 ORDER BY next_due LIMIT ?4) \
-             RETURNING id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition, last_start",
-        )
-        .bind(claim_until as i64)
-        .bind(partition)
-        .bind(now as i64)
-        .bind(limit)
-        .fetch_all(&self.write)
-        .await?;
+        let rows = sqlx::query(&format!("{CLAIM_SCHEDULES} RETURNING {SCHEDULE_COLUMNS}"))
+            .bind(claim_until as i64)
+            .bind(partition)
+            .bind(now as i64)
+            .bind(limit)
+            .fetch_all(&self.write)
+            .await?;
         Ok(rows.into_iter().map(schedule_row).collect())
     }
 
@@ -992,18 +1017,14 @@ impl SqliteStore {
         next_due: Option<u64>,
         buffered: Option<u64>,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE schedules SET last_fire = ?1, \
-             last_start = CASE WHEN ?2 IS NULL THEN last_start ELSE max(coalesce(last_start, ?2), ?2) END, \
-             next_due = ?3, buffered = ?4, claimed_until = 0 WHERE id = ?5",
-        )
-        .bind(handled_through.map(|t| t as i64))
-        .bind(last_start.map(|t| t as i64))
-        .bind(next_due.map(|t| t as i64))
-        .bind(buffered.map(|t| t as i64))
-        .bind(id)
-        .execute(&self.write)
-        .await?;
+        sqlx::query(UPDATE_SCHEDULE)
+            .bind(handled_through.map(|t| t as i64))
+            .bind(last_start.map(|t| t as i64))
+            .bind(next_due.map(|t| t as i64))
+            .bind(buffered.map(|t| t as i64))
+            .bind(id)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 
@@ -1027,6 +1048,154 @@ impl SqliteStore {
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Adds a schedule made through the API, unless its tenant has
+    /// `max_per_tenant` schedules already (false then, nothing added).
+    pub async fn insert_schedule(&self, row: &ScheduleRow, max_per_tenant: u64) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        // The count reads the index `schedules_tenant` only.
+        let have: i64 = sqlx::query_scalar("SELECT count(*) FROM schedules WHERE tenant = ?")
+            .bind(&row.tenant)
+            .fetch_one(&mut *tx)
+            .await?;
+        if have as u64 >= max_per_tenant {
+            return Ok(false);
+        }
+        insert_schedule_rows(&mut tx, std::slice::from_ref(row)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Adds many schedules in one transaction, with no limit: for tools that
+    /// fill a store (the bench), not for requests.
+    pub async fn insert_schedules(&self, rows: &[ScheduleRow]) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        insert_schedule_rows(&mut tx, rows).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces what a schedule is (flow version, spec, key, pause) and when it
+    /// is next due, keeping what it has started; false if there is none.
+    pub async fn redefine_schedule(&self, row: &ScheduleRow) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE schedules SET bundle = ?1, version = ?2, spec = ?3, key = ?4, paused = ?5, \
+             last_fire = ?6, next_due = ?7, buffered = NULL, claimed_until = 0 WHERE id = ?8",
+        )
+        .bind(&row.bundle)
+        .bind(&row.version)
+        .bind(&row.spec)
+        .bind(&row.key)
+        .bind(row.paused)
+        .bind(row.handled_through.map(|t| t as i64))
+        .bind(row.next_due.map(|t| t as i64))
+        .bind(&row.id)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes a schedule; false if there was none. Its runs stay.
+    pub async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM schedules WHERE id = ?")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// One page of schedules in id order: those after `q.after`, at most
+    /// `q.limit`. Each filter is an index range scan.
+    pub async fn schedule_page(&self, q: &ScheduleQuery) -> Result<Vec<ScheduleRow>> {
+        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE 1 = 1"
+        ));
+        if let Some(t) = &q.tenant {
+            b.push(" AND tenant = ").push_bind(t);
+        }
+        if let Some(k) = &q.key {
+            b.push(" AND key = ").push_bind(k);
+        }
+        if let Some(f) = &q.flow {
+            b.push(" AND flow = ").push_bind(f);
+        }
+        if let Some(a) = &q.after {
+            b.push(" AND id > ").push_bind(a);
+        }
+        b.push(" ORDER BY id LIMIT ").push_bind(i64::from(q.limit));
+        let rows = b.build().fetch_all(&self.read).await?;
+        Ok(rows.into_iter().map(schedule_row).collect())
+    }
+
+    /// Records what a loader did with many schedules, in one transaction, and
+    /// releases their claims.
+    pub async fn update_schedules(&self, updates: &[ScheduleUpdate]) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        for u in updates {
+            sqlx::query(UPDATE_SCHEDULE)
+                .bind(u.handled_through.map(|t| t as i64))
+                .bind(u.last_start.map(|t| t as i64))
+                .bind(u.next_due.map(|t| t as i64))
+                .bind(u.buffered.map(|t| t as i64))
+                .bind(&u.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The runs in progress of each of `schedules`, as (schedule, run).
+    pub async fn active_runs_of_schedules(
+        &self,
+        schedules: &[&str],
+    ) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for piece in pieces(schedules) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT schedule, id FROM runs WHERE status IN ('created', 'running') AND schedule IN (",
+            );
+            let mut list = q.separated(", ");
+            for s in piece {
+                list.push_bind(*s);
+            }
+            q.push(")");
+            let rows = q.build().fetch_all(&self.read).await?;
+            out.extend(rows.into_iter().map(|r| (r.get(0), r.get(1))));
+        }
+        Ok(out)
+    }
+
+    /// Which of `runs` exist.
+    pub async fn existing_runs(&self, runs: &[&str]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for piece in pieces(runs) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT id FROM runs WHERE id IN (");
+            let mut list = q.separated(", ");
+            for r in piece {
+                list.push_bind(*r);
+            }
+            q.push(")");
+            let rows = q.build().fetch_all(&self.read).await?;
+            out.extend(rows.into_iter().map(|r| r.get::<String, _>(0)));
+        }
+        Ok(out)
+    }
+
+    /// When the first unpaused schedule of `partition` not claimed at `now`
+    /// is due: the index `schedules_due` read in order from its start.
+    pub async fn next_schedule_due(&self, partition: u32, now: u64) -> Result<Option<u64>> {
+        let t: Option<i64> = sqlx::query_scalar(
+            "SELECT next_due FROM schedules WHERE partition = ?1 AND paused = 0 AND next_due IS NOT NULL \
+             AND claimed_until <= ?2 ORDER BY next_due LIMIT 1",
+        )
+        .bind(partition)
+        .bind(now as i64)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(t.map(|t| t as u64))
     }
 
     // ---- settings ------------------------------------------------------------
@@ -1112,7 +1281,8 @@ fn token_row(r: sqlx::sqlite::SqliteRow) -> TokenRow {
     }
 }
 
-/// Replaces the schedules of `flow` with `rows`, in the deploy's transaction.
+/// Replaces the declared schedules of `flow` with `rows`, in the deploy's
+/// transaction; schedules made through the API stay.
 async fn replace_schedules(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     tenant: &str,
@@ -1120,11 +1290,12 @@ async fn replace_schedules(
     rows: &[ScheduleRow],
 ) -> Result<()> {
     let keep: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-    let old = sqlx::query("SELECT id FROM schedules WHERE tenant = ? AND flow = ?")
-        .bind(tenant)
-        .bind(flow)
-        .fetch_all(&mut **tx)
-        .await?;
+    let old =
+        sqlx::query("SELECT id FROM schedules WHERE tenant = ? AND flow = ? AND declared = 1")
+            .bind(tenant)
+            .bind(flow)
+            .fetch_all(&mut **tx)
+            .await?;
     for r in old {
         let id: String = r.get(0);
         if !keep.contains(&id) {
@@ -1155,6 +1326,37 @@ async fn replace_schedules(
         .bind(r.last_start.map(|t| t as i64))
         .execute(&mut **tx)
         .await?;
+    }
+    Ok(())
+}
+
+/// Inserts schedule rows, a few hundred per statement.
+async fn insert_schedule_rows(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    rows: &[ScheduleRow],
+) -> Result<()> {
+    for piece in pieces(rows) {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("INSERT INTO schedules ({SCHEDULE_COLUMNS}) "));
+        q.push_values(piece, |mut b, r| {
+            b.push_bind(&r.id)
+                .push_bind(&r.tenant)
+                .push_bind(&r.flow)
+                .push_bind(&r.bundle)
+                .push_bind(r.position)
+                .push_bind(&r.spec)
+                .push_bind(r.paused)
+                .push_bind(r.handled_through.map(|t| t as i64))
+                .push_bind(r.next_due.map(|t| t as i64))
+                .push_bind(r.buffered.map(|t| t as i64))
+                .push_bind(r.partition)
+                .push_bind(r.last_start.map(|t| t as i64))
+                .push_bind(r.declared)
+                .push_bind(&r.key)
+                .push_bind(&r.version)
+                .push_bind(r.created_at.map(|t| t as i64));
+        });
+        q.build().execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -1193,6 +1395,10 @@ fn schedule_row(r: sqlx::sqlite::SqliteRow) -> ScheduleRow {
         next_due: r.get::<Option<i64>, _>(8).map(|t| t as u64),
         buffered: r.get::<Option<i64>, _>(9).map(|t| t as u64),
         partition: r.get::<i64, _>(10) as u32,
+        declared: r.get::<i64, _>(12) != 0,
+        key: r.get(13),
+        version: r.get(14),
+        created_at: r.get::<Option<i64>, _>(15).map(|t| t as u64),
     }
 }
 
@@ -1242,6 +1448,97 @@ mod tests {
             let flat: Vec<usize> = got.concat();
             assert_eq!(flat, rows, "{n}");
         }
+    }
+
+    /// The scheduler's queries over many schedules: a loader's claim is a
+    /// range scan of `schedules_due` (its partition, due by now, in due
+    /// order), and releasing claims at start reads `schedules_claimed` only.
+    #[tokio::test]
+    async fn a_loaders_claim_is_an_index_range_scan() {
+        let dir = std::env::temp_dir().join(format!("eflow-claim-plan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(
+            &dir.join("eflow.db").display().to_string(),
+            Durability::Normal,
+        )
+        .await
+        .unwrap();
+        let rows: Vec<ScheduleRow> = (0..50_000u64)
+            .map(|i| ScheduleRow {
+                id: format!("s-{i:06}"),
+                tenant: format!("t{}", i % 10),
+                flow: "F".into(),
+                bundle: "b".into(),
+                position: 0,
+                spec: b"{}".to_vec(),
+                paused: i % 17 == 0,
+                handled_through: Some(0),
+                last_start: None,
+                next_due: Some(1_000 + i % 1_000),
+                buffered: None,
+                partition: (i % 4) as u32,
+                declared: false,
+                key: Some(format!("k{}", i % 100)),
+                version: None,
+                created_at: Some(0),
+            })
+            .collect();
+        store.insert_schedules(&rows).await.unwrap();
+        sqlx::query("ANALYZE").execute(&store.write).await.unwrap();
+        let plan = |sql: String| {
+            let store = store.clone();
+            async move {
+                sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .bind(70_000i64)
+                    .bind(2i64)
+                    .bind(1_500i64)
+                    .bind(1_000i64)
+                    .fetch_all(&store.write)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<String, _>(3))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let claim = plan(CLAIM_SCHEDULES.to_string()).await;
+        assert!(
+            claim
+                .iter()
+                .any(|d| d.starts_with("SEARCH schedules USING INDEX schedules_due (partition=? AND next_due>? AND next_due<?)")),
+            "{claim:?}"
+        );
+        assert!(
+            !claim.iter().any(|d| d.starts_with("SCAN schedules")),
+            "{claim:?}"
+        );
+        let release = plan(RELEASE_SCHEDULE_CLAIMS.to_string()).await;
+        assert!(
+            release
+                .iter()
+                .any(|d| d.contains("INDEX schedules_claimed")),
+            "{release:?}"
+        );
+        // And it claims what the plan says: partition 2's due rows, the
+        // oldest due first.
+        let first = store.claim_schedules(2, 1_010, 70_000, 10).await.unwrap();
+        let rest = store
+            .claim_schedules(2, 1_010, 70_000, 10_000)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 10);
+        assert!(!rest.is_empty());
+        for s in first.iter().chain(&rest) {
+            assert!(
+                s.partition == 2 && !s.paused && s.next_due <= Some(1_010),
+                "{s:?}"
+            );
+        }
+        let newest_first = first.iter().filter_map(|s| s.next_due).max();
+        assert!(rest.iter().all(|s| s.next_due >= newest_first));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

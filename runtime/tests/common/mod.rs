@@ -154,6 +154,11 @@ impl Api {
         try_send(bearer(r, token)).await
     }
 
+    pub async fn patch(&self, token: Option<&str>, path: &str, body: &Value) -> Resp {
+        self.send(bearer(self.http.patch(self.url(path)).json(body), token))
+            .await
+    }
+
     pub async fn delete(&self, token: Option<&str>, path: &str) -> Resp {
         self.send(bearer(self.http.delete(self.url(path)), token))
             .await
