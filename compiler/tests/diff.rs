@@ -4,7 +4,10 @@
 //! exits 1 exactly when a change is breaking.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+#[path = "support/eflowc.rs"]
+mod eflowc_bin;
+use eflowc_bin::eflowc;
 
 use eflow_compiler::diagnostics::Code;
 use eflow_compiler::diff::{Side, report};
@@ -204,15 +207,6 @@ fn the_flow_removed_names_its_schedules_and_callers() {
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
-}
-
-fn eflowc(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eflowc"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("eflowc runs")
 }
 
 #[test]
