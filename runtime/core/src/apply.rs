@@ -798,12 +798,18 @@ impl<'a> Cx<'a> {
             return;
         }
         self.set_slot(at, Slot::Succeeded(Arc::new(output)));
-        if self.run.encoded_size() > self.bundle.limits.state_bytes {
+        // The limit is on what the run gathers; its input, bounded by the
+        // request that gave it, is not counted.
+        let gathered = self
+            .run
+            .encoded_size()
+            .saturating_sub(crate::state::encoded_size(&*self.run.input));
+        if gathered > self.bundle.limits.state_bytes {
             self.set_slot(at, Slot::Running(attempt));
             let err = StepError::new(
                 codes::STATE_TOO_LARGE,
                 format!(
-                    "the output would make the run's state larger than {} bytes: return references (URIs), not data",
+                    "the output would make the run's state larger than {} bytes besides its input: return references (URIs), not data",
                     self.bundle.limits.state_bytes
                 ),
             );

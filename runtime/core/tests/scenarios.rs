@@ -780,3 +780,29 @@ fn an_output_the_state_cannot_hold_is_refused_before_it_is_logged() {
         "{kept:?}"
     );
 }
+
+/// The state limit is on what a run gathers: a large input (bounded by the
+/// request that gave it) does not count, outputs that add up past it do.
+#[test]
+fn the_state_limit_counts_outputs_not_the_input() {
+    let b = bundle();
+    let limit = b.limits.state_bytes;
+    let mut d = Driver::new(b, "Pipeline");
+    let name = "n".repeat(limit + 100);
+    d.script(&format!(r#"start {{"name": "{name}"}}"#));
+    let half = "u".repeat(limit / 2 + 100);
+    d.script(&format!(
+        r#"ok a 1 {{"uri": "{half}"}}
+        ok b 1 {{"uri": "{half}"}}"#
+    ));
+    let log = d.finish();
+    assert!(
+        log.contains("StateTooLarge") && log.contains("besides its input"),
+        "the second output passes the limit, the first alone did not: {}",
+        &log[log.len().saturating_sub(600)..]
+    );
+    assert!(
+        log.contains(r#"invoke b#1"#),
+        "the first output was kept although the input alone is past the limit"
+    );
+}
