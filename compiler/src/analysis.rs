@@ -7,8 +7,8 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use crate::check::bindings::{CheckedBinding, check_bindings};
-use crate::check::flow::{Callee, CheckedFlow, check_flow};
-use crate::check::sigs::{ItemSig, TypeResolver, constant_names, module_sigs};
+use crate::check::flow::{Callee, CheckedFlow, TExpr, check_flow, check_step_defaults};
+use crate::check::sigs::{ItemSig, TypeResolver, module_sigs};
 use crate::check::{ModuleCx, World};
 use crate::diagnostics::{self, Code, Diagnostic, Edit, Fix};
 use crate::graph;
@@ -119,6 +119,8 @@ pub struct Module {
     pub imports: HashMap<usize, FileId>,
     pub sigs: Vec<ItemSig>,
     pub flows: Vec<CheckedFlow>,
+    /// Each step's parameter defaults that type-checked, by parameter name.
+    pub step_defaults: HashMap<DefId, Vec<(String, TExpr)>>,
     pub bindings: Vec<CheckedBinding>,
     /// Every (environment, step) a binding was written for, valid or not.
     pub bound: Vec<(String, DefId)>,
@@ -330,6 +332,7 @@ impl Analysis {
             imports: HashMap::new(),
             sigs: Vec::new(),
             flows: Vec::new(),
+            step_defaults: HashMap::new(),
             bindings: Vec::new(),
             bound: Vec::new(),
             is_std,
@@ -916,6 +919,15 @@ impl Analysis {
         &self.modules[file.0 as usize]
     }
 
+    /// The defaults of step `def`'s parameters, by name: what a call that
+    /// leaves one out passes.
+    pub fn step_defaults(&self, def: DefId) -> &[(String, TExpr)] {
+        self.modules
+            .get(def.file.0 as usize)
+            .and_then(|m| m.step_defaults.get(&def))
+            .map_or(&[], Vec::as_slice)
+    }
+
     pub fn flow(&self, def: DefId) -> Option<&CheckedFlow> {
         self.modules
             .get(def.file.0 as usize)?
@@ -942,14 +954,18 @@ impl Analysis {
 /// A module's checked flows, its valid bindings with every (environment, step)
 /// bound, and its diagnostics.
 type BodyResults = (
-    Vec<CheckedFlow>,
+    (Vec<CheckedFlow>, Vec<(DefId, Vec<(String, TExpr)>)>),
     (Vec<CheckedBinding>, Vec<(String, DefId)>),
     Vec<Diagnostic>,
     Vec<Resolution>,
 );
 
 impl Module {
-    fn set_results(&mut self, (flows, (bindings, bound), diags, resolutions): BodyResults) {
+    fn set_results(
+        &mut self,
+        ((flows, step_defaults), (bindings, bound), diags, resolutions): BodyResults,
+    ) {
+        self.step_defaults = step_defaults.into_iter().collect();
         self.resolutions = self
             .import_resolutions
             .iter()
@@ -1011,6 +1027,7 @@ fn check_bodies(
     };
     let ast = world.ast(file);
     let mut flows = Vec::new();
+    let mut step_defaults = Vec::new();
     let mut bindings = Vec::new();
     let mut bound = Vec::new();
     for (idx, item) in ast.items.iter().enumerate() {
@@ -1032,10 +1049,12 @@ fn check_bodies(
                 }
             }
             ast::ItemKind::Step(s) => {
-                // Nothing checks a step's defaults; their names still resolve.
-                for d in s.params.iter().filter_map(|p| p.default.as_ref()) {
-                    constant_names(&cx, &world, d);
-                }
+                let def = DefId {
+                    file,
+                    item: idx as u32,
+                };
+                let defaults = check_step_defaults(&cx, &world, &types, def, s);
+                step_defaults.push((def, defaults));
             }
             ast::ItemKind::Bindings(b) => {
                 let (ok, attempted) = check_bindings(&cx, &world, b);
@@ -1101,7 +1120,12 @@ fn check_bodies(
         }
     }
     drop(used);
-    (flows, (bindings, bound), diags, cx.resolutions.into_inner())
+    (
+        (flows, step_defaults),
+        (bindings, bound),
+        diags,
+        cx.resolutions.into_inner(),
+    )
 }
 
 /// E0005 at the first byte of a file that is not UTF-8.

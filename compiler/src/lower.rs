@@ -308,12 +308,23 @@ impl Lower<'_> {
                 Node {
                     id: n.name.clone(),
                     call,
-                    inputs: n
-                        .call
-                        .args
-                        .iter()
-                        .map(|(k, v)| (k.clone(), self.expr(v, f)))
-                        .collect(),
+                    inputs: {
+                        let mut inputs: BTreeMap<String, Expr> = n
+                            .call
+                            .args
+                            .iter()
+                            .map(|(k, v)| (k.clone(), self.expr(v, f)))
+                            .collect();
+                        // A step's default goes with every call that leaves it out.
+                        if let Callee::Step(def) = n.call.callee {
+                            for (name, d) in self.a.step_defaults(def) {
+                                inputs
+                                    .entry(name.clone())
+                                    .or_insert_with(|| Expr::Literal(constant(d)));
+                            }
+                        }
+                        inputs.into_iter().collect()
+                    },
                     fan_out: n.fan_out.as_ref().map(|fo| FanOut {
                         over: self.expr(&fo.over, f),
                         item: fo.var.clone(),

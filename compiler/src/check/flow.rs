@@ -357,6 +357,71 @@ impl MissingArgs {
     }
 }
 
+/// Types a step's parameter defaults against their parameters, as a flow's
+/// are: each must be a constant of the parameter's type. The defaults, by
+/// parameter name, are what a call that leaves them out passes.
+pub fn check_step_defaults(
+    cx: &ModuleCx,
+    world: &World,
+    types: &TypeResolver,
+    def: DefId,
+    decl: &ast::StepDecl,
+) -> Vec<(String, TExpr)> {
+    let ItemSig::Step(step) = world.sig(def) else {
+        return Vec::new();
+    };
+    let sig = FlowSig {
+        name: step.name.clone(),
+        params: Vec::new(),
+        output: Ty::Unit,
+    };
+    let mut fcx = FlowCx {
+        cx,
+        def,
+        world,
+        types,
+        sig: &sig,
+        lets: Vec::new(),
+        names: HashMap::new(),
+        conds: Vec::new(),
+        narrows: Vec::new(),
+        node_types: Vec::new(),
+        used_params: BTreeSet::new(),
+        used_nodes: BTreeSet::new(),
+        broken: false,
+        misplaced_return: false,
+        rejected: Vec::new(),
+        unreachable: BTreeSet::new(),
+        missing_args: Vec::new(),
+        local_refs: Vec::new(),
+    };
+    let mut out = Vec::new();
+    for p in &decl.params {
+        let Some(d) = &p.default else { continue };
+        let Some(ty) = step
+            .params
+            .iter()
+            .find(|q| q.name == p.name.name)
+            .map(|q| q.ty.clone())
+        else {
+            continue;
+        };
+        let site = Site {
+            guards: &[],
+            condition_of: None,
+            item: None,
+            node: None,
+            narrowed: Vec::new(),
+        };
+        let e = fcx.expr_no_refs(d, &ty, &site, "a parameter default");
+        fcx.expect(&e, &ty, "this parameter's default", Some(p.ty.span));
+        if e.ty.flows_into(&ty) {
+            out.push((p.name.name.clone(), e));
+        }
+    }
+    out
+}
+
 pub fn check_flow(
     cx: &ModuleCx,
     world: &World,
