@@ -486,6 +486,12 @@ fn usual_zone(name: &str) -> Option<&'static str> {
 /// legacy name (`EST`, `EST5EDT`, `Etc/GMT+5`, `Japan`) rather than a place
 /// (`Area/Location`) whose rules, daylight saving included, the zone database
 /// keeps up to date. `UTC` is fine.
+/// The place's zone to use instead of the legacy or fixed-offset `zone`, when
+/// one is known (`EST` → `America/New_York`); what `zone_warning` names.
+pub fn place_for(zone: Tz) -> Option<&'static str> {
+    usual_zone(zone.name())
+}
+
 pub fn zone_warning(zone: Tz) -> Option<String> {
     let name = zone.name();
     if matches!(name, "UTC" | "Etc/UTC") {

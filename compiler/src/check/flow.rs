@@ -2676,15 +2676,25 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     match eflow_ir::schedule::parse_timezone(&tz.value) {
                         Ok(zone) => {
                             if let Some(why) = eflow_ir::schedule::zone_warning(zone) {
-                                cx.report(
-                                    cx.error(
+                                let mut d = cx
+                                    .error(
                                         Code::LegacyTimezone,
                                         tz.span,
                                         format!("`{}` is not a place's time zone", tz.value),
                                     )
                                     .with_label("a fixed offset or a legacy name")
-                                    .with_help(why),
-                                );
+                                    .with_help(why);
+                                // The place the help names, written in.
+                                if let Some(place) = eflow_ir::schedule::place_for(zone) {
+                                    let file = d.primary.file;
+                                    d = d.with_fix(Fix::edit(
+                                        format!("Change `{}` to `{place}`", tz.value),
+                                        file,
+                                        tz.span,
+                                        format!("\"{place}\""),
+                                    ));
+                                }
+                                cx.report(d);
                             }
                             timezone = tz.value.clone();
                         }

@@ -296,6 +296,17 @@ fn expected_found(site: &Site<'_>, pos: usize, rules: &[Rule], found: Token) -> 
         (Some(help), _) => diag = diag.with_help(help),
         (None, _) => {}
     }
+    // Where the next item starts, a word close to an item keyword is that
+    // keyword misspelt (`flwo F() …` after a record).
+    if diag.help.is_none()
+        && found.kind == TokKind::Word
+        && site.ctx == Ctx::Item
+        && rules.contains(&Rule::EOI)
+        && let Some(k) = closest(found.text(site.text), ITEM_KEYWORDS)
+    {
+        let span = Span::new(found.start, found.end);
+        diag = diag.with_replacement(found.text(site.text), k, span);
+    }
     diag
 }
 
@@ -543,6 +554,11 @@ pub(crate) fn trailing(site: &Site<'_>, tok: Token) -> Diagnostic {
     .with_label("expected a new item");
     if tok.is_punct(site.text, "}") {
         diag = diag.with_help("this `}` has no matching `{`");
+    } else if let Some(word) = site.text.get(tok.start..tok.end)
+        && let Some(k) = closest(word, ITEM_KEYWORDS)
+    {
+        // A misspelt keyword of the next item (`flwo F() …` after a record).
+        diag = diag.with_replacement(word, k, Span::new(tok.start, tok.end));
     }
     diag
 }
