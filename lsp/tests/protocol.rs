@@ -272,6 +272,37 @@ bindings dev {
     c.shutdown();
 }
 
+/// Inside `when x != none`, hover shows `x` as the checker sees it there: not
+/// optional.
+#[test]
+fn hover_shows_a_narrowed_value_as_it_is_there() {
+    let text = r#"remote step Use(n: Int) -> Int
+
+flow F(limit: Int?) -> Int? {
+    when limit != none {
+        let u = Use(n: limit)
+    }
+    return limit
+}
+"#;
+    let fx = Fixture::new(&[("f.eflow", text)]);
+    let mut c = start(&fx);
+    let uri = fx.uri("f.eflow");
+    c.open(&uri, text);
+    let value = |c: &mut Client, needle: &str, delta: usize| -> String {
+        let h = c.request("textDocument/hover", at(&uri, pos(text, needle, delta)));
+        h["contents"]["value"].as_str().unwrap_or("").to_string()
+    };
+    let inside = value(&mut c, "n: limit", 4);
+    assert!(
+        inside.contains("Int") && !inside.contains("Int?"),
+        "narrowed inside the `when`: {inside}"
+    );
+    let outside = value(&mut c, "return limit", 8);
+    assert!(outside.contains("Int?"), "optional outside: {outside}");
+    c.shutdown();
+}
+
 #[test]
 fn completion_knows_where_the_cursor_is() {
     let fx = workspace();

@@ -2222,13 +2222,19 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             return mk(TExprKind::Item(names(rest)), ty);
         }
         if let Some(p) = self.sig.params.iter().find(|p| p.name == name) {
+            // Inside `when p != none`, `p` is shown (hover) as what it is there.
+            let here = if rest.is_empty() && self.is_narrowed(site, first, &[]) {
+                p.ty.unwrap_optional().clone()
+            } else {
+                p.ty.clone()
+            };
             self.resolve_path_start(
                 first,
                 Def::Param {
                     owner: self.def,
                     name: name.to_string(),
                 },
-                &p.ty,
+                &here,
                 rest,
             );
             self.used_params.insert(p.name.clone());
