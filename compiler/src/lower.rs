@@ -328,10 +328,12 @@ impl Lower<'_> {
                     fan_out: n.fan_out.as_ref().map(|fo| FanOut {
                         over: self.expr(&fo.over, f),
                         item: fo.var.clone(),
-                        join: match fo.join {
-                            JoinPolicy::All => Join::All,
-                            JoinPolicy::Any => Join::Any,
-                            JoinPolicy::AtLeast(k) => Join::AtLeast { k },
+                        join: match (&fo.join, &fo.k) {
+                            (JoinPolicy::Any, _) => Join::Any,
+                            (JoinPolicy::AtLeast(_), Some(k)) => {
+                                Join::AtLeast { k: self.expr(k, f) }
+                            }
+                            _ => Join::All,
                         },
                         parallel: n.options.parallel,
                     }),

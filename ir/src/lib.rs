@@ -337,12 +337,16 @@ pub struct FanOut {
     pub parallel: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "policy", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Join {
     All,
     Any,
-    AtLeast { k: u64 },
+    /// At least `k` children must succeed: an `Int` expression over parameters
+    /// and earlier outputs (not the item), evaluated when the fan-out starts.
+    AtLeast {
+        k: Expr,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

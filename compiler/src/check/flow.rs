@@ -103,6 +103,8 @@ pub struct FanOut {
     pub var: String,
     pub over: TExpr,
     pub join: JoinPolicy,
+    /// `join at_least k`: `k`, an `Int` over parameters and earlier outputs.
+    pub k: Option<TExpr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -879,7 +881,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         let out = if out.has_params() { Ty::Error } else { out };
         match &p.let_stmt.value {
             StepExpr::Call(_) => out,
-            StepExpr::ForEach(f) => join_type(f.join.policy, out),
+            StepExpr::ForEach(f) => join_type(&f.join.policy, out),
         }
     }
 
@@ -930,16 +932,27 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                     Ty::Error
                 }
             };
-            if let JoinPolicy::AtLeast(0) = f.join.policy {
-                cx.report(
-                    cx.error(
-                        Code::InvalidOption,
-                        f.join.span,
-                        "`join at_least 0` waits for nothing",
-                    )
-                    .with_help("use `join at_least 1` or more, `join any` or `join all`"),
-                );
-            }
+            // `k` is read where the fan-out starts: not the fan-out's own variable.
+            let k = match &f.join.policy {
+                JoinPolicy::AtLeast(k) => {
+                    let t = self.expr(k, Some(&Ty::Int), &site);
+                    self.expect(&t, &Ty::Int, "`join at_least k`", None);
+                    if let ExprKind::Int(n) = k.kind
+                        && n < 1
+                    {
+                        cx.report(
+                            cx.error(
+                                Code::InvalidOption,
+                                f.join.span,
+                                format!("`join at_least {n}` waits for nothing"),
+                            )
+                            .with_help("use `join at_least 1` or more, `join any` or `join all`"),
+                        );
+                    }
+                    Some(t)
+                }
+                _ => None,
+            };
             if self.names.contains_key(f.var.name.as_str())
                 || self.sig.params.iter().any(|q| q.name == f.var.name)
             {
@@ -964,7 +977,8 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             fan_out = Some(FanOut {
                 var: f.var.name.clone(),
                 over,
-                join: f.join.policy,
+                join: f.join.policy.clone(),
+                k,
             });
         } else {
             elem_ty = Ty::Error;
@@ -993,7 +1007,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             }
         };
         let output = match &fan_out {
-            Some(f) => join_type(f.join, out),
+            Some(f) => join_type(&f.join, out),
             None => out,
         };
         if let Callee::Step(d) | Callee::Flow(d) = callee {
@@ -1011,6 +1025,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         }
         if let Some(f) = &fan_out {
             f.over.nodes(&mut deps);
+            if let Some(k) = &f.k {
+                k.nodes(&mut deps);
+            }
         }
         for g in &guards {
             conds[g.when].expr.nodes(&mut deps);
@@ -2954,7 +2971,7 @@ fn names(ids: &[Ident]) -> Vec<String> {
 }
 
 /// The type of a fan-out's value given its children's output type.
-pub fn join_type(policy: JoinPolicy, child: Ty) -> Ty {
+pub fn join_type(policy: &JoinPolicy, child: Ty) -> Ty {
     match (policy, child) {
         (_, Ty::Error) => Ty::Error,
         (JoinPolicy::Any, t) => t,

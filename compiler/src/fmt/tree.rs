@@ -137,15 +137,15 @@ fn option_text(o: &StepOption) -> String {
     }
 }
 
-fn join_text(j: &Join) -> String {
-    match j.policy {
-        JoinPolicy::All => "all".to_string(),
-        JoinPolicy::Any => "any".to_string(),
-        JoinPolicy::AtLeast(k) => format!("at_least {k}"),
-    }
-}
-
 impl P<'_> {
+    fn join_text(&self, j: &Join) -> String {
+        match &j.policy {
+            JoinPolicy::All => "all".to_string(),
+            JoinPolicy::Any => "any".to_string(),
+            JoinPolicy::AtLeast(k) => format!("at_least {}", self.flat(k, Slot::TOP)),
+        }
+    }
+
     fn doc(&mut self, doc: &Option<Doc>, indent: usize) {
         match doc {
             Some(d) => self.o.doc(d, indent),
@@ -562,7 +562,7 @@ impl P<'_> {
         self.o.push("for ");
         self.o.push(&f.var.name);
         self.o.push(" in ");
-        let join = format!(" join {} {{", join_text(&f.join));
+        let join = format!(" join {} {{", self.join_text(&f.join));
         self.expr(&f.over, indent, width(&join), Slot::TOP);
         self.o.push(&join);
         let open = self.o.find(f.join.span.end as usize, "{", &[]);

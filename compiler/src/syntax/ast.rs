@@ -302,14 +302,16 @@ pub struct Join {
     pub span: Span,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum JoinPolicy {
     /// Every child must succeed; the result is the list of outputs in input order.
     All,
     /// The first child to succeed wins; the others are cancelled.
     Any,
-    /// At least `k` children must succeed; the result lists the successful outputs.
-    AtLeast(u64),
+    /// At least `k` children must succeed; the result lists the successful
+    /// outputs. `k` is a number or an expression over parameters and earlier
+    /// outputs, evaluated when the fan-out starts.
+    AtLeast(Box<Expr>),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -795,14 +795,9 @@ impl<'t> Parser<'t> {
             }
             k::AT_LEAST => {
                 self.pos += 1;
-                let n = self.expect(k::INT)?;
-                match self.lexeme(n).parse::<u64>() {
-                    Ok(n) => JoinPolicy::AtLeast(n),
-                    Err(_) => {
-                        self.too_large(n);
-                        JoinPolicy::AtLeast(0)
-                    }
-                }
+                // Not a record literal: the `{` that follows opens the body.
+                let k = self.expr(false)?;
+                JoinPolicy::AtLeast(Box::new(k))
             }
             _ => return None,
         };

@@ -545,8 +545,33 @@ impl<'a> Cx<'a> {
             );
             return;
         }
-        self.run.nodes[j] = NodeState::FanOut(FanOut::new(len as u32));
-        self.fill_fan_out(j);
+        // `join at_least k`: `k` is read once, as the fan-out starts.
+        let mut need = 0;
+        if let Join::AtLeast { k } = &fo.join {
+            match eval(k, &self.scope(None)).as_deref() {
+                Ok(v) if v.as_u64().is_some_and(|k| k >= 1) => {
+                    need = u32::try_from(v.as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
+                }
+                Ok(v) => {
+                    let err = StepError::new(
+                        codes::EVAL_ERROR,
+                        format!("`join at_least k` needs k ≥ 1, got {v}"),
+                    );
+                    self.fail_node_now(j, err);
+                    return;
+                }
+                Err(e) => {
+                    let err = StepError::new(codes::EVAL_ERROR, format!("`at_least`: {e}"));
+                    self.fail_node_now(j, err);
+                    return;
+                }
+            }
+        }
+        let mut state = FanOut::new(len as u32);
+        state.need = need;
+        self.run.nodes[j] = NodeState::FanOut(state);
+        // Decided before any child starts when it can be (an empty list, a
+        // `k` larger than the list); else the first batch starts.
         self.join(j);
     }
 
@@ -779,8 +804,8 @@ impl<'a> Cx<'a> {
         self.cancel_timeout(at, attempt);
         if let Some(i) = at.index {
             // A child's output goes to the results (`join any` keeps the first).
-            let join = node.fan_out.as_ref().map(|f| f.join);
-            if join == Some(Join::Any) {
+            let any = node.fan_out.as_ref().is_some_and(|f| f.join == Join::Any);
+            if any {
                 if let NodeState::FanOut(fo) = &mut self.run.nodes[at.node]
                     && fo.first.is_none()
                 {
@@ -897,6 +922,7 @@ impl<'a> Cx<'a> {
         let ok = u64::from(state.succeeded);
         let failed = u64::from(state.failed);
         let last_failed = state.last_failure.clone();
+        let k = u64::from(state.need);
         let joined = || Slot::Results(state.succeeded);
         let decided: Option<Result<Slot, StepError>> = match fo.join {
             // The child's own error, so that queries by error code find it.
@@ -921,9 +947,13 @@ impl<'a> Cx<'a> {
                     None => "there was nothing to fan out over".into(),
                 },
             ))),
-            Join::AtLeast { k } if ok + (total - ok - failed) < k => Some(Err(StepError::new(
+            Join::AtLeast { .. } if ok + (total - ok - failed) < k => Some(Err(StepError::new(
                 codes::JOIN_FAILED,
-                format!("{failed} of {total} children failed: at least {k} had to succeed"),
+                if k > total {
+                    format!("there are {total} children: at least {k} had to succeed")
+                } else {
+                    format!("{failed} of {total} children failed: at least {k} had to succeed")
+                },
             ))),
             Join::AtLeast { .. } if ok + failed == total => Some(Ok(joined())),
             _ => None,

@@ -197,6 +197,9 @@ pub struct FanOut {
     /// `join any`: the first success, kept until the node is decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<Arc<Value>>,
+    /// `join at_least k`: `k`, read as the fan-out started.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub need: u32,
     /// The `FanOut` timer that is set and has not fired: the sequence number
     /// of the event that set it, which makes its id unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,6 +226,7 @@ impl FanOut {
             failed: 0,
             last_failure: None,
             first: None,
+            need: 0,
             timer: None,
         }
     }
@@ -407,6 +411,10 @@ impl Run {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a run's state serializes infallibly")
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn no_input(input: &Arc<Map<String, Value>>) -> bool {

@@ -424,13 +424,16 @@ impl Validator {
         if let Some(fo) = &n.fan_out {
             let over = ExprCtx { item: false, ..cx };
             self.expr(&over, &format!("{np}.fan_out.over"), &fo.over);
-            if let Join::AtLeast { k } = fo.join
-                && k == 0
-            {
-                self.err(
-                    format!("{np}.fan_out.join.k"),
-                    "`join at_least k` needs k ≥ 1; use `join all` on an empty requirement",
-                );
+            if let Join::AtLeast { k } = &fo.join {
+                self.expr(&over, &format!("{np}.fan_out.join.k"), k);
+                if let Expr::Literal(v) = k
+                    && v.as_i64().is_none_or(|n| n < 1)
+                {
+                    self.err(
+                        format!("{np}.fan_out.join.k"),
+                        "`join at_least k` needs k ≥ 1; use `join all` on an empty requirement",
+                    );
+                }
             }
             if fo.parallel == Some(0) {
                 self.err(

@@ -383,7 +383,7 @@ fn approvals_are_requested_and_decided() {
             > start
               invoke a#1 t.Fetch {"name":"x"}
             > ok a 1 {"uri": "u"}
-              request_approval d#1 {"subject":{"uri":"u"},"summary":"ok?"}
+              request_approval d#1 {"approvers":[],"expires_after":604800000,"subject":{"uri":"u"},"summary":"ok?"}
             > ok d 1 {"approved": true, "outcome": "Approved", "reviewer": "ann", "decided_at": "2025-01-01T00:00:00Z"}
               finished "succeeded"
             = {"last_event":"e3","nodes":[{"succeeded":{"uri":"u"}},{"succeeded":{"approved":true,"decided_at":"2025-01-01T00:00:00Z","outcome":"Approved","reviewer":"ann"}}],"result":true,"seq":3,"started_at":1000,"status":"succeeded"}
@@ -804,5 +804,51 @@ fn the_state_limit_counts_outputs_not_the_input() {
     assert!(
         log.contains(r#"invoke b#1"#),
         "the first output was kept although the input alone is past the limit"
+    );
+}
+
+/// `join at_least k` with `k` from a parameter: read once, as the fan-out starts.
+#[test]
+fn at_least_reads_k_from_a_parameter() {
+    check(
+        "FanNeed",
+        r#"start {"names": ["x", "y", "z"], "need": 2}
+           ok xs[0] 1 {"uri": "x"}
+           fail xs[1] 1 NotFound fatal
+           ok xs[2] 1 {"uri": "z"}"#,
+        expect![[r#"
+            > start {"names": ["x", "y", "z"], "need": 2}
+              invoke xs[0]#1 t.Fetch {"name":"x"}
+              invoke xs[1]#1 t.Fetch {"name":"y"}
+              invoke xs[2]#1 t.Fetch {"name":"z"}
+            > ok xs[0] 1 {"uri": "x"}
+              store_result xs[0] {"uri":"x"}
+            > fail xs[1] 1 NotFound fatal
+            > ok xs[2] 1 {"uri": "z"}
+              store_result xs[2] {"uri":"z"}
+              set_timer fan_out:xs:3 at 1000
+            > (fires fan_out:xs:3)
+              (loads the results of xs)
+              finished "succeeded"
+            = {"input":{"names":["x","y","z"],"need":2},"last_event":"e5","nodes":[{"results":2}],"result":[{"uri":"x"},{"uri":"z"}],"seq":5,"started_at":1000,"status":"succeeded"}
+        "#]],
+    );
+    check(
+        "FanNeed",
+        r#"start {"names": ["x", "y"], "need": 3}"#,
+        expect![[r#"
+            > start {"names": ["x", "y"], "need": 3}
+              finished "failed" {"code":"JoinFailed","message":"`xs` failed with JoinFailed: there are 2 children: at least 3 had to succeed","node":"xs"}
+            = {"error":{"code":"JoinFailed","message":"`xs` failed with JoinFailed: there are 2 children: at least 3 had to succeed","node":"xs"},"input":{"names":["x","y"],"need":3},"last_event":"e1","nodes":[{"failed":{"code":"JoinFailed","message":"there are 2 children: at least 3 had to succeed"}}],"seq":1,"started_at":1000,"status":"failed"}
+        "#]],
+    );
+    check(
+        "FanNeed",
+        r#"start {"names": ["x"], "need": 0}"#,
+        expect![[r#"
+            > start {"names": ["x"], "need": 0}
+              finished "failed" {"code":"EvalError","message":"`xs` failed with EvalError: `join at_least k` needs k ≥ 1, got 0","node":"xs"}
+            = {"error":{"code":"EvalError","message":"`xs` failed with EvalError: `join at_least k` needs k ≥ 1, got 0","node":"xs"},"input":{"names":["x"],"need":0},"last_event":"e1","nodes":[{"failed":{"code":"EvalError","message":"`join at_least k` needs k ≥ 1, got 0"}}],"seq":1,"started_at":1000,"status":"failed"}
+        "#]],
     );
 }

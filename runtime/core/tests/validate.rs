@@ -49,8 +49,8 @@ fn version_and_hash_are_checked() {
         "Pipeline",
         false,
         expect![[r#"
-            flows[9].hash: the hash of `Pipeline` does not match its content: the IR was edited after compiling; recompile it with eflowc
-            flows[9].nodes[0].inputs.name: `name` is not a parameter of `Pipeline`
+            flows[10].hash: the hash of `Pipeline` does not match its content: the IR was edited after compiling; recompile it with eflowc
+            flows[10].nodes[0].inputs.name: `name` is not a parameter of `Pipeline`
         "#]],
     );
 }
@@ -66,9 +66,9 @@ fn references_must_exist() {
         "Pipeline",
         true,
         expect![[r#"
-            flows[9].nodes[1].depends_on[1]: `b` depends on `ghost`, which is not a node of `Pipeline`
-            flows[9].nodes[0].call: the contract `t.Missing` is not in the flow's `contracts`: recompile the bundle
-            flows[9].nodes[1].inputs.data: `phantom` is not a node of `Pipeline`
+            flows[10].nodes[1].depends_on[1]: `b` depends on `ghost`, which is not a node of `Pipeline`
+            flows[10].nodes[0].call: the contract `t.Missing` is not in the flow's `contracts`: recompile the bundle
+            flows[10].nodes[1].inputs.data: `phantom` is not a node of `Pipeline`
         "#]],
     );
     check(
@@ -76,7 +76,7 @@ fn references_must_exist() {
         "Parent",
         true,
         expect![[r#"
-            flows[8].nodes[0].call: the subflow `Nowhere` is not in the bundle: compile the bundle with every flow it calls
+            flows[9].nodes[0].call: the subflow `Nowhere` is not in the bundle: compile the bundle with every flow it calls
         "#]],
     );
     check(
@@ -87,8 +87,8 @@ fn references_must_exist() {
         "Guarded",
         true,
         expect![[r#"
-            flows[7].nodes[2].guards[0].condition: there is no condition 7 (the flow has 1)
-            flows[7].result: `nope` is not a parameter of `Guarded`
+            flows[8].nodes[2].guards[0].condition: there is no condition 7 (the flow has 1)
+            flows[8].result: `nope` is not a parameter of `Guarded`
         "#]],
     );
 }
@@ -103,7 +103,7 @@ fn structure_is_checked() {
         "Pipeline",
         true,
         expect![[r#"
-            flows[9].nodes: dependency cycle among a, b: a step cannot wait for itself
+            flows[10].nodes: dependency cycle among a, b: a step cannot wait for itself
         "#]],
     );
     check(
@@ -111,15 +111,15 @@ fn structure_is_checked() {
         "Pipeline",
         true,
         expect![[r#"
-            flows[9].nodes[1].id: the node id `a` is used twice: ids must be unique in a flow
-            flows[9].nodes[1].depends_on[0]: `a` depends on itself
-            flows[9].nodes[1].inputs.data: uses `a` without depending on it: add `a` to `depends_on`
-            flows[9].result: `b` is not a node of `Pipeline`
+            flows[10].nodes[1].id: the node id `a` is used twice: ids must be unique in a flow
+            flows[10].nodes[1].depends_on[0]: `a` depends on itself
+            flows[10].nodes[1].inputs.data: uses `a` without depending on it: add `a` to `depends_on`
+            flows[10].result: `b` is not a node of `Pipeline`
         "#]],
     );
     check(
         |f| {
-            f["nodes"][0]["fan_out"]["join"] = json!({"policy": "at_least", "k": 0});
+            f["nodes"][0]["fan_out"]["join"] = json!({"policy": "at_least", "k": {"literal": 0}});
             f["nodes"][0]["fan_out"]["parallel"] = json!(0);
             f["nodes"][0]["retry"] = json!({"max_attempts": 0, "backoff": {"kind": "exponential", "initial_ms": 10, "max_ms": 1}});
             f["nodes"][0]["timeout_ms"] = json!(0);
@@ -139,7 +139,7 @@ fn structure_is_checked() {
         "Pipeline",
         true,
         expect![[r#"
-            flows[9].nodes[0].inputs.name: the fan-out item is only available in the inputs of a fan-out
+            flows[10].nodes[0].inputs.name: the fan-out item is only available in the inputs of a fan-out
         "#]],
     );
     check(
@@ -147,7 +147,7 @@ fn structure_is_checked() {
         "Pipeline",
         true,
         expect![[r#"
-            flows[9].params[0].default: the default does not fit its type: name: expected a String, got a number
+            flows[10].params[0].default: the default does not fit its type: name: expected a String, got a number
         "#]],
     );
 }
@@ -183,7 +183,7 @@ fn schedules_are_checked() {
         "Fixed",
         true,
         expect![[r#"
-            flows[6].schedules[0]: invalid cron expression `0 3 * * MOO`: the day-of-week field `MOO` has `MOO`: use 0–7 (0 and 7 are Sunday) or SUN–SAT
+            flows[7].schedules[0]: invalid cron expression `0 3 * * MOO`: the day-of-week field `MOO` has `MOO`: use 0–7 (0 and 7 are Sunday) or SUN–SAT
         "#]],
     );
 }
@@ -233,8 +233,8 @@ fn bindings_name_a_known_connector_with_a_valid_configuration() {
         "Pipeline",
         true,
         expect![[r#"
-            flows[9].bindings.dev.t.Fetch: unknown connector `htp`: did you mean `http`?
-            flows[9].bindings.dev.t.Train: unknown connector `kafka`: the connectors are `http`, `sim`, `registry`, `approval`
+            flows[10].bindings.dev.t.Fetch: unknown connector `htp`: did you mean `http`?
+            flows[10].bindings.dev.t.Train: unknown connector `kafka`: the connectors are `http`, `sim`, `registry`, `approval`
         "#]],
     );
     check(
@@ -249,8 +249,8 @@ fn bindings_name_a_known_connector_with_a_valid_configuration() {
         "Pipeline",
         true,
         expect![[r#"
-            flows[9].bindings.dev.t.Fetch: connector `http` needs `url` (where to POST the invocation)
-            flows[9].bindings.dev.t.Train: `timeout` of connector `http` expects a `Duration`, found a string
+            flows[10].bindings.dev.t.Fetch: connector `http` needs `url` (where to POST the invocation)
+            flows[10].bindings.dev.t.Train: `timeout` of connector `http` expects a `Duration`, found a string
         "#]],
     );
     check(
@@ -269,8 +269,8 @@ fn bindings_name_a_known_connector_with_a_valid_configuration() {
         "Pipeline",
         true,
         expect![[r#"
-            flows[9].bindings.dev.t.Fetch: connector `sim` has no setting `sed`: did you mean `seed`?
-            flows[9].bindings.dev.t.Train: invalid `failure_rate` of connector `sim`: 1.5 is not a probability between 0 and 1
+            flows[10].bindings.dev.t.Fetch: connector `sim` has no setting `sed`: did you mean `seed`?
+            flows[10].bindings.dev.t.Train: invalid `failure_rate` of connector `sim`: 1.5 is not a probability between 0 and 1
         "#]],
     );
     check(
@@ -284,7 +284,7 @@ fn bindings_name_a_known_connector_with_a_valid_configuration() {
         "Pipeline",
         true,
         expect![[r#"
-            flows[9].bindings.dev.t.Train: connector `registry` cannot carry out `t.Train`, a remote step: use `http` or `sim`
+            flows[10].bindings.dev.t.Train: connector `registry` cannot carry out `t.Train`, a remote step: use `http` or `sim`
         "#]],
     );
 }

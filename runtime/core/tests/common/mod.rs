@@ -98,6 +98,13 @@ flow FanAtLeast(names: List<String>) -> List<Data> {
     return xs
 }
 
+flow FanNeed(names: List<String>, need: Int) -> List<Data> {
+    let xs = for n in names join at_least need {
+        Fetch(name: n)
+    }
+    return xs
+}
+
 flow Child(name: String) -> Data {
     deadline 1d
     let a = Fetch(name: name)
