@@ -254,10 +254,7 @@ bindings dev {
     let mut c = start(&fx);
     let uri = fx.uri("f.eflow");
     c.open(&uri, text);
-    let value = |c: &mut Client, needle: &str, delta: usize| -> String {
-        let h = c.request("textDocument/hover", at(&uri, pos(text, needle, delta)));
-        h["contents"]["value"].as_str().unwrap_or("").to_string()
-    };
+    let value = |c: &mut Client, needle: &str, delta: usize| hover(c, &uri, text, needle, delta);
     assert!(value(&mut c, "passed", 1).contains("Evaluation.passed: Bool"));
     assert!(value(&mut c, "tenant", 1).contains("run.tenant: String"));
     assert!(value(&mut c, "Staging", 1).contains("Stage.Staging"));
@@ -270,6 +267,12 @@ bindings dev {
     assert!(value(&mut c, "registry", 1).contains("connector registry"));
     assert!(value(&mut c, "kind:", 1).contains("registry.kind: String"));
     c.shutdown();
+}
+
+/// The hover text at `needle` (plus `delta`) in `text`.
+fn hover(c: &mut Client, uri: &str, text: &str, needle: &str, delta: usize) -> String {
+    let h = c.request("textDocument/hover", at(uri, pos(text, needle, delta)));
+    h["contents"]["value"].as_str().unwrap_or("").to_string()
 }
 
 /// Inside `when x != none`, hover shows `x` as the checker sees it there: not
@@ -289,10 +292,7 @@ flow F(limit: Int?) -> Int? {
     let mut c = start(&fx);
     let uri = fx.uri("f.eflow");
     c.open(&uri, text);
-    let value = |c: &mut Client, needle: &str, delta: usize| -> String {
-        let h = c.request("textDocument/hover", at(&uri, pos(text, needle, delta)));
-        h["contents"]["value"].as_str().unwrap_or("").to_string()
-    };
+    let value = |c: &mut Client, needle: &str, delta: usize| hover(c, &uri, text, needle, delta);
     let inside = value(&mut c, "n: limit", 4);
     assert!(
         inside.contains("Int") && !inside.contains("Int?"),

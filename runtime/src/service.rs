@@ -725,11 +725,7 @@ impl Service {
                 .store()
                 .fanout_results(&meta.id, &node.id, None, RESULTS_SHOWN as u32)
                 .await?;
-            let list = rows
-                .iter()
-                .map(|(_, r)| serde_json::from_slice(r))
-                .collect::<Result<Vec<Value>, _>>()
-                .map_err(ApiError::internal)?;
+            let list = rows.into_iter().map(|(_, v)| v).collect();
             if let Some(step) = view.steps.iter_mut().find(|s| s.id == node.id) {
                 step.output = Some(Value::Array(list));
             }
@@ -769,14 +765,10 @@ impl Service {
             .store()
             .fanout_results(&meta.id, step, after, limit.clamp(1, 1000))
             .await?;
-        rows.into_iter()
-            .map(|(index, r)| {
-                Ok(ResultView {
-                    index,
-                    output: serde_json::from_slice(&r).map_err(ApiError::internal)?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|(index, output)| ResultView { index, output })
+            .collect())
     }
 
     pub async fn run_events(

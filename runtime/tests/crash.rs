@@ -1135,6 +1135,35 @@ async fn kill_9_during_a_fan_out_leaves_one_child_per_element() {
             .unwrap();
         assert_eq!(r.status(), 404, "child {i} ran twice");
     }
-    drop(server);
+    // Another tenant cannot read them; a purge leaves none behind.
+    let r = post_json(
+        &client,
+        &format!("{base}/v1/tenants"),
+        &json!({ "id": "nosy" }),
+    )
+    .await;
+    let nosy: Value = r.json().await.unwrap();
+    let r = client
+        .get(format!("{base}/v1/runs/w/steps/ys/results"))
+        .bearer_auth(nosy["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "another tenant's fan-out is not there");
+    let r = client
+        .delete(format!("{base}/v1/tenants/wide"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "purge: {}",
+        r.text().await.unwrap()
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let left = rows_holding(&data.join("eflow.db"), "wide:w").await;
+    assert!(left.is_empty(), "after the purge, eflow.db holds {left:?}");
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -359,6 +359,38 @@ impl MissingArgs {
     }
 }
 
+impl<'a, 'w> FlowCx<'a, 'w> {
+    /// A checker of the body (or the constants) of item `def` with signature `sig`.
+    fn new(
+        cx: &'a ModuleCx<'w>,
+        def: DefId,
+        world: &'a World<'a>,
+        types: &'a TypeResolver<'a, 'w>,
+        sig: &'a FlowSig,
+    ) -> Self {
+        FlowCx {
+            cx,
+            def,
+            world,
+            types,
+            sig,
+            lets: Vec::new(),
+            names: HashMap::new(),
+            conds: Vec::new(),
+            narrows: Vec::new(),
+            node_types: Vec::new(),
+            used_params: BTreeSet::new(),
+            used_nodes: BTreeSet::new(),
+            broken: false,
+            misplaced_return: false,
+            rejected: Vec::new(),
+            unreachable: BTreeSet::new(),
+            missing_args: Vec::new(),
+            local_refs: Vec::new(),
+        }
+    }
+}
+
 /// Types a step's parameter defaults against their parameters, as a flow's
 /// are: each must be a constant of the parameter's type. The defaults, by
 /// parameter name, are what a call that leaves them out passes.
@@ -377,26 +409,7 @@ pub fn check_step_defaults(
         params: Vec::new(),
         output: Ty::Unit,
     };
-    let mut fcx = FlowCx {
-        cx,
-        def,
-        world,
-        types,
-        sig: &sig,
-        lets: Vec::new(),
-        names: HashMap::new(),
-        conds: Vec::new(),
-        narrows: Vec::new(),
-        node_types: Vec::new(),
-        used_params: BTreeSet::new(),
-        used_nodes: BTreeSet::new(),
-        broken: false,
-        misplaced_return: false,
-        rejected: Vec::new(),
-        unreachable: BTreeSet::new(),
-        missing_args: Vec::new(),
-        local_refs: Vec::new(),
-    };
+    let mut fcx = FlowCx::new(cx, def, world, types, &sig);
     let mut out = Vec::new();
     for p in &decl.params {
         let Some(d) = &p.default else { continue };
@@ -435,26 +448,7 @@ pub fn check_flow(
     let ItemSig::Flow(sig) = world.sig(def) else {
         return None;
     };
-    let mut fcx = FlowCx {
-        cx,
-        def,
-        world,
-        types,
-        sig,
-        lets: Vec::new(),
-        names: HashMap::new(),
-        conds: Vec::new(),
-        narrows: Vec::new(),
-        node_types: Vec::new(),
-        used_params: BTreeSet::new(),
-        used_nodes: BTreeSet::new(),
-        broken: false,
-        misplaced_return: false,
-        rejected: Vec::new(),
-        unreachable: BTreeSet::new(),
-        missing_args: Vec::new(),
-        local_refs: Vec::new(),
-    };
+    let mut fcx = FlowCx::new(cx, def, world, types, sig);
     let mut ret = None;
     let mut deadline = None;
     let mut schedule = Vec::new();

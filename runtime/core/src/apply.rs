@@ -824,11 +824,10 @@ impl<'a> Cx<'a> {
         }
         self.set_slot(at, Slot::Succeeded(Arc::new(output)));
         // The limit is on what the run gathers; its input, bounded by the
-        // request that gave it, is not counted.
-        let gathered = self
-            .run
-            .encoded_size()
-            .saturating_sub(crate::state::encoded_size(&*self.run.input));
+        // request that gave it, is not counted (nor walked: it is set aside).
+        let input = std::mem::take(&mut self.run.input);
+        let gathered = self.run.encoded_size();
+        self.run.input = input;
         if gathered > self.bundle.limits.state_bytes {
             self.set_slot(at, Slot::Running(attempt));
             let err = StepError::new(

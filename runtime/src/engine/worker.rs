@@ -384,15 +384,7 @@ impl Worker {
                 .store()
                 .fanout_results(id, node, None, u32::MAX)
                 .await?;
-            let mut list = Vec::with_capacity(rows.len());
-            for (_, row) in rows {
-                list.push(serde_json::from_slice(&row).map_err(|e| {
-                    Error::Store(crate::store::Error::Corrupt {
-                        table: "fanout_results",
-                        message: format!("run {id}, fan-out {node}: {e}"),
-                    })
-                })?);
-            }
+            let list: Vec<serde_json::Value> = rows.into_iter().map(|(_, v)| v).collect();
             if let Some(h) = b.held.get_mut(id) {
                 h.values
                     .results

@@ -100,7 +100,7 @@ forward! {
     pub async fn active_runs_of_schedule(&self, schedule: &str) -> Result<Vec<String>>;
     /// Up to `limit` stored outputs of fan-out `node` of `run`, with their
     /// index, in input order, after index `after`.
-    pub async fn fanout_results(&self, run: &str, node: &str, after: Option<u32>, limit: u32) -> Result<Vec<(u32, Vec<u8>)>>;
+    pub async fn fanout_results(&self, run: &str, node: &str, after: Option<u32>, limit: u32) -> Result<Vec<(u32, serde_json::Value)>>;
     /// How many of a tenant's runs on a bundle are not finished yet.
     pub async fn active_runs_of_bundle(&self, tenant: &str, bundle: &str) -> Result<i64>;
     pub async fn events_of(&self, run: &str, after_seq: Option<u64>, limit: u32) -> Result<Vec<EventRow>>;

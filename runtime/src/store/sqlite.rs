@@ -288,7 +288,7 @@ impl SqliteStore {
         node: &str,
         after: Option<u32>,
         limit: u32,
-    ) -> Result<Vec<(u32, Vec<u8>)>> {
+    ) -> Result<Vec<(u32, serde_json::Value)>> {
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT idx, output FROM fanout_results WHERE run = ? AND node = ? AND idx > ? \
              ORDER BY idx LIMIT ?",
@@ -299,10 +299,15 @@ impl SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(i, o)| (u32::try_from(i).unwrap_or(u32::MAX), o))
-            .collect())
+        rows.into_iter()
+            .map(|(i, o)| {
+                let output = serde_json::from_slice(&o).map_err(|e| Error::Corrupt {
+                    table: "fanout_results",
+                    message: format!("run {run}, fan-out {node}, child {i}: {e}"),
+                })?;
+                Ok((u32::try_from(i).unwrap_or(u32::MAX), output))
+            })
+            .collect()
     }
 
     // ---- runs ----------------------------------------------------------------
