@@ -110,6 +110,12 @@ pub const HTTP: Spec = Spec {
             false,
             "where to POST when an attempt is no longer wanted (timed out, run cancelled); best effort",
         ),
+        key(
+            "max_inline",
+            KeyType::Int,
+            false,
+            "the largest input, in bytes of JSON, sent inline in the invocation (default 4194304 = 4 MiB); a larger one is sent as a signed URL the remote system reads a page at a time",
+        ),
     ],
 };
 
@@ -185,6 +191,12 @@ pub fn check_value(connector: &str, key: &str, value: &Value) -> Result<(), Stri
             let s = value.as_str().unwrap_or("");
             if !(s.starts_with("http://") || s.starts_with("https://")) || s.len() < 10 {
                 return Err(format!("`{s}` is not an http:// or https:// URL"));
+            }
+        }
+        ("http", "max_inline") => {
+            let n = value.as_i64().unwrap_or(-1);
+            if n < 0 {
+                return Err(format!("{n} is not a number of bytes (0 or more)"));
             }
         }
         ("sim", "failure_rate") => {
@@ -312,10 +324,13 @@ pub struct HttpConfig {
     pub headers: BTreeMap<String, String>,
     /// Where to POST when an attempt is no longer wanted; nothing is sent without it.
     pub cancel_url: Option<String>,
+    /// The largest input sent inline, in bytes of JSON; a larger one goes as a URL.
+    pub max_inline_bytes: u64,
 }
 
 impl HttpConfig {
     pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+    pub const DEFAULT_MAX_INLINE: u64 = 4 << 20;
 }
 
 /// `sim`: simulated compute.
@@ -486,6 +501,9 @@ impl HttpConfig {
                 })
                 .unwrap_or_default(),
             cancel_url: config.str("cancel_url").map(str::to_string),
+            max_inline_bytes: config
+                .u64("max_inline")
+                .unwrap_or(HttpConfig::DEFAULT_MAX_INLINE),
         }
     }
 }
@@ -512,6 +530,9 @@ impl From<HttpConfig> for BTreeMap<String, Value> {
         }
         if let Some(u) = c.cancel_url {
             m.insert("cancel_url".into(), Value::from(u));
+        }
+        if c.max_inline_bytes != HttpConfig::DEFAULT_MAX_INLINE {
+            m.insert("max_inline".into(), Value::from(c.max_inline_bytes));
         }
         m
     }
@@ -677,6 +698,7 @@ mod tests {
                 timeout_ms: 5000,
                 headers: BTreeMap::from([("X-Team".into(), "ml".into())]),
                 cancel_url: None,
+                max_inline_bytes: HttpConfig::DEFAULT_MAX_INLINE,
             })
         );
         let c = Connector::from_binding(&binding("sim", json!({"failure_rate": 0.25}))).unwrap();

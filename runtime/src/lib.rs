@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bench;
 pub mod bus;
+pub mod byte_lru;
 pub mod cli;
 pub mod clock;
 pub mod connectors;

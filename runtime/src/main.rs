@@ -71,6 +71,7 @@ async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
     o.http.header_timeout = args.header_timeout;
     o.http.body_timeout = args.body_timeout;
     o.http.max_deploy_bytes = args.max_deploy_bytes;
+    o.http.max_value_bytes = args.max_value_bytes;
     o.quotas.max_schedules = args.max_schedules_per_tenant;
     let server = Server::start(o).await?;
     if server.new_admin_token.is_some() {

@@ -280,7 +280,13 @@ impl Scheduler {
             created_at: self.inner.clock.now_ms(),
         };
         let applied = engine
-            .create(meta, s.flow.clone(), input.clone(), false)
+            .create(
+                meta,
+                s.flow.clone(),
+                input.clone(),
+                Default::default(),
+                false,
+            )
             .await
             .map_err(|e| e.to_string())?;
         Ok((id, applied.changed))
@@ -639,7 +645,13 @@ async fn create(
     start: Start,
 ) -> Created {
     let result = engine
-        .create(meta.clone(), flow, (*input).clone(), fresh)
+        .create(
+            meta.clone(),
+            flow,
+            (*input).clone(),
+            Default::default(),
+            fresh,
+        )
         .await;
     Created {
         i,

@@ -112,6 +112,8 @@ pub struct HttpLimits {
     /// The largest deploy request (`POST /v1/flows`) in bytes (413 beyond);
     /// other requests take at most 2 MiB.
     pub max_deploy_bytes: usize,
+    /// The largest value upload (`POST /v1/values`) in bytes (413 beyond).
+    pub max_value_bytes: usize,
 }
 
 impl Default for HttpLimits {
@@ -123,6 +125,7 @@ impl Default for HttpLimits {
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 64 * 1024,
             max_deploy_bytes: 8 * 1024 * 1024,
+            max_value_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -307,6 +310,11 @@ impl Server {
             options.http,
             shutdown.clone(),
         )));
+        tasks.push(tokio::spawn(drop_unreferenced_values(
+            store.clone(),
+            options.clock.clone(),
+            shutdown.clone(),
+        )));
         tasks.push(tokio::spawn(report_activity(
             engine.clone(),
             history.clone(),
@@ -397,6 +405,35 @@ async fn serve(
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(Duration::from_secs(10)) => {}
+    }
+}
+
+/// Values no run refers to are dropped a day after they were kept: uploads
+/// never used in a start, and values of runs that are gone.
+pub const UNREFERENCED_VALUE_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// Every ten minutes, drops values no run refers to, a batch at a time.
+async fn drop_unreferenced_values(store: Store, clock: SharedClock, stop: CancellationToken) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(EVERY) => {}
+        }
+        let before = clock.now_ms().saturating_sub(UNREFERENCED_VALUE_TTL_MS);
+        loop {
+            match store.drop_unreferenced_values(before, 1_000).await {
+                Ok(n) if n > 0 => tracing::debug!(values = n, "dropped values no run refers to"),
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping values no run refers to failed; trying again later");
+                    break;
+                }
+            }
+            if stop.is_cancelled() {
+                return;
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::ApiError;
 use crate::api::model::*;
+use crate::byte_lru::ByteLru;
 use crate::clock::SharedClock;
 use crate::engine::{self, CallbackClaim, CallbackKeys, Deployed, Engine, Finished};
 use crate::history::History;
@@ -110,6 +111,16 @@ pub use schedules::MAX_PAGE as MAX_SCHEDULE_PAGE;
 /// The longest joined list a run's view shows whole.
 const RESULTS_SHOWN: usize = 1_000;
 
+/// The largest value kept by reference that a run's view shows whole.
+const VALUE_SHOWN: u64 = 1 << 20;
+
+/// The most elements of a list kept by reference in one page.
+pub const VALUE_PAGE_MAX: u32 = 10_000;
+
+/// Values kept by reference, decoded, that the service keeps for paging: at
+/// most this many bytes of their JSON.
+const VALUE_CACHE_BYTES: u64 = 32 << 20;
+
 /// How long a run list waits for the history to write what the engine has
 /// committed before it answers with what the history holds.
 const LIST_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -135,6 +146,8 @@ struct Inner {
     /// dropped on purge, revocation and rotation.
     callers: Mutex<HashMap<String, (Caller, Option<u64>)>>,
     heads: Mutex<HashMap<(String, String), store::FlowRow>>,
+    /// Values kept by reference, decoded, by (tenant, hash).
+    values: Mutex<ByteLru<(String, String), Arc<Value>>>,
 }
 
 pub fn token_hash(token: &str) -> String {
@@ -176,6 +189,7 @@ impl Service {
                 tenants: Mutex::default(),
                 callers: Mutex::default(),
                 heads: Mutex::default(),
+                values: Mutex::new(ByteLru::new(VALUE_CACHE_BYTES)),
             }),
         })
     }
@@ -634,6 +648,29 @@ impl Service {
         if let Some(id) = &req.id {
             check_name("run id", id)?;
         }
+        let mut input_refs = BTreeMap::new();
+        for (name, hash) in req.input_refs.unwrap_or_default() {
+            if input.contains_key(&name) {
+                return Err(ApiError::bad_request(
+                    "invalid_input",
+                    format!("`{name}` is given both in `input` and in `input_refs`: give it once"),
+                ));
+            }
+            let bytes = if eflow_core::ValueRef::is_hash(&hash) {
+                self.db().value_size(&tenant, &hash).await?
+            } else {
+                None
+            };
+            let Some(bytes) = bytes else {
+                return Err(ApiError::bad_request(
+                    "unknown_value",
+                    format!(
+                        "`input_refs.{name}` names no value of tenant `{tenant}`: upload it first with `POST /v1/tenants/{tenant}/values` and give the `hash` it answers"
+                    ),
+                ));
+            };
+            input_refs.insert(name, eflow_core::ValueRef { hash, bytes });
+        }
         self.admit(&t, 1)?;
         let fresh = req.id.is_none();
         let id = match &req.id {
@@ -651,17 +688,16 @@ impl Service {
         match self
             .inner
             .engine
-            .create(meta, flow.name.clone(), input, fresh)
+            .create(meta, flow.name.clone(), input, input_refs, fresh)
             .await
         {
             Ok(applied) => {
                 if !applied.changed {
                     self.release(&tenant);
                 }
-                Ok(shown_run_view(
-                    caller,
-                    run_view(&applied.meta, &applied.state, &applied.deployed),
-                ))
+                let mut view = run_view(&applied.meta, &applied.state, &applied.deployed);
+                self.fill_values(&applied.meta, &mut view).await?;
+                Ok(shown_run_view(caller, view))
             }
             Err(e) => {
                 self.release(&tenant);
@@ -704,6 +740,7 @@ impl Service {
         let (meta, run) = self.load_run(caller, id).await?;
         let deployed = self.inner.engine.deployments().get(&meta.bundle).await?;
         let mut view = run_view(&meta, &run, &deployed);
+        self.fill_values(&meta, &mut view).await?;
         // A joined list lives beside the state: shown whole up to a size.
         for (node, state) in deployed
             .bundle
@@ -769,6 +806,154 @@ impl Service {
             .into_iter()
             .map(|(index, output)| ResultView { index, output })
             .collect())
+    }
+
+    /// Shows the values a run's view names by reference whole, up to
+    /// `VALUE_SHOWN` bytes each: inputs in `input`, outputs, the result.
+    async fn fill_values(&self, meta: &RunMeta, view: &mut RunView) -> ApiResult<()> {
+        let load = |r: &ValueRefView| {
+            let (tenant, hash, small) =
+                (meta.tenant.clone(), r.hash.clone(), r.bytes <= VALUE_SHOWN);
+            async move {
+                if !small {
+                    return Ok::<_, ApiError>(None);
+                }
+                let v = self.value(&tenant, &hash).await?;
+                Ok(Some((*v).clone()))
+            }
+        };
+        for (name, r) in view.input_refs.clone() {
+            if let (Some(v), Value::Object(m)) = (load(&r).await?, &mut view.input) {
+                m.insert(name, v);
+            }
+        }
+        for step in &mut view.steps {
+            if let Some(r) = step.output_ref.clone() {
+                step.output = load(&r).await?;
+            }
+        }
+        if let Some(r) = view.result_ref.clone() {
+            view.result = load(&r).await?;
+        }
+        Ok(())
+    }
+
+    /// A tenant's value kept by reference, decoded, through a cache bounded
+    /// by bytes: paging through a large list decodes it once.
+    async fn value(&self, tenant: &str, hash: &str) -> ApiResult<Arc<Value>> {
+        let key = (tenant.to_string(), hash.to_string());
+        if let Some(v) = self
+            .inner
+            .values
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(v);
+        }
+        let body = self
+            .db()
+            .value_body(tenant, hash)
+            .await?
+            .ok_or_else(|| ApiError::not_found("value", hash))?;
+        let v: Value = serde_json::from_slice(&body).map_err(ApiError::internal)?;
+        let v = Arc::new(v);
+        self.inner
+            .values
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(key, v.clone(), body.len() as u64);
+        Ok(v)
+    }
+
+    /// A page of a value that run `id` refers to.
+    pub async fn run_value_page(
+        &self,
+        caller: &Caller,
+        id: &str,
+        hash: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> ApiResult<ValuePage> {
+        let (meta, _) = self.visible_run(caller, id).await?;
+        if !eflow_core::ValueRef::is_hash(hash) || !self.db().run_refers_to(&meta.id, hash).await? {
+            return Err(ApiError::not_found("value", hash));
+        }
+        self.value_page(&meta.tenant, hash, after, limit).await
+    }
+
+    /// A page of the value a signed URL names (what a remote system is given
+    /// for an input larger than its binding's `max_inline`).
+    pub async fn signed_value_page(
+        &self,
+        token: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> ApiResult<ValuePage> {
+        let claim = self
+            .inner
+            .keys
+            .verify_value(token)
+            .filter(|c| c.until >= self.now())
+            .ok_or_else(|| {
+                ApiError::new(
+                    401,
+                    "invalid_value_token",
+                    "the value URL is not valid or has expired: ask for the value again (a new attempt gets a new URL)",
+                )
+            })?;
+        self.value_page(&claim.tenant, &claim.hash, after, limit)
+            .await
+    }
+
+    async fn value_page(
+        &self,
+        tenant: &str,
+        hash: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> ApiResult<ValuePage> {
+        let v = self.value(tenant, hash).await?;
+        let bytes = self.db().value_size(tenant, hash).await?.unwrap_or(0);
+        let mut page = ValuePage {
+            hash: hash.to_string(),
+            bytes,
+            total: None,
+            items: None,
+            next: None,
+            value: None,
+        };
+        match &*v {
+            Value::Array(items) => {
+                let from = after.map_or(0, |a| a.saturating_add(1)) as usize;
+                let limit = limit.clamp(1, VALUE_PAGE_MAX) as usize;
+                let to = from.saturating_add(limit).min(items.len());
+                let slice = items.get(from.min(items.len())..to).unwrap_or_default();
+                page.total = Some(items.len() as u64);
+                page.items = Some(slice.to_vec());
+                page.next = (to < items.len()).then(|| to as u64 - 1);
+            }
+            other => page.value = Some(other.clone()),
+        }
+        Ok(page)
+    }
+
+    /// Keeps a value given by a client, for runs to be started with it by
+    /// reference (`input_refs`). The same value twice is kept once.
+    pub async fn upload_value(
+        &self,
+        caller: &Caller,
+        tenant: Option<&str>,
+        value: &Value,
+    ) -> ApiResult<(bool, ValueRefView)> {
+        let tenant = caller.tenant(tenant)?.to_string();
+        self.tenant_exists(&tenant).await?;
+        let (r, body) = eflow_core::ValueRef::of(value);
+        let created = self
+            .db()
+            .put_value(&tenant, None, &r.hash, &body, self.now())
+            .await?;
+        Ok((created, ref_view(&r)))
     }
 
     pub async fn run_events(
@@ -912,6 +1097,7 @@ impl Service {
                 index,
                 attempt: row.attempt,
                 output,
+                output_ref: None,
             },
         );
         match self.inner.engine.deliver(run, event).await {
@@ -1383,13 +1569,26 @@ fn run_view(meta: &RunMeta, run: &Run, deployed: &Deployed) -> RunView {
         created_at: rfc3339(meta.created_at),
         started_at: (run.started_at > 0).then(|| rfc3339(run.started_at)),
         input: Value::Object((*run.input).clone()),
+        input_refs: run
+            .input_refs
+            .iter()
+            .map(|(k, r)| (k.clone(), ref_view(r)))
+            .collect(),
         steps,
         result: run.result.clone(),
+        result_ref: run.result_ref.as_ref().map(ref_view),
         error: run.error.as_ref().map(|e| ErrorView {
             code: e.code.clone(),
             message: e.message.clone(),
             step: e.node.clone(),
         }),
+    }
+}
+
+fn ref_view(r: &eflow_core::ValueRef) -> ValueRefView {
+    ValueRefView {
+        hash: r.hash.clone(),
+        bytes: r.bytes,
     }
 }
 
@@ -1401,8 +1600,9 @@ fn step_view(id: &str, s: &eflow_core::NodeState) -> StepView {
             Slot::Running(a) => ("running".into(), Some(*a), None, None),
             Slot::RetryWait(a) => ("retry_wait".into(), Some(*a), None, None),
             Slot::Succeeded(v) => ("succeeded".into(), None, Some((**v).clone()), None),
-            // The joined list is stored beside the state: `get_run` reads it.
-            Slot::Results(_) => ("succeeded".into(), None, None, None),
+            // The joined list and values kept by reference are beside the
+            // state: `fill_values` reads them.
+            Slot::Results(_) | Slot::Stored(_) => ("succeeded".into(), None, None, None),
             Slot::Failed(e) => (
                 "failed".into(),
                 None,
@@ -1447,11 +1647,16 @@ fn step_view(id: &str, s: &eflow_core::NodeState) -> StepView {
             (a, b, c, d, children)
         }
     };
+    let output_ref = match s {
+        NodeState::Single(Slot::Stored(r)) => Some(ref_view(r)),
+        _ => None,
+    };
     StepView {
         id: id.to_string(),
         status,
         attempt,
         output,
+        output_ref,
         error,
         children,
     }
@@ -1582,6 +1787,7 @@ fn callback_event(claim: &CallbackClaim, body: Callback) -> ApiResult<EventKind>
             index: claim.index,
             attempt: claim.attempt,
             output,
+            output_ref: None,
         }),
         (None, Some(e)) => {
             if e.code.is_empty()

@@ -8,6 +8,8 @@
 //! calls back a little later, retrying its callback until the eflow server
 //! takes it, as a real remote system does.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -729,47 +731,6 @@ async fn kill_9_during_deploys_leaves_one_whole_deployment() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
-/// Rows of every table of the SQLite database at `path` in which any column
-/// holds `marker`: (table, count).
-async fn rows_holding(path: &std::path::Path, marker: &str) -> Vec<(String, i64)> {
-    use sqlx::Row;
-    let url = format!("sqlite://{}?mode=ro", path.display());
-    let pool = sqlx::SqlitePool::connect(&url)
-        .await
-        .expect("open the database");
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let mut found = Vec::new();
-    for t in tables {
-        let columns: Vec<String> = sqlx::query(&format!("PRAGMA table_info(\"{t}\")"))
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>(1))
-            .collect();
-        let test = columns
-            .iter()
-            .map(|c| format!("instr(CAST(\"{c}\" AS TEXT), ?1) > 0"))
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{t}\" WHERE {test}"))
-            .bind(marker)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        if n > 0 {
-            found.push((t, n));
-        }
-    }
-    pool.close().await;
-    found
-}
-
 fn doomed_source(remote: SocketAddr) -> String {
     format!(
         r#"from "std/approval" import Approve
@@ -892,7 +853,7 @@ async fn purge_with_runs_in_flight_leaves_nothing_even_after_kill_9() {
         .expect("kill -9 right after the purge answered");
     server.wait().unwrap();
     for db in ["eflow.db", "history.db"] {
-        let left = rows_holding(&data.join(db), DOOMED).await;
+        let left = common::rows_holding(&data.join(db), DOOMED).await;
         assert!(left.is_empty(), "after the purge, {db} holds {left:?}");
     }
 
@@ -1023,13 +984,15 @@ async fn purge_with_runs_in_flight_leaves_nothing_even_after_kill_9() {
     server.kill().unwrap();
     server.wait().unwrap();
     for db in ["eflow.db", "history.db"] {
-        let left = rows_holding(&data.join(db), DOOMED).await;
+        let left = common::rows_holding(&data.join(db), DOOMED).await;
         assert!(
             left.is_empty(),
             "after the second purge, {db} holds {left:?}"
         );
         assert!(
-            !rows_holding(&data.join(db), "kept").await.is_empty(),
+            !common::rows_holding(&data.join(db), "kept")
+                .await
+                .is_empty(),
             "{db} lost the other tenant"
         );
     }
@@ -1163,7 +1126,7 @@ async fn kill_9_during_a_fan_out_leaves_one_child_per_element() {
     );
     server.kill().unwrap();
     server.wait().unwrap();
-    let left = rows_holding(&data.join("eflow.db"), "wide:w").await;
+    let left = common::rows_holding(&data.join("eflow.db"), "wide:w").await;
     assert!(left.is_empty(), "after the purge, eflow.db holds {left:?}");
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -438,29 +438,18 @@ async fn an_answer_larger_than_the_limit_fails_the_attempt_unread() {
     s.stop().await;
 }
 
-/// Every file in the server's data directory, read whole after it stopped.
-fn data_files_holding(dir: &std::path::Path, needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("the data directory") {
-        let path = entry.expect("an entry").path();
-        if let Ok(bytes) = std::fs::read(&path)
-            && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
-        {
-            found.push(path.display().to_string());
-        }
-    }
-    found
-}
-
+/// An output larger than a run's state may hold inline (here 200 kB) is kept
+/// by reference: the run goes on, its view names the value, and the value is
+/// stored once: in the value table, not in either event log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_output_the_state_cannot_hold_never_reaches_a_log() {
+async fn a_large_output_is_kept_once_by_reference_and_no_log_holds_it() {
     let (remote, port) = start_remote().await;
     let s = TestServer::start("egress-state").await;
     let api = &s.api;
     let acme = api.create_tenant("acme", json!({})).await;
     let base = format!("http://127.0.0.1:{port}");
-    // 200 kB: read (under the 4 MiB answer limit), but more than the 64 KiB
-    // a run's state holds.
+    // 200 kB: read (under the 4 MiB answer limit), more than the 64 KiB a
+    // run's state holds inline.
     api.deploy_source(
         &acme,
         &[(
@@ -472,54 +461,71 @@ async fn an_output_the_state_cannot_hold_never_reaches_a_log() {
         )],
     )
     .await;
-    let mut ids = Vec::new();
     for (flow, path) in [("Big", "/big"), ("Async", "/work")] {
         let run = api.start(&acme, flow, json!({"x": 1})).await;
         let id = run["id"].as_str().expect("id").to_string();
         let done = api.wait_finished(&acme, &id).await;
-        assert_eq!(done["status"], "failed", "{flow}: {done}");
-        let (code, message) = error_of(&done);
-        assert_eq!(code, "StateTooLarge", "{flow}: {done}");
+        assert_eq!(done["status"], "succeeded", "{flow}: {done}");
+        assert_eq!(remote.count(path), 1, "{flow}: once");
+        let step = &done["steps"][0];
+        let r = &step["output_ref"];
         assert!(
-            message.contains("is 200002 bytes") && message.contains("65536 bytes"),
-            "{flow}: the message names the size and the limit: {message}"
+            r["bytes"].as_u64().is_some_and(|b| b > 200_000),
+            "{flow}: the step's output is kept by reference: {}",
+            &step.to_string()[..300.min(step.to_string().len())]
         );
-        assert_eq!(remote.count(path), 1, "{flow}: not retried");
+        assert!(
+            step["output"].as_str().is_some_and(|o| o.contains(MARKER)),
+            "{flow}: and shown, as it is under 1 MiB"
+        );
         let events = api
             .get(Some(&acme), &format!("/v1/runs/{id}/events"))
             .await
             .ok("events");
         assert!(
             !events.to_string().contains(MARKER),
-            "{flow}: the run's log records the failure, not the output"
+            "{flow}: the run's log names the output by reference"
         );
-        let failed = events.as_array().and_then(|e| {
+        let logged = events.as_array().and_then(|e| {
             e.iter()
-                .find(|e| e["event"]["type"] == "step_failed")
+                .find(|e| e["event"]["type"] == "step_completed")
                 .cloned()
         });
-        assert!(
-            failed.is_some(),
-            "{flow}: the log records the failure: {events}"
+        assert_eq!(
+            logged.as_ref().map(|e| &e["event"]["output_ref"]),
+            Some(r),
+            "{flow}: the log records the completion with the reference: {events}"
         );
-        ids.push(id);
+        let hash = r["hash"].as_str().expect("a hash");
+        let page = api
+            .get(Some(&acme), &format!("/v1/runs/{id}/values/{hash}"))
+            .await
+            .ok("the value");
+        assert!(page["value"].as_str().is_some_and(|v| v.contains(MARKER)));
     }
     api.history_caught_up().await;
     poll_until(
         "the history to list both runs",
         common::DEADLINE,
         || async {
-            let runs = api.all_runs(&acme, "status=failed").await;
+            let runs = api.all_runs(&acme, "status=succeeded").await;
             (runs.len() == 2).then_some(())
         },
     )
     .await;
     let TestServer { server, dir, .. } = s;
     server.stop().await;
-    let holding = data_files_holding(&dir, MARKER);
+    // Both runs got the same 200 kB: one value, one row.
+    assert_eq!(
+        common::rows_holding(&dir.join("eflow.db"), MARKER).await,
+        [("stored_values".to_string(), 1)],
+        "the engine's store holds the output once, as a value"
+    );
     assert!(
-        holding.is_empty(),
-        "no store of the engine or the history holds the output: {holding:?}"
+        common::rows_holding(&dir.join("history.db"), MARKER)
+            .await
+            .is_empty(),
+        "the history holds no copy"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

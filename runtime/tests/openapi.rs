@@ -105,8 +105,16 @@ flow Works(x: Int) -> Int {{
     return w
 }}
 
+remote step Sum(xs: List<Int>) -> Int
+
+flow Sums(xs: List<Int>) -> Int {{
+    let s = Sum(xs: xs)
+    return s
+}}
+
 bindings dev {{
     Work = http {{ url: "{base}/work" }}
+    Sum = http {{ url: "{base}/work", max_inline: 100 }}
 }}
 "#
     );
@@ -302,6 +310,58 @@ bindings dev {{
         let r = api.get(t, &path).await;
         spec.check("get", "/v1/runs/{id}/steps/{step}/results", &r);
     }
+    // Values by reference: an upload, a start that names it, the run's view
+    // and its values a page at a time.
+    let xs: Vec<u64> = (0..3_000).collect();
+    let r = api.post(t, "/v1/tenants/acme/values", &json!(xs)).await;
+    spec.check("post", "/v1/tenants/{id}/values", &r);
+    let hash = r.body["hash"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a hash: {}", r.text))
+        .to_string();
+    let r = api.post(t, "/v1/tenants/nobody/values", &json!(1)).await;
+    spec.check("post", "/v1/tenants/{id}/values", &r); // 403: not its tenant
+    let r = api
+        .post(admin, "/v1/tenants/nobody/values", &json!(1))
+        .await;
+    spec.check("post", "/v1/tenants/{id}/values", &r); // 404
+    let r = api
+        .post(
+            t,
+            "/v1/runs",
+            &json!({"flow": "Fan", "input_refs": {"xs": "sha256:0000"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    spec.check("post", "/v1/runs", &r); // 400 unknown_value
+    let r = api
+        .post(
+            t,
+            "/v1/runs",
+            &json!({"flow": "Fan", "input_refs": {"xs": hash}}),
+        )
+        .await;
+    spec.check("post", "/v1/runs", &r);
+    let big = r.body["id"].as_str().expect("run id").to_string();
+    api.wait_finished(&token, &big).await;
+    let r = api.get(t, &format!("/v1/runs/{big}")).await;
+    spec.check("get", "/v1/runs/{id}", &r);
+    let result = r.body["result_ref"]["hash"]
+        .as_str()
+        .expect("the joined list is kept by reference")
+        .to_string();
+    for path in [
+        format!("/v1/runs/{big}/values/{hash}"),
+        format!("/v1/runs/{big}/values/{result}?after=99&limit=10"),
+        format!("/v1/runs/{fan}/values/{hash}"), // 404: not this run's
+        format!("/v1/runs/{big}/values/{hash}?after=x"), // 400
+    ] {
+        let r = api.get(t, &path).await;
+        spec.check("get", "/v1/runs/{id}/values/{hash}", &r);
+    }
+    let r = api.get(None, "/v1/values/not-a-token").await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    spec.check("get", "/v1/values/{token}", &r);
     // 414: a request target over the limit.
     let r = api
         .get(t, &format!("/v1/runs?flow={}", "a".repeat(9000)))
@@ -345,6 +405,28 @@ bindings dev {{
         )
         .await;
     spec.check("post", "/v1/callbacks/{token}", &r); // 401
+
+    // ---- an input larger than the binding's max_inline goes by URL ----
+    let xs: Vec<u64> = (0..50).collect();
+    let r = api
+        .post(t, "/v1/runs", &json!({"flow": "Sums", "input": {"xs": xs}}))
+        .await;
+    spec.check("post", "/v1/runs", &r);
+    let sums_run = r.body["id"].as_str().expect("id").to_string();
+    let value_url = poll_until("the invocation of Sum", DEADLINE, || async {
+        let calls = calls.lock().unwrap();
+        calls
+            .iter()
+            .find(|c| c["run"] == sums_run.as_str())
+            .and_then(|c| c.pointer("/input_urls/xs/url")?.as_str())
+            .map(str::to_string)
+    })
+    .await;
+    let path = value_url.replace(&api.base, "");
+    for q in ["", "?after=9&limit=10"] {
+        let r = api.get(None, &format!("{path}{q}")).await;
+        spec.check("get", "/v1/values/{token}", &r);
+    }
 
     // ---- approvals ----
     let r = api

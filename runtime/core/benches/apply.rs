@@ -52,10 +52,12 @@ fn events() -> Vec<EventKind> {
         index: None,
         attempt: 1,
         output,
+        output_ref: None,
     };
     vec![
         EventKind::Started {
             input: serde_json::from_value(json!({"model_name": "churn"})).unwrap_or_default(),
+            input_refs: Default::default(),
         },
         ok("snapshot", dataset("s3://lake/acme/events/2025-06-02")),
         ok(

@@ -7,17 +7,18 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use eflow_ir::{Backoff, Call, Flow, Join, Node, StepKind};
 use serde_json::{Map, Value};
 
 use crate::effect::{Effect, EffectKind, Timer};
-use crate::eval::{EvalError, Scope, eval};
+use crate::eval::{EvalError, Need, Scope, eval};
 use crate::event::{Event, EventKind, Outcome};
 use crate::state::{
-    Child, FanOut, NodeState, Parent, Run, RunError, RunStatus, Slot, StepError, Values,
+    Child, FanOut, INLINE_BYTES, NodeState, Parent, Run, RunError, RunStatus, Slot, StepError,
+    ValueRef, Values,
 };
 use crate::time::{format_rfc3339, parse_rfc3339};
 use crate::validate::{FlowIndex, ValidatedBundle};
@@ -51,9 +52,13 @@ pub enum Rejection {
     Invalid { reason: String },
     /// `Started` with input that does not fit the flow's parameters.
     InvalidInput { errors: Vec<String> },
-    /// The transition reads the joined lists of these fan-outs, which the given
-    /// `Values` lack: load them and apply the same event again.
-    Needs { results: Vec<String> },
+    /// The transition reads the joined lists of these fan-outs, or values kept
+    /// by reference with these hashes, which the given `Values` lack: load them
+    /// and apply the same event again.
+    Needs {
+        results: Vec<String>,
+        values: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -68,8 +73,13 @@ impl std::fmt::Display for Rejection {
             Rejection::Stale { reason } => write!(f, "stale event: {reason}"),
             Rejection::Invalid { reason } => write!(f, "invalid event: {reason}"),
             Rejection::InvalidInput { errors } => write!(f, "invalid input: {}", errors.join("; ")),
-            Rejection::Needs { results } => {
-                write!(f, "needs the results of {}", results.join(", "))
+            Rejection::Needs { results, values } => {
+                write!(
+                    f,
+                    "needs the results of [{}] and the values [{}]",
+                    results.join(", "),
+                    values.join(", ")
+                )
             }
         }
     }
@@ -80,6 +90,7 @@ pub mod codes {
     pub const TIMEOUT: &str = "Timeout";
     pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     pub const STATE_TOO_LARGE: &str = "StateTooLarge";
+    pub const VALUE_TOO_LARGE: &str = "ValueTooLarge";
     pub const INVALID_INPUT: &str = "InvalidInput";
     pub const INVALID_OUTPUT: &str = "InvalidOutput";
     pub const EVAL_ERROR: &str = "EvalError";
@@ -131,12 +142,13 @@ pub fn apply(
         effects: Vec::new(),
         now: now_ms,
         values,
+        kept: HashMap::new(),
         needs: RefCell::default(),
         filling: false,
         started: 0,
     };
     match &event.kind {
-        EventKind::Started { input } => cx.start(input)?,
+        EventKind::Started { input, input_refs } => cx.start(input, input_refs)?,
         _ if cx.run.status == RunStatus::Created => {
             if let EventKind::CancelRequested { reason } = &event.kind {
                 cx.cancel(reason);
@@ -149,10 +161,12 @@ pub fn apply(
             index,
             attempt,
             output,
+            output_ref,
         } => {
             let at = cx.slot_at(node, *index, false)?;
             cx.expect_running(at, *attempt)?;
-            cx.succeed(at, *attempt, output.clone());
+            let output = cx.given(output, output_ref.as_ref())?;
+            cx.succeed(at, *attempt, output);
         }
         EventKind::StepFailed {
             node,
@@ -175,7 +189,10 @@ pub fn apply(
             let at = cx.slot_at(node, *index, true)?;
             cx.expect_running(at, *attempt)?;
             match outcome {
-                Outcome::Succeeded { output } => cx.succeed(at, *attempt, output.clone()),
+                Outcome::Succeeded { output, output_ref } => {
+                    let output = cx.given(output, output_ref.as_ref())?;
+                    cx.succeed(at, *attempt, output);
+                }
                 Outcome::Failed { error } => {
                     let error = StepError::new(error.code.clone(), error.message.clone());
                     cx.fail_attempt(at, *attempt, error, true, true);
@@ -191,9 +208,14 @@ pub fn apply(
     }
     let needs = cx.needs.take();
     if !needs.is_empty() {
-        return Err(Rejection::Needs {
-            results: needs.into_iter().collect(),
-        });
+        let (mut results, mut values) = (Vec::new(), Vec::new());
+        for n in needs {
+            match n {
+                Need::Results(node) => results.push(node),
+                Need::Value(hash) => values.push(hash),
+            }
+        }
+        return Err(Rejection::Needs { results, values });
     }
     let seq = run.seq;
     cx.run.seq = seq + 1;
@@ -214,23 +236,23 @@ pub fn apply(
 }
 
 /// The event to apply and log in place of `event` when it carries a step
-/// output the run's state cannot hold, so that no log ever holds a body larger
-/// than the state limit: a completion whose output alone is larger than
-/// `limits.state_bytes` becomes the attempt's `StateTooLarge` failure, not
-/// retried, naming the output's size and the limit; the output of a step that
-/// declares none (which `apply` does not keep) becomes `null`. `None`: apply
-/// and log `event` as it is.
+/// output larger than one value may be, so that no log ever holds it: a
+/// completion whose output is larger than `limits.value_bytes` becomes the
+/// attempt's `ValueTooLarge` failure, not retried, naming the output's size
+/// and the limit; the output of a step that declares none (which `apply` does
+/// not keep) becomes `null`. `None`: apply and log `event` as it is.
 pub fn refuse_oversized(bundle: &ValidatedBundle, run: &Run, event: &Event) -> Option<Event> {
     let EventKind::StepCompleted {
         node,
         index,
         attempt,
         output,
+        output_ref: None,
     } = &event.kind
     else {
         return None;
     };
-    let limit = bundle.limits.state_bytes;
+    let limit = bundle.limits.value_bytes;
     let size = crate::state::encoded_size(output);
     if size <= limit {
         return None;
@@ -247,9 +269,9 @@ pub fn refuse_oversized(bundle: &ValidatedBundle, run: &Run, event: &Event) -> O
             index: *index,
             attempt: *attempt,
             error: StepError::new(
-                codes::STATE_TOO_LARGE,
+                codes::VALUE_TOO_LARGE,
                 format!(
-                    "the output is {size} bytes, more than the {limit} bytes the run's state may hold: return references (URIs), not data"
+                    "the output is {size} bytes, more than the {limit} bytes one value may be: return references (URIs), not data"
                 ),
             ),
             retryable: false,
@@ -260,9 +282,94 @@ pub fn refuse_oversized(bundle: &ValidatedBundle, run: &Run, event: &Event) -> O
             index: *index,
             attempt: *attempt,
             output: Value::Null,
+            output_ref: None,
         }
     };
     Some(Event::new(event.id.clone(), kind))
+}
+
+/// `event` as the run's log keeps it after transition `t`: a value larger
+/// than `INLINE_BYTES` that the run now keeps by reference is written as its
+/// reference (`input_refs` of `started`, `output_ref` of a completion), so
+/// the log does not hold it a second time. Applying the logged event to the
+/// run as it was gives the same transition, given the values.
+pub fn as_logged<'e>(event: &'e Event, t: &Transition) -> std::borrow::Cow<'e, Event> {
+    use std::borrow::Cow;
+    let kept = |output: &Value| -> Option<ValueRef> {
+        if crate::state::encoded_size(output) <= INLINE_BYTES {
+            return None;
+        }
+        let (r, _) = ValueRef::of(output);
+        let named = t.effects.iter().any(|e| match &e.kind {
+            EffectKind::StoreValue { value_ref, .. } | EffectKind::ReferValue { value_ref } => {
+                value_ref.hash == r.hash
+            }
+            _ => false,
+        });
+        (named || t.run.refers_to(&r.hash)).then_some(r)
+    };
+    let kind = match &event.kind {
+        EventKind::Started { input, input_refs } => {
+            let moved: Vec<&String> = input
+                .keys()
+                .filter(|k| t.run.input_refs.contains_key(*k) && !t.run.input.contains_key(*k))
+                .collect();
+            if moved.is_empty() {
+                return Cow::Borrowed(event);
+            }
+            let mut input = input.clone();
+            let mut refs = input_refs.clone();
+            for k in moved {
+                input.remove(k);
+                if let Some(r) = t.run.input_refs.get(k) {
+                    refs.insert(k.clone(), r.clone());
+                }
+            }
+            EventKind::Started {
+                input,
+                input_refs: refs,
+            }
+        }
+        EventKind::StepCompleted {
+            node,
+            index,
+            attempt,
+            output,
+            output_ref: None,
+        } => match kept(output) {
+            Some(r) => EventKind::StepCompleted {
+                node: node.clone(),
+                index: *index,
+                attempt: *attempt,
+                output: Value::Null,
+                output_ref: Some(r),
+            },
+            None => return Cow::Borrowed(event),
+        },
+        EventKind::ChildFinished {
+            node,
+            index,
+            attempt,
+            outcome:
+                Outcome::Succeeded {
+                    output,
+                    output_ref: None,
+                },
+        } => match kept(output) {
+            Some(r) => EventKind::ChildFinished {
+                node: node.clone(),
+                index: *index,
+                attempt: *attempt,
+                outcome: Outcome::Succeeded {
+                    output: Value::Null,
+                    output_ref: Some(r),
+                },
+            },
+            None => return Cow::Borrowed(event),
+        },
+        _ => return Cow::Borrowed(event),
+    };
+    Cow::Owned(Event::new(event.id.clone(), kind))
 }
 
 /// A slot address: a node and, for a fan-out, the child's position.
@@ -281,8 +388,11 @@ struct Cx<'a> {
     effects: Vec<EffectKind>,
     now: u64,
     values: &'a Values,
-    /// Joined lists an evaluation read that `values` lacks.
-    needs: RefCell<BTreeSet<String>>,
+    /// Values this transition kept by reference, which it may read again
+    /// (a fan-out over an input kept as the run starts), by hash.
+    kept: HashMap<String, Arc<Value>>,
+    /// What an evaluation read that `values` lacks.
+    needs: RefCell<BTreeSet<Need>>,
     /// A fan-out is starting children: a child that ends at once does not start more.
     filling: bool,
     /// Children this transition started, of every fan-out: at most `START_BATCH`.
@@ -330,6 +440,7 @@ impl<'a> Cx<'a> {
             run: &self.run,
             item,
             values: self.values,
+            kept: &self.kept,
             needs: &self.needs,
         }
     }
@@ -408,15 +519,39 @@ impl<'a> Cx<'a> {
 
     // ----- starting -----
 
-    fn start(&mut self, input: &Map<String, Value>) -> Result<(), Rejection> {
+    fn start(
+        &mut self,
+        input: &Map<String, Value>,
+        refs: &BTreeMap<String, ValueRef>,
+    ) -> Result<(), Rejection> {
         if self.run.status != RunStatus::Created {
             return Err(Rejection::Duplicate);
         }
-        self.run.started_at = self.now;
-        self.run.status = RunStatus::Running;
-        let errors = crate::input::check_input(self.flow, input)
+        // Parameters given by reference are checked like the others: load them.
+        let mut given: Vec<(&str, &Value)> = input.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut missing = Vec::new();
+        for (name, r) in refs {
+            match self.values.stored.get(&r.hash) {
+                Some(v) => given.push((name.as_str(), &**v)),
+                None => missing.push(r.hash.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Rejection::Needs {
+                results: Vec::new(),
+                values: missing,
+            });
+        }
+        let mut errors = crate::input::check_params(self.flow, given)
             .err()
             .unwrap_or_default();
+        errors.extend(
+            refs.keys()
+                .filter(|name| input.contains_key(*name))
+                .map(|name| format!("`{name}` is given both inline and by reference")),
+        );
+        self.run.started_at = self.now;
+        self.run.status = RunStatus::Running;
         if !errors.is_empty() {
             if self.run.parent.is_none() {
                 return Err(Rejection::InvalidInput { errors });
@@ -425,7 +560,22 @@ impl<'a> Cx<'a> {
             self.finish_failed(codes::INVALID_INPUT, errors.join("; "), None);
             return Ok(());
         }
-        self.run.input = Arc::new(input.clone());
+        let mut inline = Map::new();
+        for (name, v) in input {
+            if crate::state::encoded_size(v) > INLINE_BYTES {
+                let r = self.keep(v.clone());
+                self.run.input_refs.insert(name.clone(), r);
+            } else {
+                inline.insert(name.clone(), v.clone());
+            }
+        }
+        self.run.input = Arc::new(inline);
+        for (name, r) in refs {
+            self.run.input_refs.insert(name.clone(), r.clone());
+            self.effects.push(EffectKind::ReferValue {
+                value_ref: r.clone(),
+            });
+        }
         if let Some(t) = self.flow.timeout_ms {
             let due = self.now.saturating_add(t);
             self.run.deadline = Some(due);
@@ -661,6 +811,7 @@ impl<'a> Cx<'a> {
             run: &self.run,
             item: item.as_ref(),
             values: self.values,
+            kept: &self.kept,
             needs: &self.needs,
         };
         let mut out = Map::new();
@@ -806,10 +957,13 @@ impl<'a> Cx<'a> {
             // A child's output goes to the results (`join any` keeps the first).
             let any = node.fan_out.as_ref().is_some_and(|f| f.join == Join::Any);
             if any {
-                if let NodeState::FanOut(fo) = &mut self.run.nodes[at.node]
-                    && fo.first.is_none()
-                {
-                    fo.first = Some(Arc::new(output));
+                let first_yet =
+                    matches!(&self.run.nodes[at.node], NodeState::FanOut(fo) if fo.first.is_none());
+                if first_yet {
+                    let kept = self.kept(output);
+                    if let NodeState::FanOut(fo) = &mut self.run.nodes[at.node] {
+                        fo.first = Some(kept);
+                    }
                 }
             } else {
                 self.effects.push(EffectKind::StoreResult {
@@ -822,9 +976,12 @@ impl<'a> Cx<'a> {
             self.slot_done(at);
             return;
         }
-        self.set_slot(at, Slot::Succeeded(Arc::new(output)));
-        // The limit is on what the run gathers; its input, bounded by the
-        // request that gave it, is not counted (nor walked: it is set aside).
+        let kept = self.kept(output);
+        self.set_slot(at, kept);
+        // The limit is on what the run gathers inline; its input, bounded by
+        // the request that gave it, is not counted (nor walked: it is set
+        // aside). Outputs past `INLINE_BYTES` are kept by reference, so only
+        // very many small outputs can reach it.
         let input = std::mem::take(&mut self.run.input);
         let gathered = self.run.encoded_size();
         self.run.input = input;
@@ -833,7 +990,8 @@ impl<'a> Cx<'a> {
             let err = StepError::new(
                 codes::STATE_TOO_LARGE,
                 format!(
-                    "the output would make the run's state larger than {} bytes besides its input: return references (URIs), not data",
+                    "the output of `{}` would make the run's state {gathered} bytes, more than the {} bytes it may hold besides its input: every output over {INLINE_BYTES} bytes is kept by reference, so this run keeps too many small outputs; split the flow into subflows",
+                    self.node(at).id,
                     self.bundle.limits.state_bytes
                 ),
             );
@@ -933,9 +1091,10 @@ impl<'a> Cx<'a> {
                 None => StepError::new(codes::JOIN_FAILED, "a child was cancelled"),
             })),
             Join::All if ok == total => Some(Ok(joined())),
-            Join::Any if ok > 0 => Some(Ok(Slot::Succeeded(
-                state.first.clone().unwrap_or_else(|| Arc::new(Value::Null)),
-            ))),
+            Join::Any if ok > 0 => Some(Ok(state
+                .first
+                .clone()
+                .unwrap_or_else(|| Slot::Succeeded(Arc::new(Value::Null))))),
             Join::Any if failed == total => Some(Err(StepError::new(
                 codes::JOIN_FAILED,
                 match &last_failed {
@@ -1223,12 +1382,77 @@ impl<'a> Cx<'a> {
             });
         }
         self.run.status = RunStatus::Succeeded;
-        self.run.result = (!result.is_null()).then(|| result.clone());
+        if crate::state::encoded_size(&result) > INLINE_BYTES {
+            self.run.result_ref = Some(self.keep(result.clone()));
+        } else {
+            self.run.result = (!result.is_null()).then(|| result.clone());
+        }
         self.effects.push(EffectKind::Finished {
             status: RunStatus::Succeeded,
             error: None,
         });
-        self.notify_parent(Outcome::Succeeded { output: result });
+        // A large result goes to the parent by reference: the same tenant's
+        // value, which the parent loads when it reads it.
+        let outcome = match &self.run.result_ref {
+            Some(r) => Outcome::Succeeded {
+                output: Value::Null,
+                output_ref: Some(r.clone()),
+            },
+            None => Outcome::Succeeded {
+                output: result,
+                output_ref: None,
+            },
+        };
+        self.notify_parent(outcome);
+    }
+
+    /// The output an event gives: inline, or a value kept by reference that
+    /// must be loaded (`Needs`). One given by reference is referred to by this
+    /// run from now on (it may have been stored by another run, a child).
+    fn given(&mut self, output: &Value, r: Option<&ValueRef>) -> Result<Value, Rejection> {
+        let Some(r) = r else {
+            return Ok(output.clone());
+        };
+        let Some(v) = self.values.stored.get(&r.hash) else {
+            return Err(Rejection::Needs {
+                results: Vec::new(),
+                values: vec![r.hash.clone()],
+            });
+        };
+        if !self.run.refers_to(&r.hash) && !self.kept.contains_key(&r.hash) {
+            self.effects.push(EffectKind::ReferValue {
+                value_ref: r.clone(),
+            });
+            self.kept.insert(r.hash.clone(), v.clone());
+        }
+        Ok((**v).clone())
+    }
+
+    /// Keeps `value` beside the state (in the same commit as this transition)
+    /// and answers its reference.
+    fn keep(&mut self, value: Value) -> ValueRef {
+        let (r, _) = ValueRef::of(&value);
+        if self.kept.contains_key(&r.hash) || self.run.refers_to(&r.hash) {
+            // Kept before, for this run: stored once.
+            return r;
+        }
+        let value = Arc::new(value);
+        self.kept.insert(r.hash.clone(), value.clone());
+        self.effects.push(EffectKind::StoreValue {
+            value_ref: r.clone(),
+            value,
+        });
+        r
+    }
+
+    /// A succeeded slot holding `output`: inline, or by reference when it is
+    /// larger than `INLINE_BYTES`.
+    fn kept(&mut self, output: Value) -> Slot {
+        if crate::state::encoded_size(&output) > INLINE_BYTES {
+            Slot::Stored(self.keep(output))
+        } else {
+            Slot::Succeeded(Arc::new(output))
+        }
     }
 
     fn notify_parent(&mut self, outcome: Outcome) {
@@ -1254,7 +1478,7 @@ fn slot_name(s: &Slot) -> &'static str {
         Slot::Pending => "pending",
         Slot::Running(_) => "running",
         Slot::RetryWait(_) => "waiting to retry",
-        Slot::Succeeded(_) | Slot::Results(_) => "succeeded",
+        Slot::Succeeded(_) | Slot::Stored(_) | Slot::Results(_) => "succeeded",
         Slot::Failed(_) => "failed",
         Slot::Cancelled => "cancelled",
     }

@@ -78,6 +78,17 @@ pub enum EffectKind {
         index: u32,
         output: Value,
     },
+    /// Keep `value` beside the run's state, under `value_ref`, in the same
+    /// commit as the state that refers to it (a value kept before is kept once).
+    StoreValue {
+        value_ref: crate::state::ValueRef,
+        value: std::sync::Arc<Value>,
+    },
+    /// The run refers to a value stored before it started (an upload): the
+    /// store records the reference, so the value stays while the run does.
+    ReferValue {
+        value_ref: crate::state::ValueRef,
+    },
     /// The run ended: for history, quotas and schedules' overlap policies.
     Finished {
         status: RunStatus,

@@ -9,11 +9,12 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use eflow_ir::{BinOp, Expr, Flow};
 use serde_json::{Map, Value};
 
-use crate::state::{NodeState, Run, Slot, Values};
+use crate::state::{NodeState, Run, Slot, ValueRef, Values};
 use crate::time::{format_rfc3339, parse_rfc3339};
 use crate::value::kind_of;
 
@@ -27,9 +28,20 @@ pub struct Scope<'a> {
     pub item: Option<&'a Value>,
     /// What the state refers to but does not hold (joined lists).
     pub values: &'a Values,
-    /// Joined lists an expression read that `values` lacks: the caller loads
-    /// them and evaluates again.
-    pub needs: &'a RefCell<BTreeSet<String>>,
+    /// Values the transition in the making kept by reference, by hash.
+    pub kept: &'a HashMap<String, Arc<Value>>,
+    /// What an expression read that `values` lacks: the caller loads it and
+    /// evaluates again.
+    pub needs: &'a RefCell<BTreeSet<Need>>,
+}
+
+/// Something the state refers to that an evaluation needed and `Values` lacked.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Need {
+    /// The joined list of a decided fan-out, by node id.
+    Results(String),
+    /// A value kept by reference, by hash.
+    Value(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,15 +62,34 @@ fn err<T>(msg: impl Into<String>) -> Result<T, EvalError> {
 static NULL: Value = Value::Null;
 static NO_RESULTS: Value = Value::Array(Vec::new());
 
+/// A value kept by reference, from `values`, or a `Need` for it.
+fn stored<'a>(scope: &Scope<'a>, r: &ValueRef, name: &str) -> Result<&'a Value, EvalError> {
+    match scope
+        .values
+        .stored
+        .get(&r.hash)
+        .or_else(|| scope.kept.get(&r.hash))
+    {
+        Some(v) => Ok(&**v),
+        None => {
+            scope.needs.borrow_mut().insert(Need::Value(r.hash.clone()));
+            err(format!("the value of `{name}` is not loaded"))
+        }
+    }
+}
+
 pub fn eval<'a>(expr: &'a Expr, scope: &Scope<'a>) -> Res<'a> {
     match expr {
         Expr::Literal(v) => Ok(Cow::Borrowed(v)),
         Expr::Param { name, path } => {
             let v = match scope.run.input.get(name) {
                 Some(v) => v,
-                None => match scope.flow.params.iter().find(|p| &p.name == name) {
-                    Some(p) => p.default.as_ref().unwrap_or(&NULL),
-                    None => return err(format!("the flow has no parameter `{name}`")),
+                None => match scope.run.input_refs.get(name) {
+                    Some(r) => stored(scope, r, name)?,
+                    None => match scope.flow.params.iter().find(|p| &p.name == name) {
+                        Some(p) => p.default.as_ref().unwrap_or(&NULL),
+                        None => return err(format!("the flow has no parameter `{name}`")),
+                    },
                 },
             };
             follow(Cow::Borrowed(v), path, name)
@@ -69,11 +100,12 @@ pub fn eval<'a>(expr: &'a Expr, scope: &Scope<'a>) -> Res<'a> {
             };
             let v = match scope.run.nodes.get(i) {
                 Some(NodeState::Single(Slot::Succeeded(v))) => &**v,
+                Some(NodeState::Single(Slot::Stored(r))) => stored(scope, r, id)?,
                 Some(NodeState::Single(Slot::Results(0))) => &NO_RESULTS,
                 Some(NodeState::Single(Slot::Results(_))) => match scope.values.results.get(id) {
                     Some(v) => &**v,
                     None => {
-                        scope.needs.borrow_mut().insert(id.clone());
+                        scope.needs.borrow_mut().insert(Need::Results(id.clone()));
                         return err(format!("the results of `{id}` are not loaded"));
                     }
                 },
@@ -300,6 +332,7 @@ mod tests {
             run: &run,
             item: None,
             values: &values,
+            kept: &HashMap::new(),
             needs: &needs,
         };
         eval(&e(x), &scope).map(Cow::into_owned)

@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::effect::Timer;
-use crate::state::StepError;
+use std::collections::BTreeMap;
+
+use crate::state::{StepError, ValueRef};
 
 /// An event for one run. The id is unique per run (the event log's key); the
 /// engine derives ids of events it makes itself from what they answer, e.g.
@@ -23,6 +25,10 @@ pub enum EventKind {
     Started {
         #[serde(default)]
         input: Map<String, Value>,
+        /// Parameters given by reference: values uploaded before
+        /// (`POST /v1/tenants/{id}/values`), by hash.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        input_refs: BTreeMap<String, ValueRef>,
     },
     /// A connector reports an attempt's output (remote and call steps, approvals).
     StepCompleted {
@@ -33,6 +39,10 @@ pub enum EventKind {
         attempt: u32,
         #[serde(default)]
         output: Value,
+        /// The output, kept by reference: how the log writes an output larger
+        /// than `INLINE_BYTES` (then `output` is `null`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_ref: Option<ValueRef>,
     },
     /// A connector reports that an attempt failed; `retryable: false` means the
     /// remote system knows that trying again cannot help.
@@ -68,6 +78,9 @@ pub enum Outcome {
     Succeeded {
         #[serde(default)]
         output: Value,
+        /// As in `StepCompleted`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_ref: Option<ValueRef>,
     },
     Failed {
         error: StepError,

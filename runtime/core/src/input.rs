@@ -11,9 +11,20 @@ use crate::value;
 /// the wrong type, parameters the flow lacks, parameters without a default
 /// that are missing.
 pub fn check_input(flow: &Flow, input: &Map<String, Value>) -> Result<(), Vec<String>> {
+    check_params(flow, input.iter().map(|(k, v)| (k.as_str(), v)))
+}
+
+/// `check_input` over the parameters given, however they are held: inline,
+/// or loaded from values kept by reference.
+pub fn check_params<'a>(
+    flow: &Flow,
+    given: impl IntoIterator<Item = (&'a str, &'a Value)>,
+) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
-    for (name, v) in input {
-        match flow.params.iter().find(|p| &p.name == name) {
+    let mut names = std::collections::BTreeSet::new();
+    for (name, v) in given {
+        names.insert(name);
+        match flow.params.iter().find(|p| p.name == name) {
             Some(p) => {
                 if let Err(es) = value::check(v, &p.ty, &flow.types, name) {
                     errors.extend(es);
@@ -32,7 +43,7 @@ pub fn check_input(flow: &Flow, input: &Map<String, Value>) -> Result<(), Vec<St
     }
     for p in &flow.params {
         if p.default.is_none()
-            && !input.contains_key(&p.name)
+            && !names.contains(p.name.as_str())
             && !matches!(p.ty, Type::Optional { .. })
         {
             errors.push(format!(

@@ -21,6 +21,7 @@ pub use apply::{Rejection, Transition, apply, backoff_ms};
 pub use effect::{Effect, EffectKind, Timer, slot_id, step_label};
 pub use event::{Event, EventKind, Outcome};
 pub use state::{
-    Child, FanOut, NodeState, Parent, Run, RunError, RunStatus, Slot, StepError, Values,
+    Child, FanOut, INLINE_BYTES, NodeState, Parent, Run, RunError, RunStatus, Slot, StepError,
+    ValueRef, Values,
 };
 pub use validate::{Limits, ValidatedBundle, ValidationError, validate};

@@ -38,10 +38,17 @@ pub struct Run {
     /// Shared: every transition copies the run, and never changes its input.
     #[serde(default, skip_serializing_if = "no_input")]
     pub input: Arc<Map<String, Value>>,
+    /// The parameters given whose values are larger than `INLINE_BYTES`: kept
+    /// beside the state, by content, and named here (never in `input`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_refs: BTreeMap<String, ValueRef>,
     /// One per IR node, in the flow's node order.
     pub nodes: Vec<NodeState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// The result, when it is larger than `INLINE_BYTES` (then `result` is `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_ref: Option<ValueRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RunError>,
     /// The number of events applied; the sequence number of the next one.
@@ -150,6 +157,9 @@ pub enum Slot {
     RetryWait(u32),
     /// Shared: a transition copies the run, and outputs are most of it.
     Succeeded(Arc<Value>),
+    /// Succeeded with an output larger than `INLINE_BYTES`, kept beside the
+    /// state: the output is the stored value.
+    Stored(ValueRef),
     /// A decided `join all` or `join at_least`: succeeded, and its output is the
     /// list of the fan-out's `count` stored results, in input order.
     Results(u32),
@@ -164,7 +174,11 @@ impl Slot {
     pub fn is_done(&self) -> bool {
         matches!(
             self,
-            Slot::Succeeded(_) | Slot::Results(_) | Slot::Failed(_) | Slot::Cancelled
+            Slot::Succeeded(_)
+                | Slot::Stored(_)
+                | Slot::Results(_)
+                | Slot::Failed(_)
+                | Slot::Cancelled
         )
     }
 }
@@ -194,9 +208,10 @@ pub struct FanOut {
     /// The latest child to fail, and its error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<(u32, StepError)>,
-    /// `join any`: the first success, kept until the node is decided.
+    /// `join any`: the first success (`Succeeded` or `Stored`), kept until the
+    /// node is decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first: Option<Arc<Value>>,
+    pub first: Option<Slot>,
     /// `join at_least k`: `k`, read as the fan-out started.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub need: u32,
@@ -278,7 +293,11 @@ impl FanOut {
             Slot::Running(_) | Slot::RetryWait(_) => {
                 self.slots.insert(i, slot);
             }
-            Slot::Succeeded(_) | Slot::Results(_) | Slot::Failed(_) | Slot::Cancelled => {
+            Slot::Succeeded(_)
+            | Slot::Stored(_)
+            | Slot::Results(_)
+            | Slot::Failed(_)
+            | Slot::Cancelled => {
                 self.slots.remove(&i);
                 match slot {
                     Slot::Failed(e) => {
@@ -356,11 +375,56 @@ mod hex_bits {
 }
 
 /// Values a run's state refers to but does not hold, loaded by the engine and
-/// given to `apply`: the joined lists of decided fan-outs, by node id. They never
-/// change once written, so `apply` stays a function of its inputs.
+/// given to `apply`: the joined lists of decided fan-outs, by node id, and the
+/// values kept by reference, by hash. They never change once written, so
+/// `apply` stays a function of its inputs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Values {
     pub results: HashMap<String, Arc<Value>>,
+    pub stored: HashMap<String, Arc<Value>>,
+}
+
+/// Values whose compact JSON is longer than this are kept beside the run's
+/// state, by reference: a run input, a step's output, a run's result. The
+/// state then grows by the reference (about 90 bytes), not by the value.
+pub const INLINE_BYTES: usize = 2048;
+
+/// A value kept beside the state, by its content. References stand only in
+/// the state's own fields (`input_refs`, `Slot::Stored`, `result_ref`), never
+/// inside a value, so no user data can be taken for one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ValueRef {
+    /// `sha256:` and the hex SHA-256 of the value's compact JSON.
+    pub hash: String,
+    /// The length of that JSON.
+    pub bytes: u64,
+}
+
+impl ValueRef {
+    /// The reference to `value` and its compact JSON, the bytes a store keeps.
+    pub fn of(value: &Value) -> (ValueRef, Vec<u8>) {
+        use sha2::{Digest, Sha256};
+        let body = serde_json::to_vec(value).expect("a JSON value serializes infallibly");
+        let digest = Sha256::digest(&body);
+        let mut hash = String::with_capacity(7 + 64);
+        hash.push_str("sha256:");
+        for b in digest {
+            hash.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+            hash.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+        }
+        let r = ValueRef {
+            hash,
+            bytes: body.len() as u64,
+        };
+        (r, body)
+    }
+
+    /// Whether `s` is a hash as `of` makes them: what an API may be given.
+    pub fn is_hash(s: &str) -> bool {
+        s.strip_prefix("sha256:").is_some_and(|h| {
+            h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+    }
 }
 
 impl NodeState {
@@ -368,7 +432,8 @@ impl NodeState {
     pub fn is_settled(&self) -> bool {
         matches!(
             self,
-            NodeState::Skipped | NodeState::Single(Slot::Succeeded(_) | Slot::Results(_))
+            NodeState::Skipped
+                | NodeState::Single(Slot::Succeeded(_) | Slot::Stored(_) | Slot::Results(_))
         )
     }
 }
@@ -391,12 +456,26 @@ impl Run {
             started_at: 0,
             deadline: None,
             input: Arc::default(),
+            input_refs: BTreeMap::new(),
             nodes: vec![NodeState::Pending; flow.nodes.len()],
             result: None,
+            result_ref: None,
             error: None,
             seq: 0,
             last_event: None,
         }
+    }
+
+    /// Whether the state refers to the value with this hash.
+    pub fn refers_to(&self, hash: &str) -> bool {
+        let slot = |s: &Slot| matches!(s, Slot::Stored(r) if r.hash == hash);
+        self.input_refs.values().any(|r| r.hash == hash)
+            || self.result_ref.as_ref().is_some_and(|r| r.hash == hash)
+            || self.nodes.iter().any(|n| match n {
+                NodeState::Single(s) => slot(s),
+                NodeState::FanOut(fo) => fo.first.as_ref().is_some_and(slot),
+                _ => false,
+            })
     }
 
     /// The number of bytes of the run's compact JSON, without building it.

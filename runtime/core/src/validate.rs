@@ -29,15 +29,23 @@ impl std::fmt::Display for ValidationError {
 /// Limits the core enforces on every run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// A step output that would make the encoded state larger fails the step
-    /// with `StateTooLarge`.
+    /// A step output that would make the encoded state larger (besides the
+    /// run's input, and values kept by reference) fails the step with
+    /// `StateTooLarge`.
     pub state_bytes: usize,
+    /// A step output larger than this fails the step with `ValueTooLarge`
+    /// before any log holds it.
+    pub value_bytes: usize,
 }
+
+/// The default of [`Limits::value_bytes`]: 64 MiB.
+pub const DEFAULT_VALUE_LIMIT: usize = 64 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             state_bytes: DEFAULT_STATE_LIMIT,
+            value_bytes: DEFAULT_VALUE_LIMIT,
         }
     }
 }

@@ -49,6 +49,8 @@ struct Engine<'a> {
     now: u64,
     seq: u64,
     results: BTreeMap<u32, Value>,
+    /// The value table: hash → value.
+    stored: BTreeMap<String, Value>,
     values: Values,
     /// Out: (index, attempt) of each `Work` invocation.
     out: VecDeque<(u32, u32)>,
@@ -60,6 +62,8 @@ struct Engine<'a> {
     /// Measure the fan-out's encoded size after every transition.
     measure: bool,
     largest_fan_out: usize,
+    /// The run's whole encoded state, the largest it was.
+    largest_state: usize,
     most_started_at_once: usize,
 }
 
@@ -72,6 +76,7 @@ impl<'a> Engine<'a> {
             now: 1_000,
             seq: 0,
             results: BTreeMap::new(),
+            stored: BTreeMap::new(),
             values: Values::default(),
             out: VecDeque::new(),
             retries: VecDeque::new(),
@@ -80,6 +85,7 @@ impl<'a> Engine<'a> {
             sum: None,
             measure: true,
             largest_fan_out: 0,
+            largest_state: 0,
             most_started_at_once: 0,
         }
     }
@@ -87,12 +93,18 @@ impl<'a> Engine<'a> {
     fn apply(&mut self, ev: &Event) -> Result<Transition, Rejection> {
         loop {
             match apply(self.bundle, &self.run, ev, self.now, &self.values) {
-                Err(Rejection::Needs { results }) => {
-                    assert_eq!(results, ["ys"]);
-                    let list = self.results.values().cloned().collect();
-                    self.values
-                        .results
-                        .insert("ys".into(), Arc::new(Value::Array(list)));
+                Err(Rejection::Needs { results, values }) => {
+                    for hash in values {
+                        let v = self.stored.get(&hash).expect("a needed value was stored");
+                        self.values.stored.insert(hash, Arc::new(v.clone()));
+                    }
+                    if !results.is_empty() {
+                        assert_eq!(results, ["ys"]);
+                        let list = self.results.values().cloned().collect();
+                        self.values
+                            .results
+                            .insert("ys".into(), Arc::new(Value::Array(list)));
+                    }
                 }
                 other => return other,
             }
@@ -134,6 +146,10 @@ impl<'a> Engine<'a> {
                     let old = self.results.insert(*index, output.clone());
                     assert!(old.is_none(), "child {index}'s result stored twice");
                 }
+                EffectKind::StoreValue { value_ref, value } => {
+                    self.stored
+                        .insert(value_ref.hash.clone(), (**value).clone());
+                }
                 EffectKind::SetTimer { timer, due_at } => match timer {
                     Timer::FanOut { .. } => {
                         assert_eq!(*due_at, self.now, "a batch goes on at once");
@@ -150,6 +166,7 @@ impl<'a> Engine<'a> {
             && self.measure
         {
             self.largest_fan_out = self.largest_fan_out.max(encoded_size(fo));
+            self.largest_state = self.largest_state.max(t.run.encoded_size());
         }
         self.run = t.run;
         // The same event again changes nothing.
@@ -196,6 +213,7 @@ impl<'a> Engine<'a> {
                         index: Some(i),
                         attempt,
                         output: json!(i),
+                        output_ref: None,
                     }
                 };
                 self.deliver(kind);
@@ -220,6 +238,7 @@ fn a_fan_out_wider_than_its_window_keeps_bounded_bookkeeping_and_every_result_in
     let mut e = Engine::new(&b, "Wide");
     e.deliver(EventKind::Started {
         input: wide(n).as_object().unwrap().clone(),
+        input_refs: Default::default(),
     });
     e.drive(7);
     assert_eq!(
@@ -244,6 +263,18 @@ fn a_fan_out_wider_than_its_window_keeps_bounded_bookkeeping_and_every_result_in
         "{} bytes of bookkeeping for {n} children",
         e.largest_fan_out
     );
+    // The list itself is kept by reference: the whole state is the bookkeeping
+    // and a few hundred bytes, not the list's 120 KB.
+    assert!(
+        e.largest_state <= e.largest_fan_out + 1_024,
+        "the run's state reached {} bytes, its fan-out {}",
+        e.largest_state,
+        e.largest_fan_out
+    );
+    eprintln!(
+        "{n} children: state at most {} bytes, fan-out {}",
+        e.largest_state, e.largest_fan_out
+    );
 }
 
 #[test]
@@ -252,6 +283,7 @@ fn parallel_bounds_the_children_running_at_once() {
     let mut e = Engine::new(&b, "Windowed");
     e.deliver(EventKind::Started {
         input: wide(500).as_object().unwrap().clone(),
+        input_refs: Default::default(),
     });
     // Drive by hand: never more than 50 out at once.
     while let Some((i, attempt)) = e.out.pop_front() {
@@ -261,6 +293,7 @@ fn parallel_bounds_the_children_running_at_once() {
             index: Some(i),
             attempt,
             output: json!(i),
+            output_ref: None,
         });
         while let Some(timer) = e.fan_out_timers.pop_front() {
             e.deliver(EventKind::TimerFired { timer });
@@ -277,6 +310,7 @@ fn a_fan_out_timer_that_fired_is_stale_and_starts_nothing_again() {
     let mut e = Engine::new(&b, "Wide");
     e.deliver(EventKind::Started {
         input: wide(START_BATCH + 10).as_object().unwrap().clone(),
+        input_refs: Default::default(),
     });
     assert_eq!(e.out.len(), START_BATCH as usize);
     let timer = e.fan_out_timers.pop_front().expect("the next batch is due");
@@ -298,6 +332,7 @@ fn a_stuck_child_holds_starts_at_the_span_and_they_go_on_when_it_ends() {
     e.measure = false;
     e.deliver(EventKind::Started {
         input: wide(n).as_object().unwrap().clone(),
+        input_refs: Default::default(),
     });
     // Every child but the first completes as soon as it starts.
     let mut stuck = None;
@@ -318,6 +353,7 @@ fn a_stuck_child_holds_starts_at_the_span_and_they_go_on_when_it_ends() {
             index: Some(i),
             attempt,
             output: json!(i),
+            output_ref: None,
         });
     }
     let Some(NodeState::FanOut(fo)) = e.run.nodes.first() else {
@@ -330,6 +366,7 @@ fn a_stuck_child_holds_starts_at_the_span_and_they_go_on_when_it_ends() {
         index: Some(0),
         attempt: stuck.unwrap(),
         output: json!(0),
+        output_ref: None,
     });
     e.drive(3);
     assert_eq!(e.results.len(), n as usize);

@@ -92,6 +92,7 @@ fn possible(b: &ValidatedBundle, run: &Run, seed: u64) -> Vec<EventKind> {
                                 attempt,
                                 outcome: Outcome::Succeeded {
                                     output: output.clone(),
+                                    output_ref: None,
                                 },
                             });
                             out.push(EventKind::ChildFinished {
@@ -118,6 +119,7 @@ fn possible(b: &ValidatedBundle, run: &Run, seed: u64) -> Vec<EventKind> {
                                 index,
                                 attempt,
                                 output: output.clone(),
+                                output_ref: None,
                             });
                             out.push(EventKind::StepFailed {
                                 node: id.clone(),
@@ -157,6 +159,8 @@ fn possible(b: &ValidatedBundle, run: &Run, seed: u64) -> Vec<EventKind> {
 #[derive(Default)]
 struct World {
     results: BTreeMap<String, BTreeMap<u32, Value>>,
+    /// The value table: hash → value.
+    stored: BTreeMap<String, Value>,
     values: Values,
 }
 
@@ -172,7 +176,11 @@ impl World {
     ) -> Result<Transition, Rejection> {
         loop {
             match apply(b, run, ev, now, &self.values) {
-                Err(Rejection::Needs { results }) => {
+                Err(Rejection::Needs { results, values }) => {
+                    for hash in values {
+                        let v = self.stored.get(&hash).expect("a needed value was stored");
+                        self.values.stored.insert(hash, Arc::new(v.clone()));
+                    }
                     for node in results {
                         let list = self
                             .results
@@ -198,6 +206,10 @@ impl World {
                                 .or_default()
                                 .insert(*index, output.clone());
                             assert!(kept.is_none(), "{node}[{index}] stored twice");
+                        }
+                        if let EffectKind::StoreValue { value_ref, value } = &e.kind {
+                            self.stored
+                                .insert(value_ref.hash.clone(), (**value).clone());
                         }
                     }
                     return Ok(t);
@@ -235,7 +247,7 @@ proptest! {
         let f = b.flow(name).unwrap().flow;
         let mut run = Run::new("r", "t", f, None);
         let mut world = World::default();
-        let start = Event::new("e0", EventKind::Started { input: input(b, name, seeds[0]) });
+        let start = Event::new("e0", EventKind::Started { input: input(b, name, seeds[0]), input_refs: Default::default() });
         let t = match world.apply(b, &run, &start, 1_000) {
             Ok(t) => t,
             Err(Rejection::InvalidInput { .. }) => return Ok(()),
@@ -297,7 +309,7 @@ proptest! {
         let f = b.flow(name).unwrap().flow;
         let mut run = Run::new("r", "t", f, None);
         let mut world = World::default();
-        if let Ok(t) = world.apply(b, &run, &Event::new("s", EventKind::Started { input: input(b, name, seed) }), 0) {
+        if let Ok(t) = world.apply(b, &run, &Event::new("s", EventKind::Started { input: input(b, name, seed), input_refs: Default::default() }), 0) {
             run = t.run;
         }
         for i in 0..steps {
@@ -340,6 +352,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
         prop::collection::btree_map("[a-z]{1,6}", arb_json(), 0..3).prop_map(|m| {
             EventKind::Started {
                 input: m.into_iter().collect(),
+                input_refs: Default::default(),
             }
         }),
         (node, index.clone(), attempt.clone(), arb_json()).prop_map(
@@ -347,7 +360,8 @@ fn arb_event() -> impl Strategy<Value = Event> {
                 node,
                 index,
                 attempt,
-                output
+                output,
+                output_ref: None,
             }
         ),
         (
@@ -369,7 +383,10 @@ fn arb_event() -> impl Strategy<Value = Event> {
         (node, index.clone(), attempt.clone(), arb_json(), 0u8..3).prop_map(
             |(node, index, attempt, output, k)| {
                 let outcome = match k {
-                    0 => Outcome::Succeeded { output },
+                    0 => Outcome::Succeeded {
+                        output,
+                        output_ref: None,
+                    },
                     1 => Outcome::Failed {
                         error: StepError::new("X", ""),
                     },

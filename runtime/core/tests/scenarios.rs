@@ -8,7 +8,7 @@ mod common;
 use std::sync::OnceLock;
 
 use common::{Driver, FLOWS, compile};
-use eflow_core::ValidatedBundle;
+use eflow_core::{NodeState, Slot, ValidatedBundle};
 use expect_test::{Expect, expect};
 
 fn bundle() -> &'static ValidatedBundle {
@@ -720,13 +720,15 @@ fn cancellation_cancels_children_and_timers() {
 }
 
 #[test]
-fn an_output_the_state_cannot_hold_is_refused_before_it_is_logged() {
+fn an_output_larger_than_a_value_may_be_is_refused_before_it_is_logged() {
     use eflow_core::apply::refuse_oversized;
     use eflow_core::{Event, EventKind};
     use serde_json::json;
 
-    let b = bundle();
-    let limit = b.limits.state_bytes;
+    let mut limited = bundle().clone();
+    limited.limits.value_bytes = 10_000;
+    let b = &limited;
+    let limit = b.limits.value_bytes;
     let mut d = Driver::new(b, "Pipeline");
     d.script(r#"start {"name": "n1"}"#);
     let completed = |node: &str, output: serde_json::Value| {
@@ -737,11 +739,27 @@ fn an_output_the_state_cannot_hold_is_refused_before_it_is_logged() {
                 index: None,
                 attempt: 1,
                 output,
+                output_ref: None,
             },
         )
     };
     let small = completed("a", json!({"uri": "s3://x"}));
     assert_eq!(refuse_oversized(b, &d.run, &small), None, "kept as it is");
+    // Larger than the state limit is fine: it is kept by reference.
+    let big = completed("a", json!({"uri": "x".repeat(b.limits.state_bytes)}));
+    assert_eq!(
+        refuse_oversized(
+            &{
+                let mut b = bundle().clone();
+                b.limits.value_bytes = 1 << 20;
+                b
+            },
+            &d.run,
+            &big
+        ),
+        None,
+        "kept, by reference"
+    );
 
     let huge = completed("a", json!({"uri": "x".repeat(limit)}));
     let size = eflow_core::state::encoded_size(&json!({"uri": "x".repeat(limit)}));
@@ -759,7 +777,7 @@ fn an_output_the_state_cannot_hold_is_refused_before_it_is_logged() {
             ..
         } => {
             assert_eq!((node.as_str(), attempt, retryable), ("a", 1, false));
-            assert_eq!(error.code, "StateTooLarge");
+            assert_eq!(error.code, "ValueTooLarge");
             assert!(
                 error.message.contains(&format!("is {size} bytes"))
                     && error.message.contains(&format!("{limit} bytes")),
@@ -781,29 +799,92 @@ fn an_output_the_state_cannot_hold_is_refused_before_it_is_logged() {
     );
 }
 
-/// The state limit is on what a run gathers: a large input (bounded by the
-/// request that gave it) does not count, outputs that add up past it do.
+/// The state limit is on what a run keeps inline: a large input and large
+/// outputs are kept by reference and do not count; small outputs that add up
+/// past it do, and the failure names the step.
 #[test]
-fn the_state_limit_counts_outputs_not_the_input() {
-    let b = bundle();
-    let limit = b.limits.state_bytes;
-    let mut d = Driver::new(b, "Pipeline");
-    let name = "n".repeat(limit + 100);
+fn the_state_limit_counts_inline_outputs_not_values_kept_by_reference() {
+    let mut limited = bundle().clone();
+    limited.limits.state_bytes = 3_000;
+    let mut d = Driver::new(&limited, "Pipeline");
+    let name = "n".repeat(100_000);
     d.script(&format!(r#"start {{"name": "{name}"}}"#));
-    let half = "u".repeat(limit / 2 + 100);
+    let small = "u".repeat(1_800);
     d.script(&format!(
-        r#"ok a 1 {{"uri": "{half}"}}
-        ok b 1 {{"uri": "{half}"}}"#
+        r#"ok a 1 {{"uri": "{small}"}}
+        ok b 1 {{"uri": "{small}"}}"#
     ));
     let log = d.finish();
     assert!(
-        log.contains("StateTooLarge") && log.contains("besides its input"),
+        log.contains("StateTooLarge") && log.contains("the output of `b`"),
         "the second output passes the limit, the first alone did not: {}",
         &log[log.len().saturating_sub(600)..]
     );
     assert!(
-        log.contains(r#"invoke b#1"#),
-        "the first output was kept although the input alone is past the limit"
+        log.contains("invoke b#1") && log.contains("store_value"),
+        "the first output was kept, and the 100 KB input by reference"
+    );
+}
+
+/// Values past `INLINE_BYTES` leave the state: an input, an output and the
+/// result are each stored once (`store_value`) and named by hash; a later
+/// transition that reads one the engine has not loaded asks for it
+/// (`Needs`), as after a restart, and gets the same value.
+#[test]
+fn large_values_are_kept_by_reference_and_loaded_when_read() {
+    let b = bundle();
+    let data = format!(r#"{{"uri": "{}"}}"#, "d".repeat(3_000));
+    let mut d = Driver::new(b, "Guarded");
+    d.script(&format!(
+        r#"start {{}}
+        ok a 1 {data}
+        ok s 1 {{"value": 0.9}}
+        ok p 1 {data}"#
+    ));
+    let log = d.finish();
+    let lines: Vec<&str> = log.lines().collect();
+    // `a`'s output is stored once, when it arrives; `Eval` reads it in that
+    // same transition, so nothing is loaded then.
+    let stores: Vec<&&str> = lines.iter().filter(|l| l.contains("store_value")).collect();
+    // `p`'s output and the run's result are the same value: one hash, stored once.
+    assert_eq!(stores.len(), 1, "{stores:?}");
+    assert!(
+        stores[0].contains("(3010 bytes, 1 fields)"),
+        "{}",
+        stores[0]
+    );
+    let NodeState::Single(Slot::Stored(a)) = &d.run.nodes[0] else {
+        panic!("a is stored")
+    };
+    assert_eq!(
+        d.run.result_ref.as_ref(),
+        Some(a),
+        "content-addressed: the same value, the same hash"
+    );
+    // `s` completes in a later transition: `Train` reads `a`, which the
+    // driver has stored but not loaded, so the transition asks for it.
+    let at_s = lines.iter().position(|l| l.starts_with("> ok s")).unwrap();
+    assert!(
+        lines[at_s + 1].starts_with("  (loads the value sha256:"),
+        "{}",
+        lines[at_s + 1]
+    );
+    assert!(
+        lines[at_s..]
+            .iter()
+            .any(|l| l.starts_with("  invoke p#1") && l.contains(&"d".repeat(3_000))),
+        "Train gets the loaded value itself"
+    );
+    // The final state names the values, and is small.
+    assert!(matches!(d.run.nodes[0], NodeState::Single(Slot::Stored(_))));
+    assert!(
+        d.run.result.is_none() && d.run.result_ref.is_some(),
+        "the result is kept by reference too"
+    );
+    assert!(
+        d.run.encoded_size() < 1_000,
+        "{} bytes",
+        d.run.encoded_size()
     );
 }
 
@@ -851,4 +932,95 @@ fn at_least_reads_k_from_a_parameter() {
             = {"error":{"code":"EvalError","message":"`xs` failed with EvalError: `join at_least k` needs k ≥ 1, got 0","node":"xs"},"input":{"names":["x"],"need":0},"last_event":"e1","nodes":[{"failed":{"code":"EvalError","message":"`join at_least k` needs k ≥ 1, got 0"}}],"seq":1,"started_at":1000,"status":"failed"}
         "#]],
     );
+}
+
+/// The log keeps a large value as its reference, and the logged event is a
+/// faithful event: applied to the run as it was, with the value loaded, it
+/// makes the same transition.
+#[test]
+fn a_logged_event_names_large_values_by_reference_and_applies_the_same() {
+    use eflow_core::apply::as_logged;
+    use eflow_core::{Event, EventKind, Values, apply};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    let b = bundle();
+    let f = b.flow("Pipeline").unwrap();
+    let run = eflow_core::Run::new("r1", "acme", f.flow, None);
+    let big = "n".repeat(5_000);
+    let start = Event::new(
+        "s",
+        EventKind::Started {
+            input: json!({"name": big, "label": "small"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            input_refs: Default::default(),
+        },
+    );
+    let t = apply(b, &run, &start, 1_000, &Values::default()).unwrap();
+    let logged = as_logged(&start, &t);
+    let EventKind::Started { input, input_refs } = &logged.kind else {
+        panic!("{logged:?}")
+    };
+    assert_eq!(
+        input.keys().collect::<Vec<_>>(),
+        ["label"],
+        "the small one stays inline"
+    );
+    let r = input_refs
+        .get("name")
+        .expect("the large one by reference")
+        .clone();
+    assert!(serde_json::to_vec(&*logged).unwrap().len() < 500);
+    // Applied again, with the value loaded: the same transition.
+    let mut values = Values::default();
+    assert!(matches!(
+        apply(b, &run, &logged, 1_000, &values),
+        Err(eflow_core::Rejection::Needs { values: v, .. }) if v == [r.hash.clone()]
+    ));
+    values.stored.insert(r.hash.clone(), Arc::new(json!(big)));
+    let again = apply(b, &run, &logged, 1_000, &values).unwrap();
+    assert_eq!(again.run, t.run);
+
+    // A completion with a large output.
+    let done = Event::new(
+        "a1",
+        EventKind::StepCompleted {
+            node: "a".into(),
+            index: None,
+            attempt: 1,
+            output: json!({"uri": "u".repeat(3_000)}),
+            output_ref: None,
+        },
+    );
+    let t2 = apply(b, &t.run, &done, 2_000, &values).unwrap();
+    let logged = as_logged(&done, &t2);
+    let EventKind::StepCompleted {
+        output,
+        output_ref: Some(o),
+        ..
+    } = &logged.kind
+    else {
+        panic!("{logged:?}")
+    };
+    assert!(output.is_null());
+    values
+        .stored
+        .insert(o.hash.clone(), Arc::new(json!({"uri": "u".repeat(3_000)})));
+    let again = apply(b, &t.run, &logged, 2_000, &values).unwrap();
+    assert_eq!(again.run, t2.run);
+    // A small output is logged as it came.
+    let small = Event::new(
+        "a1",
+        EventKind::StepCompleted {
+            node: "a".into(),
+            index: None,
+            attempt: 1,
+            output: json!({"uri": "s3://x"}),
+            output_ref: None,
+        },
+    );
+    let t3 = apply(b, &t.run, &small, 2_000, &values).unwrap();
+    assert_eq!(*as_logged(&small, &t3), small);
 }

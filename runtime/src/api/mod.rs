@@ -32,7 +32,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match read_object(req, state, false).await? {
+        match read_json(req, state, false, true).await? {
             Some(v) => Ok(Body(v)),
             None => Err(ApiError::bad_request(
                 "invalid_json",
@@ -49,14 +49,32 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MaybeBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        read_object(req, state, true).await.map(MaybeBody)
+        read_json(req, state, true, true).await.map(MaybeBody)
     }
 }
 
-async fn read_object<S: Send + Sync, T: DeserializeOwned>(
+/// Any JSON value as the body (an upload), with [`Body`]'s other checks.
+pub struct AnyJson(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for AnyJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match read_json(req, state, false, false).await? {
+            Some(v) => Ok(AnyJson(v)),
+            None => Err(ApiError::bad_request(
+                "invalid_json",
+                "the body is empty: send a JSON value",
+            )),
+        }
+    }
+}
+
+async fn read_json<S: Send + Sync, T: DeserializeOwned>(
     req: Request,
     state: &S,
     empty_ok: bool,
+    object_only: bool,
 ) -> Result<Option<T>, ApiError> {
     let json_type = req
         .headers()
@@ -108,6 +126,7 @@ async fn read_object<S: Send + Sync, T: DeserializeOwned>(
             ));
         }
         Some(b'{') => {}
+        Some(_) if !object_only => {}
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_json",
@@ -230,7 +249,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
     ),
     paths(
         health, create_tenant, list_tenants, update_tenant, purge_tenant, deploy, list_flows, start_run, list_runs,
-        get_run, run_events, step_results, cancel_run, list_approvals, decide, callback, list_schedules,
+        get_run, run_events, step_results, run_value, signed_value, upload_value, cancel_run, list_approvals, decide, callback, list_schedules,
         create_schedule, update_schedule, delete_schedule, pause_schedule, resume_schedule, backfill, list_registry, stats,
         whoami, list_tenant_tokens, create_tenant_token, revoke_tenant_token, rotate_tenant_token,
         list_admin_tokens, create_admin_token, revoke_admin_token, rotate_admin_token
@@ -358,6 +377,12 @@ pub fn router(service: Service, limits: &HttpLimits) -> Router {
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/events", get(run_events))
         .route("/v1/runs/{id}/steps/{step}/results", get(step_results))
+        .route("/v1/runs/{id}/values/{hash}", get(run_value))
+        .route(
+            "/v1/tenants/{id}/values",
+            post(upload_value).layer(DefaultBodyLimit::max(limits.max_value_bytes)),
+        )
+        .route("/v1/values/{token}", get(signed_value))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/runs/{id}/approvals/{step}", post(decide))
         .route("/v1/approvals", get(list_approvals))
@@ -626,6 +651,57 @@ async fn step_results(
     s.step_results(&c, &id, &step, p.after, p.limit.unwrap_or(1000))
         .await
         .map(Json)
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct ValueParam {
+    /// For a list: the elements after this index (from the start when left out).
+    after: Option<u64>,
+    /// For a list: at most this many elements (1 to 10,000; 1,000 when left out).
+    limit: Option<u32>,
+}
+
+/// A value a run keeps by reference (an input, output or result larger than 2 KiB; its `hash` is in the run's view): a list a page of elements at a time, any other value whole.
+#[utoipa::path(get, path = "/v1/runs/{id}/values/{hash}", params(("id" = String, Path), ("hash" = String, Path), ValueParam),
+    responses((status = 200, body = ValuePage), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn run_value(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    PathParam((id, hash)): PathParam<(String, String)>,
+    Params(p): Params<ValueParam>,
+) -> ApiResult<ValuePage> {
+    s.run_value_page(&c, &id, &hash, p.after, p.limit.unwrap_or(1000))
+        .await
+        .map(Json)
+}
+
+/// A value an invocation gives by URL (an input larger than the binding's `max_inline`), read by the remote system a page at a time. The token in the path is the credential; it expires with the attempt's URL.
+#[utoipa::path(get, path = "/v1/values/{token}", params(("token" = String, Path), ValueParam),
+    responses((status = 200, body = ValuePage), (status = 401, body = ErrorBody)))]
+async fn signed_value(
+    State(s): State<Service>,
+    PathParam(token): PathParam<String>,
+    Params(p): Params<ValueParam>,
+) -> ApiResult<ValuePage> {
+    s.signed_value_page(&token, p.after, p.limit.unwrap_or(1000))
+        .await
+        .map(Json)
+}
+
+/// Upload a value of tenant `id` (any JSON value, up to `eflow serve --max-value-bytes`) to start its runs with it by reference: give its `hash` in `input_refs`. The same value twice is kept once. Values no run refers to are deleted after a day.
+#[utoipa::path(post, path = "/v1/tenants/{id}/values", params(("id" = String, Path)), request_body = Object,
+    responses((status = 200, body = ValueRefView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)), security(("bearer" = [])))]
+async fn upload_value(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    PathParam(tenant): PathParam<String>,
+    AnyJson(v): AnyJson,
+) -> ApiResult<ValueRefView> {
+    s.upload_value(&c, Some(&tenant), &v)
+        .await
+        .map(|(_, r)| Json(r))
 }
 
 /// Cancel a run and its subflows.

@@ -144,6 +144,43 @@ pub struct StartRun {
     /// sees and names such a run `TENANT:ID`.
     #[serde(default)]
     pub id: Option<String>,
+    /// Parameters given by reference: the hash of a value uploaded with
+    /// `POST /v1/tenants/{id}/values`, by parameter name (for inputs larger than a request).
+    #[serde(default)]
+    pub input_refs: Option<BTreeMap<String, String>>,
+}
+
+/// A value kept beside a run's state, by reference: its hash and size. Read it
+/// a page at a time at `GET /v1/runs/{id}/values/{hash}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ValueRefView {
+    /// `sha256:` and the hex SHA-256 of the value's compact JSON.
+    pub hash: String,
+    /// The length of that JSON.
+    pub bytes: u64,
+}
+
+/// A page of a value kept by reference: a list a page of elements at a time,
+/// any other value whole.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ValuePage {
+    pub hash: String,
+    pub bytes: u64,
+    /// For a list: its number of elements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// For a list: the elements after `after`, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Value>>)]
+    pub items: Option<Vec<Value>>,
+    /// For a list: the `after` of the next page, when there is one (the
+    /// index of this page's last element).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
+    /// Any other value, whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Value>)]
+    pub value: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -164,6 +201,10 @@ pub struct StepView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Value>)]
     pub output: Option<Value>,
+    /// An output kept by reference (larger than 2 KiB). `output` holds it too
+    /// when it is at most 1 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_ref: Option<ValueRefView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorView>,
     /// For a fan-out in progress: children per status.
@@ -186,12 +227,20 @@ pub struct RunView {
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// The parameters given (those kept by reference too, when at most 1 MiB).
     #[schema(value_type = Object)]
     pub input: Value,
+    /// Parameters kept by reference (larger than 2 KiB), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_refs: BTreeMap<String, ValueRefView>,
     pub steps: Vec<StepView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Value>)]
     pub result: Option<Value>,
+    /// A result kept by reference (larger than 2 KiB). `result` holds it too
+    /// when it is at most 1 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_ref: Option<ValueRefView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorView>,
 }

@@ -97,6 +97,7 @@ pub async fn run(args: &BenchArgs, setup: &Setup, n: u64) -> anyhow::Result<Fano
         version: None,
         input: Some(json!({ "xs": (0..n).collect::<Vec<u64>>() })),
         id: None,
+        input_refs: None,
     };
     let mut report = FanoutReport {
         connector: format!("{:?}", args.connector).to_lowercase(),

@@ -496,6 +496,7 @@ async fn runs(
                         version: None,
                         input: Some(json!({ "n": i })),
                         id: None,
+                        input_refs: None,
                     },
                 )
                 .await;

@@ -196,6 +196,10 @@ pub struct ServeArgs {
     /// The largest deploy request in bytes (`POST /v1/flows`); a larger one is 413.
     #[arg(long, env = "EFLOW_MAX_DEPLOY_BYTES", value_name = "BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_deploy_bytes: usize,
+    /// The largest value upload in bytes (`POST /v1/values`, for run inputs
+    /// given by reference); a larger one is 413.
+    #[arg(long, env = "EFLOW_MAX_VALUE_BYTES", value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_value_bytes: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -732,6 +736,7 @@ async fn run_command(rc: RunCommand) -> anyhow::Result<()> {
                         version,
                         input,
                         id,
+                        input_refs: None,
                     },
                 )
                 .await?;

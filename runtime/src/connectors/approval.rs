@@ -92,6 +92,7 @@ pub fn request(
                     index: a.index,
                     attempt: a.attempt,
                     output,
+                    output_ref: None,
                 },
             ),
         }

@@ -5,6 +5,7 @@
 //! The outbox executor (`engine::dispatch`) calls these once per outbox row;
 //! every retry carries the same `Idempotency-Key`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use eflow_core::{Event, EventKind, StepError, slot_id};
@@ -31,10 +32,26 @@ pub struct Invocation<'a> {
     pub attempt: u32,
     pub contract: &'a str,
     pub inputs: &'a Map<String, Value>,
+    /// Inputs larger than the binding's `max_inline`, by URL.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_urls: BTreeMap<String, ValueUrl>,
     pub idempotency_key: &'a str,
     /// Absent for a synchronous call: the response is the result.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+}
+
+/// Where a remote system reads an input too large to send inline: a GET of
+/// `url` (`?after=&limit=` pages a list) answers the value.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValueUrl {
+    pub url: String,
+    pub hash: String,
+    /// The length of the value's JSON.
+    pub bytes: u64,
+    /// For a list: its number of elements.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<u64>,
 }
 
 /// POSTs the invocation. Returns the attempt's result when the answer is one
@@ -164,6 +181,7 @@ pub async fn invoke(
                     index: body.index,
                     attempt: body.attempt,
                     output,
+                    output_ref: None,
                 },
             )
         });

@@ -53,6 +53,7 @@ pub fn result_event(
             index,
             attempt,
             output,
+            output_ref: None,
         },
         Err(error) => EventKind::StepFailed {
             node,

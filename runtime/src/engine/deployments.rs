@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use eflow_core::ValidatedBundle;
 use eflow_ir::Bundle;
-use lru::LruCache;
 
 use super::Error;
+use crate::byte_lru::ByteLru;
 use crate::store::Store;
 
 /// The default of [`super::Options::bundle_cache_bytes`]: 256 MiB.
@@ -33,32 +33,8 @@ pub struct Deployments {
     cache: Arc<Mutex<Cache>>,
 }
 
-#[derive(Debug)]
-struct Cache {
-    /// Each bundle with the length of its IR JSON, the measure of its size.
-    entries: LruCache<String, (Arc<Deployed>, u64)>,
-    bytes: u64,
-    max_bytes: u64,
-}
-
-impl Cache {
-    fn put(&mut self, d: Arc<Deployed>, size: u64) {
-        if let Some((_, old)) = self.entries.pop(&d.id) {
-            self.bytes -= old;
-        }
-        if size > self.max_bytes {
-            return;
-        }
-        while self.bytes + size > self.max_bytes {
-            let Some((_, (_, dropped))) = self.entries.pop_lru() else {
-                break;
-            };
-            self.bytes -= dropped;
-        }
-        self.bytes += size;
-        self.entries.put(d.id.clone(), (d, size));
-    }
-}
+/// Each bundle with the length of its IR JSON, the measure of its size.
+type Cache = ByteLru<String, Arc<Deployed>>;
 
 /// Counts the bytes written to it: a bundle's size without a second copy of it.
 struct Counter(u64);
@@ -78,11 +54,7 @@ impl Deployments {
     pub fn new(store: Store, max_bytes: u64) -> Self {
         Self {
             store,
-            cache: Arc::new(Mutex::new(Cache {
-                entries: LruCache::unbounded(),
-                bytes: 0,
-                max_bytes,
-            })),
+            cache: Arc::new(Mutex::new(Cache::new(max_bytes))),
         }
     }
 
@@ -91,8 +63,8 @@ impl Deployments {
     }
 
     pub async fn get(&self, id: &str) -> Result<Arc<Deployed>, Error> {
-        if let Some((d, _)) = self.cache().entries.get(id) {
-            return Ok(d.clone());
+        if let Some(d) = self.cache().get(&id.to_string()) {
+            return Ok(d);
         }
         let Some((tenant, env, ir)) = self.store.bundle(id).await? else {
             return Err(Error::Bundle(id.into(), "no such bundle".into()));
@@ -111,7 +83,7 @@ impl Deployments {
             env,
             bundle,
         });
-        self.cache().put(d.clone(), size);
+        self.cache().put(id.to_string(), d.clone(), size);
         Ok(d)
     }
 
@@ -122,7 +94,7 @@ impl Deployments {
         if serde_json::to_writer(&mut size, d.bundle.bundle()).is_err() {
             return;
         }
-        self.cache().put(d, size.0);
+        self.cache().put(d.id.clone(), d, size.0);
     }
 }
 
@@ -160,24 +132,21 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_bundles_go_past_the_byte_limit() {
-        let mut c = Cache {
-            entries: LruCache::unbounded(),
-            bytes: 0,
-            max_bytes: 100,
-        };
-        c.put(deployed("a"), 40);
-        c.put(deployed("b"), 40);
-        assert!(c.entries.get("a").is_some(), "a is used again");
-        c.put(deployed("c"), 40);
-        assert!(c.entries.contains("a") && c.entries.contains("c"));
-        assert!(!c.entries.contains("b"), "b was the least recently used");
-        assert_eq!(c.bytes, 80);
+        let mut c = Cache::new(100);
+        let put = |c: &mut Cache, id: &str, size| c.put(id.to_string(), deployed(id), size);
+        put(&mut c, "a", 40);
+        put(&mut c, "b", 40);
+        assert!(c.get(&"a".into()).is_some(), "a is used again");
+        put(&mut c, "c", 40);
+        assert!(c.contains(&"a".into()) && c.contains(&"c".into()));
+        assert!(!c.contains(&"b".into()), "b was the least recently used");
+        assert_eq!(c.bytes(), 80);
         // Larger than the whole cache: never kept, and nothing dropped for it.
-        c.put(deployed("huge"), 101);
-        assert!(!c.entries.contains("huge"));
-        assert_eq!(c.bytes, 80);
+        put(&mut c, "huge", 101);
+        assert!(!c.contains(&"huge".into()));
+        assert_eq!(c.bytes(), 80);
         // The same bundle again replaces itself.
-        c.put(deployed("a"), 60);
-        assert_eq!((c.entries.len(), c.bytes), (2, 100));
+        put(&mut c, "a", 60);
+        assert_eq!((c.len(), c.bytes()), (2, 100));
     }
 }

@@ -13,7 +13,8 @@
 //! hold no place among the effects being carried out, and a parent's
 //! cancellation of a child still waiting drops the start.
 
-use std::collections::{HashMap, VecDeque};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +71,25 @@ impl std::fmt::Debug for CallbackKeys {
 
 impl Stored for CallbackClaim {}
 
+/// What a value URL names: one of a tenant's values kept by reference, until
+/// a time (ms since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueClaim {
+    pub tenant: String,
+    pub hash: String,
+    pub until: u64,
+}
+
+impl Stored for ValueClaim {}
+
+/// How long a value URL given to a remote system can be read: a week from
+/// the invocation (a retry gets a new one).
+pub const VALUE_URL_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Signed with a prefix of its own, so that no callback token is a value
+/// token or the other way round.
+const VALUE_DOMAIN: &[u8] = b"eflow value url\n";
+
 impl CallbackKeys {
     pub fn new(key: Vec<u8>) -> Self {
         Self { key: Arc::new(key) }
@@ -91,6 +111,31 @@ impl CallbackKeys {
             URL_SAFE_NO_PAD.encode(&payload),
             URL_SAFE_NO_PAD.encode(tag)
         )
+    }
+
+    /// A token for a value URL.
+    pub fn sign_value(&self, claim: &ValueClaim) -> String {
+        let payload = stored_json(claim);
+        let tag = self
+            .mac(&[VALUE_DOMAIN, &payload].concat())
+            .finalize()
+            .into_bytes();
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&payload),
+            URL_SAFE_NO_PAD.encode(tag)
+        )
+    }
+
+    /// What a value URL's token names, if the server signed it (expired or not).
+    pub fn verify_value(&self, token: &str) -> Option<ValueClaim> {
+        let (payload, tag) = token.split_once('.')?;
+        let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        self.mac(&[VALUE_DOMAIN, &payload].concat())
+            .verify_slice(&tag)
+            .ok()?;
+        serde_json::from_slice(&payload).ok()
     }
 
     pub fn verify(&self, token: &str) -> Option<CallbackClaim> {
@@ -467,6 +512,7 @@ impl Executor {
                         flow: flow.clone(),
                         parent: Some(parent.clone()),
                         input: input.clone(),
+                        input_refs: Default::default(),
                         outbox: pos,
                         reply: Some(reply),
                     }),
@@ -520,7 +566,11 @@ impl Executor {
                 let event = match connector {
                     Outgoing::Http(config) => {
                         let way = self.egress.way(tenant).await?;
-                        http::invoke(&way, config, *kind, &self.invocation(&a, *kind)).await
+                        let (inputs, input_urls) = self.by_url(&a, config.max_inline_bytes).await?;
+                        let mut body = self.invocation(&a, *kind);
+                        body.inputs = &inputs;
+                        body.input_urls = input_urls;
+                        http::invoke(&way, config, *kind, &body).await
                     }
                     Outgoing::Registry(config) => {
                         Some(registry::invoke(&self.engine, config, &a, self.clock.now_ms()).await?)
@@ -557,6 +607,63 @@ impl Executor {
         }
     }
 
+    /// The attempt's inputs larger than `max_inline` bytes of JSON, kept as
+    /// values of the run and given as signed URLs the remote system reads a
+    /// page at a time; the others inline.
+    async fn by_url<'a>(
+        &self,
+        a: &Attempt<'a>,
+        max_inline: u64,
+    ) -> Result<
+        (
+            Cow<'a, serde_json::Map<String, serde_json::Value>>,
+            BTreeMap<String, http::ValueUrl>,
+        ),
+        Error,
+    > {
+        let large: Vec<&String> = a
+            .inputs
+            .iter()
+            .filter(|(_, v)| eflow_core::state::encoded_size(*v) as u64 > max_inline)
+            .map(|(k, _)| k)
+            .collect();
+        if large.is_empty() {
+            return Ok((Cow::Borrowed(a.inputs), BTreeMap::new()));
+        }
+        let mut inline = a.inputs.clone();
+        let mut urls = BTreeMap::new();
+        for name in large {
+            let Some(v) = inline.remove(name) else {
+                continue;
+            };
+            let v = &v;
+            let (r, body) = eflow_core::ValueRef::of(v);
+            let now = self.clock.now_ms();
+            self.engine
+                .store()
+                .put_value(a.tenant, Some(a.run), &r.hash, &body, now)
+                .await?;
+            let token = self.keys.sign_value(&ValueClaim {
+                tenant: a.tenant.to_string(),
+                hash: r.hash.clone(),
+                until: now.saturating_add(VALUE_URL_TTL_MS),
+            });
+            urls.insert(
+                name.clone(),
+                http::ValueUrl {
+                    url: format!(
+                        "{}/v1/values/{token}",
+                        self.public_url.trim_end_matches('/')
+                    ),
+                    hash: r.hash,
+                    bytes: r.bytes,
+                    items: v.as_array().map(|l| l.len() as u64),
+                },
+            );
+        }
+        Ok((Cow::Owned(inline), urls))
+    }
+
     /// What an `http` remote system is sent for an attempt; a remote step's
     /// carries the signed URL its result comes back to.
     fn invocation<'a>(&self, a: &Attempt<'a>, kind: StepKind) -> http::Invocation<'a> {
@@ -580,6 +687,7 @@ impl Executor {
             attempt: a.attempt,
             contract: a.contract,
             inputs: a.inputs,
+            input_urls: BTreeMap::new(),
             idempotency_key: a.key,
             callback_url,
         }

@@ -14,11 +14,11 @@ mod route;
 mod timers;
 mod worker;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use eflow_core::{Event, Parent, Rejection, RunStatus};
+use eflow_core::{Event, Parent, Rejection, RunStatus, ValueRef};
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -125,6 +125,8 @@ pub struct Creation {
     pub flow: String,
     pub parent: Option<Parent>,
     pub input: Map<String, Value>,
+    /// Parameters given by reference (uploaded values).
+    pub input_refs: BTreeMap<String, ValueRef>,
     pub outbox: Option<i64>,
     pub reply: Option<Reply>,
 }
@@ -403,6 +405,7 @@ impl Engine {
         meta: RunMeta,
         flow: String,
         input: Map<String, Value>,
+        input_refs: BTreeMap<String, ValueRef>,
         fresh: bool,
     ) -> Result<Applied, Error> {
         let (tx, rx) = oneshot::channel();
@@ -415,6 +418,7 @@ impl Engine {
                 flow,
                 parent: None,
                 input,
+                input_refs,
                 outbox: None,
                 reply: Some(tx),
             }),

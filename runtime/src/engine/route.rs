@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::{Deployed, Engine, Finished, stored_json};
 use crate::connectors::{self, Attempt, approval, sim};
-use crate::store::{ApprovalClose, Commit, ResultWrite, RunMeta, TimerWrite};
+use crate::store::{ApprovalClose, Commit, ResultWrite, RunMeta, TimerWrite, ValueWrite};
 
 /// Due work this close is delivered by the worker itself, from memory; the
 /// timer row stays (claimed) in case the process dies first.
@@ -226,6 +226,7 @@ impl<'a> RouteCx<'a> {
             index,
             attempt,
             output,
+            ..
         } = &event.kind
         else {
             return;
@@ -458,6 +459,20 @@ impl<'a> RouteCx<'a> {
                 node,
                 index,
                 output: stored_json(&output),
+            }),
+            EffectKind::StoreValue { value_ref, value } => commit.values.push(ValueWrite {
+                tenant: self.meta.tenant.clone(),
+                run: run_id.clone(),
+                hash: value_ref.hash,
+                body: Some(stored_json(&*value)),
+                at: self.now,
+            }),
+            EffectKind::ReferValue { value_ref } => commit.values.push(ValueWrite {
+                tenant: self.meta.tenant.clone(),
+                run: run_id.clone(),
+                hash: value_ref.hash,
+                body: None,
+                at: self.now,
             }),
             EffectKind::Finished { status, .. } => after.push(After::Finished(Finished {
                 run: run_id.clone(),

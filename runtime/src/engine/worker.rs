@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use eflow_core::apply::refuse_oversized;
-use eflow_core::{Event, EventKind, Rejection, Run, RunStatus, Values, apply};
+use eflow_core::apply::{as_logged, refuse_oversized};
+use eflow_core::{EffectKind, Event, EventKind, Rejection, Run, RunStatus, Values, apply};
 use lru::LruCache;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -338,7 +338,13 @@ impl Worker {
             return;
         };
         let run = Run::new(id.clone(), c.meta.tenant.clone(), flow.flow, c.parent);
-        let event = Event::new("start", EventKind::Started { input: c.input });
+        let event = Event::new(
+            "start",
+            EventKind::Started {
+                input: c.input,
+                input_refs: c.input_refs,
+            },
+        );
         let held = Held {
             meta: c.meta,
             deployed,
@@ -394,6 +400,34 @@ impl Worker {
         Ok(())
     }
 
+    /// Loads the values kept by reference with these hashes into run `id`'s
+    /// `Held`. One its state names and the store lacks is corrupt data.
+    async fn load_values(&self, b: &mut Batch, id: &str, hashes: &[String]) -> Result<(), Error> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let Some(tenant) = b.held.get(id).map(|h| h.meta.tenant.clone()) else {
+            return Ok(());
+        };
+        let found = self.engine.store().values(&tenant, hashes).await?;
+        if found.len() < hashes.len() {
+            let missing: Vec<&String> = hashes
+                .iter()
+                .filter(|h| !found.iter().any(|(f, _)| f == *h))
+                .collect();
+            return Err(Error::Store(crate::store::Error::Corrupt {
+                table: "stored_values",
+                message: format!("run {id} refers to values the store lacks: {missing:?}"),
+            }));
+        }
+        if let Some(h) = b.held.get_mut(id) {
+            for (hash, v) in found {
+                h.values.stored.insert(hash, Arc::new(v));
+            }
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn apply_to(
         &mut self,
@@ -418,9 +452,13 @@ impl Worker {
         // A transition that reads joined lists not loaded yet: load them, then
         // apply the same event again (they never change once written). Each
         // round loads at least one more, so this ends.
-        while let Err(Rejection::Needs { results }) = &result {
-            let results = results.clone();
-            if let Err(e) = self.load_results(b, id, &results).await {
+        while let Err(Rejection::Needs { results, values }) = &result {
+            let (results, values) = (results.clone(), values.clone());
+            let loaded = match self.load_results(b, id, &results).await {
+                Ok(()) => self.load_values(b, id, &values).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = loaded {
                 if let Some(reply) = reply {
                     b.replies.push((reply, Err(e)));
                 }
@@ -434,6 +472,19 @@ impl Worker {
             Ok(t) => {
                 b.transitions += 1;
                 let seq = held.run.seq;
+                // Large values the run now keeps by reference are logged as
+                // their references: stored once.
+                let logged = stored_json(&*as_logged(&event, &t));
+                let kept: Vec<(String, Arc<serde_json::Value>)> = t
+                    .effects
+                    .iter()
+                    .filter_map(|e| match &e.kind {
+                        EffectKind::StoreValue { value_ref, value } => {
+                            Some((value_ref.hash.clone(), value.clone()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
                 // `apply` found the flow, so this always does.
                 if let Some(flow) = held.deployed.bundle.flow(&t.run.flow) {
                     let cx = RouteCx {
@@ -454,10 +505,15 @@ impl Worker {
                     id: event.id.clone(),
                     at: now,
                     status: status_name(t.run.status),
-                    body: stored_json(&event),
+                    body: logged,
                 });
                 if let Some(h) = b.held.get_mut(id) {
                     h.run = t.run;
+                    // What the transition kept by reference stays with the
+                    // cached run: the next transitions read it without a load.
+                    for v in &kept {
+                        h.values.stored.insert(v.0.clone(), v.1.clone());
+                    }
                 }
                 if !b.dirty.iter().any(|d| d == id) {
                     b.dirty.push(id.to_string());

@@ -101,6 +101,24 @@ forward! {
     /// Up to `limit` stored outputs of fan-out `node` of `run`, with their
     /// index, in input order, after index `after`.
     pub async fn fanout_results(&self, run: &str, node: &str, after: Option<u32>, limit: u32) -> Result<Vec<(u32, serde_json::Value)>>;
+    /// Tenant `tenant`'s values kept by reference with these hashes, decoded;
+    /// a hash it does not hold is left out.
+    pub async fn values(&self, tenant: &str, hashes: &[String]) -> Result<Vec<(String, serde_json::Value)>>;
+    /// One of tenant `tenant`'s values, as stored (compact JSON).
+    pub async fn value_body(&self, tenant: &str, hash: &str) -> Result<Option<Vec<u8>>>;
+    /// Deletes up to `limit` values kept before `before` (ms) that no run of
+    /// their tenant refers to (uploads never used, values of runs gone);
+    /// answers how many.
+    pub async fn drop_unreferenced_values(&self, before: u64, limit: u32) -> Result<u64>;
+    /// The size of one of tenant `tenant`'s values, if it holds it.
+    pub async fn value_size(&self, tenant: &str, hash: &str) -> Result<Option<u64>>;
+    /// Whether run `run` refers to the value with this hash.
+    pub async fn run_refers_to(&self, run: &str, hash: &str) -> Result<bool>;
+    /// Keeps a value for `tenant` outside a transition: an upload through the
+    /// API (no run refers to it yet), or an input the outbox executor gives a
+    /// remote system by URL (`run` refers to it). `false` if it was there
+    /// already; nothing is kept for a tenant that does not exist.
+    pub async fn put_value(&self, tenant: &str, run: Option<&str>, hash: &str, body: &[u8], now: u64) -> Result<bool>;
     /// How many of a tenant's runs on a bundle are not finished yet.
     pub async fn active_runs_of_bundle(&self, tenant: &str, bundle: &str) -> Result<i64>;
     pub async fn events_of(&self, run: &str, after_seq: Option<u64>, limit: u32) -> Result<Vec<EventRow>>;
@@ -278,6 +296,22 @@ pub struct Commit {
     pub approvals_closed: Vec<ApprovalClose>,
     /// Outputs of fan-out children, kept beside their parent's state.
     pub results: Vec<ResultWrite>,
+    /// Values kept by reference, and the runs that refer to them.
+    pub values: Vec<ValueWrite>,
+}
+
+/// A value kept by reference by `run` (of `tenant`): stored once per tenant
+/// and hash; the run is recorded as referring to it.
+#[derive(Debug, Clone)]
+pub struct ValueWrite {
+    pub tenant: String,
+    pub run: String,
+    pub hash: String,
+    /// The value's compact JSON; `None` when it was stored before (an upload)
+    /// and only the reference is new.
+    pub body: Option<Vec<u8>>,
+    /// When it was first kept (ms since the epoch).
+    pub at: u64,
 }
 
 /// Child `index`'s output of fan-out `node` of `run`. Written once: a second
@@ -313,6 +347,7 @@ impl Commit {
             && self.approvals.is_empty()
             && self.approvals_closed.is_empty()
             && self.results.is_empty()
+            && self.values.is_empty()
     }
 }
 

@@ -276,8 +276,128 @@ impl SqliteStore {
             q.push(" ON CONFLICT (run, node, idx) DO NOTHING");
             q.build().execute(&mut *tx).await?;
         }
+        for v in &c.values {
+            if let Some(body) = &v.body {
+                sqlx::query(
+                    "INSERT INTO stored_values (tenant, hash, bytes, body, created_at) \
+                     VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, hash) DO NOTHING",
+                )
+                .bind(&v.tenant)
+                .bind(&v.hash)
+                .bind(body.len() as i64)
+                .bind(body)
+                .bind(v.at as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query("INSERT INTO run_values (run, hash) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(&v.run)
+                .bind(&v.hash)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    pub async fn values(
+        &self,
+        tenant: &str,
+        hashes: &[String],
+    ) -> Result<Vec<(String, serde_json::Value)>> {
+        let mut out = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            let Some(body) = self.value_body(tenant, hash).await? else {
+                continue;
+            };
+            let v = serde_json::from_slice(&body).map_err(|e| Error::Corrupt {
+                table: "stored_values",
+                message: format!("tenant {tenant}, value {hash}: {e}"),
+            })?;
+            out.push((hash.clone(), v));
+        }
+        Ok(out)
+    }
+
+    pub async fn value_body(&self, tenant: &str, hash: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT body FROM stored_values WHERE tenant = ? AND hash = ?")
+                .bind(tenant)
+                .bind(hash)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    pub async fn drop_unreferenced_values(&self, before: u64, limit: u32) -> Result<u64> {
+        let r = sqlx::query(
+            "DELETE FROM stored_values WHERE (tenant, hash) IN ( \
+               SELECT v.tenant, v.hash FROM stored_values v \
+               WHERE v.created_at < ?1 AND NOT EXISTS ( \
+                 SELECT 1 FROM run_values rv JOIN runs r ON r.id = rv.run \
+                 WHERE rv.hash = v.hash AND r.tenant = v.tenant) \
+               LIMIT ?2)",
+        )
+        .bind(before as i64)
+        .bind(i64::from(limit))
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    pub async fn value_size(&self, tenant: &str, hash: &str) -> Result<Option<u64>> {
+        let n: Option<i64> =
+            sqlx::query_scalar("SELECT bytes FROM stored_values WHERE tenant = ? AND hash = ?")
+                .bind(tenant)
+                .bind(hash)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(n.map(|n| n.max(0) as u64))
+    }
+
+    pub async fn run_refers_to(&self, run: &str, hash: &str) -> Result<bool> {
+        let n: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM run_values WHERE run = ? AND hash = ?")
+                .bind(run)
+                .bind(hash)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(n.is_some())
+    }
+
+    pub async fn put_value(
+        &self,
+        tenant: &str,
+        run: Option<&str>,
+        hash: &str,
+        body: &[u8],
+        now: u64,
+    ) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let r = sqlx::query(
+            "INSERT INTO stored_values (tenant, hash, bytes, body, created_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = ?1) \
+             ON CONFLICT (tenant, hash) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(hash)
+        .bind(body.len() as i64)
+        .bind(body)
+        .bind(now as i64)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(run) = run {
+            sqlx::query(
+                "INSERT INTO run_values (run, hash) SELECT ?1, ?2 \
+                 WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1) ON CONFLICT DO NOTHING",
+            )
+            .bind(run)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
     }
 
     /// Up to `limit` stored outputs of fan-out `node` of `run`, with their
@@ -705,6 +825,8 @@ impl SqliteStore {
             "DELETE FROM timers WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
             "DELETE FROM outbox WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
             "DELETE FROM fanout_results WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
+            "DELETE FROM run_values WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
+            "DELETE FROM stored_values WHERE tenant = ?1",
             "DELETE FROM runs WHERE tenant = ?1",
             "DELETE FROM approvals WHERE tenant = ?1",
             "DELETE FROM registry WHERE tenant = ?1",

@@ -464,3 +464,44 @@ pub async fn accepting_remote() -> (Arc<std::sync::Mutex<Vec<Value>>>, String) {
     });
     (calls, format!("http://{addr}"))
 }
+
+/// Rows of every table of the SQLite database at `path` in which any column
+/// holds `marker`: (table, count).
+pub async fn rows_holding(path: &std::path::Path, marker: &str) -> Vec<(String, i64)> {
+    use sqlx::Row;
+    let url = format!("sqlite://{}?mode=ro", path.display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .expect("open the database");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut found = Vec::new();
+    for t in tables {
+        let columns: Vec<String> = sqlx::query(&format!("PRAGMA table_info(\"{t}\")"))
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>(1))
+            .collect();
+        let test = columns
+            .iter()
+            .map(|c| format!("instr(CAST(\"{c}\" AS TEXT), ?1) > 0"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{t}\" WHERE {test}"))
+            .bind(marker)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if n > 0 {
+            found.push((t, n));
+        }
+    }
+    pool.close().await;
+    found
+}

@@ -160,7 +160,9 @@ pub struct Driver<'a> {
     pub last: Option<Event>,
     /// The fan-outs' stored results, as the engine keeps them: node → index → output.
     pub results: BTreeMap<String, BTreeMap<u32, Value>>,
-    /// The joined lists loaded for `apply`, as the engine's worker keeps them.
+    /// The values kept by reference, as the engine's value table holds them: hash → value.
+    pub stored: BTreeMap<String, Value>,
+    /// The joined lists and values loaded for `apply`, as the engine's worker keeps them.
     pub values: Values,
 }
 
@@ -175,6 +177,7 @@ impl<'a> Driver<'a> {
             log: String::new(),
             last: None,
             results: BTreeMap::new(),
+            stored: BTreeMap::new(),
             values: Values::default(),
         }
     }
@@ -212,6 +215,7 @@ impl<'a> Driver<'a> {
             "start" => EventKind::Started {
                 input: serde_json::from_str(if rest.is_empty() { "{}" } else { rest })
                     .expect("input json"),
+                input_refs: Default::default(),
             },
             "ok" => {
                 let mut p = rest.splitn(3, ' ');
@@ -221,6 +225,7 @@ impl<'a> Driver<'a> {
                     index,
                     attempt: p.next().unwrap().parse().unwrap(),
                     output: serde_json::from_str(p.next().unwrap_or("null")).expect("output json"),
+                    output_ref: None,
                 }
             }
             "fail" => {
@@ -240,6 +245,7 @@ impl<'a> Driver<'a> {
                 let outcome = match p[2] {
                     "ok" => Outcome::Succeeded {
                         output: serde_json::from_str(p.get(3).copied().unwrap_or("null")).unwrap(),
+                        output_ref: None,
                     },
                     "fail" => Outcome::Failed {
                         error: StepError::new(p[3], ""),
@@ -318,6 +324,12 @@ impl<'a> Driver<'a> {
                                     .or_default()
                                     .insert(*index, output.clone());
                             }
+                            // Stored, not loaded: a later transition that reads
+                            // it must ask for it, as after a restart.
+                            EffectKind::StoreValue { value_ref, value } => {
+                                self.stored
+                                    .insert(value_ref.hash.clone(), (**value).clone());
+                            }
                             EffectKind::SetTimer {
                                 timer: timer @ Timer::FanOut { .. },
                                 due_at,
@@ -327,7 +339,12 @@ impl<'a> Driver<'a> {
                     }
                     self.run = t.run;
                 }
-                Err(Rejection::Needs { results }) => {
+                Err(Rejection::Needs { results, values }) => {
+                    for hash in values {
+                        writeln!(self.log, "  (loads the value {})", short(&hash)).unwrap();
+                        let v = self.stored.get(&hash).expect("a needed value was stored");
+                        self.values.stored.insert(hash, Arc::new(v.clone()));
+                    }
                     for node in results {
                         writeln!(self.log, "  (loads the results of {node})").unwrap();
                         let list = self
@@ -389,6 +406,11 @@ fn at(node: &str, index: &Option<u32>, attempt: u32) -> String {
     }
 }
 
+/// A hash as transcripts show it: its first 12 hex digits.
+pub fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(7 + 12)]
+}
+
 fn j(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap()
 }
@@ -448,6 +470,17 @@ pub fn render(e: &Effect) -> String {
             index,
             output,
         } => format!("store_result {node}[{index}] {}", j(output)),
+        EffectKind::ReferValue { value_ref } => format!("refer_value {}", short(&value_ref.hash)),
+        EffectKind::StoreValue { value_ref, value } => format!(
+            "store_value {} ({} bytes, {})",
+            short(&value_ref.hash),
+            value_ref.bytes,
+            match &**value {
+                Value::Array(a) => format!("a list of {}", a.len()),
+                Value::Object(o) => format!("{} fields", o.len()),
+                _ => "a scalar".to_string(),
+            }
+        ),
         EffectKind::Finished { status, error } => match error {
             Some(e) => format!("finished {} {}", j(status), j(e)),
             None => format!("finished {}", j(status)),
