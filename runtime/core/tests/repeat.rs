@@ -1,0 +1,280 @@
+//! Bounded loops (`repeat`, `docs/design/0004-bounded-loops.md`): each iteration is
+//! an ordinary indexed step, the state keeps only the previous iteration's output,
+//! and the loop ends when `until` holds or at its bound, with the last output.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{Driver, compile};
+use eflow_core::ValidatedBundle;
+use expect_test::{Expect, expect};
+
+const LOOPS: &str = r#"
+record Score { value: Float }
+
+remote step Refine(previous: Score?, start: Float) -> Score raises Diverged
+
+flow Tune(target: Float = 0.9) -> Score {
+    let best = repeat s at_most 3 {
+        Refine(previous: s, start: 0.5)
+    } until s.value >= target
+        retry 2
+        backoff fixed(1s)
+        timeout 10s
+    return best
+}
+
+flow Always() -> Score {
+    let r = repeat s at_most 2 {
+        Refine(previous: s, start: 0.1)
+    }
+    return r
+}
+
+flow Round(previous: Score?) -> Score {
+    let x = Refine(previous: previous, start: 0.2)
+    return x
+}
+
+flow Rounds() -> Score {
+    let r = repeat s at_most 2 {
+        Round(previous: s)
+    } until s.value > 1.0
+    return r
+}
+"#;
+
+fn bundle() -> &'static ValidatedBundle {
+    static B: OnceLock<ValidatedBundle> = OnceLock::new();
+    B.get_or_init(|| compile(LOOPS))
+}
+
+fn check(flow: &str, script: &str, expect: Expect) {
+    let mut d = Driver::new(bundle(), flow);
+    d.script(script);
+    expect.assert_eq(&d.finish());
+}
+
+#[test]
+fn each_iteration_gets_the_previous_output_and_until_ends_the_loop() {
+    check(
+        "Tune",
+        r#"
+        start {}
+        ok best[0] 1 {"value": 0.5}
+        ok best[1] 1 {"value": 0.95}
+        "#,
+        expect![[r#"
+            > start {}
+              set_timer timeout:best[0]:1 at 11000
+              invoke best[0]#1 t.Refine {"previous":null,"start":0.5}
+            > ok best[0] 1 {"value": 0.5}
+              cancel_timer timeout:best[0]:1
+              set_timer timeout:best[1]:1 at 11000
+              invoke best[1]#1 t.Refine {"previous":{"value":0.5},"start":0.5}
+            > ok best[1] 1 {"value": 0.95}
+              cancel_timer timeout:best[1]:1
+              finished "succeeded"
+            = {"last_event":"e3","nodes":[{"succeeded":{"value":0.95}}],"result":{"value":0.95},"seq":3,"started_at":1000,"status":"succeeded"}
+        "#]],
+    );
+}
+
+#[test]
+fn at_the_bound_the_loop_has_the_last_iterations_output() {
+    check(
+        "Tune",
+        r#"
+        start {}
+        ok best[0] 1 {"value": 0.1}
+        ok best[1] 1 {"value": 0.2}
+        ok best[2] 1 {"value": 0.3}
+        "#,
+        expect![[r#"
+            > start {}
+              set_timer timeout:best[0]:1 at 11000
+              invoke best[0]#1 t.Refine {"previous":null,"start":0.5}
+            > ok best[0] 1 {"value": 0.1}
+              cancel_timer timeout:best[0]:1
+              set_timer timeout:best[1]:1 at 11000
+              invoke best[1]#1 t.Refine {"previous":{"value":0.1},"start":0.5}
+            > ok best[1] 1 {"value": 0.2}
+              cancel_timer timeout:best[1]:1
+              set_timer timeout:best[2]:1 at 11000
+              invoke best[2]#1 t.Refine {"previous":{"value":0.2},"start":0.5}
+            > ok best[2] 1 {"value": 0.3}
+              cancel_timer timeout:best[2]:1
+              finished "succeeded"
+            = {"last_event":"e4","nodes":[{"succeeded":{"value":0.3}}],"result":{"value":0.3},"seq":4,"started_at":1000,"status":"succeeded"}
+        "#]],
+    );
+}
+
+#[test]
+fn the_state_keeps_only_the_previous_output() {
+    check(
+        "Tune",
+        r#"
+        start {}
+        ok best[0] 1 {"value": 0.1}
+        ok best[1] 1 {"value": 0.2}
+        "#,
+        expect![[r#"
+            > start {}
+              set_timer timeout:best[0]:1 at 11000
+              invoke best[0]#1 t.Refine {"previous":null,"start":0.5}
+            > ok best[0] 1 {"value": 0.1}
+              cancel_timer timeout:best[0]:1
+              set_timer timeout:best[1]:1 at 11000
+              invoke best[1]#1 t.Refine {"previous":{"value":0.1},"start":0.5}
+            > ok best[1] 1 {"value": 0.2}
+              cancel_timer timeout:best[1]:1
+              set_timer timeout:best[2]:1 at 11000
+              invoke best[2]#1 t.Refine {"previous":{"value":0.2},"start":0.5}
+            = {"last_event":"e3","nodes":[{"repeat":{"iteration":2,"last":{"value":0.2},"slot":{"running":1}}}],"seq":3,"started_at":1000,"status":"running"}
+        "#]],
+    );
+}
+
+#[test]
+fn retries_and_timeouts_are_per_iteration_and_old_iterations_are_stale() {
+    check(
+        "Tune",
+        r#"
+        start {}
+        ok best[0] 1 {"value": 0.1}
+        fail best[1] 1 Lost
+        fire retry best[1] 1
+        ok best[0] 1 {"value": 0.7}
+        fire timeout best[1] 2
+        "#,
+        expect![[r#"
+            > start {}
+              set_timer timeout:best[0]:1 at 11000
+              invoke best[0]#1 t.Refine {"previous":null,"start":0.5}
+            > ok best[0] 1 {"value": 0.1}
+              cancel_timer timeout:best[0]:1
+              set_timer timeout:best[1]:1 at 11000
+              invoke best[1]#1 t.Refine {"previous":{"value":0.1},"start":0.5}
+            > fail best[1] 1 Lost
+              cancel_timer timeout:best[1]:1
+              set_timer retry:best[1]:1 at 2000
+            > fire retry best[1] 1
+              set_timer timeout:best[1]:2 at 11000
+              invoke best[1]#2 t.Refine {"previous":{"value":0.1},"start":0.5}
+            > ok best[0] 1 {"value": 0.7}
+              rejected: stale event: that iteration of the `repeat` is not the one that is out
+            > fire timeout best[1] 2
+              cancel_step best[1]#2
+              finished "failed" {"code":"Timeout","message":"`best` failed with Timeout: attempt 2 took longer than 10000 ms","node":"best"}
+            = {"error":{"code":"Timeout","message":"`best` failed with Timeout: attempt 2 took longer than 10000 ms","node":"best"},"last_event":"e6","nodes":[{"failed":{"code":"Timeout","message":"attempt 2 took longer than 10000 ms"}}],"seq":5,"started_at":1000,"status":"failed"}
+        "#]],
+    );
+}
+
+#[test]
+fn an_event_without_the_iteration_is_invalid() {
+    check(
+        "Tune",
+        r#"
+        start {}
+        ok best 1 {"value": 0.1}
+        ok best[2] 1 {"value": 0.1}
+        "#,
+        expect![[r#"
+            > start {}
+              set_timer timeout:best[0]:1 at 11000
+              invoke best[0]#1 t.Refine {"previous":null,"start":0.5}
+            > ok best 1 {"value": 0.1}
+              rejected: invalid event: `best` is a `repeat`: the event needs the iteration as its index
+            > ok best[2] 1 {"value": 0.1}
+              rejected: stale event: that iteration of the `repeat` is not the one that is out
+            = {"last_event":"e1","nodes":[{"repeat":{"iteration":0,"slot":{"running":1}}}],"seq":1,"started_at":1000,"status":"running"}
+        "#]],
+    );
+}
+
+#[test]
+fn without_until_the_loop_runs_its_bound() {
+    check(
+        "Always",
+        r#"
+        start {}
+        ok r[0] 1 {"value": 1.0}
+        ok r[1] 1 {"value": 2.0}
+        "#,
+        expect![[r#"
+            > start {}
+              invoke r[0]#1 t.Refine {"previous":null,"start":0.1}
+            > ok r[0] 1 {"value": 1.0}
+              invoke r[1]#1 t.Refine {"previous":{"value":1.0},"start":0.1}
+            > ok r[1] 1 {"value": 2.0}
+              finished "succeeded"
+            = {"last_event":"e3","nodes":[{"succeeded":{"value":2.0}}],"result":{"value":2.0},"seq":3,"started_at":1000,"status":"succeeded"}
+        "#]],
+    );
+}
+
+#[test]
+fn a_subflow_iteration_is_a_child_run_of_its_own() {
+    check(
+        "Rounds",
+        r#"
+        start {}
+        child r[0] 1 ok {"value": 0.3}
+        child r[1] 1 fail Diverged
+        "#,
+        expect![[r#"
+            > start {}
+              start_child r1.r.0.1 Round {"previous":null}
+            > child r[0] 1 ok {"value": 0.3}
+              start_child r1.r.1.1 Round {"previous":{"value":0.3}}
+            > child r[1] 1 fail Diverged
+              finished "failed" {"code":"Diverged","message":"`r` failed with Diverged","node":"r"}
+            = {"error":{"code":"Diverged","message":"`r` failed with Diverged","node":"r"},"last_event":"e3","nodes":[{"failed":{"code":"Diverged"}}],"seq":3,"started_at":1000,"status":"failed"}
+        "#]],
+    );
+}
+
+#[test]
+fn cancelling_the_run_cancels_the_iteration_that_is_out() {
+    check(
+        "Rounds",
+        r#"
+        start {}
+        child r[0] 1 ok {"value": 0.3}
+        cancel enough
+        "#,
+        expect![[r#"
+            > start {}
+              start_child r1.r.0.1 Round {"previous":null}
+            > child r[0] 1 ok {"value": 0.3}
+              start_child r1.r.1.1 Round {"previous":{"value":0.3}}
+            > cancel enough
+              cancel_child r1.r.1.1
+              finished "cancelled" {"code":"Cancelled","message":"enough"}
+            = {"error":{"code":"Cancelled","message":"enough"},"last_event":"e3","nodes":[{"repeat":{"iteration":1,"last":{"value":0.3},"slot":"cancelled"}}],"seq":3,"started_at":1000,"status":"cancelled"}
+        "#]],
+    );
+}
+
+#[test]
+fn an_iteration_that_fails_for_good_fails_the_loop() {
+    check(
+        "Tune",
+        r#"
+        start {}
+        fail best[0] 1 Diverged fatal
+        "#,
+        expect![[r#"
+            > start {}
+              set_timer timeout:best[0]:1 at 11000
+              invoke best[0]#1 t.Refine {"previous":null,"start":0.5}
+            > fail best[0] 1 Diverged fatal
+              cancel_timer timeout:best[0]:1
+              finished "failed" {"code":"Diverged","message":"`best` failed with Diverged","node":"best"}
+            = {"error":{"code":"Diverged","message":"`best` failed with Diverged","node":"best"},"last_event":"e2","nodes":[{"failed":{"code":"Diverged"}}],"seq":2,"started_at":1000,"status":"failed"}
+        "#]],
+    );
+}
