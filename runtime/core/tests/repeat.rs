@@ -278,3 +278,70 @@ fn an_iteration_that_fails_for_good_fails_the_loop() {
         "#]],
     );
 }
+
+/// Edits the named flow's JSON, reseals it, and renders what validation says.
+fn validation(edit: impl FnOnce(&mut serde_json::Value), flow: &str, expect: Expect) {
+    let bundle = common::compile_bundle(LOOPS);
+    let mut v = serde_json::to_value(&bundle).unwrap_or_default();
+    if let Some(f) = v["flows"]
+        .as_array_mut()
+        .and_then(|fs| fs.iter_mut().find(|f| f["name"] == flow))
+    {
+        edit(f);
+    }
+    let mut bundle: eflow_ir::Bundle = serde_json::from_value(v).expect("still a bundle");
+    for f in &mut bundle.flows {
+        f.seal();
+    }
+    let got = match eflow_core::validate(&bundle) {
+        Ok(_) => "ok\n".to_string(),
+        Err(es) => es.iter().map(|e| format!("{e}\n")).collect(),
+    };
+    expect.assert_eq(&got);
+}
+
+#[test]
+fn a_hand_edited_repeat_is_refused_with_the_reason() {
+    use serde_json::json;
+    validation(
+        |_| {},
+        "Tune",
+        expect![[r#"
+        ok
+    "#]],
+    );
+    validation(
+        |f| f["nodes"][0]["repeat"]["max"] = json!(0),
+        "Tune",
+        expect![[r#"
+            flows[3].nodes[0].repeat.max: a `repeat` takes 1 to 100 iterations, not 0
+        "#]],
+    );
+    validation(
+        |f| {
+            f["nodes"][0]["repeat"]["max"] = json!(101);
+            f["nodes"][0]["repeat"]["until"] = json!({"node": {"id": "ghost"}});
+            f["nodes"][0]["fan_out"] =
+                json!({"over": {"literal": []}, "item": "x", "join": {"policy": "all"}});
+        },
+        "Tune",
+        expect![[r#"
+            flows[3].nodes[0].repeat: `best` both fans out and repeats: a node does one or the other
+            flows[3].nodes[0].repeat.max: a `repeat` takes 1 to 100 iterations, not 101
+            flows[3].nodes[0].repeat.until: `ghost` is not a node of `Tune`
+        "#]],
+    );
+    validation(
+        |f| {
+            f["nodes"][0]
+                .as_object_mut()
+                .map(|n| n.remove("output"))
+                .map(drop)
+                .unwrap_or(())
+        },
+        "Always",
+        expect![[r#"
+            flows[0].nodes[0].repeat: `r` repeats a call without an output: there is nothing to carry to the next iteration
+        "#]],
+    );
+}
