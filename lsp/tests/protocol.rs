@@ -354,11 +354,11 @@ flow F() -> Score {
         at(&uri, pos(&typing, "previous: )", 10)),
     );
     assert!(labels(&r).contains(&"s".to_string()), "{:?}", labels(&r));
-    let statement = text.replace("    return best", "    \n    return best");
+    let statement = text.replace("    return best", "    let again = \n    return best");
     c.change_full(&uri, 3, &statement);
     let r = c.request(
         "textDocument/completion",
-        at(&uri, pos(&statement, "    \n    return", 4)),
+        at(&uri, pos(&statement, "again = ", 8)),
     );
     assert!(
         labels(&r).contains(&"repeat".to_string()),

@@ -80,17 +80,21 @@ async fn loops_stop_when_until_holds_or_at_their_bound() {
         .as_str()
         .expect("an id")
         .to_string();
-    let seen = poll_until("the run view to show an iteration out", DEADLINE, || async {
-        let r = api.run(&token, &id).await;
-        let step = r["steps"]
-            .as_array()
-            .and_then(|s| s.iter().find(|s| s["id"] == "last"))
-            .cloned()?;
-        if r["status"] != "running" {
-            panic!("the loop finished before its iterations were seen: {r}");
-        }
-        step["iteration"].as_u64().map(|i| (i, step))
-    })
+    let seen = poll_until(
+        "the run view to show an iteration out",
+        DEADLINE,
+        || async {
+            let r = api.run(&token, &id).await;
+            let step = r["steps"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["id"] == "last"))
+                .cloned()?;
+            if r["status"] != "running" {
+                panic!("the loop finished before its iterations were seen: {r}");
+            }
+            step["iteration"].as_u64().map(|i| (i, step))
+        },
+    )
     .await;
     assert!(seen.0 < 4, "{seen:?}");
     assert_eq!(seen.1["status"], "running", "{seen:?}");
@@ -107,11 +111,11 @@ async fn loops_stop_when_until_holds_or_at_their_bound() {
         .filter_map(|e| e["index"].as_u64())
         .collect();
     assert_eq!(indices, [0, 1, 2, 3], "stopped at the bound: {finished:?}");
-    let outputs: Vec<&Value> = finished
-        .iter()
-        .map(|e| &e["outcome"]["output"])
-        .collect();
-    assert_eq!(&run["result"], outputs[3], "the value is the last iteration's");
+    let outputs: Vec<&Value> = finished.iter().map(|e| &e["outcome"]["output"]).collect();
+    assert_eq!(
+        &run["result"], outputs[3],
+        "the value is the last iteration's"
+    );
     // Each iteration is a child run of its own, given the previous iteration's
     // output (none for the first).
     for (i, output) in outputs.iter().enumerate() {
