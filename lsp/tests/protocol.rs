@@ -346,6 +346,21 @@ flow F() -> Score {
     );
     let d = if d.is_array() { d[0].clone() } else { d };
     assert_eq!(d["range"]["start"], pos(text, "repeat s", 7), "{d}");
+    let hints = c.request(
+        "textDocument/inlayHint",
+        json!({ "textDocument": { "uri": uri }, "range": { "start": { "line": 0, "character": 0 }, "end": { "line": 100, "character": 0 } } }),
+    );
+    let hints: Vec<&str> = hints
+        .as_array()
+        .expect("hints")
+        .iter()
+        .filter_map(|h| h["label"].as_str())
+        .collect();
+    assert_eq!(
+        hints,
+        [": Score", ": Score?"],
+        "the loop's value, its variable"
+    );
 
     let typing = text.replace("Refine(previous: s)", "Refine(previous: )");
     c.change_full(&uri, 2, &typing);
