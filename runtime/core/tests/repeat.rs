@@ -32,6 +32,17 @@ flow Always() -> Score {
     return r
 }
 
+record Blob { data: String }
+
+remote step Grow(previous: Blob?) -> Blob
+
+flow Big() -> Blob {
+    let b = repeat g at_most 4 {
+        Grow(previous: g)
+    }
+    return b
+}
+
 flow Round(previous: Score?) -> Score {
     let x = Refine(previous: previous, start: 0.2)
     return x
@@ -279,6 +290,31 @@ fn an_iteration_that_fails_for_good_fails_the_loop() {
     );
 }
 
+/// Four outputs of 40 KB each: together far over the run's 64 KB state limit,
+/// but the state holds one of them at a time, so the loop finishes.
+#[test]
+fn outputs_larger_together_than_the_state_limit_pass_through_a_loop() {
+    let mut d = Driver::new(bundle(), "Big");
+    d.script("start {}");
+    let blob = "x".repeat(40_000);
+    for i in 0..4 {
+        d.step(&format!(r#"ok b[{i}] 1 {{"data": "{blob}{i}"}}"#));
+        // While the loop runs (the finished run holds its result besides).
+        if i < 3 {
+            assert!(
+                d.run.encoded_size() < 2 * 40_000,
+                "iteration {i}: the state holds {} bytes",
+                d.run.encoded_size()
+            );
+        }
+    }
+    assert_eq!(d.run.status, eflow_core::RunStatus::Succeeded, "{}", d.log);
+    assert_eq!(
+        d.run.result,
+        Some(serde_json::json!({ "data": format!("{blob}3") }))
+    );
+}
+
 /// Edits the named flow's JSON, reseals it, and renders what validation says.
 fn validation(edit: impl FnOnce(&mut serde_json::Value), flow: &str, expect: Expect) {
     let bundle = common::compile_bundle(LOOPS);
@@ -314,7 +350,7 @@ fn a_hand_edited_repeat_is_refused_with_the_reason() {
         |f| f["nodes"][0]["repeat"]["max"] = json!(0),
         "Tune",
         expect![[r#"
-            flows[3].nodes[0].repeat.max: a `repeat` takes 1 to 100 iterations, not 0
+            flows[4].nodes[0].repeat.max: a `repeat` takes 1 to 100 iterations, not 0
         "#]],
     );
     validation(
@@ -326,9 +362,9 @@ fn a_hand_edited_repeat_is_refused_with_the_reason() {
         },
         "Tune",
         expect![[r#"
-            flows[3].nodes[0].repeat: `best` both fans out and repeats: a node does one or the other
-            flows[3].nodes[0].repeat.max: a `repeat` takes 1 to 100 iterations, not 101
-            flows[3].nodes[0].repeat.until: `ghost` is not a node of `Tune`
+            flows[4].nodes[0].repeat: `best` both fans out and repeats: a node does one or the other
+            flows[4].nodes[0].repeat.max: a `repeat` takes 1 to 100 iterations, not 101
+            flows[4].nodes[0].repeat.until: `ghost` is not a node of `Tune`
         "#]],
     );
     validation(
