@@ -8,8 +8,8 @@ use crate::check::sigs::ItemSig;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::ir::{
     Backoff, BinOp, Binding, Bundle, Call, Catchup, Contract, ContractParam, Expr, FanOut, Field,
-    Flow, Guard, IR_VERSION, Join, Node, Overlap, Param, Retry, Schedule, SealedBundle, SealedFlow,
-    SourceLoc, SourceMap, StepKind, Type, TypeDef,
+    Flow, Guard, IR_VERSION, Join, Node, Overlap, Param, Repeat, Retry, Schedule, SealedBundle,
+    SealedFlow, SourceLoc, SourceMap, StepKind, Type, TypeDef,
 };
 use crate::source::FileId;
 use crate::syntax::ast::{self, JoinPolicy};
@@ -336,6 +336,11 @@ impl Lower<'_> {
                             _ => Join::All,
                         },
                         parallel: n.options.parallel,
+                    }),
+                    repeat: n.repeat.as_ref().map(|r| Repeat {
+                        var: r.var.clone(),
+                        max: r.max,
+                        until: r.until.as_ref().map(|u| self.expr(u, f)),
                     }),
                     guards: n
                         .guards

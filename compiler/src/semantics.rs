@@ -51,6 +51,11 @@ pub enum Def {
         file: FileId,
         decl: Span,
     },
+    /// A `repeat`'s variable, identified by where it is declared.
+    LoopVar {
+        file: FileId,
+        decl: Span,
+    },
     /// A type parameter of a generic record, alias or step.
     Generic {
         owner: DefId,
@@ -86,6 +91,7 @@ impl Def {
                 | Def::Param { .. }
                 | Def::Local { .. }
                 | Def::ForVar { .. }
+                | Def::LoopVar { .. }
                 | Def::Generic { .. }
                 | Def::ErrorName { .. }
                 | Def::Env(_)
@@ -96,7 +102,7 @@ impl Def {
     fn local_file(&self) -> Option<FileId> {
         match self {
             Def::Local { flow, .. } => Some(flow.file),
-            Def::ForVar { file, .. } => Some(*file),
+            Def::ForVar { file, .. } | Def::LoopVar { file, .. } => Some(*file),
             Def::Generic { owner, .. } => Some(owner.file),
             _ => None,
         }

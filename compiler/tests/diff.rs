@@ -127,6 +127,14 @@ fn each_class_of_change_is_classified() {
             )],
             &[Compatible],
         ),
+        // A body turned into a bounded loop: a new version, nothing callers see.
+        (
+            &[(
+                "    let rows = Refresh(table: \"x\")\n    return rows\n}\n\nbindings",
+                "    let rows = repeat r at_most 3 {\n        Refresh(table: \"x\")\n    } until r > 10\n    return rows\n}\n\nbindings",
+            )],
+            &[Compatible],
+        ),
         (
             &[(
                 "bindings prod",

@@ -1,6 +1,7 @@
 //! Rules of the language that hold for every program of a kind, not one example:
 //! narrowing by `!= none`, optional fields left out of record literals, the
-//! environments a flow is checked in, and one diagnostic per misplaced `return`.
+//! environments a flow is checked in, one diagnostic per misplaced `return`, and
+//! the bounds a `repeat` may have.
 
 use std::path::{Path, PathBuf};
 
@@ -527,5 +528,23 @@ fn a_file_that_is_not_utf8_is_one_error_at_its_first_invalid_byte() {
             vec![("other.eflow".to_string(), Code::NotUtf8, line, col)],
             "for {other:?}"
         );
+    }
+}
+
+proptest! {
+    /// A `repeat`'s bound is checked when the flow is compiled: 1 to 100 is a
+    /// bound, anything else is `E0306` and nothing else; and the loop's value has
+    /// the call's output type, whatever the bound.
+    #[test]
+    fn a_repeat_bound_is_checked_at_compile_time(n in 0u64..1_000) {
+        let text = format!(
+            "remote step R(p: Int?) -> Int\n\nflow F() -> Int {{\n    let x = repeat p at_most {n} {{ R(p: p) }} until p > 3\n    return x\n}}\n"
+        );
+        let got = errors(&text);
+        if (1..=u64::from(eflow_compiler::ir::MAX_REPEAT)).contains(&n) {
+            prop_assert!(got.is_empty(), "{n}: {got:?}");
+        } else {
+            prop_assert_eq!(got, vec![Code::RepeatBound], "{}", n);
+        }
     }
 }

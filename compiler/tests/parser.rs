@@ -1266,6 +1266,13 @@ fn all_names(file: &File) -> Vec<String> {
                                     expr(&fe.over, &mut out);
                                     &fe.body
                                 }
+                                StepExpr::Repeat(r) => {
+                                    out.push(r.var.name.clone());
+                                    if let Some(u) = &r.until {
+                                        expr(u, &mut out);
+                                    }
+                                    &r.body
+                                }
                             };
                             out.push(call.callee.name.clone());
                             for a in &call.args {

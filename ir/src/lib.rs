@@ -293,6 +293,11 @@ pub struct Node {
     /// Set when the node runs `call` once per element of a list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fan_out: Option<FanOut>,
+    /// Set when the node runs `call` again and again, each iteration given the
+    /// previous one's output, until a condition holds or a bound is reached. A
+    /// node has at most one of `fan_out` and `repeat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<Repeat>,
     /// The node runs only if every guard's condition has the given value; otherwise
     /// it is skipped and its output is absent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -335,6 +340,26 @@ pub struct FanOut {
     /// At most this many children at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel: Option<u64>,
+}
+
+/// The most iterations a `repeat` may be given.
+pub const MAX_REPEAT: u32 = 100;
+
+/// A bounded loop: `call` runs for iteration 0, 1, … and the node's output is
+/// the last iteration's output. `item` expressions (in the node's inputs and in
+/// `until`) read the latest iteration's output: `null` in the first
+/// iteration's inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Repeat {
+    /// The name `item` expressions refer to.
+    pub var: String,
+    /// At most this many iterations, 1 to `MAX_REPEAT`: the bound is a constant.
+    pub max: u32,
+    /// Evaluated after each iteration with `item` the output just produced: `true`
+    /// ends the loop. Without it, the loop runs `max` iterations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Expr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -399,7 +424,8 @@ pub enum Expr {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         path: Vec<String>,
     },
-    /// The current element of a fan-out, then fields.
+    /// The node's variable, then fields: the current element of a fan-out, or
+    /// the latest output of a `repeat` (`null` before its first iteration).
     Item {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         path: Vec<String>,

@@ -303,6 +303,86 @@ flow F(limit: Int?) -> Int? {
     c.shutdown();
 }
 
+/// A `repeat`'s variable is the previous iteration's output in the call
+/// (optional) and the iteration just finished in `until`; go to definition finds
+/// its declaration, and completion offers it inside the loop and `repeat` as a
+/// statement.
+#[test]
+fn the_loop_variable_hovers_as_it_is_where_it_is_used() {
+    let text = r#"record Score { auc: Float }
+
+remote step Refine(previous: Score?) -> Score
+
+flow F() -> Score {
+    let best = repeat s at_most 5 {
+        Refine(previous: s)
+    } until s.auc >= 0.9
+    return best
+}
+"#;
+    let fx = Fixture::new(&[("f.eflow", text)]);
+    let mut c = start(&fx);
+    let uri = fx.uri("f.eflow");
+    c.open(&uri, text);
+    let value = |c: &mut Client, needle: &str, delta: usize| hover(c, &uri, text, needle, delta);
+    let in_call = value(&mut c, "previous: s)", 10);
+    assert!(
+        in_call.contains("s: Score?") && in_call.contains("repeat"),
+        "optional in the call: {in_call}"
+    );
+    let in_until = value(&mut c, "until s.auc", 6);
+    assert!(
+        in_until.contains("s: Score") && !in_until.contains("Score?"),
+        "present in `until`: {in_until}"
+    );
+    let loop_value = value(&mut c, "let best", 4);
+    assert!(
+        loop_value.contains("Score") && loop_value.contains("loop"),
+        "the loop's value: {loop_value}"
+    );
+    let d = c.request(
+        "textDocument/definition",
+        at(&uri, pos(text, "until s.auc", 6)),
+    );
+    let d = if d.is_array() { d[0].clone() } else { d };
+    assert_eq!(d["range"]["start"], pos(text, "repeat s", 7), "{d}");
+    let hints = c.request(
+        "textDocument/inlayHint",
+        json!({ "textDocument": { "uri": uri }, "range": { "start": { "line": 0, "character": 0 }, "end": { "line": 100, "character": 0 } } }),
+    );
+    let hints: Vec<&str> = hints
+        .as_array()
+        .expect("hints")
+        .iter()
+        .filter_map(|h| h["label"].as_str())
+        .collect();
+    assert_eq!(
+        hints,
+        [": Score", ": Score?"],
+        "the loop's value, its variable"
+    );
+
+    let typing = text.replace("Refine(previous: s)", "Refine(previous: )");
+    c.change_full(&uri, 2, &typing);
+    let r = c.request(
+        "textDocument/completion",
+        at(&uri, pos(&typing, "previous: )", 10)),
+    );
+    assert!(labels(&r).contains(&"s".to_string()), "{:?}", labels(&r));
+    let statement = text.replace("    return best", "    let again = \n    return best");
+    c.change_full(&uri, 3, &statement);
+    let r = c.request(
+        "textDocument/completion",
+        at(&uri, pos(&statement, "again = ", 8)),
+    );
+    assert!(
+        labels(&r).contains(&"repeat".to_string()),
+        "{:?}",
+        labels(&r)
+    );
+    c.shutdown();
+}
+
 #[test]
 fn completion_knows_where_the_cursor_is() {
     let fx = workspace();

@@ -1616,6 +1616,10 @@ fn step_view(id: &str, s: &eflow_core::NodeState) -> StepView {
             Slot::Cancelled => ("cancelled".into(), None, None, None),
         }
     };
+    let iteration = match s {
+        NodeState::Repeat(r) => Some(r.iteration),
+        _ => None,
+    };
     let (status, attempt, output, error, children) = match s {
         NodeState::Pending => ("pending".into(), None, None, None, None),
         NodeState::Skipped => ("skipped".into(), None, None, None, None),
@@ -1638,6 +1642,11 @@ fn step_view(id: &str, s: &eflow_core::NodeState) -> StepView {
             .collect();
             ("fan_out".into(), None, None, None, Some(counts))
         }
+        // The iteration that is out; the previous one's output stays internal.
+        NodeState::Repeat(r) => {
+            let (a, b, _, d) = slot(&r.slot);
+            (a, b, None, d, None)
+        }
         NodeState::Single(x) => {
             let (a, b, c, d) = slot(x);
             let children = match x {
@@ -1659,6 +1668,7 @@ fn step_view(id: &str, s: &eflow_core::NodeState) -> StepView {
         output_ref,
         error,
         children,
+        iteration,
     }
 }
 

@@ -71,6 +71,7 @@ pub struct Node {
     pub guards: Vec<Guard>,
     pub call: NodeCall,
     pub fan_out: Option<FanOut>,
+    pub repeat: Option<RepeatLoop>,
     /// The node's value where it is defined (optional outside its `when`).
     pub output: Ty,
     /// Nodes whose completion this one waits for: data, `after` and its conditions.
@@ -105,6 +106,15 @@ pub struct FanOut {
     pub join: JoinPolicy,
     /// `join at_least k`: `k`, an `Int` over parameters and earlier outputs.
     pub k: Option<TExpr>,
+}
+
+/// A bounded loop: the call runs at most `max` times, `var` being the previous
+/// iteration's output, until `until` holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepeatLoop {
+    pub var: String,
+    pub max: u32,
+    pub until: Option<TExpr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -860,6 +870,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         match &p.let_stmt.value {
             StepExpr::Call(c) => c,
             StepExpr::ForEach(f) => &f.body,
+            StepExpr::Repeat(r) => &r.body,
         }
     }
 
@@ -874,7 +885,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         };
         let out = if out.has_params() { Ty::Error } else { out };
         match &p.let_stmt.value {
-            StepExpr::Call(_) => out,
+            StepExpr::Call(_) | StepExpr::Repeat(_) => out,
             StepExpr::ForEach(f) => join_type(&f.join.policy, out),
         }
     }
@@ -974,6 +985,14 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 join: f.join.policy.clone(),
                 k,
             });
+        } else if let StepExpr::Repeat(r) = &let_stmt.value {
+            // The previous iteration's output: absent in the first iteration.
+            elem_ty = match self.output_type(p) {
+                Ty::Error | Ty::Unit => Ty::Error,
+                t => t.optional(),
+            };
+            self.repeat_var(&r.var, &elem_ty);
+            item_name = Some(&r.var);
         } else {
             elem_ty = Ty::Error;
             item_name = None;
@@ -1004,6 +1023,10 @@ impl<'a, 'w> FlowCx<'a, 'w> {
             Some(f) => join_type(&f.join, out),
             None => out,
         };
+        let repeat = match &let_stmt.value {
+            StepExpr::Repeat(r) => Some(self.repeat(r, &output, &guards, i)),
+            _ => None,
+        };
         if let Callee::Step(d) | Callee::Flow(d) = callee {
             cx.resolve(call.callee.span, Def::Item(d), Some(output.clone()));
         }
@@ -1016,6 +1039,9 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         let mut deps = BTreeSet::new();
         for (_, a) in &args {
             a.nodes(&mut deps);
+        }
+        if let Some(u) = repeat.as_ref().and_then(|r| r.until.as_ref()) {
+            u.nodes(&mut deps);
         }
         if let Some(f) = &fan_out {
             f.over.nodes(&mut deps);
@@ -1091,10 +1117,105 @@ impl<'a, 'w> FlowCx<'a, 'w> {
                 step_kind,
             },
             fan_out,
+            repeat,
             output,
             deps,
             after,
             options,
+        }
+    }
+
+    /// Declares a `repeat`'s variable, of type `ty` in the loop's call.
+    fn repeat_var(&self, var: &Ident, ty: &Ty) {
+        let cx = self.cx;
+        if self.names.contains_key(var.name.as_str())
+            || self.sig.params.iter().any(|q| q.name == var.name)
+        {
+            cx.report(
+                cx.error(
+                    Code::Duplicate,
+                    var.span,
+                    format!("`{}` is already a name in this flow", var.name),
+                )
+                .with_help("give the loop variable a name of its own"),
+            );
+        }
+        cx.declare(
+            var.span,
+            Def::LoopVar {
+                file: cx.file,
+                decl: var.span,
+            },
+            (*ty != Ty::Error).then(|| ty.clone()),
+        );
+    }
+
+    /// A `repeat`'s bound and `until`, once its call's output type `out` is known.
+    fn repeat(&mut self, r: &ast::Repeat, out: &Ty, guards: &[Guard], i: usize) -> RepeatLoop {
+        let cx = self.cx;
+        let max = r.max.value;
+        if !(1..=i64::from(eflow_ir::MAX_REPEAT)).contains(&max) {
+            cx.report(
+                cx.error(
+                    Code::RepeatBound,
+                    r.max.span,
+                    format!(
+                        "`repeat … at_most {max}`: the bound must be 1 to {}",
+                        eflow_ir::MAX_REPEAT
+                    ),
+                )
+                .with_label("not a bound a loop can have")
+                .with_help(format!(
+                    "give the most iterations the loop may take, from 1 to {}; longer work belongs to a schedule",
+                    eflow_ir::MAX_REPEAT
+                )),
+            );
+        }
+        if *out == Ty::Unit {
+            cx.report(
+                cx.error(
+                    Code::RepeatWithoutOutput,
+                    r.body.callee.span,
+                    format!("`{}` produces nothing for the next iteration", r.body.callee.name),
+                )
+                .with_label("this has no output")
+                .with_help("repeat a step or subflow that returns a value: each iteration is given the previous one's output"),
+            );
+        }
+        // In `until`, the variable is the iteration just finished: present.
+        let present = match out {
+            Ty::Unit => Ty::Error,
+            t => t.clone(),
+        };
+        let until = r.until.as_ref().map(|u| {
+            let site = Site {
+                guards,
+                condition_of: None,
+                item: Some((&r.var, &present)),
+                node: Some(i),
+                narrowed: Vec::new(),
+            };
+            let t = self.expr(u, Some(&Ty::Bool), &site);
+            if !t.ty.flows_into(&Ty::Bool) {
+                cx.report(
+                    cx.error(
+                        Code::ConditionNotBool,
+                        u.span,
+                        format!("an `until` condition must be a Bool, found `{}`", t.ty),
+                    )
+                    .with_label(format!("this is `{}`", t.ty))
+                    .with_help(format!(
+                        "compare the iteration's output with something, e.g. `{}.auc >= 0.9`",
+                        r.var.name
+                    )),
+                );
+            }
+            t
+        });
+        RepeatLoop {
+            var: r.var.name.clone(),
+            max: u32::try_from(max.clamp(1, i64::from(eflow_ir::MAX_REPEAT))).unwrap_or(1),
+            until,
         }
     }
 
@@ -1602,6 +1723,7 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         match &l.value {
             StepExpr::Call(c) => &c.callee.name,
             StepExpr::ForEach(f) => &f.body.callee.name,
+            StepExpr::Repeat(r) => &r.body.callee.name,
         }
     }
 
@@ -2220,15 +2342,21 @@ impl<'a, 'w> FlowCx<'a, 'w> {
         if let Some((var, ty)) = site.item
             && var.name == name
         {
-            self.resolve_path_start(
-                first,
+            let looped = site
+                .node
+                .is_some_and(|i| matches!(self.lets[i].let_stmt.value, StepExpr::Repeat(_)));
+            let def = if looped {
+                Def::LoopVar {
+                    file: cx.file,
+                    decl: var.span,
+                }
+            } else {
                 Def::ForVar {
                     file: cx.file,
                     decl: var.span,
-                },
-                ty,
-                rest,
-            );
+                }
+            };
+            self.resolve_path_start(first, def, ty, rest);
             let ty = self.fields(ty.clone(), rest);
             return mk(TExprKind::Item(names(rest)), ty);
         }

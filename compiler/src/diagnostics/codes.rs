@@ -77,6 +77,8 @@ codes! {
     Unreachable = "E0303", Error, "unreachable step";
     NotAList = "E0304", Error, "fan-out over a value that is not a list";
     MisplacedStatement = "E0305", Error, "misplaced statement";
+    RepeatBound = "E0306", Error, "repeat bound out of range";
+    RepeatWithoutOutput = "E0307", Error, "repeat of a call without output";
     // Schedules, options and bindings.
     InvalidCron = "E0400", Error, "invalid cron expression";
     UnknownTimezone = "E0401", Error, "unknown time zone";

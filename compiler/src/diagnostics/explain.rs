@@ -51,6 +51,8 @@ pub fn explanation(code: Code) -> &'static str {
         Code::Unreachable => UNREACHABLE,
         Code::NotAList => NOT_A_LIST,
         Code::MisplacedStatement => MISPLACED_STATEMENT,
+        Code::RepeatBound => REPEAT_BOUND,
+        Code::RepeatWithoutOutput => REPEAT_WITHOUT_OUTPUT,
         Code::InvalidCron => INVALID_CRON,
         Code::UnknownTimezone => UNKNOWN_TIMEZONE,
         Code::BindingUnknownStep => BINDING_UNKNOWN_STEP,
@@ -1058,6 +1060,66 @@ remote step Fit(dataset: String) -> Float
 flow Sweep(datasets: List<String>) -> List<Float> {
   let losses = for d in datasets join all { Fit(dataset: d) }
   return losses
+}
+```
+"##;
+
+const REPEAT_BOUND: &str = r##"
+A `repeat … at_most N` loop has a bound below 1 or above 100.
+
+The bound is how many iterations the loop may take at most, written as a number so
+that the compiler knows it: a loop with no iteration does nothing, and every
+iteration is a step run recorded in the run's history, so a loop is held to 100.
+Work that goes on for longer belongs to a schedule that starts runs.
+
+Example:
+
+```eflow
+remote step Refine(previous: Float?) -> Float
+
+flow Tune() -> Float {
+  let score = repeat s at_most 0 { Refine(previous: s) } until s >= 0.9
+  return score
+}
+```
+
+Fixed:
+
+```eflow
+remote step Refine(previous: Float?) -> Float
+
+flow Tune() -> Float {
+  let score = repeat s at_most 5 { Refine(previous: s) } until s >= 0.9
+  return score
+}
+```
+"##;
+
+const REPEAT_WITHOUT_OUTPUT: &str = r##"
+A `repeat` loop calls a step or subflow that returns nothing.
+
+Each iteration is given the previous iteration's output, the `until` condition reads
+the iteration's output, and the loop's value is the last iteration's output: a call
+without an output gives the loop nothing to go on.
+
+Example:
+
+```eflow
+remote step Nudge(previous: Int?)
+
+flow Tune() {
+  let n = repeat p at_most 3 { Nudge(previous: none) }
+}
+```
+
+Fixed:
+
+```eflow
+remote step Nudge(previous: Int?) -> Int
+
+flow Tune() -> Int {
+  let n = repeat p at_most 3 { Nudge(previous: p) }
+  return n
 }
 ```
 "##;

@@ -490,6 +490,7 @@ impl P<'_> {
                 match &l.value {
                     StepExpr::Call(c) => self.call(c, indent),
                     StepExpr::ForEach(f) => self.for_each(f, indent),
+                    StepExpr::Repeat(r) => self.repeat(r, indent),
                 }
                 self.o.trailing(l.value.span().end as usize);
                 self.o.end();
@@ -579,6 +580,35 @@ impl P<'_> {
         self.o.leading(f.span.end as usize, inner, true);
         self.o.begin_closer(indent);
         self.o.push("}");
+    }
+
+    /// `repeat m at_most 5 {`, the call on its own line, then `} until cond`.
+    fn repeat(&mut self, r: &Repeat, indent: usize) {
+        self.o.push("repeat ");
+        self.o.push(&r.var.name);
+        self.o.push(&format!(" at_most {} {{", r.max.value));
+        let open = self.o.find(r.max.span.end as usize, "{", &[]);
+        if let Some(o) = open {
+            self.o.trailing(o + 1);
+        }
+        self.o.end_open();
+        let inner = indent + 4;
+        self.o.leading(r.body.span.start as usize, inner, true);
+        self.o.begin(inner);
+        self.call(&r.body, inner);
+        self.o.trailing(r.body.span.end as usize);
+        self.o.end();
+        let close = self
+            .o
+            .find(r.body.span.end as usize, "}", &[])
+            .map_or(r.span.end as usize, |c| c + 1);
+        self.o.leading(close, inner, true);
+        self.o.begin_closer(indent);
+        self.o.push("}");
+        if let Some(until) = &r.until {
+            self.o.push(" until ");
+            self.expr(until, indent, 0, Slot::TOP);
+        }
     }
 
     fn clause(&mut self, c: &ScheduleClause, indent: usize) {

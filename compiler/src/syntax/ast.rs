@@ -261,6 +261,8 @@ pub enum StepExpr {
     Call(Call),
     /// `for p in space join all { Trial(params: p) }`
     ForEach(ForEach),
+    /// `repeat m at_most 5 { Refine(model: m) } until m.auc >= 0.9`
+    Repeat(Repeat),
 }
 
 impl StepExpr {
@@ -268,6 +270,7 @@ impl StepExpr {
         match self {
             StepExpr::Call(c) => c.span,
             StepExpr::ForEach(f) => f.span,
+            StepExpr::Repeat(r) => r.span,
         }
     }
 }
@@ -293,6 +296,18 @@ pub struct ForEach {
     pub over: Expr,
     pub join: Join,
     pub body: Call,
+    pub span: Span,
+}
+
+/// A bounded loop: `body` runs at most `max` times, each time with `var` the
+/// previous iteration's output (`none` in the first), until `until` holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repeat {
+    pub var: Ident,
+    pub max: IntLit,
+    pub body: Call,
+    /// `until cond`: read after each iteration, `var` being its output.
+    pub until: Option<Expr>,
     pub span: Span,
 }
 

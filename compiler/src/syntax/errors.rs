@@ -66,6 +66,9 @@ fn expectation(rule: Rule, ctx: Ctx) -> Option<(Group, &'static str)> {
         Rule::kw_for | Rule::for_each => (Token, "`for`"),
         Rule::kw_in => (Token, "`in`"),
         Rule::kw_join => (Token, "`join`"),
+        Rule::kw_repeat | Rule::repeat_loop => (Token, "`repeat`"),
+        Rule::kw_at_most => (Token, "`at_most`"),
+        Rule::kw_until | Rule::until_clause => (Token, "`until`"),
         Rule::kw_within => (Token, "`within`"),
         Rule::kw_let | Rule::kw_when | Rule::kw_return | Rule::kw_deadline | Rule::kw_schedule => {
             (Statement, "a statement")

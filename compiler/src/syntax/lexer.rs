@@ -58,6 +58,9 @@ pub const KEYWORDS: &[&str] = &[
     "after",
     "parallel",
     "raises",
+    "repeat",
+    "at_most",
+    "until",
 ];
 
 /// The first this many keywords are reserved: never a name. The others are
@@ -84,7 +87,7 @@ pub fn is_reserved(word: &str) -> bool {
 
 /// Token kinds: the character standing for each token in the string pest parses.
 /// Classes of tokens are digits, keywords are letters (in the order of `KEYWORDS`:
-/// `a`-`r` the reserved ones, then `s`-`z` and `A`-`T`), and punctuation is itself,
+/// `a`-`r` the reserved ones, then `s`-`z` and `A`-`W`), and punctuation is itself,
 /// or another sign for two-character operators.
 pub(crate) mod kind {
     /// Past the end of the input: not a token.
@@ -173,6 +176,9 @@ pub(crate) mod kind {
     pub(crate) const AFTER: u8 = b'R';
     pub(crate) const PARALLEL: u8 = b'S';
     pub(crate) const RAISES: u8 = b'T';
+    pub(crate) const REPEAT: u8 = b'U';
+    pub(crate) const AT_MOST: u8 = b'V';
+    pub(crate) const UNTIL: u8 = b'W';
 
     /// A reserved keyword: never a name.
     pub(crate) fn is_reserved(k: u8) -> bool {
@@ -181,7 +187,7 @@ pub(crate) mod kind {
 
     /// A contextual keyword: a name wherever a name is expected.
     pub(crate) fn is_contextual(k: u8) -> bool {
-        matches!(k, b's'..=b'z' | b'A'..=b'T')
+        matches!(k, b's'..=b'z' | b'A'..=b'W')
     }
 
     /// The grammar's `any_name`: a name, or a contextual keyword used as one.
@@ -502,6 +508,9 @@ pub(crate) fn keyword_kind(word: &str) -> Option<u8> {
         "after" => kind::AFTER,
         "parallel" => kind::PARALLEL,
         "raises" => kind::RAISES,
+        "repeat" => kind::REPEAT,
+        "at_most" => kind::AT_MOST,
+        "until" => kind::UNTIL,
         _ => return None,
     };
     Some(k)
@@ -808,7 +817,7 @@ mod tests {
     fn token_string() {
         let text = "let x = Foo(a: 1, b: 2.5e-3, c: 1h30m, d: \"s\") -> ?? == // c\n 1.5s";
         assert_eq!(scan(text).kinds, b"h5=6(5:0,5:1,5:2,5:3)^$#7");
-        let chars = (b'a'..=b'z').chain(b'A'..=b'T');
+        let chars = (b'a'..=b'z').chain(b'A'..=b'W');
         assert_eq!(chars.clone().count(), KEYWORDS.len());
         for (i, (k, c)) in KEYWORDS.iter().zip(chars).enumerate() {
             assert_eq!(keyword_kind(k), Some(c), "{k}");
@@ -832,7 +841,7 @@ mod tests {
                 "{k}: {line:?}"
             );
         }
-        assert!(grammar.contains("soft_kw  = _{ 's'..'z' | 'A'..'T' }"));
+        assert!(grammar.contains("soft_kw  = _{ 's'..'z' | 'A'..'W' }"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ endif
 syntax keyword eflowKeyword from import as record enum type remote call approval wait step flow bindings
 syntax keyword eflowKeyword let when else for in join all any at_least return timeout schedule timezone
 syntax keyword eflowKeyword overlap catchup within jitter input retry backoff fixed exponential
-syntax keyword eflowKeyword non_retryable after parallel raises deadline
+syntax keyword eflowKeyword non_retryable after parallel raises deadline repeat at_most until
 syntax keyword eflowOperator and or not
 syntax keyword eflowConstant true false none
 syntax keyword eflowType Bool Int Float String Duration Timestamp List Map

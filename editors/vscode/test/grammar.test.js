@@ -32,7 +32,7 @@ const keywords = [
   "from", "import", "as", "record", "enum", "type", "remote", "call", "approval", "wait", "step", "flow",
   "bindings", "let", "when", "else", "for", "in", "join", "all", "any", "at_least", "return", "timeout",
   "schedule", "timezone", "overlap", "catchup", "within", "jitter", "input", "retry", "backoff", "fixed",
-  "exponential", "non_retryable", "after", "parallel", "raises", "true", "false", "none", "and", "or", "not",
+  "exponential", "non_retryable", "after", "parallel", "raises", "repeat", "at_most", "until", "true", "false", "none", "and", "or", "not",
 ];
 const text = JSON.stringify(grammar);
 for (const k of keywords) {

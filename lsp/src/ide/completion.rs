@@ -150,6 +150,10 @@ fn flow_info(f: &eflow_compiler::semantics::CheckedFlow) -> FlowInfo {
             .nodes
             .iter()
             .filter_map(|n| {
+                if let Some(r) = &n.repeat {
+                    // In the loop's call: the previous iteration's output.
+                    return Some((r.var.clone(), n.output.clone().optional()));
+                }
                 let fo = n.fan_out.as_ref()?;
                 let elem = match &fo.over.ty {
                     Ty::List(t) => (**t).clone(),
@@ -825,8 +829,8 @@ impl<'t> Cursor<'t> {
             return Context::Callables;
         }
         match l0 {
-            "in" | "when" | "return" | "and" | "or" | "not" | "==" | "!=" | "<" | "<=" | ">"
-            | ">=" | "??" | "-" => {
+            "in" | "when" | "until" | "return" | "and" | "or" | "not" | "==" | "!=" | "<"
+            | "<=" | ">" | ">=" | "??" | "-" => {
                 return Context::Values { expected: None };
             }
             "join" => return Context::JoinPolicy,
@@ -834,7 +838,7 @@ impl<'t> Cursor<'t> {
             "catchup" => return Context::Policies(CATCHUP_POLICIES),
             "backoff" => return Context::Backoff,
             "retry" | "timeout" | "parallel" | "jitter" | "within" | "timezone" | "at_least"
-            | "let" | "for" | "schedule" => {
+            | "let" | "for" | "repeat" | "at_most" | "schedule" => {
                 return Context::Nothing;
             }
             _ => {}
@@ -876,8 +880,11 @@ impl<'t> Cursor<'t> {
         let rest = &self.before[k..];
         let eq = rest.iter().position(|t| t.text(self.text) == "=")?;
         let mut i = eq + 1;
-        if rest.get(i).map(|t| t.text(self.text)) == Some("for") {
-            // for x in e join p { Callee(
+        if matches!(
+            rest.get(i).map(|t| t.text(self.text)),
+            Some("for" | "repeat")
+        ) {
+            // for x in e join p { Callee(   or   repeat x at_most n { Callee(
             i = rest.iter().position(|t| t.text(self.text) == "{")? + 1;
         }
         rest.get(i).map(|t| t.text(self.text).to_string())
@@ -901,7 +908,7 @@ impl<'t> Cursor<'t> {
                     .iter()
                     .rev()
                     .take(20)
-                    .any(|t| t.text(self.text) == "join"))
+                    .any(|t| matches!(t.text(self.text), "join" | "at_most")))
     }
 }
 
@@ -920,13 +927,15 @@ impl<'a> Scope<'a> {
             .then(|| cx.item_name())
             .flatten()
             .and_then(|name| current_flow(req, name));
-        // `for x in … {` before the cursor, still open.
+        // `for x in … {` or `repeat x at_most n {` before the cursor, still open.
         let item = cx.open.iter().rev().find_map(|&o| {
             let k = cx.before[..o]
                 .iter()
-                .rposition(|t| t.text(cx.text) == "for")?;
+                .rposition(|t| matches!(t.text(cx.text), "for" | "repeat"))?;
             let var = cx.tok(k + 1).to_string();
-            if cx.tok(k + 2) != "in" || cx.before[k..o].iter().any(|t| t.text(cx.text) == "let") {
+            if !matches!(cx.tok(k + 2), "in" | "at_most")
+                || cx.before[k..o].iter().any(|t| t.text(cx.text) == "let")
+            {
                 return None;
             }
             let ty = flow
@@ -1489,6 +1498,12 @@ fn callables(req: &Request, scope: &Scope, out: &mut Vec<Completion>) {
         Completion::new("for", Kind::Keyword)
             .doc("fan out: one call per element of a list")
             .snippet("for ${1:x} in ${2:list} join ${3|all,any,at_least 1|} {\n    $0\n}")
+            .rank(2),
+    );
+    out.push(
+        Completion::new("repeat", Kind::Keyword)
+            .doc("a bounded loop: the call again with the previous iteration's output, until a condition holds")
+            .snippet("repeat ${1:m} at_most ${2:5} {\n    $0\n} until ${3:cond}")
             .rank(2),
     );
 }

@@ -119,6 +119,8 @@ pub fn describe(db: Db, occ: &Resolution) -> Option<String> {
             {
                 let how = if n.fan_out.is_some() {
                     "a fan-out over"
+                } else if n.repeat.is_some() {
+                    "the last iteration of a loop over"
                 } else {
                     "the output of"
                 };
@@ -138,6 +140,16 @@ pub fn describe(db: Db, occ: &Resolution) -> Option<String> {
                 .unwrap_or("");
             parts.push(code(&format!("{name}: {}", ty(&occ.ty))));
             parts.push("one element of the fan-out's list".to_string());
+        }
+        Def::LoopVar { file, decl } => {
+            let name = db
+                .text(*file)
+                .get(decl.start as usize..decl.end as usize)
+                .unwrap_or("");
+            parts.push(code(&format!("{name}: {}", ty(&occ.ty))));
+            parts.push(
+                "the `repeat`'s latest output: in the call, the previous iteration's (`none` in the first); in `until`, the iteration just finished".to_string(),
+            );
         }
         Def::Generic { owner, name } => {
             let o = db.item_name(*owner)?;

@@ -23,13 +23,21 @@ pub fn inlay_hints(db: Db, module: &Module, range: Span) -> Vec<InlayHint> {
                 offset: n.name_span.end as usize,
                 label: format!(": {}", n.output),
             });
-            if let Some(fo) = &n.fan_out
-                && let Ty::List(elem) = &fo.over.ty
+            // The fan-out's element; a `repeat`'s previous output, as its call sees it.
+            let var_ty = match (&n.fan_out, &n.repeat) {
+                (Some(fo), _) => match &fo.over.ty {
+                    Ty::List(elem) => Some((**elem).clone()),
+                    _ => None,
+                },
+                (None, Some(_)) => Some(n.output.clone().optional()),
+                (None, None) => None,
+            };
+            if let Some(ty) = var_ty
                 && let Some(var) = for_var(module, n.span)
             {
                 out.push(InlayHint {
                     offset: var.end as usize,
-                    label: format!(": {elem}"),
+                    label: format!(": {ty}"),
                 });
             }
         }
@@ -39,16 +47,16 @@ pub fn inlay_hints(db: Db, module: &Module, range: Span) -> Vec<InlayHint> {
     out
 }
 
-/// The span of the `for x` variable of the `let` statement at `span`.
+/// The span of the `for x` (or `repeat x`) variable of the `let` statement at `span`.
 fn for_var(module: &Module, span: Span) -> Option<Span> {
     fn find(body: &[ast::Stmt], span: Span) -> Option<Span> {
         for s in body {
             match &s.kind {
-                ast::StmtKind::Let(l) if s.span == span => {
-                    if let ast::StepExpr::ForEach(f) = &l.value {
-                        return Some(f.var.span);
-                    }
-                }
+                ast::StmtKind::Let(l) if s.span == span => match &l.value {
+                    ast::StepExpr::ForEach(f) => return Some(f.var.span),
+                    ast::StepExpr::Repeat(r) => return Some(r.var.span),
+                    ast::StepExpr::Call(_) => {}
+                },
                 ast::StmtKind::When(w) => {
                     if let Some(x) = find(&w.then_body, span)
                         .or_else(|| w.else_body.as_deref().and_then(|e| find(e, span)))

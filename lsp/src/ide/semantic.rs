@@ -113,7 +113,7 @@ fn classify(db: Db, def: &Def) -> Option<(u32, u32)> {
         Def::Field { record, .. } => (PROPERTY, std(record.file)),
         Def::Variant { en, .. } => (ENUM_MEMBER, std(en.file)),
         Def::Param { owner, .. } => (PARAMETER, std(owner.file)),
-        Def::Local { .. } | Def::ForVar { .. } => (VARIABLE, 0),
+        Def::Local { .. } | Def::ForVar { .. } | Def::LoopVar { .. } => (VARIABLE, 0),
         Def::Generic { .. } => (TYPE_PARAMETER, 0),
         Def::ErrorName { .. } => (ENUM_MEMBER, 0),
         Def::Module(_) => (NAMESPACE, 0),

@@ -17,8 +17,8 @@ use crate::effect::{Effect, EffectKind, Timer};
 use crate::eval::{EvalError, Need, Scope, eval};
 use crate::event::{Event, EventKind, Outcome};
 use crate::state::{
-    Child, FanOut, INLINE_BYTES, NodeState, Parent, Run, RunError, RunStatus, Slot, StepError,
-    ValueRef, Values,
+    Child, FanOut, INLINE_BYTES, NodeState, Parent, Repeat, Run, RunError, RunStatus, Slot,
+    StepError, ValueRef, Values,
 };
 use crate::time::{format_rfc3339, parse_rfc3339};
 use crate::validate::{FlowIndex, ValidatedBundle};
@@ -433,7 +433,7 @@ impl<'a> Cx<'a> {
         self.node(at).id.clone()
     }
 
-    fn scope(&self, item: Option<&'a Value>) -> Scope<'_> {
+    fn scope<'s>(&'s self, item: Option<&'s Value>) -> Scope<'s> {
         Scope {
             flow: self.flow,
             nodes: &self.index.nodes,
@@ -455,6 +455,8 @@ impl<'a> Cx<'a> {
                 Child::Active(s) => Some(s),
                 Child::Done => None,
             },
+            // Only the iteration that is out has a slot.
+            (NodeState::Repeat(r), Some(i)) if r.iteration == i => Some(r.slot.clone()),
             _ => None,
         }
     }
@@ -463,6 +465,7 @@ impl<'a> Cx<'a> {
         match (self.run.nodes.get_mut(at.node), at.index) {
             (Some(n), None) => *n = NodeState::Single(slot),
             (Some(NodeState::FanOut(fo)), Some(i)) => fo.set(i, slot),
+            (Some(NodeState::Repeat(r)), Some(i)) if r.iteration == i => r.slot = slot,
             _ => {}
         }
     }
@@ -473,10 +476,16 @@ impl<'a> Cx<'a> {
             return invalid(format!("`{}` has no node `{node}`", self.flow.name));
         };
         let ir = &self.flow.nodes[n];
+        if ir.repeat.is_some() && index.is_none() {
+            return invalid(format!(
+                "`{node}` is a `repeat`: the event needs the iteration as its index"
+            ));
+        }
         match (&ir.fan_out, index) {
             (Some(_), None) => {
                 return invalid(format!("`{node}` is a fan-out: the event needs an index"));
             }
+            (None, Some(_)) if ir.repeat.is_some() => {}
             (None, Some(_)) => {
                 return invalid(format!("`{node}` is not a fan-out: the event has an index"));
             }
@@ -505,6 +514,9 @@ impl<'a> Cx<'a> {
                 stale(format!("attempt {attempt} is over; attempt {a} is running"))
             }
             Some(other) => stale(format!("no attempt is running ({})", slot_name(&other))),
+            None if self.node(at).repeat.is_some() => {
+                stale("that iteration of the `repeat` is not the one that is out")
+            }
             None if at.index.is_some() => stale("the child is done"),
             None => stale("the node has not started"),
         }
@@ -660,6 +672,10 @@ impl<'a> Cx<'a> {
 
     fn start_node(&mut self, j: usize) {
         let node = &self.flow.nodes[j];
+        if node.repeat.is_some() {
+            self.start_iteration(j, 0, None);
+            return;
+        }
         let Some(fo) = &node.fan_out else {
             self.start_attempt(
                 At {
@@ -789,6 +805,9 @@ impl<'a> Cx<'a> {
     /// The current element of a fan-out: the list is re-evaluated rather than
     /// stored, as every value it reads is settled and never changes.
     fn item(&self, at: At) -> Result<Option<Value>, EvalError> {
+        if let NodeState::Repeat(r) = &self.run.nodes[at.node] {
+            return Ok(Some(r.last.as_deref().cloned().unwrap_or(Value::Null)));
+        }
         let Some(i) = at.index else { return Ok(None) };
         let Some(fo) = &self.node(at).fan_out else {
             return Ok(None);
@@ -953,6 +972,10 @@ impl<'a> Cx<'a> {
             return;
         }
         self.cancel_timeout(at, attempt);
+        if node.repeat.is_some() {
+            self.iteration_succeeded(at, attempt, output);
+            return;
+        }
         if let Some(i) = at.index {
             // A child's output goes to the results (`join any` keeps the first).
             let any = node.fan_out.as_ref().is_some_and(|f| f.join == Join::Any);
@@ -978,27 +1001,112 @@ impl<'a> Cx<'a> {
         }
         let kept = self.kept(output);
         self.set_slot(at, kept);
-        // The limit is on what the run gathers inline; its input, bounded by
-        // the request that gave it, is not counted (nor walked: it is set
-        // aside). Outputs past `INLINE_BYTES` are kept by reference, so only
-        // very many small outputs can reach it.
+        if let Some(err) = self.state_too_large(at) {
+            self.set_slot(at, Slot::Running(attempt));
+            self.fail_attempt(at, attempt, err, false, false);
+            return;
+        }
+        self.slot_done(at);
+    }
+
+    /// The `StateTooLarge` error when what the run gathers inline is over the
+    /// limit, naming the step whose output made it so. Its input, bounded by
+    /// the request that gave it, is not counted (nor walked: it is set
+    /// aside); outputs past `INLINE_BYTES` are kept by reference, so only
+    /// very many small outputs can reach it.
+    fn state_too_large(&mut self, at: At) -> Option<StepError> {
         let input = std::mem::take(&mut self.run.input);
         let gathered = self.run.encoded_size();
         self.run.input = input;
-        if gathered > self.bundle.limits.state_bytes {
-            self.set_slot(at, Slot::Running(attempt));
-            let err = StepError::new(
+        (gathered > self.bundle.limits.state_bytes).then(|| {
+            StepError::new(
                 codes::STATE_TOO_LARGE,
                 format!(
                     "the output of `{}` would make the run's state {gathered} bytes, more than the {} bytes it may hold besides its input: every output over {INLINE_BYTES} bytes is kept by reference, so this run keeps too many small outputs; split the flow into subflows",
                     self.node(at).id,
                     self.bundle.limits.state_bytes
                 ),
-            );
+            )
+        })
+    }
+
+    // ----- repeat -----
+
+    /// Starts iteration `i` of `repeat` node `j`, given the previous
+    /// iteration's output `last`.
+    fn start_iteration(&mut self, j: usize, i: u32, last: Option<Arc<Value>>) {
+        self.run.nodes[j] = NodeState::Repeat(Repeat {
+            iteration: i,
+            slot: Slot::Pending,
+            last,
+        });
+        self.start_attempt(
+            At {
+                node: j,
+                index: Some(i),
+            },
+            1,
+        );
+    }
+
+    /// Iteration `at.index` of a `repeat` produced `output`: the loop ends with it
+    /// when `until` holds or the bound is reached, else the next iteration starts
+    /// with it. Only this output is kept, never the earlier ones.
+    fn iteration_succeeded(&mut self, at: At, attempt: u32, output: Value) {
+        let Some(r) = &self.node(at).repeat else {
+            return;
+        };
+        let j = at.node;
+        let i = at.index.unwrap_or(0);
+        let output = Arc::new(output);
+        let stop = match &r.until {
+            None => Ok(false),
+            Some(u) => match eval(u, &self.scope(Some(&output))).as_deref() {
+                Ok(Value::Bool(b)) => Ok(*b),
+                Ok(other) => Err(format!(
+                    "an `until` condition must be a Bool, got {}",
+                    value::kind_of(other)
+                )),
+                Err(e) => Err(e.0.clone()),
+            },
+        };
+        let previous = match &self.run.nodes[j] {
+            NodeState::Repeat(state) => state.last.clone(),
+            _ => None,
+        };
+        let stop = match stop {
+            Ok(stop) => stop || i + 1 >= r.max,
+            Err(e) => {
+                let err = StepError::new(codes::EVAL_ERROR, format!("until: {e}"));
+                self.fail_node_now(j, err);
+                return;
+            }
+        };
+        self.run.nodes[j] = if stop {
+            // The loop's value follows the rule of every output: by reference
+            // past `INLINE_BYTES`.
+            NodeState::Single(self.kept((*output).clone()))
+        } else {
+            NodeState::Repeat(Repeat {
+                iteration: i,
+                slot: Slot::Pending,
+                last: Some(output.clone()),
+            })
+        };
+        if let Some(err) = self.state_too_large(at) {
+            self.run.nodes[j] = NodeState::Repeat(Repeat {
+                iteration: i,
+                slot: Slot::Running(attempt),
+                last: previous,
+            });
             self.fail_attempt(at, attempt, err, false, false);
             return;
         }
-        self.slot_done(at);
+        if stop {
+            self.advance();
+        } else {
+            self.start_iteration(j, i + 1, Some(output));
+        }
     }
 
     fn cancel_timeout(&mut self, at: At, attempt: u32) {
@@ -1049,6 +1157,13 @@ impl<'a> Cx<'a> {
 
     /// A slot reached a final state: decide the fan-out, or move the run on.
     fn slot_done(&mut self, at: At) {
+        if self.node(at).repeat.is_some() {
+            // An iteration that failed for good fails the loop, and the run.
+            if let Some(Slot::Failed(err)) = self.slot(at) {
+                self.fail_node_now(at.node, err);
+            }
+            return;
+        }
         if at.index.is_some() {
             self.join(at.node);
             return;
@@ -1225,7 +1340,8 @@ impl<'a> Cx<'a> {
         let Some(&n) = self.index.nodes.get(node) else {
             return invalid(format!("`{}` has no node `{node}`", self.flow.name));
         };
-        if self.flow.nodes[n].fan_out.is_some() != index.is_some() {
+        let indexed = self.flow.nodes[n].fan_out.is_some() || self.flow.nodes[n].repeat.is_some();
+        if indexed != index.is_some() {
             return invalid(format!("the index does not fit `{node}`"));
         }
         Ok(At { node: n, index })
@@ -1310,6 +1426,10 @@ impl<'a> Cx<'a> {
                     index: None,
                 }),
                 NodeState::FanOut(_) => self.cancel_slots(j),
+                NodeState::Repeat(r) if r.slot.is_active() => self.cancel_slot(At {
+                    node: j,
+                    index: Some(r.iteration),
+                }),
                 _ => {}
             }
         }

@@ -24,7 +24,8 @@ pub struct Scope<'a> {
     /// Node id → position in `flow.nodes` and `run.nodes`.
     pub nodes: &'a HashMap<String, usize>,
     pub run: &'a Run,
-    /// The current element, inside a fan-out.
+    /// The current element, inside a fan-out; a `repeat`'s latest output
+    /// (`null` before its first iteration).
     pub item: Option<&'a Value>,
     /// What the state refers to but does not hold (joined lists).
     pub values: &'a Values,

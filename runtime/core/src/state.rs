@@ -141,6 +141,9 @@ pub enum NodeState {
     /// A fan-out in progress. Replaced by a `Single` slot holding the joined
     /// output (or the error) when it is decided.
     FanOut(FanOut),
+    /// A `repeat` in progress. Replaced by a `Single` slot holding the last
+    /// iteration's output (or the error) when it ends.
+    Repeat(Repeat),
     /// A step or subflow call, or a decided fan-out. Serialized as the slot itself.
     #[serde(untagged)]
     Single(Slot),
@@ -219,6 +222,19 @@ pub struct FanOut {
     /// of the event that set it, which makes its id unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timer: Option<u64>,
+}
+
+/// A `repeat` in progress: the iteration that is out, its slot, and the
+/// previous iteration's output. Earlier iterations' outputs are not kept (they
+/// are in the event log): the state stays the size of one output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Repeat {
+    /// The iteration that is out, from 0.
+    pub iteration: u32,
+    pub slot: Slot,
+    /// The previous iteration's output; absent during the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Arc<Value>>,
 }
 
 /// Where child `i` of a fan-out stands.

@@ -9,7 +9,9 @@
 use std::collections::{HashMap, HashSet};
 
 use eflow_ir::connector::Connector;
-use eflow_ir::{Backoff, Bundle, Call, Expr, Flow, IR_VERSION, Join, StepKind};
+use eflow_ir::{
+    Backoff, Bundle, Call, Expr, Flow, IR_VERSION, Join, MAX_REPEAT, Node, Repeat, StepKind,
+};
 
 use crate::state::DEFAULT_STATE_LIMIT;
 use crate::value;
@@ -408,7 +410,7 @@ impl Validator {
             flow: f,
             nodes,
             visible: Some(visible),
-            item: n.fan_out.is_some(),
+            item: n.fan_out.is_some() || n.repeat.is_some(),
         };
         for (name, e) in &n.inputs {
             self.expr(&cx, &format!("{np}.inputs.{name}"), e);
@@ -450,6 +452,9 @@ impl Validator {
                 );
             }
         }
+        if let Some(r) = &n.repeat {
+            self.repeat(&cx, &np, n, r);
+        }
         if let Some(r) = &n.retry {
             if r.max_attempts == 0 {
                 self.err(
@@ -471,6 +476,39 @@ impl Validator {
                 format!("{np}.timeout_ms"),
                 "a step timeout must be longer than 0 ms",
             );
+        }
+    }
+
+    /// A `repeat`: one loop per node, a constant bound in range, an output to
+    /// carry from one iteration to the next, and an `until` over what the node
+    /// may read and its variable.
+    fn repeat(&mut self, cx: &ExprCtx<'_>, np: &str, n: &Node, r: &Repeat) {
+        if n.fan_out.is_some() {
+            self.err(
+                format!("{np}.repeat"),
+                format!(
+                    "`{}` both fans out and repeats: a node does one or the other",
+                    n.id
+                ),
+            );
+        }
+        if !(1..=MAX_REPEAT).contains(&r.max) {
+            self.err(
+                format!("{np}.repeat.max"),
+                format!(
+                    "a `repeat` takes 1 to {MAX_REPEAT} iterations, not {}",
+                    r.max
+                ),
+            );
+        }
+        if n.output.is_none() {
+            self.err(
+                format!("{np}.repeat"),
+                format!("`{}` repeats a call without an output: there is nothing to carry to the next iteration", n.id),
+            );
+        }
+        if let Some(u) = &r.until {
+            self.expr(cx, &format!("{np}.repeat.until"), u);
         }
     }
 
@@ -499,7 +537,7 @@ impl Validator {
                 if !cx.item {
                     self.err(
                         path,
-                        "the fan-out item is only available in the inputs of a fan-out",
+                        "the item is only available in the inputs of a fan-out or a `repeat` and in its `until`",
                     );
                 }
             }

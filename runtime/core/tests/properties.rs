@@ -52,6 +52,8 @@ fn possible(b: &ValidatedBundle, run: &Run, seed: u64) -> Vec<EventKind> {
         let slots: Vec<(Option<u32>, Slot)> = match state {
             NodeState::Single(s) => vec![(None, s.clone())],
             NodeState::FanOut(fo) => fo.active_children().map(|(i, s)| (Some(i), s)).collect(),
+            // A `repeat`: its iteration that is out.
+            NodeState::Repeat(r) => vec![(Some(r.iteration), r.slot.clone())],
             _ => continue,
         };
         let out_ty = match (&node.output, &node.fan_out) {

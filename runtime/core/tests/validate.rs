@@ -34,7 +34,7 @@ fn check(edit: impl FnOnce(&mut Value), flow: &str, reseal: bool, expect: Expect
 fn compiled_bundles_and_the_examples_validate() {
     assert!(validate(&compile_bundle(FLOWS)).is_ok());
     let ex = examples();
-    assert_eq!(ex.bundle().flows.len(), 11);
+    assert_eq!(ex.bundle().flows.len(), 13);
 }
 
 #[test]
@@ -139,7 +139,7 @@ fn structure_is_checked() {
         "Pipeline",
         true,
         expect![[r#"
-            flows[10].nodes[0].inputs.name: the fan-out item is only available in the inputs of a fan-out
+            flows[10].nodes[0].inputs.name: the item is only available in the inputs of a fan-out or a `repeat` and in its `until`
         "#]],
     );
     check(

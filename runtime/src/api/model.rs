@@ -194,7 +194,8 @@ pub struct ErrorView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StepView {
     pub id: String,
-    /// pending, running, retry_wait, succeeded, failed, cancelled, skipped, fan_out
+    /// pending, running, retry_wait, succeeded, failed, cancelled, skipped, fan_out;
+    /// a `repeat` in progress has the status of the iteration that is out
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
@@ -210,6 +211,9 @@ pub struct StepView {
     /// For a fan-out in progress: children per status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub children: Option<BTreeMap<String, u32>>,
+    /// For a `repeat` in progress: the iteration that is out, from 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iteration: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

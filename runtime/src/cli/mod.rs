@@ -1177,7 +1177,10 @@ fn run_text(r: &RunView) -> String {
                     .join(", ");
                 format!("{done} of {total} done: {counts}")
             }
-            _ => String::new(),
+            _ => match st.iteration {
+                Some(i) => format!("iteration {i}"),
+                None => String::new(),
+            },
         };
         t.row(vec![
             st.id.clone(),
