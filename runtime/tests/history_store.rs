@@ -61,6 +61,9 @@ fn record(id: &str, tenant: &str, status: &str, created_at: u64) -> RunRecord {
         updated_at: created_at + 1,
         error_code: None,
         failed_step: None,
+        bundle: Some("b1".into()),
+        schedule: None,
+        state: None,
     }
 }
 

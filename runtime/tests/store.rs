@@ -130,6 +130,7 @@ fn tenant(id: &str) -> TenantRow {
         max_active_runs: Some(5),
         max_starts_per_sec: None,
         allow_egress: Vec::new(),
+        history_retention_ms: None,
     }
 }
 
