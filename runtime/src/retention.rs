@@ -7,8 +7,9 @@
 //! batches, so the shard workers (who share the engine store's one writer)
 //! wait at most one batch. Neither reads anything the engine or the history
 //! has not committed: a run leaves the engine only when every event of it is
-//! at or before the history's stored cursor, so a crash at any point leaves
-//! each run whole in at least one store.
+//! at or before the history's stored cursor, read and then made durable
+//! (`HistoryStore::sync`) once a round, so a crash at any point, of the
+//! process or of the machine, leaves each run whole in at least one store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,7 @@ pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(400 * 24 * 3
 const BATCH: u32 = 500;
 /// The pause between two full batches: the workers' commits go first.
 const BETWEEN_BATCHES: Duration = Duration::from_millis(5);
-/// How often the sweeper looks again once it found nothing to do.
+/// How often the sweeper looks again once it swept what it could.
 const IDLE: Duration = Duration::from_secs(1);
 /// How often the history's retention runs, in the clock's time (a test's
 /// manual clock moved past it runs it at the sweeper's next round).
@@ -95,14 +96,9 @@ impl Sweeper {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut next_retention = 0;
         loop {
-            let pause = match self.sweep_once().await {
-                Ok(n) if n >= u64::from(BATCH) => BETWEEN_BATCHES,
-                Ok(_) => IDLE,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot sweep finished runs; retrying");
-                    IDLE
-                }
-            };
+            if let Err(e) = self.sweep(&shutdown).await {
+                tracing::warn!(error = %e, "cannot sweep finished runs; retrying");
+            }
             if self.clock.now_ms() >= next_retention {
                 match self.expire_history().await {
                     Ok(0) => {}
@@ -115,28 +111,39 @@ impl Sweeper {
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(pause) => {}
+                () = tokio::time::sleep(IDLE) => {}
             }
         }
     }
 
-    /// One batch of the sweeper: the runs that finished at least
+    /// One round of the sweeper: the runs that finished at least
     /// `sweep_after` ago and that the history holds whole leave the
-    /// engine's store. Returns how many.
-    pub async fn sweep_once(&self) -> Result<u64, Error> {
-        // The cursor as stored: what a crash of the history would keep.
+    /// engine's store, a batch at a time, until none is left or `stop`.
+    /// Returns how many.
+    pub async fn sweep(&self, stop: &CancellationToken) -> Result<u64, Error> {
+        // The cursor as stored, then made durable: a crash of the process
+        // or of the machine keeps the history at least this far.
         let held_through = self.history.store().cursor().await?;
+        self.history.store().sync().await?;
         let before = self
             .clock
             .now_ms()
             .saturating_sub(self.options.sweep_after.as_millis() as u64);
-        let n = self
-            .store
-            .sweep_finished(held_through, before, BATCH)
-            .await?;
-        self.swept
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        Ok(n)
+        let mut total = 0;
+        while !stop.is_cancelled() {
+            let n = self
+                .store
+                .sweep_finished(held_through, before, BATCH)
+                .await?;
+            self.swept
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            total += n;
+            if n < u64::from(BATCH) {
+                break;
+            }
+            tokio::time::sleep(BETWEEN_BATCHES).await;
+        }
+        Ok(total)
     }
 
     /// The history's retention: each tenant's runs finished longer ago than

@@ -26,6 +26,7 @@ macro_rules! history_store_test_suite {
             events_of,
             expired_and_forget,
             tenants,
+            sync,
         ]);
     };
     (@tests $backend:ident, $open:ident, [$($test:ident),* $(,)?]) => {
@@ -432,4 +433,18 @@ async fn tenants(store: &HistoryStore) {
     )
     .await;
     assert_eq!(store.tenants().await.unwrap(), vec!["acme", "beta"]);
+}
+
+/// What was written stays written and readable after a sync.
+async fn sync(store: &HistoryStore) {
+    write(
+        store,
+        vec![record("r1", "acme", "running", 1)],
+        vec![event(1, "r1", "acme")],
+        1,
+    )
+    .await;
+    store.sync().await.unwrap();
+    assert_eq!(store.cursor().await.unwrap(), 1);
+    assert_eq!(store.runs_of(&["r1"]).await.unwrap().len(), 1);
 }

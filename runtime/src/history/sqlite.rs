@@ -235,6 +235,15 @@ impl SqliteHistory {
         Ok(n)
     }
 
+    pub async fn sync(&self) -> Result<()> {
+        // PASSIVE: waits for no reader or writer. With `synchronous=NORMAL`
+        // SQLite syncs the write-ahead log before it checkpoints.
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn tenants(&self) -> Result<Vec<String>> {
         // A skip scan of `h_runs_tenant`: one seek per tenant.
         Ok(

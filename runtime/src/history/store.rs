@@ -87,6 +87,11 @@ forward! {
     pub async fn forget(&self, ids: &[&str]) -> Result<u64>;
     /// The tenants the store holds runs of.
     pub async fn tenants(&self) -> Result<Vec<String>>;
+    /// Makes every write committed so far durable (on SQLite, whose commits
+    /// are not synced one by one: a checkpoint, which syncs the log first):
+    /// the sweeper lets runs leave the engine's store only up to a cursor
+    /// read before this.
+    pub async fn sync(&self) -> Result<()>;
 }
 
 /// What `GET /v1/runs` asks.
