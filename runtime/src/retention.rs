@@ -153,14 +153,23 @@ impl Sweeper {
     pub async fn expire_history(&self) -> Result<u64, Error> {
         let now = self.clock.now_ms();
         let tenants = self.store.tenants().await?;
+        let mut names: Vec<String> = self.history.store().tenants().await?;
+        names.extend(tenants.iter().map(|t| t.id.clone()));
+        names.sort();
+        names.dedup();
         let mut total = 0;
-        for tenant in self.history.store().tenants().await? {
+        for tenant in names {
             let retention = tenants
                 .iter()
                 .find(|t| t.id == tenant)
                 .and_then(|t| t.history_retention_ms)
                 .unwrap_or(self.options.history_retention.as_millis() as u64);
             let before = now.saturating_sub(retention);
+            // What the engine's store kept of runs the history no longer
+            // holds (a retention shorter than `--sweep-after`).
+            while self.store.expire_swept(&tenant, before, BATCH).await? >= u64::from(BATCH) {
+                tokio::time::sleep(BETWEEN_BATCHES).await;
+            }
             loop {
                 let ids = self.history.store().expired(&tenant, before, BATCH).await?;
                 if ids.is_empty() {

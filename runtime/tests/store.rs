@@ -904,6 +904,11 @@ async fn sweep_keeps_what_a_start_or_a_results_page_needs(store: &Store) {
         store.swept_run("r-fan.ys.0.1").await.unwrap().as_deref(),
         Some("acme")
     );
+    // By tenant and time: the run finished at 2, so `before` 2 keeps it.
+    assert_eq!(store.expire_swept("acme", 2, 10).await.unwrap(), 0);
+    assert_eq!(store.expire_swept("other", 3, 10).await.unwrap(), 0);
+    assert_eq!(store.expire_swept("acme", 3, 10).await.unwrap(), 1);
+    assert_eq!(store.swept_run("r-fan.ys.0.1").await.unwrap(), None);
 }
 
 async fn purge_tenant_removes_what_swept_runs_left(store: &Store) {

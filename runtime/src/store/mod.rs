@@ -162,6 +162,11 @@ forward! {
     /// Deletes what the store kept of swept runs (their fan-out results and
     /// `swept_runs` rows): the history's retention deleted them.
     pub async fn forget_swept(&self, ids: &[&str]) -> Result<u64>;
+    /// [`Store::forget_swept`] for up to `limit` of `tenant`'s swept runs
+    /// that finished before `before`, oldest first: what the history's
+    /// retention deleted, or never held when its retention was shorter
+    /// than `--sweep-after`. Returns how many runs.
+    pub async fn expire_swept(&self, tenant: &str, before: u64, limit: u32) -> Result<u64>;
     /// How many rows each per-run table holds, for tests and `eflow bench`.
     pub async fn per_run_rows(&self) -> Result<Vec<(&'static str, i64)>>;
     /// Adds a token; fails if its hash or id is taken.

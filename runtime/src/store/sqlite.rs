@@ -780,6 +780,21 @@ impl SqliteStore {
         Ok(n)
     }
 
+    pub async fn expire_swept(&self, tenant: &str, before: u64, limit: u32) -> Result<u64> {
+        // A range scan of `swept_runs_tenant`.
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM swept_runs WHERE tenant = ? AND finished_at < ? ORDER BY finished_at LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(before.min(i64::MAX as u64) as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.forget_swept(&refs).await?;
+        Ok(ids.len() as u64)
+    }
+
     pub async fn per_run_rows(&self) -> Result<Vec<(&'static str, i64)>> {
         let mut out = Vec::new();
         for table in super::PER_RUN_TABLES
