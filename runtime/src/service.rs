@@ -972,7 +972,17 @@ impl Service {
         step: &str,
         d: Decide,
     ) -> ApiResult<ApprovalView> {
-        self.visible_run(caller, run).await?;
+        let (_, _, found) = self.found_run(caller, run).await?;
+        if found == Found::History {
+            // Finished and swept: whatever it awaited is no longer awaited.
+            return Err(ApiError::new(
+                409,
+                "already_decided",
+                format!(
+                    "the approval of `{step}` in run {run} was decided already, expired, or is no longer awaited: the run has finished"
+                ),
+            ));
+        }
         let Some(row) = self.db().approval(run, step).await? else {
             return Err(ApiError::not_found("approval", &format!("{run}/{step}")));
         };

@@ -234,6 +234,18 @@ async fn finished_runs_leave_the_engine_store_and_are_served_from_the_history() 
         count(&db, "SELECT count(*) FROM runs WHERE id = 'keep:churn-1'").await,
         0
     );
+    // Its approval was decided: deciding again is refused the same way.
+    let again = api
+        .post(
+            Some(&token),
+            "/v1/runs/churn-1/approvals/d",
+            &json!({ "approve": false }),
+        )
+        .await;
+    assert_eq!(
+        again.expect_error(409, "decide a swept run"),
+        "already_decided"
+    );
     // A finished run cannot be cancelled, wherever it is kept.
     let cancel = api
         .post(Some(&token), "/v1/runs/churn-1/cancel", &json!({}))
