@@ -83,7 +83,14 @@ pub struct RunHead {
     pub flow: String,
     pub version: String,
     pub parent: Option<String>,
+    /// The bundle it runs on and the schedule that started it, if one did.
+    pub bundle: String,
+    pub schedule: Option<String>,
     pub created_at: u64,
+    /// The run's final state (the engine's compact JSON), on the event that
+    /// finishes it: the engine's store lets the run go once the history
+    /// holds it, and the history answers for it from then on.
+    pub state: Option<Vec<u8>>,
     /// The run's error code, once it failed.
     pub error_code: Option<String>,
     /// The step whose failure failed the run.
@@ -268,10 +275,10 @@ impl LocalEvents {
             .collect();
         let mut heads = HashMap::with_capacity(wanted.len());
         if !wanted.is_empty() {
-            for (meta, _, state) in self.inner.store.load_runs(&wanted).await? {
+            for (meta, status, state_bytes) in self.inner.store.load_runs(&wanted).await? {
                 // Only a few fields of the state: the rest is skipped, not built.
                 let state: StateHead =
-                    serde_json::from_slice(&state).map_err(|e| store::Error::Corrupt {
+                    serde_json::from_slice(&state_bytes).map_err(|e| store::Error::Corrupt {
                         table: "runs",
                         message: format!("run {}: {e}", meta.id),
                     })?;
@@ -286,7 +293,10 @@ impl LocalEvents {
                         flow: state.flow,
                         version: state.version,
                         parent: meta.parent,
+                        bundle: meta.bundle,
+                        schedule: meta.schedule,
                         created_at: meta.created_at,
+                        state: is_final(&status).then_some(state_bytes),
                         error_code,
                         failed_step,
                     },
@@ -297,7 +307,11 @@ impl LocalEvents {
             .into_iter()
             .map(|event| {
                 let run = if carries_head(&event) {
-                    heads.get(&event.run).cloned()
+                    heads.get(&event.run).map(|h| RunHead {
+                        // The state only with the event that finishes the run.
+                        state: h.state.clone().filter(|_| is_final(&event.status)),
+                        ..h.clone()
+                    })
                 } else {
                     None
                 };

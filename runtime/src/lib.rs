@@ -12,6 +12,7 @@ pub mod egress;
 pub mod engine;
 pub mod history;
 pub mod quota;
+pub mod retention;
 pub mod scheduler;
 pub mod server;
 pub mod service;

@@ -73,6 +73,8 @@ async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
     o.http.max_deploy_bytes = args.max_deploy_bytes;
     o.http.max_value_bytes = args.max_value_bytes;
     o.quotas.max_schedules = args.max_schedules_per_tenant;
+    o.retention.sweep_after = args.sweep_after;
+    o.retention.history_retention = args.history_retention;
     let server = Server::start(o).await?;
     if server.new_admin_token.is_some() {
         eprintln!(

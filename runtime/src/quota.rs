@@ -300,6 +300,7 @@ mod tests {
             max_active_runs: max_active,
             max_starts_per_sec: rate,
             allow_egress: Vec::new(),
+            history_retention_ms: None,
         }
     }
 

@@ -555,6 +555,8 @@ impl Scheduler {
                         start,
                     ));
                 }
+                // Started, finished and swept before: started once already.
+                Err(crate::engine::Error::Swept(_)) => ledger.release(&s.tenant, 1),
                 Err(e) => {
                     ledger.release(&s.tenant, 1);
                     self.not_started(&s.id, &e.to_string(), now);

@@ -62,6 +62,8 @@ pub struct Options {
     pub bundle_cache_bytes: u64,
     /// What the HTTP edge lets a client hold: connections, time, bytes.
     pub http: HttpLimits,
+    /// How long finished runs stay in the engine's store and in the history.
+    pub retention: crate::retention::Options,
 }
 
 /// The default of [`Options::max_answer_bytes`].
@@ -88,6 +90,7 @@ impl Options {
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             bundle_cache_bytes: engine::DEFAULT_BUNDLE_CACHE_BYTES,
             http: HttpLimits::default(),
+            retention: crate::retention::Options::default(),
         }
     }
 }
@@ -248,6 +251,7 @@ impl Server {
             history.clone(),
             scheduler.clone(),
             ledger,
+            options.retention.history_retention,
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -302,6 +306,15 @@ impl Server {
                     .clone()
                     .consume(engine.bus().events().clone(), shutdown.clone()),
             ));
+            // Without the history's consumer nothing is held there, so
+            // nothing may leave the engine's store.
+            let sweeper = crate::retention::Sweeper::new(
+                options.retention,
+                store.clone(),
+                history.clone(),
+                clock.clone(),
+            );
+            tasks.push(tokio::spawn(sweeper.run(shutdown.clone())));
         }
         let app = crate::api::router(service.clone(), &options.http);
         tasks.push(tokio::spawn(serve(

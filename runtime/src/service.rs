@@ -108,6 +108,22 @@ pub fn client_run_key(tenant: &str, id: &str) -> String {
 pub use crate::quota::Quotas;
 pub use schedules::MAX_PAGE as MAX_SCHEDULE_PAGE;
 
+/// Where the run a caller named was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// The engine's store: in progress, or finished lately.
+    Engine,
+    /// The history: finished, and swept from the engine's store.
+    History,
+}
+
+/// The id of an event as stored.
+#[derive(serde::Deserialize)]
+struct EventId {
+    #[serde(default)]
+    id: String,
+}
+
 /// The longest joined list a run's view shows whole.
 const RESULTS_SHOWN: usize = 1_000;
 
@@ -139,6 +155,8 @@ struct Inner {
     scheduler: Scheduler,
     /// What each tenant uses of its quotas; shared with the scheduler.
     ledger: Arc<Ledger>,
+    /// The server's `--history-retention`, shown for tenants without their own.
+    retention: std::time::Duration,
     /// Tenants and the head versions of flows, read on every start: cached,
     /// and dropped on every change (create, purge, deploy).
     tenants: Mutex<HashMap<String, TenantRow>>,
@@ -175,6 +193,7 @@ impl Service {
         history: History,
         scheduler: Scheduler,
         ledger: Arc<Ledger>,
+        retention: std::time::Duration,
     ) -> ApiResult<Self> {
         let store = engine.store().clone();
         Ok(Self {
@@ -186,6 +205,7 @@ impl Service {
                 history,
                 scheduler,
                 ledger,
+                retention,
                 tenants: Mutex::default(),
                 callers: Mutex::default(),
                 heads: Mutex::default(),
@@ -234,6 +254,7 @@ impl Service {
             max_active_runs: req.max_active_runs,
             max_starts_per_sec: req.max_starts_per_sec,
             allow_egress: egress_rules(&req.allow_egress)?,
+            history_retention_ms: None,
         };
         if !self.db().create_tenant(&row).await? {
             if self.db().pending_purges().await?.contains(&req.id) {
@@ -259,7 +280,7 @@ impl Service {
             .await?;
         tracing::info!(tenant = %req.id, "tenant created");
         Ok(TenantCreated {
-            tenant: tenant_view(&row, &self.inner.ledger),
+            tenant: tenant_view(&row, &self.inner.ledger, self.inner.retention),
             token,
         })
     }
@@ -269,7 +290,7 @@ impl Service {
         Ok(rows
             .iter()
             .filter(|t| caller.may_see(&t.id))
-            .map(|t| tenant_view(t, &self.inner.ledger))
+            .map(|t| tenant_view(t, &self.inner.ledger, self.inner.retention))
             .collect())
     }
 
@@ -288,12 +309,34 @@ impl Service {
             }
             tracing::info!(tenant = %id, allow_egress = ?rules, "tenant egress rules set");
         }
+        if let Some(text) = &req.history_retention {
+            let ms = match text.trim() {
+                "default" => None,
+                t => Some(
+                    humantime::parse_duration(t)
+                        .map_err(|_| {
+                            ApiError::bad_request(
+                                "invalid_retention",
+                                format!(
+                                    "`history_retention` is a duration such as `30d` or `8760h`, or `default` for the server's; `{text}` is neither"
+                                ),
+                            )
+                        })?
+                        .as_millis()
+                        .min(u128::from(u64::MAX)) as u64,
+                ),
+            };
+            if !self.db().set_tenant_retention(id, ms).await? {
+                return Err(ApiError::not_found("tenant", id));
+            }
+            tracing::info!(tenant = %id, history_retention_ms = ?ms, "tenant history retention set");
+        }
         let row = self
             .db()
             .tenant(id)
             .await?
             .ok_or_else(|| ApiError::not_found("tenant", id))?;
-        Ok(tenant_view(&row, &self.inner.ledger))
+        Ok(tenant_view(&row, &self.inner.ledger, self.inner.retention))
     }
 
     pub async fn purge_tenant(&self, caller: &Caller, id: &str) -> ApiResult<PurgeResult> {
@@ -699,6 +742,12 @@ impl Service {
                 self.fill_values(&applied.meta, &mut view).await?;
                 Ok(shown_run_view(caller, view))
             }
+            // Started before, finished and left the engine's store: the
+            // history answers with that run.
+            Err(engine::Error::Swept(_)) => {
+                self.release(&tenant);
+                self.get_run(caller, &id).await
+            }
             Err(e) => {
                 self.release(&tenant);
                 Err(e.into())
@@ -710,15 +759,51 @@ impl Service {
     /// A tenant names a run by the id it chose or the id the server made
     /// (its own chosen ids first); an admin by the stored id.
     async fn visible_run(&self, caller: &Caller, id: &str) -> ApiResult<(RunMeta, Vec<u8>)> {
+        let (meta, state, _) = self.found_run(caller, id).await?;
+        Ok((meta, state))
+    }
+
+    /// [`Self::visible_run`], and where it was found: the engine's store
+    /// holds runs in progress and runs finished lately; a run swept from it
+    /// since is answered from the history, which holds its final state
+    /// (looked for second, so a run swept in between is found there).
+    async fn found_run(&self, caller: &Caller, id: &str) -> ApiResult<(RunMeta, Vec<u8>, Found)> {
         let chosen = match &caller.scope {
             Scope::Tenant(t) if !id.contains(':') => Some(client_run_key(t, id)),
             _ => None,
         };
-        for key in chosen.as_deref().into_iter().chain([id]) {
+        let keys: Vec<&str> = chosen.as_deref().into_iter().chain([id]).collect();
+        for key in &keys {
             if let Some((meta, _status, state)) = self.db().load_run(key).await?
                 && caller.may_see(&meta.tenant)
             {
-                return Ok((meta, state));
+                return Ok((meta, state, Found::Engine));
+            }
+        }
+        for key in &keys {
+            let Some(r) = self
+                .inner
+                .history
+                .store()
+                .final_run(key)
+                .await
+                .map_err(crate::history::Error::from)?
+            else {
+                continue;
+            };
+            let (Some(state), Some(bundle)) = (r.state, r.bundle) else {
+                continue;
+            };
+            if caller.may_see(&r.tenant) {
+                let meta = RunMeta {
+                    id: r.id,
+                    tenant: r.tenant,
+                    bundle,
+                    schedule: r.schedule,
+                    parent: r.parent,
+                    created_at: r.created_at,
+                };
+                return Ok((meta, state, Found::History));
             }
         }
         // Another tenant's run is reported as absent, not as forbidden.
@@ -963,11 +1048,35 @@ impl Service {
         after: Option<u64>,
         limit: u32,
     ) -> ApiResult<Vec<EventView>> {
-        let (meta, _) = self.visible_run(caller, id).await?;
-        let rows = self
-            .db()
-            .events_of(&meta.id, after, limit.clamp(1, 1000))
-            .await?;
+        let (meta, _, found) = self.found_run(caller, id).await?;
+        let limit = limit.clamp(1, 1000);
+        let rows = match found {
+            Found::Engine => self.db().events_of(&meta.id, after, limit).await?,
+            Found::History => self
+                .inner
+                .history
+                .store()
+                .events_of(&meta.id, after, limit)
+                .await
+                .map_err(crate::history::Error::from)?
+                .into_iter()
+                .map(|e| {
+                    // The history keeps the event as stored; its id is in it.
+                    let id = serde_json::from_slice::<EventId>(&e.body)
+                        .map(|h| h.id)
+                        .unwrap_or_default();
+                    store::EventRow {
+                        pos: e.pos,
+                        run: e.run,
+                        seq: e.seq,
+                        id,
+                        at: e.at,
+                        status: e.status,
+                        body: e.body,
+                    }
+                })
+                .collect(),
+        };
         // A child's result names the child (`child:RUN`): by the id the caller sees.
         let shown_event_id = |id: &str| match id.strip_prefix("child:") {
             Some(run) => format!("child:{}", caller.shown_run(run)),
@@ -997,7 +1106,10 @@ impl Service {
         id: &str,
         reason: Option<String>,
     ) -> ApiResult<RunView> {
-        let (meta, _) = self.visible_run(caller, id).await?;
+        let (meta, _, found) = self.found_run(caller, id).await?;
+        if found == Found::History {
+            return Err(engine::Error::Rejected(Rejection::Finished).into());
+        }
         let id = meta.id.as_str();
         let event = Event::new(
             "cancel",
@@ -1045,7 +1157,17 @@ impl Service {
         step: &str,
         d: Decide,
     ) -> ApiResult<ApprovalView> {
-        self.visible_run(caller, run).await?;
+        let (_, _, found) = self.found_run(caller, run).await?;
+        if found == Found::History {
+            // Finished and swept: whatever it awaited is no longer awaited.
+            return Err(ApiError::new(
+                409,
+                "already_decided",
+                format!(
+                    "the approval of `{step}` in run {run} was decided already, expired, or is no longer awaited: the run has finished"
+                ),
+            ));
+        }
         let Some(row) = self.db().approval(run, step).await? else {
             return Err(ApiError::not_found("approval", &format!("{run}/{step}")));
         };
@@ -1461,8 +1583,11 @@ fn check_name(what: &str, id: &str) -> ApiResult<()> {
     }
 }
 
-fn tenant_view(t: &TenantRow, ledger: &Ledger) -> TenantView {
+fn tenant_view(t: &TenantRow, ledger: &Ledger, retention: std::time::Duration) -> TenantView {
     let q = ledger.limits(t);
+    let retention = t
+        .history_retention_ms
+        .map_or(retention, std::time::Duration::from_millis);
     TenantView {
         id: t.id.clone(),
         created_at: rfc3339(t.created_at),
@@ -1470,7 +1595,25 @@ fn tenant_view(t: &TenantRow, ledger: &Ledger) -> TenantView {
         active_runs: ledger.active(&t.id),
         max_starts_per_sec: q.max_starts_per_sec,
         allow_egress: t.allow_egress.clone(),
+        history_retention: whole_units(retention),
     }
+}
+
+/// A duration in its largest whole unit (`400d`, `36h`, `90s`, `250ms`), as
+/// `--history-retention` and `history_retention` read it back.
+fn whole_units(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 /// Egress rules as an admin wrote them, checked and written the one way

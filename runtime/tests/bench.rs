@@ -123,3 +123,43 @@ fn fanout_joins_every_child_and_reads_the_parents_state() {
         check_baseline(&r, per_sec, "children_per_sec_per_1000_baseline_rows");
     }
 }
+
+/// The stores' sizes come with every embedded report; with `--sweep-after
+/// 0s` the engine's store holds no finished run at the end, and without it,
+/// every one.
+#[test]
+fn the_report_gives_each_stores_bytes_per_finished_run() {
+    for (sweep, left) in [("0s", 0), ("1h", 40)] {
+        let (ok, r) = bench(&[
+            "--runs",
+            "40",
+            "--steps",
+            "2",
+            "--tenants",
+            "2",
+            "--sweep-after",
+            sweep,
+        ]);
+        assert!(ok, "{r:#}");
+        assert_eq!(count(&r, "/completed"), 40);
+        assert_eq!(count(&r, "/disk/runs_in_engine_store"), left, "{r:#}");
+        let engine = num(&r, "/disk/engine_bytes_per_finished_run");
+        let history = num(&r, "/disk/history_bytes_per_finished_run");
+        assert!(history > 0.0, "{r:#}");
+        assert_eq!(
+            engine,
+            count(&r, "/disk/engine_store_used_bytes") as f64 / 40.0,
+            "{r:#}"
+        );
+        assert!(
+            count(&r, "/disk/engine_store_file_bytes")
+                >= count(&r, "/disk/engine_store_used_bytes"),
+            "{r:#}"
+        );
+        assert_eq!(
+            r["disk"]["swept_after_seconds"].is_number(),
+            sweep == "0s",
+            "{r:#}"
+        );
+    }
+}

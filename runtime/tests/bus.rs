@@ -232,13 +232,21 @@ async fn events_carry_the_run_head_on_first_and_final_events(bus: Bus<Marker>, s
         flow: "Train".into(),
         version: "sha256:01".into(),
         parent: Some("p-1".into()),
+        bundle: "b-1".into(),
+        schedule: None,
         created_at: 7,
+        state: None,
         error_code: Some("Timeout".into()),
         failed_step: Some("train".into()),
     };
+    // The event that finishes the run carries its final state too.
+    let last = RunHead {
+        state: Some(state(Some(("Timeout", "train")))),
+        ..head.clone()
+    };
     assert_eq!(
         got.iter().map(|c| c.run.clone()).collect::<Vec<_>>(),
-        vec![Some(head.clone()), None, Some(head)]
+        vec![Some(head), None, Some(last)]
     );
     assert_eq!(got[2].event.status, "failed");
 
@@ -250,6 +258,7 @@ async fn events_carry_the_run_head_on_first_and_final_events(bus: Bus<Marker>, s
             max_active_runs: None,
             max_starts_per_sec: None,
             allow_egress: Vec::new(),
+            history_retention_ms: None,
         })
         .await
         .unwrap();

@@ -206,6 +206,43 @@ async fn client_commands_against_a_server() {
         "{}",
         show(&o)
     );
+    // The history's retention of a tenant: its own, then the server's again.
+    let o = eflow_async(conn(vec![
+        "tenant",
+        "update",
+        "lab",
+        "--history-retention",
+        "30d",
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stdout).contains("history kept 30d"), "{}", show(&o));
+    let o = eflow_async(conn(vec!["tenant", "list"])).await;
+    assert!(text(&o.stdout).contains("30d"), "{}", show(&o));
+    let o = eflow_async(conn(vec![
+        "tenant",
+        "update",
+        "lab",
+        "--history-retention",
+        "default",
+        "-o",
+        "json",
+    ]))
+    .await;
+    let lab: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("JSON: {}", show(&o)));
+    assert_eq!(lab["history_retention"], "400d", "{}", show(&o));
+    assert_eq!(
+        lab["allow_egress"],
+        serde_json::json!(["127.0.0.1", "*.internal"])
+    );
+    let o = eflow_async(conn(vec!["tenant", "update", "lab"])).await;
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("nothing to change"),
+        "{}",
+        show(&o)
+    );
 
     // deploy (as the admin, for the tenant)
     let file = s.dir.join("double.eflow");

@@ -89,6 +89,7 @@ async fn the_history_keeps_what_the_stream_carries() {
             max_active_runs: None,
             max_starts_per_sec: None,
             allow_egress: Vec::new(),
+            history_retention_ms: None,
         })
         .await
         .unwrap();

@@ -22,6 +22,11 @@ macro_rules! history_store_test_suite {
             runs_refuses_a_cursor_it_did_not_give,
             explain_runs,
             purge,
+            final_run,
+            events_of,
+            expired_and_forget,
+            tenants,
+            sync,
         ]);
     };
     (@tests $backend:ident, $open:ident, [$($test:ident),* $(,)?]) => {
@@ -61,6 +66,9 @@ fn record(id: &str, tenant: &str, status: &str, created_at: u64) -> RunRecord {
         updated_at: created_at + 1,
         error_code: None,
         failed_step: None,
+        bundle: Some("b1".into()),
+        schedule: None,
+        state: None,
     }
 }
 
@@ -327,4 +335,116 @@ async fn purge(store: &HistoryStore) {
         3,
         "purging does not move the cursor"
     );
+}
+
+/// A finished run's final state is kept from the write that finishes it
+/// (a later write without one keeps it); lists and `runs_of` leave it out.
+async fn final_run(store: &HistoryStore) {
+    write(store, vec![record("r1", "acme", "running", 1)], vec![], 1).await;
+    let got = store.final_run("r1").await.unwrap().unwrap();
+    assert_eq!((got.state, got.bundle.as_deref()), (None, Some("b1")));
+    let mut done = record("r1", "acme", "succeeded", 1);
+    done.state = Some(b"{\"v\":1}".to_vec());
+    done.schedule = Some("s-1".into());
+    write(store, vec![done], vec![], 2).await;
+    let mut again = record("r1", "acme", "succeeded", 1);
+    again.bundle = Some("b2".into());
+    write(store, vec![again], vec![], 3).await;
+    let got = store.final_run("r1").await.unwrap().unwrap();
+    assert_eq!(got.state.as_deref(), Some(&b"{\"v\":1}"[..]));
+    assert_eq!(
+        got.bundle.as_deref(),
+        Some("b1"),
+        "kept from the first write"
+    );
+    assert_eq!(got.schedule.as_deref(), Some("s-1"));
+    assert_eq!(store.runs_of(&["r1"]).await.unwrap()[0].state, None);
+    assert!(store.final_run("r2").await.unwrap().is_none());
+}
+
+async fn events_of(store: &HistoryStore) {
+    let events: Vec<EventRecord> = (1..=5).map(|p| event(p, "r1", "acme")).collect();
+    write(
+        store,
+        vec![record("r1", "acme", "running", 1)],
+        [events, vec![event(6, "r2", "acme")]].concat(),
+        6,
+    )
+    .await;
+    let seqs = |es: Vec<EventRecord>| es.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(store.events_of("r1", None, 10).await.unwrap()),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(
+        seqs(store.events_of("r1", Some(2), 2).await.unwrap()),
+        vec![3, 4]
+    );
+    let first = store.events_of("r1", None, 1).await.unwrap();
+    assert_eq!(first, vec![event(1, "r1", "acme")]);
+    assert!(store.events_of("r3", None, 10).await.unwrap().is_empty());
+}
+
+/// A tenant's runs that finished before a time, oldest first; runs in
+/// progress and other tenants' are not; `forget` deletes runs and events.
+async fn expired_and_forget(store: &HistoryStore) {
+    let mut runs = Vec::new();
+    for (id, tenant, status, at) in [
+        ("old-1", "acme", "succeeded", 10),
+        ("old-2", "acme", "failed", 5),
+        ("live", "acme", "running", 1),
+        ("new", "acme", "cancelled", 500),
+        ("other", "beta", "succeeded", 1),
+    ] {
+        let mut r = record(id, tenant, status, 0);
+        r.updated_at = at;
+        runs.push(r);
+    }
+    let events = vec![
+        event(1, "old-1", "acme"),
+        event(2, "old-2", "acme"),
+        event(3, "live", "acme"),
+    ];
+    write(store, runs, events, 3).await;
+    assert_eq!(
+        store.expired("acme", 100, 10).await.unwrap(),
+        vec!["old-2", "old-1"]
+    );
+    assert_eq!(store.expired("acme", 100, 1).await.unwrap(), vec!["old-2"]);
+    assert_eq!(store.forget(&["old-2", "old-1"]).await.unwrap(), 4);
+    assert!(store.expired("acme", 100, 10).await.unwrap().is_empty());
+    assert!(store.runs_of(&["old-1", "old-2"]).await.unwrap().is_empty());
+    assert!(store.events_of("old-1", None, 10).await.unwrap().is_empty());
+    assert_eq!(store.events_of("live", None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.expired("beta", 100, 10).await.unwrap(), vec!["other"]);
+}
+
+async fn tenants(store: &HistoryStore) {
+    assert!(store.tenants().await.unwrap().is_empty());
+    write(
+        store,
+        vec![
+            record("r1", "beta", "running", 1),
+            record("r2", "acme", "running", 1),
+            record("r3", "acme", "running", 2),
+        ],
+        vec![],
+        1,
+    )
+    .await;
+    assert_eq!(store.tenants().await.unwrap(), vec!["acme", "beta"]);
+}
+
+/// What was written stays written and readable after a sync.
+async fn sync(store: &HistoryStore) {
+    write(
+        store,
+        vec![record("r1", "acme", "running", 1)],
+        vec![event(1, "r1", "acme")],
+        1,
+    )
+    .await;
+    store.sync().await.unwrap();
+    assert_eq!(store.cursor().await.unwrap(), 1);
+    assert_eq!(store.runs_of(&["r1"]).await.unwrap().len(), 1);
 }

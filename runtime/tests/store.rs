@@ -39,6 +39,10 @@ macro_rules! store_test_suite {
             bundles_and_flows,
             tenants,
             set_tenant_egress,
+            set_tenant_retention,
+            sweep_finished,
+            sweep_keeps_what_a_start_or_a_results_page_needs,
+            purge_tenant_removes_what_swept_runs_left,
             purge_tenant,
             purges,
             tokens,
@@ -130,6 +134,7 @@ fn tenant(id: &str) -> TenantRow {
         max_active_runs: Some(5),
         max_starts_per_sec: None,
         allow_egress: Vec::new(),
+        history_retention_ms: None,
     }
 }
 
@@ -733,6 +738,207 @@ async fn set_tenant_egress(store: &Store) {
     );
     assert!(!store.set_tenant_egress("nope", &rules).await.unwrap());
     assert!(store.tenant("nope").await.unwrap().is_none());
+}
+
+async fn set_tenant_retention(store: &Store) {
+    assert!(store.create_tenant(&tenant("acme")).await.unwrap());
+    assert_eq!(
+        store
+            .tenant("acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .history_retention_ms,
+        None
+    );
+    assert!(
+        store
+            .set_tenant_retention("acme", Some(3_600_000))
+            .await
+            .unwrap()
+    );
+    let got = store.tenant("acme").await.unwrap().unwrap();
+    assert_eq!(got.history_retention_ms, Some(3_600_000));
+    assert_eq!(
+        got.allow_egress,
+        tenant("acme").allow_egress,
+        "nothing else changes"
+    );
+    assert!(store.set_tenant_retention("acme", None).await.unwrap());
+    assert_eq!(store.tenant("acme").await.unwrap(), Some(tenant("acme")));
+    assert!(!store.set_tenant_retention("nope", Some(1)).await.unwrap());
+}
+
+/// Rows of `run` in each per-run table.
+async fn rows_of(store: &Store, run: &str) -> i64 {
+    let mut n = store.events_of(run, None, 1000).await.unwrap().len() as i64;
+    n += i64::from(store.load_run(run).await.unwrap().is_some());
+    n += store
+        .fanout_results(run, "ys", None, 1000)
+        .await
+        .unwrap()
+        .len() as i64;
+    n += store
+        .outbox()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|(_, r, _)| r == run)
+        .count() as i64;
+    n += i64::from(store.approval(run, "ok").await.unwrap().is_some());
+    n
+}
+
+/// A finished run leaves once it finished by the time given and the history
+/// holds its every event; a run in progress, one with an event past the
+/// history's cursor and one with an effect in the outbox stay.
+async fn sweep_finished(store: &Store) {
+    let done = |id: &str, status: &'static str, updated_at: u64| {
+        let mut w = run(id, "acme", status, "{}");
+        w.updated_at = updated_at;
+        w
+    };
+    commit(store, |c| {
+        c.runs.push(done("r-old", "succeeded", 2));
+        c.runs.push(done("r-live", "running", 2));
+        c.runs.push(done("r-new", "failed", 50));
+        c.runs.push(done("r-unread", "cancelled", 2));
+        c.runs.push(done("r-owes", "succeeded", 2));
+        for r in ["r-old", "r-live", "r-new", "r-owes"] {
+            c.events.push(event(r, 0));
+        }
+        c.timers.push(timer("r-old", "t", 1, 0));
+        c.approvals.push(approval("r-old", "acme", 1));
+        c.outbox.push((1, "r-owes".into(), b"{}".to_vec()));
+    })
+    .await;
+    let held_through = store.max_event_pos().await.unwrap();
+    commit(store, |c| c.events.push(event("r-unread", 0))).await;
+    assert!(rows_of(store, "r-old").await >= 3);
+    assert_eq!(
+        store.sweep_finished(held_through, 10, 100).await.unwrap(),
+        1
+    );
+    assert_eq!(rows_of(store, "r-old").await, 0);
+    assert!(
+        store
+            .claim_timers(0, 100, 100, 200, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for r in ["r-live", "r-new", "r-unread", "r-owes"] {
+        assert!(store.load_run(r).await.unwrap().is_some(), "{r} stays");
+    }
+    // A server-made id leaves nothing behind.
+    assert_eq!(store.swept_run("r-old").await.unwrap(), None);
+    assert_eq!(
+        store.sweep_finished(held_through, 10, 100).await.unwrap(),
+        0
+    );
+    // Later, with the history further on, the others finished go too.
+    let all = store.max_event_pos().await.unwrap();
+    assert_eq!(store.sweep_finished(all, 100, 100).await.unwrap(), 2);
+    assert!(store.load_run("r-owes").await.unwrap().is_some());
+    let mut c = Commit::default();
+    c.outbox_deleted.push(1);
+    store.commit(&c).await.unwrap();
+    assert_eq!(store.sweep_finished(all, 100, 1).await.unwrap(), 1);
+    assert!(store.load_run("r-live").await.unwrap().is_some());
+    assert_eq!(
+        store.active_runs().await.unwrap(),
+        vec![("acme".to_string(), None, 1)]
+    );
+}
+
+/// A swept run a start may name again leaves its id (a start finds it in
+/// `existing_runs`), and a fan-out parent its results, until forgotten.
+async fn sweep_keeps_what_a_start_or_a_results_page_needs(store: &Store) {
+    commit(store, |c| {
+        c.runs.push(run("acme:churn-1", "acme", "succeeded", "{}"));
+        c.runs.push(run("r-fan", "acme", "succeeded", "{}"));
+        c.runs.push(run("r-fan.ys.0.1", "acme", "succeeded", "{}"));
+        c.results.push(eflow_runtime::store::ResultWrite {
+            run: "r-fan".into(),
+            node: "ys".into(),
+            index: 0,
+            output: b"4".to_vec(),
+        });
+    })
+    .await;
+    assert_eq!(store.sweep_finished(0, 10, 100).await.unwrap(), 3);
+    for r in ["acme:churn-1", "r-fan", "r-fan.ys.0.1"] {
+        assert!(store.load_run(r).await.unwrap().is_none(), "{r}");
+        assert_eq!(
+            store.swept_run(r).await.unwrap().as_deref(),
+            Some("acme"),
+            "{r}"
+        );
+    }
+    let mut found = store
+        .existing_runs(&["acme:churn-1", "r-fan", "r-other"])
+        .await
+        .unwrap();
+    found.sort();
+    assert_eq!(found, vec!["acme:churn-1".to_string(), "r-fan".into()]);
+    assert_eq!(
+        store.fanout_results("r-fan", "ys", None, 10).await.unwrap(),
+        vec![(0, json!(4))]
+    );
+    assert!(
+        store
+            .forget_swept(&["r-fan", "acme:churn-1"])
+            .await
+            .unwrap()
+            >= 3
+    );
+    assert!(
+        store
+            .fanout_results("r-fan", "ys", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.swept_run("acme:churn-1").await.unwrap(), None);
+    assert_eq!(
+        store.swept_run("r-fan.ys.0.1").await.unwrap().as_deref(),
+        Some("acme")
+    );
+    // By tenant and time: the run finished at 2, so `before` 2 keeps it.
+    assert_eq!(store.expire_swept("acme", 2, 10).await.unwrap(), 0);
+    assert_eq!(store.expire_swept("other", 3, 10).await.unwrap(), 0);
+    assert_eq!(store.expire_swept("acme", 3, 10).await.unwrap(), 1);
+    assert_eq!(store.swept_run("r-fan.ys.0.1").await.unwrap(), None);
+}
+
+async fn purge_tenant_removes_what_swept_runs_left(store: &Store) {
+    assert!(store.create_tenant(&tenant("acme")).await.unwrap());
+    commit(store, |c| {
+        c.runs.push(run("r-fan", "acme", "succeeded", "{}"));
+        c.runs.push(run("other:x", "other", "succeeded", "{}"));
+        c.results.push(eflow_runtime::store::ResultWrite {
+            run: "r-fan".into(),
+            node: "ys".into(),
+            index: 0,
+            output: b"4".to_vec(),
+        });
+    })
+    .await;
+    assert_eq!(store.sweep_finished(0, 10, 100).await.unwrap(), 2);
+    assert!(store.begin_purge("acme", 5).await.unwrap());
+    assert!(store.purge_tenant("acme").await.unwrap() >= 2);
+    assert!(
+        store
+            .fanout_results("r-fan", "ys", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.swept_run("r-fan").await.unwrap(), None);
+    assert_eq!(
+        store.swept_run("other:x").await.unwrap().as_deref(),
+        Some("other")
+    );
 }
 
 /// Deploys a bundle and its flows, without schedules.

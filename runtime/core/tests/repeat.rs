@@ -312,7 +312,11 @@ fn outputs_larger_together_than_the_state_limit_pass_through_a_loop() {
     // The loop's value and the run's result are over `INLINE_BYTES`: kept by
     // reference, the same value once.
     let expected = serde_json::json!({ "data": format!("{blob}3") });
-    let r = d.run.result_ref.clone().expect("the result is kept by reference");
+    let r = d
+        .run
+        .result_ref
+        .clone()
+        .expect("the result is kept by reference");
     assert_eq!(d.stored.get(&r.hash), Some(&expected));
     assert!(d.run.result.is_none());
 }

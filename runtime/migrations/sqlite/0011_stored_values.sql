@@ -15,9 +15,10 @@ CREATE TABLE stored_values (
 
 CREATE TABLE run_values (
     run TEXT NOT NULL,
+    tenant TEXT NOT NULL,
     hash TEXT NOT NULL,
     PRIMARY KEY (run, hash)
 ) WITHOUT ROWID;
 
 -- Whether any run refers to a value: for dropping values no run refers to.
-CREATE INDEX run_values_hash ON run_values (hash);
+CREATE INDEX run_values_hash ON run_values (tenant, hash);

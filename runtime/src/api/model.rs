@@ -45,6 +45,10 @@ pub struct UpdateTenant {
     /// The tenant's egress rules, replacing its previous ones (`[]` removes them).
     #[serde(default)]
     pub allow_egress: Option<Vec<String>>,
+    /// How long the history keeps the tenant's finished runs (`30d`,
+    /// `8760h`), or `default` for the server's `--history-retention`.
+    #[serde(default)]
+    pub history_retention: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -58,6 +62,9 @@ pub struct TenantView {
     pub max_starts_per_sec: f64,
     /// The tenant's own egress rules (the server's apply too).
     pub allow_egress: Vec<String>,
+    /// How long the history keeps the tenant's finished runs (`400days`):
+    /// its own, or the server's `--history-retention`.
+    pub history_retention: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -112,6 +112,11 @@ pub struct BenchArgs {
     /// Embedded: keep the data directory here instead of a temporary one.
     #[arg(long)]
     pub data: Option<std::path::PathBuf>,
+    /// Embedded: the server's `--sweep-after`. With `0s` the bench waits,
+    /// once the history caught up, until every finished run left the
+    /// engine's store, so the disk figures show the store of live runs only.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub sweep_after: Duration,
     #[arg(long, short, value_enum, default_value_t)]
     pub output: Output,
     /// `--schedules N`: the scheduler benchmark (`schedules.rs`).
@@ -161,6 +166,27 @@ pub struct Report {
     pub transitions_per_sec_per_1000_baseline_rows: f64,
     /// `steps_per_sec` for each 1,000 baseline SQLite rows per second.
     pub steps_per_sec_per_1000_baseline_rows: f64,
+    /// Embedded, with the history: each store's size at the end.
+    pub disk: Option<DiskReport>,
+}
+
+/// The stores' sizes at the end of a bench, after a checkpoint: the file
+/// (with its write-ahead log) and the pages in use (SQLite reuses the pages
+/// of deleted rows, so the file is the largest the store has been).
+#[derive(Debug, Serialize)]
+pub struct DiskReport {
+    pub engine_store_file_bytes: u64,
+    pub engine_store_used_bytes: u64,
+    pub history_store_file_bytes: u64,
+    pub history_store_used_bytes: u64,
+    /// Pages in use of each store over the runs finished.
+    pub engine_bytes_per_finished_run: f64,
+    pub history_bytes_per_finished_run: f64,
+    /// Runs (finished or not) still in the engine's store at the end.
+    pub runs_in_engine_store: i64,
+    /// With `--sweep-after 0s`: how long after the history caught up the
+    /// last finished run left the engine's store.
+    pub swept_after_seconds: Option<f64>,
 }
 
 /// The remote system of `--connector http`, from its own `/stats` and `/proc`.
@@ -217,6 +243,8 @@ fn percentile_by<T>(sorted: &[T], p: f64) -> Option<&T> {
 /// What a bench run set up: the server, its tenants, the remote system.
 struct Setup {
     server: Option<(Server, String)>,
+    /// Where the embedded server keeps its stores.
+    dir: std::path::PathBuf,
     temp: Option<std::path::PathBuf>,
     base: String,
     token: Option<String>,
@@ -265,7 +293,8 @@ impl Setup {
             Some(_) => None,
             None => {
                 let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
-                let mut o = Options::new(dir, "127.0.0.1:0".parse()?);
+                let mut o = Options::new(dir.clone(), "127.0.0.1:0".parse()?);
+                o.retention.sweep_after = args.sweep_after;
                 o.durability = args.durability;
                 o.shards = args.shards;
                 o.admin_token = Some(token.clone());
@@ -290,6 +319,7 @@ impl Setup {
             .collect();
         let setup = Setup {
             server,
+            dir,
             temp,
             base,
             token,
@@ -558,6 +588,13 @@ async fn runs(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    let disk = match (&setup.server, caught_up) {
+        (Some((server, _)), Some(at)) => {
+            bar.set_prefix("sweeping");
+            Some(disk_report(server, &setup.dir, args, completed, at, began).await?)
+        }
+        _ => None,
+    };
     bar.finish_and_clear();
     let transitions = s1.transitions - stats0.transitions;
     let bytes = s1.bytes_written - stats0.bytes_written;
@@ -601,7 +638,79 @@ async fn runs(
             .ratio(with_history.unwrap_or(transitions_per_sec)),
         steps_per_sec_per_1000_baseline_rows: setup.baseline.ratio(steps_per_sec),
         baseline: setup.baseline.clone(),
+        disk,
     })
+}
+
+/// The stores' sizes once the history holds every run (and, with
+/// `--sweep-after 0s`, once every finished run left the engine's store).
+async fn disk_report(
+    server: &Server,
+    dir: &std::path::Path,
+    args: &BenchArgs,
+    finished: u64,
+    caught_up: f64,
+    began: Instant,
+) -> anyhow::Result<DiskReport> {
+    let store = server.engine().store();
+    let runs_left = || async {
+        let rows = store.per_run_rows().await?;
+        anyhow::Ok(
+            rows.iter()
+                .find(|(t, _)| *t == "runs")
+                .map_or(0, |(_, n)| *n),
+        )
+    };
+    let mut swept_after = None;
+    if args.sweep_after.is_zero() {
+        while runs_left().await? > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        swept_after = Some(began.elapsed().as_secs_f64() - caught_up);
+    }
+    let (engine_file, engine_used) = sqlite_size(&dir.join("eflow.db")).await?;
+    let (history_file, history_used) = sqlite_size(&dir.join("history.db")).await?;
+    let per_run = |bytes: u64| bytes as f64 / finished.max(1) as f64;
+    Ok(DiskReport {
+        engine_store_file_bytes: engine_file,
+        engine_store_used_bytes: engine_used,
+        history_store_file_bytes: history_file,
+        history_store_used_bytes: history_used,
+        engine_bytes_per_finished_run: per_run(engine_used),
+        history_bytes_per_finished_run: per_run(history_used),
+        runs_in_engine_store: runs_left().await?,
+        swept_after_seconds: swept_after,
+    })
+}
+
+/// An SQLite file's size after a checkpoint of its write-ahead log: the
+/// file with its log, and the bytes of the pages in use.
+async fn sqlite_size(path: &std::path::Path) -> anyhow::Result<(u64, u64)> {
+    use sqlx::Connection;
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    // PASSIVE: the server keeps writing; what is checkpointed is in the file.
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(&mut c)
+        .await?;
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&mut c)
+        .await?;
+    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+        .fetch_one(&mut c)
+        .await?;
+    let size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&mut c)
+        .await?;
+    c.close().await?;
+    let file = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    Ok((
+        file(path.to_path_buf()) + file(wal.into()),
+        ((pages - free).max(0) * size) as u64,
+    ))
 }
 
 fn progress_bar(len: u64, output: Output) -> indicatif::ProgressBar {
@@ -746,6 +855,37 @@ fn report_text(r: &Report) -> String {
                     .map_or("n/a".to_string(), |x| format!("{x:.3} ms")),
             ),
             ("remote: peak RSS", opt(remote.peak_rss_mb, "MB")),
+        ]);
+    }
+    if let Some(d) = &r.disk {
+        let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+        rows.extend([
+            (
+                "engine store (eflow.db)",
+                format!(
+                    "{} in use, {} file; {:.0} B/finished run; {} runs left",
+                    mb(d.engine_store_used_bytes),
+                    mb(d.engine_store_file_bytes),
+                    d.engine_bytes_per_finished_run,
+                    d.runs_in_engine_store
+                ),
+            ),
+            (
+                "history store (history.db)",
+                format!(
+                    "{} in use, {} file; {:.0} B/finished run",
+                    mb(d.history_store_used_bytes),
+                    mb(d.history_store_file_bytes),
+                    d.history_bytes_per_finished_run
+                ),
+            ),
+            (
+                "finished runs swept after",
+                d.swept_after_seconds
+                    .map_or("n/a (--sweep-after > 0)".to_string(), |t| {
+                        format!("{t:.2} s past the history")
+                    }),
+            ),
         ]);
     }
     rows.extend(baseline_rows(

@@ -196,10 +196,19 @@ pub struct ServeArgs {
     /// The largest deploy request in bytes (`POST /v1/flows`); a larger one is 413.
     #[arg(long, env = "EFLOW_MAX_DEPLOY_BYTES", value_name = "BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_deploy_bytes: usize,
-    /// The largest value upload in bytes (`POST /v1/values`, for run inputs
+    /// The largest value upload in bytes (`POST /v1/tenants/{id}/values`, for run inputs
     /// given by reference); a larger one is 413.
     #[arg(long, env = "EFLOW_MAX_VALUE_BYTES", value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_value_bytes: usize,
+    /// How long a finished run stays in the engine's store once the history
+    /// holds it; after that it is read from the history (`0s`: at once).
+    #[arg(long, env = "EFLOW_SWEEP_AFTER", value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub sweep_after: std::time::Duration,
+    /// How long the history keeps a finished run (its events, its final
+    /// state), unless its tenant has its own (`eflow tenant update ID
+    /// --history-retention 30d`).
+    #[arg(long, env = "EFLOW_HISTORY_RETENTION", value_name = "DURATION", default_value = "400d", value_parser = humantime::parse_duration)]
+    pub history_retention: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -438,6 +447,22 @@ pub enum TenantCommand {
     },
     /// Tenants with their quotas.
     List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Change a tenant's settings (admin): the options given replace its own.
+    Update {
+        id: String,
+        /// How long the history keeps the tenant's finished runs (`30d`,
+        /// `8760h`), or `default` for the server's `--history-retention`.
+        #[arg(long, value_name = "DURATION|default")]
+        history_retention: Option<String>,
+        /// Replace the tenant's egress rules (`[]`-like: give none with --no-egress).
+        #[arg(long, value_name = "CIDR|HOST")]
+        allow_egress: Vec<String>,
+        /// Remove the tenant's egress rules.
+        #[arg(long, conflicts_with = "allow_egress")]
+        no_egress: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -984,17 +1009,59 @@ async fn tenant_command(tc: TenantCommand) -> anyhow::Result<()> {
             let c = client(&conn)?;
             let r: Vec<TenantView> = c.get("/v1/tenants", &[]).await?;
             print(conn.output, &r, |r| {
-                let mut t =
-                    Table::new(vec!["TENANT", "CREATED", "MAX ACTIVE RUNS", "MAX STARTS/S"]);
+                let mut t = Table::new(vec![
+                    "TENANT",
+                    "CREATED",
+                    "MAX ACTIVE RUNS",
+                    "MAX STARTS/S",
+                    "HISTORY KEPT",
+                ]);
                 for x in r {
                     t.row(vec![
                         x.id.clone(),
                         x.created_at.clone(),
                         x.max_active_runs.to_string(),
                         x.max_starts_per_sec.to_string(),
+                        x.history_retention.clone(),
                     ]);
                 }
                 t.render()
+            })
+        }
+        TenantCommand::Update {
+            id,
+            history_retention,
+            allow_egress,
+            no_egress,
+            conn,
+        } => {
+            let allow_egress = if no_egress {
+                Some(Vec::new())
+            } else {
+                (!allow_egress.is_empty()).then_some(allow_egress)
+            };
+            if history_retention.is_none() && allow_egress.is_none() {
+                bail!(
+                    "nothing to change: give --history-retention DURATION (or `default`), --allow-egress RULE or --no-egress"
+                );
+            }
+            let c = client(&conn)?;
+            let r: TenantView = c
+                .patch(
+                    &format!("/v1/tenants/{}", seg(&id)),
+                    &UpdateTenant {
+                        allow_egress,
+                        history_retention,
+                    },
+                )
+                .await?;
+            print(conn.output, &r, |r| {
+                format!(
+                    "tenant {}: history kept {}, egress rules [{}]\n",
+                    r.id,
+                    r.history_retention,
+                    r.allow_egress.join(", ")
+                )
             })
         }
         TenantCommand::Purge { id, yes, conn } => {

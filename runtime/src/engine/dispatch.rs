@@ -521,7 +521,10 @@ impl Executor {
                     // A new child: its place is given back when it ends.
                     Ok(a) if a.changed => Ok(()),
                     // Created before, or refused: no new run took the place.
-                    Ok(_) | Err(Error::Rejected(_)) | Err(Error::NoSuchRun(_)) => {
+                    Ok(_)
+                    | Err(Error::Rejected(_))
+                    | Err(Error::NoSuchRun(_))
+                    | Err(Error::Swept(_)) => {
                         self.ledger.finished(&meta.tenant, Some(&parent.run));
                         Ok(())
                     }

@@ -80,6 +80,10 @@ pub enum Error {
     Rejected(Rejection),
     #[error("run `{0}` does not exist")]
     NoSuchRun(String),
+    /// A start named a run that finished and left the engine's store: the
+    /// history holds it, and the start changes nothing.
+    #[error("run `{0}` finished and is kept by the history")]
+    Swept(String),
     #[error("the engine is shutting down")]
     Stopped,
     #[error("shard {0} already has a worker (its inbox was taken)")]

@@ -20,7 +20,7 @@ use super::{
     Applied, Creation, Delivery, Deployed, Engine, Error, Finished, Input, Options, Reply,
 };
 use crate::clock::SharedClock;
-use crate::store::{Commit, EventWrite, RunMeta, RunWrite};
+use crate::store::{self, Commit, EventWrite, RunMeta, RunWrite};
 
 /// A run as the worker holds it, with the joined lists its state refers to
 /// that a transition has needed so far.
@@ -308,7 +308,30 @@ impl Worker {
                 }
                 return;
             }
-            Ok(None) => {}
+            Ok(None) if c.fresh || store::is_fresh_id(&id) => {}
+            Ok(None) => {
+                // Finished and swept from the store since: a start again
+                // (a client's retry, a schedule's or a child's redelivery)
+                // starts nothing.
+                match self.engine.store().swept_run(&id).await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => {
+                        if let Some(pos) = c.outbox {
+                            b.commit.outbox_deleted.push(pos);
+                        }
+                        if let Some(reply) = c.reply {
+                            b.replies.push((reply, Err(Error::Swept(id))));
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        if let Some(reply) = c.reply {
+                            b.replies.push((reply, Err(e.into())));
+                        }
+                        return;
+                    }
+                }
+            }
             Err(e) => {
                 if let Some(reply) = c.reply {
                     b.replies.push((reply, Err(e)));

@@ -209,12 +209,15 @@ async fn fold(
                         f.record.flow = h.flow;
                         f.record.version = h.version;
                         f.record.parent = h.parent;
+                        f.record.bundle = Some(h.bundle);
+                        f.record.schedule = h.schedule;
                         f.record.created_at = h.created_at;
                     }
                     f.headed = true;
                     if is_final(&e.status) {
                         f.record.error_code = h.error_code;
                         f.record.failed_step = h.failed_step;
+                        f.record.state = h.state;
                     }
                 }
                 None => f.gone = true,

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::store::{Error, HistoryWrite, Result, RunPage, RunQuery, RunRecord};
+use super::store::{Error, EventRecord, HistoryWrite, Result, RunPage, RunQuery, RunRecord};
 
 #[derive(Debug, Clone)]
 pub struct SqliteHistory {
@@ -62,7 +62,7 @@ impl SqliteHistory {
         let mut tx = self.pool.begin().await?;
         for piece in batch.runs.chunks(256) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO h_runs (id, tenant, flow, version, status, parent, created_at, updated_at, error_code, failed_step) ",
+                "INSERT INTO h_runs (id, tenant, flow, version, status, parent, created_at, updated_at, error_code, failed_step, bundle, schedule, state) ",
             );
             q.push_values(piece, |mut b, r| {
                 b.push_bind(&r.id)
@@ -74,12 +74,18 @@ impl SqliteHistory {
                     .push_bind(r.created_at as i64)
                     .push_bind(r.updated_at as i64)
                     .push_bind(&r.error_code)
-                    .push_bind(&r.failed_step);
+                    .push_bind(&r.failed_step)
+                    .push_bind(&r.bundle)
+                    .push_bind(&r.schedule)
+                    .push_bind(&r.state);
             });
             q.push(
                 " ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, \
                  error_code = COALESCE(excluded.error_code, h_runs.error_code), \
-                 failed_step = COALESCE(excluded.failed_step, h_runs.failed_step)",
+                 failed_step = COALESCE(excluded.failed_step, h_runs.failed_step), \
+                 bundle = COALESCE(h_runs.bundle, excluded.bundle), \
+                 schedule = COALESCE(h_runs.schedule, excluded.schedule), \
+                 state = COALESCE(excluded.state, h_runs.state)",
             );
             q.build().execute(&mut *tx).await?;
         }
@@ -153,8 +159,103 @@ impl SqliteHistory {
     }
 }
 
-/// The columns [`record`] reads, in its order.
-const RUN_COLUMNS: &str = "SELECT id, tenant, flow, version, status, created_at, updated_at, error_code, failed_step, parent";
+impl SqliteHistory {
+    pub async fn final_run(&self, id: &str) -> Result<Option<RunRecord>> {
+        let row = sqlx::query(&format!("{RUN_COLUMNS}, state FROM h_runs WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| RunRecord {
+            state: r.get(12),
+            ..record(&r)
+        }))
+    }
+
+    pub async fn events_of(
+        &self,
+        id: &str,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(
+            "SELECT pos, run, seq, tenant, at, kind, step, status, body FROM h_events \
+             WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(id)
+        .bind(after_seq.map_or(-1, |s| s as i64))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRecord {
+                pos: r.get(0),
+                run: r.get(1),
+                seq: r.get::<i64, _>(2) as u64,
+                tenant: r.get(3),
+                at: r.get::<i64, _>(4) as u64,
+                kind: r.get(5),
+                step: r.get(6),
+                status: r.get(7),
+                body: r.get(8),
+            })
+            .collect())
+    }
+
+    /// Read through `h_runs_finished`, oldest first.
+    pub async fn expired(&self, tenant: &str, before: u64, limit: u32) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM h_runs WHERE tenant = ? AND status IN ('succeeded', 'failed', 'cancelled') \
+             AND updated_at < ? ORDER BY updated_at LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(before.min(i64::MAX as u64) as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn forget(&self, ids: &[&str]) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for table in ["h_events", "h_runs"] {
+            let column = if table == "h_runs" { "id" } else { "run" };
+            for piece in ids.chunks(256) {
+                let mut q: QueryBuilder<Sqlite> =
+                    QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
+                let mut sep = q.separated(", ");
+                for id in piece {
+                    sep.push_bind(*id);
+                }
+                q.push(")");
+                n += q.build().execute(&mut *tx).await?.rows_affected();
+            }
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub async fn sync(&self) -> Result<()> {
+        // PASSIVE: waits for no reader or writer. With `synchronous=NORMAL`
+        // SQLite syncs the write-ahead log before it checkpoints.
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<String>> {
+        // A skip scan of `h_runs_tenant`: one seek per tenant.
+        Ok(
+            sqlx::query_scalar("SELECT DISTINCT tenant FROM h_runs ORDER BY tenant")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}
+
+/// The columns [`record`] reads, in its order (not the final state).
+const RUN_COLUMNS: &str = "SELECT id, tenant, flow, version, status, created_at, updated_at, error_code, failed_step, parent, bundle, schedule";
 
 fn record(r: &sqlx::sqlite::SqliteRow) -> RunRecord {
     RunRecord {
@@ -168,6 +269,9 @@ fn record(r: &sqlx::sqlite::SqliteRow) -> RunRecord {
         error_code: r.get(7),
         failed_step: r.get(8),
         parent: r.get(9),
+        bundle: r.get(10),
+        schedule: r.get(11),
+        state: None,
     }
 }
 

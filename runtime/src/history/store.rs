@@ -77,6 +77,21 @@ forward! {
     pub async fn explain_runs(&self, q: &RunQuery) -> Result<Vec<String>>;
     /// Deletes every run and event of `tenant`; returns how many rows.
     pub async fn purge(&self, tenant: &str) -> Result<u64>;
+    /// The run `id` with its final state, if the store holds it.
+    pub async fn final_run(&self, id: &str) -> Result<Option<RunRecord>>;
+    /// Up to `limit` events of run `id` after `after_seq`, in order.
+    pub async fn events_of(&self, id: &str, after_seq: Option<u64>, limit: u32) -> Result<Vec<EventRecord>>;
+    /// Up to `limit` of `tenant`'s runs that finished before `before`, oldest first.
+    pub async fn expired(&self, tenant: &str, before: u64, limit: u32) -> Result<Vec<String>>;
+    /// Deletes runs `ids` and their events; returns how many rows.
+    pub async fn forget(&self, ids: &[&str]) -> Result<u64>;
+    /// The tenants the store holds runs of.
+    pub async fn tenants(&self) -> Result<Vec<String>>;
+    /// Makes every write committed so far durable (on SQLite, whose commits
+    /// are not synced one by one: a checkpoint, which syncs the log first):
+    /// the sweeper lets runs leave the engine's store only up to a cursor
+    /// read before this.
+    pub async fn sync(&self) -> Result<()>;
 }
 
 /// What `GET /v1/runs` asks.
@@ -107,6 +122,13 @@ pub struct RunRecord {
     pub updated_at: u64,
     pub error_code: Option<String>,
     pub failed_step: Option<String>,
+    /// The bundle it ran on and the schedule that started it.
+    pub bundle: Option<String>,
+    pub schedule: Option<String>,
+    /// Its final state (the engine's compact JSON) once it finished: what
+    /// its view is made from after it left the engine's store. Lists and
+    /// `runs_of` leave it out; [`HistoryStore::final_run`] reads it.
+    pub state: Option<Vec<u8>>,
 }
 
 /// An event as the history keeps it.

@@ -164,6 +164,29 @@ forward! {
     pub async fn pending_purges(&self) -> Result<Vec<String>>;
     /// Replaces `tenant`'s egress rules; false if there is no such tenant.
     pub async fn set_tenant_egress(&self, tenant: &str, rules: &[String]) -> Result<bool>;
+    /// Sets how long the history keeps `tenant`'s finished runs (`None`: the
+    /// server's default); false if there is no such tenant.
+    pub async fn set_tenant_retention(&self, tenant: &str, ms: Option<u64>) -> Result<bool>;
+    /// Deletes, in one short transaction, the rows of up to `limit` runs that
+    /// finished at or before `finished_before` and whose every event is at or
+    /// before `held_through` (the history's durable cursor), with no effect
+    /// left in the outbox: every table of [`PER_RUN_TABLES`] but those of
+    /// [`KEPT_WITH_HISTORY`], kept until the history's retention lets them
+    /// go. A run a start may name again, or that kept such rows, leaves a
+    /// `swept_runs` row. Returns how many runs left.
+    pub async fn sweep_finished(&self, held_through: i64, finished_before: u64, limit: u32) -> Result<u64>;
+    /// The tenant of a run swept from this store, if its id was recorded.
+    pub async fn swept_run(&self, id: &str) -> Result<Option<String>>;
+    /// Deletes what the store kept of swept runs (their rows of
+    /// [`KEPT_WITH_HISTORY`] and `swept_runs` rows): the history's retention deleted them.
+    pub async fn forget_swept(&self, ids: &[&str]) -> Result<u64>;
+    /// [`Store::forget_swept`] for up to `limit` of `tenant`'s swept runs
+    /// that finished before `before`, oldest first: what the history's
+    /// retention deleted, or never held when its retention was shorter
+    /// than `--sweep-after`. Returns how many runs.
+    pub async fn expire_swept(&self, tenant: &str, before: u64, limit: u32) -> Result<u64>;
+    /// How many rows each per-run table holds, for tests and `eflow bench`.
+    pub async fn per_run_rows(&self) -> Result<Vec<(&'static str, i64)>>;
     /// Adds a token; fails if its hash or id is taken.
     pub async fn insert_token(&self, t: &TokenRow) -> Result<()>;
     /// The token whose secret has this hash, expired or not.
@@ -213,12 +236,38 @@ forward! {
     pub async fn update_schedules(&self, updates: &[ScheduleUpdate]) -> Result<()>;
     /// The runs in progress of each of `schedules`, as (schedule, run).
     pub async fn active_runs_of_schedules(&self, schedules: &[&str]) -> Result<Vec<(String, String)>>;
-    /// Which of `runs` exist.
+    /// Which of `runs` exist, or finished and were swept (`swept_runs`).
     pub async fn existing_runs(&self, runs: &[&str]) -> Result<Vec<String>>;
     /// When the first unpaused schedule of `partition` not claimed at `now` is due.
     pub async fn next_schedule_due(&self, partition: u32, now: u64) -> Result<Option<u64>>;
     /// Stores `value` unless the key has one; returns the stored value.
     pub async fn setting_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// The tables that hold rows of one run, each with the column naming the
+/// run, in the order a sweep deletes them (`runs` last). A new table of a
+/// run's rows is one more line here: the sweeper and purges read this list.
+pub const PER_RUN_TABLES: [(&str, &str); 7] = [
+    ("events", "run"),
+    ("timers", "run"),
+    ("outbox", "run"),
+    ("approvals", "run"),
+    ("fanout_results", "run"),
+    ("run_values", "run"),
+    ("runs", "id"),
+];
+
+/// The per-run tables whose rows a swept run keeps until the history's
+/// retention deletes it: its fan-outs' results (the results page answers from
+/// them) and its references to values (its view shows them).
+pub const KEPT_WITH_HISTORY: [&str; 2] = ["fanout_results", "run_values"];
+
+/// Whether the server made this run id fresh (`r-` and a UUIDv7, no
+/// `TENANT:`): no start can name it again, so a sweep keeps nothing of it.
+/// Clients' chosen ids (`TENANT:ID`), a schedule's and a child's
+/// (`PARENT.step.N`) may be started again and leave a `swept_runs` row.
+pub fn is_fresh_id(id: &str) -> bool {
+    id.starts_with("r-") && !id.contains(':') && !id.contains('.')
 }
 
 /// A run row without its state: what the engine needs to route and load it.
@@ -396,6 +445,10 @@ pub struct TenantRow {
     /// besides the public internet and the server's rules (see `egress`).
     #[serde(default)]
     pub allow_egress: Vec<String>,
+    /// How long the history keeps the tenant's finished runs, in
+    /// milliseconds; `None` takes the server's `--history-retention`.
+    #[serde(default)]
+    pub history_retention_ms: Option<u64>,
 }
 
 /// An API token. Its secret is stored only as a hash; the last four characters

@@ -290,9 +290,12 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query("INSERT INTO run_values (run, hash) VALUES (?, ?) ON CONFLICT DO NOTHING")
-                .bind(&v.run)
-                .bind(&v.hash)
+            sqlx::query(
+                "INSERT INTO run_values (run, tenant, hash) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(&v.run)
+            .bind(&v.tenant)
+            .bind(&v.hash)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -334,8 +337,7 @@ impl SqliteStore {
             "DELETE FROM stored_values WHERE (tenant, hash) IN ( \
                SELECT v.tenant, v.hash FROM stored_values v \
                WHERE v.created_at < ?1 AND NOT EXISTS ( \
-                 SELECT 1 FROM run_values rv JOIN runs r ON r.id = rv.run \
-                 WHERE rv.hash = v.hash AND r.tenant = v.tenant) \
+                 SELECT 1 FROM run_values rv WHERE rv.tenant = v.tenant AND rv.hash = v.hash) \
                LIMIT ?2)",
         )
         .bind(before as i64)
@@ -388,10 +390,11 @@ impl SqliteStore {
         .await?;
         if let Some(run) = run {
             sqlx::query(
-                "INSERT INTO run_values (run, hash) SELECT ?1, ?2 \
+                "INSERT INTO run_values (run, tenant, hash) SELECT ?1, ?2, ?3 \
                  WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1) ON CONFLICT DO NOTHING",
             )
             .bind(run)
+            .bind(tenant)
             .bind(hash)
             .execute(&mut *tx)
             .await?;
@@ -738,8 +741,8 @@ impl SqliteStore {
 
     pub async fn create_tenant(&self, t: &TenantRow) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO tenants (id, created_at, max_active_runs, max_starts_per_sec, allow_egress) \
-             SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM purges WHERE tenant = ?1) \
+            "INSERT INTO tenants (id, created_at, max_active_runs, max_starts_per_sec, allow_egress, history_retention_ms) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (SELECT 1 FROM purges WHERE tenant = ?1) \
              ON CONFLICT DO NOTHING",
         )
         .bind(&t.id)
@@ -747,6 +750,7 @@ impl SqliteStore {
         .bind(t.max_active_runs)
         .bind(t.max_starts_per_sec)
         .bind(egress_json(&t.allow_egress))
+        .bind(t.history_retention_ms.map(|ms| ms as i64))
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -754,7 +758,7 @@ impl SqliteStore {
 
     pub async fn tenants(&self) -> Result<Vec<TenantRow>> {
         let rows = sqlx::query(
-            "SELECT id, created_at, max_active_runs, max_starts_per_sec, allow_egress FROM tenants ORDER BY id",
+            "SELECT id, created_at, max_active_runs, max_starts_per_sec, allow_egress, history_retention_ms FROM tenants ORDER BY id",
         )
         .fetch_all(&self.read)
         .await?;
@@ -763,7 +767,7 @@ impl SqliteStore {
 
     pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>> {
         let row = sqlx::query(
-            "SELECT id, created_at, max_active_runs, max_starts_per_sec, allow_egress FROM tenants WHERE id = ?",
+            "SELECT id, created_at, max_active_runs, max_starts_per_sec, allow_egress, history_retention_ms FROM tenants WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.read)
@@ -778,6 +782,159 @@ impl SqliteStore {
             .execute(&self.write)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn set_tenant_retention(&self, tenant: &str, ms: Option<u64>) -> Result<bool> {
+        let done = sqlx::query("UPDATE tenants SET history_retention_ms = ? WHERE id = ?")
+            .bind(ms.map(|ms| ms.min(i64::MAX as u64) as i64))
+            .bind(tenant)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- sweeping finished runs ------------------------------------------------
+
+    /// One batch of the sweeper, in one transaction on the writer: the
+    /// candidates are read through `runs_finished` (oldest first), then each
+    /// per-run table's rows of them are deleted by the table's run index.
+    pub async fn sweep_finished(
+        &self,
+        held_through: i64,
+        finished_before: u64,
+        limit: u32,
+    ) -> Result<u64> {
+        let mut tx = self.write.begin().await?;
+        // A run with an event past the history's cursor is not held there
+        // yet; one with an effect in the outbox still has to report (a
+        // child's result to its parent).
+        let rows = sqlx::query(
+            "SELECT id, tenant, updated_at FROM runs \
+             WHERE status NOT IN ('created', 'running') AND updated_at <= ?1 \
+             AND NOT EXISTS (SELECT 1 FROM events WHERE events.run = runs.id AND events.pos > ?2) \
+             AND id NOT IN (SELECT run FROM outbox) \
+             ORDER BY updated_at LIMIT ?3",
+        )
+        .bind(finished_before.min(i64::MAX as u64) as i64)
+        .bind(held_through)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let runs: Vec<(String, String, i64)> = rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let ids: Vec<&str> = runs.iter().map(|(id, _, _)| id.as_str()).collect();
+        // Fan-out parents keep their results (the results page answers from
+        // them) and runs keep the values they refer to (their view, from the
+        // history's final state, shows them) until the history lets them go.
+        let mut with_results = std::collections::HashSet::new();
+        for table in super::KEPT_WITH_HISTORY {
+            for piece in pieces(&ids) {
+                let mut q: QueryBuilder<Sqlite> =
+                    QueryBuilder::new(format!("SELECT DISTINCT run FROM {table} WHERE run IN ("));
+                let mut sep = q.separated(", ");
+                for id in piece {
+                    sep.push_bind(*id);
+                }
+                q.push(")");
+                for r in q.build().fetch_all(&mut *tx).await? {
+                    with_results.insert(r.get::<String, _>(0));
+                }
+            }
+        }
+        let kept: Vec<&(String, String, i64)> = runs
+            .iter()
+            .filter(|(id, _, _)| !super::is_fresh_id(id) || with_results.contains(id))
+            .collect();
+        for piece in pieces(&kept) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO swept_runs (id, tenant, finished_at) ");
+            q.push_values(piece, |mut b, (id, tenant, at)| {
+                b.push_bind(id).push_bind(tenant).push_bind(*at);
+            });
+            q.push(" ON CONFLICT (id) DO NOTHING");
+            q.build().execute(&mut *tx).await?;
+        }
+        for (table, column) in super::PER_RUN_TABLES {
+            if super::KEPT_WITH_HISTORY.contains(&table) {
+                continue;
+            }
+            for piece in pieces(&ids) {
+                let mut q: QueryBuilder<Sqlite> =
+                    QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
+                let mut sep = q.separated(", ");
+                for id in piece {
+                    sep.push_bind(*id);
+                }
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(runs.len() as u64)
+    }
+
+    pub async fn swept_run(&self, id: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT tenant FROM swept_runs WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    pub async fn forget_swept(&self, ids: &[&str]) -> Result<u64> {
+        let mut tx = self.write.begin().await?;
+        let mut n = 0;
+        for table in super::KEPT_WITH_HISTORY.into_iter().chain(["swept_runs"]) {
+            let column = if table == "swept_runs" { "id" } else { "run" };
+            for piece in pieces(ids) {
+                let mut q: QueryBuilder<Sqlite> =
+                    QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
+                let mut sep = q.separated(", ");
+                for id in piece {
+                    sep.push_bind(*id);
+                }
+                q.push(")");
+                n += q.build().execute(&mut *tx).await?.rows_affected();
+            }
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub async fn expire_swept(&self, tenant: &str, before: u64, limit: u32) -> Result<u64> {
+        // A range scan of `swept_runs_tenant`.
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM swept_runs WHERE tenant = ? AND finished_at < ? ORDER BY finished_at LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(before.min(i64::MAX as u64) as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.forget_swept(&refs).await?;
+        Ok(ids.len() as u64)
+    }
+
+    pub async fn per_run_rows(&self) -> Result<Vec<(&'static str, i64)>> {
+        let mut out = Vec::new();
+        for table in super::PER_RUN_TABLES
+            .iter()
+            .map(|(t, _)| *t)
+            .chain(["swept_runs"])
+        {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+                .fetch_one(&self.read)
+                .await?;
+            out.push((table, n));
+        }
+        Ok(out)
     }
 
     /// Deletes every row of `tenant` in every table, the tenant last.
@@ -820,14 +977,20 @@ impl SqliteStore {
     pub async fn purge_tenant(&self, tenant: &str) -> Result<u64> {
         let mut tx = self.write.begin().await?;
         let mut n = 0;
-        for sql in [
-            "DELETE FROM events WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
-            "DELETE FROM timers WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
-            "DELETE FROM outbox WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
-            "DELETE FROM fanout_results WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
-            "DELETE FROM run_values WHERE run IN (SELECT id FROM runs WHERE tenant = ?1)",
+        // Every run's rows (its own and those swept runs left), the runs
+        // last, then the tenant's other rows, the tenant last.
+        let per_run = super::PER_RUN_TABLES.iter().flat_map(|(table, column)| {
+            [
+                format!(
+                    "DELETE FROM {table} WHERE {column} IN (SELECT id FROM swept_runs WHERE tenant = ?1)"
+                ),
+                format!("DELETE FROM {table} WHERE {column} IN (SELECT id FROM runs WHERE tenant = ?1)"),
+            ]
+        });
+        let rest = [
+            "DELETE FROM swept_runs WHERE tenant = ?1",
+            "DELETE FROM run_values WHERE tenant = ?1",
             "DELETE FROM stored_values WHERE tenant = ?1",
-            "DELETE FROM runs WHERE tenant = ?1",
             "DELETE FROM approvals WHERE tenant = ?1",
             "DELETE FROM registry WHERE tenant = ?1",
             "DELETE FROM schedules WHERE tenant = ?1",
@@ -835,8 +998,10 @@ impl SqliteStore {
             "DELETE FROM bundles WHERE tenant = ?1",
             "DELETE FROM tokens WHERE tenant = ?1",
             "DELETE FROM tenants WHERE id = ?1",
-        ] {
-            n += sqlx::query(sql)
+        ]
+        .map(String::from);
+        for sql in per_run.chain(rest) {
+            n += sqlx::query(&sql)
                 .bind(tenant)
                 .execute(&mut *tx)
                 .await?
@@ -1294,12 +1459,18 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Which of `runs` exist.
+    /// Which of `runs` exist, or existed and were swept.
     pub async fn existing_runs(&self, runs: &[&str]) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for piece in pieces(runs) {
+            // A run swept from the store after it finished existed too.
             let mut q: QueryBuilder<Sqlite> =
                 QueryBuilder::new("SELECT id FROM runs WHERE id IN (");
+            let mut list = q.separated(", ");
+            for r in piece {
+                list.push_bind(*r);
+            }
+            q.push(") UNION SELECT id FROM swept_runs WHERE id IN (");
             let mut list = q.separated(", ");
             for r in piece {
                 list.push_bind(*r);
@@ -1500,6 +1671,7 @@ fn tenant_row(r: sqlx::sqlite::SqliteRow) -> Result<TenantRow> {
         max_active_runs: r.get(2),
         max_starts_per_sec: r.get(3),
         allow_egress,
+        history_retention_ms: r.get::<Option<i64>, _>(5).map(|ms| ms.max(0) as u64),
     })
 }
 
