@@ -220,16 +220,7 @@ impl SqliteHistory {
         let mut n = 0;
         for table in ["h_events", "h_runs"] {
             let column = if table == "h_runs" { "id" } else { "run" };
-            for piece in ids.chunks(256) {
-                let mut q: QueryBuilder<Sqlite> =
-                    QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
-                let mut sep = q.separated(", ");
-                for id in piece {
-                    sep.push_bind(*id);
-                }
-                q.push(")");
-                n += q.build().execute(&mut *tx).await?.rows_affected();
-            }
+            n += crate::store::sqlite::delete_where_in(&mut tx, table, column, ids).await?;
         }
         tx.commit().await?;
         Ok(n)

@@ -6,7 +6,7 @@
 //! The engine writes through [`Commit`]: everything one batch of transitions
 //! changes, in one transaction.
 
-mod sqlite;
+pub(crate) mod sqlite;
 /// Also for the history's SQLite file, which holds tenants' data too.
 pub(crate) use sqlite::create_private;
 

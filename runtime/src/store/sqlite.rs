@@ -50,6 +50,29 @@ const UPDATE_SCHEDULE: &str = "UPDATE schedules SET last_fire = ?1, \
 const PIECES: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// `rows` cut into pieces of the sizes in [`PIECES`].
+/// Deletes the rows of `table` whose `column` is one of `ids`, a piece at a
+/// time; answers how many. For the stores' per-run clean-ups (the engine's
+/// sweep, the history's retention), whose table names are constants.
+pub(crate) async fn delete_where_in(
+    conn: &mut sqlx::SqliteConnection,
+    table: &str,
+    column: &str,
+    ids: &[&str],
+) -> sqlx::Result<u64> {
+    let mut n = 0;
+    for piece in pieces(ids) {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
+        let mut sep = q.separated(", ");
+        for id in piece {
+            sep.push_bind(*id);
+        }
+        q.push(")");
+        n += q.build().execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(n)
+}
+
 fn pieces<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     std::iter::from_fn(move || {
         let n = PIECES.iter().copied().find(|&n| n <= rows.len())?;
@@ -863,16 +886,7 @@ impl SqliteStore {
             if super::KEPT_WITH_HISTORY.contains(&table) {
                 continue;
             }
-            for piece in pieces(&ids) {
-                let mut q: QueryBuilder<Sqlite> =
-                    QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
-                let mut sep = q.separated(", ");
-                for id in piece {
-                    sep.push_bind(*id);
-                }
-                q.push(")");
-                q.build().execute(&mut *tx).await?;
-            }
+            delete_where_in(&mut tx, table, column, &ids).await?;
         }
         tx.commit().await?;
         Ok(runs.len() as u64)
@@ -892,16 +906,7 @@ impl SqliteStore {
         let mut n = 0;
         for table in super::KEPT_WITH_HISTORY.into_iter().chain(["swept_runs"]) {
             let column = if table == "swept_runs" { "id" } else { "run" };
-            for piece in pieces(ids) {
-                let mut q: QueryBuilder<Sqlite> =
-                    QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
-                let mut sep = q.separated(", ");
-                for id in piece {
-                    sep.push_bind(*id);
-                }
-                q.push(")");
-                n += q.build().execute(&mut *tx).await?.rows_affected();
-            }
+            n += delete_where_in(&mut tx, table, column, ids).await?;
         }
         tx.commit().await?;
         Ok(n)
