@@ -359,10 +359,14 @@ pub fn refusal<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a R
     None
 }
 
-/// The `http` connector's way out: the server's policy, each tenant's rules
-/// (read from the store at each call, so an admin's change applies at once,
-/// on every process), and one HTTP client per distinct policy, so a connection
-/// opened under one tenant's rules is never reused under another's.
+/// The `http` connector's way out: the server's policy, each tenant's rules,
+/// and one HTTP client per distinct policy, so a connection opened under one
+/// tenant's rules is never reused under another's.
+///
+/// A tenant's rules are read from the store and kept for [`TENANT_RULES_TTL`]:
+/// a call does not cost a read of the store. A change made through this
+/// process ([`Egress::forget`]) applies to the next call; one made by another
+/// process sharing the store, within that time.
 #[derive(Clone)]
 pub struct Egress {
     inner: Arc<Inner>,
@@ -374,7 +378,16 @@ struct Inner {
     max_answer_bytes: u64,
     /// The most recently used clients; one evicted is built again when needed.
     clients: Mutex<LruCache<Policy, reqwest::Client>>,
+    /// Tenants' ways out as last read, and when.
+    tenants: Mutex<LruCache<String, (tokio::time::Instant, Way)>>,
 }
+
+/// How long a tenant's rules read from the store are used before they are
+/// read again.
+pub const TENANT_RULES_TTL: Duration = Duration::from_secs(1);
+
+/// Tenants whose ways out are kept.
+const TENANTS: NonZeroUsize = NonZeroUsize::new(4096).expect("not zero");
 
 /// Clients kept: one per distinct policy in use (the server's, and one per
 /// tenant with rules of its own).
@@ -412,12 +425,34 @@ impl Egress {
                 store,
                 max_answer_bytes,
                 clients: Mutex::new(clients),
+                tenants: Mutex::new(LruCache::new(TENANTS)),
             }),
         })
     }
 
     /// The way out for a call of `tenant`: the server's rules and the tenant's.
     pub async fn way(&self, tenant: &str) -> Result<Way, Error> {
+        let now = tokio::time::Instant::now();
+        if let Some((at, way)) = self.tenants().get(tenant)
+            && now.duration_since(*at) < TENANT_RULES_TTL
+        {
+            return Ok(way.clone());
+        }
+        let way = self.read_way(tenant).await?;
+        self.tenants().put(tenant.to_string(), (now, way.clone()));
+        Ok(way)
+    }
+
+    /// Drops what is kept of `tenant`'s rules: they changed, or it is gone.
+    pub fn forget(&self, tenant: &str) {
+        self.tenants().pop(tenant);
+    }
+
+    fn tenants(&self) -> std::sync::MutexGuard<'_, LruCache<String, (tokio::time::Instant, Way)>> {
+        self.inner.tenants.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn read_way(&self, tenant: &str) -> Result<Way, Error> {
         let own = self
             .inner
             .store

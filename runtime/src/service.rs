@@ -133,6 +133,9 @@ const VALUE_SHOWN: u64 = 1 << 20;
 /// The most elements of a list kept by reference in one page.
 pub const VALUE_PAGE_MAX: u32 = 10_000;
 
+/// The most callbacks one `POST /v1/callbacks` carries.
+pub const MAX_BATCHED_CALLBACKS: usize = 1_000;
+
 /// Values kept by reference, decoded, that the service keeps for paging: at
 /// most this many bytes of their JSON.
 const VALUE_CACHE_BYTES: u64 = 32 << 20;
@@ -307,6 +310,7 @@ impl Service {
             if !self.db().set_tenant_egress(id, &rules).await? {
                 return Err(ApiError::not_found("tenant", id));
             }
+            self.inner.engine.egress().forget(id);
             tracing::info!(tenant = %id, allow_egress = ?rules, "tenant egress rules set");
         }
         if let Some(text) = &req.history_retention {
@@ -1293,6 +1297,35 @@ impl Service {
             status,
             reason,
         })
+    }
+
+    /// Many callbacks at once. Every report goes to its run's worker before
+    /// any answer is awaited, so reports of runs on one shard are applied in
+    /// one commit. A report refused (a wrong token, an unusable body) is
+    /// answered with its error and changes nothing else.
+    pub async fn callbacks(&self, batch: CallbackBatch) -> ApiResult<CallbackBatchAccepted> {
+        let n = batch.callbacks.len();
+        if n == 0 || n > MAX_BATCHED_CALLBACKS {
+            return Err(ApiError::bad_request(
+                "invalid_callback",
+                format!(
+                    "a batch holds 1 to {MAX_BATCHED_CALLBACKS} callbacks, not {n}: send the rest in another request"
+                ),
+            ));
+        }
+        let results = futures_util::future::join_all(batch.callbacks.into_iter().map(|c| async {
+            let (token, body) = c.split();
+            let answer = match self.callback_claim(&token) {
+                Ok(claim) => self.callback(claim, body).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(a) => CallbackOutcome::Accepted(a),
+                Err(e) => CallbackOutcome::Refused(e.body()),
+            }
+        }))
+        .await;
+        Ok(CallbackBatchAccepted { results })
     }
 
     /// A callback the engine refused: the same one applied before (a resend),

@@ -145,6 +145,10 @@ impl Fixture {
                 fields: &["output", "error", "retryable"],
             },
             Endpoint {
+                path: "/v1/callbacks".into(),
+                fields: &["callbacks"],
+            },
+            Endpoint {
                 path: format!("/v1/schedules/{}/backfill", self.schedule),
                 fields: &["from", "to"],
             },
@@ -317,6 +321,11 @@ async fn huge_bodies_wrong_content_types_and_unknown_fields() {
             json!({"from": "2026-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z", "x": 1}),
         ),
         (t, callback.clone(), json!({"output": 1, "extra": 1})),
+        (
+            t,
+            "/v1/callbacks".into(),
+            json!({"callbacks": [{"token": "eyJydW4iOiJ4In0.AAAA", "output": 1}], "extra": 1}),
+        ),
         // Huge strings.
         (ADMIN, "/v1/tenants".into(), json!({"id": big})),
         (t, "/v1/runs".into(), json!({"flow": big})),
@@ -624,6 +633,7 @@ async fn openapi_lists_every_route() {
         ("/v1/runs/{id}/cancel", &["post"]),
         ("/v1/runs/{id}/approvals/{step}", &["post"]),
         ("/v1/approvals", &["get"]),
+        ("/v1/callbacks", &["post"]),
         ("/v1/callbacks/{token}", &["post"]),
         ("/v1/schedules", &["get", "post"]),
         ("/v1/schedules/{id}", &["delete", "patch"]),

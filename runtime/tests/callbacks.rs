@@ -9,9 +9,21 @@ use common::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The invocations a test's remote system received.
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
 /// A tenant with `Works(x) -> Int` deployed, a run of it waiting for its
 /// callback: (server, token, run id, callback url).
 async fn waiting_run(name: &str) -> (TestServer, String, String, String) {
+    let (s, token, calls) = works_deployed(name).await;
+    let (id, url) = start_waiting(&s, &token, &calls, 4).await;
+    (s, token, id, url)
+}
+
+/// A server with a tenant that has `Works(x) -> Int` deployed, its remote
+/// step bound to a remote system that accepts every invocation: (server,
+/// token, the invocations it received).
+async fn works_deployed(name: &str) -> (TestServer, String, Calls) {
     let (calls, base) = accepting_remote().await;
     let s = TestServer::start(name).await;
     let token = s.api.create_tenant("acme", json!({})).await;
@@ -30,7 +42,12 @@ bindings dev {{
 "#
     );
     s.api.deploy_source(&token, &[("works.eflow", &src)]).await;
-    let run = s.api.start(&token, "Works", json!({"x": 4})).await;
+    (s, token, calls)
+}
+
+/// Starts a run of `Works` and waits for its invocation: (run id, callback url).
+async fn start_waiting(s: &TestServer, token: &str, calls: &Calls, x: i64) -> (String, String) {
+    let run = s.api.start(token, "Works", json!({ "x": x })).await;
     let id = run["id"].as_str().expect("id").to_string();
     let url = poll_until("the invocation of Work", DEADLINE, || async {
         let calls = calls.lock().unwrap();
@@ -41,7 +58,7 @@ bindings dev {{
             .map(str::to_string)
     })
     .await;
-    (s, token, id, url)
+    (id, url)
 }
 
 async fn call_back(api: &Api, url: &str, body: &Value) -> Resp {
@@ -218,5 +235,79 @@ async fn the_token_is_checked_before_the_body_is_read() {
     );
     assert!(text.starts_with("HTTP/1.1 401"), "{text}");
     assert!(text.contains("invalid_callback_token"), "{text}");
+    s.stop().await;
+}
+
+/// The token of a callback URL: its last path segment.
+fn token_of(url: &str) -> &str {
+    url.rsplit_once('/').map_or(url, |(_, t)| t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_callbacks_is_answered_one_by_one_in_order() {
+    let (s, token, calls) = works_deployed("callback-batch").await;
+    let api = &s.api;
+    let (ok, ok_url) = start_waiting(&s, &token, &calls, 1).await;
+    let (wrong, wrong_url) = start_waiting(&s, &token, &calls, 2).await;
+    let (failing, failing_url) = start_waiting(&s, &token, &calls, 3).await;
+    let batch = format!("{}/v1/callbacks", api.base);
+    let r = api
+        .send(api.http.post(&batch).json(&json!({"callbacks": [
+            {"token": token_of(&ok_url), "output": 10},
+            {"token": "eyJydW4iOiJ4In0.AAAA", "output": 1},
+            {"token": token_of(&wrong_url), "output": "ten"},
+            {"token": token_of(&failing_url), "error": {"code": "OutOfMemory"}, "retryable": false},
+            {"token": token_of(&ok_url), "output": 10},
+            {"token": token_of(&ok_url)},
+        ]})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let results = r.body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 6, "one answer per callback: {}", r.body);
+    assert_eq!(results[0]["status"], "applied", "{}", results[0]);
+    assert_eq!(results[0]["run"], ok.as_str(), "{}", results[0]);
+    assert_eq!(
+        results[1]["error"]["code"], "invalid_callback_token",
+        "a forged token fails its own report: {}",
+        results[1]
+    );
+    assert_eq!(results[2]["status"], "invalid_output", "{}", results[2]);
+    assert_eq!(results[3]["status"], "applied", "{}", results[3]);
+    assert_eq!(
+        results[4]["status"], "already_applied",
+        "the same report twice in a batch: {}",
+        results[4]
+    );
+    assert_eq!(
+        results[5]["error"]["code"], "invalid_callback",
+        "a report of nothing: {}",
+        results[5]
+    );
+
+    let done = api.wait_finished(&token, &ok).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"], 10, "{done}");
+    let done = api.wait_finished(&token, &wrong).await;
+    assert_eq!(done["error"]["code"], "InvalidOutput", "{done}");
+    let done = api.wait_finished(&token, &failing).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "OutOfMemory", "{done}");
+
+    // A batch is 1 to 1,000 reports of known fields, or refused whole.
+    for (body, why) in [
+        (json!({"callbacks": []}), "an empty batch"),
+        (
+            json!({"callbacks": vec![json!({"token": "t", "output": 1}); 1001]}),
+            "more than 1,000",
+        ),
+        (
+            json!({"callbacks": [{"token": "t", "output": 1, "extra": 1}]}),
+            "an unknown field",
+        ),
+        (json!({"results": []}), "no `callbacks`"),
+    ] {
+        let r = api.send(api.http.post(&batch).json(&body)).await;
+        assert_eq!(r.status, 400, "{why}: {}", r.text);
+    }
     s.stop().await;
 }

@@ -405,6 +405,22 @@ bindings dev {{
         )
         .await;
     spec.check("post", "/v1/callbacks/{token}", &r); // 401
+    let r = api
+        .post(
+            None,
+            "/v1/callbacks",
+            &json!({"callbacks": [
+                {"token": url.rsplit_once('/').map_or("", |(_, t)| t), "output": 1},
+                {"token": "eyJydW4iOiJ4In0.AAAA", "output": 1},
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    spec.check("post", "/v1/callbacks", &r);
+    let r = api
+        .post(None, "/v1/callbacks", &json!({"callbacks": []}))
+        .await;
+    spec.check("post", "/v1/callbacks", &r); // 400
 
     // ---- an input larger than the binding's max_inline goes by URL ----
     let xs: Vec<u64> = (0..50).collect();

@@ -107,9 +107,9 @@ impl From<history::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+impl ApiError {
+    /// The body it answers with, its message cut to [`MAX_MESSAGE`].
+    pub fn body(self) -> ErrorBody {
         let mut message = self.message;
         if message.len() > MAX_MESSAGE {
             let mut cut = MAX_MESSAGE;
@@ -119,15 +119,23 @@ impl IntoResponse for ApiError {
             message.truncate(cut);
             message.push('…');
         }
-        let body = ErrorBody {
+        ErrorBody {
             error: ErrorDetail {
                 code: self.code,
                 message,
             },
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.retry_after;
+        let body = self.body();
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let secs = self.retry_after.unwrap_or(1).max(1);
+            let secs = retry_after.unwrap_or(1).max(1);
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, secs.into());

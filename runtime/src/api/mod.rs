@@ -249,7 +249,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
     ),
     paths(
         health, create_tenant, list_tenants, update_tenant, purge_tenant, deploy, list_flows, start_run, list_runs,
-        get_run, run_events, step_results, run_value, signed_value, upload_value, cancel_run, list_approvals, decide, callback, list_schedules,
+        get_run, run_events, step_results, run_value, signed_value, upload_value, cancel_run, list_approvals, decide, callback, callbacks, list_schedules,
         create_schedule, update_schedule, delete_schedule, pause_schedule, resume_schedule, backfill, list_registry, stats,
         whoami, list_tenant_tokens, create_tenant_token, revoke_tenant_token, rotate_tenant_token,
         list_admin_tokens, create_admin_token, revoke_admin_token, rotate_admin_token
@@ -386,6 +386,7 @@ pub fn router(service: Service, limits: &HttpLimits) -> Router {
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/runs/{id}/approvals/{step}", post(decide))
         .route("/v1/approvals", get(list_approvals))
+        .route("/v1/callbacks", post(callbacks))
         .route("/v1/callbacks/{token}", post(callback))
         .route("/v1/schedules", get(list_schedules).post(create_schedule))
         .route(
@@ -764,6 +765,16 @@ async fn callback(
     Body(b): Body<Callback>,
 ) -> ApiResult<CallbackAccepted> {
     s.callback(claim, b).await.map(Json)
+}
+
+/// A remote system reports the results of many attempts at once: each report carries the token of its `callback_url`, and is answered as that callback would be, in order. A wrong token or report fails that report alone.
+#[utoipa::path(post, path = "/v1/callbacks", request_body = CallbackBatch,
+    responses((status = 200, body = CallbackBatchAccepted), (status = 400, body = ErrorBody)))]
+async fn callbacks(
+    State(s): State<Service>,
+    Body(b): Body<CallbackBatch>,
+) -> ApiResult<CallbackBatchAccepted> {
+    s.callbacks(b).await.map(Json)
 }
 
 /// Schedules of deployed flows, declared and made through the API, in id

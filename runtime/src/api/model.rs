@@ -338,6 +338,63 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
     Value::deserialize(d).map(Some)
 }
 
+/// Many callbacks in one request (`POST /v1/callbacks`): for a remote system
+/// that finishes many attempts, one request instead of one each.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackBatch {
+    /// 1 to 1,000 reports, each of the attempt its token names.
+    pub callbacks: Vec<BatchedCallback>,
+}
+
+/// One report of a batch: a callback's body and the token of its
+/// `callback_url`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchedCallback {
+    /// The last path segment of the invocation's `callback_url`.
+    pub token: String,
+    /// As in a single callback: present, even as `null`, means success.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Value>)]
+    pub output: Option<Value>,
+    #[serde(default)]
+    pub error: Option<CallbackError>,
+    /// For an error: may trying again help? (default true)
+    #[serde(default)]
+    pub retryable: Option<bool>,
+}
+
+impl BatchedCallback {
+    /// The token, and the body a single callback would have sent.
+    pub fn split(self) -> (String, Callback) {
+        (
+            self.token,
+            Callback {
+                output: self.output,
+                error: self.error,
+                retryable: self.retryable,
+            },
+        )
+    }
+}
+
+/// What became of each callback of a batch, in the order they were sent.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CallbackBatchAccepted {
+    pub results: Vec<CallbackOutcome>,
+}
+
+/// What became of one callback of a batch: the answer a single callback
+/// would have had, or the error it would have had (`invalid_callback_token`,
+/// `invalid_callback`, …), which touches no other callback of the batch.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum CallbackOutcome {
+    Accepted(CallbackAccepted),
+    Refused(ErrorBody),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallbackError {

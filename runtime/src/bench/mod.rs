@@ -75,6 +75,11 @@ pub struct BenchArgs {
     /// to 127.0.0.1, which the bench grants the tenants it creates).
     #[arg(long, value_enum, default_value_t)]
     pub connector: BenchConnector,
+    /// With `--connector http`: the most results the remote system reports
+    /// in one request (`POST /v1/callbacks`, as many as are waiting); 1
+    /// sends each to its own `callback_url`.
+    #[arg(long, default_value_t = 256)]
+    pub callback_batch: usize,
     /// Instead of `--runs`: one run fanning out over N subflows of one step
     /// each (`join all`); reports children/s and the parent's state size.
     #[arg(long)]
@@ -127,6 +132,9 @@ pub struct BenchArgs {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub connector: String,
+    /// With `http`: the most results the remote system reported in one request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_batch: Option<usize>,
     pub runs: u64,
     pub steps: u32,
     pub tenants: u32,
@@ -144,6 +152,8 @@ pub struct Report {
     pub start_to_first_invocation_p50_ms: f64,
     pub start_to_first_invocation_p99_ms: f64,
     pub bytes_written_per_transition: Option<f64>,
+    /// Transitions the engine applied per store commit.
+    pub transitions_per_commit: Option<f64>,
     /// Events the history had not written when the last run finished.
     pub history_behind_at_finish: Option<u64>,
     /// Seconds from the start until the history had written every event, and
@@ -286,7 +296,7 @@ impl Setup {
             .await
             .context("measuring the machine's baseline")?;
         let remote = match args.connector {
-            BenchConnector::Http => Some(RemoteProcess::spawn()?),
+            BenchConnector::Http => Some(RemoteProcess::spawn(args.callback_batch)?),
             BenchConnector::Sim => None,
         };
         let server = match &args.server {
@@ -598,6 +608,7 @@ async fn runs(
     bar.finish_and_clear();
     let transitions = s1.transitions - stats0.transitions;
     let bytes = s1.bytes_written - stats0.bytes_written;
+    let commits = s1.commits - stats0.commits;
     let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     lat.sort_by(|a, b| a.total_cmp(b));
     let server_cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
@@ -606,6 +617,7 @@ async fn runs(
     let steps_per_sec = steps_done as f64 / seconds;
     Ok(Report {
         connector: format!("{:?}", args.connector).to_lowercase(),
+        callback_batch: (args.connector == BenchConnector::Http).then_some(args.callback_batch),
         runs: args.runs,
         steps: args.steps,
         tenants: args.tenants,
@@ -622,6 +634,7 @@ async fn runs(
         start_to_first_invocation_p50_ms: percentile(&lat, 0.50),
         start_to_first_invocation_p99_ms: percentile(&lat, 0.99),
         bytes_written_per_transition: (transitions > 0).then(|| bytes as f64 / transitions as f64),
+        transitions_per_commit: (commits > 0).then(|| transitions as f64 / commits as f64),
         history_behind_at_finish: s1.history_behind,
         history_caught_up_seconds: caught_up,
         transitions_per_sec_with_history: with_history,
@@ -772,7 +785,12 @@ fn report_text(r: &Report) -> String {
             "connector",
             match r.connector.as_str() {
                 "sim" => format!("sim, {} ms a step (SIMULATED compute)", r.sim_duration_ms),
-                _ => "http, remote system on loopback (bench-remote)".to_string(),
+                _ => match r.callback_batch {
+                    Some(n) if n > 1 => format!(
+                        "http, remote system on loopback (bench-remote), up to {n} results a callback request"
+                    ),
+                    _ => "http, remote system on loopback (bench-remote), one callback request a result".to_string(),
+                },
             },
         ),
         (
@@ -822,6 +840,7 @@ fn report_text(r: &Report) -> String {
             "bytes written/transition",
             opt(r.bytes_written_per_transition, "B"),
         ),
+        ("transitions/commit", opt(r.transitions_per_commit, "")),
         (
             "server CPU/step",
             r.server_cpu_ms_per_step
@@ -899,6 +918,7 @@ fn report_text(r: &Report) -> String {
 #[derive(Debug, serde::Deserialize)]
 struct Stats {
     transitions: u64,
+    commits: u64,
     finished: u64,
     bytes_written: u64,
     history_behind: Option<u64>,

@@ -3,9 +3,10 @@
 //!
 //! It speaks the `http` connector's protocol (docs/connectors.md): each
 //! invocation POSTed to `/invoke` is accepted at once (202), then its result,
-//! the input `n` plus one, is POSTed to the invocation's `callback_url`, again
-//! until the server answers 200. A call step (no `callback_url`) gets its
-//! output in the answer. `GET /stats` reports what it did and, per run, the
+//! the input `n` plus one, is reported, again until the server answers 200:
+//! with `--callback-batch 1` each to its invocation's `callback_url`, else as
+//! many as are waiting (up to the batch size) in one `POST /v1/callbacks`.
+//! A call step (no `callback_url`) gets its output in the answer. `GET /stats` reports what it did and, per run, the
 //! time from sending a callback to receiving that run's next invocation.
 //! It serves until its standard input closes (its parent ended) or it is killed.
 
@@ -27,12 +28,18 @@ use serde_json::{Map, Value, json};
 const MAX_INVOCATION_BYTES: usize = 1 << 20;
 /// Times a callback is sent before it is counted as failed.
 const CALLBACK_TRIES: u32 = 20;
+/// Batches of callbacks being sent at once.
+const BATCHES_IN_FLIGHT: usize = 8;
 
 #[derive(Debug, Args, Clone)]
 pub struct RemoteArgs {
     /// Where to listen; the address bound is printed on the first line of stdout.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// The most results reported in one request (`POST /v1/callbacks`); 1
+    /// sends each to its own `callback_url`.
+    #[arg(long, default_value_t = 256)]
+    pub callback_batch: usize,
 }
 
 /// What the remote system did, as `GET /stats` answers.
@@ -62,8 +69,17 @@ struct Invocation {
     callback_url: Option<String>,
 }
 
+/// A result waiting to be reported.
+struct Report {
+    key: (String, Option<u32>),
+    url: String,
+    output: Value,
+}
+
 struct Remote {
     client: reqwest::Client,
+    /// Results waiting for a batch, when callbacks are batched.
+    batch: Option<tokio::sync::mpsc::UnboundedSender<Report>>,
     invocations: AtomicU64,
     callbacks: AtomicU64,
     callbacks_failed: AtomicU64,
@@ -85,11 +101,13 @@ pub async fn serve(args: RemoteArgs) -> anyhow::Result<()> {
         let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
         std::process::exit(0);
     });
+    let (batch_tx, batch_rx) = tokio::sync::mpsc::unbounded_channel();
     let remote = Arc::new(Remote {
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
             .build()?,
+        batch: (args.callback_batch > 1).then_some(batch_tx),
         invocations: AtomicU64::new(0),
         callbacks: AtomicU64::new(0),
         callbacks_failed: AtomicU64::new(0),
@@ -97,6 +115,11 @@ pub async fn serve(args: RemoteArgs) -> anyhow::Result<()> {
         sent: Mutex::new(HashMap::new()),
         gaps_us: Mutex::new(Vec::new()),
     });
+    tokio::spawn(
+        remote
+            .clone()
+            .report_in_batches(batch_rx, args.callback_batch.max(1)),
+    );
     loop {
         let (socket, _) = match listener.accept().await {
             Ok(s) => s,
@@ -153,12 +176,116 @@ impl Remote {
         if let (Some(t), Ok(mut gaps)) = (before, self.gaps_us.lock()) {
             gaps.push(arrived.duration_since(t).as_micros() as u64);
         }
-        let output = json!({ "output": output_of(&inv.inputs) });
+        let output = output_of(&inv.inputs);
         let Some(url) = inv.callback_url else {
-            return answer(StatusCode::OK, output.to_string());
+            return answer(StatusCode::OK, json!({ "output": output }).to_string());
         };
-        tokio::spawn(self.callback(key, url, output.to_string()));
+        match &self.batch {
+            Some(batch) => {
+                let _ = batch.send(Report { key, url, output });
+            }
+            None => {
+                let body = json!({ "output": output }).to_string();
+                tokio::spawn(self.clone().callback(key, url, body));
+            }
+        }
         answer(StatusCode::ACCEPTED, String::new())
+    }
+
+    /// Reports results as they come, each time as many as are waiting (up
+    /// to `size`) in one `POST /v1/callbacks`, a few batches at once.
+    async fn report_in_batches(
+        self: Arc<Self>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Report>,
+        size: usize,
+    ) {
+        let places = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+        while let Some(first) = rx.recv().await {
+            let mut reports = vec![first];
+            while reports.len() < size {
+                match rx.try_recv() {
+                    Ok(r) => reports.push(r),
+                    Err(_) => break,
+                }
+            }
+            let Ok(place) = places.clone().acquire_owned().await else {
+                return;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.send_batch(reports).await;
+                drop(place);
+            });
+        }
+    }
+
+    /// Sends one batch until the server answers it 200; each report of it
+    /// counts by its own outcome.
+    async fn send_batch(&self, reports: Vec<Report>) {
+        // Every callback URL ends in `/v1/callbacks/{token}`.
+        let mut by_server: HashMap<&str, Vec<(&Report, &str)>> = HashMap::new();
+        for r in &reports {
+            match r.url.rsplit_once("/v1/callbacks/") {
+                Some((base, token)) => by_server.entry(base).or_default().push((r, token)),
+                None => {
+                    eprintln!("bench-remote: not a callback URL: {}", r.url);
+                    self.callbacks_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        for (base, items) in by_server {
+            let body = json!({
+                "callbacks": items
+                    .iter()
+                    .map(|(r, token)| json!({ "token": token, "output": r.output }))
+                    .collect::<Vec<_>>(),
+            })
+            .to_string();
+            let url = format!("{base}/v1/callbacks");
+            let mut done = false;
+            for attempt in 0..CALLBACK_TRIES {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
+                }
+                if let Ok(mut s) = self.sent.lock() {
+                    let now = Instant::now();
+                    for (r, _) in &items {
+                        s.insert(r.key.clone(), now);
+                    }
+                }
+                let sent = self
+                    .client
+                    .post(&url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                let answer = match sent {
+                    Ok(r) if r.status() == StatusCode::OK => r.json::<BatchAnswer>().await.ok(),
+                    Ok(r) if r.status().is_client_error() => {
+                        eprintln!("bench-remote: batch of callbacks refused: {}", r.status());
+                        break;
+                    }
+                    _ => None,
+                };
+                if let Some(answer) = answer {
+                    for result in answer.results {
+                        if result.get("status").is_some() {
+                            self.callbacks.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            eprintln!("bench-remote: callback refused: {result}");
+                            self.callbacks_failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    done = true;
+                    break;
+                }
+            }
+            if !done {
+                self.callbacks_failed
+                    .fetch_add(items.len() as u64, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Sends the result until the server answers 200 (a resent callback is
@@ -215,6 +342,12 @@ impl Remote {
     }
 }
 
+/// The server's answer to a batch: one result per callback, in order.
+#[derive(Deserialize)]
+struct BatchAnswer {
+    results: Vec<Value>,
+}
+
 /// The bench's steps take `n: Int` and return `n + 1`; anything else gets `null`.
 fn output_of(inputs: &Map<String, Value>) -> Value {
     match inputs.get("n").and_then(Value::as_i64) {
@@ -241,12 +374,13 @@ pub struct RemoteProcess {
 
 impl RemoteProcess {
     /// Starts `eflow bench-remote` (this same binary) and reads its address.
-    pub fn spawn() -> anyhow::Result<RemoteProcess> {
+    pub fn spawn(callback_batch: usize) -> anyhow::Result<RemoteProcess> {
         use anyhow::Context;
         use std::io::BufRead;
         let exe = std::env::current_exe().context("finding this binary to start bench-remote")?;
         let mut child = std::process::Command::new(exe)
             .arg("bench-remote")
+            .arg(format!("--callback-batch={callback_batch}"))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())

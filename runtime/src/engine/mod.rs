@@ -193,6 +193,7 @@ struct Inner {
     /// Tenants being purged (or purged): nothing of theirs is applied,
     /// created or carried out.
     stopped: RwLock<HashSet<String>>,
+    egress: crate::egress::Egress,
 }
 
 impl std::fmt::Debug for Engine {
@@ -251,6 +252,7 @@ impl Engine {
                 timers_changed: timers_changed.clone(),
                 outbox_pos: AtomicI64::new(outbox_pos + 1),
                 stopped: RwLock::default(),
+                egress: deps.egress.clone(),
             }),
         };
         let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
@@ -305,6 +307,11 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// How `http` calls go out.
+    pub fn egress(&self) -> &crate::egress::Egress {
+        &self.inner.egress
     }
 
     pub fn deployments(&self) -> &Deployments {
