@@ -7,6 +7,7 @@ pub mod bus;
 pub mod byte_lru;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod connectors;
 pub mod egress;
 pub mod engine;

@@ -198,6 +198,7 @@ impl Server {
         let shutdown = CancellationToken::new();
         let (finished_tx, mut finished_rx) = mpsc::unbounded_channel();
         let egress = Egress::new(egress_policy, store.clone(), options.max_answer_bytes)?;
+        let member = crate::cluster::member_id();
         let engine_options = engine::Options {
             shards: options.shards,
             partitions: options.partitions,
@@ -205,7 +206,7 @@ impl Server {
                 .public_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{addr}")),
-            owner: format!("eflow-{}", std::process::id()),
+            owner: member.clone(),
             bundle_cache_bytes: options.bundle_cache_bytes,
             ..engine::Options::default()
         };
@@ -326,6 +327,18 @@ impl Server {
         tasks.push(tokio::spawn(drop_unreferenced_values(
             store.clone(),
             options.clock.clone(),
+            shutdown.clone(),
+        )));
+        let roles = if options.history {
+            "api,engine,scheduler,history"
+        } else {
+            "api,engine,scheduler"
+        };
+        tasks.push(tokio::spawn(crate::cluster::heartbeat(
+            store.clone(),
+            clock.clone(),
+            member,
+            roles.to_string(),
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(report_activity(

@@ -1450,6 +1450,52 @@ impl Service {
         })
     }
 
+    /// The cluster's members, shard leases and consumers (admin).
+    pub async fn cluster(&self, caller: &Caller) -> ApiResult<ClusterView> {
+        caller.admin_only()?;
+        let now = self.now();
+        let members = self
+            .db()
+            .members()
+            .await?
+            .into_iter()
+            .map(|m| MemberView {
+                alive: m.expires_at > now,
+                roles: m.roles.split(',').map(str::to_string).collect(),
+                started_at: rfc3339(m.started_at),
+                expires_at: rfc3339(m.expires_at),
+                id: m.id,
+            })
+            .collect();
+        let shards = self
+            .db()
+            .leases()
+            .await?
+            .into_iter()
+            .map(|l| ShardView {
+                shard: l.shard,
+                held: l.expires_at > now,
+                expires_at: rfc3339(l.expires_at),
+                owner: l.owner,
+                token: l.token,
+            })
+            .collect();
+        let events = self.inner.engine.bus().events();
+        let mut consumers = Vec::new();
+        if let Some(lag) = self.inner.history.behind(events).await? {
+            consumers.push(ConsumerView {
+                name: "history".to_string(),
+                cursor: self.inner.history.cursor(),
+                lag,
+            });
+        }
+        Ok(ClusterView {
+            members,
+            shards,
+            consumers,
+        })
+    }
+
     // ---- history and registry ------------------------------------------------
 
     pub async fn list_runs(

@@ -642,6 +642,7 @@ async fn openapi_lists_every_route() {
         ("/v1/schedules/{id}/backfill", &["post"]),
         ("/v1/registry", &["get"]),
         ("/v1/stats", &["get"]),
+        ("/v1/cluster", &["get"]),
         ("/v1/whoami", &["get"]),
         ("/v1/tenants/{id}/tokens", &["get", "post"]),
         ("/v1/tenants/{id}/tokens/{token}", &["delete"]),

@@ -361,6 +361,44 @@ async fn client_commands_against_a_server() {
     assert!(!o.status.success(), "{}", show(&o));
     assert!(text(&o.stderr).contains("cannot reach"), "{}", show(&o));
 
+    // cluster status: this one process, alive, holding every shard.
+    let o = eflow_async(conn(vec!["cluster", "status", "-o", "json"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let cluster: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("JSON: {}", show(&o)));
+    let members = cluster["members"].as_array().expect("members");
+    assert_eq!(members.len(), 1, "{cluster}");
+    assert_eq!(members[0]["alive"], true, "{cluster}");
+    let me = members[0]["id"].as_str().expect("an id");
+    let shards = cluster["shards"].as_array().expect("shards");
+    assert!(!shards.is_empty(), "{cluster}");
+    for sh in shards {
+        assert_eq!(
+            sh["owner"], me,
+            "every shard held by the one engine: {cluster}"
+        );
+        assert_eq!(sh["held"], true, "{cluster}");
+    }
+    assert_eq!(cluster["consumers"][0]["name"], "history", "{cluster}");
+    let o = eflow_async(conn(vec!["cluster", "status"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains(me) && out.contains(&format!("0-{}", shards.len() - 1)),
+        "members and shard ranges: {out}"
+    );
+    // A tenant's token may not see it.
+    let o = eflow_async(vec![
+        "cluster".into(),
+        "status".into(),
+        "--server".into(),
+        server.clone(),
+        "--token".into(),
+        token.clone(),
+    ])
+    .await;
+    assert!(!o.status.success(), "{}", show(&o));
+
     s.stop().await;
 }
 

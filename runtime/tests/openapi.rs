@@ -666,6 +666,8 @@ bindings dev {{
     for tok in [admin, t] {
         let r = api.get(tok, "/v1/stats").await;
         spec.check("get", "/v1/stats", &r); // 200, 403
+        let r = api.get(tok, "/v1/cluster").await;
+        spec.check("get", "/v1/cluster", &r); // 200, 403
     }
     let r = api.get(None, "/v1/health").await;
     spec.check("get", "/v1/health", &r);

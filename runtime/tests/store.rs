@@ -8,8 +8,9 @@ mod common;
 use std::path::PathBuf;
 
 use eflow_runtime::store::{
-    ApprovalClose, ApprovalWrite, Commit, Deployment, Durability, EventWrite, NewEntry, RunMeta,
-    RunWrite, ScheduleQuery, ScheduleRow, ScheduleUpdate, Store, TenantRow, TimerWrite, TokenRow,
+    ApprovalClose, ApprovalWrite, Commit, Deployment, Durability, EventWrite, MemberRow, NewEntry,
+    RunMeta, RunWrite, ScheduleQuery, ScheduleRow, ScheduleUpdate, Store, TenantRow, TimerWrite,
+    TokenRow,
 };
 use serde_json::json;
 
@@ -36,6 +37,8 @@ macro_rules! store_test_suite {
             release_claims,
             outbox,
             acquire_lease_fences_older_owners,
+            leases_are_taken_only_when_free_and_renewed_with_their_token,
+            members_say_they_are_alive,
             bundles_and_flows,
             tenants,
             set_tenant_egress,
@@ -607,6 +610,85 @@ async fn outbox(store: &Store) {
         store.outbox().await.unwrap(),
         vec![(8, "r1".to_string(), b"b".to_vec())]
     );
+}
+
+/// A lease is taken when free or expired, kept with its token by its owner,
+/// and given up at once.
+async fn leases_are_taken_only_when_free_and_renewed_with_their_token(store: &Store) {
+    let a = store
+        .try_lease(3, "a", 100, 200)
+        .await
+        .unwrap()
+        .expect("free");
+    // Another owner waits while it runs.
+    assert_eq!(store.try_lease(3, "b", 150, 300).await.unwrap(), None);
+    // Its owner renews it with the same token: its commits go on.
+    assert_eq!(store.try_lease(3, "a", 150, 400).await.unwrap(), Some(a));
+    // Expired, another owner takes it with a new token, fencing the old one.
+    let b = store
+        .try_lease(3, "b", 400, 600)
+        .await
+        .unwrap()
+        .expect("expired");
+    assert!(b > a);
+    let stale = Commit {
+        lease: Some((3, a)),
+        runs: vec![run("r-l", "acme", "running", "{}")],
+        ..Commit::default()
+    };
+    assert!(matches!(
+        store.commit(&stale).await,
+        Err(eflow_runtime::store::Error::LeaseLost { shard: 3 })
+    ));
+    // Only its holder gives it up, and then it is free at once.
+    assert!(!store.release_lease(3, "a", a).await.unwrap());
+    assert!(store.release_lease(3, "b", b).await.unwrap());
+    let c = store
+        .try_lease(3, "a", 450, 700)
+        .await
+        .unwrap()
+        .expect("released");
+    assert!(c > b);
+    store
+        .try_lease(1, "b", 450, 700)
+        .await
+        .unwrap()
+        .expect("free");
+    let leases = store.leases().await.unwrap();
+    assert_eq!(
+        leases
+            .iter()
+            .map(|l| (l.shard, l.owner.as_str(), l.expires_at))
+            .collect::<Vec<_>>(),
+        [(1, "b", 700), (3, "a", 700)],
+        "in shard order"
+    );
+}
+
+/// Processes say they are alive; a stopped one leaves, and long-expired ones
+/// go with it.
+async fn members_say_they_are_alive(store: &Store) {
+    let member = |id: &str, expires_at: u64| MemberRow {
+        id: id.into(),
+        roles: "api,engine".into(),
+        started_at: 10,
+        expires_at,
+    };
+    store.heartbeat(&member("b", 100)).await.unwrap();
+    store.heartbeat(&member("a", 100)).await.unwrap();
+    store.heartbeat(&member("c", 50)).await.unwrap();
+    store.heartbeat(&member("a", 300)).await.unwrap();
+    let ids = |ms: Vec<MemberRow>| {
+        ms.into_iter()
+            .map(|m| (m.id, m.expires_at))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.members().await.unwrap()),
+        [("a".into(), 300), ("b".into(), 100), ("c".into(), 50)]
+    );
+    store.leave("b", 60).await.unwrap();
+    assert_eq!(ids(store.members().await.unwrap()), [("a".into(), 300)]);
 }
 
 /// A newer owner fences out the older one's commits.

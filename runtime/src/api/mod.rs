@@ -250,7 +250,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
     paths(
         health, create_tenant, list_tenants, update_tenant, purge_tenant, deploy, list_flows, start_run, list_runs,
         get_run, run_events, step_results, run_value, signed_value, upload_value, cancel_run, list_approvals, decide, callback, callbacks, list_schedules,
-        create_schedule, update_schedule, delete_schedule, pause_schedule, resume_schedule, backfill, list_registry, stats,
+        create_schedule, update_schedule, delete_schedule, pause_schedule, resume_schedule, backfill, list_registry, stats, cluster,
         whoami, list_tenant_tokens, create_tenant_token, revoke_tenant_token, rotate_tenant_token,
         list_admin_tokens, create_admin_token, revoke_admin_token, rotate_admin_token
     ),
@@ -398,6 +398,7 @@ pub fn router(service: Service, limits: &HttpLimits) -> Router {
         .route("/v1/schedules/{id}/backfill", post(backfill))
         .route("/v1/registry", get(list_registry))
         .route("/v1/stats", get(stats))
+        .route("/v1/cluster", get(cluster))
         .route("/v1/whoami", get(whoami))
         .route(
             "/v1/tenants/{id}/tokens",
@@ -890,6 +891,12 @@ async fn list_registry(
 #[utoipa::path(get, path = "/v1/stats", responses((status = 200, body = StatsView), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
 async fn stats(State(s): State<Service>, Auth(c): Auth) -> ApiResult<StatsView> {
     s.stats(&c).await.map(Json)
+}
+
+/// The cluster (admin): the server processes alive, who holds each shard with which fencing token until when, and how far each consumer of the event stream is behind.
+#[utoipa::path(get, path = "/v1/cluster", responses((status = 200, body = ClusterView), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn cluster(State(s): State<Service>, Auth(c): Auth) -> ApiResult<ClusterView> {
+    s.cluster(&c).await.map(Json)
 }
 
 /// The caller, as its token says: the token's id and name, and the tenant it acts for.

@@ -647,6 +647,50 @@ pub struct StatsView {
     pub peak_rss_mb: Option<f64>,
 }
 
+/// The cluster as the store records it (`GET /v1/cluster`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClusterView {
+    /// The server processes that said they were alive, in id order.
+    pub members: Vec<MemberView>,
+    /// Who holds each shard, with which fencing token, until when.
+    pub shards: Vec<ShardView>,
+    /// The consumers of the event stream and how far behind they are.
+    pub consumers: Vec<ConsumerView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MemberView {
+    pub id: String,
+    /// `api`, `engine`, `scheduler`, `history`.
+    pub roles: Vec<String>,
+    pub started_at: String,
+    /// When it stops counting as alive unless it says so again.
+    pub expires_at: String,
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ShardView {
+    pub shard: u32,
+    pub owner: String,
+    /// The fencing token: a commit carrying an older one is refused.
+    pub token: i64,
+    /// When the lease ends unless renewed (far in the future for the
+    /// embedded server, which holds every shard).
+    pub expires_at: String,
+    pub held: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConsumerView {
+    /// `history`.
+    pub name: String,
+    /// The position of the last event it wrote.
+    pub cursor: i64,
+    /// Events committed after it.
+    pub lag: u64,
+}
+
 /// A new token: whose it is, and optionally when it expires.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -124,6 +124,10 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The cluster: which processes are alive, who holds which shard until
+    /// when, how far behind each consumer of the event stream is (admin).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Measure the engine: N runs of K sequential steps (`sim` or `http`), or
     /// one fan-out over N subflows, beside the machine's own baseline.
     Bench(crate::bench::BenchArgs),
@@ -489,6 +493,15 @@ pub struct TokenOwner {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members, shard leases (per owner) and consumers' lag.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Tokens with their names and expiry, never their secrets.
     List {
@@ -688,6 +701,11 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
                 }
                 t.render()
             })
+        }
+        Command::Cluster(ClusterCommand::Status { conn }) => {
+            let c = client(&conn)?;
+            let r: ClusterView = c.get("/v1/cluster", &[]).await?;
+            print(conn.output, &r, cluster_text)
         }
         Command::Schedule(sc) => schedule_command(sc).await,
         Command::Tenant(tc) => tenant_command(tc).await,
@@ -1316,4 +1334,82 @@ pub fn load_ir(paths: &[PathBuf]) -> anyhow::Result<Value> {
         Err(e) => bail!("{e}; nothing was deployed"),
     };
     Ok(serde_json::to_value(bundle)?)
+}
+
+/// The cluster as a person reads it: members, then shards per owner (a
+/// count and their ranges, not one line per shard), then consumers.
+fn cluster_text(r: &ClusterView) -> String {
+    let mut members = Table::new(vec!["MEMBER", "ROLES", "STARTED", "ALIVE UNTIL", "ALIVE"]);
+    for m in &r.members {
+        members.row(vec![
+            m.id.clone(),
+            m.roles.join(","),
+            m.started_at.clone(),
+            m.expires_at.clone(),
+            if m.alive { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    let mut owners: Vec<(&str, bool, Vec<u32>, &str)> = Vec::new();
+    for s in &r.shards {
+        match owners
+            .iter_mut()
+            .find(|(o, held, _, _)| *o == s.owner && *held == s.held)
+        {
+            Some((_, _, shards, until)) => {
+                shards.push(s.shard);
+                if s.expires_at.as_str() < *until {
+                    *until = &s.expires_at;
+                }
+            }
+            None => owners.push((&s.owner, s.held, vec![s.shard], &s.expires_at)),
+        }
+    }
+    let mut shards = Table::new(vec!["OWNER", "SHARDS", "WHICH", "LEASE ENDS (FIRST)"]);
+    for (owner, held, list, until) in owners {
+        shards.row(vec![
+            if held {
+                owner.to_string()
+            } else {
+                format!("{owner} (expired)")
+            },
+            list.len().to_string(),
+            ranges(&list),
+            until.to_string(),
+        ]);
+    }
+    let mut consumers = Table::new(vec!["CONSUMER", "CURSOR", "LAG (EVENTS)"]);
+    for c in &r.consumers {
+        consumers.row(vec![
+            c.name.clone(),
+            c.cursor.to_string(),
+            c.lag.to_string(),
+        ]);
+    }
+    format!(
+        "{}\n{}\n{}",
+        members.render(),
+        shards.render(),
+        consumers.render()
+    )
+}
+
+/// `0-3,7,9-10` for shards 0, 1, 2, 3, 7, 9, 10 (in order).
+fn ranges(shards: &[u32]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < shards.len() {
+        let start = shards[i];
+        let mut end = start;
+        while i + 1 < shards.len() && shards[i + 1] == end + 1 {
+            i += 1;
+            end = shards[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    out.join(",")
 }

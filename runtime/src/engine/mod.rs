@@ -10,6 +10,7 @@
 
 mod deployments;
 mod dispatch;
+pub mod ownership;
 mod route;
 mod timers;
 mod worker;
@@ -176,6 +177,11 @@ pub struct Stats {
     pub scheduled_starts: AtomicU64,
 }
 
+/// The end of a lease this process holds for as long as it runs (the
+/// embedded server holds every shard): 9999-12-31T23:59:59Z. A process that
+/// starts on the same store takes the shards over, fencing out this one.
+pub const HELD_FOREVER_MS: u64 = 253_402_300_799_000;
+
 /// A cheap handle on the running engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -259,7 +265,7 @@ impl Engine {
         let mut tasks = Vec::new();
         for (shard, rx) in inboxes.into_iter().enumerate() {
             let token = store
-                .acquire_lease(shard as u32, &options.owner, u64::MAX / 2)
+                .acquire_lease(shard as u32, &options.owner, HELD_FOREVER_MS)
                 .await?;
             let w = worker::Worker::new(
                 shard as u32,

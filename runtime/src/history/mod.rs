@@ -59,6 +59,11 @@ impl History {
         })
     }
 
+    /// The position of the last event written.
+    pub fn cursor(&self) -> i64 {
+        *self.cursor.borrow()
+    }
+
     pub fn store(&self) -> &HistoryStore {
         &self.store
     }

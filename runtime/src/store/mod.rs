@@ -242,6 +242,21 @@ forward! {
     pub async fn next_schedule_due(&self, partition: u32, now: u64) -> Result<Option<u64>>;
     /// Stores `value` unless the key has one; returns the stored value.
     pub async fn setting_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>>;
+    /// Takes or keeps shard `shard` for `owner` until `expires_at`, if it is
+    /// free, its lease expired (at `now`) or `owner` holds it: the fencing
+    /// token, unchanged for a renewal and new for a takeover; `None` while
+    /// another owner's lease runs.
+    pub async fn try_lease(&self, shard: u32, owner: &str, now: u64, expires_at: u64) -> Result<Option<i64>>;
+    /// Gives shard `shard` up at once, if `owner` still holds it with `token`.
+    pub async fn release_lease(&self, shard: u32, owner: &str, token: i64) -> Result<bool>;
+    /// Every shard's lease, in shard order.
+    pub async fn leases(&self) -> Result<Vec<LeaseRow>>;
+    /// Says that a process is alive until `m.expires_at` (inserting or updating it).
+    pub async fn heartbeat(&self, m: &MemberRow) -> Result<()>;
+    /// The processes that said they were alive, expired or not, in id order.
+    pub async fn members(&self) -> Result<Vec<MemberRow>>;
+    /// Forgets a process (it stopped) and those expired before `before`.
+    pub async fn leave(&self, id: &str, before: u64) -> Result<()>;
 }
 
 /// The tables that hold rows of one run, each with the column naming the
@@ -449,6 +464,26 @@ pub struct TenantRow {
     /// milliseconds; `None` takes the server's `--history-retention`.
     #[serde(default)]
     pub history_retention_ms: Option<u64>,
+}
+
+/// A shard's lease: who may commit for the shard's runs, with which fencing
+/// token, until when (ms since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRow {
+    pub shard: u32,
+    pub owner: String,
+    pub token: i64,
+    pub expires_at: u64,
+}
+
+/// A process of the cluster, as it last said it was alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRow {
+    pub id: String,
+    /// The roles it runs, comma-separated (`api,engine,scheduler,history`).
+    pub roles: String,
+    pub started_at: u64,
+    pub expires_at: u64,
 }
 
 /// An API token. Its secret is stored only as a hash; the last four characters

@@ -15,9 +15,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
-    ApprovalRow, Commit, Deployment, DueTimer, Durability, Error, EventRow, FlowRow, NewEntry,
-    RegistryRow, Result, RunMeta, ScheduleQuery, ScheduleRow, ScheduleUpdate, TenantRow, TokenRow,
-    stored_json,
+    ApprovalRow, Commit, Deployment, DueTimer, Durability, Error, EventRow, FlowRow, LeaseRow,
+    MemberRow, NewEntry, RegistryRow, Result, RunMeta, ScheduleQuery, ScheduleRow, ScheduleUpdate,
+    TenantRow, TokenRow, stored_json,
 };
 
 /// Rows per multi-row statement, largest first: well under SQLite's limit of
@@ -656,6 +656,94 @@ impl SqliteStore {
         .fetch_one(&self.write)
         .await?;
         Ok(token)
+    }
+
+    pub async fn try_lease(
+        &self,
+        shard: u32,
+        owner: &str,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO leases (shard, owner, token, expires_at) VALUES (?1, ?2, 1, ?3) \
+             ON CONFLICT (shard) DO UPDATE SET \
+               token = CASE WHEN leases.owner = ?2 THEN leases.token ELSE leases.token + 1 END, \
+               owner = ?2, expires_at = ?3 \
+             WHERE leases.owner = ?2 OR leases.expires_at <= ?4 \
+             RETURNING token",
+        )
+        .bind(shard)
+        .bind(owner)
+        .bind(expires_at as i64)
+        .bind(now as i64)
+        .fetch_optional(&self.write)
+        .await?)
+    }
+
+    pub async fn release_lease(&self, shard: u32, owner: &str, token: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE leases SET expires_at = 0 WHERE shard = ? AND owner = ? AND token = ?",
+        )
+        .bind(shard)
+        .bind(owner)
+        .bind(token)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn leases(&self) -> Result<Vec<LeaseRow>> {
+        let rows = sqlx::query("SELECT shard, owner, token, expires_at FROM leases ORDER BY shard")
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LeaseRow {
+                shard: r.get::<i64, _>(0) as u32,
+                owner: r.get(1),
+                token: r.get(2),
+                expires_at: r.get::<i64, _>(3) as u64,
+            })
+            .collect())
+    }
+
+    pub async fn heartbeat(&self, m: &MemberRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO members (id, roles, started_at, expires_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET roles = excluded.roles, expires_at = excluded.expires_at",
+        )
+        .bind(&m.id)
+        .bind(&m.roles)
+        .bind(m.started_at as i64)
+        .bind(m.expires_at as i64)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn members(&self) -> Result<Vec<MemberRow>> {
+        let rows = sqlx::query("SELECT id, roles, started_at, expires_at FROM members ORDER BY id")
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| MemberRow {
+                id: r.get(0),
+                roles: r.get(1),
+                started_at: r.get::<i64, _>(2) as u64,
+                expires_at: r.get::<i64, _>(3) as u64,
+            })
+            .collect())
+    }
+
+    pub async fn leave(&self, id: &str, before: u64) -> Result<()> {
+        sqlx::query("DELETE FROM members WHERE id = ? OR expires_at < ?")
+            .bind(id)
+            .bind(before as i64)
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 
     // ---- flows ---------------------------------------------------------------
