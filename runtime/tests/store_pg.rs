@@ -220,3 +220,114 @@ async fn a_reader_never_passes_a_commit_in_flight() {
     pool.close().await;
     store.close().await;
 }
+
+/// Both schemes open the store.
+#[tokio::test]
+async fn postgresql_urls_open_the_store_too() {
+    let Some(schema) = Schema::create("scheme").await else {
+        return;
+    };
+    let url = schema.url.replacen("postgres://", "postgresql://", 1);
+    assert!(url.starts_with("postgresql://"));
+    let store = Store::open(&url, Durability::Full).await.unwrap();
+    assert!(matches!(store, Store::Postgres(_)));
+    assert_eq!(store.max_event_pos().await.unwrap(), 0);
+    store.close().await;
+}
+
+/// Fencing with a commit in flight: a takeover of the shard waits for the
+/// commit made under the old token (it holds the lease row), and once the
+/// takeover is committed the old token's next commit is refused.
+#[tokio::test]
+async fn a_takeover_waits_for_the_commit_in_flight_then_fences_it() {
+    let Some(schema) = Schema::create("fencing").await else {
+        return;
+    };
+    let store = Store::open(&schema.url, Durability::Full).await.unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&schema.url)
+        .await
+        .unwrap();
+    let old = store.acquire_lease(3, "one", u64::MAX / 2).await.unwrap();
+    let mut c = Commit::default();
+    c.runs.push(run("r1"));
+    store.commit(&c).await.unwrap();
+
+    let mut blocker = pool.begin().await.unwrap();
+    let blocker_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *blocker)
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1 FROM runs WHERE id = 'r1' FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    // The old owner's commit checks its lease, then waits for the row.
+    let in_flight = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut c = Commit {
+                lease: Some((3, old)),
+                ..Commit::default()
+            };
+            c.runs.push(run("r1"));
+            store.commit(&c).await
+        }
+    });
+    // The sessions another one holds up, found by that one's backend.
+    let held_up_by = |holder: i32| {
+        let pool = pool.clone();
+        move || {
+            let pool = pool.clone();
+            async move {
+                let pid: Option<i32> = sqlx::query_scalar(
+                    "SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)) LIMIT 1",
+                )
+                .bind(holder)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+                pid
+            }
+        }
+    };
+    let commit_pid = common::poll_until(
+        "the commit waits for the row",
+        Duration::from_secs(30),
+        held_up_by(blocker_pid),
+    )
+    .await;
+    // A takeover waits for it.
+    let takeover = tokio::spawn({
+        let store = store.clone();
+        async move { store.acquire_lease(3, "two", u64::MAX / 2).await }
+    });
+    common::poll_until(
+        "the takeover waits for the commit",
+        Duration::from_secs(30),
+        held_up_by(commit_pid),
+    )
+    .await;
+    assert!(!takeover.is_finished());
+    blocker.rollback().await.unwrap();
+    in_flight
+        .await
+        .unwrap()
+        .expect("a commit made while its lease was held");
+    let new = takeover.await.unwrap().unwrap();
+    assert!(new > old);
+    let stale = Commit {
+        lease: Some((3, old)),
+        runs: vec![run("r2")],
+        ..Commit::default()
+    };
+    let err = store.commit(&stale).await.unwrap_err();
+    assert!(
+        matches!(err, eflow_runtime::store::Error::LeaseLost { shard: 3 }),
+        "{err}"
+    );
+    assert!(store.load_run("r2").await.unwrap().is_none());
+    pool.close().await;
+    store.close().await;
+}
