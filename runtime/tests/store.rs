@@ -60,6 +60,7 @@ macro_rules! store_test_suite {
             schedule_pages,
             schedules_in_batches,
             setting_or_insert,
+            values_kept_by_reference,
         ]);
     };
     (@tests $backend:ident, $open:ident, [$($test:ident),* $(,)?]) => {
@@ -1871,4 +1872,83 @@ async fn schedules_in_batches(store: &Store) {
             .len(),
         2
     );
+}
+
+/// Values kept by reference: stored once per tenant and hash, byte for byte,
+/// with the runs that refer to them; one no run refers to is dropped once
+/// old enough, and an upload is kept only for a tenant that exists.
+async fn values_kept_by_reference(store: &Store) {
+    use eflow_runtime::store::ValueWrite;
+    store.create_tenant(&tenant("acme")).await.unwrap();
+    let value = |run: &str, hash: &str, body: Option<&[u8]>| ValueWrite {
+        tenant: "acme".into(),
+        run: run.into(),
+        hash: hash.into(),
+        body: body.map(<[u8]>::to_vec),
+        at: 5,
+    };
+    commit(store, |c| {
+        c.runs.push(run("r1", "acme", "running", "{}"));
+        c.runs.push(run("r2", "acme", "running", "{}"));
+        c.values.push(value("r1", "h1", Some(b"[1, 2]")));
+        // Kept again in the same batch, and referred to by another run.
+        c.values.push(value("r1", "h1", Some(b"[1, 2]")));
+        c.values.push(value("r2", "h1", None));
+    })
+    .await;
+    assert_eq!(
+        store
+            .values("acme", &["nope".into(), "h1".into()])
+            .await
+            .unwrap(),
+        vec![("h1".to_string(), json!([1, 2]))]
+    );
+    assert_eq!(
+        store.value_body("acme", "h1").await.unwrap(),
+        Some(b"[1, 2]".to_vec()),
+        "byte for byte"
+    );
+    assert_eq!(store.value_size("acme", "h1").await.unwrap(), Some(6));
+    assert_eq!(store.value_body("other", "h1").await.unwrap(), None);
+    assert!(store.run_refers_to("r2", "h1").await.unwrap());
+    assert!(!store.run_refers_to("r3", "h1").await.unwrap());
+
+    // Uploads: once, for a tenant that exists; referred to by a run that exists.
+    assert!(store.put_value("acme", None, "h2", b"3", 6).await.unwrap());
+    assert!(!store.put_value("acme", None, "h2", b"3", 6).await.unwrap());
+    assert!(!store.put_value("ghost", None, "h9", b"3", 6).await.unwrap());
+    assert_eq!(store.value_body("ghost", "h9").await.unwrap(), None);
+    assert!(
+        store
+            .put_value("acme", Some("r1"), "h3", b"4", 7)
+            .await
+            .unwrap()
+    );
+    assert!(store.run_refers_to("r1", "h3").await.unwrap());
+    // A run that does not exist refers to nothing; the value is kept.
+    assert!(
+        store
+            .put_value("acme", Some("r9"), "h4", b"5", 7)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.run_refers_to("r9", "h4").await.unwrap(),
+        "no such run"
+    );
+
+    // Dropped: only what no run refers to, kept before the time given.
+    assert_eq!(store.drop_unreferenced_values(6, 10).await.unwrap(), 0);
+    assert_eq!(store.drop_unreferenced_values(100, 10).await.unwrap(), 2);
+    assert_eq!(store.value_body("acme", "h2").await.unwrap(), None);
+    assert_eq!(store.value_body("acme", "h4").await.unwrap(), None);
+    for kept in ["h1", "h3"] {
+        assert!(
+            store.value_body("acme", kept).await.unwrap().is_some(),
+            "{kept}"
+        );
+    }
+    let rows = store.per_run_rows().await.unwrap();
+    assert!(rows.contains(&("run_values", 3)), "{rows:?}");
+    assert!(rows.contains(&("runs", 2)), "{rows:?}");
 }
