@@ -14,8 +14,9 @@
 //!   that lock exclusively for an instant, which waits for every commit in
 //!   flight to end, and then reads the last position: every position up to it
 //!   is committed or never will be (the *horizon*). Readers read up to the
-//!   horizon only; a lagging reader reads up to the last horizon known without
-//!   taking the lock again.
+//!   horizon only; a lagging reader reads up to the last horizon known, and a
+//!   reader with nothing committed past its cursor answers at once, neither
+//!   taking the lock.
 //! - **Claims.** Timer and schedule loaders claim due rows with
 //!   `FOR UPDATE SKIP LOCKED`, an index range scan of their partition.
 //! - **Counting under a limit** (schedules per tenant, a name's next registry
@@ -671,7 +672,12 @@ impl PostgresStore {
             }
         }
         // Caught up with the last horizon known (or what lay before it was
-        // deleted): wait for the commits in flight and read a new one.
+        // deleted). Nothing committed past the cursor: nothing to read, and
+        // no writer held up. Else wait for the commits in flight and read a
+        // new horizon.
+        if self.max_event_pos().await? <= pos {
+            return Ok(Vec::new());
+        }
         let horizon = match self.read_horizon().await {
             Ok(h) => h,
             Err(Error::Db(e)) if is_lock_timeout(&e) => {
