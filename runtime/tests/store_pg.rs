@@ -210,7 +210,16 @@ async fn a_reader_never_passes_a_commit_in_flight() {
     );
     blocker.rollback().await.unwrap();
     held.await.unwrap().unwrap();
-    let all = store.events_after(0, 10).await.unwrap();
+    // Once the held commit ends, both are read (after the reader's backoff
+    // from its wait that timed out).
+    let all = common::poll_until("the reader reads both", Duration::from_secs(30), || {
+        let store = store.clone();
+        async move {
+            let got = store.events_after(0, 10).await.unwrap();
+            (!got.is_empty()).then_some(got)
+        }
+    })
+    .await;
     assert_eq!(
         all.iter()
             .map(|e| (e.pos, e.run.as_str()))

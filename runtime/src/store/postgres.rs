@@ -29,8 +29,9 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
@@ -48,9 +49,19 @@ const LOCK_REGISTRY: i32 = 0x6566_6c02;
 const LOCK_SCHEDULES: i32 = 0x6566_6c03;
 
 /// How long a reader waits for the commits in flight to end before it
-/// answers "nothing new yet" (a commit is milliseconds; a longer wait means a
-/// writer is stuck, and the writers queued behind the reader must not be).
-const HORIZON_LOCK_TIMEOUT: &str = "2s";
+/// answers "nothing new yet": a commit takes milliseconds, and while the
+/// reader waits every new commit waits behind it.
+const HORIZON_LOCK_TIMEOUT: &str = "200ms";
+
+/// After a reader's wait timed out (a commit stuck in flight), how long
+/// readers answer "nothing new yet" without waiting again, so a stuck commit
+/// costs the writers at most a fifth of their time until it ends.
+const HORIZON_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Ends a session of ours that stays in a transaction without a statement
+/// (its process stopped or lost mid-commit), with the locks it holds: the
+/// store's transactions never wait between statements.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
 
 /// Connections per process: the engine's commits, the loaders and the API's
 /// reads. PostgreSQL's own limit is shared by every process of a cluster.
@@ -123,6 +134,8 @@ pub struct PostgresStore {
     /// The highest horizon read: every position up to it is committed or was
     /// never used, for good.
     horizon: Arc<AtomicI64>,
+    /// Until when readers do not wait for the event log's lock again.
+    horizon_backoff: Arc<Mutex<Option<Instant>>>,
 }
 
 fn ms(t: u64) -> i64 {
@@ -189,7 +202,12 @@ impl PostgresStore {
     /// connection parameters) and applies the migrations the schema lacks.
     /// Several processes may start at once: the migrator takes a lock.
     pub async fn open(url: &str, durability: Durability) -> Result<Self> {
-        let mut options = PgConnectOptions::from_str(url)?.application_name("eflow");
+        let mut options = PgConnectOptions::from_str(url)?
+            .application_name("eflow")
+            .options([(
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_TIMEOUT,
+            )]);
         if durability == Durability::Normal {
             // A commit is answered before its WAL is flushed: it survives a
             // crash of eflow, and may be lost with PostgreSQL's machine.
@@ -208,6 +226,7 @@ impl PostgresStore {
             pool,
             schema_key,
             horizon: Arc::new(AtomicI64::new(0)),
+            horizon_backoff: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -678,6 +697,22 @@ impl PostgresStore {
         if self.max_event_pos().await? <= pos {
             return Ok(Vec::new());
         }
+        let backoff = |until: Option<Instant>| {
+            let mut b = self
+                .horizon_backoff
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match until {
+                Some(t) => {
+                    *b = Some(t);
+                    true
+                }
+                None => b.is_some_and(|t| Instant::now() < t),
+            }
+        };
+        if backoff(None) {
+            return Ok(Vec::new());
+        }
         let horizon = match self.read_horizon().await {
             Ok(h) => h,
             Err(Error::Db(e)) if is_lock_timeout(&e) => {
@@ -686,6 +721,7 @@ impl PostgresStore {
                     "a commit to the event log has been in flight for longer than the timeout; \
                      the events after it are held back until it ends"
                 );
+                backoff(Some(Instant::now() + HORIZON_BACKOFF));
                 return Ok(Vec::new());
             }
             Err(e) => return Err(e),
