@@ -697,20 +697,7 @@ impl PostgresStore {
         if self.max_event_pos().await? <= pos {
             return Ok(Vec::new());
         }
-        let backoff = |until: Option<Instant>| {
-            let mut b = self
-                .horizon_backoff
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            match until {
-                Some(t) => {
-                    *b = Some(t);
-                    true
-                }
-                None => b.is_some_and(|t| Instant::now() < t),
-            }
-        };
-        if backoff(None) {
+        if self.backing_off() {
             return Ok(Vec::new());
         }
         let horizon = match self.read_horizon().await {
@@ -721,7 +708,7 @@ impl PostgresStore {
                     "a commit to the event log has been in flight for longer than the timeout; \
                      the events after it are held back until it ends"
                 );
-                backoff(Some(Instant::now() + HORIZON_BACKOFF));
+                *self.backoff_until() = Some(Instant::now() + HORIZON_BACKOFF);
                 return Ok(Vec::new());
             }
             Err(e) => return Err(e),
@@ -730,6 +717,18 @@ impl PostgresStore {
             return Ok(Vec::new());
         }
         self.events_between(pos, horizon, limit).await
+    }
+
+    fn backoff_until(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.horizon_backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a reader's wait for the lock timed out less than
+    /// [`HORIZON_BACKOFF`] ago.
+    fn backing_off(&self) -> bool {
+        self.backoff_until().is_some_and(|t| Instant::now() < t)
     }
 
     async fn events_between(&self, after: i64, through: i64, limit: u32) -> Result<Vec<EventRow>> {
