@@ -340,3 +340,52 @@ async fn a_takeover_waits_for_the_commit_in_flight_then_fences_it() {
     pool.close().await;
     store.close().await;
 }
+
+/// Loaders of one partition claiming at once (several processes) each get
+/// their own rows: every due timer is claimed once.
+#[tokio::test]
+async fn concurrent_claims_take_each_due_timer_once() {
+    let Some(schema) = Schema::create("claims").await else {
+        return;
+    };
+    let store = Store::open(&schema.url, Durability::Normal).await.unwrap();
+    let mut c = Commit::default();
+    for i in 0..2_000u64 {
+        c.timers.push(eflow_runtime::store::TimerWrite {
+            run: format!("r{i}"),
+            timer: "t".into(),
+            partition: 0,
+            due_at: i,
+            claimed_until: 0,
+            event: b"{}".to_vec(),
+        });
+    }
+    store.commit(&c).await.unwrap();
+    let loaders: Vec<_> = (0..6)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store
+                        .claim_timers(0, 5_000, 5_000, 60_000, 37)
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|t| t.run));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for l in loaders {
+        all.extend(l.await.unwrap());
+    }
+    let claimed = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((claimed, all.len()), (2_000, 2_000), "each claimed once");
+    store.close().await;
+}
