@@ -1,7 +1,7 @@
 //! The history store's conformance suite: what every backend must do,
 //! written once against the `HistoryStore` handle, one test per operation.
 //! `history_store_test_suite!` expands it for a backend from the function
-//! that opens one; adding a backend is one more line.
+//! that opens one (`None`: skipped); adding a backend is one more line.
 
 mod common;
 
@@ -34,10 +34,12 @@ macro_rules! history_store_test_suite {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    let (store, dir) = super::$open().await;
+                    let Some((store, scratch)) = super::$open().await else {
+                        return;
+                    };
                     super::$test(&store).await;
                     store.close().await;
-                    let _ = std::fs::remove_dir_all(dir);
+                    drop(scratch);
                 }
             )*
         }
@@ -45,11 +47,33 @@ macro_rules! history_store_test_suite {
 }
 
 history_store_test_suite!(sqlite, open_sqlite);
+history_store_test_suite!(postgres, open_postgres);
 
-async fn open_sqlite() -> (HistoryStore, PathBuf) {
+/// What a test's store leaves behind: removed when dropped.
+enum Scratch {
+    Dir(PathBuf),
+    Schema(#[allow(dead_code)] common::postgres::Schema),
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Scratch::Dir(dir) = self {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+async fn open_sqlite() -> Option<(HistoryStore, Scratch)> {
     let dir = common::temp_dir("history-store");
     let url = format!("sqlite://{}", dir.join("history.db").display());
-    (HistoryStore::open(&url).await.unwrap(), dir)
+    Some((HistoryStore::open(&url).await.unwrap(), Scratch::Dir(dir)))
+}
+
+/// A history store in a schema of its own on the machine's PostgreSQL.
+async fn open_postgres() -> Option<(HistoryStore, Scratch)> {
+    let schema = common::postgres::Schema::create("history").await?;
+    let store = HistoryStore::open(&schema.url).await.unwrap();
+    Some((store, Scratch::Schema(schema)))
 }
 
 // ---- fixtures ----------------------------------------------------------------

@@ -15,8 +15,9 @@ use eflow_runtime::store::{
 use serde_json::json;
 
 /// Expands to a module `$backend` with one `#[tokio::test]` per test of the
-/// suite, each on a fresh store from `$open` (an `async fn() -> (Store, PathBuf)`,
-/// the path a directory removed afterwards).
+/// suite, each on a fresh store from `$open` (an `async fn() ->
+/// Option<(Store, Scratch)>`: `None` skips the test, the scratch space is
+/// removed afterwards).
 macro_rules! store_test_suite {
     ($backend:ident, $open:ident) => {
         store_test_suite!(@tests $backend, $open, [
@@ -31,6 +32,7 @@ macro_rules! store_test_suite {
             events_of,
             event_by_id,
             events_after_and_max_event_pos,
+            events_after_misses_no_concurrent_commit,
             event_positions_are_never_reused,
             claim_timers,
             timers_are_one_row_per_name,
@@ -61,6 +63,7 @@ macro_rules! store_test_suite {
             schedule_pages,
             schedules_in_batches,
             setting_or_insert,
+            values_kept_by_reference,
         ]);
     };
     (@tests $backend:ident, $open:ident, [$($test:ident),* $(,)?]) => {
@@ -68,10 +71,12 @@ macro_rules! store_test_suite {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    let (store, dir) = super::$open().await;
+                    let Some((store, scratch)) = super::$open().await else {
+                        return;
+                    };
                     super::$test(&store).await;
                     store.close().await;
-                    let _ = std::fs::remove_dir_all(dir);
+                    drop(scratch);
                 }
             )*
         }
@@ -79,11 +84,34 @@ macro_rules! store_test_suite {
 }
 
 store_test_suite!(sqlite, open_sqlite);
+store_test_suite!(postgres, open_postgres);
 
-async fn open_sqlite() -> (Store, PathBuf) {
+/// What a test's store leaves behind: removed when dropped.
+enum Scratch {
+    Dir(PathBuf),
+    Schema(#[allow(dead_code)] common::postgres::Schema),
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Scratch::Dir(dir) = self {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+async fn open_sqlite() -> Option<(Store, Scratch)> {
     let dir = common::temp_dir("store");
     let url = format!("sqlite://{}", dir.join("eflow.db").display());
-    (Store::open(&url, Durability::Full).await.unwrap(), dir)
+    let store = Store::open(&url, Durability::Full).await.unwrap();
+    Some((store, Scratch::Dir(dir)))
+}
+
+/// A store in a schema of its own on the machine's PostgreSQL.
+async fn open_postgres() -> Option<(Store, Scratch)> {
+    let schema = common::postgres::Schema::create("store").await?;
+    let store = Store::open(&schema.url, Durability::Full).await.unwrap();
+    Some((store, Scratch::Schema(schema)))
 }
 
 // ---- fixtures ----------------------------------------------------------------
@@ -432,6 +460,82 @@ async fn events_after_and_max_event_pos(store: &Store) {
     assert_eq!(store.events_after(all[1].pos, 10).await.unwrap().len(), 1);
     assert_eq!(store.events_after(0, 2).await.unwrap().len(), 2);
     assert_eq!(store.max_event_pos().await.unwrap(), all[2].pos);
+}
+
+/// Many writers commit batches of events at once while a reader follows the
+/// log from its cursor, the way the history consumer does: the reader gets
+/// every event exactly once, in position order. A store whose positions can
+/// become visible out of order (a commit of position 11 seen before the one
+/// of 10) moves the reader's cursor past 10, and 10 is never read.
+async fn events_after_misses_no_concurrent_commit(store: &Store) {
+    const WRITERS: u64 = 8;
+    const COMMITS: u64 = 80;
+    const EVENTS: u64 = 10;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for c in 0..COMMITS {
+                    let mut commit = Commit::default();
+                    let run_id = format!("w{w}");
+                    for k in 0..EVENTS {
+                        commit.events.push(event(&run_id, c * EVENTS + k));
+                    }
+                    // Batches of different sizes: a commit that took its
+                    // positions first is often the last to end.
+                    commit.runs.push(run(&run_id, "acme", "running", "{}"));
+                    for k in 0..(w * 20) {
+                        commit
+                            .timers
+                            .push(timer(&run_id, &format!("t{c}.{k}"), 1, 0));
+                    }
+                    store.commit(&commit).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let total = (WRITERS * COMMITS * EVENTS) as usize;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (mut cursor, mut seen) = (0i64, Vec::with_capacity(total));
+    loop {
+        let done = writers.iter().all(|w| w.is_finished());
+        let batch = store.events_after(cursor, 7).await.unwrap();
+        for e in &batch {
+            assert!(
+                e.pos > cursor,
+                "positions go forward: {} after {cursor}",
+                e.pos
+            );
+            cursor = e.pos;
+            seen.push((e.run.clone(), e.seq));
+        }
+        // Everything committed has been read: a skipped event is never read.
+        if batch.is_empty() && done {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the reader is stuck");
+        if batch.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut want: Vec<(String, u64)> = (0..WRITERS)
+        .flat_map(|w| (0..COMMITS * EVENTS).map(move |s| (format!("w{w}"), s)))
+        .collect();
+    want.sort();
+    let mut got = seen.clone();
+    got.sort();
+    let missing = want
+        .iter()
+        .filter(|e| got.binary_search(e).is_err())
+        .count();
+    assert_eq!(
+        (seen.len(), missing),
+        (total, 0),
+        "every event read once, none skipped"
+    );
 }
 
 /// A position is never handed out twice, even after the events at the end of the
@@ -1850,4 +1954,83 @@ async fn schedules_in_batches(store: &Store) {
             .len(),
         2
     );
+}
+
+/// Values kept by reference: stored once per tenant and hash, byte for byte,
+/// with the runs that refer to them; one no run refers to is dropped once
+/// old enough, and an upload is kept only for a tenant that exists.
+async fn values_kept_by_reference(store: &Store) {
+    use eflow_runtime::store::ValueWrite;
+    store.create_tenant(&tenant("acme")).await.unwrap();
+    let value = |run: &str, hash: &str, body: Option<&[u8]>| ValueWrite {
+        tenant: "acme".into(),
+        run: run.into(),
+        hash: hash.into(),
+        body: body.map(<[u8]>::to_vec),
+        at: 5,
+    };
+    commit(store, |c| {
+        c.runs.push(run("r1", "acme", "running", "{}"));
+        c.runs.push(run("r2", "acme", "running", "{}"));
+        c.values.push(value("r1", "h1", Some(b"[1, 2]")));
+        // Kept again in the same batch, and referred to by another run.
+        c.values.push(value("r1", "h1", Some(b"[1, 2]")));
+        c.values.push(value("r2", "h1", None));
+    })
+    .await;
+    assert_eq!(
+        store
+            .values("acme", &["nope".into(), "h1".into()])
+            .await
+            .unwrap(),
+        vec![("h1".to_string(), json!([1, 2]))]
+    );
+    assert_eq!(
+        store.value_body("acme", "h1").await.unwrap(),
+        Some(b"[1, 2]".to_vec()),
+        "byte for byte"
+    );
+    assert_eq!(store.value_size("acme", "h1").await.unwrap(), Some(6));
+    assert_eq!(store.value_body("other", "h1").await.unwrap(), None);
+    assert!(store.run_refers_to("r2", "h1").await.unwrap());
+    assert!(!store.run_refers_to("r3", "h1").await.unwrap());
+
+    // Uploads: once, for a tenant that exists; referred to by a run that exists.
+    assert!(store.put_value("acme", None, "h2", b"3", 6).await.unwrap());
+    assert!(!store.put_value("acme", None, "h2", b"3", 6).await.unwrap());
+    assert!(!store.put_value("ghost", None, "h9", b"3", 6).await.unwrap());
+    assert_eq!(store.value_body("ghost", "h9").await.unwrap(), None);
+    assert!(
+        store
+            .put_value("acme", Some("r1"), "h3", b"4", 7)
+            .await
+            .unwrap()
+    );
+    assert!(store.run_refers_to("r1", "h3").await.unwrap());
+    // A run that does not exist refers to nothing; the value is kept.
+    assert!(
+        store
+            .put_value("acme", Some("r9"), "h4", b"5", 7)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.run_refers_to("r9", "h4").await.unwrap(),
+        "no such run"
+    );
+
+    // Dropped: only what no run refers to, kept before the time given.
+    assert_eq!(store.drop_unreferenced_values(6, 10).await.unwrap(), 0);
+    assert_eq!(store.drop_unreferenced_values(100, 10).await.unwrap(), 2);
+    assert_eq!(store.value_body("acme", "h2").await.unwrap(), None);
+    assert_eq!(store.value_body("acme", "h4").await.unwrap(), None);
+    for kept in ["h1", "h3"] {
+        assert!(
+            store.value_body("acme", kept).await.unwrap().is_some(),
+            "{kept}"
+        );
+    }
+    let rows = store.per_run_rows().await.unwrap();
+    assert!(rows.contains(&("run_values", 3)), "{rows:?}");
+    assert!(rows.contains(&("runs", 2)), "{rows:?}");
 }

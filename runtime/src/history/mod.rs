@@ -7,6 +7,7 @@
 //! The consumer reads the stream in commit order from a cursor it stores with
 //! its own writes, so a crash neither loses nor doubles an event.
 
+mod postgres;
 mod sqlite;
 pub mod store;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use postgres::PostgresHistory;
 pub use sqlite::SqliteHistory;
 pub use store::{EventRecord, HistoryStore, HistoryWrite, RunPage, RunQuery, RunRecord};
 

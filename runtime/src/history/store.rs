@@ -3,10 +3,11 @@
 //!
 //! [`HistoryStore`] is a cheap, cloneable handle picked from a URL in one
 //! place ([`HistoryStore::open`]), like the engine's `store::Store`; the
-//! backend behind it is SQLite (`history.db`, embedded). It is the history's
+//! backend behind it is SQLite (`history.db`, embedded) or PostgreSQL. It is the history's
 //! own: the engine never reads it, and the history reads nothing else but the
 //! bus. `tests/history_store.rs` is the suite every backend passes.
 
+use super::postgres::PostgresHistory;
 use super::sqlite::SqliteHistory;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,7 +18,9 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("invalid cursor")]
     BadCursor,
-    #[error("unsupported history store URL `{0}`: use sqlite://PATH")]
+    #[error(
+        "unsupported history store URL `{0}`: use sqlite://PATH or postgres://USER@HOST/DATABASE (postgresql:// too)"
+    )]
     Url(String),
 }
 
@@ -27,13 +30,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub enum HistoryStore {
     Sqlite(SqliteHistory),
+    Postgres(PostgresHistory),
 }
 
 impl HistoryStore {
-    /// Opens (creating and migrating) the history store at `url`: `sqlite://PATH`.
+    /// Opens (creating and migrating) the history store at `url`:
+    /// `sqlite://PATH`, or `postgres://…` / `postgresql://…`.
     pub async fn open(url: &str) -> Result<HistoryStore> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             return Ok(HistoryStore::Sqlite(SqliteHistory::open(path).await?));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(HistoryStore::Postgres(PostgresHistory::open(url).await?));
         }
         Err(Error::Url(url.to_string()))
     }
@@ -41,6 +49,7 @@ impl HistoryStore {
     pub async fn close(&self) {
         match self {
             HistoryStore::Sqlite(s) => s.close().await,
+            HistoryStore::Postgres(s) => s.close().await,
         }
     }
 }
@@ -54,6 +63,7 @@ macro_rules! forward {
                 pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     match self {
                         HistoryStore::Sqlite(s) => s.$name($($arg),*).await,
+                        HistoryStore::Postgres(s) => s.$name($($arg),*).await,
                     }
                 }
             )*
@@ -88,7 +98,8 @@ forward! {
     /// The tenants the store holds runs of.
     pub async fn tenants(&self) -> Result<Vec<String>>;
     /// Makes every write committed so far durable (on SQLite, whose commits
-    /// are not synced one by one: a checkpoint, which syncs the log first):
+    /// are not synced one by one: a checkpoint, which syncs the log first;
+    /// on PostgreSQL every commit is synced already):
     /// the sweeper lets runs leave the engine's store only up to a cursor
     /// read before this.
     pub async fn sync(&self) -> Result<()>;

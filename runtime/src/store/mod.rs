@@ -2,16 +2,19 @@
 //! schedules, approvals, the registry, tenants and tokens.
 //!
 //! [`Store`] is a cheap, cloneable handle picked from a URL in one place
-//! ([`Store::open`]); the backend behind it is SQLite (embedded, the default).
+//! ([`Store::open`]); the backend behind it is SQLite (embedded, the default)
+//! or PostgreSQL (shared by the processes of a cluster).
 //! The engine writes through [`Commit`]: everything one batch of transitions
 //! changes, in one transaction.
 
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 /// Also for the history's SQLite file, which holds tenants' data too.
 pub(crate) use sqlite::create_private;
 
 use serde::{Deserialize, Serialize};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,13 +32,16 @@ pub enum Error {
     Conflict(String),
     #[error("the lease of shard {shard} was taken over by another worker")]
     LeaseLost { shard: u32 },
-    #[error("unsupported store URL `{0}`: use sqlite://PATH")]
+    #[error(
+        "unsupported store URL `{0}`: use sqlite://PATH or postgres://USER@HOST/DATABASE (postgresql:// too)"
+    )]
     Url(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// How hard SQLite pushes commits to disk.
+/// How hard the store pushes commits to disk (PostgreSQL: `synchronous_commit`
+/// on or off for eflow's sessions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
@@ -51,13 +57,18 @@ pub enum Durability {
 #[derive(Debug, Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PostgresStore),
 }
 
 impl Store {
-    /// Opens (creating and migrating) the store at `url`: `sqlite://PATH`.
+    /// Opens (creating and migrating) the store at `url`: `sqlite://PATH`,
+    /// or `postgres://…` / `postgresql://…` (a database that exists).
     pub async fn open(url: &str, durability: Durability) -> Result<Store> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             return Ok(Store::Sqlite(SqliteStore::open(path, durability).await?));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Store::Postgres(PostgresStore::open(url, durability).await?));
         }
         Err(Error::Url(url.to_string()))
     }
@@ -65,6 +76,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
         }
     }
 }
@@ -79,6 +91,7 @@ macro_rules! forward {
                 pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     match self {
                         Store::Sqlite(s) => s.$name($($arg),*).await,
+                        Store::Postgres(s) => s.$name($($arg),*).await,
                     }
                 }
             )*

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::future::Future;
