@@ -10,7 +10,16 @@ use eflow_runtime::server::{Options, Server};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // Options from a config file join the command line before it is parsed,
+    // so clap checks them as it checks the rest.
+    let args = match eflow_runtime::cli::config::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let filter = tracing_subscriber::EnvFilter::try_from_env("EFLOW_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(match cli.command {
             Command::Serve(_) => "info,sqlx=warn",
@@ -35,6 +44,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Migrate(args) => migrate(args).await,
             Command::Bench(args) if args.schedule.schedules.is_some() => {
                 eflow_runtime::bench::schedules::run(args).await
             }
@@ -52,14 +62,59 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The stores' URLs from the options, with their embedded defaults in `data`.
+fn store_urls(args: &eflow_runtime::cli::StoreArgs) -> (String, String) {
+    let o = Options::new(args.data.clone(), ([127, 0, 0, 1], 0).into());
+    (
+        args.store.clone().unwrap_or(o.store),
+        args.history_store.clone().unwrap_or(o.history_store),
+    )
+}
+
+async fn migrate(args: eflow_runtime::cli::StoreArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use eflow_runtime::schema::redact;
+    let (store, history) = store_urls(&args);
+    if store.starts_with("sqlite://") || history.starts_with("sqlite://") {
+        std::fs::create_dir_all(&args.data)
+            .with_context(|| format!("cannot create {}", args.data.display()))?;
+    }
+    let m = eflow_runtime::store::Store::migrate(&store)
+        .await
+        .with_context(|| format!("cannot migrate the engine store {}", redact(&store)))?;
+    report_migration("engine store", &store, m);
+    let m = eflow_runtime::history::HistoryStore::migrate(&history)
+        .await
+        .with_context(|| format!("cannot migrate the history store {}", redact(&history)))?;
+    report_migration("history store", &history, m);
+    Ok(())
+}
+
+fn report_migration(what: &str, url: &str, m: eflow_runtime::schema::Migrated) {
+    let url = eflow_runtime::schema::redact(url);
+    if m.from == m.to {
+        println!("{what} {url}: at schema version {}, nothing to do", m.to);
+    } else {
+        println!(
+            "{what} {url}: schema version {} -> {}",
+            if m.from == 0 {
+                "none".to_string()
+            } else {
+                m.from.to_string()
+            },
+            m.to
+        );
+    }
+}
+
 async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
-    let mut o = Options::new(args.data.clone(), args.listen);
-    if let Some(url) = args.store {
-        o.store = url;
-    }
-    if let Some(url) = args.history_store {
-        o.history_store = url;
-    }
+    let (store, history) = store_urls(&args.stores);
+    let data = args.stores.data.clone();
+    let mut o = Options::new(data.clone(), args.listen);
+    o.store = store;
+    o.history_store = history;
+    o.bus = args.bus;
+    o.roles = args.role;
     o.durability = args.durability;
     o.shards = args.shards;
     o.public_url = args.public_url;
@@ -79,7 +134,7 @@ async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
     if server.new_admin_token.is_some() {
         eprintln!(
             "eflow: created an admin token in {}; the CLI uses it for this server",
-            args.data.join("admin-token").display()
+            data.join("admin-token").display()
         );
     }
     eprintln!(

@@ -20,6 +20,7 @@ use crate::engine::{self, Bus, CallbackKeys, Engine};
 use crate::history::{History, HistoryStore};
 use crate::quota::{Ledger, Quotas};
 use crate::scheduler::Scheduler;
+use crate::schema::redact;
 use crate::service::Service;
 use crate::store::{Durability, Store};
 
@@ -33,8 +34,11 @@ pub struct Options {
     pub store: String,
     /// The history's store: `sqlite://PATH` (default `DATA/history.db`).
     pub history_store: String,
-    /// The bus: `local`, in-process (the default and, today, the only one).
+    /// The bus: `local`, in-process (the default), or `nats://HOST:PORT`
+    /// (NATS JetStream, shared by the processes of a cluster).
     pub bus: String,
+    /// What this process runs.
+    pub roles: Roles,
     /// Where every part of the server reads the time: the system clock, or
     /// a `ManualClock` that tests move by hand.
     pub clock: SharedClock,
@@ -47,8 +51,6 @@ pub struct Options {
     pub admin_token: Option<String>,
     /// How remote systems reach this server for callbacks (default: the listen address).
     pub public_url: Option<String>,
-    /// Run the history consumer (off only in benchmarks that measure the engine alone).
-    pub history: bool,
     /// What every tenant's `http` bindings may reach besides the public
     /// internet: networks (`10.0.0.0/8`), addresses (`127.0.0.1`), host names
     /// (`models.internal`) and domains (`*.internal`). Loopback, link-local
@@ -76,6 +78,7 @@ impl Options {
             store: sqlite_url(&data.join("eflow.db")),
             history_store: sqlite_url(&data.join("history.db")),
             bus: "local".into(),
+            roles: Roles::ALL,
             clock: Arc::new(SystemClock),
             data,
             listen,
@@ -85,13 +88,87 @@ impl Options {
             quotas: Quotas::default(),
             admin_token: None,
             public_url: None,
-            history: true,
             allow_egress: Vec::new(),
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             bundle_cache_bytes: engine::DEFAULT_BUNDLE_CACHE_BYTES,
             http: HttpLimits::default(),
             retention: crate::retention::Options::default(),
         }
+    }
+}
+
+/// The parts of eflow a process runs. A cluster runs each at least once;
+/// the embedded default runs them all in one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The HTTP API (every process serves `/metrics` and `/v1/health`).
+    pub api: bool,
+    /// Shard workers, the outbox's executor and the timers' loaders.
+    pub engine: bool,
+    /// The schedules' loaders.
+    pub scheduler: bool,
+    /// The history's consumer of the event stream, and the sweeper that
+    /// lets finished runs leave the engine's store once the history holds them.
+    pub history: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        api: true,
+        engine: true,
+        scheduler: true,
+        history: true,
+    };
+    pub const NAMES: [&'static str; 4] = ["api", "engine", "scheduler", "history"];
+
+    /// Roles from a comma-separated list of their names (`api,engine`).
+    pub fn parse(list: &str) -> Result<Roles, String> {
+        let mut r = Roles {
+            api: false,
+            engine: false,
+            scheduler: false,
+            history: false,
+        };
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "api" => r.api = true,
+                "engine" => r.engine = true,
+                "scheduler" => r.scheduler = true,
+                "history" => r.history = true,
+                other => {
+                    return Err(format!(
+                        "unknown role `{other}`: the roles are {}",
+                        Self::NAMES.join(", ")
+                    ));
+                }
+            }
+        }
+        if !(r.api || r.engine || r.scheduler || r.history) {
+            return Err(format!(
+                "no role given: name one or more of {}",
+                Self::NAMES.join(", ")
+            ));
+        }
+        Ok(r)
+    }
+
+    /// The names of the roles, comma-separated.
+    pub fn names(&self) -> String {
+        let on = [self.api, self.engine, self.scheduler, self.history];
+        Self::NAMES
+            .iter()
+            .zip(on)
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl std::str::FromStr for Roles {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Roles::parse(s)
     }
 }
 
@@ -147,6 +224,12 @@ pub struct Server {
 
 impl Server {
     pub async fn start(options: Options) -> anyhow::Result<Server> {
+        if options.bus == "local" && !options.roles.engine {
+            anyhow::bail!(
+                "--role {}: the local bus carries inputs only within this process, so a process without the engine role needs a shared bus: add `engine` to --role, or give --bus nats://HOST:PORT",
+                options.roles.names()
+            );
+        }
         let egress_policy = Policy::parse(&options.allow_egress)
             .map_err(|e| anyhow::anyhow!("--allow-egress: {e}"))?;
         // The data directory holds secrets (the admin token, the stores with the
@@ -177,12 +260,17 @@ impl Server {
         }
         let store = Store::open(&options.store, options.durability)
             .await
-            .with_context(|| format!("cannot open the store {}", options.store))?;
+            .with_context(|| format!("cannot open the store {}", redact(&options.store)))?;
         let bus = Bus::open(&options.bus, options.shards, store.clone())
-            .with_context(|| format!("cannot open the bus {}", options.bus))?;
+            .with_context(|| format!("cannot open the bus {}", redact(&options.bus)))?;
         let history_store = HistoryStore::open(&options.history_store)
             .await
-            .with_context(|| format!("cannot open the history store {}", options.history_store))?;
+            .with_context(|| {
+                format!(
+                    "cannot open the history store {}",
+                    redact(&options.history_store)
+                )
+            })?;
         let history = History::new(history_store)
             .await
             .context("cannot read the history's cursor")?;
@@ -207,6 +295,13 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| format!("http://{addr}")),
             owner: member.clone(),
+            // Alone on its store with the in-process bus, a process holds
+            // every shard; engines sharing a bus share the shards.
+            ownership: options.roles.engine.then_some(if options.bus == "local" {
+                engine::Ownership::HoldAll
+            } else {
+                engine::Ownership::Share
+            }),
             bundle_cache_bytes: options.bundle_cache_bytes,
             ..engine::Options::default()
         };
@@ -300,8 +395,10 @@ impl Server {
                 }
             }));
         }
-        tasks.push(tokio::spawn(scheduler.run(shutdown.clone())));
-        if options.history {
+        if options.roles.scheduler {
+            tasks.push(tokio::spawn(scheduler.run(shutdown.clone())));
+        }
+        if options.roles.history {
             tasks.push(tokio::spawn(
                 history
                     .clone()
@@ -317,28 +414,29 @@ impl Server {
             );
             tasks.push(tokio::spawn(sweeper.run(shutdown.clone())));
         }
-        let app = crate::api::router(service.clone(), &options.http);
+        let app = if options.roles.api {
+            crate::api::router(service.clone(), &options.http)
+        } else {
+            crate::api::operations_router(service.clone())
+        };
         tasks.push(tokio::spawn(serve(
             listener,
             app,
             options.http,
             shutdown.clone(),
         )));
-        tasks.push(tokio::spawn(drop_unreferenced_values(
-            store.clone(),
-            options.clock.clone(),
-            shutdown.clone(),
-        )));
-        let roles = if options.history {
-            "api,engine,scheduler,history"
-        } else {
-            "api,engine,scheduler"
-        };
+        if options.roles.engine {
+            tasks.push(tokio::spawn(drop_unreferenced_values(
+                store.clone(),
+                options.clock.clone(),
+                shutdown.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(crate::cluster::heartbeat(
             store.clone(),
             clock.clone(),
             member,
-            roles.to_string(),
+            options.roles.names(),
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(report_activity(
@@ -346,7 +444,7 @@ impl Server {
             history.clone(),
             shutdown.clone(),
         )));
-        tracing::info!(%addr, data = %options.data.display(), "eflow is serving");
+        tracing::info!(%addr, data = %options.data.display(), roles = %options.roles.names(), "eflow is serving");
         Ok(Server {
             addr,
             service,

@@ -693,26 +693,35 @@ async fn release_claims(store: &Store) {
     );
 }
 
-/// Rows come back in position order until deleted.
+/// Rows come back in position order until deleted; a process's block of
+/// positions is above every row, and never another process's.
 async fn outbox(store: &Store) {
-    assert_eq!(store.max_outbox_pos().await.unwrap(), 0);
+    let first = store.outbox_block().await.unwrap();
+    assert!(first >= 1);
     commit(store, |c| {
-        c.outbox.push((8, "r1".into(), b"b".to_vec()));
-        c.outbox.push((7, "r1".into(), b"a".to_vec()));
+        c.outbox.push((first + 1, "r1".into(), b"b".to_vec()));
+        c.outbox.push((first, "r1".into(), b"a".to_vec()));
     })
     .await;
-    assert_eq!(store.max_outbox_pos().await.unwrap(), 8);
+    let next = store.outbox_block().await.unwrap();
+    assert!(next > first + 1, "{next} after {first}");
+    if matches!(store, Store::Postgres(_)) {
+        // Shared by processes: blocks apart by 2^32 even before a row is written.
+        let again = store.outbox_block().await.unwrap();
+        assert!(again >= next + (1 << 32), "{again} after {next}");
+    }
+    let (first, second) = (first, first + 1);
     assert_eq!(
         store.outbox().await.unwrap(),
         vec![
-            (7, "r1".to_string(), b"a".to_vec()),
-            (8, "r1".to_string(), b"b".to_vec())
+            (first, "r1".to_string(), b"a".to_vec()),
+            (second, "r1".to_string(), b"b".to_vec())
         ]
     );
-    commit(store, |c| c.outbox_deleted.push(7)).await;
+    commit(store, |c| c.outbox_deleted.push(first)).await;
     assert_eq!(
         store.outbox().await.unwrap(),
-        vec![(8, "r1".to_string(), b"b".to_vec())]
+        vec![(second, "r1".to_string(), b"b".to_vec())]
     );
 }
 

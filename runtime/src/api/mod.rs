@@ -358,9 +358,31 @@ impl utoipa::Modify for Security {
     }
 }
 
+/// What a process without the API's role serves: its health and metrics.
+pub fn operations_router(service: Service) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(service)
+}
+
+/// Prometheus' scrape of this process (no credential: it names no tenant).
+async fn metrics(State(s): State<Service>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&s).await,
+    )
+}
+
 pub fn router(service: Service, limits: &HttpLimits) -> Router {
     Router::new()
         .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .route("/v1/health", get(health))
         .route("/v1/tenants", post(create_tenant).get(list_tenants))
         .route(

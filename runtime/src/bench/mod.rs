@@ -308,7 +308,7 @@ impl Setup {
                 o.durability = args.durability;
                 o.shards = args.shards;
                 o.admin_token = Some(token.clone());
-                o.history = !args.no_history;
+                o.roles.history = !args.no_history;
                 Some((Server::start(o).await?, token))
             }
         };

@@ -102,7 +102,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         o.durability = args.durability;
         o.shards = args.shards;
         o.admin_token = Some(token.clone());
-        o.history = !args.no_history;
+        o.roles.history = !args.no_history;
         o.quotas.max_schedules = u64::MAX;
         Ok(o)
     };

@@ -1,6 +1,7 @@
 //! The `eflow` command line: the server, the client commands, the benchmark.
 
 pub mod client;
+pub mod config;
 pub mod table;
 
 use std::net::SocketAddr;
@@ -50,8 +51,12 @@ pub struct Conn {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run everything in one process: API, engine, scheduler, history, on SQLite.
+    /// Run the server: by default everything in one process (API, engine,
+    /// scheduler, history) on SQLite; `--store`, `--bus` and `--role` for a cluster.
     Serve(ServeArgs),
+    /// Bring the stores' schemas to this eflow's version (a server refuses a
+    /// shared PostgreSQL schema at another version, and says so).
+    Migrate(StoreArgs),
     /// Deploy flows as one bundle: `.eflow` files or directories (compiled here), or
     /// compiled IR: `.json` files or a directory of them (`eflowc compile --out-dir`).
     Deploy {
@@ -136,17 +141,45 @@ pub enum Command {
     BenchRemote(crate::bench::remote::RemoteArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct ServeArgs {
+/// Where a server's state lives: `eflow serve` and `eflow migrate`.
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
     /// Where the state lives.
     #[arg(long, env = "EFLOW_DATA", default_value = client::DEFAULT_DATA)]
     pub data: PathBuf,
-    /// The engine's store, as a URL: `sqlite://PATH` [default: sqlite://DATA/eflow.db].
+    /// The engine's store, as a URL: `sqlite://PATH` or
+    /// `postgres://USER@HOST/DATABASE` [default: sqlite://DATA/eflow.db].
     #[arg(long, env = "EFLOW_STORE", value_name = "URL")]
     pub store: Option<String>,
-    /// The history's store, as a URL: `sqlite://PATH` [default: sqlite://DATA/history.db].
+    /// The history's store, as a URL: `sqlite://PATH` or
+    /// `postgres://USER@HOST/DATABASE` (it may be the engine's)
+    /// [default: sqlite://DATA/history.db].
     #[arg(long, env = "EFLOW_HISTORY_STORE", value_name = "URL")]
     pub history_store: Option<String>,
+    /// A TOML file of options, keyed by their long names (`store =
+    /// "postgres://…"`, `role = "engine"`); the command line and the
+    /// environment take precedence over it.
+    #[arg(long, env = "EFLOW_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    /// The bus: `local` (in-process, one server alone on its store) or
+    /// `nats://HOST:PORT` (NATS JetStream, shared by a cluster's processes).
+    #[arg(long, env = "EFLOW_BUS", value_name = "URL", default_value = "local")]
+    pub bus: String,
+    /// What this process runs, comma-separated: any of `api`, `engine`,
+    /// `scheduler`, `history`.
+    #[arg(
+        long,
+        env = "EFLOW_ROLE",
+        value_name = "ROLES",
+        default_value = "api,engine,scheduler,history"
+    )]
+    pub role: crate::server::Roles,
     /// The API's address (loopback by default).
     #[arg(long, env = "EFLOW_LISTEN", default_value = "127.0.0.1:7700")]
     pub listen: SocketAddr,
@@ -598,7 +631,7 @@ fn opt(q: &mut Vec<(&'static str, String)>, k: &'static str, v: &Option<String>)
 /// Runs a client command (everything but `serve` and `bench`).
 pub async fn run_client(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(_) | Command::Bench(_) | Command::BenchRemote(_) => {
+        Command::Serve(_) | Command::Migrate(_) | Command::Bench(_) | Command::BenchRemote(_) => {
             unreachable!("handled by main")
         }
         Command::Deploy {

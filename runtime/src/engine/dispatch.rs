@@ -232,6 +232,23 @@ fn child_of(o: &Outbound) -> Option<&str> {
     child_start(o).map(|(_, _, child)| child)
 }
 
+/// Outbox rows left by a crash or by the shard's previous owner, as the
+/// executor takes them; an unreadable row is reported and deleted.
+pub(super) fn pending(engine: &Engine, rows: Vec<(i64, String, Vec<u8>)>) -> Vec<Outbound> {
+    rows.into_iter()
+        .filter_map(
+            |(pos, run, bytes)| match serde_json::from_slice::<OutboxItem>(&bytes) {
+                Ok(item) => Some(Outbound { pos, run, item }),
+                Err(e) => {
+                    tracing::error!(pos, error = %e, "unreadable outbox row dropped");
+                    let _ = engine.send(&run, Input::OutboxDone(vec![pos]));
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
 impl Executor {
     pub fn new(
         engine: Engine,
@@ -252,36 +269,16 @@ impl Executor {
         }
     }
 
-    pub async fn run(
-        self,
-        pending: Vec<(i64, String, Vec<u8>)>,
-        mut rx: mpsc::UnboundedReceiver<Outbound>,
-        shutdown: CancellationToken,
-    ) {
+    /// Carries out what arrives on `rx` until `shutdown`: effects committed
+    /// by the workers, and those a shard's worker found in the outbox when
+    /// its process took the shard ([`pending`]).
+    pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Outbound>, shutdown: CancellationToken) {
         let me = Arc::new(self);
         let limit = Limits {
             effects: Arc::new(Semaphore::new(CONCURRENCY)),
             cancels: Arc::new(Semaphore::new(CANCEL_CONCURRENCY)),
         };
-        if !pending.is_empty() {
-            tracing::info!(
-                effects = pending.len(),
-                "carrying out effects left in the outbox"
-            );
-        }
         let mut waiting = Waiting::default();
-        for (pos, run, bytes) in pending {
-            match serde_json::from_slice::<OutboxItem>(&bytes) {
-                Ok(item) => {
-                    me.take(&limit, &mut waiting, Outbound { pos, run, item })
-                        .await;
-                }
-                Err(e) => {
-                    tracing::error!(pos, error = %e, "unreadable outbox row dropped");
-                    let _ = me.engine.send(&run, Input::OutboxDone(vec![pos]));
-                }
-            }
-        }
         let ledger = me.ledger.clone();
         loop {
             // Rows in hand first: a cancellation of a waiting child, committed

@@ -12,6 +12,7 @@ mod deployments;
 mod dispatch;
 pub mod ownership;
 mod route;
+mod shards;
 mod timers;
 mod worker;
 
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use deployments::{DEFAULT_BUNDLE_CACHE_BYTES, Deployed, Deployments};
 pub use dispatch::{CallbackClaim, CallbackKeys};
+pub use shards::{LEASE_EVERY, LEASE_TTL_MS, Ownership};
 pub use worker::status_name;
 
 use crate::bus;
@@ -51,6 +53,10 @@ pub struct Options {
     pub public_url: String,
     /// This process, for leases.
     pub owner: String,
+    /// How this process holds shards and runs their workers, the outbox's
+    /// executor and the timers' loaders; `None` when it runs none of them
+    /// (a process without the engine's role).
+    pub ownership: Option<Ownership>,
     /// The deployed bundles kept decoded in memory, in bytes of their IR
     /// JSON; the least recently used are dropped past it, and read from
     /// the store again when needed.
@@ -66,6 +72,7 @@ impl Default for Options {
             cache_runs: 4096,
             public_url: "http://127.0.0.1:8080".into(),
             owner: "eflow".into(),
+            ownership: Some(Ownership::HoldAll),
             bundle_cache_bytes: deployments::DEFAULT_BUNDLE_CACHE_BYTES,
         }
     }
@@ -175,6 +182,56 @@ pub struct Stats {
     pub bytes_written: AtomicU64,
     /// Runs the scheduler started (fires, not backfills).
     pub scheduled_starts: AtomicU64,
+    /// Commits refused because the shard's lease had been taken over.
+    pub fenced_commits: AtomicU64,
+    /// Shards this process took, and gave up or lost.
+    pub shards_taken: AtomicU64,
+    pub shards_released: AtomicU64,
+    /// Shards this process holds now.
+    pub shards_held: AtomicU64,
+    /// How long the store took to commit a batch.
+    pub commit_seconds: Histogram,
+}
+
+/// A histogram of durations with fixed buckets, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Counts per bucket of [`Histogram::BOUNDS`] (not cumulative), then over.
+    buckets: [AtomicU64; Histogram::BOUNDS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// The buckets' upper bounds, in seconds.
+    pub const BOUNDS: [f64; 11] = [
+        0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ];
+
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = Self::BOUNDS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(Self::BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound (the last is `+Inf`, the total), and the
+    /// sum in seconds.
+    pub fn read(&self) -> (Vec<u64>, f64) {
+        let mut total = 0;
+        let counts = self
+            .buckets
+            .iter()
+            .map(|b| {
+                total += b.load(Ordering::Relaxed);
+                total
+            })
+            .collect();
+        (counts, self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6)
+    }
 }
 
 /// The end of a lease this process holds for as long as it runs (the
@@ -240,14 +297,11 @@ impl Engine {
             .map(|_| Arc::new(Notify::new()))
             .collect();
         let bus = deps.bus.clone();
-        let mut inboxes = Vec::new();
-        for shard in 0..bus.shards() {
-            let inbox = bus.inbox(shard).ok_or(Error::Inbox(shard))?;
-            inboxes.push(inbox);
-        }
-        let outbox_pos = store.max_outbox_pos().await?;
-        // One process owns the SQLite file: claims left in it died with their process.
-        store.release_claims().await?;
+        // Positions of this process's own: no other engine writes them.
+        let outbox_pos = match options.ownership {
+            Some(_) => store.outbox_block().await?,
+            None => 0,
+        };
         let engine = Engine {
             inner: Arc::new(Inner {
                 bus,
@@ -256,28 +310,22 @@ impl Engine {
                 deployments: deployments.clone(),
                 stats: stats.clone(),
                 timers_changed: timers_changed.clone(),
-                outbox_pos: AtomicI64::new(outbox_pos + 1),
+                outbox_pos: AtomicI64::new(outbox_pos),
                 stopped: RwLock::default(),
                 egress: deps.egress.clone(),
             }),
         };
-        let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
         let mut tasks = Vec::new();
-        for (shard, rx) in inboxes.into_iter().enumerate() {
-            let token = store
-                .acquire_lease(shard as u32, &options.owner, HELD_FOREVER_MS)
-                .await?;
-            let w = worker::Worker::new(
-                shard as u32,
-                token,
-                &options,
-                engine.clone(),
-                deps.clock.clone(),
-                deps.finished.clone(),
-                dispatch_tx.clone(),
-            );
-            tasks.push(tokio::spawn(w.run(rx, shutdown.clone())));
+        // Without the engine's role, the handle only sends inputs to the
+        // shards' owners elsewhere.
+        let Some(ownership) = options.ownership else {
+            return Ok((engine, tasks));
+        };
+        if ownership == Ownership::HoldAll {
+            // Alone on the store: claims left in it died with their process.
+            store.release_claims().await?;
         }
+        let (dispatch_tx, dispatch_rx) = mpsc::unbounded_channel();
         let executor = dispatch::Executor::new(
             engine.clone(),
             deps.egress.clone(),
@@ -286,19 +334,31 @@ impl Engine {
             options.public_url.clone(),
             deps.ledger.clone(),
         );
-        // Effects committed before a crash and not carried out yet.
-        let pending = store.outbox().await?;
+        tasks.push(tokio::spawn(executor.run(dispatch_rx, shutdown.clone())));
+        let shards = shards::Shards::new(
+            engine.clone(),
+            options.clone(),
+            deps.clock.clone(),
+            deps.finished.clone(),
+            dispatch_tx,
+        );
+        match ownership {
+            Ownership::HoldAll => {
+                let shards = shards.hold_all(shutdown.clone()).await?;
+                let stop = shutdown.clone();
+                tasks.push(tokio::spawn(async move {
+                    stop.cancelled().await;
+                    shards.join().await;
+                }));
+            }
+            Ownership::Share => tasks.push(tokio::spawn(shards.share(shutdown.clone()))),
+        }
         tracing::info!(
             shards = options.shards.max(1),
             timer_partitions = options.partitions.max(1),
-            pending_effects = pending.len(),
+            ownership = ?ownership,
             "engine started"
         );
-        tasks.push(tokio::spawn(executor.run(
-            pending,
-            dispatch_rx,
-            shutdown.clone(),
-        )));
         for partition in 0..options.partitions.max(1) {
             let loader = timers::Loader::new(
                 partition,

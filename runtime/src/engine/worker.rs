@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use eflow_core::apply::{as_logged, refuse_oversized};
 use eflow_core::{EffectKind, Event, EventKind, Rejection, Run, RunStatus, Values, apply};
@@ -107,7 +106,13 @@ impl Worker {
                     None => break,
                 }
             }
-            self.process(inputs).await;
+            if !self.process(inputs).await {
+                tracing::warn!(
+                    shard = self.shard,
+                    "this process no longer holds the shard's lease: its worker stops"
+                );
+                break;
+            }
         }
         tracing::debug!(shard = self.shard, "worker stopped");
     }
@@ -149,7 +154,9 @@ impl Worker {
         Ok(Some(()))
     }
 
-    async fn process(&mut self, inputs: Vec<Input>) {
+    /// Applies and commits one batch; false when the shard's lease was lost
+    /// (the commit was fenced out), so the worker must stop.
+    async fn process(&mut self, inputs: Vec<Input>) -> bool {
         let now = self.clock.now_ms();
         let mut b = Batch::default();
         for input in inputs {
@@ -175,7 +182,10 @@ impl Worker {
                 + b.commit.events.iter().map(|e| e.body.len()).sum::<usize>()
                 + b.commit.timers.iter().map(|t| t.event.len()).sum::<usize>()
                 + b.commit.outbox.iter().map(|o| o.2.len()).sum::<usize>();
-            if let Err(e) = self.engine.store().commit(&b.commit).await {
+            let began = std::time::Instant::now();
+            let committed = self.engine.store().commit(&b.commit).await;
+            self.engine.stats().commit_seconds.observe(began.elapsed());
+            if let Err(e) = committed {
                 tracing::error!(shard = self.shard, error = %e, "commit failed; the batch is retried by its senders");
                 for id in &b.dirty {
                     self.cache.pop(id);
@@ -187,11 +197,13 @@ impl Worker {
                     ))));
                 }
                 self.stop(b.stops);
-                if matches!(e, crate::store::Error::LeaseLost { .. }) {
-                    // Another worker owns this shard now: stop applying its inputs.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                // Another worker owns this shard now: stop applying its inputs.
+                let fenced = matches!(e, crate::store::Error::LeaseLost { .. });
+                if fenced {
+                    let stats = self.engine.stats();
+                    stats.fenced_commits.fetch_add(1, Ordering::Relaxed);
                 }
-                return;
+                return !fenced;
             }
             let stats = self.engine.stats();
             stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -252,6 +264,7 @@ impl Worker {
                 After::TimerSet { partition } => self.engine.timers_changed(partition),
             }
         }
+        true
     }
 
     /// Drops the stopped tenants' runs from the cache and answers each stop:

@@ -57,19 +57,29 @@ fn merged(runs: &[RunRecord]) -> Vec<RunRecord> {
 }
 
 impl PostgresHistory {
-    /// Connects to `url` (`postgres://…` or `postgresql://…`) and applies the
-    /// migrations the schema lacks.
-    pub async fn open(url: &str) -> Result<Self> {
+    /// Connects to `url` (`postgres://…` or `postgresql://…`) and brings its
+    /// schema to this eflow's version or checks it is there, as `mode` says.
+    /// Its migrations are numbered from 1001, apart from the engine's, which
+    /// may share the schema (and sqlx's table of applied migrations).
+    pub async fn open(
+        url: &str,
+        mode: crate::schema::Mode,
+    ) -> Result<(Self, crate::schema::Migrated)> {
         let options = PgConnectOptions::from_str(url)?.application_name("eflow-history");
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/history_postgres")
-            .run(&pool)
-            .await?;
-        Ok(Self { pool })
+        let migrated = crate::schema::prepare(
+            &pool,
+            sqlx::migrate!("./migrations/history_postgres"),
+            crate::schema::HISTORY_POSTGRES,
+            "history store",
+            mode,
+        )
+        .await?;
+        Ok((Self { pool }, migrated))
     }
 
     pub async fn close(&self) {

@@ -17,7 +17,8 @@ pub struct SqliteHistory {
 }
 
 impl SqliteHistory {
-    pub async fn open(path: &str) -> Result<Self> {
+    /// Opens the file, made and upgraded as needed: it is this process's.
+    pub async fn open(path: &str) -> Result<(Self, crate::schema::Migrated)> {
         crate::store::create_private(path).map_err(|e| Error::Db(sqlx::Error::Io(e)))?;
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
             .create_if_missing(true)
@@ -29,8 +30,15 @@ impl SqliteHistory {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/history").run(&pool).await?;
-        Ok(Self { pool })
+        let migrated = crate::schema::prepare(
+            &pool,
+            sqlx::migrate!("./migrations/history"),
+            crate::schema::ENGINE,
+            "history store",
+            crate::schema::Mode::Migrate,
+        )
+        .await?;
+        Ok((Self { pool }, migrated))
     }
 
     pub async fn close(&self) {

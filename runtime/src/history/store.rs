@@ -9,13 +9,14 @@
 
 use super::postgres::PostgresHistory;
 use super::sqlite::SqliteHistory;
+use crate::schema::{Migrated, Mode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("history database: {0}")]
     Db(#[from] sqlx::Error),
-    #[error("history migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Schema(#[from] crate::schema::Error),
     #[error("invalid cursor")]
     BadCursor,
     #[error(
@@ -34,14 +35,29 @@ pub enum HistoryStore {
 }
 
 impl HistoryStore {
-    /// Opens (creating and migrating) the history store at `url`:
-    /// `sqlite://PATH`, or `postgres://…` / `postgresql://…`.
+    /// Opens the history store at `url`: `sqlite://PATH` (created and
+    /// upgraded as needed), or `postgres://…` / `postgresql://…` (its tables
+    /// made if it has none; another version refused), as the engine's
+    /// store does (see [`crate::schema`]).
     pub async fn open(url: &str) -> Result<HistoryStore> {
+        Ok(Self::open_as(url, Mode::Check).await?.0)
+    }
+
+    /// Applies the migrations the history store at `url` lacks (`eflow migrate`).
+    pub async fn migrate(url: &str) -> Result<Migrated> {
+        let (store, migrated) = Self::open_as(url, Mode::Migrate).await?;
+        store.close().await;
+        Ok(migrated)
+    }
+
+    async fn open_as(url: &str, mode: Mode) -> Result<(HistoryStore, Migrated)> {
         if let Some(path) = url.strip_prefix("sqlite://") {
-            return Ok(HistoryStore::Sqlite(SqliteHistory::open(path).await?));
+            let (s, m) = SqliteHistory::open(path).await?;
+            return Ok((HistoryStore::Sqlite(s), m));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(HistoryStore::Postgres(PostgresHistory::open(url).await?));
+            let (s, m) = PostgresHistory::open(url, mode).await?;
+            return Ok((HistoryStore::Postgres(s), m));
         }
         Err(Error::Url(url.to_string()))
     }

@@ -14,6 +14,8 @@ pub(crate) use sqlite::create_private;
 
 use serde::{Deserialize, Serialize};
 
+use crate::schema::{Migrated, Mode};
+
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -21,8 +23,8 @@ pub use sqlite::SqliteStore;
 pub enum Error {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Schema(#[from] crate::schema::Error),
     #[error("corrupt row in {table}: {message}")]
     Corrupt {
         table: &'static str,
@@ -61,14 +63,30 @@ pub enum Store {
 }
 
 impl Store {
-    /// Opens (creating and migrating) the store at `url`: `sqlite://PATH`,
-    /// or `postgres://…` / `postgresql://…` (a database that exists).
+    /// Opens the store at `url`: `sqlite://PATH` (created and upgraded as
+    /// needed: the file is this process's), or `postgres://…` /
+    /// `postgresql://…` (a database that exists; its tables are made if it
+    /// has none, and a schema at another version than this eflow's is
+    /// refused: see [`crate::schema`]).
     pub async fn open(url: &str, durability: Durability) -> Result<Store> {
+        Ok(Self::open_as(url, durability, Mode::Check).await?.0)
+    }
+
+    /// Applies the migrations the store at `url` lacks (`eflow migrate`).
+    pub async fn migrate(url: &str) -> Result<Migrated> {
+        let (store, migrated) = Self::open_as(url, Durability::Full, Mode::Migrate).await?;
+        store.close().await;
+        Ok(migrated)
+    }
+
+    async fn open_as(url: &str, durability: Durability, mode: Mode) -> Result<(Store, Migrated)> {
         if let Some(path) = url.strip_prefix("sqlite://") {
-            return Ok(Store::Sqlite(SqliteStore::open(path, durability).await?));
+            let (s, m) = SqliteStore::open(path, durability).await?;
+            return Ok((Store::Sqlite(s), m));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Store::Postgres(PostgresStore::open(url, durability).await?));
+            let (s, m) = PostgresStore::open(url, durability, mode).await?;
+            return Ok((Store::Postgres(s), m));
         }
         Err(Error::Url(url.to_string()))
     }
@@ -150,7 +168,12 @@ forward! {
     /// made by a process that is gone.
     pub async fn release_claims(&self) -> Result<()>;
     pub async fn outbox(&self) -> Result<Vec<(i64, String, Vec<u8>)>>;
-    pub async fn max_outbox_pos(&self) -> Result<i64>;
+    /// How many outbox rows wait to be carried out.
+    pub async fn outbox_depth(&self) -> Result<u64>;
+    /// The first outbox position this process may write; it may write the
+    /// next `2^32 - 1` too, and no other process writes any of them (on
+    /// SQLite one process owns the file: past the last row).
+    pub async fn outbox_block(&self) -> Result<i64>;
     /// Takes shard `shard` for `owner`, returning the new fencing token: any
     /// commit still carrying an older token fails.
     pub async fn acquire_lease(&self, shard: u32, owner: &str, expires_at: u64) -> Result<i64>;

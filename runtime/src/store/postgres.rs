@@ -199,9 +199,14 @@ impl PostgresStore {
     ];
 
     /// Connects to `url` (`postgres://…` or `postgresql://…`, with sqlx's
-    /// connection parameters) and applies the migrations the schema lacks.
-    /// Several processes may start at once: the migrator takes a lock.
-    pub async fn open(url: &str, durability: Durability) -> Result<Self> {
+    /// connection parameters) and brings its schema to this eflow's version
+    /// or checks it is there, as `mode` says. Several processes may start at
+    /// once: the migrator takes a lock.
+    pub async fn open(
+        url: &str,
+        durability: Durability,
+        mode: crate::schema::Mode,
+    ) -> Result<(Self, crate::schema::Migrated)> {
         let mut options = PgConnectOptions::from_str(url)?
             .application_name("eflow")
             .options([(
@@ -218,16 +223,26 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let migrated = crate::schema::prepare(
+            &pool,
+            sqlx::migrate!("./migrations/postgres"),
+            crate::schema::ENGINE,
+            "engine store",
+            mode,
+        )
+        .await?;
         let schema_key: i32 = sqlx::query_scalar("SELECT hashtext(current_schema())")
             .fetch_one(&pool)
             .await?;
-        Ok(Self {
-            pool,
-            schema_key,
-            horizon: Arc::new(AtomicI64::new(0)),
-            horizon_backoff: Arc::new(Mutex::new(None)),
-        })
+        Ok((
+            Self {
+                pool,
+                schema_key,
+                horizon: Arc::new(AtomicI64::new(0)),
+                horizon_backoff: Arc::new(Mutex::new(None)),
+            },
+            migrated,
+        ))
     }
 
     pub async fn close(&self) {
@@ -829,11 +844,18 @@ impl PostgresStore {
         )
     }
 
-    pub async fn max_outbox_pos(&self) -> Result<i64> {
-        let max: Option<i64> = sqlx::query_scalar("SELECT max(pos) FROM outbox")
+    pub async fn outbox_depth(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
             .fetch_one(&self.pool)
             .await?;
-        Ok(max.unwrap_or(0))
+        Ok(n as u64)
+    }
+
+    pub async fn outbox_block(&self) -> Result<i64> {
+        let block: i64 = sqlx::query_scalar("SELECT nextval('outbox_blocks')")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(block << 32)
     }
 
     // ---- leases --------------------------------------------------------------

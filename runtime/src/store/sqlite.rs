@@ -126,7 +126,10 @@ pub(crate) fn create_private(path: &str) -> std::io::Result<()> {
 }
 
 impl SqliteStore {
-    pub async fn open(path: &str, durability: Durability) -> Result<Self> {
+    pub async fn open(
+        path: &str,
+        durability: Durability,
+    ) -> Result<(Self, crate::schema::Migrated)> {
         create_private(path).map_err(|e| Error::Db(sqlx::Error::Io(e)))?;
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
             .create_if_missing(true)
@@ -144,12 +147,20 @@ impl SqliteStore {
             .min_connections(1)
             .connect_with(options.clone().pragma("cache_size", "-32768"))
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        // The file is this process's: it upgrades it itself.
+        let migrated = crate::schema::prepare(
+            &write,
+            sqlx::migrate!("./migrations/sqlite"),
+            crate::schema::ENGINE,
+            "engine store",
+            crate::schema::Mode::Migrate,
+        )
+        .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true).pragma("cache_size", "-8192"))
             .await?;
-        Ok(Self { write, read })
+        Ok((Self { write, read }, migrated))
     }
 
     pub async fn close(&self) {
@@ -633,11 +644,18 @@ impl SqliteStore {
         Ok(max.unwrap_or(0))
     }
 
-    pub async fn max_outbox_pos(&self) -> Result<i64> {
+    pub async fn outbox_depth(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(n as u64)
+    }
+
+    pub async fn outbox_block(&self) -> Result<i64> {
         let max: Option<i64> = sqlx::query_scalar("SELECT max(pos) FROM outbox")
             .fetch_one(&self.read)
             .await?;
-        Ok(max.unwrap_or(0))
+        Ok(max.unwrap_or(0) + 1)
     }
 
     // ---- leases --------------------------------------------------------------
@@ -1855,6 +1873,7 @@ mod tests {
             Durability::Normal,
         )
         .await
+        .map(|(s, _)| s)
         .unwrap();
         let rows: Vec<ScheduleRow> = (0..50_000u64)
             .map(|i| ScheduleRow {
@@ -1943,6 +1962,7 @@ mod tests {
             Durability::Full,
         )
         .await
+        .map(|(s, _)| s)
         .unwrap();
         let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {ACTIVE_RUNS}"))
             .fetch_all(&store.read)
