@@ -93,8 +93,17 @@ pub fn expand(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
                 }
             }
             toml::Value::Array(items) => {
-                for item in items {
-                    out.push(format!("--{long}={}", scalar(&path, &key, &item)?).into());
+                let items = items
+                    .iter()
+                    .map(|item| scalar(&path, &key, item))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                if matches!(arg.get_action(), clap::ArgAction::Append) {
+                    for item in items {
+                        out.push(format!("--{long}={item}").into());
+                    }
+                } else {
+                    // A list in one value (`--role api,engine`).
+                    out.push(format!("--{long}={}", items.join(",")).into());
                 }
             }
             other => out.push(format!("--{long}={}", scalar(&path, &key, &other)?).into()),
@@ -167,12 +176,21 @@ mod tests {
         .unwrap();
         assert_eq!(
             got,
-            [
-                "--role=engine",
-                "--role=scheduler",
-                "--store=postgres://db/eflow"
-            ],
+            ["--role=engine,scheduler", "--store=postgres://db/eflow"],
             "--shards on the command line wins; keys in the file's order (sorted)"
+        );
+    }
+
+    #[test]
+    fn a_repeatable_option_is_repeated() {
+        let got = expanded(
+            "allow_egress = [\"10.0.0.0/8\", \"*.internal\"]\n",
+            &["eflow", "serve"],
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            ["--allow-egress=10.0.0.0/8", "--allow-egress=*.internal"]
         );
     }
 
