@@ -158,7 +158,7 @@ async fn migrate_then_serve_a_whole_run_on_postgres() {
             .parse()
             .expect("a number")
     };
-    assert!(value("eflow_transitions_total") >= 6.0, "{body}");
+    assert!(value("eflow_transitions_total") >= 4.0, "{body}");
     assert!(value("eflow_commits_total") >= 1.0, "{body}");
     assert_eq!(value("eflow_shards_held"), 4.0, "{body}");
     assert_eq!(value("eflow_fenced_commits_total"), 0.0, "{body}");
@@ -276,7 +276,9 @@ async fn options_come_from_a_config_file_below_the_command_line() {
             .await
             .ok()?;
         r.status().is_success().then_some(())?;
-        r.json::<serde_json::Value>().await.ok()
+        let c = r.json::<serde_json::Value>().await.ok()?;
+        // Its first heartbeat may come just after it answers.
+        (c["members"].as_array()?.len() == 1).then_some(c)
     })
     .await;
     let _ = child.kill();
