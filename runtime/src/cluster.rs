@@ -12,12 +12,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
+use crate::engine::{HELD_FOREVER_MS, LEASE_EVERY, LEASE_TTL_MS};
 use crate::store::{MemberRow, Store};
 
 /// How often a process says it is alive.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-/// How long a process counts as alive after it last said so.
-pub const MEMBER_TTL_MS: u64 = 15_000;
+pub const HEARTBEAT_EVERY: Duration = LEASE_EVERY;
+/// How long a process counts as alive after it last said so: as long as a
+/// lease, so a dead engine's share goes to the others as its leases lapse.
+pub const MEMBER_TTL_MS: u64 = LEASE_TTL_MS;
 /// Rows of processes that stopped saying they are alive are dropped after this.
 const FORGET_AFTER_MS: u64 = 24 * 3_600_000;
 
@@ -61,5 +63,89 @@ pub async fn heartbeat(
     let before = clock.now_ms().saturating_sub(FORGET_AFTER_MS);
     if let Err(e) = store.leave(&id, before).await {
         tracing::debug!(error = %e, "cannot record that this process stopped");
+    }
+}
+
+/// The lease of the history's one active consumer (and sweeper), among the
+/// processes with the history role: beside the shards', above any shard.
+pub const HISTORY_LEASE: u32 = u32::MAX;
+
+/// Runs `task` in one process at a time among those that call this with the
+/// same `lease`: the one holding the lease runs it, renewing the lease every
+/// [`LEASE_EVERY`]; the others stand by and take over once it gives the
+/// lease up (at its stop) or lets it lapse (a crash). `alone`: this process
+/// is alone on its store (the embedded server) and takes the lease for good.
+pub async fn one_active<F, Fut>(
+    lease: u32,
+    store: Store,
+    clock: SharedClock,
+    me: String,
+    alone: bool,
+    stop: CancellationToken,
+    task: F,
+) where
+    F: Fn(CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    if alone {
+        match store.acquire_lease(lease, &me, HELD_FOREVER_MS).await {
+            Ok(_) => task(stop).await,
+            Err(e) => {
+                tracing::error!(lease, error = %e, "cannot take the lease of a task this process runs alone")
+            }
+        }
+        return;
+    }
+    loop {
+        // Standing by.
+        let token = loop {
+            let now = clock.now_ms();
+            match store.try_lease(lease, &me, now, now + LEASE_TTL_MS).await {
+                Ok(Some(t)) => break t,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(lease, error = %e, "cannot read a lease; trying again"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(LEASE_EVERY) => {}
+            }
+        };
+        tracing::info!(lease, "this process is now the active one");
+        let child = stop.child_token();
+        let mut running = tokio::spawn(task(child.clone()));
+        let mut renewed = clock.now_ms();
+        loop {
+            tokio::select! {
+                _ = &mut running => break,
+                () = tokio::time::sleep(LEASE_EVERY) => {}
+            }
+            let now = clock.now_ms();
+            match store.try_lease(lease, &me, now, now + LEASE_TTL_MS).await {
+                Ok(Some(t)) if t == token => renewed = now,
+                Ok(_) => {
+                    tracing::warn!(lease, "another process took the lease over: standing by");
+                    child.cancel();
+                }
+                // Unsure whether it still holds the lease: stop before it lapses.
+                Err(e)
+                    if now.saturating_sub(renewed) + LEASE_EVERY.as_millis() as u64
+                        >= LEASE_TTL_MS =>
+                {
+                    tracing::warn!(lease, error = %e, "cannot renew the lease: standing by");
+                    child.cancel();
+                }
+                Err(e) => tracing::warn!(lease, error = %e, "cannot renew the lease; trying again"),
+            }
+            if child.is_cancelled() {
+                let _ = running.await;
+                break;
+            }
+        }
+        if stop.is_cancelled() {
+            if let Err(e) = store.release_lease(lease, &me, token).await {
+                tracing::debug!(lease, error = %e, "cannot give the lease up; it will lapse");
+            }
+            return;
+        }
     }
 }

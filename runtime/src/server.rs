@@ -399,20 +399,33 @@ impl Server {
             tasks.push(tokio::spawn(scheduler.run(shutdown.clone())));
         }
         if options.roles.history {
-            tasks.push(tokio::spawn(
-                history
-                    .clone()
-                    .consume(engine.bus().events().clone(), shutdown.clone()),
-            ));
-            // Without the history's consumer nothing is held there, so
-            // nothing may leave the engine's store.
-            let sweeper = crate::retention::Sweeper::new(
-                options.retention,
+            // One active consumer (and sweeper) among the processes with the
+            // history role; the others stand by.
+            let events = engine.bus().events().clone();
+            let (history, store_, clock_) = (history.clone(), store.clone(), clock.clone());
+            let retention = options.retention;
+            tasks.push(tokio::spawn(crate::cluster::one_active(
+                crate::cluster::HISTORY_LEASE,
                 store.clone(),
-                history.clone(),
                 clock.clone(),
-            );
-            tasks.push(tokio::spawn(sweeper.run(shutdown.clone())));
+                member.clone(),
+                options.bus == "local",
+                shutdown.clone(),
+                move |stop: CancellationToken| {
+                    let consumer = history.clone().consume(events.clone(), stop.clone());
+                    // Without the history's consumer nothing is held there, so
+                    // nothing may leave the engine's store.
+                    let sweeper = crate::retention::Sweeper::new(
+                        retention,
+                        store_.clone(),
+                        history.clone(),
+                        clock_.clone(),
+                    );
+                    async move {
+                        tokio::join!(consumer, sweeper.run(stop));
+                    }
+                },
+            )));
         }
         let app = if options.roles.api {
             crate::api::router(service.clone(), &options.http)

@@ -1467,11 +1467,14 @@ impl Service {
                 id: m.id,
             })
             .collect();
-        let shards = self
-            .db()
-            .leases()
-            .await?
+        let leases = self.db().leases().await?;
+        let history_owner = leases
+            .iter()
+            .find(|l| l.shard == crate::cluster::HISTORY_LEASE && l.expires_at > now)
+            .map(|l| l.owner.clone());
+        let shards = leases
             .into_iter()
+            .filter(|l| l.shard != crate::cluster::HISTORY_LEASE)
             .map(|l| ShardView {
                 shard: l.shard,
                 held: l.expires_at > now,
@@ -1480,15 +1483,18 @@ impl Service {
                 token: l.token,
             })
             .collect();
-        let events = self.inner.engine.bus().events();
-        let mut consumers = Vec::new();
-        if let Some(lag) = self.inner.history.behind(events).await? {
-            consumers.push(ConsumerView {
-                name: "history".to_string(),
-                cursor: self.inner.history.cursor(),
-                lag,
-            });
-        }
+        // Read from the stores, so any process answers for the consumer
+        // wherever it runs.
+        let head =
+            (self.inner.engine.bus().events().head().await).map_err(crate::history::Error::from)?;
+        let cursor =
+            (self.inner.history.store().cursor().await).map_err(crate::history::Error::from)?;
+        let consumers = vec![ConsumerView {
+            name: "history".to_string(),
+            owner: history_owner,
+            cursor,
+            lag: head.saturating_sub(cursor).max(0) as u64,
+        }];
         Ok(ClusterView {
             members,
             shards,

@@ -346,3 +346,70 @@ fn migrate_makes_the_embedded_files() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// One process at a time runs a singleton (the history's consumer): the
+/// other stands by and takes over once the first stops, and no two run at
+/// once meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_active_among_many_hands_over_when_the_active_stops() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use eflow_runtime::clock::SystemClock;
+    use eflow_runtime::cluster::{HISTORY_LEASE, one_active};
+    use eflow_runtime::store::{Durability, Store};
+    use tokio_util::sync::CancellationToken;
+
+    let dir = common::temp_dir("one-active");
+    let url = format!("sqlite://{}", dir.join("eflow.db").display());
+    let store = Store::open(&url, Durability::Normal).await.unwrap();
+    let running = Arc::new(AtomicU32::new(0));
+    let most = Arc::new(AtomicU32::new(0));
+    let ran: Arc<std::sync::Mutex<Vec<&'static str>>> = Arc::default();
+    let start = |me: &'static str, stop: CancellationToken| {
+        let (running, most, ran) = (running.clone(), most.clone(), ran.clone());
+        tokio::spawn(one_active(
+            HISTORY_LEASE,
+            store.clone(),
+            Arc::new(SystemClock),
+            me.to_string(),
+            false,
+            stop,
+            move |stop: CancellationToken| {
+                let (running, most, ran) = (running.clone(), most.clone(), ran.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    ran.lock().unwrap().push(me);
+                    stop.cancelled().await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }
+            },
+        ))
+    };
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let a = start("a", stop_a.clone());
+    poll_until("a to be active", Duration::from_secs(10), || async {
+        (!ran.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    let b = start("b", stop_b.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        *ran.lock().unwrap(),
+        ["a"],
+        "b stands by while a holds the lease"
+    );
+    stop_a.cancel();
+    a.await.unwrap();
+    poll_until("b to take over", Duration::from_secs(10), || async {
+        (ran.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(*ran.lock().unwrap(), ["a", "b"]);
+    assert_eq!(most.load(Ordering::SeqCst), 1, "never two at once");
+    stop_b.cancel();
+    b.await.unwrap();
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -685,6 +685,8 @@ pub struct ShardView {
 pub struct ConsumerView {
     /// `history`.
     pub name: String,
+    /// The process consuming now (the others with its role stand by), if one is.
+    pub owner: Option<String>,
     /// The position of the last event it wrote.
     pub cursor: i64,
     /// Events committed after it.

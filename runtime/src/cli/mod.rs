@@ -1410,10 +1410,11 @@ fn cluster_text(r: &ClusterView) -> String {
             until.to_string(),
         ]);
     }
-    let mut consumers = Table::new(vec!["CONSUMER", "CURSOR", "LAG (EVENTS)"]);
+    let mut consumers = Table::new(vec!["CONSUMER", "ACTIVE IN", "CURSOR", "LAG (EVENTS)"]);
     for c in &r.consumers {
         consumers.row(vec![
             c.name.clone(),
+            c.owner.clone().unwrap_or_else(|| "none".to_string()),
             c.cursor.to_string(),
             c.lag.to_string(),
         ]);

@@ -76,6 +76,15 @@ impl History {
 
     /// Follows the stream until `shutdown`.
     pub async fn consume(self, events: Events, shutdown: CancellationToken) {
+        // Another process may have been the active consumer until now.
+        match self.store.cursor().await {
+            Ok(c) => {
+                self.cursor.send_replace(c);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the history's cursor; keeping the last known")
+            }
+        }
         self.consuming.store(true, Ordering::Relaxed);
         loop {
             let notified = events.next_commit();
@@ -96,6 +105,7 @@ impl History {
                 break;
             }
         }
+        self.consuming.store(false, Ordering::Relaxed);
     }
 
     /// Reads one batch of new events and writes it; returns how many it read.
