@@ -178,8 +178,15 @@ impl Server {
         let store = Store::open(&options.store, options.durability)
             .await
             .with_context(|| format!("cannot open the store {}", options.store))?;
-        let bus = Bus::open(&options.bus, options.shards, store.clone())
-            .with_context(|| format!("cannot open the bus {}", options.bus))?;
+        let deployments = engine::Deployments::new(store.clone(), options.bundle_cache_bytes);
+        let bus = Bus::open(
+            &options.bus,
+            options.shards,
+            store.clone(),
+            deployments.clone(),
+        )
+        .await
+        .with_context(|| format!("cannot open the bus {}", options.bus))?;
         let history_store = HistoryStore::open(&options.history_store)
             .await
             .with_context(|| format!("cannot open the history store {}", options.history_store))?;
@@ -207,7 +214,6 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| format!("http://{addr}")),
             owner: member.clone(),
-            bundle_cache_bytes: options.bundle_cache_bytes,
             ..engine::Options::default()
         };
         // Before the engine: child starts left in the outbox take places too.
@@ -229,6 +235,7 @@ impl Server {
             engine_options,
             engine::Deps {
                 store: store.clone(),
+                deployments,
                 bus,
                 clock: clock.clone(),
                 keys: keys.clone(),

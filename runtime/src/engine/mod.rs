@@ -13,6 +13,7 @@ mod dispatch;
 pub mod ownership;
 mod route;
 mod timers;
+mod wire;
 mod worker;
 
 use std::collections::{BTreeMap, HashSet};
@@ -51,10 +52,6 @@ pub struct Options {
     pub public_url: String,
     /// This process, for leases.
     pub owner: String,
-    /// The deployed bundles kept decoded in memory, in bytes of their IR
-    /// JSON; the least recently used are dropped past it, and read from
-    /// the store again when needed.
-    pub bundle_cache_bytes: u64,
 }
 
 impl Default for Options {
@@ -66,7 +63,6 @@ impl Default for Options {
             cache_runs: 4096,
             public_url: "http://127.0.0.1:8080".into(),
             owner: "eflow".into(),
-            bundle_cache_bytes: deployments::DEFAULT_BUNDLE_CACHE_BYTES,
         }
     }
 }
@@ -93,6 +89,11 @@ pub enum Error {
     Bundle(String, String),
     #[error("tenant `{0}` is being purged")]
     TenantStopped(String),
+    #[error(transparent)]
+    Bus(#[from] bus::Error),
+    /// An error of the worker in another process, by its message.
+    #[error("{0}")]
+    Remote(String),
 }
 
 /// What the caller of an input learns once it is committed.
@@ -213,6 +214,9 @@ impl std::fmt::Debug for Engine {
 /// What the engine needs from outside.
 pub struct Deps {
     pub store: Store,
+    /// The deployed bundles, shared with the bus's codec (an answer from
+    /// another process names its bundle).
+    pub deployments: Deployments,
     /// Carries inputs to the shard workers and tells consumers of commits.
     pub bus: Bus,
     pub clock: SharedClock,
@@ -234,7 +238,7 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Result<(Engine, Vec<tokio::task::JoinHandle<()>>), Error> {
         let store = deps.store.clone();
-        let deployments = Deployments::new(store.clone(), options.bundle_cache_bytes);
+        let deployments = deps.deployments.clone();
         let stats = Arc::new(Stats::default());
         let timers_changed: Vec<_> = (0..options.partitions.max(1))
             .map(|_| Arc::new(Notify::new()))
@@ -242,7 +246,10 @@ impl Engine {
         let bus = deps.bus.clone();
         let mut inboxes = Vec::new();
         for shard in 0..bus.shards() {
-            let inbox = bus.inbox(shard).ok_or(Error::Inbox(shard))?;
+            let inbox = bus.inbox(shard).await.map_err(|e| match e {
+                bus::Error::Taken(shard) => Error::Inbox(shard),
+                e => Error::Bus(e),
+            })?;
             inboxes.push(inbox);
         }
         let outbox_pos = store.max_outbox_pos().await?;
@@ -370,6 +377,7 @@ impl Engine {
                         reply: tx,
                     },
                 )
+                .await
                 .map_err(|_| Error::Stopped)?;
             acks.push(rx);
         }
@@ -395,8 +403,8 @@ impl Engine {
     }
 
     /// Queues an input for the run's shard.
-    pub fn send(&self, run: &str, input: Input) -> Result<(), Error> {
-        self.inner.bus.send(run, input).map_err(|_| Error::Stopped)
+    pub async fn send(&self, run: &str, input: Input) -> Result<(), Error> {
+        Ok(self.inner.bus.send(run, input).await?)
     }
 
     /// Delivers `event` to `run` and waits until it is committed.
@@ -411,7 +419,8 @@ impl Engine {
                 outbox: None,
                 reply: Some(tx),
             }),
-        )?;
+        )
+        .await?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -439,7 +448,8 @@ impl Engine {
                 outbox: None,
                 reply: Some(tx),
             }),
-        )?;
+        )
+        .await?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 }

@@ -107,7 +107,9 @@ impl Worker {
                     None => break,
                 }
             }
-            self.process(inputs).await;
+            if self.process(inputs).await {
+                rx.committed().await;
+            }
         }
         tracing::debug!(shard = self.shard, "worker stopped");
     }
@@ -149,7 +151,8 @@ impl Worker {
         Ok(Some(()))
     }
 
-    async fn process(&mut self, inputs: Vec<Input>) {
+    /// Applies and commits one batch; false when its commit failed.
+    async fn process(&mut self, inputs: Vec<Input>) -> bool {
         let now = self.clock.now_ms();
         let mut b = Batch::default();
         for input in inputs {
@@ -191,7 +194,7 @@ impl Worker {
                     // Another worker owns this shard now: stop applying its inputs.
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                return;
+                return false;
             }
             let stats = self.engine.stats();
             stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -232,13 +235,13 @@ impl Worker {
                         reply: None,
                     });
                     if due_at <= now {
-                        let _ = self.engine.send(&run, delivery);
+                        let _ = self.engine.send(&run, delivery).await;
                     } else {
                         let engine = self.engine.clone();
                         let wait = self.clock.sleep_until(due_at);
                         tokio::spawn(async move {
                             wait.await;
-                            let _ = engine.send(&run, delivery);
+                            let _ = engine.send(&run, delivery).await;
                         });
                     }
                 }
@@ -252,6 +255,7 @@ impl Worker {
                 After::TimerSet { partition } => self.engine.timers_changed(partition),
             }
         }
+        true
     }
 
     /// Drops the stopped tenants' runs from the cache and answers each stop:
