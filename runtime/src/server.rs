@@ -261,8 +261,15 @@ impl Server {
         let store = Store::open(&options.store, options.durability)
             .await
             .with_context(|| format!("cannot open the store {}", redact(&options.store)))?;
-        let bus = Bus::open(&options.bus, options.shards, store.clone())
-            .with_context(|| format!("cannot open the bus {}", redact(&options.bus)))?;
+        let deployments = engine::Deployments::new(store.clone(), options.bundle_cache_bytes);
+        let bus = Bus::open(
+            &options.bus,
+            options.shards,
+            store.clone(),
+            deployments.clone(),
+        )
+        .await
+        .with_context(|| format!("cannot open the bus {}", redact(&options.bus)))?;
         let history_store = HistoryStore::open(&options.history_store)
             .await
             .with_context(|| {
@@ -302,7 +309,6 @@ impl Server {
             } else {
                 engine::Ownership::Share
             }),
-            bundle_cache_bytes: options.bundle_cache_bytes,
             ..engine::Options::default()
         };
         // Before the engine: child starts left in the outbox take places too.
@@ -324,6 +330,7 @@ impl Server {
             engine_options,
             engine::Deps {
                 store: store.clone(),
+                deployments,
                 bus,
                 clock: clock.clone(),
                 keys: keys.clone(),

@@ -366,6 +366,13 @@ impl Service {
         self.forget(id);
         self.inner.engine.stop_tenant(id).await?;
         let rows = self.db().purge_tenant(id).await?;
+        self.inner
+            .engine
+            .bus()
+            .events()
+            .forget_tenant(id)
+            .await
+            .map_err(engine::Error::Bus)?;
         self.forget(id);
         let history_rows = self.inner.history.purge(id).await?;
         self.db().end_purge(id).await?;

@@ -1,29 +1,122 @@
 //! The bus's conformance suite: what every backend's bus must do, written
 //! once against the `Bus` handle, one test per operation. `bus_test_suite!`
 //! expands it for a backend from the function that opens one (with the store
-//! whose commits it carries); adding a backend is one more line.
+//! whose commits it carries); adding a backend is one more line. The NATS
+//! backend runs on the machine's NATS JetStream and PostgreSQL (a prefix and
+//! a schema per test), and has tests of its own at the end: what only a bus
+//! between processes does.
 
 mod common;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use eflow_runtime::bus::{Bus, RunHead};
+use eflow_runtime::bus::{self, Answer, Bus, Encoded, Fulfil, RunHead, Wire};
 use eflow_runtime::store::{Commit, Durability, EventWrite, RunMeta, RunWrite, Store};
 use serde_json::json;
+use tokio::sync::oneshot;
 
-const WAIT: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(10);
 
-/// The inputs of this suite: a marker, `run index * 10 + k`.
-type Marker = i64;
+/// The inputs of this suite: a marker, `run index * 10 + k`; with a reply
+/// channel when the sender awaits an answer (the worker answers a number).
+#[derive(Debug)]
+struct Marker {
+    n: i64,
+    /// The bus delivered it before.
+    redelivered: bool,
+    reply: Option<oneshot::Sender<i64>>,
+}
+
+fn marker(n: i64) -> Marker {
+    Marker {
+        n,
+        redelivered: false,
+        reply: None,
+    }
+}
+
+/// A marker is its number as text; its answer too.
+impl Wire for Marker {
+    type Codec = ();
+
+    fn encode(self, _: &()) -> Result<Encoded, bus::Error> {
+        let reply = self.reply.map(|tx| -> Fulfil {
+            Box::new(move |answer| {
+                Box::pin(async move {
+                    let n = answer
+                        .ok()
+                        .and_then(|b| String::from_utf8(b).ok()?.parse().ok());
+                    if let Some(n) = n {
+                        let _ = tx.send(n);
+                    }
+                })
+            })
+        });
+        Ok(Encoded {
+            bytes: self.n.to_string().into_bytes(),
+            reply,
+        })
+    }
+
+    fn decode(
+        bytes: &[u8],
+        answer: Option<Answer>,
+        redelivered: bool,
+        _: &(),
+    ) -> Result<Self, bus::Error> {
+        let n = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bus::Error::Wire("not a marker".into()))?;
+        let reply = answer.map(|answer| {
+            let (tx, rx) = oneshot::channel::<i64>();
+            tokio::spawn(async move {
+                if let Ok(n) = rx.await {
+                    answer.send(n.to_string().into_bytes()).await;
+                }
+            });
+            tx
+        });
+        Ok(Marker {
+            n,
+            redelivered,
+            reply,
+        })
+    }
+}
+
+/// A bus with its store, and what to clean up after the test.
+struct Fixture {
+    bus: Bus<Marker>,
+    store: Store,
+    dir: Option<PathBuf>,
+    _schema: Option<common::postgres::Schema>,
+    nats: Option<common::nats::Prefix>,
+}
+
+impl Fixture {
+    async fn close(self) {
+        self.store.close().await;
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    /// Another handle on the same bus and store: another process's.
+    async fn second(&self) -> Bus<Marker> {
+        let url = &self.nats.as_ref().expect("a NATS bus").url;
+        Bus::open(url, 3, self.store.clone(), ()).await.unwrap()
+    }
+}
 
 macro_rules! bus_test_suite {
     ($backend:ident, $open:ident) => {
         bus_test_suite!(@tests $backend, $open, [
             open_refuses_an_unknown_url,
-            inbox_is_handed_out_once,
+            inbox_is_handed_out_once_at_a_time,
             send_reaches_the_runs_shard_in_order,
-            send_to_a_shard_without_a_worker_fails,
+            an_input_waits_for_the_shards_next_worker,
             committed_wakes_a_waiting_consumer,
             events_after_a_cursor_in_commit_order,
             events_carry_the_run_head_on_first_and_final_events,
@@ -34,10 +127,9 @@ macro_rules! bus_test_suite {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    let (bus, store, dir) = super::$open().await;
-                    super::$test(bus, &store).await;
-                    store.close().await;
-                    let _ = std::fs::remove_dir_all(dir);
+                    let Some(f) = super::$open().await else { return };
+                    super::$test(f.bus.clone(), &f.store).await;
+                    f.close().await;
                 }
             )*
         }
@@ -45,14 +137,45 @@ macro_rules! bus_test_suite {
 }
 
 bus_test_suite!(local, open_local);
+bus_test_suite!(nats, open_nats);
 
 /// The in-process bus over three shards, its stream the log of a SQLite store.
-async fn open_local() -> (Bus<Marker>, Store, PathBuf) {
+async fn open_local() -> Option<Fixture> {
     let dir = common::temp_dir("bus");
     let url = format!("sqlite://{}", dir.join("eflow.db").display());
     let store = Store::open(&url, Durability::Full).await.unwrap();
-    let bus = Bus::open("local", 3, store.clone()).unwrap();
-    (bus, store, dir)
+    let bus = Bus::open("local", 3, store.clone(), ()).await.unwrap();
+    Some(Fixture {
+        bus,
+        store,
+        dir: Some(dir),
+        _schema: None,
+        nats: None,
+    })
+}
+
+/// The NATS bus over three shards, with a prefix of its own, its stream
+/// relayed from a PostgreSQL store in a schema of its own; `None` when either
+/// server is unreachable outside CI.
+async fn open_nats() -> Option<Fixture> {
+    let schema = common::postgres::Schema::create("bus").await?;
+    let prefix = common::nats::Prefix::create("bus").await?;
+    let store = Store::open(&schema.url, Durability::Full).await.unwrap();
+    let bus = Bus::open(&prefix.url, 3, store.clone(), ()).await.unwrap();
+    Some(Fixture {
+        bus,
+        store,
+        dir: None,
+        _schema: Some(schema),
+        nats: Some(prefix),
+    })
+}
+
+async fn recv(inbox: &mut bus::Inbox<Marker>) -> Marker {
+    tokio::time::timeout(WAIT, inbox.recv())
+        .await
+        .expect("an input arrives")
+        .expect("the bus is open")
 }
 
 fn state(error: Option<(&str, &str)>) -> Vec<u8> {
@@ -104,53 +227,71 @@ fn commit_of(
 
 async fn open_refuses_an_unknown_url(bus: Bus<Marker>, store: &Store) {
     assert_eq!(bus.shards(), 3);
-    let err = Bus::<Marker>::open("kafka://localhost", 3, store.clone()).unwrap_err();
-    assert!(err.to_string().contains("kafka://"), "{err}");
+    for url in ["kafka://localhost", "nats://h:1?prefix=a.b", "nats:/h:1"] {
+        let err = Bus::<Marker>::open(url, 3, store.clone(), ())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(url), "{text}");
+        assert!(
+            text.contains("local") && text.contains("nats://HOST:PORT[?prefix=NAME]"),
+            "names both forms: {text}"
+        );
+    }
 }
 
-/// Every shard's inbox is taken once: one worker per shard.
-async fn inbox_is_handed_out_once(bus: Bus<Marker>, _: &Store) {
+/// Every shard's inbox is held by one worker at a time, and handed out again
+/// once dropped (an engine that lost a shard's lease and took it back).
+async fn inbox_is_handed_out_once_at_a_time(bus: Bus<Marker>, _: &Store) {
     let shards = bus.shards();
-    let _inboxes: Vec<_> = (0..shards).map(|s| bus.inbox(s).unwrap()).collect();
-    assert!(bus.inbox(0).is_none(), "an inbox is handed out once");
-    assert!(bus.inbox(shards).is_none(), "no inbox past the last shard");
+    let mut inboxes = Vec::new();
+    for s in 0..shards {
+        inboxes.push(bus.inbox(s).await.unwrap());
+    }
+    assert!(
+        matches!(bus.inbox(0).await, Err(bus::Error::Taken(0))),
+        "an inbox is held by one worker at a time"
+    );
+    assert!(
+        matches!(bus.inbox(shards).await, Err(bus::Error::NoShard(_))),
+        "no inbox past the last shard"
+    );
+    drop(inboxes);
+    bus.inbox(0).await.expect("handed out again once dropped");
 }
 
 /// A run's inputs reach its shard's inbox, in the order they were sent, and
 /// no other inbox.
 async fn send_reaches_the_runs_shard_in_order(bus: Bus<Marker>, _: &Store) {
     let shards = bus.shards();
-    let mut inboxes: Vec<_> = (0..shards).map(|s| bus.inbox(s).unwrap()).collect();
+    let mut inboxes = Vec::new();
+    for s in 0..shards {
+        inboxes.push(bus.inbox(s).await.unwrap());
+    }
     let runs: Vec<String> = (0..20).map(|i| format!("run-{i}")).collect();
     for (i, run) in runs.iter().enumerate() {
         for k in 0..3 {
-            bus.send(run, (i * 10 + k) as Marker).unwrap();
+            bus.send(run, marker((i * 10 + k) as i64)).await.unwrap();
         }
     }
     let mut seen = vec![Vec::new(); runs.len()];
     for (shard, inbox) in inboxes.iter_mut().enumerate() {
-        let mut first = true;
-        loop {
-            let m = if first {
-                first = false;
-                match tokio::time::timeout(Duration::from_millis(200), inbox.recv()).await {
-                    Ok(Some(x)) => x,
-                    _ => break,
-                }
-            } else {
-                match inbox.try_recv() {
-                    Some(x) => x,
-                    None => break,
-                }
-            };
-            let run = (m / 10) as usize;
+        let expected = 3 * runs
+            .iter()
+            .filter(|r| bus.shard_of(r) == shard as u32)
+            .count();
+        for _ in 0..expected {
+            let m = recv(inbox).await;
+            let run = (m.n / 10) as usize;
             assert_eq!(
                 bus.shard_of(&runs[run]),
                 shard as u32,
                 "{} arrived at shard {shard}",
                 runs[run]
             );
-            seen[run].push(m % 10);
+            seen[run].push(m.n % 10);
+            // A batch of one: the next `recv` begins the next batch.
+            inbox.committed().await;
         }
     }
     for (run, got) in seen.iter().enumerate() {
@@ -160,16 +301,32 @@ async fn send_reaches_the_runs_shard_in_order(bus: Bus<Marker>, _: &Store) {
     assert!(used.len() >= 2, "runs spread over shards: {used:?}");
 }
 
-/// Once a shard's worker is gone, sending to it is an error, not a loss in silence.
-async fn send_to_a_shard_without_a_worker_fails(bus: Bus<Marker>, _: &Store) {
+/// An input sent while no worker holds its shard waits for the next one,
+/// not lost in silence; one its worker committed is not given again; a
+/// shard that does not exist is an error.
+async fn an_input_waits_for_the_shards_next_worker(bus: Bus<Marker>, _: &Store) {
     let victim = (0..100)
         .map(|i| format!("run-{i}"))
         .find(|r| bus.shard_of(r) == 0)
         .expect("a run on shard 0");
-    let inbox = bus.inbox(0).unwrap();
-    bus.send(&victim, 1).unwrap();
+    let mut inbox = bus.inbox(0).await.unwrap();
+    bus.send(&victim, marker(1)).await.unwrap();
+    assert_eq!(recv(&mut inbox).await.n, 1);
+    inbox.committed().await;
     drop(inbox);
-    assert!(bus.send(&victim, 2).is_err());
+    bus.send(&victim, marker(2)).await.unwrap();
+    let mut inbox = bus.inbox(0).await.unwrap();
+    let m = recv(&mut inbox).await;
+    assert_eq!(
+        (m.n, m.redelivered),
+        (2, false),
+        "the committed input is not given again"
+    );
+    inbox.committed().await;
+    assert!(matches!(
+        bus.send_to(bus.shards(), marker(3)).await,
+        Err(bus::Error::NoShard(_))
+    ));
 }
 
 /// A consumer waiting for commits is woken by the commit signal, through the
@@ -288,4 +445,246 @@ async fn events_carry_the_run_head_on_first_and_final_events(bus: Bus<Marker>, s
         .await
         .unwrap();
     assert!(events.after(last, 10).await.is_err());
+}
+
+// ---- NATS only: a bus between processes --------------------------------------
+
+mod nats_only {
+    use super::*;
+
+    /// The test's event stream, once the relay (woken by a commit) put `n`
+    /// events on it.
+    async fn relayed(f: &Fixture, n: u64) -> async_nats::jetstream::stream::Stream {
+        let prefix = f.nats.as_ref().unwrap();
+        let js = prefix.jetstream().await;
+        let mut stream = js
+            .get_stream(format!("{}_events", prefix.name))
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while stream.info().await.unwrap().state.messages < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the relay published"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(stream.info().await.unwrap().state.messages, n);
+        stream
+    }
+
+    /// A run on `shard` of a bus of three shards.
+    fn run_on(bus: &Bus<Marker>, shard: u32) -> String {
+        (0..100)
+            .map(|i| format!("run-{i}"))
+            .find(|r| bus.shard_of(r) == shard)
+            .expect("a run on the shard")
+    }
+
+    /// Sent before any worker took the shard (its consumer does not exist
+    /// yet): kept by JetStream and delivered to the first inbox.
+    #[tokio::test]
+    async fn an_input_sent_before_any_worker_is_delivered_to_the_first() {
+        let Some(f) = open_nats().await else { return };
+        f.bus.send(&run_on(&f.bus, 1), marker(7)).await.unwrap();
+        let mut inbox = f.bus.inbox(1).await.unwrap();
+        let m = recv(&mut inbox).await;
+        assert_eq!((m.n, m.redelivered), (7, false));
+        inbox.committed().await;
+        drop(inbox);
+        f.close().await;
+    }
+
+    /// An input whose batch was not committed is delivered again, marked so:
+    /// to the next inbox when its inbox is dropped, and to the same inbox
+    /// when the worker asks for the next batch without committing.
+    #[tokio::test]
+    async fn an_input_not_committed_is_delivered_again_marked_redelivered() {
+        let Some(f) = open_nats().await else { return };
+        let run = run_on(&f.bus, 0);
+        let mut inbox = f.bus.inbox(0).await.unwrap();
+        f.bus.send(&run, marker(1)).await.unwrap();
+        let m = recv(&mut inbox).await;
+        assert_eq!((m.n, m.redelivered), (1, false));
+        drop(inbox);
+        let mut inbox = f.bus.inbox(0).await.unwrap();
+        let m = recv(&mut inbox).await;
+        assert_eq!((m.n, m.redelivered), (1, true), "to the next inbox");
+        // A commit that failed: the next batch begins with it again.
+        let m = recv(&mut inbox).await;
+        assert_eq!((m.n, m.redelivered), (1, true), "to the same inbox");
+        inbox.committed().await;
+        f.bus.send(&run, marker(2)).await.unwrap();
+        let m = recv(&mut inbox).await;
+        assert_eq!(
+            (m.n, m.redelivered),
+            (2, false),
+            "the committed one is gone"
+        );
+        inbox.committed().await;
+        drop(inbox);
+        f.close().await;
+    }
+
+    /// A batch held longer than JetStream's ack wait (a long commit) is not
+    /// given to another process's inbox meanwhile: the inbox marks it in
+    /// progress. Once committed, nobody gets it.
+    #[tokio::test]
+    async fn a_batch_held_past_the_ack_wait_is_not_given_to_another_process() {
+        let Some(f) = open_nats().await else { return };
+        let other = f.second().await;
+        let run = run_on(&f.bus, 2);
+        let mut inbox = f.bus.inbox(2).await.unwrap();
+        f.bus.send(&run, marker(1)).await.unwrap();
+        assert_eq!(recv(&mut inbox).await.n, 1);
+        // A second process pulling the same shard (as during a lease's
+        // handover) while the batch is held for twice the ack wait of 5 s.
+        let mut theirs = other.inbox(2).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(11), theirs.recv()).await;
+        assert!(got.is_err(), "a held input went to another inbox: {got:?}");
+        inbox.committed().await;
+        f.bus.send(&run, marker(2)).await.unwrap();
+        // Whichever inbox JetStream picks, it gets the new input, not the old.
+        let m = tokio::select! {
+            m = inbox.recv() => m,
+            m = theirs.recv() => m,
+        };
+        assert_eq!(m.map(|m| m.n), Some(2));
+        drop((inbox, theirs));
+        f.close().await;
+    }
+
+    /// One process sends and awaits the answer; another's worker answers.
+    #[tokio::test]
+    async fn request_reply_across_two_processes() {
+        let Some(f) = open_nats().await else { return };
+        let sender = f.second().await;
+        let run = run_on(&f.bus, 1);
+        let mut inbox = f.bus.inbox(1).await.unwrap();
+        let worker = tokio::spawn(async move {
+            for _ in 0..2 {
+                let m = recv(&mut inbox).await;
+                inbox.committed().await;
+                // Answered after the commit, as the engine's worker does.
+                if let Some(reply) = m.reply {
+                    let _ = reply.send(m.n * 100);
+                }
+            }
+        });
+        for n in [3, 4] {
+            let (tx, rx) = oneshot::channel();
+            sender
+                .send(
+                    &run,
+                    Marker {
+                        n,
+                        redelivered: false,
+                        reply: Some(tx),
+                    },
+                )
+                .await
+                .unwrap();
+            let answer = tokio::time::timeout(WAIT, rx).await.expect("an answer");
+            assert_eq!(answer.unwrap(), n * 100);
+        }
+        worker.await.unwrap();
+        f.close().await;
+    }
+
+    /// Commits another process announces wake this process's consumers, and
+    /// the events they read (from the stream) carry the runs' heads as the
+    /// store's log does.
+    #[tokio::test]
+    async fn commits_of_another_process_wake_consumers_here() {
+        let Some(f) = open_nats().await else { return };
+        let other = f.second().await;
+        let events = f.bus.events().clone();
+        let before = events.head().await.unwrap();
+        let wake = events.next_commit();
+        f.store
+            .commit(&commit_of("r-1", 0..2, "running", state(None)))
+            .await
+            .unwrap();
+        f.store
+            .commit(&commit_of("r-1", 2..3, "succeeded", state(None)))
+            .await
+            .unwrap();
+        other.committed();
+        tokio::time::timeout(WAIT, wake)
+            .await
+            .expect("woken by the other process's commit");
+        // The relay published before it announced.
+        let js = f.nats.as_ref().unwrap().jetstream().await;
+        let mut stream = js
+            .get_stream(format!("{}_events", f.nats.as_ref().unwrap().name))
+            .await
+            .unwrap();
+        assert_eq!(stream.info().await.unwrap().state.messages, 3);
+        let got = events.after(before, 10).await.unwrap();
+        let log = Bus::<Marker>::local(1, f.store.clone())
+            .events()
+            .after(before, 10)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got, log, "as the store's log has them");
+        assert!(got[2].run.as_ref().is_some_and(|h| h.state.is_some()));
+        f.close().await;
+    }
+
+    /// Events the stream lost (deleted here) are read from the store's log:
+    /// a consumer gets every event, in order.
+    #[tokio::test]
+    async fn a_gap_in_the_event_stream_is_refilled_from_the_store() {
+        let Some(f) = open_nats().await else { return };
+        let events = f.bus.events().clone();
+        let before = events.head().await.unwrap();
+        let wake = events.next_commit();
+        f.store
+            .commit(&commit_of("r-1", 0..4, "running", state(None)))
+            .await
+            .unwrap();
+        f.bus.committed();
+        tokio::time::timeout(WAIT, wake).await.unwrap();
+        let mut stream = relayed(&f, 4).await;
+        let first = stream.info().await.unwrap().state.first_sequence;
+        assert!(stream.delete_message(first + 1).await.unwrap());
+        assert!(stream.delete_message(first + 3).await.unwrap());
+        let log = Bus::<Marker>::local(1, f.store.clone())
+            .events()
+            .after(before, 10)
+            .await
+            .unwrap();
+        // A fresh consumer in another process, reading a few at a time.
+        let other = f.second().await;
+        let mut got = Vec::new();
+        let mut cursor = before;
+        while got.len() < 4 {
+            let batch = other.events().after(cursor, 10).await.unwrap();
+            assert!(!batch.is_empty(), "events after {cursor}");
+            cursor = batch.last().unwrap().event.pos;
+            got.extend(batch);
+        }
+        assert_eq!(got, log);
+        f.close().await;
+    }
+
+    /// A tenant purged from the store leaves the event stream too.
+    #[tokio::test]
+    async fn a_purged_tenant_leaves_the_event_stream() {
+        let Some(f) = open_nats().await else { return };
+        let wake = f.bus.events().next_commit();
+        f.store
+            .commit(&commit_of("r-1", 0..2, "running", state(None)))
+            .await
+            .unwrap();
+        f.bus.committed();
+        tokio::time::timeout(WAIT, wake).await.unwrap();
+        let mut stream = relayed(&f, 2).await;
+        f.bus.events().forget_tenant("other").await.unwrap();
+        assert_eq!(stream.info().await.unwrap().state.messages, 2);
+        f.bus.events().forget_tenant("acme").await.unwrap();
+        assert_eq!(stream.info().await.unwrap().state.messages, 0);
+        f.close().await;
+    }
 }

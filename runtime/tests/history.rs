@@ -54,7 +54,7 @@ async fn the_history_keeps_what_the_stream_carries() {
     )
     .await
     .unwrap();
-    let bus: Bus<()> = Bus::open("local", 1, store.clone()).unwrap();
+    let bus: Bus<()> = Bus::local(1, store.clone());
     let history_store =
         HistoryStore::open(&format!("sqlite://{}", dir.join("history.db").display()))
             .await

@@ -33,8 +33,9 @@ pub struct Transition {
 
 /// Why an event was not applied. The state is unchanged; the worker records the
 /// rejection and moves on (a `Duplicate` or `Stale` is the normal result of a
-/// redelivery and is not an error).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// redelivery and is not an error). Serialisable: a worker's answer crosses
+/// processes on the distributed bus.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Rejection {
     /// This event was the last one applied.
     Duplicate,

@@ -10,7 +10,7 @@ use super::Error;
 use crate::byte_lru::ByteLru;
 use crate::store::Store;
 
-/// The default of [`super::Options::bundle_cache_bytes`]: 256 MiB.
+/// The default of the server's `bundle_cache_bytes`: 256 MiB.
 pub const DEFAULT_BUNDLE_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// A bundle as the engine runs it: validated IR and the environment whose

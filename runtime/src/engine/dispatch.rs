@@ -234,19 +234,18 @@ fn child_of(o: &Outbound) -> Option<&str> {
 
 /// Outbox rows left by a crash or by the shard's previous owner, as the
 /// executor takes them; an unreadable row is reported and deleted.
-pub(super) fn pending(engine: &Engine, rows: Vec<(i64, String, Vec<u8>)>) -> Vec<Outbound> {
-    rows.into_iter()
-        .filter_map(
-            |(pos, run, bytes)| match serde_json::from_slice::<OutboxItem>(&bytes) {
-                Ok(item) => Some(Outbound { pos, run, item }),
-                Err(e) => {
-                    tracing::error!(pos, error = %e, "unreadable outbox row dropped");
-                    let _ = engine.send(&run, Input::OutboxDone(vec![pos]));
-                    None
-                }
-            },
-        )
-        .collect()
+pub(super) async fn pending(engine: &Engine, rows: Vec<(i64, String, Vec<u8>)>) -> Vec<Outbound> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (pos, run, bytes) in rows {
+        match serde_json::from_slice::<OutboxItem>(&bytes) {
+            Ok(item) => out.push(Outbound { pos, run, item }),
+            Err(e) => {
+                tracing::error!(pos, error = %e, "unreadable outbox row dropped");
+                let _ = engine.send(&run, Input::OutboxDone(vec![pos])).await;
+            }
+        }
+    }
+    out
 }
 
 impl Executor {
@@ -312,8 +311,12 @@ impl Executor {
             tracing::debug!(child = %run, "a waiting child start was cancelled");
             let _ = self
                 .engine
-                .send(&start.run, Input::OutboxDone(vec![start.pos]));
-            let _ = self.engine.send(&o.run, Input::OutboxDone(vec![o.pos]));
+                .send(&start.run, Input::OutboxDone(vec![start.pos]))
+                .await;
+            let _ = self
+                .engine
+                .send(&o.run, Input::OutboxDone(vec![o.pos]))
+                .await;
             return;
         }
         let o = match self.defer_cancel(o) {
@@ -336,7 +339,10 @@ impl Executor {
         if !waiting.has_tenant(tenant) || !self.knows(tenant).await {
             // The tenant is gone (purged with its runs and outbox rows).
             for o in waiting.remove_tenant(tenant) {
-                let _ = self.engine.send(&o.run, Input::OutboxDone(vec![o.pos]));
+                let _ = self
+                    .engine
+                    .send(&o.run, Input::OutboxDone(vec![o.pos]))
+                    .await;
             }
             return;
         }
@@ -484,7 +490,7 @@ impl Executor {
         make: impl FnOnce(oneshot::Sender<Result<super::Applied, Error>>) -> Input,
     ) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
-        self.engine.send(run, make(tx))?;
+        self.engine.send(run, make(tx)).await?;
         match rx.await.map_err(|_| Error::Stopped)? {
             Ok(_) | Err(Error::Rejected(_)) | Err(Error::NoSuchRun(_)) => Ok(()),
             Err(e) => Err(e),
@@ -501,19 +507,21 @@ impl Executor {
                 input,
             } => {
                 let (reply, answer) = oneshot::channel();
-                self.engine.send(
-                    &meta.id,
-                    Input::Create(Creation {
-                        meta: meta.clone(),
-                        fresh: false,
-                        flow: flow.clone(),
-                        parent: Some(parent.clone()),
-                        input: input.clone(),
-                        input_refs: Default::default(),
-                        outbox: pos,
-                        reply: Some(reply),
-                    }),
-                )?;
+                self.engine
+                    .send(
+                        &meta.id,
+                        Input::Create(Creation {
+                            meta: meta.clone(),
+                            fresh: false,
+                            flow: flow.clone(),
+                            parent: Some(parent.clone()),
+                            input: input.clone(),
+                            input_refs: Default::default(),
+                            outbox: pos,
+                            reply: Some(reply),
+                        }),
+                    )
+                    .await?;
                 match answer.await.map_err(|_| Error::Stopped)? {
                     // A new child: its place is given back when it ends.
                     Ok(a) if a.changed => Ok(()),
@@ -580,7 +588,9 @@ impl Executor {
                     Some(event) => self.complete(o, event).await,
                     // Accepted: the result comes by callback.
                     None => {
-                        self.engine.send(&o.run, Input::OutboxDone(vec![o.pos]))?;
+                        self.engine
+                            .send(&o.run, Input::OutboxDone(vec![o.pos]))
+                            .await?;
                         Ok(())
                     }
                 }
@@ -601,7 +611,9 @@ impl Executor {
                 };
                 let way = self.egress.way(tenant).await?;
                 http::cancel(&way, config, &c).await;
-                self.engine.send(&o.run, Input::OutboxDone(vec![o.pos]))?;
+                self.engine
+                    .send(&o.run, Input::OutboxDone(vec![o.pos]))
+                    .await?;
                 Ok(())
             }
         }

@@ -14,6 +14,7 @@ pub mod ownership;
 mod route;
 mod shards;
 mod timers;
+mod wire;
 mod worker;
 
 use std::collections::{BTreeMap, HashSet};
@@ -57,10 +58,6 @@ pub struct Options {
     /// executor and the timers' loaders; `None` when it runs none of them
     /// (a process without the engine's role).
     pub ownership: Option<Ownership>,
-    /// The deployed bundles kept decoded in memory, in bytes of their IR
-    /// JSON; the least recently used are dropped past it, and read from
-    /// the store again when needed.
-    pub bundle_cache_bytes: u64,
 }
 
 impl Default for Options {
@@ -73,7 +70,6 @@ impl Default for Options {
             public_url: "http://127.0.0.1:8080".into(),
             owner: "eflow".into(),
             ownership: Some(Ownership::HoldAll),
-            bundle_cache_bytes: deployments::DEFAULT_BUNDLE_CACHE_BYTES,
         }
     }
 }
@@ -100,6 +96,11 @@ pub enum Error {
     Bundle(String, String),
     #[error("tenant `{0}` is being purged")]
     TenantStopped(String),
+    #[error(transparent)]
+    Bus(#[from] bus::Error),
+    /// An error of the worker in another process, by its message.
+    #[error("{0}")]
+    Remote(String),
 }
 
 /// What the caller of an input learns once it is committed.
@@ -270,6 +271,9 @@ impl std::fmt::Debug for Engine {
 /// What the engine needs from outside.
 pub struct Deps {
     pub store: Store,
+    /// The deployed bundles, shared with the bus's codec (an answer from
+    /// another process names its bundle).
+    pub deployments: Deployments,
     /// Carries inputs to the shard workers and tells consumers of commits.
     pub bus: Bus,
     pub clock: SharedClock,
@@ -291,7 +295,7 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Result<(Engine, Vec<tokio::task::JoinHandle<()>>), Error> {
         let store = deps.store.clone();
-        let deployments = Deployments::new(store.clone(), options.bundle_cache_bytes);
+        let deployments = deps.deployments.clone();
         let stats = Arc::new(Stats::default());
         let timers_changed: Vec<_> = (0..options.partitions.max(1))
             .map(|_| Arc::new(Notify::new()))
@@ -430,6 +434,7 @@ impl Engine {
                         reply: tx,
                     },
                 )
+                .await
                 .map_err(|_| Error::Stopped)?;
             acks.push(rx);
         }
@@ -455,8 +460,8 @@ impl Engine {
     }
 
     /// Queues an input for the run's shard.
-    pub fn send(&self, run: &str, input: Input) -> Result<(), Error> {
-        self.inner.bus.send(run, input).map_err(|_| Error::Stopped)
+    pub async fn send(&self, run: &str, input: Input) -> Result<(), Error> {
+        Ok(self.inner.bus.send(run, input).await?)
     }
 
     /// Delivers `event` to `run` and waits until it is committed.
@@ -471,7 +476,8 @@ impl Engine {
                 outbox: None,
                 reply: Some(tx),
             }),
-        )?;
+        )
+        .await?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -499,7 +505,8 @@ impl Engine {
                 outbox: None,
                 reply: Some(tx),
             }),
-        )?;
+        )
+        .await?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 }

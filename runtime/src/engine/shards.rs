@@ -192,11 +192,14 @@ impl Shards {
                 "carrying out effects left in the outbox"
             );
         }
-        for o in dispatch::pending(&self.engine, rows) {
+        for o in dispatch::pending(&self.engine, rows).await {
             let _ = self.dispatch.send(o);
         }
         for (shard, token) in taken {
-            let inbox = self.engine.bus().inbox(shard).ok_or(Error::Inbox(shard))?;
+            let inbox = self.engine.bus().inbox(shard).await.map_err(|e| match e {
+                crate::bus::Error::Taken(shard) => Error::Inbox(shard),
+                e => Error::Bus(e),
+            })?;
             let stop = shutdown.child_token();
             let w = worker::Worker::new(
                 shard,

@@ -72,13 +72,13 @@ impl Loader {
                             reply: None,
                         });
                         if t.due_at <= now {
-                            let _ = self.engine.send(&t.run, delivery);
+                            let _ = self.engine.send(&t.run, delivery).await;
                         } else {
                             let engine = self.engine.clone();
                             let wait = self.clock.sleep_until(t.due_at);
                             tokio::spawn(async move {
                                 wait.await;
-                                let _ = engine.send(&t.run, delivery);
+                                let _ = engine.send(&t.run, delivery).await;
                             });
                         }
                     }

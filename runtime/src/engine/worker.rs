@@ -52,6 +52,16 @@ pub fn status_name(s: RunStatus) -> &'static str {
     }
 }
 
+/// How a batch ended.
+enum Outcome {
+    Committed,
+    /// Not written: its inputs come again (NATS redelivers them; local
+    /// senders were told it failed).
+    Failed,
+    /// Refused: another process holds the shard's lease now.
+    Fenced,
+}
+
 /// One batch in the making.
 #[derive(Default)]
 struct Batch {
@@ -106,12 +116,16 @@ impl Worker {
                     None => break,
                 }
             }
-            if !self.process(inputs).await {
-                tracing::warn!(
-                    shard = self.shard,
-                    "this process no longer holds the shard's lease: its worker stops"
-                );
-                break;
+            match self.process(inputs).await {
+                Outcome::Committed => rx.committed().await,
+                Outcome::Failed => {}
+                Outcome::Fenced => {
+                    tracing::warn!(
+                        shard = self.shard,
+                        "this process no longer holds the shard's lease: its worker stops"
+                    );
+                    break;
+                }
             }
         }
         tracing::debug!(shard = self.shard, "worker stopped");
@@ -154,9 +168,8 @@ impl Worker {
         Ok(Some(()))
     }
 
-    /// Applies and commits one batch; false when the shard's lease was lost
-    /// (the commit was fenced out), so the worker must stop.
-    async fn process(&mut self, inputs: Vec<Input>) -> bool {
+    /// Applies and commits one batch.
+    async fn process(&mut self, inputs: Vec<Input>) -> Outcome {
         let now = self.clock.now_ms();
         let mut b = Batch::default();
         for input in inputs {
@@ -203,7 +216,11 @@ impl Worker {
                     let stats = self.engine.stats();
                     stats.fenced_commits.fetch_add(1, Ordering::Relaxed);
                 }
-                return !fenced;
+                return if fenced {
+                    Outcome::Fenced
+                } else {
+                    Outcome::Failed
+                };
             }
             let stats = self.engine.stats();
             stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -244,13 +261,13 @@ impl Worker {
                         reply: None,
                     });
                     if due_at <= now {
-                        let _ = self.engine.send(&run, delivery);
+                        let _ = self.engine.send(&run, delivery).await;
                     } else {
                         let engine = self.engine.clone();
                         let wait = self.clock.sleep_until(due_at);
                         tokio::spawn(async move {
                             wait.await;
-                            let _ = engine.send(&run, delivery);
+                            let _ = engine.send(&run, delivery).await;
                         });
                     }
                 }
@@ -264,7 +281,7 @@ impl Worker {
                 After::TimerSet { partition } => self.engine.timers_changed(partition),
             }
         }
-        true
+        Outcome::Committed
     }
 
     /// Drops the stopped tenants' runs from the cache and answers each stop:

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod nats;
 pub mod postgres;
 
 use std::collections::BTreeMap;
