@@ -788,13 +788,13 @@ impl NatsEvents {
     /// first message past it (positions grow with sequences), or the next
     /// sequence to come.
     async fn locate(&self, cursor: i64) -> Result<u64, Error> {
-        let mut stream = self
+        let stream = self
             .inner
             .js
             .get_stream(self.stream_name())
             .await
             .map_err(nats)?;
-        let state = stream.info().await.map_err(nats)?.state.clone();
+        let state = stream.cached_info().state.clone();
         if state.messages == 0 {
             return Ok(state.last_sequence + 1);
         }
@@ -879,8 +879,8 @@ impl Relay {
 
     async fn publish(&mut self) -> Result<(), Error> {
         let stream_name = format!("{}_events", self.prefix);
-        let mut stream = self.js.get_stream(&stream_name).await.map_err(nats)?;
-        let last = stream.info().await.map_err(nats)?.state.last_sequence;
+        let stream = self.js.get_stream(&stream_name).await.map_err(nats)?;
+        let last = stream.cached_info().state.last_sequence;
         if last != 0 && last != self.last_seq {
             // Another relay published since: go on after it.
             if let Ok(m) = stream.get_raw_message(last).await
