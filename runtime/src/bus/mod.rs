@@ -178,7 +178,8 @@ pub enum Inbox<I> {
 }
 
 impl<I: Send + 'static> Inbox<I> {
-    /// The next input; `None` once nobody can send any more.
+    /// The next input, the first of a batch (the rest with
+    /// [`Self::try_recv`]); `None` once nobody can send any more.
     pub async fn recv(&mut self) -> Option<I> {
         match self {
             Inbox::Local(i) => i.recv().await,
@@ -267,6 +268,8 @@ impl<I: Send + 'static> Bus<I> {
 
     /// Takes the inbox of `shard`, for the worker that owns it: one at a time
     /// ([`Error::Taken`] while another is held), again once it is dropped.
+    /// One at a time per handle: between processes, the shard's lease says
+    /// who takes it (NATS hands a shard's inputs to every process pulling).
     pub async fn inbox(&self, shard: u32) -> Result<Inbox<I>, Error> {
         match self {
             Bus::Local(b) => b.inbox(shard).map(Inbox::Local),

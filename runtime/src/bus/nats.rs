@@ -684,7 +684,8 @@ impl NatsEvents {
             Ok(Some(batch)) if !batch.is_empty() => return Ok(batch),
             Ok(Some(_)) => {
                 // Nothing new on the stream: is the store ahead of it (a
-                // commit not relayed yet, or lost by NATS)?
+                // commit not relayed yet, or lost by NATS)? The reader stays
+                // where it is: what the store gives now, it skips later.
                 if self.inner.store.max_event_pos().await? <= cursor {
                     return Ok(Vec::new());
                 }
@@ -692,10 +693,10 @@ impl NatsEvents {
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the event stream; reading the store's log");
+                self.drop_reader(&mut reader).await;
             }
         }
         // The stream lacks what follows the cursor: the store's log has it.
-        *reader = None;
         read_log(&self.inner.store, cursor, limit).await
     }
 
@@ -707,8 +708,10 @@ impl NatsEvents {
         cursor: i64,
         limit: u32,
     ) -> Result<Option<Vec<Committed>>, Error> {
-        if reader.as_ref().is_none_or(|r| r.pos != cursor) {
-            *reader = None;
+        // A reader at or before the cursor goes on (skipping what the
+        // consumer has); one past it, or none, starts at the cursor.
+        if reader.as_ref().is_none_or(|r| r.pos > cursor) {
+            self.drop_reader(reader).await;
             let start = self.locate(cursor).await?;
             let stream = self
                 .inner
@@ -736,33 +739,23 @@ impl NatsEvents {
         let Some(r) = reader.as_mut() else {
             return Ok(Some(Vec::new()));
         };
-        let mut messages = match r
+        let mut messages = r
             .consumer
             .fetch()
             .max_messages(limit as usize)
             .messages()
             .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                *reader = None;
-                return Err(nats(e));
-            }
-        };
+            .map_err(nats)?;
         let mut out = Vec::new();
         let mut expected = cursor;
         let mut broken = false;
         while let Some(m) = messages.next().await {
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    *reader = None;
-                    return Err(nats(e));
-                }
-            };
+            let m = m.map_err(nats)?;
             let (pos, prev) = positions(m.headers.as_ref())?;
+            r.pos = r.pos.max(pos);
             if pos <= expected {
-                // Sent twice (by two relays, past the de-duplication window).
+                // Given already (from the store, or sent twice by two
+                // relays past the de-duplication window).
                 continue;
             }
             if prev != expected {
@@ -774,24 +767,34 @@ impl NatsEvents {
         }
         if broken {
             // The reader went past the break: start again from the cursor next time.
-            *reader = None;
+            self.drop_reader(reader).await;
             return Ok(if out.is_empty() { None } else { Some(out) });
         }
-        r.pos = expected;
         Ok(Some(out))
+    }
+
+    /// Deletes the reader's consumer, rather than leave it to the server's
+    /// idle timeout.
+    async fn drop_reader(&self, reader: &mut Option<Reader>) {
+        if let Some(r) = reader.take() {
+            let name = r.consumer.cached_info().name.clone();
+            if let Ok(stream) = self.inner.js.get_stream_no_info(self.stream_name()).await {
+                let _ = stream.delete_consumer(&name).await;
+            }
+        }
     }
 
     /// The stream sequence to read from for the events after `cursor`: the
     /// first message past it (positions grow with sequences), or the next
     /// sequence to come.
     async fn locate(&self, cursor: i64) -> Result<u64, Error> {
-        let mut stream = self
+        let stream = self
             .inner
             .js
             .get_stream(self.stream_name())
             .await
             .map_err(nats)?;
-        let state = stream.info().await.map_err(nats)?.state.clone();
+        let state = stream.cached_info().state.clone();
         if state.messages == 0 {
             return Ok(state.last_sequence + 1);
         }
@@ -876,8 +879,8 @@ impl Relay {
 
     async fn publish(&mut self) -> Result<(), Error> {
         let stream_name = format!("{}_events", self.prefix);
-        let mut stream = self.js.get_stream(&stream_name).await.map_err(nats)?;
-        let last = stream.info().await.map_err(nats)?.state.last_sequence;
+        let stream = self.js.get_stream(&stream_name).await.map_err(nats)?;
+        let last = stream.cached_info().state.last_sequence;
         if last != 0 && last != self.last_seq {
             // Another relay published since: go on after it.
             if let Ok(m) = stream.get_raw_message(last).await

@@ -242,12 +242,14 @@ fn encode_answer(result: &Result<Applied, Error>) -> Vec<u8> {
         },
         Err(e) => WireAnswer::Failed(e.into()),
     };
-    serde_json::to_vec(&answer).unwrap_or_else(|e| {
-        serde_json::to_vec(&WireAnswer::Failed(WireError::Other(format!(
-            "the answer cannot be encoded: {e}"
-        ))))
-        .unwrap_or_default()
-    })
+    match serde_json::to_vec(&answer) {
+        Ok(bytes) => bytes,
+        // A state serialises (the store keeps it so): should it ever not,
+        // the sender hears why instead of waiting for nothing.
+        Err(e) => serde_json::json!({ "failed": { "other": format!("the answer cannot be encoded: {e}") } })
+            .to_string()
+            .into_bytes(),
+    }
 }
 
 /// The worker's side: a reply channel whose answer goes back as bytes. One
@@ -400,6 +402,14 @@ mod tests {
         assert!(matches!(got, Input::OutboxDone(v) if v == vec![1, 2]));
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The answer sent when one cannot be encoded reads as an error.
+    #[test]
+    fn the_fallback_answer_is_an_error() {
+        let bytes = serde_json::json!({ "failed": { "other": "why" } }).to_string();
+        let answer: WireAnswer = serde_json::from_str(&bytes).unwrap();
+        assert!(matches!(answer, WireAnswer::Failed(WireError::Other(m)) if m == "why"));
     }
 
     /// A stop's answer reaches the sender; a stop the worker drops fails.
