@@ -859,6 +859,20 @@ impl Service {
         Ok(shown_run_view(caller, view))
     }
 
+    /// A run's view and the flow it runs on (its steps, what each depends
+    /// on), for the console's graph: seen only by a caller who may see the run.
+    pub async fn run_with_flow(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> ApiResult<(RunView, Option<eflow_ir::Flow>)> {
+        let view = self.get_run(caller, id).await?;
+        let (meta, run) = self.load_run(caller, id).await?;
+        let deployed = self.inner.engine.deployments().get(&meta.bundle).await?;
+        let flow = deployed.bundle.flow(&run.flow).map(|f| f.flow.clone());
+        Ok((view, flow))
+    }
+
     /// A page of fan-out `step`'s results: the outputs of its children that
     /// succeeded, in input order, after index `after`.
     pub async fn step_results(
