@@ -94,6 +94,10 @@ class Watched:
         path = os.path.join(SHOTS, f"{self.name}-{shot}.png")
         self.page.screenshot(path=path, full_page=True)
         shots.append(path)
+        # What a person sees first, for the docs (docs/ui/).
+        path = os.path.join(SHOTS, "top", f"{self.name}-{shot}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.page.screenshot(path=path)
 
     def csrf(self):
         return self.page.locator("header form input[name=csrf]").get_attribute("value")
