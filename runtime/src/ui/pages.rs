@@ -24,7 +24,8 @@ const RUNS_PAGE: u32 = 50;
 const EVENTS_PAGE: u32 = 50;
 /// Approvals a page of the inbox shows.
 const APPROVALS_PAGE: usize = 20;
-/// The overview's flows, and how many runs of each status it counts at most.
+/// The overview's tenants and flows, and how many runs of each status it counts at most.
+const OVERVIEW_TENANTS: usize = 20;
 const OVERVIEW_FLOWS: usize = 20;
 const OVERVIEW_COUNT: u32 = 100;
 
@@ -136,10 +137,17 @@ struct Count {
     href: String,
 }
 
-struct FlowCounts {
+struct TenantCounts {
+    tenant: String,
+    counts: Vec<Count>,
+}
+
+struct FlowLine {
     tenant: String,
     name: String,
-    counts: Vec<Count>,
+    version: String,
+    deployed_at: String,
+    href: String,
 }
 
 struct ApprovalLine {
@@ -165,9 +173,11 @@ struct OverviewPage {
     nav: Nav,
     admin: bool,
     statuses: [&'static str; 5],
-    flows: Vec<FlowCounts>,
-    more_flows: bool,
+    tenants: Vec<TenantCounts>,
+    more_tenants: bool,
     count_cap: u32,
+    flows: Vec<FlowLine>,
+    more_flows: bool,
     approvals: Vec<ApprovalLine>,
     approvals_total: String,
     schedules: Vec<ScheduleLine>,
@@ -184,28 +194,20 @@ pub async fn overview(State(c): State<Console>, viewer: Viewer) -> Response {
 async fn overview_page(c: &Console, v: &Viewer) -> Result<OverviewPage, ApiError> {
     let s = &c.service;
     let caller = &v.caller;
-    let mut heads: Vec<(String, String)> = s
-        .flows(caller, None)
-        .await?
-        .into_iter()
-        .filter(|f| f.head)
-        .map(|f| (f.tenant, f.name))
-        .collect();
-    heads.sort();
-    heads.dedup();
-    let more_flows = heads.len() > OVERVIEW_FLOWS;
-    let mut flows = Vec::new();
-    for (tenant, name) in heads.into_iter().take(OVERVIEW_FLOWS) {
+    let tenant_ids: Vec<String> = s.tenants(caller).await?.into_iter().map(|t| t.id).collect();
+    let more_tenants = tenant_ids.len() > OVERVIEW_TENANTS;
+    let mut tenants = Vec::new();
+    for tenant in tenant_ids.into_iter().take(OVERVIEW_TENANTS) {
         let mut counts = Vec::new();
         for status in RUN_STATUSES {
-            // One range of the history's (tenant, flow, status) index, at most
-            // `OVERVIEW_COUNT` rows: the same cost at a million runs as at ten.
+            // One range of the history's (tenant, status, created_at) index,
+            // at most `OVERVIEW_COUNT` rows: the same cost at a million runs
+            // as at ten. (Per flow there is no such index: see the flows below.)
             let page = s
                 .list_runs(
                     caller,
                     RunQuery {
                         tenant: Some(tenant.clone()),
-                        flow: Some(name.clone()),
                         status: Some(status.to_string()),
                         limit: OVERVIEW_COUNT,
                         ..RunQuery::default()
@@ -224,18 +226,38 @@ async fn overview_page(c: &Console, v: &Viewer) -> Result<OverviewPage, ApiError
                     "/ui/runs{}",
                     query(&[
                         ("tenant", v.is_admin().then_some(tenant.as_str())),
-                        ("flow", Some(&name)),
                         ("status", Some(status)),
                     ])
                 ),
             });
         }
-        flows.push(FlowCounts {
-            tenant,
-            name,
-            counts,
-        });
+        tenants.push(TenantCounts { tenant, counts });
     }
+    let mut heads: Vec<_> = s
+        .flows(caller, None)
+        .await?
+        .into_iter()
+        .filter(|f| f.head)
+        .collect();
+    heads.sort_by(|a, b| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)));
+    let more_flows = heads.len() > OVERVIEW_FLOWS;
+    let flows = heads
+        .into_iter()
+        .take(OVERVIEW_FLOWS)
+        .map(|f| FlowLine {
+            href: format!(
+                "/ui/runs{}",
+                query(&[
+                    ("tenant", v.is_admin().then_some(f.tenant.as_str())),
+                    ("flow", Some(&f.name)),
+                ])
+            ),
+            version: short_version(&f.version),
+            tenant: f.tenant,
+            name: f.name,
+            deployed_at: f.deployed_at,
+        })
+        .collect();
     let pending = s.approvals(caller, None, true).await?;
     let approvals_total = if pending.len() >= 1000 {
         "1000+".to_string()
@@ -287,9 +309,11 @@ async fn overview_page(c: &Console, v: &Viewer) -> Result<OverviewPage, ApiError
         nav: Nav::of(Some(v), "overview"),
         admin: v.is_admin(),
         statuses: RUN_STATUSES,
+        tenants,
+        more_tenants,
+        count_cap: OVERVIEW_COUNT,
         flows,
         more_flows,
-        count_cap: OVERVIEW_COUNT,
         approvals,
         approvals_total,
         schedules,

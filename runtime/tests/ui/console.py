@@ -148,7 +148,17 @@ def main():
         a.page.click("form.login button[type=submit]")
         expect(a.page.locator("p.error")).to_be_visible()
         a.login(FACTS["a_token"])
-        expect(a.page.locator("table").first).to_contain_text("Retrain")
+        expect(a.page.locator("#flows")).to_contain_text("Retrain")
+        counts = a.page.locator("#status-counts tbody tr")
+        assert counts.count() == 1, counts.count()
+        expect(counts.first.locator("th")).to_have_text("acme")
+        # One failed run; the failed count opens it.
+        failed_count = counts.first.locator("a[aria-label*=' failed runs ']")
+        expect(failed_count).to_have_text("1")
+        failed_count.click()
+        assert "status=failed" in a.page.url, a.page.url
+        assert run_ids(a.page) == [failed["id"]], run_ids(a.page)
+        a.goto("/ui")
         a.check("overview")
 
         # ---- runs: every filter in the URL, pages ---------------------------
@@ -235,6 +245,21 @@ def main():
         assert a.page.locator("article.approval").count() == len(retrain) - 1
         a.check("approvals-after")
 
+        # A run's page follows the run (htmx) without being loaded again: a
+        # decision made elsewhere (the API) shows up on the open page.
+        a.goto("/ui/runs/" + urllib.parse.quote(wide, safe=""))
+        expect(a.page.locator("#run-status")).to_have_text("running")
+        a.page.evaluate("() => { window.stillTheSamePage = true; }")
+        decided = a.page.request.post(
+            BASE + "/v1/runs/" + urllib.parse.quote(wide, safe="") + "/approvals/decision",
+            headers={"Authorization": "Bearer " + FACTS["a_token"]},
+            data={"approve": False, "comment": "decided through the API"},
+        )
+        assert decided.ok, decided.status
+        expect(a.page.locator("#run-status")).to_have_text("succeeded", timeout=30_000)
+        assert a.page.evaluate("() => window.stillTheSamePage === true"), "the page was loaded again"
+        expect(a.page.locator("svg.graph g.node.st-skipped")).to_have_count(1)
+
         # The approved run goes on to the end; its page follows it (htmx).
         a.goto("/ui/runs/" + urllib.parse.quote(retrain[0], safe=""))
         expect(a.page.locator("#run-status")).to_have_text("succeeded", timeout=30_000)
@@ -256,6 +281,7 @@ def main():
         # ---- tenant B sees none of A ------------------------------------------
         b = Watched(browser, "globex")
         b.login(FACTS["b_token"])
+        expect(b.page.locator("#status-counts")).not_to_contain_text("acme")
         b.check("overview")
         b.goto("/ui/runs")
         shown = run_ids(b.page)
