@@ -1515,15 +1515,33 @@ impl Service {
     pub async fn list_runs(
         &self,
         caller: &Caller,
-        mut q: crate::history::RunQuery,
+        q: crate::history::RunQuery,
     ) -> ApiResult<Page<RunSummary>> {
-        q.tenant = caller.scope(q.tenant.as_deref())?.map(str::to_string);
-        // Read your writes: what the engine committed before this request
-        // is in the answer, unless the history is more than a moment behind.
+        // A caller who may not ask this is refused before anything waits.
+        caller.scope(q.tenant.as_deref())?;
+        self.wait_for_history().await?;
+        self.runs_as_held(caller, q).await
+    }
+
+    /// Read your writes: waits until the history holds what the engine
+    /// committed before this call, unless it is more than a moment behind.
+    pub async fn wait_for_history(&self) -> ApiResult<()> {
         self.inner
             .history
             .catch_up_with(self.inner.engine.bus().events(), LIST_PATIENCE)
             .await?;
+        Ok(())
+    }
+
+    /// Like [`Service::list_runs`], but from what the history holds now,
+    /// without waiting for it: for a page that asks many lists at once (the
+    /// console's overview) after one [`Service::wait_for_history`].
+    pub async fn runs_as_held(
+        &self,
+        caller: &Caller,
+        mut q: crate::history::RunQuery,
+    ) -> ApiResult<Page<RunSummary>> {
+        q.tenant = caller.scope(q.tenant.as_deref())?.map(str::to_string);
         let page = self.inner.history.runs(&q).await.map_err(|e| match e {
             crate::history::Error::Store(crate::history::store::Error::BadCursor) => {
                 ApiError::bad_request(

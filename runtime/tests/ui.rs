@@ -115,6 +115,14 @@ async fn world(server: &Eflow) -> World {
         .expect("an error code")
         .to_string();
     let b_run = id(api.start(&b_token, "Long", json!({})).await);
+    // A schedule far from firing: the overview lists it with its next fire time.
+    api.post(
+        Some(&a_token),
+        "/v1/schedules",
+        &json!({ "flow": "Long", "cron": "0 3 1 1 *", "timezone": "Europe/Berlin", "key": "yearly" }),
+    )
+    .await
+    .ok("a schedule");
     // Every Retrain run waits for its decision, so the pages show what they will keep showing.
     poll_until("four approvals to wait", DEADLINE, || async {
         let list = api

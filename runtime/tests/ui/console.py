@@ -159,6 +159,8 @@ def main():
         assert "status=failed" in a.page.url, a.page.url
         assert run_ids(a.page) == [failed["id"]], run_ids(a.page)
         a.goto("/ui")
+        expect(a.page.locator("#schedules")).to_contain_text("Long")
+        expect(a.page.locator("#schedules")).to_contain_text("Europe/Berlin")
         a.check("overview")
 
         # ---- runs: every filter in the URL, pages ---------------------------
@@ -282,6 +284,7 @@ def main():
         b = Watched(browser, "globex")
         b.login(FACTS["b_token"])
         expect(b.page.locator("#status-counts")).not_to_contain_text("acme")
+        expect(b.page.locator("#schedules")).to_have_count(0)
         b.check("overview")
         b.goto("/ui/runs")
         shown = run_ids(b.page)
