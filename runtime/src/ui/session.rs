@@ -1,6 +1,6 @@
 //! Who is looking at the console, and that a form was sent from it.
 //!
-//! A login takes an API token and keeps it in the `eflow_session` cookie
+//! A login takes an API token and keeps it (base64-encoded) in the `eflow_session` cookie
 //! (`HttpOnly`, `SameSite=Strict`, `Path=/ui`, `Secure` unless on loopback);
 //! every page authenticates it as the API authenticates a bearer token, so a
 //! revoked or expired token ends the session at once. Every browser also has
@@ -65,9 +65,25 @@ fn new_seed() -> String {
 /// A cookie value the console made: URL-safe base64 and `_`, bounded.
 fn plausible(v: &str) -> bool {
     !v.is_empty()
-        && v.len() <= 256
+        && v.len() <= 1024
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The session cookie's value: the token in URL-safe base64, so that any
+/// token (`--admin-token` takes any text) makes a valid cookie.
+fn session_value(token: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
+}
+
+/// The token a session cookie holds.
+fn session_token(value: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value)
+        .ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// Gives every request a CSRF seed: the browser's, or a new one that the
@@ -164,7 +180,7 @@ impl FromRequestParts<Console> for Viewer {
             .unwrap_or_default();
         let token = cookie(&parts.headers, SESSION)
             .filter(|v| plausible(v))
-            .map(str::to_string);
+            .and_then(session_token);
         match token {
             Some(token) => match console.service.authenticate(Some(&token)).await {
                 Ok(caller) => Ok(Viewer {
@@ -268,7 +284,7 @@ pub async fn login(
         };
         (axum::http::StatusCode::UNAUTHORIZED, render(&page)).into_response()
     };
-    if !plausible(token) {
+    if token.is_empty() || token.len() > 512 {
         return refused("paste an eflow API token (`eflow_…`)".into());
     }
     match console.service.authenticate(Some(token)).await {
@@ -277,7 +293,7 @@ pub async fn login(
             let h = res.headers_mut();
             h.append(
                 header::SET_COOKIE,
-                set_cookie(SESSION, token, &console.options, None),
+                set_cookie(SESSION, &session_value(token), &console.options, None),
             );
             // A new seed at each login: a seed set before it (by anyone) is of no use after.
             h.append(
@@ -329,6 +345,16 @@ mod tests {
         assert!(!csrf_ok("seed-a", "token-2", &t));
         assert!(!csrf_ok("seed-a", "token-1", ""));
         assert!(!csrf_ok("seed-a", "token-1", "not base64 !"));
+    }
+
+    #[test]
+    fn any_token_makes_a_session_cookie() {
+        for token in ["eflow_abc-DEF_123", "admin token; with=odd \"chars\"", "ü"] {
+            let v = session_value(token);
+            assert!(plausible(&v), "{v}");
+            assert_eq!(session_token(&v).as_deref(), Some(token));
+        }
+        assert_eq!(session_token("!!"), None);
     }
 
     #[test]
