@@ -410,6 +410,41 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
         "B decided A's approval"
     );
 
+    // What a tenant writes is shown as text, never as markup.
+    let hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+    let run = w
+        .api
+        .start(
+            &w.a_token,
+            "Retrain",
+            json!({ "model_name": hostile, "segments": [hostile] }),
+        )
+        .await;
+    let run = run["id"].as_str().expect("id");
+    for path in [format!("/ui/runs/{run}"), format!("/ui/runs/{run}/live")] {
+        let (status, page, _) = get(&base, &mut jar, &path).await;
+        assert_eq!(status, 200);
+        assert!(
+            !page.contains("<script>alert") && !page.contains("<img src=x"),
+            "{page}"
+        );
+        // The input is on the page, not in its live part.
+        if !path.ends_with("/live") {
+            assert!(
+                page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+                "{page}"
+            );
+        }
+    }
+    w.api
+        .post(
+            Some(&w.a_token),
+            &format!("/v1/runs/{run}/cancel"),
+            &json!({}),
+        )
+        .await
+        .ok("cancel the hostile run");
+
     // Logging out ends the session.
     let (_, page, _) = get(&base, &mut jar, "/ui").await;
     let (status, to) = post(&base, &mut jar, "/ui/logout", &[("csrf", &csrf_of(&page))]).await;
