@@ -1168,6 +1168,26 @@ impl Service {
             .collect())
     }
 
+    /// The approvals run `id` waits for at `steps` (those in progress): one
+    /// look-up by run and step each, never a list; for the console's run page.
+    pub async fn pending_approvals_of(
+        &self,
+        caller: &Caller,
+        id: &str,
+        steps: &[&str],
+    ) -> ApiResult<Vec<ApprovalView>> {
+        let run = self.run_key(caller, id).await?;
+        let mut out = Vec::new();
+        for step in steps {
+            if let Some(row) = self.db().approval(&run, step).await?
+                && row.decided_at.is_none()
+            {
+                out.push(shown_approval(caller, approval_view(row)));
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn decide(
         &self,
         caller: &Caller,

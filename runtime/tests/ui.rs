@@ -410,6 +410,45 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
         "B decided A's approval"
     );
 
+    // A decision on the run's page goes back to the run.
+    let run_page = format!("/ui/runs/{}", w.retrain[1]);
+    let (_, page, _) = get(&base, &mut jar, &run_page).await;
+    assert!(
+        page.contains(&format!("data-approval=\"{}/decision\"", w.retrain[1])),
+        "{page}"
+    );
+    let (status, to) = post(
+        &base,
+        &mut jar,
+        &format!("{run_page}/approvals/decision"),
+        &[
+            ("csrf", &csrf_of(&page)),
+            ("decision", "reject"),
+            ("comment", "not this one"),
+            ("back", "run"),
+        ],
+    )
+    .await;
+    assert_eq!((status, to), (303, run_page.clone()));
+    let decided = w
+        .api
+        .get(Some(&w.a_token), "/v1/approvals?pending=false")
+        .await
+        .ok("approvals");
+    let decided = decided
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["run"] == w.retrain[1].as_str()))
+        .map(|a| a["decision"].clone())
+        .unwrap_or(Value::Null);
+    assert_eq!(decided["outcome"], "Rejected", "{decided}");
+    assert_eq!(decided["comment"], "not this one", "{decided}");
+    assert_eq!(decided["reviewer"], "default", "{decided}");
+    let (_, page, _) = get(&base, &mut jar, &run_page).await;
+    assert!(
+        !page.contains("data-approval="),
+        "decided, no longer asked: {page}"
+    );
+
     // What a tenant writes is shown as text, never as markup.
     let hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>";
     let run = w

@@ -527,6 +527,10 @@ struct RunPage {
     live_html: String,
     can_cancel: bool,
     csrf: String,
+    admin: bool,
+    back: &'static str,
+    /// The decisions the run waits for, decided here as in the inbox.
+    cards: Vec<ApprovalCard>,
     events: Vec<EventLine>,
     events_next: Option<String>,
     events_first: Option<String>,
@@ -610,6 +614,23 @@ pub async fn run(
         Ok(e) => e,
         Err(e) => return error_page(Some(&viewer), &e),
     };
+    let in_progress: Vec<&str> = view
+        .steps
+        .iter()
+        .filter(|st| st.status == "running")
+        .map(|st| st.id.as_str())
+        .collect();
+    let cards = if in_progress.is_empty() {
+        Vec::new()
+    } else {
+        match s
+            .pending_approvals_of(&viewer.caller, &id, &in_progress)
+            .await
+        {
+            Ok(a) => a.iter().map(approval_card).collect(),
+            Err(e) => return error_page(Some(&viewer), &e),
+        }
+    };
     let href = run_href(&view.id);
     let events_next = (events.len() as u32 == EVENTS_PAGE)
         .then(|| {
@@ -654,6 +675,9 @@ pub async fn run(
         nav: Nav::of(Some(&viewer), "runs"),
         can_cancel: !finished(&view.status),
         csrf: viewer.csrf.clone(),
+        admin: viewer.is_admin(),
+        back: "run",
+        cards,
         events_first: p.after.map(|_| format!("{href}#events")),
         href,
         id: view.id.clone(),
@@ -730,6 +754,8 @@ struct ApprovalsPage {
     nav: Nav,
     admin: bool,
     csrf: String,
+    /// Where a decision goes back to: the inbox (`""`) or the run (`run`).
+    back: &'static str,
     cards: Vec<ApprovalCard>,
     next_href: Option<String>,
     first_href: Option<String>,
@@ -749,6 +775,26 @@ pub struct ApprovalsParams {
     decided: String,
     #[serde(default)]
     outcome: String,
+}
+
+fn approval_card(a: &ApprovalView) -> ApprovalCard {
+    ApprovalCard {
+        key: approval_key(a),
+        run_href: run_href(&a.run),
+        action: format!("{}/approvals/{}", run_href(&a.run), enc(&a.step)),
+        run: a.run.clone(),
+        step: a.step.clone(),
+        tenant: a.tenant.clone(),
+        contract: a.contract.clone(),
+        approvers: if a.approvers.is_empty() {
+            "any token of the tenant, or an admin".to_string()
+        } else {
+            format!("{}, or an admin", a.approvers.join(", "))
+        },
+        requested_at: a.requested_at.clone(),
+        expires_at: a.expires_at.clone().unwrap_or_else(|| "never".into()),
+        inputs_html: to_html(&a.inputs),
+    }
 }
 
 fn approval_key(a: &ApprovalView) -> String {
@@ -794,26 +840,7 @@ pub async fn approvals(
     let next_href = (start + shown.len() < pending.len())
         .then(|| shown.last().map(|a| link(Some(&approval_key(a)))))
         .flatten();
-    let cards = shown
-        .into_iter()
-        .map(|a| ApprovalCard {
-            key: approval_key(a),
-            run_href: run_href(&a.run),
-            action: format!("{}/approvals/{}", run_href(&a.run), enc(&a.step)),
-            run: a.run.clone(),
-            step: a.step.clone(),
-            tenant: a.tenant.clone(),
-            contract: a.contract.clone(),
-            approvers: if a.approvers.is_empty() {
-                "any token of the tenant, or an admin".to_string()
-            } else {
-                format!("{}, or an admin", a.approvers.join(", "))
-            },
-            requested_at: a.requested_at.clone(),
-            expires_at: a.expires_at.clone().unwrap_or_else(|| "never".into()),
-            inputs_html: to_html(&a.inputs),
-        })
-        .collect();
+    let cards = shown.into_iter().map(approval_card).collect();
     let notice = set(&p.decided).map(|d| {
         let outcome = if p.outcome == "approved" {
             "Approved"
@@ -826,6 +853,7 @@ pub async fn approvals(
         nav: Nav::of(Some(&viewer), "approvals"),
         admin: viewer.is_admin(),
         csrf: viewer.csrf.clone(),
+        back: "",
         cards,
         next_href,
         first_href: set(&p.after).map(|_| link(None)),
@@ -839,6 +867,9 @@ pub struct DecideForm {
     decision: String,
     #[serde(default)]
     comment: String,
+    /// `run`: back to the run's page; otherwise to the inbox.
+    #[serde(default)]
+    back: String,
 }
 
 pub async fn decide(
@@ -879,6 +910,7 @@ pub async fn decide(
     }
     .await;
     match decided {
+        Ok(_) if form.back == "run" => Redirect::to(&run_href(&id)).into_response(),
         Ok(_) => Redirect::to(&format!(
             "/ui/approvals{}",
             query(&[

@@ -269,6 +269,9 @@ def main():
 
         # ---- cancel, and a forged form refused --------------------------------
         a.goto("/ui/runs/" + urllib.parse.quote(retrain[2], safe=""))
+        expect(a.page.locator(f'#decide form.decide[data-approval="{retrain[2]}/decision"]')).to_have_count(1)
+        expect(a.page.locator("#decide .evidence")).to_contain_text("metrics")
+        a.check("run-waiting")
         forged = a.page.request.post(
             BASE + "/ui/runs/" + urllib.parse.quote(retrain[2], safe="") + "/cancel",
             form={"csrf": "forged"},
