@@ -257,7 +257,7 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
         .await
         .expect("GET");
     assert_eq!(res.status().as_u16(), 303);
-    assert_eq!(res.headers()["location"], "/ui/login");
+    assert_eq!(res.headers()["location"], "/ui/login?next=%2Fui%2Fruns");
     let set = jar.take(&res);
     assert!(
         set.iter().any(|c| c.starts_with("eflow_csrf=")
@@ -483,6 +483,28 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
         )
         .await
         .ok("cancel the hostile run");
+
+    // A login goes on to the console page asked for, and nowhere else.
+    for (next, to) in [
+        ("/ui/approvals", "/ui/approvals"),
+        ("//evil.example/ui", "/ui"),
+        ("https://evil.example/", "/ui"),
+    ] {
+        let mut fresh = Jar::default();
+        let (_, page, _) = get(&base, &mut fresh, "/ui/login").await;
+        let (status, location) = post(
+            &base,
+            &mut fresh,
+            "/ui/login",
+            &[
+                ("token", &w.a_token),
+                ("csrf", &csrf_of(&page)),
+                ("next", next),
+            ],
+        )
+        .await;
+        assert_eq!((status, location.as_str()), (303, to), "next {next}");
+    }
 
     // Logging out ends the session.
     let (_, page, _) = get(&base, &mut jar, "/ui").await;

@@ -126,6 +126,8 @@ pub struct ErrorPage<'a> {
 pub struct LoginPage {
     pub nav: Nav,
     pub csrf: String,
+    /// The console page to go on to after the login.
+    pub next: String,
     pub error: Option<String>,
 }
 

@@ -161,12 +161,31 @@ fn csrf_error() -> ApiError {
     )
 }
 
+/// Where a login goes on to: a page of the console, never another site.
+fn local_next(next: &str) -> Option<&str> {
+    let rest = next.strip_prefix("/ui")?;
+    let page = rest.is_empty() || rest.starts_with('/') || rest.starts_with('?');
+    let plain = !next.contains("//") && !next.contains('\\') && next.len() <= 2048;
+    (page && plain && next.bytes().all(|b| b.is_ascii_graphic())).then_some(next)
+}
+
 fn to_login(parts: &Parts) -> Response {
     // htmx follows a redirect inside the fragment; tell it to load the login page instead.
     if parts.headers.contains_key("hx-request") {
         return ([("hx-redirect", "/ui/login")], "").into_response();
     }
-    Redirect::to("/ui/login").into_response()
+    // A link opened from elsewhere (a notification of an approval) comes
+    // without the session cookie (`SameSite=Strict`): after the login, on to it.
+    let here = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .and_then(local_next)
+        .filter(|p| *p != "/ui" && *p != "/ui/");
+    match here {
+        Some(p) => Redirect::to(&format!("/ui/login?next={}", pages::enc(p))).into_response(),
+        None => Redirect::to("/ui/login").into_response(),
+    }
 }
 
 impl FromRequestParts<Console> for Viewer {
@@ -253,10 +272,20 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestSeed {
 /// The CSRF token of the login form: of no session yet, under the browser's seed.
 const LOGIN: &str = "login";
 
-pub async fn login_page(RequestSeed(seed): RequestSeed) -> Response {
+#[derive(Deserialize)]
+pub struct LoginParams {
+    #[serde(default)]
+    next: String,
+}
+
+pub async fn login_page(
+    RequestSeed(seed): RequestSeed,
+    pages::UiQuery(p): pages::UiQuery<LoginParams>,
+) -> Response {
     render(&pages::LoginPage {
         nav: pages::Nav::of(None, ""),
         csrf: csrf_token(&seed, LOGIN),
+        next: local_next(&p.next).unwrap_or_default().to_string(),
         error: None,
     })
 }
@@ -265,6 +294,8 @@ pub async fn login_page(RequestSeed(seed): RequestSeed) -> Response {
 pub struct LoginForm {
     token: String,
     csrf: String,
+    #[serde(default)]
+    next: String,
 }
 
 pub async fn login(
@@ -280,6 +311,7 @@ pub async fn login(
         let page = pages::LoginPage {
             nav: pages::Nav::of(None, ""),
             csrf: csrf_token(&seed, LOGIN),
+            next: local_next(&form.next).unwrap_or_default().to_string(),
             error: Some(message),
         };
         (axum::http::StatusCode::UNAUTHORIZED, render(&page)).into_response()
@@ -289,7 +321,7 @@ pub async fn login(
     }
     match console.service.authenticate(Some(token)).await {
         Ok(_) => {
-            let mut res = Redirect::to("/ui").into_response();
+            let mut res = Redirect::to(local_next(&form.next).unwrap_or("/ui")).into_response();
             let h = res.headers_mut();
             h.append(
                 header::SET_COOKIE,
@@ -355,6 +387,25 @@ mod tests {
             assert_eq!(session_token(&v).as_deref(), Some(token));
         }
         assert_eq!(session_token("!!"), None);
+    }
+
+    #[test]
+    fn a_login_goes_on_to_console_pages_only() {
+        for ok in ["/ui", "/ui/runs?status=failed", "/ui/runs/acme%3Ax"] {
+            assert_eq!(local_next(ok), Some(ok));
+        }
+        for bad in [
+            "",
+            "https://evil.example/ui",
+            "//evil.example/ui",
+            "/ui//evil.example",
+            "/uix",
+            "/v1/runs",
+            "/ui/\\evil",
+            "/ui/a b",
+        ] {
+            assert_eq!(local_next(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -141,13 +141,18 @@ def main():
         # ---- tenant A: log in ------------------------------------------------
         a = Watched(browser, "acme")
         a.goto("/ui/runs")
-        expect(a.page).to_have_url(BASE + "/ui/login")
+        expect(a.page).to_have_url(BASE + "/ui/login?next=%2Fui%2Fruns")
         a.check("login")
         a.refused.add(BASE + "/ui/login")
         a.page.fill("#token", "eflow_not-a-token")
         a.page.click("form.login button[type=submit]")
         expect(a.page.locator("p.error")).to_be_visible()
-        a.login(FACTS["a_token"])
+        # The login goes on to the page asked for.
+        a.page.fill("#token", FACTS["a_token"])
+        a.page.click("form.login button[type=submit]")
+        expect(a.page).to_have_url(BASE + "/ui/runs")
+        a.goto("/ui")
+        expect(a.page.locator("h1")).to_have_text("Overview")
         expect(a.page.locator("#flows")).to_contain_text("Retrain")
         counts = a.page.locator("#status-counts tbody tr")
         assert counts.count() == 1, counts.count()
@@ -331,7 +336,7 @@ def main():
         a.page.click("header form button[type=submit]")
         expect(a.page).to_have_url(BASE + "/ui/login")
         a.goto("/ui/approvals")
-        expect(a.page).to_have_url(BASE + "/ui/login")
+        expect(a.page).to_have_url(BASE + "/ui/login?next=%2Fui%2Fapprovals")
 
         for w in (a, b, admin):
             w.context.close()
