@@ -36,6 +36,10 @@ LAUNCH_ARGS = [
 problems = []
 shots = []
 
+# Deadlines for what the pages must come to show, generous for a busy CI
+# machine (a test waits for a state, it never times one).
+expect.set_options(timeout=20_000)
+
 
 def say(*a):
     print(*a, flush=True)
@@ -50,7 +54,7 @@ class Watched:
         self.context = browser.new_context(viewport={"width": 1280, "height": 900})
         self.context.route(lambda url: urllib.parse.urlsplit(url).netloc != HOST, self.refuse)
         self.page = self.context.new_page()
-        self.page.set_default_timeout(15_000)
+        self.page.set_default_timeout(30_000)
         self.page.on("console", self.console)
         self.page.on("pageerror", lambda e: problems.append(f"{self.name}: uncaught error on {self.page.url}: {e}"))
         self.page.on("request", self.request)
