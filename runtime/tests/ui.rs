@@ -276,6 +276,10 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
     assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["cache-control"], "no-store");
     let csrf = csrf_of(&page);
+    assert!(
+        !page.contains("<code>Secure</code>"),
+        "no HTTPS note on loopback: {page}"
+    );
 
     // A login form from elsewhere, a wrong token, then the right one.
     let (status, _) = post(

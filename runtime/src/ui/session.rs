@@ -279,6 +279,7 @@ pub struct LoginParams {
 }
 
 pub async fn login_page(
+    State(console): State<Console>,
     RequestSeed(seed): RequestSeed,
     pages::UiQuery(p): pages::UiQuery<LoginParams>,
 ) -> Response {
@@ -286,6 +287,7 @@ pub async fn login_page(
         nav: pages::Nav::of(None, ""),
         csrf: csrf_token(&seed, LOGIN),
         next: local_next(&p.next).unwrap_or_default().to_string(),
+        secure: console.options.secure_cookies,
         error: None,
     })
 }
@@ -312,6 +314,7 @@ pub async fn login(
             nav: pages::Nav::of(None, ""),
             csrf: csrf_token(&seed, LOGIN),
             next: local_next(&form.next).unwrap_or_default().to_string(),
+            secure: console.options.secure_cookies,
             error: Some(message),
         };
         (axum::http::StatusCode::UNAUTHORIZED, render(&page)).into_response()

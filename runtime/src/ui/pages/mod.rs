@@ -123,6 +123,8 @@ pub struct LoginPage {
     pub csrf: String,
     /// The console page to go on to after the login.
     pub next: String,
+    /// The session cookie is `Secure`: a browser keeps it over HTTPS only.
+    pub secure: bool,
     pub error: Option<String>,
 }
 
