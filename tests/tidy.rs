@@ -4,7 +4,8 @@
 //! - every Rust source file opens with a `//!` line saying what it holds;
 //! - every keyword of the language reaches both editor grammars;
 //! - nothing stored or sent is serialised with `unwrap_or_default()`, which would
-//!   silently write an empty body instead of failing.
+//!   silently write an empty body instead of failing;
+//! - the web console (`runtime/src/ui/`) reads no store: it calls `Service`.
 //!
 //! (That every diagnostic code is triggered by a test and explained by an example
 //! that produces it is checked beside the codes, in `compiler/tests/codes.rs`.)
@@ -154,5 +155,35 @@ fn nothing_stored_is_serialised_with_unwrap_or_default() {
         found.is_empty(),
         "serde_json results dropped with unwrap_or_default() (an empty body written or read \
          instead of an error): {found:#?}"
+    );
+}
+
+/// The web console shows what the API would answer, authorized the same way:
+/// it calls `Service`, never a store, the engine or the history directly.
+#[test]
+fn the_console_reads_no_store() {
+    let mut found = Vec::new();
+    for path in all_rust_files() {
+        let rel = relative(&path);
+        if !rel.starts_with("runtime/src/ui/") {
+            continue;
+        }
+        let text = read(&path);
+        for needle in [
+            "crate::store",
+            "crate::engine",
+            ".store()",
+            ".engine()",
+            ".history()",
+            "sqlx",
+        ] {
+            if text.contains(needle) {
+                found.push(format!("{rel}: {needle}"));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the console must go through `Service`, as the API does: {found:#?}"
     );
 }

@@ -20,3 +20,4 @@ pub mod schema;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod ui;

@@ -130,6 +130,8 @@ async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
     o.quotas.max_schedules = args.max_schedules_per_tenant;
     o.retention.sweep_after = args.sweep_after;
     o.retention.history_retention = args.history_retention;
+    o.ui = eflow_runtime::ui::Options::for_listen(args.ui_no_login, args.listen)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let server = Server::start(o).await?;
     if server.new_admin_token.is_some() {
         eprintln!(
@@ -138,8 +140,8 @@ async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
         );
     }
     eprintln!(
-        "eflow: serving the API on http://{} (Ctrl-C or SIGTERM stops)",
-        server.addr
+        "eflow: serving the API on http://{addr} and the web console on http://{addr}/ui (Ctrl-C or SIGTERM stops)",
+        addr = server.addr
     );
     let signal = stop_signal().await?;
     eprintln!("eflow: {signal} received");

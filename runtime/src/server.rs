@@ -66,6 +66,8 @@ pub struct Options {
     pub http: HttpLimits,
     /// How long finished runs stay in the engine's store and in the history.
     pub retention: crate::retention::Options,
+    /// The web console at `/ui`: whether it asks for a login.
+    pub ui: crate::ui::Options,
 }
 
 /// The default of [`Options::max_answer_bytes`].
@@ -93,6 +95,7 @@ impl Options {
             bundle_cache_bytes: engine::DEFAULT_BUNDLE_CACHE_BYTES,
             http: HttpLimits::default(),
             retention: crate::retention::Options::default(),
+            ui: crate::ui::Options::for_listen(false, listen).unwrap_or_default(),
         }
     }
 }
@@ -232,6 +235,8 @@ impl Server {
         }
         let egress_policy = Policy::parse(&options.allow_egress)
             .map_err(|e| anyhow::anyhow!("--allow-egress: {e}"))?;
+        crate::ui::Options::for_listen(options.ui.no_login, options.listen)
+            .map_err(|e| anyhow::anyhow!(e))?;
         // The data directory holds secrets (the admin token, the stores with the
         // callback-signing key): only its owner may enter it.
         let mut data_dir = std::fs::DirBuilder::new();
@@ -436,6 +441,7 @@ impl Server {
         }
         let app = if options.roles.api {
             crate::api::router(service.clone(), &options.http)
+                .merge(crate::ui::router(service.clone(), options.ui))
         } else {
             crate::api::operations_router(service.clone())
         };

@@ -866,6 +866,20 @@ impl Service {
         Ok(shown_run_view(caller, view))
     }
 
+    /// A run's view and the flow it runs on (its steps, what each depends
+    /// on), for the console's graph: seen only by a caller who may see the run.
+    pub async fn run_with_flow(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> ApiResult<(RunView, Option<eflow_ir::Flow>)> {
+        let view = self.get_run(caller, id).await?;
+        let (meta, run) = self.load_run(caller, id).await?;
+        let deployed = self.inner.engine.deployments().get(&meta.bundle).await?;
+        let flow = deployed.bundle.flow(&run.flow).map(|f| f.flow.clone());
+        Ok((view, flow))
+    }
+
     /// A page of fan-out `step`'s results: the outputs of its children that
     /// succeeded, in input order, after index `after`.
     pub async fn step_results(
@@ -1159,6 +1173,26 @@ impl Service {
             .into_iter()
             .map(|r| shown_approval(caller, approval_view(r)))
             .collect())
+    }
+
+    /// The approvals run `id` waits for at `steps` (those in progress): one
+    /// look-up by run and step each, never a list; for the console's run page.
+    pub async fn pending_approvals_of(
+        &self,
+        caller: &Caller,
+        id: &str,
+        steps: &[&str],
+    ) -> ApiResult<Vec<ApprovalView>> {
+        let run = self.run_key(caller, id).await?;
+        let mut out = Vec::new();
+        for step in steps {
+            if let Some(row) = self.db().approval(&run, step).await?
+                && row.decided_at.is_none()
+            {
+                out.push(shown_approval(caller, approval_view(row)));
+            }
+        }
+        Ok(out)
     }
 
     pub async fn decide(
@@ -1514,15 +1548,33 @@ impl Service {
     pub async fn list_runs(
         &self,
         caller: &Caller,
-        mut q: crate::history::RunQuery,
+        q: crate::history::RunQuery,
     ) -> ApiResult<Page<RunSummary>> {
-        q.tenant = caller.scope(q.tenant.as_deref())?.map(str::to_string);
-        // Read your writes: what the engine committed before this request
-        // is in the answer, unless the history is more than a moment behind.
+        // A caller who may not ask this is refused before anything waits.
+        caller.scope(q.tenant.as_deref())?;
+        self.wait_for_history().await?;
+        self.runs_as_held(caller, q).await
+    }
+
+    /// Read your writes: waits until the history holds what the engine
+    /// committed before this call, unless it is more than a moment behind.
+    pub async fn wait_for_history(&self) -> ApiResult<()> {
         self.inner
             .history
             .catch_up_with(self.inner.engine.bus().events(), LIST_PATIENCE)
             .await?;
+        Ok(())
+    }
+
+    /// Like [`Service::list_runs`], but from what the history holds now,
+    /// without waiting for it: for a page that asks many lists at once (the
+    /// console's overview) after one [`Service::wait_for_history`].
+    pub async fn runs_as_held(
+        &self,
+        caller: &Caller,
+        mut q: crate::history::RunQuery,
+    ) -> ApiResult<Page<RunSummary>> {
+        q.tenant = caller.scope(q.tenant.as_deref())?.map(str::to_string);
         let page = self.inner.history.runs(&q).await.map_err(|e| match e {
             crate::history::Error::Store(crate::history::store::Error::BadCursor) => {
                 ApiError::bad_request(

@@ -578,6 +578,15 @@ async fn list_runs(
     Auth(c): Auth,
     Params(f): Params<RunFilter>,
 ) -> ApiResult<Page<RunSummary>> {
+    s.list_runs(&c, run_query(&f)?).await.map(Json)
+}
+
+/// Every status a run can have, in the order a run goes through them.
+pub const RUN_STATUSES: [&str; 5] = ["created", "running", "succeeded", "failed", "cancelled"];
+
+/// The history query a run filter asks (the API's and the console's): its
+/// status one of the run statuses, its times RFC 3339.
+pub fn run_query(f: &RunFilter) -> Result<RunQuery, ApiError> {
     let time = |v: &Option<String>| -> Result<Option<u64>, ApiError> {
         v.as_deref()
             .map(|t| {
@@ -592,19 +601,18 @@ async fn list_runs(
             })
             .transpose()
     };
-    const STATUSES: [&str; 5] = ["created", "running", "succeeded", "failed", "cancelled"];
     if let Some(st) = f.status.as_deref()
-        && !STATUSES.contains(&st)
+        && !RUN_STATUSES.contains(&st)
     {
         return Err(ApiError::bad_request(
             "invalid_status",
             format!(
                 "`{st}` is not a run status: use one of {}",
-                STATUSES.join(", ")
+                RUN_STATUSES.join(", ")
             ),
         ));
     }
-    let q = RunQuery {
+    Ok(RunQuery {
         tenant: f.tenant.clone(),
         flow: f.flow.clone(),
         version: f.version.clone(),
@@ -615,8 +623,7 @@ async fn list_runs(
         until: time(&f.until)?,
         cursor: f.cursor.clone(),
         limit: f.limit.unwrap_or(100),
-    };
-    s.list_runs(&c, q).await.map(Json)
+    })
 }
 
 /// A run's current state.

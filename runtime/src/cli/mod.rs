@@ -246,6 +246,11 @@ pub struct ServeArgs {
     /// --history-retention 30d`).
     #[arg(long, env = "EFLOW_HISTORY_RETENTION", value_name = "DURATION", default_value = "400d", value_parser = humantime::parse_duration)]
     pub history_retention: std::time::Duration,
+    /// Open the web console (`/ui`) without a login, as the admin: only
+    /// when listening on loopback, where whoever reaches it is on this
+    /// machine already (refused otherwise).
+    #[arg(long)]
+    pub ui_no_login: bool,
 }
 
 #[derive(Debug, Subcommand)]

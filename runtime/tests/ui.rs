@@ -1,0 +1,718 @@
+//! The web console (`/ui`) against the real `eflow` binary.
+//!
+//! Over plain HTTP: the cookies' flags, the security headers, CSRF, tenant
+//! scoping, the vendored script, and `--ui-no-login` (refused off loopback,
+//! the admin on loopback). In real headless Chromium (Debian's `chromium`),
+//! driven by Playwright for Python (`tests/ui/console.py`, installed into a
+//! virtualenv under the target directory the first time, pinned in
+//! `tests/ui/requirements.txt`; never `playwright install`): every page,
+//! filters, pages, approve, reject, cancel, tenant scoping, axe-core
+//! (vendored in `tests/ui/`, never served by the product), no console error
+//! and no request to another host; screenshots of every page under
+//! `target/tmp/ui-screenshots/`. Without chromium or the Python packages the
+//! browser test is skipped with the reason, and fails when `CI` is set.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::binary::{Eflow, eflow};
+use common::{ADMIN, Api, DEADLINE, poll_until};
+use serde_json::{Value, json};
+
+/// A flow with an approval whose subject is an evaluation, after a fan-out;
+/// a run that waits an hour; a run that fails.
+const SOURCE: &str = r#"
+from "std/ml" import Model, Evaluation, ModelVersion, RegisterModel, Stage
+from "std/approval" import Approve
+
+remote step TrainIt(name: String) -> Model
+remote step Score(segment: String) -> Float
+remote step EvalIt(model: Model) -> Evaluation
+remote step Slow(x: Int) -> Int
+remote step Boom(x: Int) -> Int
+
+flow Retrain(model_name: String, segments: List<String> = ["north", "south", "west"]) -> ModelVersion? {
+    let model = TrainIt(name: model_name)
+    let scores = for s in segments join all {
+        Score(segment: s)
+    }
+    let eval = EvalIt(model: model)
+        after scores
+    let decision = Approve(subject: eval, summary: "Register the retrained model?")
+    when decision.approved {
+        let version = RegisterModel(name: model_name, model: model, evaluation: eval, stage: Stage.Staging)
+    }
+    return version
+}
+
+flow Long(x: Int = 1) -> Int {
+    let s = Slow(x: x)
+    return s
+}
+
+flow Flaky(x: Int = 1) -> Int {
+    let b = Boom(x: x)
+    return b
+}
+
+bindings dev {
+    TrainIt = sim { duration: 20ms, failure_rate: 0.0 }
+    Score = sim { duration: 10ms, failure_rate: 0.0 }
+    EvalIt = sim { duration: 20ms, failure_rate: 0.0 }
+    Slow = sim { duration: 1h, failure_rate: 0.0 }
+    Boom = sim { duration: 10ms, failure_rate: 1.0 }
+    Approve = approval { channel: "ui" }
+    RegisterModel = registry { kind: "model" }
+}
+"#;
+
+/// How many children the wide run's fan-out has: its events fill more than one page.
+const WIDE: usize = 60;
+
+/// What the tests made: tokens and runs, as the browser script reads them.
+struct World {
+    api: Api,
+    a_token: String,
+    b_token: String,
+    retrain: Vec<String>,
+    wide: String,
+    long: String,
+    failed: String,
+    failed_code: String,
+    b_run: String,
+}
+
+async fn world(server: &Eflow) -> World {
+    let api = Api::new(format!("http://{}", server.addr));
+    let a_token = api.create_tenant("acme", json!({})).await;
+    let b_token = api.create_tenant("globex", json!({})).await;
+    for t in [&a_token, &b_token] {
+        api.deploy_source(t, &[("console.eflow", SOURCE)]).await;
+    }
+    let id = |v: Value| v["id"].as_str().expect("a run id").to_string();
+    let mut retrain = Vec::new();
+    for name in ["churn", "ltv", "fraud"] {
+        retrain.push(id(api
+            .start(&a_token, "Retrain", json!({ "model_name": name }))
+            .await));
+    }
+    let segments: Vec<String> = (0..WIDE).map(|i| format!("segment-{i}")).collect();
+    let wide = id(api
+        .start(
+            &a_token,
+            "Retrain",
+            json!({ "model_name": "wide", "segments": segments }),
+        )
+        .await);
+    let long = id(api.start(&a_token, "Long", json!({})).await);
+    let failed = id(api.start(&a_token, "Flaky", json!({})).await);
+    let failed_view = api.wait_finished(&a_token, &failed).await;
+    assert_eq!(failed_view["status"], "failed", "{failed_view}");
+    let failed_code = failed_view["error"]["code"]
+        .as_str()
+        .expect("an error code")
+        .to_string();
+    let b_run = id(api.start(&b_token, "Long", json!({})).await);
+    // A schedule far from firing: the overview lists it with its next fire time.
+    api.post(
+        Some(&a_token),
+        "/v1/schedules",
+        &json!({ "flow": "Long", "cron": "0 3 1 1 *", "timezone": "Europe/Berlin", "key": "yearly" }),
+    )
+    .await
+    .ok("a schedule");
+    // Every Retrain run waits for its decision, so the pages show what they will keep showing.
+    poll_until("four approvals to wait", DEADLINE, || async {
+        let list = api
+            .get(Some(&a_token), "/v1/approvals")
+            .await
+            .ok("approvals");
+        (list.as_array().map_or(0, Vec::len) == 4).then_some(())
+    })
+    .await;
+    api.history_caught_up().await;
+    World {
+        api,
+        a_token,
+        b_token,
+        retrain,
+        wide,
+        long,
+        failed,
+        failed_code,
+        b_run,
+    }
+}
+
+// ---- plain HTTP -----------------------------------------------------------------
+
+/// A browser's cookies, by hand: name → value.
+#[derive(Default, Clone)]
+struct Jar(std::collections::BTreeMap<String, String>);
+
+impl Jar {
+    fn take(&mut self, res: &reqwest::Response) -> Vec<String> {
+        let mut set = Vec::new();
+        for v in res.headers().get_all(reqwest::header::SET_COOKIE) {
+            let v = v.to_str().expect("ascii").to_string();
+            let (kv, _) = v.split_once(';').unwrap_or((&v, ""));
+            let (k, val) = kv.split_once('=').expect("name=value");
+            if v.contains("Max-Age=0") {
+                self.0.remove(k);
+            } else {
+                self.0.insert(k.to_string(), val.to_string());
+            }
+            set.push(v);
+        }
+        set
+    }
+
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// A client that follows no redirect: the test looks at each answer.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+async fn get(base: &str, jar: &mut Jar, path: &str) -> (u16, String, reqwest::header::HeaderMap) {
+    let res = client()
+        .get(format!("{base}{path}"))
+        .header(reqwest::header::COOKIE, jar.header())
+        .send()
+        .await
+        .expect("GET");
+    jar.take(&res);
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    (status, res.text().await.expect("body"), headers)
+}
+
+async fn post(base: &str, jar: &mut Jar, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let res = client()
+        .post(format!("{base}{path}"))
+        .header(reqwest::header::COOKIE, jar.header())
+        .form(form)
+        .send()
+        .await
+        .expect("POST");
+    jar.take(&res);
+    let status = res.status().as_u16();
+    let location = res
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|l| l.to_str().unwrap_or_default().to_string());
+    let body = res.text().await.expect("body");
+    (status, location.unwrap_or(body))
+}
+
+/// The value of the first hidden `csrf` field of a page.
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("a csrf field in {html}"));
+    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').expect("end of value")].to_string()
+}
+
+/// Logs in with `token`; returns the session's cookies.
+async fn login(base: &str, token: &str) -> Jar {
+    let mut jar = Jar::default();
+    let (status, page, _) = get(base, &mut jar, "/ui/login").await;
+    assert_eq!(status, 200, "{page}");
+    let csrf = csrf_of(&page);
+    let (status, to) = post(
+        base,
+        &mut jar,
+        "/ui/login",
+        &[("token", token), ("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!((status, to.as_str()), (303, "/ui"), "login");
+    jar
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
+    let server = eflow("ui-http", &[]).await;
+    let w = world(&server).await;
+    let base = w.api.base.clone();
+
+    // No session: to the login page, with a CSRF seed cookie and its flags.
+    let mut jar = Jar::default();
+    let res = client()
+        .get(format!("{base}/ui/runs"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(res.status().as_u16(), 303);
+    assert_eq!(res.headers()["location"], "/ui/login?next=%2Fui%2Fruns");
+    let set = jar.take(&res);
+    assert!(
+        set.iter().any(|c| c.starts_with("eflow_csrf=")
+            && c.contains("HttpOnly")
+            && c.contains("SameSite=Strict")
+            && c.contains("Path=/ui")
+            && !c.contains("Secure")),
+        "{set:?}"
+    );
+    let (_, page, headers) = get(&base, &mut jar, "/ui/login").await;
+    let csp = headers["content-security-policy"].to_str().expect("csp");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["cache-control"], "no-store");
+    let csrf = csrf_of(&page);
+    assert!(
+        !page.contains("<code>Secure</code>"),
+        "no HTTPS note on loopback: {page}"
+    );
+
+    // A login form from elsewhere, a wrong token, then the right one.
+    let (status, _) = post(
+        &base,
+        &mut jar,
+        "/ui/login",
+        &[("token", &w.a_token), ("csrf", "forged")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = post(
+        &base,
+        &mut jar,
+        "/ui/login",
+        &[("token", "eflow_nope"), ("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let res = client()
+        .post(format!("{base}/ui/login"))
+        .header(reqwest::header::COOKIE, jar.header())
+        .form(&[("token", w.a_token.as_str()), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(res.status().as_u16(), 303);
+    let set = jar.take(&res);
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("eflow_session="))
+        .unwrap_or_else(|| panic!("a session cookie in {set:?}"));
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
+        assert!(session.contains(flag), "{session}");
+    }
+    // The login renewed the seed: a form of before it no longer passes.
+    assert!(set.iter().any(|c| c.starts_with("eflow_csrf=")), "{set:?}");
+    let (status, _) = post(
+        &base,
+        &mut jar,
+        &format!("/ui/runs/{}/cancel", w.long),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // Pages as tenant A.
+    let (status, page, _) = get(&base, &mut jar, "/ui/runs").await;
+    assert_eq!(status, 200);
+    for id in w.retrain.iter().chain([&w.wide, &w.long, &w.failed]) {
+        assert!(page.contains(id.as_str()), "run {id} in the list");
+    }
+    assert!(
+        !page.contains(&w.b_run),
+        "tenant B's run in tenant A's list"
+    );
+    let (status, page, _) = get(
+        &base,
+        &mut jar,
+        &format!("/ui/runs?error={}", w.failed_code),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&w.failed) && !page.contains(&w.long),
+        "{page}"
+    );
+    let (status, page, _) = get(&base, &mut jar, "/ui/approvals").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        page.matches("<article class=\"approval\"").count(),
+        4,
+        "{page}"
+    );
+    assert!(
+        page.contains("primary_metric"),
+        "the evaluation is shown: {page}"
+    );
+    let (status, page, _) = get(&base, &mut jar, &format!("/ui/runs/{}", w.wide)).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("{WIDE} of {WIDE} done")), "{page}");
+    let (status, _, headers) = get(&base, &mut jar, "/ui/static/htmx.min.js").await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .expect("ct")
+            .starts_with("text/javascript")
+    );
+
+    // Forms: a missing or wrong CSRF token changes nothing; the right one cancels.
+    let cancel = format!("/ui/runs/{}/cancel", w.long);
+    let (status, _) = post(&base, &mut jar, &cancel, &[]).await;
+    assert_eq!(status, 400);
+    let (status, _) = post(&base, &mut jar, &cancel, &[("csrf", "forged")]).await;
+    assert_eq!(status, 403);
+    assert_eq!(w.api.run(&w.a_token, &w.long).await["status"], "running");
+    let (_, page, _) = get(&base, &mut jar, &format!("/ui/runs/{}", w.long)).await;
+    let good = csrf_of(&page);
+    let (status, to) = post(&base, &mut jar, &cancel, &[("csrf", &good)]).await;
+    assert_eq!((status, to), (303, format!("/ui/runs/{}", w.long)));
+    assert_eq!(w.api.run(&w.a_token, &w.long).await["status"], "cancelled");
+
+    // Tenant B: none of A's runs, by list or by URL, nor its actions.
+    let mut b = login(&base, &w.b_token).await;
+    let (_, page, _) = get(&base, &mut b, "/ui/runs").await;
+    assert!(page.contains(&w.b_run));
+    for id in w.retrain.iter().chain([&w.wide, &w.failed]) {
+        assert!(!page.contains(id.as_str()), "A's run {id} shown to B");
+        let (status, _, _) = get(&base, &mut b, &format!("/ui/runs/{id}")).await;
+        assert_eq!(status, 404, "A's run {id} opened by B");
+    }
+    let (_, page, _) = get(&base, &mut b, "/ui/approvals").await;
+    assert!(page.contains("No decision is waiting"), "{page}");
+    let b_csrf = csrf_of(&page);
+    let decide = format!("/ui/runs/{}/approvals/decision", w.retrain[0]);
+    let (status, _) = post(
+        &base,
+        &mut b,
+        &decide,
+        &[("csrf", &b_csrf), ("decision", "approve")],
+    )
+    .await;
+    assert_eq!(status, 404);
+    let a_approvals = w
+        .api
+        .get(Some(&w.a_token), "/v1/approvals")
+        .await
+        .ok("approvals");
+    assert_eq!(
+        a_approvals.as_array().map_or(0, Vec::len),
+        4,
+        "B decided A's approval"
+    );
+
+    // A decision on the run's page goes back to the run.
+    let run_page = format!("/ui/runs/{}", w.retrain[1]);
+    let (_, page, _) = get(&base, &mut jar, &run_page).await;
+    assert!(
+        page.contains(&format!("data-approval=\"{}/decision\"", w.retrain[1])),
+        "{page}"
+    );
+    let (status, to) = post(
+        &base,
+        &mut jar,
+        &format!("{run_page}/approvals/decision"),
+        &[
+            ("csrf", &csrf_of(&page)),
+            ("decision", "reject"),
+            ("comment", "not this one"),
+            ("back", "run"),
+        ],
+    )
+    .await;
+    assert_eq!((status, to), (303, run_page.clone()));
+    let decided = w
+        .api
+        .get(Some(&w.a_token), "/v1/approvals?pending=false")
+        .await
+        .ok("approvals");
+    let decided = decided
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["run"] == w.retrain[1].as_str()))
+        .map(|a| a["decision"].clone())
+        .unwrap_or(Value::Null);
+    assert_eq!(decided["outcome"], "Rejected", "{decided}");
+    assert_eq!(decided["comment"], "not this one", "{decided}");
+    assert_eq!(decided["reviewer"], "default", "{decided}");
+    let (_, page, _) = get(&base, &mut jar, &run_page).await;
+    assert!(
+        !page.contains("data-approval="),
+        "decided, no longer asked: {page}"
+    );
+
+    // What a tenant writes is shown as text, never as markup.
+    let hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+    let run = w
+        .api
+        .start(
+            &w.a_token,
+            "Retrain",
+            json!({ "model_name": hostile, "segments": [hostile] }),
+        )
+        .await;
+    let run = run["id"].as_str().expect("id");
+    for path in [format!("/ui/runs/{run}"), format!("/ui/runs/{run}/live")] {
+        let (status, page, _) = get(&base, &mut jar, &path).await;
+        assert_eq!(status, 200);
+        assert!(
+            !page.contains("<script>alert") && !page.contains("<img src=x"),
+            "{page}"
+        );
+        // The input is on the page, not in its live part.
+        if !path.ends_with("/live") {
+            assert!(
+                page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+                "{page}"
+            );
+        }
+    }
+    w.api
+        .post(
+            Some(&w.a_token),
+            &format!("/v1/runs/{run}/cancel"),
+            &json!({}),
+        )
+        .await
+        .ok("cancel the hostile run");
+
+    // A login goes on to the console page asked for, and nowhere else.
+    for (next, to) in [
+        ("/ui/approvals", "/ui/approvals"),
+        ("//evil.example/ui", "/ui"),
+        ("https://evil.example/", "/ui"),
+    ] {
+        let mut fresh = Jar::default();
+        let (_, page, _) = get(&base, &mut fresh, "/ui/login").await;
+        let (status, location) = post(
+            &base,
+            &mut fresh,
+            "/ui/login",
+            &[
+                ("token", &w.a_token),
+                ("csrf", &csrf_of(&page)),
+                ("next", next),
+            ],
+        )
+        .await;
+        assert_eq!((status, location.as_str()), (303, to), "next {next}");
+    }
+
+    // Logging out ends the session.
+    let (_, page, _) = get(&base, &mut jar, "/ui").await;
+    let (status, to) = post(&base, &mut jar, "/ui/logout", &[("csrf", &csrf_of(&page))]).await;
+    assert_eq!((status, to.as_str()), (303, "/ui/login"));
+    let (status, _, _) = get(&base, &mut jar, "/ui").await;
+    assert_eq!(status, 303);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_login_is_the_admin_on_loopback_and_refused_elsewhere() {
+    let out = Command::new(env!("CARGO_BIN_EXE_eflow"))
+        .args(["serve", "--ui-no-login", "--listen", "0.0.0.0:0", "--data"])
+        .arg(std::env::temp_dir().join(format!("eflow-ui-refused-{}", std::process::id())))
+        .output()
+        .expect("run eflow serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--ui-no-login") && stderr.contains("loopback"),
+        "{stderr}"
+    );
+
+    let server = eflow("ui-open", &["--ui-no-login"]).await;
+    let base = format!("http://{}", server.addr);
+    let mut jar = Jar::default();
+    let (status, page, _) = get(&base, &mut jar, "/ui").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("(admin)"), "{page}");
+    let api = Api::new(base.clone());
+    let token = api.create_tenant("acme", json!({})).await;
+    api.deploy_source(&token, &[("console.eflow", SOURCE)])
+        .await;
+    let run = api.start(&token, "Long", json!({})).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (status, page, _) = get(&base, &mut jar, &format!("/ui/runs/{run}")).await;
+    assert_eq!(status, 200, "{page}");
+    // Forms still need the CSRF token.
+    let cancel = format!("/ui/runs/{run}/cancel");
+    let (status, _) = post(&base, &mut jar, &cancel, &[("csrf", "forged")]).await;
+    assert_eq!(status, 403);
+    assert_eq!(api.run(&token, &run).await["status"], "running");
+    let (status, _) = post(&base, &mut jar, &cancel, &[("csrf", &csrf_of(&page))]).await;
+    assert_eq!(status, 303);
+    let view = api.wait_finished(&token, &run).await;
+    assert_eq!(view["status"], "cancelled", "{view}");
+    let events = api
+        .get(Some(&token), &format!("/v1/runs/{run}/events"))
+        .await
+        .ok("events");
+    assert!(
+        events
+            .to_string()
+            .contains("cancelled in the web console by console (no login)"),
+        "{events}"
+    );
+}
+
+// ---- the browser ------------------------------------------------------------------
+
+fn skip_or_fail(why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("the console's browser test cannot run in CI: {why}");
+    }
+    eprintln!("skipped: the console's browser test cannot run: {why}");
+}
+
+fn ui_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
+}
+
+/// A virtualenv with Playwright (its driver comes in the wheel; no browser
+/// is downloaded: the test uses Debian's chromium).
+fn venv() -> Result<PathBuf, String> {
+    let requirements =
+        std::fs::read_to_string(ui_dir().join("requirements.txt")).map_err(|e| e.to_string())?;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-venv");
+    let python = dir.join("bin/python");
+    let stamp = dir.join("requirements.txt");
+    if python.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirements) {
+        return Ok(python);
+    }
+    let system = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let made = Command::new(&system)
+        .args(["-m", "venv", "--clear"])
+        .arg(&dir)
+        .status()
+        .map_err(|e| format!("`{system}` is not available: {e}"))?;
+    if !made.success() {
+        return Err(format!(
+            "`{system} -m venv` failed (Debian: apt-get install -y python3-venv)"
+        ));
+    }
+    let installed = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(ui_dir().join("requirements.txt"))
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !installed.success() {
+        return Err("pip could not install runtime/tests/ui/requirements.txt".into());
+    }
+    std::fs::write(&stamp, requirements).map_err(|e| e.to_string())?;
+    Ok(python)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_chromium() {
+    let chromium = std::env::var("EFLOW_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return skip_or_fail(&format!(
+            "no {chromium} (Debian: apt-get install -y chromium)"
+        ));
+    }
+    let python = match venv() {
+        Ok(p) => p,
+        Err(why) => return skip_or_fail(&why),
+    };
+    let server = eflow("ui-browser", &[]).await;
+    let w = world(&server).await;
+    let mut a_runs = w.retrain.clone();
+    a_runs.extend([w.wide.clone(), w.long.clone(), w.failed.clone()]);
+    let facts = json!({
+        "admin_token": ADMIN,
+        "a_token": w.a_token,
+        "b_token": w.b_token,
+        "a_runs": a_runs,
+        "retrain": w.retrain,
+        "wide": w.wide,
+        "wide_children": WIDE,
+        "long": w.long,
+        "failed": { "id": w.failed, "code": w.failed_code },
+        "b_run": w.b_run,
+        "b_run_admin": w.b_run,
+    });
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).expect("screenshots dir");
+    let script = ui_dir().join("console.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .env("EFLOW_URL", format!("http://{}", server.addr))
+            .env("EFLOW_UI_FACTS", facts.to_string())
+            .env("EFLOW_UI_SHOTS", &shots)
+            .env("EFLOW_UI_AXE", ui_dir().join("axe.min.js"))
+            .env("EFLOW_CHROMIUM", chromium)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .map(|o| (o, server))
+    })
+    .await
+    .expect("join")
+    .expect("run the browser script");
+    let (out, _server) = out;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser script failed:\n{stdout}\n{stderr}"
+    );
+    println!("{stdout}");
+
+    // What the browser did, as the API sees it.
+    let done: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("the script's summary: {stdout}"));
+    let decision = |run: &str| {
+        let api = w.api.clone();
+        let token = w.a_token.clone();
+        let run = run.to_string();
+        async move {
+            let all = api
+                .get(Some(&token), "/v1/approvals?pending=false")
+                .await
+                .ok("approvals");
+            all.as_array()
+                .and_then(|a| a.iter().find(|x| x["run"] == run.as_str()).cloned())
+                .map(|a| a["decision"].clone())
+                .unwrap_or(Value::Null)
+        }
+    };
+    let approved = decision(done["approved"].as_str().expect("approved")).await;
+    assert_eq!(approved["outcome"], "Approved", "{approved}");
+    assert_eq!(
+        approved["comment"], "looks good: AUC above the bar",
+        "{approved}"
+    );
+    let rejected = decision(done["rejected"].as_str().expect("rejected")).await;
+    assert_eq!(rejected["outcome"], "Rejected", "{rejected}");
+    assert_eq!(w.api.run(&w.a_token, &w.long).await["status"], "cancelled");
+    // The forged cancel changed nothing.
+    assert_eq!(
+        w.api.run(&w.a_token, &w.retrain[2]).await["status"],
+        "running"
+    );
+}

@@ -1,0 +1,361 @@
+"""The web console in real headless Chromium, driven by Playwright.
+
+Started by `runtime/tests/ui.rs`, which runs the real `eflow` server, makes
+tenants, flows and runs through the API, and passes what it made in
+`EFLOW_UI_FACTS`. This script uses the console as people do (log in, filter,
+page, open a run, approve, reject, cancel, log out), checks tenant scoping,
+runs axe-core on every page, fails on any console error or any request to a
+host other than the server, saves a screenshot of every page, and prints what
+it did as JSON on its last line for the Rust side to check through the API.
+"""
+
+import json
+import os
+import sys
+import urllib.parse
+
+from playwright.sync_api import expect, sync_playwright
+
+BASE = os.environ["EFLOW_URL"].rstrip("/")
+HOST = urllib.parse.urlsplit(BASE).netloc
+FACTS = json.loads(os.environ["EFLOW_UI_FACTS"])
+SHOTS = os.environ["EFLOW_UI_SHOTS"]
+with open(os.environ["EFLOW_UI_AXE"], encoding="utf-8") as f:
+    AXE = f.read()
+CHROMIUM = os.environ.get("EFLOW_CHROMIUM", "/usr/bin/chromium")
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+problems = []
+shots = []
+
+# Deadlines for what the pages must come to show, generous for a busy CI
+# machine (a test waits for a state, it never times one).
+expect.set_options(timeout=20_000)
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+class Watched:
+    """A browser context whose pages are watched: console errors, uncaught
+    errors, and requests to any host but the server (which are also refused)."""
+
+    def __init__(self, browser, name):
+        self.name = name
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.context.route(lambda url: urllib.parse.urlsplit(url).netloc != HOST, self.refuse)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(30_000)
+        self.page.on("console", self.console)
+        self.page.on("pageerror", lambda e: problems.append(f"{self.name}: uncaught error on {self.page.url}: {e}"))
+        self.page.on("request", self.request)
+        # Pages the test opens to see them refused: the browser logs their
+        # status as a console error, which is the point there.
+        self.refused = set()
+
+    def refuse(self, route):
+        problems.append(f"{self.name}: a request left the server: {route.request.url}")
+        route.abort()
+
+    def console(self, msg):
+        expected = msg.location.get("url") in self.refused and msg.text.startswith(
+            "Failed to load resource: the server responded with a status of 4"
+        )
+        if msg.type == "error" and not expected:
+            problems.append(f"{self.name}: console error on {self.page.url}: {msg.text}")
+
+    def request(self, req):
+        if urllib.parse.urlsplit(req.url).netloc != HOST:
+            problems.append(f"{self.name}: request to another host: {req.url}")
+
+    def goto(self, path, refused=False):
+        if refused:
+            self.refused.add(BASE + path)
+        resp = self.page.goto(BASE + path)
+        self.page.wait_for_load_state("load")
+        return resp
+
+    def login(self, token):
+        self.goto("/ui")
+        expect(self.page).to_have_url(BASE + "/ui/login")
+        self.page.fill("#token", token)
+        self.page.click("form.login button[type=submit]")
+        expect(self.page).to_have_url(BASE + "/ui")
+        expect(self.page.locator("h1")).to_have_text("Overview")
+
+    def check(self, shot):
+        """axe-core on the page as it is now, and its screenshot."""
+        axe(self.page, f"{self.name} {shot}")
+        path = os.path.join(SHOTS, f"{self.name}-{shot}.png")
+        self.page.screenshot(path=path, full_page=True)
+        shots.append(path)
+        # What a person sees first, for the docs (docs/ui/).
+        path = os.path.join(SHOTS, "top", f"{self.name}-{shot}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.page.screenshot(path=path)
+
+    def csrf(self):
+        return self.page.locator("header form input[name=csrf]").get_attribute("value")
+
+
+def axe(page, what):
+    # Evaluated through the DevTools protocol: the page's content security
+    # policy (scripts from the server only) stays as it is.
+    page.evaluate(AXE)
+    violations = page.evaluate(
+        """async () => {
+            const r = await axe.run(document, { resultTypes: ["violations"] });
+            return r.violations.map(v => ({
+                id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.slice(0, 5).map(n => n.target.join(" ")),
+            }));
+        }"""
+    )
+    if violations:
+        problems.append(f"axe on {what} ({page.url}): {json.dumps(violations, indent=1)}")
+
+
+def run_ids(page):
+    return [a.inner_text() for a in page.locator("#runs tbody tr td:first-child a").all()]
+
+
+def statuses(page):
+    return [s.inner_text() for s in page.locator("#runs tbody tr td .badge").all()]
+
+
+def main():
+    a_runs = FACTS["a_runs"]
+    retrain = FACTS["retrain"]
+    wide = FACTS["wide"]
+    long_run = FACTS["long"]
+    failed = FACTS["failed"]
+    done = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
+
+        # ---- tenant A: log in ------------------------------------------------
+        a = Watched(browser, "acme")
+        a.goto("/ui/runs")
+        expect(a.page).to_have_url(BASE + "/ui/login?next=%2Fui%2Fruns")
+        a.check("login")
+        a.refused.add(BASE + "/ui/login")
+        a.page.fill("#token", "eflow_not-a-token")
+        a.page.click("form.login button[type=submit]")
+        expect(a.page.locator("p.error")).to_be_visible()
+        # The login goes on to the page asked for.
+        a.page.fill("#token", FACTS["a_token"])
+        a.page.click("form.login button[type=submit]")
+        expect(a.page).to_have_url(BASE + "/ui/runs")
+        a.goto("/ui")
+        expect(a.page.locator("h1")).to_have_text("Overview")
+        expect(a.page.locator("#flows")).to_contain_text("Retrain")
+        counts = a.page.locator("#status-counts tbody tr")
+        assert counts.count() == 1, counts.count()
+        expect(counts.first.locator("th")).to_have_text("acme")
+        # One failed run; the failed count opens it.
+        failed_count = counts.first.locator("a[aria-label*=' failed runs ']")
+        expect(failed_count).to_have_text("1")
+        failed_count.click()
+        assert "status=failed" in a.page.url, a.page.url
+        assert run_ids(a.page) == [failed["id"]], run_ids(a.page)
+        a.goto("/ui")
+        expect(a.page.locator("#schedules")).to_contain_text("Long")
+        expect(a.page.locator("#schedules")).to_contain_text("Europe/Berlin")
+        a.check("overview")
+
+        # ---- runs: every filter in the URL, pages ---------------------------
+        a.goto("/ui/runs")
+        assert sorted(run_ids(a.page)) == sorted(a_runs), (run_ids(a.page), a_runs)
+        a.check("runs")
+        a.page.select_option("#f-status", "failed")
+        a.page.click("form.filters button[type=submit]")
+        assert "status=failed" in a.page.url, a.page.url
+        assert run_ids(a.page) == [failed["id"]], run_ids(a.page)
+        a.page.fill("#f-error", failed["code"])
+        a.page.click("form.filters button[type=submit]")
+        assert f"error={urllib.parse.quote(failed['code'])}" in a.page.url, a.page.url
+        assert run_ids(a.page) == [failed["id"]], run_ids(a.page)
+        a.check("runs-filtered")
+        a.goto("/ui/runs?status=running&flow=Retrain")
+        assert set(statuses(a.page)) == {"running"}, statuses(a.page)
+        assert sorted(run_ids(a.page)) == sorted(retrain + [wide]), run_ids(a.page)
+        a.goto("/ui/runs?error=NoSuchCode")
+        expect(a.page.locator("#no-runs")).to_be_visible()
+        a.goto("/ui/runs?since=2999-01-01T00:00")
+        expect(a.page.locator("#no-runs")).to_be_visible()
+        a.goto("/ui/runs?until=2999-01-01T00:00")
+        assert sorted(run_ids(a.page)) == sorted(a_runs)
+        a.goto("/ui/runs?status=bogus", refused=True)
+        expect(a.page.locator("p.error")).to_contain_text("invalid_status")
+        # Two at a time, following "Next page" to the end: each run once.
+        a.goto("/ui/runs?limit=2")
+        seen = []
+        for _ in range(100):
+            page_ids = run_ids(a.page)
+            assert 1 <= len(page_ids) <= 2, page_ids
+            seen += page_ids
+            nxt = a.page.locator("a[rel=next]")
+            if nxt.count() == 0:
+                break
+            nxt.click()
+            a.page.wait_for_load_state("load")
+            assert "cursor=" in a.page.url and "limit=2" in a.page.url, a.page.url
+        assert sorted(seen) == sorted(a_runs), (seen, a_runs)
+        a.check("runs-last-page")
+
+        # ---- a run: graph, steps, events paged -------------------------------
+        a.goto("/ui/runs/" + urllib.parse.quote(wide, safe=""))
+        expect(a.page.locator("#run-status")).to_have_text("running")
+        nodes = a.page.locator("svg.graph g.node")
+        assert nodes.count() == 5, nodes.count()
+        fan = a.page.locator("svg.graph g.node.fan-out")
+        assert fan.count() == 1, fan.count()
+        expect(fan).to_contain_text(f"{FACTS['wide_children']} of {FACTS['wide_children']} done")
+        a.check("run")
+        first = [int(t) for t in a.page.locator("#event-log tbody tr td:first-child").all_inner_texts()]
+        assert len(first) == 50, len(first)
+        a.page.click("a[rel=next]")
+        a.page.wait_for_load_state("load")
+        second = [int(t) for t in a.page.locator("#event-log tbody tr td:first-child").all_inner_texts()]
+        assert second and second[0] == first[-1] + 1, (first[-1], second[:3])
+        a.check("run-events-page-2")
+
+        # ---- approvals: what is decided on, approve, reject, pages ----------
+        a.goto("/ui/approvals")
+        cards = a.page.locator("article.approval")
+        assert cards.count() == len(retrain) + 1, cards.count()
+        evidence = a.page.locator(".evidence").first
+        expect(evidence).to_contain_text("primary_metric")
+        expect(evidence).to_contain_text("metrics")
+        a.check("approvals")
+        a.goto("/ui/approvals?limit=1")
+        first_card = a.page.locator("form.decide").get_attribute("data-approval")
+        a.page.click("a[rel=next]")
+        second_card = a.page.locator("form.decide").get_attribute("data-approval")
+        assert first_card != second_card, first_card
+        a.goto("/ui/approvals")
+        form = a.page.locator(f'form.decide[data-approval="{retrain[0]}/decision"]')
+        form.locator("textarea").fill("looks good: AUC above the bar")
+        form.locator("button.approve").click()
+        expect(a.page.locator("p.notice")).to_contain_text("Approved")
+        done["approved"] = retrain[0]
+        form = a.page.locator(f'form.decide[data-approval="{retrain[1]}/decision"]')
+        form.locator("textarea").fill("the metrics are off")
+        form.locator("button.danger").click()
+        expect(a.page.locator("p.notice")).to_contain_text("Rejected")
+        done["rejected"] = retrain[1]
+        assert a.page.locator("article.approval").count() == len(retrain) - 1
+        a.check("approvals-after")
+
+        # A run's page follows the run (htmx) without being loaded again: a
+        # decision made elsewhere (the API) shows up on the open page.
+        a.goto("/ui/runs/" + urllib.parse.quote(wide, safe=""))
+        expect(a.page.locator("#run-status")).to_have_text("running")
+        a.page.evaluate("() => { window.stillTheSamePage = true; }")
+        decided = a.page.request.post(
+            BASE + "/v1/runs/" + urllib.parse.quote(wide, safe="") + "/approvals/decision",
+            headers={"Authorization": "Bearer " + FACTS["a_token"]},
+            data={"approve": False, "comment": "decided through the API"},
+        )
+        assert decided.ok, decided.status
+        expect(a.page.locator("#run-status")).to_have_text("succeeded", timeout=30_000)
+        assert a.page.evaluate("() => window.stillTheSamePage === true"), "the page was loaded again"
+        expect(a.page.locator("svg.graph g.node.st-skipped")).to_have_count(1)
+
+        # The approved run goes on to the end; its page follows it (htmx).
+        a.goto("/ui/runs/" + urllib.parse.quote(retrain[0], safe=""))
+        expect(a.page.locator("#run-status")).to_have_text("succeeded", timeout=30_000)
+        a.check("run-succeeded")
+
+        # ---- cancel, and a forged form refused --------------------------------
+        a.goto("/ui/runs/" + urllib.parse.quote(retrain[2], safe=""))
+        expect(a.page.locator(f'#decide form.decide[data-approval="{retrain[2]}/decision"]')).to_have_count(1)
+        expect(a.page.locator("#decide .evidence")).to_contain_text("metrics")
+        a.check("run-waiting")
+        forged = a.page.request.post(
+            BASE + "/ui/runs/" + urllib.parse.quote(retrain[2], safe="") + "/cancel",
+            form={"csrf": "forged"},
+        )
+        assert forged.status == 403, forged.status
+        a.goto("/ui/runs/" + urllib.parse.quote(long_run, safe=""))
+        a.page.click("#cancel")
+        expect(a.page.locator("#run-status")).to_have_text("cancelled")
+        done["cancelled"] = long_run
+        a.check("run-cancelled")
+
+        # ---- tenant B sees none of A ------------------------------------------
+        b = Watched(browser, "globex")
+        b.login(FACTS["b_token"])
+        expect(b.page.locator("#status-counts")).not_to_contain_text("acme")
+        expect(b.page.locator("#schedules")).to_have_count(0)
+        b.check("overview")
+        b.goto("/ui/runs")
+        shown = run_ids(b.page)
+        assert shown == [FACTS["b_run"]], shown
+        content = b.page.content()
+        leaked = [r for r in a_runs if r in content]
+        assert not leaked, leaked
+        b.goto("/ui/approvals")
+        expect(b.page.locator("#no-approvals")).to_be_visible()
+        b.check("approvals")
+        for path in ["", "/live"]:
+            resp = b.goto("/ui/runs/" + urllib.parse.quote(retrain[2], safe="") + path, refused=True)
+            assert resp.status == 404, (path, resp.status)
+        expect(b.page.locator("h1")).to_have_text("Not found")
+        b.check("other-tenants-run")
+        b.goto("/ui/runs")
+        refused = b.page.request.post(
+            BASE + "/ui/runs/" + urllib.parse.quote(retrain[2], safe="") + "/cancel",
+            form={"csrf": b.csrf()},
+        )
+        assert refused.status == 404, refused.status
+        refused = b.page.request.post(
+            BASE + "/ui/runs/" + urllib.parse.quote(retrain[2], safe="") + "/approvals/decision",
+            form={"csrf": b.csrf(), "decision": "approve", "comment": ""},
+        )
+        assert refused.status == 404, refused.status
+
+        # ---- the admin sees every tenant --------------------------------------
+        admin = Watched(browser, "admin")
+        admin.login(FACTS["admin_token"])
+        admin.check("overview")
+        admin.goto("/ui/runs")
+        ids = run_ids(admin.page)
+        assert FACTS["b_run_admin"] in ids, ids
+        admin.check("runs")
+        admin.goto("/ui/runs?tenant=globex")
+        assert run_ids(admin.page) == [FACTS["b_run_admin"]], run_ids(admin.page)
+
+        # ---- log out ---------------------------------------------------------
+        a.goto("/ui")
+        a.page.click("header form button[type=submit]")
+        expect(a.page).to_have_url(BASE + "/ui/login")
+        a.goto("/ui/approvals")
+        expect(a.page).to_have_url(BASE + "/ui/login?next=%2Fui%2Fapprovals")
+
+        for w in (a, b, admin):
+            w.context.close()
+        browser.close()
+
+    assert not problems, f"{len(problems)} problems"
+    say(f"{len(shots)} screenshots in {SHOTS}")
+    print(json.dumps(done), flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as e:
+        for p_ in problems:
+            say("PROBLEM:", p_)
+        say("FAILED:", repr(e))
+        sys.exit(1)
