@@ -266,6 +266,17 @@ impl Server {
         let store = Store::open(&options.store, options.durability)
             .await
             .with_context(|| format!("cannot open the store {}", redact(&options.store)))?;
+        if options.bus != "local" {
+            // Every process of a cluster must route a run to the same shard.
+            let shards = options.shards.max(1).to_string();
+            let recorded = store.setting_or_insert("shards", shards.as_bytes()).await?;
+            let recorded = String::from_utf8_lossy(&recorded);
+            if recorded != shards {
+                anyhow::bail!(
+                    "--shards {shards}: this cluster's store was first served with --shards {recorded}, and every process of a cluster must use the same count (it decides which engine a run's inputs go to): start with --shards {recorded}"
+                );
+            }
+        }
         let deployments = engine::Deployments::new(store.clone(), options.bundle_cache_bytes);
         let bus = Bus::open(
             &options.bus,

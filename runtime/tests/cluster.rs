@@ -1,0 +1,200 @@
+//! Several `eflow serve` processes as one cluster, against the real binary:
+//! one PostgreSQL schema holds the state, one NATS JetStream prefix is the
+//! bus. The engines share the shards; a `kill -9` moves the dead one's
+//! shards to the survivor once its leases lapse; a new engine takes its
+//! share back; and every run finishes once, its log without gaps or
+//! repeats. Skipped with a reason when PostgreSQL or NATS is unreachable
+//! outside CI; failed in CI.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::binary::{Eflow, eflow};
+use common::{ADMIN, Api, poll_until};
+use serde_json::{Value, json};
+
+const FLOW: &str = r#"
+record Model { auc: Float }
+
+remote step Train(customer: String) -> Model
+remote step Evaluate(customer: String) -> Model
+
+flow Retrain(customer: String) -> Model {
+    let m = Train(customer: customer)
+    let e = Evaluate(customer: customer)
+    return e
+}
+
+bindings dev {
+    Train = sim { duration: 1s, failure_rate: 0.0, seed: 1 }
+    Evaluate = sim { duration: 300ms, failure_rate: 0.0, seed: 2 }
+}
+"#;
+
+const SHARDS: usize = 8;
+
+async fn member(name: &str, store: &str, bus: &str) -> Eflow {
+    let shards = SHARDS.to_string();
+    eflow(
+        name,
+        &[
+            "--store",
+            store,
+            "--history-store",
+            store,
+            "--bus",
+            bus,
+            "--shards",
+            &shards,
+        ],
+    )
+    .await
+}
+
+/// Shards held per owner, as `GET /v1/cluster` shows them.
+async fn holders(api: &Api) -> BTreeMap<String, usize> {
+    let c = api.get(Some(ADMIN), "/v1/cluster").await.ok("cluster");
+    let mut by = BTreeMap::new();
+    for s in c["shards"].as_array().expect("shards") {
+        if s["held"] == true {
+            *by.entry(s["owner"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    by
+}
+
+async fn wait_for_shares(api: &Api, what: &str, want: &[usize]) -> BTreeMap<String, usize> {
+    poll_until(what, Duration::from_secs(60), || async {
+        let h = holders(api).await;
+        let mut got: Vec<usize> = h.values().copied().collect();
+        got.sort_unstable();
+        (got == want).then_some(h)
+    })
+    .await
+}
+
+async fn start_runs(api: &Api, token: &str, from: usize, to: usize) {
+    for i in from..to {
+        let r = api
+            .post(
+                Some(token),
+                "/v1/runs",
+                &json!({"flow": "Retrain", "id": format!("c-{i}"), "input": {"customer": format!("c-{i}")}}),
+            )
+            .await;
+        assert!(r.status < 300, "start c-{i}: {r:?}");
+    }
+}
+
+/// Every run succeeded, and its log is `started`, one completion per step
+/// and the run's end, numbered 0.. without a gap or a repeat.
+async fn check_runs(api: &Api, token: &str, n: usize) {
+    for i in 0..n {
+        let id = format!("c-{i}");
+        let run = api.wait_finished(token, &id).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        let events = api
+            .get(Some(token), &format!("/v1/runs/{id}/events"))
+            .await
+            .ok("events");
+        let events = events.as_array().expect("events");
+        let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            (0..seqs.len() as u64).collect::<Vec<_>>(),
+            "{id}: {events:?}"
+        );
+        let mut done: Vec<&str> = events
+            .iter()
+            .filter(|e| e["event"]["type"] == "step_completed")
+            .map(|e| e["event"]["node"].as_str().unwrap())
+            .collect();
+        // The two steps are independent: they run at once.
+        done.sort_unstable();
+        assert_eq!(done, ["e", "m"], "{id}: each step completed once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_share_shards_and_take_over_a_killed_ones() {
+    let Some(schema) = common::postgres::Schema::create("cluster").await else {
+        return;
+    };
+    let Some(prefix) = common::nats::Prefix::create("cluster").await else {
+        return;
+    };
+    let (store, bus) = (schema.url.as_str(), prefix.url.as_str());
+    let a = member("cluster-a", store, bus).await;
+    let b = member("cluster-b", store, bus).await;
+    let api_a = Api::new(format!("http://{}", a.addr));
+    let api_b = Api::new(format!("http://{}", b.addr));
+    wait_for_shares(&api_a, "two engines to hold four shards each", &[4, 4]).await;
+
+    // Work through both APIs: each input goes to its shard's owner.
+    let token = api_a.create_tenant("acme", json!({})).await;
+    api_b
+        .deploy_source(&token, &[("retrain.eflow", FLOW)])
+        .await;
+    start_runs(&api_a, &token, 0, 40).await;
+    start_runs(&api_b, &token, 40, 80).await;
+
+    // kill -9 one engine with runs in flight: the survivor takes its shards
+    // once its leases and its member row lapse.
+    let killed = Instant::now();
+    drop(b);
+    let h = wait_for_shares(&api_a, "the survivor to hold every shard", &[SHARDS]).await;
+    eprintln!(
+        "every shard held by the survivor {:.1} s after the kill ({h:?})",
+        killed.elapsed().as_secs_f64()
+    );
+    start_runs(&api_a, &token, 80, 100).await;
+    check_runs(&api_a, &token, 100).await;
+
+    // A new engine joins: the shards are shared again, and work goes on.
+    let c = member("cluster-c", store, bus).await;
+    let api_c = Api::new(format!("http://{}", c.addr));
+    wait_for_shares(&api_c, "the newcomer to take its share", &[4, 4]).await;
+    start_runs(&api_c, &token, 100, 140).await;
+    check_runs(&api_c, &token, 140).await;
+
+    // Nothing was refused by fencing in the survivor (it never lost a
+    // shard), and the history holds every run once.
+    let metrics = reqwest::get(format!("http://{}/metrics", a.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\neflow_fenced_commits_total 0\n"),
+        "{metrics}"
+    );
+    api_a.history_caught_up().await;
+    let listed = api_a.all_runs(&token, "flow=Retrain").await;
+    let mut ids: Vec<&str> = listed.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 140, "every run once in the history");
+    // A process that would route runs to other shards is refused.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_eflow"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "4"])
+        .args(["--store", store, "--history-store", store, "--bus", bus])
+        .arg("--data")
+        .arg(common::temp_dir("cluster-refused"))
+        .env("EFLOW_LOG", "warn")
+        .output()
+        .expect("run eflow serve");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("first served with --shards 8"),
+        "{err}"
+    );
+    let cluster: Value = api_c.get(Some(ADMIN), "/v1/cluster").await.ok("cluster");
+    assert!(
+        cluster["consumers"][0]["owner"].is_string(),
+        "one history consumer is active: {cluster}"
+    );
+}
