@@ -198,3 +198,74 @@ async fn engines_share_shards_and_take_over_a_killed_ones() {
         "one history consumer is active: {cluster}"
     );
 }
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// An engine paused past its lease (SIGSTOP) loses its shards to the other;
+/// resumed (SIGCONT), it cannot write with its old leases (the commit would
+/// be fenced), notices it lost them, and takes its share back; every run
+/// finishes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_paused_past_its_lease_is_fenced_out_and_rejoins() {
+    let Some(schema) = common::postgres::Schema::create("cluster_stop").await else {
+        return;
+    };
+    let Some(prefix) = common::nats::Prefix::create("cluster_stop").await else {
+        return;
+    };
+    let (store, bus) = (schema.url.as_str(), prefix.url.as_str());
+    let a = member("cluster-stop-a", store, bus).await;
+    let b = member("cluster-stop-b", store, bus).await;
+    let api_a = Api::new(format!("http://{}", a.addr));
+    wait_for_shares(&api_a, "two engines to hold four shards each", &[4, 4]).await;
+    let token = api_a.create_tenant("acme", json!({})).await;
+    api_a
+        .deploy_source(&token, &[("retrain.eflow", FLOW)])
+        .await;
+    start_runs(&api_a, &token, 0, 60).await;
+
+    signal(b.child.id(), "STOP");
+    wait_for_shares(&api_a, "the other engine to take every shard", &[SHARDS]).await;
+    start_runs(&api_a, &token, 60, 80).await;
+    signal(b.child.id(), "CONT");
+    wait_for_shares(
+        &api_a,
+        "the resumed engine to take its share again",
+        &[4, 4],
+    )
+    .await;
+    check_runs(&api_a, &token, 80).await;
+
+    let metrics = reqwest::get(format!("http://{}/metrics", b.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        value("eflow_shards_released_total") >= 4,
+        "the paused engine lost its four shards: {metrics}"
+    );
+    eprintln!(
+        "the resumed engine: {} commits fenced, {} shards lost or given up, {} taken",
+        value("eflow_fenced_commits_total"),
+        value("eflow_shards_released_total"),
+        value("eflow_shards_taken_total")
+    );
+    drop(b);
+}

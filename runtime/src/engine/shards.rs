@@ -133,6 +133,22 @@ impl Shards {
             .collect();
         let leases = store.leases().await?;
         let plan = ownership::plan(&me, self.engine.shard_count(), &engines, &leases, now);
+        // Workers of shards this process no longer holds (its lease lapsed
+        // while it was paused, and another took it): stop them before they
+        // take more of the shard's inputs; their commits would be fenced.
+        let lapsed: Vec<u32> = self
+            .running
+            .keys()
+            .filter(|s| !plan.renew.contains(s) && !plan.release.contains(s))
+            .copied()
+            .collect();
+        for shard in lapsed {
+            tracing::warn!(
+                shard,
+                "this process's lease of the shard lapsed: its worker stops"
+            );
+            self.stop(shard).await;
+        }
         self.release(&plan.release).await;
         let expires = now + LEASE_TTL_MS;
         for &shard in &plan.renew {

@@ -507,3 +507,25 @@ pub async fn rows_holding(path: &std::path::Path, marker: &str) -> Vec<(String, 
     pool.close().await;
     found
 }
+
+/// A service a test needs (`what` at `server`) cannot be reached: with `CI`
+/// set the test fails, naming how to start it (`start`) or where to point
+/// `env`; otherwise it is skipped with that reason printed.
+pub fn service_unreachable<T>(
+    what: &str,
+    server: &str,
+    why: &str,
+    start: &str,
+    env: &str,
+) -> Option<T> {
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{what} at {server} is unreachable and CI is set: {why} ({start}, or point {env} at one)"
+        );
+    }
+    eprintln!(
+        "skipped: {what} at {server} is unreachable ({why}); \
+         {start} or set {env}, and set CI=1 to fail instead of skipping"
+    );
+    None
+}

@@ -65,17 +65,13 @@ impl Prefix {
 }
 
 fn unreachable(server: &str, why: &str) -> Option<Prefix> {
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "NATS at {server} is unreachable and CI is set: {why} \
-             (start nats-server -js, or point EFLOW_TEST_NATS at one)"
-        );
-    }
-    eprintln!(
-        "skipped: NATS at {server} is unreachable ({why}); \
-         start nats-server -js or set EFLOW_TEST_NATS, and set CI=1 to fail instead of skipping"
-    );
-    None
+    super::service_unreachable(
+        "NATS",
+        server,
+        why,
+        "start nats-server -js",
+        "EFLOW_TEST_NATS",
+    )
 }
 
 impl Drop for Prefix {

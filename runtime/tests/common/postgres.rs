@@ -64,17 +64,7 @@ impl Schema {
 }
 
 fn unreachable(server: &str, why: &str) -> Option<Schema> {
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "PostgreSQL at {server} is unreachable and CI is set: {why} \
-             (start it, or point EFLOW_TEST_POSTGRES at one)"
-        );
-    }
-    eprintln!(
-        "skipped: PostgreSQL at {server} is unreachable ({why}); \
-         start it or set EFLOW_TEST_POSTGRES, and set CI=1 to fail instead of skipping"
-    );
-    None
+    super::service_unreachable("PostgreSQL", server, why, "start it", "EFLOW_TEST_POSTGRES")
 }
 
 impl Drop for Schema {

@@ -24,18 +24,9 @@ use super::session::Viewer;
 use crate::api::ApiError;
 use crate::service::Scope;
 
-/// `s` percent-encoded for a URL's path segment or query value.
-pub fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// `s` percent-encoded for a URL's path segment or query value: the
+/// client's encoding, so the console's links and the CLI's requests agree.
+pub use crate::cli::client::seg as enc;
 
 /// A query string of the pairs whose value is set.
 pub(super) fn query(pairs: &[(&str, Option<&str>)]) -> String {
