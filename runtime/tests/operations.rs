@@ -413,3 +413,60 @@ async fn one_active_among_many_hands_over_when_the_active_stops() {
     store.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `deploy/systemd/eflow@.service` is a unit systemd accepts, running this
+/// binary (`systemd-analyze verify`, with its path put in).
+#[test]
+fn the_systemd_unit_verifies() {
+    let Ok(probe) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("skipped: systemd-analyze is not installed (Debian's systemd package has it)");
+        return;
+    };
+    assert!(probe.status.success());
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/systemd/eflow@.service"
+    ))
+    .expect("the unit file");
+    assert!(unit.contains("ExecStart=/usr/local/bin/eflow serve --config /etc/eflow/%i.toml"));
+    let dir = common::temp_dir("systemd");
+    let path = dir.join("eflow@engine.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/eflow", env!("CARGO_BIN_EXE_eflow")),
+    )
+    .unwrap();
+    let o = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze verify");
+    assert!(o.status.success(), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `deploy/eflow.toml`, the example config, is options `eflow serve` takes.
+#[test]
+fn the_example_config_parses_as_eflow_serves_options() {
+    use clap::Parser;
+    use eflow_runtime::cli::{Cli, Command as Cmd};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/eflow.toml");
+    let args = eflow_runtime::cli::config::expand(
+        ["eflow", "serve", "--config", path]
+            .iter()
+            .map(std::ffi::OsString::from)
+            .collect(),
+    )
+    .expect("the example's keys are options");
+    let cli = Cli::try_parse_from(args).expect("the example's values parse");
+    let Cmd::Serve(serve) = cli.command else {
+        panic!("serve")
+    };
+    assert_eq!(serve.shards, 64);
+    assert_eq!(serve.role.names(), "engine,scheduler,history");
+    assert_eq!(serve.bus, "nats://nats.internal:4222");
+    assert_eq!(
+        serve.stores.store.as_deref(),
+        Some("postgres://eflow@db.internal/eflow")
+    );
+}
