@@ -139,10 +139,18 @@ async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
             data.join("admin-token").display()
         );
     }
-    eprintln!(
-        "eflow: serving the API on http://{addr} and the web console on http://{addr}/ui (Ctrl-C or SIGTERM stops)",
-        addr = server.addr
-    );
+    if args.role.api {
+        eprintln!(
+            "eflow: serving the API on http://{addr} and the web console on http://{addr}/ui (Ctrl-C or SIGTERM stops)",
+            addr = server.addr
+        );
+    } else {
+        eprintln!(
+            "eflow: running as {roles}, with /metrics and /v1/health on http://{addr} (Ctrl-C or SIGTERM stops)",
+            roles = args.role.names(),
+            addr = server.addr
+        );
+    }
     let signal = stop_signal().await?;
     eprintln!("eflow: {signal} received");
     eprintln!("eflow: stopping: finishing the work in hand");

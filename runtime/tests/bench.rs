@@ -2,6 +2,8 @@
 //! remote system over loopback HTTP), at a tiny size: the report's fields are
 //! present and its counts match what was asked. Timings are not checked.
 
+mod common;
+
 use std::process::Command;
 
 use serde_json::Value;
@@ -162,4 +164,69 @@ fn the_report_gives_each_stores_bytes_per_finished_run() {
             "{r:#}"
         );
     }
+}
+
+/// On PostgreSQL and NATS JetStream with two engine processes sharing the
+/// shards: every run completes, both processes' transitions are counted, and
+/// the report gives pgbench's limit and what the workload cost PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_and_nats_two_engines_share_the_work_and_postgres_is_measured() {
+    let Some(schema) = common::postgres::Schema::create("bench").await else {
+        return;
+    };
+    let Some(prefix) = common::nats::Prefix::create("bench").await else {
+        return;
+    };
+    let (ok, r) = tokio::task::spawn_blocking(move || {
+        bench(&[
+            "--runs",
+            "120",
+            "--steps",
+            "2",
+            "--tenants",
+            "2",
+            "--store",
+            &schema.url,
+            "--history-store",
+            &schema.url,
+            "--bus",
+            &prefix.url,
+            "--shards",
+            "4",
+            "--engines",
+            "2",
+        ])
+    })
+    .await
+    .expect("the bench");
+    assert!(ok, "{r:#}");
+    assert_eq!(count(&r, "/completed"), 120, "{r:#}");
+    // A start and each step's result, counted in both processes, each once
+    // (an input JetStream delivers again is refused, not applied again).
+    assert_eq!(count(&r, "/transitions"), 120 * 3, "{r:#}");
+    let backend = r["backend"].as_str().expect("backend");
+    assert!(backend.contains("2 engine processes"), "{backend}");
+    assert!(r["disk"].is_null(), "no SQLite files to measure: {r:#}");
+    let pg = &r["postgres"];
+    assert!(num(pg, "/baseline/commits_per_sec") > 0.0, "{r:#}");
+    assert!(num(pg, "/baseline/rows_per_sec") > 0.0, "{r:#}");
+    assert_eq!(count(pg, "/baseline/row_bytes"), 580);
+    assert!(count(pg, "/commits") > 0, "{r:#}");
+    assert!(num(pg, "/wal_bytes_per_transition") > 0.0, "{r:#}");
+    assert!(num(pg, "/rows_written_per_transition") > 0.0, "{r:#}");
+}
+
+/// Options that need a shared store and bus are refused, with what to add.
+#[test]
+fn engines_without_a_shared_store_and_bus_are_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_eflow"))
+        .args(["bench", "--runs", "1", "--engines", "2"])
+        .output()
+        .expect("run eflow bench");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--store postgres://") && err.contains("--bus nats://"),
+        "{err}"
+    );
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::baseline::Baseline;
-use super::{BenchArgs, Setup, opt, stats, table};
+use super::{BenchArgs, Setup, opt, table};
 use crate::api::model::{ErrorView, RunView, StartRun};
 use crate::cli::client::seg;
 
@@ -88,7 +88,7 @@ pub async fn run(args: &BenchArgs, setup: &Setup, n: u64) -> anyhow::Result<Fano
         .server
         .as_ref()
         .map(|(s, _)| s.engine().store().clone());
-    let stats0 = stats(client).await?;
+    let stats0 = setup.stats().await?;
     let cpu0 = setup.server_cpu();
     let began = Instant::now();
     // The list is uploaded and the run started with it by reference, as a
@@ -150,7 +150,7 @@ pub async fn run(args: &BenchArgs, setup: &Setup, n: u64) -> anyhow::Result<Fano
         bar.set_prefix("children");
         let mut last_move = (0u64, Instant::now());
         let view = loop {
-            let s = stats(client).await?;
+            let s = setup.stats().await?;
             let view: RunView = client.get(&format!("/v1/runs/{}", seg(&id)), &[]).await?;
             let done = matches!(view.status.as_str(), "succeeded" | "failed" | "cancelled");
             // `finished` counts the parent too once it ends.
@@ -220,7 +220,7 @@ pub async fn run(args: &BenchArgs, setup: &Setup, n: u64) -> anyhow::Result<Fano
         }
     }
     report.seconds = began.elapsed().as_secs_f64();
-    let s1 = stats(client).await?;
+    let s1 = setup.stats().await?;
     let cpu1 = setup.server_cpu();
     report.transitions = s1.transitions - stats0.transitions;
     if report.run.is_some() && report.status != "stalled" {

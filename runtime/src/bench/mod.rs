@@ -22,7 +22,9 @@
 
 pub mod baseline;
 pub mod cpu;
+mod engines;
 mod fanout;
+pub mod postgres;
 pub mod remote;
 pub mod schedules;
 
@@ -42,6 +44,7 @@ use crate::cli::client::Client;
 use crate::server::{Options, Server};
 use crate::store::Durability;
 use baseline::Baseline;
+use postgres::{PgBaseline, PgCounters, PgReport};
 use remote::{RemoteProcess, RemoteStats};
 
 /// Names the threads that start runs, so their CPU is not counted as the
@@ -108,6 +111,23 @@ pub struct BenchArgs {
     /// Embedded: engine shards.
     #[arg(long, default_value_t = 1)]
     pub shards: u32,
+    /// Embedded: the engine's store, as `eflow serve --store` takes it
+    /// (`postgres://USER@HOST/DATABASE`) [default: SQLite in the data directory].
+    /// With PostgreSQL the bench also measures pgbench's limit first.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// Embedded: the history's store, as `eflow serve --history-store` takes
+    /// it [default: SQLite in the data directory].
+    #[arg(long, value_name = "URL")]
+    pub history_store: Option<String>,
+    /// Embedded: the bus, as `eflow serve --bus` takes it (`nats://HOST:PORT`).
+    #[arg(long, value_name = "URL", default_value = "local")]
+    pub bus: String,
+    /// Embedded: engine processes sharing the shards: the bench's server and
+    /// N - 1 more `eflow serve --role engine` processes on the same store and
+    /// bus (needs `--store postgres://…` and `--bus nats://…`).
+    #[arg(long, default_value_t = 1)]
+    pub engines: usize,
     /// Embedded: commit durability (also the baseline's SQLite `synchronous`).
     #[arg(long, value_enum, default_value_t)]
     pub durability: Durability,
@@ -178,6 +198,9 @@ pub struct Report {
     pub steps_per_sec_per_1000_baseline_rows: f64,
     /// Embedded, with the history: each store's size at the end.
     pub disk: Option<DiskReport>,
+    /// With `--store postgres://…`: pgbench's limit and the workload's cost
+    /// to PostgreSQL.
+    pub postgres: Option<PgReport>,
 }
 
 /// The stores' sizes at the end of a bench, after a checkpoint: the file
@@ -237,6 +260,44 @@ pub fn flow_source(steps: u32, binding: &str) -> String {
     s
 }
 
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Refuses options that cannot work together, before anything is started.
+fn check_cluster_args(args: &BenchArgs) -> anyhow::Result<()> {
+    let embedded_only = args.store.is_some()
+        || args.history_store.is_some()
+        || args.bus != "local"
+        || args.engines != 1;
+    if args.server.is_some() && embedded_only {
+        anyhow::bail!(
+            "--store, --history-store, --bus and --engines set up the bench's own server; with --server, the running server's options apply: drop them"
+        );
+    }
+    if args.engines == 0 {
+        anyhow::bail!("--engines must be at least 1 (the bench's own server)");
+    }
+    if args.engines > 1 {
+        let shared_store = args.store.as_deref().is_some_and(is_postgres);
+        if args.bus == "local" || !shared_store {
+            anyhow::bail!(
+                "--engines {} needs a store and a bus the processes share: add --store postgres://… and --bus nats://…",
+                args.engines
+            );
+        }
+        if u64::from(args.shards) < args.engines as u64 {
+            anyhow::bail!(
+                "--engines {} with --shards {} would leave an engine without a shard: give --shards at least {}",
+                args.engines,
+                args.shards,
+                args.engines
+            );
+        }
+    }
+    Ok(())
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     percentile_by(sorted, p).copied().unwrap_or(0.0)
 }
@@ -263,6 +324,12 @@ struct Setup {
     tenants: Vec<String>,
     remote: Option<RemoteProcess>,
     baseline: Baseline,
+    /// With `--engines N`: the N - 1 engine processes beside the embedded server.
+    engines: Vec<engines::EngineProcess>,
+    /// With `--store postgres://…`: its URL and pgbench's baseline.
+    postgres: Option<(String, PgBaseline)>,
+    /// Embedded: the engine's and the history's store URLs.
+    stores: Option<(String, String)>,
 }
 
 impl Setup {
@@ -292,13 +359,24 @@ impl Setup {
     ) -> anyhow::Result<Setup> {
         // Before anything else runs, on the disk the server writes to (with
         // `--server`: this machine's temporary directory).
+        check_cluster_args(args)?;
         let baseline = Baseline::measure(&dir, args.durability)
             .await
             .context("measuring the machine's baseline")?;
+        let postgres = match args.store.as_deref().filter(|u| is_postgres(u)) {
+            Some(url) if args.server.is_none() => Some((
+                url.to_string(),
+                PgBaseline::measure(url)
+                    .await
+                    .context("measuring PostgreSQL's baseline with pgbench")?,
+            )),
+            _ => None,
+        };
         let remote = match args.connector {
             BenchConnector::Http => Some(RemoteProcess::spawn(args.callback_batch)?),
             BenchConnector::Sim => None,
         };
+        let mut stores = None;
         let server = match &args.server {
             Some(_) => None,
             None => {
@@ -309,9 +387,40 @@ impl Setup {
                 o.shards = args.shards;
                 o.admin_token = Some(token.clone());
                 o.roles.history = !args.no_history;
+                if let Some(url) = &args.store {
+                    o.store = url.clone();
+                }
+                if let Some(url) = &args.history_store {
+                    o.history_store = url.clone();
+                }
+                o.bus = args.bus.clone();
+                stores = Some((o.store.clone(), o.history_store.clone()));
                 Some((Server::start(o).await?, token))
             }
         };
+        let mut extra = Vec::new();
+        if let (Some((s, _)), Some((store, history_store))) = (&server, &stores) {
+            let public_url = format!("http://{}", s.addr);
+            let config = engines::EngineConfig {
+                store,
+                history_store,
+                bus: &args.bus,
+                shards: args.shards,
+                public_url: &public_url,
+            };
+            for i in 1..args.engines {
+                match engines::EngineProcess::spawn(&config, &dir, i).await {
+                    Ok(e) => extra.push(e),
+                    Err(e) => {
+                        drop(extra);
+                        if let Some((s, _)) = server {
+                            s.stop().await;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
         let (base, token) = match (&server, &args.server) {
             (Some((s, t)), _) => (format!("http://{}", s.addr), Some(t.clone())),
             (_, Some(url)) => (url.clone(), args.token.clone()),
@@ -337,9 +446,16 @@ impl Setup {
             tenants,
             remote,
             baseline,
+            engines: extra,
+            postgres,
+            stores,
         };
         // Tenants of an embedded server are stopped with it, whatever happens.
-        if let Err(e) = setup.create_tenants(args).await {
+        let ready = async {
+            setup.shards_shared(args).await?;
+            setup.create_tenants(args).await
+        };
+        if let Err(e) = ready.await {
             setup.finish().await;
             return Err(e);
         }
@@ -398,25 +514,101 @@ impl Setup {
     }
 
     fn backend(&self, args: &BenchArgs) -> String {
-        match &args.server {
-            Some(u) => format!("server {u}"),
-            None => format!(
-                "embedded SQLite ({:?} durability, {} shards{})",
-                args.durability,
-                args.shards,
-                if args.no_history { ", no history" } else { "" }
-            ),
-        }
+        let Some((store, history_store)) = &self.stores else {
+            return format!("server {}", args.server.as_deref().unwrap_or(""));
+        };
+        let sqlite = |url: &str| url.starts_with("sqlite://");
+        let store = if sqlite(store) {
+            format!("SQLite ({:?} durability)", args.durability)
+        } else {
+            format!("{} store", crate::schema::redact(store))
+        };
+        let history = if args.no_history {
+            ", no history".to_string()
+        } else if sqlite(history_store) {
+            String::new()
+        } else {
+            format!(", history in {}", crate::schema::redact(history_store))
+        };
+        format!(
+            "embedded {store}, {} bus, {} shards, {} engine process{}{history}",
+            args.bus,
+            args.shards,
+            args.engines,
+            if args.engines == 1 { "" } else { "es" },
+        )
     }
 
     /// The embedded server's CPU seconds so far: the process's, less the
-    /// bench's load-generating threads (the remote system has its own process).
+    /// bench's load-generating threads (the remote system has its own
+    /// process), plus the other engine processes'.
     fn server_cpu(&self) -> Option<f64> {
         self.server.as_ref()?;
-        Some(cpu::seconds("self")? - cpu::threads_seconds(LOAD_THREADS)?)
+        let own = cpu::seconds("self")? - cpu::threads_seconds(LOAD_THREADS)?;
+        let others: Option<f64> = self
+            .engines
+            .iter()
+            .map(|e| cpu::seconds(&e.pid().to_string()))
+            .sum();
+        Some(own + others?)
+    }
+
+    /// The figures of the server, with every engine process's counters added.
+    async fn stats(&self) -> anyhow::Result<Stats> {
+        let mut s = stats(&self.client).await?;
+        let http = reqwest::Client::new();
+        for e in &self.engines {
+            let c = e
+                .counters(&http)
+                .await
+                .context("reading an engine's /metrics")?;
+            s.transitions += c.transitions;
+            s.commits += c.commits;
+            s.finished += c.finished;
+            s.bytes_written += c.bytes_written;
+        }
+        Ok(s)
+    }
+
+    /// Both embedded stores are SQLite files in the data directory.
+    fn on_sqlite(&self) -> bool {
+        self.stores.as_ref().is_some_and(|(engine, history)| {
+            engine.starts_with("sqlite://") && history.starts_with("sqlite://")
+        })
+    }
+
+    /// With more than one engine: waits until every engine process holds
+    /// its share of the shards, so the workload runs on all of them.
+    async fn shards_shared(&self, args: &BenchArgs) -> anyhow::Result<()> {
+        let Some((server, _)) = &self.server else {
+            return Ok(());
+        };
+        if self.engines.is_empty() {
+            return Ok(());
+        }
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut held = vec![server.engine().stats().shards_held.load(Ordering::Relaxed)];
+            for e in &self.engines {
+                held.push(e.counters(&http).await?.shards_held);
+            }
+            if held.iter().all(|&n| n > 0) && held.iter().sum::<u64>() == u64::from(args.shards) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "the {} engine processes did not share the {} shards within 60 s (they hold {held:?})",
+                    args.engines,
+                    args.shards
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     async fn finish(self) {
+        drop(self.engines);
         if let Some((s, _)) = self.server {
             s.stop().await;
         }
@@ -495,10 +687,13 @@ async fn runs(
     setup
         .deploy(&[("bench.eflow", flow_source(args.steps, &setup.binding(args)))])
         .await?;
-    let client = setup.client.clone();
     let starter = Arc::new(Client::new(Some(setup.base.clone()), setup.token.clone())?);
     let tenants = &setup.tenants;
-    let stats0 = stats(&client).await?;
+    let stats0 = setup.stats().await?;
+    let pg0 = match &setup.postgres {
+        Some((url, _)) => Some(PgCounters::read(url).await?),
+        None => None,
+    };
     let bar = progress_bar(args.runs, args.output);
     bar.set_prefix("starting");
     let cpu0 = setup.server_cpu();
@@ -567,7 +762,7 @@ async fn runs(
         bar.set_position(0);
         bar.set_length(started);
         loop {
-            let s = stats(&client).await?;
+            let s = setup.stats().await?;
             completed = s.finished - stats0.finished;
             bar.set_position(completed.min(started));
             if completed >= started {
@@ -578,7 +773,7 @@ async fn runs(
     }
     let seconds = began.elapsed().as_secs_f64();
     let cpu1 = setup.server_cpu();
-    let s1 = stats(&client).await?;
+    let s1 = setup.stats().await?;
     let steps_done = completed * u64::from(args.steps.max(1));
     let remote = remote_report(setup.remote.as_ref(), remote_cpu0, steps_done).await?;
     // The history follows the engine's log; a rate it cannot keep up with is
@@ -589,7 +784,7 @@ async fn runs(
         bar.set_position(0);
         bar.set_length(s1.history_behind.unwrap_or(0));
         loop {
-            let behind = stats(&client).await?.history_behind.unwrap_or(0);
+            let behind = setup.stats().await?.history_behind.unwrap_or(0);
             bar.set_position(s1.history_behind.unwrap_or(0).saturating_sub(behind));
             if behind == 0 {
                 caught_up = Some(began.elapsed().as_secs_f64());
@@ -599,7 +794,7 @@ async fn runs(
         }
     }
     let disk = match (&setup.server, caught_up) {
-        (Some((server, _)), Some(at)) => {
+        (Some((server, _)), Some(at)) if setup.on_sqlite() => {
             bar.set_prefix("sweeping");
             Some(disk_report(server, &setup.dir, args, completed, at, began).await?)
         }
@@ -607,6 +802,22 @@ async fn runs(
     };
     bar.finish_and_clear();
     let transitions = s1.transitions - stats0.transitions;
+    let postgres = match (&setup.postgres, pg0) {
+        (Some((url, baseline)), Some(before)) => {
+            // Backends report to `pg_stat_database` about once a second.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let after = PgCounters::read(url).await?;
+            let span = caught_up.unwrap_or_else(|| began.elapsed().as_secs_f64());
+            Some(PgReport::new(
+                baseline.clone(),
+                before,
+                after,
+                transitions,
+                span,
+            ))
+        }
+        _ => None,
+    };
     let bytes = s1.bytes_written - stats0.bytes_written;
     let commits = s1.commits - stats0.commits;
     let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
@@ -652,6 +863,7 @@ async fn runs(
         steps_per_sec_per_1000_baseline_rows: setup.baseline.ratio(steps_per_sec),
         baseline: setup.baseline.clone(),
         disk,
+        postgres,
     })
 }
 
@@ -907,12 +1119,65 @@ fn report_text(r: &Report) -> String {
             ),
         ]);
     }
+    if let Some(p) = &r.postgres {
+        rows.extend(postgres_rows(p));
+    }
     rows.extend(baseline_rows(
         &r.baseline,
         "transitions",
         r.transitions_per_sec_per_1000_baseline_rows,
     ));
     table(rows)
+}
+
+/// What the workload cost PostgreSQL, and pgbench's limit beside it.
+fn postgres_rows(p: &PgReport) -> Vec<(&'static str, String)> {
+    let b = &p.baseline;
+    vec![
+        (
+            "PostgreSQL commits/s",
+            format!(
+                "{:.0} ({:.0} % of pgbench's one-row commits/s)",
+                p.commits_per_sec,
+                p.commits_of_pgbench_limit * 100.0
+            ),
+        ),
+        (
+            "PostgreSQL transitions/commit",
+            format!("{:.1}", p.transitions_per_commit),
+        ),
+        (
+            "PostgreSQL rows written/transition",
+            format!("{:.2}", p.rows_written_per_transition),
+        ),
+        (
+            "PostgreSQL WAL bytes/transition",
+            format!("{:.0} B", p.wal_bytes_per_transition),
+        ),
+        (
+            "baseline: pgbench commits/s",
+            format!(
+                "{:.0} (windows {:.0}–{:.0}; one {} B row a commit, {} clients, synchronous_commit={})",
+                b.commits_per_sec,
+                b.commits_per_sec_range[0],
+                b.commits_per_sec_range[1],
+                b.row_bytes,
+                b.commit_clients,
+                b.synchronous_commit
+            ),
+        ),
+        (
+            "baseline: pgbench rows/s",
+            format!(
+                "{:.0} (windows {:.0}–{:.0}; {} rows a commit, {} clients)",
+                b.rows_per_sec,
+                b.rows_per_sec_range[0],
+                b.rows_per_sec_range[1],
+                b.batch_rows,
+                b.batch_clients
+            ),
+        ),
+    ]
 }
 
 #[derive(Debug, serde::Deserialize)]
