@@ -619,7 +619,8 @@ mod nats_only {
             .get_stream(format!("{}_events", f.nats.as_ref().unwrap().name))
             .await
             .unwrap();
-        assert_eq!(stream.info().await.unwrap().state.messages, 3);
+        // One relay woken once: the three events in one message.
+        assert_eq!(stream.info().await.unwrap().state.messages, 1);
         let got = events.after(before, 10).await.unwrap();
         let log = Bus::<Marker>::local(1, f.store.clone())
             .events()
@@ -639,14 +640,19 @@ mod nats_only {
         let Some(f) = open_nats().await else { return };
         let events = f.bus.events().clone();
         let before = events.head().await.unwrap();
-        let wake = events.next_commit();
-        f.store
-            .commit(&commit_of("r-1", 0..4, "running", state(None)))
-            .await
-            .unwrap();
-        f.bus.committed();
-        tokio::time::timeout(WAIT, wake).await.unwrap();
-        let mut stream = relayed(&f, 4).await;
+        // Four commits, each relayed before the next: four messages.
+        let mut stream = None;
+        for seq in 0..4 {
+            let wake = events.next_commit();
+            f.store
+                .commit(&commit_of("r-1", seq..seq + 1, "running", state(None)))
+                .await
+                .unwrap();
+            f.bus.committed();
+            tokio::time::timeout(WAIT, wake).await.unwrap();
+            stream = Some(relayed(&f, seq + 1).await);
+        }
+        let mut stream = stream.unwrap();
         let first = stream.info().await.unwrap().state.first_sequence;
         assert!(stream.delete_message(first + 1).await.unwrap());
         assert!(stream.delete_message(first + 3).await.unwrap());
@@ -669,10 +675,13 @@ mod nats_only {
         f.close().await;
     }
 
-    /// A tenant purged from the store leaves the event stream too.
+    /// A tenant purged from the store leaves the event stream too: the
+    /// stream is emptied (its messages hold several tenants' events), and
+    /// consumers read what the store still holds from its log.
     #[tokio::test]
     async fn a_purged_tenant_leaves_the_event_stream() {
         let Some(f) = open_nats().await else { return };
+        let before = f.bus.events().head().await.unwrap();
         let wake = f.bus.events().next_commit();
         f.store
             .commit(&commit_of("r-1", 0..2, "running", state(None)))
@@ -680,11 +689,101 @@ mod nats_only {
             .unwrap();
         f.bus.committed();
         tokio::time::timeout(WAIT, wake).await.unwrap();
-        let mut stream = relayed(&f, 2).await;
-        f.bus.events().forget_tenant("other").await.unwrap();
-        assert_eq!(stream.info().await.unwrap().state.messages, 2);
+        let mut stream = relayed(&f, 1).await;
         f.bus.events().forget_tenant("acme").await.unwrap();
         assert_eq!(stream.info().await.unwrap().state.messages, 0);
+        let other = f.second().await;
+        let got = other.events().after(before, 10).await.unwrap();
+        let log = Bus::<Marker>::local(1, f.store.clone())
+            .events()
+            .after(before, 10)
+            .await
+            .unwrap();
+        assert_eq!(got, log);
+        assert_eq!(got.len(), 2);
+        // The relay goes on after the purge.
+        let wake = f.bus.events().next_commit();
+        f.store
+            .commit(&commit_of("r-1", 2..3, "running", state(None)))
+            .await
+            .unwrap();
+        f.bus.committed();
+        tokio::time::timeout(WAIT, wake).await.unwrap();
+        relayed(&f, 1).await;
+        f.close().await;
+    }
+
+    /// Two processes' relays, woken together after every commit, put each
+    /// event on the stream once, its messages chained position to position.
+    #[tokio::test]
+    async fn two_relays_put_each_event_on_the_stream_once() {
+        let Some(f) = open_nats().await else { return };
+        let other = f.second().await;
+        let before = f.bus.events().head().await.unwrap();
+        for seq in 0..20 {
+            f.store
+                .commit(&commit_of("r-1", seq..seq + 1, "running", state(None)))
+                .await
+                .unwrap();
+            f.bus.committed();
+            other.committed();
+        }
+        // The log shows a commit once no commit in flight can fall behind it.
+        let local = Bus::<Marker>::local(1, f.store.clone());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let last = loop {
+            let log = local.events().after(before, 100).await.unwrap();
+            if log.len() == 20 {
+                break log.last().unwrap().event.pos;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the log shows 20 events"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // A relay publishes what the log shows when woken: wake both again.
+        f.bus.committed();
+        other.committed();
+        // Read the whole stream, message by message.
+        let prefix = f.nats.as_ref().unwrap();
+        let js = prefix.jetstream().await;
+        let stream = js
+            .get_stream(format!("{}_events", prefix.name))
+            .await
+            .unwrap();
+        let header = |m: &async_nats::jetstream::message::StreamMessage, name: &str| -> i64 {
+            m.headers
+                .get(name)
+                .and_then(|v| v.as_str().parse().ok())
+                .unwrap_or_else(|| panic!("no {name}"))
+        };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut stream = stream.clone();
+            let info = stream.info().await.unwrap().state.clone();
+            let mut chain = before;
+            let mut events = 0;
+            for seq in info.first_sequence..=info.last_sequence {
+                let m = stream.get_raw_message(seq).await.unwrap();
+                assert_eq!(
+                    header(&m, "Eflow-Prev"),
+                    chain,
+                    "message {seq} follows the last"
+                );
+                chain = header(&m, "Eflow-Pos");
+                events += header(&m, "Eflow-Events");
+            }
+            if chain == last {
+                assert_eq!(events, 20, "each event once");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the relays published"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         f.close().await;
     }
 }

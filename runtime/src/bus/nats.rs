@@ -62,9 +62,18 @@ const EVENTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 const READER_IDLE: Duration = Duration::from_secs(300);
 
 const REPLY_HEADER: &str = "Eflow-Reply";
+/// An event message's last position, and the position before its first event.
 const POS_HEADER: &str = "Eflow-Pos";
 const PREV_HEADER: &str = "Eflow-Prev";
-const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+/// How many events a message of the event stream holds; a message without
+/// it (written by an older relay, one event a message) breaks the chain, and
+/// the reader reads the store's log there.
+const EVENTS_HEADER: &str = "Eflow-Events";
+/// Bytes of events in one message of the event stream, at most (JetStream
+/// refuses a message past its `max_payload`, 1 MiB by default). An event
+/// larger than this alone is not relayed: readers find the chain broken
+/// there and read it from the store's log.
+const MESSAGE_BYTES: usize = 512 * 1024;
 
 /// A `nats://` URL: the server, and the prefix of every stream and subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -618,7 +627,7 @@ impl NatsEvents {
                 prefix: prefix.clone(),
                 store: store.clone(),
                 cursor,
-                last_seq: 0,
+                last_seq: None,
             }
             .run(relay.clone(), stop.clone()),
         );
@@ -656,22 +665,17 @@ impl NatsEvents {
         format!("{}.events.>", self.inner.prefix)
     }
 
-    pub(super) async fn forget_tenant(&self, tenant: &str) -> Result<(), Error> {
+    /// Drops every event from the stream (it holds no tenant's apart: its
+    /// messages carry several runs' events each). Readers find the chain
+    /// broken and read the store's log, which no longer holds the tenant's.
+    pub(super) async fn forget_tenant(&self, _tenant: &str) -> Result<(), Error> {
         let stream = self
             .inner
             .js
             .get_stream(self.stream_name())
             .await
             .map_err(nats)?;
-        stream
-            .purge()
-            .filter(format!(
-                "{}.events.{}",
-                self.inner.prefix,
-                tenant_token(Some(tenant))
-            ))
-            .await
-            .map_err(nats)?;
+        stream.purge().await.map_err(nats)?;
         Ok(())
     }
 
@@ -739,30 +743,56 @@ impl NatsEvents {
         let Some(r) = reader.as_mut() else {
             return Ok(Some(Vec::new()));
         };
+        // A message holds up to `RELAY_BATCH` events: a few messages are
+        // enough for `limit` events under load.
         let mut messages = r
             .consumer
             .fetch()
-            .max_messages(limit as usize)
+            .max_messages((limit as usize).div_ceil(16).clamp(1, 64))
             .messages()
             .await
             .map_err(nats)?;
         let mut out = Vec::new();
         let mut expected = cursor;
         let mut broken = false;
-        while let Some(m) = messages.next().await {
+        'messages: while let Some(m) = messages.next().await {
             let m = m.map_err(nats)?;
             let (pos, prev) = positions(m.headers.as_ref())?;
             r.pos = r.pos.max(pos);
             if pos <= expected {
-                // Given already (from the store, or sent twice by two
-                // relays past the de-duplication window).
+                // Given already (from the store's log).
                 continue;
             }
-            if prev != expected {
+            let count = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(EVENTS_HEADER))
+                .and_then(|v| v.as_str().parse::<usize>().ok());
+            let Some(count) = count.filter(|_| prev <= expected) else {
                 broken = true;
                 break;
+            };
+            let events = decode_events(&m.payload)?;
+            if events.len() != count {
+                return Err(Error::Wire(format!(
+                    "an event message holds {} events where its header says {count}",
+                    events.len()
+                )));
             }
-            out.push(decode_event(&m.payload)?);
+            // The message holds every event of the log in (prev, pos]; what
+            // is at or before the cursor was given already.
+            for c in events {
+                if c.event.pos <= expected {
+                    continue;
+                }
+                if out.len() >= limit as usize {
+                    // The reader is past the cursor now: the next read
+                    // starts again at the cursor.
+                    break 'messages;
+                }
+                expected = c.event.pos;
+                out.push(c);
+            }
             expected = pos;
         }
         if broken {
@@ -838,15 +868,11 @@ fn positions(headers: Option<&HeaderMap>) -> Result<(i64, i64), Error> {
     Ok((get(POS_HEADER)?, get(PREV_HEADER)?))
 }
 
-/// The subject token of a tenant: hex, so any id is one valid token.
-fn tenant_token(tenant: Option<&str>) -> String {
-    match tenant {
-        Some(t) => t.bytes().map(|b| format!("{b:02x}")).collect(),
-        None => "_".into(),
-    }
-}
-
-/// Publishes what the store's log holds past the stream's end.
+/// Publishes what the store's log holds past the stream's end, many events
+/// to a message. Each process's relay publishes with the stream's last
+/// sequence it knows as the expected one, so when two relays race, one
+/// message lands and the other relay reads the stream's end and goes on after
+/// it: no event goes to the stream twice.
 struct Relay {
     client: Client,
     js: jetstream::Context,
@@ -854,8 +880,9 @@ struct Relay {
     store: Store,
     /// The position of the last event on the stream, as far as this relay knows.
     cursor: i64,
-    /// The stream's last sequence when this relay last looked.
-    last_seq: u64,
+    /// The stream's last sequence, as far as this relay knows; `None` until
+    /// read from the stream (at the start, and after another relay published).
+    last_seq: Option<u64>,
 }
 
 impl Relay {
@@ -866,6 +893,7 @@ impl Relay {
                 () = wake.notified() => {}
             }
             if let Err(e) = self.publish().await {
+                self.last_seq = None;
                 tracing::warn!(error = %e, "the event relay could not publish; it tries again at the next commit");
             }
             // Every process's consumers read again: from the stream, or
@@ -877,76 +905,151 @@ impl Relay {
         }
     }
 
-    async fn publish(&mut self) -> Result<(), Error> {
-        let stream_name = format!("{}_events", self.prefix);
-        let stream = self.js.get_stream(&stream_name).await.map_err(nats)?;
-        let last = stream.cached_info().state.last_sequence;
-        if last != 0 && last != self.last_seq {
-            // Another relay published since: go on after it.
-            if let Ok(m) = stream.get_raw_message(last).await
-                && let Ok((pos, _)) = positions(Some(&m.headers))
-            {
+    /// Reads the stream's end: its last sequence and the last position on it.
+    async fn sync(&mut self) -> Result<u64, Error> {
+        let stream = self
+            .js
+            .get_stream(format!("{}_events", self.prefix))
+            .await
+            .map_err(nats)?;
+        let state = stream.cached_info().state.clone();
+        if state.messages > 0 {
+            let m = stream
+                .get_raw_message(state.last_sequence)
+                .await
+                .map_err(nats)?;
+            if let Ok((pos, _)) = positions(Some(&m.headers)) {
                 self.cursor = self.cursor.max(pos);
             }
-            self.last_seq = last;
         }
-        loop {
-            let batch = read_log(&self.store, self.cursor, RELAY_BATCH).await?;
-            let Some(last) = batch.last().map(|c| c.event.pos) else {
-                return Ok(());
-            };
-            let tenants = self.tenants(&batch).await?;
-            let mut acks = Vec::with_capacity(batch.len());
-            let mut prev = self.cursor;
-            for c in &batch {
-                let mut headers = HeaderMap::new();
-                headers.insert(MSG_ID_HEADER, format!("ev-{}", c.event.pos).as_str());
-                headers.insert(POS_HEADER, c.event.pos.to_string().as_str());
-                headers.insert(PREV_HEADER, prev.to_string().as_str());
-                let subject = format!(
-                    "{}.events.{}",
-                    self.prefix,
-                    tenant_token(tenants.get(&c.event.run).map(String::as_str))
-                );
-                acks.push(
-                    self.js
-                        .publish_with_headers(subject, headers, encode_event(c)?.into())
-                        .await
-                        .map_err(nats)?,
-                );
-                prev = c.event.pos;
-            }
-            for ack in acks {
-                let ack = ack.await.map_err(nats)?;
-                self.last_seq = self.last_seq.max(ack.sequence);
-            }
-            self.cursor = last;
-            if batch.len() < RELAY_BATCH as usize {
-                return Ok(());
-            }
-        }
+        self.last_seq = Some(state.last_sequence);
+        Ok(state.last_sequence)
     }
 
-    /// The tenant of each run in `batch`: from its head, else from its row.
-    async fn tenants(&self, batch: &[Committed]) -> Result<HashMap<String, String>, Error> {
-        let mut tenants: HashMap<String, String> = batch
-            .iter()
-            .filter_map(|c| Some((c.event.run.clone(), c.run.as_ref()?.tenant.clone())))
-            .collect();
-        let mut missing: Vec<&str> = batch
-            .iter()
-            .map(|c| c.event.run.as_str())
-            .filter(|r| !tenants.contains_key(*r))
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        if !missing.is_empty() {
-            for (meta, _, _) in self.store.load_runs(&missing).await? {
-                tenants.insert(meta.id, meta.tenant);
+    async fn publish(&mut self) -> Result<(), Error> {
+        loop {
+            let mut expected = match self.last_seq {
+                Some(seq) => seq,
+                None => self.sync().await?,
+            };
+            let batch = read_log(&self.store, self.cursor, RELAY_BATCH).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let full = batch.len() == RELAY_BATCH as usize;
+            let mut raced = false;
+            for chunk in chunks(self.cursor, &batch)? {
+                let Some(bytes) = chunk.bytes else {
+                    // Too large for a message: readers read it from the log.
+                    self.cursor = chunk.last;
+                    continue;
+                };
+                let mut headers = HeaderMap::new();
+                headers.insert(POS_HEADER, chunk.last.to_string().as_str());
+                headers.insert(PREV_HEADER, chunk.prev.to_string().as_str());
+                headers.insert(EVENTS_HEADER, chunk.events.to_string().as_str());
+                headers.insert(
+                    async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+                    expected.to_string().as_str(),
+                );
+                let ack = self
+                    .js
+                    .publish_with_headers(
+                        format!("{}.events.all", self.prefix),
+                        headers,
+                        bytes.into(),
+                    )
+                    .await
+                    .map_err(nats)?;
+                match ack.await {
+                    Ok(ack) => {
+                        expected = ack.sequence;
+                        self.last_seq = Some(ack.sequence);
+                        self.cursor = chunk.last;
+                    }
+                    Err(e)
+                        if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
+                    {
+                        // Another relay published: read the stream's end again.
+                        self.last_seq = None;
+                        raced = true;
+                        break;
+                    }
+                    Err(e) => return Err(nats(e)),
+                }
+            }
+            if !full && !raced {
+                return Ok(());
             }
         }
-        Ok(tenants)
     }
+}
+
+/// One message's worth of a relay batch: the events in (prev, last], encoded
+/// (`None` for one event too large for a message).
+struct Chunk {
+    prev: i64,
+    last: i64,
+    events: usize,
+    bytes: Option<Vec<u8>>,
+}
+
+/// Splits a batch read after `cursor` into messages of at most `MESSAGE_BYTES`.
+fn chunks(cursor: i64, batch: &[Committed]) -> Result<Vec<Chunk>, Error> {
+    let mut out = Vec::new();
+    // The last position covered by the chunks so far.
+    let mut prev = cursor;
+    let mut open: Option<Chunk> = None;
+    for c in batch {
+        let event = encode_event(c)?;
+        let framed = 4 + event.len();
+        let fits = |ch: &Chunk| ch.bytes.as_ref().map_or(0, Vec::len) + framed <= MESSAGE_BYTES;
+        if open.as_ref().is_some_and(|ch| !fits(ch)) {
+            out.extend(open.take());
+        }
+        if framed > MESSAGE_BYTES {
+            out.push(Chunk {
+                prev,
+                last: c.event.pos,
+                events: 1,
+                bytes: None,
+            });
+            prev = c.event.pos;
+            continue;
+        }
+        let ch = open.get_or_insert_with(|| Chunk {
+            prev,
+            last: prev,
+            events: 0,
+            bytes: Some(Vec::new()),
+        });
+        let n = u32::try_from(event.len()).map_err(|e| Error::Wire(e.to_string()))?;
+        let bytes = ch.bytes.get_or_insert_with(Vec::new);
+        bytes.extend_from_slice(&n.to_be_bytes());
+        bytes.extend_from_slice(&event);
+        ch.events += 1;
+        ch.last = c.event.pos;
+        prev = c.event.pos;
+    }
+    out.extend(open);
+    Ok(out)
+}
+
+/// The events of one message: each its length (4 bytes, big-endian) and
+/// its encoding (`encode_event`).
+fn decode_events(mut bytes: &[u8]) -> Result<Vec<Committed>, Error> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or_else(|| Error::Wire("an event message is cut short".into()))?;
+        let (event, rest) = rest
+            .split_at_checked(u32::from_be_bytes(*len) as usize)
+            .ok_or_else(|| Error::Wire("an event message is cut short".into()))?;
+        out.push(decode_event(event)?);
+        bytes = rest;
+    }
+    Ok(out)
 }
 
 /// What an event's message holds before its body and its run's final state.
@@ -1052,12 +1155,6 @@ mod tests {
     }
 
     #[test]
-    fn tenant_tokens_are_one_subject_token() {
-        assert_eq!(tenant_token(Some("a.b *>")), "612e62202a3e");
-        assert_eq!(tenant_token(None), "_");
-    }
-
-    #[test]
     fn an_event_round_trips_as_a_message() {
         let head = RunHead {
             tenant: "acme".into(),
@@ -1097,6 +1194,63 @@ mod tests {
         let bytes = encode_event(&Committed { event, run: None }).unwrap();
         for n in 0..bytes.len() {
             assert!(decode_event(&bytes[..n]).is_err(), "cut at {n}");
+        }
+    }
+
+    #[test]
+    fn a_batch_goes_in_messages_that_cover_the_log_without_holes() {
+        let event = |pos: i64, body: usize| Committed {
+            event: EventRow {
+                pos,
+                run: format!("r{pos}"),
+                seq: 0,
+                id: format!("e{pos}"),
+                at: 1,
+                status: "running".into(),
+                body: vec![b'x'; body],
+            },
+            run: None,
+        };
+        let small: Vec<Committed> = [4, 7, 9].map(|p| event(p, 10)).into();
+        let one = chunks(2, &small).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!((one[0].prev, one[0].last, one[0].events), (2, 9, 3));
+        assert_eq!(
+            decode_events(one[0].bytes.as_ref().unwrap()).unwrap(),
+            small
+        );
+        // An event too large for a message is left out, with its position
+        // between the chunks' positions: a reader sees the chain break.
+        let mixed = vec![event(4, 10), event(7, MESSAGE_BYTES), event(9, 10)];
+        let three = chunks(2, &mixed).unwrap();
+        let spans: Vec<_> = three
+            .iter()
+            .map(|c| (c.prev, c.last, c.events, c.bytes.is_some()))
+            .collect();
+        assert_eq!(spans, [(2, 4, 1, true), (4, 7, 1, false), (7, 9, 1, true)]);
+        // Many middling events split by size, each message within the limit.
+        let many: Vec<Committed> = (1..=40).map(|p| event(p, MESSAGE_BYTES / 8)).collect();
+        let split = chunks(0, &many).unwrap();
+        assert!(split.len() > 1);
+        let mut prev = 0;
+        let mut back = Vec::new();
+        for c in &split {
+            assert_eq!(c.prev, prev);
+            let bytes = c.bytes.as_ref().unwrap();
+            assert!(bytes.len() <= MESSAGE_BYTES);
+            back.extend(decode_events(bytes).unwrap());
+            prev = c.last;
+        }
+        assert_eq!(prev, 40);
+        assert_eq!(back, many);
+        let bytes = one[0].bytes.as_ref().unwrap();
+        // A message cut short is refused, or (cut between two events) gives
+        // fewer events than its `Eflow-Events` header says, which the reader checks.
+        for n in 1..bytes.len() {
+            assert!(
+                decode_events(&bytes[..n]).map_or(true, |v| v.len() < 3),
+                "cut at {n}"
+            );
         }
     }
 }
