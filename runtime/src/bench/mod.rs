@@ -44,7 +44,7 @@ use crate::cli::client::Client;
 use crate::server::{Options, Server};
 use crate::store::Durability;
 use baseline::Baseline;
-use postgres::{PgBaseline, PgCounters, PgReport};
+use postgres::{HeldTransaction, PgBaseline, PgCounters, PgReport};
 use remote::{RemoteProcess, RemoteStats};
 
 /// Names the threads that start runs, so their CPU is not counted as the
@@ -128,6 +128,12 @@ pub struct BenchArgs {
     /// bus (needs `--store postgres://…` and `--bus nats://…`).
     #[arg(long, default_value_t = 1)]
     pub engines: usize,
+    /// With `--store postgres://…`: hold a transaction open on the store's
+    /// database from before the first start to the end (it has a
+    /// transaction id and a snapshot, so vacuum cleans up nothing deleted
+    /// or updated meanwhile), to measure throughput under a long transaction.
+    #[arg(long)]
+    pub hold_transaction: bool,
     /// Embedded: commit durability (also the baseline's SQLite `synchronous`).
     #[arg(long, value_enum, default_value_t)]
     pub durability: Durability,
@@ -273,6 +279,11 @@ fn check_cluster_args(args: &BenchArgs) -> anyhow::Result<()> {
     if args.server.is_some() && embedded_only {
         anyhow::bail!(
             "--store, --history-store, --bus and --engines set up the bench's own server; with --server, the running server's options apply: drop them"
+        );
+    }
+    if args.hold_transaction && !args.store.as_deref().is_some_and(is_postgres) {
+        anyhow::bail!(
+            "--hold-transaction holds a PostgreSQL transaction open: add --store postgres://…"
         );
     }
     if args.engines == 0 {
@@ -694,6 +705,10 @@ async fn runs(
         Some((url, _)) => Some(PgCounters::read(url).await?),
         None => None,
     };
+    let mut held = match (&setup.postgres, args.hold_transaction) {
+        (Some((url, _)), true) => Some(HeldTransaction::open(url).await?),
+        _ => None,
+    };
     let bar = progress_bar(args.runs, args.output);
     bar.set_prefix("starting");
     let cpu0 = setup.server_cpu();
@@ -802,6 +817,13 @@ async fn runs(
     };
     bar.finish_and_clear();
     let transitions = s1.transitions - stats0.transitions;
+    let held_seconds = match held.as_mut() {
+        Some(h) => Some(h.check().await?),
+        None => None,
+    };
+    if let Some(h) = held {
+        h.end().await;
+    }
     let postgres = match (&setup.postgres, pg0) {
         (Some((url, baseline)), Some(before)) => {
             // Backends report to `pg_stat_database` about once a second.
@@ -814,6 +836,7 @@ async fn runs(
                 after,
                 transitions,
                 span,
+                held_seconds,
             ))
         }
         _ => None,
@@ -1153,6 +1176,11 @@ fn postgres_rows(p: &PgReport) -> Vec<(&'static str, String)> {
         (
             "PostgreSQL WAL bytes/transition",
             format!("{:.0} B", p.wal_bytes_per_transition),
+        ),
+        (
+            "PostgreSQL transaction held open",
+            p.held_transaction_seconds
+                .map_or("no".to_string(), |t| format!("for {t:.0} s, to the end")),
         ),
         (
             "baseline: pgbench commits/s",

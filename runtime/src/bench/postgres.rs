@@ -58,6 +58,52 @@ pub struct PgReport {
     pub rows_written_per_transition: f64,
     pub wal_bytes_per_transition: f64,
     pub transitions_per_commit: f64,
+    /// `--hold-transaction`: a transaction was open (with a transaction id
+    /// and a snapshot) from before the first start to the end, holding back
+    /// what PostgreSQL's vacuum may clean up.
+    pub held_transaction_seconds: Option<f64>,
+}
+
+/// A transaction held open on the store's database, as a long report or a
+/// forgotten session would: it has a transaction id and a snapshot, so no
+/// row deleted or updated after it began can be cleaned up while it lasts.
+pub struct HeldTransaction {
+    conn: PgConnection,
+    since: std::time::Instant,
+    pub xid: i64,
+}
+
+impl HeldTransaction {
+    pub async fn open(url: &str) -> anyhow::Result<HeldTransaction> {
+        let mut conn = PgConnection::connect(url)
+            .await
+            .context("connecting to PostgreSQL to hold a transaction open")?;
+        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut conn)
+            .await?;
+        let xid: i64 = sqlx::query_scalar("SELECT txid_current()")
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(HeldTransaction {
+            conn,
+            since: std::time::Instant::now(),
+            xid,
+        })
+    }
+
+    /// Still open (PostgreSQL answers inside it); how long it has been.
+    pub async fn check(&mut self) -> anyhow::Result<f64> {
+        let _: i64 = sqlx::query_scalar("SELECT txid_current()")
+            .fetch_one(&mut self.conn)
+            .await
+            .context("the transaction held open was ended by the server")?;
+        Ok(self.since.elapsed().as_secs_f64())
+    }
+
+    pub async fn end(mut self) {
+        let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        let _ = self.conn.close().await;
+    }
 }
 
 /// The database's connection string for libpq (pgbench) and the schema
@@ -223,6 +269,7 @@ impl PgReport {
         after: PgCounters,
         transitions: u64,
         seconds: f64,
+        held_transaction_seconds: Option<f64>,
     ) -> PgReport {
         let commits = after.commits - before.commits;
         let per = |n: i64| n as f64 / transitions.max(1) as f64;
@@ -236,6 +283,7 @@ impl PgReport {
             rows_written_per_transition: per(after.rows_written - before.rows_written),
             wal_bytes_per_transition: per(after.wal_bytes - before.wal_bytes),
             transitions_per_commit: transitions as f64 / commits.max(1) as f64,
+            held_transaction_seconds,
         }
     }
 }
