@@ -75,6 +75,13 @@ pub const DEFAULT_MAX_ANSWER_BYTES: u64 = 4 * 1024 * 1024;
 
 impl Options {
     /// The defaults: everything embedded, the stores in `data`, the system clock.
+    /// On the in-process bus a process is alone on its store: it holds
+    /// every shard and runs the history's consumer for good; on a shared bus
+    /// it shares them with the cluster's other processes.
+    pub fn alone(&self) -> bool {
+        self.bus == "local"
+    }
+
     pub fn new(data: PathBuf, listen: SocketAddr) -> Self {
         Self {
             store: sqlite_url(&data.join("eflow.db")),
@@ -227,7 +234,7 @@ pub struct Server {
 
 impl Server {
     pub async fn start(options: Options) -> anyhow::Result<Server> {
-        if options.bus == "local" && !options.roles.engine {
+        if options.alone() && !options.roles.engine {
             anyhow::bail!(
                 "--role {}: the local bus carries inputs only within this process, so a process without the engine role needs a shared bus: add `engine` to --role, or give --bus nats://HOST:PORT",
                 options.roles.names()
@@ -266,7 +273,7 @@ impl Server {
         let store = Store::open(&options.store, options.durability)
             .await
             .with_context(|| format!("cannot open the store {}", redact(&options.store)))?;
-        if options.bus != "local" {
+        if !options.alone() {
             // Every process of a cluster must route a run to the same shard.
             let shards = options.shards.max(1).to_string();
             let recorded = store.setting_or_insert("shards", shards.as_bytes()).await?;
@@ -320,7 +327,7 @@ impl Server {
             owner: member.clone(),
             // Alone on its store with the in-process bus, a process holds
             // every shard; engines sharing a bus share the shards.
-            ownership: options.roles.engine.then_some(if options.bus == "local" {
+            ownership: options.roles.engine.then_some(if options.alone() {
                 engine::Ownership::HoldAll
             } else {
                 engine::Ownership::Share
@@ -432,7 +439,7 @@ impl Server {
                 store.clone(),
                 clock.clone(),
                 member.clone(),
-                options.bus == "local",
+                options.alone(),
                 shutdown.clone(),
                 move |stop: CancellationToken| {
                     let consumer = history.clone().consume(events.clone(), stop.clone());
