@@ -107,6 +107,7 @@ pub fn client_run_key(tenant: &str, id: &str) -> String {
 
 pub use crate::quota::Quotas;
 pub use schedules::MAX_PAGE as MAX_SCHEDULE_PAGE;
+pub use schedules::{BackfillPreview, FireTime};
 
 /// Where the run a caller named was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,12 +1,14 @@
 //! The web console (`/ui`) against the real `eflow` binary.
 //!
 //! Over plain HTTP: the cookies' flags, the security headers, CSRF, tenant
-//! scoping, the vendored script, and `--ui-no-login` (refused off loopback,
-//! the admin on loopback). In real headless Chromium (Debian's `chromium`),
+//! scoping, the vendored script, schedules (fire times in the zone and in
+//! UTC, pause, resume, a backfill previewed then started), and
+//! `--ui-no-login` (refused off loopback, the admin on loopback). In real headless Chromium (Debian's `chromium`),
 //! driven by Playwright for Python (`tests/ui/console.py`, installed into a
 //! virtualenv under the target directory the first time, pinned in
 //! `tests/ui/requirements.txt`; never `playwright install`): every page,
-//! filters, pages, approve, reject, cancel, tenant scoping, axe-core
+//! filters, pages, approve, reject, cancel, schedules (last runs, pause,
+//! resume, backfill), tenant scoping, axe-core
 //! (vendored in `tests/ui/`, never served by the product), no console error
 //! and no request to another host; screenshots of every page under
 //! `target/tmp/ui-screenshots/`. Without chromium or the Python packages the
@@ -82,6 +84,8 @@ struct World {
     failed: String,
     failed_code: String,
     b_run: String,
+    /// Tenant A's schedule of `Long`, yearly on 1 January at 03:00 in Berlin.
+    yearly: String,
 }
 
 async fn world(server: &Eflow) -> World {
@@ -116,13 +120,17 @@ async fn world(server: &Eflow) -> World {
         .to_string();
     let b_run = id(api.start(&b_token, "Long", json!({})).await);
     // A schedule far from firing: the overview lists it with its next fire time.
-    api.post(
-        Some(&a_token),
-        "/v1/schedules",
-        &json!({ "flow": "Long", "cron": "0 3 1 1 *", "timezone": "Europe/Berlin", "key": "yearly" }),
-    )
-    .await
-    .ok("a schedule");
+    let yearly = api
+        .post(
+            Some(&a_token),
+            "/v1/schedules",
+            &json!({ "flow": "Long", "cron": "0 3 1 1 *", "timezone": "Europe/Berlin", "key": "yearly" }),
+        )
+        .await
+        .ok("a schedule")["id"]
+        .as_str()
+        .expect("a schedule id")
+        .to_string();
     // Every Retrain run waits for its decision, so the pages show what they will keep showing.
     poll_until("four approvals to wait", DEADLINE, || async {
         let list = api
@@ -143,6 +151,7 @@ async fn world(server: &Eflow) -> World {
         failed,
         failed_code,
         b_run,
+        yearly,
     }
 }
 
@@ -510,12 +519,148 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
         assert_eq!((status, location.as_str()), (303, to), "next {next}");
     }
 
+    schedules_over_http(&w, &base, &mut jar, &mut b).await;
+
     // Logging out ends the session.
     let (_, page, _) = get(&base, &mut jar, "/ui").await;
     let (status, to) = post(&base, &mut jar, "/ui/logout", &[("csrf", &csrf_of(&page))]).await;
     assert_eq!((status, to.as_str()), (303, "/ui/login"));
     let (status, _, _) = get(&base, &mut jar, "/ui").await;
     assert_eq!(status, 303);
+}
+
+/// The schedules page as tenant A (`jar`) and B (`b`): fire times in the
+/// zone and in UTC, pause and resume behind CSRF, a backfill previewed
+/// then started; none of it for B.
+async fn schedules_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar) {
+    let (status, page, _) = get(base, jar, "/ui/schedules").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(&format!("data-schedule=\"{}\"", w.yearly)),
+        "{page}"
+    );
+    // 1 January, 03:00 in Berlin is 02:00 UTC (winter time).
+    assert!(page.contains("-01-01 03:00:00 CET (+01:00)"), "{page}");
+    assert!(page.contains("-01-01T02:00:00Z"), "{page}");
+    let (_, other, _) = get(base, jar, "/ui/schedules?flow=Retrain").await;
+    assert!(other.contains("No schedule matches"), "{other}");
+    let (_, other, _) = get(base, jar, "/ui/schedules?key=yearly").await;
+    assert!(other.contains(&w.yearly), "{other}");
+
+    let pause = format!("/ui/schedules/{}/pause", w.yearly);
+    let (status, _) = post(base, jar, &pause, &[("csrf", "forged")]).await;
+    assert_eq!(status, 403);
+    let paused = |api: Api, token: String| async move {
+        let all = api.get(Some(&token), "/v1/schedules").await.ok("schedules");
+        all[0]["paused"].as_bool()
+    };
+    assert_eq!(paused(w.api.clone(), w.a_token.clone()).await, Some(false));
+    let csrf = csrf_of(&page);
+    let (status, to) = post(base, jar, &pause, &[("csrf", &csrf)]).await;
+    assert_eq!(status, 303, "{to}");
+    assert_eq!(paused(w.api.clone(), w.a_token.clone()).await, Some(true));
+    let (_, page, _) = get(base, jar, &to).await;
+    assert!(page.contains("Paused schedule"), "{page}");
+    assert!(page.contains("Resume schedule"), "{page}");
+    // B can neither see nor pause nor backfill it.
+    let (_, b_page, _) = get(base, b, "/ui/schedules").await;
+    assert!(b_page.contains("No schedule matches"), "{b_page}");
+    assert!(!b_page.contains(&w.yearly), "{b_page}");
+    let b_csrf = csrf_of(&b_page);
+    let resume = format!("/ui/schedules/{}/resume", w.yearly);
+    let (status, _) = post(base, b, &resume, &[("csrf", &b_csrf)]).await;
+    assert_eq!(status, 404);
+    let backfill = format!("/ui/schedules/{}/backfill", w.yearly);
+    let (status, _, _) = get(base, b, &backfill).await;
+    assert_eq!(status, 404);
+    let (status, _) = post(
+        base,
+        b,
+        &backfill,
+        &[
+            ("csrf", &b_csrf),
+            ("from", "2020-01-01T00:00"),
+            ("to", "2023-12-31T00:00"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(paused(w.api.clone(), w.a_token.clone()).await, Some(true));
+    let (status, _) = post(base, jar, &resume, &[("csrf", &csrf)]).await;
+    assert_eq!(status, 303);
+    assert_eq!(paused(w.api.clone(), w.a_token.clone()).await, Some(false));
+
+    // The preview starts nothing; the confirmation starts what it showed.
+    let range = "?from=2020-06-01T00:00&to=2023-06-01T00:00";
+    let (status, page, _) = get(base, jar, &format!("{backfill}{range}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("3 fire times, 3 runs to start"), "{page}");
+    for year in ["2021", "2022", "2023"] {
+        assert!(
+            page.contains(&format!("{year}-01-01 03:00:00 CET (+01:00)"))
+                && page.contains(&format!("{year}-01-01T02:00:00Z")),
+            "{year}: {page}"
+        );
+    }
+    let ids: Vec<String> = ["20210101T020000Z", "20220101T020000Z", "20230101T020000Z"]
+        .iter()
+        .map(|t| format!("{}.{t}", w.yearly))
+        .collect();
+    for id in &ids {
+        assert!(page.contains(id.as_str()), "{id}: {page}");
+        let r = w.api.get(Some(&w.a_token), &format!("/v1/runs/{id}")).await;
+        assert_eq!(r.status, 404, "the preview started {id}");
+    }
+    let (status, _, _) = get(
+        base,
+        jar,
+        &format!("{backfill}?from=2023-06-01T00:00&to=2020-06-01T00:00"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = post(
+        base,
+        jar,
+        &backfill,
+        &[
+            ("csrf", "forged"),
+            ("from", "2020-06-01T00:00"),
+            ("to", "2023-06-01T00:00"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, to) = post(
+        base,
+        jar,
+        &backfill,
+        &[
+            ("csrf", &csrf),
+            ("from", "2020-06-01T00:00"),
+            ("to", "2023-06-01T00:00"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303, "{to}");
+    for id in &ids {
+        let r = w.api.run(&w.a_token, id).await;
+        assert_eq!(r["status"], "running", "{id}: {r}");
+        w.api
+            .post(
+                Some(&w.a_token),
+                &format!("/v1/runs/{id}/cancel"),
+                &json!({}),
+            )
+            .await
+            .ok("cancel a backfilled run");
+    }
+    let (_, page, _) = get(base, jar, &to).await;
+    assert!(page.contains("Backfilled: 3 fire times"), "{page}");
+    assert!(page.contains("3 fire times, 0 runs to start"), "{page}");
+    assert!(
+        !page.contains("confirm-backfill"),
+        "nothing left to start: {page}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -651,6 +796,7 @@ async fn the_console_in_chromium() {
         "failed": { "id": w.failed, "code": w.failed_code },
         "b_run": w.b_run,
         "b_run_admin": w.b_run,
+        "yearly": w.yearly,
     });
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
@@ -710,6 +856,22 @@ async fn the_console_in_chromium() {
     let rejected = decision(done["rejected"].as_str().expect("rejected")).await;
     assert_eq!(rejected["outcome"], "Rejected", "{rejected}");
     assert_eq!(w.api.run(&w.a_token, &w.long).await["status"], "cancelled");
+    // The schedule paused in the browser is paused; the backfill started its runs.
+    let every = done["paused_schedule"].as_str().expect("paused schedule");
+    let all = w
+        .api
+        .get(Some(&w.a_token), "/v1/schedules?key=every-second")
+        .await
+        .ok("schedules");
+    assert_eq!(all[0]["id"], every, "{all}");
+    assert_eq!(all[0]["paused"], true, "{all}");
+    let backfilled = done["backfilled"].as_array().expect("backfilled runs");
+    assert_eq!(backfilled.len(), 3, "{done}");
+    for id in backfilled {
+        let id = id.as_str().expect("a run id");
+        assert!(id.starts_with(&format!("{}.", w.yearly)), "{id}");
+        assert_eq!(w.api.run(&w.a_token, id).await["status"], "running");
+    }
     // The forged cancel changed nothing.
     assert_eq!(
         w.api.run(&w.a_token, &w.retrain[2]).await["status"],

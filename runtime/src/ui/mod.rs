@@ -89,6 +89,13 @@ pub fn router(service: Service, options: Options) -> Router {
         .route("/ui/runs/{id}/cancel", post(pages::cancel))
         .route("/ui/runs/{id}/approvals/{step}", post(pages::decide))
         .route("/ui/approvals", get(pages::approvals))
+        .route("/ui/schedules", get(pages::schedules))
+        .route("/ui/schedules/{id}/pause", post(pages::pause))
+        .route("/ui/schedules/{id}/resume", post(pages::resume))
+        .route(
+            "/ui/schedules/{id}/backfill",
+            get(pages::backfill_page).post(pages::backfill),
+        )
         .route("/ui/static/htmx.min.js", get(htmx))
         .route("/ui/static/console.css", get(css))
         .route("/ui/static/favicon.svg", get(favicon))

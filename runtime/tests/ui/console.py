@@ -292,6 +292,58 @@ def main():
         done["cancelled"] = long_run
         a.check("run-cancelled")
 
+        # ---- schedules: fire times in the zone and UTC, last runs, pause,
+        # resume, a backfill previewed before it is confirmed ------------------
+        yearly = FACTS["yearly"]
+        a.goto("/ui/schedules")
+        row = a.page.locator(f'tr[data-schedule="{yearly}"]')
+        expect(row.locator("td.fires li").first.locator(".local")).to_contain_text("-01-01 03:00:00 CET (+01:00)")
+        expect(row.locator("td.fires li").first.locator(".utc")).to_contain_text("-01-01T02:00:00Z")
+        assert row.locator("td.fires li").count() == 3, row.locator("td.fires li").count()
+        # A schedule that fires every second (a run failing at once): its last runs show up.
+        made = a.page.request.post(
+            BASE + "/v1/schedules",
+            headers={"Authorization": "Bearer " + FACTS["a_token"]},
+            data={"flow": "Flaky", "cron": "* * * * * *", "key": "every-second"},
+        )
+        assert made.ok, made.status
+        every = made.json()["id"]
+        for _ in range(60):
+            a.goto("/ui/schedules?key=every-second")
+            last = a.page.locator(f'tr[data-schedule="{every}"] td.last a')
+            if last.count() >= 2:
+                break
+            a.page.wait_for_timeout(500)
+        assert last.count() >= 2, last.count()
+        assert all(t.startswith(every + ".") for t in last.all_inner_texts()), last.all_inner_texts()
+        a.page.locator(f'tr[data-schedule="{every}"] button.pause').click()
+        expect(a.page.locator("p.notice")).to_contain_text("Paused schedule " + every)
+        expect(a.page.locator(f'tr[data-schedule="{every}"] .st-paused')).to_have_text("paused")
+        a.check("schedules")
+        a.page.locator(f'tr[data-schedule="{every}"] button.resume').click()
+        expect(a.page.locator("p.notice")).to_contain_text("Resumed schedule " + every)
+        a.page.locator(f'tr[data-schedule="{every}"] button.pause').click()
+        expect(a.page.locator("p.notice")).to_contain_text("Paused schedule " + every)
+        done["paused_schedule"] = every
+        # Backfill: the preview lists the fire times and starts nothing.
+        a.goto("/ui/schedules?key=yearly")
+        a.page.locator(f'tr[data-schedule="{yearly}"] a.backfill').click()
+        a.page.fill("#b-from", "2020-06-01T00:00")
+        a.page.fill("#b-to", "2023-06-01T00:00")
+        a.page.click("#preview")
+        expect(a.page.locator("#preview-h")).to_have_text("3 fire times, 3 runs to start")
+        rows = a.page.locator("#preview-fires tbody tr")
+        assert rows.count() == 3, rows.count()
+        expect(rows.first).to_contain_text("2021-01-01 03:00:00 CET (+01:00)")
+        expect(rows.first).to_contain_text("2021-01-01T02:00:00Z")
+        a.check("backfill-preview")
+        a.page.click("#confirm-backfill")
+        expect(a.page.locator("#backfilled")).to_contain_text("Backfilled: 3 fire times")
+        expect(a.page.locator("#preview-h")).to_have_text("3 fire times, 0 runs to start")
+        expect(a.page.locator("#confirm-backfill")).to_have_count(0)
+        done["backfilled"] = [a_.inner_text() for a_ in a.page.locator("#preview-fires tbody a").all()]
+        a.check("backfill-done")
+
         # ---- tenant B sees none of A ------------------------------------------
         b = Watched(browser, "globex")
         b.login(FACTS["b_token"])
@@ -306,6 +358,17 @@ def main():
         assert not leaked, leaked
         b.goto("/ui/approvals")
         expect(b.page.locator("#no-approvals")).to_be_visible()
+        b.goto("/ui/schedules")
+        expect(b.page.locator("#no-schedules")).to_be_visible()
+        assert yearly not in b.page.content()
+        b.check("schedules")
+        resp = b.goto("/ui/schedules/" + urllib.parse.quote(yearly, safe="") + "/backfill", refused=True)
+        assert resp.status == 404, resp.status
+        refused = b.page.request.post(
+            BASE + "/ui/schedules/" + urllib.parse.quote(every, safe="") + "/resume",
+            form={"csrf": b.csrf()},
+        )
+        assert refused.status == 404, refused.status
         b.check("approvals")
         for path in ["", "/live"]:
             resp = b.goto("/ui/runs/" + urllib.parse.quote(retrain[2], safe="") + path, refused=True)

@@ -1,5 +1,5 @@
-//! The console's pages and actions: overview, runs, a run, approvals; cancel
-//! and decide. Each handler asks the [`Service`](crate::service::Service)
+//! The console's pages and actions: overview, runs, a run, approvals,
+//! schedules; cancel, decide, pause, resume and backfill. Each handler asks the [`Service`](crate::service::Service)
 //! what the JSON API would ask, as the viewer, and renders the answer; an
 //! error is the API's error as a page. Here: what every page shares (its
 //! header, links, the error and login pages).
@@ -8,11 +8,13 @@ mod approvals;
 mod overview;
 mod run;
 mod runs;
+mod schedules;
 
 pub use approvals::{approvals, decide};
 pub use overview::overview;
 pub use run::{cancel, run, run_live};
 pub use runs::runs;
+pub use schedules::{backfill, backfill_page, pause, resume, schedules};
 
 use askama::Template;
 use axum::extract::FromRequestParts;
