@@ -20,6 +20,7 @@ use crate::quota::{Asker, Ledger, Refusal};
 use crate::scheduler::{BackfillError, Scheduler};
 use crate::store::{self, RunMeta, Store, TenantRow};
 
+mod flows;
 mod schedules;
 mod tokens;
 
@@ -106,6 +107,7 @@ pub fn client_run_key(tenant: &str, id: &str) -> String {
 }
 
 pub use crate::quota::Quotas;
+pub use flows::{FlowDetail, FlowVersion};
 pub use schedules::MAX_PAGE as MAX_SCHEDULE_PAGE;
 pub use schedules::{BackfillPreview, FireTime};
 
@@ -454,6 +456,9 @@ impl Service {
     pub async fn deploy(&self, caller: &Caller, req: DeployRequest) -> ApiResult<DeployResult> {
         let tenant = caller.tenant(req.tenant.as_deref())?.to_string();
         self.tenant_exists(&tenant).await?;
+        // The files compiled here are kept with the bundle, for people
+        // reading the flow (the console's flow page).
+        let mut sources = None;
         let bundle: Bundle = match (req.ir, req.source) {
             (Some(ir), None) => serde_json::from_value(ir).map_err(|e| {
                 ApiError::bad_request(
@@ -461,7 +466,10 @@ impl Service {
                     format!("the IR does not parse: {e}; compile it with `eflowc compile`"),
                 )
             })?,
-            (None, Some(files)) => compile_sources(files)?,
+            (None, Some(files)) => {
+                sources = Some(serde_json::to_vec(&files).map_err(ApiError::internal)?);
+                compile_sources(files)?
+            }
             _ => {
                 return Err(ApiError::bad_request(
                     "invalid_request",
@@ -521,6 +529,7 @@ impl Service {
                 tenant: &tenant,
                 env: &env,
                 ir: &canonical,
+                sources: sources.as_deref(),
                 flows: &flows,
                 schedules: &schedules,
                 now,
@@ -649,17 +658,7 @@ impl Service {
     pub async fn flows(&self, caller: &Caller, tenant: Option<&str>) -> ApiResult<Vec<FlowView>> {
         let t = caller.scope(tenant)?;
         let rows = self.db().flows(t).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| FlowView {
-                tenant: r.tenant,
-                name: r.name,
-                version: r.version,
-                bundle: r.bundle,
-                deployed_at: rfc3339(r.deployed_at),
-                head: r.head,
-            })
-            .collect())
+        Ok(rows.into_iter().map(flows::flow_view).collect())
     }
 
     // ---- runs ----------------------------------------------------------------

@@ -42,6 +42,7 @@ macro_rules! store_test_suite {
             leases_are_taken_only_when_free_and_renewed_with_their_token,
             members_say_they_are_alive,
             bundles_and_flows,
+            bundle_sources,
             tenants,
             set_tenant_egress,
             set_tenant_retention,
@@ -837,6 +838,33 @@ async fn acquire_lease_fences_older_owners(store: &Store) {
 
 /// A bundle keeps its IR; each flow it names becomes its name's head, and
 /// older versions stay reachable by version.
+/// A bundle deployed as sources keeps them; one deployed as IR has none.
+async fn bundle_sources(store: &Store) {
+    let sources = br#"{"a.eflow":"flow F() {}"}"#;
+    store
+        .deploy(&Deployment {
+            bundle: "b-src",
+            tenant: "acme",
+            env: "dev",
+            ir: b"{}",
+            sources: Some(sources),
+            flows: &[],
+            schedules: &[],
+            now: 1,
+        })
+        .await
+        .unwrap();
+    insert_bundle(store, "b-ir", "acme", "dev", b"{}", &[], 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.bundle_sources("b-src").await.unwrap().as_deref(),
+        Some(&sources[..])
+    );
+    assert_eq!(store.bundle_sources("b-ir").await.unwrap(), None);
+    assert_eq!(store.bundle_sources("nope").await.unwrap(), None);
+}
+
 async fn bundles_and_flows(store: &Store) {
     let flows = |v: &str| vec![("F".to_string(), v.to_string())];
     insert_bundle(store, "b-1", "acme", "dev", b"{\"ir\":1}", &flows("v1"), 10)
@@ -1154,6 +1182,7 @@ async fn insert_bundle(
             tenant,
             env,
             ir,
+            sources: None,
             flows,
             schedules: &[],
             now,
@@ -1174,6 +1203,7 @@ async fn replace_schedules(
             tenant,
             env: "dev",
             ir: b"{}",
+            sources: None,
             flows: &[],
             schedules: &[(flow.to_string(), rows.to_vec())],
             now: 0,
@@ -1771,6 +1801,7 @@ async fn schedules_made_through_the_api(store: &Store) {
             tenant: "acme",
             env: "dev",
             ir: b"{}",
+            sources: None,
             flows: &[("F".to_string(), "v2".to_string())],
             schedules: &[("F".to_string(), vec![schedule("acme.F.0", "acme", 1)])],
             now: 10,

@@ -520,6 +520,7 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
     }
 
     schedules_over_http(&w, &base, &mut jar, &mut b).await;
+    flows_over_http(&w, &base, &mut jar, &mut b).await;
 
     // Logging out ends the session.
     let (_, page, _) = get(&base, &mut jar, "/ui").await;
@@ -661,6 +662,134 @@ async fn schedules_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar) 
         !page.contains("confirm-backfill"),
         "nothing left to start: {page}"
     );
+}
+
+/// The flows pages as tenant A (`jar`) and B (`b`): versions with their
+/// runs counted as the run list finds them, a version's steps, IR and
+/// source (escaped), older versions; none of it for B.
+async fn flows_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar) {
+    let (status, page, _) = get(base, jar, "/ui/flows").await;
+    assert_eq!(status, 200, "{page}");
+    for f in ["Retrain", "Long", "Flaky"] {
+        assert!(page.contains(&format!("/ui/flows/acme/{f}")), "{f}: {page}");
+    }
+    assert!(!page.contains("globex"), "{page}");
+    let (_, b_page, _) = get(base, b, "/ui/flows").await;
+    assert!(
+        b_page.contains("/ui/flows/globex/Retrain") && !b_page.contains("acme"),
+        "{b_page}"
+    );
+    for path in ["/ui/flows/acme/Retrain", "/ui/flows/acme/Nope"] {
+        let (status, _, _) = get(base, b, path).await;
+        assert_eq!(status, 404, "{path} as B");
+    }
+    let (status, _, _) = get(base, b, "/ui/flows?tenant=acme").await;
+    assert_eq!(status, 403);
+
+    // Retrain's one version: its runs as many as the run list has.
+    let (status, page, _) = get(base, jar, "/ui/flows/acme/Retrain").await;
+    assert_eq!(status, 200, "{page}");
+    let head = w.api.get(Some(&w.a_token), "/v1/flows").await.ok("flows");
+    let version = head
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|f| f["name"] == "Retrain" && f["head"] == true)
+        })
+        .map(|f| f["version"].as_str().expect("version").to_string())
+        .expect("Retrain's head");
+    let listed = w
+        .api
+        .get(
+            Some(&w.a_token),
+            &format!("/v1/runs?flow=Retrain&version={version}&limit=200"),
+        )
+        .await
+        .ok("runs on the version");
+    let n = listed["items"].as_array().map_or(0, Vec::len);
+    assert!(n >= 4, "{listed}");
+    assert!(
+        page.contains(&format!("aria-label=\"{n} runs on version")),
+        "{n} runs: {page}"
+    );
+    assert!(
+        page.contains(&format!("<code id=\"flow-version\">{version}</code>")),
+        "{page}"
+    );
+    // The graph, the steps with where they are written, the source and the IR.
+    assert_eq!(page.matches("<g class=\"node st-step").count(), 5, "{page}");
+    assert!(page.contains("console.eflow:"), "{page}");
+    assert!(page.contains("flow Retrain(model_name: String"), "{page}");
+    assert!(
+        page.contains("&quot;contracts&quot;") || page.contains("&#34;contracts&#34;"),
+        "{page}"
+    );
+
+    // A second version of Long, with markup in a comment: shown as text.
+    let v2 = SOURCE.replace(
+        "flow Long(x: Int = 1) -> Int {",
+        "// <script>alert(1)</script>\nflow Long(x: Int = 2) -> Int {",
+    );
+    w.api
+        .deploy_source(&w.a_token, &[("console.eflow", &v2)])
+        .await;
+    let (_, page, _) = get(base, jar, "/ui/flows/acme/Long").await;
+    assert_eq!(page.matches("<tr data-version=").count(), 2, "{page}");
+    assert!(!page.contains("<script>alert"), "{page}");
+    assert!(
+        page.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{page}"
+    );
+    assert!(page.contains("(the head: new runs start on it)"), "{page}");
+    // The newest first: the new head with no run, the old one with the runs
+    // the run list finds on it (the long run and the backfilled ones).
+    let counts: Vec<&str> = page
+        .split("aria-label=\"")
+        .skip(1)
+        .filter(|s| s.contains(" runs on version "))
+        .map(|s| &s[..s.find(' ').expect("a count")])
+        .collect();
+    let old = page
+        .split("<tr data-version=\"")
+        .nth(2)
+        .map(|s| s[..s.find('"').expect("end")].to_string())
+        .expect("the old version");
+    let on_old = w
+        .api
+        .get(
+            Some(&w.a_token),
+            &format!("/v1/runs?flow=Long&version={old}&limit=200"),
+        )
+        .await
+        .ok("runs on the old version");
+    let on_old = on_old["items"].as_array().map_or(0, Vec::len).to_string();
+    assert_eq!(counts, ["0", on_old.as_str()], "{page}");
+    assert_ne!(on_old, "0");
+    let (status, page, _) = get(base, jar, &format!("/ui/flows/acme/Long?version={old}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(&format!("<code id=\"flow-version\">{old}</code>")),
+        "{page}"
+    );
+    assert!(!page.contains("(the head: new runs start on it)"), "{page}");
+    assert!(
+        page.contains("flow Long(x: Int = 1)"),
+        "the old source: {page}"
+    );
+    let (_, page, _) = get(base, jar, "/ui/flows/acme/Long?limit=1").await;
+    assert_eq!(page.matches("<tr data-version=").count(), 1, "{page}");
+    let next = page
+        .split("href=\"")
+        .find(|s| s.starts_with("/ui/flows/acme/Long?") && s.contains("after="))
+        .map(|s| s[..s.find('"').expect("end")].replace("&#38;", "&"))
+        .unwrap_or_else(|| panic!("a link to older versions: {page}"));
+    let (_, page, _) = get(base, jar, &next).await;
+    assert!(
+        page.contains(&format!("<tr data-version=\"{old}\"")),
+        "{page}"
+    );
+    let (status, _, _) = get(base, jar, "/ui/flows/acme/Long?version=sha256:nope").await;
+    assert_eq!(status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

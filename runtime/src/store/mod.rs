@@ -182,6 +182,9 @@ forward! {
     pub async fn deploy(&self, d: &Deployment<'_>) -> Result<()>;
     /// A bundle's environment and IR.
     pub async fn bundle(&self, id: &str) -> Result<Option<(String, String, Vec<u8>)>>;
+    /// The sources bundle `id` was compiled from (see [`Deployment::sources`]);
+    /// `None` when there is no such bundle or it was deployed as IR.
+    pub async fn bundle_sources(&self, id: &str) -> Result<Option<Vec<u8>>>;
     /// The named flow at `version`, or its head.
     pub async fn flow(&self, tenant: &str, name: &str, version: Option<&str>) -> Result<Option<FlowRow>>;
     pub async fn flows(&self, tenant: Option<&str>) -> Result<Vec<FlowRow>>;
@@ -458,6 +461,9 @@ pub struct Deployment<'a> {
     pub tenant: &'a str,
     pub env: &'a str,
     pub ir: &'a [u8],
+    /// The `.eflow` files it was compiled from (a JSON object of file name
+    /// to text), when it was deployed as sources.
+    pub sources: Option<&'a [u8]>,
     /// (name, version) of each flow of the bundle: each becomes its name's head.
     pub flows: &'a [(String, String)],
     /// Each flow's schedules: they replace the ones the flow had (a new deploy

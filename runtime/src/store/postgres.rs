@@ -970,7 +970,7 @@ impl PostgresStore {
     pub async fn deploy(&self, d: &Deployment<'_>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO bundles (id, tenant, env, ir, deployed_at) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO bundles (id, tenant, env, ir, deployed_at, sources) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT DO NOTHING",
         )
         .bind(d.bundle)
@@ -978,6 +978,7 @@ impl PostgresStore {
         .bind(d.env)
         .bind(d.ir)
         .bind(ms(d.now))
+        .bind(d.sources)
         .execute(&mut *tx)
         .await?;
         for (name, version) in d.flows {
@@ -1016,6 +1017,16 @@ impl PostgresStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    pub async fn bundle_sources(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar::<_, Option<Vec<u8>>>("SELECT sources FROM bundles WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
     }
 
     pub async fn bundle(&self, id: &str) -> Result<Option<(String, String, Vec<u8>)>> {

@@ -771,13 +771,14 @@ impl SqliteStore {
     pub async fn deploy(&self, d: &Deployment<'_>) -> Result<()> {
         let mut tx = self.write.begin().await?;
         sqlx::query(
-            "INSERT INTO bundles (id, tenant, env, ir, deployed_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO bundles (id, tenant, env, ir, deployed_at, sources) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(d.bundle)
         .bind(d.tenant)
         .bind(d.env)
         .bind(d.ir)
         .bind(d.now as i64)
+        .bind(d.sources)
         .execute(&mut *tx)
         .await?;
         for (name, version) in d.flows {
@@ -824,6 +825,16 @@ impl SqliteStore {
             .fetch_optional(&self.read)
             .await?;
         Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
+    pub async fn bundle_sources(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar::<_, Option<Vec<u8>>>("SELECT sources FROM bundles WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?
+                .flatten(),
+        )
     }
 
     /// The named flow at `version`, or its head.

@@ -89,6 +89,8 @@ pub fn router(service: Service, options: Options) -> Router {
         .route("/ui/runs/{id}/cancel", post(pages::cancel))
         .route("/ui/runs/{id}/approvals/{step}", post(pages::decide))
         .route("/ui/approvals", get(pages::approvals))
+        .route("/ui/flows", get(pages::flows))
+        .route("/ui/flows/{tenant}/{name}", get(pages::flow))
         .route("/ui/schedules", get(pages::schedules))
         .route("/ui/schedules/{id}/pause", post(pages::pause))
         .route("/ui/schedules/{id}/resume", post(pages::resume))

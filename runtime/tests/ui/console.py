@@ -344,6 +344,26 @@ def main():
         done["backfilled"] = [a_.inner_text() for a_ in a.page.locator("#preview-fires tbody a").all()]
         a.check("backfill-done")
 
+        # ---- flows: versions with their runs, graph, source and IR ------------
+        a.goto("/ui/flows")
+        for f in ("Retrain", "Long", "Flaky"):
+            expect(a.page.locator("#flows-list")).to_contain_text(f)
+        a.check("flows")
+        a.page.click("#flows-list a:text-is('Retrain')")
+        expect(a.page.locator("h1")).to_have_text("Flow Retrain")
+        assert a.page.locator("svg.graph g.node").count() == 5
+        runs_link = a.page.locator("#versions a.count").first
+        shown = int(runs_link.inner_text().rstrip("+"))
+        assert shown >= len(retrain) + 1, shown
+        a.page.click("details.source summary")
+        expect(a.page.locator("details.source pre")).to_contain_text("flow Retrain(")
+        a.page.click("#ir summary")
+        expect(a.page.locator("#ir pre")).to_contain_text('"nodes"')
+        a.check("flow")
+        runs_link.click()
+        assert "version=" in a.page.url and "flow=Retrain" in a.page.url, a.page.url
+        assert len(run_ids(a.page)) == shown, (run_ids(a.page), shown)
+
         # ---- tenant B sees none of A ------------------------------------------
         b = Watched(browser, "globex")
         b.login(FACTS["b_token"])
@@ -358,6 +378,11 @@ def main():
         assert not leaked, leaked
         b.goto("/ui/approvals")
         expect(b.page.locator("#no-approvals")).to_be_visible()
+        b.goto("/ui/flows")
+        assert "/ui/flows/acme/" not in b.page.content()
+        expect(b.page.locator("#flows-list")).to_contain_text("Retrain")
+        resp = b.goto("/ui/flows/acme/Retrain", refused=True)
+        assert resp.status == 404, resp.status
         b.goto("/ui/schedules")
         expect(b.page.locator("#no-schedules")).to_be_visible()
         assert yearly not in b.page.content()
