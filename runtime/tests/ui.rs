@@ -56,6 +56,8 @@ flow Long(x: Int = 1) -> Int {
 
 flow Flaky(x: Int = 1) -> Int {
     let b = Boom(x: x)
+        retry 2
+        backoff fixed(150ms)
     return b
 }
 
@@ -369,6 +371,48 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
     let (status, page, _) = get(&base, &mut jar, &format!("/ui/runs/{}", w.wide)).await;
     assert_eq!(status, 200);
     assert!(page.contains(&format!("{WIDE} of {WIDE} done")), "{page}");
+    // The attempts in time: the fan-out one bar, the approval still out.
+    assert!(page.contains("<svg class=\"gantt\""), "{page}");
+    for (row, outcome) in [
+        ("model #1", "succeeded"),
+        (&format!("scores (fan-out, {WIDE} children)"), "succeeded"),
+        ("eval #1", "succeeded"),
+        ("decision #1", "running"),
+    ] {
+        assert!(
+            page.contains(&format!(
+                "<tr><th scope=\"row\">{row}</th><td><span class=\"badge st-{outcome}\">"
+            )),
+            "{row} {outcome}: {page}"
+        );
+    }
+    assert!(!page.contains("version #1"), "not reached: {page}");
+    // The failed run: each attempt failed, the retries after their backoff.
+    let (_, page, _) = get(&base, &mut jar, &format!("/ui/runs/{}", w.failed)).await;
+    let attempts = page.matches("<th scope=\"row\">b #").count();
+    assert!(attempts >= 2, "{page}");
+    assert_eq!(
+        page.matches("<g class=\"bar st-failed\">").count(),
+        attempts,
+        "{page}"
+    );
+    let row = |n: u32| {
+        let at = page
+            .find(&format!("<th scope=\"row\">b #{n}</th>"))
+            .unwrap_or_else(|| panic!("attempt {n}: {page}"));
+        let cells: Vec<&str> = page[at..]
+            .split("<td>")
+            .skip(2)
+            .take(2)
+            .map(|c| &c[..c.find("</td>").expect("a cell")])
+            .collect();
+        (cells[0].to_string(), cells[1].to_string())
+    };
+    let ((_, end1), (begin2, _)) = (row(1), row(2));
+    assert!(
+        begin2 > end1,
+        "attempt 2 begins {begin2}, after attempt 1's end {end1}"
+    );
     let (status, _, headers) = get(&base, &mut jar, "/ui/static/htmx.min.js").await;
     assert_eq!(status, 200);
     assert!(

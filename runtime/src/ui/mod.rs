@@ -9,6 +9,7 @@
 //! carries a content security policy that lets a page load only from this
 //! server (`docs/security.md`).
 
+mod gantt;
 mod graph;
 mod pages;
 mod session;

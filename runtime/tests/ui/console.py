@@ -220,6 +220,12 @@ def main():
         fan = a.page.locator("svg.graph g.node.fan-out")
         assert fan.count() == 1, fan.count()
         expect(fan).to_contain_text(f"{FACTS['wide_children']} of {FACTS['wide_children']} done")
+        # The attempts in time: a bar each (the fan-out one), the table behind it.
+        bars = a.page.locator("svg.gantt g.bar")
+        assert bars.count() == 4, bars.count()
+        expect(a.page.locator("svg.gantt g.bar.st-running")).to_have_count(1)
+        a.page.click("details.attempts summary")
+        expect(a.page.locator("#attempts")).to_contain_text(f"scores (fan-out, {FACTS['wide_children']} children)")
         a.check("run")
         first = [int(t) for t in a.page.locator("#event-log tbody tr td:first-child").all_inner_texts()]
         assert len(first) == 50, len(first)
@@ -258,6 +264,10 @@ def main():
 
         # A run's page follows the run (htmx) without being loaded again: a
         # decision made elsewhere (the API) shows up on the open page.
+        a.goto("/ui/runs/" + urllib.parse.quote(failed["id"], safe=""))
+        failed_bars = a.page.locator("svg.gantt g.bar.st-failed")
+        assert failed_bars.count() >= 2, failed_bars.count()
+        a.check("run-failed")
         a.goto("/ui/runs/" + urllib.parse.quote(wide, safe=""))
         expect(a.page.locator("#run-status")).to_have_text("running")
         a.page.evaluate("() => { window.stillTheSamePage = true; }")
