@@ -228,6 +228,35 @@ async fn post(base: &str, jar: &mut Jar, path: &str, form: &[(&str, &str)]) -> (
     (status, location.unwrap_or(body))
 }
 
+/// `path` asked for with `Accept-Encoding: gzip` comes gzip-compressed, and
+/// gunzip (which checks its CRC) gives back `plain`.
+async fn assets_gzipped(base: &str, path: &str, plain: &[u8]) {
+    let res = client()
+        .get(format!("{base}{path}"))
+        .header(reqwest::header::ACCEPT_ENCODING, "gzip, deflate, br")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    assert_eq!(res.headers()["vary"], "accept-encoding");
+    let gz = res.bytes().await.expect("body");
+    let file = std::env::temp_dir().join(format!("eflow-ui-{}.gz", std::process::id()));
+    std::fs::write(&file, &gz).expect("write");
+    let out = Command::new("gzip")
+        .arg("-dc")
+        .arg(&file)
+        .output()
+        .expect("gzip -dc");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, plain, "{path} decompressed");
+    println!("{path}: {} bytes, {} gzipped", plain.len(), gz.len());
+}
+
 /// The value of the first hidden `csrf` field of a page.
 fn csrf_of(html: &str) -> String {
     let at = html
@@ -413,7 +442,7 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
         begin2 > end1,
         "attempt 2 begins {begin2}, after attempt 1's end {end1}"
     );
-    let (status, _, headers) = get(&base, &mut jar, "/ui/static/htmx.min.js").await;
+    let (status, plain, headers) = get(&base, &mut jar, "/ui/static/htmx.min.js").await;
     assert_eq!(status, 200);
     assert!(
         headers["content-type"]
@@ -421,6 +450,8 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
             .expect("ct")
             .starts_with("text/javascript")
     );
+    assert!(headers.get("content-encoding").is_none());
+    assets_gzipped(&base, "/ui/static/htmx.min.js", plain.as_bytes()).await;
 
     // Forms: a missing or wrong CSRF token changes nothing; the right one cancels.
     let cancel = format!("/ui/runs/{}/cancel", w.long);

@@ -172,6 +172,18 @@ def main():
         expect(a.page.locator("#schedules")).to_contain_text("Europe/Berlin")
         a.check("overview")
 
+        # The browser gets the script gzip-compressed.
+        script = a.page.request.get(BASE + "/ui/static/htmx.min.js", headers={"Accept-Encoding": "gzip"})
+        assert script.ok, script.status
+        assert script.headers.get("content-encoding") == "gzip", script.headers
+        with_script = [r for r in a.page.evaluate(
+            "() => performance.getEntriesByType('resource').map(e => [e.name, e.encodedBodySize, e.decodedBodySize])"
+        ) if r[0].endswith("/ui/static/htmx.min.js")]
+        assert with_script, "the overview loads htmx"
+        for name, encoded, decoded in with_script:
+            assert 0 < encoded < decoded, (name, encoded, decoded)
+            say(f"htmx.min.js in the browser: {encoded} bytes over the wire, {decoded} decoded")
+
         # ---- runs: every filter in the URL, pages ---------------------------
         a.goto("/ui/runs")
         assert sorted(run_ids(a.page)) == sorted(a_runs), (run_ids(a.page), a_runs)
