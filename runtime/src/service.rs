@@ -21,6 +21,7 @@ use crate::scheduler::{BackfillError, Scheduler};
 use crate::store::{self, RunMeta, Store, TenantRow};
 
 mod flows;
+mod lineage;
 mod schedules;
 mod timeline;
 mod tokens;
@@ -109,6 +110,7 @@ pub fn client_run_key(tenant: &str, id: &str) -> String {
 
 pub use crate::quota::Quotas;
 pub use flows::{FlowDetail, FlowVersion};
+pub use lineage::{UseView, VersionLineage};
 pub use schedules::MAX_PAGE as MAX_SCHEDULE_PAGE;
 pub use schedules::{BackfillPreview, FireTime};
 pub use timeline::{AttemptBar, Timeline};

@@ -1,14 +1,15 @@
 //! The web console (`/ui`) against the real `eflow` binary.
 //!
 //! Over plain HTTP: the cookies' flags, the security headers, CSRF, tenant
-//! scoping, the vendored script, schedules (fire times in the zone and in
-//! UTC, pause, resume, a backfill previewed then started), and
-//! `--ui-no-login` (refused off loopback, the admin on loopback). In real headless Chromium (Debian's `chromium`),
+//! scoping, the vendored script (and its gzip), schedules (fire times in the
+//! zone and in UTC, pause, resume, a backfill previewed then started), flows
+//! (versions with their runs, source and IR), a run's attempts in time,
+//! lineage, and `--ui-no-login` (refused off loopback, the admin on loopback). In real headless Chromium (Debian's `chromium`),
 //! driven by Playwright for Python (`tests/ui/console.py`, installed into a
 //! virtualenv under the target directory the first time, pinned in
 //! `tests/ui/requirements.txt`; never `playwright install`): every page,
 //! filters, pages, approve, reject, cancel, schedules (last runs, pause,
-//! resume, backfill), tenant scoping, axe-core
+//! resume, backfill), flows, the attempts' chart, lineage, tenant scoping, axe-core
 //! (vendored in `tests/ui/`, never served by the product), no console error
 //! and no request to another host; screenshots of every page under
 //! `target/tmp/ui-screenshots/`. Without chromium or the Python packages the
@@ -26,7 +27,7 @@ use serde_json::{Value, json};
 /// A flow with an approval whose subject is an evaluation, after a fan-out;
 /// a run that waits an hour; a run that fails.
 const SOURCE: &str = r#"
-from "std/ml" import Model, Evaluation, ModelVersion, RegisterModel, Stage
+from "std/ml" import Model, Evaluation, ModelVersion, RegisterModel, LatestVersion, Promote, Stage
 from "std/approval" import Approve
 
 remote step TrainIt(name: String) -> Model
@@ -61,6 +62,12 @@ flow Flaky(x: Int = 1) -> Int {
     return b
 }
 
+flow Ship(name: String) -> ModelVersion {
+    let staged = LatestVersion(name: name, stage: Stage.Staging)
+    let shipped = Promote(version: staged, stage: Stage.Production)
+    return shipped
+}
+
 bindings dev {
     TrainIt = sim { duration: 20ms, failure_rate: 0.0 }
     Score = sim { duration: 10ms, failure_rate: 0.0 }
@@ -69,6 +76,8 @@ bindings dev {
     Boom = sim { duration: 10ms, failure_rate: 1.0 }
     Approve = approval { channel: "ui" }
     RegisterModel = registry { kind: "model" }
+    LatestVersion = registry { kind: "model" }
+    Promote = registry { kind: "model" }
 }
 "#;
 
@@ -596,6 +605,7 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
 
     schedules_over_http(&w, &base, &mut jar, &mut b).await;
     flows_over_http(&w, &base, &mut jar, &mut b).await;
+    lineage_over_http(&w, &base, &mut jar, &mut b).await;
 
     // Logging out ends the session.
     let (_, page, _) = get(&base, &mut jar, "/ui").await;
@@ -865,6 +875,71 @@ async fn flows_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar) {
     );
     let (status, _, _) = get(base, jar, "/ui/flows/acme/Long?version=sha256:nope").await;
     assert_eq!(status, 404);
+}
+
+/// The lineage pages as tenant A (`jar`) and B (`b`): a model registered by
+/// an approved run, then looked up and promoted by another; none of it for B.
+async fn lineage_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar) {
+    let (_, page, _) = get(base, jar, "/ui/lineage").await;
+    assert!(
+        page.contains("no-entries"),
+        "nothing registered yet: {page}"
+    );
+    let decided = w
+        .api
+        .post(
+            Some(&w.a_token),
+            &format!("/v1/runs/{}/approvals/decision", w.retrain[0]),
+            &json!({ "approve": true }),
+        )
+        .await;
+    assert!(decided.status < 300, "{}", decided.text);
+    let done = w.api.wait_finished(&w.a_token, &w.retrain[0]).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let ship = w
+        .api
+        .start(&w.a_token, "Ship", json!({ "name": "churn" }))
+        .await;
+    let ship = ship["id"].as_str().expect("id").to_string();
+    let shipped = w.api.wait_finished(&w.a_token, &ship).await;
+    assert_eq!(shipped["status"], "succeeded", "{shipped}");
+
+    let (status, page, _) = get(base, jar, "/ui/lineage").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("href=\"/ui/lineage/model/churn\""), "{page}");
+    let (status, page, _) = get(base, jar, "/ui/lineage/model/churn").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("data-version=\"1\""), "{page}");
+    assert!(
+        page.contains(&format!(
+            "step <strong>version</strong> of run <a href=\"/ui/runs/{}\">",
+            w.retrain[0]
+        )),
+        "made by: {page}"
+    );
+    assert!(page.contains("Production"), "promoted: {page}");
+    for (step, action) in [("staged", "look up"), ("shipped", "promote")] {
+        assert!(
+            page.contains(&format!(
+                "<td><a href=\"/ui/runs/{ship}\">{ship}</a></td><td>{step}</td><td>{action}</td>"
+            )),
+            "{step} {action}: {page}"
+        );
+    }
+    let (status, page, _) = get(base, jar, "/ui/lineage/model/churn?version=1").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page.matches("<td>look up</td>").count(), 1, "{page}");
+    let (status, _, _) = get(base, jar, "/ui/lineage/model/churn?version=9").await;
+    assert_eq!(status, 404);
+    let (status, _, _) = get(base, jar, "/ui/lineage/model/nope").await;
+    assert_eq!(status, 404);
+    // B: nothing of A's.
+    let (_, page, _) = get(base, b, "/ui/lineage").await;
+    assert!(!page.contains("churn"), "{page}");
+    let (status, _, _) = get(base, b, "/ui/lineage/model/churn").await;
+    assert_eq!(status, 404);
+    let (status, _, _) = get(base, b, "/ui/lineage/model/churn?tenant=acme").await;
+    assert_eq!(status, 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -244,6 +244,12 @@ forward! {
     pub async fn approvals(&self, tenant: Option<&str>, pending_only: bool) -> Result<Vec<ApprovalRow>>;
     /// The newest attempt's approval of `step` in `run`.
     pub async fn approval(&self, run: &str, step: &str) -> Result<Option<ApprovalRow>>;
+    /// Records that a registry call used a registered version (see
+    /// [`RegistryUse`]); a second record of the same key changes nothing.
+    pub async fn record_registry_use(&self, u: &RegistryUse<'_>) -> Result<()>;
+    /// Up to `limit` uses of version `version` of `name`, oldest first,
+    /// after `(used_at, key)` of the last use of the page before.
+    pub async fn registry_uses(&self, tenant: &str, kind: &str, name: &str, version: i64, after: Option<(u64, String)>, limit: u32) -> Result<Vec<RegistryUseRow>>;
     /// Registers the next version of `name`, or returns the entry already
     /// registered under the same idempotency `key`.
     pub async fn register(&self, e: &NewEntry<'_>, make_entry: impl FnOnce(i64) -> serde_json::Value) -> Result<RegistryRow>;
@@ -620,6 +626,32 @@ pub struct RegistryRow {
     pub step: String,
     pub inputs: serde_json::Value,
     pub registered_at: u64,
+}
+
+/// A registry call that used a registered version: looked it up, promoted
+/// or retired it.
+#[derive(Debug, Clone)]
+pub struct RegistryUse<'a> {
+    /// The call's idempotency key.
+    pub key: &'a str,
+    pub tenant: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub version: i64,
+    pub run: &'a str,
+    pub step: &'a str,
+    /// `look_up`, `promote` (to a stage) or `retire`.
+    pub action: &'a str,
+    pub at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryUseRow {
+    pub key: String,
+    pub run: String,
+    pub step: String,
+    pub action: String,
+    pub used_at: u64,
 }
 
 /// A stored event of a run, as the API shows it.

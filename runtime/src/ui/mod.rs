@@ -92,6 +92,8 @@ pub fn router(service: Service, options: Options) -> Router {
         .route("/ui/approvals", get(pages::approvals))
         .route("/ui/flows", get(pages::flows))
         .route("/ui/flows/{tenant}/{name}", get(pages::flow))
+        .route("/ui/lineage", get(pages::lineage_index))
+        .route("/ui/lineage/{kind}/{name}", get(pages::lineage))
         .route("/ui/schedules", get(pages::schedules))
         .route("/ui/schedules/{id}/pause", post(pages::pause))
         .route("/ui/schedules/{id}/resume", post(pages::resume))

@@ -386,6 +386,27 @@ def main():
         assert "version=" in a.page.url and "flow=Retrain" in a.page.url, a.page.url
         assert len(run_ids(a.page)) == shown, (run_ids(a.page), shown)
 
+        # ---- lineage: the model the approved run registered, then shipped ----
+        shipped = a.page.request.post(
+            BASE + "/v1/runs",
+            headers={"Authorization": "Bearer " + FACTS["a_token"]},
+            data={"flow": "Ship", "input": {"name": "churn"}},
+        )
+        assert shipped.ok, shipped.status
+        ship = shipped.json()["id"]
+        a.goto("/ui/runs/" + urllib.parse.quote(ship, safe=""))
+        expect(a.page.locator("#run-status")).to_have_text("succeeded", timeout=30_000)
+        a.goto("/ui/lineage")
+        a.page.click("#registered a:text-is('churn')")
+        expect(a.page.locator("h1")).to_have_text("Lineage of model churn")
+        expect(a.page.locator("section.version[data-version='1'] .made-by")).to_contain_text(retrain[0])
+        uses = a.page.locator("section.version[data-version='1'] table.uses tbody tr")
+        expect(uses).to_have_count(2)
+        expect(uses.first).to_contain_text(ship)
+        a.check("lineage")
+        a.page.click(f"section.version[data-version='1'] .made-by a")
+        expect(a.page.locator("h1")).to_contain_text(retrain[0])
+
         # ---- tenant B sees none of A ------------------------------------------
         b = Watched(browser, "globex")
         b.login(FACTS["b_token"])
@@ -400,6 +421,10 @@ def main():
         assert not leaked, leaked
         b.goto("/ui/approvals")
         expect(b.page.locator("#no-approvals")).to_be_visible()
+        b.goto("/ui/lineage")
+        assert "churn" not in b.page.content()
+        resp = b.goto("/ui/lineage/model/churn", refused=True)
+        assert resp.status == 404, resp.status
         b.goto("/ui/flows")
         assert "/ui/flows/acme/" not in b.page.content()
         expect(b.page.locator("#flows-list")).to_contain_text("Retrain")
