@@ -20,7 +20,10 @@ use crate::quota::{Asker, Ledger, Refusal};
 use crate::scheduler::{BackfillError, Scheduler};
 use crate::store::{self, RunMeta, Store, TenantRow};
 
+mod flows;
+mod lineage;
 mod schedules;
+mod timeline;
 mod tokens;
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -106,7 +109,11 @@ pub fn client_run_key(tenant: &str, id: &str) -> String {
 }
 
 pub use crate::quota::Quotas;
+pub use flows::{FlowDetail, FlowVersion};
+pub use lineage::{UseView, VersionLineage};
 pub use schedules::MAX_PAGE as MAX_SCHEDULE_PAGE;
+pub use schedules::{BackfillPreview, FireTime};
+pub use timeline::{AttemptBar, Timeline};
 
 /// Where the run a caller named was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,6 +460,9 @@ impl Service {
     pub async fn deploy(&self, caller: &Caller, req: DeployRequest) -> ApiResult<DeployResult> {
         let tenant = caller.tenant(req.tenant.as_deref())?.to_string();
         self.tenant_exists(&tenant).await?;
+        // The files compiled here are kept with the bundle, for people
+        // reading the flow (the console's flow page).
+        let mut sources = None;
         let bundle: Bundle = match (req.ir, req.source) {
             (Some(ir), None) => serde_json::from_value(ir).map_err(|e| {
                 ApiError::bad_request(
@@ -460,7 +470,10 @@ impl Service {
                     format!("the IR does not parse: {e}; compile it with `eflowc compile`"),
                 )
             })?,
-            (None, Some(files)) => compile_sources(files)?,
+            (None, Some(files)) => {
+                sources = Some(serde_json::to_vec(&files).map_err(ApiError::internal)?);
+                compile_sources(files)?
+            }
             _ => {
                 return Err(ApiError::bad_request(
                     "invalid_request",
@@ -520,6 +533,7 @@ impl Service {
                 tenant: &tenant,
                 env: &env,
                 ir: &canonical,
+                sources: sources.as_deref(),
                 flows: &flows,
                 schedules: &schedules,
                 now,
@@ -648,17 +662,7 @@ impl Service {
     pub async fn flows(&self, caller: &Caller, tenant: Option<&str>) -> ApiResult<Vec<FlowView>> {
         let t = caller.scope(tenant)?;
         let rows = self.db().flows(t).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| FlowView {
-                tenant: r.tenant,
-                name: r.name,
-                version: r.version,
-                bundle: r.bundle,
-                deployed_at: rfc3339(r.deployed_at),
-                head: r.head,
-            })
-            .collect())
+        Ok(rows.into_iter().map(flows::flow_view).collect())
     }
 
     // ---- runs ----------------------------------------------------------------
@@ -1073,9 +1077,41 @@ impl Service {
         after: Option<u64>,
         limit: u32,
     ) -> ApiResult<Vec<EventView>> {
+        let rows = self.event_rows(caller, id, after, limit).await?;
+        // A child's result names the child (`child:RUN`): by the id the caller sees.
+        let shown_event_id = |id: &str| match id.strip_prefix("child:") {
+            Some(run) => format!("child:{}", caller.shown_run(run)),
+            None => id.to_string(),
+        };
+        rows.into_iter()
+            .map(|e| {
+                let mut event: Value =
+                    serde_json::from_slice(&e.body).map_err(ApiError::internal)?;
+                if let Some(Value::String(id)) = event.get_mut("id") {
+                    *id = shown_event_id(id);
+                }
+                Ok(EventView {
+                    event,
+                    seq: e.seq,
+                    id: shown_event_id(&e.id),
+                    at: rfc3339(e.at),
+                    status: e.status,
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` (at most 1000) events of run `id` after `after`, as stored.
+    async fn event_rows(
+        &self,
+        caller: &Caller,
+        id: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> ApiResult<Vec<store::EventRow>> {
         let (meta, _, found) = self.found_run(caller, id).await?;
         let limit = limit.clamp(1, 1000);
-        let rows = match found {
+        Ok(match found {
             Found::Engine => self.db().events_of(&meta.id, after, limit).await?,
             Found::History => self
                 .inner
@@ -1101,28 +1137,49 @@ impl Service {
                     }
                 })
                 .collect(),
-        };
-        // A child's result names the child (`child:RUN`): by the id the caller sees.
-        let shown_event_id = |id: &str| match id.strip_prefix("child:") {
-            Some(run) => format!("child:{}", caller.shown_run(run)),
-            None => id.to_string(),
-        };
-        rows.into_iter()
-            .map(|e| {
-                let mut event: Value =
-                    serde_json::from_slice(&e.body).map_err(ApiError::internal)?;
-                if let Some(Value::String(id)) = event.get_mut("id") {
-                    *id = shown_event_id(id);
+        })
+    }
+
+    /// The attempts of run `id` (its `view`, on `flow`) in time, from its
+    /// first `max_events` events (a page of the log at a time).
+    pub async fn attempt_timeline(
+        &self,
+        caller: &Caller,
+        id: &str,
+        view: &RunView,
+        flow: &eflow_ir::Flow,
+        max_events: u32,
+    ) -> ApiResult<Timeline> {
+        let mut events = Vec::new();
+        let mut after = None;
+        let mut complete = false;
+        let mut read = 0;
+        while read < max_events {
+            let want = (max_events - read).min(1000);
+            let rows = self.event_rows(caller, id, after, want).await?;
+            let got = rows.len() as u32;
+            read += got;
+            after = rows.last().map(|r| r.seq);
+            for r in rows {
+                // An event this build cannot read is left out of the chart.
+                if let Ok(e) = serde_json::from_slice::<eflow_core::Event>(&r.body) {
+                    events.push((r.at, e));
                 }
-                Ok(EventView {
-                    event,
-                    seq: e.seq,
-                    id: shown_event_id(&e.id),
-                    at: rfc3339(e.at),
-                    status: e.status,
-                })
-            })
-            .collect()
+            }
+            if got < want {
+                complete = true;
+                break;
+            }
+        }
+        let out: Vec<&str> = view
+            .steps
+            .iter()
+            .filter(|s| matches!(s.status.as_str(), "running" | "retry_wait" | "fan_out"))
+            .map(|s| s.id.as_str())
+            .collect();
+        let mut t = timeline::timeline(flow, &events, &out, complete);
+        t.now_ms = self.now().max(t.last_ms);
+        Ok(t)
     }
 
     pub async fn cancel_run(

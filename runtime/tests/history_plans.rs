@@ -117,6 +117,11 @@ async fn run_queries_use_an_index_in_page_order() {
             }
         }
     }
+    let plan = history.explain_version_runs().await.unwrap();
+    println!("runs on a version: {}", plan.join(" | "));
+    if !plan.iter().any(|l| l.contains("h_runs_version")) {
+        bad.push(format!("runs on a version: {}", plan.join(" | ")));
+    }
     history.close().await;
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
@@ -183,6 +188,14 @@ async fn run_queries_use_an_index_in_page_order_on_postgres() {
                 bad.push(format!("{name}: {}", plan.join(" | ")));
             }
         }
+    }
+    // A version's run count (the console's flow page): a range of its index.
+    let plan = history.explain_version_runs().await.unwrap();
+    println!("runs on a version: {}", plan.join(" | "));
+    if !plan.iter().any(|l| l.contains("h_runs_version"))
+        || plan.iter().any(|l| l.contains("Seq Scan on h_runs"))
+    {
+        bad.push(format!("runs on a version: {}", plan.join(" | ")));
     }
     pool.close().await;
     history.close().await;

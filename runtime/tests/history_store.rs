@@ -26,6 +26,7 @@ macro_rules! history_store_test_suite {
             events_of,
             expired_and_forget,
             tenants,
+            version_runs,
             sync,
         ]);
     };
@@ -457,6 +458,36 @@ async fn tenants(store: &HistoryStore) {
     )
     .await;
     assert_eq!(store.tenants().await.unwrap(), vec!["acme", "beta"]);
+}
+
+/// Runs of a tenant's flow on one version, counted up to a bound, through
+/// the index `h_runs_version` (not one of the other versions' rows).
+async fn version_runs(store: &HistoryStore) {
+    let on = |id: &str, tenant: &str, flow: &str, version: &str, at: u64| RunRecord {
+        flow: flow.into(),
+        version: version.into(),
+        ..record(id, tenant, "running", at)
+    };
+    let mut runs: Vec<RunRecord> = (0..5)
+        .map(|i| on(&format!("a{i}"), "acme", "Train", "v1", i))
+        .collect();
+    runs.extend([
+        on("b1", "acme", "Train", "v2", 10),
+        on("c1", "acme", "Score", "v1", 11),
+        on("d1", "beta", "Train", "v1", 12),
+    ]);
+    write(store, runs, vec![], 1).await;
+    let n = |t: &'static str, f: &'static str, v: &'static str, at_most: u32| async move {
+        store.version_runs(t, f, v, at_most).await.unwrap()
+    };
+    assert_eq!(n("acme", "Train", "v1", 100).await, 5);
+    assert_eq!(n("acme", "Train", "v1", 3).await, 3);
+    assert_eq!(n("acme", "Train", "v2", 100).await, 1);
+    assert_eq!(n("acme", "Score", "v1", 100).await, 1);
+    assert_eq!(n("beta", "Train", "v1", 100).await, 1);
+    assert_eq!(n("beta", "Train", "v2", 100).await, 0);
+    let plan = store.explain_version_runs().await.unwrap().join(" | ");
+    assert!(plan.contains("h_runs_version"), "{plan}");
 }
 
 /// What was written stays written and readable after a sync.

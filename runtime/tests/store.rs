@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use eflow_runtime::store::{
     ApprovalClose, ApprovalWrite, Commit, Deployment, Durability, EventWrite, MemberRow, NewEntry,
-    RunMeta, RunWrite, ScheduleQuery, ScheduleRow, ScheduleUpdate, Store, TenantRow, TimerWrite,
-    TokenRow,
+    RegistryUse, RunMeta, RunWrite, ScheduleQuery, ScheduleRow, ScheduleUpdate, Store, TenantRow,
+    TimerWrite, TokenRow,
 };
 use serde_json::json;
 
@@ -42,6 +42,8 @@ macro_rules! store_test_suite {
             leases_are_taken_only_when_free_and_renewed_with_their_token,
             members_say_they_are_alive,
             bundles_and_flows,
+            bundle_sources,
+            registry_uses,
             tenants,
             set_tenant_egress,
             set_tenant_retention,
@@ -837,6 +839,97 @@ async fn acquire_lease_fences_older_owners(store: &Store) {
 
 /// A bundle keeps its IR; each flow it names becomes its name's head, and
 /// older versions stay reachable by version.
+/// Uses of a registered version: recorded once per key, paged in time
+/// order per version, gone with their tenant.
+async fn registry_uses(store: &Store) {
+    store.create_tenant(&tenant("acme")).await.unwrap();
+    let used = |key: &'static str, version: i64, at: u64| RegistryUse {
+        key,
+        tenant: "acme",
+        kind: "model",
+        name: "churn",
+        version,
+        run: "r1",
+        step: key,
+        action: "look_up",
+        at,
+    };
+    for u in [
+        used("k3", 1, 30),
+        used("k1", 1, 10),
+        used("k2", 1, 20),
+        used("k4", 2, 5),
+    ] {
+        store.record_registry_use(&u).await.unwrap();
+    }
+    // A redelivered call records nothing new.
+    store
+        .record_registry_use(&RegistryUse {
+            action: "promote",
+            ..used("k1", 1, 99)
+        })
+        .await
+        .unwrap();
+    let page = |after: Option<(u64, String)>, limit| async move {
+        store
+            .registry_uses("acme", "model", "churn", 1, after, limit)
+            .await
+            .unwrap()
+    };
+    let first = page(None, 2).await;
+    let keys: Vec<&str> = first.iter().map(|u| u.key.as_str()).collect();
+    assert_eq!(keys, ["k1", "k2"]);
+    assert_eq!(
+        (first[0].action.as_str(), first[0].used_at),
+        ("look_up", 10)
+    );
+    let last = &first[1];
+    let rest = page(Some((last.used_at, last.key.clone())), 2).await;
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].key, "k3");
+    let v2 = store
+        .registry_uses("acme", "model", "churn", 2, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(v2.len(), 1);
+    assert!(
+        store
+            .registry_uses("beta", "model", "churn", 1, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.purge_tenant("acme").await.unwrap();
+    assert!(page(None, 10).await.is_empty());
+}
+
+/// A bundle deployed as sources keeps them; one deployed as IR has none.
+async fn bundle_sources(store: &Store) {
+    let sources = br#"{"a.eflow":"flow F() {}"}"#;
+    store
+        .deploy(&Deployment {
+            bundle: "b-src",
+            tenant: "acme",
+            env: "dev",
+            ir: b"{}",
+            sources: Some(sources),
+            flows: &[],
+            schedules: &[],
+            now: 1,
+        })
+        .await
+        .unwrap();
+    insert_bundle(store, "b-ir", "acme", "dev", b"{}", &[], 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.bundle_sources("b-src").await.unwrap().as_deref(),
+        Some(&sources[..])
+    );
+    assert_eq!(store.bundle_sources("b-ir").await.unwrap(), None);
+    assert_eq!(store.bundle_sources("nope").await.unwrap(), None);
+}
+
 async fn bundles_and_flows(store: &Store) {
     let flows = |v: &str| vec![("F".to_string(), v.to_string())];
     insert_bundle(store, "b-1", "acme", "dev", b"{\"ir\":1}", &flows("v1"), 10)
@@ -1154,6 +1247,7 @@ async fn insert_bundle(
             tenant,
             env,
             ir,
+            sources: None,
             flows,
             schedules: &[],
             now,
@@ -1174,6 +1268,7 @@ async fn replace_schedules(
             tenant,
             env: "dev",
             ir: b"{}",
+            sources: None,
             flows: &[],
             schedules: &[(flow.to_string(), rows.to_vec())],
             now: 0,
@@ -1771,6 +1866,7 @@ async fn schedules_made_through_the_api(store: &Store) {
             tenant: "acme",
             env: "dev",
             ir: b"{}",
+            sources: None,
             flows: &[("F".to_string(), "v2".to_string())],
             schedules: &[("F".to_string(), vec![schedule("acme.F.0", "acme", 1)])],
             now: 10,

@@ -1,12 +1,15 @@
 //! The web console (`/ui`) against the real `eflow` binary.
 //!
 //! Over plain HTTP: the cookies' flags, the security headers, CSRF, tenant
-//! scoping, the vendored script, and `--ui-no-login` (refused off loopback,
-//! the admin on loopback). In real headless Chromium (Debian's `chromium`),
+//! scoping, the vendored script (and its gzip), schedules (fire times in the
+//! zone and in UTC, pause, resume, a backfill previewed then started), flows
+//! (versions with their runs, source and IR), a run's attempts in time,
+//! lineage, and `--ui-no-login` (refused off loopback, the admin on loopback). In real headless Chromium (Debian's `chromium`),
 //! driven by Playwright for Python (`tests/ui/console.py`, installed into a
 //! virtualenv under the target directory the first time, pinned in
 //! `tests/ui/requirements.txt`; never `playwright install`): every page,
-//! filters, pages, approve, reject, cancel, tenant scoping, axe-core
+//! filters, pages, approve, reject, cancel, schedules (last runs, pause,
+//! resume, backfill), flows, the attempts' chart, lineage, tenant scoping, axe-core
 //! (vendored in `tests/ui/`, never served by the product), no console error
 //! and no request to another host; screenshots of every page under
 //! `target/tmp/ui-screenshots/`. Without chromium or the Python packages the
@@ -24,7 +27,7 @@ use serde_json::{Value, json};
 /// A flow with an approval whose subject is an evaluation, after a fan-out;
 /// a run that waits an hour; a run that fails.
 const SOURCE: &str = r#"
-from "std/ml" import Model, Evaluation, ModelVersion, RegisterModel, Stage
+from "std/ml" import Model, Evaluation, ModelVersion, RegisterModel, LatestVersion, Promote, Stage
 from "std/approval" import Approve
 
 remote step TrainIt(name: String) -> Model
@@ -54,7 +57,15 @@ flow Long(x: Int = 1) -> Int {
 
 flow Flaky(x: Int = 1) -> Int {
     let b = Boom(x: x)
+        retry 2
+        backoff fixed(150ms)
     return b
+}
+
+flow Ship(name: String) -> ModelVersion {
+    let staged = LatestVersion(name: name, stage: Stage.Staging)
+    let shipped = Promote(version: staged, stage: Stage.Production)
+    return shipped
 }
 
 bindings dev {
@@ -65,6 +76,8 @@ bindings dev {
     Boom = sim { duration: 10ms, failure_rate: 1.0 }
     Approve = approval { channel: "ui" }
     RegisterModel = registry { kind: "model" }
+    LatestVersion = registry { kind: "model" }
+    Promote = registry { kind: "model" }
 }
 "#;
 
@@ -82,6 +95,8 @@ struct World {
     failed: String,
     failed_code: String,
     b_run: String,
+    /// Tenant A's schedule of `Long`, yearly on 1 January at 03:00 in Berlin.
+    yearly: String,
 }
 
 async fn world(server: &Eflow) -> World {
@@ -116,13 +131,17 @@ async fn world(server: &Eflow) -> World {
         .to_string();
     let b_run = id(api.start(&b_token, "Long", json!({})).await);
     // A schedule far from firing: the overview lists it with its next fire time.
-    api.post(
-        Some(&a_token),
-        "/v1/schedules",
-        &json!({ "flow": "Long", "cron": "0 3 1 1 *", "timezone": "Europe/Berlin", "key": "yearly" }),
-    )
-    .await
-    .ok("a schedule");
+    let yearly = api
+        .post(
+            Some(&a_token),
+            "/v1/schedules",
+            &json!({ "flow": "Long", "cron": "0 3 1 1 *", "timezone": "Europe/Berlin", "key": "yearly" }),
+        )
+        .await
+        .ok("a schedule")["id"]
+        .as_str()
+        .expect("a schedule id")
+        .to_string();
     // Every Retrain run waits for its decision, so the pages show what they will keep showing.
     poll_until("four approvals to wait", DEADLINE, || async {
         let list = api
@@ -143,6 +162,7 @@ async fn world(server: &Eflow) -> World {
         failed,
         failed_code,
         b_run,
+        yearly,
     }
 }
 
@@ -215,6 +235,35 @@ async fn post(base: &str, jar: &mut Jar, path: &str, form: &[(&str, &str)]) -> (
         .map(|l| l.to_str().unwrap_or_default().to_string());
     let body = res.text().await.expect("body");
     (status, location.unwrap_or(body))
+}
+
+/// `path` asked for with `Accept-Encoding: gzip` comes gzip-compressed, and
+/// gunzip (which checks its CRC) gives back `plain`.
+async fn assets_gzipped(base: &str, path: &str, plain: &[u8]) {
+    let res = client()
+        .get(format!("{base}{path}"))
+        .header(reqwest::header::ACCEPT_ENCODING, "gzip, deflate, br")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    assert_eq!(res.headers()["vary"], "accept-encoding");
+    let gz = res.bytes().await.expect("body");
+    let file = std::env::temp_dir().join(format!("eflow-ui-{}.gz", std::process::id()));
+    std::fs::write(&file, &gz).expect("write");
+    let out = Command::new("gzip")
+        .arg("-dc")
+        .arg(&file)
+        .output()
+        .expect("gzip -dc");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, plain, "{path} decompressed");
+    println!("{path}: {} bytes, {} gzipped", plain.len(), gz.len());
 }
 
 /// The value of the first hidden `csrf` field of a page.
@@ -360,7 +409,49 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
     let (status, page, _) = get(&base, &mut jar, &format!("/ui/runs/{}", w.wide)).await;
     assert_eq!(status, 200);
     assert!(page.contains(&format!("{WIDE} of {WIDE} done")), "{page}");
-    let (status, _, headers) = get(&base, &mut jar, "/ui/static/htmx.min.js").await;
+    // The attempts in time: the fan-out one bar, the approval still out.
+    assert!(page.contains("<svg class=\"gantt\""), "{page}");
+    for (row, outcome) in [
+        ("model #1", "succeeded"),
+        (&format!("scores (fan-out, {WIDE} children)"), "succeeded"),
+        ("eval #1", "succeeded"),
+        ("decision #1", "running"),
+    ] {
+        assert!(
+            page.contains(&format!(
+                "<tr><th scope=\"row\">{row}</th><td><span class=\"badge st-{outcome}\">"
+            )),
+            "{row} {outcome}: {page}"
+        );
+    }
+    assert!(!page.contains("version #1"), "not reached: {page}");
+    // The failed run: each attempt failed, the retries after their backoff.
+    let (_, page, _) = get(&base, &mut jar, &format!("/ui/runs/{}", w.failed)).await;
+    let attempts = page.matches("<th scope=\"row\">b #").count();
+    assert!(attempts >= 2, "{page}");
+    assert_eq!(
+        page.matches("<g class=\"bar st-failed\">").count(),
+        attempts,
+        "{page}"
+    );
+    let row = |n: u32| {
+        let at = page
+            .find(&format!("<th scope=\"row\">b #{n}</th>"))
+            .unwrap_or_else(|| panic!("attempt {n}: {page}"));
+        let cells: Vec<&str> = page[at..]
+            .split("<td>")
+            .skip(2)
+            .take(2)
+            .map(|c| &c[..c.find("</td>").expect("a cell")])
+            .collect();
+        (cells[0].to_string(), cells[1].to_string())
+    };
+    let ((_, end1), (begin2, _)) = (row(1), row(2));
+    assert!(
+        begin2 > end1,
+        "attempt 2 begins {begin2}, after attempt 1's end {end1}"
+    );
+    let (status, plain, headers) = get(&base, &mut jar, "/ui/static/htmx.min.js").await;
     assert_eq!(status, 200);
     assert!(
         headers["content-type"]
@@ -368,6 +459,8 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
             .expect("ct")
             .starts_with("text/javascript")
     );
+    assert!(headers.get("content-encoding").is_none());
+    assets_gzipped(&base, "/ui/static/htmx.min.js", plain.as_bytes()).await;
 
     // Forms: a missing or wrong CSRF token changes nothing; the right one cancels.
     let cancel = format!("/ui/runs/{}/cancel", w.long);
@@ -510,12 +603,343 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
         assert_eq!((status, location.as_str()), (303, to), "next {next}");
     }
 
+    schedules_over_http(&w, &base, &mut jar, &mut b).await;
+    flows_over_http(&w, &base, &mut jar, &mut b).await;
+    lineage_over_http(&w, &base, &mut jar, &mut b).await;
+
     // Logging out ends the session.
     let (_, page, _) = get(&base, &mut jar, "/ui").await;
     let (status, to) = post(&base, &mut jar, "/ui/logout", &[("csrf", &csrf_of(&page))]).await;
     assert_eq!((status, to.as_str()), (303, "/ui/login"));
     let (status, _, _) = get(&base, &mut jar, "/ui").await;
     assert_eq!(status, 303);
+}
+
+/// The schedules page as tenant A (`jar`) and B (`b`): fire times in the
+/// zone and in UTC, pause and resume behind CSRF, a backfill previewed
+/// then started; none of it for B.
+async fn schedules_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar) {
+    let (status, page, _) = get(base, jar, "/ui/schedules").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(&format!("data-schedule=\"{}\"", w.yearly)),
+        "{page}"
+    );
+    // 1 January, 03:00 in Berlin is 02:00 UTC (winter time).
+    assert!(page.contains("-01-01 03:00:00 CET (+01:00)"), "{page}");
+    assert!(page.contains("-01-01T02:00:00Z"), "{page}");
+    let (_, other, _) = get(base, jar, "/ui/schedules?flow=Retrain").await;
+    assert!(other.contains("No schedule matches"), "{other}");
+    let (_, other, _) = get(base, jar, "/ui/schedules?key=yearly").await;
+    assert!(other.contains(&w.yearly), "{other}");
+
+    let pause = format!("/ui/schedules/{}/pause", w.yearly);
+    let (status, _) = post(base, jar, &pause, &[("csrf", "forged")]).await;
+    assert_eq!(status, 403);
+    let paused = |api: Api, token: String| async move {
+        let all = api.get(Some(&token), "/v1/schedules").await.ok("schedules");
+        all[0]["paused"].as_bool()
+    };
+    assert_eq!(paused(w.api.clone(), w.a_token.clone()).await, Some(false));
+    let csrf = csrf_of(&page);
+    let (status, to) = post(base, jar, &pause, &[("csrf", &csrf)]).await;
+    assert_eq!(status, 303, "{to}");
+    assert_eq!(paused(w.api.clone(), w.a_token.clone()).await, Some(true));
+    let (_, page, _) = get(base, jar, &to).await;
+    assert!(page.contains("Paused schedule"), "{page}");
+    assert!(page.contains("Resume schedule"), "{page}");
+    // B can neither see nor pause nor backfill it.
+    let (_, b_page, _) = get(base, b, "/ui/schedules").await;
+    assert!(b_page.contains("No schedule matches"), "{b_page}");
+    assert!(!b_page.contains(&w.yearly), "{b_page}");
+    let b_csrf = csrf_of(&b_page);
+    let resume = format!("/ui/schedules/{}/resume", w.yearly);
+    let (status, _) = post(base, b, &resume, &[("csrf", &b_csrf)]).await;
+    assert_eq!(status, 404);
+    let backfill = format!("/ui/schedules/{}/backfill", w.yearly);
+    let (status, _, _) = get(base, b, &backfill).await;
+    assert_eq!(status, 404);
+    let (status, _) = post(
+        base,
+        b,
+        &backfill,
+        &[
+            ("csrf", &b_csrf),
+            ("from", "2020-01-01T00:00"),
+            ("to", "2023-12-31T00:00"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(paused(w.api.clone(), w.a_token.clone()).await, Some(true));
+    let (status, _) = post(base, jar, &resume, &[("csrf", &csrf)]).await;
+    assert_eq!(status, 303);
+    assert_eq!(paused(w.api.clone(), w.a_token.clone()).await, Some(false));
+
+    // The preview starts nothing; the confirmation starts what it showed.
+    let range = "?from=2020-06-01T00:00&to=2023-06-01T00:00";
+    let (status, page, _) = get(base, jar, &format!("{backfill}{range}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("3 fire times, 3 runs to start"), "{page}");
+    for year in ["2021", "2022", "2023"] {
+        assert!(
+            page.contains(&format!("{year}-01-01 03:00:00 CET (+01:00)"))
+                && page.contains(&format!("{year}-01-01T02:00:00Z")),
+            "{year}: {page}"
+        );
+    }
+    let ids: Vec<String> = ["20210101T020000Z", "20220101T020000Z", "20230101T020000Z"]
+        .iter()
+        .map(|t| format!("{}.{t}", w.yearly))
+        .collect();
+    for id in &ids {
+        assert!(page.contains(id.as_str()), "{id}: {page}");
+        let r = w.api.get(Some(&w.a_token), &format!("/v1/runs/{id}")).await;
+        assert_eq!(r.status, 404, "the preview started {id}");
+    }
+    let (status, _, _) = get(
+        base,
+        jar,
+        &format!("{backfill}?from=2023-06-01T00:00&to=2020-06-01T00:00"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = post(
+        base,
+        jar,
+        &backfill,
+        &[
+            ("csrf", "forged"),
+            ("from", "2020-06-01T00:00"),
+            ("to", "2023-06-01T00:00"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, to) = post(
+        base,
+        jar,
+        &backfill,
+        &[
+            ("csrf", &csrf),
+            ("from", "2020-06-01T00:00"),
+            ("to", "2023-06-01T00:00"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303, "{to}");
+    for id in &ids {
+        let r = w.api.run(&w.a_token, id).await;
+        assert_eq!(r["status"], "running", "{id}: {r}");
+        w.api
+            .post(
+                Some(&w.a_token),
+                &format!("/v1/runs/{id}/cancel"),
+                &json!({}),
+            )
+            .await
+            .ok("cancel a backfilled run");
+    }
+    let (_, page, _) = get(base, jar, &to).await;
+    assert!(page.contains("Backfilled: 3 fire times"), "{page}");
+    assert!(page.contains("3 fire times, 0 runs to start"), "{page}");
+    assert!(
+        !page.contains("confirm-backfill"),
+        "nothing left to start: {page}"
+    );
+}
+
+/// The flows pages as tenant A (`jar`) and B (`b`): versions with their
+/// runs counted as the run list finds them, a version's steps, IR and
+/// source (escaped), older versions; none of it for B.
+async fn flows_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar) {
+    let (status, page, _) = get(base, jar, "/ui/flows").await;
+    assert_eq!(status, 200, "{page}");
+    for f in ["Retrain", "Long", "Flaky"] {
+        assert!(page.contains(&format!("/ui/flows/acme/{f}")), "{f}: {page}");
+    }
+    assert!(!page.contains("globex"), "{page}");
+    let (_, b_page, _) = get(base, b, "/ui/flows").await;
+    assert!(
+        b_page.contains("/ui/flows/globex/Retrain") && !b_page.contains("acme"),
+        "{b_page}"
+    );
+    for path in ["/ui/flows/acme/Retrain", "/ui/flows/acme/Nope"] {
+        let (status, _, _) = get(base, b, path).await;
+        assert_eq!(status, 404, "{path} as B");
+    }
+    let (status, _, _) = get(base, b, "/ui/flows?tenant=acme").await;
+    assert_eq!(status, 403);
+
+    // Retrain's one version: its runs as many as the run list has.
+    let (status, page, _) = get(base, jar, "/ui/flows/acme/Retrain").await;
+    assert_eq!(status, 200, "{page}");
+    let head = w.api.get(Some(&w.a_token), "/v1/flows").await.ok("flows");
+    let version = head
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|f| f["name"] == "Retrain" && f["head"] == true)
+        })
+        .map(|f| f["version"].as_str().expect("version").to_string())
+        .expect("Retrain's head");
+    let listed = w
+        .api
+        .get(
+            Some(&w.a_token),
+            &format!("/v1/runs?flow=Retrain&version={version}&limit=200"),
+        )
+        .await
+        .ok("runs on the version");
+    let n = listed["items"].as_array().map_or(0, Vec::len);
+    assert!(n >= 4, "{listed}");
+    assert!(
+        page.contains(&format!("aria-label=\"{n} runs on version")),
+        "{n} runs: {page}"
+    );
+    assert!(
+        page.contains(&format!("<code id=\"flow-version\">{version}</code>")),
+        "{page}"
+    );
+    // The graph, the steps with where they are written, the source and the IR.
+    assert_eq!(page.matches("<g class=\"node st-step").count(), 5, "{page}");
+    assert!(page.contains("console.eflow:"), "{page}");
+    assert!(page.contains("flow Retrain(model_name: String"), "{page}");
+    assert!(
+        page.contains("&quot;contracts&quot;") || page.contains("&#34;contracts&#34;"),
+        "{page}"
+    );
+
+    // A second version of Long, with markup in a comment: shown as text.
+    let v2 = SOURCE.replace(
+        "flow Long(x: Int = 1) -> Int {",
+        "// <script>alert(1)</script>\nflow Long(x: Int = 2) -> Int {",
+    );
+    w.api
+        .deploy_source(&w.a_token, &[("console.eflow", &v2)])
+        .await;
+    let (_, page, _) = get(base, jar, "/ui/flows/acme/Long").await;
+    assert_eq!(page.matches("<tr data-version=").count(), 2, "{page}");
+    assert!(!page.contains("<script>alert"), "{page}");
+    assert!(
+        page.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{page}"
+    );
+    assert!(page.contains("(the head: new runs start on it)"), "{page}");
+    // The newest first: the new head with no run, the old one with the runs
+    // the run list finds on it (the long run and the backfilled ones).
+    let counts: Vec<&str> = page
+        .split("aria-label=\"")
+        .skip(1)
+        .filter(|s| s.contains(" runs on version "))
+        .map(|s| &s[..s.find(' ').expect("a count")])
+        .collect();
+    let old = page
+        .split("<tr data-version=\"")
+        .nth(2)
+        .map(|s| s[..s.find('"').expect("end")].to_string())
+        .expect("the old version");
+    let on_old = w
+        .api
+        .get(
+            Some(&w.a_token),
+            &format!("/v1/runs?flow=Long&version={old}&limit=200"),
+        )
+        .await
+        .ok("runs on the old version");
+    let on_old = on_old["items"].as_array().map_or(0, Vec::len).to_string();
+    assert_eq!(counts, ["0", on_old.as_str()], "{page}");
+    assert_ne!(on_old, "0");
+    let (status, page, _) = get(base, jar, &format!("/ui/flows/acme/Long?version={old}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(&format!("<code id=\"flow-version\">{old}</code>")),
+        "{page}"
+    );
+    assert!(!page.contains("(the head: new runs start on it)"), "{page}");
+    assert!(
+        page.contains("flow Long(x: Int = 1)"),
+        "the old source: {page}"
+    );
+    let (_, page, _) = get(base, jar, "/ui/flows/acme/Long?limit=1").await;
+    assert_eq!(page.matches("<tr data-version=").count(), 1, "{page}");
+    let next = page
+        .split("href=\"")
+        .find(|s| s.starts_with("/ui/flows/acme/Long?") && s.contains("after="))
+        .map(|s| s[..s.find('"').expect("end")].replace("&#38;", "&"))
+        .unwrap_or_else(|| panic!("a link to older versions: {page}"));
+    let (_, page, _) = get(base, jar, &next).await;
+    assert!(
+        page.contains(&format!("<tr data-version=\"{old}\"")),
+        "{page}"
+    );
+    let (status, _, _) = get(base, jar, "/ui/flows/acme/Long?version=sha256:nope").await;
+    assert_eq!(status, 404);
+}
+
+/// The lineage pages as tenant A (`jar`) and B (`b`): a model registered by
+/// an approved run, then looked up and promoted by another; none of it for B.
+async fn lineage_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar) {
+    let (_, page, _) = get(base, jar, "/ui/lineage").await;
+    assert!(
+        page.contains("no-entries"),
+        "nothing registered yet: {page}"
+    );
+    let decided = w
+        .api
+        .post(
+            Some(&w.a_token),
+            &format!("/v1/runs/{}/approvals/decision", w.retrain[0]),
+            &json!({ "approve": true }),
+        )
+        .await;
+    assert!(decided.status < 300, "{}", decided.text);
+    let done = w.api.wait_finished(&w.a_token, &w.retrain[0]).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let ship = w
+        .api
+        .start(&w.a_token, "Ship", json!({ "name": "churn" }))
+        .await;
+    let ship = ship["id"].as_str().expect("id").to_string();
+    let shipped = w.api.wait_finished(&w.a_token, &ship).await;
+    assert_eq!(shipped["status"], "succeeded", "{shipped}");
+
+    let (status, page, _) = get(base, jar, "/ui/lineage").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("href=\"/ui/lineage/model/churn\""), "{page}");
+    let (status, page, _) = get(base, jar, "/ui/lineage/model/churn").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("data-version=\"1\""), "{page}");
+    assert!(
+        page.contains(&format!(
+            "step <strong>version</strong> of run <a href=\"/ui/runs/{}\">",
+            w.retrain[0]
+        )),
+        "made by: {page}"
+    );
+    assert!(page.contains("Production"), "promoted: {page}");
+    for (step, action) in [("staged", "look up"), ("shipped", "promote")] {
+        assert!(
+            page.contains(&format!(
+                "<td><a href=\"/ui/runs/{ship}\">{ship}</a></td><td>{step}</td><td>{action}</td>"
+            )),
+            "{step} {action}: {page}"
+        );
+    }
+    let (status, page, _) = get(base, jar, "/ui/lineage/model/churn?version=1").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page.matches("<td>look up</td>").count(), 1, "{page}");
+    let (status, _, _) = get(base, jar, "/ui/lineage/model/churn?version=9").await;
+    assert_eq!(status, 404);
+    let (status, _, _) = get(base, jar, "/ui/lineage/model/nope").await;
+    assert_eq!(status, 404);
+    // B: nothing of A's.
+    let (_, page, _) = get(base, b, "/ui/lineage").await;
+    assert!(!page.contains("churn"), "{page}");
+    let (status, _, _) = get(base, b, "/ui/lineage/model/churn").await;
+    assert_eq!(status, 404);
+    let (status, _, _) = get(base, b, "/ui/lineage/model/churn?tenant=acme").await;
+    assert_eq!(status, 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -651,6 +1075,7 @@ async fn the_console_in_chromium() {
         "failed": { "id": w.failed, "code": w.failed_code },
         "b_run": w.b_run,
         "b_run_admin": w.b_run,
+        "yearly": w.yearly,
     });
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
@@ -710,6 +1135,22 @@ async fn the_console_in_chromium() {
     let rejected = decision(done["rejected"].as_str().expect("rejected")).await;
     assert_eq!(rejected["outcome"], "Rejected", "{rejected}");
     assert_eq!(w.api.run(&w.a_token, &w.long).await["status"], "cancelled");
+    // The schedule paused in the browser is paused; the backfill started its runs.
+    let every = done["paused_schedule"].as_str().expect("paused schedule");
+    let all = w
+        .api
+        .get(Some(&w.a_token), "/v1/schedules?key=every-second")
+        .await
+        .ok("schedules");
+    assert_eq!(all[0]["id"], every, "{all}");
+    assert_eq!(all[0]["paused"], true, "{all}");
+    let backfilled = done["backfilled"].as_array().expect("backfilled runs");
+    assert_eq!(backfilled.len(), 3, "{done}");
+    for id in backfilled {
+        let id = id.as_str().expect("a run id");
+        assert!(id.starts_with(&format!("{}.", w.yearly)), "{id}");
+        assert_eq!(w.api.run(&w.a_token, id).await["status"], "running");
+    }
     // The forged cancel changed nothing.
     assert_eq!(
         w.api.run(&w.a_token, &w.retrain[2]).await["status"],

@@ -11,6 +11,9 @@
 //! - **look up** (`name`, optionally `stage`, nothing else): the newest version
 //!   in that stage, or the error `NotFound`.
 //!
+//! A promote, retire or look-up records that its run and step used the
+//! version (`registry_uses`): the version's lineage after its registration.
+//!
 //! Registration is idempotent by the invocation's idempotency key: a
 //! redelivered call returns the version it registered the first time.
 
@@ -77,6 +80,28 @@ pub struct Request<'a> {
     pub now: u64,
 }
 
+/// Records that this call used version `version` of `name` (its lineage).
+async fn record_use(
+    db: &Store,
+    r: &Request<'_>,
+    name: &str,
+    version: i64,
+    action: &str,
+) -> store::Result<()> {
+    db.record_registry_use(&store::RegistryUse {
+        key: r.key,
+        tenant: r.tenant,
+        kind: r.kind,
+        name,
+        version,
+        run: r.run,
+        step: r.step,
+        action,
+        at: r.now,
+    })
+    .await
+}
+
 /// Carries out one registry call; the outer error is the store's, the inner the step's.
 pub async fn register(store: &Store, r: Request<'_>) -> store::Result<Result<Value, StepError>> {
     let db = store;
@@ -90,21 +115,21 @@ pub async fn register(store: &Store, r: Request<'_>) -> store::Result<Result<Val
                 "`version` must be a registered version with `name` and `version`",
             )));
         };
-        let stage = r
-            .inputs
-            .get("stage")
-            .and_then(Value::as_str)
-            .unwrap_or("Archived");
+        let stage = r.inputs.get("stage").and_then(Value::as_str);
         return Ok(
             match db
-                .registry_set_stage(r.tenant, r.kind, name, number, stage)
+                .registry_set_stage(r.tenant, r.kind, name, number, stage.unwrap_or("Archived"))
                 .await?
             {
-                Some(entry) => Ok(if r.output.is_some() {
-                    entry
-                } else {
-                    Value::Null
-                }),
+                Some(entry) => {
+                    let action = if stage.is_some() { "promote" } else { "retire" };
+                    record_use(db, &r, name, number, action).await?;
+                    Ok(if r.output.is_some() {
+                        entry
+                    } else {
+                        Value::Null
+                    })
+                }
                 None => Err(StepError::new(
                     "NotFound",
                     format!("{} `{name}` has no version {number}", r.kind),
@@ -127,7 +152,10 @@ pub async fn register(store: &Store, r: Request<'_>) -> store::Result<Result<Val
             .rev()
             .find(|row| stage.is_none() || row.entry.get("stage").and_then(Value::as_str) == stage);
         return Ok(match found {
-            Some(row) => Ok(row.entry),
+            Some(row) => {
+                record_use(db, &r, name, row.version, "look_up").await?;
+                Ok(row.entry)
+            }
             None => Err(StepError::new(
                 "NotFound",
                 format!(

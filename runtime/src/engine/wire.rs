@@ -475,6 +475,7 @@ mod tests {
                 tenant: "acme",
                 env: "test",
                 ir: &ir,
+                sources: None,
                 flows: &[],
                 schedules: &[],
                 now: 1,

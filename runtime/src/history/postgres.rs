@@ -289,6 +289,35 @@ impl PostgresHistory {
 
     /// One index seek per tenant (PostgreSQL has no skip scan: a recursive
     /// query asks for the next tenant after the last one).
+    pub async fn version_runs(
+        &self,
+        tenant: &str,
+        flow: &str,
+        version: &str,
+        at_most: u32,
+    ) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM h_runs \
+             WHERE tenant = $1 AND flow = $2 AND version = $3 LIMIT $4) AS v",
+        )
+        .bind(tenant)
+        .bind(flow)
+        .bind(version)
+        .bind(i64::from(at_most))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    pub async fn explain_version_runs(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "EXPLAIN SELECT count(*) FROM (SELECT 1 FROM h_runs \
+             WHERE tenant = 'a' AND flow = 'f' AND version = 'v' LIMIT 10) AS v",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn tenants(&self) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "WITH RECURSIVE t(tenant) AS ( \

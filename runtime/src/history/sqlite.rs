@@ -243,6 +243,36 @@ impl SqliteHistory {
         Ok(())
     }
 
+    pub async fn version_runs(
+        &self,
+        tenant: &str,
+        flow: &str,
+        version: &str,
+        at_most: u32,
+    ) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM h_runs \
+             WHERE tenant = ? AND flow = ? AND version = ? LIMIT ?)",
+        )
+        .bind(tenant)
+        .bind(flow)
+        .bind(version)
+        .bind(i64::from(at_most))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    pub async fn explain_version_runs(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "EXPLAIN QUERY PLAN SELECT count(*) FROM (SELECT 1 FROM h_runs \
+             WHERE tenant = 'a' AND flow = 'f' AND version = 'v' LIMIT 10)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(3)).collect())
+    }
+
     pub async fn tenants(&self) -> Result<Vec<String>> {
         // A skip scan of `h_runs_tenant`: one seek per tenant.
         Ok(

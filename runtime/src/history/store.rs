@@ -111,6 +111,12 @@ forward! {
     pub async fn expired(&self, tenant: &str, before: u64, limit: u32) -> Result<Vec<String>>;
     /// Deletes runs `ids` and their events; returns how many rows.
     pub async fn forget(&self, ids: &[&str]) -> Result<u64>;
+    /// How many runs `tenant`'s flow `flow` has on `version`, counted up to
+    /// `at_most` (one range of the index `h_runs_version`, never more rows).
+    pub async fn version_runs(&self, tenant: &str, flow: &str, version: &str, at_most: u32) -> Result<u64>;
+    /// How the backend answers [`HistoryStore::version_runs`]: for the test
+    /// that it reads an index range.
+    pub async fn explain_version_runs(&self) -> Result<Vec<String>>;
     /// The tenants the store holds runs of.
     pub async fn tenants(&self) -> Result<Vec<String>>;
     /// Makes every write committed so far durable (on SQLite, whose commits

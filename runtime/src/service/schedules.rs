@@ -9,13 +9,187 @@
 //! a fire is refused when the schedule is made.
 
 use super::*;
-use crate::api::model::{ScheduleFilter, ScheduleRequest};
+use crate::api::model::{Backfill, ScheduleFilter, ScheduleRequest};
 use crate::store::{ScheduleQuery, ScheduleRow};
+use eflow_core::schedule::Calendar;
 
 /// The most schedules one page of `GET /v1/schedules` holds.
 pub const MAX_PAGE: u32 = 1000;
 
+/// A fire time as a person reads it: on the wall clock of the schedule's
+/// zone and in UTC, with the id of the run it starts (or started).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FireTime {
+    pub utc: String,
+    pub local: String,
+    /// The run's id as the caller names it.
+    pub run: String,
+}
+
+/// What a backfill of a range would do, before it is asked for.
+#[derive(Debug, Clone)]
+pub struct BackfillPreview {
+    pub schedule: ScheduleView,
+    /// Every fire time of the range, oldest first.
+    pub fires: Vec<FireTime>,
+    /// The fire times whose run exists already (fired or backfilled
+    /// before): a backfill leaves those as they are.
+    pub existing: Vec<bool>,
+}
+
+impl BackfillPreview {
+    /// How many runs the backfill would start.
+    pub fn new_runs(&self) -> usize {
+        self.existing.iter().filter(|e| !**e).count()
+    }
+}
+
+fn calendar_of(s: &ScheduleView) -> ApiResult<Calendar> {
+    // The schedule was checked when it was made: a failure here is ours.
+    Calendar::new(&s.cron, &s.timezone).map_err(ApiError::internal)
+}
+
+fn fire_time(caller: &Caller, c: &Calendar, schedule: &str, t: u64) -> FireTime {
+    FireTime {
+        utc: rfc3339(t),
+        local: c.wall_clock(t),
+        run: caller.shown_run(&eflow_core::schedule::run_id(schedule, t)),
+    }
+}
+
 impl Service {
+    /// One schedule the caller may see.
+    pub async fn schedule(&self, caller: &Caller, id: &str) -> ApiResult<ScheduleView> {
+        schedule_view(&self.own_schedule(caller, id).await?)
+    }
+
+    /// The next `count` fire times of `s` after now (nominal: before its
+    /// jitter), as the scheduler computes them; a pure function of the
+    /// schedule and the clock.
+    pub fn next_fires(
+        &self,
+        caller: &Caller,
+        s: &ScheduleView,
+        count: usize,
+    ) -> ApiResult<Vec<FireTime>> {
+        let c = calendar_of(s)?;
+        Ok(c.iter_after(self.now())
+            .take(count)
+            .map(|t| fire_time(caller, &c, &s.id, t))
+            .collect())
+    }
+
+    /// For each schedule, the runs of its latest `count` fire times up to
+    /// its last fire, newest first, as the history holds them (a fire time
+    /// skipped by its overlap policy has no run). One lookup by id for all.
+    pub async fn latest_schedule_runs(
+        &self,
+        caller: &Caller,
+        schedules: &[ScheduleView],
+        count: usize,
+    ) -> ApiResult<Vec<Vec<RunSummary>>> {
+        let mut wanted: Vec<Vec<String>> = Vec::with_capacity(schedules.len());
+        for s in schedules {
+            let ids = match &s.last_fire {
+                Some(last) if caller.may_see(&s.tenant) => {
+                    let last = parse_time(last)?;
+                    calendar_of(s)?
+                        .latest(last, count)
+                        .into_iter()
+                        .map(|t| eflow_core::schedule::run_id(&s.id, t))
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
+            wanted.push(ids);
+        }
+        let all: Vec<&str> = wanted.iter().flatten().map(String::as_str).collect();
+        if all.is_empty() {
+            return Ok(wanted.iter().map(|_| Vec::new()).collect());
+        }
+        self.wait_for_history().await?;
+        let found: HashMap<String, crate::history::store::RunRecord> = self
+            .inner
+            .history
+            .store()
+            .runs_of(&all)
+            .await
+            .map_err(crate::history::Error::from)?
+            .into_iter()
+            .filter(|r| caller.may_see(&r.tenant))
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        Ok(wanted
+            .iter()
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| found.get(id).cloned())
+                    .map(|r| {
+                        let mut r = run_summary(r);
+                        r.id = caller.shown_run(&r.id);
+                        r.parent = r.parent.map(|p| caller.shown_run(&p));
+                        r
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// The fire times a backfill of `req`'s range would start runs for,
+    /// found as [`Service::backfill`] finds them (the same limit on their
+    /// number), and which of them have a run already; nothing is started.
+    pub async fn backfill_preview(
+        &self,
+        caller: &Caller,
+        id: &str,
+        req: &Backfill,
+    ) -> ApiResult<BackfillPreview> {
+        let row = self.own_schedule(caller, id).await?;
+        let schedule = schedule_view(&row)?;
+        let from = parse_time(&req.from)?;
+        let to = parse_time(&req.to)?;
+        if to < from {
+            return Err(ApiError::bad_request(
+                "invalid_range",
+                "`to` is before `from`: give the range oldest first",
+            ));
+        }
+        let spec: eflow_ir::Schedule =
+            serde_json::from_slice(&row.spec).map_err(ApiError::internal)?;
+        let compiled = eflow_core::schedule::Compiled::new(&spec).map_err(ApiError::internal)?;
+        let starts = compiled
+            .backfill(&row.id, from, to)
+            .map_err(|e| ApiError::bad_request("invalid_backfill", e))?;
+        let ids: Vec<&str> = starts.iter().map(|s| s.run_id.as_str()).collect();
+        let mut there: std::collections::HashSet<String> = self
+            .db()
+            .load_runs(&ids)
+            .await?
+            .into_iter()
+            .map(|r| r.0.id)
+            .collect();
+        // Runs finished and swept from the engine's store are in the history.
+        there.extend(
+            self.inner
+                .history
+                .store()
+                .runs_of(&ids)
+                .await
+                .map_err(crate::history::Error::from)?
+                .into_iter()
+                .map(|r| r.id),
+        );
+        let c = compiled.calendar();
+        Ok(BackfillPreview {
+            existing: starts.iter().map(|s| there.contains(&s.run_id)).collect(),
+            fires: starts
+                .iter()
+                .map(|s| fire_time(caller, c, &row.id, s.nominal_ms))
+                .collect(),
+            schedule,
+        })
+    }
+
     /// A page of the schedules the caller may see, in id order.
     pub async fn schedule_page(
         &self,

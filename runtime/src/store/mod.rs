@@ -182,6 +182,9 @@ forward! {
     pub async fn deploy(&self, d: &Deployment<'_>) -> Result<()>;
     /// A bundle's environment and IR.
     pub async fn bundle(&self, id: &str) -> Result<Option<(String, String, Vec<u8>)>>;
+    /// The sources bundle `id` was compiled from (see [`Deployment::sources`]);
+    /// `None` when there is no such bundle or it was deployed as IR.
+    pub async fn bundle_sources(&self, id: &str) -> Result<Option<Vec<u8>>>;
     /// The named flow at `version`, or its head.
     pub async fn flow(&self, tenant: &str, name: &str, version: Option<&str>) -> Result<Option<FlowRow>>;
     pub async fn flows(&self, tenant: Option<&str>) -> Result<Vec<FlowRow>>;
@@ -241,6 +244,12 @@ forward! {
     pub async fn approvals(&self, tenant: Option<&str>, pending_only: bool) -> Result<Vec<ApprovalRow>>;
     /// The newest attempt's approval of `step` in `run`.
     pub async fn approval(&self, run: &str, step: &str) -> Result<Option<ApprovalRow>>;
+    /// Records that a registry call used a registered version (see
+    /// [`RegistryUse`]); a second record of the same key changes nothing.
+    pub async fn record_registry_use(&self, u: &RegistryUse<'_>) -> Result<()>;
+    /// Up to `limit` uses of version `version` of `name`, oldest first,
+    /// after `(used_at, key)` of the last use of the page before.
+    pub async fn registry_uses(&self, tenant: &str, kind: &str, name: &str, version: i64, after: Option<(u64, String)>, limit: u32) -> Result<Vec<RegistryUseRow>>;
     /// Registers the next version of `name`, or returns the entry already
     /// registered under the same idempotency `key`.
     pub async fn register(&self, e: &NewEntry<'_>, make_entry: impl FnOnce(i64) -> serde_json::Value) -> Result<RegistryRow>;
@@ -458,6 +467,9 @@ pub struct Deployment<'a> {
     pub tenant: &'a str,
     pub env: &'a str,
     pub ir: &'a [u8],
+    /// The `.eflow` files it was compiled from (a JSON object of file name
+    /// to text), when it was deployed as sources.
+    pub sources: Option<&'a [u8]>,
     /// (name, version) of each flow of the bundle: each becomes its name's head.
     pub flows: &'a [(String, String)],
     /// Each flow's schedules: they replace the ones the flow had (a new deploy
@@ -614,6 +626,32 @@ pub struct RegistryRow {
     pub step: String,
     pub inputs: serde_json::Value,
     pub registered_at: u64,
+}
+
+/// A registry call that used a registered version: looked it up, promoted
+/// or retired it.
+#[derive(Debug, Clone)]
+pub struct RegistryUse<'a> {
+    /// The call's idempotency key.
+    pub key: &'a str,
+    pub tenant: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub version: i64,
+    pub run: &'a str,
+    pub step: &'a str,
+    /// `look_up`, `promote` (to a stage) or `retire`.
+    pub action: &'a str,
+    pub at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryUseRow {
+    pub key: String,
+    pub run: String,
+    pub step: String,
+    pub action: String,
+    pub used_at: u64,
 }
 
 /// A stored event of a run, as the API shows it.

@@ -38,8 +38,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::{
     ApprovalRow, Commit, Deployment, DueTimer, Durability, Error, EventRow, FlowRow, LeaseRow,
-    MemberRow, NewEntry, RegistryRow, Result, RunMeta, ScheduleQuery, ScheduleRow, ScheduleUpdate,
-    TenantRow, TokenRow, stored_json,
+    MemberRow, NewEntry, RegistryRow, RegistryUse, RegistryUseRow, Result, RunMeta, ScheduleQuery,
+    ScheduleRow, ScheduleUpdate, TenantRow, TokenRow, stored_json,
 };
 
 /// The first key of the store's advisory locks (two-key form), one per use;
@@ -970,7 +970,7 @@ impl PostgresStore {
     pub async fn deploy(&self, d: &Deployment<'_>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO bundles (id, tenant, env, ir, deployed_at) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO bundles (id, tenant, env, ir, deployed_at, sources) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT DO NOTHING",
         )
         .bind(d.bundle)
@@ -978,6 +978,7 @@ impl PostgresStore {
         .bind(d.env)
         .bind(d.ir)
         .bind(ms(d.now))
+        .bind(d.sources)
         .execute(&mut *tx)
         .await?;
         for (name, version) in d.flows {
@@ -1016,6 +1017,16 @@ impl PostgresStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    pub async fn bundle_sources(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar::<_, Option<Vec<u8>>>("SELECT sources FROM bundles WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
     }
 
     pub async fn bundle(&self, id: &str) -> Result<Option<(String, String, Vec<u8>)>> {
@@ -1292,6 +1303,7 @@ impl PostgresStore {
             "DELETE FROM run_values WHERE tenant = $1",
             "DELETE FROM stored_values WHERE tenant = $1",
             "DELETE FROM approvals WHERE tenant = $1",
+            "DELETE FROM registry_uses WHERE tenant = $1",
             "DELETE FROM registry WHERE tenant = $1",
             "DELETE FROM schedules WHERE tenant = $1",
             "DELETE FROM flows WHERE tenant = $1",
@@ -1545,6 +1557,60 @@ impl PostgresStore {
         .await?;
         tx.commit().await?;
         Ok(Some(entry))
+    }
+
+    pub async fn record_registry_use(&self, u: &RegistryUse<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO registry_uses (key, tenant, kind, name, version, run, step, action, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(u.key)
+        .bind(u.tenant)
+        .bind(u.kind)
+        .bind(u.name)
+        .bind(u.version)
+        .bind(u.run)
+        .bind(u.step)
+        .bind(u.action)
+        .bind(u.at as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn registry_uses(
+        &self,
+        tenant: &str,
+        kind: &str,
+        name: &str,
+        version: i64,
+        after: Option<(u64, String)>,
+        limit: u32,
+    ) -> Result<Vec<RegistryUseRow>> {
+        let q = match &after {
+            None => sqlx::query("SELECT key, run, step, action, used_at FROM registry_uses WHERE tenant = $1 AND kind = $2 AND name = $3 AND version = $4 ORDER BY used_at, key LIMIT $5")
+                .bind(tenant)
+                .bind(kind)
+                .bind(name)
+                .bind(version),
+            Some((at, key)) => sqlx::query("SELECT key, run, step, action, used_at FROM registry_uses WHERE tenant = $1 AND kind = $2 AND name = $3 AND version = $4 AND (used_at, key) > ($5, $6) ORDER BY used_at, key LIMIT $7")
+                .bind(tenant)
+                .bind(kind)
+                .bind(name)
+                .bind(version)
+                .bind(*at as i64)
+                .bind(key),
+        };
+        let rows = q.bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(|r| RegistryUseRow {
+                key: r.get(0),
+                run: r.get(1),
+                step: r.get(2),
+                action: r.get(3),
+                used_at: r.get::<i64, _>(4) as u64,
+            })
+            .collect())
     }
 
     pub async fn registry(

@@ -16,8 +16,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
     ApprovalRow, Commit, Deployment, DueTimer, Durability, Error, EventRow, FlowRow, LeaseRow,
-    MemberRow, NewEntry, RegistryRow, Result, RunMeta, ScheduleQuery, ScheduleRow, ScheduleUpdate,
-    TenantRow, TokenRow, stored_json,
+    MemberRow, NewEntry, RegistryRow, RegistryUse, RegistryUseRow, Result, RunMeta, ScheduleQuery,
+    ScheduleRow, ScheduleUpdate, TenantRow, TokenRow, stored_json,
 };
 
 /// Rows per multi-row statement, largest first: well under SQLite's limit of
@@ -771,13 +771,14 @@ impl SqliteStore {
     pub async fn deploy(&self, d: &Deployment<'_>) -> Result<()> {
         let mut tx = self.write.begin().await?;
         sqlx::query(
-            "INSERT INTO bundles (id, tenant, env, ir, deployed_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO bundles (id, tenant, env, ir, deployed_at, sources) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(d.bundle)
         .bind(d.tenant)
         .bind(d.env)
         .bind(d.ir)
         .bind(d.now as i64)
+        .bind(d.sources)
         .execute(&mut *tx)
         .await?;
         for (name, version) in d.flows {
@@ -824,6 +825,16 @@ impl SqliteStore {
             .fetch_optional(&self.read)
             .await?;
         Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
+    pub async fn bundle_sources(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar::<_, Option<Vec<u8>>>("SELECT sources FROM bundles WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?
+                .flatten(),
+        )
     }
 
     /// The named flow at `version`, or its head.
@@ -1103,6 +1114,7 @@ impl SqliteStore {
             "DELETE FROM run_values WHERE tenant = ?1",
             "DELETE FROM stored_values WHERE tenant = ?1",
             "DELETE FROM approvals WHERE tenant = ?1",
+            "DELETE FROM registry_uses WHERE tenant = ?1",
             "DELETE FROM registry WHERE tenant = ?1",
             "DELETE FROM schedules WHERE tenant = ?1",
             "DELETE FROM flows WHERE tenant = ?1",
@@ -1345,6 +1357,60 @@ impl SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(Some(entry))
+    }
+
+    pub async fn record_registry_use(&self, u: &RegistryUse<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO registry_uses (key, tenant, kind, name, version, run, step, action, used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(u.key)
+        .bind(u.tenant)
+        .bind(u.kind)
+        .bind(u.name)
+        .bind(u.version)
+        .bind(u.run)
+        .bind(u.step)
+        .bind(u.action)
+        .bind(u.at as i64)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn registry_uses(
+        &self,
+        tenant: &str,
+        kind: &str,
+        name: &str,
+        version: i64,
+        after: Option<(u64, String)>,
+        limit: u32,
+    ) -> Result<Vec<RegistryUseRow>> {
+        let q = match &after {
+            None => sqlx::query("SELECT key, run, step, action, used_at FROM registry_uses WHERE tenant = ? AND kind = ? AND name = ? AND version = ? ORDER BY used_at, key LIMIT ?")
+                .bind(tenant)
+                .bind(kind)
+                .bind(name)
+                .bind(version),
+            Some((at, key)) => sqlx::query("SELECT key, run, step, action, used_at FROM registry_uses WHERE tenant = ? AND kind = ? AND name = ? AND version = ? AND (used_at, key) > (?, ?) ORDER BY used_at, key LIMIT ?")
+                .bind(tenant)
+                .bind(kind)
+                .bind(name)
+                .bind(version)
+                .bind(*at as i64)
+                .bind(key),
+        };
+        let rows = q.bind(i64::from(limit)).fetch_all(&self.read).await?;
+        Ok(rows
+            .iter()
+            .map(|r| RegistryUseRow {
+                key: r.get(0),
+                run: r.get(1),
+                step: r.get(2),
+                action: r.get(3),
+                used_at: r.get::<i64, _>(4) as u64,
+            })
+            .collect())
     }
 
     pub async fn registry(

@@ -224,6 +224,22 @@ fn label(s: &str) -> String {
 /// The layout drawn as SVG with each step's status in this run.
 pub fn svg(layout: &Layout, steps: &[StepView], title: &str) -> String {
     let by_id: HashMap<&str, &StepView> = steps.iter().map(|s| (s.id.as_str(), s)).collect();
+    draw(layout, title, |n| {
+        state_of(by_id.get(n.id.as_str()).copied(), n.fan_out)
+    })
+}
+
+/// The layout drawn as SVG with what each step calls: a flow version's
+/// graph, outside any run.
+pub fn flow_svg(layout: &Layout, title: &str) -> String {
+    draw(layout, title, |n| {
+        ("step".to_string(), format!("calls {}", n.calls))
+    })
+}
+
+/// The layout as SVG; `state` gives each node its class (`st-…`) and its
+/// second line.
+fn draw(layout: &Layout, title: &str, state: impl Fn(&Placed) -> (String, String)) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
@@ -244,7 +260,7 @@ pub fn svg(layout: &Layout, steps: &[StepView], title: &str) -> String {
         );
     }
     for n in &layout.nodes {
-        let (status, text) = state_of(by_id.get(n.id.as_str()).copied(), n.fan_out);
+        let (status, text) = state(n);
         let kind = if n.fan_out { " fan-out" } else { "" };
         let _ = write!(
             out,

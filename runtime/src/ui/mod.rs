@@ -9,6 +9,7 @@
 //! carries a content security policy that lets a page load only from this
 //! server (`docs/security.md`).
 
+mod gantt;
 mod graph;
 mod pages;
 mod session;
@@ -89,6 +90,17 @@ pub fn router(service: Service, options: Options) -> Router {
         .route("/ui/runs/{id}/cancel", post(pages::cancel))
         .route("/ui/runs/{id}/approvals/{step}", post(pages::decide))
         .route("/ui/approvals", get(pages::approvals))
+        .route("/ui/flows", get(pages::flows))
+        .route("/ui/flows/{tenant}/{name}", get(pages::flow))
+        .route("/ui/lineage", get(pages::lineage_index))
+        .route("/ui/lineage/{kind}/{name}", get(pages::lineage))
+        .route("/ui/schedules", get(pages::schedules))
+        .route("/ui/schedules/{id}/pause", post(pages::pause))
+        .route("/ui/schedules/{id}/resume", post(pages::resume))
+        .route(
+            "/ui/schedules/{id}/backfill",
+            get(pages::backfill_page).post(pages::backfill),
+        )
         .route("/ui/static/htmx.min.js", get(htmx))
         .route("/ui/static/console.css", get(css))
         .route("/ui/static/favicon.svg", get(favicon))
@@ -129,35 +141,77 @@ async fn security_headers(req: Request, next: Next) -> Response {
     res
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    (
+/// A console asset: its bytes and their gzip (made by `build.rs`).
+struct Asset {
+    content_type: &'static str,
+    plain: &'static [u8],
+    gzip: &'static [u8],
+}
+
+macro_rules! asset {
+    ($content_type:expr, $name:literal) => {
+        Asset {
+            content_type: $content_type,
+            plain: include_bytes!(concat!("assets/", $name)),
+            gzip: include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".gz")),
+        }
+    };
+}
+
+const HTMX: Asset = asset!("text/javascript; charset=utf-8", "htmx.min.js");
+const CSS: Asset = asset!("text/css; charset=utf-8", "console.css");
+const FAVICON: Asset = asset!("image/svg+xml", "favicon.svg");
+
+/// Whether an `Accept-Encoding` header accepts gzip: `gzip` or `*` listed
+/// without `q=0`.
+fn accepts_gzip(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let mut it = part.split(';');
+        let coding = it.next().unwrap_or("").trim();
+        let refused = it.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+    })
+}
+
+fn serve(a: &Asset, headers: &axum::http::HeaderMap) -> Response {
+    let gzip = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(accepts_gzip);
+    let mut res = (
         [
-            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_TYPE, a.content_type),
             // Assets change only with the binary; an hour keeps pages quick
             // and an upgrade visible soon.
             (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::VARY, "accept-encoding"),
         ],
-        body,
+        if gzip { a.gzip } else { a.plain },
     )
-        .into_response()
+        .into_response();
+    if gzip {
+        res.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    res
 }
 
-async fn htmx() -> Response {
-    asset(
-        "text/javascript; charset=utf-8",
-        include_str!("assets/htmx.min.js"),
-    )
+async fn htmx(headers: axum::http::HeaderMap) -> Response {
+    serve(&HTMX, &headers)
 }
 
-async fn css() -> Response {
-    asset(
-        "text/css; charset=utf-8",
-        include_str!("assets/console.css"),
-    )
+async fn css(headers: axum::http::HeaderMap) -> Response {
+    serve(&CSS, &headers)
 }
 
-async fn favicon() -> Response {
-    asset("image/svg+xml", include_str!("assets/favicon.svg"))
+async fn favicon(headers: axum::http::HeaderMap) -> Response {
+    serve(&FAVICON, &headers)
 }
 
 async fn not_found() -> Response {
@@ -191,6 +245,36 @@ pub(crate) fn render(t: &impl askama::Template) -> Response {
                 "the page failed to render; it is logged",
             )
                 .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_is_sent_to_who_accepts_it() {
+        for yes in ["gzip", "gzip, deflate, br", "br;q=1.0, GZIP;q=0.5", "*"] {
+            assert!(accepts_gzip(yes), "{yes}");
+        }
+        for no in ["", "identity", "br", "gzip;q=0", "gzip; q=0.0", "gzipx"] {
+            assert!(!accepts_gzip(no), "{no}");
+        }
+    }
+
+    /// What `build.rs` made is the asset, gzip-compressed whole.
+    #[test]
+    fn the_compressed_assets_are_the_assets() {
+        for a in [&HTMX, &CSS, &FAVICON] {
+            let gz = a.gzip;
+            assert_eq!(&gz[..3], &[0x1f, 0x8b, 8]);
+            let body = &gz[10..gz.len() - 8];
+            let plain = miniz_oxide::inflate::decompress_to_vec(body).expect("deflate");
+            assert_eq!(plain, a.plain);
+            let size = u32::from_le_bytes(gz[gz.len() - 4..].try_into().unwrap());
+            assert_eq!(size as usize, a.plain.len());
+            assert!(gz.len() < a.plain.len(), "{} compresses", a.content_type);
         }
     }
 }

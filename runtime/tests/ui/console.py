@@ -172,6 +172,18 @@ def main():
         expect(a.page.locator("#schedules")).to_contain_text("Europe/Berlin")
         a.check("overview")
 
+        # The browser gets the script gzip-compressed.
+        script = a.page.request.get(BASE + "/ui/static/htmx.min.js", headers={"Accept-Encoding": "gzip"})
+        assert script.ok, script.status
+        assert script.headers.get("content-encoding") == "gzip", script.headers
+        with_script = [r for r in a.page.evaluate(
+            "() => performance.getEntriesByType('resource').map(e => [e.name, e.encodedBodySize, e.decodedBodySize])"
+        ) if r[0].endswith("/ui/static/htmx.min.js")]
+        assert with_script, "the overview loads htmx"
+        for name, encoded, decoded in with_script:
+            assert 0 < encoded < decoded, (name, encoded, decoded)
+            say(f"htmx.min.js in the browser: {encoded} bytes over the wire, {decoded} decoded")
+
         # ---- runs: every filter in the URL, pages ---------------------------
         a.goto("/ui/runs")
         assert sorted(run_ids(a.page)) == sorted(a_runs), (run_ids(a.page), a_runs)
@@ -220,6 +232,12 @@ def main():
         fan = a.page.locator("svg.graph g.node.fan-out")
         assert fan.count() == 1, fan.count()
         expect(fan).to_contain_text(f"{FACTS['wide_children']} of {FACTS['wide_children']} done")
+        # The attempts in time: a bar each (the fan-out one), the table behind it.
+        bars = a.page.locator("svg.gantt g.bar")
+        assert bars.count() == 4, bars.count()
+        expect(a.page.locator("svg.gantt g.bar.st-running")).to_have_count(1)
+        a.page.click("details.attempts summary")
+        expect(a.page.locator("#attempts")).to_contain_text(f"scores (fan-out, {FACTS['wide_children']} children)")
         a.check("run")
         first = [int(t) for t in a.page.locator("#event-log tbody tr td:first-child").all_inner_texts()]
         assert len(first) == 50, len(first)
@@ -258,6 +276,10 @@ def main():
 
         # A run's page follows the run (htmx) without being loaded again: a
         # decision made elsewhere (the API) shows up on the open page.
+        a.goto("/ui/runs/" + urllib.parse.quote(failed["id"], safe=""))
+        failed_bars = a.page.locator("svg.gantt g.bar.st-failed")
+        assert failed_bars.count() >= 2, failed_bars.count()
+        a.check("run-failed")
         a.goto("/ui/runs/" + urllib.parse.quote(wide, safe=""))
         expect(a.page.locator("#run-status")).to_have_text("running")
         a.page.evaluate("() => { window.stillTheSamePage = true; }")
@@ -292,6 +314,99 @@ def main():
         done["cancelled"] = long_run
         a.check("run-cancelled")
 
+        # ---- schedules: fire times in the zone and UTC, last runs, pause,
+        # resume, a backfill previewed before it is confirmed ------------------
+        yearly = FACTS["yearly"]
+        a.goto("/ui/schedules")
+        row = a.page.locator(f'tr[data-schedule="{yearly}"]')
+        expect(row.locator("td.fires li").first.locator(".local")).to_contain_text("-01-01 03:00:00 CET (+01:00)")
+        expect(row.locator("td.fires li").first.locator(".utc")).to_contain_text("-01-01T02:00:00Z")
+        assert row.locator("td.fires li").count() == 3, row.locator("td.fires li").count()
+        # A schedule that fires every second (a run failing at once): its last runs show up.
+        made = a.page.request.post(
+            BASE + "/v1/schedules",
+            headers={"Authorization": "Bearer " + FACTS["a_token"]},
+            data={"flow": "Flaky", "cron": "* * * * * *", "key": "every-second"},
+        )
+        assert made.ok, made.status
+        every = made.json()["id"]
+        for _ in range(60):
+            a.goto("/ui/schedules?key=every-second")
+            last = a.page.locator(f'tr[data-schedule="{every}"] td.last a')
+            if last.count() >= 2:
+                break
+            a.page.wait_for_timeout(500)
+        assert last.count() >= 2, last.count()
+        assert all(t.startswith(every + ".") for t in last.all_inner_texts()), last.all_inner_texts()
+        a.page.locator(f'tr[data-schedule="{every}"] button.pause').click()
+        expect(a.page.locator("p.notice")).to_contain_text("Paused schedule " + every)
+        expect(a.page.locator(f'tr[data-schedule="{every}"] .st-paused')).to_have_text("paused")
+        a.check("schedules")
+        a.page.locator(f'tr[data-schedule="{every}"] button.resume').click()
+        expect(a.page.locator("p.notice")).to_contain_text("Resumed schedule " + every)
+        a.page.locator(f'tr[data-schedule="{every}"] button.pause').click()
+        expect(a.page.locator("p.notice")).to_contain_text("Paused schedule " + every)
+        done["paused_schedule"] = every
+        # Backfill: the preview lists the fire times and starts nothing.
+        a.goto("/ui/schedules?key=yearly")
+        a.page.locator(f'tr[data-schedule="{yearly}"] a.backfill').click()
+        a.page.fill("#b-from", "2020-06-01T00:00")
+        a.page.fill("#b-to", "2023-06-01T00:00")
+        a.page.click("#preview")
+        expect(a.page.locator("#preview-h")).to_have_text("3 fire times, 3 runs to start")
+        rows = a.page.locator("#preview-fires tbody tr")
+        assert rows.count() == 3, rows.count()
+        expect(rows.first).to_contain_text("2021-01-01 03:00:00 CET (+01:00)")
+        expect(rows.first).to_contain_text("2021-01-01T02:00:00Z")
+        a.check("backfill-preview")
+        a.page.click("#confirm-backfill")
+        expect(a.page.locator("#backfilled")).to_contain_text("Backfilled: 3 fire times")
+        expect(a.page.locator("#preview-h")).to_have_text("3 fire times, 0 runs to start")
+        expect(a.page.locator("#confirm-backfill")).to_have_count(0)
+        done["backfilled"] = [a_.inner_text() for a_ in a.page.locator("#preview-fires tbody a").all()]
+        a.check("backfill-done")
+
+        # ---- flows: versions with their runs, graph, source and IR ------------
+        a.goto("/ui/flows")
+        for f in ("Retrain", "Long", "Flaky"):
+            expect(a.page.locator("#flows-list")).to_contain_text(f)
+        a.check("flows")
+        a.page.click("#flows-list a:text-is('Retrain')")
+        expect(a.page.locator("h1")).to_have_text("Flow Retrain")
+        assert a.page.locator("svg.graph g.node").count() == 5
+        runs_link = a.page.locator("#versions a.count").first
+        shown = int(runs_link.inner_text().rstrip("+"))
+        assert shown >= len(retrain) + 1, shown
+        a.page.click("details.source summary")
+        expect(a.page.locator("details.source pre")).to_contain_text("flow Retrain(")
+        a.page.click("#ir summary")
+        expect(a.page.locator("#ir pre")).to_contain_text('"nodes"')
+        a.check("flow")
+        runs_link.click()
+        assert "version=" in a.page.url and "flow=Retrain" in a.page.url, a.page.url
+        assert len(run_ids(a.page)) == shown, (run_ids(a.page), shown)
+
+        # ---- lineage: the model the approved run registered, then shipped ----
+        shipped = a.page.request.post(
+            BASE + "/v1/runs",
+            headers={"Authorization": "Bearer " + FACTS["a_token"]},
+            data={"flow": "Ship", "input": {"name": "churn"}},
+        )
+        assert shipped.ok, shipped.status
+        ship = shipped.json()["id"]
+        a.goto("/ui/runs/" + urllib.parse.quote(ship, safe=""))
+        expect(a.page.locator("#run-status")).to_have_text("succeeded", timeout=30_000)
+        a.goto("/ui/lineage")
+        a.page.click("#registered a:text-is('churn')")
+        expect(a.page.locator("h1")).to_have_text("Lineage of model churn")
+        expect(a.page.locator("section.version[data-version='1'] .made-by")).to_contain_text(retrain[0])
+        uses = a.page.locator("section.version[data-version='1'] table.uses tbody tr")
+        expect(uses).to_have_count(2)
+        expect(uses.first).to_contain_text(ship)
+        a.check("lineage")
+        a.page.click(f"section.version[data-version='1'] .made-by a")
+        expect(a.page.locator("h1")).to_contain_text(retrain[0])
+
         # ---- tenant B sees none of A ------------------------------------------
         b = Watched(browser, "globex")
         b.login(FACTS["b_token"])
@@ -306,6 +421,26 @@ def main():
         assert not leaked, leaked
         b.goto("/ui/approvals")
         expect(b.page.locator("#no-approvals")).to_be_visible()
+        b.goto("/ui/lineage")
+        assert "churn" not in b.page.content()
+        resp = b.goto("/ui/lineage/model/churn", refused=True)
+        assert resp.status == 404, resp.status
+        b.goto("/ui/flows")
+        assert "/ui/flows/acme/" not in b.page.content()
+        expect(b.page.locator("#flows-list")).to_contain_text("Retrain")
+        resp = b.goto("/ui/flows/acme/Retrain", refused=True)
+        assert resp.status == 404, resp.status
+        b.goto("/ui/schedules")
+        expect(b.page.locator("#no-schedules")).to_be_visible()
+        assert yearly not in b.page.content()
+        b.check("schedules")
+        resp = b.goto("/ui/schedules/" + urllib.parse.quote(yearly, safe="") + "/backfill", refused=True)
+        assert resp.status == 404, resp.status
+        refused = b.page.request.post(
+            BASE + "/ui/schedules/" + urllib.parse.quote(every, safe="") + "/resume",
+            form={"csrf": b.csrf()},
+        )
+        assert refused.status == 404, refused.status
         b.check("approvals")
         for path in ["", "/live"]:
             resp = b.goto("/ui/runs/" + urllib.parse.quote(retrain[2], safe="") + path, refused=True)

@@ -114,6 +114,28 @@ impl Calendar {
         u64::try_from(secs).ok().map(|s| s * 1000)
     }
 
+    /// The last `count` fire times at or before `at_ms`, newest first.
+    pub fn latest(&self, at_ms: u64, count: usize) -> Vec<u64> {
+        std::iter::successors(self.latest_at_or_before(at_ms), |&t| {
+            t.checked_sub(1).and_then(|b| self.latest_at_or_before(b))
+        })
+        .take(count)
+        .collect()
+    }
+
+    /// The instant `ms` as a clock on the wall of the calendar's zone reads
+    /// it, with the zone's abbreviation and offset: `2026-03-29 03:00:00 CEST
+    /// (+02:00)`.
+    pub fn wall_clock(&self, ms: u64) -> String {
+        let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+        let Some(utc) = DateTime::from_timestamp(secs, 0) else {
+            return String::new();
+        };
+        utc.with_timezone(&self.tz)
+            .format("%Y-%m-%d %H:%M:%S %Z (%:z)")
+            .to_string()
+    }
+
     /// The fire times strictly after `after_ms`, in order.
     pub fn iter_after(&self, after_ms: u64) -> impl Iterator<Item = u64> + '_ {
         std::iter::successors(self.next_after(after_ms), |&t| self.next_after(t))
@@ -365,6 +387,35 @@ mod tests {
         DateTime::from_timestamp_millis(ms as i64)
             .unwrap()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
+    #[test]
+    fn wall_clocks_and_the_latest_fire_times_follow_the_zone() {
+        let c = Calendar::new("30 2 * * *", "Europe/Berlin").unwrap();
+        // 02:30 does not exist on 2026-03-29: it fires when the clocks jump.
+        assert_eq!(
+            c.wall_clock(ms("2026-03-29T01:00:00Z")),
+            "2026-03-29 03:00:00 CEST (+02:00)"
+        );
+        assert_eq!(
+            c.wall_clock(ms("2026-01-10T01:30:00Z")),
+            "2026-01-10 02:30:00 CET (+01:00)"
+        );
+        let latest: Vec<String> = c
+            .latest(ms("2026-03-30T00:30:00Z"), 3)
+            .into_iter()
+            .map(at)
+            .collect();
+        assert_eq!(
+            latest,
+            [
+                "2026-03-30T00:30:00Z",
+                "2026-03-29T01:00:00Z",
+                "2026-03-28T01:30:00Z"
+            ]
+        );
+        let never = Calendar::new("0 0 30 2 *", "UTC").unwrap();
+        assert!(never.latest(ms("2026-03-30T00:30:00Z"), 3).is_empty());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A run's page: its facts, input, the decisions it waits for, its live part
-//! (status, graph, steps, result; what htmx swaps while it is in progress),
+//! (status, graph, steps, the attempts' Gantt chart, result; what htmx swaps while it is in progress),
 //! its event log a page at a time; and cancelling it.
 
 use askama::Template;
@@ -12,12 +12,15 @@ use super::approvals::{ApprovalCard, approval_card};
 use super::{Nav, UiQuery, run_href};
 use crate::api::ApiError;
 use crate::api::model::{RunView, StepView};
+use crate::service::Timeline;
 use crate::ui::session::{UiForm, Viewer};
 use crate::ui::values::to_html;
-use crate::ui::{Console, error_page, graph, render};
+use crate::ui::{Console, error_page, gantt, graph, render};
 
 /// Events a page of a run's event log shows.
 const EVENTS_PAGE: u32 = 50;
+/// Events the attempts' chart reads at most (the first of the run).
+const TIMELINE_EVENTS: u32 = 2_000;
 
 struct StepLine {
     id: String,
@@ -26,6 +29,15 @@ struct StepLine {
     children: String,
     error: String,
     output_html: String,
+}
+
+struct AttemptLine {
+    label: String,
+    outcome: String,
+    began: String,
+    ended: String,
+    took: String,
+    error: String,
 }
 
 struct EventLine {
@@ -45,6 +57,10 @@ struct RunLive {
     status: String,
     graph_svg: String,
     steps: Vec<StepLine>,
+    gantt_svg: String,
+    attempts: Vec<AttemptLine>,
+    /// The chart covers the run's first events only.
+    attempts_partial: bool,
     result_html: Option<String>,
     error: Option<(String, String)>,
 }
@@ -107,7 +123,46 @@ fn finished(status: &str) -> bool {
     matches!(status, "succeeded" | "failed" | "cancelled")
 }
 
-fn live_part(c: &Console, view: &RunView, flow: Option<&eflow_ir::Flow>) -> RunLive {
+/// The run's attempts in time, when its flow is known.
+async fn timeline(
+    c: &Console,
+    viewer: &Viewer,
+    id: &str,
+    view: &RunView,
+    flow: Option<&eflow_ir::Flow>,
+) -> Result<Option<Timeline>, ApiError> {
+    match flow {
+        Some(f) => c
+            .service
+            .attempt_timeline(&viewer.caller, id, view, f, TIMELINE_EVENTS)
+            .await
+            .map(Some),
+        None => Ok(None),
+    }
+}
+
+fn attempt_lines(t: &Timeline) -> Vec<AttemptLine> {
+    use crate::service::rfc3339;
+    t.bars
+        .iter()
+        .take(gantt::MAX_ROWS)
+        .map(|b| AttemptLine {
+            label: gantt::row_label(b),
+            outcome: b.outcome.to_string(),
+            began: rfc3339(b.start_ms),
+            ended: b.end_ms.map(rfc3339).unwrap_or_default(),
+            took: gantt::duration(b.end_ms.unwrap_or(t.now_ms).saturating_sub(b.start_ms)),
+            error: b.error.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn live_part(
+    c: &Console,
+    view: &RunView,
+    flow: Option<&eflow_ir::Flow>,
+    timeline: Option<&Timeline>,
+) -> RunLive {
     let graph_svg = flow
         .map(|f| {
             let layout = c.layouts().get(f);
@@ -127,6 +182,12 @@ fn live_part(c: &Console, view: &RunView, flow: Option<&eflow_ir::Flow>) -> RunL
         status: view.status.clone(),
         graph_svg,
         steps: view.steps.iter().map(step_line).collect(),
+        gantt_svg: timeline
+            .filter(|t| !t.bars.is_empty())
+            .map(|t| gantt::svg(t, &format!("the attempts of run {} in time", view.id)))
+            .unwrap_or_default(),
+        attempts: timeline.map(attempt_lines).unwrap_or_default(),
+        attempts_partial: timeline.is_some_and(|t| !t.complete || t.bars.len() > gantt::MAX_ROWS),
         result_html: view.result.as_ref().map(to_html),
         error: view
             .error
@@ -205,7 +266,11 @@ pub async fn run(
             }
         })
         .collect();
-    let live = live_part(&c, &view, flow.as_ref());
+    let t = match timeline(&c, &viewer, &id, &view, flow.as_ref()).await {
+        Ok(t) => t,
+        Err(e) => return error_page(Some(&viewer), &e),
+    };
+    let live = live_part(&c, &view, flow.as_ref(), t.as_ref());
     let live_html = match live.render() {
         Ok(h) => h,
         Err(e) => return error_page(Some(&viewer), &ApiError::internal(e)),
@@ -240,8 +305,12 @@ pub async fn run_live(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Response {
-    match c.service.run_with_flow(&viewer.caller, &id).await {
-        Ok((view, flow)) => render(&live_part(&c, &view, flow.as_ref())),
+    let (view, flow) = match c.service.run_with_flow(&viewer.caller, &id).await {
+        Ok(x) => x,
+        Err(e) => return error_page(Some(&viewer), &e),
+    };
+    match timeline(&c, &viewer, &id, &view, flow.as_ref()).await {
+        Ok(t) => render(&live_part(&c, &view, flow.as_ref(), t.as_ref())),
         Err(e) => error_page(Some(&viewer), &e),
     }
 }

@@ -43,7 +43,7 @@ pub struct RunsParams {
 
 /// A time from the filter form (`datetime-local` gives `2026-03-01T09:30`,
 /// read as UTC) or as the API takes it (RFC 3339).
-fn filter_time(s: &str) -> Option<String> {
+pub(super) fn filter_time(s: &str) -> Option<String> {
     let s = set(s)?;
     Some(match s.len() {
         16 => format!("{s}:00Z"),
@@ -53,7 +53,7 @@ fn filter_time(s: &str) -> Option<String> {
 }
 
 /// The form's value of a time: what `datetime-local` shows.
-fn form_time(s: &str) -> String {
+pub(super) fn form_time(s: &str) -> String {
     let s = s.trim().trim_end_matches('Z');
     s.chars().take(16).collect()
 }
