@@ -21,9 +21,9 @@
 //!   take none: they are declared in the deployed flow, not sent by a client.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use crate::store::TenantRow;
 
@@ -116,6 +116,19 @@ pub struct Ledger {
     usage: Mutex<HashMap<String, Usage>>,
     /// Told each time places may have been given back.
     freed: Notify,
+    /// In a cluster: where each change made here goes, for the other
+    /// processes' ledgers ([`share`]).
+    announce: OnceLock<mpsc::UnboundedSender<Delta>>,
+}
+
+/// A change of a tenant's count of runs in progress made in one process:
+/// `runs` more (fewer when negative), children of `parent` when it is set.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Delta {
+    pub tenant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    pub runs: i64,
 }
 
 impl Ledger {
@@ -137,6 +150,7 @@ impl Ledger {
             defaults,
             usage: Mutex::new(usage),
             freed: Notify::new(),
+            announce: OnceLock::new(),
         }
     }
 
@@ -201,7 +215,39 @@ impl Ledger {
             u.tokens -= 1.0;
         }
         u.active += runs;
+        drop(usage);
+        self.announce(tenant.id.as_str(), None, runs);
         Ok(())
+    }
+
+    /// Tells the cluster's other processes of a change made here.
+    fn announce(&self, tenant: &str, parent: Option<&str>, runs: i64) {
+        if let Some(tx) = self.announce.get() {
+            let _ = tx.send(Delta {
+                tenant: tenant.to_string(),
+                parent: parent.map(str::to_string),
+                runs,
+            });
+        }
+    }
+
+    /// A change another process of the cluster made (see [`share`]).
+    pub fn apply(&self, d: &Delta) {
+        {
+            let mut usage = self.usage();
+            let u = usage.entry(d.tenant.clone()).or_default();
+            u.active = (u.active + d.runs).max(0);
+            if let Some(p) = &d.parent {
+                let n = u.children.entry(p.clone()).or_default();
+                *n += d.runs;
+                if *n <= 0 {
+                    u.children.remove(p);
+                }
+            }
+        }
+        if d.runs < 0 {
+            self.freed.notify_one();
+        }
     }
 
     /// Records the tenant's limits, for child starts (which come without the
@@ -237,6 +283,8 @@ impl Ledger {
         }
         u.active += 1;
         *u.children.entry(parent.to_string()).or_default() += 1;
+        drop(usage);
+        self.announce(tenant, Some(parent), 1);
         ChildStart::Admitted
     }
 
@@ -257,6 +305,7 @@ impl Ledger {
                 }
             }
         }
+        self.announce(tenant, parent, -1);
         self.freed.notify_one();
     }
 
@@ -268,6 +317,7 @@ impl Ledger {
                 u.active = (u.active - runs).max(0);
             }
         }
+        self.announce(tenant, None, -runs);
         self.freed.notify_one();
     }
 
@@ -289,6 +339,63 @@ impl Ledger {
     }
 }
 
+/// Changes a process sends in one broadcast, at most.
+const DELTAS_A_MESSAGE: usize = 1024;
+
+/// Keeps this process's ledger in step with the cluster's other processes:
+/// each change made here (a start admitted, a run ended, anywhere it
+/// happens) is broadcast on the bus, and each one broadcast by another
+/// process is applied here. A run started through one process's API and
+/// ended by another's engine so leaves both counts. Broadcasts are at most
+/// once: a process that misses some (a reconnect) counts wrong until it
+/// restarts and reads the store's count again. On the in-process bus there
+/// is no other process and this returns at once.
+pub async fn share<I: Send + 'static>(
+    ledger: std::sync::Arc<Ledger>,
+    bus: crate::bus::Bus<I>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut theirs = match bus.listen("usage").await {
+        Ok(Some(rx)) => rx,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot follow the cluster's quota counts; this process counts only its own");
+            return;
+        }
+    };
+    let (tx, mut ours) = mpsc::unbounded_channel();
+    if ledger.announce.set(tx).is_err() {
+        return;
+    }
+    let mut batch = Vec::with_capacity(DELTAS_A_MESSAGE);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            n = ours.recv_many(&mut batch, DELTAS_A_MESSAGE) => {
+                if n == 0 {
+                    break;
+                }
+                match serde_json::to_vec(&batch) {
+                    Ok(bytes) => {
+                        if let Err(e) = bus.broadcast("usage", bytes).await {
+                            tracing::warn!(error = %e, changes = n, "cannot tell the cluster of quota changes");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot encode quota changes"),
+                }
+                batch.clear();
+            }
+            m = theirs.recv() => match m {
+                Some(bytes) => match serde_json::from_slice::<Vec<Delta>>(&bytes) {
+                    Ok(deltas) => deltas.iter().for_each(|d| ledger.apply(d)),
+                    Err(e) => tracing::warn!(error = %e, "a quota broadcast that is not a list of changes"),
+                },
+                None => break,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +409,47 @@ mod tests {
             allow_egress: Vec::new(),
             history_retention_ms: None,
         }
+    }
+
+    /// Each change made in one process's ledger is announced, and applying
+    /// it in another's moves that one's count the same way.
+    #[test]
+    fn changes_made_here_are_announced_and_apply_elsewhere() {
+        let here = Ledger::new(Quotas::default(), []);
+        let there = Ledger::new(Quotas::default(), []);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        here.announce.set(tx).unwrap();
+        let t = tenant(Some(10), Some(1000.0));
+        here.admit(&t, 3, Asker::Request, 1).unwrap();
+        here.learn(&t);
+        assert_eq!(here.admit_child("acme", "p"), ChildStart::Admitted);
+        here.release("acme", 1);
+        here.finished("acme", Some("p"));
+        let mut deltas = Vec::new();
+        while let Ok(d) = rx.try_recv() {
+            deltas.push(d);
+        }
+        let d = |parent: Option<&str>, runs| Delta {
+            tenant: "acme".into(),
+            parent: parent.map(str::to_string),
+            runs,
+        };
+        assert_eq!(
+            deltas,
+            [d(None, 3), d(Some("p"), 1), d(None, -1), d(Some("p"), -1)]
+        );
+        for x in &deltas[..2] {
+            there.apply(x);
+        }
+        assert_eq!(there.active("acme"), 4);
+        for x in &deltas[2..] {
+            there.apply(x);
+        }
+        assert_eq!(there.active("acme"), here.active("acme"));
+        assert_eq!(there.active("acme"), 2);
+        // A run ended that this process never counted does not go below none.
+        there.apply(&d(None, -5));
+        assert_eq!(there.active("acme"), 0);
     }
 
     #[test]

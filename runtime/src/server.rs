@@ -349,6 +349,13 @@ impl Server {
             "runs in progress"
         );
         let ledger = Arc::new(Ledger::new(options.quotas, active));
+        let shared_quotas = (!options.alone()).then(|| {
+            tokio::spawn(crate::quota::share(
+                ledger.clone(),
+                bus.clone(),
+                shutdown.clone(),
+            ))
+        });
         let (engine, mut tasks) = Engine::start(
             engine_options,
             engine::Deps {
@@ -364,6 +371,7 @@ impl Server {
             shutdown.clone(),
         )
         .await?;
+        tasks.extend(shared_quotas);
         let scheduler = Scheduler::new(
             engine.clone(),
             clock.clone(),

@@ -269,3 +269,78 @@ async fn an_engine_paused_past_its_lease_is_fenced_out_and_rejoins() {
     );
     drop(b);
 }
+
+const QUICK: &str = r#"
+remote step Ping(n: Int) -> Int
+
+flow Quick(n: Int) -> Int {
+    let a = Ping(n: n)
+    return a
+}
+
+bindings dev {
+    Ping = sim { duration: 10ms, failure_rate: 0.0, seed: 1 }
+}
+"#;
+
+/// A run started through one process's API and ended by another process's
+/// engine gives its place back in both: a tenant limited to 2 runs in
+/// progress starts run after run through an API-only process, every one of
+/// which ends on the other process's engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_quota_follows_runs_that_end_in_another_process() {
+    let Some(schema) = common::postgres::Schema::create("quota").await else {
+        return;
+    };
+    let Some(prefix) = common::nats::Prefix::create("quota").await else {
+        return;
+    };
+    let (store, bus) = (schema.url.as_str(), prefix.url.as_str());
+    let flags = |role: &'static str| {
+        [
+            "--store",
+            store,
+            "--history-store",
+            store,
+            "--bus",
+            bus,
+            "--shards",
+            "4",
+            "--role",
+            role,
+        ]
+    };
+    let _engine = eflow("quota-engine", &flags("engine,scheduler,history")).await;
+    let front = eflow("quota-api", &flags("api")).await;
+    let api = Api::new(format!("http://{}", front.addr));
+    let token = api
+        .create_tenant("acme", json!({ "max_active_runs": 2 }))
+        .await;
+    api.deploy_source(&token, &[("quick.eflow", QUICK)]).await;
+    for i in 0..8 {
+        let id = format!("q-{i}");
+        let r = api
+            .post(
+                Some(&token),
+                "/v1/runs",
+                &json!({ "flow": "Quick", "id": id, "input": { "n": i } }),
+            )
+            .await;
+        assert!(r.status < 300, "start {id} (2 may be in progress): {r:?}");
+        let run = api.wait_finished(&token, &id).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    // The API's count of the tenant's runs in progress is back to none.
+    poll_until(
+        "the API process to count no run in progress",
+        Duration::from_secs(10),
+        || async {
+            let tenants = api.get(Some(ADMIN), "/v1/tenants").await.ok("tenants");
+            let acme = tenants
+                .as_array()
+                .and_then(|ts| ts.iter().find(|t| t["id"] == "acme").cloned())?;
+            (acme["active_runs"] == 0).then_some(())
+        },
+    )
+    .await;
+}

@@ -277,6 +277,28 @@ impl<I: Send + 'static> Bus<I> {
         }
     }
 
+    /// Sends `bytes` on `topic` to every other process of the cluster
+    /// listening to it, at most once (a process away or reconnecting misses
+    /// it). The in-process bus has no other process: nothing is sent.
+    pub async fn broadcast(&self, topic: &str, bytes: Vec<u8>) -> Result<(), Error> {
+        match self {
+            Bus::Local(_) => Ok(()),
+            Bus::Nats(b) => b.broadcast(topic, bytes).await,
+        }
+    }
+
+    /// What the cluster's other processes broadcast on `topic` from now on
+    /// (never this handle's own); `None` on the in-process bus.
+    pub async fn listen(
+        &self,
+        topic: &str,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<Vec<u8>>>, Error> {
+        match self {
+            Bus::Local(_) => Ok(None),
+            Bus::Nats(b) => b.listen(topic).await.map(Some),
+        }
+    }
+
     /// The stream of committed events, for consumers.
     pub fn events(&self) -> &Events {
         match self {

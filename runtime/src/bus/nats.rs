@@ -62,6 +62,8 @@ const EVENTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 const READER_IDLE: Duration = Duration::from_secs(300);
 
 const REPLY_HEADER: &str = "Eflow-Reply";
+/// The bus handle a broadcast came from.
+const FROM_HEADER: &str = "Eflow-From";
 /// An event message's last position, and the position before its first event.
 const POS_HEADER: &str = "Eflow-Pos";
 const PREV_HEADER: &str = "Eflow-Prev";
@@ -173,6 +175,8 @@ struct Inner<I> {
     /// Held by a shard's pump until it gave back what its inbox held: the
     /// shard's next inbox here starts after, so it gets those first.
     pumps: Vec<Arc<tokio::sync::Mutex<()>>>,
+    /// Names this handle's broadcasts, so its own listeners skip them.
+    id: String,
 }
 
 impl<I: Send + 'static> NatsBus<I> {
@@ -213,9 +217,47 @@ impl<I: Send + 'static> NatsBus<I> {
                 codec: Arc::new(WireCodec::<I>(codec)),
                 taken: Arc::new(Mutex::new(vec![false; shards as usize])),
                 pumps: (0..shards).map(|_| Arc::default()).collect(),
+                id: uuid::Uuid::new_v4().simple().to_string(),
             }),
             events: Events::Nats(events),
         })
+    }
+
+    pub(super) async fn broadcast(&self, topic: &str, bytes: Vec<u8>) -> Result<(), Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(FROM_HEADER, self.inner.id.as_str());
+        self.inner
+            .client
+            .publish_with_headers(
+                format!("{}.broadcast.{topic}", self.inner.prefix),
+                headers,
+                bytes.into(),
+            )
+            .await
+            .map_err(nats)
+    }
+
+    pub(super) async fn listen(&self, topic: &str) -> Result<mpsc::Receiver<Vec<u8>>, Error> {
+        let mut sub = self
+            .inner
+            .client
+            .subscribe(format!("{}.broadcast.{topic}", self.inner.prefix))
+            .await
+            .map_err(nats)?;
+        let (tx, rx) = mpsc::channel(1024);
+        let me = self.inner.id.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let from = m.headers.as_ref().and_then(|h| h.get(FROM_HEADER));
+                if from.is_some_and(|f| f.as_str() == me) {
+                    continue;
+                }
+                if tx.send(m.payload.to_vec()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(rx)
     }
 
     pub(super) fn shards(&self) -> u32 {
