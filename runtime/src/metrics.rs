@@ -89,7 +89,7 @@ pub async fn render(service: &Service) -> String {
         Ok(n) => metric(
             &mut out,
             "eflow_outbox_depth",
-            "Effects committed and not yet carried out, in the whole store.",
+            "Effects committed and not yet carried out, in the whole store (counted up to 100,000).",
             "gauge",
             n,
         ),

@@ -715,6 +715,7 @@ async fn outbox(store: &Store) {
         assert!(again >= next + (1 << 32), "{again} after {next}");
     }
     let (first, second) = (first, first + 1);
+    assert_eq!(store.outbox_depth().await.unwrap(), 2);
     assert_eq!(
         store.outbox().await.unwrap(),
         vec![
@@ -727,6 +728,7 @@ async fn outbox(store: &Store) {
         store.outbox().await.unwrap(),
         vec![(second, "r1".to_string(), b"b".to_vec())]
     );
+    assert_eq!(store.outbox_depth().await.unwrap(), 1);
 }
 
 /// A lease is taken when free or expired, kept with its token by its owner,

@@ -168,7 +168,8 @@ forward! {
     /// made by a process that is gone.
     pub async fn release_claims(&self) -> Result<()>;
     pub async fn outbox(&self) -> Result<Vec<(i64, String, Vec<u8>)>>;
-    /// How many outbox rows wait to be carried out.
+    /// How many outbox rows wait to be carried out, counted up to
+    /// [`OUTBOX_DEPTH_COUNTED`].
     pub async fn outbox_depth(&self) -> Result<u64>;
     /// The first outbox position this process may write; it may write the
     /// next `2^32 - 1` too, and no other process writes any of them (on
@@ -307,6 +308,11 @@ forward! {
 /// The tables that hold rows of one run, each with the column naming the
 /// run, in the order a sweep deletes them (`runs` last). A new table of a
 /// run's rows is one more line here: the sweeper and purges read this list.
+/// The most outbox rows [`Store::outbox_depth`] counts: `/metrics` shows
+/// the outbox's depth on every scrape, which must stay cheap however long
+/// the outbox grows.
+pub const OUTBOX_DEPTH_COUNTED: u64 = 100_000;
+
 pub const PER_RUN_TABLES: [(&str, &str); 7] = [
     ("events", "run"),
     ("timers", "run"),

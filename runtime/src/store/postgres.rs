@@ -44,6 +44,10 @@ use super::{
 
 /// The first key of the store's advisory locks (two-key form), one per use;
 /// the second key names the schema or the row group locked.
+/// Outbox rows, counted up to `$1`: a scrape of `/metrics` reads a bounded
+/// part of a long outbox, not all of it.
+const OUTBOX_DEPTH: &str = "SELECT count(*) FROM (SELECT 1 FROM outbox LIMIT $1) o";
+
 const LOCK_EVENT_LOG: i32 = 0x6566_6c01;
 const LOCK_REGISTRY: i32 = 0x6566_6c02;
 const LOCK_SCHEDULES: i32 = 0x6566_6c03;
@@ -845,7 +849,8 @@ impl PostgresStore {
     }
 
     pub async fn outbox_depth(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        let n: i64 = sqlx::query_scalar(OUTBOX_DEPTH)
+            .bind(super::OUTBOX_DEPTH_COUNTED as i64)
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)

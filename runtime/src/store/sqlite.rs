@@ -29,6 +29,10 @@ use super::{
 const ACTIVE_RUNS: &str = "SELECT tenant, parent, count(*) FROM runs WHERE status IN ('created', 'running') GROUP BY tenant, parent";
 
 /// The columns [`schedule_row`] reads, in its order.
+/// Outbox rows, counted up to `?1`: a scrape of `/metrics` reads a bounded
+/// part of a long outbox, not all of it.
+const OUTBOX_DEPTH: &str = "SELECT count(*) FROM (SELECT 1 FROM outbox LIMIT ?1)";
+
 const SCHEDULE_COLUMNS: &str = "id, tenant, flow, bundle, position, spec, paused, last_fire, next_due, buffered, partition, last_start, declared, key, version, created_at";
 
 /// A loader's claim of its partition's due schedules, oldest due first: a
@@ -645,7 +649,8 @@ impl SqliteStore {
     }
 
     pub async fn outbox_depth(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        let n: i64 = sqlx::query_scalar(OUTBOX_DEPTH)
+            .bind(super::OUTBOX_DEPTH_COUNTED as i64)
             .fetch_one(&self.read)
             .await?;
         Ok(n as u64)
