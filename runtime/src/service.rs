@@ -277,7 +277,7 @@ impl Service {
             ));
         }
         // The id may be a purged tenant's: its new runs are applied again.
-        self.inner.engine.resume_tenant(&req.id);
+        self.inner.engine.resume_tenant(&req.id).await?;
         let (_, token) = self
             .insert_new_token(Some(&req.id), "default", None)
             .await?;

@@ -269,3 +269,42 @@ async fn an_engine_paused_past_its_lease_is_fenced_out_and_rejoins() {
     );
     drop(b);
 }
+
+/// A tenant purged through one process and created again through the
+/// other: every engine applies its new runs. (The purge marked its tenant
+/// stopped in every shard worker's process, the creation must unmark it in
+/// each; before, the purging process kept the mark and its shards refused
+/// the new tenant's starts as "tenant does not exist".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_purged_through_one_process_and_created_again_through_the_other_runs() {
+    let Some(schema) = common::postgres::Schema::create("cluster_purge").await else {
+        return;
+    };
+    let Some(prefix) = common::nats::Prefix::create("cluster_purge").await else {
+        return;
+    };
+    let (store, bus) = (schema.url.as_str(), prefix.url.as_str());
+    let a = member("cluster-purge-a", store, bus).await;
+    let b = member("cluster-purge-b", store, bus).await;
+    let api_a = Api::new(format!("http://{}", a.addr));
+    let api_b = Api::new(format!("http://{}", b.addr));
+    wait_for_shares(&api_a, "two engines to hold four shards each", &[4, 4]).await;
+
+    let token = api_a.create_tenant("acme", json!({})).await;
+    api_a
+        .deploy_source(&token, &[("retrain.eflow", FLOW)])
+        .await;
+    start_runs(&api_a, &token, 0, 10).await;
+    let purged = api_b.delete(Some(ADMIN), "/v1/tenants/acme").await;
+    assert!(purged.status < 300, "purge: {purged:?}");
+
+    // Created again through the other process: runs on every shard, so on
+    // both engines, start and finish.
+    let token = api_a.create_tenant("acme", json!({})).await;
+    api_b
+        .deploy_source(&token, &[("retrain.eflow", FLOW)])
+        .await;
+    start_runs(&api_b, &token, 0, 20).await;
+    start_runs(&api_a, &token, 20, 40).await;
+    check_runs(&api_a, &token, 40).await;
+}

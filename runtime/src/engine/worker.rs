@@ -175,7 +175,16 @@ impl Worker {
         for input in inputs {
             match input {
                 Input::OutboxDone(v) => b.commit.outbox_deleted.extend(v),
-                Input::StopTenant { tenant, reply } => b.stops.push((tenant, reply)),
+                Input::StopTenant { tenant, reply } => {
+                    // In this process too (the purge may be another's):
+                    // from here on nothing of the tenant is applied here.
+                    self.engine.mark_stopped(&tenant, true);
+                    b.stops.push((tenant, reply));
+                }
+                Input::ResumeTenant { tenant, reply } => {
+                    self.engine.mark_stopped(&tenant, false);
+                    let _ = reply.send(());
+                }
                 Input::Create(c) => self.create(&mut b, c, now).await,
                 Input::Deliver(d) => self.deliver(&mut b, d, now).await,
             }
