@@ -121,7 +121,21 @@ impl History {
         };
         let read = batch.len() as u32;
         let write = fold(batch, &self.store, last).await?;
-        self.store.write(&write).await?;
+        match self.store.write(&write).await {
+            Ok(()) => {}
+            Err(store::Error::Overtaken { stored, batch }) => {
+                // Paused past the lease, another consumer went on: its
+                // cursor is where this one goes on from, if it still may.
+                tracing::warn!(
+                    stored,
+                    batch,
+                    "another consumer wrote the history past this batch; going on from its cursor"
+                );
+                self.cursor.send_replace(stored);
+                return Ok(0);
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.cursor.send_replace(last);
         Ok(read)
     }

@@ -19,6 +19,12 @@ pub enum Error {
     Schema(#[from] crate::schema::Error),
     #[error("invalid cursor")]
     BadCursor,
+    /// The stored cursor is at or past the batch's: another consumer wrote
+    /// it (this one was paused past its lease); nothing was written.
+    #[error(
+        "the history's cursor is at {stored}, at or past this batch's {batch}: another consumer wrote it"
+    )]
+    Overtaken { stored: i64, batch: i64 },
     #[error(
         "unsupported history store URL `{0}`: use sqlite://PATH or postgres://USER@HOST/DATABASE (postgresql:// too)"
     )]
@@ -181,7 +187,9 @@ pub struct EventRecord {
 pub struct HistoryWrite {
     pub runs: Vec<RunRecord>,
     pub events: Vec<EventRecord>,
-    /// The stream position of the batch's last event.
+    /// The stream position of the batch's last event. The cursor only
+    /// moves forward: a batch ending at or before the stored cursor is
+    /// refused whole ([`Error::Overtaken`]).
     pub cursor: i64,
 }
 
