@@ -483,6 +483,44 @@ impl Engine {
         }
     }
 
+    /// On a store shared with other processes, marks stopped the tenants of
+    /// `inputs`' creations that do not exist or are being purged. A purge
+    /// tells the processes holding shards then; this one may have taken its
+    /// shard since, and a start claimed before the purge (by a scheduler,
+    /// say, in a process paused meanwhile) may come now. A purge that begins
+    /// after this look stops the worker after its batch, and deletes what
+    /// the batch created.
+    pub(crate) async fn stop_gone_tenants(&self, inputs: &[Input]) -> Result<(), Error> {
+        if matches!(self.inner.bus, Bus::Local(_)) {
+            return Ok(());
+        }
+        let mut tenants: Vec<&str> = inputs
+            .iter()
+            .filter_map(|i| match i {
+                Input::Create(c) => Some(c.meta.tenant.as_str()),
+                _ => None,
+            })
+            .filter(|t| !self.is_stopped(t))
+            .collect();
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        tenants.sort_unstable();
+        tenants.dedup();
+        let store = &self.inner.store;
+        let purging = store.pending_purges().await?;
+        for tenant in tenants {
+            if purging.iter().any(|p| p == tenant) || store.tenant(tenant).await?.is_none() {
+                tracing::info!(
+                    tenant,
+                    "a start for a tenant that is gone or being purged: refused"
+                );
+                self.mark_stopped(tenant, true);
+            }
+        }
+        Ok(())
+    }
+
     /// Unmarks the tenants this process holds stopped that exist again
     /// with no purge pending: a process that held no shard when a purged
     /// tenant was created again was not told.

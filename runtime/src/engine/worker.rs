@@ -170,6 +170,12 @@ impl Worker {
 
     /// Applies and commits one batch.
     async fn process(&mut self, inputs: Vec<Input>) -> Outcome {
+        if let Err(e) = self.engine.stop_gone_tenants(&inputs).await {
+            // Unsure whether a start's tenant still exists: the batch comes
+            // again, as after a failed commit.
+            tracing::error!(shard = self.shard, error = %e, "cannot read the tenants of a batch's starts; the batch is retried by its senders");
+            return Outcome::Failed;
+        }
         let now = self.clock.now_ms();
         let mut b = Batch::default();
         for input in inputs {
