@@ -3,9 +3,10 @@
 //! test, and killed by their own process ids when dropped. The machine's
 //! shared servers (PostgreSQL on 5432, NATS on 4222) are never touched.
 //!
-//! PostgreSQL refuses to run as root, and the tests run as root: `initdb` and
-//! `postgres` run through `runuser -u postgres`, in a directory owned by
-//! that user, with the unix socket in the data directory.
+//! PostgreSQL refuses to run as root: run as root (as on this project's
+//! machines), `initdb` and `postgres` run through `runuser -u postgres`, in a
+//! directory owned by that user; run as anyone else, as that user. The unix
+//! socket is in the data directory.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,9 +28,9 @@ pub fn missing(what: &str) -> Option<String> {
 /// The newest `/usr/lib/postgresql/VERSION/bin` holding `initdb` and
 /// `postgres` (the version is found, not fixed).
 fn postgres_bin() -> Result<PathBuf, String> {
-    let root = Path::new("/usr/lib/postgresql");
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
-        .map_err(|e| format!("{}: {e}: install PostgreSQL's server", root.display()))?
+    let versions = Path::new("/usr/lib/postgresql");
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(versions)
+        .map_err(|e| format!("{}: {e}: install PostgreSQL's server", versions.display()))?
         .flatten()
         .filter_map(|e| {
             let version = e.file_name().to_str()?.parse::<u32>().ok()?;
@@ -41,13 +42,37 @@ fn postgres_bin() -> Result<PathBuf, String> {
     let (_, bin) = found.pop().ok_or_else(|| {
         format!(
             "no {}/VERSION/bin with initdb and postgres: install PostgreSQL's server",
-            root.display()
+            versions.display()
         )
     })?;
-    if !Path::new("/usr/sbin/runuser").exists() && !Path::new("/usr/bin/runuser").exists() {
+    if root() && !Path::new("/usr/sbin/runuser").exists() && !Path::new("/usr/bin/runuser").exists()
+    {
         return Err("runuser is missing (util-linux): PostgreSQL cannot be run as root".into());
     }
     Ok(bin)
+}
+
+/// Whether this process runs as root (`Uid:` in `/proc/self/status`).
+fn root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next().map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// `program` as PostgreSQL's user: through `runuser` when this is root.
+fn as_postgres(program: &Path) -> Command {
+    if root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
 }
 
 /// The parent process id of `pid`, from `/proc/PID/stat`.
@@ -132,7 +157,8 @@ pub struct Postgres {
     data: PathBuf,
     log: PathBuf,
     pub port: u16,
-    /// `runuser`, whose child is the postmaster.
+    /// `runuser`, whose child is the postmaster (as root); or the
+    /// postmaster itself.
     child: Option<Child>,
 }
 
@@ -143,18 +169,26 @@ impl Postgres {
         let bin = postgres_bin()?;
         let data = dir.join("pgdata");
         std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
-        let owned = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&data)
-            .status()
-            .map_err(|e| format!("chown: {e}"))?;
-        if !owned.success() {
-            return Err(format!("chown postgres {} failed", data.display()));
+        if root() {
+            // The postgres user must reach its directory, and own it.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?
+                .permissions()
+                .mode();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            let owned = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&data)
+                .status()
+                .map_err(|e| format!("chown: {e}"))?;
+            if !owned.success() {
+                return Err(format!("chown postgres {} failed", data.display()));
+            }
         }
         let log = dir.join("postgres.log");
-        let out = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(bin.join("initdb"))
+        let out = as_postgres(&bin.join("initdb"))
             .arg("-D")
             .arg(&data)
             // The cluster made here is not under test: its files need not
@@ -189,9 +223,7 @@ impl Postgres {
         if self.child.is_some() {
             return Err("PostgreSQL is running already".into());
         }
-        let child = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("postgres"))
+        let child = as_postgres(&self.bin.join("postgres"))
             .arg("-D")
             .arg(&self.data)
             .args(["-p", &self.port.to_string()])
@@ -243,22 +275,29 @@ impl Postgres {
         ))
     }
 
-    /// The postmaster's process id: the child of its `runuser`.
+    /// The postmaster's process id: the child of its `runuser` (as root),
+    /// or the child itself.
     fn postmaster(&self) -> Option<u32> {
-        let runuser = self.child.as_ref()?.id();
-        children_of(runuser).into_iter().next()
+        let child = self.child.as_ref()?.id();
+        if root() {
+            children_of(child).into_iter().next()
+        } else {
+            Some(child)
+        }
     }
 
     /// Crashes it; it stays down until [`Postgres::start`].
     pub fn crash(&mut self, how: PgCrash) -> Result<(), String> {
-        let Some(mut child) = self.child.take() else {
+        let Some(postmaster) = self.postmaster() else {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("postgres had exited before the crash".into());
+            }
             return Err("PostgreSQL is not running".into());
         };
-        let runuser = child.id();
-        let Some(postmaster) = children_of(runuser).into_iter().next() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("postgres had exited before the crash".into());
+        let Some(mut child) = self.child.take() else {
+            return Err("PostgreSQL is not running".into());
         };
         let backends = children_of(postmaster);
         match how {
