@@ -143,6 +143,9 @@ const VALUE_CACHE_BYTES: u64 = 32 << 20;
 /// How long a run list waits for the history to write what the engine has
 /// committed before it answers with what the history holds.
 const LIST_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a purge on a cluster waits for the history's consumer to reach
+/// the log's head before it deletes the tenant's history.
+const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Service {
@@ -374,6 +377,26 @@ impl Service {
             .await
             .map_err(engine::Error::Bus)?;
         self.forget(id);
+        // On a cluster the history's active consumer may be another
+        // process, past this one's lock on the history's writes: a batch it
+        // read before the rows left the engine's store could be written
+        // during or after the purge below. Its cursor only moves forward, so
+        // once the stored cursor is at the log's head as of now, no such
+        // batch can be written any more. (Without a consumer for a while,
+        // none writes: the log and the stream no longer hold the tenant.)
+        if !matches!(self.inner.engine.bus(), crate::bus::Bus::Local(_)) {
+            let head = self
+                .inner
+                .engine
+                .bus()
+                .events()
+                .head()
+                .await
+                .map_err(engine::Error::Bus)?;
+            if !self.inner.history.stored_past(head, PURGE_WAIT).await? {
+                tracing::warn!(tenant = %id, head, "the history's consumer did not reach the log's head in time; purging its rows anyway");
+            }
+        }
         let history_rows = self.inner.history.purge(id).await?;
         self.db().end_purge(id).await?;
         self.inner.ledger.forget(id);

@@ -169,6 +169,21 @@ impl History {
         Ok(self.store.runs(q).await?)
     }
 
+    /// Waits until the stored cursor (whichever process's consumer moves
+    /// it) is at `pos` or past it, at most `patience`; whether it is.
+    pub async fn stored_past(&self, pos: i64, patience: Duration) -> Result<bool, Error> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if self.store.cursor().await? >= pos {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Deletes every run and event of `tenant`. Called once the tenant's rows
     /// left the engine's store, so no later batch of the stream holds any.
     pub async fn purge(&self, tenant: &str) -> Result<u64, Error> {
