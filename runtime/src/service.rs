@@ -368,6 +368,17 @@ impl Service {
     async fn finish_purge(&self, id: &str) -> ApiResult<u64> {
         self.forget(id);
         self.inner.engine.stop_tenant(id).await?;
+        // Every event of the tenant is at or before the log's head now
+        // (nothing of it is applied any more); read before its rows leave,
+        // which may lower the head.
+        let head = self
+            .inner
+            .engine
+            .bus()
+            .events()
+            .head()
+            .await
+            .map_err(engine::Error::Bus)?;
         let rows = self.db().purge_tenant(id).await?;
         self.inner
             .engine
@@ -380,22 +391,15 @@ impl Service {
         // On a cluster the history's active consumer may be another
         // process, past this one's lock on the history's writes: a batch it
         // read before the rows left the engine's store could be written
-        // during or after the purge below. Its cursor only moves forward, so
-        // once the stored cursor is at the log's head as of now, no such
-        // batch can be written any more. (Without a consumer for a while,
-        // none writes: the log and the stream no longer hold the tenant.)
-        if !matches!(self.inner.engine.bus(), crate::bus::Bus::Local(_)) {
-            let head = self
-                .inner
-                .engine
-                .bus()
-                .events()
-                .head()
-                .await
-                .map_err(engine::Error::Bus)?;
-            if !self.inner.history.stored_past(head, PURGE_WAIT).await? {
-                tracing::warn!(tenant = %id, head, "the history's consumer did not reach the log's head in time; purging its rows anyway");
-            }
+        // during or after the purge below. A batch is written only from the
+        // stored cursor it was read after, so once the stored cursor is at
+        // the head read above, none read before can be written any more.
+        // (Without a consumer for a while, none writes: the log and the
+        // stream no longer hold the tenant.)
+        if !matches!(self.inner.engine.bus(), crate::bus::Bus::Local(_))
+            && !self.inner.history.stored_past(head, PURGE_WAIT).await?
+        {
+            tracing::warn!(tenant = %id, head, "the history's consumer did not reach the log's head in time; purging its rows anyway");
         }
         let history_rows = self.inner.history.purge(id).await?;
         self.db().end_purge(id).await?;

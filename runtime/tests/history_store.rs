@@ -117,6 +117,7 @@ async fn write(store: &HistoryStore, runs: Vec<RunRecord>, events: Vec<EventReco
             runs,
             events,
             cursor,
+            from: store.cursor().await.unwrap(),
         })
         .await
         .unwrap();
@@ -169,9 +170,10 @@ async fn write_moves_the_cursor(store: &HistoryStore) {
     assert_eq!(store.cursor().await.unwrap(), 5);
 }
 
-/// A batch ending at or before the stored cursor (read by a consumer that
-/// was paused while another wrote past it) is refused whole: a run's
-/// status never goes back.
+/// A batch read from another cursor than the stored one (by a consumer
+/// that was paused while another wrote) is refused whole, whether it ends
+/// before the stored cursor or past it: a run's status never goes back, and
+/// nothing read before a purge lands after it.
 async fn write_refuses_a_batch_behind_the_cursor(store: &HistoryStore) {
     write(
         store,
@@ -180,18 +182,19 @@ async fn write_refuses_a_batch_behind_the_cursor(store: &HistoryStore) {
         2,
     )
     .await;
-    for behind in [1, 2] {
+    for (from, cursor) in [(0, 1), (1, 2), (0, 3)] {
         let stale = store
             .write(&HistoryWrite {
                 runs: vec![record("r1", "acme", "running", 1)],
-                events: vec![event(1, "r1", "acme")],
-                cursor: behind,
+                events: vec![event(1, "r1", "acme"), event(3, "r2", "acme")],
+                cursor,
+                from,
             })
             .await;
         assert!(
             matches!(
                 stale,
-                Err(eflow_runtime::history::store::Error::Overtaken { stored: 2, batch }) if batch == behind
+                Err(eflow_runtime::history::store::Error::Overtaken { stored: 2, from: f }) if f == from
             ),
             "{stale:?}"
         );

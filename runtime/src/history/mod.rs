@@ -120,16 +120,16 @@ impl History {
             return Ok(0);
         };
         let read = batch.len() as u32;
-        let write = fold(batch, &self.store, last).await?;
+        let write = fold(batch, &self.store, cursor, last).await?;
         match self.store.write(&write).await {
             Ok(()) => {}
-            Err(store::Error::Overtaken { stored, batch }) => {
+            Err(store::Error::Overtaken { stored, from }) => {
                 // Paused past the lease, another consumer went on: its
                 // cursor is where this one goes on from, if it still may.
                 tracing::warn!(
                     stored,
-                    batch,
-                    "another consumer wrote the history past this batch; going on from its cursor"
+                    from,
+                    "another consumer wrote the history since this batch was read; going on from its cursor"
                 );
                 self.cursor.send_replace(stored);
                 return Ok(0);
@@ -197,6 +197,7 @@ impl History {
 async fn fold(
     batch: Vec<Committed>,
     store: &HistoryStore,
+    from: i64,
     cursor: i64,
 ) -> Result<HistoryWrite, Error> {
     // The runs this batch touches, in first-seen order, with what the
@@ -319,6 +320,7 @@ async fn fold(
         runs,
         events,
         cursor,
+        from,
     })
 }
 

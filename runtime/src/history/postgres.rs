@@ -106,9 +106,11 @@ impl PostgresHistory {
     pub async fn write(&self, batch: &HistoryWrite) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         // First, so concurrent writers queue on the cursor's row: a
-        // consumer resumed after another took over writes nothing older.
-        let moved = sqlx::query("UPDATE h_cursor SET pos = $1 WHERE id = 0 AND pos < $1")
+        // consumer resumed after another took over writes nothing it read
+        // before.
+        let moved = sqlx::query("UPDATE h_cursor SET pos = $1 WHERE id = 0 AND pos = $2")
             .bind(batch.cursor)
+            .bind(batch.from)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -118,7 +120,7 @@ impl PostgresHistory {
                 .await?;
             return Err(Error::Overtaken {
                 stored,
-                batch: batch.cursor,
+                from: batch.from,
             });
         }
         if !batch.runs.is_empty() {

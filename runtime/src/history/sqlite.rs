@@ -68,8 +68,9 @@ impl SqliteHistory {
 
     pub async fn write(&self, batch: &HistoryWrite) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query("UPDATE h_cursor SET pos = ?1 WHERE id = 0 AND pos < ?1")
+        let moved = sqlx::query("UPDATE h_cursor SET pos = ?1 WHERE id = 0 AND pos = ?2")
             .bind(batch.cursor)
+            .bind(batch.from)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -79,7 +80,7 @@ impl SqliteHistory {
                 .await?;
             return Err(Error::Overtaken {
                 stored,
-                batch: batch.cursor,
+                from: batch.from,
             });
         }
         for piece in batch.runs.chunks(256) {

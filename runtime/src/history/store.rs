@@ -19,12 +19,13 @@ pub enum Error {
     Schema(#[from] crate::schema::Error),
     #[error("invalid cursor")]
     BadCursor,
-    /// The stored cursor is at or past the batch's: another consumer wrote
-    /// it (this one was paused past its lease); nothing was written.
+    /// The stored cursor is not where the batch was read from: another
+    /// consumer wrote since (this one was paused past its lease); nothing
+    /// was written.
     #[error(
-        "the history's cursor is at {stored}, at or past this batch's {batch}: another consumer wrote it"
+        "the history's cursor is at {stored}, not at {from} where this batch was read from: another consumer wrote since"
     )]
-    Overtaken { stored: i64, batch: i64 },
+    Overtaken { stored: i64, from: i64 },
     #[error(
         "unsupported history store URL `{0}`: use sqlite://PATH or postgres://USER@HOST/DATABASE (postgresql:// too)"
     )]
@@ -187,10 +188,12 @@ pub struct EventRecord {
 pub struct HistoryWrite {
     pub runs: Vec<RunRecord>,
     pub events: Vec<EventRecord>,
-    /// The stream position of the batch's last event. The cursor only
-    /// moves forward: a batch ending at or before the stored cursor is
-    /// refused whole ([`Error::Overtaken`]).
+    /// The stream position of the batch's last event.
     pub cursor: i64,
+    /// The cursor the batch was read after. A batch is written only while
+    /// the stored cursor is there, so no batch read before another's write
+    /// lands after it; otherwise it is refused whole ([`Error::Overtaken`]).
+    pub from: i64,
 }
 
 /// A page of runs.
