@@ -150,6 +150,9 @@ const VALUE_CACHE_BYTES: u64 = 32 << 20;
 /// How long a run list waits for the history to write what the engine has
 /// committed before it answers with what the history holds.
 const LIST_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a purge on a cluster waits for the history's consumer to reach
+/// the log's head before it deletes the tenant's history.
+const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Service {
@@ -284,7 +287,7 @@ impl Service {
             ));
         }
         // The id may be a purged tenant's: its new runs are applied again.
-        self.inner.engine.resume_tenant(&req.id);
+        self.inner.engine.resume_tenant(&req.id).await?;
         let (_, token) = self
             .insert_new_token(Some(&req.id), "default", None)
             .await?;
@@ -372,6 +375,17 @@ impl Service {
     async fn finish_purge(&self, id: &str) -> ApiResult<u64> {
         self.forget(id);
         self.inner.engine.stop_tenant(id).await?;
+        // Every event of the tenant is at or before the log's head now
+        // (nothing of it is applied any more); read before its rows leave,
+        // which may lower the head.
+        let head = self
+            .inner
+            .engine
+            .bus()
+            .events()
+            .head()
+            .await
+            .map_err(engine::Error::Bus)?;
         let rows = self.db().purge_tenant(id).await?;
         self.inner
             .engine
@@ -381,6 +395,19 @@ impl Service {
             .await
             .map_err(engine::Error::Bus)?;
         self.forget(id);
+        // On a cluster the history's active consumer may be another
+        // process, past this one's lock on the history's writes: a batch it
+        // read before the rows left the engine's store could be written
+        // during or after the purge below. A batch is written only from the
+        // stored cursor it was read after, so once the stored cursor is at
+        // the head read above, none read before can be written any more.
+        // (Without a consumer for a while, none writes: the log and the
+        // stream no longer hold the tenant.)
+        if !matches!(self.inner.engine.bus(), crate::bus::Bus::Local(_))
+            && !self.inner.history.stored_past(head, PURGE_WAIT).await?
+        {
+            tracing::warn!(tenant = %id, head, "the history's consumer did not reach the log's head in time; purging its rows anyway");
+        }
         let history_rows = self.inner.history.purge(id).await?;
         self.db().end_purge(id).await?;
         self.inner.ledger.forget(id);

@@ -786,4 +786,107 @@ mod nats_only {
         }
         f.close().await;
     }
+
+    /// A NATS server of the test's own (`nats-server -js` on a free port),
+    /// to stop: killed when dropped.
+    struct OwnNats {
+        child: std::process::Child,
+        dir: PathBuf,
+        url: String,
+    }
+
+    impl OwnNats {
+        fn start() -> Option<OwnNats> {
+            const SERVER: &str = "/usr/sbin/nats-server";
+            if !std::path::Path::new(SERVER).exists() {
+                return common::service_unreachable(
+                    "nats-server",
+                    SERVER,
+                    "not installed",
+                    "install nats-server",
+                    "PATH",
+                );
+            }
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port();
+            let dir = common::temp_dir("bus-own-nats");
+            let child = std::process::Command::new(SERVER)
+                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                .arg(&dir)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start nats-server");
+            Some(OwnNats {
+                child,
+                dir,
+                url: format!("nats://127.0.0.1:{port}?prefix=own"),
+            })
+        }
+
+        fn signal(&self, sig: &str) {
+            let ok = std::process::Command::new("kill")
+                .args([&format!("-{sig}"), &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill -{sig}");
+        }
+    }
+
+    impl Drop for OwnNats {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A consumer whose NATS server stops answering while it reads the
+    /// event stream (a fetch sent, never answered: the server was stopped,
+    /// or died and came back without it) reads the store's log instead,
+    /// rather than wait forever.
+    #[tokio::test]
+    async fn a_reader_whose_server_stops_answering_reads_the_log() {
+        let Some(nats) = OwnNats::start() else { return };
+        let Some(schema) = common::postgres::Schema::create("bus_stopped").await else {
+            return;
+        };
+        let store = Store::open(&schema.url, Durability::Full).await.unwrap();
+        let bus: Bus<Marker> = common::poll_until("nats-server to start", WAIT, || async {
+            Bus::open(&nats.url, 3, store.clone(), ()).await.ok()
+        })
+        .await;
+        let events = bus.events().clone();
+        let before = events.head().await.unwrap();
+        let wake = events.next_commit();
+        store
+            .commit(&commit_of("r-1", 0..2, "running", state(None)))
+            .await
+            .unwrap();
+        bus.committed();
+        tokio::time::timeout(WAIT, wake).await.unwrap();
+        // Read from the stream once the relay put both there: the reader
+        // (a consumer on the server) is made, and kept for the next read.
+        let first = common::poll_until("the relayed events", WAIT, || async {
+            let got = events.after(before, 10).await.ok()?;
+            (got.len() == 2).then_some(got)
+        })
+        .await;
+        nats.signal("STOP");
+        store
+            .commit(&commit_of("r-1", 2..4, "running", state(None)))
+            .await
+            .unwrap();
+        let cursor = first.last().unwrap().event.pos;
+        let next = tokio::time::timeout(Duration::from_secs(40), events.after(cursor, 10)).await;
+        nats.signal("CONT");
+        let next = next
+            .expect("the events after the cursor, from the log, within 40 s")
+            .unwrap();
+        let seqs: Vec<u64> = next.iter().map(|c| c.event.seq).collect();
+        assert_eq!(seqs, [2, 3]);
+        store.close().await;
+    }
 }

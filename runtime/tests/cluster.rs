@@ -344,3 +344,145 @@ async fn a_tenants_quota_follows_runs_that_end_in_another_process() {
     )
     .await;
 }
+
+/// A tenant purged through one process and created again through the
+/// other: every engine applies its new runs. (The purge marked its tenant
+/// stopped in every shard worker's process, the creation must unmark it in
+/// each; before, the purging process kept the mark and its shards refused
+/// the new tenant's starts as "tenant does not exist".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_purged_through_one_process_and_created_again_through_the_other_runs() {
+    let Some(schema) = common::postgres::Schema::create("cluster_purge").await else {
+        return;
+    };
+    let Some(prefix) = common::nats::Prefix::create("cluster_purge").await else {
+        return;
+    };
+    let (store, bus) = (schema.url.as_str(), prefix.url.as_str());
+    let a = member("cluster-purge-a", store, bus).await;
+    let b = member("cluster-purge-b", store, bus).await;
+    let api_a = Api::new(format!("http://{}", a.addr));
+    let api_b = Api::new(format!("http://{}", b.addr));
+    wait_for_shares(&api_a, "two engines to hold four shards each", &[4, 4]).await;
+
+    let token = api_a.create_tenant("acme", json!({})).await;
+    api_a
+        .deploy_source(&token, &[("retrain.eflow", FLOW)])
+        .await;
+    start_runs(&api_a, &token, 0, 10).await;
+    let purged = api_b.delete(Some(ADMIN), "/v1/tenants/acme").await;
+    assert!(purged.status < 300, "purge: {purged:?}");
+
+    // Created again through the other process: runs on every shard, so on
+    // both engines, start and finish.
+    let token = api_a.create_tenant("acme", json!({})).await;
+    api_b
+        .deploy_source(&token, &[("retrain.eflow", FLOW)])
+        .await;
+    start_runs(&api_b, &token, 0, 20).await;
+    start_runs(&api_a, &token, 20, 40).await;
+    check_runs(&api_a, &token, 40).await;
+}
+
+/// A start that reaches a worker after its tenant's purge creates nothing,
+/// even in a process that was not told of the purge: one paused (SIGSTOP)
+/// while the other took its shards and served the purge, then resumed with
+/// the tenant's bundle still cached, takes its shards back; the starts sent
+/// then (as a scheduler in a paused process would send the one it claimed
+/// before the purge) are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_comes_after_its_tenants_purge_creates_nothing() {
+    use sqlx::Connection;
+    let Some(schema) = common::postgres::Schema::create("cluster_late").await else {
+        return;
+    };
+    let Some(prefix) = common::nats::Prefix::create("cluster_late").await else {
+        return;
+    };
+    let (store, bus) = (schema.url.as_str(), prefix.url.as_str());
+    let a = member("cluster-late-a", store, bus).await;
+    let b = member("cluster-late-b", store, bus).await;
+    let api_a = Api::new(format!("http://{}", a.addr));
+    wait_for_shares(&api_a, "two engines to hold four shards each", &[4, 4]).await;
+    let token = api_a.create_tenant("acme", json!({})).await;
+    api_a
+        .deploy_source(&token, &[("retrain.eflow", FLOW)])
+        .await;
+    // Runs on every shard: both processes cache the bundle.
+    start_runs(&api_a, &token, 0, 40).await;
+    check_runs(&api_a, &token, 40).await;
+    let mut db = sqlx::PgConnection::connect(store).await.expect("connect");
+    let bundle: String = sqlx::query_scalar("SELECT bundle FROM runs LIMIT 1")
+        .fetch_one(&mut db)
+        .await
+        .expect("a run's bundle");
+
+    signal(b.child.id(), "STOP");
+    wait_for_shares(&api_a, "the other engine to take every shard", &[SHARDS]).await;
+    let purged = api_a.delete(Some(ADMIN), "/v1/tenants/acme").await;
+    assert!(purged.status < 300, "purge: {purged:?}");
+    signal(b.child.id(), "CONT");
+    wait_for_shares(
+        &api_a,
+        "the resumed engine to take its share again",
+        &[4, 4],
+    )
+    .await;
+
+    // One late start per shard, straight onto the bus.
+    let js = prefix.jetstream().await;
+    let mut covered = [false; SHARDS];
+    let mut i = 0;
+    while covered.contains(&false) {
+        let id = format!("acme:late-{i}");
+        i += 1;
+        let shard = eflow_runtime::store::shard_of(&id, SHARDS as u32) as usize;
+        if covered[shard] {
+            continue;
+        }
+        covered[shard] = true;
+        let create = json!({ "create": {
+            "meta": { "id": id, "tenant": "acme", "bundle": bundle, "created_at": 1 },
+            "fresh": true,
+            "flow": "Retrain",
+            "input": { "customer": "late" },
+        }});
+        js.publish(
+            format!("{}.in.{shard}", prefix.name),
+            create.to_string().into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    }
+    // Taken and applied (or refused) by each shard's worker.
+    poll_until(
+        "the late starts to be taken",
+        Duration::from_secs(30),
+        || {
+            let js = js.clone();
+            let stream = format!("{}_in", prefix.name);
+            async move {
+                let mut s = js.get_stream(stream).await.ok()?;
+                (s.info().await.ok()?.state.messages == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE tenant = 'acme'")
+        .fetch_one(&mut db)
+        .await
+        .expect("count");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE run LIKE 'acme:%'")
+        .fetch_one(&mut db)
+        .await
+        .expect("count");
+    assert_eq!(
+        (left, events),
+        (0, 0),
+        "runs and events of the purged tenant made by late starts"
+    );
+    let _ = db.close().await;
+    drop(b);
+}

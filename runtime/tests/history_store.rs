@@ -14,6 +14,7 @@ macro_rules! history_store_test_suite {
         history_store_test_suite!(@tests $backend, $open, [
             open_refuses_an_unknown_scheme,
             write_moves_the_cursor,
+            write_refuses_a_batch_behind_the_cursor,
             write_keeps_what_a_run_was_first_written_with,
             write_keeps_an_event_once,
             runs_of,
@@ -117,6 +118,7 @@ async fn write(store: &HistoryStore, runs: Vec<RunRecord>, events: Vec<EventReco
             runs,
             events,
             cursor,
+            from: store.cursor().await.unwrap(),
         })
         .await
         .unwrap();
@@ -167,6 +169,40 @@ async fn write_moves_the_cursor(store: &HistoryStore) {
     // A batch of events the history keeps none of still moves it.
     write(store, vec![], vec![], 5).await;
     assert_eq!(store.cursor().await.unwrap(), 5);
+}
+
+/// A batch read from another cursor than the stored one (by a consumer
+/// that was paused while another wrote) is refused whole, whether it ends
+/// before the stored cursor or past it: a run's status never goes back, and
+/// nothing read before a purge lands after it.
+async fn write_refuses_a_batch_behind_the_cursor(store: &HistoryStore) {
+    write(
+        store,
+        vec![record("r1", "acme", "succeeded", 1)],
+        vec![event(1, "r1", "acme"), event(2, "r1", "acme")],
+        2,
+    )
+    .await;
+    for (from, cursor) in [(0, 1), (1, 2), (0, 3)] {
+        let stale = store
+            .write(&HistoryWrite {
+                runs: vec![record("r1", "acme", "running", 1)],
+                events: vec![event(1, "r1", "acme"), event(3, "r2", "acme")],
+                cursor,
+                from,
+            })
+            .await;
+        assert!(
+            matches!(
+                stale,
+                Err(eflow_runtime::history::store::Error::Overtaken { stored: 2, from: f }) if f == from
+            ),
+            "{stale:?}"
+        );
+    }
+    assert_eq!(store.cursor().await.unwrap(), 2);
+    let runs = store.runs_of(&["r1"]).await.unwrap();
+    assert_eq!(runs[0].status, "succeeded");
 }
 
 /// A run written again takes the new status and time, keeps its tenant,

@@ -3,6 +3,7 @@
 //! over stdio), with no library of eflow's linked in.
 
 pub mod chaos;
+pub mod instances;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

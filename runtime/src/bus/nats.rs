@@ -60,6 +60,11 @@ const RELAY_BATCH: u32 = 512;
 const EVENTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How long an idle reader of the event stream is kept by the server.
 const READER_IDLE: Duration = Duration::from_secs(300);
+/// How long a consumer waits for the event stream before it reads the
+/// store's log instead. A fetch whose server died (or stopped answering)
+/// after the request was sent is never answered, and the client waits for
+/// its end without a deadline of its own.
+const READ_WAIT: Duration = Duration::from_secs(5);
 
 const REPLY_HEADER: &str = "Eflow-Reply";
 /// The bus handle a broadcast came from.
@@ -726,7 +731,15 @@ impl NatsEvents {
             return Ok(Vec::new());
         }
         let mut reader = self.inner.reader.lock().await;
-        match self.read_stream(&mut reader, cursor, limit).await {
+        let read = tokio::time::timeout(READ_WAIT, self.read_stream(&mut reader, cursor, limit))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Nats(format!(
+                    "no answer from NATS in {} s",
+                    READ_WAIT.as_secs()
+                )))
+            });
+        match read {
             Ok(Some(batch)) if !batch.is_empty() => return Ok(batch),
             Ok(Some(_)) => {
                 // Nothing new on the stream: is the store ahead of it (a

@@ -158,6 +158,12 @@ pub enum Input {
         tenant: String,
         reply: oneshot::Sender<()>,
     },
+    /// A purged tenant's id is created again: the worker's process applies
+    /// its runs again. Answered at once.
+    ResumeTenant {
+        tenant: String,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A run ended: for quotas and schedules.
@@ -255,7 +261,10 @@ struct Inner {
     timers_changed: Vec<Arc<Notify>>,
     outbox_pos: AtomicI64,
     /// Tenants being purged (or purged): nothing of theirs is applied,
-    /// created or carried out.
+    /// created or carried out. Per process: a purge marks the process that
+    /// serves it, and every shard's worker marks its own process
+    /// (`Input::StopTenant`); engines check their marks against the store
+    /// every lease look ([`Engine::check_stopped`]).
     stopped: RwLock<HashSet<String>>,
     egress: crate::egress::Egress,
 }
@@ -419,21 +428,40 @@ impl Engine {
     /// none of its effects, so nothing of it is written back after the purge
     /// deletes it. Waits until every worker committed what it applied before.
     pub async fn stop_tenant(&self, tenant: &str) -> Result<(), Error> {
-        if let Ok(mut s) = self.inner.stopped.write() {
-            s.insert(tenant.to_string());
+        self.mark_stopped(tenant, true);
+        self.every_shard(tenant, |tenant, reply| Input::StopTenant { tenant, reply })
+            .await
+    }
+
+    /// A tenant id purged before is created again: its runs are applied, in
+    /// this process and, on a distributed bus, in every shard worker's
+    /// process (each was marked by the stop); answered once every worker
+    /// was told. (Alone on the local bus, the mark here is the only one.)
+    pub async fn resume_tenant(&self, tenant: &str) -> Result<(), Error> {
+        self.mark_stopped(tenant, false);
+        if matches!(self.inner.bus, Bus::Local(_)) {
+            return Ok(());
         }
+        self.every_shard(tenant, |tenant, reply| Input::ResumeTenant {
+            tenant,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends every shard's worker an input about `tenant` and waits for
+    /// each one's answer.
+    async fn every_shard(
+        &self,
+        tenant: &str,
+        input: impl Fn(String, oneshot::Sender<()>) -> Input,
+    ) -> Result<(), Error> {
         let mut acks = Vec::new();
         for shard in 0..self.shard_count() {
             let (tx, rx) = oneshot::channel();
             self.inner
                 .bus
-                .send_to(
-                    shard,
-                    Input::StopTenant {
-                        tenant: tenant.to_string(),
-                        reply: tx,
-                    },
-                )
+                .send_to(shard, input(tenant.to_string(), tx))
                 .await
                 .map_err(|_| Error::Stopped)?;
             acks.push(rx);
@@ -444,11 +472,72 @@ impl Engine {
         Ok(())
     }
 
-    /// A tenant id purged before is created again: its runs are applied.
-    pub fn resume_tenant(&self, tenant: &str) {
+    /// Marks (or unmarks) `tenant` as stopped in this process.
+    pub(crate) fn mark_stopped(&self, tenant: &str, stopped: bool) {
         if let Ok(mut s) = self.inner.stopped.write() {
-            s.remove(tenant);
+            if stopped {
+                s.insert(tenant.to_string());
+            } else {
+                s.remove(tenant);
+            }
         }
+    }
+
+    /// On a store shared with other processes, marks stopped the tenants of
+    /// `inputs`' creations that do not exist or are being purged. A purge
+    /// tells the processes holding shards then; this one may have taken its
+    /// shard since, and a start claimed before the purge (by a scheduler,
+    /// say, in a process paused meanwhile) may come now. A purge that begins
+    /// after this look stops the worker after its batch, and deletes what
+    /// the batch created.
+    pub(crate) async fn stop_gone_tenants(&self, inputs: &[Input]) -> Result<(), Error> {
+        if matches!(self.inner.bus, Bus::Local(_)) {
+            return Ok(());
+        }
+        let mut tenants: Vec<&str> = inputs
+            .iter()
+            .filter_map(|i| match i {
+                Input::Create(c) => Some(c.meta.tenant.as_str()),
+                _ => None,
+            })
+            .filter(|t| !self.is_stopped(t))
+            .collect();
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        tenants.sort_unstable();
+        tenants.dedup();
+        let store = &self.inner.store;
+        let purging = store.pending_purges().await?;
+        for tenant in tenants {
+            if purging.iter().any(|p| p == tenant) || store.tenant(tenant).await?.is_none() {
+                tracing::info!(
+                    tenant,
+                    "a start for a tenant that is gone or being purged: refused"
+                );
+                self.mark_stopped(tenant, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmarks the tenants this process holds stopped that exist again
+    /// with no purge pending: a process that held no shard when a purged
+    /// tenant was created again was not told.
+    pub(crate) async fn check_stopped(&self) -> Result<(), Error> {
+        let marked: Vec<String> = match self.inner.stopped.read() {
+            Ok(s) if !s.is_empty() => s.iter().cloned().collect(),
+            _ => return Ok(()),
+        };
+        let store = &self.inner.store;
+        let purging = store.pending_purges().await?;
+        for tenant in marked {
+            if !purging.contains(&tenant) && store.tenant(&tenant).await?.is_some() {
+                tracing::info!(tenant = %tenant, "a purged tenant was created again: its runs are applied");
+                self.mark_stopped(&tenant, false);
+            }
+        }
+        Ok(())
     }
 
     /// Whether `tenant` is being purged.

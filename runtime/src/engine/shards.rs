@@ -124,6 +124,9 @@ impl Shards {
             self.engine.stats().shards_released.fetch_add(1, Relaxed);
         }
         self.count();
+        // Before taking shards: a purged tenant created again meanwhile
+        // is applied here again.
+        self.engine.check_stopped().await?;
         let now = self.clock.now_ms();
         let engines: Vec<_> = store
             .members()

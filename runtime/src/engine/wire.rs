@@ -41,6 +41,9 @@ enum WireInput {
     StopTenant {
         tenant: String,
     },
+    ResumeTenant {
+        tenant: String,
+    },
 }
 
 /// The answer to a `Deliver` or a `Create`.
@@ -95,6 +98,31 @@ impl From<WireError> for Error {
     }
 }
 
+/// The sender's side of a stop or a resume: an answer (empty) is done; no
+/// answer fails it (the reply is dropped).
+fn fulfil_done(reply: oneshot::Sender<()>) -> Fulfil {
+    Box::new(move |answer| {
+        Box::pin(async move {
+            if answer.is_ok() {
+                let _ = reply.send(());
+            }
+        })
+    })
+}
+
+/// The worker's side of a stop or a resume: answers once it is done.
+fn answering_done(answer: Option<Answer>) -> oneshot::Sender<()> {
+    let (tx, rx) = oneshot::channel::<()>();
+    if let Some(answer) = answer {
+        tokio::spawn(async move {
+            if rx.await.is_ok() {
+                answer.send(Vec::new()).await;
+            }
+        });
+    }
+    tx
+}
+
 fn wire_error(e: impl std::fmt::Display) -> bus::Error {
     bus::Error::Wire(e.to_string())
 }
@@ -128,15 +156,10 @@ impl Wire for Input {
             ),
             Input::OutboxDone(v) => (WireInput::OutboxDone(v), None),
             Input::StopTenant { tenant, reply } => {
-                let fulfil: Fulfil = Box::new(move |answer| {
-                    Box::pin(async move {
-                        // No answer: the stop fails (the reply is dropped).
-                        if answer.is_ok() {
-                            let _ = reply.send(());
-                        }
-                    })
-                });
-                (WireInput::StopTenant { tenant }, Some(fulfil))
+                (WireInput::StopTenant { tenant }, Some(fulfil_done(reply)))
+            }
+            Input::ResumeTenant { tenant, reply } => {
+                (WireInput::ResumeTenant { tenant }, Some(fulfil_done(reply)))
             }
         };
         Ok(Encoded {
@@ -185,17 +208,14 @@ impl Wire for Input {
                 reply: answer.map(answering),
             }),
             WireInput::OutboxDone(v) => Input::OutboxDone(v),
-            WireInput::StopTenant { tenant } => {
-                let (tx, rx) = oneshot::channel::<()>();
-                if let Some(answer) = answer {
-                    tokio::spawn(async move {
-                        if rx.await.is_ok() {
-                            answer.send(Vec::new()).await;
-                        }
-                    });
-                }
-                Input::StopTenant { tenant, reply: tx }
-            }
+            WireInput::StopTenant { tenant } => Input::StopTenant {
+                tenant,
+                reply: answering_done(answer),
+            },
+            WireInput::ResumeTenant { tenant } => Input::ResumeTenant {
+                tenant,
+                reply: answering_done(answer),
+            },
         })
     }
 }

@@ -170,12 +170,27 @@ impl Worker {
 
     /// Applies and commits one batch.
     async fn process(&mut self, inputs: Vec<Input>) -> Outcome {
+        if let Err(e) = self.engine.stop_gone_tenants(&inputs).await {
+            // Unsure whether a start's tenant still exists: the batch comes
+            // again, as after a failed commit.
+            tracing::error!(shard = self.shard, error = %e, "cannot read the tenants of a batch's starts; the batch is retried by its senders");
+            return Outcome::Failed;
+        }
         let now = self.clock.now_ms();
         let mut b = Batch::default();
         for input in inputs {
             match input {
                 Input::OutboxDone(v) => b.commit.outbox_deleted.extend(v),
-                Input::StopTenant { tenant, reply } => b.stops.push((tenant, reply)),
+                Input::StopTenant { tenant, reply } => {
+                    // In this process too (the purge may be another's):
+                    // from here on nothing of the tenant is applied here.
+                    self.engine.mark_stopped(&tenant, true);
+                    b.stops.push((tenant, reply));
+                }
+                Input::ResumeTenant { tenant, reply } => {
+                    self.engine.mark_stopped(&tenant, false);
+                    let _ = reply.send(());
+                }
                 Input::Create(c) => self.create(&mut b, c, now).await,
                 Input::Deliver(d) => self.deliver(&mut b, d, now).await,
             }

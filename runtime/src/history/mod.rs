@@ -120,8 +120,22 @@ impl History {
             return Ok(0);
         };
         let read = batch.len() as u32;
-        let write = fold(batch, &self.store, last).await?;
-        self.store.write(&write).await?;
+        let write = fold(batch, &self.store, cursor, last).await?;
+        match self.store.write(&write).await {
+            Ok(()) => {}
+            Err(store::Error::Overtaken { stored, from }) => {
+                // Paused past the lease, another consumer went on: its
+                // cursor is where this one goes on from, if it still may.
+                tracing::warn!(
+                    stored,
+                    from,
+                    "another consumer wrote the history since this batch was read; going on from its cursor"
+                );
+                self.cursor.send_replace(stored);
+                return Ok(0);
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.cursor.send_replace(last);
         Ok(read)
     }
@@ -155,6 +169,21 @@ impl History {
         Ok(self.store.runs(q).await?)
     }
 
+    /// Waits until the stored cursor (whichever process's consumer moves
+    /// it) is at `pos` or past it, at most `patience`; whether it is.
+    pub async fn stored_past(&self, pos: i64, patience: Duration) -> Result<bool, Error> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if self.store.cursor().await? >= pos {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Deletes every run and event of `tenant`. Called once the tenant's rows
     /// left the engine's store, so no later batch of the stream holds any.
     pub async fn purge(&self, tenant: &str) -> Result<u64, Error> {
@@ -168,6 +197,7 @@ impl History {
 async fn fold(
     batch: Vec<Committed>,
     store: &HistoryStore,
+    from: i64,
     cursor: i64,
 ) -> Result<HistoryWrite, Error> {
     // The runs this batch touches, in first-seen order, with what the
@@ -290,6 +320,7 @@ async fn fold(
         runs,
         events,
         cursor,
+        from,
     })
 }
 

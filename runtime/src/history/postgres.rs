@@ -105,6 +105,24 @@ impl PostgresHistory {
 
     pub async fn write(&self, batch: &HistoryWrite) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        // First, so concurrent writers queue on the cursor's row: a
+        // consumer resumed after another took over writes nothing it read
+        // before.
+        let moved = sqlx::query("UPDATE h_cursor SET pos = $1 WHERE id = 0 AND pos = $2")
+            .bind(batch.cursor)
+            .bind(batch.from)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if moved == 0 {
+            let stored = sqlx::query_scalar("SELECT pos FROM h_cursor WHERE id = 0")
+                .fetch_one(&mut *tx)
+                .await?;
+            return Err(Error::Overtaken {
+                stored,
+                from: batch.from,
+            });
+        }
         if !batch.runs.is_empty() {
             let r = merged(&batch.runs);
             sqlx::query(
@@ -155,10 +173,6 @@ impl PostgresHistory {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE h_cursor SET pos = $1 WHERE id = 0")
-            .bind(batch.cursor)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -68,6 +68,21 @@ impl SqliteHistory {
 
     pub async fn write(&self, batch: &HistoryWrite) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query("UPDATE h_cursor SET pos = ?1 WHERE id = 0 AND pos = ?2")
+            .bind(batch.cursor)
+            .bind(batch.from)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if moved == 0 {
+            let stored = sqlx::query_scalar("SELECT pos FROM h_cursor WHERE id = 0")
+                .fetch_one(&mut *tx)
+                .await?;
+            return Err(Error::Overtaken {
+                stored,
+                from: batch.from,
+            });
+        }
         for piece in batch.runs.chunks(256) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO h_runs (id, tenant, flow, version, status, parent, created_at, updated_at, error_code, failed_step, bundle, schedule, state) ",
@@ -115,10 +130,6 @@ impl SqliteHistory {
             q.push(" ON CONFLICT (pos) DO NOTHING");
             q.build().execute(&mut *tx).await?;
         }
-        sqlx::query("UPDATE h_cursor SET pos = ? WHERE id = 0")
-            .bind(batch.cursor)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -19,6 +19,13 @@ pub enum Error {
     Schema(#[from] crate::schema::Error),
     #[error("invalid cursor")]
     BadCursor,
+    /// The stored cursor is not where the batch was read from: another
+    /// consumer wrote since (this one was paused past its lease); nothing
+    /// was written.
+    #[error(
+        "the history's cursor is at {stored}, not at {from} where this batch was read from: another consumer wrote since"
+    )]
+    Overtaken { stored: i64, from: i64 },
     #[error(
         "unsupported history store URL `{0}`: use sqlite://PATH or postgres://USER@HOST/DATABASE (postgresql:// too)"
     )]
@@ -189,6 +196,10 @@ pub struct HistoryWrite {
     pub events: Vec<EventRecord>,
     /// The stream position of the batch's last event.
     pub cursor: i64,
+    /// The cursor the batch was read after. A batch is written only while
+    /// the stored cursor is there, so no batch read before another's write
+    /// lands after it; otherwise it is refused whole ([`Error::Overtaken`]).
+    pub from: i64,
 }
 
 /// A page of runs.

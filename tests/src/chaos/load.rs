@@ -353,16 +353,16 @@ pub(super) async fn killer(world: Arc<World>, mut rng: Rng) {
             + world.counters.sigterms.load(Ordering::Relaxed);
         if kills == 1 || rng.below(5) == 0 {
             world.counters.sigterms.fetch_add(1, Ordering::Relaxed);
-            world.sigterm().await;
+            world.sigterm(0).await;
             world.say("SIGTERM");
         } else {
             world.counters.sigkills.fetch_add(1, Ordering::Relaxed);
-            world.sigkill();
+            world.sigkill(0);
             world.say("SIGKILL");
         }
         tokio::time::sleep(Duration::from_millis(rng.range(0, 300))).await;
         let before = world.life.fetch_add(1, Ordering::Relaxed);
-        if !world.start_server().await {
+        if !world.start_server(0).await {
             world.stop.store(true, Ordering::Relaxed);
             return;
         }
@@ -372,7 +372,7 @@ pub(super) async fn killer(world: Arc<World>, mut rng: Rng) {
 
 /// What is cheap to check after a restart: every start answered 2xx in the
 /// life that ended still exists, and a sample of logs is gapless.
-async fn after_restart(world: &World, ended: u32, rng: &mut Rng) {
+pub(super) async fn after_restart(world: &World, ended: u32, rng: &mut Rng) {
     let runs: Vec<(String, Option<u32>)> = lock(&world.runs)
         .iter()
         .map(|(s, t)| (s.clone(), t.acked_in))

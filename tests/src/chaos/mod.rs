@@ -6,6 +6,13 @@
 //! checked: no run lost, none stuck, none completed twice, event logs gapless,
 //! no row of a purged tenant left in either SQLite file.
 //!
+//! The same load runs against a cluster too (`Fault`, `cluster.rs`): two
+//! `eflow serve` processes with every role on a private PostgreSQL and a
+//! private NATS JetStream (`crate::instances`), under one fault each: an
+//! engine killed with SIGKILL, PostgreSQL crashed, NATS crashed, an engine
+//! paused past its lease; the same checks, with PostgreSQL scanned instead
+//! of the SQLite files.
+//!
 //! A seed fixes every choice (what each load worker does, when and how the
 //! server is killed); the machine's timing decides how they interleave.
 
@@ -13,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,10 +34,12 @@ use sqlx::{Connection, Row};
 use crate::{bin, free_port};
 
 mod checks;
+mod cluster;
 mod load;
 mod remote;
 
 use checks::{finish, scan};
+use cluster::Cluster;
 use load::{driver, killer};
 use remote::invoke;
 
@@ -53,7 +62,13 @@ impl Config {
     /// `EFLOW_CHAOS_SEEDS` (comma-separated, default `1,2`) and
     /// `EFLOW_CHAOS_SECONDS` (the load's length per seed, default 20).
     pub fn from_env() -> Result<Config, String> {
-        let seeds = std::env::var("EFLOW_CHAOS_SEEDS").unwrap_or_else(|_| "1,2".into());
+        Config::from_env_or("1,2")
+    }
+
+    /// [`Config::from_env`] with other default seeds.
+    pub fn from_env_or(default_seeds: &str) -> Result<Config, String> {
+        let seeds =
+            std::env::var("EFLOW_CHAOS_SEEDS").unwrap_or_else(|_| default_seeds.to_string());
         let seeds = seeds
             .split(',')
             .map(str::trim)
@@ -77,9 +92,48 @@ impl Config {
     }
 }
 
+/// What goes wrong while the load runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// The embedded server alone on its SQLite files, killed (SIGKILL,
+    /// sometimes SIGTERM) and started again.
+    #[default]
+    Restart,
+    /// A cluster of two; one engine process killed with SIGKILL and started
+    /// again later.
+    KillEngine,
+    /// A cluster of two; its PostgreSQL crashed and started again.
+    CrashPostgres,
+    /// A cluster of two; its NATS server killed with SIGKILL and started
+    /// again, losing what it had not written.
+    CrashNats,
+    /// A cluster of two; one engine process stopped (SIGSTOP) past its
+    /// leases, then continued (SIGCONT).
+    PauseEngine,
+}
+
+impl Fault {
+    pub fn clustered(self) -> bool {
+        self != Fault::Restart
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fault::Restart => "embedded server killed and restarted",
+            Fault::KillEngine => "kill -9 of an engine",
+            Fault::CrashPostgres => "PostgreSQL crashed",
+            Fault::CrashNats => "NATS crashed",
+            Fault::PauseEngine => "an engine paused past its lease",
+        })
+    }
+}
+
 /// What one seed did and found.
 #[derive(Debug, Default)]
 pub struct Report {
+    pub fault: Fault,
     pub seed: u64,
     pub seconds: u64,
     /// Starts sent (distinct run ids) and those answered 2xx.
@@ -96,6 +150,11 @@ pub struct Report {
     pub purges: u64,
     pub invocations: u64,
     pub failed_attempts: u64,
+    /// On a cluster: the faults made (kills, crashes, pauses).
+    pub faults: u64,
+    /// On a cluster: each process's `eflow_fenced_commits_total` at the end
+    /// (since its last start).
+    pub fenced_commits: Vec<u64>,
     pub violations: Vec<String>,
     /// The server's data directory and log, kept when something was found.
     pub dir: PathBuf,
@@ -103,6 +162,28 @@ pub struct Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.fault.clustered() {
+            return write!(
+                f,
+                "cluster, {}, seed {}: {} s of load, {} faults, {} runs started ({} acknowledged), \
+                 {} runs checked, {} decisions, {} deploys, {} purges, {} remote invocations, \
+                 {} failed attempts retried, fenced commits per process {:?}, {} violations",
+                self.fault,
+                self.seed,
+                self.seconds,
+                self.faults,
+                self.starts,
+                self.acknowledged,
+                self.runs_checked,
+                self.decisions,
+                self.deploys,
+                self.purges,
+                self.invocations,
+                self.failed_attempts,
+                self.fenced_commits,
+                self.violations.len()
+            );
+        }
         write!(
             f,
             "seed {}: {} s of load, {} runs started ({} acknowledged), {} runs checked, \
@@ -162,6 +243,12 @@ impl Rng {
 /// Runs one seed: a server of its own in a fresh directory, the load for
 /// `seconds` with kills, then the settling and the checks.
 pub fn run_seed(seed: u64, seconds: u64) -> Report {
+    run(Fault::Restart, seed, seconds)
+}
+
+/// Runs one seed under `fault`: on a cluster of its own (two processes, a
+/// private PostgreSQL and NATS) for the cluster's faults.
+pub fn run(fault: Fault, seed: u64, seconds: u64) -> Report {
     // Built (when stale) before the clock of the load starts.
     bin("eflow");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -169,7 +256,7 @@ pub fn run_seed(seed: u64, seconds: u64) -> Report {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let report = runtime.block_on(seed_async(seed, seconds));
+    let report = runtime.block_on(seed_async(fault, seed, seconds));
     // The remote system's callbacks still retrying end with the runtime.
     runtime.shutdown_timeout(Duration::from_secs(1));
     report
@@ -318,6 +405,8 @@ struct Node {
     data: PathBuf,
     log: PathBuf,
     addr: String,
+    /// What it runs on: its shards, and a cluster's store and bus.
+    flags: Vec<String>,
     child: Option<Child>,
 }
 
@@ -336,7 +425,7 @@ impl Node {
             // The remote system listens on loopback.
             .args(["--allow-egress", "127.0.0.1"])
             // Several shards, so runs, children and deliveries cross workers.
-            .args(["--shards", "3"])
+            .args(&self.flags)
             .env("EFLOW_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -402,6 +491,8 @@ struct Counters {
     starts: AtomicU64,
     sigkills: AtomicU64,
     sigterms: AtomicU64,
+    /// A cluster's faults: kills, crashes, pauses.
+    faults: AtomicU64,
     decisions: AtomicU64,
     deploys: AtomicU64,
     purges: AtomicU64,
@@ -412,10 +503,14 @@ struct Counters {
 struct World {
     seed: u64,
     began: Instant,
-    base: String,
+    /// Each process's API; requests go to them in turn.
+    bases: Vec<String>,
+    next: AtomicUsize,
     remote_url: String,
     http: reqwest::Client,
-    node: Mutex<Node>,
+    nodes: Vec<Mutex<Node>>,
+    /// The private PostgreSQL and NATS of a cluster.
+    cluster: Option<Cluster>,
     stop: AtomicBool,
     /// Restarts so far: the server's life.
     life: AtomicU32,
@@ -452,9 +547,22 @@ impl World {
         token: &str,
         body: Option<&Value>,
     ) -> Result<Answer, String> {
+        let base = &self.bases[self.next.fetch_add(1, Ordering::Relaxed) % self.bases.len()];
+        self.send_to(base, method, path, token, body).await
+    }
+
+    /// [`World::send`] to one process.
+    async fn send_to(
+        &self,
+        base: &str,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, String> {
         let mut req = self
             .http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, format!("{base}{path}"))
             .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(b);
@@ -489,16 +597,24 @@ impl World {
         }
     }
 
-    /// Waits until the server answers; a violation if it does not within a minute.
-    async fn wait_up(&self) -> bool {
+    /// Waits until process `i` answers; a violation if it does not within a minute.
+    async fn wait_up(&self, i: usize) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if let Ok(a) = self.get("/v1/health", ADMIN).await
+            if let Ok(a) = self
+                .send_to(
+                    &self.bases[i],
+                    reqwest::Method::GET,
+                    "/v1/health",
+                    ADMIN,
+                    None,
+                )
+                .await
                 && a.ok()
             {
                 return true;
             }
-            let exited = lock(&self.node)
+            let exited = lock(&self.nodes[i])
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
@@ -514,10 +630,10 @@ impl World {
         false
     }
 
-    /// Stops the server with SIGTERM, as a service manager does: it must
+    /// Stops process `i` with SIGTERM, as a service manager does: it must
     /// exit 0 within 20 s.
-    async fn sigterm(&self) {
-        let child = lock(&self.node).child.take();
+    async fn sigterm(&self, i: usize) {
+        let child = lock(&self.nodes[i]).child.take();
         let Some(mut child) = child else { return };
         let pid = child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
@@ -548,20 +664,20 @@ impl World {
         }
     }
 
-    fn sigkill(&self) {
-        if let Some(mut c) = lock(&self.node).child.take() {
+    fn sigkill(&self, i: usize) {
+        if let Some(mut c) = lock(&self.nodes[i]).child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    async fn start_server(&self) -> bool {
-        let spawned = lock(&self.node).spawn();
+    async fn start_server(&self, i: usize) -> bool {
+        let spawned = lock(&self.nodes[i]).spawn();
         if let Err(e) = spawned {
             self.violation(format!("restart: {e}"));
             return false;
         }
-        self.wait_up().await
+        self.wait_up(i).await
     }
 
     fn token(&self, tenant: &str) -> String {
@@ -615,7 +731,7 @@ impl World {
 
 // ---- one seed ------------------------------------------------------------------------
 
-async fn seed_async(seed: u64, seconds: u64) -> Report {
+async fn seed_async(fault: Fault, seed: u64, seconds: u64) -> Report {
     let dir = std::env::temp_dir().join(format!(
         "eflow-chaos-{}-{seed}-{}",
         std::process::id(),
@@ -623,6 +739,7 @@ async fn seed_async(seed: u64, seconds: u64) -> Report {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     let mut report = Report {
+        fault,
         seed,
         seconds,
         dir: dir.clone(),
@@ -657,22 +774,57 @@ async fn seed_async(seed: u64, seconds: u64) -> Report {
         .with_state(remote.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let addr = format!("127.0.0.1:{}", free_port());
+    // The embedded server alone; or two processes of a cluster on a
+    // private PostgreSQL and NATS.
+    let (cluster, flags) = if fault.clustered() {
+        match Cluster::start(&dir).await {
+            Ok(c) => {
+                let flags = c.flags();
+                (Some(c), flags)
+            }
+            Err(e) => {
+                report.violations.push(format!("setup: {e}"));
+                return report;
+            }
+        }
+    } else {
+        (None, vec!["--shards".to_string(), "3".to_string()])
+    };
+    let count = if cluster.is_some() { 2 } else { 1 };
+    let mut nodes = Vec::new();
+    let mut bases = Vec::new();
+    for i in 0..count {
+        let addr = format!("127.0.0.1:{}", free_port());
+        bases.push(format!("http://{addr}"));
+        // The embedded server's paths are as they always were.
+        let (data, log) = if cluster.is_some() {
+            (
+                dir.join(format!("data-{i}")),
+                dir.join(format!("server-{i}.log")),
+            )
+        } else {
+            (dir.join("data"), dir.join("server.log"))
+        };
+        nodes.push(Mutex::new(Node {
+            data,
+            log,
+            addr,
+            flags: flags.clone(),
+            child: None,
+        }));
+    }
     let world = Arc::new(World {
         seed,
         began: Instant::now(),
-        base: format!("http://{addr}"),
+        bases,
+        next: AtomicUsize::new(0),
         remote_url,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
             .expect("an HTTP client"),
-        node: Mutex::new(Node {
-            data: dir.join("data"),
-            log: dir.join("server.log"),
-            addr,
-            child: None,
-        }),
+        nodes,
+        cluster,
         stop: AtomicBool::new(false),
         life: AtomicU32::new(0),
         tokens: Mutex::new(HashMap::new()),
@@ -687,14 +839,23 @@ async fn seed_async(seed: u64, seconds: u64) -> Report {
         remote: remote.clone(),
     });
 
-    if world.start_server().await && setup(&world).await {
+    // One after the other: the first makes the cluster's tables.
+    let mut up = true;
+    for i in 0..count {
+        up = up && world.start_server(i).await;
+    }
+    if up && setup(&world).await {
         let load = Duration::from_secs(seconds);
         let mut tasks = Vec::new();
         for w in 0..WORKERS {
             let world = world.clone();
             tasks.push(tokio::spawn(driver(world, w, Rng::new(seed, w + 1))));
         }
-        let killer = tokio::spawn(killer(world.clone(), Rng::new(seed, 0)));
+        let killer = if fault.clustered() {
+            tokio::spawn(cluster::faults(world.clone(), fault, Rng::new(seed, 0)))
+        } else {
+            tokio::spawn(killer(world.clone(), Rng::new(seed, 0)))
+        };
         tokio::time::sleep(load).await;
         world.stop.store(true, Ordering::Relaxed);
         for t in tasks {
@@ -709,11 +870,24 @@ async fn seed_async(seed: u64, seconds: u64) -> Report {
         report.runs_checked = finish(&world).await;
     }
 
+    if fault.clustered() {
+        report.fenced_commits = cluster::at_end(&world).await;
+    }
     // The last stop is a clean one; then the files are read.
-    world.sigterm().await;
-    let data = lock(&world.node).data.clone();
-    world.say("stopped; scanning the SQLite files");
-    scan(&world, &data).await;
+    for i in 0..count {
+        world.sigterm(i).await;
+    }
+    match &world.cluster {
+        Some(c) => {
+            world.say("stopped; scanning PostgreSQL");
+            cluster::scan(&world, c).await;
+        }
+        None => {
+            let data = lock(&world.nodes[0]).data.clone();
+            world.say("stopped; scanning the SQLite files");
+            scan(&world, &data).await;
+        }
+    }
 
     world.say("scanned");
     report.starts = world.counters.starts.load(Ordering::Relaxed);
@@ -724,6 +898,7 @@ async fn seed_async(seed: u64, seconds: u64) -> Report {
     report.sigkills = world.counters.sigkills.load(Ordering::Relaxed);
     report.sigterms = world.counters.sigterms.load(Ordering::Relaxed);
     report.restarts = u64::from(world.life.load(Ordering::Relaxed));
+    report.faults = world.counters.faults.load(Ordering::Relaxed);
     report.decisions = world.counters.decisions.load(Ordering::Relaxed);
     report.deploys = world.counters.deploys.load(Ordering::Relaxed);
     report.purges = world.counters.purges.load(Ordering::Relaxed);
@@ -731,6 +906,7 @@ async fn seed_async(seed: u64, seconds: u64) -> Report {
     report.failed_attempts = world.counters.failed_attempts.load(Ordering::Relaxed);
     report.violations = lock(&world.violations).clone();
     if report.violations.is_empty() {
+        drop(world);
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         let _ = std::fs::write(
