@@ -66,6 +66,14 @@ pub enum BackfillError {
     Failed(String),
 }
 
+/// Why a deployed flow's schedules could not be worked out: the schedule
+/// itself (the client's to fix), or the store (try again).
+#[derive(Debug)]
+pub enum RowsError {
+    Invalid(String),
+    Store(crate::store::Error),
+}
+
 impl Scheduler {
     pub fn new(engine: Engine, clock: SharedClock, partitions: u32, ledger: Arc<Ledger>) -> Self {
         Self {
@@ -90,13 +98,13 @@ impl Scheduler {
         flow: &ir::Flow,
         bundle: &str,
         now: u64,
-    ) -> Result<Vec<ScheduleRow>, String> {
+    ) -> Result<Vec<ScheduleRow>, RowsError> {
         let db = self.inner.engine.store();
         let mut rows = Vec::new();
         for (i, s) in flow.schedules.iter().enumerate() {
-            let compiled = Compiled::new(s)?;
+            let compiled = Compiled::new(s).map_err(RowsError::Invalid)?;
             let id = format!("{tenant}.{}.{i}", flow.name);
-            let existing = db.schedule(&id).await.map_err(|e| e.to_string())?;
+            let existing = db.schedule(&id).await.map_err(RowsError::Store)?;
             let from = existing
                 .as_ref()
                 .and_then(|e| e.handled_through)
@@ -107,7 +115,7 @@ impl Scheduler {
                 flow: flow.name.clone(),
                 bundle: bundle.into(),
                 position: i as u32,
-                spec: serde_json::to_vec(s).map_err(|e| e.to_string())?,
+                spec: serde_json::to_vec(s).map_err(|e| RowsError::Invalid(e.to_string()))?,
                 paused: existing.as_ref().is_some_and(|e| e.paused),
                 next_due: compiled.next_due(&id, from),
                 handled_through: Some(from),

@@ -551,7 +551,12 @@ impl Service {
                 .scheduler
                 .rows_for(&tenant, f, &id, now)
                 .await
-                .map_err(|e| ApiError::bad_request("invalid_schedule", e))?;
+                .map_err(|e| match e {
+                    crate::scheduler::RowsError::Invalid(m) => {
+                        ApiError::bad_request("invalid_schedule", m)
+                    }
+                    crate::scheduler::RowsError::Store(e) => e.into(),
+                })?;
             schedules.push((f.name.clone(), rows));
         }
         self.db()
