@@ -36,6 +36,11 @@ bindings dev {
 const SHARDS: usize = 8;
 
 async fn member(name: &str, store: &str, bus: &str) -> Eflow {
+    member_as(name, store, bus, "api,engine,scheduler,history").await
+}
+
+/// A member with only `roles`.
+async fn member_as(name: &str, store: &str, bus: &str, roles: &str) -> Eflow {
     let shards = SHARDS.to_string();
     eflow(
         name,
@@ -48,6 +53,8 @@ async fn member(name: &str, store: &str, bus: &str) -> Eflow {
             bus,
             "--shards",
             &shards,
+            "--role",
+            roles,
         ],
     )
     .await
@@ -296,22 +303,8 @@ async fn a_tenants_quota_follows_runs_that_end_in_another_process() {
         return;
     };
     let (store, bus) = (schema.url.as_str(), prefix.url.as_str());
-    let flags = |role: &'static str| {
-        [
-            "--store",
-            store,
-            "--history-store",
-            store,
-            "--bus",
-            bus,
-            "--shards",
-            "4",
-            "--role",
-            role,
-        ]
-    };
-    let _engine = eflow("quota-engine", &flags("engine,scheduler,history")).await;
-    let front = eflow("quota-api", &flags("api")).await;
+    let _engine = member_as("quota-engine", store, bus, "engine,scheduler,history").await;
+    let front = member_as("quota-api", store, bus, "api").await;
     let api = Api::new(format!("http://{}", front.addr));
     let token = api
         .create_tenant("acme", json!({ "max_active_runs": 2 }))

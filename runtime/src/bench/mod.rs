@@ -42,7 +42,7 @@ use crate::api::model::{DeployResult, StartRun, TenantCreated};
 use crate::cli::Output;
 use crate::cli::client::Client;
 use crate::server::{Options, Server};
-use crate::store::Durability;
+use crate::store::{Durability, is_postgres};
 use baseline::Baseline;
 use postgres::{HeldTransaction, PgBaseline, PgCounters, PgReport};
 use remote::{RemoteProcess, RemoteStats};
@@ -264,10 +264,6 @@ pub fn flow_source(steps: u32, binding: &str) -> String {
         "    return {prev}\n}}\n\nbindings bench {{\n    Work = {binding}\n}}\n"
     ));
     s
-}
-
-fn is_postgres(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// Refuses options that cannot work together, before anything is started.

@@ -62,7 +62,7 @@ impl HistoryStore {
             let (s, m) = SqliteHistory::open(path).await?;
             return Ok((HistoryStore::Sqlite(s), m));
         }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if crate::store::is_postgres(url) {
             let (s, m) = PostgresHistory::open(url, mode).await?;
             return Ok((HistoryStore::Postgres(s), m));
         }

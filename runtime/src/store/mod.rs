@@ -84,7 +84,7 @@ impl Store {
             let (s, m) = SqliteStore::open(path, durability).await?;
             return Ok((Store::Sqlite(s), m));
         }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if is_postgres(url) {
             let (s, m) = PostgresStore::open(url, durability, mode).await?;
             return Ok((Store::Postgres(s), m));
         }
@@ -311,6 +311,11 @@ forward! {
 /// The most outbox rows [`Store::outbox_depth`] counts: `/metrics` shows
 /// the outbox's depth on every scrape, which must stay cheap however long
 /// the outbox grows.
+/// Whether a store URL names PostgreSQL (`postgres://` or `postgresql://`).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 pub const OUTBOX_DEPTH_COUNTED: u64 = 100_000;
 
 pub const PER_RUN_TABLES: [(&str, &str); 7] = [
