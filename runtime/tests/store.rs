@@ -1286,8 +1286,35 @@ async fn purges(store: &Store) {
         "no such tenant"
     );
     store.create_tenant(&tenant("acme")).await.unwrap();
+    store.create_tenant(&tenant("beta")).await.unwrap();
+    let gone = |v: Vec<String>| {
+        let mut v = v;
+        v.sort();
+        v
+    };
+    assert_eq!(
+        gone(
+            store
+                .gone_tenants(&["acme", "beta", "nobody"])
+                .await
+                .unwrap()
+        ),
+        ["nobody"],
+        "a tenant that does not exist is gone"
+    );
+    assert!(store.gone_tenants(&[]).await.unwrap().is_empty());
     assert!(store.begin_purge("acme", 2).await.unwrap());
     assert_eq!(store.pending_purges().await.unwrap(), ["acme"]);
+    assert_eq!(
+        gone(
+            store
+                .gone_tenants(&["acme", "beta", "nobody"])
+                .await
+                .unwrap()
+        ),
+        ["acme", "nobody"],
+        "a tenant being purged is gone"
+    );
     let entry = NewEntry {
         key: "k1",
         tenant: "acme",

@@ -110,7 +110,7 @@ pub struct Applied {
     pub changed: bool,
     /// The run after the input, for an answer that needs no second read.
     pub meta: RunMeta,
-    pub state: eflow_core::Run,
+    pub state: Arc<eflow_core::Run>,
     pub deployed: Arc<Deployed>,
 }
 
@@ -507,16 +507,12 @@ impl Engine {
         }
         tenants.sort_unstable();
         tenants.dedup();
-        let store = &self.inner.store;
-        let purging = store.pending_purges().await?;
-        for tenant in tenants {
-            if purging.iter().any(|p| p == tenant) || store.tenant(tenant).await?.is_none() {
-                tracing::info!(
-                    tenant,
-                    "a start for a tenant that is gone or being purged: refused"
-                );
-                self.mark_stopped(tenant, true);
-            }
+        for tenant in self.inner.store.gone_tenants(&tenants).await? {
+            tracing::info!(
+                tenant,
+                "a start for a tenant that is gone or being purged: refused"
+            );
+            self.mark_stopped(&tenant, true);
         }
         Ok(())
     }

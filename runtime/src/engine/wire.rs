@@ -245,7 +245,7 @@ async fn decode_answer(bytes: &[u8], deployments: &Deployments) -> Result<Applie
             Ok(Applied {
                 changed,
                 meta,
-                state: *state,
+                state: std::sync::Arc::new(*state),
                 deployed,
             })
         }
@@ -258,7 +258,7 @@ fn encode_answer(result: &Result<Applied, Error>) -> Vec<u8> {
         Ok(a) => WireAnswer::Applied {
             changed: a.changed,
             meta: a.meta.clone(),
-            state: Box::new(a.state.clone()),
+            state: Box::new((*a.state).clone()),
         },
         Err(e) => WireAnswer::Failed(e.into()),
     };
@@ -508,7 +508,7 @@ mod tests {
             Ok(Applied {
                 changed: true,
                 meta: meta("b-1"),
-                state: run.clone(),
+                state: Arc::new(run.clone()),
                 deployed: deployed.clone(),
             }),
             Err(Error::Rejected(Rejection::Stale {
@@ -548,7 +548,7 @@ mod tests {
             match back {
                 Ok(a) => {
                     assert!(a.changed);
-                    assert_eq!((a.meta, a.state), (meta("b-1"), run.clone()));
+                    assert_eq!((a.meta, &*a.state), (meta("b-1"), &run));
                     assert!(Arc::ptr_eq(&a.deployed, &deployed), "from the deployments");
                 }
                 Err(Error::Remote(m)) => {

@@ -22,13 +22,15 @@ use crate::clock::SharedClock;
 use crate::store::{self, Commit, EventWrite, RunMeta, RunWrite};
 
 /// A run as the worker holds it, with the joined lists its state refers to
-/// that a transition has needed so far.
-#[derive(Clone)]
+/// that a transition has needed so far. The state is shared with the
+/// answers to callers ([`Applied`]), never copied for them.
 struct Held {
     meta: RunMeta,
     deployed: Arc<Deployed>,
-    run: Run,
+    run: Arc<Run>,
     values: Values,
+    /// Changed by the batch being made (always false in the cache).
+    dirty: bool,
 }
 
 pub struct Worker {
@@ -38,6 +40,8 @@ pub struct Worker {
     engine: Engine,
     clock: SharedClock,
     cache: LruCache<String, Held>,
+    /// The batch's runs, kept between batches for its allocation.
+    spare: HashMap<String, Held>,
     finished: mpsc::UnboundedSender<Finished>,
     dispatch: mpsc::UnboundedSender<Outbound>,
 }
@@ -96,6 +100,7 @@ impl Worker {
             cache: LruCache::new(
                 NonZeroUsize::new(options.cache_runs.max(1)).unwrap_or(NonZeroUsize::MIN),
             ),
+            spare: HashMap::new(),
             finished,
             dispatch,
         }
@@ -135,11 +140,13 @@ impl Worker {
         if b.held.contains_key(id) {
             return Ok(Some(()));
         }
-        if let Some(h) = self.cache.get(id) {
+        // Taken out of the cache, not copied: it goes back once the batch
+        // is committed, and a batch that fails leaves it to be read again.
+        if let Some(h) = self.cache.pop(id) {
             if self.engine.is_stopped(&h.meta.tenant) {
                 return Ok(None);
             }
-            b.held.insert(id.to_string(), h.clone());
+            b.held.insert(id.to_string(), h);
             return Ok(Some(()));
         }
         let Some((meta, _status, state)) = self.engine.store().load_run(id).await? else {
@@ -161,8 +168,9 @@ impl Worker {
             Held {
                 meta,
                 deployed,
-                run,
+                run: Arc::new(run),
                 values: Values::default(),
+                dirty: false,
             },
         );
         Ok(Some(()))
@@ -177,7 +185,11 @@ impl Worker {
             return Outcome::Failed;
         }
         let now = self.clock.now_ms();
-        let mut b = Batch::default();
+        let mut b = Batch {
+            held: std::mem::take(&mut self.spare),
+            ..Batch::default()
+        };
+        b.held.reserve(inputs.len());
         for input in inputs {
             match input {
                 Input::OutboxDone(v) => b.commit.outbox_deleted.extend(v),
@@ -215,9 +227,9 @@ impl Worker {
             self.engine.stats().commit_seconds.observe(began.elapsed());
             if let Err(e) = committed {
                 tracing::error!(shard = self.shard, error = %e, "commit failed; the batch is retried by its senders");
-                for id in &b.dirty {
-                    self.cache.pop(id);
-                }
+                // The batch's runs are out of the cache: read again next time.
+                b.held.clear();
+                self.spare = b.held;
                 let msg = e.to_string();
                 for (reply, _) in b.replies {
                     let _ = reply.send(Err(Error::Store(crate::store::Error::Conflict(
@@ -248,13 +260,13 @@ impl Worker {
             .transitions
             .fetch_add(b.transitions, Ordering::Relaxed);
         stats.rejected.fetch_add(b.rejected, Ordering::Relaxed);
-        for (id, h) in b.held {
-            if h.run.status.is_finished() {
-                self.cache.pop(&id);
-            } else {
+        for (id, mut h) in b.held.drain() {
+            if !h.run.status.is_finished() {
+                h.dirty = false;
                 self.cache.put(id, h);
             }
         }
+        self.spare = b.held;
         for (reply, result) in b.replies {
             let _ = reply.send(result);
         }
@@ -346,7 +358,7 @@ impl Worker {
                         Ok(Applied {
                             changed: false,
                             meta: h.meta.clone(),
-                            state: h.run.clone(),
+                            state: Arc::clone(&h.run),
                             deployed: h.deployed.clone(),
                         }),
                     ));
@@ -416,8 +428,9 @@ impl Worker {
         let held = Held {
             meta: c.meta,
             deployed,
-            run,
+            run: Arc::new(run),
             values: Values::default(),
+            dirty: false,
         };
         b.held.insert(id.clone(), held);
         self.apply_to(b, &id, event, None, c.outbox, c.reply, now)
@@ -576,14 +589,17 @@ impl Worker {
                     body: logged,
                 });
                 if let Some(h) = b.held.get_mut(id) {
-                    h.run = t.run;
+                    h.run = Arc::new(t.run);
                     // What the transition kept by reference stays with the
                     // cached run: the next transitions read it without a load.
                     for v in &kept {
                         h.values.stored.insert(v.0.clone(), v.1.clone());
                     }
                 }
-                if !b.dirty.iter().any(|d| d == id) {
+                if let Some(h) = b.held.get_mut(id)
+                    && !h.dirty
+                {
+                    h.dirty = true;
                     b.dirty.push(id.to_string());
                 }
                 if let (Some(reply), Some(h)) = (reply, b.held.get(id)) {
@@ -592,7 +608,7 @@ impl Worker {
                         Ok(Applied {
                             changed: true,
                             meta: h.meta.clone(),
-                            state: h.run.clone(),
+                            state: Arc::clone(&h.run),
                             deployed: h.deployed.clone(),
                         }),
                     ));

@@ -202,6 +202,9 @@ forward! {
     pub async fn end_purge(&self, tenant: &str) -> Result<()>;
     /// Tenants whose purge began and did not end.
     pub async fn pending_purges(&self) -> Result<Vec<String>>;
+    /// Those of `tenants` that do not exist or are being purged, in one
+    /// query (a batch of starts asks once, whatever its tenants).
+    pub async fn gone_tenants(&self, tenants: &[&str]) -> Result<Vec<String>>;
     /// Replaces `tenant`'s egress rules; false if there is no such tenant.
     pub async fn set_tenant_egress(&self, tenant: &str, rules: &[String]) -> Result<bool>;
     /// Sets how long the history keeps `tenant`'s finished runs (`None`: the

@@ -1288,6 +1288,17 @@ impl PostgresStore {
         )
     }
 
+    pub async fn gone_tenants(&self, tenants: &[&str]) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT t FROM unnest($1::text[]) AS t \
+             WHERE NOT EXISTS (SELECT 1 FROM tenants WHERE id = t) \
+                OR EXISTS (SELECT 1 FROM purges WHERE tenant = t)",
+        )
+        .bind(tenants)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn purge_tenant(&self, tenant: &str) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let mut n = 0;

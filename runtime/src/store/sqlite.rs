@@ -1101,6 +1101,19 @@ impl SqliteStore {
         )
     }
 
+    pub async fn gone_tenants(&self, tenants: &[&str]) -> Result<Vec<String>> {
+        // The list as one JSON array parameter: one statement whatever its length.
+        let list = serde_json::json!(tenants).to_string();
+        Ok(sqlx::query_scalar(
+            "SELECT j.value FROM json_each(?) AS j \
+             WHERE NOT EXISTS (SELECT 1 FROM tenants WHERE id = j.value) \
+                OR EXISTS (SELECT 1 FROM purges WHERE tenant = j.value)",
+        )
+        .bind(list)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
     pub async fn purge_tenant(&self, tenant: &str) -> Result<u64> {
         let mut tx = self.write.begin().await?;
         let mut n = 0;
