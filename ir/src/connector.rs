@@ -116,6 +116,12 @@ pub const HTTP: Spec = Spec {
             false,
             "the largest input, in bytes of JSON, sent inline in the invocation (default 4194304 = 4 MiB); a larger one is sent as a signed URL the remote system reads a page at a time",
         ),
+        key(
+            "batch_url",
+            KeyType::String,
+            false,
+            "where to POST many invocations at once (`{\"invocations\": [...]}`, answered with one result each); without it each invocation is POSTed to `url` alone",
+        ),
     ],
 };
 
@@ -188,6 +194,12 @@ pub fn spec(name: &str) -> Option<&'static Spec> {
 pub fn check_value(connector: &str, key: &str, value: &Value) -> Result<(), String> {
     match (connector, key) {
         ("http", "url") => {
+            let s = value.as_str().unwrap_or("");
+            if !(s.starts_with("http://") || s.starts_with("https://")) || s.len() < 10 {
+                return Err(format!("`{s}` is not an http:// or https:// URL"));
+            }
+        }
+        ("http", "batch_url") => {
             let s = value.as_str().unwrap_or("");
             if !(s.starts_with("http://") || s.starts_with("https://")) || s.len() < 10 {
                 return Err(format!("`{s}` is not an http:// or https:// URL"));
@@ -314,7 +326,7 @@ pub enum Connector {
 }
 
 /// `http`: a remote system that is POSTed each invocation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "BTreeMap<String, Value>", into = "BTreeMap<String, Value>")]
 pub struct HttpConfig {
     pub url: String,
@@ -326,6 +338,8 @@ pub struct HttpConfig {
     pub cancel_url: Option<String>,
     /// The largest input sent inline, in bytes of JSON; a larger one goes as a URL.
     pub max_inline_bytes: u64,
+    /// Where to POST many invocations in one request; `None`: each alone to `url`.
+    pub batch_url: Option<String>,
 }
 
 impl HttpConfig {
@@ -504,6 +518,7 @@ impl HttpConfig {
             max_inline_bytes: config
                 .u64("max_inline")
                 .unwrap_or(HttpConfig::DEFAULT_MAX_INLINE),
+            batch_url: config.str("batch_url").map(str::to_string),
         }
     }
 }
@@ -533,6 +548,9 @@ impl From<HttpConfig> for BTreeMap<String, Value> {
         }
         if c.max_inline_bytes != HttpConfig::DEFAULT_MAX_INLINE {
             m.insert("max_inline".into(), Value::from(c.max_inline_bytes));
+        }
+        if let Some(u) = c.batch_url {
+            m.insert("batch_url".into(), Value::from(u));
         }
         m
     }
@@ -699,6 +717,7 @@ mod tests {
                 headers: BTreeMap::from([("X-Team".into(), "ml".into())]),
                 cancel_url: None,
                 max_inline_bytes: HttpConfig::DEFAULT_MAX_INLINE,
+                batch_url: None,
             })
         );
         let c = Connector::from_binding(&binding("sim", json!({"failure_rate": 0.25}))).unwrap();

@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// sends each to its own `callback_url`.
     #[arg(long, default_value_t = 256)]
     pub callback_batch: usize,
+    /// With `--connector http`: bind the step without a `batch_url`, so the
+    /// server POSTs each invocation in a request of its own.
+    #[arg(long)]
+    pub no_invocation_batch: bool,
     /// Instead of `--runs`: one run fanning out over N subflows of one step
     /// each (`join all`); reports children/s and the parent's state size.
     #[arg(long)]
@@ -161,6 +165,10 @@ pub struct Report {
     /// With `http`: the most results the remote system reported in one request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_batch: Option<usize>,
+    /// With `http`: whether the step's binding has a `batch_url` (the server
+    /// sends many invocations a request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invocation_batch: Option<bool>,
     pub runs: u64,
     pub steps: u32,
     pub tenants: u32,
@@ -238,8 +246,17 @@ pub struct RemoteReport {
 }
 
 /// The binding of the bench's `Work` step.
-fn binding(connector: BenchConnector, sim_ms: u64, remote: Option<&RemoteProcess>) -> String {
+fn binding(
+    connector: BenchConnector,
+    sim_ms: u64,
+    remote: Option<&RemoteProcess>,
+    invocation_batch: bool,
+) -> String {
     match (connector, remote) {
+        (BenchConnector::Http, Some(r)) if invocation_batch => format!(
+            "http {{ url: \"http://{0}/invoke\", batch_url: \"http://{0}/batch\" }}",
+            r.addr
+        ),
         (BenchConnector::Http, Some(r)) => {
             format!("http {{ url: \"http://{}/invoke\" }}", r.addr)
         }
@@ -517,6 +534,7 @@ impl Setup {
             args.connector,
             args.sim_duration.as_millis() as u64,
             self.remote.as_ref(),
+            !args.no_invocation_batch,
         )
     }
 
@@ -848,6 +866,8 @@ async fn runs(
     Ok(Report {
         connector: format!("{:?}", args.connector).to_lowercase(),
         callback_batch: (args.connector == BenchConnector::Http).then_some(args.callback_batch),
+        invocation_batch: (args.connector == BenchConnector::Http)
+            .then_some(!args.no_invocation_batch),
         runs: args.runs,
         steps: args.steps,
         tenants: args.tenants,
@@ -1016,12 +1036,19 @@ fn report_text(r: &Report) -> String {
             "connector",
             match r.connector.as_str() {
                 "sim" => format!("sim, {} ms a step (SIMULATED compute)", r.sim_duration_ms),
-                _ => match r.callback_batch {
-                    Some(n) if n > 1 => format!(
-                        "http, remote system on loopback (bench-remote), up to {n} results a callback request"
-                    ),
-                    _ => "http, remote system on loopback (bench-remote), one callback request a result".to_string(),
-                },
+                _ => {
+                    let callbacks = match r.callback_batch {
+                        Some(n) if n > 1 => format!("up to {n} results a callback request"),
+                        _ => "one callback request a result".to_string(),
+                    };
+                    let invocations = match r.invocation_batch {
+                        Some(true) => "many invocations a request (batch_url)",
+                        _ => "one invocation a request",
+                    };
+                    format!(
+                        "http, remote system on loopback (bench-remote), {invocations}, {callbacks}"
+                    )
+                }
             },
         ),
         (

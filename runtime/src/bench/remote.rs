@@ -2,7 +2,8 @@
 //! `eflow bench-remote` in a child process so its CPU is not the server's.
 //!
 //! It speaks the `http` connector's protocol (docs/connectors.md): each
-//! invocation POSTed to `/invoke` is accepted at once (202), then its result,
+//! invocation POSTed to `/invoke`, or many at once to `/batch` (the binding's
+//! `batch_url`), is accepted at once (202), then its result,
 //! the input `n` plus one, is reported, again until the server answers 200:
 //! with `--callback-batch 1` each to its invocation's `callback_url`, else as
 //! many as are waiting (up to the batch size) in one `POST /v1/callbacks`.
@@ -28,6 +29,9 @@ use serde_json::{Map, Value, json};
 const MAX_INVOCATION_BYTES: usize = 1 << 20;
 /// Times a callback is sent before it is counted as failed.
 const CALLBACK_TRIES: u32 = 20;
+/// The most invocations the server sends in one request (its batches are
+/// at most 256).
+const MAX_BATCH: usize = 1024;
 /// Batches of callbacks being sent at once.
 const BATCHES_IN_FLIGHT: usize = 8;
 
@@ -67,6 +71,12 @@ struct Invocation {
     inputs: Map<String, Value>,
     #[serde(default)]
     callback_url: Option<String>,
+}
+
+/// What a binding's `batch_url` is POSTed.
+#[derive(Deserialize)]
+struct Batch {
+    invocations: Vec<Invocation>,
 }
 
 /// A result waiting to be reported.
@@ -147,6 +157,7 @@ impl Remote {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<String> {
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/invoke") => self.invoke(req).await,
+            (&Method::POST, "/batch") => self.invoke_batch(req).await,
             (&Method::GET, "/stats") => match serde_json::to_string(&self.stats()) {
                 Ok(body) => answer(StatusCode::OK, body),
                 Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -163,13 +174,49 @@ impl Remote {
             Err(_) => None,
         };
         let Some(inv) = inv else {
-            self.bad_invocations.fetch_add(1, Ordering::Relaxed);
-            return answer(
-                StatusCode::BAD_REQUEST,
-                json!({ "error": { "code": "BadInvocation", "message": "not an eflow invocation" } })
-                    .to_string(),
-            );
+            return self.bad_invocation();
         };
+        match self.take(inv, arrived) {
+            Some(output) => answer(StatusCode::OK, json!({ "output": output }).to_string()),
+            None => answer(StatusCode::ACCEPTED, String::new()),
+        }
+    }
+
+    /// `{"invocations": [...]}` from a binding's `batch_url`: one result
+    /// each, in order (docs/connectors.md).
+    async fn invoke_batch(self: Arc<Self>, req: Request<Incoming>) -> Response<String> {
+        let arrived = Instant::now();
+        let body = axum::body::Body::new(req.into_body());
+        let batch = match axum::body::to_bytes(body, MAX_INVOCATION_BYTES * MAX_BATCH).await {
+            Ok(bytes) => serde_json::from_slice::<Batch>(&bytes).ok(),
+            Err(_) => None,
+        };
+        let Some(batch) = batch else {
+            return self.bad_invocation();
+        };
+        let results: Vec<Value> = batch
+            .invocations
+            .into_iter()
+            .map(|inv| match self.take(inv, arrived) {
+                Some(output) => json!({ "status": 200, "output": output }),
+                None => json!({ "status": 202 }),
+            })
+            .collect();
+        answer(StatusCode::OK, json!({ "results": results }).to_string())
+    }
+
+    fn bad_invocation(&self) -> Response<String> {
+        self.bad_invocations.fetch_add(1, Ordering::Relaxed);
+        answer(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": { "code": "BadInvocation", "message": "not an eflow invocation" } })
+                .to_string(),
+        )
+    }
+
+    /// Takes an invocation: a call step's output, to answer at once, or
+    /// `None` once a remote step's result is on its way to the callback.
+    fn take(self: &Arc<Self>, inv: Invocation, arrived: Instant) -> Option<Value> {
         self.invocations.fetch_add(1, Ordering::Relaxed);
         let key = (inv.run, inv.index);
         let before = self.sent.lock().ok().and_then(|mut s| s.remove(&key));
@@ -178,7 +225,7 @@ impl Remote {
         }
         let output = output_of(&inv.inputs);
         let Some(url) = inv.callback_url else {
-            return answer(StatusCode::OK, json!({ "output": output }).to_string());
+            return Some(output);
         };
         match &self.batch {
             Some(batch) => {
@@ -189,7 +236,7 @@ impl Remote {
                 tokio::spawn(self.clone().callback(key, url, body));
             }
         }
-        answer(StatusCode::ACCEPTED, String::new())
+        None
     }
 
     /// Reports results as they come, each time as many as are waiting (up

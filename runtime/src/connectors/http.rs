@@ -11,7 +11,8 @@ use std::time::Duration;
 use eflow_core::{Event, EventKind, StepError, slot_id};
 use eflow_ir::StepKind;
 use eflow_ir::connector::HttpConfig;
-use serde::Serialize;
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::egress::{self, Way};
@@ -69,39 +70,221 @@ pub async fn invoke(
     body: &Invocation<'_>,
 ) -> Option<Event> {
     let url = config.url.as_str();
-    let id = format!("http:{}", slot_id(body.step, body.index, body.attempt));
-    let failed = |error: StepError, retryable: bool| {
-        Event::new(
-            id.clone(),
-            EventKind::StepFailed {
-                node: body.step.to_string(),
-                index: body.index,
-                attempt: body.attempt,
-                error,
-                retryable,
-            },
-        )
+    let item = match prepare(kind, body) {
+        Ok(item) => item,
+        Err(event) => return Some(*event),
     };
+    let key = Some(body.idempotency_key);
+    match post(way, config, url, key, item.json, way.max_answer_bytes).await {
+        Ok((status, text)) => outcome(url, &item.slot, status, text),
+        Err(f) => Some(f.event(&item.slot)),
+    }
+}
+
+/// The attempt an invocation is for, and its step's kind: what its result
+/// is reported for.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub step: String,
+    pub index: Option<u32>,
+    pub attempt: u32,
+    pub kind: StepKind,
+}
+
+/// An invocation written out, ready to be sent alone or in a batch.
+#[derive(Debug)]
+pub struct Prepared {
+    pub slot: Slot,
+    pub json: Vec<u8>,
+}
+
+/// Writes out an invocation; an invocation that cannot be written (never
+/// for values the engine holds) is the attempt's failure.
+pub fn prepare(kind: StepKind, body: &Invocation<'_>) -> Result<Prepared, Box<Event>> {
+    let slot = Slot {
+        step: body.step.to_string(),
+        index: body.index,
+        attempt: body.attempt,
+        kind,
+    };
+    match serde_json::to_vec(body) {
+        Ok(json) => Ok(Prepared { slot, json }),
+        Err(e) => Err(Box::new(failed(
+            &slot,
+            StepError::new(
+                "BadInvocation",
+                format!("the invocation cannot be written: {e}"),
+            ),
+            false,
+        ))),
+    }
+}
+
+/// POSTs `items` in one request to the binding's `batch_url`, as
+/// `{"invocations": [...]}`; the answer gives one result per invocation, in
+/// order: `{"results": [{"status": 202}, {"status": 200, "output": …},
+/// {"status": 503, "error": {"code", "message"}}, …]}`, each read as the
+/// answer to that invocation alone would be. A failure of the whole request
+/// (refused, unreachable, a timeout, a non-2xx answer, an answer that is not
+/// one result per invocation) is each invocation's failure.
+pub async fn invoke_batch(
+    way: &Way,
+    config: &HttpConfig,
+    batch_url: &str,
+    items: &[Prepared],
+) -> Vec<Option<Event>> {
+    let size: usize = items.iter().map(|i| i.json.len() + 1).sum();
+    let mut bytes = Vec::with_capacity(size + 20);
+    bytes.extend_from_slice(b"{\"invocations\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            bytes.push(b',');
+        }
+        bytes.extend_from_slice(&item.json);
+    }
+    bytes.extend_from_slice(b"]}");
+    let limit = way.max_answer_bytes.saturating_mul(items.len() as u64);
+    let answer = post(way, config, batch_url, None, bytes, limit).await;
+    let whole = |f: Failure| items.iter().map(|i| Some(f.event(&i.slot))).collect();
+    let (status, text) = match answer {
+        Ok(a) => a,
+        Err(f) => return whole(f),
+    };
+    if !status.is_success() {
+        return items
+            .iter()
+            .map(|i| outcome(batch_url, &i.slot, status, text.clone()))
+            .collect();
+    }
+    let results = match serde_json::from_slice::<BatchAnswer>(&text) {
+        Ok(a) if a.results.len() == items.len() => a.results,
+        Ok(a) => {
+            return whole(Failure::new(
+                BAD_BATCH_ANSWER,
+                format!(
+                    "POST {batch_url}: {} results for {} invocations: answer one result per invocation, in order",
+                    a.results.len(),
+                    items.len()
+                ),
+                false,
+            ));
+        }
+        Err(e) => {
+            return whole(Failure::new(
+                BAD_BATCH_ANSWER,
+                format!("POST {batch_url}: the answer is not {{\"results\": [...]}}: {e}"),
+                false,
+            ));
+        }
+    };
+    items
+        .iter()
+        .zip(results)
+        .map(|(i, r)| match StatusCode::from_u16(r.status) {
+            Ok(status) => {
+                let text = match (r.output, r.error) {
+                    (_, Some(e)) => json!({ "error": e }).to_string().into_bytes(),
+                    (Some(o), None) => json!({ "output": o }).to_string().into_bytes(),
+                    (None, None) => Vec::new(),
+                };
+                outcome(batch_url, &i.slot, status, text)
+            }
+            Err(_) => Some(
+                Failure::new(
+                    BAD_BATCH_ANSWER,
+                    format!("POST {batch_url}: {} is not an HTTP status", r.status),
+                    false,
+                )
+                .event(&i.slot),
+            ),
+        })
+        .collect()
+}
+
+/// The step error code of a batch answer that is not one result per invocation.
+pub const BAD_BATCH_ANSWER: &str = "BadBatchAnswer";
+
+#[derive(Deserialize)]
+struct BatchAnswer {
+    results: Vec<ItemAnswer>,
+}
+
+/// One invocation's result in a batch answer.
+#[derive(Deserialize)]
+struct ItemAnswer {
+    status: u16,
+    #[serde(default)]
+    output: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// Why a request brought no answer to read.
+struct Failure {
+    error: StepError,
+    retryable: bool,
+}
+
+impl Failure {
+    fn new(code: &str, message: String, retryable: bool) -> Self {
+        Self {
+            error: StepError::new(code, message),
+            retryable,
+        }
+    }
+
+    fn event(&self, slot: &Slot) -> Event {
+        failed(slot, self.error.clone(), self.retryable)
+    }
+}
+
+/// The attempt's failure, as the event that reports it.
+fn failed(slot: &Slot, error: StepError, retryable: bool) -> Event {
+    Event::new(
+        format!("http:{}", slot_id(&slot.step, slot.index, slot.attempt)),
+        EventKind::StepFailed {
+            node: slot.step.clone(),
+            index: slot.index,
+            attempt: slot.attempt,
+            error,
+            retryable,
+        },
+    )
+}
+
+/// POSTs `bytes` of JSON to `url` with the binding's headers and timeout,
+/// where the egress policy allows; the answer's status and body, read up to
+/// `max_answer` bytes, redirects not followed.
+async fn post(
+    way: &Way,
+    config: &HttpConfig,
+    url: &str,
+    idempotency_key: Option<&str>,
+    bytes: Vec<u8>,
+    max_answer: u64,
+) -> Result<(StatusCode, Vec<u8>), Failure> {
     if let Err(refused) = way.policy.check_url(url) {
-        return Some(failed(
-            StepError::new(egress::REFUSED, format!("POST {url}: {refused}")),
+        return Err(Failure::new(
+            egress::REFUSED,
+            format!("POST {url}: {refused}"),
             false,
         ));
     }
-    let req = with_headers(
-        way.client
-            .post(url)
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .header("Idempotency-Key", body.idempotency_key)
-            .json(body),
-        config,
-    );
-    let resp = match req.send().await {
+    let mut req = way
+        .client
+        .post(url)
+        .timeout(Duration::from_millis(config.timeout_ms))
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    if let Some(key) = idempotency_key {
+        req = req.header("Idempotency-Key", key);
+    }
+    let resp = match with_headers(req.body(bytes), config).send().await {
         Ok(resp) => resp,
         Err(e) => {
             if let Some(refused) = egress::refusal(&e) {
-                return Some(failed(
-                    StepError::new(egress::REFUSED, format!("POST {url}: {refused}")),
+                return Err(Failure::new(
+                    egress::REFUSED,
+                    format!("POST {url}: {refused}"),
                     false,
                 ));
             }
@@ -110,10 +293,7 @@ pub async fn invoke(
             } else {
                 "Unreachable"
             };
-            return Some(failed(
-                StepError::new(code, format!("POST {url}: {e}")),
-                true,
-            ));
+            return Err(Failure::new(code, format!("POST {url}: {e}"), true));
         }
     };
     let status = resp.status();
@@ -124,33 +304,28 @@ pub async fn invoke(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("nowhere")
             .to_string();
-        return Some(failed(
-            StepError::new(
-                format!("Http{}", status.as_u16()),
-                format!(
-                    "POST {url}: {status}: redirects are not followed (this one to {to}): bind the step to the URL that answers"
-                ),
+        return Err(Failure::new(
+            &format!("Http{}", status.as_u16()),
+            format!(
+                "POST {url}: {status}: redirects are not followed (this one to {to}): bind the step to the URL that answers"
             ),
             false,
         ));
     }
-    let text = match read_bounded(resp, way.max_answer_bytes).await {
-        Ok(bytes) => bytes,
+    match read_bounded(resp, max_answer).await {
+        Ok(text) => Ok((status, text)),
         Err(Read::TooLarge(size)) => {
             let size = match size {
                 Some(n) => format!("{n} bytes"),
-                None => format!("more than {} bytes", way.max_answer_bytes),
+                None => format!("more than {max_answer} bytes"),
             };
-            return Some(failed(
-                StepError::new(
-                    ANSWER_TOO_LARGE,
-                    format!(
-                        "POST {url}: the answer is {size}, larger than the limit of {} bytes (`eflow serve --max-answer-bytes`): return references (URIs), not data",
-                        way.max_answer_bytes
-                    ),
+            Err(Failure::new(
+                ANSWER_TOO_LARGE,
+                format!(
+                    "POST {url}: the answer is {size}, larger than the limit of {max_answer} bytes (`eflow serve --max-answer-bytes`): return references (URIs), not data"
                 ),
                 false,
-            ));
+            ))
         }
         Err(Read::Failed(e)) => {
             let code = if e.is_timeout() {
@@ -158,14 +333,20 @@ pub async fn invoke(
             } else {
                 "Unreachable"
             };
-            return Some(failed(
-                StepError::new(code, format!("POST {url}: reading the answer: {e}")),
+            Err(Failure::new(
+                code,
+                format!("POST {url}: reading the answer: {e}"),
                 true,
-            ));
+            ))
         }
-    };
+    }
+}
+
+/// What an answer to one invocation means: `None` for a remote step
+/// accepted (its result comes by callback), else the attempt's result.
+fn outcome(url: &str, slot: &Slot, status: StatusCode, text: Vec<u8>) -> Option<Event> {
     if status.is_success() {
-        return (kind == StepKind::Call).then(|| {
+        return (slot.kind == StepKind::Call).then(|| {
             let output = serde_json::from_slice::<Value>(&text)
                 .map(|v| match v {
                     Value::Object(mut m) if m.contains_key("output") => {
@@ -175,11 +356,11 @@ pub async fn invoke(
                 })
                 .unwrap_or(Value::Null);
             Event::new(
-                id.clone(),
+                format!("http:{}", slot_id(&slot.step, slot.index, slot.attempt)),
                 EventKind::StepCompleted {
-                    node: body.step.to_string(),
-                    index: body.index,
-                    attempt: body.attempt,
+                    node: slot.step.clone(),
+                    index: slot.index,
+                    attempt: slot.attempt,
                     output,
                     output_ref: None,
                 },
@@ -195,6 +376,7 @@ pub async fn invoke(
     });
     let retryable = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
     Some(failed(
+        slot,
         StepError::new(code, format!("POST {url}: {status}: {message}")),
         retryable,
     ))

@@ -157,6 +157,8 @@ pub struct Executor {
     /// Children being created, with the cancellations of them that came
     /// meanwhile: carried out once the child exists, never before it.
     creating: std::sync::Mutex<HashMap<String, Vec<Outbound>>>,
+    /// Invocations of bindings with a `batch_url`, sent many to a request.
+    batches: Arc<super::batches::Batches>,
 }
 
 /// Child starts waiting for a place in their tenant's quota: per tenant, the
@@ -265,6 +267,7 @@ impl Executor {
             public_url,
             ledger,
             creating: std::sync::Mutex::default(),
+            batches: Arc::default(),
         }
     }
 
@@ -578,7 +581,18 @@ impl Executor {
                         let mut body = self.invocation(&a, *kind);
                         body.inputs = &inputs;
                         body.input_urls = input_urls;
-                        http::invoke(&way, config, *kind, &body).await
+                        if config.batch_url.is_some() {
+                            match http::prepare(*kind, &body) {
+                                Ok(item) => self
+                                    .batches
+                                    .invoke(way, tenant, config, item)
+                                    .await
+                                    .map_err(|_| Error::Stopped)?,
+                                Err(failed) => Some(*failed),
+                            }
+                        } else {
+                            http::invoke(&way, config, *kind, &body).await
+                        }
                     }
                     Outgoing::Registry(config) => {
                         Some(registry::invoke(&self.engine, config, &a, self.clock.now_ms()).await?)

@@ -8,6 +8,7 @@
 //! hands the outbox to the executor. Nothing is acknowledged before it is
 //! committed, so a crash loses nothing that anyone was told had happened.
 
+mod batches;
 mod deployments;
 mod dispatch;
 pub mod ownership;
