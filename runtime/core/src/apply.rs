@@ -53,6 +53,12 @@ pub enum Rejection {
     Invalid { reason: String },
     /// `Started` with input that does not fit the flow's parameters.
     InvalidInput { errors: Vec<String> },
+    /// A retry of a run that has not failed: only a failed run goes on.
+    NotFailed { status: RunStatus },
+    /// A retry of a failed run that cannot go on from where it failed: a
+    /// subflow child (its parent moved on), a fan-out or `repeat` that did
+    /// not finish, or a failure no step of the run could undo.
+    NotRetryable { reason: String },
     /// The transition reads the joined lists of these fan-outs, or values kept
     /// by reference with these hashes, which the given `Values` lack: load them
     /// and apply the same event again.
@@ -74,6 +80,17 @@ impl std::fmt::Display for Rejection {
             Rejection::Stale { reason } => write!(f, "stale event: {reason}"),
             Rejection::Invalid { reason } => write!(f, "invalid event: {reason}"),
             Rejection::InvalidInput { errors } => write!(f, "invalid input: {}", errors.join("; ")),
+            Rejection::NotFailed { status } => {
+                let now = match status {
+                    RunStatus::Created => "has not started",
+                    RunStatus::Running => "is running",
+                    RunStatus::Succeeded => "has succeeded",
+                    RunStatus::Failed => "has failed",
+                    RunStatus::Cancelled => "was cancelled",
+                };
+                write!(f, "the run {now}: only a failed run can be retried")
+            }
+            Rejection::NotRetryable { reason } => write!(f, "the run cannot be retried: {reason}"),
             Rejection::Needs { results, values } => {
                 write!(
                     f,
@@ -132,7 +149,9 @@ pub fn apply(
     if run.last_event.as_deref() == Some(event.id.as_str()) {
         return Err(Rejection::Duplicate);
     }
-    if run.status.is_finished() {
+    // A retry is the one event a finished (failed) run takes.
+    let retry = matches!(event.kind, EventKind::RetryRequested { .. });
+    if run.status.is_finished() && !retry {
         return Err(Rejection::Finished);
     }
     let mut cx = Cx {
@@ -150,6 +169,7 @@ pub fn apply(
     };
     match &event.kind {
         EventKind::Started { input, input_refs } => cx.start(input, input_refs)?,
+        EventKind::RetryRequested { .. } => cx.retry()?,
         _ if cx.run.status == RunStatus::Created => {
             if let EventKind::CancelRequested { reason } = &event.kind {
                 cx.cancel(reason);
@@ -523,6 +543,17 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// The attempt numbers earlier retries of the run used up at `at`'s node;
+    /// 0 for a node never started again, and for fan-out children and
+    /// `repeat` iterations, which a retry never starts again.
+    fn attempt_base(&self, at: At) -> u32 {
+        if at.index.is_some() {
+            return 0;
+        }
+        let id = &self.node(at).id;
+        self.run.attempt_base.get(id).copied().unwrap_or(0)
+    }
+
     fn kind(&self, n: &Node) -> Option<StepKind> {
         match &n.call {
             Call::Step { contract, .. } => self.flow.contracts.get(contract).map(|c| c.kind),
@@ -589,6 +620,83 @@ impl<'a> Cx<'a> {
                 value_ref: r.clone(),
             });
         }
+        if let Some(t) = self.flow.timeout_ms {
+            let due = self.now.saturating_add(t);
+            self.run.deadline = Some(due);
+            self.effects.push(EffectKind::SetTimer {
+                timer: Timer::Deadline,
+                due_at: due,
+            });
+        }
+        self.advance();
+        Ok(())
+    }
+
+    /// A failed run goes on from where it failed: every node that failed or
+    /// was cancelled by the failure is pending again, with its attempts
+    /// numbered past those it used (so an answer to an old attempt is stale
+    /// and a subflow call starts a new child), and the run advances: those
+    /// nodes start again, the others keep their outputs. The flow's timeout
+    /// counts again from now. Refused, changing nothing, for a run that has
+    /// not failed, a subflow child (its parent learnt the failure and moved
+    /// on: retry the parent), a fan-out or `repeat` left unfinished (their
+    /// state keeps counters, not each child's outcome), and a failure no
+    /// node holds (the result's evaluation), which would only happen again.
+    fn retry(&mut self) -> Result<(), Rejection> {
+        if self.run.status != RunStatus::Failed {
+            return Err(Rejection::NotFailed {
+                status: self.run.status,
+            });
+        }
+        let refuse = |reason: String| Err(Rejection::NotRetryable { reason });
+        if let Some(p) = &self.run.parent {
+            return refuse(format!(
+                "it is a subflow child of run {}, which has learnt that it failed; retry that run instead: it starts a new child",
+                p.run
+            ));
+        }
+        let mut again = Vec::new();
+        for (j, n) in self.run.nodes.iter().enumerate() {
+            let node = &self.flow.nodes[j];
+            let redo = matches!(
+                n,
+                NodeState::Single(Slot::Failed(_) | Slot::Cancelled)
+                    | NodeState::FanOut(_)
+                    | NodeState::Repeat(_)
+            );
+            if !redo {
+                continue;
+            }
+            if node.fan_out.is_some() {
+                return refuse(format!(
+                    "the fan-out `{}` (`for … join`) failed or was stopped, and a retry does not start a fan-out's children again; start a new run",
+                    node.id
+                ));
+            }
+            if node.repeat.is_some() {
+                return refuse(format!(
+                    "the `repeat` `{}` failed or was stopped, and a retry does not start a loop again; start a new run",
+                    node.id
+                ));
+            }
+            again.push(j);
+        }
+        if again.is_empty() {
+            let code = self.run.error.as_ref().map_or("", |e| e.code.as_str());
+            return refuse(format!(
+                "no step failed: the run failed with {code} after its steps, which a retry would meet again; start a new run"
+            ));
+        }
+        for j in again {
+            let node = &self.flow.nodes[j];
+            let used = node.retry.as_ref().map_or(1, |r| r.max_attempts.max(1));
+            let base = self.run.attempt_base.entry(node.id.clone()).or_default();
+            *base = base.saturating_add(used);
+            self.run.nodes[j] = NodeState::Pending;
+        }
+        self.run.status = RunStatus::Running;
+        self.run.error = None;
+        self.run.retries = self.run.retries.saturating_add(1);
         if let Some(t) = self.flow.timeout_ms {
             let due = self.now.saturating_add(t);
             self.run.deadline = Some(due);
@@ -678,13 +786,11 @@ impl<'a> Cx<'a> {
             return;
         }
         let Some(fo) = &node.fan_out else {
-            self.start_attempt(
-                At {
-                    node: j,
-                    index: None,
-                },
-                1,
-            );
+            let at = At {
+                node: j,
+                index: None,
+            };
+            self.start_attempt(at, self.attempt_base(at) + 1);
             return;
         };
         let len = match eval(&fo.over, &self.scope(None)).as_deref() {
@@ -1135,12 +1241,14 @@ impl<'a> Cx<'a> {
             self.cancel_timeout(at, attempt);
         }
         let node = self.node(at);
+        // The policy counts the attempts since the run last started the node.
+        let nth = attempt.saturating_sub(self.attempt_base(at));
         if let Some(r) = &node.retry
             && retryable
-            && attempt < r.max_attempts
+            && nth < r.max_attempts
             && !r.non_retryable.iter().any(|n| n == &error.code)
         {
-            let due = self.now.saturating_add(backoff_ms(&r.backoff, attempt));
+            let due = self.now.saturating_add(backoff_ms(&r.backoff, nth));
             self.set_slot(at, Slot::RetryWait(attempt));
             self.effects.push(EffectKind::SetTimer {
                 timer: Timer::Retry {

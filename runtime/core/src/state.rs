@@ -58,6 +58,16 @@ pub struct Run {
     /// and the event log's unique key on (run, event id) is the final guard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event: Option<String>,
+    /// How many times the run was retried after failing (`RetryRequested`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// Per node id, the attempt numbers earlier retries used up: a node
+    /// started again by a retry numbers its attempts from `base + 1`, so a
+    /// late answer to an old attempt (a callback, a child's result) is stale,
+    /// and a new subflow child gets a new run id. Only nodes a retry started
+    /// again have an entry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attempt_base: BTreeMap<String, u32>,
 }
 
 /// Where a subflow child reports back to.
@@ -479,6 +489,8 @@ impl Run {
             error: None,
             seq: 0,
             last_event: None,
+            retries: 0,
+            attempt_base: BTreeMap::new(),
         }
     }
 
