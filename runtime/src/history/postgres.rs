@@ -131,8 +131,8 @@ impl PostgresHistory {
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                    $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[]) \
                  ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at, \
-                   error_code = COALESCE(EXCLUDED.error_code, h_runs.error_code), \
-                   failed_step = COALESCE(EXCLUDED.failed_step, h_runs.failed_step), \
+                   error_code = CASE WHEN EXCLUDED.status IN ('succeeded', 'failed', 'cancelled') THEN COALESCE(EXCLUDED.error_code, h_runs.error_code) END, \
+                   failed_step = CASE WHEN EXCLUDED.status IN ('succeeded', 'failed', 'cancelled') THEN COALESCE(EXCLUDED.failed_step, h_runs.failed_step) END, \
                    bundle = COALESCE(h_runs.bundle, EXCLUDED.bundle), \
                    schedule = COALESCE(h_runs.schedule, EXCLUDED.schedule), \
                    state = COALESCE(EXCLUDED.state, h_runs.state)",

@@ -104,8 +104,8 @@ impl SqliteHistory {
             });
             q.push(
                 " ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, \
-                 error_code = COALESCE(excluded.error_code, h_runs.error_code), \
-                 failed_step = COALESCE(excluded.failed_step, h_runs.failed_step), \
+                 error_code = CASE WHEN excluded.status IN ('succeeded', 'failed', 'cancelled') THEN COALESCE(excluded.error_code, h_runs.error_code) END, \
+                 failed_step = CASE WHEN excluded.status IN ('succeeded', 'failed', 'cancelled') THEN COALESCE(excluded.failed_step, h_runs.failed_step) END, \
                  bundle = COALESCE(h_runs.bundle, excluded.bundle), \
                  schedule = COALESCE(h_runs.schedule, excluded.schedule), \
                  state = COALESCE(excluded.state, h_runs.state)",
