@@ -285,8 +285,8 @@ async fn fold(
         let (kind, step) = (head.kind.into_owned(), head.node.map(Into::into));
         if kind == "retry_requested" {
             // Running again: the failure's error is no longer the run's (the
-            // store clears it for a status that is not final), and the run
-            // may finish again, with its own.
+            // store clears it, `HistoryWrite::retried`), and the run may
+            // finish again, with its own.
             f.retried = true;
             f.record.error_code = None;
             f.record.failed_step = None;
@@ -311,6 +311,11 @@ async fn fold(
         .filter(|(slot, _)| !runs[*slot].gone)
         .map(|(_, e)| e)
         .collect();
+    let retried = runs
+        .iter()
+        .filter(|f| f.retried && !f.gone && f.held.is_some())
+        .map(|f| f.record.id.clone())
+        .collect();
     let runs = runs
         .into_iter()
         .filter(|f| !f.gone)
@@ -330,6 +335,7 @@ async fn fold(
         events,
         cursor,
         from,
+        retried,
     })
 }
 

@@ -123,6 +123,14 @@ impl PostgresHistory {
                 from: batch.from,
             });
         }
+        if !batch.retried.is_empty() {
+            sqlx::query(
+                "UPDATE h_runs SET error_code = NULL, failed_step = NULL WHERE id = ANY($1)",
+            )
+            .bind(&batch.retried)
+            .execute(&mut *tx)
+            .await?;
+        }
         if !batch.runs.is_empty() {
             let r = merged(&batch.runs);
             sqlx::query(

@@ -83,6 +83,17 @@ impl SqliteHistory {
                 from: batch.from,
             });
         }
+        for piece in batch.retried.chunks(256) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "UPDATE h_runs SET error_code = NULL, failed_step = NULL WHERE id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in piece {
+                sep.push_bind(id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+        }
         for piece in batch.runs.chunks(256) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO h_runs (id, tenant, flow, version, status, parent, created_at, updated_at, error_code, failed_step, bundle, schedule, state) ",
