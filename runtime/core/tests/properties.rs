@@ -301,6 +301,28 @@ proptest! {
         for kind in possible(b, &run, 1).into_iter().chain([EventKind::CancelRequested { reason: String::new() }, EventKind::TimerFired { timer: Timer::Deadline }]) {
             prop_assert_eq!(world.apply(b, &run, &Event::new("late", kind), now), Err(Rejection::Finished));
         }
+        // A retry: of a run not failed it is refused; of a failed one it is
+        // refused with a reason or starts attempts no event of before
+        // answers, once (the deadline timer, one per run, aside: its row is
+        // gone once it fired).
+        let retry = Event::new("retry:1", EventKind::RetryRequested { by: "ops".into(), reason: String::new() });
+        match world.apply(b, &run, &retry, now) {
+            Err(Rejection::NotFailed { status }) => prop_assert!(run.status != eflow_core::RunStatus::Failed && status == run.status),
+            Err(Rejection::NotRetryable { .. }) => prop_assert_eq!(run.status, eflow_core::RunStatus::Failed),
+            Err(r) => prop_assert!(false, "retry rejected with {r}"),
+            Ok(t) => {
+                prop_assert_eq!(run.status, eflow_core::RunStatus::Failed);
+                prop_assert_eq!(t.run.retries, 1);
+                prop_assert!(t.run.error.is_none() || t.run.status.is_finished());
+                prop_assert_eq!(world.apply(b, &t.run, &retry, now), Err(Rejection::Duplicate));
+                for old in &history {
+                    if matches!(&old.kind, EventKind::TimerFired { timer: Timer::Deadline }) {
+                        continue;
+                    }
+                    prop_assert!(world.apply(b, &t.run, old, now).is_err(), "old event {old:?} applied after the retry");
+                }
+            }
+        }
     }
 
     /// Arbitrary events, well-formed or not, on a run in progress: `apply` answers, never panics.
@@ -425,6 +447,10 @@ fn arb_event() -> impl Strategy<Value = Event> {
             }
         }),
         "[a-z ]{0,10}".prop_map(|reason| EventKind::CancelRequested { reason }),
+        "[a-z ]{0,10}".prop_map(|reason| EventKind::RetryRequested {
+            by: "ops".into(),
+            reason
+        }),
     ];
     ("[a-z0-9]{1,4}", kind).prop_map(|(id, kind)| Event::new(id, kind))
 }
