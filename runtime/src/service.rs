@@ -1272,14 +1272,20 @@ impl Service {
             );
         }
         if found == Found::History {
-            let window = humantime::format_duration(self.inner.retry_window);
-            return Err(ApiError::new(
-                410,
-                "retry_window_passed",
-                format!(
-                    "run {id} failed longer ago than the server keeps failed runs to retry them (`--retry-window`, {window} here): start a new run"
-                ),
-            ));
+            return Err(window_passed(id, self.inner.retry_window));
+        }
+        // The sweeper lets a failed run go once its window passed; a retry
+        // this close to that is refused rather than raced with the sweep
+        // (which would delete the run under the retry's commit).
+        let failed_at = match run.seq.checked_sub(2) {
+            Some(before_last) => self.db().events_of(&meta.id, Some(before_last), 1).await?,
+            None => self.db().events_of(&meta.id, None, 1).await?,
+        }
+        .first()
+        .map_or(0, |e| e.at);
+        let window_ms = self.inner.retry_window.as_millis() as u64;
+        if self.now().saturating_sub(failed_at) + RETRY_WINDOW_MARGIN_MS > window_ms {
+            return Err(window_passed(id, self.inner.retry_window));
         }
         let t = self.tenant_exists(&meta.tenant).await?;
         self.admit(&t, 1)?;
@@ -2034,6 +2040,21 @@ fn run_view(meta: &RunMeta, run: &Run, deployed: &Deployed) -> RunView {
         }),
         retries: run.retries,
     }
+}
+
+/// How long before its retry window ends a failed run is no longer retried:
+/// the sweeper may be deleting it.
+const RETRY_WINDOW_MARGIN_MS: u64 = 60_000;
+
+fn window_passed(id: &str, window: std::time::Duration) -> ApiError {
+    let window = humantime::format_duration(window);
+    ApiError::new(
+        410,
+        "retry_window_passed",
+        format!(
+            "run {id} failed longer ago than the server keeps failed runs to retry them (`--retry-window`, {window} here): start a new run"
+        ),
+    )
 }
 
 fn ref_view(r: &eflow_core::ValueRef) -> ValueRefView {
