@@ -83,7 +83,7 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Start, inspect and cancel runs.
+    /// Start, inspect, cancel and retry runs.
     #[command(subcommand)]
     Run(RunCommand),
     /// Decide an approval step: `eflow approve RUN STEP --approve`.
@@ -331,10 +331,12 @@ pub enum RunCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Retry a failed run from where it failed: the same run goes on, its
-    /// failed (and stopped) steps start again as new attempts, the steps
-    /// that succeeded keep their outputs. Only a failed top-level run, within
-    /// the server's `--retry-window` (7 days by default).
+    /// Retry a failed run from its failed step.
+    ///
+    /// The same run goes on: its failed (and stopped) steps start again as
+    /// new attempts, the steps that succeeded keep their outputs. Only a
+    /// failed top-level run, within the server's `--retry-window` (7 days by
+    /// default).
     Retry {
         id: String,
         /// Why, recorded in the run's events with who asked.
