@@ -21,7 +21,8 @@ use eflow_runtime::server::Options;
 use serde_json::{Value, json};
 
 /// A remote system of synchronous calls: `/prepare` and `/publish` always
-/// answer, `/lookup` fails (500, `Unavailable`) until it is made healthy.
+/// answer, `/lookup` fails (500, `Unavailable`) until it is made healthy,
+/// but for `x` 100 and 200.
 #[derive(Clone, Default)]
 struct Remote {
     healthy: Arc<AtomicBool>,
@@ -50,7 +51,7 @@ async fn call(
     r.calls.lock().unwrap().push((what.clone(), attempt));
     let x = body["inputs"]["x"].as_i64().unwrap_or(0);
     match what.as_str() {
-        "lookup" if !r.healthy.load(Ordering::SeqCst) => (
+        "lookup" if !r.healthy.load(Ordering::SeqCst) && x != 100 && x != 200 => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"error": {"code": "Unavailable", "message": "the index is down"}})),
         ),
@@ -93,6 +94,14 @@ flow Chain(x: Int) -> Int {{
 flow Outer(x: Int) -> Int {{
     let c = Chain(x: x)
     return c
+}}
+
+flow Each(xs: List<Int>) -> List<Int> {{
+    let ys = for x in xs join all {{
+        Lookup(x: x)
+    }}
+        parallel 1
+    return ys
 }}
 
 flow Idle() -> Timestamp {{
@@ -398,6 +407,38 @@ async fn failed_runs_stay_retryable_for_the_retry_window() {
     assert!(r.text.contains("1h"), "{}", r.text);
     let view = api.run(&token, &late_id).await;
     assert_eq!(view["status"], "failed", "still served: {view}");
+    s.stop().await;
+    task.abort();
+}
+
+/// A `join all` fan-out that failed goes on from where it stood: the
+/// children that succeeded are not called again and keep their results, the
+/// one that failed and those not started yet run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fan_out_starts_only_its_failed_children_again() {
+    let (remote, base, task) = start_remote().await;
+    let s = TestServer::start("retry-fan").await;
+    let api = &s.api;
+    let token = api.create_tenant("acme", json!({})).await;
+    api.deploy_source(&token, &[("chain.eflow", &source(&base))])
+        .await;
+    let run = api
+        .start(&token, "Each", json!({"xs": [100, 200, 300, 400]}))
+        .await;
+    let id = run["id"].as_str().expect("id").to_string();
+    let failed = api.wait_finished(&token, &id).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(remote.calls("lookup"), vec![1, 1, 1], "400 never started");
+    remote.healthy.store(true, Ordering::SeqCst);
+    retry(api, &token, &id, json!({})).await.ok("retry");
+    let done = api.wait_finished(&token, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"], json!([1000, 2000, 3000, 4000]), "{done}");
+    assert_eq!(
+        remote.calls("lookup"),
+        vec![1, 1, 1, 2, 2],
+        "children 0 and 1 kept; 2 again and 3 new, as attempt 2"
+    );
     s.stop().await;
     task.abort();
 }

@@ -166,6 +166,7 @@ pub fn apply(
         needs: RefCell::default(),
         filling: false,
         started: 0,
+        failing: false,
     };
     match &event.kind {
         EventKind::Started { input, input_refs } => cx.start(input, input_refs)?,
@@ -418,6 +419,8 @@ struct Cx<'a> {
     filling: bool,
     /// Children this transition started, of every fan-out: at most `START_BATCH`.
     started: u32,
+    /// The run is failing: the `join all` fan-outs it stops are kept for a retry.
+    failing: bool,
 }
 
 fn stale<T>(reason: impl Into<String>) -> Result<T, Rejection> {
@@ -636,12 +639,16 @@ impl<'a> Cx<'a> {
     /// was cancelled by the failure is pending again, with its attempts
     /// numbered past those it used (so an answer to an old attempt is stale
     /// and a subflow call starts a new child), and the run advances: those
-    /// nodes start again, the others keep their outputs. The flow's timeout
-    /// counts again from now. Refused, changing nothing, for a run that has
-    /// not failed, a subflow child (its parent learnt the failure and moved
-    /// on: retry the parent), a fan-out or `repeat` left unfinished (their
-    /// state keeps counters, not each child's outcome), and a failure no
-    /// node holds (the result's evaluation), which would only happen again.
+    /// nodes start again, the others keep their outputs. A `join all`
+    /// fan-out goes on from where it stood (`Run::stopped`): its succeeded
+    /// children keep their stored results, the failed and stopped ones start
+    /// again, then the cursor goes on. The flow's timeout counts again from
+    /// now. Refused, changing nothing, for a run that has not failed, a
+    /// subflow child (its parent learnt the failure and moved on: retry the
+    /// parent), a `join any`/`join at_least` fan-out or a `repeat` left
+    /// unfinished (their state keeps counters, not which child failed), and
+    /// a failure no node holds (the result's evaluation), which would only
+    /// happen again.
     fn retry(&mut self) -> Result<(), Rejection> {
         if self.run.status != RunStatus::Failed {
             return Err(Rejection::NotFailed {
@@ -667,9 +674,9 @@ impl<'a> Cx<'a> {
             if !redo {
                 continue;
             }
-            if node.fan_out.is_some() {
+            if node.fan_out.is_some() && !self.run.stopped.contains_key(&node.id) {
                 return refuse(format!(
-                    "the fan-out `{}` (`for … join`) failed or was stopped, and a retry does not start a fan-out's children again; start a new run",
+                    "the fan-out `{}` failed or was stopped, and a retry starts a fan-out's failed children again only for `join all` (the counters of `join any` and `join at_least` do not say which children failed); start a new run",
                     node.id
                 ));
             }
@@ -687,13 +694,25 @@ impl<'a> Cx<'a> {
                 "no step failed: the run failed with {code} after its steps, which a retry would meet again; start a new run"
             ));
         }
+        let mut fan_outs = Vec::new();
         for j in again {
             let node = &self.flow.nodes[j];
             let used = node.retry.as_ref().map_or(1, |r| r.max_attempts.max(1));
             let base = self.run.attempt_base.entry(node.id.clone()).or_default();
             *base = base.saturating_add(used);
-            self.run.nodes[j] = NodeState::Pending;
+            let base = *base;
+            // A `join all` goes on from where it stood, its succeeded children
+            // kept (their results are stored); the others start again.
+            self.run.nodes[j] = match self.run.stopped.remove(&node.id) {
+                Some(mut fo) => {
+                    fo.base = base;
+                    fan_outs.push(j);
+                    NodeState::FanOut(fo)
+                }
+                None => NodeState::Pending,
+            };
         }
+        self.run.stopped.clear();
         self.run.status = RunStatus::Running;
         self.run.error = None;
         self.run.retries = self.run.retries.saturating_add(1);
@@ -704,6 +723,29 @@ impl<'a> Cx<'a> {
                 timer: Timer::Deadline,
                 due_at: due,
             });
+        }
+        for j in fan_outs {
+            let (open, first) = match &self.run.nodes[j] {
+                NodeState::FanOut(fo) => (fo.open_children(), fo.base + 1),
+                _ => continue,
+            };
+            for i in open {
+                self.start_attempt(
+                    At {
+                        node: j,
+                        index: Some(i),
+                    },
+                    first,
+                );
+                self.started += 1;
+                if self.run.status != RunStatus::Running {
+                    return Ok(());
+                }
+            }
+            self.join(j);
+            if self.run.status != RunStatus::Running {
+                return Ok(());
+            }
         }
         self.advance();
         Ok(())
@@ -875,13 +917,13 @@ impl<'a> Cx<'a> {
                 self.continue_fan_out(j);
                 break;
             }
-            let i = fo.next;
+            let (i, first) = (fo.next, fo.base + 1);
             self.start_attempt(
                 At {
                     node: j,
                     index: Some(i),
                 },
-                1,
+                first,
             );
             self.started += 1;
             if self.run.status != RunStatus::Running {
@@ -1241,8 +1283,12 @@ impl<'a> Cx<'a> {
             self.cancel_timeout(at, attempt);
         }
         let node = self.node(at);
-        // The policy counts the attempts since the run last started the node.
-        let nth = attempt.saturating_sub(self.attempt_base(at));
+        // The policy counts the attempts since the run last started the slot:
+        // a retry of the run numbers them on from a multiple of the policy's
+        // attempts (`attempt_base`, `FanOut::base`).
+        let nth = node.retry.as_ref().map_or(attempt, |r| {
+            attempt.saturating_sub(1) % r.max_attempts.max(1) + 1
+        });
         if let Some(r) = &node.retry
             && retryable
             && nth < r.max_attempts
@@ -1344,6 +1390,10 @@ impl<'a> Cx<'a> {
             None => self.fill_fan_out(j),
             Some(Ok(Slot::Results(n))) if n > 0 && !collect => self.continue_fan_out(j),
             Some(result) => {
+                if result.is_err() {
+                    let failed = last_failed.as_ref().map(|(i, _)| *i);
+                    self.keep_for_retry(j, failed);
+                }
                 self.cancel_slots(j);
                 match result {
                     Ok(slot) => {
@@ -1506,6 +1556,9 @@ impl<'a> Cx<'a> {
 
     /// Cancels fan-out `j`'s active children; those never started never start.
     fn cancel_slots(&mut self, j: usize) {
+        if self.failing {
+            self.keep_for_retry(j, None);
+        }
         let active: Vec<u32> = match &self.run.nodes[j] {
             NodeState::FanOut(fo) => fo.active_children().map(|(i, _)| i).collect(),
             _ => return,
@@ -1524,6 +1577,33 @@ impl<'a> Cx<'a> {
                 timer: Timer::FanOut { node, seq },
             });
         }
+    }
+
+    /// Keeps `join all` fan-out `j` as it stands for a retry of the run
+    /// (`Run::stopped`): its child `failed`, which failed it, and its active
+    /// children not done, so that a retry starts only those again. Not kept
+    /// when a child was cancelled (its counters cannot say which), nor for
+    /// the other joins, whose counters do not say which children failed.
+    fn keep_for_retry(&mut self, j: usize, failed: Option<u32>) {
+        let node = &self.flow.nodes[j];
+        if node.fan_out.as_ref().is_none_or(|f| f.join != Join::All) {
+            return;
+        }
+        let NodeState::FanOut(fo) = &self.run.nodes[j] else {
+            return;
+        };
+        let mut kept = fo.clone();
+        if let Some(i) = failed {
+            kept.reopen(i);
+            kept.failed = kept.failed.saturating_sub(1);
+        }
+        if kept.failed > 0 {
+            return;
+        }
+        kept.last_failure = None;
+        kept.slots.clear();
+        kept.timer = None;
+        self.run.stopped.insert(node.id.clone(), kept);
     }
 
     /// Cancels everything still going: attempts, children, timers.
@@ -1570,7 +1650,9 @@ impl<'a> Cx<'a> {
     }
 
     fn finish_failed(&mut self, code: &str, message: String, node: Option<String>) {
+        self.failing = true;
         self.cancel_all();
+        self.failing = false;
         let error = RunError {
             code: code.into(),
             message,

@@ -321,6 +321,34 @@ proptest! {
                     }
                     prop_assert!(world.apply(b, &t.run, old, now).is_err(), "old event {old:?} applied after the retry");
                 }
+                // And the retried run finishes again (the world checks that
+                // no fan-out result is stored twice).
+                let mut armed = HashSet::new();
+                track_timers(&mut armed, &t.effects);
+                let mut run = t.run;
+                for (step, &seed) in seeds.iter().enumerate() {
+                    if run.status.is_finished() {
+                        break;
+                    }
+                    now += seed % 10_000;
+                    let mut options = possible(b, &run, seed);
+                    options.extend(armed.iter().filter(|t| matches!(t, Timer::FanOut { .. })).map(|t| EventKind::TimerFired { timer: t.clone() }));
+                    if options.is_empty() {
+                        prop_assert!(armed.contains(&Timer::Deadline), "retried run is stuck: {}", serde_json::to_string(&run).unwrap());
+                        options.push(EventKind::TimerFired { timer: Timer::Deadline });
+                    }
+                    let kind = options.swap_remove(seed as usize % options.len());
+                    let ev = Event::new(format!("r{step}"), kind);
+                    let t = world.apply(b, &run, &ev, now).map_err(|r| TestCaseError::fail(format!("rejected after the retry {ev:?}: {r}")))?;
+                    prop_assert!(t.run.encoded_size() <= b.limits.state_bytes);
+                    if let EventKind::TimerFired { timer } = &ev.kind {
+                        armed.remove(timer);
+                    }
+                    track_timers(&mut armed, &t.effects);
+                    run = t.run;
+                }
+                prop_assert!(run.status.is_finished(), "retried run did not finish: {}", serde_json::to_string(&run).unwrap());
+                prop_assert!(armed.is_empty(), "timers left after the retry: {armed:?}");
             }
         }
     }

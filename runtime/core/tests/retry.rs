@@ -57,7 +57,25 @@ flow FanAll(names: List<String>) -> List<Data> {
     let xs = for n in names join all {
         Fetch(name: n)
     }
+        parallel 2
     return xs
+}
+
+flow FanAny(names: List<String>) -> Data {
+    let x = for n in names join any {
+        Fetch(name: n)
+    }
+    return x
+}
+
+flow FanBeside(names: List<String>) -> Data {
+    let xs = for n in names join all {
+        Fetch(name: n)
+    }
+    let a = Fetch(name: "solo")
+    let b = Train(data: a)
+        after xs
+    return b
 }
 "#;
 
@@ -429,26 +447,109 @@ fn only_a_failed_run_is_retried() {
 }
 
 #[test]
-fn a_failed_fan_out_is_not_retried() {
+fn a_failed_join_all_starts_only_its_failed_and_stopped_children_again() {
     check(
         "FanAll",
         r#"
-        start {"names": ["x", "y"]}
+        start {"names": ["x", "y", "z", "w"]}
         ok xs[0] 1 {"uri": "s3://x"}
         fail xs[1] 1 NotFound
         retry_run
+        ok xs[2] 1 {"uri": "s3://late"}
+        ok xs[1] 2 {"uri": "s3://y"}
+        ok xs[2] 2 {"uri": "s3://z"}
+        ok xs[3] 2 {"uri": "s3://w"}
+        "#,
+        expect![[r#"
+            > start {"names": ["x", "y", "z", "w"]}
+              invoke xs[0]#1 t.Fetch {"name":"x"}
+              invoke xs[1]#1 t.Fetch {"name":"y"}
+            > ok xs[0] 1 {"uri": "s3://x"}
+              store_result xs[0] {"uri":"s3://x"}
+              invoke xs[2]#1 t.Fetch {"name":"z"}
+            > fail xs[1] 1 NotFound
+              cancel_step xs[2]#1
+              finished "failed" {"code":"NotFound","message":"`xs` failed with NotFound: child 1 failed","node":"xs"}
+            > retry_run
+              invoke xs[1]#2 t.Fetch {"name":"y"}
+              invoke xs[2]#2 t.Fetch {"name":"z"}
+            > ok xs[2] 1 {"uri": "s3://late"}
+              rejected: stale event: attempt 1 is over; attempt 2 is running
+            > ok xs[1] 2 {"uri": "s3://y"}
+              store_result xs[1] {"uri":"s3://y"}
+              invoke xs[3]#2 t.Fetch {"name":"w"}
+            > ok xs[2] 2 {"uri": "s3://z"}
+              store_result xs[2] {"uri":"s3://z"}
+            > ok xs[3] 2 {"uri": "s3://w"}
+              store_result xs[3] {"uri":"s3://w"}
+              set_timer fan_out:xs:6 at 1000
+            > (fires fan_out:xs:6)
+              (loads the results of xs)
+              finished "succeeded"
+            = {"attempt_base":{"xs":1},"input":{"names":["x","y","z","w"]},"last_event":"e9","nodes":[{"results":4}],"result":[{"uri":"s3://x"},{"uri":"s3://y"},{"uri":"s3://z"},{"uri":"s3://w"}],"retries":1,"seq":8,"started_at":1000,"status":"succeeded"}
+        "#]],
+    );
+}
+
+#[test]
+fn a_join_all_stopped_by_another_failure_goes_on_too() {
+    check(
+        "FanBeside",
+        r#"
+        start {"names": ["x", "y"]}
+        ok xs[0] 1 {"uri": "s3://x"}
+        fail a 1 NotFound
+        retry_run
+        ok xs[1] 2 {"uri": "s3://y"}
+        ok a 2 {"uri": "s3://a"}
+        ok b 1 {"uri": "s3://b"}
         "#,
         expect![[r#"
             > start {"names": ["x", "y"]}
               invoke xs[0]#1 t.Fetch {"name":"x"}
               invoke xs[1]#1 t.Fetch {"name":"y"}
+              invoke a#1 t.Fetch {"name":"solo"}
             > ok xs[0] 1 {"uri": "s3://x"}
               store_result xs[0] {"uri":"s3://x"}
-            > fail xs[1] 1 NotFound
-              finished "failed" {"code":"NotFound","message":"`xs` failed with NotFound: child 1 failed","node":"xs"}
+            > fail a 1 NotFound
+              cancel_step xs[1]#1
+              finished "failed" {"code":"NotFound","message":"`a` failed with NotFound","node":"a"}
             > retry_run
-              rejected: the run cannot be retried: the fan-out `xs` (`for … join`) failed or was stopped, and a retry does not start a fan-out's children again; start a new run
-            = {"error":{"code":"NotFound","message":"`xs` failed with NotFound: child 1 failed","node":"xs"},"input":{"names":["x","y"]},"last_event":"e3","nodes":[{"failed":{"code":"NotFound","message":"child 1 failed"}}],"seq":3,"started_at":1000,"status":"failed"}
+              invoke xs[1]#2 t.Fetch {"name":"y"}
+              invoke a#2 t.Fetch {"name":"solo"}
+            > ok xs[1] 2 {"uri": "s3://y"}
+              store_result xs[1] {"uri":"s3://y"}
+              set_timer fan_out:xs:4 at 1000
+            > (fires fan_out:xs:4)
+            > ok a 2 {"uri": "s3://a"}
+              invoke b#1 t.Train {"data":{"uri":"s3://a"}}
+            > ok b 1 {"uri": "s3://b"}
+              finished "succeeded"
+            = {"attempt_base":{"a":1,"xs":1},"input":{"names":["x","y"]},"last_event":"e8","nodes":[{"results":2},{"succeeded":{"uri":"s3://a"}},{"succeeded":{"uri":"s3://b"}}],"result":{"uri":"s3://b"},"retries":1,"seq":8,"started_at":1000,"status":"succeeded"}
+        "#]],
+    );
+}
+
+#[test]
+fn a_failed_join_any_is_not_retried() {
+    check(
+        "FanAny",
+        r#"
+        start {"names": ["x", "y"]}
+        fail x[0] 1 NotFound
+        fail x[1] 1 NotFound
+        retry_run
+        "#,
+        expect![[r#"
+            > start {"names": ["x", "y"]}
+              invoke x[0]#1 t.Fetch {"name":"x"}
+              invoke x[1]#1 t.Fetch {"name":"y"}
+            > fail x[0] 1 NotFound
+            > fail x[1] 1 NotFound
+              finished "failed" {"code":"JoinFailed","message":"`x` failed with JoinFailed: every child failed; child 1 with NotFound","node":"x"}
+            > retry_run
+              rejected: the run cannot be retried: the fan-out `x` failed or was stopped, and a retry starts a fan-out's failed children again only for `join all` (the counters of `join any` and `join at_least` do not say which children failed); start a new run
+            = {"error":{"code":"JoinFailed","message":"`x` failed with JoinFailed: every child failed; child 1 with NotFound","node":"x"},"input":{"names":["x","y"]},"last_event":"e3","nodes":[{"failed":{"code":"JoinFailed","message":"every child failed; child 1 with NotFound"}}],"seq":3,"started_at":1000,"status":"failed"}
         "#]],
     );
 }

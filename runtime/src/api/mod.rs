@@ -752,7 +752,7 @@ async fn cancel_run(
 
 /// Retry a failed run from its failed step.
 ///
-/// The same run goes on: its failed steps (and those the failure stopped) start again as new attempts, and the steps that succeeded keep their outputs. Only a failed top-level run (retry a subflow child's parent), and not one whose failed step is a fan-out or a `repeat`; within the server's `--retry-window` (7 days by default). The run counts among its tenant's active runs again (429 at its quota). Its events record a `retry_requested` event with who asked and the reason; its view's `retries` counts the retries.
+/// The same run goes on: its failed steps (and those the failure stopped) start again as new attempts, and the steps that succeeded keep their outputs. A `join all` fan-out goes on from where it stood: its succeeded children are not run again. Only a failed top-level run (retry a subflow child's parent), and not one whose failed step is a `join any` or `join at_least` fan-out or a `repeat`; within the server's `--retry-window` (7 days by default). The run counts among its tenant's active runs again (429 at its quota). Its events record a `retry_requested` event with who asked and the reason; its view's `retries` counts the retries.
 #[utoipa::path(post, path = "/v1/runs/{id}/retry", params(("id" = String, Path)), request_body = RetryRun,
     responses((status = 200, body = RunView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody), (status = 429, body = ErrorBody)), security(("bearer" = [])))]
 async fn retry_run(
