@@ -1,6 +1,7 @@
-//! A failed run retried (`RetryRequested`): it goes on from where it failed,
-//! the steps that succeeded kept, the failed and cancelled ones started again
-//! as new attempts; and the retries `apply` refuses, changing nothing.
+//! A failed run retried (`RetryRequested`, `docs/design/0006-retrying-a-failed-run.md`):
+//! it goes on from where it failed, the steps that succeeded kept, the failed
+//! and cancelled ones started again as new attempts; and the retries `apply`
+//! refuses, changing nothing.
 
 mod common;
 
