@@ -129,6 +129,7 @@ async fn serve(args: eflow_runtime::cli::ServeArgs) -> anyhow::Result<()> {
     o.http.max_value_bytes = args.max_value_bytes;
     o.quotas.max_schedules = args.max_schedules_per_tenant;
     o.retention.sweep_after = args.sweep_after;
+    o.retention.retry_window = args.retry_window;
     o.retention.history_retention = args.history_retention;
     o.ui = eflow_runtime::ui::Options::for_listen(args.ui_no_login, args.listen)
         .map_err(|e| anyhow::anyhow!(e))?;

@@ -23,6 +23,9 @@ use crate::store::Store;
 /// The default of [`Options::sweep_after`]: finished runs stay readable
 /// from the engine's store for an hour.
 pub const DEFAULT_SWEEP_AFTER: Duration = Duration::from_secs(3600);
+/// The default of [`Options::retry_window`]: a failed run can be retried
+/// for a week.
+pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The default of [`Options::history_retention`]: 400 days.
 pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
 
@@ -42,6 +45,10 @@ pub struct Options {
     /// How long a finished run stays in the engine's store once the history
     /// holds it (its view is read from the history after that).
     pub sweep_after: Duration,
+    /// How long a failed run stays in the engine's store, so that it can be
+    /// retried (`POST /v1/runs/{id}/retry`); at least `sweep_after`. Once
+    /// swept, a retry answers 410 `retry_window_passed`.
+    pub retry_window: Duration,
     /// How long the history keeps a finished run, unless its tenant has its
     /// own retention.
     pub history_retention: Duration,
@@ -51,6 +58,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             sweep_after: DEFAULT_SWEEP_AFTER,
+            retry_window: DEFAULT_RETRY_WINDOW,
             history_retention: DEFAULT_HISTORY_RETENTION,
         }
     }
@@ -117,7 +125,8 @@ impl Sweeper {
     }
 
     /// One round of the sweeper: the runs that finished at least
-    /// `sweep_after` ago and that the history holds whole leave the
+    /// `sweep_after` ago (failed ones: `retry_window`, if longer) and that
+    /// the history holds whole leave the
     /// engine's store, a batch at a time, until none is left or `stop`.
     /// Returns how many.
     pub async fn sweep(&self, stop: &CancellationToken) -> Result<u64, Error> {
@@ -125,15 +134,15 @@ impl Sweeper {
         // or of the machine keeps the history at least this far.
         let held_through = self.history.store().cursor().await?;
         self.history.store().sync().await?;
-        let before = self
-            .clock
-            .now_ms()
-            .saturating_sub(self.options.sweep_after.as_millis() as u64);
+        let now = self.clock.now_ms();
+        let before = now.saturating_sub(self.options.sweep_after.as_millis() as u64);
+        let failed_before =
+            before.min(now.saturating_sub(self.options.retry_window.as_millis() as u64));
         let mut total = 0;
         while !stop.is_cancelled() {
             let n = self
                 .store
-                .sweep_finished(held_through, before, BATCH)
+                .sweep_finished(held_through, before, failed_before, BATCH)
                 .await?;
             self.swept
                 .fetch_add(n, std::sync::atomic::Ordering::Relaxed);

@@ -385,7 +385,7 @@ impl Server {
             history.clone(),
             scheduler.clone(),
             ledger,
-            options.retention.history_retention,
+            options.retention,
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -170,6 +170,9 @@ struct Inner {
     ledger: Arc<Ledger>,
     /// The server's `--history-retention`, shown for tenants without their own.
     retention: std::time::Duration,
+    /// How long failed runs stay retryable (`--retry-window`), for the
+    /// message that says it passed.
+    retry_window: std::time::Duration,
     /// Tenants and the head versions of flows, read on every start: cached,
     /// and dropped on every change (create, purge, deploy).
     tenants: Mutex<HashMap<String, TenantRow>>,
@@ -206,7 +209,7 @@ impl Service {
         history: History,
         scheduler: Scheduler,
         ledger: Arc<Ledger>,
-        retention: std::time::Duration,
+        retention: crate::retention::Options,
     ) -> ApiResult<Self> {
         let store = engine.store().clone();
         Ok(Self {
@@ -218,7 +221,8 @@ impl Service {
                 history,
                 scheduler,
                 ledger,
-                retention,
+                retention: retention.history_retention,
+                retry_window: retention.retry_window.max(retention.sweep_after),
                 tenants: Mutex::default(),
                 callers: Mutex::default(),
                 heads: Mutex::default(),
@@ -1248,6 +1252,82 @@ impl Service {
         ))
     }
 
+    /// Retries failed run `id` from where it failed (see
+    /// `eflow_core::apply`'s `retry`): the same run goes on, recorded as a
+    /// `retry_requested` event with the caller's name and `reason`. The run
+    /// counts among its tenant's active runs again: a tenant at its quota is
+    /// refused (429). A run swept from the engine's store (its retry window,
+    /// `--retry-window`, passed) is 410 `retry_window_passed`.
+    pub async fn retry_run(
+        &self,
+        caller: &Caller,
+        id: &str,
+        reason: Option<String>,
+    ) -> ApiResult<RunView> {
+        let (meta, state, found) = self.found_run(caller, id).await?;
+        let run: Run = serde_json::from_slice(&state).map_err(ApiError::internal)?;
+        if run.status != RunStatus::Failed {
+            return Err(
+                engine::Error::Rejected(Rejection::NotFailed { status: run.status }).into(),
+            );
+        }
+        if found == Found::History {
+            return Err(window_passed(id, self.inner.retry_window));
+        }
+        // The sweeper lets a failed run go once its window passed; a retry
+        // this close to that is refused rather than raced with the sweep
+        // (which would delete the run under the retry's commit).
+        let failed_at = match run.seq.checked_sub(2) {
+            Some(before_last) => self.db().events_of(&meta.id, Some(before_last), 1).await?,
+            None => self.db().events_of(&meta.id, None, 1).await?,
+        }
+        .first()
+        .map_or(0, |e| e.at);
+        let window_ms = self.inner.retry_window.as_millis() as u64;
+        if self.now().saturating_sub(failed_at) + RETRY_WINDOW_MARGIN_MS > window_ms {
+            return Err(window_passed(id, self.inner.retry_window));
+        }
+        let t = self.tenant_exists(&meta.tenant).await?;
+        self.admit(&t, 1)?;
+        let mut reason = reason.unwrap_or_default();
+        if reason.len() > eflow_core::state::MAX_ERROR_MESSAGE {
+            let mut cut = eflow_core::state::MAX_ERROR_MESSAGE;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        // One id per retry: a request sent twice is the same retry (the
+        // second finds it applied), never two.
+        let event = Event::new(
+            format!("retry:{}", run.retries + 1),
+            EventKind::RetryRequested {
+                by: caller.name.clone(),
+                reason,
+            },
+        );
+        let applied = match self.inner.engine.deliver(&meta.id, event).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.release(&meta.tenant);
+                return Err(match e {
+                    engine::Error::Rejected(Rejection::Duplicate) => {
+                        engine::Error::Rejected(Rejection::NotFailed {
+                            status: RunStatus::Running,
+                        })
+                    }
+                    e => e,
+                }
+                .into());
+            }
+        };
+        tracing::info!(run = %meta.id, tenant = %meta.tenant, by = %caller.name, retries = applied.state.retries, "run retried");
+        Ok(shown_run_view(
+            caller,
+            run_view(&applied.meta, &applied.state, &applied.deployed),
+        ))
+    }
+
     // ---- approvals and callbacks -------------------------------------------
 
     pub async fn approvals(
@@ -1958,7 +2038,23 @@ fn run_view(meta: &RunMeta, run: &Run, deployed: &Deployed) -> RunView {
             message: e.message.clone(),
             step: e.node.clone(),
         }),
+        retries: run.retries,
     }
+}
+
+/// How long before its retry window ends a failed run is no longer retried:
+/// the sweeper may be deleting it.
+const RETRY_WINDOW_MARGIN_MS: u64 = 60_000;
+
+fn window_passed(id: &str, window: std::time::Duration) -> ApiError {
+    let window = humantime::format_duration(window);
+    ApiError::new(
+        410,
+        "retry_window_passed",
+        format!(
+            "run {id} failed longer ago than the server keeps failed runs to retry them (`--retry-window`, {window} here): start a new run"
+        ),
+    )
 }
 
 fn ref_view(r: &eflow_core::ValueRef) -> ValueRefView {

@@ -631,6 +631,7 @@ async fn openapi_lists_every_route() {
         ("/v1/tenants/{id}/values", &["post"]),
         ("/v1/values/{token}", &["get"]),
         ("/v1/runs/{id}/cancel", &["post"]),
+        ("/v1/runs/{id}/retry", &["post"]),
         ("/v1/runs/{id}/approvals/{step}", &["post"]),
         ("/v1/approvals", &["get"]),
         ("/v1/callbacks", &["post"]),

@@ -153,8 +153,16 @@ flow Double(x: Int) -> Int {
     return y
 }
 
+remote step Boom(x: Int) -> Int
+
+flow Fails(x: Int) -> Int {
+    let b = Boom(x: x)
+    return b
+}
+
 bindings dev {
     Square = sim { duration: 50ms, failure_rate: 0.0 }
+    Boom = sim { duration: 10ms, failure_rate: 1.0 }
 }
 "#;
 
@@ -335,6 +343,44 @@ async fn client_commands_against_a_server() {
     let o = eflow_async(tenant_conn(vec!["run", "get", "nope", "-o", "json"])).await;
     assert!(!o.status.success(), "{}", show(&o));
     assert!(text(&o.stderr).contains("not_found"), "{}", show(&o));
+
+    // run retry: a failed run goes on (`Boom` always fails: it fails again);
+    // one that succeeded is refused.
+    let o = eflow_async(tenant_conn(vec![
+        "run",
+        "start",
+        "Fails",
+        "--input",
+        r#"{"x": 1}"#,
+        "--id",
+        "cli-fails",
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+    let failed = s.api.wait_finished(&token, "cli-fails").await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let o = eflow_async(tenant_conn(vec![
+        "run",
+        "retry",
+        "cli-fails",
+        "--reason",
+        "try again",
+        "-o",
+        "json",
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+    let retried: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("JSON: {}", show(&o)));
+    assert_eq!(retried["id"], "cli-fails", "{retried}");
+    assert_eq!(retried["retries"], 1, "{retried}");
+    s.api.wait_finished(&token, "cli-fails").await;
+    let o = eflow_async(tenant_conn(vec!["run", "get", "cli-fails"])).await;
+    assert!(text(&o.stdout).contains("retried once"), "{}", show(&o));
+    let o = eflow_async(tenant_conn(vec!["run", "retry", "cli-run-1"])).await;
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("not_failed"), "{}", show(&o));
+    assert!(text(&o.stderr).contains("has succeeded"), "{}", show(&o));
     // A wrong token.
     let o = eflow_async(vec![
         "run".into(),

@@ -16,6 +16,7 @@ macro_rules! history_store_test_suite {
             write_moves_the_cursor,
             write_refuses_a_batch_behind_the_cursor,
             write_keeps_what_a_run_was_first_written_with,
+            write_clears_the_error_of_a_retried_run,
             write_keeps_an_event_once,
             runs_of,
             runs_filters,
@@ -119,6 +120,7 @@ async fn write(store: &HistoryStore, runs: Vec<RunRecord>, events: Vec<EventReco
             events,
             cursor,
             from: store.cursor().await.unwrap(),
+            retried: Vec::new(),
         })
         .await
         .unwrap();
@@ -190,6 +192,7 @@ async fn write_refuses_a_batch_behind_the_cursor(store: &HistoryStore) {
                 events: vec![event(1, "r1", "acme"), event(3, "r2", "acme")],
                 cursor,
                 from,
+                retried: Vec::new(),
             })
             .await;
         assert!(
@@ -203,6 +206,58 @@ async fn write_refuses_a_batch_behind_the_cursor(store: &HistoryStore) {
     assert_eq!(store.cursor().await.unwrap(), 2);
     let runs = store.runs_of(&["r1"]).await.unwrap();
     assert_eq!(runs[0].status, "succeeded");
+}
+
+/// A run retried (`HistoryWrite::retried`) loses the error its failure
+/// wrote: running again, then succeeded, it is found by neither its old
+/// error nor its old failed step; failing again, by its new ones.
+async fn write_clears_the_error_of_a_retried_run(store: &HistoryStore) {
+    let failed = |code: &str, step: &str| RunRecord {
+        error_code: Some(code.into()),
+        failed_step: Some(step.into()),
+        ..record("r1", "acme", "failed", 1)
+    };
+    write(
+        store,
+        vec![failed("Timeout", "train")],
+        vec![event(1, "r1", "acme")],
+        1,
+    )
+    .await;
+    let by_error = |code: &'static str| {
+        query(move |q| {
+            q.tenant = Some("acme".into());
+            q.error = Some(code.into());
+        })
+    };
+    assert_eq!(ids(store, by_error("Timeout")).await, vec!["r1"]);
+    let retried = |runs: Vec<RunRecord>, pos: i64| HistoryWrite {
+        runs,
+        events: vec![event(pos, "r1", "acme")],
+        cursor: pos,
+        from: pos - 1,
+        retried: vec!["r1".into()],
+    };
+    store
+        .write(&retried(vec![record("r1", "acme", "running", 1)], 2))
+        .await
+        .unwrap();
+    assert!(ids(store, by_error("Timeout")).await.is_empty());
+    let step = query(|q| {
+        q.tenant = Some("acme".into());
+        q.step = Some("train".into());
+    });
+    assert!(ids(store, step).await.is_empty());
+    let running = store.runs_of(&["r1"]).await.unwrap();
+    assert_eq!(running[0].status, "running");
+    assert_eq!(running[0].error_code, None);
+    // Retried and failed again in one batch: the new error is kept.
+    store
+        .write(&retried(vec![failed("OutOfMemory", "fit")], 3))
+        .await
+        .unwrap();
+    assert!(ids(store, by_error("Timeout")).await.is_empty());
+    assert_eq!(ids(store, by_error("OutOfMemory")).await, vec!["r1"]);
 }
 
 /// A run written again takes the new status and time, keeps its tenant,

@@ -112,7 +112,15 @@ flow Sums(xs: List<Int>) -> Int {{
     return s
 }}
 
+remote step Boom(x: Int) -> Int
+
+flow Fails(x: Int) -> Int {{
+    let b = Boom(x: x)
+    return b
+}}
+
 bindings dev {{
+    Boom = sim {{ duration: 10ms, failure_rate: 1.0 }}
     Work = http {{ url: "{base}/work" }}
     Sum = http {{ url: "{base}/work", max_inline: 100 }}
 }}
@@ -498,6 +506,28 @@ bindings dev {{
     }
     let r = api.post(t, "/v1/runs/nope/cancel", &json!({})).await;
     spec.check("post", "/v1/runs/{id}/cancel", &r); // 404
+
+    // ---- retry ----
+    let r = api
+        .post(t, "/v1/runs", &json!({"flow": "Fails", "input": {"x": 1}}))
+        .await;
+    let fails = r.body["id"].as_str().expect("id").to_string();
+    api.wait_finished(&token, &fails).await;
+    let r = api
+        .post(
+            t,
+            &format!("/v1/runs/{fails}/retry"),
+            &json!({"reason": "again"}),
+        )
+        .await;
+    spec.check("post", "/v1/runs/{id}/retry", &r); // 200
+    for path in [
+        format!("/v1/runs/{long}/retry"),
+        "/v1/runs/nope/retry".into(),
+    ] {
+        let r = api.post(t, &path, &json!({})).await;
+        spec.check("post", "/v1/runs/{id}/retry", &r); // 409, 404
+    }
 
     // ---- schedules ----
     let r = api.get(t, "/v1/schedules").await;

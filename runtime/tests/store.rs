@@ -48,6 +48,8 @@ macro_rules! store_test_suite {
             set_tenant_egress,
             set_tenant_retention,
             sweep_finished,
+            sweep_keeps_failed_runs_for_their_retry_window,
+            a_retried_run_is_active_again,
             sweep_keeps_what_a_start_or_a_results_page_needs,
             purge_tenant_removes_what_swept_runs_left,
             purge_tenant,
@@ -1108,7 +1110,10 @@ async fn sweep_finished(store: &Store) {
     commit(store, |c| c.events.push(event("r-unread", 0))).await;
     assert!(rows_of(store, "r-old").await >= 3);
     assert_eq!(
-        store.sweep_finished(held_through, 10, 100).await.unwrap(),
+        store
+            .sweep_finished(held_through, 10, 10, 100)
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(rows_of(store, "r-old").await, 0);
@@ -1125,22 +1130,90 @@ async fn sweep_finished(store: &Store) {
     // A server-made id leaves nothing behind.
     assert_eq!(store.swept_run("r-old").await.unwrap(), None);
     assert_eq!(
-        store.sweep_finished(held_through, 10, 100).await.unwrap(),
+        store
+            .sweep_finished(held_through, 10, 10, 100)
+            .await
+            .unwrap(),
         0
     );
     // Later, with the history further on, the others finished go too.
     let all = store.max_event_pos().await.unwrap();
-    assert_eq!(store.sweep_finished(all, 100, 100).await.unwrap(), 2);
+    assert_eq!(store.sweep_finished(all, 100, 100, 100).await.unwrap(), 2);
     assert!(store.load_run("r-owes").await.unwrap().is_some());
     let mut c = Commit::default();
     c.outbox_deleted.push(1);
     store.commit(&c).await.unwrap();
-    assert_eq!(store.sweep_finished(all, 100, 1).await.unwrap(), 1);
+    assert_eq!(store.sweep_finished(all, 100, 100, 1).await.unwrap(), 1);
     assert!(store.load_run("r-live").await.unwrap().is_some());
     assert_eq!(
         store.active_runs().await.unwrap(),
         vec![("acme".to_string(), None, 1)]
     );
+}
+
+/// Failed runs leave by their own time (`failed_before`, the retry
+/// window), the others by theirs, oldest first within the batch's limit.
+async fn sweep_keeps_failed_runs_for_their_retry_window(store: &Store) {
+    let done = |id: &str, status: &'static str, updated_at: u64| {
+        let mut w = run(id, "acme", status, "{}");
+        w.updated_at = updated_at;
+        w
+    };
+    commit(store, |c| {
+        c.runs.push(done("r-ok", "succeeded", 5));
+        c.runs.push(done("r-failed", "failed", 5));
+        c.runs.push(done("r-failed-old", "failed", 1));
+        c.runs.push(done("r-gone", "cancelled", 5));
+    })
+    .await;
+    let all = store.max_event_pos().await.unwrap();
+    // Past `sweep_after` for all, inside the retry window for the failed.
+    assert_eq!(store.sweep_finished(all, 10, 0, 100).await.unwrap(), 2);
+    for r in ["r-ok", "r-gone"] {
+        assert!(store.load_run(r).await.unwrap().is_none(), "{r} left");
+    }
+    for r in ["r-failed", "r-failed-old"] {
+        assert!(store.load_run(r).await.unwrap().is_some(), "{r} stays");
+    }
+    // The window passed for the older one only.
+    assert_eq!(store.sweep_finished(all, 10, 2, 100).await.unwrap(), 1);
+    assert!(store.load_run("r-failed-old").await.unwrap().is_none());
+    assert!(store.load_run("r-failed").await.unwrap().is_some());
+    assert_eq!(store.sweep_finished(all, 10, 10, 1).await.unwrap(), 1);
+    assert!(store.load_run("r-failed").await.unwrap().is_none());
+}
+
+/// A failed run written as running again (a retry) is active again: in the
+/// quota's count, its schedule's runs in progress and no longer the
+/// sweeper's.
+async fn a_retried_run_is_active_again(store: &Store) {
+    let scheduled = |status| {
+        let mut r = run("s1", "acme", status, "{}");
+        r.meta.schedule = Some("acme.F.0".into());
+        r.updated_at = 5;
+        r
+    };
+    commit(store, |c| c.runs.push(scheduled("failed"))).await;
+    assert!(store.active_runs().await.unwrap().is_empty());
+    assert!(
+        store
+            .active_runs_of_schedule("acme.F.0")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    commit(store, |c| c.runs.push(scheduled("running"))).await;
+    assert_eq!(
+        store.active_runs().await.unwrap(),
+        vec![("acme".to_string(), None, 1)]
+    );
+    assert_eq!(
+        store.active_runs_of_schedule("acme.F.0").await.unwrap(),
+        vec!["s1".to_string()]
+    );
+    let all = store.max_event_pos().await.unwrap();
+    assert_eq!(store.sweep_finished(all, 10, 10, 100).await.unwrap(), 0);
+    assert!(store.load_run("s1").await.unwrap().is_some());
 }
 
 /// A swept run a start may name again leaves its id (a start finds it in
@@ -1158,7 +1231,7 @@ async fn sweep_keeps_what_a_start_or_a_results_page_needs(store: &Store) {
         });
     })
     .await;
-    assert_eq!(store.sweep_finished(0, 10, 100).await.unwrap(), 3);
+    assert_eq!(store.sweep_finished(0, 10, 10, 100).await.unwrap(), 3);
     for r in ["acme:churn-1", "r-fan", "r-fan.ys.0.1"] {
         assert!(store.load_run(r).await.unwrap().is_none(), "{r}");
         assert_eq!(
@@ -1216,7 +1289,7 @@ async fn purge_tenant_removes_what_swept_runs_left(store: &Store) {
         });
     })
     .await;
-    assert_eq!(store.sweep_finished(0, 10, 100).await.unwrap(), 2);
+    assert_eq!(store.sweep_finished(0, 10, 10, 100).await.unwrap(), 2);
     assert!(store.begin_purge("acme", 5).await.unwrap());
     assert!(store.purge_tenant("acme").await.unwrap() >= 2);
     assert!(

@@ -62,6 +62,7 @@ async fn every_loaders_query_is_an_index_range_scan() {
             "claim_schedules" => ("schedules_due", vec![now + 60_000, 7, now, 100]),
             "next_schedule_due" => ("schedules_due", vec![7, now]),
             "sweep_candidates" => ("runs_finished", vec![now, n, 100]),
+            "sweep_failed_candidates" => ("runs_failed", vec![now, n, 100]),
             other => panic!("no parameters for the query `{other}`: add them here"),
         };
         let explain = format!("EXPLAIN {sql}");

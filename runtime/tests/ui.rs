@@ -507,6 +507,40 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
         "B decided A's approval"
     );
 
+    // Retry: on a failed run's page only, not for another tenant, with CSRF.
+    let failed_page = format!("/ui/runs/{}", w.failed);
+    let retry = format!("{failed_page}/retry");
+    let (_, page, _) = get(&base, &mut jar, &failed_page).await;
+    assert!(page.contains(&format!("action=\"{retry}\"")), "{page}");
+    let (_, page, _) = get(&base, &mut jar, &format!("/ui/runs/{}", w.long)).await;
+    assert!(
+        !page.contains("/retry\""),
+        "a cancelled run has no retry: {page}"
+    );
+    let (status, _) = post(&base, &mut b, &retry, &[("csrf", &b_csrf)]).await;
+    assert_eq!(status, 404, "B retried A's run");
+    let (status, _) = post(&base, &mut jar, &retry, &[("csrf", "forged")]).await;
+    assert_eq!(status, 403);
+    assert!(
+        w.api
+            .run(&w.a_token, &w.failed)
+            .await
+            .get("retries")
+            .is_none()
+    );
+    let (status, to) = post(&base, &mut jar, &retry, &[("csrf", &good)]).await;
+    assert_eq!((status, to), (303, failed_page.clone()));
+    // `Boom` always fails: the run fails again, retried once, by A's token.
+    let again = poll_until("the retried run to fail again", DEADLINE, || async {
+        let v = w.api.run(&w.a_token, &w.failed).await;
+        (v["status"] == "failed" && v["retries"] == 1).then_some(v)
+    })
+    .await;
+    assert_eq!(again["error"]["code"], w.failed_code.as_str(), "{again}");
+    let (_, page, _) = get(&base, &mut jar, &failed_page).await;
+    assert!(page.contains("<dt>Retried</dt><dd>1</dd>"), "{page}");
+    assert!(page.contains("retried in the web console by"), "{page}");
+
     // A decision on the run's page goes back to the run.
     let run_page = format!("/ui/runs/{}", w.retrain[1]);
     let (_, page, _) = get(&base, &mut jar, &run_page).await;

@@ -53,6 +53,12 @@ pub enum Rejection {
     Invalid { reason: String },
     /// `Started` with input that does not fit the flow's parameters.
     InvalidInput { errors: Vec<String> },
+    /// A retry of a run that has not failed: only a failed run goes on.
+    NotFailed { status: RunStatus },
+    /// A retry of a failed run that cannot go on from where it failed: a
+    /// subflow child (its parent moved on), a fan-out or `repeat` that did
+    /// not finish, or a failure no step of the run could undo.
+    NotRetryable { reason: String },
     /// The transition reads the joined lists of these fan-outs, or values kept
     /// by reference with these hashes, which the given `Values` lack: load them
     /// and apply the same event again.
@@ -74,6 +80,17 @@ impl std::fmt::Display for Rejection {
             Rejection::Stale { reason } => write!(f, "stale event: {reason}"),
             Rejection::Invalid { reason } => write!(f, "invalid event: {reason}"),
             Rejection::InvalidInput { errors } => write!(f, "invalid input: {}", errors.join("; ")),
+            Rejection::NotFailed { status } => {
+                let now = match status {
+                    RunStatus::Created => "has not started",
+                    RunStatus::Running => "is running",
+                    RunStatus::Succeeded => "has succeeded",
+                    RunStatus::Failed => "has failed",
+                    RunStatus::Cancelled => "was cancelled",
+                };
+                write!(f, "the run {now}: only a failed run can be retried")
+            }
+            Rejection::NotRetryable { reason } => write!(f, "the run cannot be retried: {reason}"),
             Rejection::Needs { results, values } => {
                 write!(
                     f,
@@ -132,7 +149,9 @@ pub fn apply(
     if run.last_event.as_deref() == Some(event.id.as_str()) {
         return Err(Rejection::Duplicate);
     }
-    if run.status.is_finished() {
+    // A retry is the one event a finished (failed) run takes.
+    let retry = matches!(event.kind, EventKind::RetryRequested { .. });
+    if run.status.is_finished() && !retry {
         return Err(Rejection::Finished);
     }
     let mut cx = Cx {
@@ -147,9 +166,11 @@ pub fn apply(
         needs: RefCell::default(),
         filling: false,
         started: 0,
+        failing: false,
     };
     match &event.kind {
         EventKind::Started { input, input_refs } => cx.start(input, input_refs)?,
+        EventKind::RetryRequested { .. } => cx.retry()?,
         _ if cx.run.status == RunStatus::Created => {
             if let EventKind::CancelRequested { reason } = &event.kind {
                 cx.cancel(reason);
@@ -398,6 +419,8 @@ struct Cx<'a> {
     filling: bool,
     /// Children this transition started, of every fan-out: at most `START_BATCH`.
     started: u32,
+    /// The run is failing: the `join all` fan-outs it stops are kept for a retry.
+    failing: bool,
 }
 
 fn stale<T>(reason: impl Into<String>) -> Result<T, Rejection> {
@@ -523,6 +546,17 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// The attempt numbers earlier retries of the run used up at `at`'s node;
+    /// 0 for a node never started again, and for fan-out children and
+    /// `repeat` iterations, which a retry never starts again.
+    fn attempt_base(&self, at: At) -> u32 {
+        if at.index.is_some() {
+            return 0;
+        }
+        let id = &self.node(at).id;
+        self.run.attempt_base.get(id).copied().unwrap_or(0)
+    }
+
     fn kind(&self, n: &Node) -> Option<StepKind> {
         match &n.call {
             Call::Step { contract, .. } => self.flow.contracts.get(contract).map(|c| c.kind),
@@ -596,6 +630,122 @@ impl<'a> Cx<'a> {
                 timer: Timer::Deadline,
                 due_at: due,
             });
+        }
+        self.advance();
+        Ok(())
+    }
+
+    /// A failed run goes on from where it failed: every node that failed or
+    /// was cancelled by the failure is pending again, with its attempts
+    /// numbered past those it used (so an answer to an old attempt is stale
+    /// and a subflow call starts a new child), and the run advances: those
+    /// nodes start again, the others keep their outputs. A `join all`
+    /// fan-out goes on from where it stood (`Run::stopped`): its succeeded
+    /// children keep their stored results, the failed and stopped ones start
+    /// again, then the cursor goes on. The flow's timeout counts again from
+    /// now. Refused, changing nothing, for a run that has not failed, a
+    /// subflow child (its parent learnt the failure and moved on: retry the
+    /// parent), a `join any`/`join at_least` fan-out or a `repeat` left
+    /// unfinished (their state keeps counters, not which child failed), and
+    /// a failure no node holds (the result's evaluation), which would only
+    /// happen again.
+    fn retry(&mut self) -> Result<(), Rejection> {
+        if self.run.status != RunStatus::Failed {
+            return Err(Rejection::NotFailed {
+                status: self.run.status,
+            });
+        }
+        let refuse = |reason: String| Err(Rejection::NotRetryable { reason });
+        if let Some(p) = &self.run.parent {
+            return refuse(format!(
+                "it is a subflow child of run {}, which has learnt that it failed; retry that run instead: it starts a new child",
+                p.run
+            ));
+        }
+        let mut again = Vec::new();
+        for (j, n) in self.run.nodes.iter().enumerate() {
+            let node = &self.flow.nodes[j];
+            let redo = matches!(
+                n,
+                NodeState::Single(Slot::Failed(_) | Slot::Cancelled)
+                    | NodeState::FanOut(_)
+                    | NodeState::Repeat(_)
+            );
+            if !redo {
+                continue;
+            }
+            if node.fan_out.is_some() && !self.run.stopped.contains_key(&node.id) {
+                return refuse(format!(
+                    "the fan-out `{}` failed or was stopped, and a retry starts a fan-out's failed children again only for `join all` (the counters of `join any` and `join at_least` do not say which children failed); start a new run",
+                    node.id
+                ));
+            }
+            if node.repeat.is_some() {
+                return refuse(format!(
+                    "the `repeat` `{}` failed or was stopped, and a retry does not start a loop again; start a new run",
+                    node.id
+                ));
+            }
+            again.push(j);
+        }
+        if again.is_empty() {
+            let code = self.run.error.as_ref().map_or("", |e| e.code.as_str());
+            return refuse(format!(
+                "no step failed: the run failed with {code} after its steps, which a retry would meet again; start a new run"
+            ));
+        }
+        let mut fan_outs = Vec::new();
+        for j in again {
+            let node = &self.flow.nodes[j];
+            let used = node.retry.as_ref().map_or(1, |r| r.max_attempts.max(1));
+            let base = self.run.attempt_base.entry(node.id.clone()).or_default();
+            *base = base.saturating_add(used);
+            let base = *base;
+            // A `join all` goes on from where it stood, its succeeded children
+            // kept (their results are stored); the others start again.
+            self.run.nodes[j] = match self.run.stopped.remove(&node.id) {
+                Some(mut fo) => {
+                    fo.base = base;
+                    fan_outs.push(j);
+                    NodeState::FanOut(fo)
+                }
+                None => NodeState::Pending,
+            };
+        }
+        self.run.stopped.clear();
+        self.run.status = RunStatus::Running;
+        self.run.error = None;
+        self.run.retries = self.run.retries.saturating_add(1);
+        if let Some(t) = self.flow.timeout_ms {
+            let due = self.now.saturating_add(t);
+            self.run.deadline = Some(due);
+            self.effects.push(EffectKind::SetTimer {
+                timer: Timer::Deadline,
+                due_at: due,
+            });
+        }
+        for j in fan_outs {
+            let (open, first) = match &self.run.nodes[j] {
+                NodeState::FanOut(fo) => (fo.open_children(), fo.base + 1),
+                _ => continue,
+            };
+            for i in open {
+                self.start_attempt(
+                    At {
+                        node: j,
+                        index: Some(i),
+                    },
+                    first,
+                );
+                self.started += 1;
+                if self.run.status != RunStatus::Running {
+                    return Ok(());
+                }
+            }
+            self.join(j);
+            if self.run.status != RunStatus::Running {
+                return Ok(());
+            }
         }
         self.advance();
         Ok(())
@@ -678,13 +828,11 @@ impl<'a> Cx<'a> {
             return;
         }
         let Some(fo) = &node.fan_out else {
-            self.start_attempt(
-                At {
-                    node: j,
-                    index: None,
-                },
-                1,
-            );
+            let at = At {
+                node: j,
+                index: None,
+            };
+            self.start_attempt(at, self.attempt_base(at) + 1);
             return;
         };
         let len = match eval(&fo.over, &self.scope(None)).as_deref() {
@@ -769,13 +917,13 @@ impl<'a> Cx<'a> {
                 self.continue_fan_out(j);
                 break;
             }
-            let i = fo.next;
+            let (i, first) = (fo.next, fo.base + 1);
             self.start_attempt(
                 At {
                     node: j,
                     index: Some(i),
                 },
-                1,
+                first,
             );
             self.started += 1;
             if self.run.status != RunStatus::Running {
@@ -1135,12 +1283,18 @@ impl<'a> Cx<'a> {
             self.cancel_timeout(at, attempt);
         }
         let node = self.node(at);
+        // The policy counts the attempts since the run last started the slot:
+        // a retry of the run numbers them on from a multiple of the policy's
+        // attempts (`attempt_base`, `FanOut::base`).
+        let nth = node.retry.as_ref().map_or(attempt, |r| {
+            attempt.saturating_sub(1) % r.max_attempts.max(1) + 1
+        });
         if let Some(r) = &node.retry
             && retryable
-            && attempt < r.max_attempts
+            && nth < r.max_attempts
             && !r.non_retryable.iter().any(|n| n == &error.code)
         {
-            let due = self.now.saturating_add(backoff_ms(&r.backoff, attempt));
+            let due = self.now.saturating_add(backoff_ms(&r.backoff, nth));
             self.set_slot(at, Slot::RetryWait(attempt));
             self.effects.push(EffectKind::SetTimer {
                 timer: Timer::Retry {
@@ -1236,6 +1390,10 @@ impl<'a> Cx<'a> {
             None => self.fill_fan_out(j),
             Some(Ok(Slot::Results(n))) if n > 0 && !collect => self.continue_fan_out(j),
             Some(result) => {
+                if result.is_err() {
+                    let failed = last_failed.as_ref().map(|(i, _)| *i);
+                    self.keep_for_retry(j, failed);
+                }
                 self.cancel_slots(j);
                 match result {
                     Ok(slot) => {
@@ -1398,6 +1556,9 @@ impl<'a> Cx<'a> {
 
     /// Cancels fan-out `j`'s active children; those never started never start.
     fn cancel_slots(&mut self, j: usize) {
+        if self.failing {
+            self.keep_for_retry(j, None);
+        }
         let active: Vec<u32> = match &self.run.nodes[j] {
             NodeState::FanOut(fo) => fo.active_children().map(|(i, _)| i).collect(),
             _ => return,
@@ -1416,6 +1577,33 @@ impl<'a> Cx<'a> {
                 timer: Timer::FanOut { node, seq },
             });
         }
+    }
+
+    /// Keeps `join all` fan-out `j` as it stands for a retry of the run
+    /// (`Run::stopped`): its child `failed`, which failed it, and its active
+    /// children not done, so that a retry starts only those again. Not kept
+    /// when a child was cancelled (its counters cannot say which), nor for
+    /// the other joins, whose counters do not say which children failed.
+    fn keep_for_retry(&mut self, j: usize, failed: Option<u32>) {
+        let node = &self.flow.nodes[j];
+        if node.fan_out.as_ref().is_none_or(|f| f.join != Join::All) {
+            return;
+        }
+        let NodeState::FanOut(fo) = &self.run.nodes[j] else {
+            return;
+        };
+        let mut kept = fo.clone();
+        if let Some(i) = failed {
+            kept.reopen(i);
+            kept.failed = kept.failed.saturating_sub(1);
+        }
+        if kept.failed > 0 {
+            return;
+        }
+        kept.last_failure = None;
+        kept.slots.clear();
+        kept.timer = None;
+        self.run.stopped.insert(node.id.clone(), kept);
     }
 
     /// Cancels everything still going: attempts, children, timers.
@@ -1462,7 +1650,9 @@ impl<'a> Cx<'a> {
     }
 
     fn finish_failed(&mut self, code: &str, message: String, node: Option<String>) {
+        self.failing = true;
         self.cancel_all();
+        self.failing = false;
         let error = RunError {
             code: code.into(),
             message,

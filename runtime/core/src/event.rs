@@ -69,6 +69,16 @@ pub enum EventKind {
         #[serde(default)]
         reason: String,
     },
+    /// Someone asked a failed run to go on from where it failed (a redrive):
+    /// its failed and cancelled steps start again as new attempts, the steps
+    /// that succeeded keep their outputs. Applies only to a failed top-level
+    /// run; `by` is the caller's name, recorded for the log.
+    RetryRequested {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        by: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+    },
 }
 
 /// How a child run ended, as its parent learns it.

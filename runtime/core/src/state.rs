@@ -58,6 +58,22 @@ pub struct Run {
     /// and the event log's unique key on (run, event id) is the final guard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event: Option<String>,
+    /// How many times the run was retried after failing (`RetryRequested`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// Per node id, the attempt numbers earlier retries used up: a node
+    /// started again by a retry numbers its attempts from `base + 1`, so a
+    /// late answer to an old attempt (a callback, a child's result) is stale,
+    /// and a new subflow child gets a new run id. Only nodes a retry started
+    /// again have an entry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attempt_base: BTreeMap<String, u32>,
+    /// Per node id, a `join all` fan-out as it stood when the run failed: its
+    /// succeeded children counted and marked done, the child that failed and
+    /// those the failure stopped not done. A retry goes on from it, starting
+    /// only those again. Kept only while the run has failed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stopped: BTreeMap<String, FanOut>,
 }
 
 /// Where a subflow child reports back to.
@@ -200,7 +216,7 @@ pub struct FanOut {
     #[serde(default, with = "hex_bits", skip_serializing_if = "Vec::is_empty")]
     pub done: Vec<u64>,
     /// Active children of `low..next` that are not running their first attempt;
-    /// every other active child is `Running(1)`.
+    /// every other active child is `Running(base + 1)`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub slots: BTreeMap<u32, Slot>,
     #[serde(default)]
@@ -222,6 +238,10 @@ pub struct FanOut {
     /// of the event that set it, which makes its id unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timer: Option<u64>,
+    /// The attempt numbers earlier runs of this fan-out used up (a retry of
+    /// the run starts its children again from `base + 1`); 0 at first.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub base: u32,
 }
 
 /// A `repeat` in progress: the iteration that is out, its slot, and the
@@ -259,6 +279,7 @@ impl FanOut {
             first: None,
             need: 0,
             timer: None,
+            base: 0,
         }
     }
 
@@ -273,7 +294,12 @@ impl FanOut {
         } else if i < self.low || self.is_done(i) {
             Child::Done
         } else {
-            Child::Active(self.slots.get(&i).cloned().unwrap_or(Slot::Running(1)))
+            Child::Active(
+                self.slots
+                    .get(&i)
+                    .cloned()
+                    .unwrap_or(Slot::Running(self.base + 1)),
+            )
         }
     }
 
@@ -302,7 +328,7 @@ impl FanOut {
             self.next = i + 1;
         }
         match slot {
-            Slot::Running(1) => {
+            Slot::Running(a) if a == self.base + 1 => {
                 self.slots.remove(&i);
             }
             Slot::Pending => {}
@@ -330,6 +356,41 @@ impl FanOut {
                 self.done[k / 64] |= 1 << (k % 64);
                 self.compact();
             }
+        }
+    }
+
+    /// The children of `low..next` that are not done, in index order.
+    pub fn open_children(&self) -> Vec<u32> {
+        (self.low..self.next)
+            .filter(|&i| !self.is_done(i))
+            .collect()
+    }
+
+    /// Child `i`, done, is not done any more (a retry starts it again): the
+    /// window reaches down to it if it has moved past. The caller counts it
+    /// out of `succeeded` or `failed`.
+    pub fn reopen(&mut self, i: u32) {
+        if i >= self.next {
+            return;
+        }
+        if i < self.low {
+            let span = (self.next - i) as usize;
+            let mut words = vec![0u64; span.div_ceil(64)];
+            for k in 0..span {
+                let c = i + k as u32;
+                if c < self.low || self.is_done(c) {
+                    words[k / 64] |= 1 << (k % 64);
+                }
+            }
+            self.low = i;
+            self.done = words;
+        }
+        let k = (i - self.low) as usize;
+        if let Some(w) = self.done.get_mut(k / 64) {
+            *w &= !(1u64 << (k % 64));
+        }
+        while self.done.last() == Some(&0) {
+            self.done.pop();
         }
     }
 
@@ -479,6 +540,9 @@ impl Run {
             error: None,
             seq: 0,
             last_event: None,
+            retries: 0,
+            attempt_base: BTreeMap::new(),
+            stopped: BTreeMap::new(),
         }
     }
 

@@ -301,6 +301,56 @@ proptest! {
         for kind in possible(b, &run, 1).into_iter().chain([EventKind::CancelRequested { reason: String::new() }, EventKind::TimerFired { timer: Timer::Deadline }]) {
             prop_assert_eq!(world.apply(b, &run, &Event::new("late", kind), now), Err(Rejection::Finished));
         }
+        // A retry: of a run not failed it is refused; of a failed one it is
+        // refused with a reason or starts attempts no event of before
+        // answers, once (the deadline timer, one per run, aside: its row is
+        // gone once it fired).
+        let retry = Event::new("retry:1", EventKind::RetryRequested { by: "ops".into(), reason: String::new() });
+        match world.apply(b, &run, &retry, now) {
+            Err(Rejection::NotFailed { status }) => prop_assert!(run.status != eflow_core::RunStatus::Failed && status == run.status),
+            Err(Rejection::NotRetryable { .. }) => prop_assert_eq!(run.status, eflow_core::RunStatus::Failed),
+            Err(r) => prop_assert!(false, "retry rejected with {r}"),
+            Ok(t) => {
+                prop_assert_eq!(run.status, eflow_core::RunStatus::Failed);
+                prop_assert_eq!(t.run.retries, 1);
+                prop_assert!(t.run.error.is_none() || t.run.status.is_finished());
+                prop_assert_eq!(world.apply(b, &t.run, &retry, now), Err(Rejection::Duplicate));
+                for old in &history {
+                    if matches!(&old.kind, EventKind::TimerFired { timer: Timer::Deadline }) {
+                        continue;
+                    }
+                    prop_assert!(world.apply(b, &t.run, old, now).is_err(), "old event {old:?} applied after the retry");
+                }
+                // And the retried run finishes again (the world checks that
+                // no fan-out result is stored twice).
+                let mut armed = HashSet::new();
+                track_timers(&mut armed, &t.effects);
+                let mut run = t.run;
+                for (step, &seed) in seeds.iter().enumerate() {
+                    if run.status.is_finished() {
+                        break;
+                    }
+                    now += seed % 10_000;
+                    let mut options = possible(b, &run, seed);
+                    options.extend(armed.iter().filter(|t| matches!(t, Timer::FanOut { .. })).map(|t| EventKind::TimerFired { timer: t.clone() }));
+                    if options.is_empty() {
+                        prop_assert!(armed.contains(&Timer::Deadline), "retried run is stuck: {}", serde_json::to_string(&run).unwrap());
+                        options.push(EventKind::TimerFired { timer: Timer::Deadline });
+                    }
+                    let kind = options.swap_remove(seed as usize % options.len());
+                    let ev = Event::new(format!("r{step}"), kind);
+                    let t = world.apply(b, &run, &ev, now).map_err(|r| TestCaseError::fail(format!("rejected after the retry {ev:?}: {r}")))?;
+                    prop_assert!(t.run.encoded_size() <= b.limits.state_bytes);
+                    if let EventKind::TimerFired { timer } = &ev.kind {
+                        armed.remove(timer);
+                    }
+                    track_timers(&mut armed, &t.effects);
+                    run = t.run;
+                }
+                prop_assert!(run.status.is_finished(), "retried run did not finish: {}", serde_json::to_string(&run).unwrap());
+                prop_assert!(armed.is_empty(), "timers left after the retry: {armed:?}");
+            }
+        }
     }
 
     /// Arbitrary events, well-formed or not, on a run in progress: `apply` answers, never panics.
@@ -425,6 +475,10 @@ fn arb_event() -> impl Strategy<Value = Event> {
             }
         }),
         "[a-z ]{0,10}".prop_map(|reason| EventKind::CancelRequested { reason }),
+        "[a-z ]{0,10}".prop_map(|reason| EventKind::RetryRequested {
+            by: "ops".into(),
+            reason
+        }),
     ];
     ("[a-z0-9]{1,4}", kind).prop_map(|(id, kind)| Event::new(id, kind))
 }

@@ -486,7 +486,7 @@ fn fan_out_all_fails_on_the_first_failure_and_cancels_the_rest() {
             > fail xs[1] 1 NotFound
               cancel_step xs[0]#1
               finished "failed" {"code":"NotFound","message":"`xs` failed with NotFound: child 1 failed","node":"xs"}
-            = {"error":{"code":"NotFound","message":"`xs` failed with NotFound: child 1 failed","node":"xs"},"input":{"names":["x","y","z"]},"last_event":"e2","nodes":[{"failed":{"code":"NotFound","message":"child 1 failed"}}],"seq":2,"started_at":1000,"status":"failed"}
+            = {"error":{"code":"NotFound","message":"`xs` failed with NotFound: child 1 failed","node":"xs"},"input":{"names":["x","y","z"]},"last_event":"e2","nodes":[{"failed":{"code":"NotFound","message":"child 1 failed"}}],"seq":2,"started_at":1000,"status":"failed","stopped":{"xs":{"failed":0,"len":3,"low":0,"next":2,"succeeded":0}}}
         "#]],
     );
 }

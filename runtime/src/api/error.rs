@@ -88,6 +88,12 @@ impl From<engine::Error> for ApiError {
                 "run_finished",
                 "the run has finished: nothing changes it any more",
             ),
+            engine::Error::Rejected(r @ Rejection::NotFailed { .. }) => {
+                ApiError::new(409, "not_failed", r.to_string())
+            }
+            engine::Error::Rejected(r @ Rejection::NotRetryable { .. }) => {
+                ApiError::new(409, "not_retryable", r.to_string())
+            }
             engine::Error::Rejected(r) => ApiError::new(409, "rejected", r.to_string()),
             engine::Error::NoSuchRun(id) => ApiError::not_found("run", &id),
             engine::Error::TenantStopped(t) => ApiError::not_found("tenant", &t),

@@ -249,7 +249,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
     ),
     paths(
         health, create_tenant, list_tenants, update_tenant, purge_tenant, deploy, list_flows, start_run, list_runs,
-        get_run, run_events, step_results, run_value, signed_value, upload_value, cancel_run, list_approvals, decide, callback, callbacks, list_schedules,
+        get_run, run_events, step_results, run_value, signed_value, upload_value, cancel_run, retry_run, list_approvals, decide, callback, callbacks, list_schedules,
         create_schedule, update_schedule, delete_schedule, pause_schedule, resume_schedule, backfill, list_registry, stats, cluster,
         whoami, list_tenant_tokens, create_tenant_token, revoke_tenant_token, rotate_tenant_token,
         list_admin_tokens, create_admin_token, revoke_admin_token, rotate_admin_token
@@ -406,6 +406,7 @@ pub fn router(service: Service, limits: &HttpLimits) -> Router {
         )
         .route("/v1/values/{token}", get(signed_value))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/runs/{id}/retry", post(retry_run))
         .route("/v1/runs/{id}/approvals/{step}", post(decide))
         .route("/v1/approvals", get(list_approvals))
         .route("/v1/callbacks", post(callbacks))
@@ -747,6 +748,22 @@ async fn cancel_run(
     // The body is optional: an empty one cancels without a reason.
     let reason = body.and_then(|b| b.reason);
     s.cancel_run(&c, &id, reason).await.map(Json)
+}
+
+/// Retry a failed run from its failed step.
+///
+/// The same run goes on: its failed steps (and those the failure stopped) start again as new attempts, and the steps that succeeded keep their outputs. A `join all` fan-out goes on from where it stood: its succeeded children are not run again. Only a failed top-level run (retry a subflow child's parent), and not one whose failed step is a `join any` or `join at_least` fan-out or a `repeat`; within the server's `--retry-window` (7 days by default). The run counts among its tenant's active runs again (429 at its quota). Its events record a `retry_requested` event with who asked and the reason; its view's `retries` counts the retries.
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", params(("id" = String, Path)), request_body = RetryRun,
+    responses((status = 200, body = RunView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody), (status = 429, body = ErrorBody)), security(("bearer" = [])))]
+async fn retry_run(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    PathParam(id): PathParam<String>,
+    MaybeBody(body): MaybeBody<RetryRun>,
+) -> ApiResult<RunView> {
+    // The body is optional: an empty one retries without a reason.
+    let reason = body.and_then(|b| b.reason);
+    s.retry_run(&c, &id, reason).await.map(Json)
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

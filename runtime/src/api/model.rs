@@ -254,6 +254,14 @@ pub struct RunView {
     pub result_ref: Option<ValueRefView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorView>,
+    /// How many times the run was retried after failing
+    /// (`POST /v1/runs/{id}/retry`); absent when never.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The output of child `index` of a fan-out, which succeeded.
@@ -279,6 +287,15 @@ pub struct EventView {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRun {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A retry of a failed run; the body is optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRun {
+    /// Why, for the run's event log (at most 512 bytes are kept).
     #[serde(default)]
     pub reason: Option<String>,
 }

@@ -147,9 +147,10 @@ pub struct BenchArgs {
     /// Embedded: keep the data directory here instead of a temporary one.
     #[arg(long)]
     pub data: Option<std::path::PathBuf>,
-    /// Embedded: the server's `--sweep-after`. With `0s` the bench waits,
-    /// once the history caught up, until every finished run left the
-    /// engine's store, so the disk figures show the store of live runs only.
+    /// Embedded: the server's `--sweep-after` (and `--retry-window`: failed
+    /// runs leave with the others). With `0s` the bench waits, once the
+    /// history caught up, until every finished run left the engine's store,
+    /// so the disk figures show the store of live runs only.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub sweep_after: Duration,
     #[arg(long, short, value_enum, default_value_t)]
@@ -407,6 +408,9 @@ impl Setup {
                 let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
                 let mut o = Options::new(dir.clone(), "127.0.0.1:0".parse()?);
                 o.retention.sweep_after = args.sweep_after;
+                // The bench retries nothing: a failed run leaves with the
+                // others, so `--sweep-after 0s` measures live runs only.
+                o.retention.retry_window = args.sweep_after;
                 o.durability = args.durability;
                 o.shards = args.shards;
                 o.admin_token = Some(token.clone());

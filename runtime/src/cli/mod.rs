@@ -83,7 +83,7 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Start, inspect and cancel runs.
+    /// Start, inspect, cancel and retry runs.
     #[command(subcommand)]
     Run(RunCommand),
     /// Decide an approval step: `eflow approve RUN STEP --approve`.
@@ -241,6 +241,11 @@ pub struct ServeArgs {
     /// holds it; after that it is read from the history (`0s`: at once).
     #[arg(long, env = "EFLOW_SWEEP_AFTER", value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     pub sweep_after: std::time::Duration,
+    /// How long a failed run stays in the engine's store so that it can be
+    /// retried (`eflow run retry ID`), when longer than `--sweep-after`;
+    /// after that a retry is refused (410 `retry_window_passed`).
+    #[arg(long, env = "EFLOW_RETRY_WINDOW", value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub retry_window: std::time::Duration,
     /// How long the history keeps a finished run (its events, its final
     /// state), unless its tenant has its own (`eflow tenant update ID
     /// --history-retention 30d`).
@@ -321,6 +326,20 @@ pub enum RunCommand {
     /// Cancel a run and its subflows.
     Cancel {
         id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Retry a failed run from its failed step.
+    ///
+    /// The same run goes on: its failed (and stopped) steps start again as
+    /// new attempts, the steps that succeeded keep their outputs. Only a
+    /// failed top-level run, within the server's `--retry-window` (7 days by
+    /// default).
+    Retry {
+        id: String,
+        /// Why, recorded in the run's events with who asked.
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
@@ -902,6 +921,16 @@ async fn run_command(rc: RunCommand) -> anyhow::Result<()> {
                 .await?;
             print(conn.output, &r, run_text)
         }
+        RunCommand::Retry { id, reason, conn } => {
+            let c = client(&conn)?;
+            let r: RunView = c
+                .post(
+                    &format!("/v1/runs/{}/retry", seg(&id)),
+                    &RetryRun { reason },
+                )
+                .await?;
+            print(conn.output, &r, run_text)
+        }
     }
 }
 
@@ -1272,6 +1301,15 @@ fn run_text(r: &RunView) -> String {
         short(&r.version),
         r.tenant
     );
+    if r.retries > 0 {
+        let times = if r.retries == 1 { "once" } else { "times" };
+        let n = if r.retries == 1 {
+            String::new()
+        } else {
+            format!("{} ", r.retries)
+        };
+        s.push_str(&format!("retried {n}{times}\n"));
+    }
     if let Some(e) = &r.error {
         s.push_str(&format!(
             "error {}{}: {}\n",

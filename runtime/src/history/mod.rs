@@ -283,6 +283,14 @@ async fn fold(
             message: err.to_string(),
         })?;
         let (kind, step) = (head.kind.into_owned(), head.node.map(Into::into));
+        if kind == "retry_requested" {
+            // Running again: the failure's error is no longer the run's (the
+            // store clears it, `HistoryWrite::retried`), and the run may
+            // finish again, with its own.
+            f.retried = true;
+            f.record.error_code = None;
+            f.record.failed_step = None;
+        }
         events.push((
             slot,
             EventRecord {
@@ -303,13 +311,19 @@ async fn fold(
         .filter(|(slot, _)| !runs[*slot].gone)
         .map(|(_, e)| e)
         .collect();
+    let retried = runs
+        .iter()
+        .filter(|f| f.retried && !f.gone && f.held.is_some())
+        .map(|f| f.record.id.clone())
+        .collect();
     let runs = runs
         .into_iter()
         .filter(|f| !f.gone)
         .map(|mut f| {
-            // A run finishes once: an error already held is not replaced by
-            // one read from a later head (the store keeps the held one).
-            if f.held.as_deref().is_some_and(is_final) {
+            // A run finishes once per start or retry: an error already held
+            // is not replaced by one read from a later head (the store keeps
+            // the held one), unless the run was retried since.
+            if f.held.as_deref().is_some_and(is_final) && !f.retried {
                 f.record.error_code = None;
                 f.record.failed_step = None;
             }
@@ -321,6 +335,7 @@ async fn fold(
         events,
         cursor,
         from,
+        retried,
     })
 }
 
@@ -349,5 +364,7 @@ struct Folded {
     headed: bool,
     /// Purged from the engine before the history saw it.
     gone: bool,
+    /// A `retry_requested` event of it came with this batch.
+    retried: bool,
     record: RunRecord,
 }

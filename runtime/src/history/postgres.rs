@@ -123,6 +123,14 @@ impl PostgresHistory {
                 from: batch.from,
             });
         }
+        if !batch.retried.is_empty() {
+            sqlx::query(
+                "UPDATE h_runs SET error_code = NULL, failed_step = NULL WHERE id = ANY($1)",
+            )
+            .bind(&batch.retried)
+            .execute(&mut *tx)
+            .await?;
+        }
         if !batch.runs.is_empty() {
             let r = merged(&batch.runs);
             sqlx::query(
@@ -131,8 +139,8 @@ impl PostgresHistory {
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                    $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[]) \
                  ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at, \
-                   error_code = COALESCE(EXCLUDED.error_code, h_runs.error_code), \
-                   failed_step = COALESCE(EXCLUDED.failed_step, h_runs.failed_step), \
+                   error_code = CASE WHEN EXCLUDED.status IN ('succeeded', 'failed', 'cancelled') THEN COALESCE(EXCLUDED.error_code, h_runs.error_code) END, \
+                   failed_step = CASE WHEN EXCLUDED.status IN ('succeeded', 'failed', 'cancelled') THEN COALESCE(EXCLUDED.failed_step, h_runs.failed_step) END, \
                    bundle = COALESCE(h_runs.bundle, EXCLUDED.bundle), \
                    schedule = COALESCE(h_runs.schedule, EXCLUDED.schedule), \
                    state = COALESCE(EXCLUDED.state, h_runs.state)",

@@ -83,6 +83,17 @@ impl SqliteHistory {
                 from: batch.from,
             });
         }
+        for piece in batch.retried.chunks(256) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "UPDATE h_runs SET error_code = NULL, failed_step = NULL WHERE id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in piece {
+                sep.push_bind(id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+        }
         for piece in batch.runs.chunks(256) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO h_runs (id, tenant, flow, version, status, parent, created_at, updated_at, error_code, failed_step, bundle, schedule, state) ",
@@ -104,8 +115,8 @@ impl SqliteHistory {
             });
             q.push(
                 " ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, \
-                 error_code = COALESCE(excluded.error_code, h_runs.error_code), \
-                 failed_step = COALESCE(excluded.failed_step, h_runs.failed_step), \
+                 error_code = CASE WHEN excluded.status IN ('succeeded', 'failed', 'cancelled') THEN COALESCE(excluded.error_code, h_runs.error_code) END, \
+                 failed_step = CASE WHEN excluded.status IN ('succeeded', 'failed', 'cancelled') THEN COALESCE(excluded.failed_step, h_runs.failed_step) END, \
                  bundle = COALESCE(h_runs.bundle, excluded.bundle), \
                  schedule = COALESCE(h_runs.schedule, excluded.schedule), \
                  state = COALESCE(excluded.state, h_runs.state)",

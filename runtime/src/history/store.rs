@@ -200,6 +200,10 @@ pub struct HistoryWrite {
     /// the stored cursor is there, so no batch read before another's write
     /// lands after it; otherwise it is refused whole ([`Error::Overtaken`]).
     pub from: i64,
+    /// Runs retried in this batch (a `retry_requested` event): the error
+    /// the store holds of them is cleared before `runs` are written, so a
+    /// run retried and then succeeded is no longer found by its old error.
+    pub retried: Vec<String>,
 }
 
 /// A page of runs.

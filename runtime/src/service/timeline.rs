@@ -9,7 +9,7 @@
 //! - attempt 1 of a step begins when the last of the steps it depends on
 //!   finished (a step skipped finishes when it became ready), or when the
 //!   run started; a later attempt begins when the retry timer of the one
-//!   before fired;
+//!   before fired, or when the failed run was retried after it;
 //! - a fan-out is one bar, from when it became ready to its last child's
 //!   end, as the graph draws it as one node.
 
@@ -75,6 +75,8 @@ pub fn timeline(
     let mut ends: BTreeMap<(Slot, u32), Ended> = BTreeMap::new();
     let mut retries: BTreeMap<(Slot, u32), u64> = BTreeMap::new();
     let mut cancelled_at = None;
+    // When the run was retried after failing (`RetryRequested`), in order.
+    let mut resumed: Vec<u64> = Vec::new();
     for (at, e) in events {
         let at = *at;
         let mut end = |node: &str, index: Option<u32>, attempt: u32, outcome, error| {
@@ -142,6 +144,7 @@ pub fn timeline(
             EventKind::CancelRequested { .. } => {
                 cancelled_at.get_or_insert(at);
             }
+            EventKind::RetryRequested { .. } => resumed.push(at),
             EventKind::Started { .. } => {}
         }
     }
@@ -208,7 +211,7 @@ pub fn timeline(
                 retries
                     .get(&(slot.clone(), *attempt))
                     .copied()
-                    .unwrap_or(previous_end)
+                    .unwrap_or_else(|| resumed_after(&resumed, previous_end, e.at))
             };
             previous_end = e.at;
             highest = highest.max(*attempt);
@@ -229,7 +232,10 @@ pub fn timeline(
                 .filter(|(((node, _), a), _)| node == id && *a > highest)
                 .map(|((_, a), at)| (*a, *at))
                 .max()
-                .unwrap_or((highest + 1, previous_end));
+                .unwrap_or_else(|| {
+                    let start = resumed_after(&resumed, previous_end, u64::MAX);
+                    (highest + 1, start)
+                });
             let (end_ms, outcome) = open_end();
             bars.push(AttemptBar {
                 step: id.to_string(),
@@ -250,6 +256,18 @@ pub fn timeline(
         bars,
         complete,
     }
+}
+
+/// When an attempt that began after `previous_end` and ended at `end`
+/// began: at the last retry of the run in between (it started the attempt
+/// again), else right after the attempt before.
+fn resumed_after(resumed: &[u64], previous_end: u64, end: u64) -> u64 {
+    resumed
+        .iter()
+        .copied()
+        .filter(|&at| at >= previous_end && at <= end)
+        .max()
+        .unwrap_or(previous_end)
 }
 
 /// When steps became ready and finished, worked out along the graph: a

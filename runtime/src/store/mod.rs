@@ -211,13 +211,15 @@ forward! {
     /// server's default); false if there is no such tenant.
     pub async fn set_tenant_retention(&self, tenant: &str, ms: Option<u64>) -> Result<bool>;
     /// Deletes, in one short transaction, the rows of up to `limit` runs that
-    /// finished at or before `finished_before` and whose every event is at or
+    /// succeeded or were cancelled at or before `finished_before`, or failed
+    /// at or before `failed_before` (a failed run stays for its retry
+    /// window: `POST /v1/runs/{id}/retry` needs it here), and whose every event is at or
     /// before `held_through` (the history's durable cursor), with no effect
     /// left in the outbox: every table of [`PER_RUN_TABLES`] but those of
     /// [`KEPT_WITH_HISTORY`], kept until the history's retention lets them
     /// go. A run a start may name again, or that kept such rows, leaves a
     /// `swept_runs` row. Returns how many runs left.
-    pub async fn sweep_finished(&self, held_through: i64, finished_before: u64, limit: u32) -> Result<u64>;
+    pub async fn sweep_finished(&self, held_through: i64, finished_before: u64, failed_before: u64, limit: u32) -> Result<u64>;
     /// The tenant of a run swept from this store, if its id was recorded.
     pub async fn swept_run(&self, id: &str) -> Result<Option<String>>;
     /// Deletes what the store kept of swept runs (their rows of

@@ -103,10 +103,19 @@ const NEXT_SCHEDULE_DUE: &str = "SELECT next_due FROM schedules \
     WHERE partition = $1 AND NOT paused AND next_due IS NOT NULL AND claimed_until <= $2 \
     ORDER BY next_due LIMIT 1";
 
-/// The sweeper's candidates: finished runs in the order they finished (the
-/// index `runs_finished`), each held by the history and owing no effect.
+/// The sweeper's candidates: runs that succeeded or were cancelled, in the
+/// order they finished (the index `runs_finished`), each held by the
+/// history and owing no effect.
 const SWEEP_CANDIDATES: &str = "SELECT id, tenant, finished_at FROM runs \
-    WHERE finished_at IS NOT NULL AND finished_at <= $1 \
+    WHERE finished_at IS NOT NULL AND status <> 'failed' AND finished_at <= $1 \
+    AND NOT EXISTS (SELECT 1 FROM events WHERE events.run = runs.id AND events.pos > $2) \
+    AND id NOT IN (SELECT run FROM outbox) \
+    ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED";
+
+/// The same for failed runs (the index `runs_failed`), which stay for their
+/// retry window.
+const SWEEP_FAILED_CANDIDATES: &str = "SELECT id, tenant, finished_at FROM runs \
+    WHERE finished_at IS NOT NULL AND status = 'failed' AND finished_at <= $1 \
     AND NOT EXISTS (SELECT 1 FROM events WHERE events.run = runs.id AND events.pos > $2) \
     AND id NOT IN (SELECT run FROM outbox) \
     ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED";
@@ -195,11 +204,12 @@ impl PostgresStore {
     /// The queries of the timer and schedule loaders and of the sweeper, by
     /// name: `tests/store_pg.rs` reads their plans over many rows.
     #[doc(hidden)]
-    pub const PLANNED_QUERIES: [(&'static str, &'static str); 4] = [
+    pub const PLANNED_QUERIES: [(&'static str, &'static str); 5] = [
         ("claim_timers", CLAIM_TIMERS),
         ("claim_schedules", CLAIM_SCHEDULES),
         ("next_schedule_due", NEXT_SCHEDULE_DUE),
         ("sweep_candidates", SWEEP_CANDIDATES),
+        ("sweep_failed_candidates", SWEEP_FAILED_CANDIDATES),
     ];
 
     /// Connects to `url` (`postgres://…` or `postgresql://…`, with sqlx's
@@ -1147,21 +1157,33 @@ impl PostgresStore {
     // ---- sweeping finished runs ------------------------------------------------
 
     /// One batch of the sweeper, in one transaction: the candidates through
-    /// `runs_finished` (locked, skipping runs another sweeper or a commit
-    /// holds), then each per-run table's rows of them.
+    /// `runs_finished`, then, if the batch has room, `runs_failed` (locked,
+    /// skipping runs another sweeper or a commit holds), then each per-run
+    /// table's rows of them.
     pub async fn sweep_finished(
         &self,
         held_through: i64,
         finished_before: u64,
+        failed_before: u64,
         limit: u32,
     ) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        let runs: Vec<(String, String, i64)> = sqlx::query_as(SWEEP_CANDIDATES)
+        let mut runs: Vec<(String, String, i64)> = sqlx::query_as(SWEEP_CANDIDATES)
             .bind(ms(finished_before))
             .bind(held_through)
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await?;
+        let room = i64::from(limit) - runs.len() as i64;
+        if room > 0 {
+            let failed: Vec<(String, String, i64)> = sqlx::query_as(SWEEP_FAILED_CANDIDATES)
+                .bind(ms(failed_before))
+                .bind(held_through)
+                .bind(room)
+                .fetch_all(&mut *tx)
+                .await?;
+            runs.extend(failed);
+        }
         if runs.is_empty() {
             tx.rollback().await?;
             return Ok(0);

@@ -941,37 +941,49 @@ impl SqliteStore {
     // ---- sweeping finished runs ------------------------------------------------
 
     /// One batch of the sweeper, in one transaction on the writer: the
-    /// candidates are read through `runs_finished` (oldest first), then each
+    /// candidates are read through `runs_finished` and `runs_failed` (oldest
+    /// first), then each
     /// per-run table's rows of them are deleted by the table's run index.
     pub async fn sweep_finished(
         &self,
         held_through: i64,
         finished_before: u64,
+        failed_before: u64,
         limit: u32,
     ) -> Result<u64> {
         let mut tx = self.write.begin().await?;
         // A run with an event past the history's cursor is not held there
         // yet; one with an effect in the outbox still has to report (a
         // child's result to its parent).
-        let rows = sqlx::query(
-            "SELECT id, tenant, updated_at FROM runs \
-             WHERE status NOT IN ('created', 'running') AND updated_at <= ?1 \
-             AND NOT EXISTS (SELECT 1 FROM events WHERE events.run = runs.id AND events.pos > ?2) \
-             AND id NOT IN (SELECT run FROM outbox) \
-             ORDER BY updated_at LIMIT ?3",
-        )
-        .bind(finished_before.min(i64::MAX as u64) as i64)
-        .bind(held_through)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
+        // Runs that succeeded or were cancelled through `runs_finished`, then,
+        // if the batch has room, failed runs (kept for their retry window)
+        // through `runs_failed`.
+        let mut runs: Vec<(String, String, i64)> = Vec::new();
+        for (statuses, before) in [
+            ("'succeeded', 'cancelled'", finished_before),
+            ("'failed'", failed_before),
+        ] {
+            let room = i64::from(limit) - runs.len() as i64;
+            if room <= 0 {
+                break;
+            }
+            let rows = sqlx::query(&format!(
+                "SELECT id, tenant, updated_at FROM runs \
+                 WHERE status IN ({statuses}) AND updated_at <= ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM events WHERE events.run = runs.id AND events.pos > ?2) \
+                 AND id NOT IN (SELECT run FROM outbox) \
+                 ORDER BY updated_at LIMIT ?3"
+            ))
+            .bind(before.min(i64::MAX as u64) as i64)
+            .bind(held_through)
+            .bind(room)
+            .fetch_all(&mut *tx)
+            .await?;
+            runs.extend(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))));
+        }
+        if runs.is_empty() {
             return Ok(0);
         }
-        let runs: Vec<(String, String, i64)> = rows
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect();
         let ids: Vec<&str> = runs.iter().map(|(id, _, _)| id.as_str()).collect();
         // Fan-out parents keep their results (the results page answers from
         // them) and runs keep the values they refer to (their view, from the

@@ -88,6 +88,7 @@ pub fn router(service: Service, options: Options) -> Router {
         .route("/ui/runs/{id}", get(pages::run))
         .route("/ui/runs/{id}/live", get(pages::run_live))
         .route("/ui/runs/{id}/cancel", post(pages::cancel))
+        .route("/ui/runs/{id}/retry", post(pages::retry))
         .route("/ui/runs/{id}/approvals/{step}", post(pages::decide))
         .route("/ui/approvals", get(pages::approvals))
         .route("/ui/flows", get(pages::flows))

@@ -191,7 +191,8 @@ impl<'a> Driver<'a> {
     /// `start {json}`, `at MS`, `ok NODE[I] ATTEMPT {json}`, `fail NODE[I] ATTEMPT CODE [fatal]`,
     /// `child NODE[I] ATTEMPT ok {json} | fail CODE | cancelled`,
     /// `fire deadline | retry NODE[I] A | timeout NODE[I] A | wait NODE[I] A | fan_out NODE SEQ`,
-    /// `cancel REASON`, `again` (redeliver the last event).
+    /// `cancel REASON`, `retry_run REASON` (a retry of the failed run, asked
+    /// by `ops`), `again` (redeliver the last event).
     pub fn script(&mut self, script: &str) -> &mut Self {
         for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
             self.step(line);
@@ -293,6 +294,10 @@ impl<'a> Driver<'a> {
                 EventKind::TimerFired { timer }
             }
             "cancel" => EventKind::CancelRequested {
+                reason: rest.to_string(),
+            },
+            "retry_run" => EventKind::RetryRequested {
+                by: "ops".to_string(),
                 reason: rest.to_string(),
             },
             other => panic!("unknown command {other}"),

@@ -1,5 +1,5 @@
 //! The console's pages and actions: overview, runs, a run, approvals,
-//! schedules, flows, lineage; cancel, decide, pause, resume and backfill. Each handler asks the [`Service`](crate::service::Service)
+//! schedules, flows, lineage; cancel, retry, decide, pause, resume and backfill. Each handler asks the [`Service`](crate::service::Service)
 //! what the JSON API would ask, as the viewer, and renders the answer; an
 //! error is the API's error as a page. Here: what every page shares (its
 //! header, links, the error and login pages).
@@ -16,7 +16,7 @@ pub use approvals::{approvals, decide};
 pub use flows::{flow, flows};
 pub use lineage::{lineage, lineage_index};
 pub use overview::overview;
-pub use run::{cancel, run, run_live};
+pub use run::{cancel, retry, run, run_live};
 pub use runs::runs;
 pub use schedules::{backfill, backfill_page, pause, resume, schedules};
 

@@ -1,6 +1,6 @@
 //! A run's page: its facts, input, the decisions it waits for, its live part
 //! (status, graph, steps, the attempts' Gantt chart, result; what htmx swaps while it is in progress),
-//! its event log a page at a time; and cancelling it.
+//! its event log a page at a time; cancelling it, and retrying it once failed.
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -81,6 +81,10 @@ struct RunPage {
     input_html: String,
     live_html: String,
     can_cancel: bool,
+    /// A failed top-level run: a subflow child is retried through its parent.
+    can_retry: bool,
+    /// How many times the run was retried.
+    retries: u32,
     csrf: String,
     admin: bool,
     back: &'static str,
@@ -278,6 +282,8 @@ pub async fn run(
     render(&RunPage {
         nav: Nav::of(Some(&viewer), "runs"),
         can_cancel: !finished(&view.status),
+        can_retry: view.status == "failed" && view.parent.is_none(),
+        retries: view.retries,
         csrf: viewer.csrf.clone(),
         admin: viewer.is_admin(),
         back: "run",
@@ -335,6 +341,23 @@ pub async fn cancel(
         .cancel_run(&viewer.caller, &id, Some(reason))
         .await
     {
+        Ok(v) => Redirect::to(&run_href(&v.id)).into_response(),
+        Err(e) => error_page(Some(&viewer), &e),
+    }
+}
+
+/// Retries a failed run from where it failed, recorded as the viewer's.
+pub async fn retry(
+    State(c): State<Console>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    UiForm(form): UiForm<CancelForm>,
+) -> Response {
+    if let Some(r) = viewer.refuse_forged(&form.csrf) {
+        return r;
+    }
+    let reason = format!("retried in the web console by {}", viewer.caller.name);
+    match c.service.retry_run(&viewer.caller, &id, Some(reason)).await {
         Ok(v) => Redirect::to(&run_href(&v.id)).into_response(),
         Err(e) => error_page(Some(&viewer), &e),
     }
