@@ -22,10 +22,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn suite(fault: Fault) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let absent: Vec<String> = ["postgres", "nats"]
-        .into_iter()
-        .filter_map(missing)
-        .collect();
+    let absent: Vec<String> = fault.needs().iter().copied().filter_map(missing).collect();
     if !absent.is_empty() {
         let why = absent.join("; ");
         assert!(
@@ -79,4 +76,24 @@ fn nats_crashed_under_load_loses_nothing_and_doubles_nothing() {
 #[test]
 fn an_engine_paused_past_its_lease_is_fenced_and_loses_nothing() {
     suite(Fault::PauseEngine);
+}
+
+#[test]
+fn commits_whose_replies_were_lost_are_applied_once() {
+    suite(Fault::LostReply);
+}
+
+#[test]
+fn a_transaction_held_open_through_the_load_holds_nothing_up() {
+    suite(Fault::HeldTransaction);
+}
+
+#[test]
+fn clocks_30_s_apart_keep_leases_fenced_and_timers_on_time() {
+    suite(Fault::ClockSkew);
+}
+
+#[test]
+fn engines_joining_and_leaving_every_few_seconds_lose_nothing() {
+    suite(Fault::Churn);
 }
