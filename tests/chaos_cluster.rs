@@ -12,8 +12,8 @@
 //! load until the runs settled and were checked; one process's clock 30 s
 //! ahead and the other's 30 s behind (Debian's libfaketime, preloaded), one
 //! of them killed at seeded moments, and every 2 s wait ending no sooner
-//! than 2 s (less 1 s) after its start was sent and no later than the skew,
-//! a lease and 5 s more after it was answered; engines (`--role engine`)
+//! than 2 s (less 1 s) after its start was sent and no later than 47 s after
+//! it was answered (30 s, a lease, 10 s for the machine); engines (`--role engine`)
 //! joining and leaving every 1–3 s (started, stopped with SIGTERM, killed
 //! with SIGKILL).
 //!

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::cut::{Cut, authority, cutter, through};
 use common::postgres::Schema;
 use eflow_runtime::store::{
     Commit, Durability, EventWrite, PostgresStore, RunMeta, RunWrite, Store,
@@ -396,65 +397,6 @@ async fn concurrent_claims_take_each_due_timer_once() {
     store.close().await;
 }
 
-/// What the proxy of [`a_commit_whose_answer_was_lost_is_reported_as_it_ended`]
-/// does with the next `COMMIT` a client sends.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Cut {
-    /// Forwards it, then ends the connection before the answer comes back.
-    AfterCommit,
-    /// Ends the connection without forwarding it.
-    BeforeCommit,
-}
-
-/// A TCP proxy to the test's PostgreSQL that cuts one connection at its
-/// next `COMMIT`, as `cut` says (once, then it forwards everything again).
-async fn commit_cutter(server: &str, cut: std::sync::Arc<std::sync::Mutex<Option<Cut>>>) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let server = server.to_string();
-    tokio::spawn(async move {
-        loop {
-            let (mut client, _) = listener.accept().await.unwrap();
-            let mut upstream = tokio::net::TcpStream::connect(&server).await.unwrap();
-            let cut = cut.clone();
-            tokio::spawn(async move {
-                let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
-                loop {
-                    tokio::select! {
-                        n = client.read(&mut up) => {
-                            let Ok(n @ 1..) = n else { return };
-                            let commit = up[..n].windows(6).any(|w| w == b"COMMIT");
-                            let now = if commit { cut.lock().unwrap().take() } else { None };
-                            if now == Some(Cut::BeforeCommit) {
-                                return;
-                            }
-                            if upstream.write_all(&up[..n]).await.is_err() {
-                                return;
-                            }
-                            if now == Some(Cut::AfterCommit) {
-                                // The client hears nothing more; the server
-                                // reads the COMMIT, answers into the void.
-                                drop(client);
-                                let _ = upstream.shutdown().await;
-                                while let Ok(1..) = upstream.read(&mut down).await {}
-                                return;
-                            }
-                        }
-                        n = upstream.read(&mut down) => {
-                            let Ok(n @ 1..) = n else { return };
-                            if client.write_all(&down[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// A batch's `COMMIT` sent and its answer lost (the connection ended) is
 /// reported as it ended: landed, as landed, so the worker hands its
 /// effects on (before, it was reported failed: its outbox rows stayed with
@@ -467,12 +409,10 @@ async fn a_commit_whose_answer_was_lost_is_reported_as_it_ended() {
     };
     let direct = Store::open(&schema.url, Durability::Full).await.unwrap();
     let token = direct.acquire_lease(0, "one", u64::MAX / 2).await.unwrap();
-    // The same database through the proxy: postgres://USER@HOST:PORT/DB?…
-    let (head, rest) = schema.url.split_once('@').unwrap();
-    let (authority, tail) = rest.split_once('/').unwrap();
+    // The same database through the proxy.
     let cut = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let proxy = commit_cutter(authority, cut.clone()).await;
-    let proxied = Store::open(&format!("{head}@{proxy}/{tail}"), Durability::Full)
+    let proxy = cutter(&authority(&schema.url), b"COMMIT", cut.clone()).await;
+    let proxied = Store::open(&through(&schema.url, &proxy), Durability::Full)
         .await
         .unwrap();
     let batch = |id: &str, pos: i64| Commit {
@@ -482,7 +422,7 @@ async fn a_commit_whose_answer_was_lost_is_reported_as_it_ended() {
         ..Commit::default()
     };
 
-    *cut.lock().unwrap() = Some(Cut::AfterCommit);
+    *cut.lock().unwrap() = Some(Cut::After);
     proxied
         .commit(&batch("landed", 1))
         .await
@@ -490,7 +430,7 @@ async fn a_commit_whose_answer_was_lost_is_reported_as_it_ended() {
     assert!(cut.lock().unwrap().is_none(), "the COMMIT was cut");
     assert!(direct.load_run("landed").await.unwrap().is_some());
 
-    *cut.lock().unwrap() = Some(Cut::BeforeCommit);
+    *cut.lock().unwrap() = Some(Cut::Before);
     proxied
         .commit(&batch("lost", 2))
         .await

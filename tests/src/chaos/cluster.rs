@@ -19,9 +19,11 @@ const SKEW_SECS: u64 = 30;
 /// and a fourth).
 pub(super) const EXTRA_ENGINES: usize = 2;
 /// The longest a wait of the `Sleep` flow (2 s) may end after its start
-/// was answered under [`Fault::ClockSkew`]: the skew, a lease (5 s) and 5 s
-/// for a loaded 2-core machine running debug builds.
-const WAIT_LATE_MAX: Duration = Duration::from_secs(2 + SKEW_SECS + 5 + 5);
+/// was answered under [`Fault::ClockSkew`]: 30 s (the skew; as long as a
+/// killed process's claims on timers take to lapse, which is how late its
+/// timers may be whatever the clocks), a lease (5 s) and 10 s for a loaded
+/// 2-core machine running debug builds.
+const WAIT_LATE_MAX: Duration = Duration::from_secs(2 + SKEW_SECS + 5 + 10);
 /// How much sooner than its length after its start was first sent a wait
 /// may end: the processes' clocks, as they judge time, agree this well.
 const WAIT_EARLY_MAX: Duration = Duration::from_secs(1);
