@@ -209,7 +209,8 @@ pub(super) async fn before_load(world: &World, fault: Fault) -> bool {
     }
 }
 
-/// Whether a process runs with libfaketime mapped in and its offset set.
+/// Whether a process runs with libfaketime mapped in and `FAKETIME` in its
+/// environment.
 fn shifted(node: &Mutex<Node>) -> Result<(), String> {
     let n = lock(node);
     let pid = n.child.as_ref().map(Child::id).ok_or("not running")?;
@@ -217,6 +218,14 @@ fn shifted(node: &Mutex<Node>) -> Result<(), String> {
         .map_err(|e| format!("/proc/{pid}/maps: {e}"))?;
     if !maps.contains("libfaketime") {
         return Err("libfaketime is not loaded: its clock is not shifted".into());
+    }
+    let environ = std::fs::read(format!("/proc/{pid}/environ"))
+        .map_err(|e| format!("/proc/{pid}/environ: {e}"))?;
+    if !environ
+        .split(|b| *b == 0)
+        .any(|v| v.starts_with(b"FAKETIME="))
+    {
+        return Err("FAKETIME is not in its environment: its clock is not shifted".into());
     }
     Ok(())
 }
