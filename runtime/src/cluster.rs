@@ -5,13 +5,16 @@
 //!
 //! The embedded default is a cluster of one: its process holds every shard.
 //! Engines sharing a store take their fair share of the shards from the
-//! members alive ([`crate::engine::ownership`]).
+//! members alive ([`crate::engine::ownership`]). Every process of a cluster
+//! reads its clock set right by the store's ([`follow_store_clock`]), so
+//! the expiries they write mean the same to all of them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::SharedClock;
+use crate::clock::{Corrected, SharedClock};
 use crate::engine::{HELD_FOREVER_MS, LEASE_EVERY, LEASE_TTL_MS};
 use crate::store::{MemberRow, Store};
 
@@ -22,6 +25,57 @@ pub const HEARTBEAT_EVERY: Duration = LEASE_EVERY;
 pub const MEMBER_TTL_MS: u64 = LEASE_TTL_MS;
 /// Rows of processes that stopped saying they are alive are dropped after this.
 const FORGET_AFTER_MS: u64 = 24 * 3_600_000;
+
+/// How often a process of a cluster sets its clock right by the store's.
+pub const CLOCK_EVERY: Duration = Duration::from_secs(10);
+/// A measurement of the store's clock whose round trip took longer than
+/// this is not used: its error is up to half the round trip, and leases
+/// last [`LEASE_TTL_MS`].
+const CLOCK_ROUND_TRIP_MAX_MS: u64 = 1_000;
+
+/// Sets `clock` right by the store's: the store's time minus this machine's
+/// at the middle of the quickest of three round trips. False when the store
+/// keeps no clock (SQLite) or no round trip was quick enough.
+pub async fn set_clock(store: &Store, clock: &Corrected) -> Result<bool, crate::store::Error> {
+    let mut best: Option<(u64, i64)> = None;
+    for _ in 0..3 {
+        let before = clock.inner_ms();
+        let Some(at) = store.clock_ms().await? else {
+            return Ok(false);
+        };
+        let trip = clock.inner_ms().saturating_sub(before);
+        let offset = at as i64 - (before + trip / 2) as i64;
+        if best.is_none_or(|(quickest, _)| trip < quickest) {
+            best = Some((trip, offset));
+        }
+    }
+    let Some((trip, offset)) = best.filter(|(trip, _)| *trip <= CLOCK_ROUND_TRIP_MAX_MS) else {
+        return Ok(false);
+    };
+    if (offset - clock.offset_ms()).abs() >= 1_000 {
+        tracing::info!(
+            offset_ms = offset,
+            round_trip_ms = trip,
+            "this machine's clock is off the store's; this process reads the store's time"
+        );
+    }
+    clock.set_offset(offset);
+    Ok(true)
+}
+
+/// Sets `clock` right by the store's every [`CLOCK_EVERY`] until `stop`: a
+/// machine's clock that drifts or is stepped is followed.
+pub async fn follow_store_clock(store: Store, clock: Arc<Corrected>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(CLOCK_EVERY) => {}
+        }
+        if let Err(e) = set_clock(&store, &clock).await {
+            tracing::warn!(error = %e, "cannot read the store's clock; trying again");
+        }
+    }
+}
 
 /// A name for this process that no other process of the cluster has.
 pub fn member_id() -> String {

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::{Corrected, SharedClock, SystemClock};
 use crate::egress::{Egress, Policy};
 use crate::engine::{self, Bus, CallbackKeys, Engine};
 use crate::history::{History, HistoryStore};
@@ -304,7 +304,20 @@ impl Server {
         let history = History::new(history_store)
             .await
             .context("cannot read the history's cursor")?;
-        let clock = options.clock.clone();
+        // On a cluster every process reads its machine's clock set right by
+        // the store's: leases, members, claims and timers are judged by
+        // times other processes wrote.
+        let corrected = (!options.alone() && options.clock.is_machine())
+            .then(|| Arc::new(Corrected::new(options.clock.clone())));
+        if let Some(c) = &corrected {
+            crate::cluster::set_clock(&store, c)
+                .await
+                .context("cannot read the store's clock")?;
+        }
+        let clock: SharedClock = match &corrected {
+            Some(c) => c.clone(),
+            None => options.clock.clone(),
+        };
         let key = store
             .setting_or_insert("callback_key", new_key().as_bytes())
             .await?;
@@ -389,10 +402,16 @@ impl Server {
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        service
-            .finish_purges()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot finish an interrupted tenant purge: {e}"))?;
+        // Purges begin through the API, so a process that serves it
+        // finishes those a crash cut short; one without (an engine joining
+        // a cluster) leaves them alone: it cannot tell them from a purge a
+        // live process is still doing.
+        if options.roles.api {
+            service
+                .finish_purges()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot finish an interrupted tenant purge: {e}"))?;
+        }
         // The file first, the row second: a token nobody can read is never
         // stored, so a start that cannot write it leaves none behind, and the
         // next start makes one again.
@@ -480,7 +499,14 @@ impl Server {
         if options.roles.engine {
             tasks.push(tokio::spawn(drop_unreferenced_values(
                 store.clone(),
-                options.clock.clone(),
+                clock.clone(),
+                shutdown.clone(),
+            )));
+        }
+        if let Some(c) = corrected {
+            tasks.push(tokio::spawn(crate::cluster::follow_store_clock(
+                store.clone(),
+                c,
                 shutdown.clone(),
             )));
         }

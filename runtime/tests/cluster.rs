@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::binary::{Eflow, eflow};
+use common::binary::{Eflow, eflow_with_env};
 use common::{ADMIN, Api, poll_until};
 use serde_json::{Value, json};
 
@@ -41,8 +41,13 @@ async fn member(name: &str, store: &str, bus: &str) -> Eflow {
 
 /// A member with only `roles`.
 async fn member_as(name: &str, store: &str, bus: &str, roles: &str) -> Eflow {
+    member_in(name, store, bus, roles, &[]).await
+}
+
+/// A member with only `roles` and more variables in its environment.
+async fn member_in(name: &str, store: &str, bus: &str, roles: &str, env: &[(&str, &str)]) -> Eflow {
     let shards = SHARDS.to_string();
-    eflow(
+    eflow_with_env(
         name,
         &[
             "--store",
@@ -56,6 +61,7 @@ async fn member_as(name: &str, store: &str, bus: &str, roles: &str) -> Eflow {
             "--role",
             roles,
         ],
+        env,
     )
     .await
 }
@@ -478,4 +484,81 @@ async fn a_start_that_comes_after_its_tenants_purge_creates_nothing() {
     );
     let _ = db.close().await;
     drop(b);
+}
+
+/// Debian's libfaketime (`apt-get install faketime`), to shift one
+/// process's clock; `None` (the test skipped with the reason) without it,
+/// outside CI.
+fn faketime() -> Option<String> {
+    let lib = format!(
+        "/usr/lib/{}-linux-gnu/faketime/libfaketimeMT.so.1",
+        std::env::consts::ARCH
+    );
+    if std::path::Path::new(&lib).exists() {
+        return Some(lib);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{lib} is missing and CI is set: apt-get install faketime"
+    );
+    eprintln!("skipped: {lib} is missing (apt-get install faketime); set CI=1 to fail instead");
+    None
+}
+
+/// Two engines whose machines' clocks are a minute apart (libfaketime: one
+/// 30 s ahead, one 30 s behind) share the shards, and the one behind takes
+/// the other's once it is killed, within the lease: both read the time by
+/// PostgreSQL's clock. Before, each judged the other's leases and member
+/// row by its own clock: the one ahead found the other's expired and held
+/// every shard for good, and the one behind would have waited a minute for
+/// a dead one's leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_whose_clocks_are_a_minute_apart_share_the_shards() {
+    let Some(lib) = faketime() else {
+        return;
+    };
+    let Some(schema) = common::postgres::Schema::create("cluster_skew").await else {
+        return;
+    };
+    let Some(prefix) = common::nats::Prefix::create("cluster_skew").await else {
+        return;
+    };
+    let (store, bus) = (schema.url.as_str(), prefix.url.as_str());
+    let all = "api,engine,scheduler,history";
+    let env = |by: &'static str| {
+        vec![
+            ("LD_PRELOAD", lib.as_str()),
+            ("FAKETIME", by),
+            // Only the time of day is off, as between two machines.
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ]
+    };
+    let a = member_in("skew-a", store, bus, all, &env("+30s")).await;
+    let b = member_in("skew-b", store, bus, all, &env("-30s")).await;
+    let api_b = Api::new(format!("http://{}", b.addr));
+    wait_for_shares(
+        &api_b,
+        "two engines a minute apart to hold four shards each",
+        &[4, 4],
+    )
+    .await;
+    let token = api_b.create_tenant("acme", json!({})).await;
+    api_b
+        .deploy_source(&token, &[("retrain.eflow", FLOW)])
+        .await;
+    start_runs(&api_b, &token, 0, 20).await;
+    check_runs(&api_b, &token, 20).await;
+
+    // The one ahead killed: the one behind takes its shards once its
+    // leases lapse by the store's clock, not a minute later by its own.
+    let killed = Instant::now();
+    drop(a);
+    wait_for_shares(&api_b, "the one behind to hold every shard", &[SHARDS]).await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(20),
+        "the shards moved {:.1} s after the kill: a lease is 5 s",
+        killed.elapsed().as_secs_f64()
+    );
+    start_runs(&api_b, &token, 20, 30).await;
+    check_runs(&api_b, &token, 30).await;
 }

@@ -97,3 +97,61 @@ async fn runs_finish_over_nats_and_postgres() {
     );
     s.stop().await;
 }
+
+const FAN: &str = r#"
+remote step Square(x: Int) -> Int
+
+flow One(x: Int) -> Int {
+    let y = Square(x: x)
+    return y
+}
+
+flow Fan(xs: List<Int>) -> List<Int> {
+    let r = for x in xs join all {
+        One(x: x)
+    }
+    return r
+}
+
+bindings dev {
+    Square = sim { duration: 50ms, failure_rate: 0.0 }
+}
+"#;
+
+/// A read the worker needs to apply an input fails (the connection to
+/// PostgreSQL ends as the fan-out's joined results are read): the batch is
+/// given back and comes again, and the fan-out ends. Before, the input was
+/// answered with the error and its batch committed without it: the timer
+/// that collects the results was deleted with the batch, and the run
+/// waited for good with every child done (the cluster fault suite's lost
+/// replies found it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_whose_reads_fail_comes_again() {
+    use common::cut::{Cut, authority, cutter, through};
+    let Some(schema) = postgres::Schema::create("natsread").await else {
+        return;
+    };
+    let Some(prefix) = nats::Prefix::create("natsread").await else {
+        return;
+    };
+    let cut = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let proxy = cutter(&authority(&schema.url), b"FROM fanout_results", cut.clone()).await;
+    let s = TestServer::start_with("nats-read", |o| {
+        o.store = through(&schema.url, &proxy);
+        o.bus = prefix.url.clone();
+    })
+    .await;
+    let api = &s.api;
+    let token = api.create_tenant("acme", json!({})).await;
+    api.deploy_source(&token, &[("fan.eflow", FAN)]).await;
+    *cut.lock().unwrap() = Some(Cut::Before);
+    let run = api.start(&token, "Fan", json!({ "xs": [1, 2, 3] })).await;
+    let id = run["id"].as_str().expect("an id");
+    let done = api.wait_finished(&token, id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(
+        cut.lock().unwrap().is_none(),
+        "the read of the joined results was cut"
+    );
+    s.stop().await;
+}

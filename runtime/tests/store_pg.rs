@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::cut::{Cut, authority, cutter, through};
 use common::postgres::Schema;
 use eflow_runtime::store::{
     Commit, Durability, EventWrite, PostgresStore, RunMeta, RunWrite, Store,
@@ -395,4 +396,59 @@ async fn concurrent_claims_take_each_due_timer_once() {
     all.dedup();
     assert_eq!((claimed, all.len()), (2_000, 2_000), "each claimed once");
     store.close().await;
+}
+
+/// A batch's `COMMIT` sent and its answer lost (the connection ended) is
+/// reported as it ended: landed, as landed, so the worker hands its
+/// effects on (before, it was reported failed: its outbox rows stayed with
+/// nobody to carry them out, and its runs were stuck; the cluster fault
+/// suite's lost replies found it); not landed, as failed.
+#[tokio::test]
+async fn a_commit_whose_answer_was_lost_is_reported_as_it_ended() {
+    let Some(schema) = Schema::create("lost_reply").await else {
+        return;
+    };
+    let direct = Store::open(&schema.url, Durability::Full).await.unwrap();
+    let token = direct.acquire_lease(0, "one", u64::MAX / 2).await.unwrap();
+    // The same database through the proxy.
+    let cut = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let proxy = cutter(&authority(&schema.url), b"COMMIT", cut.clone()).await;
+    let proxied = Store::open(&through(&schema.url, &proxy), Durability::Full)
+        .await
+        .unwrap();
+    let batch = |id: &str, pos: i64| Commit {
+        lease: Some((0, token)),
+        runs: vec![run(id)],
+        outbox: vec![(pos, id.to_string(), b"{}".to_vec())],
+        ..Commit::default()
+    };
+
+    *cut.lock().unwrap() = Some(Cut::After);
+    proxied
+        .commit(&batch("landed", 1))
+        .await
+        .expect("a commit that landed, its answer lost, is reported as landed");
+    assert!(cut.lock().unwrap().is_none(), "the COMMIT was cut");
+    assert!(direct.load_run("landed").await.unwrap().is_some());
+
+    *cut.lock().unwrap() = Some(Cut::Before);
+    proxied
+        .commit(&batch("lost", 2))
+        .await
+        .expect_err("a commit the server never got is reported as failed");
+    assert!(cut.lock().unwrap().is_none(), "the COMMIT was cut");
+    assert!(direct.load_run("lost").await.unwrap().is_none());
+    let outbox: Vec<i64> = direct
+        .outbox()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(pos, _, _)| pos)
+        .collect();
+    assert_eq!(outbox, [1], "the landed batch's effect only");
+
+    // Answered again: both backends' sessions through the proxy are fine.
+    proxied.commit(&batch("after", 3)).await.unwrap();
+    proxied.close().await;
+    direct.close().await;
 }

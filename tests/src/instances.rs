@@ -21,7 +21,26 @@ pub fn missing(what: &str) -> Option<String> {
         "postgres" => postgres_bin().err(),
         "nats" => (!Path::new(NATS_SERVER).exists())
             .then(|| format!("{NATS_SERVER} is missing: install nats-server (2.9 or newer)")),
+        "faketime" => faketime().err(),
         _ => Some(format!("no private server called {what}")),
+    }
+}
+
+/// Debian's libfaketime, multi-threaded flavour (`apt-get install
+/// faketime`): preloaded into a process, it shifts the clock that process
+/// reads (`FAKETIME=+30s`), and nothing else on the machine.
+pub fn faketime() -> Result<PathBuf, String> {
+    let lib = PathBuf::from(format!(
+        "/usr/lib/{}-linux-gnu/faketime/libfaketimeMT.so.1",
+        std::env::consts::ARCH
+    ));
+    if lib.exists() {
+        Ok(lib)
+    } else {
+        Err(format!(
+            "{} is missing: install Debian's faketime (apt-get install faketime)",
+            lib.display()
+        ))
     }
 }
 

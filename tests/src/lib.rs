@@ -4,6 +4,7 @@
 
 pub mod chaos;
 pub mod instances;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

@@ -195,6 +195,12 @@ impl<I: Send + 'static> Inbox<I> {
         }
     }
 
+    /// Whether the inputs of a batch that was not committed come again: on
+    /// NATS; the in-process bus hands each input over once.
+    pub fn redelivers(&self) -> bool {
+        matches!(self, Inbox::Nats(_))
+    }
+
     /// The worker committed the batch of the inputs it received since the
     /// last call: they are done with (NATS acknowledges them, so they are
     /// not delivered again). Inputs of a batch that was not committed are

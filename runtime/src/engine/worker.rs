@@ -79,6 +79,26 @@ struct Batch {
     stops: Vec<(String, tokio::sync::oneshot::Sender<()>)>,
     transitions: u64,
     rejected: u64,
+    /// Why an input was neither applied nor refused (the store did not
+    /// answer a read it needed): on a bus that delivers again, the whole
+    /// batch is then given back to come again, as after a failed commit.
+    /// Committed without it, the input would be acknowledged and lost, and
+    /// its outbox row (a child's result for its parent) carried out again
+    /// only by the shard's next owner.
+    unsure: Option<String>,
+}
+
+impl Batch {
+    /// An input could not be applied because of `e`: its sender is told;
+    /// when the store failed to answer, the batch is given back.
+    fn not_applied(&mut self, reply: Option<Reply>, e: Error) {
+        if matches!(e, Error::Store(store::Error::Db(_))) && self.unsure.is_none() {
+            self.unsure = Some(e.to_string());
+        }
+        if let Some(reply) = reply {
+            self.replies.push((reply, Err(e)));
+        }
+    }
 }
 
 impl Worker {
@@ -121,7 +141,7 @@ impl Worker {
                     None => break,
                 }
             }
-            match self.process(inputs).await {
+            match self.process(inputs, rx.redelivers()).await {
                 Outcome::Committed => rx.committed().await,
                 Outcome::Failed => {}
                 Outcome::Fenced => {
@@ -176,8 +196,9 @@ impl Worker {
         Ok(Some(()))
     }
 
-    /// Applies and commits one batch.
-    async fn process(&mut self, inputs: Vec<Input>) -> Outcome {
+    /// Applies and commits one batch. `redelivers`: the inputs of a batch
+    /// given back come again.
+    async fn process(&mut self, inputs: Vec<Input>, redelivers: bool) -> Outcome {
         if let Err(e) = self.engine.stop_gone_tenants(&inputs).await {
             // Unsure whether a start's tenant still exists: the batch comes
             // again, as after a failed commit.
@@ -207,6 +228,11 @@ impl Worker {
                 Input::Deliver(d) => self.deliver(&mut b, d, now).await,
             }
         }
+        if let Some(msg) = b.unsure.take().filter(|_| redelivers) {
+            tracing::error!(shard = self.shard, error = %msg, "cannot read the store to apply an input; the batch is retried by its senders");
+            self.give_back(b, &msg);
+            return Outcome::Failed;
+        }
         for id in &b.dirty {
             let h = &b.held[id];
             b.commit.runs.push(RunWrite {
@@ -227,16 +253,7 @@ impl Worker {
             self.engine.stats().commit_seconds.observe(began.elapsed());
             if let Err(e) = committed {
                 tracing::error!(shard = self.shard, error = %e, "commit failed; the batch is retried by its senders");
-                // The batch's runs are out of the cache: read again next time.
-                b.held.clear();
-                self.spare = b.held;
-                let msg = e.to_string();
-                for (reply, _) in b.replies {
-                    let _ = reply.send(Err(Error::Store(crate::store::Error::Conflict(
-                        msg.clone(),
-                    ))));
-                }
-                self.stop(b.stops);
+                self.give_back(b, &e.to_string());
                 // Another worker owns this shard now: stop applying its inputs.
                 let fenced = matches!(e, crate::store::Error::LeaseLost { .. });
                 if fenced {
@@ -311,6 +328,21 @@ impl Worker {
         Outcome::Committed
     }
 
+    /// Writes nothing of batch `b`: its runs are read again from the store
+    /// next time, and every sender is told it failed (`msg`); its inputs
+    /// come again (NATS redelivers what the inbox did not acknowledge).
+    fn give_back(&mut self, mut b: Batch, msg: &str) {
+        // The batch's runs are out of the cache: read again next time.
+        b.held.clear();
+        self.spare = std::mem::take(&mut b.held);
+        for (reply, _) in b.replies {
+            let _ = reply.send(Err(Error::Store(crate::store::Error::Conflict(
+                msg.to_string(),
+            ))));
+        }
+        self.stop(b.stops);
+    }
+
     /// Drops the stopped tenants' runs from the cache and answers each stop:
     /// everything applied before it is committed (or was not written at all).
     fn stop(&mut self, stops: Vec<(String, tokio::sync::oneshot::Sender<()>)>) {
@@ -382,26 +414,20 @@ impl Worker {
                         return;
                     }
                     Err(e) => {
-                        if let Some(reply) = c.reply {
-                            b.replies.push((reply, Err(e.into())));
-                        }
+                        b.not_applied(c.reply, e.into());
                         return;
                     }
                 }
             }
             Err(e) => {
-                if let Some(reply) = c.reply {
-                    b.replies.push((reply, Err(e)));
-                }
+                b.not_applied(c.reply, e);
                 return;
             }
         }
         let deployed = match self.engine.deployments().get(&c.meta.bundle).await {
             Ok(d) => d,
             Err(e) => {
-                if let Some(reply) = c.reply {
-                    b.replies.push((reply, Err(e)));
-                }
+                b.not_applied(c.reply, e);
                 return;
             }
         };
@@ -455,11 +481,7 @@ impl Worker {
                     b.replies.push((reply, Err(Error::NoSuchRun(d.run))));
                 }
             }
-            Err(e) => {
-                if let Some(reply) = d.reply {
-                    b.replies.push((reply, Err(e)));
-                }
-            }
+            Err(e) => b.not_applied(d.reply, e),
         }
     }
 
@@ -520,12 +542,6 @@ impl Worker {
         reply: Option<Reply>,
         now: u64,
     ) {
-        if let Some(t) = timer {
-            b.commit.timers_deleted.push((id.to_string(), t));
-        }
-        if let Some(pos) = outbox {
-            b.commit.outbox_deleted.push(pos);
-        }
         let Some(held) = b.held.get(id) else { return };
         // An output the state cannot hold is refused before any log holds it.
         let event = refuse_oversized(&held.deployed.bundle, &held.run, &event).unwrap_or(event);
@@ -540,13 +556,20 @@ impl Worker {
                 Err(e) => Err(e),
             };
             if let Err(e) = loaded {
-                if let Some(reply) = reply {
-                    b.replies.push((reply, Err(e)));
-                }
+                b.not_applied(reply, e);
                 return;
             }
             let Some(h) = b.held.get(id) else { return };
             result = apply(&h.deployed.bundle, &h.run, &event, now, &h.values);
+        }
+        // Applied or refused: what delivered the event is done with. (One
+        // not applied keeps its timer row, fired again once its claim
+        // lapses, and its outbox row.)
+        if let Some(t) = timer {
+            b.commit.timers_deleted.push((id.to_string(), t));
+        }
+        if let Some(pos) = outbox {
+            b.commit.outbox_deleted.push(pos);
         }
         let Some(held) = b.held.get(id) else { return };
         match result {

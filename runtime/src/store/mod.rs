@@ -63,6 +63,17 @@ pub enum Store {
 }
 
 impl Store {
+    /// The time by the store's clock, in ms since the epoch: PostgreSQL's,
+    /// which every process of a cluster sets its own clock right by
+    /// ([`crate::clock::Corrected`]). `None` on SQLite, whose processes
+    /// share one machine and its clock.
+    pub async fn clock_ms(&self) -> Result<Option<u64>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(s) => s.clock_ms().await.map(Some),
+        }
+    }
+
     /// Opens the store at `url`: `sqlite://PATH` (created and upgraded as
     /// needed: the file is this process's), or `postgres://…` /
     /// `postgresql://…` (a database that exists; its tables are made if it

@@ -52,6 +52,11 @@ const LOCK_EVENT_LOG: i32 = 0x6566_6c01;
 const LOCK_REGISTRY: i32 = 0x6566_6c02;
 const LOCK_SCHEDULES: i32 = 0x6566_6c03;
 
+/// How long a commit whose answer was lost is asked after: long enough for
+/// a server that crashed to recover and answer; then the worker retries its
+/// batch as after a failed commit.
+const SETTLE_WITHIN: Duration = Duration::from_secs(30);
+
 /// How long a reader waits for the commits in flight to end before it
 /// answers "nothing new yet": a commit takes milliseconds, and while the
 /// reader waits every new commit waits behind it.
@@ -266,13 +271,20 @@ impl PostgresStore {
     // ---- the engine's commit -------------------------------------------------
 
     /// Writes a batch in one transaction, one statement per table.
+    ///
+    /// A `COMMIT` whose answer is lost (the connection ended after it was
+    /// sent) may have landed: the server is asked what became of the
+    /// transaction, and the answer is the commit's. Reporting a landed
+    /// commit as failed would leave its effects in the outbox with nobody to
+    /// carry them out (the worker hands them on only after a commit it
+    /// knows of), and its runs stuck.
     pub async fn commit(&self, c: &Commit) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         match self.write_batch(&mut tx, c).await {
-            Ok(()) => {
-                tx.commit().await?;
-                Ok(())
-            }
+            Ok(xid) => match tx.commit().await {
+                Ok(()) => Ok(()),
+                Err(lost) => self.settle(xid, lost).await,
+            },
             Err(e) => {
                 // Now, not when the connection is next used: the locks the
                 // batch took (the event log's, the lease row, rows) go too.
@@ -282,11 +294,45 @@ impl PostgresStore {
         }
     }
 
+    /// What became of transaction `xid`, whose `COMMIT` was sent and not
+    /// answered (`lost`): asked until the server knows (a transaction whose
+    /// session ended is committed or rolled back once the server finishes
+    /// with it), for up to [`SETTLE_WITHIN`] (a server restarting answers
+    /// after its recovery).
+    async fn settle(&self, xid: i64, lost: sqlx::Error) -> Result<()> {
+        let deadline = Instant::now() + SETTLE_WITHIN;
+        loop {
+            let status: std::result::Result<Option<String>, _> =
+                sqlx::query_scalar("SELECT txid_status($1)")
+                    .bind(xid)
+                    .fetch_one(&self.pool)
+                    .await;
+            match status.as_ref().map(Option::as_deref) {
+                Ok(Some("committed")) => {
+                    tracing::warn!(xid, error = %lost, "a commit's answer was lost; it had landed");
+                    return Ok(());
+                }
+                Ok(Some("aborted")) => return Err(lost.into()),
+                _ if Instant::now() >= deadline => {
+                    tracing::error!(
+                        xid,
+                        error = %lost,
+                        "a commit's answer was lost and the server could not tell whether it landed; \
+                         if it did, its effects are carried out by the shard's next owner"
+                    );
+                    return Err(lost.into());
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Writes the batch; answers the transaction's id.
     async fn write_batch(
         &self,
         tx: &mut sqlx::Transaction<'_, Postgres>,
         c: &Commit,
-    ) -> Result<()> {
+    ) -> Result<i64> {
         if !c.events.is_empty() {
             // First, before any row lock: a reader waiting for the exclusive
             // lock holds up new commits, and none of those may hold a row an
@@ -297,20 +343,24 @@ impl PostgresStore {
                 .execute(&mut **tx)
                 .await?;
         }
-        if let Some((shard, token)) = c.lease {
+        // The transaction's id, to ask after it if its COMMIT goes
+        // unanswered; with the lease's check when there is one.
+        let xid: i64 = if let Some((shard, token)) = c.lease {
             // A share lock on the lease row: a takeover (an update of the
             // row) waits for this commit, and one committed first fails it.
-            let held: Option<i32> = sqlx::query_scalar(
-                "SELECT 1 FROM leases WHERE shard = $1 AND token = $2 FOR SHARE",
+            let held: Option<i64> = sqlx::query_scalar(
+                "SELECT txid_current() FROM leases WHERE shard = $1 AND token = $2 FOR SHARE",
             )
             .bind(i64::from(shard))
             .bind(token)
             .fetch_optional(&mut **tx)
             .await?;
-            if held.is_none() {
-                return Err(Error::LeaseLost { shard });
-            }
-        }
+            held.ok_or(Error::LeaseLost { shard })?
+        } else {
+            sqlx::query_scalar("SELECT txid_current()")
+                .fetch_one(&mut **tx)
+                .await?
+        };
         if !c.events.is_empty() {
             // Positions in the batch's order: the unnest's rows are inserted
             // in array order.
@@ -481,7 +531,7 @@ impl PostgresStore {
             .execute(&mut **tx)
             .await?;
         }
-        Ok(())
+        Ok(xid)
     }
 
     // ---- values kept by reference ---------------------------------------------
@@ -874,6 +924,15 @@ impl PostgresStore {
     }
 
     // ---- leases --------------------------------------------------------------
+
+    /// The database server's time now (not the transaction's start).
+    pub async fn clock_ms(&self) -> Result<u64> {
+        let ms: i64 =
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(ms.max(0) as u64)
+    }
 
     /// Takes shard `shard` for `owner`, returning the new fencing token: any
     /// commit still carrying an older token fails, and one in flight

@@ -24,6 +24,11 @@ impl Drop for Eflow {
 
 /// Starts the binary with `flags` and waits until it answers.
 pub async fn eflow(name: &str, flags: &[&str]) -> Eflow {
+    eflow_with_env(name, flags, &[]).await
+}
+
+/// [`eflow`] with more variables in its environment.
+pub async fn eflow_with_env(name: &str, flags: &[&str], env: &[(&str, &str)]) -> Eflow {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -36,6 +41,7 @@ pub async fn eflow(name: &str, flags: &[&str]) -> Eflow {
         .arg(&data)
         .args(["--listen", &addr.to_string(), "--admin-token", ADMIN])
         .args(flags)
+        .envs(env.iter().copied())
         .env("EFLOW_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod cut;
 pub mod nats;
 pub mod postgres;
 

@@ -651,6 +651,8 @@ mod tests {
             id: "x".into(),
             kind,
             acked_in: Some(0),
+            acked_at: None,
+            sent_at: Instant::now(),
             version: None,
             decided: false,
         };

@@ -36,6 +36,8 @@ pub(super) async fn driver(world: Arc<World>, w: u64, mut rng: Rng) {
                     id,
                     kind,
                     acked_in: None,
+                    acked_at: None,
+                    sent_at: Instant::now(),
                     version: None,
                     decided: false,
                 },
@@ -88,6 +90,7 @@ pub(super) async fn start(world: &World, stored: &str) {
                 && r.acked_in.is_none()
             {
                 r.acked_in = Some(life);
+                r.acked_at = Some(Instant::now());
                 r.version = a.body["version"].as_str().map(str::to_string);
             }
         }

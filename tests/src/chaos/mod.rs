@@ -10,8 +10,9 @@
 //! `eflow serve` processes with every role on a private PostgreSQL and a
 //! private NATS JetStream (`crate::instances`), under one fault each: an
 //! engine killed with SIGKILL, PostgreSQL crashed, NATS crashed, an engine
-//! paused past its lease; the same checks, with PostgreSQL scanned instead
-//! of the SQLite files.
+//! paused past its lease, commits whose replies were lost (`crate::proxy`),
+//! a transaction held open, clocks 30 s apart, engines joining and leaving;
+//! the same checks, with PostgreSQL scanned instead of the SQLite files.
 //!
 //! A seed fixes every choice (what each load worker does, when and how the
 //! server is killed); the machine's timing decides how they interleave.
@@ -110,11 +111,38 @@ pub enum Fault {
     /// A cluster of two; one engine process stopped (SIGSTOP) past its
     /// leases, then continued (SIGCONT).
     PauseEngine,
+    /// A cluster of two; one process reaches PostgreSQL through a proxy
+    /// that, at seeded moments, cuts its connections right after forwarding
+    /// a message (aimed at `COMMIT`s): the server acts on it, and its reply
+    /// is lost.
+    LostReply,
+    /// A cluster of two; a transaction (`REPEATABLE READ`, with an xid and
+    /// a snapshot of the runs) held open on PostgreSQL from before the load
+    /// until the runs settled and were checked.
+    HeldTransaction,
+    /// A cluster of two whose clocks disagree (libfaketime): one process
+    /// 30 s ahead, the other 30 s behind; one of them killed with SIGKILL
+    /// at seeded moments and started again, so shards change hands between
+    /// the two clocks.
+    ClockSkew,
+    /// A cluster of two, and engine processes (`--role engine`) joining and
+    /// leaving every few seconds: started, stopped with SIGTERM, killed
+    /// with SIGKILL.
+    Churn,
 }
 
 impl Fault {
     pub fn clustered(self) -> bool {
         self != Fault::Restart
+    }
+
+    /// What the machine must have for it (`crate::instances::missing`).
+    pub fn needs(self) -> &'static [&'static str] {
+        match self {
+            Fault::Restart => &[],
+            Fault::ClockSkew => &["postgres", "nats", "faketime"],
+            _ => &["postgres", "nats"],
+        }
     }
 }
 
@@ -126,6 +154,10 @@ impl fmt::Display for Fault {
             Fault::CrashPostgres => "PostgreSQL crashed",
             Fault::CrashNats => "NATS crashed",
             Fault::PauseEngine => "an engine paused past its lease",
+            Fault::LostReply => "commit replies lost",
+            Fault::HeldTransaction => "a transaction held open",
+            Fault::ClockSkew => "clocks 30 s ahead and 30 s behind",
+            Fault::Churn => "engines joining and leaving",
         })
     }
 }
@@ -155,6 +187,9 @@ pub struct Report {
     /// On a cluster: each process's `eflow_fenced_commits_total` at the end
     /// (since its last start).
     pub fenced_commits: Vec<u64>,
+    /// On a cluster: what the fault itself did and saw (cuts made, how long
+    /// the transaction was held, how late the waits ended, who joined).
+    pub notes: Vec<String>,
     pub violations: Vec<String>,
     /// The server's data directory and log, kept when something was found.
     pub dir: PathBuf,
@@ -167,7 +202,7 @@ impl fmt::Display for Report {
                 f,
                 "cluster, {}, seed {}: {} s of load, {} faults, {} runs started ({} acknowledged), \
                  {} runs checked, {} decisions, {} deploys, {} purges, {} remote invocations, \
-                 {} failed attempts retried, fenced commits per process {:?}, {} violations",
+                 {} failed attempts retried, fenced commits per process {:?}, {} violations{}",
                 self.fault,
                 self.seed,
                 self.seconds,
@@ -181,7 +216,11 @@ impl fmt::Display for Report {
                 self.invocations,
                 self.failed_attempts,
                 self.fenced_commits,
-                self.violations.len()
+                self.violations.len(),
+                self.notes
+                    .iter()
+                    .map(|n| format!("; {n}"))
+                    .collect::<String>()
             );
         }
         write!(
@@ -377,6 +416,11 @@ struct Tracked {
     kind: Kind,
     /// The server life (restarts before it) in which a start was answered 2xx.
     acked_in: Option<u32>,
+    /// When its start was first answered 2xx.
+    acked_at: Option<Instant>,
+    /// When its start was first sent: a wait it begins with cannot end
+    /// before this and the wait's length (`cluster::waits`).
+    sent_at: Instant,
     version: Option<String>,
     decided: bool,
 }
@@ -393,6 +437,8 @@ struct Remote {
     /// (run, step, attempt, index) → the keys it was invoked with.
     keys: Mutex<HashMap<Attempt, BTreeSet<String>>>,
     invocations: AtomicU64,
+    /// When each run's first invocation came.
+    first_call: Mutex<HashMap<String, Instant>>,
     /// Callbacks of live tenants' runs the server refused.
     refused: Mutex<Vec<String>>,
 }
@@ -407,6 +453,8 @@ struct Node {
     addr: String,
     /// What it runs on: its shards, and a cluster's store and bus.
     flags: Vec<String>,
+    /// Its environment besides the test's (a clock shifted by libfaketime).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -426,6 +474,7 @@ impl Node {
             .args(["--allow-egress", "127.0.0.1"])
             // Several shards, so runs, children and deliveries cross workers.
             .args(&self.flags)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("EFLOW_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -509,6 +558,9 @@ struct World {
     remote_url: String,
     http: reqwest::Client,
     nodes: Vec<Mutex<Node>>,
+    /// Engine processes that join and leave (`Fault::Churn`): no API, no
+    /// entry in `bases`.
+    extra: Vec<Mutex<Node>>,
     /// The private PostgreSQL and NATS of a cluster.
     cluster: Option<Cluster>,
     stop: AtomicBool,
@@ -521,6 +573,8 @@ struct World {
     purge: tokio::sync::Mutex<Purge>,
     counters: Counters,
     violations: Mutex<Vec<String>>,
+    /// What a cluster's fault reports besides the counts (`Report::notes`).
+    notes: Mutex<Vec<String>>,
     remote: Arc<Remote>,
 }
 
@@ -599,22 +653,22 @@ impl World {
 
     /// Waits until process `i` answers; a violation if it does not within a minute.
     async fn wait_up(&self, i: usize) -> bool {
+        self.wait_node_up(&self.nodes[i]).await
+    }
+
+    /// [`World::wait_up`] for any process, an API's or not.
+    async fn wait_node_up(&self, node: &Mutex<Node>) -> bool {
+        let base = format!("http://{}", lock(node).addr);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(a) = self
-                .send_to(
-                    &self.bases[i],
-                    reqwest::Method::GET,
-                    "/v1/health",
-                    ADMIN,
-                    None,
-                )
+                .send_to(&base, reqwest::Method::GET, "/v1/health", ADMIN, None)
                 .await
                 && a.ok()
             {
                 return true;
             }
-            let exited = lock(&self.nodes[i])
+            let exited = lock(node)
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
@@ -633,7 +687,12 @@ impl World {
     /// Stops process `i` with SIGTERM, as a service manager does: it must
     /// exit 0 within 20 s.
     async fn sigterm(&self, i: usize) {
-        let child = lock(&self.nodes[i]).child.take();
+        self.sigterm_node(&self.nodes[i]).await;
+    }
+
+    /// [`World::sigterm`] for any process.
+    async fn sigterm_node(&self, node: &Mutex<Node>) {
+        let child = lock(node).child.take();
         let Some(mut child) = child else { return };
         let pid = child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
@@ -776,19 +835,16 @@ async fn seed_async(fault: Fault, seed: u64, seconds: u64) -> Report {
 
     // The embedded server alone; or two processes of a cluster on a
     // private PostgreSQL and NATS.
-    let (cluster, flags) = if fault.clustered() {
-        match Cluster::start(&dir).await {
-            Ok(c) => {
-                let flags = c.flags();
-                (Some(c), flags)
-            }
+    let cluster = if fault.clustered() {
+        match Cluster::start(&dir, fault, seed).await {
+            Ok(c) => Some(c),
             Err(e) => {
                 report.violations.push(format!("setup: {e}"));
                 return report;
             }
         }
     } else {
-        (None, vec!["--shards".to_string(), "3".to_string()])
+        None
     };
     let count = if cluster.is_some() { 2 } else { 1 };
     let mut nodes = Vec::new();
@@ -797,21 +853,45 @@ async fn seed_async(fault: Fault, seed: u64, seconds: u64) -> Report {
         let addr = format!("127.0.0.1:{}", free_port());
         bases.push(format!("http://{addr}"));
         // The embedded server's paths are as they always were.
-        let (data, log) = if cluster.is_some() {
-            (
+        let (data, log, flags, env) = match &cluster {
+            Some(c) => (
                 dir.join(format!("data-{i}")),
                 dir.join(format!("server-{i}.log")),
-            )
-        } else {
-            (dir.join("data"), dir.join("server.log"))
+                c.flags(i),
+                c.env(i),
+            ),
+            None => (
+                dir.join("data"),
+                dir.join("server.log"),
+                vec!["--shards".to_string(), "3".to_string()],
+                Vec::new(),
+            ),
         };
         nodes.push(Mutex::new(Node {
             data,
             log,
             addr,
-            flags: flags.clone(),
+            flags,
+            env,
             child: None,
         }));
+    }
+    // Engines that join and leave: their callbacks go to an API process.
+    let mut extra = Vec::new();
+    if let Some(c) = cluster.as_ref().filter(|_| fault == Fault::Churn) {
+        for i in 0..cluster::EXTRA_ENGINES {
+            let mut flags = c.flags(0);
+            flags.extend(["--role".to_string(), "engine".to_string()]);
+            flags.extend(["--public-url".to_string(), bases[i % bases.len()].clone()]);
+            extra.push(Mutex::new(Node {
+                data: dir.join(format!("data-extra-{i}")),
+                log: dir.join(format!("server-extra-{i}.log")),
+                addr: format!("127.0.0.1:{}", free_port()),
+                flags,
+                env: Vec::new(),
+                child: None,
+            }));
+        }
     }
     let world = Arc::new(World {
         seed,
@@ -824,6 +904,7 @@ async fn seed_async(fault: Fault, seed: u64, seconds: u64) -> Report {
             .build()
             .expect("an HTTP client"),
         nodes,
+        extra,
         cluster,
         stop: AtomicBool::new(false),
         life: AtomicU32::new(0),
@@ -836,6 +917,7 @@ async fn seed_async(fault: Fault, seed: u64, seconds: u64) -> Report {
         }),
         counters: Counters::default(),
         violations: Mutex::new(Vec::new()),
+        notes: Mutex::new(Vec::new()),
         remote: remote.clone(),
     });
 
@@ -844,7 +926,7 @@ async fn seed_async(fault: Fault, seed: u64, seconds: u64) -> Report {
     for i in 0..count {
         up = up && world.start_server(i).await;
     }
-    if up && setup(&world).await {
+    if up && setup(&world).await && cluster::before_load(&world, fault).await {
         let load = Duration::from_secs(seconds);
         let mut tasks = Vec::new();
         for w in 0..WORKERS {
@@ -872,6 +954,7 @@ async fn seed_async(fault: Fault, seed: u64, seconds: u64) -> Report {
 
     if fault.clustered() {
         report.fenced_commits = cluster::at_end(&world).await;
+        cluster::wind_up(&world, fault).await;
     }
     // The last stop is a clean one; then the files are read.
     for i in 0..count {
@@ -904,6 +987,7 @@ async fn seed_async(fault: Fault, seed: u64, seconds: u64) -> Report {
     report.purges = world.counters.purges.load(Ordering::Relaxed);
     report.invocations = remote.invocations.load(Ordering::Relaxed);
     report.failed_attempts = world.counters.failed_attempts.load(Ordering::Relaxed);
+    report.notes = lock(&world.notes).clone();
     report.violations = lock(&world.violations).clone();
     if report.violations.is_empty() {
         drop(world);

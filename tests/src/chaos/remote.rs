@@ -28,6 +28,9 @@ pub(super) async fn invoke(
         .or_default()
         .insert(key.clone());
     remote.invocations.fetch_add(1, Ordering::Relaxed);
+    lock(&remote.first_call)
+        .entry(attempt.0.clone())
+        .or_insert_with(Instant::now);
     let tenant = text("tenant");
     let callback = text("callback_url");
     let output = body["inputs"]["n"].as_i64().unwrap_or(0) + 1;
