@@ -154,6 +154,12 @@ pub fn apply(
     if run.status.is_finished() && !retry {
         return Err(Rejection::Finished);
     }
+    // A retry named for one the run has had already (`retry:N`, the id the
+    // API gives the run's N-th retry) comes again: it must not retry the run
+    // once more after it failed again.
+    if retry && is_past_retry(&event.id, run.retries) {
+        return Err(Rejection::Duplicate);
+    }
     let mut cx = Cx {
         flow: f.flow,
         index: f.index,
@@ -421,6 +427,14 @@ struct Cx<'a> {
     started: u32,
     /// The run is failing: the `join all` fan-outs it stops are kept for a retry.
     failing: bool,
+}
+
+/// Whether `id` names a retry the run has had: `retry:N` with N at most
+/// `retries`. Other ids (tests', tools') are not judged by their form.
+fn is_past_retry(id: &str, retries: u32) -> bool {
+    id.strip_prefix("retry:")
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| n <= retries)
 }
 
 fn stale<T>(reason: impl Into<String>) -> Result<T, Rejection> {

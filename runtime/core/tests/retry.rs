@@ -554,3 +554,45 @@ fn a_failed_join_any_is_not_retried() {
         "#]],
     );
 }
+
+/// The API names a run's N-th retry `retry:N`: that retry coming again after
+/// the run failed once more is a duplicate, and the next one (`retry:N+1`)
+/// goes on.
+#[test]
+fn a_retry_that_comes_again_after_the_run_failed_again_is_a_duplicate() {
+    use eflow_core::{Event, EventKind, Rejection, RunStatus, apply};
+    let retry = |n: u32| {
+        Event::new(
+            format!("retry:{n}"),
+            EventKind::RetryRequested {
+                by: "ops".into(),
+                reason: "again".into(),
+            },
+        )
+    };
+    let mut d = common::Driver::new(bundle(), "Branches");
+    d.script(
+        r#"
+        start {}
+        ok a 1 {"uri": "s3://a"}
+        ok b 1 {"uri": "s3://b"}
+        fail c 1 Flaky fatal
+        "#,
+    );
+    assert_eq!(d.run.status, RunStatus::Failed);
+    let first = apply(d.bundle, &d.run, &retry(1), d.now, &d.values).expect("the first retry");
+    d.run = first.run;
+    assert_eq!((d.run.status, d.run.retries), (RunStatus::Running, 1));
+    d.script("fail c 2 Flaky fatal");
+    assert_eq!(d.run.status, RunStatus::Failed);
+    assert_eq!(
+        apply(d.bundle, &d.run, &retry(1), d.now, &d.values).err(),
+        Some(Rejection::Duplicate),
+        "retry:1 again changes nothing"
+    );
+    let second = apply(d.bundle, &d.run, &retry(2), d.now, &d.values).expect("the second retry");
+    assert_eq!(
+        (second.run.status, second.run.retries),
+        (RunStatus::Running, 2)
+    );
+}
