@@ -399,16 +399,20 @@ impl Server {
             scheduler.clone(),
             ledger,
             options.retention,
+            if options.alone() {
+                "embedded".to_string()
+            } else {
+                member.clone()
+            },
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        // Purges begin through the API, so a process that serves it
-        // finishes those a crash cut short; one without (an engine joining
-        // a cluster) leaves them alone: it cannot tell them from a purge a
-        // live process is still doing.
+        // Purges begin through the API, so a process that serves it takes
+        // over those whose holder stopped part way (its hold ran out), at
+        // its start and from then on; a live process's purge is its own.
         if options.roles.api {
             service
-                .finish_purges()
+                .finish_purges(true)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot finish an interrupted tenant purge: {e}"))?;
         }
@@ -454,6 +458,11 @@ impl Server {
         }
         if options.roles.scheduler {
             tasks.push(tokio::spawn(scheduler.run(shutdown.clone())));
+        }
+        if options.roles.api {
+            tasks.push(tokio::spawn(
+                service.clone().finish_purges_until(shutdown.clone()),
+            ));
         }
         if options.roles.history {
             // One active consumer (and sweeper) among the processes with the

@@ -153,6 +153,11 @@ const LIST_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a purge on a cluster waits for the history's consumer to reach
 /// the log's head before it deletes the tenant's history.
 const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a tenant's purge stays held by the process carrying it out
+/// without a renewal; it renews every third of this while it works, so
+/// another process takes it over only from one that stopped
+/// ([`Service::finish_purges`]).
+pub const PURGE_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Service {
@@ -182,6 +187,11 @@ struct Inner {
     heads: Mutex<HashMap<(String, String), store::FlowRow>>,
     /// Values kept by reference, decoded, by (tenant, hash).
     values: Mutex<ByteLru<(String, String), Arc<Value>>>,
+    /// This process, as the holder of the tenant purges it carries out: its
+    /// cluster member id, or one name for every run of a process alone on
+    /// its store (the embedded default), so that after a crash it takes back
+    /// its own purge at once instead of waiting out its hold.
+    purger: String,
 }
 
 pub fn token_hash(token: &str) -> String {
@@ -202,6 +212,8 @@ pub fn new_token(prefix: &str) -> String {
 }
 
 impl Service {
+    /// The process's parts, wired once by `server.rs`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn new(
         engine: Engine,
         clock: SharedClock,
@@ -210,6 +222,7 @@ impl Service {
         scheduler: Scheduler,
         ledger: Arc<Ledger>,
         retention: crate::retention::Options,
+        purger: String,
     ) -> ApiResult<Self> {
         let store = engine.store().clone();
         Ok(Self {
@@ -227,6 +240,7 @@ impl Service {
                 callers: Mutex::default(),
                 heads: Mutex::default(),
                 values: Mutex::new(ByteLru::new(VALUE_CACHE_BYTES)),
+                purger,
             }),
         })
     }
@@ -359,8 +373,19 @@ impl Service {
 
     pub async fn purge_tenant(&self, caller: &Caller, id: &str) -> ApiResult<PurgeResult> {
         caller.admin_only()?;
-        if !self.db().begin_purge(id, self.now()).await? {
-            return Err(ApiError::not_found("tenant", id));
+        match self.db().begin_purge(id, &self.purge_hold()).await? {
+            store::PurgeBegun::Held => {}
+            store::PurgeBegun::NoTenant => return Err(ApiError::not_found("tenant", id)),
+            store::PurgeBegun::Busy { owner, until } => {
+                return Err(ApiError::new(
+                    409,
+                    "purge_in_progress",
+                    format!(
+                        "tenant `{id}` is being purged by process `{owner}`, which holds the purge until {}; if that process stopped, another takes the purge over after then (or purge again then)",
+                        rfc3339(until)
+                    ),
+                ));
+            }
         }
         let rows_deleted = self.finish_purge(id).await?;
         tracing::info!(tenant = %id, rows_deleted, "tenant purged");
@@ -370,13 +395,38 @@ impl Service {
         })
     }
 
-    /// Carries out a purge that began ([`store::Store::begin_purge`]): stops
-    /// the tenant's runs in every worker (nothing of it is applied, created or
-    /// carried out from then on, so nothing is written back), deletes its
-    /// rows from the engine's store, then from the history (no later batch
-    /// of the stream holds any), and only then ends the purge. A server that
-    /// died part way finishes it on its next start ([`Service::finish_purges`]).
+    /// This process's hold on a purge, from now for [`PURGE_LEASE`].
+    fn purge_hold(&self) -> store::PurgeHold {
+        let now = self.now();
+        store::PurgeHold {
+            owner: self.inner.purger.clone(),
+            now,
+            until: now + PURGE_LEASE.as_millis() as u64,
+        }
+    }
+
+    /// Carries out a purge this process holds ([`store::Store::begin_purge`]):
+    /// stops the tenant's runs in every worker (nothing of it is applied,
+    /// created or carried out from then on, so nothing is written back),
+    /// deletes its rows from the engine's store, then from the history (no
+    /// later batch of the stream holds any), and only then ends the purge.
+    /// The hold is renewed while it works; each deletion happens only while
+    /// it is still this process's, so a purge another process took over
+    /// (this one was stopped past its lease) and a tenant created again
+    /// since are left alone. A process that died part way leaves its purge
+    /// to be taken over once its lease ran out ([`Service::finish_purges`]).
     async fn finish_purge(&self, id: &str) -> ApiResult<u64> {
+        let _renewing = self.keep_purge_held(id);
+        let owner = self.inner.purger.as_str();
+        let lost = || {
+            ApiError::new(
+                409,
+                "purge_in_progress",
+                format!(
+                    "the purge of tenant `{id}` was taken over by another process while this one was held up past its lease; that process finishes it"
+                ),
+            )
+        };
         self.forget(id);
         self.inner.engine.stop_tenant(id).await?;
         // Every event of the tenant is at or before the log's head now
@@ -390,7 +440,7 @@ impl Service {
             .head()
             .await
             .map_err(engine::Error::Bus)?;
-        let rows = self.db().purge_tenant(id).await?;
+        let rows = self.db().purge_tenant(id, owner).await?.ok_or_else(lost)?;
         self.inner
             .engine
             .bus()
@@ -412,19 +462,71 @@ impl Service {
         {
             tracing::warn!(tenant = %id, head, "the history's consumer did not reach the log's head in time; purging its rows anyway");
         }
+        // The tenant cannot be created again while the purge is held, so
+        // while it is still this process's, the history holds only what
+        // the purge is to delete.
+        if !self.db().hold_purge(id, &self.purge_hold()).await? {
+            return Err(lost());
+        }
         let history_rows = self.inner.history.purge(id).await?;
-        self.db().end_purge(id).await?;
+        if !self.db().end_purge(id, owner).await? {
+            return Err(lost());
+        }
         self.inner.ledger.forget(id);
         Ok(rows + history_rows)
     }
 
-    /// Finishes the purges a stopped server left unfinished.
-    pub async fn finish_purges(&self) -> ApiResult<()> {
-        for id in self.db().pending_purges().await? {
+    /// Renews this process's hold on `id`'s purge every third of
+    /// [`PURGE_LEASE`] until the returned guard is dropped.
+    fn keep_purge_held(&self, id: &str) -> AbortOnDrop {
+        let (service, id) = (self.clone(), id.to_string());
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PURGE_LEASE / 3).await;
+                match service.db().hold_purge(&id, &service.purge_hold()).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!(tenant = %id, error = %e, "cannot renew the hold on a purge; trying again")
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Takes over and finishes the purges whose holder stopped part way
+    /// (its hold ran out), and at `start` those this process held before (a
+    /// process alone on its store, started again after a crash): at the
+    /// start of a process with the API role, and every half [`PURGE_LEASE`]
+    /// after ([`Service::finish_purges_until`]).
+    pub async fn finish_purges(&self, start: bool) -> ApiResult<()> {
+        let pending = if start {
+            self.db().pending_purges().await?
+        } else {
+            self.db().abandoned_purges(self.now()).await?
+        };
+        for id in pending {
+            // Another process may take it first: then it is not ours.
+            if self.db().begin_purge(&id, &self.purge_hold()).await? != store::PurgeBegun::Held {
+                continue;
+            }
             let rows_deleted = self.finish_purge(&id).await?;
             tracing::info!(tenant = %id, rows_deleted, "an interrupted purge finished");
         }
         Ok(())
+    }
+
+    /// [`Service::finish_purges`] every half [`PURGE_LEASE`] until `stop`.
+    pub async fn finish_purges_until(self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(PURGE_LEASE / 2) => {}
+            }
+            if let Err(e) = self.finish_purges(false).await {
+                tracing::warn!(error = %e.message, "cannot finish an interrupted tenant purge; trying again");
+            }
+        }
     }
 
     async fn tenant_exists(&self, id: &str) -> ApiResult<TenantRow> {
@@ -2306,5 +2408,14 @@ fn refused_output(run: &Run, deployed: &Deployed, claim: &CallbackClaim) -> Opti
             .map(|(_, e)| e.clone()),
         (NodeState::Single(Slot::Failed(e)), _) => Some(e.clone()),
         _ => None,
+    }
+}
+
+/// A task aborted when this is dropped (a request's future dropped with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

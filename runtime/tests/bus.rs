@@ -428,7 +428,7 @@ async fn events_carry_the_run_head_on_first_and_final_events(bus: Bus<Marker>, s
         .commit(&commit_of("r-ok-2", 0..1, "running", state(None)))
         .await
         .unwrap();
-    store.purge_tenant("gone").await.unwrap();
+    common::purge(store, "gone").await;
     let after = events.after(last, 10).await.unwrap();
     assert_eq!(
         after

@@ -383,6 +383,85 @@ async fn a_tenant_purged_through_one_process_and_created_again_through_the_other
     check_runs(&api_a, &token, 40).await;
 }
 
+/// A purge another live process holds is its own: a process that starts
+/// meanwhile leaves it alone (before, one with the API role finished it at
+/// its start, and could do so after the holder had ended it and the tenant
+/// had been created again, deleting the new tenant). Once the holder
+/// stops (its hold runs out), a process with the API role takes the purge
+/// over and finishes it, and the tenant can be created again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_is_taken_over_only_from_a_holder_that_stopped() {
+    let Some(schema) = common::postgres::Schema::create("cluster_purge_hold").await else {
+        return;
+    };
+    let Some(prefix) = common::nats::Prefix::create("cluster_purge_hold").await else {
+        return;
+    };
+    let (store, bus) = (schema.url.as_str(), prefix.url.as_str());
+    let a = member("cluster-purge-hold-a", store, bus).await;
+    let api_a = Api::new(format!("http://{}", a.addr));
+    let token = api_a.create_tenant("acme", json!({})).await;
+    api_a
+        .deploy_source(&token, &[("retrain.eflow", FLOW)])
+        .await;
+    start_runs(&api_a, &token, 0, 4).await;
+    check_runs(&api_a, &token, 4).await;
+
+    // Another process (not started here) holds acme's purge for minutes.
+    let db = sqlx::PgPool::connect(store).await.expect("connect");
+    sqlx::query(
+        "INSERT INTO purges (tenant, started_at, owner, lease_until) \
+         VALUES ('acme', 0, 'elsewhere', (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 600000)",
+    )
+    .execute(&db)
+    .await
+    .expect("hold the purge");
+    let b = member("cluster-purge-hold-b", store, bus).await;
+    let api_b = Api::new(format!("http://{}", b.addr));
+    // Past b's start and a round of both processes' checks for abandoned purges.
+    tokio::time::sleep(Duration::from_secs(17)).await;
+    let tenants = api_b.get(Some(ADMIN), "/v1/tenants").await;
+    assert!(
+        tenants.text.contains("\"acme\""),
+        "a live holder's purge was carried out by another process: {}",
+        tenants.text
+    );
+    let again = api_b.delete(Some(ADMIN), "/v1/tenants/acme").await;
+    assert_eq!(again.status, 409, "{again:?}");
+    assert_eq!(
+        again.body["error"]["code"], "purge_in_progress",
+        "{again:?}"
+    );
+    assert!(
+        again.text.contains("elsewhere"),
+        "names the holder: {again:?}"
+    );
+    let create = api_b
+        .post(Some(ADMIN), "/v1/tenants", &json!({"id": "acme"}))
+        .await;
+    assert_eq!(create.status, 409, "{create:?}");
+
+    // The holder stops: its hold runs out, and the purge is finished.
+    sqlx::query("UPDATE purges SET lease_until = 0 WHERE tenant = 'acme'")
+        .execute(&db)
+        .await
+        .expect("end the hold");
+    poll_until("the abandoned purge to be finished", Duration::from_secs(60), || async {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM purges) + (SELECT count(*) FROM tenants WHERE id = 'acme') \
+             + (SELECT count(*) FROM runs)",
+        )
+        .fetch_one(&db)
+        .await
+        .expect("count");
+        (left == 0).then_some(())
+    })
+    .await;
+    let token = api_a.create_tenant("acme", json!({})).await;
+    let r = api_b.get(Some(&token), "/v1/runs/c-0").await;
+    assert_eq!(r.status, 404, "the purged run: {r:?}");
+}
+
 /// A start that reaches a worker after its tenant's purge creates nothing,
 /// even in a process that was not told of the purge: one paused (SIGSTOP)
 /// while the other took its shards and served the purge, then resumed with

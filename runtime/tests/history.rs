@@ -101,7 +101,7 @@ async fn the_history_keeps_what_the_stream_carries() {
         .commit(&commit("r4", "acme", 0..1, "running"))
         .await
         .unwrap();
-    store.purge_tenant("gone").await.unwrap();
+    common::purge(&store, "gone").await;
     assert_eq!(history.catch_up(bus.events()).await.unwrap(), 2);
 
     let page = history

@@ -203,16 +203,28 @@ forward! {
     pub async fn create_tenant(&self, t: &TenantRow) -> Result<bool>;
     pub async fn tenants(&self) -> Result<Vec<TenantRow>>;
     pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>>;
-    /// Records that `tenant`'s purge began (kept until [`Store::end_purge`]);
-    /// false if there is no such tenant and no purge of it pending.
-    pub async fn begin_purge(&self, tenant: &str, now: u64) -> Result<bool>;
-    /// Deletes every row of `tenant` in every table, the tenant last; the
+    /// Records that `tenant`'s purge began, held by `hold.owner` until
+    /// `hold.until` (kept until [`Store::end_purge`]). A pending purge whose
+    /// holder's lease ran out (its process died) is taken over; one another
+    /// live holder has is not.
+    pub async fn begin_purge(&self, tenant: &str, hold: &PurgeHold) -> Result<PurgeBegun>;
+    /// Extends `hold.owner`'s lease on `tenant`'s purge to `hold.until`;
+    /// false if the purge is no longer its own (ended, or taken over).
+    pub async fn hold_purge(&self, tenant: &str, hold: &PurgeHold) -> Result<bool>;
+    /// Deletes every row of `tenant` in every table, the tenant last, in one
+    /// transaction that holds the purge's record locked: only while `owner`
+    /// holds the purge (`None`, deleting nothing, otherwise), so a purge that
+    /// ended, and a tenant created again since, are never touched. The
     /// purge's own record stays.
-    pub async fn purge_tenant(&self, tenant: &str) -> Result<u64>;
-    /// The purge of `tenant` is over: every store holds nothing of it.
-    pub async fn end_purge(&self, tenant: &str) -> Result<()>;
+    pub async fn purge_tenant(&self, tenant: &str, owner: &str) -> Result<Option<u64>>;
+    /// The purge of `tenant` is over: every store holds nothing of it. Only
+    /// its holder ends it; false if `owner` no longer holds it.
+    pub async fn end_purge(&self, tenant: &str, owner: &str) -> Result<bool>;
     /// Tenants whose purge began and did not end.
     pub async fn pending_purges(&self) -> Result<Vec<String>>;
+    /// Tenants whose purge began and did not end, and whose holder's lease
+    /// ran out before `now`: a process died part way.
+    pub async fn abandoned_purges(&self, now: u64) -> Result<Vec<String>>;
     /// Those of `tenants` that do not exist or are being purged, in one
     /// query (a batch of starts asks once, whatever its tenants).
     pub async fn gone_tenants(&self, tenants: &[&str]) -> Result<Vec<String>>;
@@ -368,6 +380,31 @@ pub struct RunMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     pub created_at: u64,
+}
+
+/// Who holds a tenant's purge and until when: the process carrying it out
+/// renews it while it works, so a purge is taken over only from a process
+/// that stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeHold {
+    /// The holding process ([`crate::cluster::member_id`]).
+    pub owner: String,
+    /// When the hold began or was renewed.
+    pub now: u64,
+    /// When it runs out unless renewed.
+    pub until: u64,
+}
+
+/// What [`Store::begin_purge`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeBegun {
+    /// The purge is the caller's: begun now, taken over from a holder whose
+    /// lease ran out, or its own already.
+    Held,
+    /// Another process holds it until `until`.
+    Busy { owner: String, until: u64 },
+    /// There is no such tenant and no purge of it pending.
+    NoTenant,
 }
 
 /// A run's state as the engine writes it.

@@ -38,8 +38,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::{
     ApprovalRow, Commit, Deployment, DueTimer, Durability, Error, EventRow, FlowRow, LeaseRow,
-    MemberRow, NewEntry, RegistryRow, RegistryUse, RegistryUseRow, Result, RunMeta, ScheduleQuery,
-    ScheduleRow, ScheduleUpdate, TenantRow, TokenRow, stored_json,
+    MemberRow, NewEntry, PurgeBegun, PurgeHold, RegistryRow, RegistryUse, RegistryUseRow, Result,
+    RunMeta, ScheduleQuery, ScheduleRow, ScheduleUpdate, TenantRow, TokenRow, stored_json,
 };
 
 /// The first key of the store's advisory locks (two-key form), one per use;
@@ -1338,27 +1338,61 @@ impl PostgresStore {
 
     // ---- purges --------------------------------------------------------------
 
-    pub async fn begin_purge(&self, tenant: &str, now: u64) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO purges (tenant, started_at) SELECT $1, $2 \
+    pub async fn begin_purge(&self, tenant: &str, hold: &PurgeHold) -> Result<PurgeBegun> {
+        // Taken when there is none (and the tenant exists), when its
+        // holder's lease ran out, or when it is ours already; the conflict
+        // update's condition is judged on the row locked, so two processes
+        // never both take one.
+        let taken = sqlx::query(
+            "INSERT INTO purges (tenant, started_at, owner, lease_until) \
+             SELECT $1, $2, $3, $4 \
              WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1) \
              OR EXISTS (SELECT 1 FROM purges WHERE tenant = $1) \
-             ON CONFLICT (tenant) DO UPDATE SET started_at = purges.started_at \
+             ON CONFLICT (tenant) DO UPDATE SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until \
+             WHERE purges.owner IS NULL OR purges.owner = EXCLUDED.owner OR purges.lease_until < $2 \
              RETURNING 1",
         )
         .bind(tenant)
-        .bind(ms(now))
+        .bind(ms(hold.now))
+        .bind(&hold.owner)
+        .bind(ms(hold.until))
         .fetch_optional(&self.pool)
         .await?;
-        Ok(done.is_some())
+        if taken.is_some() {
+            return Ok(PurgeBegun::Held);
+        }
+        let holder: Option<(Option<String>, i64)> =
+            sqlx::query_as("SELECT owner, lease_until FROM purges WHERE tenant = $1")
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match holder {
+            Some((owner, until)) => PurgeBegun::Busy {
+                owner: owner.unwrap_or_default(),
+                until: until.max(0) as u64,
+            },
+            None => PurgeBegun::NoTenant,
+        })
     }
 
-    pub async fn end_purge(&self, tenant: &str) -> Result<()> {
-        sqlx::query("DELETE FROM purges WHERE tenant = $1")
+    pub async fn hold_purge(&self, tenant: &str, hold: &PurgeHold) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE purges SET lease_until = $3 WHERE tenant = $1 AND owner = $2")
+                .bind(tenant)
+                .bind(&hold.owner)
+                .bind(ms(hold.until))
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn end_purge(&self, tenant: &str, owner: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM purges WHERE tenant = $1 AND owner = $2")
             .bind(tenant)
+            .bind(owner)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn pending_purges(&self) -> Result<Vec<String>> {
@@ -1367,6 +1401,15 @@ impl PostgresStore {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    pub async fn abandoned_purges(&self, now: u64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT tenant FROM purges WHERE lease_until < $1 ORDER BY started_at",
+        )
+        .bind(ms(now))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn gone_tenants(&self, tenants: &[&str]) -> Result<Vec<String>> {
@@ -1380,8 +1423,19 @@ impl PostgresStore {
         .await?)
     }
 
-    pub async fn purge_tenant(&self, tenant: &str) -> Result<u64> {
+    pub async fn purge_tenant(&self, tenant: &str, owner: &str) -> Result<Option<u64>> {
         let mut tx = self.pool.begin().await?;
+        // The purge's record stays locked to the commit: it cannot be taken
+        // over (nor ended) while these rows go.
+        let held: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM purges WHERE tenant = $1 AND owner = $2 FOR UPDATE")
+                .bind(tenant)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if held.is_none() {
+            return Ok(None);
+        }
         let mut n = 0;
         // Every run's rows (its own and those swept runs left), the runs
         // last, then the tenant's other rows, the tenant last.
@@ -1417,7 +1471,7 @@ impl PostgresStore {
                 .rows_affected();
         }
         tx.commit().await?;
-        Ok(n)
+        Ok(Some(n))
     }
 
     // ---- tokens --------------------------------------------------------------

@@ -16,8 +16,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
     ApprovalRow, Commit, Deployment, DueTimer, Durability, Error, EventRow, FlowRow, LeaseRow,
-    MemberRow, NewEntry, RegistryRow, RegistryUse, RegistryUseRow, Result, RunMeta, ScheduleQuery,
-    ScheduleRow, ScheduleUpdate, TenantRow, TokenRow, stored_json,
+    MemberRow, NewEntry, PurgeBegun, PurgeHold, RegistryRow, RegistryUse, RegistryUseRow, Result,
+    RunMeta, ScheduleQuery, ScheduleRow, ScheduleUpdate, TenantRow, TokenRow, stored_json,
 };
 
 /// Rows per multi-row statement, largest first: well under SQLite's limit of
@@ -1076,33 +1076,66 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Deletes every row of `tenant` in every table, the tenant last.
-    pub async fn begin_purge(&self, tenant: &str, now: u64) -> Result<bool> {
+    pub async fn begin_purge(&self, tenant: &str, hold: &PurgeHold) -> Result<PurgeBegun> {
+        // One writer connection: the read and the write below are not
+        // interleaved with another process's (SQLite's lock) nor another
+        // task's (the pool's single connection).
         let mut tx = self.write.begin().await?;
-        let known: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM tenants WHERE id = ?1 UNION ALL SELECT 1 FROM purges WHERE tenant = ?1",
+        let pending: Option<(Option<String>, i64)> =
+            sqlx::query_as("SELECT owner, lease_until FROM purges WHERE tenant = ?1")
+                .bind(tenant)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match pending {
+            Some((Some(owner), until)) if owner != hold.owner && until as u64 >= hold.now => {
+                return Ok(PurgeBegun::Busy {
+                    owner,
+                    until: until as u64,
+                });
+            }
+            Some(_) => {}
+            None => {
+                let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = ?1")
+                    .bind(tenant)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if known.is_none() {
+                    return Ok(PurgeBegun::NoTenant);
+                }
+            }
+        }
+        sqlx::query(
+            "INSERT INTO purges (tenant, started_at, owner, lease_until) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (tenant) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until",
         )
         .bind(tenant)
-        .fetch_optional(&mut *tx)
+        .bind(hold.now as i64)
+        .bind(&hold.owner)
+        .bind(hold.until as i64)
+        .execute(&mut *tx)
         .await?;
-        if known.is_none() {
-            return Ok(false);
-        }
-        sqlx::query("INSERT INTO purges (tenant, started_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
-            .bind(tenant)
-            .bind(now as i64)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(PurgeBegun::Held)
     }
 
-    pub async fn end_purge(&self, tenant: &str) -> Result<()> {
-        sqlx::query("DELETE FROM purges WHERE tenant = ?")
+    pub async fn hold_purge(&self, tenant: &str, hold: &PurgeHold) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE purges SET lease_until = ?3 WHERE tenant = ?1 AND owner = ?2")
+                .bind(tenant)
+                .bind(&hold.owner)
+                .bind(hold.until as i64)
+                .execute(&self.write)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn end_purge(&self, tenant: &str, owner: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM purges WHERE tenant = ? AND owner = ?")
             .bind(tenant)
+            .bind(owner)
             .execute(&self.write)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn pending_purges(&self) -> Result<Vec<String>> {
@@ -1111,6 +1144,15 @@ impl SqliteStore {
                 .fetch_all(&self.read)
                 .await?,
         )
+    }
+
+    pub async fn abandoned_purges(&self, now: u64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT tenant FROM purges WHERE lease_until < ? ORDER BY started_at",
+        )
+        .bind(now as i64)
+        .fetch_all(&self.read)
+        .await?)
     }
 
     pub async fn gone_tenants(&self, tenants: &[&str]) -> Result<Vec<String>> {
@@ -1126,8 +1168,17 @@ impl SqliteStore {
         .await?)
     }
 
-    pub async fn purge_tenant(&self, tenant: &str) -> Result<u64> {
+    pub async fn purge_tenant(&self, tenant: &str, owner: &str) -> Result<Option<u64>> {
         let mut tx = self.write.begin().await?;
+        let held: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM purges WHERE tenant = ?1 AND owner = ?2")
+                .bind(tenant)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if held.is_none() {
+            return Ok(None);
+        }
         let mut n = 0;
         // Every run's rows (its own and those swept runs left), the runs
         // last, then the tenant's other rows, the tenant last.
@@ -1161,7 +1212,7 @@ impl SqliteStore {
                 .rows_affected();
         }
         tx.commit().await?;
-        Ok(n)
+        Ok(Some(n))
     }
 
     /// Adds a token; fails if its hash or id is taken.

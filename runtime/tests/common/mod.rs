@@ -530,3 +530,23 @@ pub fn service_unreachable<T>(
     );
     None
 }
+
+/// Purges `tenant` from `store` as a process holding its purge does: begins
+/// it (held by `test` until time 1,000) and deletes its rows; how many.
+#[allow(dead_code)]
+pub async fn purge(store: &eflow_runtime::store::Store, tenant: &str) -> u64 {
+    let hold = eflow_runtime::store::PurgeHold {
+        owner: "test".into(),
+        now: 0,
+        until: 1_000,
+    };
+    assert_eq!(
+        store.begin_purge(tenant, &hold).await.unwrap(),
+        eflow_runtime::store::PurgeBegun::Held
+    );
+    store
+        .purge_tenant(tenant, "test")
+        .await
+        .unwrap()
+        .expect("the purge is held")
+}
