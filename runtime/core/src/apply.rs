@@ -744,15 +744,7 @@ impl<'a> Cx<'a> {
                 _ => continue,
             };
             for i in open {
-                self.start_attempt(
-                    At {
-                        node: j,
-                        index: Some(i),
-                    },
-                    first,
-                );
-                self.started += 1;
-                if self.run.status != RunStatus::Running {
+                if !self.start_child(j, i, first) {
                     return Ok(());
                 }
             }
@@ -932,19 +924,26 @@ impl<'a> Cx<'a> {
                 break;
             }
             let (i, first) = (fo.next, fo.base + 1);
-            self.start_attempt(
-                At {
-                    node: j,
-                    index: Some(i),
-                },
-                first,
-            );
-            self.started += 1;
-            if self.run.status != RunStatus::Running {
+            if !self.start_child(j, i, first) {
                 break;
             }
         }
         self.filling = false;
+    }
+
+    /// Starts child `i` of fan-out `j` at attempt `first`, counted against
+    /// this transition's `START_BATCH`; false once the run is no longer
+    /// running (a child that failed at once failed it).
+    fn start_child(&mut self, j: usize, i: u32, first: u32) -> bool {
+        self.start_attempt(
+            At {
+                node: j,
+                index: Some(i),
+            },
+            first,
+        );
+        self.started += 1;
+        self.run.status == RunStatus::Running
     }
 
     /// Sets fan-out `j`'s `FanOut` timer, due now, unless it is set.
