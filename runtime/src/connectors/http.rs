@@ -76,7 +76,7 @@ pub async fn invoke(
     };
     let key = Some(body.idempotency_key);
     match post(way, config, url, key, item.json, way.max_answer_bytes).await {
-        Ok((status, text)) => outcome(url, &item.slot, status, text),
+        Ok((status, text)) => outcome(url, &item.slot, status, Body::Bytes(text)),
         Err(f) => Some(f.event(&item.slot)),
     }
 }
@@ -153,7 +153,7 @@ pub async fn invoke_batch(
     if !status.is_success() {
         return items
             .iter()
-            .map(|i| outcome(batch_url, &i.slot, status, text.clone()))
+            .map(|i| outcome(batch_url, &i.slot, status, Body::Bytes(text.clone())))
             .collect();
     }
     let results = match serde_json::from_slice::<BatchAnswer>(&text) {
@@ -182,12 +182,11 @@ pub async fn invoke_batch(
         .zip(results)
         .map(|(i, r)| match StatusCode::from_u16(r.status) {
             Ok(status) => {
-                let text = match (r.output, r.error) {
-                    (_, Some(e)) => json!({ "error": e }).to_string().into_bytes(),
-                    (Some(o), None) => json!({ "output": o }).to_string().into_bytes(),
-                    (None, None) => Vec::new(),
+                let body = Body::Read {
+                    output: r.output,
+                    error: r.error,
                 };
-                outcome(batch_url, &i.slot, status, text)
+                outcome(batch_url, &i.slot, status, body)
             }
             Err(_) => Some(
                 Failure::new(
@@ -342,38 +341,73 @@ async fn post(
     }
 }
 
+/// The body of an answer to one invocation: its bytes, or, for one result
+/// of a batch answer, its fields as the batch answer was read.
+enum Body {
+    Bytes(Vec<u8>),
+    Read {
+        output: Option<Value>,
+        error: Option<Value>,
+    },
+}
+
+impl Body {
+    /// A call step's output: the body's `output` if it has one, else the
+    /// whole body (null if it is not JSON).
+    fn output(self) -> Value {
+        match self {
+            Body::Bytes(text) => match serde_json::from_slice::<Value>(&text) {
+                Ok(Value::Object(mut m)) if m.contains_key("output") => {
+                    m.remove("output").unwrap_or(Value::Null)
+                }
+                Ok(v) => v,
+                Err(_) => Value::Null,
+            },
+            Body::Read { output, .. } => output.unwrap_or(Value::Null),
+        }
+    }
+
+    /// A failure's code and message: the remote system's `error` if it gave
+    /// one with a code, else `Http<status>` and the start of the body.
+    fn error(&self, status: StatusCode) -> (String, String) {
+        let given = match self {
+            Body::Bytes(text) => serde_json::from_slice::<Value>(text)
+                .ok()
+                .and_then(|v| remote_error(v.get("error")?)),
+            Body::Read { error, .. } => error.as_ref().and_then(remote_error),
+        };
+        given.unwrap_or_else(|| {
+            let text = match self {
+                Body::Bytes(text) => String::from_utf8_lossy(text).into_owned(),
+                Body::Read { error: Some(e), .. } => e.to_string(),
+                Body::Read { error: None, .. } => String::new(),
+            };
+            (
+                format!("Http{}", status.as_u16()),
+                text.chars().take(300).collect(),
+            )
+        })
+    }
+}
+
 /// What an answer to one invocation means: `None` for a remote step
 /// accepted (its result comes by callback), else the attempt's result.
-fn outcome(url: &str, slot: &Slot, status: StatusCode, text: Vec<u8>) -> Option<Event> {
+fn outcome(url: &str, slot: &Slot, status: StatusCode, body: Body) -> Option<Event> {
     if status.is_success() {
         return (slot.kind == StepKind::Call).then(|| {
-            let output = serde_json::from_slice::<Value>(&text)
-                .map(|v| match v {
-                    Value::Object(mut m) if m.contains_key("output") => {
-                        m.remove("output").unwrap_or(Value::Null)
-                    }
-                    v => v,
-                })
-                .unwrap_or(Value::Null);
             Event::new(
                 format!("http:{}", slot_id(&slot.step, slot.index, slot.attempt)),
                 EventKind::StepCompleted {
                     node: slot.step.clone(),
                     index: slot.index,
                     attempt: slot.attempt,
-                    output,
+                    output: body.output(),
                     output_ref: None,
                 },
             )
         });
     }
-    let text = String::from_utf8_lossy(&text);
-    let (code, message) = remote_error(&text).unwrap_or_else(|| {
-        (
-            format!("Http{}", status.as_u16()),
-            text.chars().take(300).collect(),
-        )
-    });
+    let (code, message) = body.error(status);
     let retryable = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
     Some(failed(
         slot,
@@ -480,9 +514,7 @@ fn with_headers(mut req: reqwest::RequestBuilder, config: &HttpConfig) -> reqwes
 }
 
 /// `{"error": {"code": "...", "message": "..."}}` from a remote system.
-fn remote_error(text: &str) -> Option<(String, String)> {
-    let v: Value = serde_json::from_str(text).ok()?;
-    let e = v.get("error")?;
+fn remote_error(e: &Value) -> Option<(String, String)> {
     let code = e.get("code")?.as_str()?.to_string();
     let message = e
         .get("message")
@@ -498,14 +530,44 @@ mod tests {
 
     #[test]
     fn remote_errors_give_their_code() {
+        let bytes = |t: &str| Body::Bytes(t.as_bytes().to_vec());
+        let status = StatusCode::SERVICE_UNAVAILABLE;
         assert_eq!(
-            remote_error(r#"{"error": {"code": "OutOfMemory", "message": "48 GB"}}"#),
-            Some(("OutOfMemory".into(), "48 GB".into()))
+            bytes(r#"{"error": {"code": "OutOfMemory", "message": "48 GB"}}"#).error(status),
+            ("OutOfMemory".into(), "48 GB".into())
         );
         assert_eq!(
-            remote_error(r#"{"error": {"code": "Busy"}}"#),
-            Some(("Busy".into(), String::new()))
+            bytes(r#"{"error": {"code": "Busy"}}"#).error(status),
+            ("Busy".into(), String::new())
         );
-        assert_eq!(remote_error("<html>bad gateway</html>"), None);
+        assert_eq!(
+            bytes("<html>bad gateway</html>").error(status),
+            ("Http503".into(), "<html>bad gateway</html>".into())
+        );
+        let read = |e: Value| Body::Read {
+            output: None,
+            error: Some(e),
+        };
+        assert_eq!(
+            read(json!({"code": "Busy", "message": "later"})).error(status),
+            ("Busy".into(), "later".into())
+        );
+        assert_eq!(
+            read(json!("no code")).error(status),
+            ("Http503".into(), "\"no code\"".into())
+        );
+    }
+
+    #[test]
+    fn a_call_steps_output_is_its_outputs_field_or_the_whole_body() {
+        let bytes = |t: &str| Body::Bytes(t.as_bytes().to_vec());
+        assert_eq!(bytes(r#"{"output": 3}"#).output(), json!(3));
+        assert_eq!(bytes(r#"{"auc": 0.9}"#).output(), json!({"auc": 0.9}));
+        assert_eq!(bytes("not json").output(), Value::Null);
+        let read = Body::Read {
+            output: Some(json!([1])),
+            error: None,
+        };
+        assert_eq!(read.output(), json!([1]));
     }
 }
