@@ -24,9 +24,14 @@ CREATE TABLE h_population (
 ) WITHOUT ROWID;
 -- Pages are by key within a tenant's flow (by key then tenant for an admin
 -- over every tenant); each filter has an index in that order, and the
--- failed-in-a-row filter one in (streak descending, key) order.
-CREATE INDEX h_population_status ON h_population (tenant, flow, status, key);
-CREATE INDEX h_population_version ON h_population (tenant, flow, version, key);
+-- failed-in-a-row filter one in (streak descending, key) order. The status
+-- and version indexes hold every column a page reads: without them SQLite's
+-- planner reads the primary key's range and filters, which for a status
+-- that matches nothing reads every key of the flow.
+CREATE INDEX h_population_status ON h_population (tenant, flow, status, key,
+    run, version, created_at, updated_at, error_code, failed_in_a_row, failed_before);
+CREATE INDEX h_population_version ON h_population (tenant, flow, version, key,
+    run, status, created_at, updated_at, error_code, failed_in_a_row, failed_before);
 CREATE INDEX h_population_failed ON h_population (tenant, flow, failed_in_a_row DESC, key)
     WHERE failed_in_a_row > 0;
 CREATE INDEX h_population_all ON h_population (flow, key, tenant);
