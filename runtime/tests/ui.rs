@@ -947,7 +947,7 @@ async fn population_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar)
     // Four models; each count links to its keys.
     assert!(page.contains("4 keys of Retrain"), "{page}");
     assert!(
-        page.contains("href=\"/ui/population?flow=Retrain&amp;status="),
+        page.contains("href=\"/ui/population?flow=Retrain&#38;status="),
         "{page}"
     );
     for (i, key) in ["churn", "fraud", "ltv", "wide"].iter().enumerate() {
@@ -983,7 +983,7 @@ async fn population_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar)
         .split('"')
         .find(|s| s.starts_with("/ui/population?") && s.contains("cursor="))
         .unwrap_or_else(|| panic!("a next page: {page}"))
-        .replace("&amp;", "&");
+        .replace("&#38;", "&");
     assert!(
         next.contains("flow=Retrain") && next.contains("limit=2"),
         "{next}"
