@@ -285,6 +285,7 @@ impl Scheduler {
             bundle: s.bundle.clone(),
             schedule: Some(s.id.clone()),
             parent: None,
+            key: s.key.clone(),
             created_at: self.inner.clock.now_ms(),
         };
         let applied = engine
@@ -500,6 +501,7 @@ impl Scheduler {
                 bundle: s.bundle.clone(),
                 schedule: Some(s.id.clone()),
                 parent: None,
+                key: s.key.clone(),
                 created_at: self.inner.clock.now_ms(),
             };
             creating.spawn(create(

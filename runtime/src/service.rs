@@ -22,6 +22,7 @@ use crate::store::{self, RunMeta, Store, TenantRow};
 
 mod flows;
 mod lineage;
+mod population;
 mod schedules;
 mod timeline;
 mod tokens;
@@ -844,6 +845,9 @@ impl Service {
         if let Some(id) = &req.id {
             check_name("run id", id)?;
         }
+        if let Some(key) = &req.key {
+            check_key(key)?;
+        }
         let mut input_refs = BTreeMap::new();
         for (name, hash) in req.input_refs.unwrap_or_default() {
             if input.contains_key(&name) {
@@ -879,6 +883,7 @@ impl Service {
             bundle: flow.bundle.clone(),
             schedule: None,
             parent: None,
+            key: req.key.clone(),
             created_at: self.now(),
         };
         match self
@@ -954,6 +959,7 @@ impl Service {
                     bundle,
                     schedule: r.schedule,
                     parent: r.parent,
+                    key: r.key,
                     created_at: r.created_at,
                 };
                 return Ok((meta, state, Found::History));
@@ -1846,15 +1852,7 @@ impl Service {
         mut q: crate::history::RunQuery,
     ) -> ApiResult<Page<RunSummary>> {
         q.tenant = caller.scope(q.tenant.as_deref())?.map(str::to_string);
-        let page = self.inner.history.runs(&q).await.map_err(|e| match e {
-            crate::history::Error::Store(crate::history::store::Error::BadCursor) => {
-                ApiError::bad_request(
-                    "invalid_cursor",
-                    "the cursor is not one this server gave out: start again without it",
-                )
-            }
-            e => ApiError::internal(e),
-        })?;
+        let page = self.inner.history.runs(&q).await.map_err(history_error)?;
         Ok(Page {
             items: page
                 .items
@@ -1897,6 +1895,20 @@ impl Service {
     }
 }
 
+/// A history error as the API answers it: a cursor it did not give is the
+/// caller's to fix.
+fn history_error(e: crate::history::Error) -> ApiError {
+    match e {
+        crate::history::Error::Store(crate::history::store::Error::BadCursor) => {
+            ApiError::bad_request(
+                "invalid_cursor",
+                "the cursor is not one this server gave out: start again without it",
+            )
+        }
+        e => ApiError::internal(e),
+    }
+}
+
 /// A memory figure of this process from `/proc/self/status`, in MB.
 pub fn proc_status_mb(field: &str) -> Option<f64> {
     process_status_mb("self", field)
@@ -1936,6 +1948,7 @@ fn run_summary(r: crate::history::RunRecord) -> RunSummary {
         error_code: r.error_code,
         failed_step: r.failed_step,
         parent: r.parent,
+        key: r.key,
     }
 }
 
@@ -1980,6 +1993,18 @@ fn parse_time(s: &str) -> ApiResult<u64> {
                 format!("`{s}` is not an RFC 3339 time: write e.g. 2026-03-01T00:00:00Z"),
             )
         })
+}
+
+/// A key names a customer or a model (a run's, a schedule's): one line of
+/// printable text.
+pub(crate) fn check_key(key: &str) -> ApiResult<()> {
+    if key.is_empty() || key.len() > 256 || key.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_key",
+            "a key is 1 to 256 characters of printable text (a customer's or a model's id)",
+        ));
+    }
+    Ok(())
 }
 
 fn check_name(what: &str, id: &str) -> ApiResult<()> {
@@ -2124,6 +2149,7 @@ fn run_view(meta: &RunMeta, run: &Run, deployed: &Deployed) -> RunView {
         status: status_text(run.status),
         parent: meta.parent.clone(),
         schedule: meta.schedule.clone(),
+        key: meta.key.clone(),
         created_at: rfc3339(meta.created_at),
         started_at: (run.started_at > 0).then(|| rfc3339(run.started_at)),
         input: Value::Object((*run.input).clone()),

@@ -354,6 +354,8 @@ async fn client_commands_against_a_server() {
         r#"{"x": 1}"#,
         "--id",
         "cli-fails",
+        "--key",
+        "model-x",
     ]))
     .await;
     assert!(o.status.success(), "{}", show(&o));
@@ -377,6 +379,35 @@ async fn client_commands_against_a_server() {
     s.api.wait_finished(&token, "cli-fails").await;
     let o = eflow_async(tenant_conn(vec!["run", "get", "cli-fails"])).await;
     assert!(text(&o.stdout).contains("retried once"), "{}", show(&o));
+    assert!(text(&o.stdout).contains("key model-x"), "{}", show(&o));
+    // The flow's population: the key with its latest run, failed (a retry
+    // that failed again is still one run).
+    s.api.history_caught_up().await;
+    let o = eflow_async(tenant_conn(vec!["population", "--flow", "Fails"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let out = text(&o.stdout);
+    assert!(out.contains("1 keys of Fails: 1 failed"), "{}", show(&o));
+    assert!(
+        out.contains("model-x") && out.contains("cli-fails"),
+        "{}",
+        show(&o)
+    );
+    let o = eflow_async(tenant_conn(vec![
+        "population",
+        "--flow",
+        "Fails",
+        "--failed-in-a-row",
+        "1",
+        "-o",
+        "json",
+    ]))
+    .await;
+    assert!(o.status.success(), "{}", show(&o));
+    let pop: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("JSON: {}", show(&o)));
+    assert_eq!(pop["counts"]["by_status"], json!({"failed": 1}), "{pop}");
+    assert_eq!(pop["page"]["items"][0]["key"], "model-x", "{pop}");
+    assert_eq!(pop["page"]["items"][0]["failed_in_a_row"], 1, "{pop}");
     let o = eflow_async(tenant_conn(vec!["run", "retry", "cli-run-1"])).await;
     assert!(!o.status.success(), "{}", show(&o));
     assert!(text(&o.stderr).contains("not_failed"), "{}", show(&o));

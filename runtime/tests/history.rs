@@ -22,6 +22,7 @@ fn commit(run: &str, tenant: &str, seqs: std::ops::Range<u64>, status: &'static 
             bundle: "b-1".into(),
             schedule: None,
             parent: None,
+            key: None,
             created_at: 5,
         },
         status,

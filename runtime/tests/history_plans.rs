@@ -6,7 +6,7 @@
 
 mod common;
 
-use eflow_runtime::history::{HistoryStore, RunQuery};
+use eflow_runtime::history::{HistoryStore, PopulationQuery, RunQuery};
 use sqlx::postgres::PgPoolOptions;
 
 fn queries() -> Vec<(&'static str, RunQuery)> {
@@ -61,6 +61,14 @@ fn queries() -> Vec<(&'static str, RunQuery)> {
             },
         ),
         (
+            "tenant + key",
+            RunQuery {
+                tenant: t(),
+                key: Some("model-7".into()),
+                ..RunQuery::default()
+            },
+        ),
+        (
             "tenant + time range",
             RunQuery {
                 tenant: t(),
@@ -88,6 +96,50 @@ fn queries() -> Vec<(&'static str, RunQuery)> {
             },
         ),
     ]
+}
+
+fn population_queries() -> Vec<(&'static str, PopulationQuery)> {
+    let q = |tenant: bool, f: fn(&mut PopulationQuery)| {
+        let mut q = PopulationQuery {
+            tenant: tenant.then(|| "acme".to_string()),
+            flow: "Retrain".into(),
+            limit: 100,
+            ..PopulationQuery::default()
+        };
+        f(&mut q);
+        q
+    };
+    vec![
+        ("population: tenant", q(true, |_| {})),
+        (
+            "population: tenant + status",
+            q(true, |q| q.status = Some("failed".into())),
+        ),
+        (
+            "population: tenant + version",
+            q(true, |q| q.version = Some("sha256:01".into())),
+        ),
+        (
+            "population: tenant + failed twice in a row",
+            q(true, |q| q.failed_in_a_row = Some(2)),
+        ),
+        ("population: admin, all tenants", q(false, |_| {})),
+        (
+            "population: admin, all tenants by status",
+            q(false, |q| q.status = Some("failed".into())),
+        ),
+        (
+            "population: admin, all tenants failed twice in a row",
+            q(false, |q| q.failed_in_a_row = Some(2)),
+        ),
+    ]
+}
+
+/// A population cursor: (streak, tenant, key) as JSON, base64.
+fn population_cursor(streak: u32, tenant: &str, key: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&(streak, tenant, key)).unwrap())
 }
 
 #[tokio::test]
@@ -121,6 +173,24 @@ async fn run_queries_use_an_index_in_page_order() {
     println!("runs on a version: {}", plan.join(" | "));
     if !plan.iter().any(|l| l.contains("h_runs_version")) {
         bad.push(format!("runs on a version: {}", plan.join(" | ")));
+    }
+    for (name, mut q) in population_queries() {
+        for cursor in [None, Some(population_cursor(2, "acme", "model-5"))] {
+            q.cursor = cursor.clone();
+            let plan = history.explain_population(&q).await.unwrap();
+            println!(
+                "{name}{}: {}",
+                if cursor.is_some() { " (next page)" } else { "" },
+                plan.join(" | ")
+            );
+            let scans = plan
+                .iter()
+                .any(|l| l.starts_with("SCAN h_population") && !l.contains("INDEX"));
+            let sorts = plan.iter().any(|l| l.contains("TEMP B-TREE"));
+            if scans || sorts {
+                bad.push(format!("{name}: {}", plan.join(" | ")));
+            }
+        }
     }
     history.close().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -196,6 +266,48 @@ async fn run_queries_use_an_index_in_page_order_on_postgres() {
         || plan.iter().any(|l| l.contains("Seq Scan on h_runs"))
     {
         bad.push(format!("runs on a version: {}", plan.join(" | ")));
+    }
+    // The population: 200,000 keys of 10 tenants, a third failed (half of
+    // those twice in a row), on 3 versions.
+    sqlx::query(
+        "INSERT INTO h_population (tenant, flow, key, run, status, version, created_at, updated_at, \
+           error_code, failed_in_a_row, failed_before) \
+         SELECT CASE WHEN i % 10 = 0 THEN 'acme' ELSE 't' || (i % 10) END, \
+           CASE WHEN i % 4 < 2 THEN 'Retrain' ELSE 'Score' END, 'model-' || i, 'r-' || i, \
+           CASE WHEN i % 3 = 0 THEN 'failed' ELSE 'succeeded' END, 'sha256:0' || (i % 7 % 3), i, i + 1, \
+           NULL, CASE WHEN i % 3 = 0 THEN 1 + (i / 3) % 2 ELSE 0 END, 0 \
+         FROM generate_series(1, 200000) i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE h_population")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (name, mut q) in population_queries() {
+        for cursor in [None, Some(population_cursor(2, "acme", "model-50000"))] {
+            q.cursor = cursor.clone();
+            let plan = history.explain_population(&q).await.unwrap();
+            println!(
+                "{name}{}: {}",
+                if cursor.is_some() { " (next page)" } else { "" },
+                plan.join(" | ")
+            );
+            let node = |l: &String| {
+                l.trim_start()
+                    .trim_start_matches("->")
+                    .trim_start()
+                    .to_string()
+            };
+            let scans = plan
+                .iter()
+                .any(|l| node(l).starts_with("Seq Scan on h_population"));
+            let sorts = plan.iter().any(|l| node(l).starts_with("Sort"));
+            if scans || sorts {
+                bad.push(format!("{name}: {}", plan.join(" | ")));
+            }
+        }
     }
     pool.close().await;
     history.close().await;

@@ -7,7 +7,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use eflow_runtime::history::{EventRecord, HistoryStore, HistoryWrite, RunQuery, RunRecord};
+use eflow_runtime::history::{
+    EventRecord, HistoryStore, HistoryWrite, Member, PopulationQuery, RunQuery, RunRecord,
+};
 
 macro_rules! history_store_test_suite {
     ($backend:ident, $open:ident) => {
@@ -30,6 +32,11 @@ macro_rules! history_store_test_suite {
             tenants,
             version_runs,
             sync,
+            runs_filter_by_key,
+            population_keeps_each_keys_latest_run,
+            population_counts_failures_in_a_row,
+            population_filters_and_pages,
+            population_after_purge_and_forget,
         ]);
     };
     (@tests $backend:ident, $open:ident, [$($test:ident),* $(,)?]) => {
@@ -95,7 +102,16 @@ fn record(id: &str, tenant: &str, status: &str, created_at: u64) -> RunRecord {
         failed_step: None,
         bundle: Some("b1".into()),
         schedule: None,
+        key: None,
         state: None,
+    }
+}
+
+/// A top-level run of `key` of flow Train.
+fn keyed(id: &str, tenant: &str, key: &str, status: &str, created_at: u64) -> RunRecord {
+    RunRecord {
+        key: Some(key.into()),
+        ..record(id, tenant, status, created_at)
     }
 }
 
@@ -593,4 +609,418 @@ async fn sync(store: &HistoryStore) {
     store.sync().await.unwrap();
     assert_eq!(store.cursor().await.unwrap(), 1);
     assert_eq!(store.runs_of(&["r1"]).await.unwrap().len(), 1);
+}
+
+/// `key` finds a tenant's runs of that key, and only top-level ones are
+/// given keys by the engine; the key is kept as first written.
+async fn runs_filter_by_key(store: &HistoryStore) {
+    write(
+        store,
+        vec![
+            keyed("a1", "acme", "model-a", "running", 1),
+            keyed("b1", "acme", "model-b", "running", 2),
+            keyed("a2", "acme", "model-a", "failed", 3),
+            keyed("x1", "else", "model-a", "running", 4),
+        ],
+        vec![],
+        1,
+    )
+    .await;
+    let by_key = |tenant: Option<&str>| {
+        let tenant = tenant.map(str::to_string);
+        query(move |q| {
+            q.tenant = tenant;
+            q.key = Some("model-a".into());
+        })
+    };
+    assert_eq!(ids(store, by_key(Some("acme"))).await, ["a2", "a1"]);
+    assert_eq!(ids(store, by_key(None)).await, ["x1", "a2", "a1"]);
+    // Written again without its key (a later event of the run): kept.
+    write(store, vec![record("a1", "acme", "succeeded", 1)], vec![], 2).await;
+    assert_eq!(
+        store.runs_of(&["a1"]).await.unwrap()[0].key.as_deref(),
+        Some("model-a")
+    );
+}
+
+fn population_query(f: impl FnOnce(&mut PopulationQuery)) -> PopulationQuery {
+    let mut q = PopulationQuery {
+        flow: "Train".into(),
+        limit: 100,
+        ..PopulationQuery::default()
+    };
+    f(&mut q);
+    q
+}
+
+async fn members(store: &HistoryStore, q: PopulationQuery) -> Vec<Member> {
+    store.population(&q).await.unwrap().items
+}
+
+/// (key, run, status, failed in a row) of each member of a page.
+async fn lines(store: &HistoryStore, q: PopulationQuery) -> Vec<(String, String, String, u32)> {
+    members(store, q)
+        .await
+        .into_iter()
+        .map(|m| (m.key, m.run, m.status, m.failed_in_a_row))
+        .collect()
+}
+
+fn line(key: &str, run: &str, status: &str, failed: u32) -> (String, String, String, u32) {
+    (key.into(), run.into(), status.into(), failed)
+}
+
+/// Each key's row is its latest top-level run, whatever order the writes
+/// come in; children and unkeyed runs are no members; the counts follow
+/// the rows.
+async fn population_keeps_each_keys_latest_run(store: &HistoryStore) {
+    let child = RunRecord {
+        parent: Some("a2".into()),
+        ..keyed("a2.c.0", "acme", "model-a", "failed", 9)
+    };
+    write(
+        store,
+        vec![
+            keyed("a1", "acme", "model-a", "succeeded", 1),
+            keyed("a2", "acme", "model-a", "running", 5),
+            keyed("b1", "acme", "model-b", "running", 2),
+            record("u1", "acme", "failed", 3),
+            child,
+        ],
+        vec![],
+        1,
+    )
+    .await;
+    // An older run of model-a finishing late changes nothing.
+    write(
+        store,
+        vec![keyed("a0", "acme", "model-a", "failed", 0)],
+        vec![],
+        2,
+    )
+    .await;
+    let acme = || population_query(|q| q.tenant = Some("acme".into()));
+    assert_eq!(
+        lines(store, acme()).await,
+        [
+            line("model-a", "a2", "running", 0),
+            line("model-b", "b1", "running", 0)
+        ]
+    );
+    let m = &members(store, acme()).await[0];
+    assert_eq!(
+        (m.tenant.as_str(), m.version.as_str(), m.created_at),
+        ("acme", "v1", 5)
+    );
+    let counts = store
+        .population_counts("Train", Some("acme"))
+        .await
+        .unwrap();
+    assert_eq!(counts.by_status, [("running".to_string(), 2)]);
+    assert_eq!(counts.by_version, [("v1".to_string(), 2)]);
+    // The latest finishes with an error; a new version starts for model-b.
+    let mut failed = keyed("a2", "acme", "model-a", "failed", 5);
+    failed.error_code = Some("Timeout".into());
+    let mut b2 = keyed("b2", "acme", "model-b", "running", 6);
+    b2.version = "v2".into();
+    write(store, vec![failed, b2], vec![], 3).await;
+    let got = members(store, acme()).await;
+    assert_eq!(got[0].error_code.as_deref(), Some("Timeout"));
+    assert_eq!((got[1].run.as_str(), got[1].version.as_str()), ("b2", "v2"));
+    let counts = store
+        .population_counts("Train", Some("acme"))
+        .await
+        .unwrap();
+    assert_eq!(
+        counts.by_status,
+        [("failed".to_string(), 1), ("running".to_string(), 1)]
+    );
+    assert_eq!(
+        counts.by_version,
+        [("v1".to_string(), 1), ("v2".to_string(), 1)]
+    );
+    assert!(
+        store
+            .population_counts("Other", Some("acme"))
+            .await
+            .unwrap()
+            .by_status
+            .is_empty()
+    );
+}
+
+/// `failed_in_a_row` counts a key's latest runs that failed one after the
+/// other; a retry running again is 0 and failing again is the same run's
+/// failure (not one more); a success ends the streak.
+async fn population_counts_failures_in_a_row(store: &HistoryStore) {
+    let mut pos = 0;
+    let mut step = |runs: Vec<RunRecord>, retried: Vec<String>| {
+        pos += 1;
+        HistoryWrite {
+            runs,
+            events: vec![],
+            cursor: pos,
+            from: pos - 1,
+            retried,
+        }
+    };
+    async fn streak(store: &HistoryStore) -> (String, String, String, u32) {
+        let acme = population_query(|q| q.tenant = Some("acme".into()));
+        lines(store, acme).await.remove(0)
+    }
+    store
+        .write(&step(vec![keyed("r1", "acme", "m", "failed", 1)], vec![]))
+        .await
+        .unwrap();
+    assert_eq!(streak(store).await, line("m", "r1", "failed", 1));
+    store
+        .write(&step(vec![keyed("r2", "acme", "m", "running", 2)], vec![]))
+        .await
+        .unwrap();
+    assert_eq!(streak(store).await, line("m", "r2", "running", 0));
+    store
+        .write(&step(vec![keyed("r2", "acme", "m", "failed", 2)], vec![]))
+        .await
+        .unwrap();
+    assert_eq!(streak(store).await, line("m", "r2", "failed", 2));
+    // Retried: running again, its key's status with it.
+    store
+        .write(&step(
+            vec![keyed("r2", "acme", "m", "running", 2)],
+            vec!["r2".into()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(streak(store).await, line("m", "r2", "running", 0));
+    let counts = store
+        .population_counts("Train", Some("acme"))
+        .await
+        .unwrap();
+    assert_eq!(counts.by_status, [("running".to_string(), 1)]);
+    store
+        .write(&step(vec![keyed("r2", "acme", "m", "failed", 2)], vec![]))
+        .await
+        .unwrap();
+    assert_eq!(streak(store).await, line("m", "r2", "failed", 2));
+    // Two more runs in one batch, both failed: four in a row.
+    store
+        .write(&step(
+            vec![
+                keyed("r4", "acme", "m", "failed", 4),
+                keyed("r3", "acme", "m", "failed", 3),
+            ],
+            vec![],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(streak(store).await, line("m", "r4", "failed", 4));
+    store
+        .write(&step(
+            vec![keyed("r5", "acme", "m", "succeeded", 5)],
+            vec![],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(streak(store).await, line("m", "r5", "succeeded", 0));
+}
+
+/// Every filter of `GET /v1/population`, tenant scoping, and pages by key
+/// (by streak first with the streak filter), continued by their cursor.
+async fn population_filters_and_pages(store: &HistoryStore) {
+    let mut runs = Vec::new();
+    for (i, key) in ["k0", "k1", "k2", "k3", "k4", "k5"].iter().enumerate() {
+        let i = i as u64;
+        // k0, k2, k4 fail: k0 three times, k2 twice, k4 once.
+        let fails = match *key {
+            "k0" => 3,
+            "k2" => 2,
+            "k4" => 1,
+            _ => 0,
+        };
+        for n in 0..fails {
+            runs.push(keyed(
+                &format!("{key}-f{n}"),
+                "acme",
+                key,
+                "failed",
+                10 * i + n,
+            ));
+        }
+        if fails == 0 {
+            let mut r = keyed(&format!("{key}-ok"), "acme", key, "succeeded", 10 * i);
+            if i % 2 == 1 && i > 2 {
+                r.version = "v2".into();
+            }
+            runs.push(r);
+        }
+    }
+    runs.push(keyed("b-1", "else", "k1", "failed", 1));
+    runs.push(keyed("b-2", "else", "k1", "failed", 2));
+    write(store, runs, vec![], 1).await;
+    let acme = |f: fn(&mut PopulationQuery)| {
+        population_query(|q| {
+            q.tenant = Some("acme".into());
+            f(q)
+        })
+    };
+    let keys = |m: Vec<Member>| -> Vec<String> { m.into_iter().map(|m| m.key).collect() };
+    assert_eq!(
+        keys(members(store, acme(|_| {})).await),
+        ["k0", "k1", "k2", "k3", "k4", "k5"]
+    );
+    assert_eq!(
+        keys(members(store, acme(|q| q.status = Some("failed".into()))).await),
+        ["k0", "k2", "k4"]
+    );
+    assert_eq!(
+        keys(members(store, acme(|q| q.version = Some("v2".into()))).await),
+        ["k3", "k5"]
+    );
+    // At least twice in a row, the longest streak first.
+    let twice = members(store, acme(|q| q.failed_in_a_row = Some(2))).await;
+    assert_eq!(
+        twice
+            .iter()
+            .map(|m| (m.key.as_str(), m.failed_in_a_row))
+            .collect::<Vec<_>>(),
+        [("k0", 3), ("k2", 2)]
+    );
+    assert!(
+        members(store, acme(|q| q.failed_in_a_row = Some(9)))
+            .await
+            .is_empty()
+    );
+    assert!(
+        members(store, acme(|q| q.status = Some("cancelled".into())))
+            .await
+            .is_empty()
+    );
+    // Another tenant's keys are its own; an admin over every tenant sees
+    // both, by key then tenant.
+    let b = members(store, population_query(|q| q.tenant = Some("else".into()))).await;
+    assert_eq!(
+        b.iter()
+            .map(|m| (m.key.as_str(), m.run.as_str(), m.failed_in_a_row))
+            .collect::<Vec<_>>(),
+        [("k1", "b-2", 2)]
+    );
+    let all = members(store, population_query(|_| {})).await;
+    assert_eq!(
+        all.iter()
+            .map(|m| (m.key.as_str(), m.tenant.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("k0", "acme"),
+            ("k1", "acme"),
+            ("k1", "else"),
+            ("k2", "acme"),
+            ("k3", "acme"),
+            ("k4", "acme"),
+            ("k5", "acme")
+        ]
+    );
+    let all_twice = members(store, population_query(|q| q.failed_in_a_row = Some(2))).await;
+    assert_eq!(
+        all_twice
+            .iter()
+            .map(|m| (m.key.as_str(), m.tenant.as_str()))
+            .collect::<Vec<_>>(),
+        [("k0", "acme"), ("k1", "else"), ("k2", "acme")]
+    );
+    let counts = store.population_counts("Train", None).await.unwrap();
+    assert_eq!(
+        counts.by_status,
+        [("failed".to_string(), 4), ("succeeded".to_string(), 3)]
+    );
+    // Pages of 2 cover every key once, in order, for each kind of query.
+    for q in [
+        acme(|_| {}),
+        population_query(|_| {}),
+        population_query(|q| q.failed_in_a_row = Some(1)),
+        acme(|q| q.failed_in_a_row = Some(1)),
+    ] {
+        let whole = members(store, q.clone()).await;
+        let mut paged = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .population(&PopulationQuery {
+                    limit: 2,
+                    cursor: cursor.clone(),
+                    ..q.clone()
+                })
+                .await
+                .unwrap();
+            assert!(page.items.len() <= 2);
+            paged.extend(page.items);
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(paged, whole, "{q:?}");
+    }
+    let err = store
+        .population(&population_query(|q| {
+            q.cursor = Some("not a cursor".into())
+        }))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, eflow_runtime::history::store::Error::BadCursor),
+        "{err}"
+    );
+    let plan = store
+        .explain_population(&acme(|q| q.status = Some("failed".into())))
+        .await
+        .unwrap();
+    assert!(!plan.is_empty());
+}
+
+/// A purge deletes the tenant's population and counts; retention's
+/// `forget` leaves a key's row naming a run the history no longer holds.
+async fn population_after_purge_and_forget(store: &HistoryStore) {
+    write(
+        store,
+        vec![
+            keyed("a1", "acme", "m", "succeeded", 1),
+            keyed("o1", "else", "m", "running", 2),
+        ],
+        vec![event(1, "a1", "acme"), event(2, "o1", "else")],
+        2,
+    )
+    .await;
+    assert_eq!(store.forget(&["a1"]).await.unwrap(), 2);
+    let acme = population_query(|q| q.tenant = Some("acme".into()));
+    assert_eq!(
+        lines(store, acme.clone()).await,
+        [line("m", "a1", "succeeded", 0)]
+    );
+    write(
+        store,
+        vec![keyed("a2", "acme", "m", "running", 3)],
+        vec![],
+        3,
+    )
+    .await;
+    // Its run, its population row and its counts' rows (succeeded, now 0;
+    // running; v1).
+    assert_eq!(store.purge("acme").await.unwrap(), 5);
+    assert!(members(store, acme).await.is_empty());
+    assert!(
+        store
+            .population_counts("Train", Some("acme"))
+            .await
+            .unwrap()
+            .by_status
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .population_counts("Train", None)
+            .await
+            .unwrap()
+            .by_status,
+        [("running".to_string(), 1)]
+    );
 }

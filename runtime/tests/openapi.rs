@@ -693,6 +693,20 @@ bindings dev {{
         let r = api.get(t, q).await;
         spec.check("get", "/v1/registry", &r);
     }
+    // ---- the population ----
+    for q in [
+        "/v1/population?flow=Chain",
+        "/v1/population?flow=Chain&status=failed&version=v&failed_in_a_row=2&limit=5",
+        "/v1/population?flow=Chain&failed_in_a_row=0",
+        "/v1/population?flow=Chain&tenant=nobody",
+    ] {
+        let r = api.get(t, q).await;
+        spec.check("get", "/v1/population", &r); // 200, 200, 400, 403
+    }
+    for q in ["/v1/population/counts?flow=Chain", "/v1/population/counts"] {
+        let r = api.get(t, q).await;
+        spec.check("get", "/v1/population/counts", &r); // 200, 400
+    }
     for tok in [admin, t] {
         let r = api.get(tok, "/v1/stats").await;
         spec.check("get", "/v1/stats", &r); // 200, 403

@@ -95,7 +95,7 @@ async fn a_schedule_made_by_the_api_fires_with_its_input_and_follows_the_head() 
     let pid = pinned["id"].as_str().unwrap().to_string();
     assert_eq!(pinned["version"], v1_version.as_str(), "{pinned}");
 
-    // It fires, and its run has its input.
+    // It fires, and its run has its input and its key.
     next_second(api, &token, &clock, &fid).await;
     let runs = poll_until("a run of the schedule", DEADLINE, || async {
         let runs = runs_of(api, &token, &fid).await;
@@ -109,6 +109,8 @@ async fn a_schedule_made_by_the_api_fires_with_its_input_and_follows_the_head() 
         runs[0]
     );
     assert_eq!(runs[0]["version"], v1_version.as_str());
+    // The run belongs to the schedule's key: the population groups by it.
+    assert_eq!(runs[0]["key"], "cust-1", "{}", runs[0]);
 
     // A new version of the flow: both schedules survive the deploy; the
     // one not pinned starts runs on the new head, the pinned one on v1.

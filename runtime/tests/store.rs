@@ -128,6 +128,7 @@ fn meta(id: &str, tenant: &str) -> RunMeta {
         bundle: "b-1".into(),
         schedule: None,
         parent: None,
+        key: None,
         created_at: 1,
     }
 }

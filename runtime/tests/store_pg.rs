@@ -136,6 +136,7 @@ fn run(id: &str) -> RunWrite {
             bundle: "b".into(),
             schedule: None,
             parent: None,
+            key: None,
             created_at: 1,
         },
         status: "running",

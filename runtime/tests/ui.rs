@@ -107,22 +107,35 @@ async fn world(server: &Eflow) -> World {
         api.deploy_source(t, &[("console.eflow", SOURCE)]).await;
     }
     let id = |v: Value| v["id"].as_str().expect("a run id").to_string();
+    // Each run of a model belongs to it: the population page groups by key.
+    let keyed = |flow: &'static str, input: Value, key: &'static str| {
+        let api = api.clone();
+        let token = a_token.clone();
+        async move {
+            api.post(
+                Some(&token),
+                "/v1/runs",
+                &json!({ "flow": flow, "input": input, "key": key }),
+            )
+            .await
+            .ok("start a run with a key")
+        }
+    };
     let mut retrain = Vec::new();
     for name in ["churn", "ltv", "fraud"] {
-        retrain.push(id(api
-            .start(&a_token, "Retrain", json!({ "model_name": name }))
-            .await));
+        retrain.push(id(
+            keyed("Retrain", json!({ "model_name": name }), name).await
+        ));
     }
     let segments: Vec<String> = (0..WIDE).map(|i| format!("segment-{i}")).collect();
-    let wide = id(api
-        .start(
-            &a_token,
-            "Retrain",
-            json!({ "model_name": "wide", "segments": segments }),
-        )
-        .await);
+    let wide = id(keyed(
+        "Retrain",
+        json!({ "model_name": "wide", "segments": segments }),
+        "wide",
+    )
+    .await);
     let long = id(api.start(&a_token, "Long", json!({})).await);
-    let failed = id(api.start(&a_token, "Flaky", json!({})).await);
+    let failed = id(keyed("Flaky", json!({}), "flaky").await);
     let failed_view = api.wait_finished(&a_token, &failed).await;
     assert_eq!(failed_view["status"], "failed", "{failed_view}");
     let failed_code = failed_view["error"]["code"]
@@ -640,6 +653,7 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
     schedules_over_http(&w, &base, &mut jar, &mut b).await;
     flows_over_http(&w, &base, &mut jar, &mut b).await;
     lineage_over_http(&w, &base, &mut jar, &mut b).await;
+    population_over_http(&w, &base, &mut jar, &mut b).await;
 
     // Logging out ends the session.
     let (_, page, _) = get(&base, &mut jar, "/ui").await;
@@ -913,6 +927,89 @@ async fn flows_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar) {
 
 /// The lineage pages as tenant A (`jar`) and B (`b`): a model registered by
 /// an approved run, then looked up and promoted by another; none of it for B.
+/// The population page: a flow picked, its kept counts by status and
+/// version (each a link that filters), its keys with their latest runs,
+/// every filter in the URL, pages; tenant B sees none of A's keys.
+async fn population_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar) {
+    let (status, page, _) = get(base, jar, "/ui/population").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("id=\"pick-a-flow\""), "{page}");
+    assert!(
+        page.contains("<option value=\"Retrain\">Retrain</option>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("href=\"/ui/population\" aria-current=\"page\""),
+        "{page}"
+    );
+    let (status, page, _) = get(base, jar, "/ui/population?flow=Retrain").await;
+    assert_eq!(status, 200, "{page}");
+    // Four models; each count links to its keys.
+    assert!(page.contains("4 keys of Retrain"), "{page}");
+    assert!(
+        page.contains("href=\"/ui/population?flow=Retrain&#38;status="),
+        "{page}"
+    );
+    for (i, key) in ["churn", "fraud", "ltv", "wide"].iter().enumerate() {
+        assert!(page.contains(&format!("<td>{key}</td>")), "{key}: {page}");
+        let at = page.find(&format!("<td>{key}</td>")).unwrap();
+        if i > 0 {
+            let before = ["churn", "fraud", "ltv", "wide"][i - 1];
+            assert!(
+                page.find(&format!("<td>{before}</td>")).unwrap() < at,
+                "by key: {page}"
+            );
+        }
+    }
+    let churn = &w.retrain[0];
+    assert!(
+        page.contains(&format!("href=\"/ui/runs/{churn}\"")),
+        "{page}"
+    );
+    // The failed model, by the failed-in-a-row filter; none twice.
+    let (_, page, _) = get(base, jar, "/ui/population?flow=Flaky&failed_in_a_row=1").await;
+    assert!(page.contains("<td>flaky</td>"), "{page}");
+    assert!(
+        page.contains(&format!("href=\"/ui/runs/{}\"", w.failed)),
+        "{page}"
+    );
+    let (_, page, _) = get(base, jar, "/ui/population?flow=Flaky&failed_in_a_row=2").await;
+    assert!(page.contains("id=\"no-members\""), "{page}");
+    let (_, page, _) = get(base, jar, "/ui/population?flow=Retrain&status=failed").await;
+    assert!(page.contains("id=\"no-members\""), "{page}");
+    // Pages of two: the next page's link carries the filters and a cursor.
+    let (_, page, _) = get(base, jar, "/ui/population?flow=Retrain&limit=2").await;
+    let next = page
+        .split('"')
+        .find(|s| s.starts_with("/ui/population?") && s.contains("cursor="))
+        .unwrap_or_else(|| panic!("a next page: {page}"))
+        .replace("&#38;", "&");
+    assert!(
+        next.contains("flow=Retrain") && next.contains("limit=2"),
+        "{next}"
+    );
+    let (_, second, _) = get(base, jar, &next).await;
+    assert!(
+        second.contains("<td>ltv</td>") && second.contains("<td>wide</td>"),
+        "{second}"
+    );
+    assert!(!second.contains("<td>churn</td>"), "{second}");
+    // Bad filters are a page that says what to change.
+    let (status, _, _) = get(base, jar, "/ui/population?flow=Retrain&failed_in_a_row=0").await;
+    assert_eq!(status, 400);
+    let (status, _, _) = get(base, jar, "/ui/population?flow=Retrain&failed_in_a_row=x").await;
+    assert_eq!(status, 400);
+    // Tenant B: its own (none), never A's.
+    let (status, page, _) = get(base, b, "/ui/population?flow=Retrain").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("0 keys of Retrain") && !page.contains("churn"),
+        "{page}"
+    );
+    let (status, _, _) = get(base, b, "/ui/population?flow=Retrain&tenant=acme").await;
+    assert_eq!(status, 403);
+}
+
 async fn lineage_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar) {
     let (_, page, _) = get(base, jar, "/ui/lineage").await;
     assert!(

@@ -20,7 +20,7 @@ use utoipa::OpenApi;
 use model::*;
 
 use crate::engine::CallbackClaim;
-use crate::history::RunQuery;
+use crate::history::{PopulationQuery, RunQuery};
 use crate::server::HttpLimits;
 use crate::service::{Caller, Service};
 
@@ -252,7 +252,8 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
         get_run, run_events, step_results, run_value, signed_value, upload_value, cancel_run, retry_run, list_approvals, decide, callback, callbacks, list_schedules,
         create_schedule, update_schedule, delete_schedule, pause_schedule, resume_schedule, backfill, list_registry, stats, cluster,
         whoami, list_tenant_tokens, create_tenant_token, revoke_tenant_token, rotate_tenant_token,
-        list_admin_tokens, create_admin_token, revoke_admin_token, rotate_admin_token
+        list_admin_tokens, create_admin_token, revoke_admin_token, rotate_admin_token,
+        population, population_counts
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&Security, &Errors)
@@ -419,6 +420,8 @@ pub fn router(service: Service, limits: &HttpLimits) -> Router {
         .route("/v1/schedules/{id}/pause", post(pause_schedule))
         .route("/v1/schedules/{id}/resume", post(resume_schedule))
         .route("/v1/schedules/{id}/backfill", post(backfill))
+        .route("/v1/population", get(population))
+        .route("/v1/population/counts", get(population_counts))
         .route("/v1/registry", get(list_registry))
         .route("/v1/stats", get(stats))
         .route("/v1/cluster", get(cluster))
@@ -582,6 +585,82 @@ async fn list_runs(
     s.list_runs(&c, run_query(&f)?).await.map(Json)
 }
 
+/// A flow's population: its keys (the models, the customers its runs
+/// belong to), each with its latest run, a page at a time by key; with
+/// `failed_in_a_row`, the longest streaks of failures first. Every filter
+/// reads an index; the history is waited for as by the run list.
+#[utoipa::path(get, path = "/v1/population", params(PopulationFilter),
+    responses((status = 200, body = Page<PopulationMember>)), security(("bearer" = [])))]
+async fn population(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Params(f): Params<PopulationFilter>,
+) -> ApiResult<Page<PopulationMember>> {
+    s.population(&c, population_query(&f)?).await.map(Json)
+}
+
+/// How many keys of a flow have their latest run in each status and on
+/// each version: counts kept up to date as runs change.
+#[utoipa::path(get, path = "/v1/population/counts", params(PopulationCountsFilter),
+    responses((status = 200, body = PopulationCountsView)), security(("bearer" = [])))]
+async fn population_counts(
+    State(s): State<Service>,
+    Auth(c): Auth,
+    Params(f): Params<PopulationCountsFilter>,
+) -> ApiResult<PopulationCountsView> {
+    let flow = flow_named(f.flow.as_deref())?;
+    s.population_counts(&c, flow, f.tenant.as_deref())
+        .await
+        .map(Json)
+}
+
+fn flow_named(flow: Option<&str>) -> Result<&str, ApiError> {
+    match flow {
+        Some(f) if !f.is_empty() => Ok(f),
+        _ => Err(ApiError::bad_request(
+            "flow_required",
+            "name the flow whose population to read with `flow`",
+        )),
+    }
+}
+
+/// The history query a population filter asks (the API's and the
+/// console's): a flow named, a run status, a streak of at least 1.
+pub fn population_query(f: &PopulationFilter) -> Result<PopulationQuery, ApiError> {
+    let flow = flow_named(f.flow.as_deref())?.to_string();
+    check_status(f.status.as_deref())?;
+    if f.failed_in_a_row == Some(0) {
+        return Err(ApiError::bad_request(
+            "invalid_failed_in_a_row",
+            "`failed_in_a_row` is at least 1 (2: keys whose latest two runs failed); leave it out for every key",
+        ));
+    }
+    Ok(PopulationQuery {
+        tenant: f.tenant.clone(),
+        flow,
+        status: f.status.clone(),
+        version: f.version.clone(),
+        failed_in_a_row: f.failed_in_a_row,
+        cursor: f.cursor.clone(),
+        limit: f.limit.unwrap_or(100),
+    })
+}
+
+fn check_status(status: Option<&str>) -> Result<(), ApiError> {
+    if let Some(st) = status
+        && !RUN_STATUSES.contains(&st)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_status",
+            format!(
+                "`{st}` is not a run status: use one of {}",
+                RUN_STATUSES.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Every status a run can have, in the order a run goes through them.
 pub const RUN_STATUSES: [&str; 5] = ["created", "running", "succeeded", "failed", "cancelled"];
 
@@ -602,17 +681,7 @@ pub fn run_query(f: &RunFilter) -> Result<RunQuery, ApiError> {
             })
             .transpose()
     };
-    if let Some(st) = f.status.as_deref()
-        && !RUN_STATUSES.contains(&st)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_status",
-            format!(
-                "`{st}` is not a run status: use one of {}",
-                RUN_STATUSES.join(", ")
-            ),
-        ));
-    }
+    check_status(f.status.as_deref())?;
     Ok(RunQuery {
         tenant: f.tenant.clone(),
         flow: f.flow.clone(),
@@ -620,6 +689,7 @@ pub fn run_query(f: &RunFilter) -> Result<RunQuery, ApiError> {
         status: f.status.clone(),
         step: f.step.clone(),
         error: f.error.clone(),
+        key: f.key.clone(),
         since: time(&f.since)?,
         until: time(&f.until)?,
         cursor: f.cursor.clone(),

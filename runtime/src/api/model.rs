@@ -155,6 +155,11 @@ pub struct StartRun {
     /// `POST /v1/tenants/{id}/values`, by parameter name (for inputs larger than a request).
     #[serde(default)]
     pub input_refs: Option<BTreeMap<String, String>>,
+    /// What the run belongs to: the model or customer whose lifecycle it
+    /// is (1 to 256 characters, no control characters). The population
+    /// (`GET /v1/population`) groups a flow's runs by it.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// A value kept beside a run's state, by reference: its hash and size. Read it
@@ -235,6 +240,9 @@ pub struct RunView {
     pub parent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// What the run belongs to (its start's or its schedule's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
@@ -590,6 +598,8 @@ pub struct RunSummary {
     pub failed_step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// One page of a list; pass `next` as `cursor` for the next page.
@@ -632,6 +642,8 @@ pub struct RunFilter {
     pub step: Option<String>,
     /// Runs that failed with this error code.
     pub error: Option<String>,
+    /// Runs of this key (a model's, a customer's).
+    pub key: Option<String>,
     /// Created at or after (RFC 3339).
     pub since: Option<String>,
     /// Created before (RFC 3339).
@@ -777,4 +789,73 @@ pub struct Whoami {
     pub admin: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+}
+
+// ---- the population ---------------------------------------------------------
+
+/// Filters of `GET /v1/population`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PopulationFilter {
+    /// The flow whose keys to list (required).
+    pub flow: Option<String>,
+    /// With an admin token: one tenant's keys (default: every tenant's).
+    pub tenant: Option<String>,
+    /// Keys whose latest run has this status.
+    pub status: Option<String>,
+    /// Keys whose latest run is on this flow version.
+    pub version: Option<String>,
+    /// Keys whose latest runs failed at least this many times in a row (1
+    /// or more); such a page lists the longest streaks first, then by key.
+    pub failed_in_a_row: Option<u32>,
+    pub cursor: Option<String>,
+    /// At most 1000 (default 100).
+    pub limit: Option<u32>,
+}
+
+/// A key of a flow's population (a model, a customer) with its latest
+/// top-level run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PopulationMember {
+    pub tenant: String,
+    pub flow: String,
+    pub key: String,
+    /// The key's latest run (the one started last).
+    pub run: String,
+    /// Its status: created, running, succeeded, failed, cancelled.
+    pub status: String,
+    pub version: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// How many of the key's latest runs failed one after the other (0
+    /// unless the latest failed; 2: failed twice in a row).
+    pub failed_in_a_row: u32,
+}
+
+/// Which flow's population counts to read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PopulationCountsFilter {
+    /// The flow whose keys to count (required).
+    pub flow: Option<String>,
+    /// With an admin token: one tenant's keys (default: every tenant's).
+    pub tenant: Option<String>,
+}
+
+/// How many keys of a flow have their latest run in each status and on
+/// each version: counts kept up to date as runs change, not counted when
+/// asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PopulationCountsView {
+    pub flow: String,
+    /// Every key of the flow.
+    pub keys: u64,
+    /// Keys by their latest run's status (statuses with none left out).
+    pub by_status: BTreeMap<String, u64>,
+    /// Keys by their latest run's flow version.
+    pub by_version: BTreeMap<String, u64>,
 }

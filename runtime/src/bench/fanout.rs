@@ -110,6 +110,7 @@ pub async fn run(args: &BenchArgs, setup: &Setup, n: u64) -> anyhow::Result<Fano
             "xs".to_string(),
             uploaded.map(|r| r.hash).unwrap_or_default(),
         )])),
+        key: None,
     };
     let mut report = FanoutReport {
         connector: format!("{:?}", args.connector).to_lowercase(),

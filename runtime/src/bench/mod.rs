@@ -765,6 +765,7 @@ async fn runs(
                         input: Some(json!({ "n": i })),
                         id: None,
                         input_refs: None,
+                        key: None,
                     },
                 )
                 .await;

@@ -157,6 +157,9 @@ pub struct RunHead {
     /// The bundle it runs on and the schedule that started it, if one did.
     pub bundle: String,
     pub schedule: Option<String>,
+    /// What the run belongs to (a model, a customer), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub created_at: u64,
     /// The run's final state (the engine's compact JSON), on the event that
     /// finishes it: the engine's store lets the run go once the history
@@ -404,6 +407,7 @@ pub(crate) async fn read_log(
                     parent: meta.parent,
                     bundle: meta.bundle,
                     schedule: meta.schedule,
+                    key: meta.key,
                     created_at: meta.created_at,
                     state: is_final(&status).then_some(state_bytes),
                     error_code,

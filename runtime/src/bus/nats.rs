@@ -1218,6 +1218,7 @@ mod tests {
             parent: None,
             bundle: "b".into(),
             schedule: Some("s".into()),
+            key: Some("k".into()),
             created_at: 3,
             state: Some(br#"{"x":1}"#.to_vec()),
             error_code: None,

@@ -129,6 +129,34 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// A flow's population: its runs' keys (models, customers), each with
+    /// its latest run, and how many keys are in each status.
+    Population {
+        /// The flow whose keys to list.
+        #[arg(long)]
+        flow: String,
+        /// Keys of this tenant (an admin token sees every tenant's without it).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Keys whose latest run has this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Keys whose latest run is on this version (`sha256:…`).
+        #[arg(long)]
+        version: Option<String>,
+        /// Keys whose latest runs failed at least N times in a row (longest
+        /// streaks first).
+        #[arg(long, value_name = "N")]
+        failed_in_a_row: Option<u32>,
+        /// Keys a page (at most 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// From a previous page's `next`.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// The cluster: which processes are alive, who holds which shard until
     /// when, how far behind each consumer of the event stream is (admin).
     #[command(subcommand)]
@@ -273,6 +301,10 @@ pub enum RunCommand {
         /// Your id for the run (starting it twice starts it once; your tenant's own, as `TENANT:ID` to an admin).
         #[arg(long)]
         id: Option<String>,
+        /// What the run belongs to: the model or customer whose lifecycle it
+        /// is (`eflow population` groups a flow's runs by it).
+        #[arg(long)]
+        key: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -302,6 +334,9 @@ pub enum RunCommand {
         /// Runs that failed with this error code.
         #[arg(long)]
         error: Option<String>,
+        /// Runs of this key (a model, a customer).
+        #[arg(long)]
+        key: Option<String>,
         /// Created at or after (RFC 3339).
         #[arg(long)]
         since: Option<String>,
@@ -759,6 +794,34 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
                 t.render()
             })
         }
+        Command::Population {
+            flow,
+            tenant,
+            status,
+            version,
+            failed_in_a_row,
+            limit,
+            cursor,
+            conn,
+        } => {
+            let c = client(&conn)?;
+            let mut q = vec![("flow", flow.clone()), ("limit", limit.to_string())];
+            opt(&mut q, "tenant", &tenant);
+            opt(&mut q, "status", &status);
+            opt(&mut q, "version", &version);
+            opt(
+                &mut q,
+                "failed_in_a_row",
+                &failed_in_a_row.map(|n| n.to_string()),
+            );
+            opt(&mut q, "cursor", &cursor);
+            let page: Page<PopulationMember> = c.get("/v1/population", &q).await?;
+            let mut cq = vec![("flow", flow)];
+            opt(&mut cq, "tenant", &tenant);
+            let counts: PopulationCountsView = c.get("/v1/population/counts", &cq).await?;
+            let both = serde_json::json!({ "counts": counts, "page": page });
+            print(conn.output, &both, |_| population_text(&counts, &page))
+        }
         Command::Cluster(ClusterCommand::Status { conn }) => {
             let c = client(&conn)?;
             let r: ClusterView = c.get("/v1/cluster", &[]).await?;
@@ -818,6 +881,7 @@ async fn run_command(rc: RunCommand) -> anyhow::Result<()> {
             input,
             version,
             id,
+            key,
             conn,
         } => {
             let input: Option<Value> = input
@@ -837,6 +901,7 @@ async fn run_command(rc: RunCommand) -> anyhow::Result<()> {
                         input,
                         id,
                         input_refs: None,
+                        key,
                     },
                 )
                 .await?;
@@ -854,6 +919,7 @@ async fn run_command(rc: RunCommand) -> anyhow::Result<()> {
             status,
             step,
             error,
+            key,
             since,
             until,
             limit,
@@ -868,6 +934,7 @@ async fn run_command(rc: RunCommand) -> anyhow::Result<()> {
             opt(&mut q, "status", &status);
             opt(&mut q, "step", &step);
             opt(&mut q, "error", &error);
+            opt(&mut q, "key", &key);
             opt(&mut q, "since", &since);
             opt(&mut q, "until", &until);
             opt(&mut q, "cursor", &cursor);
@@ -1292,6 +1359,52 @@ fn short(v: &str) -> String {
         .unwrap_or_else(|| v.to_string())
 }
 
+fn population_text(counts: &PopulationCountsView, page: &Page<PopulationMember>) -> String {
+    let by_status: Vec<String> = counts
+        .by_status
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    let mut out = format!(
+        "{} keys of {}: {}\n",
+        counts.keys,
+        counts.flow,
+        if by_status.is_empty() {
+            "none".to_string()
+        } else {
+            by_status.join(", ")
+        }
+    );
+    let mut t = Table::new(vec![
+        "KEY",
+        "TENANT",
+        "STATUS",
+        "FAILED IN A ROW",
+        "VERSION",
+        "RUN",
+        "UPDATED",
+    ]);
+    for m in &page.items {
+        t.row(vec![
+            m.key.clone(),
+            m.tenant.clone(),
+            match &m.error_code {
+                Some(e) => format!("{} ({e})", m.status),
+                None => m.status.clone(),
+            },
+            m.failed_in_a_row.to_string(),
+            short(&m.version),
+            m.run.clone(),
+            m.updated_at.clone(),
+        ]);
+    }
+    out.push_str(&t.render());
+    if let Some(n) = &page.next {
+        out.push_str(&format!("more: --cursor {n}\n"));
+    }
+    out
+}
+
 fn run_text(r: &RunView) -> String {
     let mut s = format!(
         "run {}  {}  flow {} @ {}  tenant {}\n",
@@ -1301,6 +1414,9 @@ fn run_text(r: &RunView) -> String {
         short(&r.version),
         r.tenant
     );
+    if let Some(k) = &r.key {
+        s.push_str(&format!("key {k}\n"));
+    }
     if r.retries > 0 {
         let times = if r.retries == 1 { "once" } else { "times" };
         let n = if r.retries == 1 {

@@ -414,6 +414,7 @@ impl<'a> RouteCx<'a> {
                         bundle: self.meta.bundle.clone(),
                         schedule: None,
                         parent: Some(run_id.clone()),
+                        key: None,
                         created_at: self.now,
                     },
                     flow,

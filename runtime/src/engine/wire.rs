@@ -304,6 +304,7 @@ mod tests {
             bundle: bundle.into(),
             schedule: Some("s".into()),
             parent: Some("p".into()),
+            key: None,
             created_at: 7,
         }
     }

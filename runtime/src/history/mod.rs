@@ -7,6 +7,7 @@
 //! The consumer reads the stream in commit order from a cursor it stores with
 //! its own writes, so a crash neither loses nor doubles an event.
 
+pub mod population;
 mod postgres;
 mod sqlite;
 pub mod store;
@@ -21,7 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use postgres::PostgresHistory;
 pub use sqlite::SqliteHistory;
-pub use store::{EventRecord, HistoryStore, HistoryWrite, RunPage, RunQuery, RunRecord};
+pub use store::{
+    EventRecord, HistoryStore, HistoryWrite, Member, PopulationCounts, PopulationPage,
+    PopulationQuery, RunPage, RunQuery, RunRecord,
+};
 
 use crate::bus::{Committed, Events, is_final};
 
@@ -258,6 +262,7 @@ async fn fold(
                         f.record.parent = h.parent;
                         f.record.bundle = Some(h.bundle);
                         f.record.schedule = h.schedule;
+                        f.record.key = h.key;
                         f.record.created_at = h.created_at;
                     }
                     f.headed = true;

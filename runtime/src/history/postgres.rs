@@ -13,10 +13,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::store::{Error, EventRecord, HistoryWrite, Result, RunPage, RunQuery, RunRecord};
+use super::population::{self, Member};
+use super::store::{
+    Error, EventRecord, HistoryWrite, PopulationCounts, PopulationPage, PopulationQuery, Result,
+    RunPage, RunQuery, RunRecord,
+};
 
 /// The columns [`record`] reads, in its order (not the final state).
-const RUN_COLUMNS: &str = "SELECT id, tenant, flow, version, status, created_at, updated_at, error_code, failed_step, parent, bundle, schedule";
+const RUN_COLUMNS: &str = "SELECT id, tenant, flow, version, status, created_at, updated_at, error_code, failed_step, parent, bundle, schedule, key";
 
 #[derive(Debug, Clone)]
 pub struct PostgresHistory {
@@ -45,6 +49,7 @@ fn merged(runs: &[RunRecord]) -> Vec<RunRecord> {
                 m.failed_step = r.failed_step.clone().or(m.failed_step.take());
                 m.bundle = m.bundle.take().or(r.bundle.clone());
                 m.schedule = m.schedule.take().or(r.schedule.clone());
+                m.key = m.key.take().or(r.key.clone());
                 m.state = r.state.clone().or(m.state.take());
             }
             None => {
@@ -135,14 +140,16 @@ impl PostgresHistory {
             let r = merged(&batch.runs);
             sqlx::query(
                 "INSERT INTO h_runs (id, tenant, flow, version, status, parent, created_at, updated_at, \
-                   error_code, failed_step, bundle, schedule, state) \
+                   error_code, failed_step, bundle, schedule, state, key) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                   $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[]) \
+                   $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], \
+                   $14::text[]) \
                  ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at, \
                    error_code = CASE WHEN EXCLUDED.status IN ('succeeded', 'failed', 'cancelled') THEN COALESCE(EXCLUDED.error_code, h_runs.error_code) END, \
                    failed_step = CASE WHEN EXCLUDED.status IN ('succeeded', 'failed', 'cancelled') THEN COALESCE(EXCLUDED.failed_step, h_runs.failed_step) END, \
                    bundle = COALESCE(h_runs.bundle, EXCLUDED.bundle), \
                    schedule = COALESCE(h_runs.schedule, EXCLUDED.schedule), \
+                   key = COALESCE(h_runs.key, EXCLUDED.key), \
                    state = COALESCE(EXCLUDED.state, h_runs.state)",
             )
             .bind(r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
@@ -158,9 +165,11 @@ impl PostgresHistory {
             .bind(r.iter().map(|r| r.bundle.as_deref()).collect::<Vec<_>>())
             .bind(r.iter().map(|r| r.schedule.as_deref()).collect::<Vec<_>>())
             .bind(r.iter().map(|r| r.state.as_deref()).collect::<Vec<_>>())
+            .bind(r.iter().map(|r| r.key.as_deref()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }
+        write_population(&mut tx, &batch.runs).await?;
         if !batch.events.is_empty() {
             let e = &batch.events;
             sqlx::query(
@@ -218,6 +227,8 @@ impl PostgresHistory {
         for sql in [
             "DELETE FROM h_events WHERE tenant = $1",
             "DELETE FROM h_runs WHERE tenant = $1",
+            "DELETE FROM h_population WHERE tenant = $1",
+            "DELETE FROM h_population_counts WHERE tenant = $1",
         ] {
             n += sqlx::query(sql)
                 .bind(tenant)
@@ -235,7 +246,7 @@ impl PostgresHistory {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| RunRecord {
-            state: r.get(12),
+            state: r.get(13),
             ..record(&r)
         }))
     }
@@ -354,6 +365,143 @@ impl PostgresHistory {
     }
 }
 
+impl PostgresHistory {
+    pub async fn population(&self, q: &PopulationQuery) -> Result<PopulationPage> {
+        let limit = q.limit.clamp(1, 1000) as usize;
+        let mut items: Vec<Member> = population::page_query::<Postgres>(q, "")?
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(member)
+            .collect();
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(population::encode_cursor)
+        } else {
+            None
+        };
+        Ok(PopulationPage { items, next })
+    }
+
+    pub async fn explain_population(&self, q: &PopulationQuery) -> Result<Vec<String>> {
+        let rows = population::page_query::<Postgres>(q, "EXPLAIN ")?
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    /// A range of the counts' primary key: the flow's rows, of one tenant
+    /// or of all.
+    pub async fn population_counts(
+        &self,
+        flow: &str,
+        tenant: Option<&str>,
+    ) -> Result<PopulationCounts> {
+        let mut b: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT what, value, sum(keys)::BIGINT FROM h_population_counts WHERE flow = ",
+        );
+        b.push_bind(flow);
+        if let Some(t) = tenant {
+            b.push(" AND tenant = ").push_bind(t);
+        }
+        b.push(" GROUP BY what, value ORDER BY what, value");
+        let rows = b.build().fetch_all(&self.pool).await?;
+        Ok(PopulationCounts::from_rows(
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))),
+        ))
+    }
+}
+
+/// Moves the population's rows and counts for a batch's runs, in its
+/// transaction: reads the rows of the batch's keys, folds the runs onto
+/// them ([`population::fold`]) and writes what changed, a statement a table.
+async fn write_population(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    runs: &[RunRecord],
+) -> Result<()> {
+    let keys = population::keys_of(runs);
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let held: Vec<Member> = sqlx::query(&format!(
+        "{} FROM h_population p \
+         JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS k(tenant, flow, key) \
+         ON p.tenant = k.tenant AND p.flow = k.flow AND p.key = k.key",
+        population::MEMBER_COLUMNS
+    ))
+    .bind(keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(member)
+    .collect();
+    let (m, d) = population::fold(held, runs);
+    if !m.is_empty() {
+        sqlx::query(
+            "INSERT INTO h_population (tenant, flow, key, run, status, version, created_at, updated_at, \
+               error_code, failed_in_a_row, failed_before) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+               $7::bigint[], $8::bigint[], $9::text[], $10::int[], $11::int[]) \
+             ON CONFLICT (tenant, flow, key) DO UPDATE SET run = EXCLUDED.run, status = EXCLUDED.status, \
+               version = EXCLUDED.version, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
+               error_code = EXCLUDED.error_code, failed_in_a_row = EXCLUDED.failed_in_a_row, \
+               failed_before = EXCLUDED.failed_before",
+        )
+        .bind(m.iter().map(|m| m.tenant.as_str()).collect::<Vec<_>>())
+        .bind(m.iter().map(|m| m.flow.as_str()).collect::<Vec<_>>())
+        .bind(m.iter().map(|m| m.key.as_str()).collect::<Vec<_>>())
+        .bind(m.iter().map(|m| m.run.as_str()).collect::<Vec<_>>())
+        .bind(m.iter().map(|m| m.status.as_str()).collect::<Vec<_>>())
+        .bind(m.iter().map(|m| m.version.as_str()).collect::<Vec<_>>())
+        .bind(m.iter().map(|m| ms(m.created_at)).collect::<Vec<_>>())
+        .bind(m.iter().map(|m| ms(m.updated_at)).collect::<Vec<_>>())
+        .bind(m.iter().map(|m| m.error_code.as_deref()).collect::<Vec<_>>())
+        .bind(m.iter().map(|m| streak(m.failed_in_a_row)).collect::<Vec<_>>())
+        .bind(m.iter().map(|m| streak(m.failed_before)).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !d.is_empty() {
+        sqlx::query(
+            "INSERT INTO h_population_counts (flow, tenant, what, value, keys) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
+             ON CONFLICT (flow, tenant, what, value) DO UPDATE SET keys = h_population_counts.keys + EXCLUDED.keys",
+        )
+        .bind(d.iter().map(|d| d.flow.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|d| d.tenant.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|d| d.what).collect::<Vec<_>>())
+        .bind(d.iter().map(|d| d.value.as_str()).collect::<Vec<_>>())
+        .bind(d.iter().map(|d| d.keys).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn streak(n: u32) -> i32 {
+    n.min(i32::MAX as u32) as i32
+}
+
+fn member(r: &PgRow) -> Member {
+    Member {
+        tenant: r.get(0),
+        flow: r.get(1),
+        key: r.get(2),
+        run: r.get(3),
+        status: r.get(4),
+        version: r.get(5),
+        created_at: r.get::<i64, _>(6) as u64,
+        updated_at: r.get::<i64, _>(7) as u64,
+        error_code: r.get(8),
+        failed_in_a_row: r.get::<i32, _>(9).max(0) as u32,
+        failed_before: r.get::<i32, _>(10).max(0) as u32,
+    }
+}
+
 fn record(r: &PgRow) -> RunRecord {
     RunRecord {
         id: r.get(0),
@@ -368,6 +516,7 @@ fn record(r: &PgRow) -> RunRecord {
         parent: r.get(9),
         bundle: r.get(10),
         schedule: r.get(11),
+        key: r.get(12),
         state: None,
     }
 }
@@ -396,6 +545,9 @@ fn runs_query<'a>(q: &'a RunQuery, prefix: &str) -> Result<QueryBuilder<'a, Post
     }
     if let Some(e) = &q.error {
         b.push(" AND error_code = ").push_bind(e);
+    }
+    if let Some(k) = &q.key {
+        b.push(" AND key = ").push_bind(k);
     }
     if let Some(t) = q.since {
         b.push(" AND created_at >= ").push_bind(ms(t));

@@ -9,7 +9,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::store::{Error, EventRecord, HistoryWrite, Result, RunPage, RunQuery, RunRecord};
+use super::population::{self, CountDelta, Member};
+use super::store::{
+    Error, EventRecord, HistoryWrite, PopulationCounts, PopulationPage, PopulationQuery, Result,
+    RunPage, RunQuery, RunRecord,
+};
 
 #[derive(Debug, Clone)]
 pub struct SqliteHistory {
@@ -96,7 +100,7 @@ impl SqliteHistory {
         }
         for piece in batch.runs.chunks(256) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO h_runs (id, tenant, flow, version, status, parent, created_at, updated_at, error_code, failed_step, bundle, schedule, state) ",
+                "INSERT INTO h_runs (id, tenant, flow, version, status, parent, created_at, updated_at, error_code, failed_step, bundle, schedule, state, key) ",
             );
             q.push_values(piece, |mut b, r| {
                 b.push_bind(&r.id)
@@ -111,7 +115,8 @@ impl SqliteHistory {
                     .push_bind(&r.failed_step)
                     .push_bind(&r.bundle)
                     .push_bind(&r.schedule)
-                    .push_bind(&r.state);
+                    .push_bind(&r.state)
+                    .push_bind(&r.key);
             });
             q.push(
                 " ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, \
@@ -119,10 +124,12 @@ impl SqliteHistory {
                  failed_step = CASE WHEN excluded.status IN ('succeeded', 'failed', 'cancelled') THEN COALESCE(excluded.failed_step, h_runs.failed_step) END, \
                  bundle = COALESCE(h_runs.bundle, excluded.bundle), \
                  schedule = COALESCE(h_runs.schedule, excluded.schedule), \
+                 key = COALESCE(h_runs.key, excluded.key), \
                  state = COALESCE(excluded.state, h_runs.state)",
             );
             q.build().execute(&mut *tx).await?;
         }
+        write_population(&mut tx, &batch.runs).await?;
         for piece in batch.events.chunks(256) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO h_events (pos, run, seq, tenant, at, kind, step, status, body) ",
@@ -179,11 +186,18 @@ impl SqliteHistory {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        let b = sqlx::query("DELETE FROM h_runs WHERE tenant = ?")
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let mut b = 0;
+        for sql in [
+            "DELETE FROM h_runs WHERE tenant = ?",
+            "DELETE FROM h_population WHERE tenant = ?",
+            "DELETE FROM h_population_counts WHERE tenant = ?",
+        ] {
+            b += sqlx::query(sql)
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
         tx.commit().await?;
         Ok(a + b)
     }
@@ -196,7 +210,7 @@ impl SqliteHistory {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| RunRecord {
-            state: r.get(12),
+            state: r.get(13),
             ..record(&r)
         }))
     }
@@ -305,8 +319,147 @@ impl SqliteHistory {
     }
 }
 
+impl SqliteHistory {
+    pub async fn population(&self, q: &PopulationQuery) -> Result<PopulationPage> {
+        let limit = q.limit.clamp(1, 1000) as usize;
+        let mut items: Vec<Member> = population::page_query::<Sqlite>(q, "")?
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(member)
+            .collect();
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(population::encode_cursor)
+        } else {
+            None
+        };
+        Ok(PopulationPage { items, next })
+    }
+
+    pub async fn explain_population(&self, q: &PopulationQuery) -> Result<Vec<String>> {
+        let rows = population::page_query::<Sqlite>(q, "EXPLAIN QUERY PLAN ")?
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(3)).collect())
+    }
+
+    /// A range of the counts' primary key: the flow's rows, of one tenant
+    /// or of all.
+    pub async fn population_counts(
+        &self,
+        flow: &str,
+        tenant: Option<&str>,
+    ) -> Result<PopulationCounts> {
+        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT what, value, sum(keys) FROM h_population_counts WHERE flow = ",
+        );
+        b.push_bind(flow);
+        if let Some(t) = tenant {
+            b.push(" AND tenant = ").push_bind(t);
+        }
+        b.push(" GROUP BY what, value ORDER BY what, value");
+        let rows = b.build().fetch_all(&self.pool).await?;
+        Ok(PopulationCounts::from_rows(
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))),
+        ))
+    }
+}
+
+/// Moves the population's rows and counts for a batch's runs, in its
+/// transaction: reads the rows of the batch's keys, folds the runs onto
+/// them ([`population::fold`]) and writes what changed.
+async fn write_population(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    runs: &[RunRecord],
+) -> Result<()> {
+    let keys = population::keys_of(runs);
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut held = Vec::new();
+    for piece in keys.chunks(256) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "{} FROM h_population p WHERE (p.tenant, p.flow, p.key) IN (VALUES ",
+            population::MEMBER_COLUMNS
+        ));
+        let mut sep = q.separated(", ");
+        for (t, f, k) in piece {
+            sep.push("(")
+                .push_bind_unseparated(t)
+                .push_unseparated(", ")
+                .push_bind_unseparated(f)
+                .push_unseparated(", ")
+                .push_bind_unseparated(k)
+                .push_unseparated(")");
+        }
+        q.push(")");
+        held.extend(q.build().fetch_all(&mut **tx).await?.iter().map(member));
+    }
+    let (members, deltas) = population::fold(held, runs);
+    for piece in members.chunks(256) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO h_population (tenant, flow, key, run, status, version, created_at, updated_at, error_code, failed_in_a_row, failed_before) ",
+        );
+        q.push_values(piece, |mut b, m| {
+            b.push_bind(&m.tenant)
+                .push_bind(&m.flow)
+                .push_bind(&m.key)
+                .push_bind(&m.run)
+                .push_bind(&m.status)
+                .push_bind(&m.version)
+                .push_bind(m.created_at as i64)
+                .push_bind(m.updated_at as i64)
+                .push_bind(&m.error_code)
+                .push_bind(i64::from(m.failed_in_a_row))
+                .push_bind(i64::from(m.failed_before));
+        });
+        q.push(
+            " ON CONFLICT (tenant, flow, key) DO UPDATE SET run = excluded.run, status = excluded.status, \
+             version = excluded.version, created_at = excluded.created_at, updated_at = excluded.updated_at, \
+             error_code = excluded.error_code, failed_in_a_row = excluded.failed_in_a_row, \
+             failed_before = excluded.failed_before",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    for piece in deltas.chunks(256) {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO h_population_counts (flow, tenant, what, value, keys) ");
+        q.push_values(piece, |mut b, d: &CountDelta| {
+            b.push_bind(&d.flow)
+                .push_bind(&d.tenant)
+                .push_bind(d.what)
+                .push_bind(&d.value)
+                .push_bind(d.keys);
+        });
+        q.push(
+            " ON CONFLICT (flow, tenant, what, value) DO UPDATE SET keys = h_population_counts.keys + excluded.keys",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+fn member(r: &sqlx::sqlite::SqliteRow) -> Member {
+    Member {
+        tenant: r.get(0),
+        flow: r.get(1),
+        key: r.get(2),
+        run: r.get(3),
+        status: r.get(4),
+        version: r.get(5),
+        created_at: r.get::<i64, _>(6) as u64,
+        updated_at: r.get::<i64, _>(7) as u64,
+        error_code: r.get(8),
+        failed_in_a_row: r.get::<i64, _>(9) as u32,
+        failed_before: r.get::<i64, _>(10) as u32,
+    }
+}
+
 /// The columns [`record`] reads, in its order (not the final state).
-const RUN_COLUMNS: &str = "SELECT id, tenant, flow, version, status, created_at, updated_at, error_code, failed_step, parent, bundle, schedule";
+const RUN_COLUMNS: &str = "SELECT id, tenant, flow, version, status, created_at, updated_at, error_code, failed_step, parent, bundle, schedule, key";
 
 fn record(r: &sqlx::sqlite::SqliteRow) -> RunRecord {
     RunRecord {
@@ -322,6 +475,7 @@ fn record(r: &sqlx::sqlite::SqliteRow) -> RunRecord {
         parent: r.get(9),
         bundle: r.get(10),
         schedule: r.get(11),
+        key: r.get(12),
         state: None,
     }
 }
@@ -348,6 +502,9 @@ fn runs_query<'a>(q: &'a RunQuery, prefix: &str) -> Result<QueryBuilder<'a, Sqli
     }
     if let Some(e) = &q.error {
         b.push(" AND error_code = ").push_bind(e);
+    }
+    if let Some(k) = &q.key {
+        b.push(" AND key = ").push_bind(k);
     }
     if let Some(t) = q.since {
         b.push(" AND created_at >= ").push_bind(t as i64);

@@ -11,6 +11,8 @@ use super::postgres::PostgresHistory;
 use super::sqlite::SqliteHistory;
 use crate::schema::{Migrated, Mode};
 
+pub use super::population::{Member, PopulationCounts, PopulationPage, PopulationQuery};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("history database: {0}")]
@@ -100,15 +102,17 @@ forward! {
     /// The runs among `ids` that the store holds, in no particular order.
     pub async fn runs_of(&self, ids: &[&str]) -> Result<Vec<RunRecord>>;
     /// Writes a batch and moves the cursor, in one transaction. A run already
-    /// held keeps its tenant, flow, version, parent and creation time and its
-    /// error unless the batch has one; an event already held is kept as it is.
+    /// held keeps its tenant, flow, version, parent, key and creation time and
+    /// its error unless the batch has one; an event already held is kept as
+    /// it is. The population's rows and counts move in the same transaction.
     pub async fn write(&self, batch: &HistoryWrite) -> Result<()>;
     /// A page of runs, newest first; `next` continues after its last run.
     pub async fn runs(&self, q: &RunQuery) -> Result<RunPage>;
     /// How the backend answers `q`: for BENCHMARKS.md and a test that every
     /// filter reads through an index in page order.
     pub async fn explain_runs(&self, q: &RunQuery) -> Result<Vec<String>>;
-    /// Deletes every run and event of `tenant`; returns how many rows.
+    /// Deletes every run and event of `tenant`, and its population; returns
+    /// how many rows.
     pub async fn purge(&self, tenant: &str) -> Result<u64>;
     /// The run `id` with its final state, if the store holds it.
     pub async fn final_run(&self, id: &str) -> Result<Option<RunRecord>>;
@@ -116,7 +120,8 @@ forward! {
     pub async fn events_of(&self, id: &str, after_seq: Option<u64>, limit: u32) -> Result<Vec<EventRecord>>;
     /// Up to `limit` of `tenant`'s runs that finished before `before`, oldest first.
     pub async fn expired(&self, tenant: &str, before: u64, limit: u32) -> Result<Vec<String>>;
-    /// Deletes runs `ids` and their events; returns how many rows.
+    /// Deletes runs `ids` and their events; returns how many rows. The
+    /// population keeps its rows (a key's latest run may be one of them).
     pub async fn forget(&self, ids: &[&str]) -> Result<u64>;
     /// How many runs `tenant`'s flow `flow` has on `version`, counted up to
     /// `at_most` (one range of the index `h_runs_version`, never more rows).
@@ -126,6 +131,16 @@ forward! {
     pub async fn explain_version_runs(&self) -> Result<Vec<String>>;
     /// The tenants the store holds runs of.
     pub async fn tenants(&self) -> Result<Vec<String>>;
+    /// A page of a flow's population: its keys with their latest runs
+    /// (see [`super::population`]), read through an index in page order.
+    pub async fn population(&self, q: &PopulationQuery) -> Result<PopulationPage>;
+    /// How the backend answers `q`: for the test that every filter reads
+    /// through an index in page order.
+    pub async fn explain_population(&self, q: &PopulationQuery) -> Result<Vec<String>>;
+    /// How many keys of `flow` (of `tenant`, or of every tenant) have their
+    /// latest run in each status and on each version: the kept counts, read
+    /// as they are.
+    pub async fn population_counts(&self, flow: &str, tenant: Option<&str>) -> Result<PopulationCounts>;
     /// Makes every write committed so far durable (on SQLite, whose commits
     /// are not synced one by one: a checkpoint, which syncs the log first;
     /// on PostgreSQL every commit is synced already):
@@ -143,6 +158,8 @@ pub struct RunQuery {
     pub status: Option<String>,
     pub step: Option<String>,
     pub error: Option<String>,
+    /// Runs of this key (`h_runs_key`).
+    pub key: Option<String>,
     pub since: Option<u64>,
     pub until: Option<u64>,
     pub cursor: Option<String>,
@@ -165,6 +182,8 @@ pub struct RunRecord {
     /// The bundle it ran on and the schedule that started it.
     pub bundle: Option<String>,
     pub schedule: Option<String>,
+    /// What it belongs to (a model, a customer): the population's key.
+    pub key: Option<String>,
     /// Its final state (the engine's compact JSON) once it finished: what
     /// its view is made from after it left the engine's store. Lists and
     /// `runs_of` leave it out; [`HistoryStore::final_run`] reads it.

@@ -453,17 +453,6 @@ fn spec_bytes(spec: &eflow_ir::Schedule) -> ApiResult<Vec<u8>> {
     serde_json::to_vec(spec).map_err(ApiError::internal)
 }
 
-/// A key names a customer or a model: one line of printable text.
-fn check_key(key: &str) -> ApiResult<()> {
-    if key.is_empty() || key.len() > 256 || key.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "invalid_key",
-            "a key is 1 to 256 characters of printable text (a customer's or a model's id)",
-        ));
-    }
-    Ok(())
-}
-
 fn declared(s: &ScheduleRow) -> ApiError {
     ApiError::new(
         409,

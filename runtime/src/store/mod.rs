@@ -379,6 +379,10 @@ pub struct RunMeta {
     pub schedule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// What the run belongs to: the model or customer whose lifecycle it is
+    /// (a start's `key`, or its schedule's). Subflow children carry none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub created_at: u64,
 }
 

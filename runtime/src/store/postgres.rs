@@ -381,12 +381,12 @@ impl PostgresStore {
         if !c.runs.is_empty() {
             let runs = last_per_key(&c.runs, |r| r.meta.id.as_str());
             sqlx::query(
-                "INSERT INTO runs (id, tenant, bundle, schedule, parent, status, created_at, updated_at, finished_at, state) \
+                "INSERT INTO runs (id, tenant, bundle, schedule, parent, status, created_at, updated_at, finished_at, state, key) \
                  SELECT id, tenant, bundle, schedule, parent, status, created_at, updated_at, \
-                   CASE WHEN status IN ('created', 'running') THEN NULL ELSE updated_at END, state \
+                   CASE WHEN status IN ('created', 'running') THEN NULL ELSE updated_at END, state, key \
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                   $7::bigint[], $8::bigint[], $9::bytea[]) \
-                   AS u(id, tenant, bundle, schedule, parent, status, created_at, updated_at, state) \
+                   $7::bigint[], $8::bigint[], $9::bytea[], $10::text[]) \
+                   AS u(id, tenant, bundle, schedule, parent, status, created_at, updated_at, state, key) \
                  ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at, \
                    finished_at = EXCLUDED.finished_at, state = EXCLUDED.state",
             )
@@ -399,6 +399,7 @@ impl PostgresStore {
             .bind(runs.iter().map(|r| ms(r.meta.created_at)).collect::<Vec<_>>())
             .bind(runs.iter().map(|r| ms(r.updated_at)).collect::<Vec<_>>())
             .bind(runs.iter().map(|r| r.state.as_slice()).collect::<Vec<_>>())
+            .bind(runs.iter().map(|r| r.meta.key.as_deref()).collect::<Vec<_>>())
             .execute(&mut **tx)
             .await?;
         }
@@ -680,7 +681,7 @@ impl PostgresStore {
 
     pub async fn load_run(&self, id: &str) -> Result<Option<(RunMeta, String, Vec<u8>)>> {
         let row = sqlx::query(
-            "SELECT id, tenant, bundle, schedule, parent, created_at, status, state FROM runs WHERE id = $1",
+            "SELECT id, tenant, bundle, schedule, parent, created_at, status, state, key FROM runs WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -693,7 +694,7 @@ impl PostgresStore {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(
-            "SELECT id, tenant, bundle, schedule, parent, created_at, status, state FROM runs WHERE id = ANY($1)",
+            "SELECT id, tenant, bundle, schedule, parent, created_at, status, state, key FROM runs WHERE id = ANY($1)",
         )
         .bind(ids)
         .fetch_all(&self.pool)
@@ -2177,6 +2178,7 @@ fn loaded_run(r: PgRow) -> (RunMeta, String, Vec<u8>) {
             bundle: r.get(2),
             schedule: r.get(3),
             parent: r.get(4),
+            key: r.get(8),
             created_at: r.get::<i64, _>(5) as u64,
         },
         r.get(6),

@@ -191,7 +191,7 @@ impl SqliteStore {
         }
         for chunk in pieces(&c.runs) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO runs (id, tenant, bundle, schedule, parent, status, created_at, updated_at, state) ",
+                "INSERT INTO runs (id, tenant, bundle, schedule, parent, key, status, created_at, updated_at, state) ",
             );
             q.push_values(chunk, |mut b, r| {
                 b.push_bind(&r.meta.id)
@@ -199,6 +199,7 @@ impl SqliteStore {
                     .push_bind(&r.meta.bundle)
                     .push_bind(&r.meta.schedule)
                     .push_bind(&r.meta.parent)
+                    .push_bind(&r.meta.key)
                     .push_bind(r.status)
                     .push_bind(r.meta.created_at as i64)
                     .push_bind(r.updated_at as i64)
@@ -476,7 +477,7 @@ impl SqliteStore {
     /// A run's routing data, status and encoded state.
     pub async fn load_run(&self, id: &str) -> Result<Option<(RunMeta, String, Vec<u8>)>> {
         let row = sqlx::query(
-            "SELECT id, tenant, bundle, schedule, parent, created_at, status, state FROM runs WHERE id = ?",
+            "SELECT id, tenant, bundle, schedule, parent, created_at, status, state, key FROM runs WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.read)
@@ -490,7 +491,7 @@ impl SqliteStore {
         let mut out = Vec::with_capacity(ids.len());
         for piece in pieces(ids) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT id, tenant, bundle, schedule, parent, created_at, status, state FROM runs WHERE id IN (",
+                "SELECT id, tenant, bundle, schedule, parent, created_at, status, state, key FROM runs WHERE id IN (",
             );
             let mut sep = q.separated(", ");
             for id in piece {
@@ -1780,6 +1781,7 @@ fn loaded_run(r: sqlx::sqlite::SqliteRow) -> (RunMeta, String, Vec<u8>) {
             bundle: r.get(2),
             schedule: r.get(3),
             parent: r.get(4),
+            key: r.get(8),
             created_at: r.get::<i64, _>(5) as u64,
         },
         r.get(6),

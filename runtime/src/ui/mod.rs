@@ -96,6 +96,7 @@ pub fn router(service: Service, options: Options) -> Router {
         .route("/ui/lineage", get(pages::lineage_index))
         .route("/ui/lineage/{kind}/{name}", get(pages::lineage))
         .route("/ui/schedules", get(pages::schedules))
+        .route("/ui/population", get(pages::population))
         .route("/ui/schedules/{id}/pause", post(pages::pause))
         .route("/ui/schedules/{id}/resume", post(pages::resume))
         .route(

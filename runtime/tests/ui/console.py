@@ -407,6 +407,32 @@ def main():
         a.page.click(f"section.version[data-version='1'] .made-by a")
         expect(a.page.locator("h1")).to_contain_text(retrain[0])
 
+        # ---- population: a flow's keys with their latest runs -----------------
+        a.goto("/ui/population")
+        expect(a.page.locator("#pick-a-flow")).to_be_visible()
+        a.page.select_option("#f-flow", "Retrain")
+        a.page.click("form.filters button[type=submit]")
+        assert "flow=Retrain" in a.page.url, a.page.url
+        expect(a.page.locator("#counts-by-status")).to_be_visible()
+        keys = a.page.locator("#population tbody tr td:first-child").all_inner_texts()
+        assert keys == ["churn", "fraud", "ltv", "wide"], keys
+        a.check("population")
+        # A count is a link that filters the keys by it, in the URL.
+        a.page.locator("#counts-by-status a.count").first.click()
+        assert "status=" in a.page.url and "flow=Retrain" in a.page.url, a.page.url
+        # The scheduled model whose runs failed every second: failed twice in a row.
+        twice = a.page.locator("#population td:text-is('every-second')")
+        for _ in range(60):
+            a.goto("/ui/population?flow=Flaky&failed_in_a_row=2")
+            if twice.count() == 1:
+                break
+            a.page.wait_for_timeout(500)
+        expect(twice).to_have_count(1)
+        assert a.page.locator("#f-failed").input_value() == "2"
+        a.check("population-failed")
+        a.page.locator("#population tbody tr td:nth-child(2) a").first.click()
+        expect(a.page.locator("h1")).to_contain_text(every)
+
         # ---- tenant B sees none of A ------------------------------------------
         b = Watched(browser, "globex")
         b.login(FACTS["b_token"])
@@ -430,6 +456,10 @@ def main():
         expect(b.page.locator("#flows-list")).to_contain_text("Retrain")
         resp = b.goto("/ui/flows/acme/Retrain", refused=True)
         assert resp.status == 404, resp.status
+        b.goto("/ui/population?flow=Retrain")
+        expect(b.page.locator("#no-keys")).to_be_visible()
+        assert "churn" not in b.page.content()
+        b.check("population")
         b.goto("/ui/schedules")
         expect(b.page.locator("#no-schedules")).to_be_visible()
         assert yearly not in b.page.content()
@@ -469,6 +499,9 @@ def main():
         admin.check("runs")
         admin.goto("/ui/runs?tenant=globex")
         assert run_ids(admin.page) == [FACTS["b_run_admin"]], run_ids(admin.page)
+        admin.goto("/ui/population?flow=Retrain")
+        expect(admin.page.locator("#population thead")).to_contain_text("Tenant")
+        admin.check("population")
 
         # ---- log out ---------------------------------------------------------
         a.goto("/ui")

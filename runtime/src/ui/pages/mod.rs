@@ -1,5 +1,5 @@
 //! The console's pages and actions: overview, runs, a run, approvals,
-//! schedules, flows, lineage; cancel, retry, decide, pause, resume and backfill. Each handler asks the [`Service`](crate::service::Service)
+//! schedules, flows, lineage, population; cancel, retry, decide, pause, resume and backfill. Each handler asks the [`Service`](crate::service::Service)
 //! what the JSON API would ask, as the viewer, and renders the answer; an
 //! error is the API's error as a page. Here: what every page shares (its
 //! header, links, the error and login pages).
@@ -8,6 +8,7 @@ mod approvals;
 mod flows;
 mod lineage;
 mod overview;
+mod population;
 mod run;
 mod runs;
 mod schedules;
@@ -16,6 +17,7 @@ pub use approvals::{approvals, decide};
 pub use flows::{flow, flows};
 pub use lineage::{lineage, lineage_index};
 pub use overview::overview;
+pub use population::population;
 pub use run::{cancel, retry, run, run_live};
 pub use runs::runs;
 pub use schedules::{backfill, backfill_page, pause, resume, schedules};

@@ -31,6 +31,9 @@ pub struct RunsParams {
     step: String,
     #[serde(default)]
     error: String,
+    /// Runs of this key (a model, a customer).
+    #[serde(default)]
+    key: String,
     #[serde(default)]
     since: String,
     #[serde(default)]
@@ -82,6 +85,7 @@ struct RunsPage {
     status: String,
     step: String,
     error: String,
+    key: String,
     since: String,
     until: String,
     rows: Vec<RunLine>,
@@ -101,6 +105,7 @@ pub async fn runs(
         status: set(&p.status),
         step: set(&p.step),
         error: set(&p.error),
+        key: set(&p.key),
         since: filter_time(&p.since),
         until: filter_time(&p.until),
         cursor: set(&p.cursor),
@@ -124,6 +129,7 @@ pub async fn runs(
                 ("status", filter.status.as_deref()),
                 ("step", filter.step.as_deref()),
                 ("error", filter.error.as_deref()),
+                ("key", filter.key.as_deref()),
                 ("since", filter.since.as_deref()),
                 ("until", filter.until.as_deref()),
                 ("limit", p.limit.map(|l| l.to_string()).as_deref()),
@@ -158,6 +164,7 @@ pub async fn runs(
         status: filter.status.clone().unwrap_or_default(),
         step: filter.step.clone().unwrap_or_default(),
         error: filter.error.clone().unwrap_or_default(),
+        key: filter.key.clone().unwrap_or_default(),
         since: filter.since.as_deref().map(form_time).unwrap_or_default(),
         until: filter.until.as_deref().map(form_time).unwrap_or_default(),
         rows,
