@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bulk;
 pub mod bus;
 pub mod byte_lru;
 pub mod cli;

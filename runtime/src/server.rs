@@ -493,6 +493,23 @@ impl Server {
                 },
             )));
         }
+        if options.roles.api {
+            // One runner of bulk jobs among the processes that serve the
+            // API (it acts through the service, as the API does).
+            let (service, me) = (service.clone(), member.clone());
+            tasks.push(tokio::spawn(crate::cluster::one_active(
+                crate::bulk::BULK_LEASE,
+                store.clone(),
+                clock.clone(),
+                member.clone(),
+                options.alone(),
+                shutdown.clone(),
+                move |stop: CancellationToken| {
+                    crate::bulk::Runner::new(crate::bulk::Options::default(), service.clone(), &me)
+                        .run(stop)
+                },
+            )));
+        }
         let app = if options.roles.api {
             crate::api::router(service.clone(), &options.http)
                 .merge(crate::ui::router(service.clone(), options.ui))

@@ -20,6 +20,7 @@ use crate::quota::{Asker, Ledger, Refusal};
 use crate::scheduler::{BackfillError, Scheduler};
 use crate::store::{self, RunMeta, Store, TenantRow};
 
+pub mod bulk;
 mod flows;
 mod lineage;
 mod population;
@@ -110,6 +111,7 @@ pub fn client_run_key(tenant: &str, id: &str) -> String {
 }
 
 pub use crate::quota::Quotas;
+pub use bulk::BulkChange;
 pub use flows::{FlowDetail, FlowVersion};
 pub use lineage::{UseView, VersionLineage};
 pub use schedules::MAX_PAGE as MAX_SCHEDULE_PAGE;
@@ -469,7 +471,8 @@ impl Service {
         if !self.db().hold_purge(id, &self.purge_hold()).await? {
             return Err(lost());
         }
-        let history_rows = self.inner.history.purge(id).await?;
+        let history_rows = self.inner.history.purge(id).await?
+            + self.jobs().purge(id).await.map_err(ApiError::internal)?;
         if !self.db().end_purge(id, owner).await? {
             return Err(lost());
         }
@@ -1792,7 +1795,9 @@ impl Service {
             .map(|l| l.owner.clone());
         let shards = leases
             .into_iter()
-            .filter(|l| l.shard != crate::cluster::HISTORY_LEASE)
+            .filter(|l| {
+                l.shard != crate::cluster::HISTORY_LEASE && l.shard != crate::bulk::BULK_LEASE
+            })
             .map(|l| ShardView {
                 shard: l.shard,
                 held: l.expires_at > now,

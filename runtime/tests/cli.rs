@@ -617,3 +617,85 @@ async fn deploy_refuses_breaking_changes_unless_allowed() {
     let o = eflow_async(conn(vec!["deploy", &v3, "--tenant", "acme"])).await;
     assert!(o.status.success(), "{}", show(&o));
 }
+
+/// `eflow bulk`: a bulk retry previewed and refused without `--yes` when
+/// nobody can answer the prompt, then started, followed to its end and
+/// listed; a finished job cannot be paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_commands_preview_start_and_follow_a_job() {
+    let s = TestServer::start("cli-bulk").await;
+    let server = s.addr();
+    let conn = |v: Vec<&str>| -> Vec<String> {
+        let mut v: Vec<String> = v.into_iter().map(str::to_string).collect();
+        v.extend([
+            "--server".to_string(),
+            server.clone(),
+            "--token".to_string(),
+            ADMIN.to_string(),
+        ]);
+        v
+    };
+    let token = s.api.create_tenant("acme", serde_json::json!({})).await;
+    s.api.deploy_source(&token, &[("f.eflow", FLOW)]).await;
+    for x in 0..3 {
+        let run = s
+            .api
+            .start(&token, "Fails", serde_json::json!({"x": x}))
+            .await;
+        let id = run["id"].as_str().expect("id").to_string();
+        s.api.wait_finished(&token, &id).await;
+    }
+    let start = |extra: &[&str]| {
+        let mut v = vec![
+            "bulk", "start", "retry", "--tenant", "acme", "--flow", "Fails", "--status", "failed",
+        ];
+        v.extend_from_slice(extra);
+        conn(v)
+    };
+    // No terminal to ask: the preview, and nothing started.
+    let o = eflow_async(start(&[])).await;
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("retry would touch 3 runs"),
+        "{}",
+        show(&o)
+    );
+    assert!(text(&o.stderr).contains("--yes"), "{}", show(&o));
+    let listed = s.api.get(Some(&token), "/v1/bulk").await.ok("jobs");
+    assert_eq!(listed["items"], serde_json::json!([]), "{listed}");
+
+    let o = eflow_async(start(&["--yes", "--reason", "outage over", "-o", "json"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let job: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("JSON: {}", show(&o)));
+    let id = job["id"].as_str().expect("a job id").to_string();
+    assert_eq!(job["reason"], "outage over", "{job}");
+    let done = poll_until("the job to end", DEADLINE, || {
+        let args = conn(vec!["bulk", "get", &id, "-o", "json"]);
+        async move {
+            let o = eflow_async(args).await;
+            let j: Value = serde_json::from_slice(&o.stdout).ok()?;
+            (j["state"] == "done").then_some(j)
+        }
+    })
+    .await;
+    assert_eq!(done["acted"], 3, "{done}");
+    let o = eflow_async(conn(vec!["bulk", "get", &id])).await;
+    assert!(
+        text(&o.stdout).contains(&format!("bulk job {id}  done  retry of tenant acme")),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        text(&o.stdout).contains("selected 3  acted 3  skipped 0  errors 0"),
+        "{}",
+        show(&o)
+    );
+    let o = eflow_async(conn(vec!["bulk", "list", "--tenant", "acme"])).await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stdout).contains(&id), "{}", show(&o));
+    let o = eflow_async(conn(vec!["bulk", "pause", &id])).await;
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("bulk_job_state"), "{}", show(&o));
+    s.stop().await;
+}

@@ -529,6 +529,76 @@ bindings dev {{
         spec.check("post", "/v1/runs/{id}/retry", &r); // 409, 404
     }
 
+    // ---- bulk actions ----
+    let bulk = json!({
+        "action": "retry",
+        "query": {"runs": {"flow": "Fails", "status": "failed"}},
+        "reason": "again",
+    });
+    for (tok, body) in [
+        (t, bulk.clone()),
+        (admin, bulk.clone()),                          // 400: no tenant named
+        (t, json!({"action": "explode", "query": {}})), // 400
+    ] {
+        let r = api.post(tok, "/v1/bulk/preview", &body).await;
+        spec.check("post", "/v1/bulk/preview", &r);
+    }
+    let r = api.post(t, "/v1/bulk", &bulk).await;
+    spec.check("post", "/v1/bulk", &r);
+    let job = r.body["id"].as_str().expect("a bulk job").to_string();
+    let r = api.post(t, "/v1/bulk", &json!({"action": "retry"})).await;
+    spec.check("post", "/v1/bulk", &r); // 400
+    for q in [
+        "/v1/bulk",
+        "/v1/bulk?limit=1&tenant=acme",
+        "/v1/bulk?cursor=nope",
+    ] {
+        let r = api.get(t, q).await;
+        spec.check("get", "/v1/bulk", &r); // 200, 200, 400
+    }
+    for id in [job.as_str(), "nope"] {
+        let r = api.get(t, &format!("/v1/bulk/{id}")).await;
+        spec.check("get", "/v1/bulk/{id}", &r); // 200, 404
+    }
+    // Paused at once or done already: each change is a success or a 409.
+    for action in ["pause", "resume", "pause", "cancel", "cancel"] {
+        for id in [job.as_str(), "nope"] {
+            let r = api
+                .post(t, &format!("/v1/bulk/{id}/{action}"), &json!({}))
+                .await;
+            spec.check("post", &format!("/v1/bulk/{{id}}/{action}"), &r);
+        }
+    }
+    // A job that is certainly running (two runs to skip, one a second),
+    // to see each change succeed.
+    for x in 0..2 {
+        let r = api
+            .post(t, "/v1/runs", &json!({"flow": "Fails", "input": {"x": x}}))
+            .await;
+        let id = r.body["id"].as_str().expect("id").to_string();
+        api.wait_finished(&token, &id).await;
+    }
+    let r = api
+        .post(
+            t,
+            "/v1/bulk",
+            &json!({
+                "action": "cancel",
+                "query": {"runs": {"flow": "Fails", "status": "failed"}},
+                "rate": 1,
+            }),
+        )
+        .await;
+    spec.check("post", "/v1/bulk", &r);
+    let slow = r.body["id"].as_str().expect("a bulk job").to_string();
+    for action in ["pause", "resume", "cancel"] {
+        let r = api
+            .post(t, &format!("/v1/bulk/{slow}/{action}"), &json!({}))
+            .await;
+        spec.check("post", &format!("/v1/bulk/{{id}}/{action}"), &r);
+        assert_eq!(r.status, 200, "{action}: {}", r.text);
+    }
+
     // ---- schedules ----
     let r = api.get(t, "/v1/schedules").await;
     spec.check("get", "/v1/schedules", &r);

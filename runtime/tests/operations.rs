@@ -103,7 +103,7 @@ async fn migrate_then_serve_a_whole_run_on_postgres() {
         "{out}"
     );
     assert!(
-        out.contains("history store") && out.contains("-> 1002"),
+        out.contains("history store") && out.contains("-> 1004"),
         "{out}"
     );
     // Again: nothing to do.

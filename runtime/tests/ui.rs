@@ -4,12 +4,12 @@
 //! scoping, the vendored script (and its gzip), schedules (fire times in the
 //! zone and in UTC, pause, resume, a backfill previewed then started), flows
 //! (versions with their runs, source and IR), a run's attempts in time,
-//! lineage, and `--ui-no-login` (refused off loopback, the admin on loopback). In real headless Chromium (Debian's `chromium`),
+//! lineage, a bulk retry from the run list's filter, and `--ui-no-login` (refused off loopback, the admin on loopback). In real headless Chromium (Debian's `chromium`),
 //! driven by Playwright for Python (`tests/ui/console.py`, installed into a
 //! virtualenv under the target directory the first time, pinned in
 //! `tests/ui/requirements.txt`; never `playwright install`): every page,
 //! filters, pages, approve, reject, cancel, schedules (last runs, pause,
-//! resume, backfill), flows, the attempts' chart, lineage, tenant scoping, axe-core
+//! resume, backfill), a bulk retry over a filtered set, flows, the attempts' chart, lineage, tenant scoping, axe-core
 //! (vendored in `tests/ui/`, never served by the product), no console error
 //! and no request to another host; screenshots of every page under
 //! `target/tmp/ui-screenshots/`. Without chromium or the Python packages the
@@ -654,6 +654,7 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
     flows_over_http(&w, &base, &mut jar, &mut b).await;
     lineage_over_http(&w, &base, &mut jar, &mut b).await;
     population_over_http(&w, &base, &mut jar, &mut b).await;
+    bulk_over_http(&w, &base, &mut jar, &mut b).await;
 
     // Logging out ends the session.
     let (_, page, _) = get(&base, &mut jar, "/ui").await;
@@ -661,6 +662,122 @@ async fn the_console_over_http_keeps_sessions_forms_and_tenants_apart() {
     assert_eq!((status, to.as_str()), (303, "/ui/login"));
     let (status, _, _) = get(&base, &mut jar, "/ui").await;
     assert_eq!(status, 303);
+}
+
+/// A bulk retry as tenant A (`jar`) from the run list's filter: the
+/// confirmation counts the runs, a forged form is refused, the job's page
+/// follows it to the end, every failed run is retried once naming the job;
+/// B sees and touches none of it.
+async fn bulk_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar) {
+    // No Flaky run in progress: the failed ones are what the job will find.
+    let failed: Vec<String> = poll_until("the Flaky runs to settle", DEADLINE, || async {
+        w.api.history_caught_up().await;
+        let running = w
+            .api
+            .all_runs(&w.a_token, "flow=Flaky&status=running")
+            .await;
+        let failed = w.api.all_runs(&w.a_token, "flow=Flaky&status=failed").await;
+        running.is_empty().then(|| {
+            failed
+                .iter()
+                .map(|r| r["id"].as_str().expect("id").to_string())
+                .collect()
+        })
+    })
+    .await;
+    assert!(!failed.is_empty());
+    let (_, page, _) = get(base, jar, "/ui/runs").await;
+    assert!(!page.contains("bulk-actions"), "no filter, no bulk action");
+    let (_, page, _) = get(base, jar, "/ui/runs?flow=Flaky&status=failed").await;
+    let new = "/ui/bulk/new?action=retry&#38;flow=Flaky&#38;status=failed";
+    assert!(page.contains(new), "{page}");
+    assert!(page.contains("Cancel these"), "{page}");
+    let (status, page, _) = get(base, jar, &new.replace("&#38;", "&")).await;
+    assert_eq!(status, 200, "{page}");
+    let n = failed.len();
+    assert!(
+        page.contains(&format!("<strong>{n}</strong> run")),
+        "{n} runs: {page}"
+    );
+    let (status, page_, _) = get(base, jar, "/ui/bulk/new?action=nope&flow=Flaky").await;
+    assert_eq!(status, 400, "{page_}");
+    let form = [
+        ("action", "retry"),
+        ("flow", "Flaky"),
+        ("status", "failed"),
+        ("reason", "from the console"),
+    ];
+    let forged: Vec<(&str, &str)> = form.iter().copied().chain([("csrf", "forged")]).collect();
+    let (status, _) = post(base, jar, "/ui/bulk", &forged).await;
+    assert_eq!(status, 403);
+    let csrf = csrf_of(&page);
+    let real: Vec<(&str, &str)> = form
+        .iter()
+        .copied()
+        .chain([("csrf", csrf.as_str())])
+        .collect();
+    let (status, to) = post(base, jar, "/ui/bulk", &real).await;
+    assert_eq!(status, 303, "{to}");
+    let id = to
+        .strip_prefix("/ui/bulk/")
+        .expect("the job's page")
+        .to_string();
+    let (status, page, _) = get(base, jar, &to).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Bulk retry"), "{page}");
+    poll_until("the job to be done", DEADLINE, || {
+        let live = format!("{to}/live");
+        let mut jar = jar.clone();
+        async move {
+            let (_, live, _) = get(base, &mut jar, &live).await;
+            live.contains("id=\"job-state\">done").then_some(())
+        }
+    })
+    .await;
+    let (_, live, _) = get(base, jar, &format!("{to}/live")).await;
+    assert!(live.contains(&format!("id=\"job-acted\">{n}<")), "{live}");
+    assert!(
+        !live.contains("hx-get"),
+        "a finished job's page stops polling: {live}"
+    );
+    for run in &failed {
+        let events = w
+            .api
+            .get(
+                Some(&w.a_token),
+                &format!("/v1/runs/{run}/events?limit=1000"),
+            )
+            .await
+            .ok("events");
+        let retries: Vec<&str> = events
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["event"]["type"] == "retry_requested")
+            .filter_map(|e| e["event"]["reason"].as_str())
+            .filter(|r| r.starts_with("bulk "))
+            .collect();
+        assert_eq!(
+            retries,
+            vec![format!("bulk {id}: from the console")],
+            "{run}"
+        );
+    }
+    let (_, list, _) = get(base, jar, "/ui/bulk").await;
+    assert!(list.contains(&id), "{list}");
+    // B neither sees nor touches it.
+    let (_, b_list, _) = get(base, b, "/ui/bulk").await;
+    assert!(
+        b_list.contains("no-jobs") && !b_list.contains(&id),
+        "{b_list}"
+    );
+    for path in [to.clone(), format!("{to}/live")] {
+        let (status, _, _) = get(base, b, &path).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let b_csrf = csrf_of(&b_list);
+    let (status, _) = post(base, b, &format!("{to}/cancel"), &[("csrf", &b_csrf)]).await;
+    assert_eq!(status, 404);
 }
 
 /// The schedules page as tenant A (`jar`) and B (`b`): fire times in the
@@ -1281,6 +1398,32 @@ async fn the_console_in_chromium() {
         let id = id.as_str().expect("a run id");
         assert!(id.starts_with(&format!("{}.", w.yearly)), "{id}");
         assert_eq!(w.api.run(&w.a_token, id).await["status"], "running");
+    }
+    // The bulk retry made in the browser retried every failed run once, naming the job.
+    let job = done["bulk_job"].as_str().expect("bulk job");
+    let retried = done["bulk_retried"].as_array().expect("bulk retried runs");
+    assert!(!retried.is_empty(), "{done}");
+    for run in retried {
+        let run = run.as_str().expect("a run id");
+        let events = w
+            .api
+            .get(
+                Some(&w.a_token),
+                &format!("/v1/runs/{run}/events?limit=1000"),
+            )
+            .await
+            .ok("events");
+        let by_job = events
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| {
+                e["event"]["type"] == "retry_requested"
+                    && e["event"]["reason"]
+                        == format!("bulk {job}: retried in the browser").as_str()
+            })
+            .count();
+        assert_eq!(by_job, 1, "{run}");
     }
     // The forged cancel changed nothing.
     assert_eq!(

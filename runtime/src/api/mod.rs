@@ -2,6 +2,7 @@
 //! requests onto [`Service`] and its errors onto JSON bodies with a stable
 //! code; the OpenAPI document is generated from the handlers and wire types.
 
+mod bulk;
 mod error;
 pub mod model;
 
@@ -253,7 +254,8 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
         create_schedule, update_schedule, delete_schedule, pause_schedule, resume_schedule, backfill, list_registry, stats, cluster,
         whoami, list_tenant_tokens, create_tenant_token, revoke_tenant_token, rotate_tenant_token,
         list_admin_tokens, create_admin_token, revoke_admin_token, rotate_admin_token,
-        population, population_counts
+        population, population_counts,
+        bulk::preview_bulk, bulk::start_bulk, bulk::list_bulk, bulk::get_bulk, bulk::pause_bulk, bulk::resume_bulk, bulk::cancel_bulk
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&Security, &Errors)
@@ -447,6 +449,12 @@ pub fn router(service: Service, limits: &HttpLimits) -> Router {
             axum::routing::delete(revoke_admin_token),
         )
         .route("/v1/admin/tokens/{token}/rotate", post(rotate_admin_token))
+        .route("/v1/bulk", post(bulk::start_bulk).get(bulk::list_bulk))
+        .route("/v1/bulk/preview", post(bulk::preview_bulk))
+        .route("/v1/bulk/{id}", get(bulk::get_bulk))
+        .route("/v1/bulk/{id}/pause", post(bulk::pause_bulk))
+        .route("/v1/bulk/{id}/resume", post(bulk::resume_bulk))
+        .route("/v1/bulk/{id}/cancel", post(bulk::cancel_bulk))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(service)

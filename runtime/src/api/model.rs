@@ -859,3 +859,142 @@ pub struct PopulationCountsView {
     /// Keys by their latest run's flow version.
     pub by_version: BTreeMap<String, u64>,
 }
+
+// ---- bulk actions ----------------------------------------------------------
+
+/// What a bulk job does to each run its query selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkAction {
+    /// Cancel the run (`POST /v1/runs/{id}/cancel`); a finished run is skipped.
+    Cancel,
+    /// Retry the failed run (`POST /v1/runs/{id}/retry`); a run not failed is skipped.
+    Retry,
+}
+
+impl BulkAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BulkAction::Cancel => "cancel",
+            BulkAction::Retry => "retry",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "cancel" => Some(BulkAction::Cancel),
+            "retry" => Some(BulkAction::Retry),
+            _ => None,
+        }
+    }
+}
+
+/// What a bulk job acts on: one kind of query now (`runs`, the filter of
+/// `GET /v1/runs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BulkSelector {
+    /// The runs `GET /v1/runs` lists with this filter, newest first.
+    Runs(RunSelector),
+}
+
+/// A run filter as `GET /v1/runs` takes it, without its paging.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunSelector {
+    /// The tenant whose runs (a tenant's token: its own; the admin must name one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Runs that failed at this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Runs that failed with this error code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Created before (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+/// A bulk action to start (`POST /v1/bulk`) or preview (`POST /v1/bulk/preview`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    pub action: BulkAction,
+    pub query: BulkSelector,
+    /// Why, for each run's event log (with the job's id) and the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Runs acted on per second, at most (default 1,000; 1 to 100,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u32>,
+}
+
+/// What a bulk action would touch: counted from the history's index up to
+/// `counted_up_to`, and the first runs it would act on.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BulkPreview {
+    pub action: BulkAction,
+    /// How many runs the query selects now (at least this many if `more`).
+    pub runs: u64,
+    /// The query selects more than `runs`: counting stopped there.
+    pub more: bool,
+    /// The first runs, newest first, as the job walks them.
+    pub first: Vec<RunSummary>,
+}
+
+/// A bulk job: what it does, to what, who asked, and how far it is.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BulkJobView {
+    pub id: String,
+    pub tenant: String,
+    pub action: BulkAction,
+    pub query: BulkSelector,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Runs acted on per second, at most.
+    pub rate: u32,
+    /// The token name of who started it.
+    pub created_by: String,
+    pub created_at: String,
+    /// `running`, `paused`, `cancelled` or `done`.
+    pub state: String,
+    /// Runs its query gave it so far.
+    pub selected: u64,
+    /// Runs it cancelled or retried.
+    pub acted: u64,
+    /// Runs it left alone (finished already, not failed, …).
+    pub skipped: u64,
+    /// Of `skipped`, how many for each reason (an error code of the run's own action).
+    pub skipped_by: BTreeMap<String, u64>,
+    /// Runs it could not act on for another reason.
+    pub errors: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Where it goes on from in its query (a run list cursor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+/// A page of bulk jobs' filter.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct BulkFilter {
+    pub tenant: Option<String>,
+    pub cursor: Option<String>,
+    /// At most 100 (default 20).
+    pub limit: Option<u32>,
+}

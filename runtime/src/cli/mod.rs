@@ -1,5 +1,6 @@
 //! The `eflow` command line: the server, the client commands, the benchmark.
 
+pub mod bulk;
 pub mod client;
 pub mod config;
 pub mod table;
@@ -112,6 +113,10 @@ pub enum Command {
     /// Cron schedules.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Bulk actions: cancel or retry every run a filter selects, as a
+    /// durable job with progress, pause and cancel.
+    #[command(subcommand)]
+    Bulk(bulk::BulkCommand),
     /// Tenants and their tokens (admin).
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -828,6 +833,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             print(conn.output, &r, cluster_text)
         }
         Command::Schedule(sc) => schedule_command(sc).await,
+        Command::Bulk(bc) => bulk::bulk_command(bc).await,
         Command::Tenant(tc) => tenant_command(tc).await,
         Command::Token(tc) => token_command(tc).await,
         Command::Registry {

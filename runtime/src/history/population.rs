@@ -420,7 +420,8 @@ mod tests {
     #[test]
     fn counts_move_from_the_old_status_to_the_new() {
         let (_, deltas) = replay(&[vec![run("r1", 1, "running")], vec![run("r1", 1, "failed")]]);
-        let last: Vec<(&str, &str, i64)> = deltas[1..]
+        // The first batch counts the key in once by status and by version.
+        let last: Vec<(&str, &str, i64)> = deltas[2..]
             .iter()
             .map(|d| (d.what, d.value.as_str(), d.keys))
             .collect();

@@ -91,6 +91,11 @@ impl PostgresHistory {
         self.pool.close().await;
     }
 
+    /// Its pool, for the bulk jobs kept beside the runs (`crate::bulk::store`).
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub async fn cursor(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT pos FROM h_cursor WHERE id = 0")
             .fetch_one(&self.pool)

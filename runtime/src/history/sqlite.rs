@@ -49,6 +49,11 @@ impl SqliteHistory {
         self.pool.close().await;
     }
 
+    /// Its pool, for the bulk jobs kept beside the runs (`crate::bulk::store`).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     pub async fn cursor(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT pos FROM h_cursor WHERE id = 0")
             .fetch_one(&self.pool)

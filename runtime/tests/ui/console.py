@@ -366,6 +366,41 @@ def main():
         done["backfilled"] = [a_.inner_text() for a_ in a.page.locator("#preview-fires tbody a").all()]
         a.check("backfill-done")
 
+        # ---- a bulk retry over a filtered set: the confirmation counts the
+        # runs, the job's page follows it live to the end --------------------
+        def flaky(status):
+            r = a.page.request.get(
+                BASE + "/v1/runs?flow=Flaky&status=" + status + "&limit=1000",
+                headers={"Authorization": "Bearer " + FACTS["a_token"]},
+            )
+            assert r.ok, r.status
+            return [x["id"] for x in r.json()["items"]]
+        for _ in range(120):
+            if not flaky("running"):
+                break
+            a.page.wait_for_timeout(250)
+        to_retry = flaky("failed")
+        assert to_retry and not flaky("running"), to_retry
+        a.goto("/ui/runs?flow=Flaky&status=failed")
+        a.page.click("#bulk-actions a:text-is('Retry these')")
+        expect(a.page.locator("h1")).to_have_text("Retry these runs")
+        expect(a.page.locator("#bulk-count strong")).to_have_text(str(len(to_retry)))
+        a.check("bulk-confirm")
+        a.page.fill("#bulk-reason", "retried in the browser")
+        a.page.click("#confirm-bulk")
+        expect(a.page.locator("#job-state")).to_have_text("done", timeout=30_000)
+        expect(a.page.locator("#job-acted")).to_have_text(str(len(to_retry)))
+        job = a.page.url.rsplit("/", 1)[1]
+        assert job.startswith("b-"), a.page.url
+        a.check("bulk-job")
+        forged = a.page.request.post(BASE + "/ui/bulk/" + job + "/cancel", form={"csrf": "forged"})
+        assert forged.status == 403, forged.status
+        a.goto("/ui/bulk")
+        expect(a.page.locator("#jobs")).to_contain_text(job)
+        a.check("bulk-list")
+        done["bulk_job"] = job
+        done["bulk_retried"] = to_retry
+
         # ---- flows: versions with their runs, graph, source and IR ------------
         a.goto("/ui/flows")
         for f in ("Retrain", "Long", "Flaky"):
@@ -460,6 +495,15 @@ def main():
         expect(b.page.locator("#no-keys")).to_be_visible()
         assert "churn" not in b.page.content()
         b.check("population")
+        b.goto("/ui/bulk")
+        expect(b.page.locator("#no-jobs")).to_be_visible()
+        b.check("bulk-list")
+        for path in ["", "/live"]:
+            resp = b.goto("/ui/bulk/" + done["bulk_job"] + path, refused=True)
+            assert resp.status == 404, (path, resp.status)
+        b.goto("/ui/bulk")
+        refused = b.page.request.post(BASE + "/ui/bulk/" + done["bulk_job"] + "/pause", form={"csrf": b.csrf()})
+        assert refused.status == 404, refused.status
         b.goto("/ui/schedules")
         expect(b.page.locator("#no-schedules")).to_be_visible()
         assert yearly not in b.page.content()

@@ -1,10 +1,12 @@
 //! The console's pages and actions: overview, runs, a run, approvals,
-//! schedules, flows, lineage, population; cancel, retry, decide, pause, resume and backfill. Each handler asks the [`Service`](crate::service::Service)
+//! schedules, flows, lineage, population, bulk jobs; cancel, retry, decide,
+//! pause, resume, backfill and bulk actions. Each handler asks the [`Service`](crate::service::Service)
 //! what the JSON API would ask, as the viewer, and renders the answer; an
 //! error is the API's error as a page. Here: what every page shares (its
 //! header, links, the error and login pages).
 
 mod approvals;
+mod bulk;
 mod flows;
 mod lineage;
 mod overview;
@@ -14,6 +16,9 @@ mod runs;
 mod schedules;
 
 pub use approvals::{approvals, decide};
+pub use bulk::{
+    bulk_cancel, bulk_job, bulk_list, bulk_live, bulk_new, bulk_pause, bulk_resume, bulk_start,
+};
 pub use flows::{flow, flows};
 pub use lineage::{lineage, lineage_index};
 pub use overview::overview;

@@ -89,6 +89,8 @@ struct RunsPage {
     since: String,
     until: String,
     rows: Vec<RunLine>,
+    /// "Retry these", "Cancel these": a bulk action over the filter.
+    bulk: Vec<(String, String)>,
     next_href: Option<String>,
     first_href: Option<String>,
 }
@@ -152,8 +154,19 @@ pub async fn runs(
             created_at: r.created_at,
         })
         .collect();
+    let bulk = super::bulk::bulk_links(&crate::api::model::RunSelector {
+        tenant: filter.tenant.clone(),
+        flow: filter.flow.clone(),
+        version: filter.version.clone(),
+        status: filter.status.clone(),
+        step: filter.step.clone(),
+        error: filter.error.clone(),
+        since: filter.since.clone(),
+        until: filter.until.clone(),
+    });
     render(&RunsPage {
         nav: Nav::of(Some(&viewer), "runs"),
+        bulk,
         admin: viewer.is_admin(),
         statuses: RUN_STATUSES,
         next_href: page.next.as_deref().map(|n| link(Some(n))),
