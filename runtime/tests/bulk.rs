@@ -1,7 +1,8 @@
 //! Bulk actions over real HTTP (`/v1/bulk`): a bulk retry of a flow's failed
 //! runs acts on exactly those, once each, and on no run started after it;
 //! a job is paused, resumed and cancelled; another tenant neither sees nor
-//! touches it. On SQLite, and on PostgreSQL (engine and history) with NATS
+//! touches it; a bulk retry over a population's filter retries each
+//! selected key's latest run and no other. On SQLite, and on PostgreSQL (engine and history) with NATS
 //! JetStream where they are reachable; and the real binary killed with
 //! SIGKILL part way through a job's page, then restarted: the job finishes
 //! with every selected run retried exactly once.
@@ -345,11 +346,113 @@ async fn a_bulk_cancel_stops_when_cancelled(s: &TestServer) {
     }
 }
 
+/// Starts `Fails` for `key`; its run's id.
+async fn start_keyed(api: &Api, token: &str, key: &str) -> String {
+    let r = api
+        .post(
+            Some(token),
+            "/v1/runs",
+            &json!({"flow": "Fails", "input": {"x": 1}, "key": key}),
+        )
+        .await
+        .ok("start a keyed run");
+    r["id"].as_str().expect("id").to_string()
+}
+
+/// A bulk retry over a filtered population ("failed twice in a row")
+/// retries each selected key's latest run once, and no other run: not the
+/// keys' earlier runs, not the keys that failed once, not another flow's.
+async fn a_bulk_retry_over_a_population_acts_on_each_keys_latest_run(s: &TestServer) {
+    let api = &s.api;
+    let token = api.create_tenant("keys", json!({})).await;
+    api.deploy_source(&token, &[("bulk.eflow", SOURCE)]).await;
+    let twice: Vec<String> = (0..5).map(|i| format!("twice-{i}")).collect();
+    let once: Vec<String> = (0..3).map(|i| format!("once-{i}")).collect();
+    let mut first = BTreeSet::new();
+    for k in twice.iter().chain(&once) {
+        first.insert(start_keyed(api, &token, k).await);
+    }
+    runs_when(api, &token, "flow=Fails", 8, &["failed"]).await;
+    let mut latest = BTreeSet::new();
+    for k in &twice {
+        latest.insert(start_keyed(api, &token, k).await);
+    }
+    runs_when(api, &token, "flow=Fails", 13, &["failed"]).await;
+
+    let request = json!({
+        "action": "retry",
+        "query": {"population": {"flow": "Fails", "failed_in_a_row": 2}},
+    });
+    let preview = api
+        .post(Some(&token), "/v1/bulk/preview", &request)
+        .await
+        .ok("preview");
+    assert_eq!(preview["runs"], 5, "{preview}");
+    let shown: BTreeSet<String> = id_set(preview["first"].as_array().expect("first"));
+    assert_eq!(shown, latest, "{preview}");
+    assert!(
+        preview["first"]
+            .as_array()
+            .expect("first")
+            .iter()
+            .all(|r| r["key"].as_str().is_some_and(|k| k.starts_with("twice-"))),
+        "{preview}"
+    );
+    // A population names its flow; a streak of 0 is no filter.
+    let r = api
+        .post(
+            Some(&token),
+            "/v1/bulk/preview",
+            &json!({"action": "retry", "query": {"population": {"flow": "Fails", "failed_in_a_row": 0}}}),
+        )
+        .await;
+    assert_eq!(
+        r.expect_error(400, "a streak of 0"),
+        "invalid_failed_in_a_row"
+    );
+    let r = api
+        .post(
+            Some(&token),
+            "/v1/bulk",
+            &json!({"action": "retry", "query": {"population": {"status": "failed"}}}),
+        )
+        .await;
+    r.expect_error(400, "a population without its flow");
+
+    let started = api
+        .post(Some(&token), "/v1/bulk", &request)
+        .await
+        .ok("start the job");
+    let id = started["id"].as_str().expect("job id").to_string();
+    let mut stored = request["query"].clone();
+    stored["population"]["tenant"] = json!("keys");
+    assert_eq!(started["query"], stored, "{started}");
+    let done = job_when(api, &token, &id, "done").await;
+    assert_eq!(done["selected"], 5, "{done}");
+    assert_eq!(done["acted"], 5, "{done}");
+    assert_eq!(done["skipped"], 0, "{done}");
+    for run in &latest {
+        assert_eq!(
+            actions_on(api, &token, run).await,
+            vec![("retry_requested".to_string(), format!("bulk {id}"))],
+            "run {run}"
+        );
+    }
+    for run in &first {
+        assert_eq!(actions_on(api, &token, run).await, vec![], "run {run}");
+    }
+    // The retried keys are running or failed again: none is acted on twice
+    // by a second walk of the same job (it is done).
+    let again = job(api, &token, &id).await;
+    assert_eq!(again["acted"], 5, "{again}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_actions_on_sqlite() {
     let s = TestServer::start("bulk").await;
     a_bulk_retry_acts_on_exactly_the_failed_runs(&s).await;
     a_bulk_cancel_stops_when_cancelled(&s).await;
+    a_bulk_retry_over_a_population_acts_on_each_keys_latest_run(&s).await;
     s.stop().await;
 }
 
@@ -369,6 +472,7 @@ async fn bulk_actions_on_postgres_and_nats() {
     .await;
     a_bulk_retry_acts_on_exactly_the_failed_runs(&s).await;
     a_bulk_cancel_stops_when_cancelled(&s).await;
+    a_bulk_retry_over_a_population_acts_on_each_keys_latest_run(&s).await;
     s.stop().await;
 }
 

@@ -697,5 +697,55 @@ async fn bulk_commands_preview_start_and_follow_a_job() {
     let o = eflow_async(conn(vec!["bulk", "pause", &id])).await;
     assert!(!o.status.success(), "{}", show(&o));
     assert!(text(&o.stderr).contains("bulk_job_state"), "{}", show(&o));
+
+    // Over a population: each key's latest run; one keyed run failed.
+    let run = s
+        .api
+        .post(
+            Some(&token),
+            "/v1/runs",
+            &serde_json::json!({"flow": "Fails", "input": {"x": 9}, "key": "model-9"}),
+        )
+        .await
+        .ok("a keyed run");
+    let keyed = run["id"].as_str().expect("id").to_string();
+    s.api.wait_finished(&token, &keyed).await;
+    let population = |extra: &[&str]| {
+        let mut v = vec!["bulk", "start", "retry", "--population", "--tenant", "acme"];
+        v.extend_from_slice(extra);
+        conn(v)
+    };
+    let o = eflow_async(population(&["--flow", "Fails", "--failed-in-a-row", "1"])).await;
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("retry would touch 1 run"),
+        "{}",
+        show(&o)
+    );
+    assert!(text(&o.stderr).contains(&keyed), "{}", show(&o));
+    let o = eflow_async(population(&["--status", "failed"])).await;
+    assert!(
+        text(&o.stderr).contains("--population needs --flow"),
+        "{}",
+        show(&o)
+    );
+    let o = eflow_async(population(&["--flow", "Fails", "--step", "Boom"])).await;
+    assert!(
+        text(&o.stderr).contains("--step filters a run list, not a population"),
+        "{}",
+        show(&o)
+    );
+    let o = eflow_async(conn(vec![
+        "bulk",
+        "start",
+        "retry",
+        "--flow",
+        "Fails",
+        "--failed-in-a-row",
+        "2",
+    ]))
+    .await;
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("--population"), "{}", show(&o));
     s.stop().await;
 }

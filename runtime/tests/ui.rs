@@ -1090,8 +1090,24 @@ async fn population_over_http(w: &World, base: &str, jar: &mut Jar, b: &mut Jar)
         page.contains(&format!("href=\"/ui/runs/{}\"", w.failed)),
         "{page}"
     );
+    // Its filter's bulk actions: over the population, each key's latest run.
+    let retry =
+        "/ui/bulk/new?action=retry&#38;over=population&#38;flow=Flaky&#38;failed_in_a_row=1";
+    assert!(page.contains(retry), "{page}");
+    let (status, page, _) = get(base, jar, &retry.replace("&#38;", "&")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<strong>1</strong> run"), "{page}");
+    assert!(page.contains("the latest run of each key"), "{page}");
+    assert!(
+        page.contains("<input type=\"hidden\" name=\"over\" value=\"population\">"),
+        "{page}"
+    );
     let (_, page, _) = get(base, jar, "/ui/population?flow=Flaky&failed_in_a_row=2").await;
     assert!(page.contains("id=\"no-members\""), "{page}");
+    assert!(
+        !page.contains("bulk-actions"),
+        "no key, no bulk action: {page}"
+    );
     let (_, page, _) = get(base, jar, "/ui/population?flow=Retrain&status=failed").await;
     assert!(page.contains("id=\"no-members\""), "{page}");
     // Pages of two: the next page's link carries the filters and a cursor.

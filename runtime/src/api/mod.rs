@@ -649,6 +649,7 @@ pub fn population_query(f: &PopulationFilter) -> Result<PopulationQuery, ApiErro
         status: f.status.clone(),
         version: f.version.clone(),
         failed_in_a_row: f.failed_in_a_row,
+        before: None,
         cursor: f.cursor.clone(),
         limit: f.limit.unwrap_or(100),
     })

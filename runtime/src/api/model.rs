@@ -889,13 +889,63 @@ impl BulkAction {
     }
 }
 
-/// What a bulk job acts on: one kind of query now (`runs`, the filter of
-/// `GET /v1/runs`).
+/// What a bulk job acts on: the runs of a run filter (`runs`, the filter of
+/// `GET /v1/runs`), or the latest run of each key of a flow's population
+/// (`population`, the filter of `GET /v1/population`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum BulkSelector {
     /// The runs `GET /v1/runs` lists with this filter, newest first.
     Runs(RunSelector),
+    /// The latest run of each key `GET /v1/population` lists with this
+    /// filter, in its order.
+    Population(PopulationSelector),
+}
+
+impl BulkSelector {
+    /// The tenant it names, if any.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            BulkSelector::Runs(r) => r.tenant.as_deref(),
+            BulkSelector::Population(p) => p.tenant.as_deref(),
+        }
+    }
+
+    /// The same selection in `tenant`.
+    pub fn in_tenant(&self, tenant: &str) -> BulkSelector {
+        let tenant = Some(tenant.to_string());
+        match self {
+            BulkSelector::Runs(r) => BulkSelector::Runs(RunSelector {
+                tenant,
+                ..r.clone()
+            }),
+            BulkSelector::Population(p) => BulkSelector::Population(PopulationSelector {
+                tenant,
+                ..p.clone()
+            }),
+        }
+    }
+}
+
+/// A population filter as `GET /v1/population` takes it, without its paging:
+/// the keys of one flow, each standing for its latest run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PopulationSelector {
+    /// The tenant whose keys (a tenant's token: its own; the admin must name one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The flow whose keys.
+    pub flow: String,
+    /// Keys whose latest run has this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Keys whose latest run is on this flow version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Keys whose latest runs failed at least this many times in a row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_in_a_row: Option<u32>,
 }
 
 /// A run filter as `GET /v1/runs` takes it, without its paging.
@@ -917,6 +967,9 @@ pub struct RunSelector {
     /// Runs that failed with this error code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Runs of this key (the model or customer they belong to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// Created at or after (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,

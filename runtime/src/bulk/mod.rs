@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiError;
 use crate::api::model::{BulkAction, BulkSelector};
+use crate::history::{HistoryStore, PopulationQuery, RunQuery};
 use crate::service::{Caller, Scope, Service};
 use store::{JobRow, Jobs, Progress};
 
@@ -154,7 +155,7 @@ impl Runner {
     /// first; then stores the progress and lets the page go.
     async fn page(&self, job: &JobRow, h: &mut Held) {
         let started = Instant::now();
-        let (action, mut q) = match plan(job) {
+        let (action, walk) = match plan(job) {
             Ok(p) => p,
             Err(e) => {
                 // A job this eflow cannot read: ended, saying why.
@@ -180,8 +181,8 @@ impl Runner {
                 }
             },
             None => {
-                q.limit = self.options.page.min(job.rate).max(1);
-                let page = match self.service.history().store().runs(&q).await {
+                let limit = self.options.page.min(job.rate).max(1);
+                let (ids, next) = match walk.page(self.service.history().store(), limit).await {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::warn!(job = %job.id, error = %e, "cannot read a bulk job's runs; trying again");
@@ -189,13 +190,12 @@ impl Runner {
                         return;
                     }
                 };
-                let ids: Vec<String> = page.items.into_iter().map(|r| r.id).collect();
                 // Held before any is acted on: acting changes what the
                 // query selects (a retried run is no longer failed).
-                if !ids.is_empty() && !self.hold(job, h, &ids, page.next.as_deref()).await {
+                if !ids.is_empty() && !self.hold(job, h, &ids, next.as_deref()).await {
                     return;
                 }
-                (ids, page.next, false)
+                (ids, next, false)
             }
         };
         let caller = Caller {
@@ -386,21 +386,69 @@ fn counted(job: &JobRow, outcomes: Vec<Outcome>) -> Option<(store::Counts, Optio
     Some((counts, last_error))
 }
 
-/// The action and the history query of a job, its selection frozen at its
-/// creation and continued after its cursor.
-fn plan(job: &JobRow) -> Result<(BulkAction, crate::history::RunQuery), String> {
+/// The action of a job and what it walks: its selector's query with the
+/// selection frozen at the job's creation, continued after its cursor.
+fn plan(job: &JobRow) -> Result<(BulkAction, Walk), String> {
     let action = BulkAction::parse(&job.action)
         .ok_or_else(|| format!("this eflow does not know the action `{}`", job.action))?;
     let selector: BulkSelector = serde_json::from_str(&job.selector)
         .map_err(|e| format!("this eflow cannot read the job's query: {e}"))?;
-    let mut q = crate::service::bulk::run_query_of(&selector).map_err(|e| e.message)?;
-    q.tenant = Some(job.tenant.clone());
-    q.until = Some(
-        q.until
-            .map_or(job.frozen_before, |u| u.min(job.frozen_before)),
-    );
-    q.cursor = job.cursor.clone();
-    Ok((action, q))
+    let walk = crate::service::bulk::walk_of(&selector).map_err(|e| e.message)?;
+    Ok((
+        action,
+        walk.frozen(&job.tenant, job.frozen_before, job.cursor.clone()),
+    ))
+}
+
+/// What a job walks, a page at a time after a cursor: the runs of a run
+/// query (newest first), or the latest run of each key of a population
+/// query (in the population's order: by key, or by streak then key).
+#[derive(Debug, Clone)]
+pub enum Walk {
+    Runs(RunQuery),
+    Population(PopulationQuery),
+}
+
+impl Walk {
+    /// In `tenant`, only what was created before `before` (ms), after `cursor`.
+    fn frozen(self, tenant: &str, before: u64, cursor: Option<String>) -> Walk {
+        let tenant = Some(tenant.to_string());
+        match self {
+            Walk::Runs(q) => Walk::Runs(RunQuery {
+                tenant,
+                until: Some(q.until.map_or(before, |u| u.min(before))),
+                cursor,
+                ..q
+            }),
+            Walk::Population(q) => Walk::Population(PopulationQuery {
+                tenant,
+                before: Some(before),
+                cursor,
+                ..q
+            }),
+        }
+    }
+
+    /// The next page's run ids (at most `limit`), and the cursor after it
+    /// (`None`: the walk is over).
+    async fn page(
+        &self,
+        store: &HistoryStore,
+        limit: u32,
+    ) -> Result<(Vec<String>, Option<String>), crate::history::store::Error> {
+        Ok(match self {
+            Walk::Runs(q) => {
+                let page = store.runs(&RunQuery { limit, ..q.clone() }).await?;
+                (page.items.into_iter().map(|r| r.id).collect(), page.next)
+            }
+            Walk::Population(q) => {
+                let page = store
+                    .population(&PopulationQuery { limit, ..q.clone() })
+                    .await?;
+                (page.items.into_iter().map(|m| m.run).collect(), page.next)
+            }
+        })
+    }
 }
 
 /// What a run's cancel or retry event says of the job: `bulk ID`, then the

@@ -5,8 +5,9 @@
 
 use sqlx::Row;
 
+use super::Walk;
 use crate::history::HistoryStore;
-use crate::history::store::{Error, Result, RunQuery};
+use crate::history::store::{Error, Result};
 
 /// A job as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -266,29 +267,57 @@ macro_rules! job_store {
                     .rows_affected())
             }
 
-            /// How many runs `q` selects, counted up to `at_most` along the
-            /// index that answers `q`'s filter (never more rows).
-            async fn count(&self, q: &RunQuery, at_most: u32) -> Result<u64> {
-                let mut b: sqlx::QueryBuilder<$db> =
-                    sqlx::QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM h_runs WHERE 1 = 1");
-                let text = [
-                    ("tenant", &q.tenant),
-                    ("flow", &q.flow),
-                    ("version", &q.version),
-                    ("status", &q.status),
-                    ("failed_step", &q.step),
-                    ("error_code", &q.error),
-                ];
+            /// How many runs `walk` selects, counted up to `at_most` along
+            /// the index that answers its filter (never more rows).
+            async fn count(&self, walk: &Walk, at_most: u32) -> Result<u64> {
+                let mut b: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM ");
+                let (table, text, since, until, streak) = match walk {
+                    Walk::Runs(q) => (
+                        "h_runs",
+                        vec![
+                            ("tenant", &q.tenant),
+                            ("flow", &q.flow),
+                            ("version", &q.version),
+                            ("status", &q.status),
+                            ("failed_step", &q.step),
+                            ("error_code", &q.error),
+                            ("key", &q.key),
+                        ],
+                        q.since,
+                        q.until,
+                        None,
+                    ),
+                    Walk::Population(q) => (
+                        "h_population",
+                        vec![
+                            ("tenant", &q.tenant),
+                            ("status", &q.status),
+                            ("version", &q.version),
+                        ],
+                        None,
+                        q.before,
+                        q.failed_in_a_row,
+                    ),
+                };
+                b.push(table).push(" WHERE 1 = 1");
+                if let Walk::Population(q) = walk {
+                    b.push(" AND flow = ").push_bind(q.flow.clone());
+                }
                 for (column, value) in text {
                     if let Some(v) = value {
                         b.push(format!(" AND {column} = ")).push_bind(v.clone());
                     }
                 }
-                if let Some(t) = q.since {
+                if let Some(t) = since {
                     b.push(" AND created_at >= ").push_bind(ms(t));
                 }
-                if let Some(t) = q.until {
+                if let Some(t) = until {
                     b.push(" AND created_at < ").push_bind(ms(t));
+                }
+                if let Some(n) = streak {
+                    // As the population's page writes it, for its partial indexes.
+                    let n = n.clamp(1, i32::MAX as u32);
+                    b.push(format!(" AND failed_in_a_row > 0 AND failed_in_a_row >= {n}"));
                 }
                 b.push(" LIMIT ").push_bind(i64::from(at_most)).push(") AS selected");
                 let n: i64 = b.build_query_scalar().fetch_one(self.0).await?;
@@ -349,8 +378,8 @@ forward! {
     pub async fn save(&self, id: &str, runner: &str, progress: &Progress, now: u64) -> Result<bool>;
     /// Deletes every job of `tenant`; returns how many.
     pub async fn purge(&self, tenant: &str) -> Result<u64>;
-    /// How many runs `q` selects (its cursor and limit aside), up to `at_most`.
-    pub async fn count(&self, q: &RunQuery, at_most: u32) -> Result<u64>;
+    /// How many runs `walk` selects (its cursor and limit aside), up to `at_most`.
+    pub async fn count(&self, walk: &Walk, at_most: u32) -> Result<u64>;
 }
 
 impl Jobs {

@@ -19,9 +19,18 @@ pub enum Action {
     Retry,
 }
 
-/// The runs a bulk job acts on: the filter of `eflow run list`.
+/// The runs a bulk job acts on: the filter of `eflow run list`, or with
+/// `--population` the latest run of each key `eflow population` lists.
 #[derive(Debug, Args, Clone)]
 pub struct Filter {
+    /// Act on the latest run of each key of `--flow`'s population (filtered
+    /// by `--status`, `--version` and `--failed-in-a-row`), not on a run list.
+    #[arg(long)]
+    pub population: bool,
+    /// With `--population`: keys whose latest runs failed at least this many
+    /// times in a row.
+    #[arg(long, requires = "population")]
+    pub failed_in_a_row: Option<u32>,
     /// The tenant (with an admin token, which must name one).
     #[arg(long)]
     pub tenant: Option<String>,
@@ -38,12 +47,55 @@ pub struct Filter {
     /// Runs that failed with this error code.
     #[arg(long)]
     pub error: Option<String>,
+    /// Runs of this key (the model or customer they belong to).
+    #[arg(long)]
+    pub key: Option<String>,
     /// Created at or after (RFC 3339).
     #[arg(long)]
     pub since: Option<String>,
     /// Created before (RFC 3339).
     #[arg(long)]
     pub until: Option<String>,
+}
+
+impl Filter {
+    fn selector(self: Box<Self>) -> anyhow::Result<BulkSelector> {
+        if !self.population {
+            return Ok(BulkSelector::Runs(RunSelector {
+                tenant: self.tenant,
+                flow: self.flow,
+                version: self.version,
+                status: self.status,
+                step: self.step,
+                error: self.error,
+                key: self.key,
+                since: self.since,
+                until: self.until,
+            }));
+        }
+        let run_only = [
+            ("--step", &self.step),
+            ("--error", &self.error),
+            ("--key", &self.key),
+            ("--since", &self.since),
+            ("--until", &self.until),
+        ];
+        if let Some((flag, _)) = run_only.iter().find(|(_, v)| v.is_some()) {
+            bail!(
+                "{flag} filters a run list, not a population: leave it out, or drop --population"
+            );
+        }
+        let Some(flow) = self.flow else {
+            bail!("--population needs --flow: the flow whose keys to act on");
+        };
+        Ok(BulkSelector::Population(PopulationSelector {
+            tenant: self.tenant,
+            flow,
+            status: self.status,
+            version: self.version,
+            failed_in_a_row: self.failed_in_a_row,
+        }))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,7 +106,7 @@ pub enum BulkCommand {
         #[arg(value_enum)]
         action: Action,
         #[command(flatten)]
-        filter: Filter,
+        filter: Box<Filter>,
         /// Why, recorded with the job and in each run's events.
         #[arg(long)]
         reason: Option<String>,
@@ -121,16 +173,7 @@ pub async fn bulk_command(bc: BulkCommand) -> anyhow::Result<()> {
                     Action::Cancel => BulkAction::Cancel,
                     Action::Retry => BulkAction::Retry,
                 },
-                query: BulkSelector::Runs(RunSelector {
-                    tenant: filter.tenant,
-                    flow: filter.flow,
-                    version: filter.version,
-                    status: filter.status,
-                    step: filter.step,
-                    error: filter.error,
-                    since: filter.since,
-                    until: filter.until,
-                }),
+                query: filter.selector()?,
                 reason,
                 rate,
             };

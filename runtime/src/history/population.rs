@@ -54,6 +54,10 @@ pub struct PopulationQuery {
     /// Keys whose latest runs failed at least this many times in a row
     /// (at least 1). Such a page lists the longest streaks first.
     pub failed_in_a_row: Option<u32>,
+    /// Keys whose latest run was created before this (ms): a bulk job's
+    /// selection, frozen when it was made. Not in the indexes: it leaves
+    /// out only the keys whose latest run is newer.
+    pub before: Option<u64>,
     pub cursor: Option<String>,
     pub limit: u32,
 }
@@ -262,6 +266,10 @@ where
     }
     if let Some(v) = &q.version {
         b.push(" AND version = ").push_bind(v.as_str());
+    }
+    if let Some(t) = q.before {
+        b.push(" AND created_at < ")
+            .push_bind(t.min(i64::MAX as u64) as i64);
     }
     let streak = q.failed_in_a_row.map(|n| n.clamp(1, i32::MAX as u32));
     if let Some(n) = streak {

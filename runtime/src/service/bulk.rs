@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use super::{ApiResult, Caller, Service, rfc3339};
 use crate::api::ApiError;
 use crate::api::model::*;
+use crate::bulk::Walk;
 use crate::bulk::store::{JobRow, Jobs};
 use crate::history::RunQuery;
 
@@ -42,23 +43,47 @@ impl Service {
     /// How many runs `req` would act on and the first of them, from the
     /// history as it holds every run committed before this call.
     pub async fn bulk_preview(&self, caller: &Caller, req: &BulkRequest) -> ApiResult<BulkPreview> {
-        let (_, q) = self.bulk_query(caller, &req.query).await?;
+        let (_, walk) = self.bulk_query(caller, &req.query).await?;
         self.wait_for_history().await?;
         let runs = self
             .jobs()
-            .count(&q, PREVIEW_COUNT_CAP + 1)
+            .count(&walk, PREVIEW_COUNT_CAP + 1)
             .await
             .map_err(ApiError::internal)?;
-        let first = self
-            .runs_as_held(
-                caller,
-                RunQuery {
-                    limit: PREVIEW_FIRST,
-                    ..q
-                },
-            )
-            .await?
-            .items;
+        let first = match walk {
+            Walk::Runs(q) => {
+                self.runs_as_held(
+                    caller,
+                    RunQuery {
+                        limit: PREVIEW_FIRST,
+                        ..q
+                    },
+                )
+                .await?
+                .items
+            }
+            Walk::Population(mut q) => {
+                q.limit = PREVIEW_FIRST;
+                self.population(caller, q)
+                    .await?
+                    .items
+                    .into_iter()
+                    .map(|m| RunSummary {
+                        id: m.run,
+                        tenant: m.tenant,
+                        flow: m.flow,
+                        version: m.version,
+                        status: m.status,
+                        created_at: m.created_at,
+                        updated_at: m.updated_at,
+                        error_code: m.error_code,
+                        failed_step: None,
+                        parent: None,
+                        key: Some(m.key),
+                    })
+                    .collect()
+            }
+        };
         Ok(BulkPreview {
             action: req.action,
             runs: runs.min(u64::from(PREVIEW_COUNT_CAP)),
@@ -84,8 +109,7 @@ impl Service {
                 format!("the reason is longer than {MAX_REASON} bytes: shorten it"),
             ));
         }
-        let BulkSelector::Runs(runs) = &selector;
-        let tenant = runs.tenant.clone().unwrap_or_default();
+        let tenant = selector.tenant().unwrap_or_default().to_string();
         // Every run committed before this call is in the history before the
         // job's selection is frozen.
         self.wait_for_history().await?;
@@ -189,39 +213,47 @@ impl Service {
         }
     }
 
-    /// The selector with its tenant the caller's (checked), and the history
-    /// query it asks.
+    /// The selector with its tenant the caller's (checked), and what a job
+    /// of it walks.
     async fn bulk_query(
         &self,
         caller: &Caller,
         selector: &BulkSelector,
-    ) -> ApiResult<(BulkSelector, RunQuery)> {
-        let BulkSelector::Runs(runs) = selector;
-        let tenant = caller.tenant(runs.tenant.as_deref())?.to_string();
+    ) -> ApiResult<(BulkSelector, Walk)> {
+        let tenant = caller.tenant(selector.tenant())?.to_string();
         self.tenant_exists(&tenant).await?;
-        let selector = BulkSelector::Runs(RunSelector {
-            tenant: Some(tenant),
-            ..runs.clone()
-        });
-        let q = run_query_of(&selector)?;
-        Ok((selector, q))
+        let selector = selector.in_tenant(&tenant);
+        let walk = walk_of(&selector)?;
+        Ok((selector, walk))
     }
 }
 
 /// The history query of a selector (its tenant as stored with the job).
-pub fn run_query_of(selector: &BulkSelector) -> ApiResult<RunQuery> {
-    let BulkSelector::Runs(r) = selector;
-    crate::api::run_query(&RunFilter {
-        tenant: r.tenant.clone(),
-        flow: r.flow.clone(),
-        version: r.version.clone(),
-        status: r.status.clone(),
-        step: r.step.clone(),
-        error: r.error.clone(),
-        since: r.since.clone(),
-        until: r.until.clone(),
-        ..RunFilter::default()
-    })
+pub fn walk_of(selector: &BulkSelector) -> ApiResult<Walk> {
+    match selector {
+        BulkSelector::Runs(r) => crate::api::run_query(&RunFilter {
+            tenant: r.tenant.clone(),
+            flow: r.flow.clone(),
+            version: r.version.clone(),
+            status: r.status.clone(),
+            step: r.step.clone(),
+            error: r.error.clone(),
+            key: r.key.clone(),
+            since: r.since.clone(),
+            until: r.until.clone(),
+            ..RunFilter::default()
+        })
+        .map(Walk::Runs),
+        BulkSelector::Population(p) => crate::api::population_query(&PopulationFilter {
+            tenant: p.tenant.clone(),
+            flow: Some(p.flow.clone()),
+            status: p.status.clone(),
+            version: p.version.clone(),
+            failed_in_a_row: p.failed_in_a_row,
+            ..PopulationFilter::default()
+        })
+        .map(Walk::Population),
+    }
 }
 
 fn job_view(j: JobRow) -> ApiResult<BulkJobView> {

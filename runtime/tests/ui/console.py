@@ -467,6 +467,28 @@ def main():
         a.check("population-failed")
         a.page.locator("#population tbody tr td:nth-child(2) a").first.click()
         expect(a.page.locator("h1")).to_contain_text(every)
+        # A bulk retry over the filtered population: the latest run of each
+        # key that failed twice in a row (the schedule is paused: it stays so).
+        a.goto("/ui/population?flow=Flaky&failed_in_a_row=2")
+        latest = a.page.locator("#population tbody tr td:nth-child(2) a").first.inner_text()
+        a.page.click("#bulk-actions a:text-is('Retry these')")
+        expect(a.page.locator("h1")).to_have_text("Retry these runs")
+        expect(a.page.locator("#bulk-count strong")).to_have_text("1")
+        expect(a.page.locator("#bulk-count")).to_contain_text("the latest run of each key")
+        expect(a.page.locator("#bulk-first")).to_contain_text(latest)
+        a.check("bulk-population-confirm")
+        a.page.click("#confirm-bulk")
+        expect(a.page.locator("#job-state")).to_have_text("done", timeout=30_000)
+        expect(a.page.locator("#job-acted")).to_have_text("1")
+        pjob = a.page.url.rsplit("/", 1)[1]
+        events = a.page.request.get(
+            BASE + "/v1/runs/" + urllib.parse.quote(latest, safe="") + "/events?limit=1000",
+            headers={"Authorization": "Bearer " + FACTS["a_token"]},
+        )
+        assert events.ok, events.status
+        retries = [e["event"].get("reason") for e in events.json() if e["event"]["type"] == "retry_requested"]
+        assert ("bulk " + pjob) in retries, retries
+        a.check("bulk-population-job")
 
         # ---- tenant B sees none of A ------------------------------------------
         b = Watched(browser, "globex")

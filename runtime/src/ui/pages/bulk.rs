@@ -1,6 +1,6 @@
-//! Bulk actions in the console: from the run list's filter, "Retry these"
-//! or "Cancel these" leads to a confirmation that says how many runs the
-//! job will touch; once started, the job's page follows its progress live
+//! Bulk actions in the console: from the run list's filter, or from the
+//! population's (each key's latest run), "Retry these" or "Cancel these"
+//! leads to a confirmation that says how many runs the job will touch; once started, the job's page follows its progress live
 //! and pauses, resumes or cancels it; and a page of the jobs.
 
 use askama::Template;
@@ -12,7 +12,7 @@ use super::runs::filter_time;
 use super::{Nav, UiQuery, enc, query, run_href, set};
 use crate::api::ApiError;
 use crate::api::model::{
-    BulkAction, BulkFilter, BulkJobView, BulkRequest, BulkSelector, RunSelector,
+    BulkAction, BulkFilter, BulkJobView, BulkRequest, BulkSelector, PopulationSelector, RunSelector,
 };
 use crate::service::BulkChange;
 use crate::ui::session::{UiForm, Viewer};
@@ -25,11 +25,15 @@ fn job_href(id: &str) -> String {
     format!("/ui/bulk/{}", enc(id))
 }
 
-/// What the confirmation asks: the action and the run list's filter.
+/// What the confirmation asks: the action and the run list's filter, or
+/// (`over=population`) the population's.
 #[derive(Debug, Default, Deserialize)]
 pub struct NewParams {
     #[serde(default)]
     action: String,
+    /// `population`: the latest run of each key; else the runs of the filter.
+    #[serde(default)]
+    over: String,
     #[serde(default)]
     tenant: String,
     #[serde(default)]
@@ -43,69 +47,101 @@ pub struct NewParams {
     #[serde(default)]
     error: String,
     #[serde(default)]
+    key: String,
+    #[serde(default)]
     since: String,
     #[serde(default)]
     until: String,
+    #[serde(default)]
+    failed_in_a_row: String,
 }
 
 impl NewParams {
-    fn selector(&self) -> RunSelector {
-        RunSelector {
-            tenant: set(&self.tenant),
-            flow: set(&self.flow),
-            version: set(&self.version),
-            status: set(&self.status),
-            step: set(&self.step),
-            error: set(&self.error),
-            since: filter_time(&self.since),
-            until: filter_time(&self.until),
+    fn selector(&self) -> Result<BulkSelector, ApiError> {
+        if self.over != "population" {
+            return Ok(BulkSelector::Runs(RunSelector {
+                tenant: set(&self.tenant),
+                flow: set(&self.flow),
+                version: set(&self.version),
+                status: set(&self.status),
+                step: set(&self.step),
+                error: set(&self.error),
+                key: set(&self.key),
+                since: filter_time(&self.since),
+                until: filter_time(&self.until),
+            }));
         }
+        let failed_in_a_row = match set(&self.failed_in_a_row) {
+            None => None,
+            Some(n) => Some(n.parse::<u32>().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_failed_in_a_row",
+                    "`failed_in_a_row` is a whole number, at least 1",
+                )
+            })?),
+        };
+        Ok(BulkSelector::Population(PopulationSelector {
+            tenant: set(&self.tenant),
+            flow: self.flow.trim().to_string(),
+            status: set(&self.status),
+            version: set(&self.version),
+            failed_in_a_row,
+        }))
     }
 
     fn action(&self) -> Result<BulkAction, ApiError> {
         BulkAction::parse(&self.action).ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_action",
-                "a bulk action is `retry` or `cancel`: start it from the run list's buttons",
+                "a bulk action is `retry` or `cancel`: start it from the run list's or the population's buttons",
             )
         })
     }
 }
 
-/// The run list's links to a bulk action over its filter (none without a
-/// filter: a job over every run is asked for through the API or the CLI).
-pub fn bulk_links(r: &RunSelector) -> Vec<(String, String)> {
-    let any = [
-        &r.flow, &r.version, &r.status, &r.step, &r.error, &r.since, &r.until,
-    ]
-    .iter()
-    .any(|v| v.is_some());
-    if !any {
-        return Vec::new();
+/// The links to a bulk action over a run list's or a population's filter
+/// (none for a run list without a filter: a job over every run is asked
+/// for through the API or the CLI).
+pub fn bulk_links(sel: &BulkSelector) -> Vec<(String, String)> {
+    if let BulkSelector::Runs(r) = sel {
+        let any = [
+            &r.flow, &r.version, &r.status, &r.step, &r.error, &r.key, &r.since, &r.until,
+        ]
+        .iter()
+        .any(|v| v.is_some());
+        if !any {
+            return Vec::new();
+        }
     }
+    let pairs = selector_pairs(sel);
     [("retry", "Retry these"), ("cancel", "Cancel these")]
         .into_iter()
         .map(|(action, label)| {
-            let href = format!(
-                "/ui/bulk/new{}",
-                query(&[
-                    ("action", Some(action)),
-                    ("tenant", r.tenant.as_deref()),
-                    ("flow", r.flow.as_deref()),
-                    ("version", r.version.as_deref()),
-                    ("status", r.status.as_deref()),
-                    ("step", r.step.as_deref()),
-                    ("error", r.error.as_deref()),
-                    ("since", r.since.as_deref()),
-                    ("until", r.until.as_deref()),
-                ])
-            );
-            (href, label.to_string())
+            let mut q = vec![("action", Some(action))];
+            q.extend(pairs.iter().map(|(k, v)| (*k, Some(v.as_str()))));
+            (format!("/ui/bulk/new{}", query(&q)), label.to_string())
         })
         .collect()
 }
 
+/// Where a selector's runs (or keys) are listed in the console.
+fn list_href(sel: &BulkSelector) -> String {
+    let pairs = selector_pairs(sel);
+    let pairs: Vec<(&str, Option<&str>)> = pairs
+        .iter()
+        .filter(|(k, _)| *k != "over")
+        .map(|(k, v)| (*k, Some(v.as_str())))
+        .collect();
+    let page = match sel {
+        BulkSelector::Runs(_) => "/ui/runs",
+        BulkSelector::Population(_) => "/ui/population",
+    };
+    format!("{page}{}", query(&pairs))
+}
+
 struct RunLine {
+    /// Over a population: the key whose latest run it is.
+    key: String,
     id: String,
     href: String,
     flow: String,
@@ -120,6 +156,8 @@ struct NewPage {
     csrf: String,
     action: String,
     verb: &'static str,
+    /// Over a population: each key's latest run.
+    population: bool,
     filter: Vec<(&'static str, String)>,
     hidden: Vec<(&'static str, String)>,
     runs: u64,
@@ -138,10 +176,13 @@ pub async fn bulk_new(
         Ok(a) => a,
         Err(e) => return error_page(Some(&viewer), &e),
     };
-    let sel = p.selector();
+    let sel = match p.selector() {
+        Ok(s) => s,
+        Err(e) => return error_page(Some(&viewer), &e),
+    };
     let req = BulkRequest {
         action,
-        query: BulkSelector::Runs(sel.clone()),
+        query: sel.clone(),
         reason: None,
         rate: None,
     };
@@ -150,21 +191,22 @@ pub async fn bulk_new(
         Err(e) => return error_page(Some(&viewer), &e),
     };
     let pairs = selector_pairs(&sel);
-    let back = format!(
-        "/ui/runs{}",
-        query(
-            &pairs
-                .iter()
-                .map(|(k, v)| (*k, Some(v.as_str())))
-                .collect::<Vec<_>>()
-        )
-    );
+    let population = matches!(sel, BulkSelector::Population(_));
     render(&NewPage {
-        nav: Nav::of(Some(&viewer), "runs"),
+        nav: Nav::of(
+            Some(&viewer),
+            if population { "population" } else { "runs" },
+        ),
+        population,
+        back: list_href(&sel),
         csrf: viewer.csrf.clone(),
         action: action.as_str().into(),
         verb: verb(action),
-        filter: pairs.clone(),
+        filter: pairs
+            .iter()
+            .filter(|(k, _)| *k != "over")
+            .cloned()
+            .collect(),
         hidden: pairs,
         runs: preview.runs,
         more: preview.more,
@@ -172,6 +214,7 @@ pub async fn bulk_new(
             .first
             .into_iter()
             .map(|r| RunLine {
+                key: r.key.unwrap_or_default(),
                 href: run_href(&r.id),
                 id: r.id,
                 flow: r.flow,
@@ -179,7 +222,6 @@ pub async fn bulk_new(
                 created_at: r.created_at,
             })
             .collect(),
-        back,
     })
 }
 
@@ -190,20 +232,34 @@ fn verb(a: BulkAction) -> &'static str {
     }
 }
 
-fn selector_pairs(r: &RunSelector) -> Vec<(&'static str, String)> {
-    [
-        ("tenant", &r.tenant),
-        ("flow", &r.flow),
-        ("version", &r.version),
-        ("status", &r.status),
-        ("step", &r.step),
-        ("error", &r.error),
-        ("since", &r.since),
-        ("until", &r.until),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
-    .collect()
+/// A selector as the console's query string carries it (`over=population`
+/// for a population's), set values only.
+fn selector_pairs(sel: &BulkSelector) -> Vec<(&'static str, String)> {
+    let pairs: Vec<(&'static str, Option<String>)> = match sel {
+        BulkSelector::Runs(r) => vec![
+            ("tenant", r.tenant.clone()),
+            ("flow", r.flow.clone()),
+            ("version", r.version.clone()),
+            ("status", r.status.clone()),
+            ("step", r.step.clone()),
+            ("error", r.error.clone()),
+            ("key", r.key.clone()),
+            ("since", r.since.clone()),
+            ("until", r.until.clone()),
+        ],
+        BulkSelector::Population(p) => vec![
+            ("over", Some("population".to_string())),
+            ("tenant", p.tenant.clone()),
+            ("flow", Some(p.flow.clone())),
+            ("status", p.status.clone()),
+            ("version", p.version.clone()),
+            ("failed_in_a_row", p.failed_in_a_row.map(|n| n.to_string())),
+        ],
+    };
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -228,9 +284,13 @@ pub async fn bulk_start(
         Ok(a) => a,
         Err(e) => return error_page(Some(&viewer), &e),
     };
+    let query = match form.params.selector() {
+        Ok(s) => s,
+        Err(e) => return error_page(Some(&viewer), &e),
+    };
     let req = BulkRequest {
         action,
-        query: BulkSelector::Runs(form.params.selector()),
+        query,
         reason: set(&form.reason),
         rate: None,
     };
@@ -287,6 +347,8 @@ struct JobPage {
     admin: bool,
     tenant: String,
     action: String,
+    /// Over a population: each key's latest run.
+    population: bool,
     filter: Vec<(&'static str, String)>,
     runs_href: String,
     reason: String,
@@ -310,22 +372,18 @@ pub async fn bulk_job(
         Ok(h) => h,
         Err(e) => return error_page(Some(&viewer), &ApiError::internal(e)),
     };
-    let BulkSelector::Runs(sel) = &j.query;
-    let filter = selector_pairs(sel);
-    let runs_href = format!(
-        "/ui/runs{}",
-        query(
-            &filter
-                .iter()
-                .map(|(k, v)| (*k, Some(v.as_str())))
-                .collect::<Vec<_>>()
-        )
-    );
+    let population = matches!(j.query, BulkSelector::Population(_));
+    let runs_href = list_href(&j.query);
+    let filter = selector_pairs(&j.query)
+        .into_iter()
+        .filter(|(k, _)| *k != "over")
+        .collect();
     render(&JobPage {
         nav: Nav::of(Some(&viewer), "bulk"),
         admin: viewer.is_admin(),
         tenant: j.tenant.clone(),
         action: j.action.as_str().into(),
+        population,
         filter,
         runs_href,
         reason: j.reason.clone().unwrap_or_default(),

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{Nav, UiQuery, query, run_href, set};
 use crate::api::RUN_STATUSES;
-use crate::api::model::PopulationFilter;
+use crate::api::model::{BulkSelector, PopulationFilter, PopulationSelector};
 use crate::ui::session::Viewer;
 use crate::ui::values::short_version;
 use crate::ui::{Console, error_page, render};
@@ -80,6 +80,8 @@ struct PopulationPage {
     rows: Vec<KeyLine>,
     next_href: Option<String>,
     first_href: Option<String>,
+    /// "Retry these", "Cancel these": a bulk action over the filter's keys.
+    bulk: Vec<(String, String)>,
 }
 
 pub async fn population(
@@ -134,6 +136,7 @@ pub async fn population(
         rows: Vec::new(),
         next_href: None,
         first_href: None,
+        bulk: Vec::new(),
     };
     let Some(flow) = flow else {
         // No flow picked yet: the picker alone.
@@ -206,6 +209,15 @@ pub async fn population(
         .cursor
         .is_some()
         .then(|| link(filter.status.as_deref(), filter.version.as_deref(), None));
+    if !members.items.is_empty() {
+        page.bulk = super::bulk::bulk_links(&BulkSelector::Population(PopulationSelector {
+            tenant: tenant.clone(),
+            flow: flow.clone(),
+            status: filter.status.clone(),
+            version: filter.version.clone(),
+            failed_in_a_row: filter.failed_in_a_row,
+        }));
+    }
     page.rows = members
         .items
         .into_iter()

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::{Nav, UiQuery, query, run_href, set};
 use crate::api::RUN_STATUSES;
-use crate::api::model::RunFilter;
+use crate::api::model::{BulkSelector, RunFilter, RunSelector};
 use crate::ui::session::Viewer;
 use crate::ui::values::short_version;
 use crate::ui::{Console, error_page, render};
@@ -154,16 +154,17 @@ pub async fn runs(
             created_at: r.created_at,
         })
         .collect();
-    let bulk = super::bulk::bulk_links(&crate::api::model::RunSelector {
+    let bulk = super::bulk::bulk_links(&BulkSelector::Runs(RunSelector {
         tenant: filter.tenant.clone(),
         flow: filter.flow.clone(),
         version: filter.version.clone(),
         status: filter.status.clone(),
         step: filter.step.clone(),
         error: filter.error.clone(),
+        key: filter.key.clone(),
         since: filter.since.clone(),
         until: filter.until.clone(),
-    });
+    }));
     render(&RunsPage {
         nav: Nav::of(Some(&viewer), "runs"),
         bulk,
