@@ -48,6 +48,9 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) if args.schedule.schedules.is_some() => {
                 eflow_runtime::bench::schedules::run(args).await
             }
+            Command::Bench(args) if args.console.console => {
+                eflow_runtime::bench::console::run(args).await
+            }
             Command::Bench(args) => eflow_runtime::bench::run(args).await,
             Command::BenchRemote(args) => eflow_runtime::bench::remote::serve(args).await,
             other => eflow_runtime::cli::run_client(other).await,

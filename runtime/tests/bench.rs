@@ -230,3 +230,78 @@ fn engines_without_a_shared_store_and_bus_are_refused() {
         "{err}"
     );
 }
+
+/// `eflow bench --console` against a real server filled as the docs say
+/// (`eflow bench --server URL --runs N --keys K`): every page it times
+/// answers, each with its samples, and the history's runs are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_bench_times_every_page_of_a_filled_server() {
+    let server = common::binary::eflow("bench-console", &[]).await;
+    let url = format!("http://{}", server.addr);
+    let (ok, filled) = bench(&[
+        "--server",
+        &url,
+        "--token",
+        common::ADMIN,
+        "--runs",
+        "40",
+        "--steps",
+        "2",
+        "--keys",
+        "8",
+        "--tenants",
+        "2",
+    ]);
+    assert!(ok, "{filled:#}");
+    assert_eq!(count(&filled, "/completed"), 40, "{filled:#}");
+    let data = server.data.to_str().expect("a UTF-8 path").to_string();
+    let (ok, r) = bench(&[
+        "--console",
+        "--server",
+        &url,
+        "--token",
+        common::ADMIN,
+        "--samples",
+        "3",
+        "--data",
+        &data,
+    ]);
+    assert!(ok, "{r:#}");
+    // The runs bench waited for its runs; the history may still be writing
+    // the last ones when the console bench counts.
+    assert!((1..=40).contains(&count(&r, "/runs")), "{r:#}");
+    assert!(count(&r, "/history_events") >= count(&r, "/runs"), "{r:#}");
+    let pages = r["pages"].as_array().expect("pages");
+    let names: Vec<&str> = pages.iter().filter_map(|p| p["page"].as_str()).collect();
+    for page in [
+        "overview",
+        "runs",
+        "runs by flow",
+        "runs by status (failed)",
+        "runs by error code (none match)",
+        "runs by key",
+        "population",
+        "population, failed twice in a row",
+        "a run",
+        "a page of a run's events (API, 100)",
+    ] {
+        assert!(names.contains(&page), "{page} in {names:?}");
+    }
+    for p in pages {
+        assert_eq!(p["samples"], 3, "{p}");
+        assert!(num(p, "/p99_ms") >= num(p, "/p50_ms"), "{p}");
+        assert!(count(p, "/bytes") > 0, "{p}");
+    }
+    assert!(num(&r, "/baseline/sqlite_rows_per_sec") > 0.0, "{r:#}");
+    // Without a server to time it says what to do.
+    let out = Command::new(env!("CARGO_BIN_EXE_eflow"))
+        .args(["bench", "--console"])
+        .output()
+        .expect("run eflow bench");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--runs 1000000 --steps 3 --keys 10000"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

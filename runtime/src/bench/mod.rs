@@ -21,6 +21,7 @@
 //! process, so the figure includes the client).
 
 pub mod baseline;
+pub mod console;
 pub mod cpu;
 mod engines;
 mod fanout;
@@ -158,6 +159,13 @@ pub struct BenchArgs {
     /// `--schedules N`: the scheduler benchmark (`schedules.rs`).
     #[command(flatten)]
     pub schedule: schedules::ScheduleBenchArgs,
+    /// `--console`: the web console's pages timed (`console.rs`).
+    #[command(flatten)]
+    pub console: console::ConsoleBenchArgs,
+    /// Give the runs keys, `k0` to `k{N-1}` in turn (as a model per customer
+    /// would), so the history keeps a population of N keys.
+    #[arg(long, default_value_t = 0)]
+    pub keys: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -750,6 +758,7 @@ async fn runs(
         let permit = limit.clone().acquire_owned().await?;
         let client = starter.clone();
         let tenant = tenants[(i % tenants.len() as u64) as usize].clone();
+        let keys = args.keys;
         let errors = errors.clone();
         let latencies = latencies.clone();
         let bar = bar.clone();
@@ -765,7 +774,7 @@ async fn runs(
                         input: Some(json!({ "n": i })),
                         id: None,
                         input_refs: None,
-                        key: None,
+                        key: (keys > 0).then(|| format!("k{}", i % keys)),
                     },
                 )
                 .await;
