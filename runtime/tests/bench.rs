@@ -305,3 +305,75 @@ async fn the_console_bench_times_every_page_of_a_filled_server() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--bulk N`: N failed runs of one tenant, previewed and retried in bulk
+/// while another tenant's requests are timed; every run is counted once and
+/// acted on, and the other tenant's latencies are there beside the baseline.
+#[test]
+fn bulk_retries_every_failed_run_and_times_the_other_tenant() {
+    let (ok, r) = bench(&["--bulk", "300", "--load-period", "1s"]);
+    assert!(ok, "the bulk bench failed: {r:#}");
+    assert_eq!(r["failure"], Value::Null, "{r:#}");
+    assert_eq!(count(&r, "/runs"), 300);
+    assert_eq!(count(&r, "/setup/started"), 300);
+    assert_eq!(count(&r, "/setup/start_errors"), 0);
+    assert!(num(&r, "/setup/seconds") > 0.0, "{r:#}");
+    assert_eq!(count(&r, "/preview_runs"), 300, "{r:#}");
+    assert_eq!(r["preview_more"], false, "{r:#}");
+    assert_eq!(r["preview_ms_each"].as_array().map(Vec::len), Some(5));
+    assert!(num(&r, "/preview_ms") > 0.0, "{r:#}");
+    assert_eq!(r["job_state"], "done", "{r:#}");
+    assert!(r["job"].as_str().is_some_and(|id| !id.is_empty()), "{r:#}");
+    assert_eq!(count(&r, "/bulk_rate"), 100_000);
+    assert_eq!(count(&r, "/selected"), 300, "{r:#}");
+    assert_eq!(count(&r, "/acted"), 300, "{r:#}");
+    assert_eq!(count(&r, "/skipped"), 0, "{r:#}");
+    assert_eq!(count(&r, "/errors"), 0, "{r:#}");
+    assert!(num(&r, "/retried_runs_ended_seconds") > 0.0, "{r:#}");
+    assert_ne!(r["tenant"], r["other_tenant"], "{r:#}");
+    let per_sec = num(&r, "/acted_per_sec");
+    assert!(
+        (per_sec * num(&r, "/seconds") - 300.0).abs() < 1e-6,
+        "acted/s × seconds is the 300 runs"
+    );
+    for load in ["load_baseline", "load_during_job"] {
+        let l = &r[load];
+        assert!(count(l, "/requests") > 0, "{load}: {r:#}");
+        assert_eq!(count(l, "/errors"), 0, "{load}: {r:#}");
+        let (p50, p99) = (num(l, "/p50_ms"), num(l, "/p99_ms"));
+        assert!(0.0 < p50 && p50 <= p99, "{load}: p50 {p50}, p99 {p99}");
+        for field in ["list_p50_ms", "list_p99_ms", "start_p50_ms", "start_p99_ms"] {
+            assert!(num(l, &format!("/{field}")) > 0.0, "{load}.{field}: {r:#}");
+        }
+    }
+    assert!(num(&r, "/load_p99_ratio") > 0.0, "{r:#}");
+    assert!(num(&r, "/peak_rss_mb") > 0.0, "{r:#}");
+    check_baseline(&r, per_sec, "acted_per_sec_per_1000_baseline_rows");
+}
+
+/// `--bulk` with options it cannot work with is refused before anything
+/// starts, saying what to change.
+#[test]
+fn bulk_with_options_it_cannot_use_is_refused() {
+    for (args, says) in [
+        (&["--bulk", "0"][..], "--bulk 0"),
+        (&["--bulk", "10", "--bulk-rate", "0"][..], "--bulk-rate"),
+        (&["--bulk", "10", "--load-rate", "0"][..], "--load-rate"),
+        (
+            &["--bulk", "10", "--connector", "http"][..],
+            "--connector http",
+        ),
+        (&["--bulk", "10", "--no-history"][..], "--no-history"),
+        (&["--bulk", "10", "--fanout", "10"][..], "--fanout"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_eflow"))
+            .arg("bench")
+            .args(args)
+            .output()
+            .expect("run eflow bench");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -1,6 +1,7 @@
 //! `eflow bench`: N runs of a flow of K sequential steps across T tenants,
 //! through the HTTP API, or (`--fanout N`) one run fanning out over N
-//! subflows of one step. Steps run on the `sim` connector (SIMULATED
+//! subflows of one step, or (`--bulk N`) a bulk retry of N failed runs
+//! while another tenant's requests are timed (`bulk.rs`). Steps run on the `sim` connector (SIMULATED
 //! compute: nothing is computed, each step only waits `--sim-duration`) or,
 //! with `--connector http`, on a remote system the bench starts in a child
 //! process (`remote.rs`) that is invoked and calls back over real HTTP on
@@ -21,6 +22,7 @@
 //! process, so the figure includes the client).
 
 pub mod baseline;
+pub mod bulk;
 pub mod console;
 pub mod cpu;
 mod engines;
@@ -156,6 +158,9 @@ pub struct BenchArgs {
     pub sweep_after: Duration,
     #[arg(long, short, value_enum, default_value_t)]
     pub output: Output,
+    /// `--bulk N`: the bulk action benchmark (`bulk.rs`).
+    #[command(flatten)]
+    pub bulk: bulk::BulkBenchArgs,
     /// `--schedules N`: the scheduler benchmark (`schedules.rs`).
     #[command(flatten)]
     pub schedule: schedules::ScheduleBenchArgs,
@@ -416,9 +421,13 @@ impl Setup {
                 let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
                 let mut o = Options::new(dir.clone(), "127.0.0.1:0".parse()?);
                 o.retention.sweep_after = args.sweep_after;
-                // The bench retries nothing: a failed run leaves with the
-                // others, so `--sweep-after 0s` measures live runs only.
-                o.retention.retry_window = args.sweep_after;
+                // The bench retries nothing (but `--bulk`, whose failed runs
+                // must stay retryable to its end): a failed run leaves with
+                // the others, so `--sweep-after 0s` measures live runs only.
+                o.retention.retry_window = match args.bulk.bulk {
+                    Some(_) => args.sweep_after.max(bulk::RETRY_WINDOW),
+                    None => args.sweep_after,
+                };
                 o.durability = args.durability;
                 o.shards = args.shards;
                 o.admin_token = Some(token.clone());
@@ -466,6 +475,9 @@ impl Setup {
         let stamp = uuid::Uuid::now_v7().simple().to_string();
         let count = if args.fanout.is_some() {
             1
+        } else if args.bulk.bulk.is_some() {
+            // The tenant whose runs the job retries, and the other one.
+            2
         } else {
             args.tenants.max(1)
         };
@@ -681,6 +693,9 @@ async fn remote_report(
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.bulk.bulk.is_some() {
+        bulk::check_args(&args)?;
+    }
     let setup = Setup::new(&args).await?;
     // A separate runtime for starting runs: its threads are named, so their
     // CPU is taken out of the embedded server's.
@@ -690,8 +705,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the bench's load threads")?;
-    let result = match args.fanout {
-        Some(n) => fanout::run(&args, &setup, n).await.and_then(|r| {
+    let result = match (args.fanout, args.bulk.bulk) {
+        (None, Some(n)) => bulk::run(&args, &setup, load.handle(), n)
+            .await
+            .and_then(|r| {
+                match args.output {
+                    Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                    Output::Table => print!("{}", bulk::report_text(&r)),
+                }
+                // Reported above; the exit status says it too.
+                match r.failure {
+                    Some(f) => Err(anyhow::anyhow!(f)),
+                    None => Ok(()),
+                }
+            }),
+        (Some(n), _) => fanout::run(&args, &setup, n).await.and_then(|r| {
             match args.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 Output::Table => print!("{}", fanout::report_text(&r)),
@@ -702,7 +730,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 None => Ok(()),
             }
         }),
-        None => runs(&args, &setup, load.handle()).await.and_then(|r| {
+        (None, None) => runs(&args, &setup, load.handle()).await.and_then(|r| {
             match args.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 Output::Table => print!("{}", report_text(&r)),

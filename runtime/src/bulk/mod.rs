@@ -47,8 +47,8 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            page: 100,
-            concurrency: 8,
+            page: 500,
+            concurrency: 64,
             idle: Duration::from_millis(500),
         }
     }
